@@ -1,0 +1,22 @@
+# System dependencies, all from Debian 12 packages (scripts/deps installs them).
+find_package(Threads REQUIRED)
+find_package(OpenSSL 3.0 REQUIRED)
+# protobuf 3.21 ships no CMake config package on Debian: use FindProtobuf.
+find_package(Protobuf REQUIRED)
+
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(SECP256K1 REQUIRED IMPORTED_TARGET libsecp256k1)
+
+# libnanoflann-dev 1.4.3 reports itself as 1.4.2.
+find_package(nanoflann 1.4 REQUIRED)
+
+find_path(WEBSOCKETPP_INCLUDE_DIR websocketpp/server.hpp REQUIRED)
+find_path(ASIO_INCLUDE_DIR asio.hpp REQUIRED)
+add_library(dclcomms_websocketpp INTERFACE)
+target_include_directories(dclcomms_websocketpp SYSTEM INTERFACE ${WEBSOCKETPP_INCLUDE_DIR} ${ASIO_INCLUDE_DIR})
+target_compile_definitions(dclcomms_websocketpp INTERFACE ASIO_STANDALONE _WEBSOCKETPP_CPP11_STL_)
+target_link_libraries(dclcomms_websocketpp INTERFACE Threads::Threads)
+
+if(DCLCOMMS_TESTS)
+  find_package(GTest REQUIRED)
+endif()

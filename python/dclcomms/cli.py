@@ -1,0 +1,54 @@
+"""The ``dclcomms`` command line.
+
+Each subcommand lives next to the code it runs; this module only maps names to
+``module:function`` entry points taking the parsed-argument list, so importing
+the CLI stays cheap and areas stay independent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+# name -> (entry point "module:function", one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "codec-demo": ("dclcomms.codec:demo_main", "encode and decode the wire conformance messages"),
+}
+
+
+def _load(entry: str) -> Callable[[Sequence[str]], int]:
+    module_name, func_name = entry.split(":")
+    func: Callable[[Sequence[str]], int] = getattr(importlib.import_module(module_name), func_name)
+    return func
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="dclcomms",
+        description="dclcomms: comms backend for Decentraland-style worlds",
+        usage="dclcomms [-h] [--version] COMMAND [ARGS...]",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("command", nargs="?", choices=sorted(COMMANDS), metavar="COMMAND")
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.epilog = "commands:\n" + "\n".join(
+        f"  {name:<12} {help_}" for name, (_, help_) in sorted(COMMANDS.items())
+    )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    ns = parser.parse_args(args)
+    if ns.version:
+        from dclcomms import __version__
+
+        print(__version__)
+        return 0
+    if ns.command is None:
+        parser.print_help()
+        return 2
+    return _load(COMMANDS[ns.command][0])(ns.rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""The dclcomms error family: every error carries a stable ``code``.
+
+Codes are the contract: the same strings appear in WebSocket close reasons,
+HTTP error bodies (``{"error": ..., "code": ...}``) and metrics. ``CODES``
+lists every code the package emits, by error class; a test keeps it honest.
+"""
+
+from __future__ import annotations
+
+
+class Error(Exception):
+    """Base class of every dclcomms error."""
+
+    code: str
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), str(self), self.code))
+
+
+def _rebuild(cls: type[Error], message: str, code: str) -> Error:
+    return cls(message, code=code)
+
+
+class DecodeError(Error, ValueError):
+    """Bytes that are not a valid message of the requested type."""
+
+
+class EncodeError(Error, ValueError):
+    """A message value (dict) that cannot be encoded as the requested type."""
+
+
+class UnknownTypeError(Error, KeyError):
+    """A fully qualified message type name the codec does not know."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class AuthError(Error):
+    """An identity could not be proven (auth chain, signature, signed fetch)."""
+
+
+class TokenError(Error, ValueError):
+    """A JWT that is malformed, forged, expired or otherwise rejected."""
+
+
+class ConfigError(Error, ValueError):
+    """Invalid parameters or configuration."""
+
+
+# Every code, by class. Keep in sync with the C++ sources (a test checks that
+# every code raised from C++ appears here).
+CODES: dict[type[Error], frozenset[str]] = {
+    DecodeError: frozenset(
+        {
+            "truncated",
+            "bad_varint",
+            "bad_length",
+            "bad_wire_type",
+            "invalid_utf8",
+            "too_deep",
+            "bad_group",
+        }
+    ),
+    EncodeError: frozenset(
+        {"unknown_field", "bad_type", "out_of_range", "bad_base64", "bad_enum", "oneof_conflict"}
+    ),
+    UnknownTypeError: frozenset({"unknown_type"}),
+    AuthError: frozenset(),
+    TokenError: frozenset(),
+    ConfigError: frozenset({"invalid_parameter"}),
+}

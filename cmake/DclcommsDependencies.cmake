@@ -20,3 +20,6 @@ target_link_libraries(dclcomms_websocketpp INTERFACE Threads::Threads)
 if(DCLCOMMS_TESTS)
   find_package(GTest REQUIRED)
 endif()
+
+# JSON for auth chains and JWT claims (nlohmann-json3-dev, header-only).
+find_package(nlohmann_json 3.10 REQUIRED)

@@ -1,0 +1,90 @@
+#pragma once
+// Typed fast paths for the hot messages, used by the WebSocket servers and the
+// NATS bridge without going through the generic (dict) codec.
+//
+// Contract: encoders produce exactly the bytes of the generic encoder (and of
+// the reference ts-proto encoder) for the same message: declaration order,
+// implicit defaults (including -0.0) omitted, maps in the given order.
+// Decoders follow wire.md section 2 (unknown fields skipped, last oneof member
+// wins, any field order) and throw dclcomms::Error{ErrorKind::Decode, code} on
+// bytes that are not a valid message. All functions are thread-safe (no
+// shared state).
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace dclcomms::codec {
+
+struct Position {
+  float x = 0;
+  float y = 0;
+  float z = 0;
+};
+
+// --- decentraland.kernel.comms.v3 ---------------------------------------------
+
+struct Heartbeat {
+  std::optional<Position> position;         // absent = "no position"
+  std::optional<std::string> desired_room;  // absent = keep; "" = clear
+};
+
+struct ClientPacket {
+  enum class Kind { None, ChallengeRequest, SignedChallenge, Heartbeat };
+  Kind kind = Kind::None;      // None: no oneof member present
+  std::string address;         // ChallengeRequest
+  std::string auth_chain_json; // SignedChallenge
+  codec::Heartbeat heartbeat;  // Heartbeat
+};
+
+ClientPacket decode_client_packet(std::string_view data);
+Heartbeat decode_heartbeat(std::string_view data);  // bare Heartbeat (NATS)
+std::string encode_heartbeat(const Heartbeat& hb);  // bare Heartbeat (NATS)
+
+struct IslandChanged {
+  std::string island_id;
+  std::string conn_str;
+  std::optional<std::string> from_island_id;
+  std::vector<std::pair<std::string, Position>> peers;  // member order, recipient included
+};
+
+// Bare messages (NATS payloads).
+std::string encode_island_changed_message(const IslandChanged& msg);
+IslandChanged decode_island_changed_message(std::string_view data);
+
+// ServerPacket frames (ws-connector -> client).
+std::string encode_server_challenge_response(std::string_view challenge_to_sign,
+                                             bool already_connected);
+std::string encode_server_welcome(std::string_view peer_id);
+std::string encode_server_island_changed(const IslandChanged& msg);
+std::string encode_server_join_island(std::string_view island_id, std::string_view peer_id);
+std::string encode_server_left_island(std::string_view island_id, std::string_view peer_id);
+std::string encode_server_kicked();  // always {kicked{KR_NEW_SESSION}} = 32 00
+
+// --- decentraland.kernel.comms.rfc5 -------------------------------------------
+
+struct WsPacket {
+  enum class Kind { None, PeerIdentification, SignedChallenge, PeerUpdate, Other };
+  Kind kind = Kind::None;       // Other: a server->client member sent by a client
+  std::string address;          // PeerIdentification
+  std::string auth_chain_json;  // SignedChallenge
+  // PeerUpdate: body is a view into the decoded buffer (valid while it lives).
+  uint32_t from_alias = 0;
+  std::string_view body;
+  bool unreliable = false;
+};
+
+WsPacket decode_ws_packet(std::string_view data);
+
+std::string encode_ws_welcome(uint32_t alias,
+                              const std::vector<std::pair<uint32_t, std::string>>& peer_identities);
+std::string encode_ws_peer_join(uint32_t alias, std::string_view address);
+std::string encode_ws_peer_update(uint32_t from_alias, std::string_view body, bool unreliable);
+std::string encode_ws_challenge(std::string_view challenge_to_sign, bool already_connected);
+std::string encode_ws_peer_leave(uint32_t alias);
+std::string encode_ws_peer_kicked(std::string_view reason);
+
+}  // namespace dclcomms::codec

@@ -72,5 +72,15 @@ CODES: dict[type[Error], frozenset[str]] = {
     UnknownTypeError: frozenset({"unknown_type"}),
     AuthError: frozenset(),
     TokenError: frozenset(),
-    ConfigError: frozenset({"invalid_parameter"}),
+    ConfigError: frozenset(
+        {
+            "invalid_parameter",
+            # realm configuration (dclcomms.config, dclcomms.policy)
+            "unknown_key",
+            "bad_value",
+            "bad_toml",
+            "config_not_found",
+            "bad_policy",
+        }
+    ),
 }

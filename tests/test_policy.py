@@ -118,3 +118,14 @@ def test_ws_room_transport_without_secret_has_no_token() -> None:
     w = WsRoomTransport("http://h:1/", None)
     assert w.base_url == "ws://h:1"
     assert w.issue("I9", [A, B]) == {A: "ws-room:ws://h:1/rooms/I9", B: "ws-room:ws://h:1/rooms/I9"}
+
+
+def test_example_policy_loads_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples"))
+    t = build_transports(RealmConfig(**LK), bound_port=1, ws_room_secret="x")
+    p = load_policy("crowded_policy:CrowdedIslands", t)
+    assert isinstance(p, CrowdedOnLiveKit) and (p.up_at, p.down_at) == (10, 5)
+    assert p.transport_for(_view(9)) is t.ws_room
+    assert p.transport_for(_view(10)) is t.livekit
+    assert p.transport_for(_view(6, "livekit")) is t.livekit
+    sys.modules.pop("crowded_policy", None)

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from dclcomms.config import RealmConfig, add_arguments, config_from_args
-from dclcomms.errors import ConfigError
+from dclcomms.errors import ConfigError, Error
 
 log = logging.getLogger("dclcomms.realm")
 
@@ -61,3 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"dclcomms realm: error: {e} [{e.code}]", file=sys.stderr)
         return 2
+    except (OSError, Error) as e:  # e.g. the port is taken
+        code = f" [{e.code}]" if isinstance(e, Error) else ""
+        print(f"dclcomms realm: error: cannot start: {e}{code}", file=sys.stderr)
+        return 1

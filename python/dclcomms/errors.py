@@ -67,7 +67,16 @@ CODES: dict[type[Error], frozenset[str]] = {
         }
     ),
     EncodeError: frozenset(
-        {"unknown_field", "bad_type", "out_of_range", "bad_base64", "bad_enum", "oneof_conflict"}
+        {
+            "unknown_field",
+            "duplicate_field",
+            "bad_type",
+            "out_of_range",
+            "bad_base64",
+            "bad_enum",
+            "oneof_conflict",
+            "too_deep",
+        }
     ),
     UnknownTypeError: frozenset({"unknown_type"}),
     AuthError: frozenset(),

@@ -36,4 +36,7 @@ std::string base64url_encode(std::string_view data);
 // unused trailing bits zero. Returns false on any violation.
 bool base64url_decode(std::string_view text, std::string& out);
 
+// HMAC-SHA256(key, data) as 32 raw bytes (OpenSSL EVP_MAC). Thread-safe.
+std::string hmac_sha256(std::string_view key, std::string_view data);
+
 }  // namespace dclcomms::auth::detail

@@ -2,9 +2,10 @@
 
 #include "dclcomms/auth/jwt.hpp"
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 
 #include <cmath>
 #include <stdexcept>
@@ -41,6 +42,46 @@ std::string base64url_encode(std::string_view data) {
     out.push_back(kAlphabet[(v >> 6) & 63]);
   }
   return out;
+}
+
+// HMAC-SHA256 through a per-thread EVP_MAC_CTX whose digest was set once:
+// the one-shot HMAC() re-fetches the algorithm from the provider on every
+// call, which costs more than hashing a token.
+std::string hmac_sha256(std::string_view key, std::string_view data) {
+  struct Ctx {
+    EVP_MAC* mac = nullptr;
+    EVP_MAC_CTX* ctx = nullptr;
+    Ctx() {
+      mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+      ctx = mac ? EVP_MAC_CTX_new(mac) : nullptr;
+      char digest[] = "SHA256";
+      const OSSL_PARAM params[] = {
+          OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+          OSSL_PARAM_construct_end()};
+      if (ctx && EVP_MAC_CTX_set_params(ctx, params) != 1) {
+        EVP_MAC_CTX_free(ctx);
+        ctx = nullptr;
+      }
+    }
+    ~Ctx() {
+      EVP_MAC_CTX_free(ctx);
+      EVP_MAC_free(mac);
+    }
+  };
+  thread_local Ctx c;
+  unsigned char out[EVP_MAX_MD_SIZE];
+  size_t len = 0;
+  // An empty key is legal for HMAC but EVP_MAC_init treats a null pointer as
+  // "keep the previous key": always pass a valid pointer.
+  static const unsigned char kEmpty = 0;
+  const auto* k = key.empty() ? &kEmpty : reinterpret_cast<const unsigned char*>(key.data());
+  if (c.ctx == nullptr || EVP_MAC_init(c.ctx, k, key.size(), nullptr) != 1 ||
+      EVP_MAC_update(c.ctx, reinterpret_cast<const unsigned char*>(data.data()), data.size()) !=
+          1 ||
+      EVP_MAC_final(c.ctx, out, &len, sizeof out) != 1) {
+    throw std::runtime_error("HMAC-SHA256 failed");
+  }
+  return std::string(reinterpret_cast<const char*>(out), len);
 }
 
 namespace {
@@ -82,18 +123,6 @@ namespace {
   throw Error(ErrorKind::Token, code, message);
 }
 
-std::string hmac_sha256(std::string_view key, std::string_view data) {
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  // EVP_sha256() is a static method table: no per-call provider fetch.
-  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-           reinterpret_cast<const unsigned char*>(data.data()), data.size(), mac,
-           &len) == nullptr) {
-    throw std::runtime_error("HMAC-SHA256 failed");
-  }
-  return std::string(reinterpret_cast<const char*>(mac), len);
-}
-
 std::string dump(const nlohmann::ordered_json& j, const char* what) {
   try {
     return j.dump();
@@ -127,7 +156,7 @@ std::string jwt_encode(const nlohmann::ordered_json& claims, std::string_view se
   std::string signing_input = detail::base64url_encode(dump(*header, "header"));
   signing_input.push_back('.');
   signing_input += detail::base64url_encode(dump(claims, "claims"));
-  const std::string mac = hmac_sha256(secret, signing_input);
+  const std::string mac = detail::hmac_sha256(secret, signing_input);
   signing_input.push_back('.');
   signing_input += detail::base64url_encode(mac);
   return signing_input;
@@ -167,7 +196,7 @@ nlohmann::ordered_json jwt_decode(std::string_view token, std::string_view secre
   if (header.contains("crit")) token_error("bad_header", "critical header extensions unsupported");
 
   const std::string expected =
-      hmac_sha256(secret, token.substr(0, dot2));  // the ASCII signing input
+      detail::hmac_sha256(secret, token.substr(0, dot2));  // the ASCII signing input
   if (sig.size() != expected.size() ||
       CRYPTO_memcmp(sig.data(), expected.data(), expected.size()) != 0) {
     token_error("bad_signature", "JWT signature does not match");

@@ -114,3 +114,37 @@ TEST(LiveKit, VectorsByteForByte) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(LiveKit, FastPathMatchesTheJsonTree) {
+  // grants = {} forces the generic nlohmann path; nullptr takes the direct one.
+  const ojson empty = ojson::object();
+  for (const char* metadata : {"{\"a\":\"b\\\\c\"}", "plain", ""}) {
+    LiveKitTokenOptions o;
+    o.identity = "0xabc";
+    o.room = "room \"quoted\" \\ backslash";
+    o.now_s = 1767225600;
+    o.name = "Bob";
+    o.metadata = metadata;
+    const std::string fast = livekit_token("APIkey", "secret", o);
+    o.grants = &empty;
+    EXPECT_EQ(fast, livekit_token("APIkey", "secret", o)) << metadata;
+  }
+  // Non-ASCII and control characters go through nlohmann's escaping.
+  LiveKitTokenOptions o;
+  o.identity = "0xabc";
+  o.room = "caf\xc3\xa9\n";
+  o.now_s = 100;
+  const ojson claims = jwt_decode(livekit_token("k", "s", o), "s", JwtCheck{100, 0, "k", true});
+  EXPECT_EQ(claims.at("video").at("room"), "caf\xc3\xa9\n");
+  o.room = "bad \xff utf-8";
+  try {
+    livekit_token("k", "s", o);
+    FAIL() << "invalid UTF-8 encoded";
+  } catch (const dclcomms::Error& e) {
+    EXPECT_EQ(e.code(), "bad_claims");
+  }
+}
+
+}  // namespace

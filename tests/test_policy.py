@@ -129,3 +129,26 @@ def test_example_policy_loads_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     assert p.transport_for(_view(10)) is t.livekit
     assert p.transport_for(_view(6, "livekit")) is t.livekit
     sys.modules.pop("crowded_policy", None)
+
+
+def test_minted_tokens_verify() -> None:
+    import time
+
+    from livekit.api import TokenVerifier
+
+    from dclcomms.auth import jwt_decode
+
+    t = build_transports(RealmConfig(**LK), bound_port=4000, ws_room_secret="w" * 32)
+    assert t.livekit is not None
+    (lk,) = t.livekit.issue("I7", [A]).values()
+    prefix = "livekit:wss://lk.example?access_token="
+    assert lk.startswith(prefix)
+    claims = TokenVerifier("key", "s" * 32).verify(lk[len(prefix) :])
+    assert claims.identity == A and claims.video.room == "I7"
+    assert claims.video.can_publish_sources == ["microphone"] and claims.video.room_join
+    (ws,) = t.ws_room.issue("I7", [A]).values()
+    prefix = "ws-room:ws://127.0.0.1:4000/rooms/I7?access_token="
+    assert ws.startswith(prefix)
+    c = jwt_decode(ws[len(prefix) :], "w" * 32, require_exp=True)
+    assert (c["sub"], c["room"], c["exp"] - c["iat"]) == (A, "I7", 300)
+    assert abs(c["iat"] - time.time()) < 5

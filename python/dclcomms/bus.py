@@ -30,7 +30,6 @@ loop); an exception in one handler is logged and does not stop the others.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -40,22 +39,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from dclcomms import codec
+
 log = logging.getLogger("dclcomms.bus")
 
 V3 = "decentraland.kernel.comms.v3."
 Vec3 = tuple[float, float, float]
 
 
-def _encode(type_name: str, message: dict[str, Any]) -> bytes:
-    codec: Any = importlib.import_module("dclcomms.codec")  # imported on first use only
-    out: bytes = codec.encode(type_name, message)
-    return out
-
-
-def _decode(type_name: str, data: bytes) -> dict[str, Any]:
-    codec: Any = importlib.import_module("dclcomms.codec")
-    out: dict[str, Any] = codec.decode(type_name, data)
-    return out
+_encode = codec.encode
+_decode = codec.decode
 
 
 @dataclass(frozen=True)

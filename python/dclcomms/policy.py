@@ -25,15 +25,11 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
+from dclcomms.auth import jwt_encode, livekit_token
 from dclcomms.config import RealmConfig
 from dclcomms.errors import ConfigError
-
-
-def _auth() -> Any:
-    return importlib.import_module("dclcomms.auth")  # imported on first use only
 
 
 @dataclass(frozen=True)
@@ -97,7 +93,6 @@ class LiveKitTransport(Transport):
         self.max_island_size = max_island_size
 
     def issue(self, island_id: str, peer_ids: Sequence[str]) -> dict[str, str]:
-        livekit_token = _auth().livekit_token
         now = int(time.time())
         return {
             p: f"livekit:{self.host}?access_token="
@@ -131,7 +126,6 @@ class WsRoomTransport(Transport):
         base = f"ws-room:{self.base_url}/rooms/{island_id}"
         if self._secret is None:
             return dict.fromkeys(peer_ids, base)
-        jwt_encode = _auth().jwt_encode
         now = int(time.time())
         out = {}
         for p in peer_ids:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "codec-demo": ("dclcomms.codec:demo_main", "encode and decode the wire conformance messages"),
     "realm": ("dclcomms.realm:main", "run a realm: connector, islands, rooms, /about, stats"),
+    "rooms": ("dclcomms.rooms:main", "standalone RFC-5 WebSocket room service (/rooms/<roomId>)"),
 }
 
 

@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 import dclcomms
+from dclcomms import ws
 from dclcomms.about import AboutState, about, public_url_from_host
 from dclcomms.bus import Bus, HeartbeatBatch, InProcessBus
 from dclcomms.config import RealmConfig
@@ -43,12 +44,8 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _ws() -> Any:
-    return importlib.import_module("dclcomms.ws")  # the compiled server loads on first use
-
-
 def _server_config(config: RealmConfig, ws_room_secret: str) -> Any:
-    return _ws().ServerConfig(
+    return ws.ServerConfig(
         host=config.host,
         port=config.port,
         io_threads=config.io_threads,
@@ -67,24 +64,6 @@ def _server_config(config: RealmConfig, ws_room_secret: str) -> Any:
         version=dclcomms.__version__,
         commit_hash=config.commit_hash,
     )
-
-
-def _server_metrics(stats: dict[str, Any]) -> dict[str, tuple[str, str, float]]:
-    """Flatten ``Server.stats()`` into ``dcl_ws_<section>_<key>`` samples (numbers only)."""
-    out: dict[str, tuple[str, str, float]] = {}
-    gauges = {"sessions", "users", "rooms", "connections", "queued_bytes", "pending"}
-    for section, values in stats.items():
-        if not isinstance(values, dict):
-            continue
-        for key, v in values.items():
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                continue
-            if key in gauges or key.endswith("_bytes_queued"):
-                out[f"dcl_ws_{section}_{key}"] = ("gauge", f"C++ server {section} {key}", v)
-            else:
-                name = key if key.endswith("_total") else key + "_total"
-                out[f"dcl_ws_{section}_{name}"] = ("counter", f"C++ server {section} {key}", v)
-    return out
 
 
 class Realm:
@@ -135,7 +114,6 @@ class Realm:
 
     async def start(self) -> Realm:
         Engine = importlib.import_module("dclcomms.archipelago").Engine
-        Server = _ws().Server
         cfg = self.config
         self._loop = asyncio.get_running_loop()
         engine = Engine(
@@ -144,7 +122,7 @@ class Realm:
             max_island_size=cfg.island_size,
             id_prefix=cfg.room_prefix,
         )
-        self.server = Server(_server_config(cfg, self.ws_room_secret))
+        self.server = ws.Server(_server_config(cfg, self.ws_room_secret))
         self._port = int(self.server.start())
         self._started_ms = _now_ms()
         try:
@@ -175,7 +153,6 @@ class Realm:
                 commit_hash=cfg.commit_hash,
                 registry=self.registry,
             )
-            self.registry.collector(lambda: _server_metrics(self.server.stats()))
             self._routes()
             self._loop.add_reader(self.server.fileno(), self._pump)
             self._core_task = asyncio.create_task(self.core.run(self._stop), name="realm-core")
@@ -236,7 +213,6 @@ class Realm:
         server = self.server
         if server is None:
             return
-        ws = _ws()
         connector = self.connector
         assert connector is not None
         while True:
@@ -246,6 +222,7 @@ class Realm:
             for ev in events:
                 if isinstance(ev, ws.Heartbeats):
                     self.m_events.inc(kind="heartbeats")
+                    # ws.UNSET (field absent) -> None: keep the stored preference
                     rooms = [r if isinstance(r, str) else None for r in ev.desired_rooms]
                     connector.on_heartbeats(
                         HeartbeatBatch(ev.addresses, ev.positions, rooms, ev.received_ms)
@@ -325,6 +302,8 @@ class Realm:
         if self.stats is not None:
             self.stats.sweep()
         body = self.registry.render()
+        if self.server is not None:  # the C++ counters, dcl_ws_connector_* / dcl_ws_rooms_*
+            body += ws.metrics_text(self.server.stats())
         return Response(200, body.encode(), {"Content-Type": CONTENT_TYPE})
 
 

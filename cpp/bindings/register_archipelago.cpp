@@ -77,7 +77,7 @@ void register_archipelago(py::module_& m) {
           py::arg("preferred"), py::arg("now_ms"))
       .def(
           "update_many",
-          [](arch::Engine& e, const std::vector<std::string>& peer_ids,
+          [](arch::Engine& e, const py::list& peer_ids,
              const py::array_t<float, py::array::c_style | py::array::forcecast>& positions,
              std::optional<std::vector<int>> ops, std::optional<std::vector<std::string>> preferred,
              int64_t now_ms) {
@@ -92,6 +92,27 @@ void register_archipelago(py::module_& m) {
               throw Error(ErrorKind::Config, "invalid_parameter",
                           "ops and preferred must both be given with one entry per peer");
             }
+            // Ids are copied into one buffer (no allocation per id): heartbeat
+            // batches are large and this conversion is their main cost.
+            std::string buf;
+            std::vector<size_t> ends;
+            ends.reserve(n);
+            for (size_t i = 0; i < n; ++i) {
+              PyObject* item = PyList_GET_ITEM(peer_ids.ptr(), static_cast<py::ssize_t>(i));
+              if (!PyUnicode_Check(item)) {
+                throw Error(ErrorKind::Config, "invalid_peer_id",
+                            "peer ids must be str (row " + std::to_string(i) + ")");
+              }
+              py::ssize_t len = 0;
+              const char* utf8 = PyUnicode_AsUTF8AndSize(item, &len);
+              if (utf8 == nullptr) throw py::error_already_set();
+              buf.append(utf8, static_cast<size_t>(len));
+              ends.push_back(buf.size());
+            }
+            std::vector<std::string_view> views(n);
+            for (size_t i = 0, begin = 0; i < n; begin = ends[i], ++i) {
+              views[i] = std::string_view(buf).substr(begin, ends[i] - begin);
+            }
             std::vector<float> xyz(positions.data(), positions.data() + 3 * n);
             std::vector<arch::PreferenceOp> pops;
             if (ops) {
@@ -101,7 +122,7 @@ void register_archipelago(py::module_& m) {
             // Every input is copied into C++ containers above: no Python object
             // is touched after this point.
             py::gil_scoped_release nogil;
-            e.update_many(peer_ids.data(), n, xyz.data(), ops ? pops.data() : nullptr,
+            e.update_many(views.data(), n, xyz.data(), ops ? pops.data() : nullptr,
                           preferred ? preferred->data() : nullptr, now_ms);
           },
           py::arg("peer_ids"), py::arg("positions"), py::arg("ops"), py::arg("preferred"),
@@ -212,6 +233,7 @@ void register_archipelago(py::module_& m) {
         d["merge_checks"] = st.merge_checks;
         d["merges"] = st.merges;
         d["pair_tests"] = st.pair_tests;
+        d["elapsed_us"] = st.elapsed_us;
         return d;
       });
 }

@@ -11,7 +11,7 @@
 #include <limits>
 #include <optional>
 #include <string>
-#include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include "dclcomms/archipelago/engine.hpp"
@@ -45,8 +45,6 @@ arch::PreferenceOp to_op(int op) {
   }
   throw Error(ErrorKind::Config, "invalid_parameter", "preference op must be 0, 1 or 2");
 }
-
-using ChangeTuple = std::tuple<std::string, std::string, std::string, std::optional<std::string>>;
 
 }  // namespace
 
@@ -155,14 +153,32 @@ void register_archipelago(py::module_& m) {
                py::gil_scoped_release nogil;  // pure C++ until the results are converted
                changes = e.flush();
              }
-             std::vector<ChangeTuple> out;
-             out.reserve(changes.size());
-             for (auto& c : changes) {
-               out.emplace_back(std::move(c.peer_id),
-                                c.kind == arch::ChangeKind::Left ? "left" : "changed",
-                                std::move(c.island_id), std::move(c.from_island_id));
+             // Columns (peer ids, kinds, island ids, from ids); island id
+             // strings are shared between the entries naming the same island.
+             const auto n = static_cast<py::ssize_t>(changes.size());
+             py::list peers(n), kinds(n), islands(n), froms(n);
+             py::str changed("changed"), left("left");
+             std::unordered_map<std::string, py::str> cache;
+             auto island_ref = [&cache](const std::string& id) -> PyObject* {
+               auto it = cache.find(id);
+               if (it == cache.end()) it = cache.emplace(id, py::str(id)).first;
+               return it->second.inc_ref().ptr();
+             };
+             // PyList_SET_ITEM steals the new references taken here.
+             for (py::ssize_t i = 0; i < n; ++i) {
+               const auto& c = changes[static_cast<size_t>(i)];
+               PyObject* peer = PyUnicode_DecodeUTF8(
+                   c.peer_id.data(), static_cast<py::ssize_t>(c.peer_id.size()), "surrogateescape");
+               if (peer == nullptr) throw py::error_already_set();
+               PyList_SET_ITEM(peers.ptr(), i, peer);
+               PyList_SET_ITEM(kinds.ptr(), i,
+                               (c.kind == arch::ChangeKind::Left ? left : changed).inc_ref().ptr());
+               PyList_SET_ITEM(islands.ptr(), i, island_ref(c.island_id));
+               PyList_SET_ITEM(
+                   froms.ptr(), i,
+                   c.from_island_id ? island_ref(*c.from_island_id) : py::none().inc_ref().ptr());
              }
-             return out;
+             return py::make_tuple(peers, kinds, islands, froms);
            })
       .def("islands",
            [](const arch::Engine& e) {
@@ -234,6 +250,7 @@ void register_archipelago(py::module_& m) {
         d["merges"] = st.merges;
         d["pair_tests"] = st.pair_tests;
         d["elapsed_us"] = st.elapsed_us;
+        d["cpu_us"] = st.cpu_us;
         return d;
       });
 }

@@ -7,6 +7,7 @@
 #include <cctype>
 #include <chrono>
 #include <cmath>
+#include <ctime>
 #include <deque>
 #include <limits>
 #include <mutex>
@@ -851,6 +852,8 @@ struct Engine::Impl {
 
   std::vector<IslandChange> flush() {
     const auto t0 = std::chrono::steady_clock::now();
+    timespec c0{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
     stats = FlushStats{};
     // 1-2. Disconnects, expiry and positions were applied on arrival.
     // 3. Split islands whose members moved or left.
@@ -908,6 +911,10 @@ struct Engine::Impl {
       free_idx.push_back(p);
     }
     deferred_free.clear();
+    timespec c1{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+    stats.cpu_us =
+        static_cast<uint64_t>((c1.tv_sec - c0.tv_sec) * 1000000 + (c1.tv_nsec - c0.tv_nsec) / 1000);
     stats.elapsed_us = static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
             .count());

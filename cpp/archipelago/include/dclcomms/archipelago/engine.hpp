@@ -102,6 +102,7 @@ struct FlushStats {
   uint64_t merges = 0;        // islands absorbed
   uint64_t pair_tests = 0;    // exact point-pair distance tests
   uint64_t elapsed_us = 0;    // wall time of the flush (lock held)
+  uint64_t cpu_us = 0;        // CPU time of the flushing thread
 };
 
 class Engine {

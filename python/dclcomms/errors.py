@@ -124,6 +124,9 @@ CODES: dict[type[Error], frozenset[str]] = {
     ConfigError: frozenset(
         {
             "invalid_parameter",
+            # archipelago: invalid_position (non-finite), invalid_peer_id (empty / not a str)
+            "invalid_position",
+            "invalid_peer_id",
             # realm configuration (dclcomms.config, dclcomms.policy)
             "unknown_key",
             "bad_value",

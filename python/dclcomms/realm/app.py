@@ -16,7 +16,6 @@ the core ticks in its own task on the same loop.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import logging
 import secrets
@@ -26,6 +25,7 @@ from typing import Any
 import dclcomms
 from dclcomms import ws
 from dclcomms.about import AboutState, about, public_url_from_host
+from dclcomms.archipelago import Engine
 from dclcomms.bus import Bus, HeartbeatBatch, InProcessBus
 from dclcomms.config import RealmConfig
 from dclcomms.http import Request, Response, Router, json_response, text_response
@@ -113,7 +113,6 @@ class Realm:
         return f"http://{host}:{self._port}"
 
     async def start(self) -> Realm:
-        Engine = importlib.import_module("dclcomms.archipelago").Engine
         cfg = self.config
         self._loop = asyncio.get_running_loop()
         engine = Engine(

@@ -9,7 +9,8 @@ The handshake, duplicate kicks, limits and close codes live in C++
   disconnect of the replaced session first, so the new session re-enters the
   engine with its first heartbeat and receives a fresh ``island_changed``;
 * ``engine.peer.<addr>.island_changed`` -> ``island_changed`` to that session (the
-  connector remembers each session's island from these);
+  connector remembers each session's island from these; a session without an
+  island yet gets no ``from_island_id``);
 * ``engine.island.<id>.peer_join|peer_left`` -> ``join_island``/``left_island`` to
   the connector's other sessions on that island, except sessions that received
   their ``island_changed`` for that island in the same tick (its member map is
@@ -100,12 +101,15 @@ class Connector:
         addr = subject.split(".")[2]
         if addr not in self.sessions:
             return  # not connected here (reference: dropped)
+        # A session that has no island yet (new, or replacing a kicked one whose island
+        # the engine still remembered in this tick) gets no ``from``: it never was there.
+        from_island = msg.from_island_id if addr in self.island_of else None
         self._forget(addr)
         self.island_of[addr] = msg.island_id
         self.members.setdefault(msg.island_id, set()).add(addr)
         self._fresh[addr] = msg.island_id
         self.server.send_island_changed(
-            addr, msg.island_id, msg.conn_str, msg.from_island_id, list(msg.peers.items())
+            addr, msg.island_id, msg.conn_str, from_island, list(msg.peers.items())
         )
         self.m_sent.inc(kind="island_changed")
 

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dclcomms.archipelago import UNSET, Engine
 from dclcomms.bus import (
     Bus,
     Discovery,
@@ -112,16 +112,12 @@ class CoreMetrics:
         )
 
 
-def _engine_unset() -> Any:
-    return importlib.import_module("dclcomms.archipelago").UNSET
-
-
 class ArchipelagoCore:
     """Engine + policy + bus. Feed it through the bus; drive it with :meth:`run` or :meth:`tick`."""
 
     def __init__(
         self,
-        engine: Any,
+        engine: Engine,
         bus: Bus,
         policy: RealmPolicy,
         *,
@@ -145,7 +141,6 @@ class ArchipelagoCore:
         self.island_transport: dict[str, Transport] = {}
         self.last_tick_ms: int | None = None
         self._last_discovery_ms: int | None = None
-        self._unset = _engine_unset()
         self._subs: list[Subscription] = [
             bus.subscribe_heartbeats(self._on_heartbeats),
             bus.subscribe("peer.*.disconnect", self._on_disconnect),
@@ -162,7 +157,7 @@ class ArchipelagoCore:
         n = len(batch)
         if n == 0:
             return
-        unset = self._unset
+        unset = UNSET
         preferred = [unset if d is None else (d or None) for d in batch.desired_rooms]
         if all(p is unset for p in preferred):
             self.engine.update_many(list(batch.addresses), batch.positions, now_ms=self._clock())

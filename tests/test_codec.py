@@ -350,3 +350,29 @@ def test_codec_demo_cli() -> None:
     assert len(lines) == 1 + len(codec.DEMO_MESSAGES)
     assert all(line.endswith(" ok") for line in lines[1:]), out.stdout
     assert any("3200" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("peers", "code"),
+    [
+        ("0xabc", "bad_type"),
+        ([("0xa",)], "bad_type"),
+        ([(1, (0.0, 0.0, 0.0))], "bad_type"),
+        ([("0xa", (0.0, 0.0))], "bad_type"),
+        ([("0xa", (0.0, "1", 0.0))], "bad_type"),
+        ([("0xa", (0.0, True, 0.0))], "bad_type"),
+        ([("0xa", (0.0, 1e300, 0.0))], "out_of_range"),
+        ([("0xa", (0.0, 10**400, 0.0))], "out_of_range"),
+        ([("\ud800", (0.0, 0.0, 0.0))], "bad_type"),
+    ],
+)
+def test_encode_island_changed_rejects_malformed_peers(peers: Any, code: str) -> None:
+    with pytest.raises(dclcomms.EncodeError) as info:
+        codec.encode_island_changed("I1", "c", None, peers)
+    assert info.value.code == code
+    assert str(info.value).startswith(ISLAND + ": ")
+
+
+def test_encode_island_changed_accepts_lists_and_ints() -> None:
+    expected = codec.encode(ISLAND, {"islandId": "I1", "peers": {"0xa": {"x": 1.0, "z": 3.0}}})
+    assert codec.encode_island_changed("I1", "", None, [["0xa", [1, 0, 3]]]) == expected  # type: ignore[list-item]

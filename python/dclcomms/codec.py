@@ -90,10 +90,11 @@ def encode_island_changed(
     ``peers`` is a sequence of ``(peer_id, (x, y, z))`` in island member order;
     positions are stored as float32. With ``server_packet=True`` the result is
     the ``ServerPacket{island_changed}`` WebSocket frame instead. Same bytes as
-    :func:`encode` of the equivalent dict.
+    :func:`encode` of the equivalent dict. Raises :class:`dclcomms.EncodeError`
+    (``bad_type``, ``out_of_range``) for malformed peers.
     """
     return _core.codec_encode_island_changed(
-        island_id, conn_str, from_island_id, list(peers), server_packet
+        island_id, conn_str, from_island_id, peers, server_packet
     )
 
 

@@ -110,6 +110,24 @@ Value to_value(py::handle h, int depth) {
     }
     return Value(std::move(list));
   }
+  // Other numbers (numpy scalars, Decimal, ...): integers via __index__,
+  // the rest via __float__.
+  if (PyIndex_Check(o)) {
+    py::object i = py::reinterpret_steal<py::object>(PyNumber_Index(o));
+    if (!i) {
+      PyErr_Clear();
+      encode_error("bad_type", std::string("cannot convert ") + Py_TYPE(o)->tp_name + " to int");
+    }
+    return to_value(i, depth);
+  }
+  if (Py_TYPE(o)->tp_as_number != nullptr && Py_TYPE(o)->tp_as_number->nb_float != nullptr) {
+    const double d = PyFloat_AsDouble(o);
+    if (d == -1.0 && PyErr_Occurred()) {
+      PyErr_Clear();
+      encode_error("bad_type", std::string("cannot convert ") + Py_TYPE(o)->tp_name + " to float");
+    }
+    return Value(d);
+  }
   encode_error("bad_type", std::string("unsupported Python type ") + Py_TYPE(o)->tp_name);
 }
 
@@ -174,13 +192,19 @@ float to_float32(PyObject* o, Py_ssize_t i) {
     }
     encode_error("out_of_range", peer_where(i) + ": value is out of range for a float32");
   }
-  if (PyBool_Check(o) || !(PyFloat_Check(o) || PyLong_Check(o))) {
+  // Any real number (int, numpy scalars, ...) but not bool or str.
+  const bool numeric = PyFloat_Check(o) || PyLong_Check(o) ||
+                       (Py_TYPE(o)->tp_as_number != nullptr &&
+                        Py_TYPE(o)->tp_as_number->nb_float != nullptr && !PyUnicode_Check(o));
+  if (PyBool_Check(o) || !numeric) {
     encode_error("bad_type", peer_where(i) + ": expected a number, got " + Py_TYPE(o)->tp_name);
   }
   const double d = PyFloat_AsDouble(o);
   if (d == -1.0 && PyErr_Occurred()) {
+    const bool overflow = PyErr_ExceptionMatches(PyExc_OverflowError);
     PyErr_Clear();
-    encode_error("out_of_range", peer_where(i) + ": value is out of range");
+    encode_error(overflow ? "out_of_range" : "bad_type",
+                 peer_where(i) + ": cannot convert " + Py_TYPE(o)->tp_name + " to float");
   }
   if (std::isfinite(d) && std::fabs(d) > static_cast<double>(FLT_MAX) &&
       !std::isfinite(static_cast<float>(d))) {
@@ -209,8 +233,17 @@ void convert_peers(const py::object& peers,
     PyObject* id = PySequence_Fast_GET_ITEM(item, 0);
     PyObject* xyz = PySequence_Fast_GET_ITEM(item, 1);
     if (!PyUnicode_Check(id)) encode_error("bad_type", peer_where(i) + ": peer_id must be a str");
-    if (!(PyTuple_Check(xyz) || PyList_Check(xyz)) || PySequence_Fast_GET_SIZE(xyz) != 3) {
-      encode_error("bad_type", peer_where(i) + ": position must be an (x, y, z) tuple");
+    py::object xyz_seq;  // tuples and lists as they are; other sequences (numpy rows) copied
+    if (!(PyTuple_Check(xyz) || PyList_Check(xyz))) {
+      xyz_seq = py::reinterpret_steal<py::object>(PySequence_Fast(xyz, "position"));
+      if (!xyz_seq) {
+        PyErr_Clear();
+        encode_error("bad_type", peer_where(i) + ": position must be an (x, y, z) sequence");
+      }
+      xyz = xyz_seq.ptr();
+    }
+    if (PySequence_Fast_GET_SIZE(xyz) != 3) {
+      encode_error("bad_type", peer_where(i) + ": position must be an (x, y, z) sequence");
     }
     out.emplace_back(utf8_of(id), codec::Position{to_float32(PySequence_Fast_GET_ITEM(xyz, 0), i),
                                                   to_float32(PySequence_Fast_GET_ITEM(xyz, 1), i),

@@ -393,3 +393,10 @@ def test_numpy_scalars_and_rows_are_accepted() -> None:
     assert codec.encode(ISLAND, as_numpy) == expected
     status = codec.encode(STATUS, {"currentTime": np.uint64(2**64 - 1), "userCount": np.int8(3)})
     assert codec.decode(STATUS, status) == {"currentTime": "18446744073709551615", "userCount": 3}
+
+
+def test_frame_type_constants_are_known_types() -> None:
+    names = [codec.CLIENT_PACKET, codec.SERVER_PACKET, codec.HEARTBEAT, codec.ISLAND_CHANGED]
+    names += [codec.WS_PACKET, codec.RFC4_PACKET]
+    assert names == [CLIENT, SERVER, HEARTBEAT, ISLAND, WS, PACKET]
+    assert set(names) <= set(codec.message_types())

@@ -22,11 +22,17 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from dclcomms import _core
 
 __all__ = [
+    "CLIENT_PACKET",
+    "HEARTBEAT",
+    "ISLAND_CHANGED",
+    "RFC4_PACKET",
+    "SERVER_PACKET",
+    "WS_PACKET",
     "decode",
     "decode_heartbeat",
     "demo_main",
@@ -37,6 +43,15 @@ __all__ = [
 ]
 
 BytesLike = bytes | bytearray | memoryview
+
+# The frame types by role (wire.md): archipelago client->server and
+# server->client frames, the NATS payloads, RFC-5 room frames, RFC-4 peer payloads.
+CLIENT_PACKET: Final = "decentraland.kernel.comms.v3.ClientPacket"
+SERVER_PACKET: Final = "decentraland.kernel.comms.v3.ServerPacket"
+HEARTBEAT: Final = "decentraland.kernel.comms.v3.Heartbeat"
+ISLAND_CHANGED: Final = "decentraland.kernel.comms.v3.IslandChangedMessage"
+WS_PACKET: Final = "decentraland.kernel.comms.rfc5.WsPacket"
+RFC4_PACKET: Final = "decentraland.kernel.comms.rfc4.Packet"
 
 
 def encode(type_name: str, message: Mapping[str, Any]) -> bytes:

@@ -2,7 +2,7 @@
 # tests/test_stubs.py checks these against the built module: every public name
 # and every parameter name must match.
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -22,7 +22,7 @@ def codec_encode_island_changed(
     island_id: str,
     conn_str: str,
     from_island_id: str | None,
-    peers: list[tuple[str, tuple[float, float, float]]],
+    peers: Sequence[tuple[str, tuple[float, float, float]]],
     server_packet: bool = False,
 ) -> bytes: ...
 def codec_decode_heartbeat(data: bytes) -> dict[str, Any]: ...

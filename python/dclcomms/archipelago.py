@@ -237,7 +237,8 @@ class Engine:
         per peer with :meth:`update`'s meaning. The batch is validated first
         and applied atomically: on error nothing changes.
         """
-        ids = [_peer_id(p) for p in peer_ids]
+        # Type and emptiness of each id are checked in C++ (invalid_peer_id).
+        ids = peer_ids if type(peer_ids) is list else list(peer_ids)
         arr = np.asarray(positions)
         if arr.ndim != 2 or arr.shape != (len(ids), 3):
             raise ConfigError(
@@ -268,11 +269,11 @@ class Engine:
 
         Returns False if the peer is unknown.
         """
-        return self._core.disconnect(peer_id)
+        return self._core.disconnect(_peer_id(peer_id))
 
     def disconnect_many(self, peer_ids: Sequence[str]) -> int:
         """Disconnect each peer in order; returns how many were known."""
-        return self._core.disconnect_many(list(peer_ids))
+        return self._core.disconnect_many([_peer_id(p) for p in peer_ids])
 
     def expire(self, now_ms: int, timeout_ms: int = 60_000) -> int:
         """Disconnect peers whose last update is older than ``now_ms - timeout_ms``."""
@@ -304,7 +305,7 @@ class Engine:
 
     def island_of(self, peer_id: str) -> str | None:
         """The peer's island id, or None if unknown or not placed yet."""
-        return self._core.island_of(peer_id)
+        return self._core.island_of(_peer_id(peer_id))
 
     def snapshot(self) -> Snapshot:
         raw: dict[str, Any] = self._core.snapshot()

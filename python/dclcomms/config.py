@@ -195,6 +195,15 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=100,
     ),
     Setting(
+        "auth_threads",
+        int,
+        1,
+        "AUTH_THREADS",
+        "connector and rooms: worker threads verifying auth chains off the I/O thread",
+        minimum=1,
+        maximum=64,
+    ),
+    Setting(
         "heartbeat_max_per_s",
         int,
         10,
@@ -355,6 +364,7 @@ class RealmConfig:
     discovery_interval_ms: int = 10000
     room_prefix: str = "I"
     handshake_timeout_ms: int = 60000
+    auth_threads: int = 1
     heartbeat_max_per_s: int = 10
     connector_max_queued_bytes: int = 1 << 20
     livekit_host: str = ""

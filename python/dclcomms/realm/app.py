@@ -63,6 +63,7 @@ def _server_config(config: RealmConfig, ws_room_secret: str) -> Any:
         ws_room_require_token=config.ws_room_require_token,
         version=dclcomms.__version__,
         commit_hash=config.commit_hash,
+        auth_threads=config.auth_threads,
     )
 
 

@@ -462,7 +462,8 @@ def test_about_in_fixed_adapter_mode() -> None:
     run(body)
 
 
-def test_cli_runs_prints_its_url_and_stops_on_sigterm() -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_cli_runs_prints_its_url_and_stops_on_signals(sig: int) -> None:
     env = dict(os.environ, LOG_FORMAT="json")
     proc = subprocess.Popen(
         [
@@ -494,7 +495,7 @@ def test_cli_runs_prints_its_url_and_stops_on_sigterm() -> None:
                 assert (await r.json())["comms"]["protocol"] == "v3"
 
         asyncio.run(probe())
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         assert proc.wait(timeout=20) == 0
     finally:
         if proc.poll() is None:
@@ -504,3 +505,52 @@ def test_cli_runs_prints_its_url_and_stops_on_sigterm() -> None:
     records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert any(r["msg"] == "realm started" for r in records), err
     assert any(r["msg"] == "realm stopped" for r in records), err
+
+
+def test_deny_list_is_fetched_enforced_and_kept_on_failure() -> None:
+    from aiohttp import web
+
+    from dclcomms.realm.denylist import parse_deny_list
+
+    denied = ArchipelagoClient(91)
+    state = {"fail": False}
+
+    async def handler(_request: web.Request) -> web.Response:
+        if state["fail"]:
+            return web.Response(status=500)
+        users = [{"wallet": denied.wallet.owner.address}, {"wallet": "not-an-address"}, {}]
+        return web.json_response({"users": users})
+
+    async def body() -> None:
+        app = web.Application()
+        app.router.add_get("/denylist.json", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        cfg = config(deny_list_url=f"http://127.0.0.1:{port}/denylist.json")
+        try:
+            async with Realm(cfg) as realm:
+                dl = realm.deny_list
+                assert dl is not None
+                await eventually(lambda: dl.loaded)
+                assert dl.addresses == [denied.address]
+                await denied.connect(ws_base(realm))
+                await denied.send_client({"challengeRequest": {"address": denied.address}})
+                assert (await denied.closed()).code == 4004
+                ok = await connected(realm, 92)  # everybody else is served
+                state["fail"] = True
+                assert await dl.refresh() is False
+                assert dl.addresses == [denied.address]  # the old list stays in force
+                _, metrics, _ = await http_get(realm, "/metrics")
+                assert 'dcl_denylist_refreshes_total{result="error"} 1' in metrics
+                assert "dcl_denylist_addresses 1" in metrics
+                for c in (denied, ok):
+                    await c.close()
+        finally:
+            await runner.cleanup()
+
+    run(body)
+    with pytest.raises(ValueError, match="users"):
+        parse_deny_list([])

@@ -204,6 +204,23 @@ SETTINGS: tuple[Setting, ...] = (
         maximum=64,
     ),
     Setting(
+        "deny_list_url",
+        str,
+        "",
+        "DENYLIST_JSON_URL",
+        "deny list {users:[{wallet}]} fetched at start and every deny_list_refresh_s (denied: "
+        "close 4004); production: https://config.decentraland.org/denylist.json; empty = none",
+        check=_url_ok,
+    ),
+    Setting(
+        "deny_list_refresh_s",
+        float,
+        300.0,
+        "DENYLIST_REFRESH",
+        "seconds between deny-list refreshes (a failed refresh keeps the previous list)",
+        minimum=1.0,
+    ),
+    Setting(
         "heartbeat_max_per_s",
         int,
         10,
@@ -365,6 +382,8 @@ class RealmConfig:
     room_prefix: str = "I"
     handshake_timeout_ms: int = 60000
     auth_threads: int = 1
+    deny_list_url: str = ""
+    deny_list_refresh_s: float = 300.0
     heartbeat_max_per_s: int = 10
     connector_max_queued_bytes: int = 1 << 20
     livekit_host: str = ""

@@ -33,6 +33,7 @@ from dclcomms.metrics import CONTENT_TYPE, Registry
 from dclcomms.policy import RealmPolicy, Transports, build_transports, load_policy
 from dclcomms.realm.connector import Connector
 from dclcomms.realm.core import ArchipelagoCore
+from dclcomms.realm.denylist import DenyList
 from dclcomms.stats import Stats
 
 log = logging.getLogger("dclcomms.realm")
@@ -92,6 +93,7 @@ class Realm:
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._core_task: asyncio.Task[None] | None = None
+        self.deny_list: DenyList | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._port = 0
         self._started_ms = 0
@@ -156,6 +158,16 @@ class Realm:
             self._routes()
             self._loop.add_reader(self.server.fileno(), self._pump)
             self._core_task = asyncio.create_task(self.core.run(self._stop), name="realm-core")
+            if cfg.deny_list_url:
+                self.deny_list = DenyList(
+                    cfg.deny_list_url,
+                    self.server,
+                    self.registry,
+                    interval_s=cfg.deny_list_refresh_s,
+                )
+                task = asyncio.create_task(self.deny_list.run(self._stop), name="realm-denylist")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         except BaseException:
             self.server.stop()
             raise

@@ -23,6 +23,7 @@ import pytest
 from livekit.api import TokenVerifier
 
 from dclcomms.auth import jwt_decode
+from dclcomms.bus import InProcessBus
 from dclcomms.config import RealmConfig
 from dclcomms.policy import FixedTransport, IslandView, RealmPolicy, Transport
 from dclcomms.realm import Realm
@@ -131,6 +132,7 @@ def test_islands_share_split_and_notify_members() -> None:
             assert left["leftIsland"] == {"islandId": ia["islandId"], "peerId": b.address}
             for c in (a, b):
                 await c.close()
+            assert isinstance(realm.bus, InProcessBus) and realm.bus.handler_errors == 0
 
     run(body)
 

@@ -50,6 +50,8 @@ def test_fixed_adapter_unhealthy_and_full() -> None:
     assert "adapter" not in body["comms"]
     assert body["comms"]["fixedAdapter"] == "ws-room:realm.example/rooms/lobby"
     assert body["configurations"]["cityLoaderContentServer"] == "https://city.example"
+    status, body = about(cfg, AboutState(True, 1, "v", overloaded=True), "http://x:1")
+    assert status == 200 and body["healthy"] is True and body["acceptingUsers"] is False
     status, body = about(cfg, AboutState(False, 0, "v"), "http://x:1")
     assert status == 503
     assert body["healthy"] is False and body["comms"]["healthy"] is False

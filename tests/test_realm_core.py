@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from dclcomms.archipelago import Engine
 
+from dclcomms.archipelago import Engine
 from dclcomms.bus import HeartbeatBatch, InProcessBus
 from dclcomms.policy import IslandView, RealmPolicy, Transport, Transports, WsRoomTransport
 from dclcomms.realm.core import ArchipelagoCore
@@ -147,6 +147,7 @@ def test_arrivals_moves_and_ordering() -> None:
     assert lefts == [(f"engine.island.{island}.peer_left", addr(3))]
     k = kinds(log)
     assert k.index("peer_left") > max(i for i, x in enumerate(k) if x == "island_changed")
+    assert bus.handler_errors == 0
 
 
 def test_disconnect_and_expiry_publish_left() -> None:
@@ -178,18 +179,19 @@ def test_disconnect_and_expiry_publish_left() -> None:
     assert policy.removed == [island]
 
 
-def test_preferences_flow_into_the_engine() -> None:
+def test_desired_room_values_are_passed_to_the_engine() -> None:
+    """str sets, "" clears, None (field absent) keeps: all three reach update_many unharmed."""
     core, bus, _policy, log, _clock = setup()
     beat(bus, {1: (0.0, 0.0)})
     beat(bus, {2: (2000.0, 0.0)})
     core.tick()
     islands = {s.split(".")[2]: p.island_id for s, p in log if s.endswith("island_changed")}
-    # heartbeats carrying desired_room reach the engine ("" clears, None keeps)
     beat(bus, {1: (0.0, 0.0)}, room=islands[addr(2)])
     beat(bus, {1: (0.0, 0.0)}, room="")
     beat(bus, {1: (0.0, 0.0)}, room=None)
     core.tick()
     assert core.engine.peer_count == 2
+    assert bus.handler_errors == 0  # the bus logs handler exceptions: none happened
 
 
 def test_policy_failure_falls_back_and_is_counted() -> None:

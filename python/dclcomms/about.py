@@ -21,6 +21,7 @@ class AboutState:
     comms_healthy: bool
     users_count: int
     version: str
+    overloaded: bool = False  # e.g. the clustering tick overran its period
 
 
 def http_to_ws(url: str) -> str:
@@ -70,7 +71,7 @@ def about(config: RealmConfig, state: AboutState, public_url: str) -> tuple[int,
         "content": content,
         "lambdas": lambdas,
         "comms": comms,
-        "acceptingUsers": healthy and state.users_count < config.max_users,
+        "acceptingUsers": healthy and not state.overloaded and state.users_count < config.max_users,
     }
     return (200 if healthy else 503), body
 

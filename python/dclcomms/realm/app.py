@@ -282,6 +282,7 @@ class Realm:
             comms_healthy=self.server is not None and self.core.healthy(),
             users_count=self.users_count(),
             version=dclcomms.__version__,
+            overloaded=self.core.overloaded(),
         )
         public = public_url_from_host(self.config, req.header("host"), self.url)
         status, body = about(self.config, state, public)

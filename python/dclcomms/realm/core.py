@@ -140,6 +140,7 @@ class ArchipelagoCore:
         self.positions: dict[str, Vec3] = {}
         self.island_transport: dict[str, Transport] = {}
         self.last_tick_ms: int | None = None
+        self.last_tick_s = 0.0  # wall time of the last tick
         self._last_discovery_ms: int | None = None
         self._subs: list[Subscription] = [
             bus.subscribe_heartbeats(self._on_heartbeats),
@@ -339,6 +340,7 @@ class ArchipelagoCore:
             m.island_sizes.observe(len(i.peers))
         self.last_tick_ms = now
         dt = time.perf_counter() - t0
+        self.last_tick_s = dt
         m.flush_seconds.observe(dt)
         return TickReport(len(changes), n_left, sent, switches, dt)
 
@@ -368,6 +370,10 @@ class ArchipelagoCore:
             else:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
+
+    def overloaded(self) -> bool:
+        """The last tick took longer than the flush period."""
+        return self.last_tick_s > self.flush_interval_s
 
     def healthy(self, now_ms: int | None = None) -> bool:
         """A tick ran recently (within 5 periods, at least 10 s)."""

@@ -556,3 +556,55 @@ def test_deny_list_is_fetched_enforced_and_kept_on_failure() -> None:
     run(body)
     with pytest.raises(ValueError, match="users"):
         parse_deny_list([])
+
+
+def test_banned_sessions_are_kicked_and_an_unreachable_gatekeeper_fails_closed() -> None:
+    from aiohttp import web
+
+    banned, clean = ArchipelagoClient(101), ArchipelagoClient(102)
+    state = {"down": False}
+    asked: list[str] = []
+
+    async def bans(request: web.Request) -> web.Response:
+        asked.append(request.match_info["addr"])
+        if state["down"]:
+            return web.Response(status=503)
+        is_banned = request.match_info["addr"] == banned.address
+        return web.json_response({"data": {"isBanned": is_banned}})
+
+    async def body() -> None:
+        app = web.Application()
+        app.router.add_get("/users/{addr}/bans", bans)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            async with Realm(config(comms_gatekeeper_url=f"http://127.0.0.1:{port}")) as realm:
+                for c in (banned, clean):
+                    await c.connect(ws_base(realm))
+                    await c.handshake()
+                assert await banned.expect("kicked") == {"kicked": {"reason": "KR_NEW_SESSION"}}
+                assert (await banned.closed()).code == 4005
+                await clean.heartbeat(0.0, 0.0, 0.0)
+                await clean.island()  # the clean session is served
+                assert sorted(asked) == sorted([banned.address, clean.address])
+                # the gatekeeper goes down: a newcomer without a verdict is closed 1013,
+                # the clean session keeps its cached verdict
+                state["down"] = True
+                late = await connected(realm, 103)
+                assert (await late.closed()).code == 1013
+                assert realm.bans is not None
+                await realm.bans.sweep()
+                await clean.heartbeat(0.0, 0.0, 0.0)
+                _, metrics, _ = await http_get(realm, "/metrics")
+                assert 'dcl_bans_kicks_total{code="4005"} 1' in metrics
+                assert 'dcl_bans_kicks_total{code="1013"} 1' in metrics
+                assert realm.connector is not None and clean.address in realm.connector.sessions
+                for c in (banned, clean, late):
+                    await c.close()
+        finally:
+            await runner.cleanup()
+
+    run(body)

@@ -221,6 +221,23 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1.0,
     ),
     Setting(
+        "comms_gatekeeper_url",
+        str,
+        "",
+        "COMMS_GATEKEEPER_URL",
+        "gatekeeper for platform bans (GET /users/<addr>/bans): banned sessions are closed "
+        "4005, unknown verdicts 1013; empty = no ban checks",
+        check=_url_ok,
+    ),
+    Setting(
+        "ban_sweep_interval_ms",
+        int,
+        30000,
+        "BAN_SWEEP_INTERVAL_MS",
+        "ms between ban re-checks of every session",
+        minimum=1000,
+    ),
+    Setting(
         "heartbeat_max_per_s",
         int,
         10,
@@ -384,6 +401,8 @@ class RealmConfig:
     auth_threads: int = 1
     deny_list_url: str = ""
     deny_list_refresh_s: float = 300.0
+    comms_gatekeeper_url: str = ""
+    ban_sweep_interval_ms: int = 30000
     heartbeat_max_per_s: int = 10
     connector_max_queued_bytes: int = 1 << 20
     livekit_host: str = ""

@@ -31,6 +31,7 @@ from dclcomms.config import RealmConfig
 from dclcomms.http import Request, Response, Router, json_response, text_response
 from dclcomms.metrics import CONTENT_TYPE, Registry
 from dclcomms.policy import RealmPolicy, Transports, build_transports, load_policy
+from dclcomms.realm.bans import BanChecker
 from dclcomms.realm.connector import Connector
 from dclcomms.realm.core import ArchipelagoCore
 from dclcomms.realm.denylist import DenyList
@@ -94,6 +95,7 @@ class Realm:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._core_task: asyncio.Task[None] | None = None
         self.deny_list: DenyList | None = None
+        self.bans: BanChecker | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._port = 0
         self._started_ms = 0
@@ -165,9 +167,17 @@ class Realm:
                     self.registry,
                     interval_s=cfg.deny_list_refresh_s,
                 )
-                task = asyncio.create_task(self.deny_list.run(self._stop), name="realm-denylist")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(self.deny_list.run(self._stop))
+            if cfg.comms_gatekeeper_url:
+                connector = self.connector
+                self.bans = BanChecker(
+                    cfg.comms_gatekeeper_url,
+                    self.server,
+                    self.registry,
+                    sessions=lambda: connector.sessions,
+                    sweep_interval_s=cfg.ban_sweep_interval_ms / 1000,
+                )
+                self._spawn(self.bans.run(self._stop))
         except BaseException:
             self.server.stop()
             raise
@@ -181,6 +191,11 @@ class Realm:
             },
         )
         return self
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
         """Stop accepting, close every socket (1001), cancel tasks. Idempotent."""
@@ -241,12 +256,12 @@ class Realm:
                     )
                 elif isinstance(ev, ws.HttpRequest):
                     self.m_events.inc(kind="http")
-                    task = asyncio.ensure_future(self._http(ev))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                    self._spawn(self._http(ev))
                 elif isinstance(ev, ws.PeerConnected):
                     self.m_events.inc(kind="connected")
                     connector.on_connected(ev.address)
+                    if self.bans is not None:  # checked right after the handshake
+                        self._spawn(self.bans.check(ev.address))
                 elif isinstance(ev, ws.PeerDisconnected):
                     self.m_events.inc(kind="disconnected")
                     connector.on_disconnected(ev.address)

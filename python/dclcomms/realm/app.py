@@ -181,6 +181,12 @@ class Realm:
         except BaseException:
             self.server.stop()
             raise
+        if not cfg.public_url and cfg.host in ("0.0.0.0", "::"):
+            log.warning(
+                "public_url is not set: ws-room connection strings will name the bound address; "
+                "set --public-url for clients on other machines",
+                extra={"url": self.url},
+            )
         log.info(
             "realm started",
             extra={

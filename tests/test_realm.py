@@ -23,7 +23,15 @@ import pytest
 from livekit.api import TokenVerifier
 
 from dclcomms.auth import jwt_decode
-from dclcomms.bus import InProcessBus
+from dclcomms.bus import (
+    Bus,
+    InProcessBus,
+    Message,
+    Subscription,
+    decode_payload,
+    encode_payload,
+    subject_matches,
+)
 from dclcomms.config import RealmConfig
 from dclcomms.policy import FixedTransport, IslandView, RealmPolicy, Transport
 from dclcomms.realm import Realm
@@ -606,5 +614,58 @@ def test_banned_sessions_are_kicked_and_an_unreachable_gatekeeper_fails_closed()
                     await c.close()
         finally:
             await runner.cleanup()
+
+    run(body)
+
+
+class WireBus(Bus):
+    """A bus that behaves like NATS: bytes only, heartbeats split per subject.
+
+    Uses only the abstract Bus interface plus the base-class heartbeat helpers, so the
+    realm running unchanged on it shows that a network bus plugs in without touching
+    the connector glue, the core or stats.
+    """
+
+    def __init__(self) -> None:
+        self.subs: list[Subscription] = []
+        self.bytes_published = 0
+
+    def publish(self, subject: str, payload: bytes | Message) -> None:
+        data = payload if isinstance(payload, bytes) else encode_payload(payload)
+        self.bytes_published += len(data)
+        for sub in list(self.subs):
+            if subject_matches(sub.pattern, subject):
+                sub.handler(subject, decode_payload(subject, data))
+
+    def subscribe(self, pattern: str, handler: Any) -> Subscription:
+        sub = Subscription(pattern, handler, self)
+        self.subs.append(sub)
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        self.subs.remove(sub)
+
+
+def test_realm_runs_unchanged_on_a_bytes_only_bus() -> None:
+    async def body() -> None:
+        bus = WireBus()
+        async with Realm(config(**LIVEKIT), bus=bus) as realm:
+            a = await connected(realm, 111)
+            b = await connected(realm, 112)
+            await a.heartbeat(0.0, 0.0, 0.0)
+            ia = await a.island()
+            await b.heartbeat(8.0, 0.0, 8.0)
+            ib = await b.island()
+            assert ib["islandId"] == ia["islandId"]
+            assert ib["peers"][a.address] == {"x": 0.0, "y": 0.0, "z": 0.0}
+            assert (await a.expect("joinIsland"))["joinIsland"]["peerId"] == b.address
+            claims = TokenVerifier(LK_KEY, LK_SECRET).verify(token_of(ib["connStr"]))
+            assert claims.identity == b.address
+            await b.close()
+            assert (await a.expect("leftIsland"))["leftIsland"]["peerId"] == b.address
+            _, peers, _ = await http_get(realm, "/peers")
+            assert [p["id"] for p in peers["peers"]] == [a.address]
+            assert bus.bytes_published > 0
+            await a.close()
 
     run(body)

@@ -149,3 +149,21 @@ def test_cli_reports_config_errors_with_exit_2(tmp_path: Path) -> None:
         timeout=60,
     )
     assert out.returncode == 2 and "flag --join-distance" in out.stderr
+    out = subprocess.run(  # a policy that cannot be loaded is found after binding: still exit 2
+        [
+            sys.executable,
+            "-m",
+            "dclcomms",
+            "realm",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--policy",
+            "no_such_module_xyz:Policy",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "[bad_policy]" in out.stderr, out.stderr

@@ -179,7 +179,8 @@ class Realm:
                 )
                 self._spawn(self.bans.run(self._stop))
         except BaseException:
-            self.server.stop()
+            server, self.server = self.server, None
+            server.stop()
             raise
         if not cfg.public_url and cfg.host in ("0.0.0.0", "::"):
             log.warning(

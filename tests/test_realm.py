@@ -669,3 +669,28 @@ def test_realm_runs_unchanged_on_a_bytes_only_bus() -> None:
             await a.close()
 
     run(body)
+
+
+def test_silent_peer_expires_from_island_and_stats() -> None:
+    """A connected peer that stops heartbeating leaves its island after the timeout."""
+
+    async def body() -> None:
+        async with Realm(config(heartbeat_timeout_ms=1000)) as realm:
+            a = await connected(realm, 121)
+            b = await connected(realm, 122)
+            await a.heartbeat(0.0, 0.0, 0.0)
+            await b.heartbeat(4.0, 0.0, 4.0)
+            ia = await a.island()
+            await b.island()
+            for _ in range(8):  # a keeps heartbeating for ~1.6 s, b is silent
+                await asyncio.sleep(0.2)
+                await a.heartbeat(0.0, 0.0, 0.0)
+            left = await a.expect("leftIsland", timeout=3.0)
+            assert left["leftIsland"] == {"islandId": ia["islandId"], "peerId": b.address}
+            _, peers, _ = await http_get(realm, "/peers")
+            assert [p["id"] for p in peers["peers"]] == [a.address]
+            assert realm.connector is not None and b.address in realm.connector.sessions
+            for c in (a, b):
+                await c.close()
+
+    run(body)

@@ -121,5 +121,8 @@ CODES: dict[type[Error], frozenset[str]] = {
             "missing_exp",
         }
     ),
-    ConfigError: frozenset({"invalid_parameter"}),
+    ConfigError: frozenset(
+        # archipelago: invalid_position (non-finite), invalid_peer_id (empty / not a str)
+        {"invalid_parameter", "invalid_position", "invalid_peer_id"}
+    ),
 }

@@ -407,3 +407,10 @@ def test_codec_demo_width_option() -> None:
     with pytest.raises(SystemExit) as info:
         codec.demo_main(["--width", "0"])
     assert info.value.code == 2
+
+
+def test_module_docstring_examples() -> None:
+    import doctest
+
+    result = doctest.testmod(codec)
+    assert result.attempted >= 4 and result.failed == 0

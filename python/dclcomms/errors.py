@@ -67,7 +67,16 @@ CODES: dict[type[Error], frozenset[str]] = {
         }
     ),
     EncodeError: frozenset(
-        {"unknown_field", "bad_type", "out_of_range", "bad_base64", "bad_enum", "oneof_conflict"}
+        {
+            "unknown_field",
+            "duplicate_field",
+            "bad_type",
+            "out_of_range",
+            "bad_base64",
+            "bad_enum",
+            "oneof_conflict",
+            "too_deep",
+        }
     ),
     UnknownTypeError: frozenset({"unknown_type"}),
     AuthError: frozenset(
@@ -112,5 +121,8 @@ CODES: dict[type[Error], frozenset[str]] = {
             "missing_exp",
         }
     ),
-    ConfigError: frozenset({"invalid_parameter"}),
+    ConfigError: frozenset(
+        # archipelago: invalid_position (non-finite), invalid_peer_id (empty / not a str)
+        {"invalid_parameter", "invalid_position", "invalid_peer_id"}
+    ),
 }

@@ -36,8 +36,8 @@ struct AuthResult {
   std::string signer;     // lowercase 0x owner address (chain[0].payload), set when parsed
   std::string ephemeral;  // ephemeral address as written in the text, if any
   std::optional<int64_t> expires_ms;
-  std::string code;       // empty when ok; else a stable code (authchain.md section 4)
-  std::string message;    // human-readable, for logs
+  std::string code;     // empty when ok; else a stable code (authchain.md section 4)
+  std::string message;  // human-readable, for logs
 };
 
 // Never throws. now_ms: the verification clock (ms since the Unix epoch).

@@ -34,10 +34,10 @@ struct Heartbeat {
 
 struct ClientPacket {
   enum class Kind { None, ChallengeRequest, SignedChallenge, Heartbeat };
-  Kind kind = Kind::None;      // None: no oneof member present
-  std::string address;         // ChallengeRequest
-  std::string auth_chain_json; // SignedChallenge
-  codec::Heartbeat heartbeat;  // Heartbeat
+  Kind kind = Kind::None;       // None: no oneof member present
+  std::string address;          // ChallengeRequest
+  std::string auth_chain_json;  // SignedChallenge
+  codec::Heartbeat heartbeat;   // Heartbeat
 };
 
 ClientPacket decode_client_packet(std::string_view data);

@@ -589,3 +589,17 @@ def test_lookups_reject_non_string_ids(engine: Engine) -> None:
         with pytest.raises(ConfigError) as info:
             call(5)  # type: ignore[operator]
         assert info.value.code == "invalid_peer_id"
+
+
+def test_extreme_coordinates(engine: Engine) -> None:
+    """Far-away worlds (grid cells clamp at ±2**31) still cluster exactly."""
+    big = 3.0e38  # close to the float32 maximum
+    engine.update_many(
+        ["a", "b", "c", "d"],
+        np.array([[big, 0, big], [big, 0, big], [-big, 0, -big], [1e12, 0, 1e12 + 64]]),
+    )
+    engine.update("e", (1e12, 0, 1e12))
+    engine.flush()
+    groups = sorted(sorted(i.peers) for i in engine.islands())
+    assert groups == [["a", "b"], ["c"], ["d", "e"]]
+    assert invariant_violations(engine, 64, 80) == []

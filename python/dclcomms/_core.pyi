@@ -2,6 +2,7 @@
 # tests/test_stubs.py checks these against the built module: every public name
 # and every parameter name must match.
 
+from collections.abc import Callable
 from typing import Any
 
 __version__: str
@@ -24,9 +25,6 @@ def codec_encode_island_changed(
 def codec_decode_heartbeat(data: bytes) -> dict[str, Any]: ...
 
 # --- auth --------------------------------------------------------------------
-
-from collections.abc import Callable
-from typing import Any
 
 def keccak256(data: bytes) -> bytes: ...
 def personal_message_hash(message: bytes) -> bytes: ...

@@ -177,6 +177,11 @@ class Server::Impl {
     ep_.set_listen_backlog(4096);
     ep_.set_max_message_size(cfg_.max_frame_bytes);
     ep_.set_close_handshake_timeout(2000);
+    // Small frames must not wait for Nagle + delayed ACK (~40 ms per hop).
+    ep_.set_tcp_post_init_handler([this](Hdl h) {
+      asio::error_code ignored;  // best effort: latency, not correctness
+      ep_.get_con_from_hdl(h)->get_socket().set_option(asio::ip::tcp::no_delay(true), ignored);
+    });
     ep_.set_validate_handler([this](Hdl h) { return on_validate(h); });
     ep_.set_open_handler([this](Hdl h) { on_open(h); });
     ep_.set_message_handler([this](Hdl h, MessagePtr m) { on_message(h, m); });

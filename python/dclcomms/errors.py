@@ -121,5 +121,14 @@ CODES: dict[type[Error], frozenset[str]] = {
             "missing_exp",
         }
     ),
-    ConfigError: frozenset({"invalid_parameter"}),
+    ConfigError: frozenset(
+        {
+            "invalid_parameter",
+            # ws server (dclcomms.ws.Server)
+            "already_started",
+            "invalid_host",
+            "bind_failed",
+            "eventfd_failed",
+        }
+    ),
 }

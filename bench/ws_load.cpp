@@ -133,8 +133,8 @@ struct Identity {
 
   explicit Identity(uint64_t seed) {
     for (uint64_t bump = 0;; ++bump) {
-      key = dclcomms::auth::keccak256("ws_load:" + std::to_string(seed) + ":" +
-                                      std::to_string(bump));
+      key =
+          dclcomms::auth::keccak256("ws_load:" + std::to_string(seed) + ":" + std::to_string(bump));
       if (secp256k1_ec_seckey_verify(ctx(), key.data())) break;
     }
     secp256k1_pubkey pub;
@@ -421,8 +421,8 @@ class Load {
         "\"delivered_per_s\":%.1f,\"p50_us\":%.0f,\"p99_us\":%.0f,\"client_cpu_s\":%.3f,"
         "\"client_cpu_share\":%.3f,\"failed\":%d,\"closed\":%d}\n",
         o_.mode.c_str(), conns_.size(), elapsed, static_cast<double>(sent_) / elapsed,
-        static_cast<double>(delivered_) / elapsed, pct(0.5), pct(0.99), cpu, cpu / elapsed,
-        failed_, closed_);
+        static_cast<double>(delivered_) / elapsed, pct(0.5), pct(0.99), cpu, cpu / elapsed, failed_,
+        closed_);
     std::fflush(stdout);
     wait_then_stop();
   }
@@ -461,16 +461,26 @@ int main(int argc, char** argv) {
   Options o;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
-    if (k == "--mode") o.mode = v;
-    else if (k == "--host") o.host = v;
-    else if (k == "--port") o.port = std::stoi(v);
-    else if (k == "--rooms") o.rooms = std::stoi(v);
-    else if (k == "--clients") o.clients = std::stoi(v);
-    else if (k == "--inflight") o.inflight = std::stoi(v);
-    else if (k == "--size") o.size = std::stoi(v);
-    else if (k == "--duration") o.duration = std::stod(v);
-    else if (k == "--rate") o.rate = std::stod(v);
-    else if (k == "--seed") o.seed = std::stoull(v);
+    if (k == "--mode")
+      o.mode = v;
+    else if (k == "--host")
+      o.host = v;
+    else if (k == "--port")
+      o.port = std::stoi(v);
+    else if (k == "--rooms")
+      o.rooms = std::stoi(v);
+    else if (k == "--clients")
+      o.clients = std::stoi(v);
+    else if (k == "--inflight")
+      o.inflight = std::stoi(v);
+    else if (k == "--size")
+      o.size = std::stoi(v);
+    else if (k == "--duration")
+      o.duration = std::stod(v);
+    else if (k == "--rate")
+      o.rate = std::stod(v);
+    else if (k == "--seed")
+      o.seed = std::stoull(v);
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;

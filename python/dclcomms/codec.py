@@ -22,11 +22,17 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from dclcomms import _core
 
 __all__ = [
+    "CLIENT_PACKET",
+    "HEARTBEAT",
+    "ISLAND_CHANGED",
+    "RFC4_PACKET",
+    "SERVER_PACKET",
+    "WS_PACKET",
     "decode",
     "decode_heartbeat",
     "demo_main",
@@ -37,6 +43,15 @@ __all__ = [
 ]
 
 BytesLike = bytes | bytearray | memoryview
+
+# The frame types by role (wire.md): archipelago client->server and
+# server->client frames, the NATS payloads, RFC-5 room frames, RFC-4 peer payloads.
+CLIENT_PACKET: Final = "decentraland.kernel.comms.v3.ClientPacket"
+SERVER_PACKET: Final = "decentraland.kernel.comms.v3.ServerPacket"
+HEARTBEAT: Final = "decentraland.kernel.comms.v3.Heartbeat"
+ISLAND_CHANGED: Final = "decentraland.kernel.comms.v3.IslandChangedMessage"
+WS_PACKET: Final = "decentraland.kernel.comms.rfc5.WsPacket"
+RFC4_PACKET: Final = "decentraland.kernel.comms.rfc4.Packet"
 
 
 def encode(type_name: str, message: Mapping[str, Any]) -> bytes:
@@ -90,10 +105,11 @@ def encode_island_changed(
     ``peers`` is a sequence of ``(peer_id, (x, y, z))`` in island member order;
     positions are stored as float32. With ``server_packet=True`` the result is
     the ``ServerPacket{island_changed}`` WebSocket frame instead. Same bytes as
-    :func:`encode` of the equivalent dict.
+    :func:`encode` of the equivalent dict. Raises :class:`dclcomms.EncodeError`
+    (``bad_type``, ``out_of_range``) for malformed peers.
     """
     return _core.codec_encode_island_changed(
-        island_id, conn_str, from_island_id, list(peers), server_packet
+        island_id, conn_str, from_island_id, peers, server_packet
     )
 
 

@@ -124,6 +124,9 @@ CODES: dict[type[Error], frozenset[str]] = {
     ConfigError: frozenset(
         {
             "invalid_parameter",
+            # archipelago: invalid_position (non-finite), invalid_peer_id (empty / not a str)
+            "invalid_position",
+            "invalid_peer_id",
             # ws server (dclcomms.ws.Server)
             "already_started",
             "invalid_host",

@@ -168,12 +168,14 @@ class SimResult:
 
 
 def _ms(seconds: float, name: str) -> int:
-    ms = round(seconds * 1000)
-    if not (math.isfinite(seconds) and ms >= 1 and abs(ms - seconds * 1000) < 1e-6):
+    """A positive period in whole milliseconds (the engine's clock unit)."""
+    ms = seconds * 1000.0 if isinstance(seconds, int | float) else math.nan
+    if not (math.isfinite(ms) and ms >= 1.0 and abs(ms - round(ms)) < 1e-6):
         raise ConfigError(
-            f"{name} must be a positive whole number of ms, got {seconds}", code="invalid_parameter"
+            f"{name} must be a positive whole number of ms, got {seconds!r}",
+            code="invalid_parameter",
         )
-    return int(ms)
+    return round(ms)
 
 
 class Simulation:

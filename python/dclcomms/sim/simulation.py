@@ -62,7 +62,8 @@ class Snapshot:
     """The engine's ``snapshot()`` arrays under fixed names.
 
     ``island[i]`` is the row of peer ``i``'s island in the island table
-    (``island_ids``, ``centers`` (k, 3), ``radii``, ``sizes``, ``max_peers``).
+    (``island_ids``, ``centers`` (k, 3), ``radii``, ``sizes``, ``max_peers``), or
+    -1 for a pending peer (heard from since the last flush, not placed yet).
     """
 
     peer_ids: NDArray[Any]
@@ -98,6 +99,22 @@ class Snapshot:
             radii=np.asarray(get("island_radii", "radii"), dtype=np.float64),
             sizes=np.asarray(get("island_sizes", "sizes"), dtype=np.int64),
             max_peers=np.asarray(get("island_max_peers", "max_peers"), dtype=np.int64),
+        )
+
+    def placed(self) -> Snapshot:
+        """The same snapshot without pending peers."""
+        m = self.island >= 0
+        if m.all():
+            return self
+        return Snapshot(
+            peer_ids=self.peer_ids[m],
+            positions=self.positions[m],
+            island=self.island[m],
+            island_ids=self.island_ids,
+            centers=self.centers,
+            radii=self.radii,
+            sizes=self.sizes,
+            max_peers=self.max_peers,
         )
 
 
@@ -334,16 +351,15 @@ class Simulation:
         if self.recording is not None:
             self.recording.ops.append(("expire", self.now_ms, self.expire_timeout_ms))
             self.recording.ops.append(("flush", self.now_ms))
-        snap = self.snapshot()
+        # Right after a flush nobody is pending; placed() only guards the contract.
+        snap = self.snapshot().placed()
         assigned = moved = left = 0
         touched: set[str] = set()
         for c in changes:
-            if c.kind == "left":
+            if c.kind == "left":  # island_id: the island left
                 left += 1
                 if c.island_id:
                     touched.add(c.island_id)
-                if c.from_island_id:
-                    touched.add(c.from_island_id)
                 continue
             touched.add(c.island_id)
             if c.from_island_id:

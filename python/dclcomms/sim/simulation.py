@@ -90,11 +90,16 @@ class Snapshot:
                 code="invalid_parameter",
             )
 
+        def strings(v: Any) -> NDArray[Any]:
+            # Object arrays: a million-string list becomes one in ~10 ms, and
+            # hashes faster than a fixed-width unicode array.
+            return v if isinstance(v, np.ndarray) else np.array(v, dtype=object)
+
         return cls(
-            peer_ids=np.asarray(get("peer_ids")),
+            peer_ids=strings(get("peer_ids")),
             positions=np.asarray(get("positions")),
             island=np.asarray(get("island_index", "island"), dtype=np.int64),
-            island_ids=np.asarray(get("island_ids")),
+            island_ids=strings(get("island_ids")),
             centers=np.asarray(get("island_centers", "centers"), dtype=np.float64),
             radii=np.asarray(get("island_radii", "radii"), dtype=np.float64),
             sizes=np.asarray(get("island_sizes", "sizes"), dtype=np.int64),
@@ -269,6 +274,7 @@ class Simulation:
         self._hb_mask: NDArray[np.bool_] | None = None
         self._hb_idx: NDArray[np.intp] = np.zeros(0, dtype=np.intp)
         self._kind: dict[str, str] = {}
+        self._rows_cache: tuple[NDArray[Any], NDArray[np.intp]] | None = None
         self._flush_no = 0
         self._tick_timing = {"mobility": 0.0, "update": 0.0}
         mobility.reset(self.rng)
@@ -387,6 +393,15 @@ class Simulation:
         self._tick_timing = {"mobility": 0.0, "update": 0.0}
         self._flush_no += 1
 
+    def _sim_rows(self, peer_ids: NDArray[Any]) -> NDArray[np.intp]:
+        """Row of each snapshot peer in the simulation's arrays (cached while the order holds)."""
+        last = self._rows_cache
+        if last is not None and last[0].shape == peer_ids.shape and (last[0] == peer_ids).all():
+            return last[1]
+        rows: NDArray[np.intp] = self._index.get_indexer(peer_ids)
+        self._rows_cache = (peer_ids, rows)
+        return rows
+
     def _record_metrics(
         self, snap: Snapshot, assigned: int, moved: int, left: int, touched: Iterable[str]
     ) -> None:
@@ -395,7 +410,7 @@ class Simulation:
         sizes = snap.sizes
         n_isl = int(sizes.size)
         peers = int(snap.peer_ids.size)
-        idx = self._index.get_indexer(snap.peer_ids)
+        idx = self._sim_rows(snap.peer_ids)
         if np.any(idx < 0):
             raise ConfigError(
                 "engine snapshot holds peers the simulation never sent", code="invalid_parameter"

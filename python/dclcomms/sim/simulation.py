@@ -159,24 +159,32 @@ class SimResult:
         self._sizes: list[tuple[int, float, int, int]] = []
         self._transport: list[tuple[int, float, str, int, int, float]] = []
         self._timings: list[dict[str, float]] = []
+        self._frames: dict[str, tuple[int, Any]] = {}
+
+    def _frame(self, name: str, rows: list[Any], columns: list[str] | None = None) -> Any:
+        # Built once per length: rows only ever get appended.
+        hit = self._frames.get(name)
+        if hit is None or hit[0] != len(rows):
+            hit = (len(rows), pd.DataFrame(rows, columns=columns))
+            self._frames[name] = hit
+        return hit[1].copy()
 
     @property
     def flushes(self) -> Any:
-        return pd.DataFrame(self._flushes)
+        return self._frame("flushes", self._flushes)
 
     @property
     def sizes(self) -> Any:
-        return pd.DataFrame(self._sizes, columns=["flush", "t_s", "size", "islands"])
+        return self._frame("sizes", self._sizes, ["flush", "t_s", "size", "islands"])
 
     @property
     def transport(self) -> Any:
-        return pd.DataFrame(
-            self._transport, columns=["flush", "t_s", "kind", "rooms", "participants", "cost"]
-        )
+        cols = ["flush", "t_s", "kind", "rooms", "participants", "cost"]
+        return self._frame("transport", self._transport, cols)
 
     @property
     def timings(self) -> Any:
-        return pd.DataFrame(self._timings)
+        return self._frame("timings", self._timings)
 
     @property
     def total_cost(self) -> float:

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dclcomms.errors import ConfigError
 from dclcomms.sim import (
@@ -267,3 +269,19 @@ def test_a_policy_returning_an_unknown_kind_is_a_typed_error() -> None:
         sim.run(2, progress=False)
     assert info.value.code == "invalid_parameter"
     assert "livekti" in str(info.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(-1, 5), st.integers(0, 6)), min_size=0, max_size=60),
+)
+def test_group_split_matches_a_naive_count(pairs: list[tuple[int, int]]) -> None:
+    groups = np.array([g for g, _ in pairs], dtype=np.int64)
+    island = np.array([i for _, i in pairs], dtype=np.int64)
+    naive_split = 0
+    present = sorted({g for g, _ in pairs if g >= 0})
+    for g in present:
+        members = [i for gg, i in pairs if gg == g]
+        naive_split += len(members) - max(members.count(i) for i in set(members))
+    grouped = sum(1 for g, _ in pairs if g >= 0)
+    assert group_split(groups, island, 7) == (grouped, naive_split, len(present))

@@ -1,13 +1,219 @@
-// Python bindings for the archipelago area.
+// Python bindings for the archipelago area: _core.ArchipelagoEngine, wrapped by
+// dclcomms.archipelago.Engine (which owns argument defaults and result types).
 
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "dclcomms/archipelago/engine.hpp"
+#include "dclcomms/error.hpp"
 #include "registration.hpp"
 
 namespace py = pybind11;
+namespace arch = dclcomms::archipelago;
 
 namespace dclcomms::bindings {
 
+namespace {
+
+// double -> float32 without undefined behaviour: out-of-range finite values
+// become infinities, which the engine then rejects as invalid_position.
+float to_f32(double v) {
+  if (std::isfinite(v) && std::fabs(v) > static_cast<double>(FLT_MAX)) {
+    return v > 0 ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity();
+  }
+  return static_cast<float>(v);
+}
+
+arch::PreferenceOp to_op(int op) {
+  switch (op) {
+    case 0:
+      return arch::PreferenceOp::Keep;
+    case 1:
+      return arch::PreferenceOp::Set;
+    case 2:
+      return arch::PreferenceOp::Clear;
+  }
+  throw Error(ErrorKind::Config, "invalid_parameter", "preference op must be 0, 1 or 2");
+}
+
+using ChangeTuple = std::tuple<std::string, std::string, std::string, std::optional<std::string>>;
+
+}  // namespace
+
 void register_archipelago(py::module_& m) {
-  (void)m;
+  py::class_<arch::Engine>(m, "ArchipelagoEngine",
+                           "Converge-mode island clustering (use dclcomms.archipelago.Engine).")
+      .def(py::init([](double join_distance, double leave_distance, uint32_t max_island_size,
+                       std::string id_prefix) {
+             arch::Config c;
+             c.join_distance = join_distance;
+             c.leave_distance = leave_distance;
+             c.max_island_size = max_island_size;
+             c.id_prefix = std::move(id_prefix);
+             return new arch::Engine(std::move(c));
+           }),
+           py::arg("join_distance"), py::arg("leave_distance"), py::arg("max_island_size"),
+           py::arg("id_prefix"))
+      .def(
+          "update",
+          [](arch::Engine& e, const std::string& peer_id, double x, double y, double z, int op,
+             const std::string& preferred, int64_t now_ms) {
+            arch::PreferenceOp pop = to_op(op);
+            // Arguments are C++ copies now; the engine takes its own lock.
+            py::gil_scoped_release nogil;
+            e.update(peer_id, to_f32(x), to_f32(y), to_f32(z), pop, preferred, now_ms);
+          },
+          py::arg("peer_id"), py::arg("x"), py::arg("y"), py::arg("z"), py::arg("op"),
+          py::arg("preferred"), py::arg("now_ms"))
+      .def(
+          "update_many",
+          [](arch::Engine& e, const std::vector<std::string>& peer_ids,
+             const py::array_t<float, py::array::c_style | py::array::forcecast>& positions,
+             std::optional<std::vector<int>> ops, std::optional<std::vector<std::string>> preferred,
+             int64_t now_ms) {
+            const size_t n = peer_ids.size();
+            if (positions.ndim() != 2 || positions.shape(1) != 3 ||
+                static_cast<size_t>(positions.shape(0)) != n) {
+              throw Error(ErrorKind::Config, "invalid_parameter",
+                          "positions must have shape (len(peer_ids), 3)");
+            }
+            if (ops.has_value() != preferred.has_value() ||
+                (ops && (ops->size() != n || preferred->size() != n))) {
+              throw Error(ErrorKind::Config, "invalid_parameter",
+                          "ops and preferred must both be given with one entry per peer");
+            }
+            std::vector<float> xyz(positions.data(), positions.data() + 3 * n);
+            std::vector<arch::PreferenceOp> pops;
+            if (ops) {
+              pops.reserve(n);
+              for (int op : *ops) pops.push_back(to_op(op));
+            }
+            // Every input is copied into C++ containers above: no Python object
+            // is touched after this point.
+            py::gil_scoped_release nogil;
+            e.update_many(peer_ids.data(), n, xyz.data(), ops ? pops.data() : nullptr,
+                          preferred ? preferred->data() : nullptr, now_ms);
+          },
+          py::arg("peer_ids"), py::arg("positions"), py::arg("ops"), py::arg("preferred"),
+          py::arg("now_ms"))
+      .def(
+          "disconnect",
+          [](arch::Engine& e, const std::string& peer_id) {
+            py::gil_scoped_release nogil;  // peer_id is a C++ copy
+            return e.disconnect(peer_id);
+          },
+          py::arg("peer_id"))
+      .def(
+          "disconnect_many",
+          [](arch::Engine& e, const std::vector<std::string>& peer_ids) {
+            py::gil_scoped_release nogil;  // peer_ids is a C++ copy
+            return e.disconnect_many(peer_ids);
+          },
+          py::arg("peer_ids"))
+      .def(
+          "expire",
+          [](arch::Engine& e, int64_t now_ms, int64_t timeout_ms) {
+            py::gil_scoped_release nogil;  // plain integers only
+            return e.expire(now_ms, timeout_ms);
+          },
+          py::arg("now_ms"), py::arg("timeout_ms"))
+      .def("flush",
+           [](arch::Engine& e) {
+             std::vector<arch::IslandChange> changes;
+             {
+               py::gil_scoped_release nogil;  // pure C++ until the results are converted
+               changes = e.flush();
+             }
+             std::vector<ChangeTuple> out;
+             out.reserve(changes.size());
+             for (auto& c : changes) {
+               out.emplace_back(std::move(c.peer_id),
+                                c.kind == arch::ChangeKind::Left ? "left" : "changed",
+                                std::move(c.island_id), std::move(c.from_island_id));
+             }
+             return out;
+           })
+      .def("islands",
+           [](const arch::Engine& e) {
+             std::vector<arch::IslandInfo> infos;
+             {
+               py::gil_scoped_release nogil;  // pure C++ until the results are converted
+               infos = e.islands();
+             }
+             py::list out;
+             for (auto& i : infos) {
+               out.append(py::make_tuple(i.id, py::cast(i.peers),
+                                         py::make_tuple(i.center[0], i.center[1], i.center[2]),
+                                         i.radius, i.max_peers));
+             }
+             return out;
+           })
+      .def(
+          "island_of",
+          [](const arch::Engine& e, const std::string& peer_id) {
+            py::gil_scoped_release nogil;  // peer_id is a C++ copy
+            return e.island_of(peer_id);
+          },
+          py::arg("peer_id"))
+      .def_property_readonly("peer_count",
+                             [](const arch::Engine& e) {
+                               py::gil_scoped_release nogil;  // no Python state involved
+                               return e.peer_count();
+                             })
+      .def_property_readonly("island_count",
+                             [](const arch::Engine& e) {
+                               py::gil_scoped_release nogil;  // no Python state involved
+                               return e.island_count();
+                             })
+      .def("snapshot",
+           [](const arch::Engine& e) {
+             arch::Snapshot s;
+             {
+               py::gil_scoped_release nogil;  // pure C++ until the results are converted
+               s = e.snapshot();
+             }
+             const auto n = static_cast<py::ssize_t>(s.peer_ids.size());
+             const auto k = static_cast<py::ssize_t>(s.island_ids.size());
+             py::array_t<float> positions({n, py::ssize_t{3}});
+             std::copy(s.positions.begin(), s.positions.end(), positions.mutable_data());
+             py::array_t<double> centers({k, py::ssize_t{3}});
+             std::copy(s.centers.begin(), s.centers.end(), centers.mutable_data());
+             py::dict d;
+             d["peer_ids"] = py::cast(s.peer_ids);
+             d["positions"] = positions;
+             d["island_index"] = py::array_t<int32_t>(n, s.island_index.data());
+             d["island_ids"] = py::cast(s.island_ids);
+             d["centers"] = centers;
+             d["radii"] = py::array_t<double>(k, s.radii.data());
+             d["sizes"] = py::array_t<uint32_t>(k, s.sizes.data());
+             d["max_peers"] = py::array_t<uint32_t>(k, s.max_peers.data());
+             return d;
+           })
+      .def("last_flush_stats", [](const arch::Engine& e) {
+        arch::FlushStats st;
+        {
+          py::gil_scoped_release nogil;  // no Python state involved
+          st = e.last_flush_stats();
+        }
+        py::dict d;
+        d["split_checks"] = st.split_checks;
+        d["splits"] = st.splits;
+        d["admitted"] = st.admitted;
+        d["merge_checks"] = st.merge_checks;
+        d["merges"] = st.merges;
+        d["pair_tests"] = st.pair_tests;
+        return d;
+      });
 }
 
 }  // namespace dclcomms::bindings

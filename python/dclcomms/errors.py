@@ -72,5 +72,8 @@ CODES: dict[type[Error], frozenset[str]] = {
     UnknownTypeError: frozenset({"unknown_type"}),
     AuthError: frozenset(),
     TokenError: frozenset(),
-    ConfigError: frozenset({"invalid_parameter"}),
+    ConfigError: frozenset(
+        # archipelago: invalid_position (non-finite), invalid_peer_id (empty / not a str)
+        {"invalid_parameter", "invalid_position", "invalid_peer_id"}
+    ),
 }

@@ -1,0 +1,325 @@
+"""Archipelago island clustering (spec archipelago.md §2, ``converge`` mode §2.6).
+
+Peers report positions; :meth:`Engine.flush` groups them into *islands* on the
+X/Z plane: islands merge when a member pair is within ``join_distance`` and the
+merged island fits ``max_island_size``; they split into components that are
+connected under ``leave_distance``. The heavy work runs in C++ with the GIL
+released.
+
+Thread safety: every method may be called from any thread; an internal mutex
+serialises them (an update racing a flush is clustered by that flush or the
+next one). See docs/archipelago.md.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from dclcomms import _core
+from dclcomms.errors import ConfigError
+
+__all__ = [
+    "UNSET",
+    "Engine",
+    "Island",
+    "IslandChange",
+    "Snapshot",
+    "Unset",
+    "monotonic_ms",
+]
+
+
+class Unset(enum.Enum):
+    """Type of :data:`UNSET`: "leave the stored preferred island as it is"."""
+
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = Unset.UNSET
+
+_KEEP, _SET, _CLEAR = 0, 1, 2
+_MODES = ("converge", "reference")
+_MAX_U32 = 2**32 - 1
+
+
+def monotonic_ms() -> int:
+    """The default clock of :meth:`Engine.update` (``time.monotonic`` in ms)."""
+    return time.monotonic_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class IslandChange:
+    """One peer's island change in a flush.
+
+    ``kind == "changed"``: the peer is now in ``island_id``; ``from_island_id``
+    is its island at the start of the flush (``None`` on a first assignment).
+    ``kind == "left"``: the peer disconnected or expired from ``island_id``.
+    """
+
+    peer_id: str
+    kind: Literal["changed", "left"]
+    island_id: str
+    from_island_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Island:
+    """An island: members in join order, X/Z centre (y = 0) and radius in metres."""
+
+    id: str
+    peers: tuple[str, ...]
+    center: tuple[float, float, float]
+    radius: float
+    max_peers: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Struct-of-arrays copy of the engine state, for analysis without per-object cost.
+
+    Peer rows: ``peer_ids`` (object array of str), ``positions`` (n, 3) float32,
+    ``island_index`` int32 row into the island table (-1: pending, not placed
+    yet). Island rows (creation order): ``island_ids``, ``centers`` (k, 3)
+    float64, ``radii`` float64, ``sizes`` and ``max_peers`` uint32.
+    """
+
+    peer_ids: npt.NDArray[np.object_]
+    positions: npt.NDArray[np.float32]
+    island_index: npt.NDArray[np.int32]
+    island_ids: npt.NDArray[np.object_]
+    centers: npt.NDArray[np.float64]
+    radii: npt.NDArray[np.float64]
+    sizes: npt.NDArray[np.uint32]
+    max_peers: npt.NDArray[np.uint32]
+
+
+def _check_distance(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number, got {value!r}", code="invalid_parameter")
+    v = float(value)
+    if not math.isfinite(v) or v <= 0:
+        raise ConfigError(
+            f"{name} must be positive and finite, got {value!r}", code="invalid_parameter"
+        )
+    return v
+
+
+def _pref(value: str | Unset | None) -> tuple[int, str]:
+    if value is UNSET:
+        return _KEEP, ""
+    if value is None:
+        return _CLEAR, ""
+    if isinstance(value, str):
+        return (_SET, value) if value else (_CLEAR, "")
+    raise ConfigError(
+        f"preferred island must be a str, None or UNSET, got {value!r}", code="invalid_parameter"
+    )
+
+
+def _peer_id(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"peer id must be a non-empty str, got {value!r}", code="invalid_peer_id")
+    return value
+
+
+class Engine:
+    """The island clustering engine.
+
+    Parameters are validated eagerly: ``leave_distance < join_distance``,
+    non-positive or non-finite distances, ``max_island_size < 1`` and a
+    ``id_prefix`` that is empty or holds ``.``, ``*``, ``>`` or whitespace raise
+    :class:`dclcomms.ConfigError` (a ``ValueError``) with code ``invalid_parameter``.
+    """
+
+    __slots__ = ("_core", "_mode")
+
+    def __init__(
+        self,
+        join_distance: float = 64.0,
+        leave_distance: float = 80.0,
+        max_island_size: int = 100,
+        id_prefix: str = "I",
+        mode: str = "converge",
+    ) -> None:
+        join = _check_distance("join_distance", join_distance)
+        leave = _check_distance("leave_distance", leave_distance)
+        if leave < join:
+            raise ConfigError(
+                f"leave_distance ({leave}) must be >= join_distance ({join})",
+                code="invalid_parameter",
+            )
+        if (
+            isinstance(max_island_size, bool)
+            or not isinstance(max_island_size, int)
+            or not 1 <= max_island_size <= _MAX_U32
+        ):
+            raise ConfigError(
+                f"max_island_size must be an int in [1, 2**32), got {max_island_size!r}",
+                code="invalid_parameter",
+            )
+        if not isinstance(id_prefix, str):
+            raise ConfigError("id_prefix must be a str", code="invalid_parameter")
+        if mode not in _MODES:
+            raise ConfigError(
+                f"mode must be one of {_MODES}, got {mode!r}", code="invalid_parameter"
+            )
+        if mode == "reference":
+            raise ConfigError(
+                "mode 'reference' (the reference algorithm with its quirks) is not "
+                "implemented yet; use mode='converge'",
+                code="invalid_parameter",
+            )
+        self._mode = mode
+        # The C++ side validates id_prefix (and re-validates the rest).
+        self._core = _core.ArchipelagoEngine(join, leave, max_island_size, id_prefix)
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @property
+    def peer_count(self) -> int:
+        """Known peers, including those waiting for their first flush."""
+        return self._core.peer_count
+
+    @property
+    def island_count(self) -> int:
+        return self._core.island_count
+
+    def update(
+        self,
+        peer_id: str,
+        position: Iterable[float],
+        preferred_island: str | Unset | None = UNSET,
+        *,
+        now_ms: int | None = None,
+    ) -> None:
+        """Store a position heartbeat (x, y, z in metres; y is ignored by clustering).
+
+        ``preferred_island``: omitted keeps the stored preference, ``None`` (or
+        ``""``) clears it, a string sets it. ``now_ms`` (default
+        :func:`monotonic_ms`) is the liveness time used by :meth:`expire`.
+        Non-finite positions raise ConfigError ``invalid_position``.
+        """
+        pid = _peer_id(peer_id)
+        try:
+            x, y, z = (float(v) for v in position)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"position must be three numbers (x, y, z), got {position!r}",
+                code="invalid_position",
+            ) from exc
+        op, pref = _pref(preferred_island)
+        self._core.update(pid, x, y, z, op, pref, monotonic_ms() if now_ms is None else now_ms)
+
+    def update_many(
+        self,
+        peer_ids: Sequence[str],
+        positions: npt.ArrayLike,
+        preferred: Sequence[str | Unset | None] | None = None,
+        *,
+        now_ms: int | None = None,
+    ) -> None:
+        """Batch :meth:`update`: ``positions`` is an (n, 3) array (float32 or float64).
+
+        ``preferred`` is ``None`` (keep every stored preference) or one entry
+        per peer with :meth:`update`'s meaning. The batch is validated first
+        and applied atomically: on error nothing changes.
+        """
+        ids = [_peer_id(p) for p in peer_ids]
+        arr = np.asarray(positions)
+        if arr.ndim != 2 or arr.shape != (len(ids), 3):
+            raise ConfigError(
+                f"positions must have shape ({len(ids)}, 3), got {arr.shape}",
+                code="invalid_parameter",
+            )
+        if arr.dtype.kind not in "fiu":
+            raise ConfigError(
+                f"positions must be numeric, got dtype {arr.dtype}", code="invalid_parameter"
+            )
+        ops: list[int] | None = None
+        prefs: list[str] | None = None
+        if preferred is not None:
+            pairs = [_pref(p) for p in preferred]
+            if len(pairs) != len(ids):
+                raise ConfigError(
+                    f"preferred must have {len(ids)} entries, got {len(pairs)}",
+                    code="invalid_parameter",
+                )
+            ops = [o for o, _ in pairs]
+            prefs = [s for _, s in pairs]
+        with np.errstate(over="ignore"):  # float64 beyond float32 -> inf -> invalid_position
+            f32 = np.ascontiguousarray(arr, dtype=np.float32)
+        self._core.update_many(ids, f32, ops, prefs, monotonic_ms() if now_ms is None else now_ms)
+
+    def disconnect(self, peer_id: str) -> bool:
+        """Remove a peer now; a placed peer is reported as ``left`` by the next flush.
+
+        Returns False if the peer is unknown.
+        """
+        return self._core.disconnect(peer_id)
+
+    def disconnect_many(self, peer_ids: Sequence[str]) -> int:
+        """Disconnect each peer in order; returns how many were known."""
+        return self._core.disconnect_many(list(peer_ids))
+
+    def expire(self, now_ms: int, timeout_ms: int = 60_000) -> int:
+        """Disconnect peers whose last update is older than ``now_ms - timeout_ms``."""
+        return self._core.expire(now_ms, timeout_ms)
+
+    def flush(self) -> list[IslandChange]:
+        """Run one clustering round; at most one change per peer, deterministic order.
+
+        ``left`` entries come first (disconnect order), then ``changed`` ones in
+        the order the peers first moved during the flush.
+        """
+        return [
+            IslandChange(peer, kind, island, frm)  # type: ignore[arg-type]
+            for peer, kind, island, frm in self._core.flush()
+        ]
+
+    def islands(self) -> list[Island]:
+        """Every island, in creation order."""
+        return [
+            Island(iid, tuple(peers), center, radius, max_peers)
+            for iid, peers, center, radius, max_peers in self._core.islands()
+        ]
+
+    def island_of(self, peer_id: str) -> str | None:
+        """The peer's island id, or None if unknown or not placed yet."""
+        return self._core.island_of(peer_id)
+
+    def snapshot(self) -> Snapshot:
+        raw: dict[str, Any] = self._core.snapshot()
+        peer_ids = np.empty(len(raw["peer_ids"]), dtype=object)
+        peer_ids[:] = raw["peer_ids"]
+        island_ids = np.empty(len(raw["island_ids"]), dtype=object)
+        island_ids[:] = raw["island_ids"]
+        return Snapshot(
+            peer_ids=peer_ids,
+            positions=raw["positions"],
+            island_index=raw["island_index"],
+            island_ids=island_ids,
+            centers=raw["centers"],
+            radii=raw["radii"],
+            sizes=raw["sizes"],
+            max_peers=raw["max_peers"],
+        )
+
+    def last_flush_stats(self) -> dict[str, int]:
+        """Work counters of the last flush (islands checked, merges, pair tests...)."""
+        return self._core.last_flush_stats()
+
+    def __repr__(self) -> str:
+        return f"<Engine mode={self._mode} peers={self.peer_count} islands={self.island_count}>"

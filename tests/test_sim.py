@@ -201,3 +201,15 @@ def test_default_engine_is_the_cpp_engine_with_the_given_parameters() -> None:
     assert all(str(i).startswith("S") for i in snap.island_ids.tolist())
     assert (snap.max_peers == 7).all()
     check_invariants(snap, 30.0, 40.0, 7)
+
+
+def test_snapshot_rows_map_back_to_simulation_slots() -> None:
+    sim = Simulation(RandomWaypoint(1000), seed=0, engine=OracleEngine())
+    perm = np.random.default_rng(1).permutation(1000)[:700]
+    fresh = np.empty(700, dtype=object)
+    fresh[:] = ["p" + str(i) for i in perm.tolist()]  # new string objects, like the engine's
+    assert sim._sim_rows(fresh).tolist() == perm.tolist()
+    assert sim._sim_rows(np.empty(0, dtype=object)).tolist() == []
+    # Ids the simulation never made fall back to hashing: unknown rows are -1.
+    odd = np.array(["p3", "x7", "p1000", "pp1", "p2"], dtype=object)
+    assert sim._sim_rows(odd).tolist() == [3, -1, -1, -1, 2]

@@ -63,7 +63,11 @@ def invariant_violations(engine: Engine, join: float, leave: float) -> list[str]
         a = rows[a]
         ia, ib = idx[a], idx[b]
         diff = ia != ib
-        fits = counts[ia] + counts[ib] <= np.maximum(cap[ia], cap[ib])
+        # The smaller island (ties: the younger) joins the other: its capacity decides.
+        receiver = np.where(
+            (counts[ia] > counts[ib]) | ((counts[ia] == counts[ib]) & (ia < ib)), ia, ib
+        )
+        fits = counts[ia] + counts[ib] <= cap[receiver]
         bad = np.nonzero(diff & fits)[0]
         if len(bad):
             i = bad[0]

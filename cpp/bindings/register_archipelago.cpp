@@ -11,7 +11,7 @@
 #include <limits>
 #include <optional>
 #include <string>
-#include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include "dclcomms/archipelago/engine.hpp"
@@ -46,8 +46,6 @@ arch::PreferenceOp to_op(int op) {
   throw Error(ErrorKind::Config, "invalid_parameter", "preference op must be 0, 1 or 2");
 }
 
-using ChangeTuple = std::tuple<std::string, std::string, std::string, std::optional<std::string>>;
-
 }  // namespace
 
 void register_archipelago(py::module_& m) {
@@ -77,7 +75,7 @@ void register_archipelago(py::module_& m) {
           py::arg("preferred"), py::arg("now_ms"))
       .def(
           "update_many",
-          [](arch::Engine& e, const std::vector<std::string>& peer_ids,
+          [](arch::Engine& e, const py::list& peer_ids,
              const py::array_t<float, py::array::c_style | py::array::forcecast>& positions,
              std::optional<std::vector<int>> ops, std::optional<std::vector<std::string>> preferred,
              int64_t now_ms) {
@@ -92,6 +90,27 @@ void register_archipelago(py::module_& m) {
               throw Error(ErrorKind::Config, "invalid_parameter",
                           "ops and preferred must both be given with one entry per peer");
             }
+            // Ids are copied into one buffer (no allocation per id): heartbeat
+            // batches are large and this conversion is their main cost.
+            std::string buf;
+            std::vector<size_t> ends;
+            ends.reserve(n);
+            for (size_t i = 0; i < n; ++i) {
+              PyObject* item = PyList_GET_ITEM(peer_ids.ptr(), static_cast<py::ssize_t>(i));
+              if (!PyUnicode_Check(item)) {
+                throw Error(ErrorKind::Config, "invalid_peer_id",
+                            "peer ids must be str (row " + std::to_string(i) + ")");
+              }
+              py::ssize_t len = 0;
+              const char* utf8 = PyUnicode_AsUTF8AndSize(item, &len);
+              if (utf8 == nullptr) throw py::error_already_set();
+              buf.append(utf8, static_cast<size_t>(len));
+              ends.push_back(buf.size());
+            }
+            std::vector<std::string_view> views(n);
+            for (size_t i = 0, begin = 0; i < n; begin = ends[i], ++i) {
+              views[i] = std::string_view(buf).substr(begin, ends[i] - begin);
+            }
             std::vector<float> xyz(positions.data(), positions.data() + 3 * n);
             std::vector<arch::PreferenceOp> pops;
             if (ops) {
@@ -101,7 +120,7 @@ void register_archipelago(py::module_& m) {
             // Every input is copied into C++ containers above: no Python object
             // is touched after this point.
             py::gil_scoped_release nogil;
-            e.update_many(peer_ids.data(), n, xyz.data(), ops ? pops.data() : nullptr,
+            e.update_many(views.data(), n, xyz.data(), ops ? pops.data() : nullptr,
                           preferred ? preferred->data() : nullptr, now_ms);
           },
           py::arg("peer_ids"), py::arg("positions"), py::arg("ops"), py::arg("preferred"),
@@ -134,14 +153,32 @@ void register_archipelago(py::module_& m) {
                py::gil_scoped_release nogil;  // pure C++ until the results are converted
                changes = e.flush();
              }
-             std::vector<ChangeTuple> out;
-             out.reserve(changes.size());
-             for (auto& c : changes) {
-               out.emplace_back(std::move(c.peer_id),
-                                c.kind == arch::ChangeKind::Left ? "left" : "changed",
-                                std::move(c.island_id), std::move(c.from_island_id));
+             // Columns (peer ids, kinds, island ids, from ids); island id
+             // strings are shared between the entries naming the same island.
+             const auto n = static_cast<py::ssize_t>(changes.size());
+             py::list peers(n), kinds(n), islands(n), froms(n);
+             py::str changed("changed"), left("left");
+             std::unordered_map<std::string, py::str> cache;
+             auto island_ref = [&cache](const std::string& id) -> PyObject* {
+               auto it = cache.find(id);
+               if (it == cache.end()) it = cache.emplace(id, py::str(id)).first;
+               return it->second.inc_ref().ptr();
+             };
+             // PyList_SET_ITEM steals the new references taken here.
+             for (py::ssize_t i = 0; i < n; ++i) {
+               const auto& c = changes[static_cast<size_t>(i)];
+               PyObject* peer = PyUnicode_DecodeUTF8(
+                   c.peer_id.data(), static_cast<py::ssize_t>(c.peer_id.size()), "surrogateescape");
+               if (peer == nullptr) throw py::error_already_set();
+               PyList_SET_ITEM(peers.ptr(), i, peer);
+               PyList_SET_ITEM(kinds.ptr(), i,
+                               (c.kind == arch::ChangeKind::Left ? left : changed).inc_ref().ptr());
+               PyList_SET_ITEM(islands.ptr(), i, island_ref(c.island_id));
+               PyList_SET_ITEM(
+                   froms.ptr(), i,
+                   c.from_island_id ? island_ref(*c.from_island_id) : py::none().inc_ref().ptr());
              }
-             return out;
+             return py::make_tuple(peers, kinds, islands, froms);
            })
       .def("islands",
            [](const arch::Engine& e) {
@@ -212,6 +249,8 @@ void register_archipelago(py::module_& m) {
         d["merge_checks"] = st.merge_checks;
         d["merges"] = st.merges;
         d["pair_tests"] = st.pair_tests;
+        d["elapsed_us"] = st.elapsed_us;
+        d["cpu_us"] = st.cpu_us;
         return d;
       });
 }

@@ -2,7 +2,7 @@
 # tests/test_stubs.py checks these against the built module: every public name
 # and every parameter name must match.
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -33,7 +33,9 @@ class ArchipelagoEngine:
     def disconnect(self, peer_id: str) -> bool: ...
     def disconnect_many(self, peer_ids: list[str]) -> int: ...
     def expire(self, now_ms: int, timeout_ms: int) -> int: ...
-    def flush(self) -> list[tuple[str, str, str, str | None]]: ...
+    def flush(
+        self,
+    ) -> tuple[list[str], list[Literal["changed", "left"]], list[str], list[str | None]]: ...
     def islands(
         self,
     ) -> list[tuple[str, list[str], tuple[float, float, float], float, int]]: ...

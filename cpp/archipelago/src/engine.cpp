@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cmath>
+#include <ctime>
 #include <deque>
 #include <limits>
 #include <mutex>
@@ -48,6 +50,135 @@ int32_t cell_coord(float v, double inv_cell) {
 uint64_t cell_key(int32_t cx, int32_t cz) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(cx)) << 32) | static_cast<uint32_t>(cz);
 }
+
+// Open-addressing map cell key -> cell (linear probing, power-of-two size).
+// Cells are never removed: their number is bounded by the area peers have
+// visited (one per join_distance square), and an empty cell costs ~40 bytes.
+class CellMap {
+ public:
+  using Cell = std::vector<CellEntry>;
+
+  Cell* find(uint64_t key) {
+    if (slots_.empty()) return nullptr;
+    for (size_t i = hash(key) & mask_;; i = (i + 1) & mask_) {
+      if (slots_[i].idx == 0) return nullptr;
+      if (slots_[i].key == key) return &cells_[slots_[i].idx - 1];
+    }
+  }
+  Cell& get(uint64_t key) {
+    if ((cells_.size() + 1) * 2 > slots_.size()) grow();
+    for (size_t i = hash(key) & mask_;; i = (i + 1) & mask_) {
+      if (slots_[i].idx == 0) {
+        cells_.emplace_back();
+        slots_[i] = {key, static_cast<uint32_t>(cells_.size())};
+        return cells_.back();
+      }
+      if (slots_[i].key == key) return cells_[slots_[i].idx - 1];
+    }
+  }
+
+ private:
+  struct Slot {
+    uint64_t key;
+    uint32_t idx;  // 1-based index into cells_, 0 = empty
+  };
+  static size_t hash(uint64_t k) {
+    k ^= k >> 33;  // murmur3 finaliser
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
+    k *= 0xc4ceb9fe1a85ec53ULL;
+    k ^= k >> 33;
+    return static_cast<size_t>(k);
+  }
+  void grow() {
+    std::vector<Slot> old = std::move(slots_);
+    slots_.assign(old.empty() ? 1024 : old.size() * 2, Slot{0, 0});
+    mask_ = slots_.size() - 1;
+    for (const Slot& s : old) {
+      if (s.idx == 0) continue;
+      size_t i = hash(s.key) & mask_;
+      while (slots_[i].idx != 0) i = (i + 1) & mask_;
+      slots_[i] = s;
+    }
+  }
+  std::vector<Slot> slots_;
+  std::vector<Cell> cells_;  // deque-like stability is not needed: callers
+                             // never hold a Cell across another get()
+  size_t mask_ = 0;
+};
+
+// Open-addressing map peer id -> dense peer index over the engine's id
+// storage (linear probing, backward-shift deletion, 8 bytes per slot, load
+// <= 1/2). Each slot keeps 32 bits of the hash, so probes rarely touch the id
+// strings; std::unordered_map costs two more cache misses per heartbeat.
+class PeerIndex {
+ public:
+  explicit PeerIndex(const std::deque<std::string>& ids) : ids_(ids) {}
+
+  uint32_t find(std::string_view id) const {
+    if (slots_.empty()) return kNone;
+    const uint32_t tag = hash(id);
+    for (size_t i = tag & mask_;; i = (i + 1) & mask_) {
+      const Slot& s = slots_[i];
+      if (s.peer == kNone) return kNone;
+      if (s.tag == tag && ids_[s.peer] == id) return s.peer;
+    }
+  }
+  // `id` must be absent and equal to the stored id of `peer`.
+  void insert(std::string_view id, uint32_t peer) {
+    if ((size_ + 1) * 2 > slots_.size()) grow();
+    const uint32_t tag = hash(id);
+    size_t i = tag & mask_;
+    while (slots_[i].peer != kNone) i = (i + 1) & mask_;
+    slots_[i] = {peer, tag};
+    ++size_;
+  }
+  void erase(std::string_view id) {
+    if (slots_.empty()) return;
+    const uint32_t tag = hash(id);
+    size_t i = tag & mask_;
+    for (;; i = (i + 1) & mask_) {
+      if (slots_[i].peer == kNone) return;
+      if (slots_[i].tag == tag && ids_[slots_[i].peer] == id) break;
+    }
+    // Backward shift: pull later entries of the probe run into the hole.
+    for (size_t j = (i + 1) & mask_;; j = (j + 1) & mask_) {
+      if (slots_[j].peer == kNone) break;
+      const size_t home = slots_[j].tag & mask_;
+      // Movable iff home is not cyclically within (i, j].
+      if (((j - home) & mask_) >= ((j - i) & mask_)) {
+        slots_[i] = slots_[j];
+        i = j;
+      }
+    }
+    slots_[i] = {kNone, 0};
+    --size_;
+  }
+
+ private:
+  struct Slot {
+    uint32_t peer;
+    uint32_t tag;
+  };
+  static uint32_t hash(std::string_view s) {
+    return static_cast<uint32_t>(std::hash<std::string_view>{}(s));
+  }
+  void grow() {
+    std::vector<Slot> old = std::move(slots_);
+    slots_.assign(old.empty() ? 1024 : old.size() * 2, Slot{kNone, 0});
+    mask_ = slots_.size() - 1;
+    for (const Slot& s : old) {
+      if (s.peer == kNone) continue;
+      size_t i = s.tag & mask_;
+      while (slots_[i].peer != kNone) i = (i + 1) & mask_;
+      slots_[i] = s;
+    }
+  }
+  const std::deque<std::string>& ids_;
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  size_t size_ = 0;
+};
 
 bool valid_prefix(const std::string& p) {
   if (p.empty()) return false;
@@ -97,6 +228,10 @@ struct Engine::Impl {
     bool alive = false;
     bool split_queued = false;
     bool merge_queued = false;
+    // In the grid. Islands with size >= max_capacity can neither take nor
+    // give peers (every merge needs |X| + |T| <= cap), so they are hidden:
+    // in crowded worlds most islands are full and scans skip them for free.
+    bool visible = false;
   };
   struct Departure {
     std::string peer_id;
@@ -112,17 +247,18 @@ struct Engine::Impl {
   std::shared_ptr<CapacityPolicy> policy;
   double join2, leave2, inv_cell;
   uint32_t max_capacity;  // largest capacity of any island ever created
+  bool capacity_grew = false;
 
   mutable std::mutex mu;
 
-  // Peers, struct-of-arrays by dense index. ids live in a deque so the
-  // string_view keys of `index` stay valid while it grows.
+  // Peers, struct-of-arrays by dense index. ids live in a deque (no
+  // relocation while it grows).
   std::deque<std::string> ids;
-  std::unordered_map<std::string_view, uint32_t> index;
-  std::vector<float> px, py, pz;
+  PeerIndex index{ids};
+  std::vector<float> xz, py;  // xz interleaved: one cache line per distance test
   std::vector<uint32_t> pisland;
   std::vector<int64_t> last_ms;
-  std::vector<std::string> pref;
+  std::unordered_map<uint32_t, std::string> pref;  // sparse: few peers set one
   std::vector<uint8_t> state, flags;
   std::vector<uint64_t> start_seq;
   std::vector<uint32_t> free_idx, deferred_free;
@@ -135,13 +271,21 @@ struct Engine::Impl {
 
   // Islands, by slot.
   std::vector<Island> islands;
+  // Hot copy of each slot's size/capacity/seq: neighbour scans read these
+  // for many islands, and the Island records are too big to scan cheaply.
+  struct Hot {
+    uint32_t size;
+    uint32_t cap;
+    uint64_t seq;
+  };
+  std::vector<Hot> hot;
   std::vector<uint32_t> free_slots;
   std::unordered_map<uint64_t, uint32_t> slot_of_seq;
   uint64_t next_seq = 1;
   std::vector<QueueItem> split_queue;
   std::deque<QueueItem> merge_queue;
 
-  std::unordered_map<uint64_t, std::vector<CellEntry>> grid;
+  CellMap grid;
 
   // Scratch, reused across flushes.
   std::vector<uint32_t> stamp;
@@ -162,18 +306,18 @@ struct Engine::Impl {
   // --- geometry ------------------------------------------------------------
 
   double dist2(uint32_t a, uint32_t b) const {
-    double dx = static_cast<double>(px[a]) - static_cast<double>(px[b]);
-    double dz = static_cast<double>(pz[a]) - static_cast<double>(pz[b]);
+    double dx = static_cast<double>(xz[2 * a]) - static_cast<double>(xz[2 * b]);
+    double dz = static_cast<double>(xz[2 * a + 1]) - static_cast<double>(xz[2 * b + 1]);
     return dx * dx + dz * dz;
   }
   uint64_t key_of(uint32_t p) const {
-    return cell_key(cell_coord(px[p], inv_cell), cell_coord(pz[p], inv_cell));
+    return cell_key(cell_coord(xz[2 * p], inv_cell), cell_coord(xz[2 * p + 1], inv_cell));
   }
 
   // --- grid ----------------------------------------------------------------
 
   void cell_inc(uint64_t key, uint32_t slot) {
-    auto& v = grid[key];
+    auto& v = grid.get(key);
     for (auto& e : v) {
       if (e.island == slot) {
         ++e.count;
@@ -183,15 +327,14 @@ struct Engine::Impl {
     v.push_back({slot, 1});
   }
   void cell_dec(uint64_t key, uint32_t slot) {
-    auto it = grid.find(key);
-    if (it == grid.end()) return;
-    auto& v = it->second;
+    CellMap::Cell* cell = grid.find(key);
+    if (cell == nullptr) return;
+    auto& v = *cell;
     for (size_t i = 0; i < v.size(); ++i) {
       if (v[i].island == slot) {
         if (--v[i].count == 0) {
           v[i] = v.back();
           v.pop_back();
-          if (v.empty()) grid.erase(it);
         }
         return;
       }
@@ -232,6 +375,7 @@ struct Engine::Impl {
     } else {
       slot = static_cast<uint32_t>(islands.size());
       islands.emplace_back();
+      hot.push_back({0, 0, 0});
       stamp.push_back(0);
     }
     Island& is = islands[slot];
@@ -240,13 +384,18 @@ struct Engine::Impl {
     is.alive = true;
     is.split_queued = false;
     is.merge_queued = false;
+    is.visible = true;  // empty: nothing to add yet
     is.max_peers = cfg.max_island_size;
     if (policy) {
       is.max_peers = std::max<uint32_t>(
           1, policy->capacity_for_new_island(id_of_seq(is.seq), cfg.max_island_size));
     }
-    max_capacity = std::max(max_capacity, is.max_peers);
+    if (is.max_peers > max_capacity) {
+      max_capacity = is.max_peers;
+      capacity_grew = true;  // hidden islands may fit now: see refresh_all
+    }
     slot_of_seq.emplace(is.seq, slot);
+    hot[slot] = {0, is.max_peers, is.seq};
     return slot;
   }
 
@@ -256,6 +405,7 @@ struct Engine::Impl {
     is.alive = false;
     is.members.clear();
     is.members.shrink_to_fit();
+    hot[slot].size = 0;
     free_slots.push_back(slot);
   }
 
@@ -276,10 +426,32 @@ struct Engine::Impl {
 
   // "a ranks above b": bigger, then older.
   bool ranks_above(uint32_t a, uint32_t b) const {
-    const Island& A = islands[a];
-    const Island& B = islands[b];
-    if (A.members.size() != B.members.size()) return A.members.size() > B.members.size();
+    const Hot& A = hot[a];
+    const Hot& B = hot[b];
+    if (A.size != B.size) return A.size > B.size;
     return A.seq < B.seq;
+  }
+  // Call after an island's member list changed (and is complete again).
+  void resized(uint32_t slot) {
+    hot[slot].size = static_cast<uint32_t>(islands[slot].members.size());
+    const bool want = hot[slot].size < max_capacity;
+    Island& is = islands[slot];
+    if (want == is.visible) return;
+    for (uint32_t p : is.members) {
+      if (want) {
+        cell_inc(key_of(p), slot);
+      } else {
+        cell_dec(key_of(p), slot);
+      }
+    }
+    is.visible = want;
+  }
+  void refresh_all() {
+    if (!capacity_grew) return;
+    capacity_grew = false;
+    for (uint32_t s = 0; s < islands.size(); ++s) {
+      if (islands[s].alive) resized(s);
+    }
   }
 
   // Records the island a peer had at flush start, the first time it changes.
@@ -301,19 +473,17 @@ struct Engine::Impl {
     } else {
       p = static_cast<uint32_t>(ids.size());
       ids.emplace_back(id);
-      px.push_back(0);
+      xz.push_back(0);
+      xz.push_back(0);
       py.push_back(0);
-      pz.push_back(0);
       pisland.push_back(kNone);
       last_ms.push_back(0);
-      pref.emplace_back();
       state.push_back(kFree);
       flags.push_back(0);
       start_seq.push_back(0);
     }
-    index.emplace(std::string_view(ids[p]), p);
+    index.insert(ids[p], p);
     pisland[p] = kNone;
-    pref[p].clear();
     state[p] = kPending;
     flags[p] = 0;
     start_seq[p] = 0;
@@ -333,17 +503,17 @@ struct Engine::Impl {
 
   void apply_update(std::string_view id, const float* xyz, PreferenceOp op,
                     std::string_view preferred, int64_t now_ms) {
-    auto it = index.find(id);
-    uint32_t p = it == index.end() ? alloc_peer(id) : it->second;
+    uint32_t p = index.find(id);
+    if (p == kNone) p = alloc_peer(id);
     if (state[p] == kActive) {
-      bool moved = px[p] != xyz[0] || pz[p] != xyz[2];
+      bool moved = xz[2 * p] != xyz[0] || xz[2 * p + 1] != xyz[2];
       if (moved) {
         uint64_t old_key = key_of(p);
-        px[p] = xyz[0];
-        pz[p] = xyz[2];
+        xz[2 * p] = xyz[0];
+        xz[2 * p + 1] = xyz[2];
         uint64_t new_key = key_of(p);
         uint32_t slot = pisland[p];
-        if (old_key != new_key) {
+        if (old_key != new_key && islands[slot].visible) {
           cell_dec(old_key, slot);
           cell_inc(new_key, slot);
         }
@@ -351,15 +521,15 @@ struct Engine::Impl {
         queue_merge(slot);
       }
     } else {
-      px[p] = xyz[0];
-      pz[p] = xyz[2];
+      xz[2 * p] = xyz[0];
+      xz[2 * p + 1] = xyz[2];
     }
     py[p] = xyz[1];
     last_ms[p] = now_ms;
-    if (op == PreferenceOp::Set) {
+    if (op == PreferenceOp::Set && !preferred.empty()) {
       pref[p].assign(preferred.data(), preferred.size());
-    } else if (op == PreferenceOp::Clear) {
-      pref[p].clear();
+    } else if (op != PreferenceOp::Keep) {
+      pref.erase(p);
     }
   }
 
@@ -372,15 +542,15 @@ struct Engine::Impl {
   }
 
   bool apply_disconnect(std::string_view id) {
-    auto it = index.find(id);
-    if (it == index.end()) return false;
-    uint32_t p = it->second;
-    index.erase(it);
+    const uint32_t p = index.find(id);
+    if (p == kNone) return false;
+    index.erase(id);
     if (state[p] == kActive) {
       uint32_t slot = pisland[p];
       Island& is = islands[slot];
+      if (is.visible) cell_dec(key_of(p), slot);
       is.members.erase(std::find(is.members.begin(), is.members.end(), p));
-      cell_dec(key_of(p), slot);
+      resized(slot);
       uint64_t seq = is.seq;
       if (is.members.empty()) {
         delete_island(slot);
@@ -400,8 +570,7 @@ struct Engine::Impl {
     }
     state[p] = kFree;
     pisland[p] = kNone;
-    pref[p].clear();
-    pref[p].shrink_to_fit();
+    pref.erase(p);
     --live_peers;
     // Indices are recycled only after the flush, so stale entries in the
     // pending/touched lists can never alias a different peer.
@@ -470,12 +639,13 @@ struct Engine::Impl {
       if (dst != slot) {
         touch(p);
         uint64_t key = key_of(p);
-        cell_dec(key, slot);
-        cell_inc(key, dst);
+        if (islands[slot].visible) cell_dec(key, slot);
+        if (islands[dst].visible) cell_inc(key, dst);
         pisland[p] = dst;
       }
       islands[dst].members.push_back(p);
     }
+    for (uint32_t c = 0; c < ncomp; ++c) resized(slots[c]);
     for (uint32_t c = 0; c < ncomp; ++c) queue_merge(slots[c]);
   }
 
@@ -498,26 +668,26 @@ struct Engine::Impl {
 
   void admit(uint32_t p) {
     ++stats.admitted;
-    const int32_t cx = cell_coord(px[p], inv_cell);
-    const int32_t cz = cell_coord(pz[p], inv_cell);
+    const int32_t cx = cell_coord(xz[2 * p], inv_cell);
+    const int32_t cz = cell_coord(xz[2 * p + 1], inv_cell);
     const uint32_t s = next_stamp();
     std::vector<uint32_t>& cands = scratch_cands;
     cands.clear();
     for (int32_t dx = -1; dx <= 1; ++dx) {
       for (int32_t dz = -1; dz <= 1; ++dz) {
-        auto it = grid.find(cell_key(cx + dx, cz + dz));
-        if (it == grid.end()) continue;
-        for (const CellEntry& e : it->second) {
+        const CellMap::Cell* cell = grid.find(cell_key(cx + dx, cz + dz));
+        if (cell == nullptr) continue;
+        for (const CellEntry& e : *cell) {
           if (stamp[e.island] == s) continue;
           stamp[e.island] = s;
-          const Island& is = islands[e.island];
-          if (is.members.size() + 1 <= is.max_peers) cands.push_back(e.island);
+          if (hot[e.island].size < hot[e.island].cap) cands.push_back(e.island);
         }
       }
     }
     uint32_t target = kNone;
-    if (!pref[p].empty()) {
-      uint32_t want = slot_of_id(pref[p]);
+    auto pit = pref.find(p);
+    if (pit != pref.end()) {
+      uint32_t want = slot_of_id(pit->second);
       if (want != kNone && stamp[want] == s &&
           std::find(cands.begin(), cands.end(), want) != cands.end() &&
           island_near_point(want, p)) {
@@ -538,7 +708,8 @@ struct Engine::Impl {
     touch(p);
     pisland[p] = target;
     islands[target].members.push_back(p);
-    cell_inc(key_of(p), target);
+    if (islands[target].visible) cell_inc(key_of(p), target);
+    resized(target);
     state[p] = kActive;
     queue_merge(target);
   }
@@ -552,14 +723,14 @@ struct Engine::Impl {
     double minx = std::numeric_limits<double>::infinity(), minz = minx;
     double maxx = -minx, maxz = -minx;
     for (uint32_t q : inner) {
-      minx = std::min(minx, static_cast<double>(px[q]));
-      maxx = std::max(maxx, static_cast<double>(px[q]));
-      minz = std::min(minz, static_cast<double>(pz[q]));
-      maxz = std::max(maxz, static_cast<double>(pz[q]));
+      minx = std::min(minx, static_cast<double>(xz[2 * q]));
+      maxx = std::max(maxx, static_cast<double>(xz[2 * q]));
+      minz = std::min(minz, static_cast<double>(xz[2 * q + 1]));
+      maxz = std::max(maxz, static_cast<double>(xz[2 * q + 1]));
     }
     const double d = cfg.join_distance;
     for (uint32_t o : outer) {
-      double x = px[o], z = pz[o];
+      double x = xz[2 * o], z = xz[2 * o + 1];
       if (x < minx - d || x > maxx + d || z < minz - d || z > maxz + d) continue;
       for (uint32_t q : inner) {
         ++stats.pair_tests;
@@ -571,23 +742,26 @@ struct Engine::Impl {
 
   // Preferred island of an island's members: first to reach the highest count.
   uint32_t voted_island(uint32_t slot) {
+    if (pref.empty()) return kNone;
     std::vector<std::pair<std::string_view, uint32_t>> votes;
     std::string_view leader;
     uint32_t best = 0;
     for (uint32_t p : islands[slot].members) {
-      if (pref[p].empty()) continue;
-      auto it = std::find_if(votes.begin(), votes.end(),
-                             [&](const auto& v) { return v.first == pref[p]; });
+      auto pit = pref.find(p);
+      if (pit == pref.end()) continue;
+      const std::string& mine = pit->second;
+      auto it =
+          std::find_if(votes.begin(), votes.end(), [&](const auto& v) { return v.first == mine; });
       uint32_t n;
       if (it == votes.end()) {
-        votes.emplace_back(pref[p], 1);
+        votes.emplace_back(mine, 1);
         n = 1;
       } else {
         n = ++it->second;
       }
       if (n > best) {
         best = n;
-        leader = pref[p];
+        leader = mine;
       }
     }
     return best == 0 ? kNone : slot_of_id(leader);
@@ -601,11 +775,12 @@ struct Engine::Impl {
     for (uint32_t p : moving) {
       touch(p);
       uint64_t key = key_of(p);
-      cell_dec(key, from);
-      cell_inc(key, to);
+      if (islands[from].visible) cell_dec(key, from);
+      if (islands[to].visible) cell_inc(key, to);
       pisland[p] = to;
       dst.push_back(p);
     }
+    resized(to);
     delete_island(from);
     queue_merge(to);
   }
@@ -636,16 +811,16 @@ struct Engine::Impl {
     stamp[x] = s;
     std::vector<uint32_t> higher, lower;
     for (uint64_t key : keys) {
-      auto it = grid.find(key);
-      if (it == grid.end()) continue;
-      for (const CellEntry& e : it->second) {
+      const CellMap::Cell* cell = grid.find(key);
+      if (cell == nullptr) continue;
+      for (const CellEntry& e : *cell) {
         if (stamp[e.island] == s) continue;
         stamp[e.island] = s;
-        const Island& t = islands[e.island];
-        const size_t sum = xs + t.members.size();
+        const Hot& t = hot[e.island];
+        const size_t sum = xs + t.size;
         if (ranks_above(e.island, x)) {
-          if (sum <= t.max_peers) higher.push_back(e.island);
-        } else if (sum <= islands[x].max_peers) {
+          if (sum <= t.cap) higher.push_back(e.island);
+        } else if (sum <= hot[x].cap) {
           lower.push_back(e.island);
         }
       }
@@ -676,6 +851,9 @@ struct Engine::Impl {
   }
 
   std::vector<IslandChange> flush() {
+    const auto t0 = std::chrono::steady_clock::now();
+    timespec c0{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
     stats = FlushStats{};
     // 1-2. Disconnects, expiry and positions were applied on arrival.
     // 3. Split islands whose members moved or left.
@@ -692,6 +870,7 @@ struct Engine::Impl {
       if (state[p] == kPending) admit(p);
     }
     pending.clear();
+    refresh_all();
     // 5. Merge passes until no island that changed can merge.
     while (!merge_queue.empty()) {
       QueueItem q = merge_queue.front();
@@ -732,6 +911,13 @@ struct Engine::Impl {
       free_idx.push_back(p);
     }
     deferred_free.clear();
+    timespec c1{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+    stats.cpu_us =
+        static_cast<uint64_t>((c1.tv_sec - c0.tv_sec) * 1000000 + (c1.tv_nsec - c0.tv_nsec) / 1000);
+    stats.elapsed_us = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+            .count());
     return out;
   }
 
@@ -750,8 +936,8 @@ struct Engine::Impl {
     const auto& m = islands[slot].members;
     double sx = 0, sz = 0;
     for (uint32_t p : m) {
-      sx += px[p];
-      sz += pz[p];
+      sx += xz[2 * p];
+      sz += xz[2 * p + 1];
     }
     const double n = static_cast<double>(m.size());
     center[0] = sx / n;
@@ -759,7 +945,7 @@ struct Engine::Impl {
     center[2] = sz / n;
     double r2 = 0;
     for (uint32_t p : m) {
-      double dx = px[p] - center[0], dz = pz[p] - center[2];
+      double dx = xz[2 * p] - center[0], dz = xz[2 * p + 1] - center[2];
       r2 = std::max(r2, dx * dx + dz * dz);
     }
     *radius = std::sqrt(r2);
@@ -782,7 +968,7 @@ void Engine::update(std::string_view peer_id, float x, float y, float z, Prefere
   impl_->apply_update(peer_id, xyz, op, preferred, now_ms);
 }
 
-void Engine::update_many(const std::string* peer_ids, std::size_t n, const float* xyz,
+void Engine::update_many(const std::string_view* peer_ids, std::size_t n, const float* xyz,
                          const PreferenceOp* ops, const std::string* preferred, int64_t now_ms) {
   for (size_t i = 0; i < n; ++i) Impl::check_update(peer_ids[i], xyz + 3 * i, i, true);
   std::lock_guard<std::mutex> lock(impl_->mu);
@@ -838,9 +1024,9 @@ std::vector<IslandInfo> Engine::islands() const {
 
 std::optional<std::string> Engine::island_of(std::string_view peer_id) const {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  auto it = impl_->index.find(peer_id);
-  if (it == impl_->index.end() || impl_->pisland[it->second] == kNone) return std::nullopt;
-  return impl_->id_of_seq(impl_->islands[impl_->pisland[it->second]].seq);
+  const uint32_t p = impl_->index.find(peer_id);
+  if (p == kNone || impl_->pisland[p] == kNone) return std::nullopt;
+  return impl_->id_of_seq(impl_->islands[impl_->pisland[p]].seq);
 }
 
 std::size_t Engine::peer_count() const {
@@ -876,9 +1062,9 @@ Snapshot Engine::snapshot() const {
   for (uint32_t p = 0; p < im.ids.size(); ++p) {
     if (im.state[p] == kFree) continue;
     s.peer_ids.push_back(im.ids[p]);
-    s.positions.push_back(im.px[p]);
+    s.positions.push_back(im.xz[2 * p]);
     s.positions.push_back(im.py[p]);
-    s.positions.push_back(im.pz[p]);
+    s.positions.push_back(im.xz[2 * p + 1]);
     s.island_index.push_back(im.pisland[p] == kNone ? -1 : row_of_slot[im.pisland[p]]);
   }
   return s;

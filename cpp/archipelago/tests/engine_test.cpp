@@ -75,11 +75,15 @@ struct Oracle {
       if (q.size() != members[r].size()) return "I1: " + s.island_ids[r] + " not connected";
     }
     // I2: no two islands touch under join distance when they would fit.
+    // Rows are in creation order, so a < b means a is older.
     const double j2 = c.join_distance * c.join_distance;
     for (size_t a = 0; a < k; ++a) {
       for (size_t b = a + 1; b < k; ++b) {
+        // The smaller island (ties: the younger, later row) would join the
+        // other one, so the receiving island's capacity decides.
         size_t sum = members[a].size() + members[b].size();
-        if (sum > std::max(s.max_peers[a], s.max_peers[b])) continue;
+        size_t receiver = members[a].size() >= members[b].size() ? a : b;
+        if (sum > s.max_peers[receiver]) continue;
         for (size_t x : members[a]) {
           for (size_t y : members[b]) {
             if (d2(x, y) <= j2) return "I2: " + s.island_ids[a] + " touches " + s.island_ids[b];
@@ -156,7 +160,7 @@ TEST(ArchipelagoUpdate, RejectsNonFiniteAndEmptyIdsWithoutSideEffects) {
   } catch (const dclcomms::Error& err) {
     EXPECT_EQ(err.code(), "invalid_peer_id");
   }
-  std::vector<std::string> ids{"a", "b"};
+  std::vector<std::string_view> ids{"a", "b"};
   std::vector<float> xyz{0, 0, 0, INFINITY, 0, 0};
   EXPECT_THROW(e.update_many(ids.data(), 2, xyz.data(), nullptr, nullptr, 0), dclcomms::Error);
   EXPECT_EQ(e.peer_count(), 0u);
@@ -499,4 +503,55 @@ TEST(ArchipelagoThreads, ConcurrentUpdatesAndFlushes) {
   e.flush();
   EXPECT_EQ(Oracle::check(e), "");
   EXPECT_TRUE(e.flush().empty());
+}
+
+TEST(ArchipelagoIndex, ChurnKeepsPeerLookupConsistent) {
+  std::mt19937_64 rng(5);
+  arch::Engine e({});
+  std::set<std::string> model;
+  std::uniform_int_distribution<int> pick(0, 2999);
+  std::uniform_real_distribution<float> u(-2000, 2000);
+  for (int round = 0; round < 20; ++round) {
+    for (int i = 0; i < 2000; ++i) {
+      std::string id = "peer-" + std::to_string(pick(rng));
+      if (rng() % 3 == 0) {
+        EXPECT_EQ(e.disconnect(id), model.erase(id) == 1);
+      } else {
+        e.update(id, u(rng), 0, u(rng));
+        model.insert(id);
+      }
+    }
+    e.flush();
+    ASSERT_EQ(e.peer_count(), model.size());
+    for (int i = 0; i < 3000; ++i) {
+      std::string id = "peer-" + std::to_string(i);
+      EXPECT_EQ(e.island_of(id).has_value(), model.count(id) == 1) << id;
+    }
+  }
+  EXPECT_EQ(Oracle::check(e), "");
+}
+
+class GrowingCapacity : public arch::CapacityPolicy {
+ public:
+  uint32_t capacity_for_new_island(std::string_view, uint32_t) override { return next++; }
+  uint32_t next = 2;
+};
+
+TEST(ArchipelagoPolicy, VaryingCapacitiesKeepInvariants) {
+  // Capacities 2, 3, 4, ...: hidden (full) islands become mergeable again
+  // when a bigger-capacity island appears.
+  for (uint64_t seed = 1; seed <= 5; ++seed) {
+    SCOPED_TRACE("seed=" + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    arch::Config c;
+    c.max_island_size = 3;
+    arch::Engine e(c, std::make_shared<GrowingCapacity>());
+    random_world(e, rng, 200, 300);
+    e.flush();
+    ASSERT_EQ(Oracle::check(e), "");
+    random_world(e, rng, 100, 300, 1);
+    e.flush();
+    ASSERT_EQ(Oracle::check(e), "");
+    EXPECT_TRUE(e.flush().empty());
+  }
 }

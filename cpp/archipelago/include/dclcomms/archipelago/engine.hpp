@@ -101,6 +101,8 @@ struct FlushStats {
   uint64_t merge_checks = 0;  // islands examined by the merge passes
   uint64_t merges = 0;        // islands absorbed
   uint64_t pair_tests = 0;    // exact point-pair distance tests
+  uint64_t elapsed_us = 0;    // wall time of the flush (lock held)
+  uint64_t cpu_us = 0;        // CPU time of the flushing thread
 };
 
 class Engine {
@@ -124,7 +126,7 @@ class Engine {
   // Batch form: n ids, xyz = n*3 floats row-major; ops/preferred may be null
   // (keep every preference), else n entries each. Validates the whole batch
   // first: on error nothing is applied.
-  void update_many(const std::string* peer_ids, std::size_t n, const float* xyz,
+  void update_many(const std::string_view* peer_ids, std::size_t n, const float* xyz,
                    const PreferenceOp* ops, const std::string* preferred, int64_t now_ms);
 
   // Pending peer: forgotten silently. Placed peer: removed from its island

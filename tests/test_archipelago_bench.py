@@ -1,0 +1,31 @@
+"""Smoke test of bench/bench_engine.py --quick: the benchmark keeps working.
+
+No timing is asserted here (figures live in docs/performance.md); only the
+JSON shape and the convergence counter ("nobody moved => no changes").
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_engine.py"
+
+
+def test_bench_engine_quick() -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    data = json.loads(out.stdout)
+    assert data["bench"] == "engine"
+    combos = {(r["peers"], r["layout"]) for r in data["results"]}
+    assert combos == {(1000, "uniform"), (1000, "clustered"), (5000, "uniform"), (5000, "clustered")}
+    for r in data["results"]:
+        assert r["islands"] > 0
+        assert r["heartbeat"]["changes_when_still"] == 0
+        for key in ("update_ms", "flush_ms", "flush_cpu_ms", "engine_ms"):
+            assert r["cold"][key] >= 0 and r["heartbeat"][key] >= 0
+        assert r["peak_rss_mb"] > 0 and r["bytes_per_peer"] > 0

@@ -172,8 +172,16 @@ def test_hysteresis() -> None:
     assert p.transport_for(_island(5, "livekit")) == "livekit"
     assert p.transport_for(_island(4, "livekit")) == "p2p"
     assert p.transport_for(_island(6, "p2p")) == "p2p"
+    for bad in (
+        {"up_at": 3, "down_at": 4},
+        {"up_at": 0, "down_at": 0},
+        {"up_at": 3, "down_at": -1},
+    ):
+        with pytest.raises(ConfigError) as info:
+            Hysteresis(**bad)
+        assert info.value.code == "invalid_parameter"
     with pytest.raises(ConfigError):
-        Hysteresis(up_at=3, down_at=4)
+        SizeThreshold(0)
 
 
 # -- cost model ------------------------------------------------------------------

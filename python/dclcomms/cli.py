@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 # name -> (entry point "module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "codec-demo": ("dclcomms.codec:demo_main", "encode and decode the wire conformance messages"),
+    "sim": ("dclcomms.sim.cli:main", "run the offline island simulator, print a JSON summary"),
 }
 
 

@@ -61,6 +61,10 @@ class SizeThreshold:
     large: str = "livekit"
     small: str = "ws-room"
 
+    def __post_init__(self) -> None:
+        if not self.min_size >= 1:
+            raise ConfigError("SizeThreshold needs min_size >= 1", code="invalid_parameter")
+
     def transport_for(self, island: SimIsland) -> str:
         return self.large if island.size >= self.min_size else self.small
 
@@ -82,8 +86,10 @@ class Hysteresis:
     small: str = "ws-room"
 
     def __post_init__(self) -> None:
-        if not self.down_at <= self.up_at:
-            raise ConfigError("Hysteresis needs down_at <= up_at", code="invalid_parameter")
+        if not 0 <= self.down_at <= self.up_at or self.up_at < 1:
+            raise ConfigError(
+                "Hysteresis needs 0 <= down_at <= up_at and up_at >= 1", code="invalid_parameter"
+            )
 
     def transport_for(self, island: SimIsland) -> str:
         if island.kind == self.large:

@@ -545,3 +545,11 @@ def test_concurrent_updates_and_flushes_from_threads() -> None:
     assert e.peer_count == 900
     assert invariant_violations(e, 64, 80) == []
     assert e.flush() == []
+
+
+@pytest.mark.parametrize("bad", [["a", ""], ["a", 5], ("a", None)])
+def test_update_many_rejects_bad_ids(engine: Engine, bad: list[object]) -> None:
+    with pytest.raises(ConfigError) as info:
+        engine.update_many(bad, np.zeros((2, 3)))  # type: ignore[arg-type]
+    assert info.value.code == "invalid_peer_id"
+    assert engine.peer_count == 0

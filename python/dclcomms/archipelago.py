@@ -237,7 +237,8 @@ class Engine:
         per peer with :meth:`update`'s meaning. The batch is validated first
         and applied atomically: on error nothing changes.
         """
-        ids = [_peer_id(p) for p in peer_ids]
+        # Type and emptiness of each id are checked in C++ (invalid_peer_id).
+        ids = peer_ids if type(peer_ids) is list else list(peer_ids)
         arr = np.asarray(positions)
         if arr.ndim != 2 or arr.shape != (len(ids), 3):
             raise ConfigError(

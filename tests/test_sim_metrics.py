@@ -293,3 +293,42 @@ def test_group_split_matches_a_naive_count(pairs: list[tuple[int, int]]) -> None
         naive_split += len(members) - max(members.count(i) for i in set(members))
     grouped = sum(1 for g, _ in pairs if g >= 0)
     assert group_split(groups, island, 7) == (grouped, naive_split, len(present))
+
+
+@pytest.mark.parametrize("make_engine", ENGINES)
+def test_a_realm_style_policy_runs_in_the_simulator(make_engine: Callable[[], Any]) -> None:
+    # Written like the realm's RealmPolicy: reads island.peers and island.transport,
+    # returns transport objects with a name, and hears about removed islands.
+    class Named:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    class RealmLike:
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, tuple[str, ...], str | None]] = []
+            self.removed: list[str] = []
+
+        def transport_for(self, island: SimIsland) -> Named:
+            self.seen.append((island.id, island.peers, island.transport))
+            return Named("livekit" if len(island.peers) >= 3 else "ws-room")
+
+        def island_removed(self, island_id: str) -> None:
+            self.removed.append(island_id)
+
+    script: dict[float, list[tuple[float, float] | None]] = {
+        0.0: [(0.0, 0.0), (5.0, 0.0), (500.0, 0.0)],
+        3.0: [(0.0, 0.0), (5.0, 0.0), (10.0, 0.0)],  # the third joins the pair
+    }
+    policy = RealmLike()
+    sim = Simulation(Scripted(script), seed=0, engine=make_engine(), policy=policy)
+    r = sim.run(4, progress=False)
+    first = sorted(policy.seen[:2], key=lambda s: len(s[1]))
+    assert [sorted(p) for _, p, _ in first] == [["p2"], ["p0", "p1"]]
+    assert [t for _, _, t in first] == [None, None]
+    big_id, members, current = policy.seen[2]
+    assert sorted(members) == ["p0", "p1", "p2"] and current == "ws-room"
+    assert len(policy.removed) == 1 and policy.removed[0] != big_id
+    t = r.transport
+    assert t[t["flush"] == 1][["kind", "rooms", "participants"]].values.tolist() == [
+        ["livekit", 1, 3]
+    ]

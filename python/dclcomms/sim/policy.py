@@ -10,11 +10,15 @@ the island currently has so that policies can apply hysteresis.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from dclcomms.errors import ConfigError
+
+
+def _no_members() -> tuple[str, ...]:
+    return ()
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,10 @@ class SimIsland:
     """What a policy sees of an island (read only).
 
     ``center`` is (x, z) in metres, ``radius`` in metres; ``kind`` is the
-    transport the island has now, ``None`` for a new island.
+    transport the island has now, ``None`` for a new island. For policies
+    written against the realm's ``IslandView``, ``transport`` aliases ``kind``
+    and ``peers`` lists the member ids (snapshot order; built on first access,
+    so policies that only read ``size`` never pay for it).
     """
 
     id: str
@@ -31,13 +38,27 @@ class SimIsland:
     radius: float
     max_peers: int
     kind: str | None
+    members: Callable[[], tuple[str, ...]] = field(default=_no_members, repr=False, compare=False)
+
+    @property
+    def transport(self) -> str | None:
+        return self.kind
+
+    @property
+    def peers(self) -> tuple[str, ...]:
+        return self.members()
 
 
 @runtime_checkable
 class SimPolicy(Protocol):
-    """Anything with ``transport_for(island) -> kind``."""
+    """Anything with ``transport_for(island) -> kind``.
 
-    def transport_for(self, island: SimIsland) -> str: ...
+    The result may also be an object with a ``name`` (the realm's ``Transport``);
+    an optional ``island_removed(island_id)`` is called when an island disappears,
+    as the realm does, so stateful policies can forget it.
+    """
+
+    def transport_for(self, island: SimIsland) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -152,6 +173,9 @@ class CostModel:
         return tuple(self.participant_minute)
 
     def check_kind(self, kind: object) -> str:
+        """``kind`` itself, or the ``name`` of a transport object (the realm's ``Transport``)."""
+        if not isinstance(kind, str) and isinstance(getattr(kind, "name", None), str):
+            kind = kind.name  # type: ignore[attr-defined]
         if not isinstance(kind, str) or kind not in self.participant_minute:
             raise ConfigError(
                 f"policy returned transport kind {kind!r}; the cost model prices "

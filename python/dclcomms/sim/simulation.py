@@ -14,7 +14,7 @@ import importlib
 import math
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -196,6 +196,25 @@ class SimResult:
 
     def __repr__(self) -> str:
         return f"SimResult({len(self)} flushes, total_cost={self.total_cost:.4f})"
+
+
+class _Members:
+    """Member ids per island row of one snapshot, grouped lazily (one argsort per flush)."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self._snap = snap
+        self._order: NDArray[np.intp] | None = None
+        self._starts: NDArray[np.int64] | None = None
+
+    def of(self, row: int) -> Callable[[], tuple[str, ...]]:
+        def members() -> tuple[str, ...]:
+            if self._order is None or self._starts is None:
+                self._order = np.argsort(self._snap.island, kind="stable")
+                self._starts = np.concatenate([[0], np.cumsum(self._snap.sizes)])
+            lo, hi = int(self._starts[row]), int(self._starts[row + 1])
+            return tuple(self._snap.peer_ids[self._order[lo:hi]].tolist())
+
+        return members
 
 
 def _ms(seconds: float, name: str) -> int:
@@ -452,6 +471,7 @@ class Simulation:
             touched_set = set(touched)
             new_kind: dict[str, str] = {}
             ids = snap.island_ids.tolist()
+            members = _Members(snap)
             for row, iid in enumerate(ids):
                 old = self._kind.get(iid)
                 if old is None or iid in touched_set:
@@ -462,6 +482,7 @@ class Simulation:
                         radius=float(snap.radii[row]),
                         max_peers=int(snap.max_peers[row]),
                         kind=old,
+                        members=members.of(row),
                     )
                     k = self.cost_model.check_kind(self.policy.transport_for(island))
                     policy_calls += 1
@@ -472,6 +493,10 @@ class Simulation:
                     k = old
                 new_kind[iid] = k
                 kinds.append(k)
+            removed = getattr(self.policy, "island_removed", None)
+            if callable(removed):
+                for iid in self._kind.keys() - new_kind.keys():
+                    removed(iid)
             self._kind = new_kind
         cost = 0.0
         if kinds:

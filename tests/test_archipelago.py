@@ -553,3 +553,10 @@ def test_update_many_rejects_bad_ids(engine: Engine, bad: list[object]) -> None:
         engine.update_many(bad, np.zeros((2, 3)))  # type: ignore[arg-type]
     assert info.value.code == "invalid_peer_id"
     assert engine.peer_count == 0
+
+
+def test_lookups_reject_non_string_ids(engine: Engine) -> None:
+    for call in (engine.disconnect, engine.island_of, lambda p: engine.disconnect_many([p])):
+        with pytest.raises(ConfigError) as info:
+            call(5)  # type: ignore[operator]
+        assert info.value.code == "invalid_peer_id"

@@ -269,11 +269,11 @@ class Engine:
 
         Returns False if the peer is unknown.
         """
-        return self._core.disconnect(peer_id)
+        return self._core.disconnect(_peer_id(peer_id))
 
     def disconnect_many(self, peer_ids: Sequence[str]) -> int:
         """Disconnect each peer in order; returns how many were known."""
-        return self._core.disconnect_many(list(peer_ids))
+        return self._core.disconnect_many([_peer_id(p) for p in peer_ids])
 
     def expire(self, now_ms: int, timeout_ms: int = 60_000) -> int:
         """Disconnect peers whose last update is older than ``now_ms - timeout_ms``."""
@@ -305,7 +305,7 @@ class Engine:
 
     def island_of(self, peer_id: str) -> str | None:
         """The peer's island id, or None if unknown or not placed yet."""
-        return self._core.island_of(peer_id)
+        return self._core.island_of(_peer_id(peer_id))
 
     def snapshot(self) -> Snapshot:
         raw: dict[str, Any] = self._core.snapshot()

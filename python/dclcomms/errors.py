@@ -67,11 +67,60 @@ CODES: dict[type[Error], frozenset[str]] = {
         }
     ),
     EncodeError: frozenset(
-        {"unknown_field", "bad_type", "out_of_range", "bad_base64", "bad_enum", "oneof_conflict"}
+        {
+            "unknown_field",
+            "duplicate_field",
+            "bad_type",
+            "out_of_range",
+            "bad_base64",
+            "bad_enum",
+            "oneof_conflict",
+            "too_deep",
+        }
     ),
     UnknownTypeError: frozenset({"unknown_type"}),
-    AuthError: frozenset(),
-    TokenError: frozenset(),
+    AuthError: frozenset(
+        {
+            # Raised by helpers (recover_address, Identity, to_checksum_address).
+            "bad_signature_encoding",
+            "bad_signature_length",
+            "bad_recovery_id",
+            "signature_range",
+            "signer_mismatch",
+            "bad_address",
+            "bad_private_key",
+            # AuthResult.code values of verify_auth_chain / verify_signed_fetch
+            # (authchain.md sections 4, 5, 7, 8; docs/auth.md).
+            "json_invalid",
+            "schema_invalid",
+            "malformed_chain",
+            "ephemeral_payload_invalid",
+            "ephemeral_expired",
+            "final_authority_mismatch",
+            "eip1271_no_provider",
+            "eip1271_invalid",
+            "eip1271_rpc_error",
+            "internal_error",
+            "signed_fetch_malformed",
+            "signed_fetch_expired",
+            "signed_fetch_future",
+            "signed_fetch_body_mismatch",
+            "replayed",
+        }
+    ),
+    TokenError: frozenset(
+        {
+            "malformed",
+            "bad_header",
+            "unsupported_alg",
+            "bad_signature",
+            "bad_claims",
+            "expired",
+            "not_yet_valid",
+            "bad_issuer",
+            "missing_exp",
+        }
+    ),
     ConfigError: frozenset(
         # archipelago: invalid_position (non-finite), invalid_peer_id (empty / not a str)
         {"invalid_parameter", "invalid_position", "invalid_peer_id"}

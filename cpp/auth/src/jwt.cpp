@@ -1,0 +1,231 @@
+// HS256 JWT encode/decode (RFC 7519 / RFC 7515 compact serialization).
+
+#include "dclcomms/auth/jwt.hpp"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+
+#include <cmath>
+#include <stdexcept>
+
+#include "dclcomms/error.hpp"
+#include "internal.hpp"
+
+namespace dclcomms::auth {
+namespace detail {
+
+std::string base64url_encode(std::string_view data) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  out.reserve((data.size() * 4 + 2) / 3);
+  const auto* p = reinterpret_cast<const unsigned char*>(data.data());
+  size_t i = 0;
+  for (; i + 3 <= data.size(); i += 3) {
+    const uint32_t v = (p[i] << 16) | (p[i + 1] << 8) | p[i + 2];
+    out.push_back(kAlphabet[(v >> 18) & 63]);
+    out.push_back(kAlphabet[(v >> 12) & 63]);
+    out.push_back(kAlphabet[(v >> 6) & 63]);
+    out.push_back(kAlphabet[v & 63]);
+  }
+  const size_t rest = data.size() - i;
+  if (rest == 1) {
+    const uint32_t v = p[i] << 16;
+    out.push_back(kAlphabet[(v >> 18) & 63]);
+    out.push_back(kAlphabet[(v >> 12) & 63]);
+  } else if (rest == 2) {
+    const uint32_t v = (p[i] << 16) | (p[i + 1] << 8);
+    out.push_back(kAlphabet[(v >> 18) & 63]);
+    out.push_back(kAlphabet[(v >> 12) & 63]);
+    out.push_back(kAlphabet[(v >> 6) & 63]);
+  }
+  return out;
+}
+
+// HMAC-SHA256 through a per-thread EVP_MAC_CTX whose digest was set once:
+// the one-shot HMAC() re-fetches the algorithm from the provider on every
+// call, which costs more than hashing a token.
+std::string hmac_sha256(std::string_view key, std::string_view data) {
+  struct Ctx {
+    EVP_MAC* mac = nullptr;
+    EVP_MAC_CTX* ctx = nullptr;
+    Ctx() {
+      mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+      ctx = mac ? EVP_MAC_CTX_new(mac) : nullptr;
+      char digest[] = "SHA256";
+      const OSSL_PARAM params[] = {
+          OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+          OSSL_PARAM_construct_end()};
+      if (ctx && EVP_MAC_CTX_set_params(ctx, params) != 1) {
+        EVP_MAC_CTX_free(ctx);
+        ctx = nullptr;
+      }
+    }
+    ~Ctx() {
+      EVP_MAC_CTX_free(ctx);
+      EVP_MAC_free(mac);
+    }
+  };
+  thread_local Ctx c;
+  unsigned char out[EVP_MAX_MD_SIZE];
+  size_t len = 0;
+  // An empty key is legal for HMAC but EVP_MAC_init treats a null pointer as
+  // "keep the previous key": always pass a valid pointer.
+  static const unsigned char kEmpty = 0;
+  const auto* k = key.empty() ? &kEmpty : reinterpret_cast<const unsigned char*>(key.data());
+  if (c.ctx == nullptr || EVP_MAC_init(c.ctx, k, key.size(), nullptr) != 1 ||
+      EVP_MAC_update(c.ctx, reinterpret_cast<const unsigned char*>(data.data()), data.size()) !=
+          1 ||
+      EVP_MAC_final(c.ctx, out, &len, sizeof out) != 1) {
+    throw std::runtime_error("HMAC-SHA256 failed");
+  }
+  return std::string(reinterpret_cast<const char*>(out), len);
+}
+
+namespace {
+int b64_value(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '-') return 62;
+  if (c == '_') return 63;
+  return -1;
+}
+}  // namespace
+
+bool base64url_decode(std::string_view text, std::string& out) {
+  if (text.size() % 4 == 1) return false;
+  out.clear();
+  out.reserve(text.size() * 3 / 4);
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : text) {
+    const int v = b64_value(c);
+    if (v < 0) return false;
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xff));
+    }
+  }
+  // Canonical encodings leave the unused low bits zero.
+  return (acc & ((1u << bits) - 1)) == 0;
+}
+
+}  // namespace detail
+
+namespace {
+
+[[noreturn]] void token_error(const char* code, const std::string& message) {
+  throw Error(ErrorKind::Token, code, message);
+}
+
+std::string dump(const nlohmann::ordered_json& j, const char* what) {
+  try {
+    return j.dump();
+  } catch (const nlohmann::json::exception& e) {
+    token_error("bad_claims", std::string(what) + " cannot be serialised: " + e.what());
+  }
+}
+
+// A NumericDate claim (RFC 7519: seconds, possibly fractional).
+std::optional<double> numeric_date(const nlohmann::ordered_json& claims, const char* name) {
+  const auto it = claims.find(name);
+  if (it == claims.end()) return std::nullopt;
+  if (!it->is_number() || !std::isfinite(it->get<double>())) {
+    token_error("malformed", std::string("claim '") + name + "' is not a number");
+  }
+  return it->get<double>();
+}
+
+}  // namespace
+
+std::string jwt_encode(const nlohmann::ordered_json& claims, std::string_view secret,
+                       const nlohmann::ordered_json* header) {
+  static const nlohmann::ordered_json kDefaultHeader = {{"alg", "HS256"}, {"typ", "JWT"}};
+  if (header == nullptr) header = &kDefaultHeader;
+  if (!header->is_object()) token_error("bad_header", "JWT header must be a JSON object");
+  const auto alg = header->find("alg");
+  if (alg == header->end() || !alg->is_string() || alg->get_ref<const std::string&>() != "HS256") {
+    token_error("unsupported_alg", "only HS256 tokens can be encoded");
+  }
+  if (!claims.is_object()) token_error("bad_claims", "JWT claims must be a JSON object");
+  std::string signing_input = detail::base64url_encode(dump(*header, "header"));
+  signing_input.push_back('.');
+  signing_input += detail::base64url_encode(dump(claims, "claims"));
+  const std::string mac = detail::hmac_sha256(secret, signing_input);
+  signing_input.push_back('.');
+  signing_input += detail::base64url_encode(mac);
+  return signing_input;
+}
+
+nlohmann::ordered_json jwt_decode(std::string_view token, std::string_view secret,
+                                  const JwtCheck& check) {
+  const size_t dot1 = token.find('.');
+  const size_t dot2 = dot1 == std::string_view::npos ? dot1 : token.find('.', dot1 + 1);
+  if (dot2 == std::string_view::npos || token.find('.', dot2 + 1) != std::string_view::npos) {
+    token_error("malformed", "a JWT has exactly three dot-separated parts");
+  }
+  const std::string_view header_b64 = token.substr(0, dot1);
+  const std::string_view claims_b64 = token.substr(dot1 + 1, dot2 - dot1 - 1);
+  const std::string_view sig_b64 = token.substr(dot2 + 1);
+
+  std::string header_text, claims_text, sig;
+  if (!detail::base64url_decode(header_b64, header_text) ||
+      !detail::base64url_decode(claims_b64, claims_text) ||
+      !detail::base64url_decode(sig_b64, sig)) {
+    token_error("malformed", "a JWT part is not canonical unpadded base64url");
+  }
+  const auto header = nlohmann::ordered_json::parse(header_text, nullptr, false);
+  if (header.is_discarded() || !header.is_object()) {
+    token_error("bad_header", "the JWT header is not a JSON object");
+  }
+  const auto alg = header.find("alg");
+  if (alg == header.end() || !alg->is_string()) token_error("bad_header", "no 'alg' in the header");
+  if (alg->get_ref<const std::string&>() != "HS256") {
+    token_error("unsupported_alg",
+                "alg '" + alg->get_ref<const std::string&>() + "' rejected (HS256 only)");
+  }
+  const auto typ = header.find("typ");
+  if (typ != header.end() && !(typ->is_string() && typ->get_ref<const std::string&>() == "JWT")) {
+    token_error("bad_header", "header 'typ' must be \"JWT\" when present");
+  }
+  if (header.contains("crit")) token_error("bad_header", "critical header extensions unsupported");
+
+  const std::string expected =
+      detail::hmac_sha256(secret, token.substr(0, dot2));  // the ASCII signing input
+  if (sig.size() != expected.size() ||
+      CRYPTO_memcmp(sig.data(), expected.data(), expected.size()) != 0) {
+    token_error("bad_signature", "JWT signature does not match");
+  }
+
+  auto claims = nlohmann::ordered_json::parse(claims_text, nullptr, false);
+  if (claims.is_discarded() || !claims.is_object()) {
+    token_error("malformed", "the JWT claims are not a JSON object");
+  }
+  const auto exp = numeric_date(claims, "exp");
+  const auto nbf = numeric_date(claims, "nbf");
+  if (!exp && check.require_exp) token_error("missing_exp", "the token has no 'exp' claim");
+  const auto now = static_cast<double>(check.now_s);
+  const auto leeway = static_cast<double>(check.leeway_s);
+  if (exp && !(now - leeway < *exp)) {
+    token_error("expired", "token expired at " + std::to_string(static_cast<int64_t>(*exp)));
+  }
+  if (nbf && now + leeway < *nbf) {
+    token_error("not_yet_valid",
+                "token not valid before " + std::to_string(static_cast<int64_t>(*nbf)));
+  }
+  if (check.issuer) {
+    const auto iss = claims.find("iss");
+    if (iss == claims.end() || !iss->is_string() ||
+        iss->get_ref<const std::string&>() != *check.issuer) {
+      token_error("bad_issuer", "'iss' does not name the expected issuer");
+    }
+  }
+  return claims;
+}
+
+}  // namespace dclcomms::auth

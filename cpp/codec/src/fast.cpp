@@ -1,0 +1,487 @@
+// Hand-written readers and writers for the hot messages. They share the wire
+// primitives of the generic codec and follow the same rules; tests check them
+// byte for byte (encoders) and value for value (decoders) against it.
+
+#include "dclcomms/codec/fast.hpp"
+
+#include "dclcomms/codec/wire.hpp"
+#include "dclcomms/error.hpp"
+#include "internal.hpp"
+
+namespace dclcomms::codec {
+
+namespace {
+
+using wire::NestedWriter;
+using wire::WireReader;
+
+constexpr const char* kClientPacket = "decentraland.kernel.comms.v3.ClientPacket";
+constexpr const char* kHeartbeat = "decentraland.kernel.comms.v3.Heartbeat";
+constexpr const char* kIslandChanged = "decentraland.kernel.comms.v3.IslandChangedMessage";
+constexpr const char* kWsPacket = "decentraland.kernel.comms.rfc5.WsPacket";
+
+void check_depth(int depth, std::string_view data, const char* origin) {
+  if (depth > wire::kMaxDepth) {
+    wire::throw_decode("too_deep", "messages nested deeper than " +
+                                       std::to_string(wire::kMaxDepth) + " at offset " +
+                                       std::to_string(data.data() - origin));
+  }
+}
+
+std::string_view read_string(WireReader& r, const char* field) {
+  const size_t at = r.offset();
+  const std::string_view s = r.read_length_delimited();
+  if (!wire::is_valid_utf8(s)) {
+    wire::throw_decode("invalid_utf8", std::string("invalid UTF-8 in string field '") + field +
+                                           "' at offset " + std::to_string(at));
+  }
+  return s;
+}
+
+// Reads a message whose only known field is string field 1 (ChallengeRequest,
+// SignedChallenge, WsIdentification, ...), merging into `out`.
+void read_single_string(std::string_view data, const char* origin, int depth, const char* field,
+                        std::string& out) {
+  check_depth(depth, data, origin);
+  WireReader r(data, origin);
+  while (!r.at_end()) {
+    uint32_t n = 0;
+    uint32_t wt = 0;
+    r.read_tag(n, wt);
+    if (n == 1 && wt == wire::kLen) {
+      out = read_string(r, field);
+    } else {
+      r.skip(n, wt, depth);
+    }
+  }
+}
+
+void read_position(std::string_view data, const char* origin, int depth, Position& pos) {
+  check_depth(depth, data, origin);
+  WireReader r(data, origin);
+  while (!r.at_end()) {
+    uint32_t n = 0;
+    uint32_t wt = 0;
+    r.read_tag(n, wt);
+    if (wt == wire::kFixed32 && n >= 1 && n <= 3) {
+      const float f = wire::bits_to_float(r.read_fixed32());
+      (n == 1 ? pos.x : n == 2 ? pos.y : pos.z) = f;
+    } else {
+      r.skip(n, wt, depth);
+    }
+  }
+}
+
+void read_heartbeat(std::string_view data, const char* origin, int depth, Heartbeat& hb) {
+  check_depth(depth, data, origin);
+  WireReader r(data, origin);
+  while (!r.at_end()) {
+    uint32_t n = 0;
+    uint32_t wt = 0;
+    r.read_tag(n, wt);
+    if (n == 1 && wt == wire::kLen) {
+      const std::string_view span = r.read_length_delimited();
+      if (!hb.position) hb.position.emplace();  // merged when repeated
+      read_position(span, origin, depth + 1, *hb.position);
+    } else if (n == 2 && wt == wire::kLen) {
+      hb.desired_room.emplace(read_string(r, "desiredRoom"));
+    } else {
+      r.skip(n, wt, depth);
+    }
+  }
+}
+
+void write_position(std::string& out, uint32_t field_number, const Position& p) {
+  NestedWriter w(out, field_number);
+  if (!wire::is_default_float(p.x)) {
+    wire::write_tag(out, 1, wire::kFixed32);
+    wire::write_float(out, p.x);
+  }
+  if (!wire::is_default_float(p.y)) {
+    wire::write_tag(out, 2, wire::kFixed32);
+    wire::write_float(out, p.y);
+  }
+  if (!wire::is_default_float(p.z)) {
+    wire::write_tag(out, 3, wire::kFixed32);
+    wire::write_float(out, p.z);
+  }
+  w.end();
+}
+
+void write_string_if_set(std::string& out, uint32_t field_number, std::string_view s) {
+  if (!s.empty()) wire::write_bytes_field(out, field_number, s);
+}
+
+void write_varint_if_set(std::string& out, uint32_t field_number, uint64_t v) {
+  if (v != 0) {
+    wire::write_tag(out, field_number, wire::kVarint);
+    wire::write_varint(out, v);
+  }
+}
+
+void write_heartbeat_body(std::string& out, const Heartbeat& hb) {
+  if (hb.position) write_position(out, 1, *hb.position);
+  if (hb.desired_room) wire::write_bytes_field(out, 2, *hb.desired_room);  // E2
+}
+
+// IslandChanged is the largest hot frame (one entry per island member): its
+// exact size is computed first and it is written through a raw pointer.
+size_t position_payload_size(const Position& p) noexcept {
+  return 5 * static_cast<size_t>(!wire::is_default_float(p.x) + !wire::is_default_float(p.y) +
+                                 !wire::is_default_float(p.z));
+}
+
+size_t peer_entry_payload_size(const std::string& peer_id, const Position& p) noexcept {
+  const size_t key = peer_id.empty() ? 0 : wire::len_field_size(1, peer_id.size());
+  return key + wire::len_field_size(2, position_payload_size(p));
+}
+
+size_t island_changed_body_size(const IslandChanged& msg) noexcept {
+  size_t n = 0;
+  if (!msg.island_id.empty()) n += wire::len_field_size(1, msg.island_id.size());
+  if (!msg.conn_str.empty()) n += wire::len_field_size(2, msg.conn_str.size());
+  if (msg.from_island_id) n += wire::len_field_size(3, msg.from_island_id->size());
+  for (const auto& [peer_id, pos] : msg.peers) {
+    n += wire::len_field_size(4, peer_entry_payload_size(peer_id, pos));
+  }
+  return n;
+}
+
+char* put_position(char* p, uint32_t field_number, const Position& pos) noexcept {
+  p = wire::put_tag(p, field_number, wire::kLen);
+  p = wire::put_varint(p, position_payload_size(pos));
+  if (!wire::is_default_float(pos.x)) p = wire::put_float_field(p, 1, pos.x);
+  if (!wire::is_default_float(pos.y)) p = wire::put_float_field(p, 2, pos.y);
+  if (!wire::is_default_float(pos.z)) p = wire::put_float_field(p, 3, pos.z);
+  return p;
+}
+
+char* put_island_changed_body(char* p, const IslandChanged& msg) noexcept {
+  if (!msg.island_id.empty()) p = wire::put_len_field(p, 1, msg.island_id);
+  if (!msg.conn_str.empty()) p = wire::put_len_field(p, 2, msg.conn_str);
+  if (msg.from_island_id) p = wire::put_len_field(p, 3, *msg.from_island_id);  // E2
+  for (const auto& [peer_id, pos] : msg.peers) {
+    p = wire::put_tag(p, 4, wire::kLen);
+    p = wire::put_varint(p, peer_entry_payload_size(peer_id, pos));
+    if (!peer_id.empty()) p = wire::put_len_field(p, 1, peer_id);
+    p = put_position(p, 2, pos);  // a present map value is always written
+  }
+  return p;
+}
+
+void read_island_changed(std::string_view data, const char* origin, int depth, IslandChanged& msg) {
+  check_depth(depth, data, origin);
+  WireReader r(data, origin);
+  while (!r.at_end()) {
+    uint32_t n = 0;
+    uint32_t wt = 0;
+    r.read_tag(n, wt);
+    if (wt != wire::kLen || n < 1 || n > 4) {
+      r.skip(n, wt, depth);
+    } else if (n == 1) {
+      msg.island_id = read_string(r, "islandId");
+    } else if (n == 2) {
+      msg.conn_str = read_string(r, "connStr");
+    } else if (n == 3) {
+      msg.from_island_id.emplace(read_string(r, "fromIslandId"));
+    } else {
+      // E7: missing value = default position; duplicate key replaces the
+      // value at the key's first position.
+      const std::string_view span = r.read_length_delimited();
+      check_depth(depth + 1, span, origin);
+      WireReader er(span, origin);
+      std::string key;
+      Position pos;
+      bool have_pos = false;
+      while (!er.at_end()) {
+        uint32_t en = 0;
+        uint32_t ewt = 0;
+        er.read_tag(en, ewt);
+        if (en == 1 && ewt == wire::kLen) {
+          key = read_string(er, "key");
+        } else if (en == 2 && ewt == wire::kLen) {
+          const std::string_view ps = er.read_length_delimited();
+          if (!have_pos) pos = Position{};
+          have_pos = true;
+          read_position(ps, origin, depth + 2, pos);
+        } else {
+          er.skip(en, ewt, depth + 1);
+        }
+      }
+      bool replaced = false;
+      for (auto& [k, p] : msg.peers) {
+        if (k == key) {
+          p = pos;
+          replaced = true;
+          break;
+        }
+      }
+      if (!replaced) msg.peers.emplace_back(std::move(key), pos);
+    }
+  }
+}
+
+template <typename F>
+auto with_type(const char* type_name, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    wire::rethrow_with_type_name(e, type_name);
+  }
+}
+
+}  // namespace
+
+// --- v3 -------------------------------------------------------------------------
+
+ClientPacket decode_client_packet(std::string_view data) {
+  return with_type(kClientPacket, [&] {
+    ClientPacket out;
+    const char* origin = data.data();
+    WireReader r(data, origin);
+    while (!r.at_end()) {
+      uint32_t n = 0;
+      uint32_t wt = 0;
+      r.read_tag(n, wt);
+      if (wt != wire::kLen || n < 1 || n > 3) {
+        r.skip(n, wt, 0);
+        continue;
+      }
+      const std::string_view span = r.read_length_delimited();
+      const auto kind = static_cast<ClientPacket::Kind>(n);  // 1..3 match the enum order
+      if (out.kind != kind) {  // E5: a different member replaces the previous one
+        out = ClientPacket{};
+        out.kind = kind;
+      }
+      switch (kind) {
+        case ClientPacket::Kind::ChallengeRequest:
+          read_single_string(span, origin, 1, "address", out.address);
+          break;
+        case ClientPacket::Kind::SignedChallenge:
+          read_single_string(span, origin, 1, "authChainJson", out.auth_chain_json);
+          break;
+        default:
+          read_heartbeat(span, origin, 1, out.heartbeat);
+          break;
+      }
+    }
+    return out;
+  });
+}
+
+Heartbeat decode_heartbeat(std::string_view data) {
+  return with_type(kHeartbeat, [&] {
+    Heartbeat hb;
+    read_heartbeat(data, data.data(), 0, hb);
+    return hb;
+  });
+}
+
+std::string encode_heartbeat(const Heartbeat& hb) {
+  std::string out;
+  write_heartbeat_body(out, hb);
+  return out;
+}
+
+std::string encode_island_changed_message(const IslandChanged& msg) {
+  std::string out(island_changed_body_size(msg), '\0');
+  put_island_changed_body(out.data(), msg);
+  return out;
+}
+
+IslandChanged decode_island_changed_message(std::string_view data) {
+  return with_type(kIslandChanged, [&] {
+    IslandChanged msg;
+    read_island_changed(data, data.data(), 0, msg);
+    return msg;
+  });
+}
+
+std::string encode_server_challenge_response(std::string_view challenge_to_sign,
+                                             bool already_connected) {
+  std::string out;
+  NestedWriter w(out, 1);
+  write_string_if_set(out, 1, challenge_to_sign);
+  write_varint_if_set(out, 2, already_connected ? 1 : 0);
+  w.end();
+  return out;
+}
+
+std::string encode_server_welcome(std::string_view peer_id) {
+  std::string out;
+  NestedWriter w(out, 2);
+  write_string_if_set(out, 1, peer_id);
+  w.end();
+  return out;
+}
+
+std::string encode_server_island_changed(const IslandChanged& msg) {
+  const size_t body = island_changed_body_size(msg);
+  std::string out(wire::len_field_size(3, body), '\0');
+  char* p = wire::put_tag(out.data(), 3, wire::kLen);
+  p = wire::put_varint(p, body);
+  put_island_changed_body(p, msg);
+  return out;
+}
+
+std::string encode_server_join_island(std::string_view island_id, std::string_view peer_id) {
+  std::string out;
+  NestedWriter w(out, 5);
+  write_string_if_set(out, 1, island_id);
+  write_string_if_set(out, 2, peer_id);
+  w.end();
+  return out;
+}
+
+std::string encode_server_left_island(std::string_view island_id, std::string_view peer_id) {
+  std::string out;
+  NestedWriter w(out, 4);
+  write_string_if_set(out, 1, island_id);
+  write_string_if_set(out, 2, peer_id);
+  w.end();
+  return out;
+}
+
+std::string encode_server_kicked() {
+  return std::string("\x32\x00", 2);
+}
+
+// --- rfc5 -----------------------------------------------------------------------
+
+WsPacket decode_ws_packet(std::string_view data) {
+  return with_type(kWsPacket, [&] {
+    WsPacket out;
+    const char* origin = data.data();
+    WireReader r(data, origin);
+    while (!r.at_end()) {
+      uint32_t n = 0;
+      uint32_t wt = 0;
+      r.read_tag(n, wt);
+      if (wt != wire::kLen || n < 1 || n > 8) {
+        r.skip(n, wt, 0);
+        continue;
+      }
+      const std::string_view span = r.read_length_delimited();
+      WsPacket::Kind kind = WsPacket::Kind::Other;
+      if (n == 7) kind = WsPacket::Kind::PeerIdentification;
+      if (n == 5) kind = WsPacket::Kind::SignedChallenge;
+      if (n == 3) kind = WsPacket::Kind::PeerUpdate;
+      // Each member number is its own oneof case, even among the "Other" ones.
+      if (out.kind != kind || kind == WsPacket::Kind::Other) {
+        out = WsPacket{};
+        out.kind = kind;
+      }
+      switch (n) {
+        case 7:
+          read_single_string(span, origin, 1, "address", out.address);
+          break;
+        case 5:
+          read_single_string(span, origin, 1, "authChainJson", out.auth_chain_json);
+          break;
+        case 3: {
+          check_depth(1, span, origin);
+          WireReader pr(span, origin);
+          while (!pr.at_end()) {
+            uint32_t pn = 0;
+            uint32_t pwt = 0;
+            pr.read_tag(pn, pwt);
+            if (pn == 1 && pwt == wire::kVarint) {
+              out.from_alias = static_cast<uint32_t>(pr.read_varint());
+            } else if (pn == 2 && pwt == wire::kLen) {
+              out.body = pr.read_length_delimited();
+            } else if (pn == 3 && pwt == wire::kVarint) {
+              out.unreliable = pr.read_varint() != 0;
+            } else {
+              pr.skip(pn, pwt, 1);
+            }
+          }
+          break;
+        }
+        default: {
+          // Server->client members: not read, but validated like the generic
+          // decoder would, so both accept exactly the same frames.
+          static constexpr const char* kMembers[] = {
+              nullptr,
+              "decentraland.kernel.comms.rfc5.WsWelcome",
+              "decentraland.kernel.comms.rfc5.WsPeerJoin",
+              nullptr,
+              "decentraland.kernel.comms.rfc5.WsChallengeRequired",
+              nullptr,
+              "decentraland.kernel.comms.rfc5.WsPeerLeave",
+              nullptr,
+              "decentraland.kernel.comms.rfc5.WsKicked",
+          };
+          detail::validate_nested(kMembers[n], span, origin, 1);
+          break;
+        }
+      }
+    }
+    return out;
+  });
+}
+
+std::string encode_ws_welcome(
+    uint32_t alias, const std::vector<std::pair<uint32_t, std::string>>& peer_identities) {
+  std::string out;
+  out.reserve(8 + peer_identities.size() * 50);
+  NestedWriter w(out, 1);
+  write_varint_if_set(out, 1, alias);
+  for (const auto& [peer_alias, address] : peer_identities) {
+    NestedWriter entry(out, 2);
+    write_varint_if_set(out, 1, peer_alias);
+    write_string_if_set(out, 2, address);
+    entry.end();
+  }
+  w.end();
+  return out;
+}
+
+std::string encode_ws_peer_join(uint32_t alias, std::string_view address) {
+  std::string out;
+  NestedWriter w(out, 2);
+  write_varint_if_set(out, 1, alias);
+  write_string_if_set(out, 2, address);
+  w.end();
+  return out;
+}
+
+std::string encode_ws_peer_update(uint32_t from_alias, std::string_view body, bool unreliable) {
+  // The relay's hot path: exact size, then raw writes.
+  const size_t inner = (from_alias != 0 ? 1 + wire::varint_size(from_alias) : 0) +
+                       (body.empty() ? 0 : wire::len_field_size(2, body.size())) +
+                       (unreliable ? 2 : 0);
+  std::string out(wire::len_field_size(3, inner), '\0');
+  char* p = wire::put_tag(out.data(), 3, wire::kLen);
+  p = wire::put_varint(p, inner);
+  if (from_alias != 0) p = wire::put_varint(wire::put_tag(p, 1, wire::kVarint), from_alias);
+  if (!body.empty()) p = wire::put_len_field(p, 2, body);
+  if (unreliable) wire::put_varint(wire::put_tag(p, 3, wire::kVarint), 1);
+  return out;
+}
+
+std::string encode_ws_challenge(std::string_view challenge_to_sign, bool already_connected) {
+  std::string out;
+  NestedWriter w(out, 4);
+  write_string_if_set(out, 1, challenge_to_sign);
+  write_varint_if_set(out, 2, already_connected ? 1 : 0);
+  w.end();
+  return out;
+}
+
+std::string encode_ws_peer_leave(uint32_t alias) {
+  std::string out;
+  NestedWriter w(out, 6);
+  write_varint_if_set(out, 1, alias);
+  w.end();
+  return out;
+}
+
+std::string encode_ws_peer_kicked(std::string_view reason) {
+  std::string out;
+  NestedWriter w(out, 8);
+  write_string_if_set(out, 1, reason);
+  w.end();
+  return out;
+}
+
+}  // namespace dclcomms::codec

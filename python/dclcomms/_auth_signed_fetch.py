@@ -1,0 +1,231 @@
+"""Signed fetch (ADR-44) verification with the dclcomms hardening of
+authchain.md section 8 (private; import from dclcomms.auth).
+
+A request proves its signer with headers ``x-identity-auth-chain-<i>`` (one
+JSON link each, read until the first gap, at least two), ``x-identity-timestamp``
+(ms, decimal) and ``x-identity-metadata`` (JSON object text). The chain must
+authorize ``lower(METHOD:PATH:TIMESTAMP:METADATA)``. dclcomms bounds the
+timestamp in both directions and, through :class:`SignedFetchVerifier`, makes
+the final signature single-use on state-changing routes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import threading
+from collections.abc import Mapping
+
+from dclcomms._auth_chain import AuthResult, Provider, as_provider, clock_ms, verify_auth_chain
+
+_PREFIX = "x-identity-auth-chain-"
+_MAX_TIMESTAMP_DIGITS = 16
+_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+# HTTP status for each signed-fetch failure code: 400 for requests that are not
+# signed fetches at all, 401 for everything that fails authentication.
+_STATUS_400 = frozenset({"signed_fetch_malformed"})
+
+
+def signed_fetch_status(code: str | None) -> int:
+    """HTTP status for a result code: 200 (None), 400 (malformed request) or 401."""
+    if code is None:
+        return 200
+    return 400 if code in _STATUS_400 else 401
+
+
+def _malformed(message: str) -> AuthResult:
+    return AuthResult.failure("signed_fetch_malformed", message)
+
+
+def _parse(
+    method: str,
+    path: str,
+    headers: Mapping[str, str],
+    now_ms: int,
+    window_ms: int,
+    max_future_ms: int,
+) -> tuple[str, str, dict[str, object]] | AuthResult:
+    """(chain_json, payload, metadata) or the failure."""
+    lowered: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        if key.startswith("x-identity-"):
+            if key in lowered:
+                return _malformed(f"duplicate header {key}")
+            lowered[key] = value
+    links: list[str] = []
+    while (raw := lowered.get(f"{_PREFIX}{len(links)}")) is not None:
+        try:
+            link = json.loads(raw)
+        except ValueError:
+            return _malformed(f"{_PREFIX}{len(links)} is not JSON")
+        if not isinstance(link, dict):
+            return _malformed(f"{_PREFIX}{len(links)} is not a JSON object")
+        links.append(raw)
+    if len(links) < 2:
+        return _malformed(f"need at least 2 {_PREFIX}<i> headers, got {len(links)}")
+    timestamp = lowered.get("x-identity-timestamp")
+    if (
+        timestamp is None
+        or not timestamp.isascii()
+        or not timestamp.isdigit()
+        or len(timestamp) > _MAX_TIMESTAMP_DIGITS
+    ):
+        return _malformed("x-identity-timestamp missing or not a decimal number of ms")
+    metadata_text = lowered.get("x-identity-metadata")
+    if metadata_text is None:
+        return _malformed("x-identity-metadata missing")
+    try:
+        metadata = json.loads(metadata_text)
+    except ValueError:
+        return _malformed("x-identity-metadata is not JSON")
+    if not isinstance(metadata, dict):
+        return _malformed("x-identity-metadata is not a JSON object")
+    ts = int(timestamp)
+    if ts < now_ms - window_ms:
+        return AuthResult.failure(
+            "signed_fetch_expired", f"timestamp {ts} older than {window_ms} ms (now {now_ms})"
+        )
+    if ts > now_ms + max_future_ms:
+        return AuthResult.failure(
+            "signed_fetch_future",
+            f"timestamp {ts} more than {max_future_ms} ms ahead (now {now_ms})",
+        )
+    payload = f"{method}:{path}:{timestamp}:{metadata_text}".lower()
+    return "[" + ",".join(links) + "]", payload, metadata
+
+
+def _check_body(metadata: dict[str, object], body: bytes | None) -> AuthResult | None:
+    expected = metadata.get("bodySha256")
+    if expected is None or body is None:
+        return None
+    if not isinstance(expected, str) or hashlib.sha256(body).hexdigest() != expected.lower():
+        return AuthResult.failure(
+            "signed_fetch_body_mismatch", "request body does not match metadata bodySha256"
+        )
+    return None
+
+
+def verify_signed_fetch(
+    method: str,
+    path: str,
+    headers: Mapping[str, str],
+    *,
+    now_ms: int | None = None,
+    window_ms: int = 60_000,
+    max_future_ms: int = 30_000,
+    provider: Provider | str | None = None,
+    body: bytes | None = None,
+) -> AuthResult:
+    """Verify an ADR-44 signed request (stateless: no replay protection).
+
+    ``path``: the URL path as the client saw it (no host, query or fragment).
+    ``headers``: any mapping; names are matched case-insensitively.
+    ``body``: when given and the metadata carries ``bodySha256``, it must match.
+    Codes: ``signed_fetch_malformed`` (HTTP 400), ``signed_fetch_expired``,
+    ``signed_fetch_future``, ``signed_fetch_body_mismatch`` and every chain code
+    (HTTP 401; see :func:`signed_fetch_status`).
+    """
+    now = clock_ms() if now_ms is None else now_ms
+    parsed = _parse(method, path, headers, now, window_ms, max_future_ms)
+    if isinstance(parsed, AuthResult):
+        return parsed
+    chain_json, payload, metadata = parsed
+    result = verify_auth_chain(chain_json, payload, now_ms=now, provider=provider)
+    if result.ok:
+        return _check_body(metadata, body) or result
+    return result
+
+
+def _replay_key(final_signature: str) -> str:
+    """The final signature in a form shared by all its malleable variants.
+
+    High-s twins (s -> n - s, v flipped), v written as 0/1 or 27/28 and hex
+    case all verify; they must count as the same signature.
+    """
+    sig = final_signature.lower()
+    if len(sig) == 132 and sig.startswith("0x"):
+        try:
+            r, s = int(sig[2:66], 16), int(sig[66:130], 16)
+        except ValueError:
+            return sig
+        return f"{r:064x}{min(s, _N - s):064x}"
+    return sig
+
+
+class SignedFetchVerifier:
+    """Signed-fetch verification with a replay cache, for HTTP services.
+
+    For every method except GET, the final link's signature is single-use
+    within the window: a second request carrying it fails with ``replayed``
+    (HTTP 401). Entries expire with the window, so memory is bounded by the
+    number of valid requests per ``window_ms + max_future_ms``.
+    Thread-safe: the cache is guarded by a lock; verification runs outside it.
+    """
+
+    def __init__(
+        self,
+        *,
+        window_ms: int = 60_000,
+        max_future_ms: int = 30_000,
+        provider: Provider | str | None = None,
+        replay_protection: bool = True,
+    ) -> None:
+        self.window_ms = window_ms
+        self.max_future_ms = max_future_ms
+        self.provider = as_provider(provider)
+        self.replay_protection = replay_protection
+        self._lock = threading.Lock()
+        self._seen: dict[str, int] = {}  # replay key -> forget after (ms)
+        self._expiry: list[tuple[int, str]] = []  # heap of (forget after, key)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._seen)
+
+    def verify(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        *,
+        now_ms: int | None = None,
+        body: bytes | None = None,
+    ) -> AuthResult:
+        now = clock_ms() if now_ms is None else now_ms
+        result = verify_signed_fetch(
+            method,
+            path,
+            headers,
+            now_ms=now,
+            window_ms=self.window_ms,
+            max_future_ms=self.max_future_ms,
+            provider=self.provider,
+            body=body,
+        )
+        if not result.ok or not self.replay_protection or method.upper() == "GET":
+            return result
+        # The chain verified, so the last link header exists and is a JSON object.
+        lowered = {k.lower(): v for k, v in headers.items()}
+        i = 0
+        while f"{_PREFIX}{i + 1}" in lowered:
+            i += 1
+        signature = json.loads(lowered[f"{_PREFIX}{i}"]).get("signature") or ""
+        key = _replay_key(str(signature))
+        timestamp = int(lowered["x-identity-timestamp"])
+        # A request is acceptable while ts >= now - window, i.e. until ts + window.
+        forget_after = timestamp + self.window_ms
+        with self._lock:
+            while self._expiry and self._expiry[0][0] < now:
+                _, old = heapq.heappop(self._expiry)
+                if self._seen.get(old, now) < now:
+                    del self._seen[old]
+            if key in self._seen:
+                return AuthResult.failure(
+                    "replayed", "this signed request was already used (final signature seen)"
+                )
+            self._seen[key] = forget_after
+            heapq.heappush(self._expiry, (forget_after, key))
+        return result

@@ -1,0 +1,30 @@
+"""bench/bench_auth.py --quick keeps working and prints its JSON fields.
+
+No timing is asserted here (figures live in docs/performance.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_auth.py"
+
+
+def test_bench_auth_quick() -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, check=True
+    )
+    report = json.loads(out.stdout)
+    assert report["benchmark"] == "auth" and report["quick"] is True
+    for key in (
+        "bare_recovery_us",
+        "chains_per_s_1thread",
+        "chains_per_s_verify_many_all_cores",
+        "chain_cost_vs_two_recoveries",
+        "livekit_token_mint_us",
+        "jwt_decode_per_s",
+        "peak_rss_mib",
+    ):
+        assert report[key] > 0, key

@@ -52,6 +52,16 @@ class ConfigError(Error, ValueError):
     """Invalid parameters or configuration."""
 
 
+class TransportError(Error):
+    """A client transport (connection string, adapter, connector session) failed.
+
+    Raised by :mod:`dclcomms.client`; ``close_code`` is the WebSocket close code
+    when the server closed the socket (else ``None``).
+    """
+
+    close_code: int | None = None
+
+
 # Every code, by class. Keep in sync with the C++ sources (a test checks that
 # every code raised from C++ appears here).
 CODES: dict[type[Error], frozenset[str]] = {
@@ -138,6 +148,25 @@ CODES: dict[type[Error], frozenset[str]] = {
             "invalid_host",
             "bind_failed",
             "eventfd_failed",
+        }
+    ),
+    TransportError: frozenset(
+        {
+            # dclcomms.client: connection strings and adapters
+            "bad_connection_string",
+            "unknown_protocol",
+            "unsupported_protocol",
+            "connect_failed",
+            "handshake_failed",
+            "handshake_timeout",
+            "livekit_unreachable",
+            "livekit_unsupported",
+            "not_connected",
+            # a frame a connected transport or connector cannot make sense of
+            "protocol_error",
+            # dclcomms.client.CommunicationsDirector: the realm and its connector
+            "about_failed",
+            "connector_failed",
         }
     ),
 }

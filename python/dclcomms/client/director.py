@@ -1,0 +1,382 @@
+"""CommunicationsDirector: realm ``/about`` -> connector session -> island transports.
+
+The ADR-81 flow: read the realm's ``/about``, pick the adapter
+(``comms.adapter ?? comms.fixedAdapter ?? "offline:offline"``, ``fixed-adapter:``
+unwrapped, unhealthy v3 comms => offline). For ``archipelago:`` the director
+authenticates to the connector with an :class:`~dclcomms.auth.Identity`,
+heartbeats the position source every ``heartbeat_interval_s`` and, on every
+``island_changed``, swaps the island transport: exactly one adapter at a time,
+the old one disconnected before the new one connects, and nothing from the old
+room is delivered after the swap starts.
+
+Events (``director.on(name, callback)``): ``message`` / ``PEER_DISCONNECTED``
+relayed from the current adapter only, ``island_changed``
+(:class:`IslandChanged`), ``DISCONNECTION`` (the connector session ended) and
+``error`` (a transport that failed to connect, a protocol error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from dclcomms import codec
+from dclcomms.auth import Identity
+from dclcomms.client._events import (
+    DISCONNECTION,
+    ERROR,
+    ISLAND_CHANGED,
+    MESSAGE,
+    PEER_DISCONNECTED,
+    Disconnection,
+    EventEmitter,
+    IslandChanged,
+)
+from dclcomms.client.adapters import (
+    Adapter,
+    OfflineAdapter,
+    create_adapter,
+    parse_connection_string,
+)
+from dclcomms.errors import DecodeError, TransportError
+
+log = logging.getLogger("dclcomms.client")
+
+Vec3 = tuple[float, float, float]
+PositionSource = Callable[[], Vec3] | Callable[[], Awaitable[Vec3]] | AsyncIterator[Vec3]
+
+ARCHIPELAGO_PREFIX = "archipelago:archipelago:"
+
+
+def choose_adapter(about: dict[str, Any]) -> str:
+    """The connection string a client uses for a realm ``/about`` (control-plane.md 2)."""
+    comms = about.get("comms") or {}
+    if comms.get("protocol") == "v3" and comms.get("healthy") is False:
+        return "offline:offline"
+    conn = comms.get("adapter") or comms.get("fixedAdapter") or "offline:offline"
+    while conn.startswith("fixed-adapter:"):
+        conn = conn[len("fixed-adapter:") :]
+    return str(conn)
+
+
+def _error(message: str, code: str, close_code: int | None = None) -> TransportError:
+    err = TransportError(message, code=code)
+    err.close_code = close_code
+    return err
+
+
+def _vec(p: Any) -> Vec3:
+    return (float(p.get("x", 0.0)), float(p.get("y", 0.0)), float(p.get("z", 0.0)))
+
+
+class CommunicationsDirector:
+    """One explorer's comms: ``async with CommunicationsDirector(realm_url, identity,
+    position=lambda: (x, y, z)) as d: await d.send(b"...", reliable=True)``.
+
+    ``position`` is a callable (sync or async) or an async iterator of
+    ``(x, y, z)`` in metres. ``adapter_options`` go to every adapter (e.g.
+    ``timeout_s``). Not thread-safe: use it from one event loop.
+    """
+
+    def __init__(
+        self,
+        realm_url: str,
+        identity: Identity,
+        *,
+        position: PositionSource,
+        heartbeat_interval_s: float = 1.0,
+        timeout_s: float = 10.0,
+        adapter_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.realm_url = realm_url.rstrip("/")
+        self.identity = identity
+        self.position = position
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.timeout_s = timeout_s
+        self.adapter_options = dict(adapter_options or {})
+        self.events = EventEmitter()
+        #: the connection string /about chose (``archipelago:...`` or a fixed transport)
+        self.realm_adapter: str | None = None
+        self.peer_id: str | None = None
+        self.island_id: str | None = None
+        #: island members (lowercase address -> last known position), self included
+        self.peers: dict[str, Vec3] = {}
+        self.adapter: Adapter | None = None
+        self.kicked = False
+        #: connector handshakes (welcome received) and island-transport joins
+        self.handshakes = 0
+        self.transport_handshakes = 0
+        self.island_changes = 0
+        self.protocol_errors = 0
+        #: island transports that closed on us (not by a swap or stop)
+        self.transport_losses = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._swap_lock = asyncio.Lock()
+        self._pending: IslandChanged | None = None
+        self._drainer: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    def on(self, event: str, callback: Any) -> Callable[[], None]:
+        """Register ``callback`` for ``event``; returns a function that unregisters it."""
+        return self.events.on(event, callback)
+
+    # --- lifecycle --------------------------------------------------------------
+
+    async def __aenter__(self) -> CommunicationsDirector:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Read ``/about``, then join the connector (archipelago) or the fixed transport."""
+        self._session = aiohttp.ClientSession()
+        try:
+            about = await self._about()
+            self.realm_adapter = choose_adapter(about)
+            protocol, _ = parse_connection_string(self.realm_adapter)
+            if protocol == "archipelago":
+                await self._connect_connector(self.realm_adapter)
+            else:
+                await self._swap(IslandChanged("", self.realm_adapter, None, {}))
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop heartbeats, leave the island transport, close the connector session."""
+        self._stopped = True
+        tasks, self._tasks = self._tasks, []
+        if self._drainer is not None:
+            tasks.append(self._drainer)
+        for task in tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        for task in tasks:
+            if task is not asyncio.current_task():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        async with self._swap_lock:
+            adapter, self.adapter = self.adapter, None
+            if adapter is not None:
+                await adapter.disconnect()
+        if self._ws is not None:
+            await self._ws.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, data: bytes, *, reliable: bool) -> bool:
+        """Send through the current island transport; False when there is none yet."""
+        adapter = self.adapter
+        if adapter is None or not adapter.connected:
+            return False
+        await adapter.send(data, reliable=reliable)
+        return True
+
+    # --- realm and connector ----------------------------------------------------
+
+    async def _about(self) -> dict[str, Any]:
+        assert self._session is not None
+        url = self.realm_url + "/about"
+        try:
+            async with self._session.get(url, timeout=aiohttp.ClientTimeout(self.timeout_s)) as r:
+                if r.status != 200:
+                    raise _error(f"GET {url}: HTTP {r.status}", "about_failed")
+                body: dict[str, Any] = await r.json(content_type=None)
+                return body
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
+            raise _error(f"GET {url}: {e}", "about_failed") from e
+
+    async def _connect_connector(self, conn_str: str) -> None:
+        assert self._session is not None
+        url = (
+            conn_str[len(ARCHIPELAGO_PREFIX) :]
+            if conn_str.startswith(ARCHIPELAGO_PREFIX)
+            else (conn_str[len("archipelago:") :])
+        )
+        try:
+            self._ws = await self._session.ws_connect(url, max_msg_size=1 << 22)
+        except (aiohttp.ClientError, OSError) as e:
+            raise _error(f"cannot open the connector {url}: {e}", "connector_failed") from e
+        try:
+            await asyncio.wait_for(self._handshake(), self.timeout_s)
+        except TimeoutError:
+            raise _error(f"connector handshake at {url} timed out", "handshake_timeout") from None
+        self.handshakes += 1
+        self._tasks.append(asyncio.create_task(self._read_connector()))
+        self._tasks.append(asyncio.create_task(self._heartbeats()))
+
+    async def _send_client(self, packet: dict[str, Any]) -> None:
+        assert self._ws is not None
+        await self._ws.send_bytes(codec.encode(codec.CLIENT_PACKET, packet))
+
+    async def _next_server_packet(self) -> dict[str, Any]:
+        assert self._ws is not None
+        msg = await self._ws.receive()
+        if msg.type != aiohttp.WSMsgType.BINARY:
+            code = self._ws.close_code
+            raise _error(
+                f"connector closed the handshake: {code} {msg.extra!r}", "handshake_failed", code
+            )
+        return codec.decode(codec.SERVER_PACKET, msg.data, including_defaults=True)
+
+    async def _handshake(self) -> None:
+        await self._send_client({"challengeRequest": {"address": self.identity.address}})
+        packet = await self._next_server_packet()
+        if "challengeResponse" not in packet:
+            raise _error(f"expected challengeResponse, got {sorted(packet)}", "handshake_failed")
+        chain = self.identity.sign_challenge(packet["challengeResponse"]["challengeToSign"])
+        await self._send_client({"signedChallenge": {"authChainJson": chain}})
+        packet = await self._next_server_packet()
+        if "welcome" not in packet:
+            raise _error(f"expected welcome, got {sorted(packet)}", "handshake_failed")
+        self.peer_id = str(packet["welcome"]["peerId"])
+
+    async def _position(self) -> Vec3 | None:
+        source = self.position
+        if isinstance(source, AsyncIterator):
+            try:
+                return await anext(source)
+            except StopAsyncIteration:
+                return None
+        value = source()
+        if isinstance(value, Awaitable):
+            value = await value
+        return value
+
+    async def _heartbeats(self) -> None:
+        while True:
+            pos = await self._position()
+            if pos is None:
+                return  # the position source ended: stop heartbeating
+            x, y, z = pos
+            if all(math.isfinite(v) for v in (x, y, z)):
+                await self._send_client({"heartbeat": {"position": {"x": x, "y": y, "z": z}}})
+            await asyncio.sleep(self.heartbeat_interval_s)
+
+    async def _read_connector(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        error: Exception | None = None
+        try:
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.BINARY:
+                    continue
+                try:
+                    packet = codec.decode(codec.SERVER_PACKET, msg.data, including_defaults=True)
+                except DecodeError as e:
+                    self._protocol_error(e)
+                    continue
+                await self._on_server_packet(packet)
+        except (aiohttp.ClientError, OSError) as e:
+            error = e
+        if self._stopped:
+            return
+        code = ws.close_code
+        if error is None and code not in (None, 1000):
+            error = _error(f"connector closed the session: {code}", "connector_failed", code)
+        self.events.emit(DISCONNECTION, Disconnection(kicked=self.kicked, error=error))
+
+    async def _on_server_packet(self, packet: dict[str, Any]) -> None:
+        if "islandChanged" in packet:
+            ic = packet["islandChanged"]
+            change = IslandChanged(
+                island_id=str(ic.get("islandId", "")),
+                conn_str=str(ic.get("connStr", "")),
+                from_island_id=ic.get("fromIslandId"),
+                peers={k: _vec(v) for k, v in ic.get("peers", {}).items()},
+            )
+            # Latest wins: a swap in progress picks this one up when it finishes.
+            self._pending = change
+            if self._drainer is None or self._drainer.done():
+                self._drainer = asyncio.create_task(self._drain_swaps())
+        elif "joinIsland" in packet:
+            j = packet["joinIsland"]
+            if j.get("islandId") == self.island_id:
+                self.peers.setdefault(str(j.get("peerId")), (math.nan, math.nan, math.nan))
+        elif "leftIsland" in packet:
+            left = packet["leftIsland"]
+            if left.get("islandId") == self.island_id:
+                self.peers.pop(str(left.get("peerId")), None)
+        elif "kicked" in packet:
+            self.kicked = True
+        else:
+            self._protocol_error(_error(f"unexpected packet {sorted(packet)}", "protocol_error"))
+
+    async def _drain_swaps(self) -> None:
+        while self._pending is not None and not self._stopped:
+            change, self._pending = self._pending, None
+            await self._swap(change)
+
+    async def _swap(self, change: IslandChanged) -> None:
+        async with self._swap_lock:
+            old, self.adapter = self.adapter, None
+            if old is not None:
+                # Disconnect first: exactly one transport at a time; the old adapter
+                # delivers nothing once disconnect() starts.
+                await old.disconnect()
+            if self._stopped:
+                return
+            self.island_id = change.island_id or None
+            self.peers = dict(change.peers)
+            if change.island_id:
+                self.island_changes += 1
+            self.events.emit(ISLAND_CHANGED, change)
+            try:
+                adapter = create_adapter(
+                    change.conn_str, self.identity, **self._options_for(change)
+                )
+            except TransportError as e:
+                self._report(e)
+                return
+            adapter.on(MESSAGE, lambda m, a=adapter: self._relay(a, MESSAGE, m))
+            adapter.on(PEER_DISCONNECTED, lambda p, a=adapter: self._relay(a, PEER_DISCONNECTED, p))
+            adapter.on(ERROR, lambda e, a=adapter: self._relay_error(a, e))
+            adapter.on(DISCONNECTION, lambda d, a=adapter: self._on_transport_lost(a, d))
+            try:
+                await adapter.connect()
+            except TransportError as e:
+                self._report(e)
+                adapter = OfflineAdapter("offline:offline")
+                await adapter.connect()
+            else:
+                if not isinstance(adapter, OfflineAdapter):
+                    self.transport_handshakes += 1
+            self.adapter = adapter
+
+    def _options_for(self, change: IslandChanged) -> dict[str, Any]:
+        protocol, _ = parse_connection_string(change.conn_str)
+        return self.adapter_options if protocol in ("ws-room", "livekit") else {}
+
+    def _relay(self, adapter: Adapter, event: str, payload: Any) -> None:
+        if adapter is self.adapter:  # never deliver from a transport we swapped away
+            self.events.emit(event, payload)
+
+    def _relay_error(self, adapter: Adapter, err: Exception) -> None:
+        if adapter is self.adapter:
+            self._protocol_error(err)
+
+    def _on_transport_lost(self, adapter: Adapter, gone: Disconnection) -> None:
+        # The island room closed on us (kick, too slow, server gone): report it; the
+        # next island_changed brings a fresh transport.
+        if adapter is self.adapter and gone.error is not None:
+            self.transport_losses += 1
+            self.events.emit(ERROR, gone.error)
+
+    def _report(self, err: TransportError) -> None:
+        log.warning("island transport failed: %s (%s)", err, err.code)
+        self.events.emit(ERROR, err)
+
+    def _protocol_error(self, err: Exception) -> None:
+        self.protocol_errors += 1
+        self.events.emit(ERROR, err)

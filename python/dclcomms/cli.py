@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "realm": ("dclcomms.realm:main", "run a realm: connector, islands, rooms, /about, stats"),
     "rooms": ("dclcomms.rooms:main", "standalone RFC-5 WebSocket room service (/rooms/<roomId>)"),
     "sim": ("dclcomms.sim.cli:main", "run the offline island simulator, print a JSON summary"),
+    "bots": ("dclcomms.bots:main", "run N client bots against a realm, print a JSON summary"),
 }
 
 

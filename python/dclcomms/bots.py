@@ -1,0 +1,288 @@
+"""``dclcomms bots``: a crowd of real clients against a realm, for load and soak tests.
+
+Each bot is a :class:`~dclcomms.client.CommunicationsDirector` with a real
+secp256k1 identity (``Identity.generate(seed + i)``) whose position comes from a
+shared, vectorised :mod:`dclcomms.sim.mobility` model stepped once per second.
+Bots heartbeat once a second, follow their ``island_changed`` swaps and
+exchange RFC-4 packets through their island transport: a ``position`` every
+``--position-interval`` seconds (unreliable) and a ``chat`` every
+``--chat-interval`` seconds (reliable). Every packet received is decoded as an
+RFC-4 ``Packet``.
+
+The run is bounded: ``--seconds`` of traffic after every bot has connected,
+under a hard deadline of ``seconds + connect budget + 30 s``. A JSON summary goes
+to stdout; exit status 1 when any protocol error (undecodable packet, failed
+handshake, lost transport or connector session, missed deadline) occurred.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dclcomms import codec
+from dclcomms.auth import Identity
+from dclcomms.client import CommunicationsDirector, Disconnection, Message
+from dclcomms.errors import ConfigError, DecodeError, Error
+from dclcomms.sim.mobility import Bounds, MobilityModel, RandomWaypoint, parcel_center
+
+MODELS = ("waypoint", "plaza", "commuters", "crowd", "mixed")
+
+
+def build_model(name: str, count: int) -> MobilityModel:
+    """``plaza``: random waypoint over a 10 x 10 parcel square (bots meet, islands
+    change often); the others are the simulator's worlds (Genesis City)."""
+    if name == "plaza":
+        x0, z0 = parcel_center(-5, -5)
+        return RandomWaypoint(
+            count, group_size=1, bounds=Bounds(x0, x0 + 160.0, z0, z0 + 160.0), pause_s=(0.0, 5.0)
+        )
+    if name == "waypoint":  # always online: sessions would turn bots off and on
+        return RandomWaypoint(count, group_size=4)
+    from dclcomms.sim.cli import build_world
+
+    if name in MODELS:
+        return build_world(name, count)
+    raise ConfigError(f"unknown mobility model {name!r}; one of {MODELS}", code="invalid_parameter")
+
+
+@dataclass
+class Tally:
+    """Counters of one run (the JSON summary)."""
+
+    connected: int = 0
+    messages_sent: int = 0
+    messages_received: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def error(self, err: BaseException) -> None:
+        code = err.code if isinstance(err, Error) else type(err).__name__
+        self.errors[code] += 1
+
+
+class Bot:
+    """One client: a director plus its traffic loop (kept light: 200 share one loop)."""
+
+    def __init__(
+        self, index: int, seed: int, realm: str, model: MobilityModel, tally: Tally
+    ) -> None:
+        self.index = index
+        self.identity = Identity.generate(seed + index)
+        self.model = model
+        self.tally = tally
+        self.director = CommunicationsDirector(realm, self.identity, position=self.position)
+        self.director.on("message", self.on_message)
+        self.director.on("error", tally.error)
+        self.director.on("DISCONNECTION", self.on_disconnection)
+        self.stopping = False
+
+    def position(self) -> tuple[float, float, float]:
+        p = self.model.positions[self.index]
+        return (float(p[0]), float(p[1]), float(p[2]))
+
+    def on_message(self, message: Message) -> None:
+        try:
+            packet = codec.decode(codec.RFC4_PACKET, message.data)
+        except DecodeError as e:
+            self.tally.error(e)
+            return
+        if not packet:
+            self.tally.errors["empty_packet"] += 1
+            return
+        self.tally.messages_received += 1
+
+    def on_disconnection(self, gone: Disconnection) -> None:
+        if not self.stopping:  # the connector closed on us
+            self.tally.errors["connector_lost" if gone.error is None else "connector_closed"] += 1
+
+    async def traffic(self, stop_at: float, position_s: float, chat_s: float, phase: float) -> None:
+        await asyncio.sleep(phase)  # spread the bots over the interval
+        next_chat = time.monotonic() + chat_s * phase / max(position_s, 1e-9)
+        index = 0
+        while time.monotonic() < stop_at:
+            x, y, z = self.position()
+            pos = {"index": index, "positionX": x, "positionY": y, "positionZ": z, "rotationW": 1.0}
+            index += 1
+            await self._send({"position": pos}, reliable=False)
+            now = time.monotonic()
+            if now >= next_chat:
+                next_chat = now + chat_s
+                chat = {"message": f"bot {self.index} says hi", "timestamp": time.time() * 1000}
+                await self._send({"chat": chat}, reliable=True)
+            await asyncio.sleep(position_s)
+
+    async def _send(self, packet: dict[str, Any], *, reliable: bool) -> None:
+        data = codec.encode(codec.RFC4_PACKET, {**packet, "protocolVersion": 100})
+        try:
+            if await self.director.send(data, reliable=reliable):
+                self.tally.messages_sent += 1
+        except Error as e:  # the transport went away between the check and the send
+            if e.code != "not_connected":
+                self.tally.error(e)
+
+
+async def _mobility(model: MobilityModel, rng: np.random.Generator, stop: asyncio.Event) -> None:
+    t = 0.0
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+        except TimeoutError:
+            model.step(t, 1.0, rng)
+            t += 1.0
+
+
+async def run_bots(
+    realm: str,
+    count: int,
+    *,
+    mobility: str = "waypoint",
+    seconds: float = 20.0,
+    seed: int = 1,
+    position_interval_s: float = 1.0,
+    chat_interval_s: float = 10.0,
+    max_connecting: int = 50,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run ``count`` bots for ``seconds`` and return the summary (see module docs)."""
+    if count < 1 or seconds <= 0 or position_interval_s <= 0 or chat_interval_s <= 0:
+        raise ConfigError("count, seconds and intervals must be positive", code="invalid_parameter")
+    rng = np.random.default_rng(seed)
+    model = build_model(mobility, count)
+    model.reset(rng)
+    tally = Tally()
+    bots = [Bot(i, seed * 1_000_003, realm, model, tally) for i in range(count)]
+    stop = asyncio.Event()
+    mover = asyncio.create_task(_mobility(model, rng, stop))
+    gate = asyncio.Semaphore(max_connecting)
+    bar = _progress(progress, count + int(seconds))
+    started = time.monotonic()
+
+    async def connect(bot: Bot) -> bool:
+        async with gate:
+            try:
+                await bot.director.start()
+            except Error as e:
+                tally.error(e)
+                return False
+        tally.connected += 1
+        bar.update(1)
+        return True
+
+    live: list[Bot] = []
+    try:
+        ok = await asyncio.gather(*(connect(b) for b in bots))
+        live = [b for b, good in zip(bots, ok, strict=True) if good]
+        connect_s = time.monotonic() - started
+        stop_at = time.monotonic() + seconds
+        traffic = [
+            asyncio.create_task(
+                b.traffic(
+                    stop_at,
+                    position_interval_s,
+                    chat_interval_s,
+                    position_interval_s * i / max(len(live), 1),
+                )
+            )
+            for i, b in enumerate(live)
+        ]
+        while time.monotonic() < stop_at:
+            await asyncio.sleep(min(1.0, max(stop_at - time.monotonic(), 0.0)))
+            bar.update(1)
+        await asyncio.gather(*traffic)
+    finally:
+        for b in bots:
+            b.stopping = True
+        stop.set()
+        await mover
+        await asyncio.gather(*(b.director.stop() for b in bots), return_exceptions=True)
+        bar.close()
+    return {
+        "realm": realm,
+        "bots": count,
+        "connected": tally.connected,
+        "mobility": mobility,
+        "seed": seed,
+        "seconds": seconds,
+        "connect_s": round(connect_s, 3),
+        "elapsed_s": round(time.monotonic() - started, 3),
+        "handshakes": {
+            "connector": sum(b.director.handshakes for b in bots),
+            "transport": sum(b.director.transport_handshakes for b in bots),
+        },
+        "island_changes": sum(b.director.island_changes for b in bots),
+        "islands": len({b.director.island_id for b in live if b.director.island_id}),
+        "messages_sent": tally.messages_sent,
+        "messages_received": tally.messages_received,
+        "protocol_errors": sum(tally.errors.values()),
+        "errors_by_code": dict(sorted(tally.errors.items())),
+    }
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(enabled: bool, total: int) -> Any:
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm import tqdm  # type: ignore[import-untyped]
+    except ImportError:  # tqdm is optional (the "sim" extra)
+        return _NoBar()
+    return tqdm(total=total, unit="step", desc="bots", file=sys.stderr)
+
+
+def main(argv: Sequence[str]) -> int:
+    """``dclcomms bots --realm URL --count N --mobility MODEL --seconds S``."""
+    p = argparse.ArgumentParser(prog="dclcomms bots", description=__doc__.split("\n\n")[0])
+    p.add_argument("--realm", required=True, help="realm base URL (serves /about)")
+    p.add_argument("--count", type=int, default=10, help="number of bots (default 10)")
+    p.add_argument("--mobility", choices=MODELS, default="waypoint", help="mobility model")
+    p.add_argument("--seconds", type=float, default=20.0, help="traffic duration after connecting")
+    p.add_argument("--seed", type=int, default=1, help="identities and mobility seed")
+    p.add_argument("--position-interval", type=float, default=1.0, help="seconds between positions")
+    p.add_argument("--chat-interval", type=float, default=10.0, help="seconds between chats")
+    p.add_argument("--max-connecting", type=int, default=50, help="concurrent handshakes")
+    args = p.parse_args(list(argv))
+    if args.count < 1 or args.seconds <= 0 or args.max_connecting < 1:
+        print(
+            "dclcomms bots: --count, --seconds and --max-connecting must be positive",
+            file=sys.stderr,
+        )
+        return 2
+    # Hard deadline: connecting gets 0.1 s per bot (at least 30 s) plus a 30 s margin.
+    deadline = args.seconds + max(30.0, 0.1 * args.count) + 30.0
+    coro = run_bots(
+        args.realm,
+        args.count,
+        mobility=args.mobility,
+        seconds=args.seconds,
+        seed=args.seed,
+        position_interval_s=args.position_interval,
+        chat_interval_s=args.chat_interval,
+        max_connecting=args.max_connecting,
+        progress=sys.stderr.isatty(),
+    )
+    try:
+        summary = asyncio.run(asyncio.wait_for(coro, deadline))
+    except TimeoutError:
+        print(json.dumps({"error": "deadline exceeded", "deadline_s": deadline}))
+        return 1
+    except ConfigError as e:
+        print(f"dclcomms bots: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 1 if summary["protocol_errors"] or summary["connected"] < args.count else 0

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "auth-verify": ("dclcomms.auth:verify_main", "verify an auth chain (file or stdin) by hand"),
     "realm": ("dclcomms.realm:main", "run a realm: connector, islands, rooms, /about, stats"),
     "rooms": ("dclcomms.rooms:main", "standalone RFC-5 WebSocket room service (/rooms/<roomId>)"),
+    "sim": ("dclcomms.sim.cli:main", "run the offline island simulator, print a JSON summary"),
 }
 
 

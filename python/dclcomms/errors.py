@@ -133,6 +133,11 @@ CODES: dict[type[Error], frozenset[str]] = {
             "bad_toml",
             "config_not_found",
             "bad_policy",
+            # ws server (dclcomms.ws.Server)
+            "already_started",
+            "invalid_host",
+            "bind_failed",
+            "eventfd_failed",
         }
     ),
 }

@@ -381,7 +381,8 @@ class Walker:
 
 def test_director_end_to_end_swaps_transport_without_leaks() -> None:
     async def body() -> None:
-        async with Realm(config()) as realm:
+        # Tokens required: the director must pass ?access_token= through untouched.
+        async with Realm(config(ws_room_require_token=True)) as realm:
             ida, idb = Identity.generate(60), Identity.generate(61)
             wa, wb = Walker(0.0, 0.0), Walker(2.0, 2.0)
             opts = {"heartbeat_interval_s": 0.1}
@@ -474,6 +475,31 @@ def test_director_fixed_offline_realm_and_unreachable_realm() -> None:
                 f"http://127.0.0.1:{free_port()}", Identity.generate(71), position=lambda: (0, 0, 0)
             ).start()
         assert e.value.code == "about_failed"
+
+    run(body)
+
+
+def test_director_reports_a_dead_livekit_island_and_falls_back_to_offline() -> None:
+    async def body() -> None:
+        lk = {
+            "livekit_host": f"ws://127.0.0.1:{free_port()}",
+            "livekit_api_key": "devkey",
+            "livekit_api_secret": "devsecret-0123456789-0123456789-abcdef",
+        }
+        async with (
+            Realm(config(**lk)) as realm,
+            CommunicationsDirector(
+                realm.url, Identity.generate(85), position=lambda: (0.0, 0.0, 0.0)
+            ) as d,
+        ):
+            errors: list[Exception] = []
+            d.on("error", errors.append)
+            await eventually(lambda: errors)
+            assert isinstance(errors[0], TransportError)
+            assert errors[0].code == "livekit_unreachable"
+            assert d.island_id is not None
+            await eventually(lambda: isinstance(d.adapter, OfflineAdapter))
+            assert d.protocol_errors == 0  # a dead transport is not a protocol error
 
     run(body)
 

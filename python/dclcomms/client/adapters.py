@@ -14,6 +14,7 @@ import base64
 import contextlib
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,6 +29,7 @@ from dclcomms.client._events import (
     PEER_DISCONNECTED,
     Disconnection,
     EventEmitter,
+    Listener,
     Message,
     PeerDisconnected,
 )
@@ -90,7 +92,7 @@ class Adapter(ABC):
         #: frames from the server we could not make sense of (counted, reported as ``error``)
         self.protocol_errors = 0
 
-    def on(self, event: str, callback: Any) -> Any:
+    def on(self, event: str, callback: Listener) -> Callable[[], None]:
         """Register ``callback`` for ``event``; returns a function that unregisters it."""
         return self.events.on(event, callback)
 

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -37,6 +38,7 @@ from dclcomms.client._events import (
     Disconnection,
     EventEmitter,
     IslandChanged,
+    Listener,
 )
 from dclcomms.client.adapters import (
     Adapter,
@@ -124,7 +126,7 @@ class CommunicationsDirector:
         self._drainer: asyncio.Task[None] | None = None
         self._stopped = False
 
-    def on(self, event: str, callback: Any) -> Callable[[], None]:
+    def on(self, event: str, callback: Listener) -> Callable[[], None]:
         """Register ``callback`` for ``event``; returns a function that unregisters it."""
         return self.events.on(event, callback)
 
@@ -259,7 +261,7 @@ class CommunicationsDirector:
             pos = await self._position()
             if pos is None:
                 return  # the position source ended: stop heartbeating
-            x, y, z = pos
+            x, y, z = (float(v) for v in pos)
             if all(math.isfinite(v) for v in (x, y, z)):
                 await self._send_client({"heartbeat": {"position": {"x": x, "y": y, "z": z}}})
             await asyncio.sleep(self.heartbeat_interval_s)
@@ -339,10 +341,10 @@ class CommunicationsDirector:
             except TransportError as e:
                 self._report(e)
                 return
-            adapter.on(MESSAGE, lambda m, a=adapter: self._relay(a, MESSAGE, m))
-            adapter.on(PEER_DISCONNECTED, lambda p, a=adapter: self._relay(a, PEER_DISCONNECTED, p))
-            adapter.on(ERROR, lambda e, a=adapter: self._relay_error(a, e))
-            adapter.on(DISCONNECTION, lambda d, a=adapter: self._on_transport_lost(a, d))
+            adapter.on(MESSAGE, partial(self._relay, adapter, MESSAGE))
+            adapter.on(PEER_DISCONNECTED, partial(self._relay, adapter, PEER_DISCONNECTED))
+            adapter.on(ERROR, partial(self._relay_error, adapter))
+            adapter.on(DISCONNECTION, partial(self._on_transport_lost, adapter))
             try:
                 await adapter.connect()
             except TransportError as e:

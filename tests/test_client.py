@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from dclcomms import codec
 from dclcomms.auth import Identity
@@ -28,6 +30,7 @@ from dclcomms.client import (
     choose_adapter,
     create_adapter,
     parse_connection_string,
+    ws_url,
 )
 from dclcomms.config import RealmConfig
 from dclcomms.realm import Realm
@@ -540,3 +543,25 @@ def test_director_async_iterator_position_source() -> None:
             assert d.peers == {d.peer_id: pytest.approx(d.peers[str(d.peer_id)])}
 
     run(body)
+
+
+# --- properties ---------------------------------------------------------------------
+
+_PROTO = st.from_regex(r"[A-Za-z][A-Za-z0-9-]{1,15}", fullmatch=True)
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(_PROTO, _TEXT)
+def test_parse_connection_string_splits_at_the_first_colon(protocol: str, params: str) -> None:
+    assert parse_connection_string(f"{protocol}:{params}") == (protocol.lower(), params)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(st.sampled_from(["", "ws://", "wss://", "http://", "https://"]), _TEXT)
+def test_ws_url_always_has_a_websocket_scheme_and_keeps_ws(scheme: str, rest: str) -> None:
+    assume(not rest.lower().startswith(("ws://", "wss://", "http://", "https://")))
+    url = ws_url(scheme + rest)
+    expected = {"": "wss://", "ws://": "ws://", "wss://": "wss://"}
+    expected |= {"http://": "ws://", "https://": "wss://"}
+    assert url == expected[scheme] + rest

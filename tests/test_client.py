@@ -343,6 +343,40 @@ def test_ws_room_protocol_errors_are_reported_not_fatal() -> None:
     run(body)
 
 
+def test_ws_room_undecodable_or_wrong_handshake_frames_are_handshake_failed() -> None:
+    async def body() -> None:
+        async def rooms(request: web.Request) -> web.WebSocketResponse:
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            await ws.receive()  # peer_identification
+            if request.match_info["room"] == "garbage":
+                await ws.send_bytes(b"\x0a\xff")  # truncated length-delimited field
+            else:  # a welcome before any challenge
+                await ws.send_bytes(codec.encode(codec.WS_PACKET, {"welcomeMessage": {"alias": 1}}))
+            await ws.receive()
+            return ws
+
+        app = web.Application()
+        app.router.add_get("/rooms/{room}", rooms)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            for name in ("garbage", "early-welcome"):
+                a = WsRoomAdapter(
+                    f"ws-room:ws://127.0.0.1:{port}/rooms/{name}", Identity.generate(46)
+                )
+                with pytest.raises(TransportError) as e:
+                    await a.connect()
+                assert e.value.code == "handshake_failed", name
+                assert not a.connected
+        finally:
+            await runner.cleanup()
+
+    run(body)
+
+
 def test_ws_room_delivers_nothing_after_disconnect_starts() -> None:
     """Frames already buffered in the socket when disconnect() begins are dropped."""
 

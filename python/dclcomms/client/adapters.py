@@ -236,6 +236,14 @@ class WsRoomAdapter(Adapter):
             raise _error(
                 f"RFC-5 handshake with {self.url} timed out", "handshake_timeout"
             ) from None
+        except DecodeError as e:
+            await self._close()
+            raise _error(
+                f"undecodable handshake frame from {self.url}: {e}", "handshake_failed"
+            ) from e
+        except (aiohttp.ClientError, ConnectionError) as e:
+            await self._close()
+            raise _error(f"{self.url} dropped the handshake: {e}", "handshake_failed") from e
         except BaseException:
             await self._close()
             raise
@@ -254,7 +262,9 @@ class WsRoomAdapter(Adapter):
         await self._send_packet({"signedChallengeForServer": {"authChainJson": chain}})
         welcome = await self._expect("welcomeMessage")
         self.alias = int(welcome.get("alias", 0))
-        self.aliases = {int(k): v for k, v in welcome.get("peerIdentities", {}).items()}
+        self.aliases = {
+            int(k): str(v).lower() for k, v in welcome.get("peerIdentities", {}).items()
+        }
 
     async def _send_packet(self, packet: dict[str, Any]) -> None:
         assert self._ws is not None
@@ -281,7 +291,10 @@ class WsRoomAdapter(Adapter):
         if not self.connected or self._ws is None:
             raise _error("ws-room adapter is not connected", "not_connected")
         packet = {"peerUpdateMessage": {"body": bytes(data), "unreliable": not reliable}}
-        await self._send_packet(packet)
+        try:
+            await self._send_packet(packet)
+        except (aiohttp.ClientError, ConnectionError) as e:  # closed under us
+            raise _error(f"ws-room socket closed: {e}", "not_connected") from e
         self.messages_sent += 1
 
     async def _read(self) -> None:

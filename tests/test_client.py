@@ -561,6 +561,51 @@ def test_director_duplicate_session_is_kicked_from_the_connector() -> None:
     run(body)
 
 
+def test_director_bad_about_and_bad_connector_are_typed_errors() -> None:
+    """A stand-in realm: /about answering 500, or a connector sending garbage."""
+
+    async def body() -> None:
+        port = free_port()
+
+        async def broken(request: web.Request) -> web.Response:
+            return web.Response(status=500)
+
+        async def about(request: web.Request) -> web.Response:
+            adapter = f"archipelago:archipelago:ws://127.0.0.1:{port}/ws"
+            return web.json_response({"comms": {"protocol": "v3", "adapter": adapter}})
+
+        async def connector(request: web.Request) -> web.WebSocketResponse:
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            await ws.receive()  # challenge_request
+            await ws.send_bytes(b"\x0a\xff")
+            await ws.receive()
+            return ws
+
+        app = web.Application()
+        app.router.add_get("/about", about)
+        app.router.add_get("/broken/about", broken)
+        app.router.add_get("/ws", connector)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            base = f"http://127.0.0.1:{port}"
+            me = Identity.generate(95)
+            d = CommunicationsDirector(base, me, position=lambda: (0.0, 0.0, 0.0))
+            with pytest.raises(TransportError) as e:
+                await d.start()
+            assert e.value.code == "handshake_failed"
+            sick = CommunicationsDirector(base + "/broken", me, position=lambda: (0.0, 0.0, 0.0))
+            with pytest.raises(TransportError) as e2:
+                await sick.start()
+            assert e2.value.code == "about_failed" and "500" in str(e2.value)
+        finally:
+            await runner.cleanup()
+
+    run(body)
+
+
 def test_director_async_iterator_position_source() -> None:
     async def body() -> None:
         async def path() -> Any:

@@ -214,6 +214,10 @@ class CommunicationsDirector:
             await asyncio.wait_for(self._handshake(), self.timeout_s)
         except TimeoutError:
             raise _error(f"connector handshake at {url} timed out", "handshake_timeout") from None
+        except DecodeError as e:
+            raise _error(f"undecodable frame from the connector: {e}", "handshake_failed") from e
+        except (aiohttp.ClientError, ConnectionError) as e:
+            raise _error(f"the connector dropped the handshake: {e}", "handshake_failed") from e
         self.handshakes += 1
         self._tasks.append(asyncio.create_task(self._read_connector()))
         self._tasks.append(asyncio.create_task(self._heartbeats()))
@@ -263,7 +267,10 @@ class CommunicationsDirector:
                 return  # the position source ended: stop heartbeating
             x, y, z = (float(v) for v in pos)
             if all(math.isfinite(v) for v in (x, y, z)):
-                await self._send_client({"heartbeat": {"position": {"x": x, "y": y, "z": z}}})
+                try:
+                    await self._send_client({"heartbeat": {"position": {"x": x, "y": y, "z": z}}})
+                except (aiohttp.ClientError, ConnectionError):
+                    return  # the session is gone; the reader reports DISCONNECTION
             await asyncio.sleep(self.heartbeat_interval_s)
 
     async def _read_connector(self) -> None:

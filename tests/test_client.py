@@ -493,6 +493,48 @@ def test_director_end_to_end_swaps_transport_without_leaks() -> None:
     run(body)
 
 
+def test_director_rapid_island_changes_keep_one_transport_and_the_latest_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Five island_changed in a burst (fed to the director's packet handler)."""
+
+    async def body() -> None:
+        live: list[WsRoomAdapter] = []
+        most_connected = [0]
+        original = WsRoomAdapter.connect
+
+        async def connect(self: WsRoomAdapter) -> None:
+            await original(self)
+            live.append(self)
+            most_connected[0] = max(most_connected[0], sum(a.connected for a in live))
+
+        monkeypatch.setattr(WsRoomAdapter, "connect", connect)
+
+        async def no_heartbeats() -> Any:  # no real island: only the injected ones
+            return
+            yield
+
+        async with (
+            Realm(config()) as realm,
+            CommunicationsDirector(realm.url, Identity.generate(97), position=no_heartbeats()) as d,
+        ):
+            seen: list[IslandChanged] = []
+            d.on("island_changed", seen.append)
+            for i in range(5):
+                change = {"islandId": f"S{i}", "connStr": room(realm, f"s{i}"), "peers": {}}
+                await d._on_server_packet({"islandChanged": change})
+                if i == 0:  # the first swap starts; the others queue behind it
+                    await asyncio.sleep(0)
+            await eventually(lambda: d.island_id == "S4" and isinstance(d.adapter, WsRoomAdapter))
+            assert isinstance(d.adapter, WsRoomAdapter) and d.adapter.url.endswith("/rooms/s4")
+            assert most_connected[0] == 1
+            assert sum(a.connected for a in live) == 1
+            assert seen[0].island_id == "S0" and seen[-1].island_id == "S4"
+            assert [c.island_id for c in seen] == ["S0", "S4"]  # S1-S3 superseded while queued
+
+    run(body)
+
+
 def test_director_fixed_offline_realm_and_unreachable_realm() -> None:
     async def body() -> None:
         async with (

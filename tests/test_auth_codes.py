@@ -1,7 +1,8 @@
-"""errors.CODES lists exactly the codes the auth sources can produce.
+"""errors.CODES lists every code the auth sources can produce.
 
 Scans the C++ area and the Python wrappers for code literals, so a new code
-cannot ship without its entry (and docs/auth.md row), and a stale entry fails.
+cannot ship without its CODES entry and docs/auth.md row; a listed code that
+no source mentions any more fails as stale.
 """
 
 from __future__ import annotations
@@ -53,11 +54,22 @@ def _source_codes() -> tuple[set[str], set[str]]:
 
 def test_every_source_code_is_listed_and_every_listed_code_is_used() -> None:
     auth, token = _source_codes()
-    assert auth == errors.CODES[errors.AuthError]
-    assert token == errors.CODES[errors.TokenError]
-
-
-def test_every_code_is_documented() -> None:
-    doc = (REPO / "docs" / "auth.md").read_text(encoding="utf-8")
+    assert auth <= errors.CODES[errors.AuthError], auth - errors.CODES[errors.AuthError]
+    assert token <= errors.CODES[errors.TokenError], token - errors.CODES[errors.TokenError]
+    # Other areas may raise AuthError/TokenError too: a listed code only has to
+    # appear as a literal somewhere in the sources (no stale entries).
+    sources = [
+        f.read_text(encoding="utf-8")
+        for pattern in ("cpp/**/*.cpp", "cpp/**/*.hpp", "python/dclcomms/**/*.py")
+        for f in REPO.glob(pattern)
+        if f.name != "errors.py"
+    ]
     for code in errors.CODES[errors.AuthError] | errors.CODES[errors.TokenError]:
+        assert any(f'"{code}"' in text for text in sources), f"stale code {code}"
+
+
+def test_every_auth_code_is_documented() -> None:
+    auth, token = _source_codes()
+    doc = (REPO / "docs" / "auth.md").read_text(encoding="utf-8")
+    for code in auth | token:
         assert f"`{code}`" in doc, code

@@ -127,6 +127,12 @@ CODES: dict[type[Error], frozenset[str]] = {
             # archipelago: invalid_position (non-finite), invalid_peer_id (empty / not a str)
             "invalid_position",
             "invalid_peer_id",
+            # realm configuration (dclcomms.config, dclcomms.policy)
+            "unknown_key",
+            "bad_value",
+            "bad_toml",
+            "config_not_found",
+            "bad_policy",
             # ws server (dclcomms.ws.Server)
             "already_started",
             "invalid_host",

@@ -1,0 +1,402 @@
+"""The message bus between the connector glue, the archipelago core and stats.
+
+Subjects are those of archipelago.md section 4, so that a NATS bus can replace
+the in-process one without touching its users:
+
+====================================  ====================  ==========================
+subject                               message               publisher -> subscribers
+====================================  ====================  ==========================
+``peer.<addr>.heartbeat``             :class:`Heartbeat`    connector -> core, stats
+``peer.<addr>.disconnect``            ``None`` (empty)      connector -> core, stats
+``engine.peer.<addr>.island_changed`` :class:`IslandChanged` core -> connector
+``engine.island.<id>.peer_join``      :class:`IslandPeer`   core -> connector
+``engine.island.<id>.peer_left``      :class:`IslandPeer`   core -> connector
+``engine.islands``                    :class:`IslandStatus` core -> stats (every tick)
+``engine.discovery``                  :class:`Discovery`    core -> stats (every 10 s)
+====================================  ====================  ==========================
+
+Handlers always receive typed messages: :meth:`Bus.publish` accepts either the
+typed message or its protobuf bytes (decoded by subject). The in-process bus
+hands objects over without encoding; a NATS bus encodes with ``to_bytes()``.
+Heartbeats travel in batches (:meth:`Bus.publish_heartbeats` /
+:meth:`Bus.subscribe_heartbeats`): the connector receives them batched from the
+C++ server and the engine ingests them batched, so the in-process bus never
+splits them; a NATS bus splits them into one message per subject and batches
+again on the receiving side.
+
+Handlers are synchronous and run on the publisher's thread (the realm's event
+loop); an exception in one handler is logged and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from dclcomms import codec
+
+log = logging.getLogger("dclcomms.bus")
+
+V3 = "decentraland.kernel.comms.v3."
+Vec3 = tuple[float, float, float]
+
+
+_encode = codec.encode
+_decode = codec.decode
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """One heartbeat. ``desired_room``: None = field absent (keep), "" = clear."""
+
+    position: Vec3
+    desired_room: str | None = None
+
+    def to_bytes(self) -> bytes:
+
+        x, y, z = self.position
+        msg: dict[str, Any] = {"position": {"x": x, "y": y, "z": z}}
+        if self.desired_room is not None:
+            msg["desiredRoom"] = self.desired_room
+        return _encode(V3 + "Heartbeat", msg)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Heartbeat | None:
+        """None when the heartbeat has no position (ignored by every consumer)."""
+
+        msg = _decode(V3 + "Heartbeat", data)
+        pos = msg.get("position")
+        if pos is None:
+            return None
+        p = (float(pos.get("x", 0.0)), float(pos.get("y", 0.0)), float(pos.get("z", 0.0)))
+        return cls(p, msg.get("desiredRoom"))
+
+
+@dataclass(frozen=True)
+class HeartbeatBatch:
+    """Heartbeats of many peers, in arrival order (a peer may appear more than once)."""
+
+    addresses: Sequence[str]
+    positions: npt.NDArray[np.float32]  # (n, 3)
+    desired_rooms: Sequence[str | None]  # None = absent (keep), "" = clear
+    received_ms: npt.NDArray[np.int64]  # (n,), server clock
+
+    def __len__(self) -> int:
+        return len(self.addresses)
+
+    def items(self) -> list[tuple[str, Heartbeat, int]]:
+        pos = self.positions.tolist()
+        rec = self.received_ms.tolist()
+        return [
+            (a, Heartbeat((p[0], p[1], p[2]), d), r)
+            for a, p, d, r in zip(self.addresses, pos, self.desired_rooms, rec, strict=True)
+        ]
+
+
+@dataclass(frozen=True)
+class IslandChanged:
+    island_id: str
+    conn_str: str
+    from_island_id: str | None
+    peers: dict[str, Vec3]  # every member incl. the recipient -> last position, member order
+
+    def to_bytes(self) -> bytes:
+
+        msg: dict[str, Any] = {"islandId": self.island_id, "connStr": self.conn_str}
+        if self.from_island_id is not None:
+            msg["fromIslandId"] = self.from_island_id
+        msg["peers"] = {a: {"x": p[0], "y": p[1], "z": p[2]} for a, p in self.peers.items()}
+        return _encode(V3 + "IslandChangedMessage", msg)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> IslandChanged:
+
+        m = _decode(V3 + "IslandChangedMessage", data)
+        peers = {
+            a: (float(p.get("x", 0.0)), float(p.get("y", 0.0)), float(p.get("z", 0.0)))
+            for a, p in m.get("peers", {}).items()
+        }
+        return cls(m.get("islandId", ""), m.get("connStr", ""), m.get("fromIslandId"), peers)
+
+
+@dataclass(frozen=True)
+class IslandPeer:
+    """``peer_join`` / ``peer_left`` of one island (JoinIslandMessage / LeftIslandMessage)."""
+
+    island_id: str
+    peer_id: str
+
+    def to_bytes(self) -> bytes:
+
+        return _encode(
+            V3 + "JoinIslandMessage", {"islandId": self.island_id, "peerId": self.peer_id}
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> IslandPeer:
+
+        m = _decode(V3 + "JoinIslandMessage", data)
+        return cls(m.get("islandId", ""), m.get("peerId", ""))
+
+
+@dataclass(frozen=True)
+class IslandData:
+    id: str
+    peers: tuple[str, ...]
+    max_peers: int
+    center: Vec3  # y = 0
+    radius: float
+
+
+@dataclass(frozen=True)
+class IslandStatus:
+    islands: tuple[IslandData, ...]
+
+    def to_bytes(self) -> bytes:
+
+        data = [
+            {
+                "id": i.id,
+                "peers": list(i.peers),
+                "maxPeers": i.max_peers,
+                "center": {"x": i.center[0], "y": i.center[1], "z": i.center[2]},
+                "radius": i.radius,
+            }
+            for i in self.islands
+        ]
+        return _encode(V3 + "IslandStatusMessage", {"data": data})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> IslandStatus:
+
+        m = _decode(V3 + "IslandStatusMessage", data)
+        out = []
+        for d in m.get("data", []):
+            c = d.get("center", {})
+            out.append(
+                IslandData(
+                    d.get("id", ""),
+                    tuple(d.get("peers", [])),
+                    int(d.get("maxPeers", 0)),
+                    (float(c.get("x", 0.0)), float(c.get("y", 0.0)), float(c.get("z", 0.0))),
+                    float(d.get("radius", 0.0)),
+                )
+            )
+        return cls(tuple(out))
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """``ServiceDiscoveryMessage{server_name, status{current_time, commit_hash, user_count}}``."""
+
+    server_name: str
+    current_time_ms: int
+    commit_hash: str
+    user_count: int
+
+    def to_bytes(self) -> bytes:
+
+        status = {
+            "currentTime": str(self.current_time_ms),
+            "commitHash": self.commit_hash,
+            "userCount": self.user_count,
+        }
+        return _encode(
+            V3 + "ServiceDiscoveryMessage", {"serverName": self.server_name, "status": status}
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Discovery:
+
+        m = _decode(V3 + "ServiceDiscoveryMessage", data)
+        s = m.get("status", {})
+        return cls(
+            m.get("serverName", ""),
+            int(s.get("currentTime", 0)),
+            s.get("commitHash", ""),
+            int(s.get("userCount", 0)),
+        )
+
+
+Message = Heartbeat | IslandChanged | IslandPeer | IslandStatus | Discovery | None
+Handler = Callable[[str, Any], None]
+
+
+def decode_payload(subject: str, data: bytes) -> Message:
+    """The typed message of a subject from its wire bytes."""
+    t = subject.split(".")
+    if t[0] == "peer" and len(t) == 3:
+        if t[2] == "heartbeat":
+            return Heartbeat.from_bytes(data)
+        if t[2] in ("disconnect", "connect"):
+            return None
+    if t[0] == "engine":
+        if len(t) == 4 and t[1] == "peer" and t[3] == "island_changed":
+            return IslandChanged.from_bytes(data)
+        if len(t) == 4 and t[1] == "island" and t[3] in ("peer_join", "peer_left"):
+            return IslandPeer.from_bytes(data)
+        if subject == "engine.islands":
+            return IslandStatus.from_bytes(data)
+        if subject == "engine.discovery":
+            return Discovery.from_bytes(data)
+    raise ValueError(f"no message type for subject {subject!r}")
+
+
+def encode_payload(message: Message) -> bytes:
+    return b"" if message is None else message.to_bytes()
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS wildcards: ``*`` matches one token, a final ``>`` one or more."""
+    p = pattern.split(".")
+    s = subject.split(".")
+    for i, tok in enumerate(p):
+        if tok == ">":
+            return i == len(p) - 1 and len(s) > i
+        if i >= len(s) or (tok != "*" and tok != s[i]):
+            return False
+    return len(p) == len(s)
+
+
+@dataclass(eq=False)
+class Subscription:
+    pattern: str
+    handler: Handler
+    bus: Bus = field(repr=False)
+    batch: bool = False  # a heartbeat-batch subscription
+
+    def unsubscribe(self) -> None:
+        self.bus._remove(self)
+
+
+HeartbeatHandler = Callable[[HeartbeatBatch], None]
+HEARTBEATS = "peer.*.heartbeat"
+
+
+class Bus(ABC):
+    """Publish/subscribe on NATS-shaped subjects with typed payloads."""
+
+    @abstractmethod
+    def publish(self, subject: str, payload: bytes | Message) -> None: ...
+
+    @abstractmethod
+    def subscribe(self, pattern: str, handler: Handler) -> Subscription: ...
+
+    @abstractmethod
+    def _remove(self, sub: Subscription) -> None: ...
+
+    def publish_heartbeats(self, batch: HeartbeatBatch) -> None:
+        """Publish a batch; the default splits it into ``peer.<addr>.heartbeat`` messages."""
+        for addr, hb, _ in batch.items():
+            self.publish(f"peer.{addr}.heartbeat", hb)
+
+    def subscribe_heartbeats(self, handler: HeartbeatHandler) -> Subscription:
+        """Receive heartbeats as batches; the default wraps each message in a batch of one."""
+
+        def one(subject: str, hb: Heartbeat | None) -> None:
+            if hb is None:
+                return
+            batch = HeartbeatBatch(
+                [subject.split(".")[1]],
+                np.asarray([hb.position], dtype=np.float32),
+                [hb.desired_room],
+                np.asarray([0], dtype=np.int64),
+            )
+            handler(batch)
+
+        return self.subscribe(HEARTBEATS, one)
+
+    def close(self) -> None:  # noqa: B027 - nothing to release in memory
+        """Release connections (no-op in process)."""
+
+
+class InProcessBus(Bus):
+    """Synchronous in-process delivery of typed objects (no encoding)."""
+
+    def __init__(self) -> None:
+        self._subs: list[Subscription] = []
+        self.published = 0  # messages, a batch counting its heartbeats
+        self.handler_errors = 0
+
+    def _deliver(self, sub: Subscription, subject: str, payload: Any) -> None:
+        try:
+            sub.handler(subject, payload)
+        except Exception:
+            self.handler_errors += 1
+            log.exception("bus handler failed", extra={"subject": subject})
+
+    def publish(self, subject: str, payload: bytes | Message) -> None:
+        if isinstance(payload, bytes | bytearray):
+            payload = decode_payload(subject, bytes(payload))
+        self.published += 1
+        for sub in list(self._subs):
+            if subject_matches(sub.pattern, subject):
+                if sub.batch:
+                    assert isinstance(payload, Heartbeat)
+                    batch = HeartbeatBatch(
+                        [subject.split(".")[1]],
+                        np.asarray([payload.position], dtype=np.float32),
+                        [payload.desired_room],
+                        np.asarray([0], dtype=np.int64),
+                    )
+                    self._deliver(sub, subject, batch)
+                else:
+                    self._deliver(sub, subject, payload)
+
+    def publish_heartbeats(self, batch: HeartbeatBatch) -> None:
+        if len(batch) == 0:
+            return
+        self.published += len(batch)
+        plain = False
+        for sub in list(self._subs):
+            if sub.batch:
+                self._deliver(sub, HEARTBEATS, batch)
+            elif subject_matches(sub.pattern, "peer.x.heartbeat"):
+                plain = True
+        if plain:  # somebody subscribed the per-peer subjects: split for them only
+            for addr, hb, _ in batch.items():
+                subject = f"peer.{addr}.heartbeat"
+                for sub in list(self._subs):
+                    if not sub.batch and subject_matches(sub.pattern, subject):
+                        self._deliver(sub, subject, hb)
+
+    def subscribe(self, pattern: str, handler: Handler) -> Subscription:
+        sub = Subscription(pattern, handler, self)
+        self._subs.append(sub)
+        return sub
+
+    def subscribe_heartbeats(self, handler: HeartbeatHandler) -> Subscription:
+        sub = Subscription(HEARTBEATS, lambda _s, b: handler(b), self, batch=True)
+        self._subs.append(sub)
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+
+    def close(self) -> None:
+        self._subs.clear()
+
+
+__all__ = [
+    "Bus",
+    "Discovery",
+    "Heartbeat",
+    "HeartbeatBatch",
+    "InProcessBus",
+    "IslandChanged",
+    "IslandData",
+    "IslandPeer",
+    "IslandStatus",
+    "Message",
+    "Subscription",
+    "decode_payload",
+    "encode_payload",
+    "subject_matches",
+]

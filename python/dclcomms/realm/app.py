@@ -1,0 +1,377 @@
+"""The realm process: one port serving the connector, the WebSocket rooms and HTTP.
+
+::
+
+    async with Realm(RealmConfig(host="127.0.0.1", port=0)) as realm:
+        print(realm.url)          # http://127.0.0.1:PORT
+        await realm.wait_stopped()
+
+Threads: the C++ ``Server`` runs its I/O thread(s) (WebSocket handshakes,
+auth-chain verification, frame handling, rooms fan-out); everything in Python
+runs on one asyncio loop: the server's eventfd wakes :meth:`Realm._pump`, which
+drains events onto the bus (heartbeats in batches) and dispatches HTTP requests;
+the core ticks in its own task on the same loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from typing import Any
+
+import dclcomms
+from dclcomms import ws
+from dclcomms.about import AboutState, about, public_url_from_host
+from dclcomms.archipelago import Engine
+from dclcomms.bus import Bus, HeartbeatBatch, InProcessBus
+from dclcomms.config import RealmConfig
+from dclcomms.http import Request, Response, Router, json_response, text_response
+from dclcomms.metrics import CONTENT_TYPE, Registry
+from dclcomms.policy import RealmPolicy, Transports, build_transports, load_policy
+from dclcomms.realm.bans import BanChecker
+from dclcomms.realm.connector import Connector
+from dclcomms.realm.core import ArchipelagoCore
+from dclcomms.realm.denylist import DenyList
+from dclcomms.stats import Stats
+
+log = logging.getLogger("dclcomms.realm")
+
+PolicyArg = RealmPolicy | type[RealmPolicy] | None
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _server_config(config: RealmConfig, ws_room_secret: str) -> Any:
+    return ws.ServerConfig(
+        host=config.host,
+        port=config.port,
+        io_threads=config.io_threads,
+        max_frame_bytes=config.max_frame_bytes,
+        connector=True,
+        connector_handshake_timeout_ms=config.handshake_timeout_ms,
+        heartbeat_max_per_s=config.heartbeat_max_per_s,
+        connector_max_queued_bytes=config.connector_max_queued_bytes,
+        rooms=True,
+        rooms_handshake_timeout_ms=config.ws_room_handshake_timeout_ms,
+        rooms_max_users=config.ws_room_max_users,
+        rooms_soft_limit_bytes=config.ws_room_soft_limit_bytes,
+        rooms_hard_limit_bytes=config.ws_room_hard_limit_bytes,
+        ws_room_secret=ws_room_secret,
+        ws_room_require_token=config.ws_room_require_token,
+        version=dclcomms.__version__,
+        commit_hash=config.commit_hash,
+        auth_threads=config.auth_threads,
+    )
+
+
+class Realm:
+    """A running realm (connector + archipelago core + stats + rooms) on one port."""
+
+    def __init__(
+        self,
+        config: RealmConfig,
+        *,
+        policy: PolicyArg = None,
+        bus: Bus | None = None,
+    ) -> None:
+        self.config = config
+        self.bus: Bus = bus if bus is not None else InProcessBus()
+        self.registry = Registry()
+        self._policy_arg = policy
+        self.server: Any = None
+        self.core: ArchipelagoCore | None = None
+        self.connector: Connector | None = None
+        self.stats: Stats | None = None
+        self.transports: Transports | None = None
+        self.policy: RealmPolicy | None = None
+        self.router = Router()
+        self.ws_room_secret = config.ws_room_secret or secrets.token_urlsafe(32)
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._core_task: asyncio.Task[None] | None = None
+        self.deny_list: DenyList | None = None
+        self.bans: BanChecker | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._port = 0
+        self._started_ms = 0
+        self.m_http = self.registry.counter(
+            "dcl_http_requests_total", "HTTP requests answered by Python, by status class"
+        )
+        self.m_events = self.registry.counter(
+            "dcl_realm_server_events_total", "events drained from the C++ server, by type"
+        )
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{self._port}"
+
+    async def start(self) -> Realm:
+        cfg = self.config
+        self._loop = asyncio.get_running_loop()
+        engine = Engine(
+            join_distance=cfg.join_distance,
+            leave_distance=cfg.leave_distance,
+            max_island_size=cfg.island_size,
+            id_prefix=cfg.room_prefix,
+        )
+        self.server = ws.Server(_server_config(cfg, self.ws_room_secret))
+        self._port = int(self.server.start())
+        self._started_ms = _now_ms()
+        try:
+            self.transports = build_transports(
+                cfg, bound_port=self._port, ws_room_secret=self.ws_room_secret
+            )
+            pol = self._policy_arg
+            if isinstance(pol, RealmPolicy):
+                self.policy = pol
+            elif isinstance(pol, type):
+                self.policy = pol(self.transports)
+            else:
+                self.policy = load_policy(cfg.policy, self.transports)
+            self.stats = Stats(
+                self.bus,
+                peer_timeout_ms=cfg.heartbeat_timeout_ms,
+                content_url=cfg.content_url,
+                scene_cache_s=cfg.hot_scenes_cache_s,
+            )
+            self.connector = Connector(self.server, self.bus, self.registry)
+            self.core = ArchipelagoCore(
+                engine,
+                self.bus,
+                self.policy,
+                flush_interval_s=cfg.flush_interval,
+                heartbeat_timeout_ms=cfg.heartbeat_timeout_ms,
+                discovery_interval_ms=cfg.discovery_interval_ms,
+                commit_hash=cfg.commit_hash,
+                registry=self.registry,
+            )
+            self._routes()
+            self._loop.add_reader(self.server.fileno(), self._pump)
+            self._core_task = asyncio.create_task(self.core.run(self._stop), name="realm-core")
+            if cfg.deny_list_url:
+                self.deny_list = DenyList(
+                    cfg.deny_list_url,
+                    self.server,
+                    self.registry,
+                    interval_s=cfg.deny_list_refresh_s,
+                )
+                self._spawn(self.deny_list.run(self._stop))
+            if cfg.comms_gatekeeper_url:
+                connector = self.connector
+                self.bans = BanChecker(
+                    cfg.comms_gatekeeper_url,
+                    self.server,
+                    self.registry,
+                    sessions=lambda: connector.sessions,
+                    sweep_interval_s=cfg.ban_sweep_interval_ms / 1000,
+                )
+                self._spawn(self.bans.run(self._stop))
+        except BaseException:
+            server, self.server = self.server, None
+            server.stop()
+            raise
+        if not cfg.public_url and cfg.host in ("0.0.0.0", "::"):
+            log.warning(
+                "public_url is not set: ws-room connection strings will name the bound address; "
+                "set --public-url for clients on other machines",
+                extra={"url": self.url},
+            )
+        log.info(
+            "realm started",
+            extra={
+                "url": self.url,
+                "transport": self.transports.default.name,
+                "policy": type(self.policy).__name__,
+                "config": cfg.public_dict(),
+            },
+        )
+        return self
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        """Stop accepting, close every socket (1001), cancel tasks. Idempotent."""
+        self._stop.set()
+        if self.server is None:
+            return
+        server, self.server = self.server, None
+        if self._loop is not None:
+            self._loop.remove_reader(server.fileno())
+        if self._core_task is not None:
+            try:
+                await asyncio.wait_for(self._core_task, 5.0)
+            except (TimeoutError, asyncio.CancelledError):
+                self._core_task.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Server.stop joins the I/O threads: keep the loop responsive meanwhile.
+        await asyncio.to_thread(server.stop)
+        for part in (self.core, self.connector, self.stats):
+            if part is not None:
+                part.close()
+        self.bus.close()
+        log.info("realm stopped", extra={"url": self.url})
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def __aenter__(self) -> Realm:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- events ---------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        server = self.server
+        if server is None:
+            return
+        connector = self.connector
+        assert connector is not None
+        while True:
+            events = server.poll()
+            if not events:
+                return
+            for ev in events:
+                if isinstance(ev, ws.Heartbeats):
+                    self.m_events.inc(kind="heartbeats")
+                    # ws.UNSET (field absent) -> None: keep the stored preference
+                    rooms = [r if isinstance(r, str) else None for r in ev.desired_rooms]
+                    connector.on_heartbeats(
+                        HeartbeatBatch(ev.addresses, ev.positions, rooms, ev.received_ms)
+                    )
+                elif isinstance(ev, ws.HttpRequest):
+                    self.m_events.inc(kind="http")
+                    self._spawn(self._http(ev))
+                elif isinstance(ev, ws.PeerConnected):
+                    self.m_events.inc(kind="connected")
+                    connector.on_connected(ev.address)
+                    if self.bans is not None:  # checked right after the handshake
+                        self._spawn(self.bans.check(ev.address))
+                elif isinstance(ev, ws.PeerDisconnected):
+                    self.m_events.inc(kind="disconnected")
+                    connector.on_disconnected(ev.address)
+                else:
+                    self.m_events.inc(kind="other")
+
+    async def _http(self, ev: Any) -> None:
+        req = Request(ev.method, ev.path, ev.query, dict(ev.headers), bytes(ev.body))
+        resp = await self.router.dispatch(req)
+        self.m_http.inc(status=f"{resp.status // 100}xx")
+        server = self.server
+        if server is not None:
+            server.respond(ev.request_id, resp.status, resp.headers, resp.body)
+
+    # --- HTTP -----------------------------------------------------------------------
+
+    def _routes(self) -> None:
+        r = self.router
+        r.add("/about", self._h_about)
+        r.add("/status", self._h_status)
+        r.add("/rooms/status", self._h_rooms_status)
+        r.add("/health/live", lambda _req: text_response("alive"), methods=None)
+        r.add("/metrics", self._h_metrics)
+        assert self.stats is not None
+        self.stats.routes(r)
+
+    def users_count(self) -> int:
+        return len(self.connector.sessions) if self.connector is not None else 0
+
+    def _h_about(self, req: Request) -> Response:
+        assert self.core is not None
+        state = AboutState(
+            comms_healthy=self.server is not None and self.core.healthy(),
+            users_count=self.users_count(),
+            version=dclcomms.__version__,
+            overloaded=self.core.overloaded(),
+        )
+        public = public_url_from_host(self.config, req.header("host"), self.url)
+        status, body = about(self.config, state, public)
+        return json_response(body, status)
+
+    def _h_status(self, _req: Request) -> Response:
+        return json_response(
+            {
+                "version": dclcomms.__version__,
+                "currentTime": _now_ms(),
+                "commitHash": self.config.commit_hash,
+                "userCount": self.users_count(),
+            }
+        )
+
+    def _h_rooms_status(self, _req: Request) -> Response:
+        rooms = (self.server.stats() if self.server is not None else {}).get("rooms", {})
+        return json_response(
+            {
+                "version": dclcomms.__version__,
+                "currentTime": _now_ms(),
+                "commitHash": self.config.commit_hash,
+                "users": int(rooms.get("users", 0)),
+                "rooms": int(rooms.get("rooms", 0)),
+                "details": list(rooms.get("details", [])),
+            }
+        )
+
+    def _h_metrics(self, _req: Request) -> Response:
+        if self.stats is not None:
+            self.stats.sweep()
+        body = self.registry.render()
+        if self.server is not None:  # the C++ counters, dcl_ws_connector_* / dcl_ws_rooms_*
+            body += ws.metrics_text(self.server.stats())
+        return Response(200, body.encode(), {"Content-Type": CONTENT_TYPE})
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg and any ``extra=`` fields."""
+
+    _std = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for k, v in record.__dict__.items():
+            if k not in self._std:
+                out[k] = v
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, separators=(",", ":"))
+
+
+def setup_logging(config: RealmConfig) -> None:
+    handler = logging.StreamHandler()
+    if config.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger("dclcomms")
+    root.handlers[:] = [handler]
+    root.setLevel(config.log_level)
+    root.propagate = False
+
+
+__all__ = ["JsonFormatter", "Realm", "setup_logging"]

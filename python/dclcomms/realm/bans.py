@@ -1,0 +1,118 @@
+"""Platform bans from the comms gatekeeper (archipelago.md 1.5), enforced on sessions.
+
+``GET <COMMS_GATEKEEPER_URL>/users/<urlencoded addr>/bans``: banned iff
+``data.isBanned is true``; 1 s timeout, at most 20 requests in flight. Verdicts are
+cached (60 s when clean, 5 min when banned). Every new session is checked right
+after its handshake and every session again every ``BAN_SWEEP_INTERVAL_MS``:
+
+* banned -> ``kicked{KR_NEW_SESSION}`` + close 4005;
+* service unreachable and no verdict younger than 10 min -> close 1013 (fail closed).
+
+dclcomms deviation: the reference checks before ``welcome``; the C++ connector has no
+asynchronous ban hook yet, so a banned address is welcomed and closed a moment later
+(before its first island, in practice: checks take at most 1 s, ticks are 2 s apart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from dclcomms.metrics import Registry
+
+log = logging.getLogger("dclcomms.realm.bans")
+
+CLEAN_TTL_S = 60.0
+BANNED_TTL_S = 300.0
+FALLBACK_S = 600.0
+MAX_IN_FLIGHT = 20
+TIMEOUT_S = 1.0
+
+
+class BanChecker:
+    def __init__(
+        self,
+        url: str,
+        server: Any,
+        registry: Registry,
+        *,
+        sessions: Callable[[], set[str]],
+        sweep_interval_s: float = 30.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.server = server
+        self.sessions = sessions
+        self.sweep_interval_s = sweep_interval_s
+        self.verdicts: dict[str, tuple[float, bool]] = {}  # address -> (checked at, banned)
+        self._sem = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._http: aiohttp.ClientSession | None = None
+        self.m_checks = registry.counter(
+            "dcl_bans_checks_total", "ban lookups by result (clean, banned, error, cached)"
+        )
+        self.m_kicks = registry.counter(
+            "dcl_bans_kicks_total", "sessions closed by ban checks, by code (4005, 1013)"
+        )
+
+    async def verdict(self, address: str) -> bool | None:
+        """True banned, False clean, None unknown (service down, no usable cached verdict)."""
+        now = time.monotonic()
+        cached = self.verdicts.get(address)
+        if cached is not None and now - cached[0] < (BANNED_TTL_S if cached[1] else CLEAN_TTL_S):
+            self.m_checks.inc(result="cached")
+            return cached[1]
+        try:
+            async with self._sem:
+                if self._http is None:
+                    self._http = aiohttp.ClientSession(
+                        timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)
+                    )
+                url = f"{self.url}/users/{quote(address, safe='')}/bans"
+                async with self._http.get(url) as r:
+                    r.raise_for_status()
+                    body = await r.json(content_type=None)
+            data = body.get("data") if isinstance(body, dict) else None
+            banned = isinstance(data, dict) and data.get("isBanned") is True
+        except Exception as e:
+            self.m_checks.inc(result="error")
+            log.warning("ban lookup failed", extra={"address": address, "error": repr(e)})
+            if cached is not None and now - cached[0] < FALLBACK_S:
+                return cached[1]
+            return None
+        self.verdicts[address] = (now, banned)
+        self.m_checks.inc(result="banned" if banned else "clean")
+        return banned
+
+    async def check(self, address: str) -> None:
+        banned = await self.verdict(address)
+        if address not in self.sessions():
+            return
+        if banned is True:
+            self.m_kicks.inc(code="4005")
+            self.server.kick(address, 4005, "banned")
+        elif banned is None:
+            self.m_kicks.inc(code="1013")
+            self.server.kick(address, 1013, "ban service unavailable, retry later")
+
+    async def sweep(self) -> None:
+        await asyncio.gather(*(self.check(a) for a in list(self.sessions())))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.sweep_interval_s)
+                if not stop.is_set():
+                    await self.sweep()
+        finally:
+            if self._http is not None:
+                await self._http.close()
+
+
+__all__ = ["BanChecker"]

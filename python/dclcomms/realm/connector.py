@@ -1,0 +1,132 @@
+"""Connector glue: C++ server events onto the bus, bus updates down the sockets.
+
+The handshake, duplicate kicks, limits and close codes live in C++
+(``dclcomms.ws.Server``); this module only moves data (archipelago.md 1.5):
+
+* ``Heartbeats`` events -> one :meth:`Bus.publish_heartbeats` batch;
+* ``PeerDisconnected`` -> ``peer.<addr>.disconnect``; a ``PeerConnected`` for an
+  address that already had a session (the old one was kicked, 4006) publishes the
+  disconnect of the replaced session first, so the new session re-enters the
+  engine with its first heartbeat and receives a fresh ``island_changed``;
+* ``engine.peer.<addr>.island_changed`` -> ``island_changed`` to that session (the
+  connector remembers each session's island from these; a session without an
+  island yet gets no ``from_island_id``);
+* ``engine.island.<id>.peer_join|peer_left`` -> ``join_island``/``left_island`` to
+  the connector's other sessions on that island, except sessions that received
+  their ``island_changed`` for that island in the same tick (its member map is
+  already current); ``engine.islands`` marks the end of a tick.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dclcomms.bus import Bus, HeartbeatBatch, IslandChanged, IslandPeer, Subscription
+from dclcomms.metrics import Registry
+
+log = logging.getLogger("dclcomms.realm.connector")
+
+
+class Connector:
+    def __init__(self, server: Any, bus: Bus, registry: Registry) -> None:
+        self.server = server
+        self.bus = bus
+        self.sessions: set[str] = set()
+        self.island_of: dict[str, str] = {}
+        self.members: dict[str, set[str]] = {}
+        self._fresh: dict[str, str] = {}  # address -> island it entered this tick
+        self.m_connects = registry.counter(
+            "dcl_connector_sessions_started_total", "completed connector handshakes"
+        )
+        self.m_disconnects = registry.counter(
+            "dcl_connector_sessions_ended_total", "connector sessions closed or replaced"
+        )
+        self.m_heartbeats = registry.counter(
+            "dcl_connector_heartbeats_total", "accepted heartbeats published on the bus"
+        )
+        self.m_sent = registry.counter(
+            "dcl_connector_island_messages_total",
+            "island_changed / join_island / left_island sent, by kind",
+        )
+        registry.gauge(
+            "dcl_connector_sessions", "connected sessions", fn=lambda: len(self.sessions)
+        )
+        self._subs: list[Subscription] = [
+            bus.subscribe("engine.peer.*.island_changed", self._on_island_changed),
+            bus.subscribe("engine.island.*.peer_join", self._on_join),
+            bus.subscribe("engine.island.*.peer_left", self._on_left),
+            bus.subscribe("engine.islands", self._on_tick_end),
+        ]
+
+    def close(self) -> None:
+        for s in self._subs:
+            s.unsubscribe()
+        self._subs.clear()
+
+    # --- server events -> bus ---------------------------------------------------
+
+    def on_connected(self, address: str) -> None:
+        if address in self.sessions:  # the previous session was replaced (kicked 4006)
+            self._forget(address)
+            self.bus.publish(f"peer.{address}.disconnect", None)
+            self.m_disconnects.inc()
+        self.sessions.add(address)
+        self.m_connects.inc()
+
+    def on_disconnected(self, address: str) -> None:
+        if address not in self.sessions:
+            return
+        self.sessions.discard(address)
+        self._forget(address)
+        self.bus.publish(f"peer.{address}.disconnect", None)
+        self.m_disconnects.inc()
+
+    def on_heartbeats(self, batch: HeartbeatBatch) -> None:
+        self.m_heartbeats.inc(len(batch))
+        self.bus.publish_heartbeats(batch)
+
+    def _forget(self, address: str) -> None:
+        island = self.island_of.pop(address, None)
+        if island is not None:
+            m = self.members.get(island)
+            if m is not None:
+                m.discard(address)
+                if not m:
+                    del self.members[island]
+
+    # --- bus -> sockets ---------------------------------------------------------
+
+    def _on_island_changed(self, subject: str, msg: IslandChanged) -> None:
+        addr = subject.split(".")[2]
+        if addr not in self.sessions:
+            return  # not connected here (reference: dropped)
+        # A session that has no island yet (new, or replacing a kicked one whose island
+        # the engine still remembered in this tick) gets no ``from``: it never was there.
+        from_island = msg.from_island_id if addr in self.island_of else None
+        self._forget(addr)
+        self.island_of[addr] = msg.island_id
+        self.members.setdefault(msg.island_id, set()).add(addr)
+        self._fresh[addr] = msg.island_id
+        self.server.send_island_changed(
+            addr, msg.island_id, msg.conn_str, from_island, list(msg.peers.items())
+        )
+        self.m_sent.inc(kind="island_changed")
+
+    def _on_tick_end(self, _subject: str, _msg: object) -> None:
+        self._fresh.clear()
+
+    def _on_join(self, _subject: str, msg: IslandPeer) -> None:
+        for addr in self.members.get(msg.island_id, ()):
+            if addr != msg.peer_id and self._fresh.get(addr) != msg.island_id:
+                self.server.send_join_island(addr, msg.island_id, msg.peer_id)
+                self.m_sent.inc(kind="join_island")
+
+    def _on_left(self, _subject: str, msg: IslandPeer) -> None:
+        for addr in self.members.get(msg.island_id, ()):
+            if addr != msg.peer_id and self._fresh.get(addr) != msg.island_id:
+                self.server.send_left_island(addr, msg.island_id, msg.peer_id)
+                self.m_sent.inc(kind="left_island")
+
+
+__all__ = ["Connector"]

@@ -1,0 +1,386 @@
+"""The archipelago core: owns the clustering engine and publishes island updates.
+
+One tick (archipelago.md 2.1, 2.4):
+
+1. expire peers silent for ``heartbeat_timeout_ms`` (start of the tick);
+2. ``engine.flush()``: at most one change per peer;
+3. ask the policy **once per island whose membership changed** which transport it
+   uses; mint connection strings only for peers that moved into an island, or for
+   every member of an island whose transport changed (re-issued with
+   ``from_island_id`` = the same island);
+4. publish every ``engine.peer.<addr>.island_changed`` (peers = every member,
+   recipient included, -> last position), **then** the
+   ``engine.island.<id>.peer_left`` / ``peer_join`` notifications;
+5. publish ``engine.islands``.
+
+The next tick starts ``max(period - elapsed, 1 ms)`` after this one ends.
+``engine.discovery`` is published every ``discovery_interval_ms``.
+
+Everything runs on the realm's event loop; the engine releases the GIL inside
+``flush``/``update_many`` but is only ever called from this thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dclcomms.archipelago import UNSET, Engine
+from dclcomms.bus import (
+    Bus,
+    Discovery,
+    HeartbeatBatch,
+    IslandChanged,
+    IslandData,
+    IslandPeer,
+    IslandStatus,
+    Subscription,
+)
+from dclcomms.metrics import Registry
+from dclcomms.policy import IslandView, RealmPolicy, Transport
+
+log = logging.getLogger("dclcomms.realm.core")
+
+Vec3 = tuple[float, float, float]
+
+FLUSH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+ISLAND_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 50, 75, 100, 150, 200)
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class TickReport:
+    """What one tick did (returned by :meth:`ArchipelagoCore.tick`, logged at DEBUG)."""
+
+    changes: int
+    left: int
+    island_changed: int
+    switches: int
+    duration_s: float
+
+
+class CoreMetrics:
+    def __init__(self, registry: Registry) -> None:
+        r = registry
+        self.flush_seconds = r.histogram(
+            "dcl_archipelago_flush_duration_seconds",
+            "wall time of one tick (expire, flush, policy, minting, publishing)",
+            FLUSH_BUCKETS,
+        )
+        self.island_sizes = r.histogram(
+            "dcl_archipelago_island_size",
+            "members per island, one observation per island per tick",
+            ISLAND_SIZE_BUCKETS,
+        )
+        self.peers = r.gauge("dcl_archipelago_peers", "peers known to the engine")
+        self.islands = r.gauge("dcl_archipelago_islands", "islands")
+        self.ticks = r.counter("dcl_archipelago_ticks_total", "clustering ticks")
+        self.tick_errors = r.counter(
+            "dcl_archipelago_tick_errors_total", "ticks that raised (logged; the loop continues)"
+        )
+        self.heartbeats = r.counter(
+            "dcl_archipelago_heartbeats_total", "position heartbeats ingested by the engine"
+        )
+        self.disconnects = r.counter(
+            "dcl_archipelago_disconnects_total", "disconnects ingested by the engine"
+        )
+        self.changes = r.counter(
+            "dcl_archipelago_island_changes_total", "engine changes by kind (changed, left)"
+        )
+        self.issued = r.counter(
+            "dcl_archipelago_connection_strings_total", "connection strings minted, by transport"
+        )
+        self.switches = r.counter(
+            "dcl_archipelago_transport_switches_total",
+            "islands re-issued because the policy changed their transport",
+        )
+        self.rejected = r.counter(
+            "dcl_archipelago_transport_rejections_total",
+            "peers a transport refused (no island_changed sent)",
+        )
+        self.policy_errors = r.counter(
+            "dcl_archipelago_policy_errors_total",
+            "policy or transport exceptions (the island kept or got the default transport)",
+        )
+
+
+class ArchipelagoCore:
+    """Engine + policy + bus. Feed it through the bus; drive it with :meth:`run` or :meth:`tick`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        bus: Bus,
+        policy: RealmPolicy,
+        *,
+        flush_interval_s: float = 2.0,
+        heartbeat_timeout_ms: int = 60_000,
+        discovery_interval_ms: int = 10_000,
+        commit_hash: str = "",
+        registry: Registry | None = None,
+        clock_ms: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.engine = engine
+        self.bus = bus
+        self.policy = policy
+        self.flush_interval_s = flush_interval_s
+        self.heartbeat_timeout_ms = heartbeat_timeout_ms
+        self.discovery_interval_ms = discovery_interval_ms
+        self.commit_hash = commit_hash
+        self.metrics = CoreMetrics(registry or Registry())
+        self._clock = clock_ms
+        self.positions: dict[str, Vec3] = {}
+        self.island_transport: dict[str, Transport] = {}
+        self.last_tick_ms: int | None = None
+        self.last_tick_s = 0.0  # wall time of the last tick
+        self._last_discovery_ms: int | None = None
+        self._subs: list[Subscription] = [
+            bus.subscribe_heartbeats(self._on_heartbeats),
+            bus.subscribe("peer.*.disconnect", self._on_disconnect),
+        ]
+
+    def close(self) -> None:
+        for s in self._subs:
+            s.unsubscribe()
+        self._subs.clear()
+
+    # --- inputs -----------------------------------------------------------------
+
+    def _on_heartbeats(self, batch: HeartbeatBatch) -> None:
+        n = len(batch)
+        if n == 0:
+            return
+        unset = UNSET
+        preferred = [unset if d is None else (d or None) for d in batch.desired_rooms]
+        if all(p is unset for p in preferred):
+            self.engine.update_many(list(batch.addresses), batch.positions, now_ms=self._clock())
+        else:
+            self.engine.update_many(
+                list(batch.addresses), batch.positions, preferred, now_ms=self._clock()
+            )
+        pos = self.positions
+        for addr, p in zip(batch.addresses, batch.positions.tolist(), strict=True):
+            pos[addr] = (p[0], p[1], p[2])
+        self.metrics.heartbeats.inc(n)
+
+    def _on_disconnect(self, subject: str, _payload: object) -> None:
+        addr = subject.split(".")[1]
+        self.engine.disconnect(addr)
+        self.metrics.disconnects.inc()
+
+    # --- the tick -----------------------------------------------------------------
+
+    def _transport_for(self, island: Any) -> Transport:
+        current = self.island_transport.get(island.id)
+        view = IslandView(
+            id=island.id,
+            peers=tuple(island.peers),
+            center=(float(island.center[0]), float(island.center[1]), float(island.center[2])),
+            radius=float(island.radius),
+            max_peers=int(island.max_peers),
+            transport=current.name if current is not None else None,
+        )
+        try:
+            return self.policy.transport_for(view)
+        except Exception:
+            self.metrics.policy_errors.inc()
+            log.exception("policy failed", extra={"island": island.id})
+            return current if current is not None else self.policy.transports.default
+
+    def _issue(self, transport: Transport, island_id: str, peers: list[str]) -> dict[str, str]:
+        if not peers:
+            return {}
+        try:
+            out = transport.issue(island_id, peers)
+        except Exception:
+            self.metrics.policy_errors.inc()
+            log.exception("transport failed", extra={"island": island_id})
+            return {}
+        self.metrics.issued.inc(len(out), transport=transport.name)
+        if len(out) < len(peers):
+            self.metrics.rejected.inc(len(peers) - len(out))
+        return out
+
+    def tick(self) -> TickReport:
+        t0 = time.perf_counter()
+        now = self._clock()
+        engine = self.engine
+        engine.expire(now, self.heartbeat_timeout_ms)
+        changes = engine.flush()
+        islands = {i.id: i for i in engine.islands()}
+
+        moved: dict[str, list[str]] = {}  # island -> peers that arrived, in change order
+        touched: dict[str, None] = {}  # islands whose membership changed, ordered
+        left: list[tuple[str, str]] = []  # (island, peer)
+        joined: list[tuple[str, str]] = []
+        moves: list[tuple[str, str, str | None]] = []  # (peer, island, from)
+        n_left = 0
+        for c in changes:
+            if c.kind == "changed":
+                moved.setdefault(c.island_id, []).append(c.peer_id)
+                touched[c.island_id] = None
+                moves.append((c.peer_id, c.island_id, c.from_island_id))
+                if c.from_island_id is not None:
+                    touched[c.from_island_id] = None
+                    left.append((c.from_island_id, c.peer_id))
+                joined.append((c.island_id, c.peer_id))
+            else:
+                n_left += 1
+                gone_from = c.island_id if c.island_id is not None else c.from_island_id
+                if gone_from is not None:
+                    touched[gone_from] = None
+                    left.append((gone_from, c.peer_id))
+                self.positions.pop(c.peer_id, None)
+        if n_left:
+            self.metrics.changes.inc(n_left, kind="left")
+        if len(moves):
+            self.metrics.changes.inc(len(moves), kind="changed")
+
+        # Policy once per changed island; strings only for arrivals or on a switch.
+        conn: dict[str, str] = {}
+        reissue: list[tuple[str, str]] = []  # (peer, island) kept members of switched islands
+        switches = 0
+        for island_id in touched:
+            island = islands.get(island_id)
+            if island is None:
+                continue
+            transport = self._transport_for(island)
+            previous = self.island_transport.get(island_id)
+            self.island_transport[island_id] = transport
+            arrivals = moved.get(island_id, [])
+            if previous is not None and previous is not transport:
+                switches += 1
+                arrived = set(arrivals)
+                stay = [p for p in island.peers if p not in arrived]
+                issued = self._issue(transport, island_id, arrivals + stay)
+                reissue.extend((p, island_id) for p in stay if p in issued)
+            else:
+                issued = self._issue(transport, island_id, arrivals)
+            for p, s in issued.items():
+                conn[f"{island_id}\0{p}"] = s
+        for island_id in [i for i in self.island_transport if i not in islands]:
+            del self.island_transport[island_id]
+            try:
+                self.policy.island_removed(island_id)
+            except Exception:
+                self.metrics.policy_errors.inc()
+                log.exception("policy island_removed failed", extra={"island": island_id})
+        if switches:
+            self.metrics.switches.inc(switches)
+
+        # island_changed first, then left/join.
+        pos = self.positions
+        members_cache: dict[str, dict[str, Vec3]] = {}
+
+        def members(island_id: str) -> dict[str, Vec3]:
+            m = members_cache.get(island_id)
+            if m is None:
+                m = {p: pos.get(p, (0.0, 0.0, 0.0)) for p in islands[island_id].peers}
+                members_cache[island_id] = m
+            return m
+
+        sent = 0
+        publish = self.bus.publish
+        for peer, island_id, from_id in moves:
+            cs = conn.get(f"{island_id}\0{peer}")
+            if cs is None or island_id not in islands:
+                continue
+            publish(
+                f"engine.peer.{peer}.island_changed",
+                IslandChanged(island_id, cs, from_id, members(island_id)),
+            )
+            sent += 1
+        for peer, island_id in reissue:
+            publish(
+                f"engine.peer.{peer}.island_changed",
+                IslandChanged(
+                    island_id, conn[f"{island_id}\0{peer}"], island_id, members(island_id)
+                ),
+            )
+            sent += 1
+        for island_id, peer in left:
+            if island_id in islands:  # somebody remains to be told
+                publish(f"engine.island.{island_id}.peer_left", IslandPeer(island_id, peer))
+        for island_id, peer in joined:
+            if island_id in islands:
+                publish(f"engine.island.{island_id}.peer_join", IslandPeer(island_id, peer))
+
+        status = IslandStatus(
+            tuple(
+                IslandData(
+                    i.id,
+                    tuple(i.peers),
+                    int(i.max_peers),
+                    (float(i.center[0]), 0.0, float(i.center[2])),
+                    float(i.radius),
+                )
+                for i in islands.values()
+            )
+        )
+        publish("engine.islands", status)
+        if (
+            self._last_discovery_ms is None
+            or now - self._last_discovery_ms >= self.discovery_interval_ms
+        ):
+            self.publish_discovery(now)
+
+        m = self.metrics
+        m.ticks.inc()
+        m.peers.set(engine.peer_count)
+        m.islands.set(len(islands))
+        for i in islands.values():
+            m.island_sizes.observe(len(i.peers))
+        self.last_tick_ms = now
+        dt = time.perf_counter() - t0
+        self.last_tick_s = dt
+        m.flush_seconds.observe(dt)
+        return TickReport(len(changes), n_left, sent, switches, dt)
+
+    def publish_discovery(self, now: int | None = None) -> None:
+        now = self._clock() if now is None else now
+        self._last_discovery_ms = now
+        self.bus.publish(
+            "engine.discovery",
+            Discovery("archipelago", now, self.commit_hash, int(self.engine.peer_count)),
+        )
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Tick forever (or until ``stop`` is set), ``max(period - elapsed, 1 ms)`` apart."""
+        period = self.flush_interval_s
+        while stop is None or not stop.is_set():
+            t0 = time.monotonic()
+            try:
+                report = self.tick()
+                if report.changes:
+                    log.debug("tick", extra={"tick": report.__dict__})
+            except Exception:
+                self.metrics.tick_errors.inc()
+                log.exception("tick failed")
+            delay = max(period - (time.monotonic() - t0), 0.001)
+            if stop is None:
+                await asyncio.sleep(delay)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+
+    def overloaded(self) -> bool:
+        """The last tick took longer than the flush period."""
+        return self.last_tick_s > self.flush_interval_s
+
+    def healthy(self, now_ms: int | None = None) -> bool:
+        """A tick ran recently (within 5 periods, at least 10 s)."""
+        if self.last_tick_ms is None:
+            return False
+        now = self._clock() if now_ms is None else now_ms
+        return now - self.last_tick_ms <= max(10_000, 5_000 * self.flush_interval_s)
+
+
+__all__ = ["ArchipelagoCore", "TickReport"]

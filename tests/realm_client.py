@@ -1,0 +1,233 @@
+"""A small Archipelago / RFC-5 test client: aiohttp WebSocket + dclcomms.codec + eth-account.
+
+Keys are real secp256k1 keys (eth-account), derived from a seed so failures
+reproduce; auth chains are built exactly as the JavaScript clients build them
+(SIGNER, ECDSA_EPHEMERAL, ECDSA_SIGNED_ENTITY). The public client comes with a
+later issue; this one stays small and test-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from eth_account import Account
+from eth_account.messages import encode_defunct
+
+from dclcomms import codec
+
+V3 = "decentraland.kernel.comms.v3."
+RFC5 = "decentraland.kernel.comms.rfc5.WsPacket"
+
+
+def _sign(account: Any, text: str) -> str:
+    return "0x" + bytes(account.sign_message(encode_defunct(text=text)).signature).hex()
+
+
+def _iso(ms: int) -> str:
+    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+class Wallet:
+    """An owner key plus one ephemeral key, both derived from ``seed``."""
+
+    def __init__(self, seed: int, *, expires_in_ms: int = 3_600_000) -> None:
+        self.owner = Account.from_key(hashlib.sha256(f"owner-{seed}".encode()).digest())
+        self.ephemeral = Account.from_key(hashlib.sha256(f"eph-{seed}".encode()).digest())
+        self.address = self.owner.address.lower()
+        expiration = int(time.time() * 1000) + expires_in_ms
+        self.ephemeral_text = (
+            "Decentraland Login\n"
+            f"Ephemeral address: {self.ephemeral.address}\n"
+            f"Expiration: {_iso(expiration)}"
+        )
+        self.ephemeral_sig = _sign(self.owner, self.ephemeral_text)
+
+    def chain(self, payload: str, *, forge: bool = False) -> str:
+        sig = _sign(self.ephemeral, payload)
+        if forge:  # flip one byte of the final signature
+            sig = sig[:10] + ("0" if sig[10] != "0" else "1") + sig[11:]
+        links = [
+            {"type": "SIGNER", "payload": self.owner.address, "signature": ""},
+            {
+                "type": "ECDSA_EPHEMERAL",
+                "payload": self.ephemeral_text,
+                "signature": self.ephemeral_sig,
+            },
+            {"type": "ECDSA_SIGNED_ENTITY", "payload": payload, "signature": sig},
+        ]
+        return json.dumps(links, separators=(",", ":"))
+
+
+class Closed(Exception):
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"closed {code} {reason!r}")
+        self.code = code
+        self.reason = reason
+
+
+class _Socket:
+    def __init__(self, packet_type: str) -> None:
+        self.packet_type = packet_type
+        self.session: aiohttp.ClientSession | None = None
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.inbox: list[dict[str, Any]] = []
+
+    async def open(self, url: str) -> None:
+        self.session = aiohttp.ClientSession()
+        self.ws = await self.session.ws_connect(url, autoping=True, max_msg_size=1 << 22)
+
+    async def send(self, message: dict[str, Any], type_name: str | None = None) -> None:
+        assert self.ws is not None
+        await self.ws.send_bytes(codec.encode(type_name or self.packet_type, message))
+
+    async def send_raw(self, data: bytes) -> None:
+        assert self.ws is not None
+        await self.ws.send_bytes(data)
+
+    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        """Next packet (decoded dict); raises Closed when the server closed the socket."""
+        if self.inbox:
+            return self.inbox.pop(0)
+        assert self.ws is not None
+        msg = await self.ws.receive(timeout)
+        if msg.type == aiohttp.WSMsgType.BINARY:
+            out: dict[str, Any] = codec.decode(self.packet_type, msg.data, including_defaults=True)
+            return out
+        if msg.type in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSING,
+            aiohttp.WSMsgType.CLOSED,
+        ):
+            raise Closed(self.ws.close_code, str(msg.extra or ""))
+        raise AssertionError(f"unexpected frame {msg.type}")
+
+    async def expect(self, kind: str, timeout: float = 5.0, **match: Any) -> dict[str, Any]:
+        """Wait for a packet with key ``kind`` (and matching fields); keep the others."""
+        deadline = time.monotonic() + timeout
+        kept: list[dict[str, Any]] = []
+        try:
+            while True:
+                for i, p in enumerate(self.inbox):
+                    if kind in p and all(p[kind].get(k) == v for k, v in match.items()):
+                        return self.inbox.pop(i)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"no {kind} {match} within {timeout}s; got {kept + self.inbox}"
+                    )
+                assert self.ws is not None
+                msg = await self.ws.receive(left)
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    p = codec.decode(self.packet_type, msg.data, including_defaults=True)
+                    if kind in p and all(p[kind].get(k) == v for k, v in match.items()):
+                        return p
+                    kept.append(p)
+                elif msg.type in (
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSING,
+                    aiohttp.WSMsgType.CLOSED,
+                ):
+                    raise Closed(self.ws.close_code, str(msg.extra or ""))
+        finally:
+            self.inbox[:0] = kept
+
+    async def closed(self, timeout: float = 5.0) -> Closed:
+        """Read until the server closes; returns the close code and reason."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("socket still open")
+            try:
+                self.inbox.append(await self.recv(left))
+            except Closed as c:
+                return c
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.session is not None:
+            await self.session.close()
+
+
+class ArchipelagoClient(_Socket):
+    """One connector session: ``await c.connect(base)``; ``await c.handshake()``; heartbeats."""
+
+    def __init__(self, seed: int, **wallet: Any) -> None:
+        super().__init__(V3 + "ServerPacket")
+        self.wallet = Wallet(seed, **wallet)
+        self.address = self.wallet.address
+        self.challenge: dict[str, Any] = {}
+
+    async def connect(self, base_ws_url: str, path: str = "/archipelago/ws") -> ArchipelagoClient:
+        await self.open(base_ws_url + path)
+        return self
+
+    async def send_client(self, message: dict[str, Any]) -> None:
+        await self.send(message, V3 + "ClientPacket")
+
+    async def handshake(
+        self, *, forge: bool = False, expect_welcome: bool = True, claim: str | None = None
+    ) -> str:
+        """challenge_request (claiming ``claim`` or our address) -> signed chain -> welcome."""
+        claimed = claim or self.wallet.owner.address
+        await self.send_client({"challengeRequest": {"address": claimed}})
+        self.challenge = (await self.expect("challengeResponse"))["challengeResponse"]
+        chain = self.wallet.chain(self.challenge["challengeToSign"], forge=forge)
+        await self.send_client({"signedChallenge": {"authChainJson": chain}})
+        if forge or not expect_welcome or claim is not None:
+            return ""
+        welcome = await self.expect("welcome")
+        peer_id: str = welcome["welcome"]["peerId"]
+        return peer_id
+
+    async def heartbeat(
+        self, x: float, y: float, z: float, desired_room: str | None = None
+    ) -> None:
+        hb: dict[str, Any] = {"position": {"x": x, "y": y, "z": z}}
+        if desired_room is not None:
+            hb["desiredRoom"] = desired_room
+        await self.send_client({"heartbeat": hb})
+
+    async def island(self, timeout: float = 5.0, **match: Any) -> dict[str, Any]:
+        changed: dict[str, Any] = (await self.expect("islandChanged", timeout, **match))[
+            "islandChanged"
+        ]
+        return changed
+
+
+class RoomClient(_Socket):
+    """An RFC-5 WebSocket-room member joining via a ``ws-room:`` connection string."""
+
+    def __init__(self, wallet: Wallet) -> None:
+        super().__init__(RFC5)
+        self.wallet = wallet
+
+    async def join(self, conn_str: str) -> dict[str, Any]:
+        assert conn_str.startswith("ws-room:")
+        await self.open(conn_str[len("ws-room:") :])
+        await self.send({"peerIdentification": {"address": self.wallet.owner.address}})
+        ch = (await self.expect("challengeMessage"))["challengeMessage"]
+        chain = self.wallet.chain(ch["challengeToSign"])
+        await self.send({"signedChallengeForServer": {"authChainJson": chain}})
+        welcome: dict[str, Any] = (await self.expect("welcomeMessage"))["welcomeMessage"]
+        return welcome
+
+
+async def eventually(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> Any:
+    """Poll ``predicate()`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(interval)

@@ -1,0 +1,74 @@
+"""The HTTP router: routing, params, CORS, JSON errors, 404/405, HEAD and handler failures."""
+
+from __future__ import annotations
+
+import asyncio
+
+from dclcomms.http import HttpError, Request, Response, Router, json_response
+
+
+def _router() -> Router:
+    r = Router()
+    r.add("/items", lambda req: json_response({"args": req.args}))
+    r.add("/items/{id}", lambda req: json_response({"id": req.params["id"]}))
+
+    async def slow(req: Request) -> Response:
+        await asyncio.sleep(0)
+        return json_response({"ok": True}, 201)
+
+    r.add("/slow", slow, methods=("POST",))
+
+    def teapot(req: Request) -> Response:
+        raise HttpError(418, "I'm a teapot", "teapot")
+
+    r.add("/teapot", teapot)
+
+    def broken(req: Request) -> Response:
+        raise RuntimeError("bug")
+
+    r.add("/broken", broken)
+    return r
+
+
+def _get(r: Router, method: str, path: str, query: str = "") -> Response:
+    return asyncio.run(r.dispatch(Request(method, path, query, {"Host": "x"})))
+
+
+def test_routes_params_and_query() -> None:
+    r = _router()
+    resp = _get(r, "GET", "/items", "id=a&id=b&x=")
+    assert resp.status == 200 and resp.json() == {"args": {"id": ["a", "b"], "x": [""]}}
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"
+    assert resp.headers["Content-Type"] == "application/json"
+    assert _get(r, "GET", "/items/I7").json() == {"id": "I7"}
+    assert _get(r, "GET", "/items/I7/").json() == {"id": "I7"}  # trailing slash
+    assert _get(r, "POST", "/slow").status == 201
+
+
+def test_errors_are_json_with_codes() -> None:
+    r = _router()
+    nf = _get(r, "GET", "/nope")
+    assert (nf.status, nf.json()) == (404, {"error": "Not Found"})
+    assert nf.headers["Access-Control-Allow-Origin"] == "*"
+    t = _get(r, "GET", "/teapot")
+    assert (t.status, t.json()) == (418, {"error": "I'm a teapot", "code": "teapot"})
+    b = _get(r, "GET", "/broken")
+    assert (b.status, b.json()) == (
+        500,
+        {"error": "Internal error: RuntimeError", "code": "internal"},
+    )
+    m = _get(r, "DELETE", "/items")
+    assert (m.status, m.json()) == (
+        405,
+        {"error": "Method Not Allowed", "code": "method_not_allowed"},
+    )
+
+
+def test_head_and_preflight() -> None:
+    r = _router()
+    h = _get(r, "HEAD", "/items/x")
+    assert h.status == 200 and h.body == b""
+    p = _get(r, "OPTIONS", "/items")
+    assert p.status == 204
+    assert p.headers["Access-Control-Allow-Methods"] == "GET, HEAD, OPTIONS"
+    assert p.headers["Access-Control-Max-Age"] == "86400"

@@ -1,0 +1,192 @@
+"""Stats routes fed through the bus, with the reference JSON shapes (archipelago.md 5)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from dclcomms.bus import Discovery, HeartbeatBatch, InProcessBus, IslandData, IslandStatus
+from dclcomms.http import Request, Response, Router
+from dclcomms.stats import Stats
+
+A, B, C = "0x" + "a" * 40, "0x" + "b" * 40, "0x" + "c" * 40
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_700_000_000_000
+
+    def __call__(self) -> int:
+        return self.t
+
+
+def _setup(**kw: Any) -> tuple[InProcessBus, Stats, Router, Clock]:
+    bus = InProcessBus()
+    clock = Clock()
+    stats = Stats(bus, clock_ms=clock, **kw)
+    router = Router()
+    stats.routes(router)
+    return bus, stats, router, clock
+
+
+def _hb(bus: InProcessBus, addrs: list[str], pos: list[tuple[float, float, float]]) -> None:
+    n = len(addrs)
+    bus.publish_heartbeats(
+        HeartbeatBatch(addrs, np.asarray(pos, np.float32), [None] * n, np.zeros(n, np.int64))
+    )
+
+
+def _get(router: Router, path: str, query: str = "") -> Response:
+    return asyncio.run(router.dispatch(Request("GET", path, query)))
+
+
+def test_peers_islands_parcels() -> None:
+    bus, _stats, router, clock = _setup()
+    _hb(bus, [A, B], [(1.0, 2.0, 3.0), (-17.0, 0.0, 40.0)])
+    peer_a = {
+        "id": A,
+        "address": A,
+        "lastPing": clock.t,
+        "parcel": [0, 0],
+        "position": [1.0, 2.0, 3.0],
+    }
+    peer_b = {
+        "id": B,
+        "address": B,
+        "lastPing": clock.t,
+        "parcel": [-2, 2],
+        "position": [-17.0, 0.0, 40.0],
+    }
+    for prefix in ("", "/comms"):
+        assert _get(router, prefix + "/peers").json() == {"ok": True, "peers": [peer_a, peer_b]}
+        assert _get(router, prefix + f"/peers/{A.upper().replace('0X', '0x')}").json() == {
+            "ok": True,
+            "peer": peer_a,
+        }
+        r = _get(router, prefix + f"/peers/{C}")
+        assert (r.status, r.json()) == (404, {"ok": False, "peer": None})
+    assert _get(router, "/peers", f"id={B}&id={C}").json() == {"ok": True, "peers": [peer_b]}
+
+    bus.publish(
+        "engine.islands",
+        IslandStatus((IslandData("I1", (A, C), 100, (1.0, 0.0, 3.0), 0.0),)),
+    )
+    island = {
+        "id": "I1",
+        "peers": [peer_a],
+        "maxPeers": 100,
+        "center": [1.0, 0.0, 3.0],
+        "radius": 0.0,
+    }
+    assert _get(router, "/islands").json() == {"ok": True, "islands": [island]}  # C never seen
+    assert _get(router, "/comms/islands/I1").json() == island
+    r = _get(router, "/islands/I9")
+    assert (r.status, r.body) == (404, b"")
+
+    _hb(bus, [C], [(2.0, 0.0, 2.0)])
+    assert _get(router, "/parcels").json() == {
+        "parcels": [
+            {"peersCount": 2, "parcel": {"x": 0, "y": 0}},
+            {"peersCount": 1, "parcel": {"x": -2, "y": 2}},
+        ]
+    }
+
+
+def test_disconnect_and_silence_forget_peers() -> None:
+    bus, _stats, router, clock = _setup(peer_timeout_ms=60_000)
+    _hb(bus, [A, B], [(0.0, 0.0, 0.0)] * 2)
+    bus.publish(f"peer.{A}.disconnect", None)
+    assert [p["id"] for p in _get(router, "/peers").json()["peers"]] == [B]
+    clock.t += 59_000
+    _hb(bus, [C], [(0.0, 0.0, 0.0)])
+    clock.t += 2_000  # B silent 61 s, C 2 s
+    assert [p["id"] for p in _get(router, "/peers").json()["peers"]] == [C]
+
+
+def test_core_status_follows_discovery() -> None:
+    bus, _stats, router, clock = _setup()
+    assert _get(router, "/core-status").json() == {"healthy": False, "userCount": 0}
+    bus.publish("engine.discovery", Discovery("archipelago", clock.t, "abc", 3))
+    assert _get(router, "/core-status").json() == {"healthy": True, "userCount": 3}
+    clock.t += 90_000
+    assert _get(router, "/core-status").json() == {"healthy": False, "userCount": 3}
+
+
+def test_hot_scenes_without_content_server_group_by_parcel() -> None:
+    bus, _stats, router, _clock = _setup()
+    _hb(bus, [A, B, C], [(1.0, 0.0, 1.0), (2.0, 0.0, 2.0), (100.0, 0.0, -1.0)])
+    assert _get(router, "/hot-scenes").json() == [
+        {"id": "0,0", "name": "", "baseCoords": [0, 0], "usersTotalCount": 2, "parcels": [[0, 0]]},
+        {
+            "id": "6,-1",
+            "name": "",
+            "baseCoords": [6, -1],
+            "usersTotalCount": 1,
+            "parcels": [[6, -1]],
+        },
+    ]
+
+
+def test_hot_scenes_from_a_real_content_server() -> None:
+    calls: list[list[str]] = []
+    scene = {
+        "id": "bafyscene",
+        "pointers": ["0,0", "0,1", "6,-1"],
+        "content": [{"file": "thumb.png", "hash": "bafythumb"}],
+        "metadata": {
+            "display": {"title": "Plaza", "navmapThumbnail": "thumb.png", "description": "hi"},
+            "scene": {"base": "0,0", "parcels": ["0,0", "0,1", "6,-1"]},
+            "contact": {"name": "Ann"},
+            "source": {"projectId": "p1"},
+        },
+    }
+
+    async def active(request: web.Request) -> web.Response:
+        body = await request.json()
+        calls.append(sorted(body["pointers"]))
+        return web.json_response([scene] if "0,0" in body["pointers"] else [])
+
+    async def run() -> None:
+        app = web.Application()
+        app.router.add_post("/entities/active", active)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            bus, stats, router, _clock = _setup(content_url=f"http://127.0.0.1:{port}")
+            _hb(bus, [A, B, C], [(1.0, 0.0, 1.0), (2.0, 0.0, 20.0), (500.0, 0.0, 500.0)])
+            r = await router.dispatch(Request("GET", "/hot-scenes"))
+            assert json.loads(r.body) == [
+                {
+                    "id": "bafyscene",
+                    "name": "Plaza",
+                    "baseCoords": [0, 0],
+                    "usersTotalCount": 2,
+                    "parcels": [[0, 0], [0, 1], [6, -1]],
+                    "thumbnail": f"http://127.0.0.1:{port}/contents/bafythumb",
+                    "creator": "Ann",
+                    "projectId": "p1",
+                    "description": "hi",
+                }
+            ]
+            await router.dispatch(Request("GET", "/hot-scenes"))  # cached: no second call
+            assert calls == [["0,0", "0,1", "31,31"]]
+        finally:
+            await runner.cleanup()
+        r = await router.dispatch(Request("GET", "/hot-scenes"))  # cache still valid
+        assert r.status == 200
+        stats.scene_cache_s = 0
+        stats._scene_cache.clear()
+        r = await router.dispatch(Request("GET", "/hot-scenes"))  # server gone
+        assert (r.status, json.loads(r.body)) == (
+            503,
+            {"error": "content server unavailable", "code": "content_unavailable"},
+        )
+
+    asyncio.run(run())

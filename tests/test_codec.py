@@ -16,8 +16,8 @@ import pytest
 import dclcomms
 from dclcomms import codec, errors
 
-from .codec_schema import strip_implicit_defaults
 from .conftest import load_conformance
+from .test_codec_schema import strip_implicit_defaults
 
 V3 = "decentraland.kernel.comms.v3."
 RFC5 = "decentraland.kernel.comms.rfc5."
@@ -400,3 +400,17 @@ def test_frame_type_constants_are_known_types() -> None:
     names += [codec.WS_PACKET, codec.RFC4_PACKET]
     assert names == [CLIENT, SERVER, HEARTBEAT, ISLAND, WS, PACKET]
     assert set(names) <= set(codec.message_types())
+
+
+def test_codec_demo_width_option() -> None:
+    assert codec.demo_main(["--width", "2"]) == 0
+    with pytest.raises(SystemExit) as info:
+        codec.demo_main(["--width", "0"])
+    assert info.value.code == 2
+
+
+def test_module_docstring_examples() -> None:
+    import doctest
+
+    result = doctest.testmod(codec)
+    assert result.attempted >= 4 and result.failed == 0

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 import dclcomms
 from dclcomms import codec, errors
 
-from .codec_schema import descriptor, is_map, message_class, real_oneof
+from .test_codec_schema import descriptor, is_map, message_class, real_oneof
 
 FD = FieldDescriptor
 PACKET_TYPES = [

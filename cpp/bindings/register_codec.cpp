@@ -1,6 +1,7 @@
 // Python bindings for the codec area: Python values are converted to the C++
-// Value tree (GIL held), the codec runs with the GIL released, and results are
-// converted back (GIL held again).
+// Value tree (GIL held), the codec runs with the GIL released (for inputs big
+// enough to be worth it, see kReleaseGilMinBytes), and results are converted
+// back (GIL held again).
 
 #include <Python.h>
 #include <pybind11/pybind11.h>
@@ -31,6 +32,21 @@ using codec::Value;
 // nest at most 100 levels; maps and lists add one level each).
 constexpr int kMaxValueDepth = 3 * codec::wire::kMaxDepth;
 
+// Releasing the GIL costs ~0.1-0.2 us, and while other threads run the
+// reacquire can wait a whole switch interval (5 ms): release it only for work
+// on inputs of at least this many bytes (CPython's hashlib does the same, 2 KiB).
+constexpr size_t kReleaseGilMinBytes = 2048;
+
+class ReleaseGilIf {
+ public:
+  explicit ReleaseGilIf(bool release) {
+    if (release) release_.emplace();
+  }
+
+ private:
+  std::optional<py::gil_scoped_release> release_;
+};
+
 [[noreturn]] void encode_error(const char* code, const std::string& msg) {
   throw Error(ErrorKind::Encode, code, msg);
 }
@@ -45,7 +61,8 @@ std::string utf8_of(PyObject* s) {
   return std::string(p, static_cast<size_t>(n));
 }
 
-Value to_value(py::handle h, int depth) {
+Value to_value(py::handle h, int depth, size_t& weight) {
+  weight += 8;
   if (depth > kMaxValueDepth) {
     encode_error("too_deep", "value nested deeper than " + std::to_string(kMaxValueDepth));
   }
@@ -70,14 +87,18 @@ Value to_value(py::handle h, int depth) {
                  "integer " + py::str(h).cast<std::string>() + " does not fit in 64 bits");
   }
   if (PyFloat_Check(o)) return Value(PyFloat_AS_DOUBLE(o));
-  if (PyUnicode_Check(o)) return Value(utf8_of(o));
+  if (PyUnicode_Check(o)) {
+    std::string text = utf8_of(o);
+    weight += text.size();
+    return Value(std::move(text));
+  }
   if (PyBytes_Check(o)) {
     return Value(
         codec::Bytes{std::string(PyBytes_AS_STRING(o), static_cast<size_t>(PyBytes_GET_SIZE(o)))});
   }
   if (PyByteArray_Check(o) || PyMemoryView_Check(o)) {
     py::bytes copy(py::reinterpret_steal<py::object>(PyBytes_FromObject(o)));
-    return to_value(copy, depth);
+    return to_value(copy, depth, weight);
   }
   if (PyDict_Check(o)) {
     codec::Object obj;
@@ -97,7 +118,7 @@ Value to_value(py::handle h, int depth) {
         encode_error("bad_type",
                      std::string("dict keys must be str or int, got ") + Py_TYPE(key)->tp_name);
       }
-      obj.emplace_back(std::move(k), to_value(val, depth + 1));
+      obj.emplace_back(std::move(k), to_value(val, depth + 1, weight));
     }
     return Value(std::move(obj));
   }
@@ -106,7 +127,7 @@ Value to_value(py::handle h, int depth) {
     const Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
     list.reserve(static_cast<size_t>(n));
     for (Py_ssize_t i = 0; i < n; ++i) {
-      list.push_back(to_value(PySequence_Fast_GET_ITEM(o, i), depth + 1));
+      list.push_back(to_value(PySequence_Fast_GET_ITEM(o, i), depth + 1, weight));
     }
     return Value(std::move(list));
   }
@@ -118,7 +139,7 @@ Value to_value(py::handle h, int depth) {
       PyErr_Clear();
       encode_error("bad_type", std::string("cannot convert ") + Py_TYPE(o)->tp_name + " to int");
     }
-    return to_value(i, depth);
+    return to_value(i, depth, weight);
   }
   if (Py_TYPE(o)->tp_as_number != nullptr && Py_TYPE(o)->tp_as_number->nb_float != nullptr) {
     const double d = PyFloat_AsDouble(o);
@@ -258,15 +279,16 @@ void register_codec(py::module_& m) {
       "codec_encode",
       [](const std::string& type_name, const py::object& message) {
         Value v;
+        size_t weight = 0;  // approximate encoded size
         try {
-          v = to_value(message, 0);
+          v = to_value(message, 0, weight);
         } catch (const Error& e) {
           codec::wire::rethrow_with_type_name(e, type_name);
         }
         std::string out;
         {
           // Safe: only the C++ copies (type_name, v, out) are used here.
-          py::gil_scoped_release release;
+          ReleaseGilIf release(weight >= kReleaseGilMinBytes);
           out = codec::encode(type_name, v);
         }
         return py::bytes(out);
@@ -282,7 +304,7 @@ void register_codec(py::module_& m) {
         {
           // Safe: `data` is an immutable bytes object kept alive by the caller's
           // reference for the whole call; no Python object is touched.
-          py::gil_scoped_release release;
+          ReleaseGilIf release(bytes.size() >= kReleaseGilMinBytes);
           v = codec::decode(type_name, bytes, codec::DecodeOptions{including_defaults});
         }
         return from_value(v);
@@ -315,10 +337,12 @@ void register_codec(py::module_& m) {
         } catch (const Error& e) {
           codec::wire::rethrow_with_type_name(e, kIslandChangedType);
         }
+        size_t weight = msg.conn_str.size();
+        for (const auto& peer : msg.peers) weight += peer.first.size() + 20;
         std::string out;
         {
           // Safe: msg and out are C++ values converted above.
-          py::gil_scoped_release release;
+          ReleaseGilIf release(weight >= kReleaseGilMinBytes);
           out = server_packet ? codec::encode_server_island_changed(msg)
                               : codec::encode_island_changed_message(msg);
         }
@@ -335,7 +359,7 @@ void register_codec(py::module_& m) {
         codec::Heartbeat hb;
         {
           // Safe: immutable bytes kept alive by the caller; C++ values only.
-          py::gil_scoped_release release;
+          ReleaseGilIf release(bytes.size() >= kReleaseGilMinBytes);
           hb = codec::decode_heartbeat(bytes);
         }
         py::dict out;

@@ -4,6 +4,8 @@
 
 #include "dclcomms/codec/fast.hpp"
 
+#include <unordered_map>
+
 #include "dclcomms/codec/wire.hpp"
 #include "dclcomms/error.hpp"
 #include "internal.hpp"
@@ -171,6 +173,11 @@ char* put_island_changed_body(char* p, const IslandChanged& msg) noexcept {
 
 void read_island_changed(std::string_view data, const char* origin, int depth, IslandChanged& msg) {
   check_depth(depth, data, origin);
+  // Peer ids as views into `data` (parallel to msg.peers), and a hash index
+  // once the map is big enough that linear duplicate checks would be quadratic.
+  constexpr size_t kLinearPeers = 16;
+  std::vector<std::string_view> ids;
+  std::unordered_map<std::string_view, size_t> index;
   WireReader r(data, origin);
   while (!r.at_end()) {
     uint32_t n = 0;
@@ -190,9 +197,8 @@ void read_island_changed(std::string_view data, const char* origin, int depth, I
       const std::string_view span = r.read_length_delimited();
       check_depth(depth + 1, span, origin);
       WireReader er(span, origin);
-      std::string key;
+      std::string_view key;
       Position pos;
-      bool have_pos = false;
       while (!er.at_end()) {
         uint32_t en = 0;
         uint32_t ewt = 0;
@@ -200,23 +206,32 @@ void read_island_changed(std::string_view data, const char* origin, int depth, I
         if (en == 1 && ewt == wire::kLen) {
           key = read_string(er, "key");
         } else if (en == 2 && ewt == wire::kLen) {
-          const std::string_view ps = er.read_length_delimited();
-          if (!have_pos) pos = Position{};
-          have_pos = true;
-          read_position(ps, origin, depth + 2, pos);
+          read_position(er.read_length_delimited(), origin, depth + 2, pos);  // merged
         } else {
           er.skip(en, ewt, depth + 1);
         }
       }
-      bool replaced = false;
-      for (auto& [k, p] : msg.peers) {
-        if (k == key) {
-          p = pos;
-          replaced = true;
-          break;
+      size_t at = ids.size();
+      if (ids.size() < kLinearPeers) {
+        for (size_t i = 0; i < ids.size(); ++i) {
+          if (ids[i] == key) {
+            at = i;
+            break;
+          }
         }
+      } else {
+        if (index.empty()) {
+          for (size_t i = 0; i < ids.size(); ++i) index.emplace(ids[i], i);
+        }
+        const auto [it, inserted] = index.emplace(key, ids.size());
+        if (!inserted) at = it->second;
       }
-      if (!replaced) msg.peers.emplace_back(std::move(key), pos);
+      if (at < ids.size()) {
+        msg.peers[at].second = pos;
+      } else {
+        ids.push_back(key);
+        msg.peers.emplace_back(std::string(key), pos);
+      }
     }
   }
 }

@@ -22,7 +22,12 @@ def test_bench_engine_quick() -> None:
     data = json.loads(out.stdout)
     assert data["bench"] == "engine"
     combos = {(r["peers"], r["layout"]) for r in data["results"]}
-    assert combos == {(1000, "uniform"), (1000, "clustered"), (5000, "uniform"), (5000, "clustered")}
+    assert combos == {
+        (1000, "uniform"),
+        (1000, "clustered"),
+        (5000, "uniform"),
+        (5000, "clustered"),
+    }
     for r in data["results"]:
         assert r["islands"] > 0
         assert r["heartbeat"]["changes_when_still"] == 0

@@ -601,3 +601,27 @@ TEST(ArchipelagoPolicy, AdmissionGateKeepsPeersPending) {
   EXPECT_TRUE(e.flush().empty());
   EXPECT_EQ(Oracle::check(e), "");
 }
+
+TEST(ArchipelagoSplit, BrokenTreeEdgeWithAnotherPathDoesNotSplit) {
+  // a is the tree parent of b and c (both joined next to a). Moving b out of
+  // a's reach breaks its tree edge, but b still reaches c: no split.
+  arch::Engine e({});
+  e.update("a", 0, 0, 0);
+  e.flush();
+  e.update("b", 60, 0, 0);
+  e.flush();
+  e.update("c", 30, 0, 50);
+  e.flush();
+  ASSERT_EQ(e.island_count(), 1u);
+  e.update("b", 85, 0, 10);
+  EXPECT_TRUE(e.flush().empty());
+  EXPECT_EQ(e.island_count(), 1u);
+  e.update("b", 86, 0, 10);  // still connected through c, tree rebuilt last time
+  EXPECT_TRUE(e.flush().empty());
+  e.update("b", 120, 0, 0);  // now 103 m from c: splits off
+  auto ch = e.flush();
+  ASSERT_EQ(ch.size(), 1u);
+  EXPECT_EQ(ch[0].peer_id, "b");
+  EXPECT_EQ(ch[0].island_id, "I2");
+  EXPECT_EQ(Oracle::check(e), "");
+}

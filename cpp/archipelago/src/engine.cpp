@@ -215,6 +215,11 @@ void validate(const Config& c) {
   }
   if (c.leave_distance < c.join_distance) bad("leave_distance must be >= join_distance");
   if (c.max_island_size < 1) bad("max_island_size must be >= 1");
+  for (char ch : c.id_epoch) {
+    if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z'))) {
+      bad("id_epoch must be empty or made of [0-9a-z]");
+    }
+  }
   if (!valid_prefix(c.id_prefix)) {
     bad("id_prefix must be non-empty without '.', '*', '>', whitespace or control characters");
   }
@@ -305,6 +310,7 @@ struct Engine::Impl {
     join2 = cfg.join_distance * cfg.join_distance;
     leave2 = cfg.leave_distance * cfg.leave_distance;
     inv_cell = 1.0 / cfg.join_distance;
+    id_base = cfg.id_epoch.empty() ? cfg.id_prefix : cfg.id_prefix + cfg.id_epoch + "-";
     max_capacity = cfg.max_island_size;
   }
 
@@ -348,11 +354,12 @@ struct Engine::Impl {
 
   // --- islands -------------------------------------------------------------
 
-  std::string id_of_seq(uint64_t seq) const { return island_id(cfg.id_prefix, seq); }
+  std::string id_base;  // prefix [+ epoch + "-"]
+  std::string id_of_seq(uint64_t seq) const { return island_id(id_base, seq); }
 
   // The island slot an id names, or kNone.
   uint32_t slot_of_id(std::string_view id) const {
-    const std::string& p = cfg.id_prefix;
+    const std::string& p = id_base;
     if (id.size() <= p.size() || id.substr(0, p.size()) != p) return kNone;
     std::string_view digits = id.substr(p.size());
     if (digits.size() > 12 || digits[0] == '0') return kNone;  // canonical form only

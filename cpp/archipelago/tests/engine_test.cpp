@@ -625,3 +625,25 @@ TEST(ArchipelagoSplit, BrokenTreeEdgeWithAnotherPathDoesNotSplit) {
   EXPECT_EQ(ch[0].island_id, "I2");
   EXPECT_EQ(Oracle::check(e), "");
 }
+
+TEST(ArchipelagoIds, BootEpoch) {
+  arch::Config c;
+  c.id_epoch = "k3x9";
+  c.max_island_size = 3;
+  arch::Engine e(c);
+  e.update("a1", 0, 0, 0);
+  e.update("a2", -10, 0, 0);
+  e.update("b1", 120, 0, 0);
+  e.flush();
+  EXPECT_EQ(*e.island_of("a1"), "Ik3x9-1");
+  EXPECT_EQ(*e.island_of("b1"), "Ik3x9-2");
+  // Within join of both islands: the preference (an epoch id) decides.
+  e.update("n", 60, 0, 0, arch::PreferenceOp::Set, "Ik3x9-2");
+  e.flush();
+  EXPECT_EQ(*e.island_of("n"), "Ik3x9-2");
+  for (const char* bad : {"K3", "a-b", "a b", "\xc3\xa9"}) {
+    arch::Config d;
+    d.id_epoch = bad;
+    EXPECT_THROW(arch::Engine{d}, dclcomms::Error) << bad;
+  }
+}

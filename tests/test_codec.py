@@ -16,8 +16,8 @@ import pytest
 import dclcomms
 from dclcomms import codec, errors
 
-from .codec_schema import strip_implicit_defaults
 from .conftest import load_conformance
+from .test_codec_schema import strip_implicit_defaults
 
 V3 = "decentraland.kernel.comms.v3."
 RFC5 = "decentraland.kernel.comms.rfc5."
@@ -350,3 +350,67 @@ def test_codec_demo_cli() -> None:
     assert len(lines) == 1 + len(codec.DEMO_MESSAGES)
     assert all(line.endswith(" ok") for line in lines[1:]), out.stdout
     assert any("3200" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("peers", "code"),
+    [
+        ("0xabc", "bad_type"),
+        ([("0xa",)], "bad_type"),
+        ([(1, (0.0, 0.0, 0.0))], "bad_type"),
+        ([("0xa", (0.0, 0.0))], "bad_type"),
+        ([("0xa", "xyz")], "bad_type"),
+        ([("0xa", 3)], "bad_type"),
+        ([("0xa", (0.0, "1", 0.0))], "bad_type"),
+        ([("0xa", (0.0, True, 0.0))], "bad_type"),
+        ([("0xa", (0.0, 1e300, 0.0))], "out_of_range"),
+        ([("0xa", (0.0, 10**400, 0.0))], "out_of_range"),
+        ([("\ud800", (0.0, 0.0, 0.0))], "bad_type"),
+    ],
+)
+def test_encode_island_changed_rejects_malformed_peers(peers: Any, code: str) -> None:
+    with pytest.raises(dclcomms.EncodeError) as info:
+        codec.encode_island_changed("I1", "c", None, peers)
+    assert info.value.code == code
+    assert str(info.value).startswith(ISLAND + ": ")
+
+
+def test_encode_island_changed_accepts_lists_and_ints() -> None:
+    expected = codec.encode(ISLAND, {"islandId": "I1", "peers": {"0xa": {"x": 1.0, "z": 3.0}}})
+    assert codec.encode_island_changed("I1", "", None, [["0xa", [1, 0, 3]]]) == expected  # type: ignore[list-item]
+
+
+def test_numpy_scalars_and_rows_are_accepted() -> None:
+    np = pytest.importorskip("numpy")
+    expected = codec.encode(
+        ISLAND, {"islandId": "I1", "peers": {"0xa": {"x": 1.5, "y": 0.0, "z": -2.0}}}
+    )
+    rows = np.array([[1.5, 0.0, -2.0]], dtype=np.float32)
+    assert codec.encode_island_changed("I1", "", None, [("0xa", rows[0])]) == expected
+    scalars = [("0xa", (np.float32(1.5), np.float64(0.0), np.int64(-2)))]
+    assert codec.encode_island_changed("I1", "", None, scalars) == expected  # type: ignore[arg-type]
+    as_numpy = {"islandId": "I1", "peers": {"0xa": {"x": np.float32(1.5), "z": np.int32(-2)}}}
+    assert codec.encode(ISLAND, as_numpy) == expected
+    status = codec.encode(STATUS, {"currentTime": np.uint64(2**64 - 1), "userCount": np.int8(3)})
+    assert codec.decode(STATUS, status) == {"currentTime": "18446744073709551615", "userCount": 3}
+
+
+def test_frame_type_constants_are_known_types() -> None:
+    names = [codec.CLIENT_PACKET, codec.SERVER_PACKET, codec.HEARTBEAT, codec.ISLAND_CHANGED]
+    names += [codec.WS_PACKET, codec.RFC4_PACKET]
+    assert names == [CLIENT, SERVER, HEARTBEAT, ISLAND, WS, PACKET]
+    assert set(names) <= set(codec.message_types())
+
+
+def test_codec_demo_width_option() -> None:
+    assert codec.demo_main(["--width", "2"]) == 0
+    with pytest.raises(SystemExit) as info:
+        codec.demo_main(["--width", "0"])
+    assert info.value.code == 2
+
+
+def test_module_docstring_examples() -> None:
+    import doctest
+
+    result = doctest.testmod(codec)
+    assert result.attempted >= 4 and result.failed == 0

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 import dclcomms
 from dclcomms import codec, errors
 
-from .codec_schema import descriptor, is_map, message_class, real_oneof
+from .test_codec_schema import descriptor, is_map, message_class, real_oneof
 
 FD = FieldDescriptor
 PACKET_TYPES = [
@@ -202,7 +202,7 @@ def _valid_corpus(type_name: str) -> list[bytes]:
     """Valid encodings to cut and corrupt (built once, derandomized)."""
     corpus: list[bytes] = []
 
-    @settings(derandomize=True, max_examples=200, deadline=None, database=None)
+    @settings(derandomize=True, max_examples=100, deadline=None, database=None)
     @given(messages(descriptor(type_name)))
     def collect(message: dict[str, Any]) -> None:
         corpus.append(codec.encode(type_name, message))
@@ -236,7 +236,7 @@ def test_random_and_damaged_buffers_never_crash(type_name: str) -> None:
 
     @settings(
         derandomize=True,
-        max_examples=500,
+        max_examples=300,
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),

@@ -2,7 +2,7 @@
 # tests/test_stubs.py checks these against the built module: every public name
 # and every parameter name must match.
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -22,7 +22,7 @@ def codec_encode_island_changed(
     island_id: str,
     conn_str: str,
     from_island_id: str | None,
-    peers: list[tuple[str, tuple[float, float, float]]],
+    peers: Sequence[tuple[str, tuple[float, float, float]]],
     server_packet: bool = False,
 ) -> bytes: ...
 def codec_decode_heartbeat(data: bytes) -> dict[str, Any]: ...
@@ -112,3 +112,50 @@ class ArchipelagoEngine:
     def last_flush_stats(self) -> dict[str, int]: ...
 
 # --- ws ----------------------------------------------------------------------
+
+class WsServer:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        io_threads: int,
+        auth_threads: int,
+        max_frame_bytes: int,
+        connector: bool,
+        connector_handshake_timeout_ms: int,
+        heartbeat_max_per_s: int,
+        connector_max_queued_bytes: int,
+        rooms: bool,
+        rooms_handshake_timeout_ms: int,
+        rooms_max_users: int,
+        rooms_soft_limit_bytes: int,
+        rooms_hard_limit_bytes: int,
+        ws_room_secret: str | None,
+        ws_room_require_token: bool,
+        http_timeout_ms: int,
+        max_pending_frames: int,
+        idle_timeout_ms: int,
+    ) -> None: ...
+    def start(self) -> int: ...
+    def stop(self) -> None: ...
+    @property
+    def port(self) -> int: ...
+    def fileno(self) -> int: ...
+    def poll(self, max_events: int) -> list[tuple[object, ...]]: ...
+    def respond(
+        self, request_id: int, status: int, headers: list[tuple[str, str]], body: bytes
+    ) -> None: ...
+    def send_island_changed(
+        self,
+        address: str,
+        island_id: str,
+        conn_str: str,
+        from_island_id: str | None,
+        peers: list[tuple[str, tuple[float, float, float]]],
+    ) -> None: ...
+    def send_join_island(self, address: str, island_id: str, peer_id: str) -> None: ...
+    def send_left_island(self, address: str, island_id: str, peer_id: str) -> None: ...
+    def kick(self, address: str, code: int, reason: str) -> None: ...
+    def set_deny_list(self, addresses: list[str]) -> None: ...
+    def stats(self) -> dict[str, dict[str, object]]: ...

@@ -15,7 +15,7 @@ Verification never raises on bad input: :func:`verify_auth_chain`,
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dclcomms import _core
@@ -166,3 +166,34 @@ def livekit_token(
         metadata,
         None if grants is None else dict(grants),
     )
+
+
+def verify_main(argv: Sequence[str]) -> int:
+    """``dclcomms auth-verify``: check an auth chain by hand (debugging client logins).
+
+    Reads the chain JSON from a file or stdin, prints the AuthResult as JSON and
+    exits 0 when it verifies, 1 otherwise.
+    """
+    import argparse
+    import dataclasses
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="dclcomms auth-verify", description="Verify an auth chain against a payload."
+    )
+    parser.add_argument("payload", help="the expected final payload (e.g. the challenge)")
+    parser.add_argument("chain", nargs="?", default="-", help="chain JSON file (default: stdin)")
+    parser.add_argument("--now-ms", type=int, default=None, help="clock (default: now)")
+    parser.add_argument("--provider", default=None, help="JSON-RPC URL for EIP-1654 links")
+    args = parser.parse_args(list(argv))
+    if args.chain == "-":
+        text = sys.stdin.read()
+    else:
+        with open(args.chain, encoding="utf-8") as f:
+            text = f.read()
+    result = verify_auth_chain(
+        text.strip(), args.payload, now_ms=args.now_ms, provider=args.provider
+    )
+    print(json.dumps(dataclasses.asdict(result), indent=2))
+    return 0 if result.ok else 1

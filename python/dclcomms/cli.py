@@ -15,6 +15,9 @@ from collections.abc import Callable, Sequence
 # name -> (entry point "module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "codec-demo": ("dclcomms.codec:demo_main", "encode and decode the wire conformance messages"),
+    "auth-verify": ("dclcomms.auth:verify_main", "verify an auth chain (file or stdin) by hand"),
+    "rooms": ("dclcomms.rooms:main", "standalone RFC-5 WebSocket room service (/rooms/<roomId>)"),
+    "sim": ("dclcomms.sim.cli:main", "run the offline island simulator, print a JSON summary"),
 }
 
 

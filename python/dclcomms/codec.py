@@ -15,18 +15,25 @@ writes fields in declaration order, byte-compatible with the reference
 >>> codec.decode("decentraland.kernel.comms.v3.ServerPacket", frame)
 {'kicked': {}}
 
-All functions release the GIL while encoding or decoding and are thread-safe.
+All functions are thread-safe and release the GIL while encoding or decoding
+inputs of 2 KiB or more (below that, releasing costs more than it frees).
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from dclcomms import _core
 
 __all__ = [
+    "CLIENT_PACKET",
+    "HEARTBEAT",
+    "ISLAND_CHANGED",
+    "RFC4_PACKET",
+    "SERVER_PACKET",
+    "WS_PACKET",
     "decode",
     "decode_heartbeat",
     "demo_main",
@@ -37,6 +44,15 @@ __all__ = [
 ]
 
 BytesLike = bytes | bytearray | memoryview
+
+# The frame types by role (wire.md): archipelago client->server and
+# server->client frames, the NATS payloads, RFC-5 room frames, RFC-4 peer payloads.
+CLIENT_PACKET: Final = "decentraland.kernel.comms.v3.ClientPacket"
+SERVER_PACKET: Final = "decentraland.kernel.comms.v3.ServerPacket"
+HEARTBEAT: Final = "decentraland.kernel.comms.v3.Heartbeat"
+ISLAND_CHANGED: Final = "decentraland.kernel.comms.v3.IslandChangedMessage"
+WS_PACKET: Final = "decentraland.kernel.comms.rfc5.WsPacket"
+RFC4_PACKET: Final = "decentraland.kernel.comms.rfc4.Packet"
 
 
 def encode(type_name: str, message: Mapping[str, Any]) -> bytes:
@@ -90,10 +106,11 @@ def encode_island_changed(
     ``peers`` is a sequence of ``(peer_id, (x, y, z))`` in island member order;
     positions are stored as float32. With ``server_packet=True`` the result is
     the ``ServerPacket{island_changed}`` WebSocket frame instead. Same bytes as
-    :func:`encode` of the equivalent dict.
+    :func:`encode` of the equivalent dict. Raises :class:`dclcomms.EncodeError`
+    (``bad_type``, ``out_of_range``) for malformed peers.
     """
     return _core.codec_encode_island_changed(
-        island_id, conn_str, from_island_id, list(peers), server_packet
+        island_id, conn_str, from_island_id, peers, server_packet
     )
 
 
@@ -177,7 +194,9 @@ def demo_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--width", type=int, default=16, help="hex prefix length in bytes")
     ns = parser.parse_args(list(argv))
-    print(f"{'type':<44} {'bytes':>5}  {'hex prefix':<{2 * ns.width + 1}} round-trip")
+    if ns.width < 1:
+        parser.error("--width must be at least 1")
+    print(f"{'type':<44} {'bytes':>5}  {'hex prefix':<{2 * ns.width + 3}} round-trip")
     failures = 0
     for type_name, message in DEMO_MESSAGES:
         data = encode(type_name, message)
@@ -186,7 +205,7 @@ def demo_main(argv: Sequence[str]) -> int:
             and encode(type_name, decode(type_name, data)) == data
         )
         failures += not ok
-        prefix = data[: ns.width].hex() + ("…" if len(data) > ns.width else "")
+        prefix = data[: ns.width].hex() + ("..." if len(data) > ns.width else "")
         short = type_name.removeprefix("decentraland.kernel.comms.")
-        print(f"{short:<44} {len(data):>5}  {prefix:<{2 * ns.width + 1}} {'ok' if ok else 'FAIL'}")
+        print(f"{short:<44} {len(data):>5}  {prefix:<{2 * ns.width + 3}} {'ok' if ok else 'FAIL'}")
     return 1 if failures else 0

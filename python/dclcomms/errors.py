@@ -122,7 +122,16 @@ CODES: dict[type[Error], frozenset[str]] = {
         }
     ),
     ConfigError: frozenset(
-        # archipelago: invalid_position (non-finite), invalid_peer_id (empty / not a str)
-        {"invalid_parameter", "invalid_position", "invalid_peer_id"}
+        {
+            "invalid_parameter",
+            # archipelago: invalid_position (non-finite), invalid_peer_id (empty / not a str)
+            "invalid_position",
+            "invalid_peer_id",
+            # ws server (dclcomms.ws.Server)
+            "already_started",
+            "invalid_host",
+            "bind_failed",
+            "eventfd_failed",
+        }
     ),
 }

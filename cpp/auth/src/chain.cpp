@@ -4,6 +4,7 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <array>
 #include <exception>
 #include <stdexcept>
 
@@ -150,6 +151,101 @@ bool check_eip1271(const std::string& message, std::string_view sig, const std::
   return false;
 }
 
+// SAX reader for step 1/2: keeps only what the schema and the walk need
+// (type, payload, signature of the first kMaxLinks links) instead of building
+// a DOM. Parsing always runs to the end, so invalid JSON is reported as
+// json_invalid even after a schema problem. Duplicate keys: the last wins
+// (JSON.parse semantics).
+enum class Kind { Absent, String, Null, Other };
+
+struct Field {
+  Kind kind = Kind::Absent;
+  std::string text;
+};
+
+struct RawLink {
+  bool is_object = false;
+  Field type, payload, signature;
+};
+
+class ChainReader final : public nlohmann::json_sax<json> {
+ public:
+  bool top_is_array = false;
+  size_t count = 0;  // top-level items
+  std::array<RawLink, kMaxLinks> links;
+
+  bool null() override { return value(Kind::Null, nullptr); }
+  bool boolean(bool) override { return value(Kind::Other, nullptr); }
+  bool number_integer(number_integer_t) override { return value(Kind::Other, nullptr); }
+  bool number_unsigned(number_unsigned_t) override { return value(Kind::Other, nullptr); }
+  bool number_float(number_float_t, const string_t&) override {
+    return value(Kind::Other, nullptr);
+  }
+  bool string(string_t& val) override { return value(Kind::String, &val); }
+  bool binary(binary_t&) override { return value(Kind::Other, nullptr); }
+
+  bool start_object(std::size_t) override {
+    value(Kind::Other, nullptr);
+    if (depth_ == 1 && top_is_array && count <= kMaxLinks) {
+      in_link_ = true;
+      if (count - 1 < kMaxLinks) links[count - 1].is_object = true;
+    }
+    ++depth_;
+    return true;
+  }
+  bool end_object() override {
+    --depth_;
+    if (depth_ == 1) in_link_ = false;
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    if (depth_ == 0) {
+      top_is_array = true;
+    } else {
+      value(Kind::Other, nullptr);
+    }
+    ++depth_;
+    return true;
+  }
+  bool end_array() override {
+    --depth_;
+    return true;
+  }
+  bool key(string_t& val) override {
+    if (depth_ == 2 && in_link_) {
+      current_ = val == "type"        ? &links[count - 1].type
+                 : val == "payload"   ? &links[count - 1].payload
+                 : val == "signature" ? &links[count - 1].signature
+                                      : nullptr;
+    }
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    return false;
+  }
+
+ private:
+  // A value (scalar or the start of a container) at the current depth.
+  bool value(Kind kind, string_t* text) {
+    if (depth_ == 1 && top_is_array) {
+      ++count;  // an item of the chain (objects are marked in start_object)
+    } else if (depth_ == 2 && in_link_ && current_ != nullptr) {
+      current_->kind = kind;
+      if (text != nullptr) {
+        current_->text = std::move(*text);
+      } else {
+        current_->text.clear();
+      }
+      current_ = nullptr;
+    }
+    return true;
+  }
+
+  size_t depth_ = 0;
+  bool in_link_ = false;
+  Field* current_ = nullptr;
+};
+
 AuthResult verify_impl(std::string_view chain_json, std::string_view expected, int64_t now_ms,
                        const Eip1271Check* provider) {
   AuthResult r;
@@ -157,55 +253,54 @@ AuthResult verify_impl(std::string_view chain_json, std::string_view expected, i
   if (chain_json.size() >= 3 && chain_json.substr(0, 3) == "\xEF\xBB\xBF") {
     return fail(std::move(r), "json_invalid", "leading UTF-8 byte order mark");
   }
-  const json doc = json::parse(chain_json, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) return fail(std::move(r), "json_invalid", "auth chain is not valid JSON");
+  ChainReader reader;
+  if (!json::sax_parse(chain_json, &reader, json::input_format_t::json, /*strict=*/true)) {
+    return fail(std::move(r), "json_invalid", "auth chain is not valid JSON");
+  }
 
   // 2. Schema.
-  if (!doc.is_array()) return fail(std::move(r), "schema_invalid", "auth chain is not an array");
-  if (doc.empty() || doc.size() > kMaxLinks) {
+  if (!reader.top_is_array) {
+    return fail(std::move(r), "schema_invalid", "auth chain is not an array");
+  }
+  if (reader.count == 0 || reader.count > kMaxLinks) {
     return fail(std::move(r), "schema_invalid",
-                "auth chain has " + std::to_string(doc.size()) + " links (1..10 allowed)");
+                "auth chain has " + std::to_string(reader.count) + " links (1..10 allowed)");
   }
   std::vector<Link> links;
-  links.reserve(doc.size());
-  for (size_t i = 0; i < doc.size(); ++i) {
-    const json& item = doc[i];
+  links.reserve(reader.count);
+  for (size_t i = 0; i < reader.count; ++i) {
+    const RawLink& item = reader.links[i];
     const std::string where = "link " + std::to_string(i) + ": ";
-    if (!item.is_object()) return fail(std::move(r), "schema_invalid", where + "not an object");
-    const auto t = item.find("type");
-    const auto p = item.find("payload");
-    const auto s = item.find("signature");
-    if (t == item.end() || !t->is_string()) {
+    if (!item.is_object) return fail(std::move(r), "schema_invalid", where + "not an object");
+    if (item.type.kind != Kind::String) {
       return fail(std::move(r), "schema_invalid", where + "type missing or not a string");
     }
-    const auto type = link_type(t->get_ref<const std::string&>());
+    const auto type = link_type(item.type.text);
     if (!type) return fail(std::move(r), "schema_invalid", where + "unknown link type");
-    if (p == item.end() || !p->is_string()) {
+    if (item.payload.kind != Kind::String) {
       return fail(std::move(r), "schema_invalid", where + "payload missing or not a string");
     }
-    const std::string& payload = p->get_ref<const std::string&>();
-    if (utf16_length(payload) > kMaxStringLength) {
+    if (utf16_length(item.payload.text) > kMaxStringLength) {
       return fail(std::move(r), "schema_invalid", where + "payload longer than 100000 characters");
     }
     std::string_view signature;
-    if (s == item.end()) {
+    if (item.signature.kind == Kind::Absent) {
       if (*type != LinkType::Signer) {
         return fail(std::move(r), "schema_invalid", where + "signature missing");
       }
-    } else if (s->is_string()) {
-      const std::string& sig = s->get_ref<const std::string&>();
-      if (utf16_length(sig) > kMaxStringLength) {
+    } else if (item.signature.kind == Kind::String) {
+      if (utf16_length(item.signature.text) > kMaxStringLength) {
         return fail(std::move(r), "schema_invalid",
                     where + "signature longer than 100000 characters");
       }
-      signature = sig;
-    } else if (!s->is_null()) {
+      signature = item.signature.text;
+    } else if (item.signature.kind != Kind::Null) {
       return fail(std::move(r), "schema_invalid", where + "signature not a string or null");
     }
     if (*type == LinkType::Signer && !signature.empty()) {
       return fail(std::move(r), "schema_invalid", where + "SIGNER signature must be empty");
     }
-    links.push_back(Link{*type, &payload, signature});
+    links.push_back(Link{*type, &item.payload.text, signature});
   }
 
   // 3. Structure.

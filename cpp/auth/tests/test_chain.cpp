@@ -269,3 +269,43 @@ TEST(Batch, MatchesSingleVerification) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(ChainJson, ReaderEdgeCases) {
+  const json c = ephemeral_chain("dcl-challenge");
+  // Extra properties, nested containers included, are ignored.
+  json extra = c;
+  extra[1]["meta"] = json{{"type", "SIGNER"}, {"payload", json::array({1, {{"signature", 2}}})}};
+  extra[2]["list"] = json::array({json::object(), json::array()});
+  EXPECT_TRUE(verify(extra).ok) << verify(extra).code;
+
+  const std::string text = c.dump();
+  // Duplicate keys: the last one wins (JSON.parse).
+  std::string dup = text;
+  dup.insert(1 + dup.find('{', 1), "\"type\":7,");  // link 0: type 7 then "SIGNER"
+  EXPECT_TRUE(verify_auth_chain(dup, "dcl-challenge", kNow).ok);
+  std::string dup_last = text;
+  dup_last.insert(dup_last.find('}'), ",\"type\":7");  // link 0: "SIGNER" then 7
+  EXPECT_EQ(verify_auth_chain(dup_last, "dcl-challenge", kNow).code, "schema_invalid");
+
+  // A nested value for a known key is a schema error, not a crash.
+  json nested = c;
+  nested[2]["signature"] = json::array({"0x00"});
+  EXPECT_EQ(verify(nested).code, "schema_invalid");
+  nested = c;
+  nested[1] = json::array({c[1]});
+  EXPECT_EQ(verify(nested).code, "schema_invalid");
+
+  // Invalid JSON wins over schema problems found earlier in the text.
+  const std::string many = "[1,2,3,4,5,6,7,8,9,10,11,12";
+  EXPECT_EQ(verify_auth_chain(many, "x", kNow).code, "json_invalid");
+  EXPECT_EQ(verify_auth_chain(many + "]", "x", kNow).code, "schema_invalid");
+  EXPECT_EQ(verify_auth_chain("{\"a\":[1,{\"b\":2}]}", "x", kNow).code, "schema_invalid");
+  EXPECT_EQ(verify_auth_chain("\"[]\"", "x", kNow).code, "schema_invalid");
+  EXPECT_EQ(verify_auth_chain(std::string(100000, '['), "x", kNow).code, "json_invalid");
+  std::string deep = std::string(5000, '[') + std::string(5000, ']');
+  EXPECT_EQ(verify_auth_chain(deep, "x", kNow).code, "schema_invalid");
+}
+
+}  // namespace

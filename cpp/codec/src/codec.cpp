@@ -8,7 +8,6 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <map>
 #include <memory>
 #include <stdexcept>
 #include <unordered_map>
@@ -50,9 +49,11 @@ struct FieldInfo {
 
 struct MessageInfo {
   const Descriptor* d = nullptr;
-  std::vector<FieldInfo> fields;                    // declaration order
-  std::vector<int> by_number;                       // field number -> index, -1 when unknown
-  std::map<std::string, int, std::less<>> by_name;  // json_name and proto name
+  std::vector<FieldInfo> fields;  // declaration order
+  std::vector<int> by_number;     // field number -> index, -1 when unknown
+  // json_name and proto name -> index; the views point into the descriptors,
+  // which live as long as the registry.
+  std::unordered_map<std::string_view, int> by_name;
   int oneof_count = 0;
 
   int find_number(uint32_t n) const { return n < by_number.size() ? by_number[n] : -1; }
@@ -112,7 +113,7 @@ class Registry {
     auto info = std::make_unique<MessageInfo>();
     info->d = d;
     if (!d->options().map_entry()) names_.push_back(d->full_name());
-    infos_.emplace(d->full_name(), std::move(info));
+    infos_.emplace(std::string_view(d->full_name()), std::move(info));
     for (int i = 0; i < d->nested_type_count(); ++i) add(d->nested_type(i));
   }
 
@@ -139,8 +140,8 @@ class Registry {
       if (f.is_message) f.message = find(fd->message_type()->full_name());
       f.json_name = fd->json_name();
       max_number = std::max(max_number, f.number);
-      mi.by_name.emplace(fd->json_name(), i);
-      mi.by_name.emplace(fd->name(), i);
+      mi.by_name.emplace(std::string_view(fd->json_name()), i);
+      mi.by_name.emplace(std::string_view(fd->name()), i);
       mi.fields.push_back(std::move(f));
     }
     mi.by_number.assign(max_number + 1, -1);
@@ -150,7 +151,7 @@ class Registry {
   }
 
   pb::DescriptorPool pool_;
-  std::map<std::string, std::unique_ptr<MessageInfo>, std::less<>> infos_;
+  std::unordered_map<std::string_view, std::unique_ptr<MessageInfo>> infos_;  // views into the pool
   std::vector<std::string> names_;
 };
 

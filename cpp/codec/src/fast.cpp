@@ -4,6 +4,8 @@
 
 #include "dclcomms/codec/fast.hpp"
 
+#include <unordered_map>
+
 #include "dclcomms/codec/wire.hpp"
 #include "dclcomms/error.hpp"
 #include "internal.hpp"
@@ -124,20 +126,58 @@ void write_heartbeat_body(std::string& out, const Heartbeat& hb) {
   if (hb.desired_room) wire::write_bytes_field(out, 2, *hb.desired_room);  // E2
 }
 
-void write_island_changed_body(std::string& out, const IslandChanged& msg) {
-  write_string_if_set(out, 1, msg.island_id);
-  write_string_if_set(out, 2, msg.conn_str);
-  if (msg.from_island_id) wire::write_bytes_field(out, 3, *msg.from_island_id);  // E2
+// IslandChanged is the largest hot frame (one entry per island member): its
+// exact size is computed first and it is written through a raw pointer.
+size_t position_payload_size(const Position& p) noexcept {
+  return 5 * static_cast<size_t>(!wire::is_default_float(p.x) + !wire::is_default_float(p.y) +
+                                 !wire::is_default_float(p.z));
+}
+
+size_t peer_entry_payload_size(const std::string& peer_id, const Position& p) noexcept {
+  const size_t key = peer_id.empty() ? 0 : wire::len_field_size(1, peer_id.size());
+  return key + wire::len_field_size(2, position_payload_size(p));
+}
+
+size_t island_changed_body_size(const IslandChanged& msg) noexcept {
+  size_t n = 0;
+  if (!msg.island_id.empty()) n += wire::len_field_size(1, msg.island_id.size());
+  if (!msg.conn_str.empty()) n += wire::len_field_size(2, msg.conn_str.size());
+  if (msg.from_island_id) n += wire::len_field_size(3, msg.from_island_id->size());
   for (const auto& [peer_id, pos] : msg.peers) {
-    NestedWriter entry(out, 4);
-    write_string_if_set(out, 1, peer_id);
-    write_position(out, 2, pos);
-    entry.end();
+    n += wire::len_field_size(4, peer_entry_payload_size(peer_id, pos));
   }
+  return n;
+}
+
+char* put_position(char* p, uint32_t field_number, const Position& pos) noexcept {
+  p = wire::put_tag(p, field_number, wire::kLen);
+  p = wire::put_varint(p, position_payload_size(pos));
+  if (!wire::is_default_float(pos.x)) p = wire::put_float_field(p, 1, pos.x);
+  if (!wire::is_default_float(pos.y)) p = wire::put_float_field(p, 2, pos.y);
+  if (!wire::is_default_float(pos.z)) p = wire::put_float_field(p, 3, pos.z);
+  return p;
+}
+
+char* put_island_changed_body(char* p, const IslandChanged& msg) noexcept {
+  if (!msg.island_id.empty()) p = wire::put_len_field(p, 1, msg.island_id);
+  if (!msg.conn_str.empty()) p = wire::put_len_field(p, 2, msg.conn_str);
+  if (msg.from_island_id) p = wire::put_len_field(p, 3, *msg.from_island_id);  // E2
+  for (const auto& [peer_id, pos] : msg.peers) {
+    p = wire::put_tag(p, 4, wire::kLen);
+    p = wire::put_varint(p, peer_entry_payload_size(peer_id, pos));
+    if (!peer_id.empty()) p = wire::put_len_field(p, 1, peer_id);
+    p = put_position(p, 2, pos);  // a present map value is always written
+  }
+  return p;
 }
 
 void read_island_changed(std::string_view data, const char* origin, int depth, IslandChanged& msg) {
   check_depth(depth, data, origin);
+  // Peer ids as views into `data` (parallel to msg.peers), and a hash index
+  // once the map is big enough that linear duplicate checks would be quadratic.
+  constexpr size_t kLinearPeers = 16;
+  std::vector<std::string_view> ids;
+  std::unordered_map<std::string_view, size_t> index;
   WireReader r(data, origin);
   while (!r.at_end()) {
     uint32_t n = 0;
@@ -157,9 +197,8 @@ void read_island_changed(std::string_view data, const char* origin, int depth, I
       const std::string_view span = r.read_length_delimited();
       check_depth(depth + 1, span, origin);
       WireReader er(span, origin);
-      std::string key;
+      std::string_view key;
       Position pos;
-      bool have_pos = false;
       while (!er.at_end()) {
         uint32_t en = 0;
         uint32_t ewt = 0;
@@ -167,23 +206,32 @@ void read_island_changed(std::string_view data, const char* origin, int depth, I
         if (en == 1 && ewt == wire::kLen) {
           key = read_string(er, "key");
         } else if (en == 2 && ewt == wire::kLen) {
-          const std::string_view ps = er.read_length_delimited();
-          if (!have_pos) pos = Position{};
-          have_pos = true;
-          read_position(ps, origin, depth + 2, pos);
+          read_position(er.read_length_delimited(), origin, depth + 2, pos);  // merged
         } else {
           er.skip(en, ewt, depth + 1);
         }
       }
-      bool replaced = false;
-      for (auto& [k, p] : msg.peers) {
-        if (k == key) {
-          p = pos;
-          replaced = true;
-          break;
+      size_t at = ids.size();
+      if (ids.size() < kLinearPeers) {
+        for (size_t i = 0; i < ids.size(); ++i) {
+          if (ids[i] == key) {
+            at = i;
+            break;
+          }
         }
+      } else {
+        if (index.empty()) {
+          for (size_t i = 0; i < ids.size(); ++i) index.emplace(ids[i], i);
+        }
+        const auto [it, inserted] = index.emplace(key, ids.size());
+        if (!inserted) at = it->second;
       }
-      if (!replaced) msg.peers.emplace_back(std::move(key), pos);
+      if (at < ids.size()) {
+        msg.peers[at].second = pos;
+      } else {
+        ids.push_back(key);
+        msg.peers.emplace_back(std::string(key), pos);
+      }
     }
   }
 }
@@ -251,9 +299,8 @@ std::string encode_heartbeat(const Heartbeat& hb) {
 }
 
 std::string encode_island_changed_message(const IslandChanged& msg) {
-  std::string out;
-  out.reserve(32 + msg.island_id.size() + msg.conn_str.size() + msg.peers.size() * 72);
-  write_island_changed_body(out, msg);
+  std::string out(island_changed_body_size(msg), '\0');
+  put_island_changed_body(out.data(), msg);
   return out;
 }
 
@@ -284,11 +331,11 @@ std::string encode_server_welcome(std::string_view peer_id) {
 }
 
 std::string encode_server_island_changed(const IslandChanged& msg) {
-  std::string out;
-  out.reserve(40 + msg.island_id.size() + msg.conn_str.size() + msg.peers.size() * 72);
-  NestedWriter w(out, 3);
-  write_island_changed_body(out, msg);
-  w.end();
+  const size_t body = island_changed_body_size(msg);
+  std::string out(wire::len_field_size(3, body), '\0');
+  char* p = wire::put_tag(out.data(), 3, wire::kLen);
+  p = wire::put_varint(p, body);
+  put_island_changed_body(p, msg);
   return out;
 }
 
@@ -414,13 +461,16 @@ std::string encode_ws_peer_join(uint32_t alias, std::string_view address) {
 }
 
 std::string encode_ws_peer_update(uint32_t from_alias, std::string_view body, bool unreliable) {
-  std::string out;
-  out.reserve(16 + body.size());
-  NestedWriter w(out, 3);
-  write_varint_if_set(out, 1, from_alias);
-  write_string_if_set(out, 2, body);
-  write_varint_if_set(out, 3, unreliable ? 1 : 0);
-  w.end();
+  // The relay's hot path: exact size, then raw writes.
+  const size_t inner = (from_alias != 0 ? 1 + wire::varint_size(from_alias) : 0) +
+                       (body.empty() ? 0 : wire::len_field_size(2, body.size())) +
+                       (unreliable ? 2 : 0);
+  std::string out(wire::len_field_size(3, inner), '\0');
+  char* p = wire::put_tag(out.data(), 3, wire::kLen);
+  p = wire::put_varint(p, inner);
+  if (from_alias != 0) p = wire::put_varint(wire::put_tag(p, 1, wire::kVarint), from_alias);
+  if (!body.empty()) p = wire::put_len_field(p, 2, body);
+  if (unreliable) wire::put_varint(wire::put_tag(p, 3, wire::kVarint), 1);
   return out;
 }
 

@@ -375,3 +375,32 @@ TEST(FastPaths, DecodeErrorsCarryTypeAndCode) {
 
 }  // namespace
 }  // namespace dclcomms::codec
+
+namespace dclcomms::codec {
+namespace {
+
+TEST(FastPaths, IslandChangedDuplicatePeersInLargeMaps) {
+  // 40 distinct peers, then every one of them again with a new position, then
+  // a third time for peer 0: last value wins at the first position (E7), both
+  // below and above the size where the decoder switches to a hash index.
+  IslandChanged ic;
+  for (int i = 0; i < 40; ++i) ic.peers.emplace_back("0x" + std::to_string(i), Position{1, 0, 0});
+  for (int i = 0; i < 40; ++i) {
+    ic.peers.emplace_back("0x" + std::to_string(i), Position{static_cast<float>(i), 2, 0});
+  }
+  ic.peers.emplace_back("0x0", Position{0, 0, 9});
+  const std::string bytes = encode_island_changed_message(ic);
+  const IslandChanged got = decode_island_changed_message(bytes);
+  ASSERT_EQ(got.peers.size(), 40u);
+  for (int i = 0; i < 40; ++i) {
+    EXPECT_EQ(got.peers[static_cast<size_t>(i)].first, "0x" + std::to_string(i));
+  }
+  EXPECT_EQ(got.peers[0].second.z, 9.0f);
+  EXPECT_EQ(got.peers[0].second.y, 0.0f);
+  EXPECT_EQ(got.peers[39].second.x, 39.0f);
+  EXPECT_EQ(got.peers[39].second.y, 2.0f);
+  EXPECT_EQ(island_value(got), decode(kIsland, bytes));
+}
+
+}  // namespace
+}  // namespace dclcomms::codec

@@ -212,6 +212,45 @@ class NestedWriter {
   size_t len_pos_;
 };
 
+// --- raw writers ----------------------------------------------------------------
+// For the fast paths, which compute the exact output size first and then write
+// through a pointer: no per-field capacity checks or out-of-line appends.
+
+inline size_t tag_size(uint32_t field_number) noexcept {
+  return varint_size(static_cast<uint64_t>(field_number) << 3);
+}
+
+// Size of a length-delimited field with a payload of `len` bytes.
+inline size_t len_field_size(uint32_t field_number, size_t len) noexcept {
+  return tag_size(field_number) + varint_size(len) + len;
+}
+
+inline char* put_varint(char* p, uint64_t v) noexcept {
+  while (v >= 0x80) {
+    *p++ = static_cast<char>(static_cast<uint8_t>(v) | 0x80);
+    v >>= 7;
+  }
+  *p++ = static_cast<char>(v);
+  return p;
+}
+
+inline char* put_tag(char* p, uint32_t field_number, uint32_t wire_type) noexcept {
+  return put_varint(p, (static_cast<uint64_t>(field_number) << 3) | wire_type);
+}
+
+inline char* put_float_field(char* p, uint32_t field_number, float f) noexcept {
+  p = put_tag(p, field_number, kFixed32);
+  std::memcpy(p, &f, 4);
+  return p + 4;
+}
+
+inline char* put_len_field(char* p, uint32_t field_number, std::string_view bytes) noexcept {
+  p = put_tag(p, field_number, kLen);
+  p = put_varint(p, bytes.size());
+  if (!bytes.empty()) std::memcpy(p, bytes.data(), bytes.size());
+  return p + bytes.size();
+}
+
 inline uint32_t zigzag_encode32(int32_t v) noexcept {
   return (static_cast<uint32_t>(v) << 1) ^ static_cast<uint32_t>(v >> 31);
 }

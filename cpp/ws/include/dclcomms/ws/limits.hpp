@@ -1,0 +1,58 @@
+#pragma once
+// Pure helpers of the WebSocket servers: input validation, backpressure policy,
+// close reasons, per-session heartbeat rate limit and the process-global alias
+// counter. No sockets here; all functions are thread-safe.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace dclcomms::ws {
+
+// ^0x[0-9a-fA-F]{40}$
+bool is_valid_address(std::string_view s) noexcept;
+std::string to_lower_ascii(std::string_view s);
+
+// [A-Za-z0-9._:@-]{1,128}: the RFC-5 room id, the raw (not percent-decoded)
+// path segment after /rooms/.
+bool is_valid_room_id(std::string_view s) noexcept;
+
+// Percent-decodes one query parameter value; nullopt-like empty result with
+// *found = false when the key is absent. '+' is kept (JWTs never contain it).
+std::string query_param(std::string_view query, std::string_view key, bool* found);
+
+// Number of Unicode code points of UTF-8 text (invalid bytes count as one).
+size_t utf8_length(std::string_view s) noexcept;
+
+// A WebSocket close reason is at most 123 bytes: truncates on a UTF-8
+// character boundary.
+std::string close_reason(std::string_view reason);
+
+// Backpressure decision for one outbound message to one receiver.
+//   queued: bytes already queued to that receiver (unsent).
+//   Unreliable messages are dropped above soft_limit; anything that would
+//   take the queue above hard_limit closes the receiver instead (4008).
+enum class SendDecision { Send, Drop, CloseSlow };
+SendDecision send_decision(size_t queued, size_t message_bytes, bool unreliable, size_t soft_limit,
+                           size_t hard_limit) noexcept;
+
+// Fixed one-second window: at most max_per_s accepted per window.
+class RateWindow {
+ public:
+  // Returns true when an event at now_ms is within the limit.
+  bool accept(int64_t now_ms, int max_per_s) noexcept;
+
+ private:
+  int64_t window_start_ms_ = INT64_MIN;
+  int count_ = 0;
+};
+
+// Process-global RFC-5 alias counter: 1, 2, 3, ... never reused.
+uint32_t next_alias() noexcept;
+
+// A server->client binary WebSocket frame header (FIN, opcode 2, no mask) for
+// a payload of n bytes: 2, 4 or 10 bytes (RFC 6455 section 5.2).
+std::string binary_frame_header(size_t n);
+
+}  // namespace dclcomms::ws

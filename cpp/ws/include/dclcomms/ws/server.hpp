@@ -1,0 +1,136 @@
+#pragma once
+// One WebSocket/HTTP server core (websocketpp 0.8.2 on standalone asio)
+// serving both the Archipelago ws-connector (/ws, /archipelago/ws;
+// archipelago.md section 1) and RFC-5 rooms (/rooms/<roomId>; transports.md
+// section 1). Handshakes, limits, close codes and room fan-out run entirely in
+// C++; the embedding program (Python) only drains events with poll() and
+// answers HTTP requests with respond(). See docs/ws.md.
+//
+// Threads: io_threads asio threads run every socket handler; auth_threads
+// workers verify auth chains (so the I/O threads never block on ~0.1-1 ms of
+// secp256k1 work per handshake). All methods are thread-safe and may be called
+// from any thread; the send/kick/respond methods post work to the I/O threads
+// and return at once.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "dclcomms/codec/fast.hpp"
+
+namespace dclcomms::ws {
+
+struct Config {
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;  // 0 = pick a free port
+  int io_threads = 1;
+  int auth_threads = 1;
+  size_t max_frame_bytes = 16384;  // larger inbound frame => close 1009
+  // connector (/ws, /archipelago/ws)
+  bool connector = true;
+  int64_t connector_handshake_timeout_ms = 60'000;  // per handshake stage => 4001
+  int heartbeat_max_per_s = 10;                     // above: dropped, counted
+  size_t connector_max_queued_bytes = 1 << 20;      // outbound; above => close 4008
+  // rooms (/rooms/<roomId>)
+  bool rooms = true;
+  int64_t rooms_handshake_timeout_ms = 10'000;
+  size_t rooms_max_users = 100;
+  size_t rooms_soft_limit_bytes = 64 * 1024;  // above: unreliable updates dropped
+  size_t rooms_hard_limit_bytes = 1 << 20;    // above: receiver closed 4008
+  std::optional<std::string> ws_room_secret;  // HS256 key of ?access_token=
+  bool ws_room_require_token = false;
+  // Sessions that sent nothing (no frame, no pong) for this long are closed
+  // 1001 "idle timeout"; the server pings those idle for a third of it.
+  // 0 disables.
+  int64_t idle_timeout_ms = 90'000;
+  // HTTP requests handed to the embedder are answered 503 after this long.
+  int64_t http_timeout_ms = 10'000;
+  // Frames queued while a handshake step is asynchronous; overflow => 4000.
+  size_t max_pending_frames = 8;
+  // Accepted heartbeats waiting for poll(); above, further heartbeats are
+  // dropped (counted) so a stalled embedder cannot exhaust memory.
+  size_t max_pending_heartbeats = 1 << 20;
+};
+
+// --- events drained by poll() ------------------------------------------------
+
+struct HttpRequest {
+  uint64_t request_id = 0;
+  std::string method, path, query;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+};
+struct PeerConnected {
+  std::string address;
+};
+struct PeerDisconnected {
+  std::string address;
+};
+// Consecutive accepted heartbeats, in arrival order.
+struct Heartbeats {
+  std::vector<std::string> addresses;
+  std::vector<float> positions;                           // 3 per heartbeat (x, y, z)
+  std::vector<std::optional<std::string>> desired_rooms;  // nullopt = field absent
+  std::vector<int64_t> received_ms;                       // server clock (Unix ms)
+};
+using Event = std::variant<HttpRequest, PeerConnected, PeerDisconnected, Heartbeats>;
+
+// Counters are monotonic since start(); gauges are current values.
+struct Stats {
+  std::vector<std::pair<std::string, uint64_t>> connector;   // "sessions" first
+  std::vector<std::pair<std::string, uint64_t>> rooms;       // "users", "rooms" first
+  std::vector<std::pair<std::string, size_t>> room_details;  // (roomName, count)
+};
+
+class Server {
+ public:
+  explicit Server(Config config);  // throws Error{Config, "invalid_parameter"}
+  ~Server();                       // stops if running
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds and starts the threads; returns the bound port. Throws
+  // Error{Config, ...} when already started or the address cannot be bound.
+  uint16_t start();
+  // Closes every socket with 1001, answers pending HTTP requests 503, joins
+  // the threads. Idempotent; the server cannot be restarted.
+  void stop();
+  uint16_t port() const noexcept;
+
+  // An eventfd, readable while events are pending (owned by the server).
+  int event_fd() const noexcept;
+  // Drains up to max_events pending events (non-blocking).
+  std::vector<Event> poll(size_t max_events);
+
+  // Answers an HttpRequest event once; later or unknown ids are ignored.
+  void respond(uint64_t request_id, int status,
+               std::vector<std::pair<std::string, std::string>> headers, std::string body);
+
+  // Connector sends to the registered session of a lowercase address; ignored
+  // when not connected. Never dropped: a receiver above
+  // connector_max_queued_bytes is closed 4008 instead.
+  void send_island_changed(const std::string& address, const codec::IslandChanged& msg);
+  void send_join_island(const std::string& address, const std::string& island_id,
+                        const std::string& peer_id);
+  void send_left_island(const std::string& address, const std::string& island_id,
+                        const std::string& peer_id);
+  // Closes the connector session of address with code/reason; for 4005 and
+  // 4006 the client first gets kicked{KR_NEW_SESSION} (32 00).
+  void kick(const std::string& address, int code, const std::string& reason);
+  // Replaces the deny list (lowercased here); applies to new handshakes.
+  void set_deny_list(const std::vector<std::string>& addresses);
+
+  Stats stats() const;
+
+  class Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dclcomms::ws

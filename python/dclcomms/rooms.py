@@ -1,0 +1,118 @@
+"""``dclcomms rooms``: a standalone RFC-5 WebSocket room service.
+
+Serves ``/rooms/<roomId>`` (transports.md section 1) from the C++ server core,
+plus ``/status`` and ``/rooms/status`` (JSON), ``/metrics`` (Prometheus) and
+``/health/live``. SIGINT/SIGTERM stop it cleanly (every socket closed 1001).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+import dclcomms
+from dclcomms.ws import HttpRequest, Server, ServerConfig, metrics_text
+
+_JSON = {"Content-Type": "application/json", "Access-Control-Allow-Origin": "*"}
+
+
+def status_body(server: Server) -> dict[str, object]:
+    """The ``/status`` document of the reference ws-room-service."""
+    rooms = server.stats()["rooms"]
+    return {
+        "version": server.config.version,
+        "currentTime": int(time.time() * 1000),
+        "commitHash": server.config.commit_hash,
+        "users": rooms["users"],
+        "rooms": rooms["rooms"],
+        "details": rooms["details"],
+    }
+
+
+def answer(server: Server, req: HttpRequest) -> None:
+    """Answers one HTTP request of the standalone room service."""
+    if req.method in ("GET", "HEAD") and req.path in ("/status", "/rooms/status"):
+        body = json.dumps(status_body(server), separators=(",", ":")).encode()
+        server.respond(req.request_id, 200, _JSON, body)
+    elif req.method == "GET" and req.path == "/metrics":
+        text = metrics_text(server.stats(), areas=("rooms",)).encode()
+        headers = {"Content-Type": "text/plain; version=0.0.4", "Access-Control-Allow-Origin": "*"}
+        server.respond(req.request_id, 200, headers, text)
+    else:
+        server.respond(req.request_id, 404, _JSON, b'{"error":"Not Found"}')
+
+
+async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> None:
+    """Runs the room service until cancelled or SIGINT/SIGTERM."""
+    loop = asyncio.get_running_loop()
+    server = Server(config)
+    port = server.start()
+    stop = asyncio.Event()
+
+    def drain() -> None:
+        for ev in server.poll():
+            if isinstance(ev, HttpRequest):
+                answer(server, ev)
+
+    loop.add_reader(server.fileno(), drain)
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    print(f"dclcomms rooms: listening on ws://{config.host}:{port}/rooms/<roomId>", flush=True)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        loop.remove_reader(server.fileno())
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await asyncio.to_thread(server.stop)
+        print("dclcomms rooms: stopped", flush=True)
+
+
+def main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="dclcomms rooms", description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--io-threads", type=int, default=1)
+    p.add_argument("--max-users", type=int, default=100, help="members per room (default 100)")
+    p.add_argument("--handshake-timeout-ms", type=int, default=10_000)
+    p.add_argument(
+        "--secret",
+        default=os.environ.get("WS_ROOM_SERVICE_SECRET") or None,
+        help="HS256 secret of ?access_token= (default: $WS_ROOM_SERVICE_SECRET)",
+    )
+    p.add_argument("--require-token", action="store_true", help="reject joins without a token")
+    p.add_argument("--commit-hash", default=os.environ.get("COMMIT_HASH", ""))
+    ns = p.parse_args(list(argv))
+    if ns.require_token and not ns.secret:
+        p.error("--require-token needs --secret or WS_ROOM_SERVICE_SECRET")
+    config = ServerConfig(
+        host=ns.host,
+        port=ns.port,
+        io_threads=ns.io_threads,
+        connector=False,
+        rooms_max_users=ns.max_users,
+        rooms_handshake_timeout_ms=ns.handshake_timeout_ms,
+        ws_room_secret=ns.secret,
+        ws_room_require_token=ns.require_token,
+        version=dclcomms.__version__,
+        commit_hash=ns.commit_hash,
+    )
+    try:
+        asyncio.run(serve(config))
+    except dclcomms.ConfigError as e:
+        print(f"dclcomms rooms: {e}", file=sys.stderr)
+        return 1
+    return 0

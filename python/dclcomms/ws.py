@@ -1,0 +1,259 @@
+"""The WebSocket server core: Archipelago connector (``/ws``) and RFC-5 rooms.
+
+Everything per socket (handshakes, limits, close codes, room fan-out) runs in
+C++ I/O threads; Python drains :meth:`Server.poll` (e.g. from an asyncio
+reader on :meth:`Server.fileno`) and answers HTTP requests with
+:meth:`Server.respond`. See ``docs/ws.md``.
+
+>>> from dclcomms.ws import Server, ServerConfig
+>>> server = Server(ServerConfig(connector=False))
+>>> port = server.start()
+>>> server.stats()["rooms"]["users"]
+0
+>>> server.stop()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeAlias, cast
+
+import numpy as np
+import numpy.typing as npt
+
+import dclcomms
+from dclcomms import _core
+
+__all__ = [
+    "UNSET",
+    "Event",
+    "Heartbeats",
+    "HttpRequest",
+    "PeerConnected",
+    "PeerDisconnected",
+    "Server",
+    "ServerConfig",
+    "Unset",
+]
+
+
+class Unset:
+    """Marker of a field absent from a message (``desired_room`` not sent: keep)."""
+
+    _instance: Unset | None = None
+
+    def __new__(cls) -> Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __reduce__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = Unset()
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Settings of one server; every limit is named here with its default."""
+
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = pick a free port
+    io_threads: int = 1
+    max_frame_bytes: int = 16384  # larger inbound frame => close 1009
+    # connector (/ws, /archipelago/ws)
+    connector: bool = True
+    connector_handshake_timeout_ms: int = 60_000  # per handshake stage => 4001
+    heartbeat_max_per_s: int = 10  # above: dropped, counted
+    connector_max_queued_bytes: int = 1 << 20  # outbound; above => close 4008
+    # rooms (/rooms/<roomId>)
+    rooms: bool = True
+    rooms_handshake_timeout_ms: int = 10_000
+    rooms_max_users: int = 100
+    rooms_soft_limit_bytes: int = 64 * 1024  # above: unreliable updates to that receiver dropped
+    rooms_hard_limit_bytes: int = 1 << 20  # above: receiver closed 4008
+    ws_room_secret: str | None = None  # HS256 secret for ?access_token=
+    ws_room_require_token: bool = False
+    version: str = field(default_factory=lambda: dclcomms.__version__)
+    commit_hash: str = ""
+    # Extra settings (not in the contract's first version).
+    auth_threads: int = 1  # workers verifying auth chains off the I/O thread
+    http_timeout_ms: int = 10_000  # unanswered HttpRequest => 503
+    max_pending_frames: int = 8  # frames queued during the async auth step; overflow => 4000
+    idle_timeout_ms: int = 90_000  # silent (no frame, no pong) => 1001 "idle timeout"; 0 = off
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """An HTTP request the C++ side does not answer itself: call ``respond`` once."""
+
+    request_id: int
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class PeerConnected:
+    """Connector: handshake completed, welcome sent."""
+
+    address: str
+
+
+@dataclass(frozen=True)
+class PeerDisconnected:
+    """Connector: the registered session for address closed (not a replaced one)."""
+
+    address: str
+
+
+@dataclass(frozen=True)
+class Heartbeats:
+    """Connector: accepted heartbeats in arrival order (one batch per poll run)."""
+
+    addresses: list[str]
+    positions: npt.NDArray[np.float32]  # (n, 3)
+    desired_rooms: list[str | Unset | None]  # UNSET = field absent (keep), "" = clear
+    received_ms: npt.NDArray[np.int64]  # (n,), server clock, ms since the epoch
+
+
+Event: TypeAlias = HttpRequest | PeerConnected | PeerDisconnected | Heartbeats
+
+
+def _event(raw_: tuple[object, ...]) -> Event:
+    raw = cast(tuple[Any, ...], raw_)
+    kind = raw[0]
+    if kind == "heartbeats":
+        desired: list[str | Unset | None] = [UNSET if d is None else d for d in raw[3]]
+        return Heartbeats(raw[1], raw[2], desired, raw[4])
+    if kind == "http":
+        return HttpRequest(raw[1], raw[2], raw[3], raw[4], raw[5], raw[6])
+    if kind == "connected":
+        return PeerConnected(raw[1])
+    return PeerDisconnected(raw[1])
+
+
+class Server:
+    """One listening socket serving the connector and/or RFC-5 rooms."""
+
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        self.config = config if config is not None else ServerConfig()
+        c = self.config
+        self._core = _core.WsServer(
+            host=c.host,
+            port=c.port,
+            io_threads=c.io_threads,
+            auth_threads=c.auth_threads,
+            max_frame_bytes=c.max_frame_bytes,
+            connector=c.connector,
+            connector_handshake_timeout_ms=c.connector_handshake_timeout_ms,
+            heartbeat_max_per_s=c.heartbeat_max_per_s,
+            connector_max_queued_bytes=c.connector_max_queued_bytes,
+            rooms=c.rooms,
+            rooms_handshake_timeout_ms=c.rooms_handshake_timeout_ms,
+            rooms_max_users=c.rooms_max_users,
+            rooms_soft_limit_bytes=c.rooms_soft_limit_bytes,
+            rooms_hard_limit_bytes=c.rooms_hard_limit_bytes,
+            ws_room_secret=c.ws_room_secret,
+            ws_room_require_token=c.ws_room_require_token,
+            http_timeout_ms=c.http_timeout_ms,
+            max_pending_frames=c.max_pending_frames,
+            idle_timeout_ms=c.idle_timeout_ms,
+        )
+
+    def start(self) -> int:
+        """Binds and starts the I/O thread(s); returns the bound port."""
+        return self._core.start()
+
+    def stop(self) -> None:
+        """Closes every socket with 1001 and joins the threads; idempotent."""
+        self._core.stop()
+
+    @property
+    def port(self) -> int:
+        return self._core.port
+
+    def fileno(self) -> int:
+        """An eventfd, readable while events are pending (for ``loop.add_reader``)."""
+        return self._core.fileno()
+
+    def poll(self, max_events: int = 4096) -> list[Event]:
+        """Drains pending events without blocking."""
+        return [_event(raw) for raw in self._core.poll(max_events)]
+
+    def respond(
+        self, request_id: int, status: int, headers: Mapping[str, str], body: bytes
+    ) -> None:
+        """Answers an :class:`HttpRequest` (exactly once; later calls are ignored)."""
+        self._core.respond(request_id, status, list(headers.items()), body)
+
+    def send_island_changed(
+        self,
+        address: str,
+        island_id: str,
+        conn_str: str,
+        from_island_id: str | None,
+        peers: Sequence[tuple[str, tuple[float, float, float]]],
+    ) -> None:
+        """``ServerPacket{island_changed}`` to the connector session of address."""
+        self._core.send_island_changed(address, island_id, conn_str, from_island_id, list(peers))
+
+    def send_join_island(self, address: str, island_id: str, peer_id: str) -> None:
+        self._core.send_join_island(address, island_id, peer_id)
+
+    def send_left_island(self, address: str, island_id: str, peer_id: str) -> None:
+        self._core.send_left_island(address, island_id, peer_id)
+
+    def kick(self, address: str, code: int, reason: str) -> None:
+        """Closes the connector session of address (4005/4006: after ``kicked``)."""
+        self._core.kick(address, code, reason)
+
+    def set_deny_list(self, addresses: Sequence[str]) -> None:
+        """Replaces the deny list (checked at challenge_request and after auth: 4004)."""
+        self._core.set_deny_list(list(addresses))
+
+    def stats(self) -> dict[str, Any]:
+        """``{"connector": {"sessions", ...}, "rooms": {"users", "rooms", "details", ...}}``."""
+        return cast(dict[str, Any], self._core.stats())
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# Prometheus help text of every counter the server exports (docs/ws.md lists them).
+_GAUGES = {
+    ("connector", "sessions"): "Connector sessions past the handshake",
+    ("rooms", "users"): "Members of RFC-5 rooms",
+    ("rooms", "rooms"): "Non-empty RFC-5 rooms",
+}
+
+
+def metrics_text(stats: Mapping[str, Any], *, areas: Sequence[str] = ("connector", "rooms")) -> str:
+    """Prometheus text exposition of :meth:`Server.stats` (``dcl_ws_*`` names).
+
+    No per-peer or per-room labels: gauges and monotonic counters only.
+    """
+    lines: list[str] = []
+    for area in areas:
+        for key, value in stats[area].items():
+            if key == "details":
+                continue
+            if (area, key) in _GAUGES:
+                name = f"dcl_ws_{area}_{key}"
+                lines += [f"# HELP {name} {_GAUGES[(area, key)]}", f"# TYPE {name} gauge"]
+            else:
+                name = f"dcl_ws_{area}_{key}_total"
+                lines += [f"# HELP {name} {area} {key.replace('_', ' ')}", f"# TYPE {name} counter"]
+            lines.append(f"{name} {int(value)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,29 @@
+"""bench/bench_codec.py keeps working: its --quick mode runs and prints the JSON shape."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_codec.py"
+
+
+def test_bench_codec_quick() -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, check=True
+    )
+    report = json.loads(out.stdout)
+    assert report["benchmark"] == "codec"
+    assert set(report["results"]) == {
+        "decode_client_heartbeat",
+        "decode_heartbeat_fast",
+        "encode_island_changed_100_fast",
+        "encode_island_changed_100_generic",
+        "decode_ws_peer_update",
+    }
+    for figures in report["results"].values():
+        assert 0 < figures["min_ns"] <= figures["median_ns"] <= figures["max_ns"]
+    assert report["sizes_bytes"]["client_heartbeat"] == 14
+    assert report["peak_rss_kib"] > 0

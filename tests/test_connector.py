@@ -1,0 +1,486 @@
+"""The Archipelago ws-connector session (archipelago.md 1.3-1.5) over real sockets.
+
+Python only sees events (PeerConnected, Heartbeats, PeerDisconnected,
+HttpRequest); every reject asserts the exact close code and reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+
+from dclcomms.ws import (
+    UNSET,
+    Event,
+    Heartbeats,
+    HttpRequest,
+    PeerConnected,
+    PeerDisconnected,
+    Server,
+    ServerConfig,
+)
+from tests.test_ws_wire import (
+    Identity,
+    RawWs,
+    client_challenge_request,
+    client_heartbeat,
+    client_signed_challenge,
+    connector_handshake,
+    decode_server,
+    f32,
+    ld,
+    recv_bin,
+    recv_close,
+    run_async,
+)
+
+SEED = 7331
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> random.Random:
+    seed = SEED + sum(map(ord, request.node.name))
+    print(f"seed={seed}")
+    return random.Random(seed)
+
+
+@contextmanager
+def serving(**kw: Any) -> Iterator[Server]:
+    kw.setdefault("rooms", False)
+    server = Server(ServerConfig(**kw))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def events_until(server: Server, pred: Any, timeout: float = 5) -> list[Event]:
+    """Polls (via the eventfd) until pred(all events so far) holds."""
+    loop = asyncio.get_running_loop()
+    got: list[Event] = []
+    ready = asyncio.Event()
+    loop.add_reader(server.fileno(), ready.set)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            got += server.poll()
+            if pred(got):
+                return got
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"timed out; events so far: {got}"
+            ready.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(ready.wait(), remaining)
+    finally:
+        loop.remove_reader(server.fileno())
+
+
+def heartbeats(events: list[Event]) -> list[tuple[str, tuple[float, ...], object]]:
+    out = []
+    for ev in events:
+        if isinstance(ev, Heartbeats):
+            assert ev.positions.dtype == np.float32 and ev.positions.shape == (len(ev.addresses), 3)
+            assert ev.received_ms.dtype == np.int64
+            for i, a in enumerate(ev.addresses):
+                out.append((a, tuple(float(v) for v in ev.positions[i]), ev.desired_rooms[i]))
+    return out
+
+
+async def rejected(port: int, frames: list[bytes], path: str = "/ws") -> tuple[int, str, list[str]]:
+    async with aiohttp.ClientSession() as s:
+        ws = await s.ws_connect(f"http://127.0.0.1:{port}{path}")
+        for f in frames:
+            await ws.send_bytes(f)
+        seen = []
+        while True:
+            msg = await ws.receive(timeout=10)
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                seen.append(decode_server(msg.data)[0])
+                continue
+            return int(ws.close_code or 0), str(msg.extra or ""), seen
+
+
+async def still_serving(server: Server, rng: random.Random) -> None:
+    me = Identity.random(rng)
+    async with aiohttp.ClientSession() as s:
+        ws, welcome = await connector_handshake(s, server.port, me)
+        assert welcome["peer_id"] == me.lower
+        await ws.close()
+
+
+# --- handshake and events ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/ws", "/archipelago/ws"])
+@run_async
+async def test_handshake_welcome_and_events(path: str, rng: random.Random) -> None:
+    with serving() as server:
+        me = Identity.random(rng)
+        async with aiohttp.ClientSession() as s:
+            ws, welcome = await connector_handshake(s, server.port, me, path)
+            assert welcome == {"peer_id": me.lower}
+            evs = await events_until(server, lambda e: len(e) >= 1)
+            assert evs == [PeerConnected(me.lower)]
+            assert server.stats()["connector"]["sessions"] == 1
+            await ws.send_bytes(client_heartbeat((1.5, -2.0, 3.25), "room-a"))
+            await ws.send_bytes(client_heartbeat((0.0, 0.0, 0.0)))
+            await ws.send_bytes(client_heartbeat((4.0, 5.0, 6.0), ""))
+            evs = await events_until(server, lambda e: len(heartbeats(e)) >= 3)
+            assert heartbeats(evs) == [
+                (me.lower, (1.5, -2.0, 3.25), "room-a"),
+                (me.lower, (0.0, 0.0, 0.0), UNSET),
+                (me.lower, (4.0, 5.0, 6.0), ""),
+            ]
+            hb = next(e for e in evs if isinstance(e, Heartbeats))
+            assert abs(int(hb.received_ms[0]) - time.time() * 1000) < 5000
+            await ws.close()
+            evs = await events_until(server, lambda e: len(e) >= 1)
+            assert evs == [PeerDisconnected(me.lower)]
+            assert server.stats()["connector"]["sessions"] == 0
+
+
+@run_async
+async def test_heartbeat_right_after_signed_challenge_is_accepted(rng: random.Random) -> None:
+    with serving() as server:
+        me = Identity.random(rng)
+        raw = await RawWs.connect(server.port, "/ws")
+        await raw.send(client_challenge_request(me.address))
+        _, ch = decode_server((await raw.recv())[1])
+        # One TCP write: the heartbeat arrives while the chain is being verified.
+        await raw.send(
+            client_signed_challenge(me.chain(ch["challenge"])), client_heartbeat((7, 8, 9))
+        )
+        assert decode_server((await raw.recv())[1]) == ("welcome", {"peer_id": me.lower})
+        evs = await events_until(server, lambda e: len(heartbeats(e)) >= 1)
+        assert evs[0] == PeerConnected(me.lower)
+        assert heartbeats(evs) == [(me.lower, (7.0, 8.0, 9.0), UNSET)]
+        # More than 8 frames during verification: protocol violation.
+        other = Identity.random(rng)
+        raw2 = await RawWs.connect(server.port, "/ws")
+        await raw2.send(client_challenge_request(other.address))
+        _, ch = decode_server((await raw2.recv())[1])
+        await raw2.send(
+            client_signed_challenge(other.chain(ch["challenge"])),
+            *[client_heartbeat((1, 1, 1))] * 9,
+        )
+        assert await raw2.recv_close() == (
+            4000,
+            "protocol violation: too many frames during authentication",
+        )
+        raw.close()
+        raw2.close()
+
+
+@run_async
+async def test_invalid_heartbeats_dropped_and_counted(rng: random.Random) -> None:
+    with serving() as server:
+        me = Identity.random(rng)
+        async with aiohttp.ClientSession() as s:
+            ws, _ = await connector_handshake(s, server.port, me)
+            await ws.send_bytes(client_heartbeat(None, "no-position"))
+            await ws.send_bytes(client_heartbeat((math.nan, 0, 0)))
+            await ws.send_bytes(client_heartbeat((0, math.inf, 0)))
+            await ws.send_bytes(client_heartbeat((1, 2, 3), "r" * 65))
+            await ws.send_bytes(client_heartbeat((1, 2, 3), "é" * 64))  # 64 characters: ok
+            await ws.send_bytes(client_challenge_request(me.address))  # ignored after handshake
+            await ws.send_bytes(ld(3, ld(1, f32(1, 2.0))))  # x only
+            evs = await events_until(server, lambda e: len(heartbeats(e)) >= 2)
+            assert heartbeats(evs) == [
+                (me.lower, (1.0, 2.0, 3.0), "é" * 64),
+                (me.lower, (2.0, 0.0, 0.0), UNSET),
+            ]
+            st = server.stats()["connector"]
+            assert st["heartbeats_dropped_no_position"] == 1
+            assert st["heartbeats_dropped_invalid"] == 3
+            assert st["messages_ignored"] == 1
+            assert st["heartbeats_accepted"] == 2
+
+
+@run_async
+async def test_heartbeat_rate_limit(rng: random.Random) -> None:
+    with serving(heartbeat_max_per_s=10) as server:
+        me = Identity.random(rng)
+        async with aiohttp.ClientSession() as s:
+            ws, _ = await connector_handshake(s, server.port, me)
+            t0 = time.monotonic()
+            for i in range(15):
+                await ws.send_bytes(client_heartbeat((float(i), 0, 0)))
+            await ws.send_bytes(client_challenge_request(me.address))  # marker (ignored)
+            for _ in range(100):
+                if server.stats()["connector"]["messages_ignored"] == 1:
+                    break
+                await asyncio.sleep(0.01)
+            elapsed = time.monotonic() - t0
+            evs = await events_until(server, lambda e: len(heartbeats(e)) >= 10)
+            st = server.stats()["connector"]
+            if elapsed < 0.9:  # all 15 inside one window
+                assert [h[1][0] for h in heartbeats(evs)] == [float(i) for i in range(10)]
+                assert st["heartbeats_dropped_rate"] == 5
+            assert st["heartbeats_accepted"] + st["heartbeats_dropped_rate"] == 15
+
+
+# --- duplicates and kicks -----------------------------------------------------------------
+
+
+@run_async
+async def test_duplicate_session_kick_bytes_and_registry(rng: random.Random) -> None:
+    with serving() as server:
+        me = Identity.random(rng)
+        async with aiohttp.ClientSession() as s:
+            old, _ = await connector_handshake(s, server.port, me)
+            new = await s.ws_connect(f"http://127.0.0.1:{server.port}/ws")
+            await new.send_bytes(client_challenge_request(me.address))
+            _kind, ch = decode_server(await recv_bin(new))
+            assert ch["already_connected"] is True
+            await new.send_bytes(client_signed_challenge(me.chain(ch["challenge"])))
+            assert decode_server(await recv_bin(new)) == ("welcome", {"peer_id": me.lower})
+            assert await recv_bin(old) == b"\x32\x00"  # kicked{KR_NEW_SESSION}
+            assert await recv_close(old) == (
+                4006,
+                "session replaced: a new session for this address connected",
+            )
+            # Heartbeats of the new session still flow; no disconnect for the old one.
+            await new.send_bytes(client_heartbeat((1, 2, 3)))
+            evs = await events_until(server, lambda e: len(heartbeats(e)) >= 1)
+            assert [e for e in evs if not isinstance(e, Heartbeats)] == [
+                PeerConnected(me.lower),
+                PeerConnected(me.lower),
+            ]
+            assert server.stats()["connector"]["sessions"] == 1
+            await new.close()
+            evs = await events_until(server, lambda e: len(e) >= 1)
+            assert evs == [PeerDisconnected(me.lower)]
+
+
+@run_async
+async def test_kick_from_python_and_sends(rng: random.Random) -> None:
+    with serving() as server:
+        me, other = Identity.random(rng), Identity.random(rng)
+        async with aiohttp.ClientSession() as s:
+            ws, _ = await connector_handshake(s, server.port, me)
+            peers = [(me.lower, (1.0, 2.0, 3.0)), (other.lower, (0.0, 0.0, -4.5))]
+            server.send_island_changed(me.lower, "I7", "ws-room:h/rooms/I7", None, peers)
+            server.send_island_changed(me.lower, "I8", "livekit:x", "I7", peers[:1])
+            server.send_join_island(me.lower, "I8", other.lower)
+            server.send_left_island(me.lower, "I8", other.lower)
+            server.send_join_island("0x" + "0" * 40, "I8", other.lower)  # not connected: ignored
+            assert decode_server(await recv_bin(ws)) == (
+                "island_changed",
+                {"island_id": "I7", "conn_str": "ws-room:h/rooms/I7", "peers": peers},
+            )
+            assert decode_server(await recv_bin(ws)) == (
+                "island_changed",
+                {
+                    "island_id": "I8",
+                    "conn_str": "livekit:x",
+                    "from_island_id": "I7",
+                    "peers": peers[:1],
+                },
+            )
+            assert decode_server(await recv_bin(ws)) == (
+                "join_island",
+                {"island_id": "I8", "peer_id": other.lower},
+            )
+            assert decode_server(await recv_bin(ws)) == (
+                "left_island",
+                {"island_id": "I8", "peer_id": other.lower},
+            )
+            server.kick(me.lower, 4005, "banned")
+            assert await recv_bin(ws) == b"\x32\x00"
+            assert await recv_close(ws) == (4005, "banned")
+            ws2, _ = await connector_handshake(s, server.port, other)
+            server.kick(other.lower, 4000, "bye")
+            assert await recv_close(ws2) == (4000, "bye")  # no kicked message for other codes
+
+
+# --- rejects ----------------------------------------------------------------------------------
+
+
+@run_async
+async def test_auth_rejects(rng: random.Random) -> None:
+    with serving() as server:
+        me, other = Identity.random(rng), Identity.random(rng)
+
+        async def attempt(chain_for: Any) -> tuple[int, str]:
+            async with aiohttp.ClientSession() as s:
+                ws = await s.ws_connect(f"http://127.0.0.1:{server.port}/ws")
+                await ws.send_bytes(client_challenge_request(me.address))
+                _, ch = decode_server(await recv_bin(ws))
+                await ws.send_bytes(client_signed_challenge(chain_for(ch["challenge"])))
+                return await recv_close(ws)
+
+        assert await attempt(other.chain) == (4003, "auth failed: address_mismatch")
+        assert await attempt(lambda c: me.chain(c, expired=True)) == (
+            4003,
+            "auth failed: ephemeral_expired",
+        )
+        assert await attempt(lambda c: me.chain(c, forged=True)) == (
+            4003,
+            "auth failed: signer_mismatch",
+        )
+        assert server.stats()["connector"]["auth_failed"] == 3
+        await still_serving(server, rng)
+
+
+@run_async
+async def test_challenge_is_single_use(rng: random.Random) -> None:
+    with serving() as server:
+        me = Identity.random(rng)
+        async with aiohttp.ClientSession() as s:
+            ws = await s.ws_connect(f"http://127.0.0.1:{server.port}/ws")
+            await ws.send_bytes(client_challenge_request(me.address))
+            _, ch1 = decode_server(await recv_bin(ws))
+            await ws.close()
+            ws = await s.ws_connect(f"http://127.0.0.1:{server.port}/ws")
+            await ws.send_bytes(client_challenge_request(me.address))
+            _, ch2 = decode_server(await recv_bin(ws))
+            assert ch1["challenge"] != ch2["challenge"]
+            assert ch2["challenge"].startswith("dcl-") and len(ch2["challenge"]) == 36
+            # A chain for an earlier challenge does not open this session.
+            await ws.send_bytes(client_signed_challenge(me.chain(ch1["challenge"])))
+            assert await recv_close(ws) == (4003, "auth failed: final_authority_mismatch")
+
+
+@run_async
+async def test_protocol_rejects(rng: random.Random) -> None:
+    with serving() as server:
+        p = server.port
+        me = Identity.random(rng)
+        assert await rejected(p, [b"\xff\xff\xff"]) == (1007, "Cannot decode ClientPacket", [])
+        assert await rejected(p, [client_heartbeat((1, 2, 3))]) == (
+            4000,
+            "protocol violation: expected challenge_request",
+            [],
+        )
+        assert await rejected(p, [client_challenge_request(me.address)] * 2) == (
+            4000,
+            "protocol violation: expected signed_challenge",
+            ["challenge_response"],
+        )
+        assert await rejected(p, [client_challenge_request("0xnothex")]) == (
+            4002,
+            "invalid address",
+            [],
+        )
+        code, _, _ = await rejected(p, [client_challenge_request("0x" + "a" * 20000)])
+        assert code == 1009  # 16 KiB inbound frame cap
+        await still_serving(server, rng)
+
+
+@run_async
+async def test_silent_client_times_out(rng: random.Random) -> None:
+    with serving(connector_handshake_timeout_ms=300) as server:
+        t0 = time.monotonic()
+        assert await rejected(server.port, []) == (4001, "handshake timeout", [])
+        assert time.monotonic() - t0 < 5
+        me = Identity.random(rng)
+        assert await rejected(server.port, [client_challenge_request(me.address)]) == (
+            4001,
+            "handshake timeout",
+            ["challenge_response"],
+        )
+        assert server.stats()["connector"]["closed_timeout"] == 2
+        await still_serving(server, rng)
+
+
+@run_async
+async def test_deny_list(rng: random.Random) -> None:
+    with serving() as server:
+        me = Identity.random(rng)
+        server.set_deny_list([me.address])  # any case; lowercased
+        assert await rejected(server.port, [client_challenge_request(me.lower)]) == (
+            4004,
+            "deny-listed",
+            [],
+        )
+        server.set_deny_list([])
+        await still_serving(server, rng)
+
+
+# --- HTTP -----------------------------------------------------------------------------------
+
+
+@run_async
+async def test_http_deferral_and_builtin_routes(rng: random.Random) -> None:
+    with serving(http_timeout_ms=400) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{base}/health/live") as r:
+                assert (r.status, await r.text()) == (200, "alive")
+                assert r.headers["Access-Control-Allow-Origin"] == "*"
+
+            async def answer_once() -> None:
+                evs = await events_until(server, lambda e: len(e) >= 1)
+                (req,) = evs
+                assert isinstance(req, HttpRequest)
+                assert (req.method, req.path, req.query) == ("POST", "/status", "a=1")
+                assert req.body == b"hello" and req.headers["X-Test"] == "yes"
+                server.respond(req.request_id, 200, {"Content-Type": "application/json"}, b"{}")
+                server.respond(req.request_id, 500, {}, b"again")  # ignored
+
+            task = asyncio.create_task(answer_once())
+            async with s.post(f"{base}/status?a=1", data=b"hello", headers={"X-Test": "yes"}) as r:
+                assert (r.status, await r.read()) == (200, b"{}")
+                assert r.headers["Content-Type"] == "application/json"
+            await task
+            # Unanswered requests time out with 503.
+            async with s.get(f"{base}/metrics") as r:
+                assert r.status == 503
+            assert isinstance(server.poll()[0], HttpRequest)
+            # Upgrades to unknown paths: 404.
+            with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+                await s.ws_connect(f"{base}/nope")
+            assert exc.value.status == 404
+
+
+@run_async
+async def test_stop_closes_sessions_with_1001(rng: random.Random) -> None:
+    server = Server(ServerConfig())
+    server.start()
+    me = Identity.random(rng)
+    async with aiohttp.ClientSession() as s:
+        ws, _ = await connector_handshake(s, server.port, me)
+        stopper = asyncio.create_task(asyncio.to_thread(server.stop))
+        assert await recv_close(ws) == (1001, "server shutting down")
+        await stopper
+    server.stop()  # idempotent
+    assert PeerDisconnected(me.lower) in server.poll()
+
+
+@run_async
+async def test_idle_sessions_are_pinged_then_closed(rng: random.Random) -> None:
+    with serving(idle_timeout_ms=600, rooms=True) as server:
+        me, other = Identity.random(rng), Identity.random(rng)
+        async with aiohttp.ClientSession() as s:
+            # aiohttp answers pings while a receive() is pending: it stays
+            # although it sends nothing.
+            alive, _ = await connector_handshake(s, server.port, me)
+            reader = asyncio.create_task(alive.receive())
+            # A raw client that never answers pings is closed.
+            raw = await RawWs.connect(server.port, "/ws")
+            await raw.send(client_challenge_request(other.address))
+            _, ch = decode_server((await raw.recv())[1])
+            await raw.send(client_signed_challenge(other.chain(ch["challenge"])))
+            assert decode_server((await raw.recv())[1])[0] == "welcome"
+            t0 = time.monotonic()
+            assert await raw.recv_close() == (1001, "idle timeout")
+            assert 0.5 < time.monotonic() - t0 < 5
+            raw.close()
+            await asyncio.sleep(0.5)
+            await alive.send_bytes(client_heartbeat((1, 2, 3)))
+            evs = await events_until(server, lambda e: len(heartbeats(e)) >= 1)
+            assert PeerDisconnected(other.lower) in evs
+            assert server.stats()["connector"]["closed_idle"] == 1
+            assert server.stats()["connector"]["sessions"] == 1
+            assert not reader.done()
+            reader.cancel()

@@ -1,0 +1,511 @@
+"""RFC-5 WebSocket rooms (transports.md section 1) over real sockets.
+
+Every client is an aiohttp WebSocket on 127.0.0.1 with a real, seeded
+eth-account identity; every reject asserts the exact close code and reason and
+then checks the server still serves a fresh client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+
+from dclcomms.ws import Server, ServerConfig
+from tests.test_ws_wire import (
+    Identity,
+    RawWs,
+    decode_ws,
+    recv_bin,
+    recv_close,
+    room_handshake,
+    run_async,
+    ws_identification,
+    ws_signed_challenge,
+    ws_update,
+)
+
+SEED = 5150
+SECRET = "room-secret-for-tests-0123456789abcdef"
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> random.Random:
+    seed = SEED + sum(map(ord, request.node.name))
+    print(f"seed={seed}")
+    return random.Random(seed)
+
+
+@contextmanager
+def serving(**kw: Any) -> Iterator[Server]:
+    kw.setdefault("connector", False)
+    server = Server(ServerConfig(**kw))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def token(sub: str, room: str, *, secret: str = SECRET, exp_in: float = 300) -> str:
+    now = int(time.time())
+    claims = {"sub": sub, "room": room, "iat": now, "exp": int(now + exp_in)}
+    return jwt.encode(claims, secret, algorithm="HS256", headers={"typ": "JWT"})
+
+
+async def still_serving(s: aiohttp.ClientSession, port: int, rng: random.Random) -> None:
+    """Two fresh clients join a room and exchange an update."""
+    room = f"alive-{rng.randrange(1 << 30)}"
+    a, _ = await room_handshake(s, port, room, Identity.random(rng))
+    b, wb = await room_handshake(s, port, room, Identity.random(rng))
+    kind, join = decode_ws(await recv_bin(a))
+    assert kind == "peer_join" and join["alias"] == wb["alias"]
+    await b.send_bytes(ws_update(b"ping"))
+    kind, upd = decode_ws(await recv_bin(a))
+    assert kind == "peer_update" and upd["body"] == b"ping"
+    await a.close()
+    await b.close()
+
+
+async def rejected(
+    port: int, path: str, frames: list[bytes], *, timeout: float = 10
+) -> tuple[int, str, list[tuple[str, dict[str, Any]]]]:
+    """Connects, sends frames, returns the close (code, reason) and frames seen."""
+    async with aiohttp.ClientSession() as s:
+        ws = await s.ws_connect(f"http://127.0.0.1:{port}{path}")
+        for f in frames:
+            await ws.send_bytes(f)
+        seen = []
+        while True:
+            msg = await ws.receive(timeout=timeout)
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                seen.append(decode_ws(msg.data))
+                continue
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), msg
+            return int(ws.close_code or 0), str(msg.extra or ""), seen
+
+
+# --- membership -------------------------------------------------------------------------
+
+
+@run_async
+async def test_welcome_join_leave_and_aliases(rng: random.Random) -> None:
+    with serving() as server:
+        ids = [Identity.random(rng) for _ in range(3)]
+        async with aiohttp.ClientSession() as s:
+            a, wa = await room_handshake(s, server.port, "plaza", ids[0])
+            assert wa["peer_identities"] == []
+            b, wb = await room_handshake(s, server.port, "plaza", ids[1])
+            assert wb["peer_identities"] == [(wa["alias"], ids[0].lower)]
+            assert wb["alias"] > wa["alias"] >= 1
+            assert decode_ws(await recv_bin(a)) == (
+                "peer_join",
+                {"alias": wb["alias"], "address": ids[1].lower},
+            )
+            c, wc = await room_handshake(s, server.port, "plaza", ids[2])
+            # Earlier joiners in join order, addresses lowercase.
+            assert wc["peer_identities"] == [
+                (wa["alias"], ids[0].lower),
+                (wb["alias"], ids[1].lower),
+            ]
+            for ws in (a, b):
+                assert decode_ws(await recv_bin(ws))[1]["alias"] == wc["alias"]
+            st = server.stats()["rooms"]
+            assert (st["users"], st["rooms"]) == (3, 1)
+            assert st["details"] == [{"roomName": "plaza", "count": 3}]
+            await b.close()
+            for ws in (a, c):
+                assert decode_ws(await recv_bin(ws)) == ("peer_leave", {"alias": wb["alias"]})
+            await a.close()
+            await c.close()
+            for _ in range(100):
+                if server.stats()["rooms"]["rooms"] == 0:
+                    break
+                await asyncio.sleep(0.02)
+            assert server.stats()["rooms"]["rooms"] == 0  # empty rooms vanish
+
+
+@run_async
+async def test_updates_relayed_with_forced_alias_no_echo(rng: random.Random) -> None:
+    with serving() as server:
+        async with aiohttp.ClientSession() as s:
+            a, wa = await room_handshake(s, server.port, "r1", Identity.random(rng))
+            b, wb = await room_handshake(s, server.port, "r1", Identity.random(rng))
+            await recv_bin(a)  # peer_join
+            body = rng.randbytes(300)
+            await a.send_bytes(ws_update(body, unreliable=True, from_alias=999_999))
+            await a.send_bytes(ws_update(b"second", from_alias=wb["alias"]))
+            assert decode_ws(await recv_bin(b)) == (
+                "peer_update",
+                {"from_alias": wa["alias"], "body": body, "unreliable": True},
+            )
+            assert decode_ws(await recv_bin(b)) == (
+                "peer_update",
+                {"from_alias": wa["alias"], "body": b"second", "unreliable": False},
+            )
+            # No echo: a's next frame is b's update, not its own.
+            await b.send_bytes(ws_update(b"from-b"))
+            kind, upd = decode_ws(await recv_bin(a))
+            assert (kind, upd["from_alias"], upd["body"]) == ("peer_update", wb["alias"], b"from-b")
+            # Other members after the handshake are ignored and counted.
+            await a.send_bytes(ws_identification(Identity.random(rng).address))
+            await a.send_bytes(ws_update(b"after-ignored"))
+            assert decode_ws(await recv_bin(b))[1]["body"] == b"after-ignored"
+            assert server.stats()["rooms"]["messages_ignored"] == 1
+
+
+@run_async
+async def test_room_isolation(rng: random.Random) -> None:
+    with serving() as server:
+        async with aiohttp.ClientSession() as s:
+            a, _ = await room_handshake(s, server.port, "one", Identity.random(rng))
+            b, wb = await room_handshake(s, server.port, "two", Identity.random(rng))
+            assert wb["peer_identities"] == []
+            a2, _ = await room_handshake(s, server.port, "one", Identity.random(rng))
+            await recv_bin(a)  # a2's join
+            await b.send_bytes(ws_update(b"only-two"))
+            await a2.send_bytes(ws_update(b"only-one"))
+            assert decode_ws(await recv_bin(a))[1]["body"] == b"only-one"
+            with pytest.raises(asyncio.TimeoutError):
+                await b.receive(timeout=0.3)
+            assert sorted(d["roomName"] for d in server.stats()["rooms"]["details"]) == [
+                "one",
+                "two",
+            ]
+
+
+@run_async
+async def test_capacity_kick(rng: random.Random) -> None:
+    with serving(rooms_max_users=2) as server:
+        async with aiohttp.ClientSession() as s:
+            keep = [await room_handshake(s, server.port, "small", Identity.random(rng))]
+            keep.append(await room_handshake(s, server.port, "small", Identity.random(rng)))
+            code, reason, seen = await rejected(
+                server.port, "/rooms/small", [ws_identification(Identity.random(rng).address)]
+            )
+            assert seen == [("peer_kicked", {"reason": "This world is full. Try again later."})]
+            assert (code, reason) == (4007, "room full: This world is full. Try again later.")
+            keep.append(await room_handshake(s, server.port, "other", Identity.random(rng)))
+            assert server.stats()["rooms"]["kicked_full"] == 1
+            assert server.stats()["rooms"]["users"] == 3
+            await still_serving(s, server.port, rng)
+
+
+@run_async
+async def test_duplicate_session_kicks_the_old_one(rng: random.Random) -> None:
+    with serving() as server:
+        me, other = Identity.random(rng), Identity.random(rng)
+        async with aiohttp.ClientSession() as s:
+            old, wold = await room_handshake(s, server.port, "a", me)
+            watcher, _ = await room_handshake(s, server.port, "a", other)
+            assert decode_ws(await recv_bin(old))[0] == "peer_join"
+            # The second session (another room) sees already_connected.
+            new = await s.ws_connect(f"http://127.0.0.1:{server.port}/rooms/b")
+            await new.send_bytes(ws_identification(me.address))
+            kind, ch = decode_ws(await recv_bin(new))
+            assert (kind, ch["already_connected"]) == ("challenge", True)
+            await new.send_bytes(ws_signed_challenge(me.chain(ch["challenge"])))
+            assert decode_ws(await recv_bin(new))[0] == "welcome"
+            kind, kicked = decode_ws(await recv_bin(old))
+            assert kind == "peer_kicked" and "Already connected" in kicked["reason"]
+            assert "This world is full" not in kicked["reason"]
+            assert await recv_close(old) == (
+                4006,
+                "Already connected: a new session for this address replaced this one",
+            )
+            assert decode_ws(await recv_bin(watcher)) == ("peer_leave", {"alias": wold["alias"]})
+            st = server.stats()["rooms"]
+            assert st["users"] == 2 and st["kicked_duplicate"] == 1
+            await still_serving(s, server.port, rng)
+
+
+# --- access tokens ----------------------------------------------------------------------
+
+
+@run_async
+async def test_jwt_accepted_and_rejected(rng: random.Random) -> None:
+    with serving(ws_room_secret=SECRET) as server:
+        me = Identity.random(rng)
+        async with aiohttp.ClientSession() as s:
+            ws, _ = await room_handshake(
+                s, server.port, "tok", me, query=f"?access_token={token(me.lower, 'tok')}"
+            )
+            await ws.close()
+            cases = {
+                "wrong_room": token(me.lower, "elsewhere"),
+                "expired": token(me.lower, "tok", exp_in=-31),
+                "bad_signature": token(
+                    me.lower, "tok", secret="not-the-secret-0123456789abcdef0123"
+                ),
+                "malformed": "not-a-jwt",
+                "unsupported_alg": jwt.encode(
+                    {"sub": me.lower, "room": "tok", "exp": int(time.time()) + 60},
+                    key=None,
+                    algorithm="none",
+                ),
+            }
+            for why, tok in cases.items():
+                code, reason, _ = await rejected(server.port, f"/rooms/tok?access_token={tok}", [])
+                assert (code, reason) == (4010, f"invalid access token: {why}"), why
+            # Within the 30 s leeway an expired token is still accepted.
+            ws, _ = await room_handshake(
+                s,
+                server.port,
+                "tok",
+                me,
+                query=f"?access_token={token(me.lower, 'tok', exp_in=-5)}",
+            )
+            await ws.close()
+            # The challenge must prove the token's subject.
+            thief = Identity.random(rng)
+            tws = await s.ws_connect(
+                f"http://127.0.0.1:{server.port}/rooms/tok?access_token={token(me.lower, 'tok')}"
+            )
+            await tws.send_bytes(ws_identification(thief.address))
+            _, ch = decode_ws(await recv_bin(tws))
+            await tws.send_bytes(ws_signed_challenge(thief.chain(ch["challenge"])))
+            assert await recv_close(tws) == (4003, "auth failed: address_mismatch")
+            assert server.stats()["rooms"]["token_rejected"] == len(cases)
+            await still_serving(s, server.port, rng)
+
+
+@run_async
+async def test_token_required(rng: random.Random) -> None:
+    with serving(ws_room_secret=SECRET, ws_room_require_token=True) as server:
+        me = Identity.random(rng)
+        code, reason, _ = await rejected(server.port, "/rooms/r", [ws_identification(me.address)])
+        assert (code, reason) == (4010, "invalid access token: missing")
+        async with aiohttp.ClientSession() as s:
+            q = f"?access_token={token(me.lower, 'r')}"
+            ws, _ = await room_handshake(s, server.port, "r", me, query=q)
+            await ws.close()
+
+
+@run_async
+async def test_token_without_configured_secret_is_rejected(rng: random.Random) -> None:
+    with serving() as server:
+        me = Identity.random(rng)
+        path = f"/rooms/r?access_token={token(me.lower, 'r')}"
+        code, reason, _ = await rejected(server.port, path, [])
+        assert (code, reason) == (4010, "invalid access token: no_secret_configured")
+
+
+# --- rejects ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "room",
+    ["bad%20id", "a" * 129, "", "caf%C3%A9", "a/b", "semi;colon"],
+)
+@run_async
+async def test_invalid_room_id(room: str, rng: random.Random) -> None:
+    with serving() as server:
+        code, reason, _ = await rejected(server.port, f"/rooms/{room}", [])
+        assert (code, reason) == (4011, "invalid room id")
+        async with aiohttp.ClientSession() as s:
+            ws, _ = await room_handshake(
+                s, server.port, "A-z0.9_:@x" + "y" * 118, Identity.random(rng)
+            )
+            await ws.close()
+            await still_serving(s, server.port, rng)
+
+
+@run_async
+async def test_frame_cap(rng: random.Random) -> None:
+    with serving() as server:
+        async with aiohttp.ClientSession() as s:
+            a, _ = await room_handshake(s, server.port, "cap", Identity.random(rng))
+            b, _ = await room_handshake(s, server.port, "cap", Identity.random(rng))
+            await recv_bin(a)
+            # A frame of exactly 16384 bytes is accepted and relayed.
+            frame = ws_update(b"x" * (16384 - 6))
+            assert len(frame) == 16384
+            await b.send_bytes(frame)
+            assert len(decode_ws(await recv_bin(a))[1]["body"]) == 16384 - 6
+            await b.send_bytes(ws_update(b"x" * (16384 - 5)))
+            code, _ = await recv_close(b)
+            assert code == 1009
+            assert decode_ws(await recv_bin(a))[0] == "peer_leave"
+            await still_serving(s, server.port, rng)
+
+
+@run_async
+async def test_undecodable_wrong_stage_invalid_address(rng: random.Random) -> None:
+    with serving() as server:
+        p = server.port
+        me = Identity.random(rng)
+        assert (await rejected(p, "/rooms/x", [b"\xff\xff\xff"]))[:2] == (
+            1007,
+            "Cannot decode WsPacket",
+        )
+        assert (await rejected(p, "/rooms/x", [ws_update(b"early")]))[:2] == (
+            4000,
+            "protocol violation: expected peer_identification",
+        )
+        c, r, seen = await rejected(p, "/rooms/x", [ws_identification(me.address)] * 2)
+        assert [k for k, _ in seen] == ["challenge"]
+        assert (c, r) == (4000, "protocol violation: expected signed_challenge_for_server")
+        assert (await rejected(p, "/rooms/x", [ws_identification("0x1234")]))[:2] == (
+            4002,
+            "invalid address",
+        )
+        async with aiohttp.ClientSession() as s:
+            await still_serving(s, p, rng)
+
+
+@run_async
+async def test_auth_failures(rng: random.Random) -> None:
+    with serving() as server:
+        me, other = Identity.random(rng), Identity.random(rng)
+
+        async def attempt(chain_for: Any) -> tuple[int, str]:
+            async with aiohttp.ClientSession() as s:
+                ws = await s.ws_connect(f"http://127.0.0.1:{server.port}/rooms/auth")
+                await ws.send_bytes(ws_identification(me.address))
+                _, ch = decode_ws(await recv_bin(ws))
+                await ws.send_bytes(ws_signed_challenge(chain_for(ch["challenge"])))
+                return await recv_close(ws)
+
+        assert await attempt(lambda c: me.chain(c, expired=True)) == (
+            4003,
+            "auth failed: ephemeral_expired",
+        )
+        assert await attempt(lambda c: me.chain(c, forged=True)) == (
+            4003,
+            "auth failed: signer_mismatch",
+        )
+        assert await attempt(lambda c: me.chain(c + "x")) == (
+            4003,
+            "auth failed: final_authority_mismatch",
+        )
+        assert await attempt(lambda c: other.chain(c)) == (4003, "auth failed: address_mismatch")
+        assert await attempt(lambda c: "[not json") == (4003, "auth failed: json_invalid")
+        assert server.stats()["rooms"]["auth_failed"] == 5
+        async with aiohttp.ClientSession() as s:
+            await still_serving(s, server.port, rng)
+
+
+@run_async
+async def test_handshake_timeout_per_stage(rng: random.Random) -> None:
+    with serving(rooms_handshake_timeout_ms=300) as server:
+        t0 = time.monotonic()
+        assert (await rejected(server.port, "/rooms/t", []))[:2] == (4001, "handshake timeout")
+        assert 0.25 < time.monotonic() - t0 < 5
+        me = Identity.random(rng)
+        c, r, seen = await rejected(server.port, "/rooms/t", [ws_identification(me.address)])
+        assert (c, r, [k for k, _ in seen]) == (4001, "handshake timeout", ["challenge"])
+        # A completed session is not subject to the timer.
+        async with aiohttp.ClientSession() as s:
+            a, _ = await room_handshake(s, server.port, "t", me)
+            b, _ = await room_handshake(s, server.port, "t", Identity.random(rng))
+            await asyncio.sleep(0.5)
+            await b.send_bytes(ws_update(b"late"))
+            assert decode_ws(await recv_bin(a))[0] == "peer_join"
+            assert decode_ws(await recv_bin(a))[1]["body"] == b"late"
+        assert server.stats()["rooms"]["closed_timeout"] == 2
+
+
+@run_async
+async def test_frames_during_auth_are_queued(rng: random.Random) -> None:
+    with serving() as server:
+        async with aiohttp.ClientSession() as s:
+            a, _wa = await room_handshake(s, server.port, "q", Identity.random(rng))
+            me = Identity.random(rng)
+            b = await s.ws_connect(f"http://127.0.0.1:{server.port}/rooms/q")
+            await b.send_bytes(ws_identification(me.address))
+            _, ch = decode_ws(await recv_bin(b))
+            # Updates sent before the welcome arrives are handled after it.
+            await b.send_bytes(ws_signed_challenge(me.chain(ch["challenge"])))
+            await b.send_bytes(ws_update(b"eager"))
+            assert decode_ws(await recv_bin(b))[0] == "welcome"
+            assert decode_ws(await recv_bin(a))[0] == "peer_join"
+            assert decode_ws(await recv_bin(a))[1]["body"] == b"eager"
+            # More than 8 frames during the async step: protocol violation.
+            other = Identity.random(rng)
+            raw = await RawWs.connect(server.port, "/rooms/q")
+            await raw.send(ws_identification(other.address))
+            _, ch = decode_ws((await raw.recv())[1])
+            # One TCP write: the 9 updates are read while the chain is verified.
+            await raw.send(
+                ws_signed_challenge(other.chain(ch["challenge"])), *[ws_update(b"f")] * 9
+            )
+            assert await raw.recv_close() == (
+                4000,
+                "protocol violation: too many frames during authentication",
+            )
+            raw.close()
+            await still_serving(s, server.port, rng)
+
+
+# --- backpressure -----------------------------------------------------------------------
+
+
+@run_async
+async def test_slow_receiver_drops_unreliable_then_closes_4008(rng: random.Random) -> None:
+    soft, hard = 16 * 1024, 128 * 1024
+    with serving(rooms_soft_limit_bytes=soft, rooms_hard_limit_bytes=hard) as server:
+        async with aiohttp.ClientSession() as s:
+            # The slow client has a tiny TCP window and stops reading.
+            slow = await RawWs.connect(server.port, "/rooms/bp", rcvbuf=4096)
+            wslow = await slow.handshake_room(Identity.random(rng))
+            fast, _ = await room_handshake(s, server.port, "bp", Identity.random(rng))
+            sender, wsend = await room_handshake(s, server.port, "bp", Identity.random(rng))
+            await recv_bin(fast)  # sender's join
+            body = b"u" * 1000
+            burst = 8  # < soft per round: the fast reader never crosses it
+            leaves: list[int] = []
+
+            async def read_fast(n: int, unreliable: bool) -> None:
+                for _ in range(n):
+                    kind, upd = decode_ws(await recv_bin(fast))
+                    if kind == "peer_leave":  # the slow one, closed mid-burst
+                        leaves.append(upd["alias"])
+                        kind, upd = decode_ws(await recv_bin(fast))
+                    assert kind == "peer_update" and upd["unreliable"] is unreliable
+
+            rounds = 0
+            while server.stats()["rooms"]["unreliable_dropped"] == 0:
+                for _ in range(burst):
+                    await sender.send_bytes(ws_update(body, unreliable=True))
+                await read_fast(burst, True)
+                rounds += 1
+                assert rounds < 5000
+            # Reliable updates are queued for it until the hard limit, then 4008.
+            seq = 0
+            while server.stats()["rooms"]["closed_slow"] == 0:
+                for _ in range(burst):
+                    await sender.send_bytes(ws_update(seq.to_bytes(4, "big") + body))
+                    seq += 1
+                await read_fast(burst, False)
+                assert seq < 100_000
+            st = server.stats()["rooms"]
+            assert st["closed_slow"] == 1 and st["unreliable_dropped"] >= 1
+            # The slow client now drains: every reliable update it got is in
+            # order without a gap, then the close frame says why.
+            got: list[int] = []
+            while True:
+                op, data = await slow.recv()
+                if op == 8:
+                    break
+                kind, upd = decode_ws(data)
+                if kind == "peer_update" and not upd["unreliable"]:
+                    got.append(int.from_bytes(upd["body"][:4], "big"))
+            assert int.from_bytes(data[:2], "big") == 4008
+            assert data[2:].decode() == f"receiver too slow: send queue over {hard} bytes"
+            assert got and got == list(range(len(got)))  # nothing silently skipped
+            slow.close()
+            # The others keep going, and see the slow one leave.
+            if not leaves:
+                kind, leave = decode_ws(await recv_bin(fast))
+                assert kind == "peer_leave"
+                leaves.append(leave["alias"])
+            assert leaves == [wslow["alias"]] and wsend["alias"] != wslow["alias"]
+            await sender.send_bytes(ws_update(b"after"))
+            assert decode_ws(await recv_bin(fast))[1]["body"] == b"after"

@@ -1,0 +1,112 @@
+"""``dclcomms rooms``: HTTP status/metrics and clean shutdown of the real process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import aiohttp
+
+from dclcomms.rooms import serve
+from dclcomms.ws import ServerConfig
+from tests.conftest import free_port
+from tests.test_ws_wire import Identity, recv_close, room_handshake, run_async
+
+SEED = 424242
+
+
+@run_async
+async def test_status_metrics_and_health() -> None:
+    rng = random.Random(SEED)
+    print(f"seed={SEED}")
+    port = free_port()
+    ready = asyncio.Event()
+    task = asyncio.create_task(serve(ServerConfig(port=port, commit_hash="abc123"), ready=ready))
+    await ready.wait()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as s:
+            keep = [await room_handshake(s, port, "plaza", Identity.random(rng)) for _ in range(2)]
+            keep.append(await room_handshake(s, port, "bar", Identity.random(rng)))
+            for path in ("/status", "/rooms/status"):
+                async with s.get(base + path) as r:
+                    assert r.status == 200
+                    assert r.headers["Access-Control-Allow-Origin"] == "*"
+                    doc = json.loads(await r.text())
+                assert set(doc) == {
+                    "version",
+                    "currentTime",
+                    "commitHash",
+                    "users",
+                    "rooms",
+                    "details",
+                }
+                assert doc["commitHash"] == "abc123"
+                assert abs(doc["currentTime"] - time.time() * 1000) < 10_000
+                assert (doc["users"], doc["rooms"]) == (3, 2)
+                assert sorted((d["roomName"], d["count"]) for d in doc["details"]) == [
+                    ("bar", 1),
+                    ("plaza", 2),
+                ]
+            async with s.get(base + "/metrics") as r:
+                assert r.status == 200
+                text = await r.text()
+            assert "dcl_ws_rooms_users 3\n" in text
+            assert "dcl_ws_rooms_rooms 2\n" in text
+            assert "dcl_ws_rooms_welcomed_total 3\n" in text
+            assert "# TYPE dcl_ws_rooms_unreliable_dropped_total counter" in text
+            assert "plaza" not in text and "0x" not in text  # no per-room / per-peer labels
+            for line in text.splitlines():
+                assert line.startswith("#") or line.startswith("dcl_"), line
+            async with s.get(base + "/health/live") as r:
+                assert (r.status, await r.text()) == (200, "alive")
+            async with s.get(base + "/nothing") as r:
+                assert r.status == 404
+                assert json.loads(await r.text()) == {"error": "Not Found"}
+            for ws, _ in keep:
+                await ws.close()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@run_async
+async def test_cli_process_stops_cleanly_on_sigterm() -> None:
+    rng = random.Random(SEED + 1)
+    print(f"seed={SEED + 1}")
+    port = free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dclcomms",
+        "rooms",
+        "--port",
+        str(port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert f"listening on ws://127.0.0.1:{port}/rooms/" in line.decode()
+        async with aiohttp.ClientSession() as s:
+            ws, _ = await room_handshake(s, port, "r", Identity.random(rng))
+            proc.send_signal(signal.SIGTERM)
+            assert await recv_close(ws) == (1001, "server shutting down")
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        rest = (await proc.stdout.read()).decode()
+        assert "stopped" in rest
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -67,6 +67,16 @@ async def connect_bus(
     return await NatsBus.connect(list(urls), subjects=subjects, name=name, registry=registry)
 
 
+def check_core_config(config: RealmConfig) -> None:
+    """A separate core must mint connection strings every connector honours."""
+    if not (config.livekit_enabled or config.fixed_adapter or config.ws_room_secret):
+        raise ConfigError(
+            "a separate core needs LiveKit, a fixed adapter or a ws_room_secret shared "
+            "with the connectors",
+            code="bad_value",
+        )
+
+
 class CoreService:
     """The archipelago core alone on a bus (no HTTP)."""
 
@@ -78,12 +88,7 @@ class CoreService:
         policy: RealmPolicy | type[RealmPolicy] | None = None,
         registry: Registry | None = None,
     ) -> None:
-        if not (config.livekit_enabled or config.fixed_adapter or config.ws_room_secret):
-            raise ConfigError(
-                "a separate core needs LiveKit, a fixed adapter or a ws_room_secret shared "
-                "with the connectors",
-                code="bad_value",
-            )
+        check_core_config(config)
         self.config = config
         self.bus = bus
         self.registry = registry or Registry()
@@ -293,6 +298,8 @@ def _main(prog: str, description: str, argv: Sequence[str] | None, role: str) ->
         if role == "realm" and not config.ws_room_secret:
             # one process: the core and the connector share the generated secret
             config = config.replace(ws_room_secret=secrets.token_urlsafe(32))
+        if role == "core":
+            check_core_config(config)  # before connecting anywhere
         setup_logging(config)
         return asyncio.run(_run(parts, buses, announce))
     except (ConfigError, SubjectError) as e:
@@ -330,6 +337,7 @@ __all__ = [
     "CoreService",
     "StatsService",
     "add_nats_arguments",
+    "check_core_config",
     "connector_main",
     "core_main",
     "realm_nats_main",

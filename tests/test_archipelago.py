@@ -149,10 +149,39 @@ def test_invalid_parameters_raise_config_error(kwargs: dict[str, object]) -> Non
     assert isinstance(info.value, ValueError)
 
 
-def test_reference_mode_is_reported_unimplemented() -> None:
-    with pytest.raises(ConfigError, match="not implemented") as info:
-        Engine(mode="reference")
+def test_reference_mode_keeps_the_reference_quirks() -> None:
+    """mode="reference": newcomers are transient singletons (Q4) and the 5-peer
+    capacity world flaps forever (Q2); converge settles (see test below)."""
+    ref = Engine(mode="reference", max_island_size=3)
+    assert ref.mode == "reference"
+    names = ["a", "b", "c", "d", "e"]
+    pos = np.array([[150, 0, 10], [60, 0, 20], [180, 0, 30], [100, 0, 10], [160, 0, 0]])
+    ref.update_many(names, pos)
+    first = {c.peer_id: c for c in ref.flush()}
+    assert first["c"].from_island_id is not None  # merged from its transient singleton
+    transient = []
+    for _ in range(4):
+        ref.update_many(names, pos)
+        changes = ref.flush()
+        assert [c.peer_id for c in changes] == ["e"]  # re-assigned every flush
+        assert changes[0].island_id == ref.island_of("b")  # 102 m from b (Q1)
+        transient.append(changes[0].from_island_id)
+    assert None not in transient and len(set(transient)) == 4  # a fresh transient id each time
+    assert ref.flush() == []  # no heartbeat => nothing dirty => nothing happens
+
+
+def test_reference_mode_rejects_like_converge() -> None:
+    ref = Engine(mode="reference")
+    with pytest.raises(ConfigError) as info:
+        ref.update("a", (math.nan, 0, 0))
+    assert info.value.code == "invalid_position"
+    with pytest.raises(ConfigError) as info:
+        ref.update_many(["a", ""], np.zeros((2, 3)))
+    assert info.value.code == "invalid_peer_id"
+    with pytest.raises(ConfigError) as info:
+        Engine(mode="reference", id_prefix="a.b")
     assert info.value.code == "invalid_parameter"
+    assert ref.peer_count == 0
 
 
 def test_defaults() -> None:
@@ -560,3 +589,17 @@ def test_lookups_reject_non_string_ids(engine: Engine) -> None:
         with pytest.raises(ConfigError) as info:
             call(5)  # type: ignore[operator]
         assert info.value.code == "invalid_peer_id"
+
+
+def test_extreme_coordinates(engine: Engine) -> None:
+    """Far-away worlds (grid cells clamp at ±2**31) still cluster exactly."""
+    big = 3.0e38  # close to the float32 maximum
+    engine.update_many(
+        ["a", "b", "c", "d"],
+        np.array([[big, 0, big], [big, 0, big], [-big, 0, -big], [1e12, 0, 1e12 + 64]]),
+    )
+    engine.update("e", (1e12, 0, 1e12))
+    engine.flush()
+    groups = sorted(sorted(i.peers) for i in engine.islands())
+    assert groups == [["a", "b"], ["c"], ["d", "e"]]
+    assert invariant_violations(engine, 64, 80) == []

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from dclcomms.archipelago import Engine
 from dclcomms.archipelago_scenarios import FORMAT, ScenarioFailure, replay
 
 from .conftest import load_conformance
@@ -94,3 +95,27 @@ def test_runner_reports_failed_expectations() -> None:
     scenario["steps"][2] = {"op": "legacy_add_transports"}
     with pytest.raises(ScenarioFailure, match="legacy-only"):
         replay(scenario)
+
+
+def _reference_engine(**kwargs: Any) -> Engine:
+    return Engine(mode="reference", **kwargs)
+
+
+@pytest.mark.parametrize("scenario", ALL, ids=[s["name"] for s in ALL])
+def test_scenario_reference_mode_matches_reference_trace(scenario: dict[str, Any]) -> None:
+    """mode="reference" reproduces the reference engine: every expectation (no
+    exceptions, the flapping defect included) and every reference_trace exactly."""
+    result = replay(
+        scenario,
+        default_config=DATA["default_config"],
+        engine_factory=_reference_engine,
+        check_trace=True,
+    )
+    assert result.steps_run > 0
+
+
+def test_trace_check_is_not_vacuous() -> None:
+    """The converge engine differs from the reference trace where the spec says it must."""
+    scenario = next(s for s in ALL if s["name"] == "base-test")
+    with pytest.raises(ScenarioFailure, match="trace updates differ"):
+        replay(scenario, default_config=DATA["default_config"], check_trace=True)

@@ -455,3 +455,32 @@ async def test_stop_closes_sessions_with_1001(rng: random.Random) -> None:
         await stopper
     server.stop()  # idempotent
     assert PeerDisconnected(me.lower) in server.poll()
+
+
+@run_async
+async def test_idle_sessions_are_pinged_then_closed(rng: random.Random) -> None:
+    with serving(idle_timeout_ms=600, rooms=True) as server:
+        me, other = Identity.random(rng), Identity.random(rng)
+        async with aiohttp.ClientSession() as s:
+            # aiohttp answers pings while a receive() is pending: it stays
+            # although it sends nothing.
+            alive, _ = await connector_handshake(s, server.port, me)
+            reader = asyncio.create_task(alive.receive())
+            # A raw client that never answers pings is closed.
+            raw = await RawWs.connect(server.port, "/ws")
+            await raw.send(client_challenge_request(other.address))
+            _, ch = decode_server((await raw.recv())[1])
+            await raw.send(client_signed_challenge(other.chain(ch["challenge"])))
+            assert decode_server((await raw.recv())[1])[0] == "welcome"
+            t0 = time.monotonic()
+            assert await raw.recv_close() == (1001, "idle timeout")
+            assert 0.5 < time.monotonic() - t0 < 5
+            raw.close()
+            await asyncio.sleep(0.5)
+            await alive.send_bytes(client_heartbeat((1, 2, 3)))
+            evs = await events_until(server, lambda e: len(heartbeats(e)) >= 1)
+            assert PeerDisconnected(other.lower) in evs
+            assert server.stats()["connector"]["closed_idle"] == 1
+            assert server.stats()["connector"]["sessions"] == 1
+            assert not reader.done()
+            reader.cancel()

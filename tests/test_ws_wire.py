@@ -447,6 +447,7 @@ class RawWs:
         return welcome
 
     async def recv_close(self) -> tuple[int, str]:
+        """Reads until the close frame, ignoring data and pings (never answered)."""
         while True:
             op, data = await self.recv()
             if op == 8:

@@ -53,38 +53,39 @@ py::object event_to_python(ws::Event& ev) {
 void register_ws(py::module_& m) {
   py::class_<Server>(m, "WsServer",
                      "WebSocket server core: connector (/ws) and RFC-5 rooms (/rooms/<id>)")
-      .def(py::init([](std::string host, int port, int io_threads, int auth_threads,
-                       size_t max_frame_bytes, bool connector,
-                       int64_t connector_handshake_timeout_ms, int heartbeat_max_per_s,
-                       size_t connector_max_queued_bytes, bool rooms,
-                       int64_t rooms_handshake_timeout_ms, size_t rooms_max_users,
-                       size_t rooms_soft_limit_bytes, size_t rooms_hard_limit_bytes,
-                       std::optional<std::string> ws_room_secret, bool ws_room_require_token,
-                       int64_t http_timeout_ms, size_t max_pending_frames) {
-             if (port < 0 || port > 65535) {
-               throw Error(ErrorKind::Config, "invalid_parameter", "port must be in 0..65535");
-             }
-             ws::Config c;
-             c.host = std::move(host);
-             c.port = static_cast<uint16_t>(port);
-             c.io_threads = io_threads;
-             c.auth_threads = auth_threads;
-             c.max_frame_bytes = max_frame_bytes;
-             c.connector = connector;
-             c.connector_handshake_timeout_ms = connector_handshake_timeout_ms;
-             c.heartbeat_max_per_s = heartbeat_max_per_s;
-             c.connector_max_queued_bytes = connector_max_queued_bytes;
-             c.rooms = rooms;
-             c.rooms_handshake_timeout_ms = rooms_handshake_timeout_ms;
-             c.rooms_max_users = rooms_max_users;
-             c.rooms_soft_limit_bytes = rooms_soft_limit_bytes;
-             c.rooms_hard_limit_bytes = rooms_hard_limit_bytes;
-             c.ws_room_secret = std::move(ws_room_secret);
-             c.ws_room_require_token = ws_room_require_token;
-             c.http_timeout_ms = http_timeout_ms;
-             c.max_pending_frames = max_pending_frames;
-             return std::make_unique<Server>(std::move(c));
-           }),
+      .def(py::init(
+               [](std::string host, int port, int io_threads, int auth_threads,
+                  size_t max_frame_bytes, bool connector, int64_t connector_handshake_timeout_ms,
+                  int heartbeat_max_per_s, size_t connector_max_queued_bytes, bool rooms,
+                  int64_t rooms_handshake_timeout_ms, size_t rooms_max_users,
+                  size_t rooms_soft_limit_bytes, size_t rooms_hard_limit_bytes,
+                  std::optional<std::string> ws_room_secret, bool ws_room_require_token,
+                  int64_t http_timeout_ms, size_t max_pending_frames, int64_t idle_timeout_ms) {
+                 if (port < 0 || port > 65535) {
+                   throw Error(ErrorKind::Config, "invalid_parameter", "port must be in 0..65535");
+                 }
+                 ws::Config c;
+                 c.host = std::move(host);
+                 c.port = static_cast<uint16_t>(port);
+                 c.io_threads = io_threads;
+                 c.auth_threads = auth_threads;
+                 c.max_frame_bytes = max_frame_bytes;
+                 c.connector = connector;
+                 c.connector_handshake_timeout_ms = connector_handshake_timeout_ms;
+                 c.heartbeat_max_per_s = heartbeat_max_per_s;
+                 c.connector_max_queued_bytes = connector_max_queued_bytes;
+                 c.rooms = rooms;
+                 c.rooms_handshake_timeout_ms = rooms_handshake_timeout_ms;
+                 c.rooms_max_users = rooms_max_users;
+                 c.rooms_soft_limit_bytes = rooms_soft_limit_bytes;
+                 c.rooms_hard_limit_bytes = rooms_hard_limit_bytes;
+                 c.ws_room_secret = std::move(ws_room_secret);
+                 c.ws_room_require_token = ws_room_require_token;
+                 c.http_timeout_ms = http_timeout_ms;
+                 c.max_pending_frames = max_pending_frames;
+                 c.idle_timeout_ms = idle_timeout_ms;
+                 return std::make_unique<Server>(std::move(c));
+               }),
            py::kw_only(), py::arg("host"), py::arg("port"), py::arg("io_threads"),
            py::arg("auth_threads"), py::arg("max_frame_bytes"), py::arg("connector"),
            py::arg("connector_handshake_timeout_ms"), py::arg("heartbeat_max_per_s"),
@@ -92,7 +93,7 @@ void register_ws(py::module_& m) {
            py::arg("rooms_handshake_timeout_ms"), py::arg("rooms_max_users"),
            py::arg("rooms_soft_limit_bytes"), py::arg("rooms_hard_limit_bytes"),
            py::arg("ws_room_secret"), py::arg("ws_room_require_token"), py::arg("http_timeout_ms"),
-           py::arg("max_pending_frames"))
+           py::arg("max_pending_frames"), py::arg("idle_timeout_ms"))
       // start/stop touch no Python object; stop joins threads that never take
       // the GIL, so releasing it cannot deadlock.
       .def("start", &Server::start, py::call_guard<py::gil_scoped_release>())

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dclcomms import _core
+from dclcomms.archipelago_reference import ReferenceCore
 from dclcomms.errors import ConfigError
 
 __all__ = [
@@ -136,6 +137,10 @@ def _peer_id(value: object) -> str:
 class Engine:
     """The island clustering engine.
 
+    ``mode="converge"`` (default) is the C++ engine of spec §2.6;
+    ``mode="reference"`` runs the reference algorithm of §2.3 with its quirks
+    (pure Python, O(islands²) per flush: for notebooks and differential tests).
+
     Parameters are validated eagerly: ``leave_distance < join_distance``,
     non-positive or non-finite distances, ``max_island_size < 1`` and a
     ``id_prefix`` that is empty or holds ``.``, ``*``, ``>`` or whitespace raise
@@ -174,15 +179,13 @@ class Engine:
             raise ConfigError(
                 f"mode must be one of {_MODES}, got {mode!r}", code="invalid_parameter"
             )
-        if mode == "reference":
-            raise ConfigError(
-                "mode 'reference' (the reference algorithm with its quirks) is not "
-                "implemented yet; use mode='converge'",
-                code="invalid_parameter",
-            )
         self._mode = mode
-        # The C++ side validates id_prefix (and re-validates the rest).
-        self._core = _core.ArchipelagoEngine(join, leave, max_island_size, id_prefix)
+        # Both cores validate id_prefix (the C++ one re-validates the rest too).
+        self._core: _core.ArchipelagoEngine | ReferenceCore
+        if mode == "reference":
+            self._core = ReferenceCore(join, leave, max_island_size, id_prefix)
+        else:
+            self._core = _core.ArchipelagoEngine(join, leave, max_island_size, id_prefix)
 
     @property
     def mode(self) -> str:

@@ -58,17 +58,57 @@ def _fmt(groups: list[frozenset[str]]) -> str:
     return str(sorted(sorted(g) for g in groups))
 
 
+def _compare_trace(
+    engine: Engine,
+    changes: list[IslandChange],
+    trace: Mapping[str, Any],
+    fail: Callable[[str], NoReturn],
+) -> None:
+    want_updates = [
+        (
+            u["peer"],
+            {"change_to": "changed", "leave": "left"}[u["action"]],
+            u["island"],
+            u.get("from_island"),
+        )
+        for u in trace.get("updates", [])
+    ]
+    got_updates = [(c.peer_id, c.kind, c.island_id, c.from_island_id) for c in changes]
+    if got_updates != want_updates:
+        fail(f"trace updates differ: got {got_updates}, want {want_updates}")
+    if "islands" not in trace:
+        return
+    got = {i.id: i for i in engine.islands()}
+    want_ids = [i["id"] for i in trace["islands"]]
+    if sorted(got) != sorted(want_ids):
+        fail(f"trace islands differ: got {sorted(got)}, want {sorted(want_ids)}")
+    for w in trace["islands"]:
+        g = got[w["id"]]
+        if list(g.peers) != list(w["peers"]) or g.max_peers != w["max_peers"]:
+            fail(f"trace island {w['id']}: got {g.peers}, want {w['peers']}")
+        geometry_ok = math.isclose(g.radius, w["radius"], abs_tol=1e-6) and all(
+            math.isclose(a, float(b), abs_tol=1e-6)
+            for a, b in zip(g.center, w["center"], strict=True)
+        )
+        if not geometry_ok:
+            fail(f"trace island {w['id']} geometry: got {g.center} r={g.radius}")
+
+
 def replay(
     scenario: Mapping[str, Any],
     *,
     default_config: Mapping[str, Any] | None = None,
     overrides: Mapping[int, Mapping[str, Any] | None] | None = None,
     engine_factory: Callable[..., Engine] = Engine,
+    check_trace: bool = False,
 ) -> ScenarioResult:
     """Run one scenario; raise :class:`ScenarioFailure` at the first failed expectation.
 
     ``overrides`` maps a step index to a replacement step (or ``None`` to skip
     it): the hook for documented exceptions, which callers must justify.
+    ``check_trace`` also compares every flush with the step's
+    ``reference_trace`` (exact updates in order, islands with members in
+    order and geometry): only the reference algorithm is expected to pass it.
     """
     name = str(scenario.get("name", "?"))
     config = {**(default_config or {}), **scenario.get("config", {})}
@@ -89,6 +129,9 @@ def replay(
         assert engine is not None
         changes = engine.flush()
         result.flushes.append(changes)
+        trace = step.get("reference_trace") if step is not None else None
+        if check_trace and trace is not None:
+            _compare_trace(engine, changes, trace, fail)
         return changes
 
     for index, original in enumerate(scenario["steps"]):

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "connector": ("dclcomms.processes:connector_main", "connector + rooms + HTTP over NATS"),
     "core": ("dclcomms.processes:core_main", "archipelago clustering core over NATS"),
     "stats": ("dclcomms.processes:stats_main", "stats HTTP API over NATS"),
+    "sim": ("dclcomms.sim.cli:main", "run the offline island simulator, print a JSON summary"),
 }
 
 

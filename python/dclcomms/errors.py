@@ -141,6 +141,11 @@ CODES: dict[type[Error], frozenset[str]] = {
             "bad_toml",
             "config_not_found",
             "bad_policy",
+            # ws server (dclcomms.ws.Server)
+            "already_started",
+            "invalid_host",
+            "bind_failed",
+            "eventfd_failed",
         }
     ),
     # NATS subjects and bus (dclcomms.subjects, dclcomms.natsbus)

@@ -85,6 +85,7 @@ class ServerConfig:
     auth_threads: int = 1  # workers verifying auth chains off the I/O thread
     http_timeout_ms: int = 10_000  # unanswered HttpRequest => 503
     max_pending_frames: int = 8  # frames queued during the async auth step; overflow => 4000
+    idle_timeout_ms: int = 90_000  # silent (no frame, no pong) => 1001 "idle timeout"; 0 = off
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ class Server:
             ws_room_require_token=c.ws_room_require_token,
             http_timeout_ms=c.http_timeout_ms,
             max_pending_frames=c.max_pending_frames,
+            idle_timeout_ms=c.idle_timeout_ms,
         )
 
     def start(self) -> int:

@@ -866,10 +866,24 @@ struct Engine::Impl {
       }
     }
     // 4. Admit new peers in arrival order.
+    std::vector<uint32_t> waiting;
     for (uint32_t p : pending) {
-      if (state[p] == kPending) admit(p);
+      if (state[p] != kPending) continue;
+      if (policy && !policy->ready_to_admit(ids[p])) {
+        waiting.push_back(p);
+        auto rec = reconnect_of.find(p);
+        if (rec != reconnect_of.end()) {
+          // Back, but not placed this flush: its old session's Left stands.
+          departures[rec->second].superseded = false;
+          reconnect_of.erase(rec);
+          flags[p] = 0;
+          start_seq[p] = 0;
+        }
+        continue;
+      }
+      admit(p);
     }
-    pending.clear();
+    pending.swap(waiting);
     refresh_all();
     // 5. Merge passes until no island that changed can merge.
     while (!merge_queue.empty()) {

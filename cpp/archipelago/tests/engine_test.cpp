@@ -555,3 +555,49 @@ TEST(ArchipelagoPolicy, VaryingCapacitiesKeepInvariants) {
     EXPECT_TRUE(e.flush().empty());
   }
 }
+
+class Gate : public arch::CapacityPolicy {
+ public:
+  uint32_t capacity_for_new_island(std::string_view, uint32_t d) override { return d; }
+  bool ready_to_admit(std::string_view peer) override { return allowed.count(std::string(peer)); }
+  std::set<std::string> allowed;
+};
+
+TEST(ArchipelagoPolicy, AdmissionGateKeepsPeersPending) {
+  auto gate = std::make_shared<Gate>();
+  arch::Engine e({}, gate);
+  gate->allowed = {"a"};
+  e.update("a", 0, 0, 0);
+  e.update("b", 10, 0, 0);
+  auto ch = e.flush();
+  ASSERT_EQ(ch.size(), 1u);
+  EXPECT_EQ(ch[0].peer_id, "a");
+  EXPECT_FALSE(e.island_of("b").has_value());
+  EXPECT_EQ(e.peer_count(), 2u);
+  gate->allowed.insert("b");
+  ch = e.flush();
+  ASSERT_EQ(ch.size(), 1u);
+  EXPECT_EQ(ch[0].peer_id, "b");
+  EXPECT_EQ(ch[0].island_id, "I1");
+  EXPECT_FALSE(ch[0].from_island_id.has_value());
+  // Disconnect + reconnect, held pending: the Left of the old session stands.
+  gate->allowed = {"a"};
+  e.disconnect("b");
+  e.update("b", 10, 0, 0);
+  ch = e.flush();
+  ASSERT_EQ(ch.size(), 1u);
+  EXPECT_EQ(ch[0].kind, arch::ChangeKind::Left);
+  EXPECT_EQ(ch[0].peer_id, "b");
+  gate->allowed.insert("b");
+  ch = e.flush();
+  ASSERT_EQ(ch.size(), 1u);
+  EXPECT_EQ(ch[0].kind, arch::ChangeKind::Changed);
+  EXPECT_FALSE(ch[0].from_island_id.has_value());
+  // A pending peer can still be disconnected silently.
+  gate->allowed = {};
+  e.update("c", 5, 0, 0);
+  e.flush();
+  EXPECT_TRUE(e.disconnect("c"));
+  EXPECT_TRUE(e.flush().empty());
+  EXPECT_EQ(Oracle::check(e), "");
+}

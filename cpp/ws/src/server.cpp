@@ -71,8 +71,9 @@ struct Session {
   Stage stage = Stage::Start;
   std::unique_ptr<asio::steady_timer> timer;
   uint64_t timer_gen = 0;
-  std::string address;    // claimed, lowercase
-  std::string challenge;  // single use: cleared when submitted
+  int64_t last_rx_ms = 0;  // last frame or pong (idle sweep)
+  std::string address;     // claimed, lowercase
+  std::string challenge;   // single use: cleared when submitted
   std::deque<std::string> pending;
   // rooms
   std::string room;
@@ -100,6 +101,7 @@ using SessionPtr = std::shared_ptr<Session>;
   X(closed_invalid_address)            \
   X(closed_slow)                       \
   X(closed_frame_too_big)              \
+  X(closed_idle)                       \
   X(heartbeats_accepted)               \
   X(heartbeats_dropped_no_position)    \
   X(heartbeats_dropped_invalid)        \
@@ -123,6 +125,7 @@ using SessionPtr = std::shared_ptr<Session>;
   X(closed_invalid_address)       \
   X(closed_slow)                  \
   X(closed_frame_too_big)         \
+  X(closed_idle)                  \
   X(updates_received)             \
   X(updates_delivered)            \
   X(unreliable_dropped)           \
@@ -154,7 +157,7 @@ class Server::Impl {
         cfg_.heartbeat_max_per_s < 1 || cfg_.max_pending_frames < 1 ||
         cfg_.rooms_soft_limit_bytes > cfg_.rooms_hard_limit_bytes ||
         cfg_.connector_handshake_timeout_ms < 1 || cfg_.rooms_handshake_timeout_ms < 1 ||
-        cfg_.http_timeout_ms < 1) {
+        cfg_.http_timeout_ms < 1 || cfg_.idle_timeout_ms < 0) {
       throw Error(ErrorKind::Config, "invalid_parameter", "invalid WebSocket server configuration");
     }
     efd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -177,12 +180,21 @@ class Server::Impl {
     ep_.set_listen_backlog(4096);
     ep_.set_max_message_size(cfg_.max_frame_bytes);
     ep_.set_close_handshake_timeout(2000);
+    // Small frames must not wait for Nagle + delayed ACK (~40 ms per hop).
+    ep_.set_tcp_post_init_handler([this](Hdl h) {
+      asio::error_code ignored;  // best effort: latency, not correctness
+      ep_.get_con_from_hdl(h)->get_socket().set_option(asio::ip::tcp::no_delay(true), ignored);
+    });
     ep_.set_validate_handler([this](Hdl h) { return on_validate(h); });
     ep_.set_open_handler([this](Hdl h) { on_open(h); });
     ep_.set_message_handler([this](Hdl h, MessagePtr m) { on_message(h, m); });
     ep_.set_close_handler([this](Hdl h) { on_closed(h); });
     ep_.set_fail_handler([this](Hdl h) { on_closed(h); });
     ep_.set_http_handler([this](Hdl h) { on_http(h); });
+    ep_.set_pong_handler([this](Hdl h, std::string) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (SessionPtr s = find(h)) s->last_rx_ms = unix_ms();
+    });
 
     asio::error_code aec;
     auto addr = asio::ip::make_address(cfg_.host, aec);
@@ -197,6 +209,10 @@ class Server::Impl {
     }
     port_ = ep_.get_local_endpoint(aec).port();
     pool_ = std::make_unique<WorkerPool>(cfg_.auth_threads);
+    if (cfg_.idle_timeout_ms > 0) {
+      idle_timer_ = std::make_unique<asio::steady_timer>(ep_.get_io_service());
+      schedule_idle_sweep();
+    }
     for (int i = 0; i < cfg_.io_threads; ++i) {
       io_.emplace_back([this] { run_io(); });
     }
@@ -215,6 +231,7 @@ class Server::Impl {
       for (auto& s : all) close_session(s, 1001, "server shutting down");
       for (auto& [_, p] : http_) answer(p, 503, {}, R"({"error":"Service Unavailable"})");
       http_.clear();
+      if (idle_timer_) idle_timer_->cancel();
       shutdown_posted_ = true;
     });
     if (pool_) pool_->stop();
@@ -380,6 +397,40 @@ class Server::Impl {
     p.con->send_http_response(ec);
   }
 
+  // Every sixth of the idle timeout: ping sessions silent for a third of it,
+  // close those silent for all of it (dead TCP peers otherwise hold their
+  // registry entry forever).
+  void schedule_idle_sweep() {
+    idle_timer_->expires_after(
+        std::chrono::milliseconds(std::max<int64_t>(cfg_.idle_timeout_ms / 6, 10)));
+    idle_timer_->async_wait([this](const asio::error_code& ec) {
+      if (ec) return;
+      std::lock_guard<std::mutex> lock(mu_);
+      if (shutdown_posted_) return;
+      int64_t now = unix_ms();
+      std::vector<SessionPtr> idle;
+      for (auto& [_, s] : sessions_) {
+        if (s->stage == Stage::Closed) continue;
+        int64_t silent = now - s->last_rx_ms;
+        if (silent >= cfg_.idle_timeout_ms) {
+          idle.push_back(s);
+        } else if (silent >= cfg_.idle_timeout_ms / 3) {
+          websocketpp::lib::error_code ignored;
+          s->con->ping("", ignored);
+        }
+      }
+      for (auto& s : idle) {
+        if (s->kind == Kind::Connector) {
+          ++cc_.closed_idle;
+        } else {
+          ++rc_.closed_idle;
+        }
+        close_session(s, 1001, "idle timeout");
+      }
+      schedule_idle_sweep();
+    });
+  }
+
   // ---- websocketpp handlers ---------------------------------------------------
 
   bool on_validate(Hdl h) {
@@ -443,6 +494,7 @@ class Server::Impl {
     s->con = con;
     s->timer = std::make_unique<asio::steady_timer>(ep_.get_io_service());
     s->kind = is_connector_path(path) ? Kind::Connector : Kind::Room;
+    s->last_rx_ms = unix_ms();
     sessions_.emplace(con.get(), s);
     if (shutdown_posted_) {
       close_session(s, 1001, "server shutting down");
@@ -505,6 +557,7 @@ class Server::Impl {
     std::lock_guard<std::mutex> lock(mu_);
     SessionPtr s = find(h);
     if (!s || s->stage == Stage::Closed) return;
+    s->last_rx_ms = unix_ms();
     if (s->stage == Stage::Verifying) {
       if (s->pending.size() >= cfg_.max_pending_frames) {
         count_protocol(s);
@@ -927,6 +980,7 @@ class Server::Impl {
   Endpoint ep_;
   std::vector<std::thread> io_;
   std::unique_ptr<WorkerPool> pool_;
+  std::unique_ptr<asio::steady_timer> idle_timer_;
   std::atomic<bool> started_{false};
   std::atomic<bool> stopped_{false};
   uint16_t port_ = 0;

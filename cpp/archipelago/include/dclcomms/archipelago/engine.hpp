@@ -47,15 +47,19 @@ struct Config {
 // invalid field.
 void validate(const Config& config);
 
-// Island capacity hook for a later realm/transport layer (spec §6.2). Called
-// synchronously inside flush(), with the engine lock held, once per island
-// creation (split components included). Must not call into the engine.
+// Hooks for a realm/transport layer (spec §6.2). Called synchronously inside
+// flush(), with the engine lock held; must not call into the engine.
 class CapacityPolicy {
  public:
   virtual ~CapacityPolicy() = default;
   // Capacity (max peers, >= 1) of the island being created with this id.
   virtual uint32_t capacity_for_new_island(std::string_view island_id,
                                            uint32_t default_capacity) = 0;
+  // Asked once per flush for each new peer before it is placed. false keeps
+  // the peer pending (e.g. its ban verdict is not cached yet, spec §6.2); it
+  // is asked again at the next flush. A peer that disconnected and came back
+  // in the same cycle and is kept pending is reported as Left.
+  virtual bool ready_to_admit(std::string_view /*peer_id*/) { return true; }
 };
 
 enum class ChangeKind : uint8_t { Changed, Left };

@@ -44,6 +44,10 @@ struct Config {
   size_t rooms_hard_limit_bytes = 1 << 20;    // above: receiver closed 4008
   std::optional<std::string> ws_room_secret;  // HS256 key of ?access_token=
   bool ws_room_require_token = false;
+  // Sessions that sent nothing (no frame, no pong) for this long are closed
+  // 1001 "idle timeout"; the server pings those idle for a third of it.
+  // 0 disables.
+  int64_t idle_timeout_ms = 90'000;
   // HTTP requests handed to the embedder are answered 503 after this long.
   int64_t http_timeout_ms = 10'000;
   // Frames queued while a handshake step is asynchronous; overflow => 4000.

@@ -1,0 +1,31 @@
+"""Smoke test of bench/bench_sim.py --quick (figures live in docs/performance.md, not here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_sim.py"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("dclcomms.archipelago") is None,
+    reason="dclcomms.archipelago is not merged into this branch yet",
+)
+def test_bench_sim_quick_prints_json() -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(out.stdout)
+    assert doc["bench"] == "sim"
+    assert [r["peers"] for r in doc["runs"]] == [2_000, 10_000]
+    for r in doc["runs"]:
+        assert r["s_per_flush_median"] > 0 and r["peak_rss_mb"] > 0
+        assert 0 < r["connected"] <= r["peers"] and r["islands"] > 0
+        assert set(r["breakdown_median_s"]) == {"mobility", "update", "flush_s", "metrics"}

@@ -1,0 +1,80 @@
+"""Server lifecycle and configuration errors of dclcomms.ws (no clients needed)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from dclcomms import errors
+from dclcomms.ws import Server, ServerConfig, metrics_text
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"io_threads": 0},
+        {"auth_threads": 0},
+        {"max_frame_bytes": 0},
+        {"heartbeat_max_per_s": 0},
+        {"rooms_soft_limit_bytes": 2 << 20, "rooms_hard_limit_bytes": 1 << 20},
+        {"rooms_handshake_timeout_ms": 0},
+        {"port": 70000},
+    ],
+)
+def test_invalid_config(kw: dict[str, int]) -> None:
+    with pytest.raises(errors.ConfigError) as exc:
+        Server(ServerConfig(**kw))  # type: ignore[arg-type]
+    assert exc.value.code == "invalid_parameter"
+
+
+def test_lifecycle_errors() -> None:
+    server = Server(ServerConfig())
+    port = server.start()
+    assert port == server.port > 0
+    with pytest.raises(errors.ConfigError) as exc:
+        server.start()
+    assert exc.value.code == "already_started"
+    with pytest.raises(errors.ConfigError) as exc:
+        Server(ServerConfig(port=port)).start()  # the port is taken
+    assert exc.value.code == "bind_failed"
+    with pytest.raises(errors.ConfigError) as exc:
+        Server(ServerConfig(host="not-an-ip")).start()
+    assert exc.value.code == "invalid_host"
+    server.stop()
+    server.stop()
+    assert server.poll() == []
+    for code in ("already_started", "bind_failed", "invalid_host", "eventfd_failed"):
+        assert code in errors.CODES[errors.ConfigError]
+
+
+def test_stopped_server_refuses_connections_and_sends_are_noops() -> None:
+    server = Server(ServerConfig())
+    port = server.start()
+    server.stop()
+    server.send_join_island("0x" + "1" * 40, "I1", "0x" + "2" * 40)  # ignored
+    server.kick("0x" + "1" * 40, 4005, "x")
+    with socket.socket() as s, pytest.raises(OSError):
+        s.settimeout(2)
+        s.connect(("127.0.0.1", port))
+
+
+def test_never_started_server_stops() -> None:
+    Server(ServerConfig()).stop()
+
+
+def test_metrics_text_has_no_labels() -> None:
+    server = Server(ServerConfig())
+    server.start()
+    try:
+        text = metrics_text(server.stats())
+    finally:
+        server.stop()
+    names = [line.split()[0] for line in text.splitlines() if not line.startswith("#")]
+    assert "dcl_ws_connector_sessions" in names and "dcl_ws_rooms_users" in names
+    assert all(n.startswith("dcl_ws_") and "{" not in n for n in names)
+    assert all(
+        n.endswith("_total")
+        for n in names
+        if n not in {"dcl_ws_connector_sessions", "dcl_ws_rooms_users", "dcl_ws_rooms_rooms"}
+    )

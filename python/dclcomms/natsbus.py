@@ -14,7 +14,9 @@ payload and appends it to an outbox; one drain task per loop iteration hands the
 outbox to nats-py, whose flusher writes everything queued in one socket write.
 A heartbeat batch thus becomes one NATS message per ``peer.<addr>.heartbeat``,
 all flushed together. **Bound**: the outbox holds at most ``max_outbox_bytes``
-(default 16 MiB) and nats-py's pending buffer ``pending_size`` (default 8 MiB);
+(default 128 MiB: one tick's output must fit; the first tick of 10,000
+new peers publishes about 52 MiB of ``island_changed``) and nats-py's pending
+buffer ``pending_size`` (default 8 MiB);
 while disconnected nats-py keeps publishing into that buffer and refuses beyond
 it. Messages beyond either bound are dropped and counted
 (``dcl_nats_dropped_total{reason}``) - heartbeats are periodic and the core
@@ -63,7 +65,7 @@ from dclcomms.subjects import Scheme, scheme
 
 log = logging.getLogger("dclcomms.natsbus")
 
-DEFAULT_MAX_OUTBOX_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_OUTBOX_BYTES = 128 * 1024 * 1024
 DEFAULT_PENDING_SIZE = 8 * 1024 * 1024
 
 
@@ -105,6 +107,7 @@ class NatsBus(Bus):
         self._closed = False
         self._closing = False
         self.published = 0
+        self.published_bytes = 0
         self.received = 0
         self.handler_errors = 0
         r = registry or Registry()
@@ -241,6 +244,7 @@ class NatsBus(Bus):
                     try:
                         await self.nc.publish(wire, data)
                         self.published += 1
+                        self.published_bytes += len(data)
                         self.m_published.inc()
                     except OutboundBufferLimitError:
                         self.m_dropped.inc(reason="nats_buffer")

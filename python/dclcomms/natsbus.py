@@ -104,6 +104,7 @@ class NatsBus(Bus):
         self._outbox_bytes = 0
         self._drain_task: asyncio.Task[None] | None = None
         self._wires: dict[str, _Wire] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._closing = False
         self.published = 0
@@ -294,7 +295,9 @@ class NatsBus(Bus):
                 w.subs.remove(sub)
                 if not w.subs:
                     del self._wires[wp]
-                    self._loop.create_task(self._nats_unsubscribe(w))
+                    t = self._loop.create_task(self._nats_unsubscribe(w))
+                    self._tasks.add(t)  # keep a reference until done
+                    t.add_done_callback(self._tasks.discard)
 
     async def _nats_unsubscribe(self, w: _Wire) -> None:
         if w.task is not None:

@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
         "environment variables, which override the --config TOML file.",
     )
     add_arguments(p)
+    from dclcomms.processes import add_nats_arguments  # --nats runs the parts over NATS
+
+    add_nats_arguments(p, required=False)
     return p
 
 

@@ -603,3 +603,16 @@ def test_extreme_coordinates(engine: Engine) -> None:
     groups = sorted(sorted(i.peers) for i in engine.islands())
     assert groups == [["a", "b"], ["c"], ["d", "e"]]
     assert invariant_violations(engine, 64, 80) == []
+
+
+def test_boot_epoch_ids() -> None:
+    e = Engine(id_epoch="lz3k")
+    e.update("a", (0, 0, 0))
+    e.update("b", (500, 0, 0))
+    assert [c.island_id for c in e.flush()] == ["Ilz3k-1", "Ilz3k-2"]
+    for bad in ("LZ", "a-b", "a b", 7):
+        with pytest.raises(ConfigError) as info:
+            Engine(id_epoch=bad)  # type: ignore[arg-type]
+        assert info.value.code == "invalid_parameter"
+    with pytest.raises(ConfigError):
+        Engine(mode="reference", id_epoch="x1")

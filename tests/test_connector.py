@@ -18,6 +18,7 @@ import aiohttp
 import numpy as np
 import pytest
 
+from dclcomms import errors
 from dclcomms.ws import (
     UNSET,
     Event,
@@ -484,3 +485,45 @@ async def test_idle_sessions_are_pinged_then_closed(rng: random.Random) -> None:
             assert server.stats()["connector"]["sessions"] == 1
             assert not reader.done()
             reader.cancel()
+
+
+def test_kick_rejects_codes_a_server_may_not_send() -> None:
+    server = Server(ServerConfig())
+    for code in (1005, 1006, 1015, 999, 5000, 3000):
+        with pytest.raises(errors.ConfigError) as exc:
+            server.kick("0x" + "1" * 40, code, "x")
+        assert exc.value.code == "invalid_parameter"
+
+
+@run_async
+async def test_slow_connector_client_closed_4008_never_dropped(rng: random.Random) -> None:
+    limit = 64 * 1024
+    with serving(connector_max_queued_bytes=limit) as server:
+        me = Identity.random(rng)
+        raw = await RawWs.connect(server.port, "/ws", rcvbuf=4096)
+        await raw.send(client_challenge_request(me.address))
+        _, ch = decode_server((await raw.recv())[1])
+        await raw.send(client_signed_challenge(me.chain(ch["challenge"])))
+        assert decode_server((await raw.recv())[1])[0] == "welcome"
+        peers = [(f"0x{i:040x}", (float(i), 0.0, float(i))) for i in range(100)]
+        sent = 0
+        # The client stops reading; island_changed is queued, never dropped.
+        while server.stats()["connector"]["closed_slow"] == 0:
+            for _ in range(20):
+                server.send_island_changed(me.lower, f"I{sent}", "offline:offline", None, peers)
+                sent += 1
+            await asyncio.sleep(0.01)
+            assert sent < 50_000
+        got = []
+        while True:
+            op, data = await raw.recv()
+            if op == 8:
+                break
+            kind, msg = decode_server(data)
+            assert kind == "island_changed"
+            got.append(int(msg["island_id"][1:]))
+        assert got == list(range(len(got))) and got  # in order, no gap before the close
+        assert int.from_bytes(data[:2], "big") == 4008
+        assert data[2:].decode() == f"receiver too slow: outbound queue over {limit} bytes"
+        raw.close()
+        await still_serving(server, rng)

@@ -197,6 +197,10 @@ def test_malformed_and_forged_tokens() -> None:
     assert _code(f"{_b64([1])}.{body}.{sig}", "s") == "bad_header"
     assert _code(f"{_b64({'typ': 'JWT'})}.{body}.{sig}", "s") == "bad_header"
     assert _code(f"{_b64({'alg': 'HS256', 'typ': 'JOSE+x'})}.{body}.{sig}", "s") == "bad_header"
+    lower_typ = f"{_b64({'alg': 'HS256', 'typ': 'jwt'})}.{body}"
+    mac = hmac.new(b"s", lower_typ.encode(), hashlib.sha256).digest()
+    token = f"{lower_typ}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+    assert jwt_decode(token, "s", now_s=0) == {"exp": 200}
     assert _code(f"{_b64({'alg': 'HS256', 'crit': ['b64']})}.{body}.{sig}", "s") == "bad_header"
     for alg in ("none", "None", "HS512", "RS256", "ES256K", "hs256"):
         assert _code(f"{_b64({'alg': alg})}.{body}.{sig}", "s") == "unsupported_alg", alg

@@ -509,3 +509,29 @@ async def test_slow_receiver_drops_unreliable_then_closes_4008(rng: random.Rando
             assert leaves == [wslow["alias"]] and wsend["alias"] != wslow["alias"]
             await sender.send_bytes(ws_update(b"after"))
             assert decode_ws(await recv_bin(fast))[1]["body"] == b"after"
+
+
+@run_async
+async def test_multiple_io_threads(rng: random.Random) -> None:
+    with serving(io_threads=2, auth_threads=2) as server:
+        async with aiohttp.ClientSession() as s:
+            members = [
+                await room_handshake(s, server.port, "mt", Identity.random(rng)) for _ in range(6)
+            ]
+            for i, (ws, _) in enumerate(members):  # joins of the later members
+                for _ in range(len(members) - 1 - i):
+                    assert decode_ws(await recv_bin(ws))[0] == "peer_join"
+            for ws, _ in members:
+                for k in range(20):
+                    await ws.send_bytes(ws_update(k.to_bytes(2, "big")))
+            aliases = {w["alias"] for _, w in members}
+            for ws, w in members:
+                seen: dict[int, list[int]] = {}
+                for _ in range(20 * (len(members) - 1)):
+                    kind, upd = decode_ws(await recv_bin(ws))
+                    assert kind == "peer_update"
+                    seen.setdefault(upd["from_alias"], []).append(
+                        int.from_bytes(upd["body"], "big")
+                    )
+                assert set(seen) == aliases - {w["alias"]}
+                assert all(v == list(range(20)) for v in seen.values())  # per-sender order

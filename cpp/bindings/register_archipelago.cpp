@@ -52,16 +52,17 @@ void register_archipelago(py::module_& m) {
   py::class_<arch::Engine>(m, "ArchipelagoEngine",
                            "Converge-mode island clustering (use dclcomms.archipelago.Engine).")
       .def(py::init([](double join_distance, double leave_distance, uint32_t max_island_size,
-                       std::string id_prefix) {
+                       std::string id_prefix, std::string id_epoch) {
              arch::Config c;
              c.join_distance = join_distance;
              c.leave_distance = leave_distance;
              c.max_island_size = max_island_size;
              c.id_prefix = std::move(id_prefix);
+             c.id_epoch = std::move(id_epoch);
              return new arch::Engine(std::move(c));
            }),
            py::arg("join_distance"), py::arg("leave_distance"), py::arg("max_island_size"),
-           py::arg("id_prefix"))
+           py::arg("id_prefix"), py::arg("id_epoch") = "")
       .def(
           "update",
           [](arch::Engine& e, const std::string& peer_id, double x, double y, double z, int op,

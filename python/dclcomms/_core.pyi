@@ -76,7 +76,12 @@ def livekit_token(
 
 class ArchipelagoEngine:
     def __init__(
-        self, join_distance: float, leave_distance: float, max_island_size: int, id_prefix: str
+        self,
+        join_distance: float,
+        leave_distance: float,
+        max_island_size: int,
+        id_prefix: str,
+        id_epoch: str = "",
     ) -> None: ...
     def update(
         self, peer_id: str, x: float, y: float, z: float, op: int, preferred: str, now_ms: int

@@ -145,6 +145,10 @@ class Engine:
     non-positive or non-finite distances, ``max_island_size < 1`` and a
     ``id_prefix`` that is empty or holds ``.``, ``*``, ``>`` or whitespace raise
     :class:`dclcomms.ConfigError` (a ``ValueError``) with code ``invalid_parameter``.
+
+    ``id_epoch`` (spec §2.6 rule 5, optional, ``[0-9a-z]+``) makes ids
+    ``prefix + epoch + "-" + base36(counter)`` so that island ids, which name
+    LiveKit rooms, are not reused after a restart (e.g. ``base36(boot time)``).
     """
 
     __slots__ = ("_core", "_mode")
@@ -156,6 +160,8 @@ class Engine:
         max_island_size: int = 100,
         id_prefix: str = "I",
         mode: str = "converge",
+        *,
+        id_epoch: str = "",
     ) -> None:
         join = _check_distance("join_distance", join_distance)
         leave = _check_distance("leave_distance", leave_distance)
@@ -175,6 +181,8 @@ class Engine:
             )
         if not isinstance(id_prefix, str):
             raise ConfigError("id_prefix must be a str", code="invalid_parameter")
+        if not isinstance(id_epoch, str):
+            raise ConfigError("id_epoch must be a str", code="invalid_parameter")
         if mode not in _MODES:
             raise ConfigError(
                 f"mode must be one of {_MODES}, got {mode!r}", code="invalid_parameter"
@@ -183,9 +191,14 @@ class Engine:
         # Both cores validate id_prefix (the C++ one re-validates the rest too).
         self._core: _core.ArchipelagoEngine | ReferenceCore
         if mode == "reference":
+            if id_epoch:
+                raise ConfigError(
+                    "id_epoch is a converge-mode feature (the reference has none)",
+                    code="invalid_parameter",
+                )
             self._core = ReferenceCore(join, leave, max_island_size, id_prefix)
         else:
-            self._core = _core.ArchipelagoEngine(join, leave, max_island_size, id_prefix)
+            self._core = _core.ArchipelagoEngine(join, leave, max_island_size, id_prefix, id_epoch)
 
     @property
     def mode(self) -> str:

@@ -215,6 +215,11 @@ void validate(const Config& c) {
   }
   if (c.leave_distance < c.join_distance) bad("leave_distance must be >= join_distance");
   if (c.max_island_size < 1) bad("max_island_size must be >= 1");
+  for (char ch : c.id_epoch) {
+    if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z'))) {
+      bad("id_epoch must be empty or made of [0-9a-z]");
+    }
+  }
   if (!valid_prefix(c.id_prefix)) {
     bad("id_prefix must be non-empty without '.', '*', '>', whitespace or control characters");
   }
@@ -232,6 +237,10 @@ struct Engine::Impl {
     // give peers (every merge needs |X| + |T| <= cap), so they are hidden:
     // in crowded worlds most islands are full and scans skip them for free.
     bool visible = false;
+    // tparent[] of the members forms a spanning tree whose edges were within
+    // leave distance when it was built: if they all still are, the island is
+    // still connected and the split check costs O(size), not a full search.
+    bool tree_valid = false;
   };
   struct Departure {
     std::string peer_id;
@@ -261,6 +270,7 @@ struct Engine::Impl {
   std::unordered_map<uint32_t, std::string> pref;  // sparse: few peers set one
   std::vector<uint8_t> state, flags;
   std::vector<uint64_t> start_seq;
+  std::vector<uint32_t> tparent;  // spanning-tree parent in its island (kNone: root)
   std::vector<uint32_t> free_idx, deferred_free;
   std::vector<uint32_t> pending;  // arrival order; stale entries skipped
   std::vector<uint32_t> touched;
@@ -300,6 +310,7 @@ struct Engine::Impl {
     join2 = cfg.join_distance * cfg.join_distance;
     leave2 = cfg.leave_distance * cfg.leave_distance;
     inv_cell = 1.0 / cfg.join_distance;
+    id_base = cfg.id_epoch.empty() ? cfg.id_prefix : cfg.id_prefix + cfg.id_epoch + "-";
     max_capacity = cfg.max_island_size;
   }
 
@@ -343,11 +354,12 @@ struct Engine::Impl {
 
   // --- islands -------------------------------------------------------------
 
-  std::string id_of_seq(uint64_t seq) const { return island_id(cfg.id_prefix, seq); }
+  std::string id_base;  // prefix [+ epoch + "-"]
+  std::string id_of_seq(uint64_t seq) const { return island_id(id_base, seq); }
 
   // The island slot an id names, or kNone.
   uint32_t slot_of_id(std::string_view id) const {
-    const std::string& p = cfg.id_prefix;
+    const std::string& p = id_base;
     if (id.size() <= p.size() || id.substr(0, p.size()) != p) return kNone;
     std::string_view digits = id.substr(p.size());
     if (digits.size() > 12 || digits[0] == '0') return kNone;  // canonical form only
@@ -385,6 +397,7 @@ struct Engine::Impl {
     is.split_queued = false;
     is.merge_queued = false;
     is.visible = true;  // empty: nothing to add yet
+    is.tree_valid = false;
     is.max_peers = cfg.max_island_size;
     if (policy) {
       is.max_peers = std::max<uint32_t>(
@@ -481,6 +494,7 @@ struct Engine::Impl {
       state.push_back(kFree);
       flags.push_back(0);
       start_seq.push_back(0);
+      tparent.push_back(kNone);
     }
     index.insert(ids[p], p);
     pisland[p] = kNone;
@@ -550,6 +564,7 @@ struct Engine::Impl {
       Island& is = islands[slot];
       if (is.visible) cell_dec(key_of(p), slot);
       is.members.erase(std::find(is.members.begin(), is.members.end(), p));
+      is.tree_valid = false;  // p may have been an inner node of the tree
       resized(slot);
       uint64_t seq = is.seq;
       if (is.members.empty()) {
@@ -585,8 +600,21 @@ struct Engine::Impl {
     std::vector<uint32_t>& m = islands[slot].members;
     const size_t k = m.size();
     if (k <= 1) return;
+    if (islands[slot].tree_valid) {
+      bool intact = true;
+      for (uint32_t p : m) {
+        if (tparent[p] == kNone) continue;
+        ++stats.pair_tests;
+        if (dist2(p, tparent[p]) > leave2) {
+          intact = false;
+          break;
+        }
+      }
+      if (intact) return;
+    }
     // Components under leave distance by BFS; each popped member scans only
-    // the still-unassigned ones, so a compact island costs O(k).
+    // the still-unassigned ones, so a compact island costs O(k). The BFS
+    // parents become the new spanning trees.
     std::vector<uint32_t> comp(k, kNone);
     std::vector<uint32_t> remaining(k);
     for (size_t i = 0; i < k; ++i) remaining[i] = static_cast<uint32_t>(i);
@@ -598,6 +626,7 @@ struct Engine::Impl {
       uint32_t c = ncomp++;
       uint32_t start = remaining[rem_begin++];
       comp[start] = c;
+      tparent[m[start]] = kNone;
       queue.clear();
       queue.push_back(start);
       for (size_t qi = 0; qi < queue.size() && rem_begin < remaining.size(); ++qi) {
@@ -608,6 +637,7 @@ struct Engine::Impl {
           ++stats.pair_tests;
           if (dist2(u, m[v]) <= leave2) {
             comp[v] = c;
+            tparent[m[v]] = u;
             queue.push_back(v);
           } else {
             remaining[w++] = v;
@@ -616,6 +646,7 @@ struct Engine::Impl {
         remaining.resize(w);
       }
     }
+    islands[slot].tree_valid = true;
     if (ncomp == 1) return;
     std::vector<uint32_t> sizes(ncomp, 0);
     for (uint32_t c : comp) ++sizes[c];
@@ -646,16 +677,19 @@ struct Engine::Impl {
       islands[dst].members.push_back(p);
     }
     for (uint32_t c = 0; c < ncomp; ++c) resized(slots[c]);
-    for (uint32_t c = 0; c < ncomp; ++c) queue_merge(slots[c]);
+    for (uint32_t c = 0; c < ncomp; ++c) {
+      islands[slots[c]].tree_valid = true;  // BFS parents stay inside components
+      queue_merge(slots[c]);
+    }
   }
 
-  // Any member of `slot` within join distance of peer p?
-  bool island_near_point(uint32_t slot, uint32_t p) {
+  // A member of `slot` within join distance of peer p, or kNone.
+  uint32_t island_near_point(uint32_t slot, uint32_t p) {
     for (uint32_t q : islands[slot].members) {
       ++stats.pair_tests;
-      if (dist2(p, q) <= join2) return true;
+      if (dist2(p, q) <= join2) return q;
     }
-    return false;
+    return kNone;
   }
 
   uint32_t next_stamp() {
@@ -685,26 +719,33 @@ struct Engine::Impl {
       }
     }
     uint32_t target = kNone;
+    uint32_t anchor = kNone;  // a member within join distance of p
     auto pit = pref.find(p);
     if (pit != pref.end()) {
       uint32_t want = slot_of_id(pit->second);
       if (want != kNone && stamp[want] == s &&
-          std::find(cands.begin(), cands.end(), want) != cands.end() &&
-          island_near_point(want, p)) {
-        target = want;
+          std::find(cands.begin(), cands.end(), want) != cands.end()) {
+        anchor = island_near_point(want, p);
+        if (anchor != kNone) target = want;
       }
     }
     if (target == kNone) {
       std::sort(cands.begin(), cands.end(),
                 [this](uint32_t a, uint32_t b) { return ranks_above(a, b); });
       for (uint32_t c : cands) {
-        if (island_near_point(c, p)) {
+        anchor = island_near_point(c, p);
+        if (anchor != kNone) {
           target = c;
           break;
         }
       }
     }
-    if (target == kNone) target = new_island();
+    if (target == kNone) {
+      target = new_island();
+      islands[target].tree_valid = true;  // p alone: the root
+    }
+    // join <= leave, so the edge to the anchor keeps the spanning tree valid.
+    tparent[p] = anchor;
     touch(p);
     pisland[p] = target;
     islands[target].members.push_back(p);
@@ -781,6 +822,7 @@ struct Engine::Impl {
       dst.push_back(p);
     }
     resized(to);
+    islands[to].tree_valid = false;  // two trees, no edge recorded between them
     delete_island(from);
     queue_merge(to);
   }

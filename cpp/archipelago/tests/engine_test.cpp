@@ -601,3 +601,49 @@ TEST(ArchipelagoPolicy, AdmissionGateKeepsPeersPending) {
   EXPECT_TRUE(e.flush().empty());
   EXPECT_EQ(Oracle::check(e), "");
 }
+
+TEST(ArchipelagoSplit, BrokenTreeEdgeWithAnotherPathDoesNotSplit) {
+  // a is the tree parent of b and c (both joined next to a). Moving b out of
+  // a's reach breaks its tree edge, but b still reaches c: no split.
+  arch::Engine e({});
+  e.update("a", 0, 0, 0);
+  e.flush();
+  e.update("b", 60, 0, 0);
+  e.flush();
+  e.update("c", 30, 0, 50);
+  e.flush();
+  ASSERT_EQ(e.island_count(), 1u);
+  e.update("b", 85, 0, 10);
+  EXPECT_TRUE(e.flush().empty());
+  EXPECT_EQ(e.island_count(), 1u);
+  e.update("b", 86, 0, 10);  // still connected through c, tree rebuilt last time
+  EXPECT_TRUE(e.flush().empty());
+  e.update("b", 120, 0, 0);  // now 103 m from c: splits off
+  auto ch = e.flush();
+  ASSERT_EQ(ch.size(), 1u);
+  EXPECT_EQ(ch[0].peer_id, "b");
+  EXPECT_EQ(ch[0].island_id, "I2");
+  EXPECT_EQ(Oracle::check(e), "");
+}
+
+TEST(ArchipelagoIds, BootEpoch) {
+  arch::Config c;
+  c.id_epoch = "k3x9";
+  c.max_island_size = 3;
+  arch::Engine e(c);
+  e.update("a1", 0, 0, 0);
+  e.update("a2", -10, 0, 0);
+  e.update("b1", 120, 0, 0);
+  e.flush();
+  EXPECT_EQ(*e.island_of("a1"), "Ik3x9-1");
+  EXPECT_EQ(*e.island_of("b1"), "Ik3x9-2");
+  // Within join of both islands: the preference (an epoch id) decides.
+  e.update("n", 60, 0, 0, arch::PreferenceOp::Set, "Ik3x9-2");
+  e.flush();
+  EXPECT_EQ(*e.island_of("n"), "Ik3x9-2");
+  for (const char* bad : {"K3", "a-b", "a b", "\xc3\xa9"}) {
+    arch::Config d;
+    d.id_epoch = bad;
+    EXPECT_THROW(arch::Engine{d}, dclcomms::Error) << bad;
+  }
+}

@@ -190,7 +190,9 @@ nlohmann::ordered_json jwt_decode(std::string_view token, std::string_view secre
                 "alg '" + alg->get_ref<const std::string&>() + "' rejected (HS256 only)");
   }
   const auto typ = header.find("typ");
-  if (typ != header.end() && !(typ->is_string() && typ->get_ref<const std::string&>() == "JWT")) {
+  // RFC 7519 5.1: "JWT" is recommended; media types compare case-insensitively.
+  if (typ != header.end() &&
+      !(typ->is_string() && detail::ascii_lower(typ->get_ref<const std::string&>()) == "jwt")) {
     token_error("bad_header", "header 'typ' must be \"JWT\" when present");
   }
   if (header.contains("crit")) token_error("bad_header", "critical header extensions unsupported");

@@ -1035,6 +1035,14 @@ void Server::send_left_island(const std::string& address, const std::string& isl
   impl_->send_connector(address, codec::encode_server_left_island(island_id, peer_id));
 }
 void Server::kick(const std::string& address, int code, const std::string& reason) {
+  // Codes a server may send (RFC 6455 7.4): ours are 4000-4999; reserved ones
+  // (1005, 1006, 1015, ...) would leave the socket open.
+  bool ok = (code >= 4000 && code <= 4999) || code == 1000 || code == 1001 || code == 1008 ||
+            code == 1011 || code == 1013;
+  if (!ok) {
+    throw Error(ErrorKind::Config, "invalid_parameter",
+                "kick: close code must be 4000-4999, 1000, 1001, 1008, 1011 or 1013");
+  }
   impl_->kick(address, code, reason);
 }
 void Server::set_deny_list(const std::vector<std::string>& addresses) {

@@ -11,7 +11,8 @@
 //     largest component keeps the id (ties: the one holding the earliest member);
 //   * new peers join the island they would merge with directly (preferred
 //     island first, else biggest-then-oldest), else open a new island;
-//   * ids are id_prefix + base-36 counter (1, 2, ... 9, a, ... z, 10, ...).
+//   * ids are id_prefix + base-36 counter (1, 2, ... 9, a, ... z, 10, ...),
+//     or id_prefix + id_epoch + "-" + counter when an epoch is configured.
 //
 // Units: metres for positions and distances, milliseconds for clocks (the
 // caller's clock: the engine never reads the time itself).
@@ -41,6 +42,10 @@ struct Config {
   double leave_distance = 80.0;  // metres, >= join_distance, finite
   uint32_t max_island_size = 100;
   std::string id_prefix = "I";  // non-empty, no '.', '*', '>' or whitespace
+  // Optional boot epoch inserted after the prefix (spec §2.6 rule 5), e.g. a
+  // base-36 start time, so ids (LiveKit room names) differ across restarts.
+  // Empty or [0-9a-z]+; ids read prefix + epoch + "-" + base36(counter).
+  std::string id_epoch;
 };
 
 // Throws dclcomms::Error{Config, "invalid_parameter"} describing the first

@@ -120,7 +120,8 @@ class Server {
   void send_left_island(const std::string& address, const std::string& island_id,
                         const std::string& peer_id);
   // Closes the connector session of address with code/reason; for 4005 and
-  // 4006 the client first gets kicked{KR_NEW_SESSION} (32 00).
+  // 4006 the client first gets kicked{KR_NEW_SESSION} (32 00). Throws
+  // Error{Config, "invalid_parameter"} for a code a server may not send.
   void kick(const std::string& address, int code, const std::string& reason);
   // Replaces the deny list (lowercased here); applies to new handshakes.
   void set_deny_list(const std::vector<std::string>& addresses);

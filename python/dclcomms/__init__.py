@@ -9,11 +9,14 @@ from __future__ import annotations
 from dclcomms import _core
 from dclcomms.errors import (
     AuthError,
+    BusError,
     ConfigError,
     DecodeError,
     EncodeError,
     Error,
+    SubjectError,
     TokenError,
+    TransportError,
     UnknownTypeError,
 )
 
@@ -21,11 +24,14 @@ __version__: str = _core.__version__
 
 __all__ = [
     "AuthError",
+    "BusError",
     "ConfigError",
     "DecodeError",
     "EncodeError",
     "Error",
+    "SubjectError",
     "TokenError",
+    "TransportError",
     "UnknownTypeError",
     "__version__",
 ]

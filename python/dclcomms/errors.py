@@ -62,6 +62,14 @@ class TransportError(Error):
     close_code: int | None = None
 
 
+class SubjectError(Error, ValueError):
+    """A token that may not go into a NATS subject (dclcomms.subjects)."""
+
+
+class BusError(Error):
+    """The NATS bus cannot connect or is closed (dclcomms.natsbus)."""
+
+
 # Every code, by class. Keep in sync with the C++ sources (a test checks that
 # every code raised from C++ appears here).
 CODES: dict[type[Error], frozenset[str]] = {
@@ -169,4 +177,7 @@ CODES: dict[type[Error], frozenset[str]] = {
             "connector_failed",
         }
     ),
+    # NATS subjects and bus (dclcomms.subjects, dclcomms.natsbus)
+    SubjectError: frozenset({"bad_address", "bad_island_id", "bad_subject"}),
+    BusError: frozenset({"nats_unavailable", "bus_closed"}),
 }

@@ -78,8 +78,11 @@ class Realm:
         *,
         policy: PolicyArg = None,
         bus: Bus | None = None,
+        run_core: bool = True,
     ) -> None:
+        """``run_core=False``: a connector-only realm; the core runs elsewhere on ``bus``."""
         self.config = config
+        self.run_core = run_core
         self.bus: Bus = bus if bus is not None else InProcessBus()
         self.registry = Registry()
         self._policy_arg = policy
@@ -147,19 +150,27 @@ class Realm:
                 scene_cache_s=cfg.hot_scenes_cache_s,
             )
             self.connector = Connector(self.server, self.bus, self.registry)
-            self.core = ArchipelagoCore(
-                engine,
-                self.bus,
-                self.policy,
-                flush_interval_s=cfg.flush_interval,
-                heartbeat_timeout_ms=cfg.heartbeat_timeout_ms,
-                discovery_interval_ms=cfg.discovery_interval_ms,
-                commit_hash=cfg.commit_hash,
-                registry=self.registry,
+            self.core = (
+                None
+                if not self.run_core
+                else ArchipelagoCore(
+                    engine,
+                    self.bus,
+                    self.policy,
+                    flush_interval_s=cfg.flush_interval,
+                    heartbeat_timeout_ms=cfg.heartbeat_timeout_ms,
+                    discovery_interval_ms=cfg.discovery_interval_ms,
+                    commit_hash=cfg.commit_hash,
+                    registry=self.registry,
+                )
             )
             self._routes()
             self._loop.add_reader(self.server.fileno(), self._pump)
-            self._core_task = asyncio.create_task(self.core.run(self._stop), name="realm-core")
+            ready = getattr(self.bus, "ready", None)  # a network bus: subscriptions registered
+            if ready is not None:
+                await ready()
+            if self.core is not None:
+                self._core_task = asyncio.create_task(self.core.run(self._stop), name="realm-core")
             if cfg.deny_list_url:
                 self.deny_list = DenyList(
                     cfg.deny_list_url,
@@ -226,7 +237,11 @@ class Realm:
         for part in (self.core, self.connector, self.stats):
             if part is not None:
                 part.close()
-        self.bus.close()
+        aclose = getattr(self.bus, "aclose", None)  # a network bus: flush, then disconnect
+        if aclose is not None:
+            await aclose()
+        else:
+            self.bus.close()
         log.info("realm stopped", extra={"url": self.url})
 
     async def wait_stopped(self) -> None:
@@ -299,12 +314,16 @@ class Realm:
         return len(self.connector.sessions) if self.connector is not None else 0
 
     def _h_about(self, req: Request) -> Response:
-        assert self.core is not None
+        if self.core is not None:
+            healthy, overloaded = self.core.healthy(), self.core.overloaded()
+        else:  # the core runs elsewhere: healthy while its discovery is fresh (control-plane 3)
+            assert self.stats is not None
+            healthy, overloaded = self.stats.core_healthy(), False
         state = AboutState(
-            comms_healthy=self.server is not None and self.core.healthy(),
+            comms_healthy=self.server is not None and healthy,
             users_count=self.users_count(),
             version=dclcomms.__version__,
-            overloaded=self.core.overloaded(),
+            overloaded=overloaded,
         )
         public = public_url_from_host(self.config, req.header("host"), self.url)
         status, body = about(self.config, state, public)

@@ -1,0 +1,185 @@
+"""NATS bus benchmark: heartbeat ingest and flush latency through NATS vs in process. JSON.
+
+    python bench/bench_nats.py            # 10,000 simulated peers, 5 repeats
+    python bench/bench_nats.py --quick    # small smoke run
+
+A private ``nats-server`` is started on a free loopback port (never 4222). A
+"connector" :class:`NatsBus` publishes the heartbeats of ``--peers`` simulated
+peers as one batch (one NATS message per ``peer.<addr>.heartbeat``); a "core"
+bus feeds the realm's :class:`ArchipelagoCore` (fixed ``offline:offline``
+transport). Both buses share one event loop (one Python process), as a
+connector and a core would on one machine in two processes, minus the second
+interpreter.
+
+* ingest: heartbeats/s = peers / (publish start -> last heartbeat ingested by the engine);
+* tick: the core's tick (expire, flush, policy, publishing ``island_changed`` to every
+  peer and ``engine.islands``) - publishing is non-blocking, so this is the time the
+  core's loop is busy;
+* flush latency: tick start -> the connector bus received every ``island_changed``.
+
+The same rounds run on the in-process bus for comparison. Medians over ``--repeats``
+(fresh peers each round); peak RSS of the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import time
+import urllib.request
+from typing import Any
+
+import numpy as np
+
+from dclcomms.archipelago import Engine
+from dclcomms.bus import Bus, HeartbeatBatch, InProcessBus
+from dclcomms.natsbus import NatsBus
+from dclcomms.policy import FixedTransport, RealmPolicy, Transports, WsRoomTransport
+from dclcomms.realm.core import ArchipelagoCore
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_nats() -> tuple[subprocess.Popen[bytes], str]:
+    port, http = _free_port(), _free_port()
+    exe = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    p = subprocess.Popen(
+        [exe, "-a", "127.0.0.1", "-p", str(port), "-m", str(http)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz", timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                p.kill()
+                raise
+            time.sleep(0.05)
+    return p, f"nats://127.0.0.1:{port}"
+
+
+def batch(n: int, round_: int, seed: int) -> HeartbeatBatch:
+    rng = np.random.default_rng(seed + round_)
+    pos = rng.uniform(0, 3000, size=(n, 3)).astype(np.float32)
+    pos[:, 1] = 0
+    addrs = [f"0x{round_:08x}{i:032x}" for i in range(n)]
+    return HeartbeatBatch(addrs, pos, [None] * n, np.zeros(n, np.int64))
+
+
+def make_core(bus: Bus) -> ArchipelagoCore:
+    ws_room = WsRoomTransport("ws://127.0.0.1:1", "unused-secret")
+    policy = RealmPolicy(Transports(ws_room, fixed=FixedTransport("offline:offline")))
+    engine = Engine(join_distance=64.0, leave_distance=80.0, max_island_size=100)
+    return ArchipelagoCore(engine, bus, policy, heartbeat_timeout_ms=3_600_000)
+
+
+async def one_round(
+    pub: Bus, sub: Bus, n: int, round_: int, seed: int, flush: Any
+) -> dict[str, float]:
+    core = make_core(sub)
+    got = {"changed": 0}
+    s = pub.subscribe(
+        "engine.peer.*.island_changed",
+        lambda _s, _p: got.__setitem__("changed", got["changed"] + 1),
+    )
+    await flush()
+    b = batch(n, round_, seed)
+    t0 = time.perf_counter()
+    pub.publish_heartbeats(b)
+    while core.metrics.heartbeats.get() < n:
+        await asyncio.sleep(0.0005)
+    ingest = time.perf_counter() - t0
+    bytes0 = getattr(sub, "published_bytes", 0)
+    t1 = time.perf_counter()
+    report = core.tick()
+    tick = time.perf_counter() - t1
+    deadline = time.monotonic() + 60
+    while got["changed"] < report.island_changed:  # dropped messages would never arrive
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{got['changed']} of {report.island_changed} island_changed")
+        await asyncio.sleep(0.0005)
+    latency = time.perf_counter() - t1
+    s.unsubscribe()
+    core.close()
+    tick_mib = (getattr(sub, "published_bytes", 0) - bytes0) / 2**20
+    return {"ingest_s": ingest, "tick_s": tick, "flush_latency_s": latency, "tick_mib": tick_mib}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    proc, url = start_nats()
+    out: dict[str, Any] = {"bench": "nats", "peers": args.peers, "repeats": args.repeats}
+    try:
+        pub = await NatsBus.connect([url], subjects=args.subjects)
+        sub = await NatsBus.connect([url], subjects=args.subjects)
+        mem = InProcessBus()
+
+        async def nats_flush() -> None:
+            await pub.ready()
+            await sub.ready()
+
+        async def no_flush() -> None:
+            return None
+
+        for name, (p, s, f) in {
+            "nats": (pub, sub, nats_flush),
+            "in_process": (mem, mem, no_flush),
+        }.items():
+            rounds = [
+                await one_round(p, s, args.peers, r, args.seed, f) for r in range(args.repeats)
+            ]
+            med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+            out[name] = {
+                "heartbeats_per_s": round(args.peers / med["ingest_s"]),
+                "ingest_ms": round(med["ingest_s"] * 1000, 2),
+                "tick_ms": round(med["tick_s"] * 1000, 2),
+                "flush_latency_ms": round(med["flush_latency_s"] * 1000, 2),
+            }
+            if name == "nats":
+                out[name]["tick_published_mib"] = round(med["tick_mib"], 1)
+        out["nats"]["dropped"] = int(
+            sum(
+                v
+                for v in (
+                    pub.m_dropped.get(reason=r)
+                    for r in ("outbox_full", "nats_buffer", "decode", "closed")
+                )
+                if v
+            )
+        )
+        await pub.aclose()
+        await sub.aclose()
+    finally:
+        proc.terminate()
+        proc.wait(5)
+    out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--peers", type=int, default=10_000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--subjects", choices=["workers", "v3"], default="workers")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="200 peers, 2 repeats")
+    args = ap.parse_args()
+    if args.quick:
+        args.peers, args.repeats = 200, 2
+    print(json.dumps(asyncio.run(run(args))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,345 @@
+"""The realm's parts as separate processes over NATS (archipelago-workers layout).
+
+* ``dclcomms connector --nats URL``: the C++ connector + WebSocket rooms + /about,
+  stats routes and /metrics (a :class:`~dclcomms.realm.app.Realm` with
+  ``run_core=False``); any number of them.
+* ``dclcomms core --nats URL``: the clustering engine, policy and transports
+  (:class:`CoreService`: the realm's :class:`~dclcomms.realm.core.ArchipelagoCore`
+  on a :class:`~dclcomms.natsbus.NatsBus`); exactly one. It keeps no state that
+  heartbeats do not rebuild: restarted, it re-assigns every peer from the next
+  heartbeats.
+* ``dclcomms stats --nats URL``: the stats HTTP API (:class:`StatsService`).
+* ``dclcomms realm --nats URL``: all of them in one process, through NATS.
+
+All take the realm's flags (``--config``, env) plus ``--nats`` (repeatable) and
+``--subjects workers|v3``. Islands minted by the core must be reachable through
+every connector: use LiveKit (``--livekit-*``) or a fixed adapter, or give the
+core and the connectors the same ``--ws-room-secret`` and ``--ws-room-url``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import dclcomms
+from dclcomms import ws
+from dclcomms.archipelago import Engine
+from dclcomms.bus import Bus
+from dclcomms.config import RealmConfig, add_arguments, config_from_args
+from dclcomms.errors import BusError, ConfigError, Error, SubjectError
+from dclcomms.http import Request, Response, Router, text_response
+from dclcomms.metrics import CONTENT_TYPE, Registry
+from dclcomms.natsbus import NatsBus
+from dclcomms.policy import RealmPolicy, build_transports, load_policy
+from dclcomms.realm.core import ArchipelagoCore
+from dclcomms.stats import Stats
+from dclcomms.subjects import SCHEMES
+
+log = logging.getLogger("dclcomms.processes")
+
+
+def add_nats_arguments(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument(
+        "--nats",
+        action="append",
+        metavar="URL",
+        required=required,
+        help="NATS server URL nats://host:port (repeat for several servers or cluster nodes)",
+    )
+    p.add_argument(
+        "--subjects",
+        choices=sorted(SCHEMES),
+        default="workers",
+        help="subject scheme (default workers: archipelago-workers compatible; v3: legacy)",
+    )
+
+
+async def connect_bus(
+    urls: Sequence[str], subjects: str, name: str, registry: Registry | None = None
+) -> NatsBus:
+    return await NatsBus.connect(list(urls), subjects=subjects, name=name, registry=registry)
+
+
+def check_core_config(config: RealmConfig) -> None:
+    """A separate core must mint connection strings every connector honours."""
+    if not (config.livekit_enabled or config.fixed_adapter or config.ws_room_secret):
+        raise ConfigError(
+            "a separate core needs LiveKit, a fixed adapter or a ws_room_secret shared "
+            "with the connectors",
+            code="bad_value",
+        )
+
+
+class CoreService:
+    """The archipelago core alone on a bus (no HTTP)."""
+
+    def __init__(
+        self,
+        config: RealmConfig,
+        bus: Bus,
+        *,
+        policy: RealmPolicy | type[RealmPolicy] | None = None,
+        registry: Registry | None = None,
+    ) -> None:
+        check_core_config(config)
+        self.config = config
+        self.bus = bus
+        self.registry = registry or Registry()
+        transports = build_transports(
+            config, bound_port=config.port or 80, ws_room_secret=config.ws_room_secret
+        )
+        if isinstance(policy, RealmPolicy):
+            pol = policy
+        elif isinstance(policy, type):
+            pol = policy(transports)
+        else:
+            pol = load_policy(config.policy, transports)
+        engine = Engine(
+            join_distance=config.join_distance,
+            leave_distance=config.leave_distance,
+            max_island_size=config.island_size,
+            id_prefix=config.room_prefix,
+        )
+        self.core = ArchipelagoCore(
+            engine,
+            bus,
+            pol,
+            flush_interval_s=config.flush_interval,
+            heartbeat_timeout_ms=config.heartbeat_timeout_ms,
+            discovery_interval_ms=config.discovery_interval_ms,
+            commit_hash=config.commit_hash,
+            registry=self.registry,
+        )
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> CoreService:
+        ready = getattr(self.bus, "ready", None)
+        if ready is not None:
+            await ready()
+        self._task = asyncio.create_task(self.core.run(self._stop), name="core")
+        log.info("core started", extra={"config": self.config.public_dict()})
+        return self
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        self.core.close()
+
+
+class StatsService:
+    """The stats HTTP API (archipelago.md 5) fed from a bus, on its own port."""
+
+    def __init__(self, config: RealmConfig, bus: Bus, *, registry: Registry | None = None) -> None:
+        self.config = config
+        self.bus = bus
+        self.registry = registry or Registry()
+        self.stats = Stats(
+            bus,
+            peer_timeout_ms=config.heartbeat_timeout_ms,
+            content_url=config.content_url,
+            scene_cache_s=config.hot_scenes_cache_s,
+        )
+        self.router = Router()
+        self.stats.routes(self.router)
+        self.router.add("/health/live", lambda _req: text_response("alive"), methods=None)
+        self.router.add("/metrics", self._metrics)
+        self.server: Any = None
+        self.port = 0
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _metrics(self, _req: Request) -> Response:
+        self.stats.sweep()
+        return Response(200, self.registry.render().encode(), {"Content-Type": CONTENT_TYPE})
+
+    async def start(self) -> StatsService:
+        cfg = self.config
+        self.server = ws.Server(
+            ws.ServerConfig(
+                host=cfg.host,
+                port=cfg.port,
+                io_threads=1,
+                connector=False,
+                rooms=False,
+                version=dclcomms.__version__,
+                commit_hash=cfg.commit_hash,
+            )
+        )
+        self.port = int(self.server.start())
+        ready = getattr(self.bus, "ready", None)
+        if ready is not None:
+            await ready()
+        asyncio.get_running_loop().add_reader(self.server.fileno(), self._pump)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _pump(self) -> None:
+        server = self.server
+        if server is None:
+            return
+        for ev in server.poll():
+            if isinstance(ev, ws.HttpRequest):
+                t = asyncio.ensure_future(self._http(ev))
+                self._tasks.add(t)
+                t.add_done_callback(self._tasks.discard)
+
+    async def _http(self, ev: Any) -> None:
+        req = Request(ev.method, ev.path, ev.query, dict(ev.headers), bytes(ev.body))
+        resp = await self.router.dispatch(req)
+        if self.server is not None:
+            self.server.respond(ev.request_id, resp.status, resp.headers, resp.body)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        server, self.server = self.server, None
+        if server is None:
+            return
+        asyncio.get_running_loop().remove_reader(server.fileno())
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.to_thread(server.stop)
+        self.stats.close()
+
+
+# --- command lines ---------------------------------------------------------------
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    add_arguments(p)
+    add_nats_arguments(p)
+    return p
+
+
+async def _run(
+    parts: Callable[[], Awaitable[list[Any]]],
+    buses: list[NatsBus],
+    announce: Callable[[list[Any]], str],
+) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    started: list[Any] = []
+    try:
+        started = await parts()
+        print(announce(started), flush=True)
+        await stop.wait()
+    finally:
+        for part in reversed(started):
+            await part.stop()
+        for b in buses:
+            await b.aclose()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def _main(prog: str, description: str, argv: Sequence[str] | None, role: str) -> int:
+    from dclcomms.realm.app import Realm, setup_logging
+
+    ns = _parser(prog, description).parse_args(list(sys.argv[1:] if argv is None else argv))
+    buses: list[NatsBus] = []
+
+    async def bus(name: str, registry: Registry | None = None) -> NatsBus:
+        b = await connect_bus(ns.nats, ns.subjects, name, registry)
+        buses.append(b)
+        return b
+
+    async def parts() -> list[Any]:
+        out: list[Any] = []
+        if role in ("core", "realm"):
+            reg = Registry()
+            out.append(
+                await CoreService(config, await bus("dclcomms-core", reg), registry=reg).start()
+            )
+        if role in ("stats",):
+            reg = Registry()
+            out.append(
+                await StatsService(config, await bus("dclcomms-stats", reg), registry=reg).start()
+            )
+        if role in ("connector", "realm"):
+            realm = Realm(config, bus=await bus("dclcomms-connector"), run_core=False)
+            out.append(await realm.start())
+        return out
+
+    def announce(started: list[Any]) -> str:
+        urls = [p.url for p in started if hasattr(p, "url")]
+        where = f" listening on {', '.join(urls)}" if urls else ""
+        return f"{prog} running ({ns.subjects} subjects on {', '.join(ns.nats)}){where}"
+
+    try:
+        config = config_from_args(ns)
+        if role == "realm" and not config.ws_room_secret:
+            # one process: the core and the connector share the generated secret
+            config = config.replace(ws_room_secret=secrets.token_urlsafe(32))
+        if role == "core":
+            check_core_config(config)  # before connecting anywhere
+        setup_logging(config)
+        return asyncio.run(_run(parts, buses, announce))
+    except (ConfigError, SubjectError) as e:
+        print(f"{prog}: error: {e} [{e.code}]", file=sys.stderr)
+        return 2
+    except (OSError, Error) as e:
+        code = f" [{e.code}]" if isinstance(e, Error) else ""
+        print(f"{prog}: error: cannot start: {e}{code}", file=sys.stderr)
+        return 1
+
+
+def connector_main(argv: Sequence[str] | None = None) -> int:
+    return _main(
+        "dclcomms connector",
+        "Run a connector (WebSocket /ws, rooms, /about, stats routes, /metrics) over NATS.",
+        argv,
+        "connector",
+    )
+
+
+def core_main(argv: Sequence[str] | None = None) -> int:
+    return _main("dclcomms core", "Run the archipelago clustering core over NATS.", argv, "core")
+
+
+def stats_main(argv: Sequence[str] | None = None) -> int:
+    return _main("dclcomms stats", "Run the stats HTTP API over NATS.", argv, "stats")
+
+
+def realm_nats_main(argv: Sequence[str] | None = None) -> int:
+    return _main("dclcomms realm", "Run a realm whose parts talk through NATS.", argv, "realm")
+
+
+__all__ = [
+    "BusError",
+    "CoreService",
+    "StatsService",
+    "add_nats_arguments",
+    "check_core_config",
+    "connector_main",
+    "core_main",
+    "realm_nats_main",
+    "stats_main",
+]

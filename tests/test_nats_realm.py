@@ -1,0 +1,216 @@
+"""Acceptance: real clients through 2 connectors + 1 core + stats, all talking over NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+
+from dclcomms.config import RealmConfig
+from dclcomms.natsbus import NatsBus
+from dclcomms.processes import CoreService, StatsService
+from dclcomms.realm import Realm
+from dclcomms.realm.core import TickReport
+from tests.nats_fixtures import NatsCluster, NatsServer, nats_cluster, nats_server  # noqa: F401 - fixtures
+
+from .realm_client import ArchipelagoClient
+
+FLUSH = 0.2
+LIVEKIT = {
+    "livekit_host": "livekit.example.org",
+    "livekit_api_key": "devkey",
+    "livekit_api_secret": "devsecret-0123456789-0123456789-abcdef",
+}
+
+
+def config(**kw: Any) -> RealmConfig:
+    base: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "flush_interval": FLUSH,
+        "log_format": "text",
+        "log_level": "WARNING",
+        **LIVEKIT,
+    }
+    base.update(kw)
+    return RealmConfig(**base)
+
+
+def run(test: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
+    asyncio.run(asyncio.wait_for(test(), timeout))
+
+
+@dataclass
+class Deployment:
+    urls: Sequence[str]
+    subjects: str
+    connectors: list[Realm] = field(default_factory=list)
+    core: CoreService | None = None
+    stats: StatsService | None = None
+    buses: list[NatsBus] = field(default_factory=list)
+
+    async def bus(self) -> NatsBus:
+        b = await NatsBus.connect(list(self.urls), subjects=self.subjects, reconnect_time_wait=0.1)
+        self.buses.append(b)
+        return b
+
+    async def start_core(self) -> CoreService:
+        self.core = await CoreService(config(), await self.bus()).start()
+        return self.core
+
+    async def stop_core(self) -> None:
+        assert self.core is not None
+        await self.core.stop()
+        await self.core.bus.aclose()  # type: ignore[attr-defined]
+        self.core = None
+
+
+@contextlib.asynccontextmanager
+async def deployment(urls: Sequence[str], subjects: str = "workers") -> AsyncIterator[Deployment]:
+    d = Deployment(urls, subjects)
+    try:
+        for _ in range(2):
+            r = Realm(config(), bus=await d.bus(), run_core=False)
+            d.connectors.append(await r.start())
+        d.stats = await StatsService(config(), await d.bus()).start()
+        await d.start_core()
+        yield d
+    finally:
+        for r in d.connectors:
+            await r.stop()
+        if d.stats is not None:
+            await d.stats.stop()
+        if d.core is not None:
+            await d.core.stop()
+        for b in d.buses:
+            await b.aclose()
+
+
+async def client(realm: Realm, seed: int) -> ArchipelagoClient:
+    c = ArchipelagoClient(seed)
+    await c.connect(f"ws://127.0.0.1:{realm.port}")
+    assert await c.handshake() == c.address
+    return c
+
+
+async def get_json(url: str) -> Any:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        assert r.status == 200, await r.text()
+        return await r.json()
+
+
+async def share_an_island(d: Deployment, seeds: tuple[int, int]) -> tuple[Any, Any, str]:
+    a = await client(d.connectors[0], seeds[0])
+    b = await client(d.connectors[1], seeds[1])
+    await a.heartbeat(0.0, 0.0, 0.0)
+    ia = await a.island()
+    await b.heartbeat(8.0, 0.0, 8.0)
+    ib = await b.island()
+    assert ib["islandId"] == ia["islandId"]
+    assert set(ib["peers"]) == {a.address, b.address}
+    join = await a.expect("joinIsland", peerId=b.address)
+    assert join["joinIsland"]["islandId"] == ia["islandId"]
+    return a, b, ia["islandId"]
+
+
+@pytest.mark.parametrize("subjects", ["workers", "v3"])
+def test_islands_are_consistent_across_connectors(
+    nats_server: NatsServer,  # noqa: F811
+    subjects: str,
+) -> None:
+    async def body() -> None:
+        async with deployment([nats_server.url], subjects) as d:
+            a, b, island = await share_an_island(d, (501, 502))
+            assert d.stats is not None
+            deadline = time.monotonic() + 5
+            while True:  # stats sees everyone, from heartbeats and engine.islands over NATS
+                peers = await get_json(f"{d.stats.url}/peers")
+                islands = await get_json(f"{d.stats.url}/islands")
+                ids = {p["address"] for p in peers["peers"]}
+                if ids == {a.address, b.address} and islands["islands"]:
+                    break
+                assert time.monotonic() < deadline, (peers, islands)
+                await asyncio.sleep(0.05)
+            assert [i["id"] for i in islands["islands"]] == [island]
+            assert {p["address"] for p in islands["islands"][0]["peers"]} == {a.address, b.address}
+            # b walks away: a new island for b, a told that b left
+            await b.heartbeat(500.0, 0.0, 500.0)
+            moved = await b.island()
+            assert moved["islandId"] != island and moved["fromIslandId"] == island
+            left = await a.expect("leftIsland", peerId=b.address)
+            assert left["leftIsland"]["islandId"] == island
+            # the connectors' /about reports the remote core healthy (its discovery is fresh)
+            about = await get_json(f"{d.connectors[0].url}/about")
+            assert about["comms"]["healthy"] is True
+            for bus in d.buses:
+                assert bus.handler_errors == 0
+                assert bus.m_subject_errors.get(code="bad_address", direction="receive") == 0
+            await a.close()
+            await b.close()
+
+    run(body)
+
+
+def test_core_restart_rebuilds_state_from_heartbeats(nats_server: NatsServer) -> None:  # noqa: F811
+    async def body() -> None:
+        async with deployment([nats_server.url]) as d:
+            a, b, _ = await share_an_island(d, (511, 512))
+            await d.stop_core()
+            core = await d.start_core()
+            reports: list[TickReport] = []
+            tick = core.core.tick
+
+            def counted() -> TickReport:
+                r = tick()
+                reports.append(r)
+                return r
+
+            core.core.tick = counted  # type: ignore[method-assign]
+            # ticks run on this loop: none is in progress while we take the mark
+            mark = len(reports)
+            await a.heartbeat(0.0, 0.0, 0.0)
+            await b.heartbeat(8.0, 0.0, 8.0)
+            ia = await a.island(timeout=5)
+            ib = await b.island(timeout=5)
+            # both re-assigned by the first 2 ticks (flushes) after their heartbeats
+            assert sum(r.island_changed for r in reports[mark : mark + 2]) == 2, reports
+            assert ia["islandId"] == ib["islandId"]
+            assert set(ib["peers"]) == {a.address, b.address}
+            await a.close()
+            await b.close()
+
+    run(body)
+
+
+def test_cluster_node_killed_mid_test(nats_cluster: NatsCluster) -> None:  # noqa: F811
+    async def body() -> None:
+        async with deployment(nats_cluster.urls) as d:
+            a, b, island = await share_an_island(d, (521, 522))
+            await asyncio.to_thread(nats_cluster.nodes[0].kill)
+
+            async def reconnected() -> None:
+                while not all(bus.nc.is_connected for bus in d.buses):
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(reconnected(), 10)
+            assert all(bus.nc.connected_url.port != nats_cluster.nodes[0].port for bus in d.buses)
+            # clients stayed connected and islands keep updating
+            await asyncio.sleep(0.3)  # interest re-propagated on the surviving routes
+            await b.heartbeat(500.0, 0.0, 500.0)
+            moved = await b.island(timeout=5)
+            assert moved["islandId"] != island
+            await a.expect("leftIsland", peerId=b.address)
+            await b.heartbeat(4.0, 0.0, 4.0)
+            back = await b.island(timeout=5)
+            assert back["islandId"] == island
+            await a.expect("joinIsland", peerId=b.address)
+            await a.close()
+            await b.close()
+
+    run(body, 90)

@@ -1,0 +1,152 @@
+"""Subject schemes and subject safety (dclcomms.subjects)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dclcomms.bus import Discovery, Heartbeat, IslandPeer, decode_payload, encode_payload
+from dclcomms.errors import SubjectError
+from dclcomms.subjects import V3, WORKERS, check_address, check_island_id, scheme
+
+A = "0x" + "ab" * 20
+B = "0x" + "0123456789" * 4
+
+
+@pytest.mark.parametrize(
+    ("internal", "workers", "v3"),
+    [
+        (f"peer.{A}.heartbeat", f"peer.{A}.heartbeat", f"client-proto.peer.{A}.heartbeat"),
+        (f"peer.{A}.connect", f"peer.{A}.connect", f"peer.{A}.connect"),
+        (f"peer.{A}.disconnect", f"peer.{A}.disconnect", f"peer.{A}.disconnect"),
+        (
+            f"engine.peer.{B}.island_changed",
+            f"engine.peer.{B}.island_changed",
+            f"client-proto.{B}.island_changed",
+        ),
+        (
+            "engine.island.I1z.peer_join",
+            "engine.island.I1z.peer_join",
+            "client-proto.island.I1z.peer_join",
+        ),
+        (
+            "engine.island.I1z.peer_left",
+            "engine.island.I1z.peer_left",
+            "client-proto.island.I1z.peer_left",
+        ),
+        ("engine.islands", "engine.islands", "archipelago.islands"),
+        ("engine.discovery", "engine.discovery", "service.discovery"),
+    ],
+)
+def test_both_schemes_map_every_subject_both_ways(internal: str, workers: str, v3: str) -> None:
+    assert WORKERS.to_wire(internal) == workers
+    assert WORKERS.from_wire(workers) == internal
+    assert V3.to_wire(internal) == v3
+    assert V3.from_wire(v3) == internal
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "*",
+        ">",
+        "0xab.cd",
+        "0x" + "ab" * 19 + "a*",
+        "0x" + "ab" * 19 + "a>",
+        "0x" + "ab" * 19 + "a.",
+        "0x" + "ab" * 19 + "a ",
+        "0x" + "ab" * 19 + "\tb",
+        "0x" + "AB" * 20,  # not lowercase
+        "0x" + "ab" * 21,  # too long
+        "",
+    ],
+)
+def test_bad_addresses_are_refused_everywhere(bad: str) -> None:
+    with pytest.raises(SubjectError) as e:
+        check_address(bad)
+    assert e.value.code == "bad_address"
+    for sch in (WORKERS, V3):
+        with pytest.raises(SubjectError) as e2:
+            sch.to_wire(f"peer.{bad}.heartbeat")
+        # a '.' or missing token changes the shape: no route -> bad_subject
+        assert e2.value.code in ("bad_address", "bad_subject")
+    if "." not in bad and bad:
+        with pytest.raises(SubjectError) as e3:
+            WORKERS.to_wire(f"engine.peer.{bad}.island_changed")
+        assert e3.value.code == "bad_address"
+
+
+@pytest.mark.parametrize("bad", ["I*", "I>", "I 1", "I\n", "", "I" * 129, "é1"])
+def test_bad_island_ids_are_refused(bad: str) -> None:
+    with pytest.raises(SubjectError) as e:
+        check_island_id(bad)
+    assert e.value.code == "bad_island_id"
+    with pytest.raises(SubjectError) as e2:
+        V3.to_wire(f"engine.island.{bad}.peer_join")
+    assert e2.value.code == "bad_island_id"
+    with pytest.raises(SubjectError) as e3:
+        WORKERS.from_wire(f"engine.island.{bad}.peer_left")
+    assert e3.value.code == "bad_island_id"
+
+
+def test_a_dot_in_an_island_id_cannot_forge_a_subject() -> None:
+    with pytest.raises(SubjectError) as e:
+        WORKERS.to_wire("engine.island.I1.x.peer_join")
+    assert e.value.code == "bad_subject"
+    assert check_island_id("I1_a-Z9") == "I1_a-Z9"
+
+
+def test_unknown_subjects_and_schemes() -> None:
+    for s in ("nope", "engine.other", f"peer.{A}.session"):
+        with pytest.raises(SubjectError) as e:
+            WORKERS.to_wire(s)
+        assert e.value.code == "bad_subject"
+    with pytest.raises(SubjectError) as e2:
+        scheme("v4")
+    assert e2.value.code == "bad_subject"
+    assert scheme("v3") is V3 and scheme("workers") is WORKERS
+
+
+def test_subscription_patterns_translate() -> None:
+    assert WORKERS.wire_patterns("peer.*.heartbeat") == ["peer.*.heartbeat"]
+    assert V3.wire_patterns("peer.*.heartbeat") == ["client-proto.peer.*.heartbeat"]
+    assert V3.wire_patterns("engine.peer.*.island_changed") == ["client-proto.*.island_changed"]
+    assert V3.wire_patterns(f"engine.peer.{A}.island_changed") == [
+        f"client-proto.{A}.island_changed"
+    ]
+    assert V3.wire_patterns("engine.>") == [
+        "client-proto.*.island_changed",
+        "client-proto.island.*.peer_join",
+        "client-proto.island.*.peer_left",
+        "archipelago.islands",
+        "service.discovery",
+    ]
+    assert V3.wire_patterns(f"peer.{A}.>") == [
+        f"client-proto.peer.{A}.heartbeat",
+        f"peer.{A}.connect",
+        f"peer.{A}.disconnect",
+    ]
+    for bad in ("peer.0xZZ.heartbeat", "engine.island.I*x.peer_join", "a b", "x.y", "peer..x"):
+        with pytest.raises(SubjectError):
+            V3.wire_patterns(bad)
+
+
+def test_payloads_are_protobuf_except_v3_discovery_json() -> None:
+    hb = Heartbeat((1.0, 2.0, 3.0), "I2")
+    for sch in (WORKERS, V3):
+        assert sch.encode(f"peer.{A}.heartbeat", hb) == encode_payload(hb)
+        assert sch.decode(f"peer.{A}.heartbeat", encode_payload(hb)) == hb
+        ip = IslandPeer("I2", A)
+        assert sch.decode("engine.island.I2.peer_join", sch.encode("x", ip)) == ip
+    d = Discovery("archipelago", 1_700_000_000_123, "abc", 7)
+    assert WORKERS.encode("engine.discovery", d) == encode_payload(d)
+    js = json.loads(V3.encode("engine.discovery", d))
+    assert js == {
+        "serverName": "archipelago",
+        "status": {"currentTime": 1_700_000_000_123, "commitHash": "abc", "userCount": 7},
+    }
+    assert V3.decode("engine.discovery", V3.encode("engine.discovery", d)) == d
+    assert decode_payload("engine.discovery", WORKERS.encode("engine.discovery", d)) == d
+    with pytest.raises(ValueError, match=r"service\.discovery"):
+        V3.decode("engine.discovery", b"{}")

@@ -22,7 +22,7 @@ from dclcomms.sim import (
     Snapshot,
 )
 
-from .test_sim_metrics import ENGINES, HAVE_ENGINE, Scripted
+from .test_sim_metrics import ENGINES, Scripted
 from .test_sim_oracle import OracleEngine, check_invariants
 
 SMALL = Bounds(-300.0, 300.0, -300.0, 300.0)
@@ -183,9 +183,6 @@ def test_invalid_simulation_parameters(kw: dict[str, Any]) -> None:
     assert info.value.code == "invalid_parameter"
 
 
-@pytest.mark.skipif(
-    not HAVE_ENGINE, reason="dclcomms.archipelago is not merged into this branch yet"
-)
 def test_default_engine_is_the_cpp_engine_with_the_given_parameters() -> None:
     sim = Simulation(
         RandomWaypoint(300, bounds=SMALL),

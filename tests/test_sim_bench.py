@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_sim.py"
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("dclcomms.archipelago") is None,
-    reason="dclcomms.archipelago is not merged into this branch yet",
-)
 def test_bench_sim_quick_prints_json() -> None:
     out = subprocess.run(
         [sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=300

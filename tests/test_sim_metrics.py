@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -28,28 +27,20 @@ from dclcomms.sim import (
 
 from .test_sim_oracle import OracleEngine
 
-HAVE_ENGINE = importlib.util.find_spec("dclcomms.archipelago") is not None
-
 
 def _oracle() -> Any:
     return OracleEngine()
 
 
 def _cpp() -> Any:
-    from dclcomms.archipelago import Engine  # type: ignore[import-not-found, unused-ignore]
+    from dclcomms.archipelago import Engine
 
     return Engine()
 
 
 ENGINES = [
     pytest.param(_oracle, id="oracle"),
-    pytest.param(
-        _cpp,
-        id="cpp",
-        marks=pytest.mark.skipif(
-            not HAVE_ENGINE, reason="dclcomms.archipelago is not merged into this branch yet"
-        ),
-    ),
+    pytest.param(_cpp, id="cpp"),
 ]
 
 

@@ -178,6 +178,6 @@ CODES: dict[type[Error], frozenset[str]] = {
         }
     ),
     # NATS subjects and bus (dclcomms.subjects, dclcomms.natsbus)
-    SubjectError: frozenset({"bad_address", "bad_island_id", "bad_subject"}),
+    SubjectError: frozenset({"bad_address", "bad_island_id", "bad_subject", "bad_node_id"}),
     BusError: frozenset({"nats_unavailable", "bus_closed"}),
 }

@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -230,6 +230,14 @@ class RealmPolicy:
 
     def island_removed(self, island_id: str) -> None:
         """Called once when an island no longer exists."""
+
+    def islands_to_recheck(self) -> Iterable[str]:
+        """Islands to ask about on this tick although their membership did not change.
+
+        Called once per tick before the policy runs; an island whose answer then differs
+        from its current transport is re-issued to every member (e.g. its node died).
+        """
+        return ()
 
 
 class CrowdedOnLiveKit(RealmPolicy):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import secrets
 import signal
@@ -37,6 +38,7 @@ from dclcomms.errors import BusError, ConfigError, Error, SubjectError
 from dclcomms.http import Request, Response, Router, text_response
 from dclcomms.metrics import CONTENT_TYPE, Registry
 from dclcomms.natsbus import NatsBus
+from dclcomms.nodes import STATUS_PREFIX, NodeBalancedWsRooms, NodeStatus, status_subject
 from dclcomms.policy import RealmPolicy, build_transports, load_policy
 from dclcomms.realm.core import ArchipelagoCore
 from dclcomms.stats import Stats
@@ -119,8 +121,32 @@ class CoreService:
         )
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._node_sub: Any = None
+        self.node_status_errors = self.registry.counter(
+            "dcl_transport_node_status_errors_total", "node announcements refused (malformed)"
+        )
+
+    def _on_node_status(self, policy: NodeBalancedWsRooms, subject: str, data: bytes) -> None:
+        try:
+            status = NodeStatus.from_json(data)
+            if subject != status_subject(status.node_id):
+                raise ValueError(f"nodeId {status.node_id!r} announced on {subject!r}")
+        except ValueError as e:  # SubjectError is a ValueError too
+            self.node_status_errors.inc()
+            log.error("refused node announcement: %s", e, extra={"subject": subject})
+            return
+        policy.on_status(status)
 
     async def start(self) -> CoreService:
+        pol = self.core.policy
+        nc = getattr(self.bus, "nc", None)
+        if isinstance(pol, NodeBalancedWsRooms) and nc is not None:
+            # The registry subject is the same in both schemes and carries JSON, so it
+            # goes straight to nats-py rather than through the scheme's routes.
+            async def cb(msg: Any) -> None:
+                self._on_node_status(pol, msg.subject, msg.data)
+
+            self._node_sub = await nc.subscribe(STATUS_PREFIX + "*.status", cb=cb)
         ready = getattr(self.bus, "ready", None)
         if ready is not None:
             await ready()
@@ -139,6 +165,10 @@ class CoreService:
         if self._task is not None:
             await self._task
             self._task = None
+        if self._node_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._node_sub.unsubscribe()
+            self._node_sub = None
         self.core.close()
 
 

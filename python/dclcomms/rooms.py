@@ -3,20 +3,30 @@
 Serves ``/rooms/<roomId>`` (transports.md section 1) from the C++ server core,
 plus ``/status`` and ``/rooms/status`` (JSON), ``/metrics`` (Prometheus) and
 ``/health/live``. SIGINT/SIGTERM stop it cleanly (every socket closed 1001).
+
+With ``--nats URL --public-url ws://host:port --node-id ID`` it also announces itself
+every ``--announce-interval`` seconds on ``dclcomms.transport.<ID>.status`` (JSON,
+archipelago.md 6.3) so a core running :class:`dclcomms.nodes.NodeBalancedWsRooms`
+places islands on it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import dclcomms
+from dclcomms.errors import SubjectError
+from dclcomms.nodes import NodeStatus, check_node_id, status_subject
 from dclcomms.ws import HttpRequest, Server, ServerConfig, metrics_text
 
 _JSON = {"Content-Type": "application/json", "Access-Control-Allow-Origin": "*"}
@@ -48,12 +58,68 @@ def answer(server: Server, req: HttpRequest) -> None:
         server.respond(req.request_id, 404, _JSON, b'{"error":"Not Found"}')
 
 
-async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> None:
+@dataclass(frozen=True)
+class Announce:
+    """Where and how a rooms node announces itself over NATS."""
+
+    nats: tuple[str, ...]
+    public_url: str
+    node_id: str
+    interval_s: float = 10.0
+
+
+def node_status(server: Server, announce: Announce) -> NodeStatus:
+    """This node's announcement (seats unlimited: rooms have a per-room cap only)."""
+    rooms = server.stats()["rooms"]
+    return NodeStatus(
+        node_id=announce.node_id,
+        kind="ws-room",
+        url=announce.public_url,
+        max_island_size=server.config.rooms_max_users,
+        available_seats=-1,
+        users_count=int(rooms["users"]),
+        rooms=int(rooms["rooms"]),
+        ts=int(time.time() * 1000),
+    )
+
+
+async def _announce_loop(server: Server, announce: Announce, nc: Any) -> None:
+    subject = status_subject(announce.node_id)
+    while True:
+        try:
+            await nc.publish(subject, node_status(server, announce).to_json())
+            await nc.flush(timeout=announce.interval_s)
+        except Exception as e:  # NATS away: nats-py reconnects; announce again next time
+            print(f"dclcomms rooms: announcement failed: {e!r}", file=sys.stderr, flush=True)
+        await asyncio.sleep(announce.interval_s)
+
+
+async def serve(
+    config: ServerConfig,
+    *,
+    ready: asyncio.Event | None = None,
+    announce: Announce | None = None,
+) -> None:
     """Runs the room service until cancelled or SIGINT/SIGTERM."""
     loop = asyncio.get_running_loop()
+    nc: Any = None
+    if announce is not None:
+        import nats
+
+        nc = await nats.connect(
+            list(announce.nats),
+            name=f"dclcomms-rooms-{announce.node_id}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+        )
     server = Server(config)
     port = server.start()
     stop = asyncio.Event()
+    announcer = (
+        asyncio.create_task(_announce_loop(server, announce, nc), name="rooms-announce")
+        if announce is not None
+        else None
+    )
 
     def drain() -> None:
         for ev in server.poll():
@@ -74,6 +140,12 @@ async def serve(config: ServerConfig, *, ready: asyncio.Event | None = None) -> 
     try:
         await stop.wait()
     finally:
+        if announcer is not None:
+            announcer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await announcer
+        if nc is not None:
+            await nc.close()
         loop.remove_reader(server.fileno())
         for sig in installed:
             loop.remove_signal_handler(sig)
@@ -95,9 +167,33 @@ def main(argv: Sequence[str]) -> int:
     )
     p.add_argument("--require-token", action="store_true", help="reject joins without a token")
     p.add_argument("--commit-hash", default=os.environ.get("COMMIT_HASH", ""))
+    p.add_argument(
+        "--nats",
+        action="append",
+        metavar="URL",
+        help="announce this node on NATS (repeat for several servers)",
+    )
+    p.add_argument("--public-url", help="ws(s)://host:port clients reach this node at")
+    p.add_argument("--node-id", help="node id in dclcomms.transport.<node>.status")
+    p.add_argument(
+        "--announce-interval", type=float, default=10.0, help="seconds between announcements"
+    )
     ns = p.parse_args(list(argv))
     if ns.require_token and not ns.secret:
         p.error("--require-token needs --secret or WS_ROOM_SERVICE_SECRET")
+    announce = None
+    if ns.nats:
+        if not (ns.public_url and ns.node_id):
+            p.error("--nats needs --public-url and --node-id")
+        try:
+            check_node_id(ns.node_id)
+        except SubjectError as e:
+            p.error(f"{e} [{e.code}]")
+        if not ns.public_url.startswith(("ws://", "wss://")):
+            p.error("--public-url must be ws:// or wss://")
+        if ns.announce_interval <= 0:
+            p.error("--announce-interval must be > 0")
+        announce = Announce(tuple(ns.nats), ns.public_url, ns.node_id, ns.announce_interval)
     config = ServerConfig(
         host=ns.host,
         port=ns.port,
@@ -111,8 +207,11 @@ def main(argv: Sequence[str]) -> int:
         commit_hash=ns.commit_hash,
     )
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, announce=announce))
     except dclcomms.ConfigError as e:
         print(f"dclcomms rooms: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"dclcomms rooms: cannot start: {e}", file=sys.stderr)
         return 1
     return 0

@@ -244,6 +244,13 @@ class ArchipelagoCore:
         if len(moves):
             self.metrics.changes.inc(len(moves), kind="changed")
 
+        try:
+            for island_id in self.policy.islands_to_recheck():
+                touched[island_id] = None
+        except Exception:
+            self.metrics.policy_errors.inc()
+            log.exception("policy islands_to_recheck failed")
+
         # Policy once per changed island; strings only for arrivals or on a switch.
         conn: dict[str, str] = {}
         reissue: list[tuple[str, str]] = []  # (peer, island) kept members of switched islands

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from dclcomms.auth import jwt_decode
 from dclcomms.config import RealmConfig
 from dclcomms.natsbus import NatsBus
@@ -20,6 +22,7 @@ from dclcomms.nodes import NodeBalancedWsRooms, NodeRegistry, NodeStatus
 from dclcomms.policy import build_transports
 from dclcomms.processes import CoreService
 from dclcomms.realm import Realm
+from dclcomms.rooms import main as rooms_main
 from tests.conftest import free_port
 from tests.nats_fixtures import NatsServer, nats_server  # noqa: F401 - fixture
 
@@ -229,3 +232,40 @@ def test_islands_balanced_and_moved_off_a_killed_node(nats_server: NatsServer) -
             await b.close()
 
     run(body)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "--nats needs --public-url and --node-id"),
+        (["--public-url", "ws://127.0.0.1:1"], "--nats needs --public-url and --node-id"),
+        (["--public-url", "ws://127.0.0.1:1", "--node-id", "a.b"], "[bad_node_id]"),
+        (["--public-url", "http://127.0.0.1:1", "--node-id", "a"], "must be ws:// or wss://"),
+        (
+            ["--public-url", "ws://127.0.0.1:1", "--node-id", "a", "--announce-interval", "0"],
+            "--announce-interval must be > 0",
+        ),
+    ],
+)
+def test_rooms_announce_flags_are_validated(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        rooms_main(["--port", "0", "--nats", "nats://127.0.0.1:1", *extra])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_rooms_without_nats_server_fails_cleanly() -> None:
+    port = free_port()
+    nats_url = f"nats://127.0.0.1:{free_port()}"  # nobody listens there
+    announce = ["--nats", nats_url, "--node-id", "n1", "--public-url", f"ws://127.0.0.1:{port}"]
+    r = subprocess.run(
+        [sys.executable, "-m", "dclcomms", "rooms", "--port", str(port), *announce],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1, r
+    assert "dclcomms rooms: cannot start: cannot connect to NATS" in r.stderr
+    assert "Traceback" not in r.stderr

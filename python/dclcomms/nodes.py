@@ -163,10 +163,8 @@ class NodeBalancedWsRooms(RealmPolicy):
     def __init__(self, transports: Transports, *, registry: NodeRegistry | None = None) -> None:
         super().__init__(transports)
         self.registry = registry if registry is not None else NodeRegistry()
-        base = transports.ws_room
-        self._secret = base._secret
-        self._ttl_s = base.ttl_s
-        self._max_island_size = base.max_island_size
+        self._base = transports.ws_room
+        self._max_island_size = transports.ws_room.max_island_size
         self._transports: dict[str, WsRoomTransport] = {}  # node id -> transport
         self.island_node: dict[str, str] = {}
         self._island_peers: dict[str, int] = {}
@@ -184,7 +182,7 @@ class NodeBalancedWsRooms(RealmPolicy):
             or known.base_url != status.url.rstrip("/")
             or known.max_island_size != size
         ):
-            t = WsRoomTransport(status.url, self._secret, ttl_s=self._ttl_s, max_island_size=size)
+            t = self._base.with_base(status.url, max_island_size=size)
             self._transports[status.node_id] = t
             if known is not None:  # new address: its islands get fresh strings
                 self._recheck.update(

@@ -122,6 +122,12 @@ class WsRoomTransport(Transport):
         self.ttl_s = ttl_s
         self.max_island_size = max_island_size
 
+    def with_base(self, base_url: str, *, max_island_size: int) -> WsRoomTransport:
+        """The same secret and token lifetime for another rooms server (a transport node)."""
+        return WsRoomTransport(
+            base_url, self._secret, ttl_s=self.ttl_s, max_island_size=max_island_size
+        )
+
     def issue(self, island_id: str, peer_ids: Sequence[str]) -> dict[str, str]:
         base = f"ws-room:{self.base_url}/rooms/{island_id}"
         if self._secret is None:

@@ -105,13 +105,25 @@ async def serve(
     nc: Any = None
     if announce is not None:
         import nats
+        from nats.errors import NoServersError
 
-        nc = await nats.connect(
-            list(announce.nats),
-            name=f"dclcomms-rooms-{announce.node_id}",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-        )
+        async def quiet(_e: Exception) -> None:
+            pass  # nats-py reports through error_cb; retries are logged by the loop below
+
+        try:
+            nc = await nats.connect(
+                list(announce.nats),
+                name=f"dclcomms-rooms-{announce.node_id}",
+                # bounded while connecting (nats-py would retry a dead list forever) ...
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.5,
+                connect_timeout=2.0,
+                error_cb=quiet,
+            )
+        except (NoServersError, TimeoutError) as e:
+            raise OSError(f"cannot connect to NATS {list(announce.nats)}: {e!r}") from e
+        # ... then unbounded once connected (options is read per attempt)
+        nc.options["max_reconnect_attempts"] = -1
     server = Server(config)
     port = server.start()
     stop = asyncio.Event()

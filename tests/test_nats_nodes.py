@@ -78,9 +78,15 @@ async def start_rooms(nats_url: str, node_id: str) -> RoomsNode:
         stderr=subprocess.STDOUT,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 30)
-    assert f"listening on ws://127.0.0.1:{port}/rooms/" in line.decode(), line
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert f"listening on ws://127.0.0.1:{port}/rooms/" in line.decode(), line
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
     return RoomsNode(node_id, port, proc)
 
 

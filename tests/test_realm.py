@@ -36,6 +36,7 @@ from dclcomms.config import RealmConfig
 from dclcomms.policy import FixedTransport, IslandView, RealmPolicy, Transport
 from dclcomms.realm import Realm
 
+from .conftest import start_app
 from .realm_client import ArchipelagoClient, Closed, RoomClient, eventually
 
 LK_KEY, LK_SECRET = "devkey", "devsecret-0123456789-0123456789-abcdef"
@@ -534,11 +535,7 @@ def test_deny_list_is_fetched_enforced_and_kept_on_failure() -> None:
     async def body() -> None:
         app = web.Application()
         app.router.add_get("/denylist.json", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await start_app(app)
         cfg = config(deny_list_url=f"http://127.0.0.1:{port}/denylist.json")
         try:
             async with Realm(cfg) as realm:
@@ -583,11 +580,7 @@ def test_banned_sessions_are_kicked_and_an_unreachable_gatekeeper_fails_closed()
     async def body() -> None:
         app = web.Application()
         app.router.add_get("/users/{addr}/bans", bans)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await start_app(app)
         try:
             async with Realm(config(comms_gatekeeper_url=f"http://127.0.0.1:{port}")) as realm:
                 for c in (banned, clean):

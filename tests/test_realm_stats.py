@@ -13,6 +13,8 @@ from dclcomms.bus import Discovery, HeartbeatBatch, InProcessBus, IslandData, Is
 from dclcomms.http import Request, Response, Router
 from dclcomms.stats import Stats
 
+from .conftest import start_app
+
 A, B, C = "0x" + "a" * 40, "0x" + "b" * 40, "0x" + "c" * 40
 
 
@@ -153,11 +155,7 @@ def test_hot_scenes_from_a_real_content_server() -> None:
     async def run() -> None:
         app = web.Application()
         app.router.add_post("/entities/active", active)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await start_app(app)
         try:
             bus, stats, router, _clock = _setup(content_url=f"http://127.0.0.1:{port}")
             _hb(bus, [A, B, C], [(1.0, 0.0, 1.0), (2.0, 0.0, 20.0), (500.0, 0.0, 500.0)])

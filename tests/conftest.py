@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import socket
 from pathlib import Path
 from typing import Any
@@ -40,3 +41,11 @@ async def start_app(app: web.Application) -> tuple[web.AppRunner, int]:
 @pytest.fixture
 def conformance() -> Any:
     return load_conformance
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> random.Random:
+    """A per-test seeded generator: the module's SEED plus the test name; printed for replay."""
+    seed = getattr(request.module, "SEED", 0) + sum(map(ord, request.node.name))
+    print(f"seed={seed}")
+    return random.Random(seed)

@@ -47,13 +47,6 @@ from tests.test_ws_wire import (
 SEED = 7331
 
 
-@pytest.fixture
-def rng(request: pytest.FixtureRequest) -> random.Random:
-    seed = SEED + sum(map(ord, request.node.name))
-    print(f"seed={seed}")
-    return random.Random(seed)
-
-
 @contextmanager
 def serving(**kw: Any) -> Iterator[Server]:
     kw.setdefault("rooms", False)

@@ -36,13 +36,6 @@ SEED = 5150
 SECRET = "room-secret-for-tests-0123456789abcdef"
 
 
-@pytest.fixture
-def rng(request: pytest.FixtureRequest) -> random.Random:
-    seed = SEED + sum(map(ord, request.node.name))
-    print(f"seed={seed}")
-    return random.Random(seed)
-
-
 @contextmanager
 def serving(**kw: Any) -> Iterator[Server]:
     kw.setdefault("connector", False)

@@ -157,6 +157,34 @@ def test_islands_are_consistent_across_connectors(
     run(body)
 
 
+def test_peer_moving_to_another_connector_gets_an_island_there(
+    nats_server: NatsServer,  # noqa: F811
+) -> None:
+    """``peer.<addr>.connect`` resets the peer in the core, so a session opened on a
+    second connector (the first still open) gets its own ``island_changed``."""
+
+    async def body() -> None:
+        async with deployment([nats_server.url]) as d:
+            a, b, island = await share_an_island(d, (531, 532))
+            again = await client(d.connectors[1], 531)  # a's identity, other connector
+            assert again.address == a.address
+            deadline = time.monotonic() + 5
+            while True:
+                await again.heartbeat(0.0, 0.0, 0.0)
+                try:
+                    moved = await again.island(timeout=0.5)
+                    break
+                except TimeoutError:
+                    assert time.monotonic() < deadline, "no island_changed on the new connector"
+            assert moved["islandId"] == island  # back beside b
+            assert set(moved["peers"]) == {a.address, b.address}
+            assert "fromIslandId" not in moved  # this session never had an island
+            for c in (again, a, b):
+                await c.close()
+
+    run(body)
+
+
 def test_core_restart_rebuilds_state_from_heartbeats(nats_server: NatsServer) -> None:  # noqa: F811
     async def body() -> None:
         async with deployment([nats_server.url]) as d:

@@ -4,10 +4,12 @@ The handshake, duplicate kicks, limits and close codes live in C++
 (``dclcomms.ws.Server``); this module only moves data (archipelago.md 1.5):
 
 * ``Heartbeats`` events -> one :meth:`Bus.publish_heartbeats` batch;
-* ``PeerDisconnected`` -> ``peer.<addr>.disconnect``; a ``PeerConnected`` for an
-  address that already had a session (the old one was kicked, 4006) publishes the
-  disconnect of the replaced session first, so the new session re-enters the
-  engine with its first heartbeat and receives a fresh ``island_changed``;
+* ``PeerConnected`` -> ``peer.<addr>.connect`` (the core resets the peer, which
+  re-enters the engine with its first heartbeat and receives a fresh
+  ``island_changed`` on the new session, also when it came from another
+  connector); for an address that already had a session here (the old one was
+  kicked, 4006) the disconnect of the replaced session is published first;
+* ``PeerDisconnected`` -> ``peer.<addr>.disconnect``;
 * ``engine.peer.<addr>.island_changed`` -> ``island_changed`` to that session (the
   connector remembers each session's island from these; a session without an
   island yet gets no ``from_island_id``);
@@ -72,6 +74,7 @@ class Connector:
             self.bus.publish(f"peer.{address}.disconnect", None)
             self.m_disconnects.inc()
         self.sessions.add(address)
+        self.bus.publish(f"peer.{address}.connect", None)
         self.m_connects.inc()
 
     def on_disconnected(self, address: str) -> None:

@@ -145,6 +145,10 @@ class ArchipelagoCore:
         self._subs: list[Subscription] = [
             bus.subscribe_heartbeats(self._on_heartbeats),
             bus.subscribe("peer.*.disconnect", self._on_disconnect),
+            # A new session (archipelago.md 2.2: connect = reset): the peer re-enters
+            # with its next heartbeat and gets a fresh island_changed on that session,
+            # also when it moved to another connector.
+            bus.subscribe("peer.*.connect", self._on_disconnect),
         ]
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -207,3 +208,41 @@ __all__ = [
     "nats_server",
     "pid_alive",
 ]
+
+
+# --- dclcomms processes ------------------------------------------------------
+
+
+def spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dclcomms", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, LOG_FORMAT="json"),
+    )
+
+
+def first_line(p: subprocess.Popen[str], prefix: str) -> str:
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    assert line.startswith(prefix), (
+        line,
+        p.stderr.read() if p.poll() is not None and p.stderr else "",
+    )
+    return line
+
+
+def stop_all(procs: list[subprocess.Popen[str]]) -> list[int | None]:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    codes: list[int | None] = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout=20))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            codes.append(None)
+    return codes

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -15,7 +11,10 @@ import aiohttp
 from tests.conftest import free_port
 from tests.nats_fixtures import (
     NatsServer,
+    first_line,
     nats_server,  # noqa: F401 - fixture
+    spawn,
+    stop_all,
 )
 
 from .realm_client import ArchipelagoClient
@@ -29,41 +28,6 @@ LK = [
     "devsecret-0123456789-0123456789-abcdef",
 ]
 BASE = ["--host", "127.0.0.1", "--port", "0", "--flush-interval", "0.1"]
-
-
-def spawn(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "dclcomms", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, LOG_FORMAT="json"),
-    )
-
-
-def first_line(p: subprocess.Popen[str], prefix: str) -> str:
-    assert p.stdout is not None
-    line = p.stdout.readline()
-    assert line.startswith(prefix), (
-        line,
-        p.stderr.read() if p.poll() is not None and p.stderr else "",
-    )
-    return line
-
-
-def stop_all(procs: list[subprocess.Popen[str]]) -> list[int | None]:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    codes: list[int | None] = []
-    for p in procs:
-        try:
-            codes.append(p.wait(timeout=20))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-            codes.append(None)
-    return codes
 
 
 async def get_json(url: str) -> Any:
@@ -96,6 +60,35 @@ async def island_and_stats(connector_url: str, stats_url: str, seed: int) -> Non
         await c.close()
 
 
+async def core_http(core_url: str) -> None:
+    """The core process's own HTTP: readiness, status and metrics."""
+    deadline = time.monotonic() + 10
+    async with aiohttp.ClientSession() as s:
+        while True:
+            async with s.get(core_url + "/health/ready") as r:
+                if r.status == 200:
+                    assert await r.json() == {"ready": True}
+                    break
+                assert r.status == 503 and (await r.json())["ready"] is False
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        while True:  # the client has left: its disconnect reaches the core over NATS
+            status = await get_json(core_url + "/status")
+            if status["peers"] == 0:
+                break
+            assert time.monotonic() < deadline, status
+            await asyncio.sleep(0.05)
+        assert status["busConnected"] is True and status["subjects"] == "workers"
+        assert status["healthy"] is True and status["islands"] == 0
+        assert status["lastTickMs"] > 0
+        async with s.get(core_url + "/metrics") as r:
+            assert r.status == 200
+            text = await r.text()
+        assert "dcl_archipelago_heartbeats_total" in text and "dcl_nats_connected 1" in text
+        async with s.get(core_url + "/nope") as r:
+            assert r.status == 404 and "error" in await r.json()
+
+
 def test_three_processes_over_nats(nats_server: NatsServer) -> None:  # noqa: F811
     nats = ["--nats", nats_server.url]
     procs = [
@@ -104,10 +97,13 @@ def test_three_processes_over_nats(nats_server: NatsServer) -> None:  # noqa: F8
         spawn("connector", *BASE, *LK, *nats),
     ]
     try:
-        first_line(procs[0], "dclcomms core running (workers subjects on nats://127.0.0.1:")
+        core = first_line(
+            procs[0], "dclcomms core running (workers subjects on nats://127.0.0.1:"
+        ).split()[-1]
         stats = first_line(procs[1], "dclcomms stats running").split()[-1]
         conn = first_line(procs[2], "dclcomms connector running").split()[-1]
         asyncio.run(asyncio.wait_for(island_and_stats(conn, stats, 601), 30))
+        asyncio.run(asyncio.wait_for(core_http(core), 30))
     finally:
         codes = stop_all(procs)
     assert codes == [0, 0, 0]
@@ -132,6 +128,9 @@ def test_cli_errors() -> None:
     assert p.wait(timeout=30) == 1
     err = p.stderr.read() if p.stderr else ""
     assert "dclcomms core: error: cannot start:" in err and "[nats_unavailable]" in err, err
+    p = spawn("core", *BASE, *LK, "--nats", dead, "--transport-node-interval", "0")
+    assert p.wait(timeout=30) == 2
+    assert "transport_node_interval" in (p.stderr.read() if p.stderr else "")
     p = spawn("core", *BASE, "--nats", dead)  # no LiveKit, fixed adapter or shared secret
     assert p.wait(timeout=30) == 2
     err = p.stderr.read() if p.stderr else ""

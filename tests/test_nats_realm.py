@@ -242,3 +242,56 @@ def test_cluster_node_killed_mid_test(nats_cluster: NatsCluster) -> None:  # noq
             await b.close()
 
     run(body, 90)
+
+
+def test_core_readiness_follows_its_nats_connection(nats_server: NatsServer) -> None:  # noqa: F811
+    async def body() -> None:
+        bus = await NatsBus.connect([nats_server.url], reconnect_time_wait=0.1)
+        core = await CoreService(config(), bus, http=True).start()
+        try:
+            async with aiohttp.ClientSession() as s:
+
+                async def ready() -> tuple[int, Any]:
+                    async with s.get(core.url + "/health/ready") as r:
+                        return r.status, await r.json()
+
+                async def wait_for(status: int) -> Any:
+                    deadline = time.monotonic() + 10
+                    while True:
+                        got, body = await ready()
+                        if got == status:
+                            return body
+                        assert time.monotonic() < deadline, (got, body)
+                        await asyncio.sleep(0.05)
+
+                assert await wait_for(200) == {"ready": True}
+                await asyncio.to_thread(nats_server.kill)
+                refused = await wait_for(503)
+                assert refused["ready"] is False and "bus_disconnected" in refused["reasons"]
+                status = await get_json(core.url + "/status")
+                assert status["busConnected"] is False
+                await asyncio.to_thread(nats_server.restart)
+                assert await wait_for(200) == {"ready": True}
+        finally:
+            await core.stop()
+            await bus.aclose()
+
+    run(body)
+
+
+def test_core_reads_node_announcement_timing_from_its_config() -> None:
+    from dclcomms.bus import InProcessBus
+    from dclcomms.nodes import NodeBalancedWsRooms
+
+    cfg = config(
+        ws_room_secret="x" * 32,
+        policy="dclcomms.nodes:NodeBalancedWsRooms",
+        transport_node_interval=0.5,
+        transport_node_missed=4,
+    )
+    core = CoreService(cfg, InProcessBus())
+    assert isinstance(core.core.policy, NodeBalancedWsRooms)
+    assert core.core.policy.registry.timeout_s == 2.0
+    with pytest.raises(AttributeError):
+        _ = core.url  # no HTTP unless asked for
+    core.core.close()

@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,16 @@ def _prefix_ok(value: str) -> str | None:
 def _policy_ok(value: str) -> str | None:
     if value and (value.count(":") != 1 or not all(value.split(":"))):
         return "must look like package.module:Class"
+    return None
+
+
+_TOPIC_RE = re.compile(r"[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+){0,7}")
+
+
+def _topics_ok(value: str) -> str | None:
+    for t in (t.strip() for t in value.split(",")):
+        if t and _TOPIC_RE.fullmatch(t) is None:
+            return f"topic {t!r}: 1-8 dot-separated tokens of [A-Za-z0-9_:-], no wildcards"
     return None
 
 
@@ -343,6 +354,58 @@ SETTINGS: tuple[Setting, ...] = (
         "transport policy class package.module:Class (empty = built-in default)",
         check=_policy_ok,
     ),
+    Setting(
+        "transport_node_interval",
+        float,
+        10.0,
+        "TRANSPORT_NODE_INTERVAL",
+        "core: seconds between a transport node's announcements (rooms --announce-interval)",
+        minimum=0.01,
+        maximum=3600.0,
+    ),
+    Setting(
+        "transport_node_missed",
+        int,
+        3,
+        "TRANSPORT_NODE_MISSED",
+        "core: announcements a transport node may miss before its islands move",
+        minimum=1,
+        maximum=1000,
+    ),
+    # --- message bus (/bus) -------------------------------------------------
+    Setting(
+        "bus",
+        bool,
+        True,
+        "BUS_ENABLED",
+        "serve the authenticated message bus WebSocket /bus (control-plane.md 4)",
+    ),
+    Setting(
+        "bus_global_topics",
+        str,
+        "",
+        "BUS_GLOBAL_TOPICS",
+        "comma-separated topics any /bus session may use realm-wide (besides its own "
+        "addressed and island topics)",
+        check=_topics_ok,
+    ),
+    Setting(
+        "bus_max_frames_per_s",
+        int,
+        50,
+        "BUS_MAX_FRAMES_PER_S",
+        "/bus frames a session may send per second (above: close 4009)",
+        minimum=1,
+    ),
+    Setting(
+        "bus_queue",
+        int,
+        50,
+        "BUS_QUEUE",
+        "/bus messages queued per session before the oldest is dropped",
+        minimum=1,
+        maximum=100000,
+    ),
     # --- stats --------------------------------------------------------------
     Setting(
         "hot_scenes_cache_s",
@@ -418,6 +481,12 @@ class RealmConfig:
     ws_room_hard_limit_bytes: int = 1 << 20
     fixed_adapter: str = ""
     policy: str = ""
+    transport_node_interval: float = 10.0
+    transport_node_missed: int = 3
+    bus: bool = True
+    bus_global_topics: str = ""
+    bus_max_frames_per_s: int = 50
+    bus_queue: int = 50
     hot_scenes_cache_s: float = 60.0
     log_level: str = "INFO"
     log_format: str = "json"

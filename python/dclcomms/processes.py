@@ -35,10 +35,16 @@ from dclcomms.archipelago import Engine
 from dclcomms.bus import Bus
 from dclcomms.config import RealmConfig, add_arguments, config_from_args
 from dclcomms.errors import BusError, ConfigError, Error, SubjectError
-from dclcomms.http import Request, Response, Router, text_response
+from dclcomms.http import Request, Response, Router, json_response, text_response
 from dclcomms.metrics import CONTENT_TYPE, Registry
 from dclcomms.natsbus import NatsBus
-from dclcomms.nodes import STATUS_PREFIX, NodeBalancedWsRooms, NodeStatus, status_subject
+from dclcomms.nodes import (
+    STATUS_PREFIX,
+    NodeBalancedWsRooms,
+    NodeRegistry,
+    NodeStatus,
+    status_subject,
+)
 from dclcomms.policy import RealmPolicy, build_transports, load_policy
 from dclcomms.realm.core import ArchipelagoCore
 from dclcomms.stats import Stats
@@ -80,7 +86,13 @@ def check_core_config(config: RealmConfig) -> None:
 
 
 class CoreService:
-    """The archipelago core alone on a bus (no HTTP)."""
+    """The archipelago core alone on a bus.
+
+    With ``http=True`` (``dclcomms core``) it also listens on ``config.host:port`` for
+    ``/health/live``, ``/health/ready`` (503 until the bus is connected and a tick ran
+    recently), ``/status`` (JSON: peers, islands, last tick, transport nodes) and
+    ``/metrics`` (the core's and its NATS bus's metrics).
+    """
 
     def __init__(
         self,
@@ -89,6 +101,7 @@ class CoreService:
         *,
         policy: RealmPolicy | type[RealmPolicy] | None = None,
         registry: Registry | None = None,
+        http: bool = False,
     ) -> None:
         check_core_config(config)
         self.config = config
@@ -103,6 +116,11 @@ class CoreService:
             pol = policy(transports)
         else:
             pol = load_policy(config.policy, transports)
+        if isinstance(pol, NodeBalancedWsRooms) and not isinstance(policy, RealmPolicy):
+            # built here: the announcement timing comes from the configuration
+            pol.registry = NodeRegistry(
+                interval_s=config.transport_node_interval, missed=config.transport_node_missed
+            )
         engine = Engine(
             join_distance=config.join_distance,
             leave_distance=config.leave_distance,
@@ -125,6 +143,65 @@ class CoreService:
         self.node_status_errors = self.registry.counter(
             "dcl_transport_node_status_errors_total", "node announcements refused (malformed)"
         )
+        self.http: HttpFront | None = None
+        if http:
+            router = Router()
+            router.add("/health/live", lambda _req: text_response("alive"), methods=None)
+            router.add("/health/ready", self._h_ready)
+            router.add("/status", self._h_status)
+            router.add("/metrics", self._h_metrics)
+            self.http = HttpFront(config, router)
+
+    @property
+    def url(self) -> str:
+        if self.http is None:
+            raise AttributeError("url: this core serves no HTTP (http=False)")
+        return self.http.url
+
+    def _bus_connected(self) -> bool:
+        nc = getattr(self.bus, "nc", None)
+        return bool(nc.is_connected) if nc is not None else True
+
+    def _h_ready(self, _req: Request) -> Response:
+        reasons = []
+        if not self._bus_connected():
+            reasons.append("bus_disconnected")
+        if not self.core.healthy():
+            reasons.append("no_recent_tick")
+        if reasons:
+            return json_response({"ready": False, "reasons": reasons}, 503)
+        return json_response({"ready": True})
+
+    def _h_status(self, _req: Request) -> Response:
+        core = self.core
+        body: dict[str, Any] = {
+            "ok": True,
+            "commitHash": self.config.commit_hash,
+            "version": dclcomms.__version__,
+            "subjects": getattr(getattr(self.bus, "scheme", None), "name", None),
+            "busConnected": self._bus_connected(),
+            "peers": core.engine.peer_count,
+            "islands": core.engine.island_count,
+            "flushIntervalS": core.flush_interval_s,
+            "lastTickMs": core.last_tick_ms,
+            "lastTickDurationS": core.last_tick_s,
+            "healthy": core.healthy(),
+        }
+        pol = core.policy
+        if isinstance(pol, NodeBalancedWsRooms):
+            body["transportNodes"] = [
+                {
+                    "nodeId": n.node_id,
+                    "url": n.url,
+                    "usersCount": n.users_count,
+                    "islands": sum(1 for v in pol.island_node.values() if v == n.node_id),
+                }
+                for n in pol.registry.live()
+            ]
+        return json_response(body)
+
+    def _h_metrics(self, _req: Request) -> Response:
+        return Response(200, self.registry.render().encode(), {"Content-Type": CONTENT_TYPE})
 
     def _on_node_status(self, policy: NodeBalancedWsRooms, subject: str, data: bytes) -> None:
         try:
@@ -150,6 +227,8 @@ class CoreService:
         ready = getattr(self.bus, "ready", None)
         if ready is not None:
             await ready()
+        if self.http is not None:
+            await self.http.start()
         self._task = asyncio.create_task(self.core.run(self._stop), name="core")
         log.info("core started", extra={"config": self.config.public_dict()})
         return self
@@ -169,36 +248,22 @@ class CoreService:
             with contextlib.suppress(Exception):
                 await self._node_sub.unsubscribe()
             self._node_sub = None
+        if self.http is not None:
+            await self.http.stop()
         self.core.close()
 
 
-class StatsService:
-    """The stats HTTP API (archipelago.md 5) fed from a bus, on its own port."""
+class HttpFront:
+    """A plain HTTP listener (the C++ server with no WebSocket paths) serving a Router."""
 
-    def __init__(self, config: RealmConfig, bus: Bus, *, registry: Registry | None = None) -> None:
+    def __init__(self, config: RealmConfig, router: Router) -> None:
         self.config = config
-        self.bus = bus
-        self.registry = registry or Registry()
-        self.stats = Stats(
-            bus,
-            peer_timeout_ms=config.heartbeat_timeout_ms,
-            content_url=config.content_url,
-            scene_cache_s=config.hot_scenes_cache_s,
-        )
-        self.router = Router()
-        self.stats.routes(self.router)
-        self.router.add("/health/live", lambda _req: text_response("alive"), methods=None)
-        self.router.add("/metrics", self._metrics)
+        self.router = router
         self.server: Any = None
         self.port = 0
-        self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def _metrics(self, _req: Request) -> Response:
-        self.stats.sweep()
-        return Response(200, self.registry.render().encode(), {"Content-Type": CONTENT_TYPE})
-
-    async def start(self) -> StatsService:
+    async def start(self) -> int:
         cfg = self.config
         self.server = ws.Server(
             ws.ServerConfig(
@@ -212,11 +277,8 @@ class StatsService:
             )
         )
         self.port = int(self.server.start())
-        ready = getattr(self.bus, "ready", None)
-        if ready is not None:
-            await ready()
         asyncio.get_running_loop().add_reader(self.server.fileno(), self._pump)
-        return self
+        return self.port
 
     @property
     def url(self) -> str:
@@ -238,6 +300,57 @@ class StatsService:
         if self.server is not None:
             self.server.respond(ev.request_id, resp.status, resp.headers, resp.body)
 
+    async def stop(self) -> None:
+        server, self.server = self.server, None
+        if server is None:
+            return
+        asyncio.get_running_loop().remove_reader(server.fileno())
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.to_thread(server.stop)
+
+
+class StatsService:
+    """The stats HTTP API (archipelago.md 5) fed from a bus, on its own port."""
+
+    def __init__(self, config: RealmConfig, bus: Bus, *, registry: Registry | None = None) -> None:
+        self.config = config
+        self.bus = bus
+        self.registry = registry or Registry()
+        self.stats = Stats(
+            bus,
+            peer_timeout_ms=config.heartbeat_timeout_ms,
+            content_url=config.content_url,
+            scene_cache_s=config.hot_scenes_cache_s,
+        )
+        self.router = Router()
+        self.stats.routes(self.router)
+        self.router.add("/health/live", lambda _req: text_response("alive"), methods=None)
+        self.router.add("/metrics", self._metrics)
+        self.http = HttpFront(config, self.router)
+        self._stop = asyncio.Event()
+        self._started = False
+
+    def _metrics(self, _req: Request) -> Response:
+        self.stats.sweep()
+        return Response(200, self.registry.render().encode(), {"Content-Type": CONTENT_TYPE})
+
+    async def start(self) -> StatsService:
+        await self.http.start()
+        self._started = True
+        ready = getattr(self.bus, "ready", None)
+        if ready is not None:
+            await ready()
+        return self
+
+    @property
+    def port(self) -> int:
+        return self.http.port
+
+    @property
+    def url(self) -> str:
+        return self.http.url
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -246,13 +359,10 @@ class StatsService:
 
     async def stop(self) -> None:
         self._stop.set()
-        server, self.server = self.server, None
-        if server is None:
+        if not self._started:
             return
-        asyncio.get_running_loop().remove_reader(server.fileno())
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.to_thread(server.stop)
+        self._started = False
+        await self.http.stop()
         self.stats.close()
 
 
@@ -306,7 +416,9 @@ def _main(prog: str, description: str, argv: Sequence[str] | None, role: str) ->
         if role in ("core", "realm"):
             reg = Registry()
             out.append(
-                await CoreService(config, await bus("dclcomms-core", reg), registry=reg).start()
+                await CoreService(
+                    config, await bus("dclcomms-core", reg), registry=reg, http=role == "core"
+                ).start()
             )
         if role in ("stats",):
             reg = Registry()
@@ -365,6 +477,7 @@ def realm_nats_main(argv: Sequence[str] | None = None) -> int:
 __all__ = [
     "BusError",
     "CoreService",
+    "HttpFront",
     "StatsService",
     "add_nats_arguments",
     "check_core_config",

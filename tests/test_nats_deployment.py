@@ -1,0 +1,171 @@
+"""Acceptance: a whole scaled-out realm as separate processes on one NATS server.
+
+2 connectors + 1 core + stats + 2 rooms nodes, each a real ``dclcomms`` process,
+under both subject schemes. Real clients (eth-account keys) on both connectors:
+islands are consistent across connectors, each island lives on its own rooms node
+(the core balances them from the nodes' announcements) and its connection string
+admits the island's members there, stats sees everyone, and the core's /status
+reports both nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import free_port
+from tests.nats_fixtures import (
+    NatsServer,
+    first_line,
+    nats_server,  # noqa: F401 - fixture
+    spawn,
+    stop_all,
+)
+
+from .realm_client import ArchipelagoClient, RoomClient
+
+SECRET = "deployment-ws-room-secret-0123456789"
+BASE = ["--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING"]
+REALM = [*BASE, "--flush-interval", "0.1", "--ws-room-secret", SECRET]
+
+
+async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
+    async with session.get(url) as r:
+        assert r.status == 200, await r.text()
+        return await r.json()
+
+
+async def until(
+    check: Callable[[], Awaitable[Any]], what: str, timeout: float = 15.0, pause: float = 0.05
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(pause)
+
+
+async def assigned(c: ArchipelagoClient, x: float, z: float) -> dict[str, Any]:
+    """Heartbeat at (x, 0, z) until the client's island_changed arrives."""
+    deadline = time.monotonic() + 15
+    while True:
+        await c.heartbeat(x, 0.0, z)
+        try:
+            return await c.island(timeout=0.5)
+        except TimeoutError:
+            assert time.monotonic() < deadline, "no island_changed"
+
+
+def node_base(conn_str: str) -> str:
+    assert conn_str.startswith("ws-room:ws://127.0.0.1:"), conn_str
+    return conn_str[len("ws-room:") :].split("/rooms/")[0]
+
+
+async def scenario(core: str, stats: str, connectors: list[str], nodes: dict[str, str]) -> None:
+    async with aiohttp.ClientSession() as http:
+
+        async def both_nodes_live() -> bool:
+            status = await get_json(http, core + "/status")
+            return {n["nodeId"] for n in status.get("transportNodes", [])} == set(nodes)
+
+        await until(both_nodes_live, "the core to hear both rooms nodes")
+
+        # two groups far apart, each spanning both connectors
+        clients = [ArchipelagoClient(800 + i) for i in range(4)]
+        for i, c in enumerate(clients):
+            await c.connect(connectors[i % 2].replace("http://", "ws://"))
+            assert await c.handshake() == c.address
+        a1, b1, a2, b2 = clients  # a* on connector 0, b* on connector 1
+        first = await assigned(a1, 0.0, 0.0)
+        second = await assigned(a2, 900.0, 900.0)
+        joined1 = await assigned(b1, 8.0, 8.0)
+        joined2 = await assigned(b2, 905.0, 905.0)
+        # consistent across connectors: same island ids, same member maps
+        assert joined1["islandId"] == first["islandId"]
+        assert joined2["islandId"] == second["islandId"]
+        assert first["islandId"] != second["islandId"]
+        assert set(joined1["peers"]) == {a1.address, b1.address}
+        assert set(joined2["peers"]) == {a2.address, b2.address}
+        await a1.expect("joinIsland", peerId=b1.address)
+        await a2.expect("joinIsland", peerId=b2.address)
+
+        # balanced: one island per rooms node, and both members get in
+        used = {node_base(joined1["connStr"]), node_base(joined2["connStr"])}
+        assert used == set(nodes.values())
+        for (x, cx), (y, cy) in (((a1, first), (b1, joined1)), ((a2, second), (b2, joined2))):
+            rx, ry = RoomClient(x.wallet), RoomClient(y.wallet)
+            await rx.join(cx["connStr"])  # each member with the token minted for it
+            welcome = await ry.join(cy["connStr"])
+            assert list(welcome["peerIdentities"].values()) == [x.address]
+            await rx.close()
+            await ry.close()
+
+        # stats sees everyone, with both islands
+        want = {c.address for c in clients}
+
+        async def stats_complete() -> Any:
+            peers = await get_json(http, stats + "/peers")
+            islands = await get_json(http, stats + "/islands")
+            got = {p["address"] for p in peers["peers"]}
+            return got == want and len(islands["islands"]) == 2 and islands
+
+        islands = await until(stats_complete, "stats to see all four peers and both islands")
+        members = {i["id"]: {p["address"] for p in i["peers"]} for i in islands["islands"]}
+        assert members == {
+            first["islandId"]: {a1.address, b1.address},
+            second["islandId"]: {a2.address, b2.address},
+        }
+        status = await get_json(http, core + "/status")
+        assert status["peers"] == 4 and status["islands"] == 2
+        assert sorted(n["islands"] for n in status["transportNodes"]) == [1, 1]
+        for c in clients:
+            await c.close()
+
+
+@pytest.mark.parametrize("subjects", ["workers", "v3"])
+def test_two_connectors_core_stats_and_two_rooms_nodes(
+    nats_server: NatsServer,  # noqa: F811
+    subjects: str,
+) -> None:
+    nats = ["--nats", nats_server.url, "--subjects", subjects]
+    node_ports = {"rooms-a": free_port(), "rooms-b": free_port()}
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for node, port in node_ports.items():
+            procs.append(
+                spawn(
+                    "rooms",
+                    *["--port", str(port), "--secret", SECRET, "--require-token"],
+                    *["--nats", nats_server.url, "--node-id", node],
+                    *["--public-url", f"ws://127.0.0.1:{port}", "--announce-interval", "0.2"],
+                )
+            )
+        procs.append(
+            spawn(
+                "core",
+                *REALM,
+                *nats,
+                *["--policy", "dclcomms.nodes:NodeBalancedWsRooms"],
+                *["--transport-node-interval", "0.2", "--transport-node-missed", "5"],
+            )
+        )
+        procs.append(spawn("stats", *BASE, *nats))
+        procs += [spawn("connector", *REALM, *nats) for _ in range(2)]
+        for p in procs[:2]:
+            first_line(p, "dclcomms rooms")
+        core = first_line(procs[2], f"dclcomms core running ({subjects} subjects").split()[-1]
+        stats = first_line(procs[3], "dclcomms stats running").split()[-1]
+        conns = [first_line(p, "dclcomms connector running").split()[-1] for p in procs[4:]]
+        nodes = {n: f"ws://127.0.0.1:{port}" for n, port in node_ports.items()}
+        asyncio.run(asyncio.wait_for(scenario(core, stats, conns, nodes), 60))
+    finally:
+        codes = stop_all(procs)
+    assert codes == [0] * 6, [p.stderr.read() if p.stderr else "" for p in procs]

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from dclcomms.bus import Discovery, Heartbeat, IslandPeer, decode_payload, encode_payload
+from dclcomms.bus import AppData, Discovery, Heartbeat, IslandPeer, decode_payload, encode_payload
 from dclcomms.errors import SubjectError
-from dclcomms.subjects import V3, WORKERS, check_address, check_island_id, scheme
+from dclcomms.subjects import V3, WORKERS, check_address, check_island_id, check_topic, scheme
 
 A = "0x" + "ab" * 20
 B = "0x" + "0123456789" * 4
@@ -150,3 +150,69 @@ def test_payloads_are_protobuf_except_v3_discovery_json() -> None:
     assert decode_payload("engine.discovery", WORKERS.encode("engine.discovery", d)) == d
     with pytest.raises(ValueError, match=r"service\.discovery"):
         V3.decode("engine.discovery", b"{}")
+
+
+@pytest.mark.parametrize(
+    ("internal", "workers", "v3"),
+    [
+        (f"client.peer.{A}.chat", f"client.peer.{A}.chat", f"client-proto.peer.{A}.chat"),
+        (
+            f"client.peer.{A}.island.I1z.voice:meta",
+            f"client.peer.{A}.island.I1z.voice:meta",
+            f"client-proto.peer.{A}.island.I1z.voice:meta",
+        ),
+        (
+            f"client.peer.{A}.{B}.offer",
+            f"client.peer.{A}.{B}.offer",
+            f"client-proto.peer.{A}.{B}.offer",
+        ),
+        ("client.news", "client.news", "client-proto.news"),
+        ("client.a.b.c.d.e.f.g.h", "client.a.b.c.d.e.f.g.h", "client-proto.a.b.c.d.e.f.g.h"),
+    ],
+)
+def test_application_data_subjects(internal: str, workers: str, v3: str) -> None:
+    assert WORKERS.to_wire(internal) == workers and WORKERS.from_wire(workers) == internal
+    assert V3.to_wire(internal) == v3 and V3.from_wire(v3) == internal
+    # the payload is opaque bytes, both ways, in both schemes
+    for sch in (WORKERS, V3):
+        assert sch.decode(internal, b"\x00\xffraw") == AppData(b"\x00\xffraw")
+        assert sch.encode(internal, AppData(b"\x00\xffraw")) == b"\x00\xffraw"
+
+
+@pytest.mark.parametrize(
+    ("internal", "code"),
+    [
+        (f"client.peer.{A}", "reserved_topic"),  # no topic: would be the system topic peer.<A>
+        (f"client.peer.{A}.heartbeat", "reserved_topic"),  # v3: the heartbeat subject
+        (f"client.peer.{A}.x.island_changed", "reserved_topic"),
+        ("client.island.I1.peer_join", "reserved_topic"),  # v3: the engine's join subject
+        (f"client.{A}.island_changed", "reserved_topic"),  # v3: island_changed
+        ("client.peer.x", "reserved_topic"),
+        (f"client.peer.{A}." + ".".join("t" * 9), "bad_subject"),  # 9 tokens
+        (f"client.peer.{A}.a b", "bad_topic"),
+        ("client.a*b", "bad_topic"),
+        ("client.a/b", "bad_topic"),
+        (f"client.peer.{A.upper().replace('0X', '0x')}.chat", "bad_address"),
+    ],
+)
+def test_application_data_topics_are_validated(internal: str, code: str) -> None:
+    for sch in (WORKERS, V3):
+        with pytest.raises(SubjectError) as e:
+            sch.to_wire(internal)
+        assert e.value.code == code, (sch.name, e.value)
+    assert check_topic("a.b-c:d_e") == "a.b-c:d_e"
+
+
+def test_application_data_subscriptions_translate_without_overlap() -> None:
+    assert V3.wire_patterns("client.peer.*.island.I1.chat") == [
+        "client-proto.peer.*.island.I1.chat"
+    ]
+    assert V3.wire_patterns(f"client.peer.{A}.>") == [f"client-proto.peer.{A}.>"]
+    assert WORKERS.wire_patterns("client.news") == ["client.news"]
+    # one NATS subscription per message: covered patterns are dropped
+    assert WORKERS.wire_patterns("client.>") == ["client.>"]
+    assert V3.wire_patterns(">")[-1] == "client-proto.>"
+    assert "client-proto.peer.*.heartbeat" not in V3.wire_patterns(">")
+    with pytest.raises(SubjectError) as e:
+        V3.wire_patterns("client.peer.*.a b")
+    assert e.value.code in ("bad_subject", "bad_topic")

@@ -224,7 +224,22 @@ class Discovery:
         )
 
 
-Message = Heartbeat | IslandChanged | IslandPeer | IslandStatus | Discovery | None
+@dataclass(frozen=True)
+class AppData:
+    """Opaque application data of ``client.peer.<addr>.<topic>`` / ``client.<topic>``
+    (the /bus message bus; the payload travels as is)."""
+
+    payload: bytes
+
+    def to_bytes(self) -> bytes:
+        return self.payload
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AppData:
+        return cls(bytes(data))
+
+
+Message = Heartbeat | IslandChanged | IslandPeer | IslandStatus | Discovery | AppData | None
 Handler = Callable[[str, Any], None]
 
 
@@ -245,6 +260,8 @@ def decode_payload(subject: str, data: bytes) -> Message:
             return IslandStatus.from_bytes(data)
         if subject == "engine.discovery":
             return Discovery.from_bytes(data)
+    if t[0] == "client" and len(t) >= 2:
+        return AppData.from_bytes(data)
     raise ValueError(f"no message type for subject {subject!r}")
 
 
@@ -385,6 +402,7 @@ class InProcessBus(Bus):
 
 
 __all__ = [
+    "AppData",
     "Bus",
     "Discovery",
     "Heartbeat",

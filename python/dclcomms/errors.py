@@ -70,6 +70,10 @@ class BusError(Error):
     """The NATS bus cannot connect or is closed (dclcomms.natsbus)."""
 
 
+class MessageBusError(Error):
+    """A /bus frame refused (dclcomms.msgbus); sent to the client as an ``error`` frame."""
+
+
 # Every code, by class. Keep in sync with the C++ sources (a test checks that
 # every code raised from C++ appears here).
 CODES: dict[type[Error], frozenset[str]] = {
@@ -178,6 +182,28 @@ CODES: dict[type[Error], frozenset[str]] = {
         }
     ),
     # NATS subjects and bus (dclcomms.subjects, dclcomms.natsbus)
-    SubjectError: frozenset({"bad_address", "bad_island_id", "bad_subject", "bad_node_id"}),
+    SubjectError: frozenset(
+        {
+            "bad_address",
+            "bad_island_id",
+            "bad_subject",
+            "bad_node_id",
+            "bad_topic",
+            "reserved_topic",
+        }
+    ),
     BusError: frozenset({"nats_unavailable", "bus_closed"}),
+    # the /bus message-bus WebSocket (dclcomms.msgbus; control-plane.md 4)
+    MessageBusError: frozenset(
+        {
+            "bad_frame",
+            "bad_topic",
+            "reserved_topic",
+            "forbidden_topic",
+            "bad_payload",
+            "payload_too_large",
+            "too_many_subscriptions",
+            "not_subscribed",
+        }
+    ),
 }

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from dclcomms.bus import Discovery, Message, decode_payload, encode_payload, subject_matches
+from dclcomms.bus import Discovery, Message, decode_payload, encode_payload
 from dclcomms.errors import SubjectError
 
 ADDRESS_RE = re.compile(r"0x[0-9a-f]{40}")
@@ -58,28 +58,130 @@ def check_island_id(token: str) -> str:
 _CHECK = {ADDR: check_address, ISLAND: check_island_id}
 
 
+TOPIC_TOKEN_RE = re.compile(r"[A-Za-z0-9_:-]+")
+MAX_TOPIC_TOKENS = 8
+
+
+def check_topic(topic: str) -> str:
+    """``topic`` if it is 1-8 dot-separated ``[A-Za-z0-9_:-]+`` tokens, else ``bad_topic``."""
+    toks = topic.split(".") if isinstance(topic, str) else []
+    if not 1 <= len(toks) <= MAX_TOPIC_TOKENS or not all(TOPIC_TOKEN_RE.fullmatch(t) for t in toks):
+        raise SubjectError(
+            f"not a topic (1-{MAX_TOPIC_TOKENS} dot-separated tokens of [A-Za-z0-9_:-]): "
+            f"{topic!r}",
+            code="bad_topic",
+        )
+    return topic
+
+
+def check_peer_topic(topic: str) -> str:
+    """An application-data topic of ``client.peer.<addr>.<topic>``.
+
+    :func:`check_topic`, and never ``heartbeat`` nor a topic with an ``island_changed``
+    token: in the v3 scheme those would land on the engine's own subjects
+    (``client-proto.peer.<addr>.heartbeat``). Refused with code ``reserved_topic``.
+    """
+    check_topic(topic)
+    toks = topic.split(".")
+    if topic == "heartbeat" or "island_changed" in toks:
+        raise SubjectError(f"reserved topic {topic!r}", code="reserved_topic")
+    return topic
+
+
+def check_system_topic(topic: str) -> str:
+    """A realm-wide topic of ``client.<topic>``: :func:`check_topic`, not starting with
+    ``peer``, ``island`` or an address and without an ``island_changed`` token (the v3
+    scheme's ``client-proto.`` namespace also carries heartbeats, island_changed and
+    island joins). Refused with code ``reserved_topic``."""
+    check_topic(topic)
+    toks = topic.split(".")
+    if toks[0] in ("peer", "island") or toks[0].startswith("0x") or "island_changed" in toks:
+        raise SubjectError(f"reserved topic {topic!r}", code="reserved_topic")
+    return topic
+
+
 @dataclass(frozen=True)
 class Route:
-    """One subject family: internal and wire templates, ``{}`` marking the token."""
+    """One subject family: internal and wire templates.
+
+    ``{}`` marks the variable token (validated as ``token``: an address or an island
+    id); a final ``>`` marks a topic tail of 1-8 tokens (validated by
+    :func:`check_topic`), e.g. the application data of ``client.peer.<addr>.<topic>``.
+    """
 
     internal: str
     wire: str
     token: str | None  # ADDR, ISLAND or None (no variable token)
 
-    def _split(self, template: str) -> tuple[list[str], int | None]:
+    @staticmethod
+    def _split(template: str) -> tuple[list[str], int | None, bool]:
         toks = template.split(".")
-        return toks, (toks.index("{}") if "{}" in toks else None)
+        tail = toks[-1] == ">"
+        if tail:
+            toks = toks[:-1]
+        return toks, (toks.index("{}") if "{}" in toks else None), tail
 
-    def match(self, subject: str, *, wire: bool) -> str | None:
-        """The token if ``subject`` has this route's (wire or internal) shape, "" if none."""
-        toks, idx = self._split(self.wire if wire else self.internal)
+    def match(self, subject: str, *, wire: bool) -> tuple[str, str] | None:
+        """``(token, tail)`` if ``subject`` has this route's shape ("" when absent), else None."""
+        toks, idx, tail = self._split(self.wire if wire else self.internal)
         s = subject.split(".")
-        if len(s) != len(toks):
+        if tail:
+            if not len(toks) < len(s) <= len(toks) + MAX_TOPIC_TOKENS:
+                return None
+        elif len(s) != len(toks):
             return None
         for i, t in enumerate(toks):
             if i != idx and s[i] != t:
                 return None
-        return s[idx] if idx is not None else ""
+        return (s[idx] if idx is not None else ""), ".".join(s[len(toks) :])
+
+    def fill(self, token: str, tail: str, *, wire: bool) -> str:
+        out = (self.wire if wire else self.internal).replace("{}", token)
+        return out[:-1] + tail if out.endswith(">") else out
+
+    def wire_pattern(self, ptoks: list[str]) -> str | None:
+        """The wire subscription of this route covering internal pattern ``ptoks``, if any."""
+        itoks, idx, tail = self._split(self.internal)
+        wtoks, widx, _ = self._split(self.wire)
+        value = "*"
+
+        def wire(rest: list[str]) -> str:
+            return ".".join([value if j == widx else w for j, w in enumerate(wtoks)] + rest)
+
+        for i, t in enumerate(itoks):
+            if i >= len(ptoks):
+                return None
+            p = ptoks[i]
+            if p == ">":  # covers the rest of this route: every token, any tail
+                if idx is not None and i <= idx:
+                    value = "*"
+                return wire([">"] if tail else [])
+            if i == idx:
+                if p != "*":
+                    _CHECK[self.token or ""](p)
+                    value = p
+            elif p not in ("*", t):
+                return None
+        rest = ptoks[len(itoks) :]
+        if not tail:
+            return None if rest else wire([])
+        if not 1 <= len(rest) <= MAX_TOPIC_TOKENS:
+            return None
+        for t in rest:
+            if t not in ("*", ">") and TOPIC_TOKEN_RE.fullmatch(t) is None:
+                raise SubjectError(f"bad topic token {t!r} in a pattern", code="bad_topic")
+        return wire(rest)
+
+
+def _covers(a: str, b: str) -> bool:
+    """Every subject NATS pattern ``b`` matches is matched by pattern ``a``."""
+    at, bt = a.split("."), b.split(".")
+    for i, t in enumerate(at):
+        if t == ">":
+            return len(bt) > i
+        if i >= len(bt) or bt[i] == ">" or (t != "*" and (bt[i] == "*" or t != bt[i])):
+            return False
+    return len(at) == len(bt)
 
 
 @dataclass(frozen=True)
@@ -88,24 +190,27 @@ class Scheme:
     routes: tuple[Route, ...]
     json_discovery: bool = False
 
-    def _find(self, subject: str, *, wire: bool) -> tuple[Route, str]:
+    def _find(self, subject: str, *, wire: bool) -> tuple[Route, str, str]:
         for r in self.routes:
-            tok = r.match(subject, wire=wire)
-            if tok is not None:
+            m = r.match(subject, wire=wire)
+            if m is not None:
+                tok, tail = m
                 if r.token is not None:
                     _CHECK[r.token](tok)
-                return r, tok
+                if r.internal.endswith(">"):
+                    (check_peer_topic if r.token is not None else check_system_topic)(tail)
+                return r, tok, tail
         raise SubjectError(f"no {self.name} subject for {subject!r}", code="bad_subject")
 
     def to_wire(self, subject: str) -> str:
         """The wire subject of an internal one (tokens validated)."""
-        r, tok = self._find(subject, wire=False)
-        return r.wire.replace("{}", tok)
+        r, tok, tail = self._find(subject, wire=False)
+        return r.fill(tok, tail, wire=True)
 
     def from_wire(self, subject: str) -> str:
         """The internal subject of a wire one (tokens validated)."""
-        r, tok = self._find(subject, wire=True)
-        return r.internal.replace("{}", tok)
+        r, tok, tail = self._find(subject, wire=True)
+        return r.fill(tok, tail, wire=False)
 
     def wire_patterns(self, pattern: str) -> list[str]:
         """NATS subscriptions covering every internal subject ``pattern`` can match.
@@ -120,20 +225,13 @@ class Scheme:
                 raise SubjectError(f"bad subscription pattern {pattern!r}", code="bad_subject")
         out: list[str] = []
         for r in self.routes:
-            itoks, idx = r._split(r.internal)
-            value = "*"
-            if idx is not None and idx < len(ptoks) and ptoks[idx] not in ("*", ">"):
-                value = ptoks[idx]
-            sample = [("x" if value == "*" else value) if t == "{}" else t for t in itoks]
-            if subject_matches(pattern, ".".join(sample)):
-                if value != "*" and r.token is not None:
-                    _CHECK[r.token](value)
-                w = r.wire.replace("{}", value)
-                if w not in out:
-                    out.append(w)
+            w = r.wire_pattern(ptoks)
+            if w is not None and w not in out:
+                out.append(w)
         if not out:
             raise SubjectError(f"no {self.name} subject matches {pattern!r}", code="bad_subject")
-        return out
+        # one NATS subscription per subject: drop patterns another one already covers
+        return [w for w in out if not any(o != w and _covers(o, w) for o in out)]
 
     def encode(self, subject: str, message: Message) -> bytes:
         """Wire bytes of a typed message published on internal ``subject``."""
@@ -179,6 +277,8 @@ WORKERS = Scheme(
         Route("engine.island.{}.peer_left", "engine.island.{}.peer_left", ISLAND),
         Route("engine.islands", "engine.islands", None),
         Route("engine.discovery", "engine.discovery", None),
+        Route("client.peer.{}.>", "client.peer.{}.>", ADDR),
+        Route("client.>", "client.>", None),
     ),
 )
 
@@ -193,6 +293,8 @@ V3 = Scheme(
         Route("engine.island.{}.peer_left", "client-proto.island.{}.peer_left", ISLAND),
         Route("engine.islands", "archipelago.islands", None),
         Route("engine.discovery", "service.discovery", None),
+        Route("client.peer.{}.>", "client-proto.peer.{}.>", ADDR),
+        Route("client.>", "client-proto.>", None),
     ),
     json_discovery=True,
 )
@@ -219,5 +321,8 @@ __all__ = [
     "Scheme",
     "check_address",
     "check_island_id",
+    "check_peer_topic",
+    "check_system_topic",
+    "check_topic",
     "scheme",
 ]

@@ -71,10 +71,25 @@ def test_metrics_text_has_no_labels() -> None:
     finally:
         server.stop()
     names = [line.split()[0] for line in text.splitlines() if not line.startswith("#")]
-    assert "dcl_ws_connector_sessions" in names and "dcl_ws_rooms_users" in names
+    gauges = {
+        "dcl_ws_connector_sessions",
+        "dcl_ws_rooms_users",
+        "dcl_ws_rooms_rooms",
+        "dcl_ws_bus_sessions",
+    }
+    assert gauges <= set(names)
+    assert "dcl_ws_bus_closed_rate_total" in names
     assert all(n.startswith("dcl_ws_") and "{" not in n for n in names)
-    assert all(
-        n.endswith("_total")
-        for n in names
-        if n not in {"dcl_ws_connector_sessions", "dcl_ws_rooms_users", "dcl_ws_rooms_rooms"}
+    assert all(n.endswith("_total") for n in names if n not in gauges)
+    # An area absent from stats is skipped; the other areas keep their names.
+    assert metrics_text({"rooms": {"users": 1, "rooms": 1}}) == "\n".join(
+        [
+            "# HELP dcl_ws_rooms_users Members of RFC-5 rooms",
+            "# TYPE dcl_ws_rooms_users gauge",
+            "dcl_ws_rooms_users 1",
+            "# HELP dcl_ws_rooms_rooms Non-empty RFC-5 rooms",
+            "# TYPE dcl_ws_rooms_rooms gauge",
+            "dcl_ws_rooms_rooms 1",
+            "",
+        ]
     )

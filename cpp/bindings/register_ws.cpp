@@ -33,6 +33,12 @@ py::object event_to_python(ws::Event& ev) {
   if (auto* d = std::get_if<ws::PeerDisconnected>(&ev)) {
     return py::make_tuple("disconnected", d->address);
   }
+  if (auto* f = std::get_if<ws::BusFrame>(&ev)) {
+    // websocketpp only delivers text frames that are valid UTF-8.
+    return py::make_tuple("bus_frame", f->address, py::str(f->text));
+  }
+  if (auto* o = std::get_if<ws::BusOpened>(&ev)) return py::make_tuple("bus_opened", o->address);
+  if (auto* c = std::get_if<ws::BusClosed>(&ev)) return py::make_tuple("bus_closed", c->address);
   auto& hb = std::get<ws::Heartbeats>(ev);
   const auto n = static_cast<py::ssize_t>(hb.addresses.size());
   py::array_t<float> positions({n, static_cast<py::ssize_t>(3)});
@@ -51,41 +57,46 @@ py::object event_to_python(ws::Event& ev) {
 }  // namespace
 
 void register_ws(py::module_& m) {
-  py::class_<Server>(m, "WsServer",
-                     "WebSocket server core: connector (/ws) and RFC-5 rooms (/rooms/<id>)")
-      .def(py::init(
-               [](std::string host, int port, int io_threads, int auth_threads,
-                  size_t max_frame_bytes, bool connector, int64_t connector_handshake_timeout_ms,
-                  int heartbeat_max_per_s, size_t connector_max_queued_bytes, bool rooms,
-                  int64_t rooms_handshake_timeout_ms, size_t rooms_max_users,
-                  size_t rooms_soft_limit_bytes, size_t rooms_hard_limit_bytes,
-                  std::optional<std::string> ws_room_secret, bool ws_room_require_token,
-                  int64_t http_timeout_ms, size_t max_pending_frames, int64_t idle_timeout_ms) {
-                 if (port < 0 || port > 65535) {
-                   throw Error(ErrorKind::Config, "invalid_parameter", "port must be in 0..65535");
-                 }
-                 ws::Config c;
-                 c.host = std::move(host);
-                 c.port = static_cast<uint16_t>(port);
-                 c.io_threads = io_threads;
-                 c.auth_threads = auth_threads;
-                 c.max_frame_bytes = max_frame_bytes;
-                 c.connector = connector;
-                 c.connector_handshake_timeout_ms = connector_handshake_timeout_ms;
-                 c.heartbeat_max_per_s = heartbeat_max_per_s;
-                 c.connector_max_queued_bytes = connector_max_queued_bytes;
-                 c.rooms = rooms;
-                 c.rooms_handshake_timeout_ms = rooms_handshake_timeout_ms;
-                 c.rooms_max_users = rooms_max_users;
-                 c.rooms_soft_limit_bytes = rooms_soft_limit_bytes;
-                 c.rooms_hard_limit_bytes = rooms_hard_limit_bytes;
-                 c.ws_room_secret = std::move(ws_room_secret);
-                 c.ws_room_require_token = ws_room_require_token;
-                 c.http_timeout_ms = http_timeout_ms;
-                 c.max_pending_frames = max_pending_frames;
-                 c.idle_timeout_ms = idle_timeout_ms;
-                 return std::make_unique<Server>(std::move(c));
-               }),
+  py::class_<Server>(
+      m, "WsServer",
+      "WebSocket server core: connector (/ws), RFC-5 rooms (/rooms/<id>), bus (/bus)")
+      .def(py::init([](std::string host, int port, int io_threads, int auth_threads,
+                       size_t max_frame_bytes, bool connector,
+                       int64_t connector_handshake_timeout_ms, int heartbeat_max_per_s,
+                       size_t connector_max_queued_bytes, bool rooms,
+                       int64_t rooms_handshake_timeout_ms, size_t rooms_max_users,
+                       size_t rooms_soft_limit_bytes, size_t rooms_hard_limit_bytes,
+                       std::optional<std::string> ws_room_secret, bool ws_room_require_token,
+                       int64_t http_timeout_ms, size_t max_pending_frames, int64_t idle_timeout_ms,
+                       bool bus, int bus_max_frames_per_s, size_t bus_max_frame_bytes) {
+             if (port < 0 || port > 65535) {
+               throw Error(ErrorKind::Config, "invalid_parameter", "port must be in 0..65535");
+             }
+             ws::Config c;
+             c.host = std::move(host);
+             c.port = static_cast<uint16_t>(port);
+             c.io_threads = io_threads;
+             c.auth_threads = auth_threads;
+             c.max_frame_bytes = max_frame_bytes;
+             c.connector = connector;
+             c.connector_handshake_timeout_ms = connector_handshake_timeout_ms;
+             c.heartbeat_max_per_s = heartbeat_max_per_s;
+             c.connector_max_queued_bytes = connector_max_queued_bytes;
+             c.rooms = rooms;
+             c.rooms_handshake_timeout_ms = rooms_handshake_timeout_ms;
+             c.rooms_max_users = rooms_max_users;
+             c.rooms_soft_limit_bytes = rooms_soft_limit_bytes;
+             c.rooms_hard_limit_bytes = rooms_hard_limit_bytes;
+             c.ws_room_secret = std::move(ws_room_secret);
+             c.ws_room_require_token = ws_room_require_token;
+             c.http_timeout_ms = http_timeout_ms;
+             c.max_pending_frames = max_pending_frames;
+             c.idle_timeout_ms = idle_timeout_ms;
+             c.bus = bus;
+             c.bus_max_frames_per_s = bus_max_frames_per_s;
+             c.bus_max_frame_bytes = bus_max_frame_bytes;
+             return std::make_unique<Server>(std::move(c));
+           }),
            py::kw_only(), py::arg("host"), py::arg("port"), py::arg("io_threads"),
            py::arg("auth_threads"), py::arg("max_frame_bytes"), py::arg("connector"),
            py::arg("connector_handshake_timeout_ms"), py::arg("heartbeat_max_per_s"),
@@ -93,7 +104,8 @@ void register_ws(py::module_& m) {
            py::arg("rooms_handshake_timeout_ms"), py::arg("rooms_max_users"),
            py::arg("rooms_soft_limit_bytes"), py::arg("rooms_hard_limit_bytes"),
            py::arg("ws_room_secret"), py::arg("ws_room_require_token"), py::arg("http_timeout_ms"),
-           py::arg("max_pending_frames"), py::arg("idle_timeout_ms"))
+           py::arg("max_pending_frames"), py::arg("idle_timeout_ms"), py::arg("bus"),
+           py::arg("bus_max_frames_per_s"), py::arg("bus_max_frame_bytes"))
       // start/stop touch no Python object; stop joins threads that never take
       // the GIL, so releasing it cannot deadlock.
       .def("start", &Server::start, py::call_guard<py::gil_scoped_release>())
@@ -149,6 +161,10 @@ void register_ws(py::module_& m) {
            py::arg("peer_id"), py::call_guard<py::gil_scoped_release>())
       .def("kick", &Server::kick, py::arg("address"), py::arg("code"), py::arg("reason"),
            py::call_guard<py::gil_scoped_release>())
+      .def("send_bus", &Server::send_bus, py::arg("address"), py::arg("text"),
+           py::call_guard<py::gil_scoped_release>())
+      .def("close_bus", &Server::close_bus, py::arg("address"), py::arg("code"), py::arg("reason"),
+           py::call_guard<py::gil_scoped_release>())
       .def("set_deny_list", &Server::set_deny_list, py::arg("addresses"),
            py::call_guard<py::gil_scoped_release>())
       .def("stats", [](const Server& s) {
@@ -158,9 +174,10 @@ void register_ws(py::module_& m) {
           py::gil_scoped_release release;
           st = s.stats();
         }
-        py::dict connector, rooms;
+        py::dict connector, rooms, bus;
         for (const auto& [k, v] : st.connector) connector[py::str(k)] = v;
         for (const auto& [k, v] : st.rooms) rooms[py::str(k)] = v;
+        for (const auto& [k, v] : st.bus) bus[py::str(k)] = v;
         py::list details;
         for (const auto& [name, count] : st.room_details) {
           py::dict d;
@@ -172,6 +189,7 @@ void register_ws(py::module_& m) {
         py::dict out;
         out["connector"] = connector;
         out["rooms"] = rooms;
+        out["bus"] = bus;
         return out;
       });
 }

@@ -1,9 +1,12 @@
-"""The WebSocket server core: Archipelago connector (``/ws``) and RFC-5 rooms.
+"""The WebSocket server core: Archipelago connector (``/ws``), RFC-5 rooms and the bus.
 
 Everything per socket (handshakes, limits, close codes, room fan-out) runs in
 C++ I/O threads; Python drains :meth:`Server.poll` (e.g. from an asyncio
 reader on :meth:`Server.fileno`) and answers HTTP requests with
-:meth:`Server.respond`. See ``docs/ws.md``.
+:meth:`Server.respond`. The bus (``/bus``) is only a transport here: the
+connector handshake, then :class:`BusFrame` text frames in and
+:meth:`Server.send_bus` text frames out; their JSON is the embedder's. See
+``docs/ws.md``.
 
 >>> from dclcomms.ws import Server, ServerConfig
 >>> server = Server(ServerConfig(connector=False))
@@ -27,6 +30,9 @@ from dclcomms import _core
 
 __all__ = [
     "UNSET",
+    "BusClosed",
+    "BusFrame",
+    "BusOpened",
     "Event",
     "Heartbeats",
     "HttpRequest",
@@ -65,7 +71,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 0  # 0 = pick a free port
     io_threads: int = 1
-    max_frame_bytes: int = 16384  # larger inbound frame => close 1009
+    max_frame_bytes: int = 16384  # connector, rooms: larger inbound frame => close 1009
     # connector (/ws, /archipelago/ws)
     connector: bool = True
     connector_handshake_timeout_ms: int = 60_000  # per handshake stage => 4001
@@ -86,6 +92,11 @@ class ServerConfig:
     http_timeout_ms: int = 10_000  # unanswered HttpRequest => 503
     max_pending_frames: int = 8  # frames queued during the async auth step; overflow => 4000
     idle_timeout_ms: int = 90_000  # silent (no frame, no pong) => 1001 "idle timeout"; 0 = off
+    # bus (/bus): connector handshake (timeout, deny list), then text frames; outbound
+    # limit connector_max_queued_bytes
+    bus: bool = False
+    bus_max_frames_per_s: int = 50  # more text frames within any 1 s => 4009
+    bus_max_frame_bytes: int = 32768  # larger inbound frame => close 1009
 
 
 @dataclass(frozen=True)
@@ -124,7 +135,31 @@ class Heartbeats:
     received_ms: npt.NDArray[np.int64]  # (n,), server clock, ms since the epoch
 
 
-Event: TypeAlias = HttpRequest | PeerConnected | PeerDisconnected | Heartbeats
+@dataclass(frozen=True)
+class BusOpened:
+    """Bus: handshake completed, welcome sent."""
+
+    address: str
+
+
+@dataclass(frozen=True)
+class BusFrame:
+    """Bus: one text frame of a completed session, in arrival order (not parsed here)."""
+
+    address: str
+    text: str
+
+
+@dataclass(frozen=True)
+class BusClosed:
+    """Bus: the registered session for address closed (not a replaced one; also at stop)."""
+
+    address: str
+
+
+Event: TypeAlias = (
+    HttpRequest | PeerConnected | PeerDisconnected | Heartbeats | BusOpened | BusFrame | BusClosed
+)
 
 
 def _event(raw_: tuple[object, ...]) -> Event:
@@ -135,13 +170,21 @@ def _event(raw_: tuple[object, ...]) -> Event:
         return Heartbeats(raw[1], raw[2], desired, raw[4])
     if kind == "http":
         return HttpRequest(raw[1], raw[2], raw[3], raw[4], raw[5], raw[6])
+    if kind == "bus_frame":
+        return BusFrame(raw[1], raw[2])
     if kind == "connected":
         return PeerConnected(raw[1])
-    return PeerDisconnected(raw[1])
+    if kind == "disconnected":
+        return PeerDisconnected(raw[1])
+    if kind == "bus_opened":
+        return BusOpened(raw[1])
+    if kind == "bus_closed":
+        return BusClosed(raw[1])
+    raise AssertionError(f"unknown event kind {kind!r}")
 
 
 class Server:
-    """One listening socket serving the connector and/or RFC-5 rooms."""
+    """One listening socket serving the connector, RFC-5 rooms and/or the bus."""
 
     def __init__(self, config: ServerConfig | None = None) -> None:
         self.config = config if config is not None else ServerConfig()
@@ -166,6 +209,9 @@ class Server:
             http_timeout_ms=c.http_timeout_ms,
             max_pending_frames=c.max_pending_frames,
             idle_timeout_ms=c.idle_timeout_ms,
+            bus=c.bus,
+            bus_max_frames_per_s=c.bus_max_frames_per_s,
+            bus_max_frame_bytes=c.bus_max_frame_bytes,
         )
 
     def start(self) -> int:
@@ -215,12 +261,26 @@ class Server:
         """Closes the connector session of address (4005/4006: after ``kicked``)."""
         self._core.kick(address, code, reason)
 
+    def send_bus(self, address: str, text: str) -> None:
+        """One text frame to the bus session of address (ignored when none; over
+        ``connector_max_queued_bytes`` queued the receiver is closed 4008 instead)."""
+        self._core.send_bus(address, text)
+
+    def close_bus(self, address: str, code: int, reason: str) -> None:
+        """Closes the bus session of address (a :class:`BusClosed` follows).
+
+        Codes other than 4000-4999, 1000, 1001, 1008, 1011, 1013 raise ``ConfigError``.
+        """
+        self._core.close_bus(address, code, reason)
+
     def set_deny_list(self, addresses: Sequence[str]) -> None:
-        """Replaces the deny list (checked at challenge_request and after auth: 4004)."""
+        """Replaces the deny list (connector and bus; checked at challenge_request and
+        after auth: 4004)."""
         self._core.set_deny_list(list(addresses))
 
     def stats(self) -> dict[str, Any]:
-        """``{"connector": {"sessions", ...}, "rooms": {"users", "rooms", "details", ...}}``."""
+        """``{"connector": {"sessions", ...}, "rooms": {"users", "rooms", "details", ...},
+        "bus": {"sessions", ...}}``."""
         return cast(dict[str, Any], self._core.stats())
 
     def __enter__(self) -> Server:
@@ -236,16 +296,22 @@ _GAUGES = {
     ("connector", "sessions"): "Connector sessions past the handshake",
     ("rooms", "users"): "Members of RFC-5 rooms",
     ("rooms", "rooms"): "Non-empty RFC-5 rooms",
+    ("bus", "sessions"): "Bus sessions past the handshake",
 }
 
 
-def metrics_text(stats: Mapping[str, Any], *, areas: Sequence[str] = ("connector", "rooms")) -> str:
+def metrics_text(
+    stats: Mapping[str, Any], *, areas: Sequence[str] = ("connector", "rooms", "bus")
+) -> str:
     """Prometheus text exposition of :meth:`Server.stats` (``dcl_ws_*`` names).
 
-    No per-peer or per-room labels: gauges and monotonic counters only.
+    No per-peer or per-room labels: gauges and monotonic counters only. An area
+    absent from stats is skipped.
     """
     lines: list[str] = []
     for area in areas:
+        if area not in stats:
+            continue
         for key, value in stats[area].items():
             if key == "details":
                 continue

@@ -1,5 +1,6 @@
 #include "dclcomms/ws/limits.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <climits>
 
@@ -103,14 +104,38 @@ bool RateWindow::accept(int64_t now_ms, int max_per_s) noexcept {
   return true;
 }
 
+bool SlidingRateWindow::accept(int64_t now_ms, int max_per_s) {
+  if (size_ > 0 && now_ms < ring_[(head_ + size_ - 1) % ring_.size()]) size_ = 0;
+  while (size_ > 0 && now_ms - ring_[head_] >= 1000) {
+    head_ = (head_ + 1) % ring_.size();
+    --size_;
+  }
+  if (max_per_s < 1 || size_ >= static_cast<size_t>(max_per_s)) return false;
+  if (size_ == ring_.size()) {  // full: grow, oldest first
+    std::vector<int64_t> grown;
+    grown.reserve(std::min<size_t>(std::max<size_t>(2 * size_, 4), static_cast<size_t>(max_per_s)));
+    for (size_t i = 0; i < size_; ++i) grown.push_back(ring_[(head_ + i) % ring_.size()]);
+    grown.resize(grown.capacity());
+    ring_ = std::move(grown);
+    head_ = 0;
+  }
+  ring_[(head_ + size_) % ring_.size()] = now_ms;
+  ++size_;
+  return true;
+}
+
 uint32_t next_alias() noexcept {
   static std::atomic<uint32_t> counter{0};
   return counter.fetch_add(1, std::memory_order_relaxed) + 1;
 }
 
 std::string binary_frame_header(size_t n) {
+  return frame_header(0x2, n);
+}
+
+std::string frame_header(uint8_t opcode, size_t n) {
   std::string h;
-  h.push_back(static_cast<char>(0x82));
+  h.push_back(static_cast<char>(0x80 | (opcode & 0x0F)));
   if (n < 126) {
     h.push_back(static_cast<char>(n));
   } else if (n <= 0xFFFF) {

@@ -1,6 +1,8 @@
-// The shared WebSocket/HTTP core and the two session state machines (connector
-// and RFC-5 rooms). Design notes live in docs/ws.md; the rules are
-// archipelago.md section 1 and transports.md section 1.
+// The shared WebSocket/HTTP core and the session state machines: connector,
+// RFC-5 rooms, and bus (the connector's handshake code path with Kind::Bus,
+// then text frames). Design notes live in docs/ws.md; the rules are
+// archipelago.md section 1, transports.md section 1 and control-plane.md
+// section 4.
 //
 // Locking: every socket handler, timer and posted task takes mu_ (the state
 // lock) for its whole body; ev_mu_ (the event queue) is a leaf taken under or
@@ -42,6 +44,7 @@ using ConnPtr = Endpoint::connection_ptr;
 using Hdl = websocketpp::connection_hdl;
 using Message = websocketpp::config::asio::message_type;
 using MessagePtr = Endpoint::message_ptr;
+using Opcode = websocketpp::frame::opcode::value;
 
 int64_t unix_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -49,21 +52,34 @@ int64_t unix_ms() {
       .count();
 }
 
+int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 // A ready-to-write frame: header and payload built once, flagged prepared so
 // websocketpp queues this very object (no copy, no re-framing) on every
 // connection it is sent to. Server frames are never masked, so one buffer is
-// valid for every receiver.
-MessagePtr make_frame(std::string payload) {
-  auto msg =
-      std::make_shared<Message>(Message::con_msg_man_ptr{}, websocketpp::frame::opcode::binary, 0);
-  msg->set_header(binary_frame_header(payload.size()));
+// valid for every receiver. Binary unless opcode says text.
+MessagePtr make_frame(std::string payload, Opcode opcode = websocketpp::frame::opcode::binary) {
+  auto msg = std::make_shared<Message>(Message::con_msg_man_ptr{}, opcode, 0);
+  msg->set_header(frame_header(static_cast<uint8_t>(opcode), payload.size()));
   msg->get_raw_payload() = std::move(payload);
   msg->set_prepared(true);
   return msg;
 }
 
-enum class Kind { Connector, Room };
+// Bus sessions share the connector's handshake (Start .. Verifying); they
+// differ once Completed.
+enum class Kind { Connector, Room, Bus };
 enum class Stage { Start, ChallengeSent, Verifying, Completed, Closed };
+
+// An inbound frame queued while its session's auth chain is verified.
+struct Frame {
+  Opcode opcode = websocketpp::frame::opcode::binary;
+  std::string data;
+};
 
 struct Session {
   Kind kind = Kind::Connector;
@@ -74,15 +90,16 @@ struct Session {
   int64_t last_rx_ms = 0;  // last frame or pong (idle sweep)
   std::string address;     // claimed, lowercase
   std::string challenge;   // single use: cleared when submitted
-  std::deque<std::string> pending;
+  std::deque<Frame> pending;
   // rooms
   std::string room;
   uint32_t alias = 0;
   std::optional<std::string> token_sub;
   bool in_room = false;
-  // connector
-  bool registered = false;
-  RateWindow heartbeats;
+  // connector and bus
+  bool registered = false;  // the entry of its kind's registry
+  RateWindow heartbeats;    // connector
+  SlidingRateWindow bus_frames;
 };
 using SessionPtr = std::shared_ptr<Session>;
 
@@ -130,6 +147,25 @@ using SessionPtr = std::shared_ptr<Session>;
   X(updates_delivered)            \
   X(unreliable_dropped)           \
   X(messages_ignored)
+
+#define DCLCOMMS_BUS_COUNTERS(X) \
+  X(connections)                 \
+  X(welcomed)                    \
+  X(auth_failed)                 \
+  X(deny_listed)                 \
+  X(kicked_duplicate)            \
+  X(closed_protocol)             \
+  X(closed_decode)               \
+  X(closed_timeout)              \
+  X(closed_invalid_address)      \
+  X(closed_slow)                 \
+  X(closed_frame_too_big)        \
+  X(closed_idle)                 \
+  X(closed_rate)                 \
+  X(closed_by_server)            \
+  X(frames_received)             \
+  X(frames_sent)                 \
+  X(auth_verify_us_total)
 // clang-format on
 
 #define DCLCOMMS_FIELD(name) uint64_t name = 0;
@@ -141,11 +177,16 @@ struct ConnectorCounters {
 struct RoomCounters {
   DCLCOMMS_ROOM_COUNTERS(DCLCOMMS_FIELD)
 };
+struct BusCounters {
+  DCLCOMMS_BUS_COUNTERS(DCLCOMMS_FIELD)
+};
 
 constexpr const char* kReplacedRoom =
     "Already connected: a new session for this address replaced this one";
 constexpr const char* kReplacedConnector =
     "session replaced: a new session for this address connected";
+constexpr const char* kReplacedBus =
+    "session replaced: a new bus session for this address connected";
 constexpr const char* kRoomFull = "This world is full. Try again later.";
 
 }  // namespace
@@ -157,7 +198,8 @@ class Server::Impl {
         cfg_.heartbeat_max_per_s < 1 || cfg_.max_pending_frames < 1 ||
         cfg_.rooms_soft_limit_bytes > cfg_.rooms_hard_limit_bytes ||
         cfg_.connector_handshake_timeout_ms < 1 || cfg_.rooms_handshake_timeout_ms < 1 ||
-        cfg_.http_timeout_ms < 1 || cfg_.idle_timeout_ms < 0) {
+        cfg_.http_timeout_ms < 1 || cfg_.idle_timeout_ms < 0 || cfg_.bus_max_frames_per_s < 1 ||
+        cfg_.bus_max_frame_bytes < 1) {
       throw Error(ErrorKind::Config, "invalid_parameter", "invalid WebSocket server configuration");
     }
     efd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -178,7 +220,10 @@ class Server::Impl {
     ep_.init_asio();
     ep_.set_reuse_addr(true);
     ep_.set_listen_backlog(4096);
-    ep_.set_max_message_size(cfg_.max_frame_bytes);
+    // The endpoint value is only the default of new connections: on_validate
+    // sets each one's own limit before any frame of it is read.
+    ep_.set_max_message_size(cfg_.bus ? std::max(cfg_.max_frame_bytes, cfg_.bus_max_frame_bytes)
+                                      : cfg_.max_frame_bytes);
     ep_.set_close_handshake_timeout(2000);
     // Small frames must not wait for Nagle + delayed ACK (~40 ms per hop).
     ep_.set_tcp_post_init_handler([this](Hdl h) {
@@ -285,7 +330,29 @@ class Server::Impl {
     post([this, address, payload = std::move(payload)]() mutable {
       auto it = connector_reg_.find(address);
       if (it == connector_reg_.end()) return;
-      deliver_connector(it->second, make_frame(std::move(payload)));
+      SessionPtr s = it->second;  // a copy: closing it erases the registry entry
+      if (deliver(s, make_frame(std::move(payload)))) ++cc_.messages_sent;
+    });
+  }
+
+  void send_bus(const std::string& address, std::string text) {
+    post([this, address, text = std::move(text)]() mutable {
+      auto it = bus_reg_.find(address);
+      if (it == bus_reg_.end()) return;
+      SessionPtr s = it->second;  // a copy: closing it erases the registry entry
+      if (deliver(s, make_frame(std::move(text), websocketpp::frame::opcode::text))) {
+        ++bc_.frames_sent;
+      }
+    });
+  }
+
+  void close_bus(const std::string& address, int code, const std::string& reason) {
+    post([this, address, code, reason] {
+      auto it = bus_reg_.find(address);
+      if (it == bus_reg_.end()) return;
+      SessionPtr s = it->second;  // a copy: closing it erases the registry entry
+      ++bc_.closed_by_server;
+      close_session(s, code, reason);
     });
   }
 
@@ -324,6 +391,12 @@ class Server::Impl {
       DCLCOMMS_ROOM_COUNTERS(DCLCOMMS_LIST)
     }
     st.room_details = rooms_.details();
+    {
+      auto& out = st.bus;
+      const auto& c = bc_;
+      out.emplace_back("sessions", bus_reg_.size());
+      DCLCOMMS_BUS_COUNTERS(DCLCOMMS_LIST)
+    }
     return st;
   }
 
@@ -386,6 +459,36 @@ class Server::Impl {
   bool is_room_path(const std::string& path) const {
     return cfg_.rooms && path.rfind("/rooms/", 0) == 0;
   }
+  bool is_bus_path(const std::string& path) const { return cfg_.bus && path == "/bus"; }
+
+  // Runs f on the counters of s's kind (f touches a field every kind has).
+  template <class F>
+  void count(const SessionPtr& s, F f) {
+    switch (s->kind) {
+      case Kind::Connector:
+        f(cc_);
+        return;
+      case Kind::Room:
+        f(rc_);
+        return;
+      case Kind::Bus:
+        f(bc_);
+        return;
+    }
+  }
+  // The same for the connector handshake code path: connector or bus.
+  template <class F>
+  void count_connector_or_bus(const SessionPtr& s, F f) {
+    if (s->kind == Kind::Bus) {
+      f(bc_);
+    } else {
+      f(cc_);
+    }
+  }
+  // The address registry of a connector or bus session.
+  std::unordered_map<std::string, SessionPtr>& registry(const Session& s) {
+    return s.kind == Kind::Bus ? bus_reg_ : connector_reg_;
+  }
 
   void answer(PendingHttp& p, int status, const std::vector<std::pair<std::string, std::string>>& h,
               const std::string& body) {
@@ -420,11 +523,7 @@ class Server::Impl {
         }
       }
       for (auto& s : idle) {
-        if (s->kind == Kind::Connector) {
-          ++cc_.closed_idle;
-        } else {
-          ++rc_.closed_idle;
-        }
+        count(s, [](auto& c) { ++c.closed_idle; });
         close_session(s, 1001, "idle timeout");
       }
       schedule_idle_sweep();
@@ -436,7 +535,16 @@ class Server::Impl {
   bool on_validate(Hdl h) {
     ConnPtr con = ep_.get_con_from_hdl(h);
     auto [path, query] = split_resource(con->get_resource());
-    if (is_connector_path(path) || is_room_path(path)) return true;
+    // The processor exists here and reads no frame before the upgrade
+    // completes, so each session gets its kind's frame limit from the start.
+    if (is_connector_path(path) || is_room_path(path)) {
+      con->set_max_message_size(cfg_.max_frame_bytes);
+      return true;
+    }
+    if (is_bus_path(path)) {
+      con->set_max_message_size(cfg_.bus_max_frame_bytes);
+      return true;
+    }
     con->set_status(websocketpp::http::status_code::not_found);
     con->replace_header("Access-Control-Allow-Origin", "*");
     con->replace_header("Content-Type", "application/json");
@@ -493,19 +601,20 @@ class Server::Impl {
     auto s = std::make_shared<Session>();
     s->con = con;
     s->timer = std::make_unique<asio::steady_timer>(ep_.get_io_service());
-    s->kind = is_connector_path(path) ? Kind::Connector : Kind::Room;
+    s->kind = is_connector_path(path) ? Kind::Connector
+              : is_bus_path(path)     ? Kind::Bus
+                                      : Kind::Room;
     s->last_rx_ms = unix_ms();
     sessions_.emplace(con.get(), s);
     if (shutdown_posted_) {
       close_session(s, 1001, "server shutting down");
       return;
     }
-    if (s->kind == Kind::Connector) {
-      ++cc_.connections;
+    count(s, [](auto& c) { ++c.connections; });
+    if (s->kind != Kind::Room) {
       restart_timer(s);
       return;
     }
-    ++rc_.connections;
     s->alias = next_alias();  // taken at upgrade, also by sessions that fail later
     s->room = path.substr(std::string("/rooms/").size());
     if (!is_valid_room_id(s->room)) {
@@ -558,16 +667,17 @@ class Server::Impl {
     SessionPtr s = find(h);
     if (!s || s->stage == Stage::Closed) return;
     s->last_rx_ms = unix_ms();
+    Frame f{msg->get_opcode(), std::move(msg->get_raw_payload())};
     if (s->stage == Stage::Verifying) {
       if (s->pending.size() >= cfg_.max_pending_frames) {
-        count_protocol(s);
+        count(s, [](auto& c) { ++c.closed_protocol; });
         close_session(s, 4000, "protocol violation: too many frames during authentication");
         return;
       }
-      s->pending.push_back(std::move(msg->get_raw_payload()));
+      s->pending.push_back(std::move(f));
       return;
     }
-    handle_frame(s, msg->get_payload());
+    handle_frame(s, std::move(f));
   }
 
   void on_closed(Hdl h) {
@@ -577,12 +687,12 @@ class Server::Impl {
     if (it == sessions_.end()) return;
     SessionPtr s = it->second;
     sessions_.erase(it);
-    if (con->get_local_close_code() == websocketpp::close::status::message_too_big) {
-      if (s->kind == Kind::Connector) {
-        ++cc_.closed_frame_too_big;
-      } else {
-        ++rc_.closed_frame_too_big;
-      }
+    auto local = con->get_local_close_code();
+    if (local == websocketpp::close::status::message_too_big) {
+      count(s, [](auto& c) { ++c.closed_frame_too_big; });
+    } else if (local == websocketpp::close::status::invalid_payload && s->stage != Stage::Closed) {
+      // websocketpp's own 1007: a text frame that is not UTF-8 (ours set Closed).
+      count(s, [](auto& c) { ++c.closed_decode; });
     }
     if (s->stage != Stage::Closed) {
       s->stage = Stage::Closed;
@@ -595,8 +705,8 @@ class Server::Impl {
 
   void restart_timer(const SessionPtr& s) {
     uint64_t gen = ++s->timer_gen;
-    int64_t ms = s->kind == Kind::Connector ? cfg_.connector_handshake_timeout_ms
-                                            : cfg_.rooms_handshake_timeout_ms;
+    int64_t ms = s->kind == Kind::Room ? cfg_.rooms_handshake_timeout_ms
+                                       : cfg_.connector_handshake_timeout_ms;
     s->timer->expires_after(std::chrono::milliseconds(ms));
     std::weak_ptr<Session> weak = s;
     s->timer->async_wait([this, weak, gen](const asio::error_code& ec) {
@@ -605,25 +715,14 @@ class Server::Impl {
       SessionPtr s = weak.lock();
       if (!s || s->timer_gen != gen) return;
       if (s->stage == Stage::Completed || s->stage == Stage::Closed) return;
-      if (s->kind == Kind::Connector) {
-        ++cc_.closed_timeout;
-      } else {
-        ++rc_.closed_timeout;
-      }
+      count(s, [](auto& c) { ++c.closed_timeout; });
       close_session(s, 4001, "handshake timeout");
     });
   }
 
-  void count_protocol(const SessionPtr& s) {
-    if (s->kind == Kind::Connector) {
-      ++cc_.closed_protocol;
-    } else {
-      ++rc_.closed_protocol;
-    }
-  }
-
   // Leaves every registry the session is in (rooms: broadcast peer_leave;
-  // connector: PeerDisconnected when it is the registered session).
+  // connector: PeerDisconnected, bus: BusClosed when it is the registered
+  // session).
   void detach(const SessionPtr& s) {
     if (s->kind == Kind::Room) {
       if (!s->in_room) return;
@@ -635,10 +734,15 @@ class Server::Impl {
     }
     if (!s->registered) return;
     s->registered = false;
-    auto it = connector_reg_.find(s->address);
-    if (it != connector_reg_.end() && it->second == s) {
-      connector_reg_.erase(it);
-      push_event(PeerDisconnected{s->address});
+    auto& reg = registry(*s);
+    auto it = reg.find(s->address);
+    if (it != reg.end() && it->second == s) {
+      reg.erase(it);
+      if (s->kind == Kind::Bus) {
+        push_event(BusClosed{s->address});
+      } else {
+        push_event(PeerDisconnected{s->address});
+      }
     }
   }
 
@@ -658,17 +762,20 @@ class Server::Impl {
     (void)ec;  // invalid_state: the socket is already closing
   }
 
-  void deliver_connector(const SessionPtr& s, const MessagePtr& frame) {
+  // Queues frame to a connector or bus session, or closes it 4008 when that
+  // would take its outbound queue past connector_max_queued_bytes. Returns
+  // whether the frame was queued.
+  bool deliver(const SessionPtr& s, const MessagePtr& frame) {
     size_t queued = s->con->get_buffered_amount();
     if (queued + frame->get_payload().size() > cfg_.connector_max_queued_bytes) {
-      ++cc_.closed_slow;
+      count_connector_or_bus(s, [](auto& c) { ++c.closed_slow; });
       close_session(s, 4008,
                     "receiver too slow: outbound queue over " +
                         std::to_string(cfg_.connector_max_queued_bytes) + " bytes");
-      return;
+      return false;
     }
-    ++cc_.messages_sent;
     send_raw(s, frame);
+    return true;
   }
 
   // Sends one shared frame to every member of room except `except`. Receivers
@@ -717,11 +824,12 @@ class Server::Impl {
       post([this, weak, res = std::move(res), us] {
         SessionPtr s = weak.lock();
         if (!s || s->stage != Stage::Verifying) return;
-        if (s->kind == Kind::Connector) {
-          cc_.auth_verify_us_total += static_cast<uint64_t>(us);
-          on_connector_verified(s, res);
-        } else {
+        if (s->kind == Kind::Room) {
           on_room_verified(s, res);
+        } else {
+          count_connector_or_bus(
+              s, [us](auto& c) { c.auth_verify_us_total += static_cast<uint64_t>(us); });
+          on_connector_verified(s, res);
         }
         drain_pending(s);
       });
@@ -730,28 +838,38 @@ class Server::Impl {
 
   void drain_pending(const SessionPtr& s) {
     while (!s->pending.empty() && s->stage != Stage::Closed && s->stage != Stage::Verifying) {
-      std::string frame = std::move(s->pending.front());
+      Frame f = std::move(s->pending.front());
       s->pending.pop_front();
-      handle_frame(s, frame);
+      handle_frame(s, std::move(f));
     }
   }
 
-  void handle_frame(const SessionPtr& s, const std::string& data) {
-    if (s->kind == Kind::Connector) {
-      handle_connector(s, data);
-    } else {
-      handle_room(s, data);
+  void handle_frame(const SessionPtr& s, Frame f) {
+    switch (s->kind) {
+      case Kind::Room:
+        handle_room(s, f.data);
+        return;
+      case Kind::Bus:
+        if (s->stage == Stage::Completed) {
+          handle_bus(s, std::move(f));
+          return;
+        }
+        handle_connector(s, f.data);  // the connector's handshake
+        return;
+      case Kind::Connector:
+        handle_connector(s, f.data);
+        return;
     }
   }
 
-  // ---- connector (archipelago.md 1.3) ------------------------------------------
+  // ---- connector (archipelago.md 1.3); also the handshake of bus sessions ------
 
   void handle_connector(const SessionPtr& s, const std::string& data) {
     codec::ClientPacket p;
     try {
       p = codec::decode_client_packet(data);
     } catch (const std::exception&) {
-      ++cc_.closed_decode;
+      count_connector_or_bus(s, [](auto& c) { ++c.closed_decode; });
       close_session(s, 1007, "Cannot decode ClientPacket");
       return;
     }
@@ -759,36 +877,36 @@ class Server::Impl {
     switch (s->stage) {
       case Stage::Start:
         if (p.kind != K::ChallengeRequest) {
-          ++cc_.closed_protocol;
+          count_connector_or_bus(s, [](auto& c) { ++c.closed_protocol; });
           close_session(s, 4000, "protocol violation: expected challenge_request");
           return;
         }
         if (!is_valid_address(p.address)) {
-          ++cc_.closed_invalid_address;
+          count_connector_or_bus(s, [](auto& c) { ++c.closed_invalid_address; });
           close_session(s, 4002, "invalid address");
           return;
         }
         s->address = to_lower_ascii(p.address);
         if (deny_.count(s->address)) {
-          ++cc_.deny_listed;
+          count_connector_or_bus(s, [](auto& c) { ++c.deny_listed; });
           close_session(s, 4004, "deny-listed");
           return;
         }
         s->challenge = auth::random_challenge();
         send_raw(s, make_frame(codec::encode_server_challenge_response(
-                        s->challenge, connector_reg_.count(s->address) > 0)));
+                        s->challenge, registry(*s).count(s->address) > 0)));
         s->stage = Stage::ChallengeSent;
         restart_timer(s);
         return;
       case Stage::ChallengeSent:
         if (p.kind != K::SignedChallenge) {
-          ++cc_.closed_protocol;
+          count_connector_or_bus(s, [](auto& c) { ++c.closed_protocol; });
           close_session(s, 4000, "protocol violation: expected signed_challenge");
           return;
         }
         submit_verify(s, std::move(p.auth_chain_json));
         return;
-      case Stage::Completed:
+      case Stage::Completed:  // connector only: completed bus sessions never get here
         if (p.kind == K::Heartbeat) {
           on_heartbeat(s, p.heartbeat);
         } else {
@@ -801,41 +919,50 @@ class Server::Impl {
     }
   }
 
+  // Connector and bus sessions: each kind has its own registry, so a
+  // connector and a bus session of one address never replace each other.
   void on_connector_verified(const SessionPtr& s, const auth::AuthResult& res) {
+    const bool bus = s->kind == Kind::Bus;
     if (!res.ok) {
-      ++cc_.auth_failed;
+      count_connector_or_bus(s, [](auto& c) { ++c.auth_failed; });
       close_session(s, 4003, "auth failed: " + res.code);
       return;
     }
     std::string owner = to_lower_ascii(res.signer);
     if (owner != s->address) {
-      ++cc_.auth_failed;
+      count_connector_or_bus(s, [](auto& c) { ++c.auth_failed; });
       close_session(s, 4003, "auth failed: address_mismatch");
       return;
     }
     if (deny_.count(owner)) {
-      ++cc_.deny_listed;
+      count_connector_or_bus(s, [](auto& c) { ++c.deny_listed; });
       close_session(s, 4004, "deny-listed");
       return;
     }
-    auto it = connector_reg_.find(owner);
-    if (it != connector_reg_.end()) {
+    auto& reg = registry(*s);
+    auto it = reg.find(owner);
+    if (it != reg.end()) {
       // Newest wins: the old socket leaves the registry (by identity) before
       // the new one is inserted, so its close never reports a disconnect.
       SessionPtr old = it->second;
-      connector_reg_.erase(it);
+      reg.erase(it);
       old->registered = false;
-      ++cc_.kicked_duplicate;
-      send_raw(old, make_frame(codec::encode_server_kicked()));
-      close_session(old, 4006, kReplacedConnector);
+      count_connector_or_bus(s, [](auto& c) { ++c.kicked_duplicate; });
+      // After its handshake a bus session speaks text: no kicked packet.
+      if (!bus) send_raw(old, make_frame(codec::encode_server_kicked()));
+      close_session(old, 4006, bus ? kReplacedBus : kReplacedConnector);
     }
-    connector_reg_.emplace(owner, s);
+    reg.emplace(owner, s);
     s->registered = true;
     s->stage = Stage::Completed;
     ++s->timer_gen;
     s->timer->cancel();
-    ++cc_.welcomed;
-    push_event(PeerConnected{owner});
+    count_connector_or_bus(s, [](auto& c) { ++c.welcomed; });
+    if (bus) {
+      push_event(BusOpened{owner});
+    } else {
+      push_event(PeerConnected{owner});
+    }
     send_raw(s, make_frame(codec::encode_server_welcome(owner)));
   }
 
@@ -870,6 +997,25 @@ class Server::Impl {
     batch->desired_rooms.push_back(hb.desired_room);
     batch->received_ms.push_back(now);
     if (was_empty) signal();
+  }
+
+  // ---- bus (control-plane.md 4): text frames after the handshake ----------------
+
+  void handle_bus(const SessionPtr& s, Frame f) {
+    if (f.opcode != websocketpp::frame::opcode::text) {
+      ++bc_.closed_protocol;
+      close_session(s, 1003, "bus frames must be text (JSON)");
+      return;
+    }
+    if (!s->bus_frames.accept(steady_ms(), cfg_.bus_max_frames_per_s)) {
+      ++bc_.closed_rate;
+      close_session(
+          s, 4009,
+          "rate limit: more than " + std::to_string(cfg_.bus_max_frames_per_s) + " frames/s");
+      return;
+    }
+    ++bc_.frames_received;
+    push_event(BusFrame{s->address, std::move(f.data)});
   }
 
   // ---- rooms (transports.md 1.1) ---------------------------------------------
@@ -989,12 +1135,14 @@ class Server::Impl {
   bool shutdown_posted_ = false;
   std::unordered_map<const void*, SessionPtr> sessions_;  // by connection identity
   std::unordered_map<std::string, SessionPtr> connector_reg_;
+  std::unordered_map<std::string, SessionPtr> bus_reg_;
   RoomRegistry<SessionPtr> rooms_;
   std::unordered_set<std::string> deny_;
   std::unordered_map<uint64_t, PendingHttp> http_;
   uint64_t next_http_id_ = 1;
   ConnectorCounters cc_;
   RoomCounters rc_;
+  BusCounters bc_;
 
   std::mutex ev_mu_;  // leaf lock: the event queue
   std::deque<Event> events_;
@@ -1034,16 +1182,30 @@ void Server::send_left_island(const std::string& address, const std::string& isl
                               const std::string& peer_id) {
   impl_->send_connector(address, codec::encode_server_left_island(island_id, peer_id));
 }
-void Server::kick(const std::string& address, int code, const std::string& reason) {
-  // Codes a server may send (RFC 6455 7.4): ours are 4000-4999; reserved ones
-  // (1005, 1006, 1015, ...) would leave the socket open.
+namespace {
+// Codes a server may send (RFC 6455 7.4): ours are 4000-4999; reserved ones
+// (1005, 1006, 1015, ...) would leave the socket open.
+void check_close_code(const char* method, int code) {
   bool ok = (code >= 4000 && code <= 4999) || code == 1000 || code == 1001 || code == 1008 ||
             code == 1011 || code == 1013;
   if (!ok) {
-    throw Error(ErrorKind::Config, "invalid_parameter",
-                "kick: close code must be 4000-4999, 1000, 1001, 1008, 1011 or 1013");
+    throw Error(
+        ErrorKind::Config, "invalid_parameter",
+        std::string(method) + ": close code must be 4000-4999, 1000, 1001, 1008, 1011 or 1013");
   }
+}
+}  // namespace
+
+void Server::kick(const std::string& address, int code, const std::string& reason) {
+  check_close_code("kick", code);
   impl_->kick(address, code, reason);
+}
+void Server::send_bus(const std::string& address, std::string text) {
+  impl_->send_bus(address, std::move(text));
+}
+void Server::close_bus(const std::string& address, int code, const std::string& reason) {
+  check_close_code("close_bus", code);
+  impl_->close_bus(address, code, reason);
 }
 void Server::set_deny_list(const std::vector<std::string>& addresses) {
   impl_->set_deny_list(addresses);

@@ -4,6 +4,7 @@
 
 #include <set>
 #include <string>
+#include <vector>
 
 using namespace dclcomms::ws;
 
@@ -75,6 +76,51 @@ TEST(Limits, RateWindow) {
   EXPECT_TRUE(back.accept(4000, 1));  // clock went back: restart the window
 }
 
+TEST(Limits, SlidingRateWindow) {
+  SlidingRateWindow w;
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(w.accept(1000 + 400 * i, 3));  // 1000 1400 1800
+  EXPECT_FALSE(w.accept(1999, 3));                                       // 4 within 1 s
+  EXPECT_TRUE(w.accept(2000, 3));                                        // 1000 left the window
+  // Unlike RateWindow, a burst straddling a fixed-window boundary is caught.
+  SlidingRateWindow edge;
+  EXPECT_TRUE(edge.accept(0, 2));
+  EXPECT_TRUE(edge.accept(990, 2));
+  EXPECT_TRUE(edge.accept(1000, 2));
+  EXPECT_FALSE(edge.accept(1010, 2));
+  SlidingRateWindow back;
+  EXPECT_TRUE(back.accept(5000, 1));
+  EXPECT_TRUE(back.accept(4000, 1));  // clock went back: restart the window
+  EXPECT_FALSE(back.accept(4000, 1));
+  SlidingRateWindow none;
+  EXPECT_FALSE(none.accept(0, 0));
+}
+
+TEST(Limits, SlidingRateWindowMatchesANaiveLog) {
+  // The ring grows and wraps around; a plain list of timestamps is the oracle.
+  for (int max : {1, 3, 5, 50}) {
+    SlidingRateWindow w;
+    std::vector<int64_t> log;
+    int64_t t = 0;
+    uint32_t x = 12345;
+    int rejected = 0;
+    for (int i = 0; i < 5000; ++i) {
+      x = x * 1103515245u + 12345u;
+      t += (x >> 16) % (1500 / max + 5);  // about 1.3 * max per second on average
+      size_t recent = 0;
+      for (int64_t v : log) recent += t - v < 1000 ? 1 : 0;
+      bool expected = recent < static_cast<size_t>(max);
+      ASSERT_EQ(w.accept(t, max), expected) << "max " << max << " step " << i;
+      if (expected) {
+        log.push_back(t);
+      } else {
+        ++rejected;
+      }
+    }
+    EXPECT_GT(rejected, 100) << max;
+    EXPECT_LT(rejected, 4000) << max;
+  }
+}
+
 TEST(Limits, AliasesAreUniqueAndIncreasing) {
   uint32_t prev = next_alias();
   EXPECT_GE(prev, 1u);
@@ -92,4 +138,7 @@ TEST(Limits, FrameHeader) {
   EXPECT_EQ(binary_frame_header(65535), std::string("\x82\x7e\xff\xff", 4));
   EXPECT_EQ(binary_frame_header(65536),
             std::string("\x82\x7f\x00\x00\x00\x00\x00\x01\x00\x00", 10));
+  EXPECT_EQ(frame_header(0x1, 5), std::string("\x81\x05", 2));
+  EXPECT_EQ(frame_header(0x1, 32768), std::string("\x81\x7e\x80\x00", 4));
+  EXPECT_EQ(frame_header(0x2, 300), binary_frame_header(300));
 }

@@ -1,12 +1,14 @@
 #pragma once
 // Pure helpers of the WebSocket servers: input validation, backpressure policy,
-// close reasons, per-session heartbeat rate limit and the process-global alias
-// counter. No sockets here; all functions are thread-safe.
+// close reasons, per-session rate limits and the process-global alias counter.
+// No sockets here; all functions are thread-safe (the rate-limit objects are
+// per session, used under the server's lock).
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace dclcomms::ws {
 
@@ -48,11 +50,31 @@ class RateWindow {
   int count_ = 0;
 };
 
+// Sliding one-second window: an event is accepted when fewer than max_per_s
+// accepted events happened in the 1000 ms before it, i.e. never more than
+// max_per_s within any 1 s span. Keeps the accepted timestamps of the last
+// second in a ring that grows on demand (nothing is allocated before the first
+// event; memory follows the peak rate, at most max_per_s entries). A clock
+// going back restarts it.
+class SlidingRateWindow {
+ public:
+  // Returns true (and records the event) when an event at now_ms is within
+  // the limit; a rejected event is not recorded.
+  bool accept(int64_t now_ms, int max_per_s);
+
+ private:
+  std::vector<int64_t> ring_;
+  size_t head_ = 0;  // oldest entry
+  size_t size_ = 0;
+};
+
 // Process-global RFC-5 alias counter: 1, 2, 3, ... never reused.
 uint32_t next_alias() noexcept;
 
-// A server->client binary WebSocket frame header (FIN, opcode 2, no mask) for
+// A server->client WebSocket frame header (FIN, the given opcode, no mask) for
 // a payload of n bytes: 2, 4 or 10 bytes (RFC 6455 section 5.2).
+std::string frame_header(uint8_t opcode, size_t n);
+// frame_header(2, n): binary; frame_header(1, n) is a text frame.
 std::string binary_frame_header(size_t n);
 
 }  // namespace dclcomms::ws

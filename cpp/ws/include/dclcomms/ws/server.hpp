@@ -1,16 +1,18 @@
 #pragma once
 // One WebSocket/HTTP server core (websocketpp 0.8.2 on standalone asio)
-// serving both the Archipelago ws-connector (/ws, /archipelago/ws;
-// archipelago.md section 1) and RFC-5 rooms (/rooms/<roomId>; transports.md
-// section 1). Handshakes, limits, close codes and room fan-out run entirely in
-// C++; the embedding program (Python) only drains events with poll() and
-// answers HTTP requests with respond(). See docs/ws.md.
+// serving the Archipelago ws-connector (/ws, /archipelago/ws; archipelago.md
+// section 1), RFC-5 rooms (/rooms/<roomId>; transports.md section 1) and the
+// message bus transport (/bus; control-plane.md section 4: the connector
+// handshake, then JSON text frames in and out). Handshakes, limits, close
+// codes and room fan-out run entirely in C++; the embedding program (Python)
+// only drains events with poll(), answers HTTP requests with respond() and
+// interprets bus frames (topics, NATS). See docs/ws.md.
 //
 // Threads: io_threads asio threads run every socket handler; auth_threads
 // workers verify auth chains (so the I/O threads never block on ~0.1-1 ms of
 // secp256k1 work per handshake). All methods are thread-safe and may be called
-// from any thread; the send/kick/respond methods post work to the I/O threads
-// and return at once.
+// from any thread; the send/kick/close/respond methods post work to the I/O
+// threads and return at once.
 
 #include <cstddef>
 #include <cstdint>
@@ -30,7 +32,7 @@ struct Config {
   uint16_t port = 0;  // 0 = pick a free port
   int io_threads = 1;
   int auth_threads = 1;
-  size_t max_frame_bytes = 16384;  // larger inbound frame => close 1009
+  size_t max_frame_bytes = 16384;  // connector, rooms: larger inbound frame => close 1009
   // connector (/ws, /archipelago/ws)
   bool connector = true;
   int64_t connector_handshake_timeout_ms = 60'000;  // per handshake stage => 4001
@@ -44,6 +46,11 @@ struct Config {
   size_t rooms_hard_limit_bytes = 1 << 20;    // above: receiver closed 4008
   std::optional<std::string> ws_room_secret;  // HS256 key of ?access_token=
   bool ws_room_require_token = false;
+  // bus (/bus): the connector handshake (connector_handshake_timeout_ms, the
+  // deny list), then text frames; outbound limit connector_max_queued_bytes.
+  bool bus = false;
+  int bus_max_frames_per_s = 50;       // more text frames within any 1 s => 4009
+  size_t bus_max_frame_bytes = 32768;  // larger inbound frame => close 1009
   // Sessions that sent nothing (no frame, no pong) for this long are closed
   // 1001 "idle timeout"; the server pings those idle for a third of it.
   // 0 disables.
@@ -78,13 +85,29 @@ struct Heartbeats {
   std::vector<std::optional<std::string>> desired_rooms;  // nullopt = field absent
   std::vector<int64_t> received_ms;                       // server clock (Unix ms)
 };
-using Event = std::variant<HttpRequest, PeerConnected, PeerDisconnected, Heartbeats>;
+// Bus: handshake completed, welcome sent.
+struct BusOpened {
+  std::string address;
+};
+// Bus: one text frame of a completed session (valid UTF-8), in arrival order.
+struct BusFrame {
+  std::string address;
+  std::string text;
+};
+// Bus: the registered session for address closed (for any reason, also at
+// stop(); not a session replaced by a newer one).
+struct BusClosed {
+  std::string address;
+};
+using Event = std::variant<HttpRequest, PeerConnected, PeerDisconnected, Heartbeats, BusOpened,
+                           BusFrame, BusClosed>;
 
 // Counters are monotonic since start(); gauges are current values.
 struct Stats {
   std::vector<std::pair<std::string, uint64_t>> connector;   // "sessions" first
   std::vector<std::pair<std::string, uint64_t>> rooms;       // "users", "rooms" first
   std::vector<std::pair<std::string, size_t>> room_details;  // (roomName, count)
+  std::vector<std::pair<std::string, uint64_t>> bus;         // "sessions" first
 };
 
 class Server {
@@ -123,7 +146,15 @@ class Server {
   // 4006 the client first gets kicked{KR_NEW_SESSION} (32 00). Throws
   // Error{Config, "invalid_parameter"} for a code a server may not send.
   void kick(const std::string& address, int code, const std::string& reason);
-  // Replaces the deny list (lowercased here); applies to new handshakes.
+  // Bus: one text frame (text must be valid UTF-8) to the registered bus
+  // session of a lowercase address; ignored when not connected. Never
+  // dropped: a receiver above connector_max_queued_bytes is closed 4008.
+  void send_bus(const std::string& address, std::string text);
+  // Closes the bus session of address with code/reason (no packet before the
+  // close frame). Throws Error{Config, "invalid_parameter"} as kick() does.
+  void close_bus(const std::string& address, int code, const std::string& reason);
+  // Replaces the deny list (lowercased here); applies to new handshakes
+  // (connector and bus).
   void set_deny_list(const std::vector<std::string>& addresses);
 
   Stats stats() const;

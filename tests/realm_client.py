@@ -9,6 +9,7 @@ later issue; this one stays small and test-only.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import time
@@ -65,6 +66,9 @@ class Wallet:
         return json.dumps(links, separators=(",", ":"))
 
 
+CLOSING = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
+
+
 class Closed(Exception):
     def __init__(self, code: int | None, reason: str) -> None:
         super().__init__(f"closed {code} {reason!r}")
@@ -100,11 +104,7 @@ class _Socket:
         if msg.type == aiohttp.WSMsgType.BINARY:
             out: dict[str, Any] = codec.decode(self.packet_type, msg.data, including_defaults=True)
             return out
-        if msg.type in (
-            aiohttp.WSMsgType.CLOSE,
-            aiohttp.WSMsgType.CLOSING,
-            aiohttp.WSMsgType.CLOSED,
-        ):
+        if msg.type in CLOSING:
             raise Closed(self.ws.close_code, str(msg.extra or ""))
         raise AssertionError(f"unexpected frame {msg.type}")
 
@@ -129,11 +129,7 @@ class _Socket:
                     if kind in p and all(p[kind].get(k) == v for k, v in match.items()):
                         return p
                     kept.append(p)
-                elif msg.type in (
-                    aiohttp.WSMsgType.CLOSE,
-                    aiohttp.WSMsgType.CLOSING,
-                    aiohttp.WSMsgType.CLOSED,
-                ):
+                elif msg.type in CLOSING:
                     raise Closed(self.ws.close_code, str(msg.extra or ""))
         finally:
             self.inbox[:0] = kept
@@ -201,6 +197,53 @@ class ArchipelagoClient(_Socket):
             "islandChanged"
         ]
         return changed
+
+
+class BusClient(ArchipelagoClient):
+    """A /bus session: the connector handshake, then JSON text frames (dclcomms.msgbus)."""
+
+    def __init__(self, seed: int, **wallet: Any) -> None:
+        super().__init__(seed, **wallet)
+        self.frames: list[dict[str, Any]] = []
+
+    async def connect(self, base_ws_url: str, path: str = "/bus") -> BusClient:
+        await self.open(base_ws_url + path)
+        return self
+
+    async def send_json(self, frame: Any) -> None:
+        assert self.ws is not None
+        await self.ws.send_str(json.dumps(frame))
+
+    async def frame(self, timeout: float = 5.0, **match: Any) -> dict[str, Any]:
+        """The next text frame whose fields match (others are kept for later)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, f in enumerate(self.frames):
+                if all(f.get(k) == v for k, v in match.items()):
+                    return self.frames.pop(i)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no frame {match} within {timeout}s; got {self.frames}")
+            assert self.ws is not None
+            msg = await self.ws.receive(left)
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                self.frames.append(json.loads(msg.data))
+            elif msg.type in CLOSING:
+                raise Closed(self.ws.close_code, str(msg.extra or ""))
+            else:
+                raise AssertionError(f"unexpected frame {msg.type}")
+
+    async def subscribe(self, topic: str, kind: str = "peer") -> None:
+        await self.send_json({"type": "subscribe", "kind": kind, "topic": topic})
+        await self.frame(type="subscribed", kind=kind, topic=topic)
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        await self.send_json(
+            {"type": "publish", "topic": topic, "payload": base64.b64encode(payload).decode()}
+        )
+
+    async def message(self, topic: str, timeout: float = 5.0, **match: Any) -> dict[str, Any]:
+        return await self.frame(timeout, type="message", topic=topic, **match)
 
 
 class RoomClient(_Socket):

@@ -4,8 +4,9 @@
 under both subject schemes. Real clients (eth-account keys) on both connectors:
 islands are consistent across connectors, each island lives on its own rooms node
 (the core balances them from the nodes' announcements) and its connection string
-admits the island's members there, stats sees everyone, and the core's /status
-reports both nodes.
+admits the island's members there, stats sees everyone, the core's /status
+reports both nodes, and /bus sessions on the two connectors exchange island chat
+through NATS on the scheme's application-data subject.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from tests.nats_fixtures import (
     stop_all,
 )
 
-from .realm_client import ArchipelagoClient, RoomClient
+from .realm_client import ArchipelagoClient, BusClient, RoomClient
 
 SECRET = "deployment-ws-room-secret-0123456789"
 BASE = ["--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING"]
@@ -69,7 +70,52 @@ def node_base(conn_str: str) -> str:
     return conn_str[len("ws-room:") :].split("/rooms/")[0]
 
 
-async def scenario(core: str, stats: str, connectors: list[str], nodes: dict[str, str]) -> None:
+async def bus_across_connectors(
+    connectors: list[str], nats_url: str, subjects: str, island: str, seeds: tuple[int, int]
+) -> None:
+    """/bus sessions on different connectors talk through NATS, on the scheme's subject."""
+    import nats
+
+    wire_prefix = "client-proto.peer" if subjects == "v3" else "client.peer"
+    nc = await nats.connect(nats_url)
+    seen: list[Any] = []
+
+    async def on_wire(msg: Any) -> None:
+        seen.append(msg)
+
+    await nc.subscribe(f"{wire_prefix}.*.island.{island}.chat", cb=on_wire)
+    await nc.flush()
+    x, y = BusClient(seeds[0]), BusClient(seeds[1])
+    await x.connect(connectors[0].replace("http://", "ws://"))
+    await y.connect(connectors[1].replace("http://", "ws://"))
+    await x.handshake()
+    await y.handshake()
+    topic = f"island.{island}.chat"
+    await y.subscribe(topic)
+    await asyncio.sleep(0.2)  # y's connector's NATS interest reaches the server
+    await x.publish(topic, b"hello from the other connector")
+    got = await y.message(topic, sender=x.address, timeout=5)
+    assert got["payload"] == "aGVsbG8gZnJvbSB0aGUgb3RoZXIgY29ubmVjdG9y"
+
+    async def wire_seen() -> int:
+        return len(seen)
+
+    await until(wire_seen, "the raw NATS subscriber")
+    assert seen[0].subject == f"{wire_prefix}.{x.address}.{topic}"
+    assert seen[0].data == b"hello from the other connector"
+    await x.close()
+    await y.close()
+    await nc.close()
+
+
+async def scenario(
+    core: str,
+    stats: str,
+    connectors: list[str],
+    nodes: dict[str, str],
+    nats_url: str,
+    subjects: str,
+) -> None:
     async with aiohttp.ClientSession() as http:
 
         async def both_nodes_live() -> bool:
@@ -126,6 +172,8 @@ async def scenario(core: str, stats: str, connectors: list[str], nodes: dict[str
         status = await get_json(http, core + "/status")
         assert status["peers"] == 4 and status["islands"] == 2
         assert sorted(n["islands"] for n in status["transportNodes"]) == [1, 1]
+        # application data between island members on different connectors
+        await bus_across_connectors(connectors, nats_url, subjects, first["islandId"], (800, 801))
         for c in clients:
             await c.close()
 
@@ -165,7 +213,9 @@ def test_two_connectors_core_stats_and_two_rooms_nodes(
         stats = first_line(procs[3], "dclcomms stats running").split()[-1]
         conns = [first_line(p, "dclcomms connector running").split()[-1] for p in procs[4:]]
         nodes = {n: f"ws://127.0.0.1:{port}" for n, port in node_ports.items()}
-        asyncio.run(asyncio.wait_for(scenario(core, stats, conns, nodes), 60))
+        asyncio.run(
+            asyncio.wait_for(scenario(core, stats, conns, nodes, nats_server.url, subjects), 60)
+        )
     finally:
         codes = stop_all(procs)
     assert codes == [0] * 6, [p.stderr.read() if p.stderr else "" for p in procs]

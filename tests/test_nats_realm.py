@@ -295,3 +295,37 @@ def test_core_reads_node_announcement_timing_from_its_config() -> None:
     with pytest.raises(AttributeError):
         _ = core.url  # no HTTP unless asked for
     core.core.close()
+
+
+def test_clients_stay_connected_while_nats_is_briefly_away(nats_server: NatsServer) -> None:  # noqa: F811
+    async def body() -> None:
+        async with deployment([nats_server.url]) as d:
+            a, b, island = await share_an_island(d, (541, 542))
+            await asyncio.to_thread(nats_server.kill)
+            await asyncio.sleep(1.0)  # the whole bus is gone for a while
+            for c in (a, b):  # sessions stay open; heartbeats are still accepted
+                await c.heartbeat(0.0, 0.0, 0.0)
+                assert c.ws is not None and not c.ws.closed
+            await asyncio.to_thread(nats_server.restart)
+
+            async def reconnected() -> None:
+                while not all(bus.nc.is_connected for bus in d.buses):
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(reconnected(), 10)
+            await asyncio.sleep(0.3)  # subscriptions restored on the new server
+            # islands resume: b walks away and back, a hears of both
+            deadline = time.monotonic() + 10
+            while True:
+                await b.heartbeat(500.0, 0.0, 500.0)
+                try:
+                    moved = await b.island(timeout=0.5)
+                    break
+                except TimeoutError:
+                    assert time.monotonic() < deadline
+            assert moved["islandId"] != island
+            await a.expect("leftIsland", peerId=b.address)
+            await a.close()
+            await b.close()
+
+    run(body, 90)

@@ -35,8 +35,18 @@ def test_archipelago_adapter_shape() -> None:
             "usersCount": 3,
             "adapter": "archipelago:archipelago:wss://realm.example/archipelago/ws",
         },
+        "bff": {  # the /bus message bus (on by default)
+            "healthy": True,
+            "version": "0.1.0",
+            "commitHash": "abc123",
+            "publicUrl": "wss://realm.example/bus",
+            "userCount": 0,
+            "protocolVersion": "dclcomms-bus/1",
+        },
         "acceptingUsers": True,
     }
+    _, off = about(cfg.replace(bus=False), AboutState(True, 3, "0.1.0"), "https://realm.example")
+    assert "bff" not in off
 
 
 def test_fixed_adapter_unhealthy_and_full() -> None:

@@ -22,6 +22,7 @@ class AboutState:
     users_count: int
     version: str
     overloaded: bool = False  # e.g. the clustering tick overran its period
+    bus_sessions: int = 0  # open /bus sessions (bff.userCount)
 
 
 def http_to_ws(url: str) -> str:
@@ -65,14 +66,25 @@ def about(config: RealmConfig, state: AboutState, public_url: str) -> tuple[int,
     content = {"healthy": True, "publicUrl": config.content_url}
     lambdas = {"healthy": True, "publicUrl": config.lambdas_url}
     healthy = bool(content["healthy"] and lambdas["healthy"] and state.comms_healthy)
-    body = {
+    body: dict[str, Any] = {
         "healthy": healthy,
         "configurations": configurations,
         "content": content,
         "lambdas": lambdas,
         "comms": comms,
-        "acceptingUsers": healthy and not state.overloaded and state.users_count < config.max_users,
     }
+    if config.bus:  # the /bus message bus, the BFF's successor (control-plane.md 4)
+        body["bff"] = {
+            "healthy": state.comms_healthy,
+            "version": state.version,
+            "commitHash": config.commit_hash,
+            "publicUrl": http_to_ws(public_url) + "/bus",
+            "userCount": state.bus_sessions,
+            "protocolVersion": "dclcomms-bus/1",
+        }
+    body["acceptingUsers"] = (
+        healthy and not state.overloaded and state.users_count < config.max_users
+    )
     return (200 if healthy else 503), body
 
 

@@ -67,8 +67,7 @@ def check_topic(topic: str) -> str:
     toks = topic.split(".") if isinstance(topic, str) else []
     if not 1 <= len(toks) <= MAX_TOPIC_TOKENS or not all(TOPIC_TOKEN_RE.fullmatch(t) for t in toks):
         raise SubjectError(
-            f"not a topic (1-{MAX_TOPIC_TOKENS} dot-separated tokens of [A-Za-z0-9_:-]): "
-            f"{topic!r}",
+            f"not a topic (1-{MAX_TOPIC_TOKENS} dot-separated tokens of [A-Za-z0-9_:-]): {topic!r}",
             code="bad_topic",
         )
     return topic

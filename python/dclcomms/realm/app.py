@@ -30,6 +30,7 @@ from dclcomms.bus import Bus, HeartbeatBatch, InProcessBus
 from dclcomms.config import RealmConfig
 from dclcomms.http import Request, Response, Router, json_response, text_response
 from dclcomms.metrics import CONTENT_TYPE, Registry
+from dclcomms.msgbus import MessageBusGateway
 from dclcomms.policy import RealmPolicy, Transports, build_transports, load_policy
 from dclcomms.realm.bans import BanChecker
 from dclcomms.realm.connector import Connector
@@ -63,6 +64,8 @@ def _server_config(config: RealmConfig, ws_room_secret: str) -> Any:
         rooms_hard_limit_bytes=config.ws_room_hard_limit_bytes,
         ws_room_secret=ws_room_secret,
         ws_room_require_token=config.ws_room_require_token,
+        bus=config.bus,
+        bus_max_frames_per_s=config.bus_max_frames_per_s,
         version=dclcomms.__version__,
         commit_hash=config.commit_hash,
         auth_threads=config.auth_threads,
@@ -89,6 +92,7 @@ class Realm:
         self.server: Any = None
         self.core: ArchipelagoCore | None = None
         self.connector: Connector | None = None
+        self.msgbus: MessageBusGateway | None = None
         self.stats: Stats | None = None
         self.transports: Transports | None = None
         self.policy: RealmPolicy | None = None
@@ -150,6 +154,19 @@ class Realm:
                 scene_cache_s=cfg.hot_scenes_cache_s,
             )
             self.connector = Connector(self.server, self.bus, self.registry)
+            if cfg.bus:
+                island_of = self.connector.island_of
+                self.msgbus = MessageBusGateway(
+                    self.server,
+                    self.bus,
+                    self.registry,
+                    global_topics=[
+                        t.strip() for t in cfg.bus_global_topics.split(",") if t.strip()
+                    ],
+                    queue=cfg.bus_queue,
+                    island_of=island_of.get,
+                )
+                self.connector.island_listeners.append(self.msgbus.on_island)
             self.core = (
                 None
                 if not self.run_core
@@ -185,7 +202,7 @@ class Realm:
                     cfg.comms_gatekeeper_url,
                     self.server,
                     self.registry,
-                    sessions=lambda: connector.sessions,
+                    sessions=lambda: connector.sessions | self._bus_sessions(),
                     sweep_interval_s=cfg.ban_sweep_interval_ms / 1000,
                 )
                 self._spawn(self.bans.run(self._stop))
@@ -209,6 +226,9 @@ class Realm:
             },
         )
         return self
+
+    def _bus_sessions(self) -> set[str]:
+        return set(self.msgbus.sessions) if self.msgbus is not None else set()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -234,7 +254,7 @@ class Realm:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         # Server.stop joins the I/O threads: keep the loop responsive meanwhile.
         await asyncio.to_thread(server.stop)
-        for part in (self.core, self.connector, self.stats):
+        for part in (self.core, self.connector, self.stats, self.msgbus):
             if part is not None:
                 part.close()
         aclose = getattr(self.bus, "aclose", None)  # a network bus: flush, then disconnect
@@ -287,6 +307,17 @@ class Realm:
                 elif isinstance(ev, ws.PeerDisconnected):
                     self.m_events.inc(kind="disconnected")
                     connector.on_disconnected(ev.address)
+                elif isinstance(ev, ws.BusFrame) and self.msgbus is not None:
+                    self.m_events.inc(kind="bus_frame")
+                    self.msgbus.on_frame(ev.address, ev.text)
+                elif isinstance(ev, ws.BusOpened) and self.msgbus is not None:
+                    self.m_events.inc(kind="bus_opened")
+                    self.msgbus.on_opened(ev.address)
+                    if self.bans is not None:
+                        self._spawn(self.bans.check(ev.address))
+                elif isinstance(ev, ws.BusClosed) and self.msgbus is not None:
+                    self.m_events.inc(kind="bus_closed")
+                    self.msgbus.on_closed(ev.address)
                 else:
                     self.m_events.inc(kind="other")
 
@@ -324,6 +355,7 @@ class Realm:
             users_count=self.users_count(),
             version=dclcomms.__version__,
             overloaded=overloaded,
+            bus_sessions=len(self.msgbus.sessions) if self.msgbus is not None else 0,
         )
         public = public_url_from_host(self.config, req.header("host"), self.url)
         status, body = about(self.config, state, public)

@@ -95,10 +95,17 @@ class BanChecker:
             return
         if banned is True:
             self.m_kicks.inc(code="4005")
-            self.server.kick(address, 4005, "banned")
+            self._close(address, 4005, "banned")
         elif banned is None:
             self.m_kicks.inc(code="1013")
-            self.server.kick(address, 1013, "ban service unavailable, retry later")
+            self._close(address, 1013, "ban service unavailable, retry later")
+
+    def _close(self, address: str, code: int, reason: str) -> None:
+        """The connector session and the /bus session of ``address`` (either may be absent)."""
+        self.server.kick(address, code, reason)
+        close_bus = getattr(self.server, "close_bus", None)
+        if close_bus is not None:
+            close_bus(address, code, reason)
 
     async def sweep(self) -> None:
         await asyncio.gather(*(self.check(a) for a in list(self.sessions())))

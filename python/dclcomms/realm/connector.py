@@ -22,6 +22,7 @@ The handshake, duplicate kicks, limits and close codes live in C++
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from dclcomms.bus import Bus, HeartbeatBatch, IslandChanged, IslandPeer, Subscription
@@ -38,6 +39,9 @@ class Connector:
         self.island_of: dict[str, str] = {}
         self.members: dict[str, set[str]] = {}
         self._fresh: dict[str, str] = {}  # address -> island it entered this tick
+        # Told (address, island id) of every island_changed on the bus, connected here
+        # or not (the /bus gateway follows its sessions' islands with it).
+        self.island_listeners: list[Callable[[str, str], None]] = []
         self.m_connects = registry.counter(
             "dcl_connector_sessions_started_total", "completed connector handshakes"
         )
@@ -102,6 +106,8 @@ class Connector:
 
     def _on_island_changed(self, subject: str, msg: IslandChanged) -> None:
         addr = subject.split(".")[2]
+        for listener in self.island_listeners:
+            listener(addr, msg.island_id)
         if addr not in self.sessions:
             return  # not connected here (reference: dropped)
         # A session that has no island yet (new, or replacing a kicked one whose island

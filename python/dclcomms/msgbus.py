@@ -1,0 +1,400 @@
+"""The /bus message bus: authenticated clients publish and subscribe topics (control-plane.md 4).
+
+The successor of the legacy BFF's topic bus. The C++ server authenticates a ``/bus``
+WebSocket with the connector's challenge and auth chain, then hands every text frame
+to :class:`MessageBusGateway`, which checks it, maps it onto the realm's bus (and so
+onto NATS) and delivers what the session subscribed to.
+
+Frames are JSON objects, one per WebSocket text frame::
+
+    -> {"type":"subscribe","kind":"peer"|"system","topic":T}
+    <- {"type":"subscribed","kind":K,"topic":T}
+    -> {"type":"unsubscribe","kind":K,"topic":T}
+    <- {"type":"unsubscribed","kind":K,"topic":T[,"reason":"island_changed"]}
+    -> {"type":"publish","topic":T,"payload":"<base64>"}
+    <- {"type":"message","kind":"peer","topic":T,"sender":"0x...","payload":"<base64>"}
+    <- {"type":"message","kind":"system","topic":T,"payload":"<base64>"}
+    <- {"type":"error","code":C,"message":M[,"topic":T]}
+
+Bus subjects: a peer topic ``T`` published by ``<addr>`` travels on
+``client.peer.<addr>.T`` (v3 wire ``client-proto.peer.<addr>.T``; workers scheme the
+same name); a ``peer`` subscription to ``T`` receives it from every peer (the sender
+from the subject; a session never receives its own). ``system`` subscriptions
+receive realm-wide ``client.T`` messages (published by services) and the island's
+``island.<id>.peer_join|peer_left`` (the engine's JoinIslandMessage /
+LeftIslandMessage bytes).
+
+Access (the BFF let a client subscribe to ``>``; here):
+
+* topics are 1-8 tokens of ``[A-Za-z0-9_:-]``, no wildcards (``bad_topic``);
+* ``heartbeat`` and anything with an ``island_changed`` token are reserved
+  (``reserved_topic``);
+* addressed topics ``<addr>.…``: anyone may publish, only ``<addr>`` may subscribe;
+* island topics ``island.<id>.…``: only members of island ``<id>`` (the session's
+  current island); on an island change those subscriptions end with an
+  ``unsubscribed`` frame (``reason: island_changed``);
+* any other topic only if the operator allow-listed it (``bus_global_topics``);
+* clients publish peer topics only; system topics come from the realm.
+
+Limits: payload <= 16 KiB decoded (``payload_too_large``), 64 subscriptions per
+session (``too_many_subscriptions``), frames per second (C++: close 4009), and an
+outbound queue of ``queue`` messages per session: ``message`` frames beyond it in one
+loop iteration drop the oldest, counted in ``dcl_bus_dropped_total{reason="queue_full"}``
+(replies - ``subscribed``, ``unsubscribed``, ``error`` - are never dropped; frames keep
+their order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dclcomms.bus import AppData, Bus, IslandPeer, Subscription
+from dclcomms.errors import MessageBusError, SubjectError
+from dclcomms.metrics import Registry
+from dclcomms.subjects import ADDRESS_RE, check_peer_topic, check_system_topic, check_topic
+
+log = logging.getLogger("dclcomms.msgbus")
+
+MAX_PAYLOAD_BYTES = 16 * 1024
+MAX_SUBSCRIPTIONS = 64
+KINDS = ("peer", "system")
+ISLAND_EVENTS = ("peer_join", "peer_left")
+
+
+def _json(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass
+class _Session:
+    address: str
+    subs: set[tuple[str, str]] = field(default_factory=set)  # (kind, topic)
+    queue: deque[tuple[str, bool]] = field(default_factory=deque)  # (text, droppable)
+    messages: int = 0  # droppable entries in the queue
+
+
+class MessageBusGateway:
+    """Maps /bus sessions of one connector onto a :class:`~dclcomms.bus.Bus`.
+
+    ``server`` is the :class:`dclcomms.ws.Server` (``send_bus``); ``island_of`` returns
+    an address's current island as this connector knows it (the connector glue's
+    map), used when a session opens; later changes arrive through :meth:`on_island`
+    (the realm registers it with the connector glue, which sees every ``island_changed``).
+    """
+
+    def __init__(
+        self,
+        server: Any,
+        bus: Bus,
+        registry: Registry,
+        *,
+        global_topics: Iterable[str] = (),
+        queue: int = 50,
+        island_of: Callable[[str], str | None] = lambda _a: None,
+    ) -> None:
+        self.server = server
+        self.bus = bus
+        self.global_topics = frozenset(check_topic(t) for t in global_topics)
+        self.queue = queue
+        self._island_of_connector = island_of
+        self.sessions: dict[str, _Session] = {}
+        self.island: dict[str, str] = {}  # address (with a session) -> island
+        self._bus_subs: dict[str, tuple[Subscription, int]] = {}  # internal pattern -> refs
+        self._dirty: set[str] = set()
+        self._flush_scheduled = False
+        self.m_frames = registry.counter("dcl_bus_frames_total", "/bus frames received, by type")
+        self.m_errors = registry.counter("dcl_bus_errors_total", "/bus frames refused, by code")
+        self.m_published = registry.counter(
+            "dcl_bus_published_total", "/bus messages published onto the realm's bus"
+        )
+        self.m_delivered = registry.counter(
+            "dcl_bus_delivered_total", "/bus messages sent to sessions"
+        )
+        self.m_dropped = registry.counter(
+            "dcl_bus_dropped_total", "/bus messages dropped before sending, by reason"
+        )
+        registry.gauge("dcl_bus_sessions", "open /bus sessions", fn=lambda: len(self.sessions))
+        registry.gauge(
+            "dcl_bus_subscriptions",
+            "distinct bus subscriptions held for /bus sessions",
+            fn=lambda: len(self._bus_subs),
+        )
+
+    def close(self) -> None:
+        for sub, _ in self._bus_subs.values():
+            sub.unsubscribe()
+        self._bus_subs.clear()
+        self.sessions.clear()
+
+    # --- server events ------------------------------------------------------------
+
+    def on_opened(self, address: str) -> None:
+        old = self.sessions.pop(address, None)
+        if old is not None:  # replaced (4006): the new session starts with nothing
+            self._drop_all(old)
+        self.sessions[address] = _Session(address)
+        island = self._island_of_connector(address)
+        if island is not None:
+            self.island[address] = island
+
+    def on_closed(self, address: str) -> None:
+        s = self.sessions.pop(address, None)
+        if s is not None:
+            self._drop_all(s)
+        self.island.pop(address, None)
+
+    def on_frame(self, address: str, text: str) -> None:
+        s = self.sessions.get(address)
+        if s is None:
+            return
+        kind = "?"
+        topic: str | None = None
+        try:
+            try:
+                frame = json.loads(text)
+            except ValueError:
+                raise MessageBusError("frame is not JSON", code="bad_frame") from None
+            if not isinstance(frame, dict):
+                raise MessageBusError("frame is not a JSON object", code="bad_frame")
+            kind = str(frame.get("type"))
+            raw_topic = frame.get("topic")
+            if not isinstance(raw_topic, str):
+                raise MessageBusError("topic must be a string", code="bad_frame")
+            topic = raw_topic
+            if kind == "publish":
+                if frame.get("kind", "peer") != "peer":
+                    raise MessageBusError(
+                        "clients publish peer topics only", code="forbidden_topic"
+                    )
+                self._publish(s, topic, frame.get("payload"))
+            elif kind in ("subscribe", "unsubscribe"):
+                sub_kind = frame.get("kind", "peer")
+                if sub_kind not in KINDS:
+                    raise MessageBusError("kind must be peer or system", code="bad_frame")
+                if kind == "subscribe":
+                    self._subscribe(s, sub_kind, topic)
+                else:
+                    self._unsubscribe(s, sub_kind, topic)
+            else:
+                kind = "?"
+                raise MessageBusError(
+                    "type must be subscribe, unsubscribe or publish", code="bad_frame"
+                )
+            self.m_frames.inc(type=kind)
+        except MessageBusError as e:
+            self.m_frames.inc(type=kind)
+            self.m_errors.inc(code=e.code)
+            body: dict[str, Any] = {"type": "error", "code": e.code, "message": str(e)}
+            if topic is not None:
+                body["topic"] = topic
+            self._send(s, _json(body))
+
+    # --- rules ----------------------------------------------------------------------
+
+    def _check(self, s: _Session, kind: str, topic: str, *, publish: bool) -> str:
+        """The internal bus pattern/subject for (kind, topic), or MessageBusError."""
+        try:
+            check_topic(topic)
+        except SubjectError as e:
+            raise MessageBusError(str(e), code="bad_topic") from None
+        toks = topic.split(".")
+        if topic == "heartbeat" or "island_changed" in toks:
+            raise MessageBusError(f"reserved topic {topic!r}", code="reserved_topic")
+        if kind == "system":
+            if publish:
+                raise MessageBusError("clients publish peer topics only", code="forbidden_topic")
+            if toks[0] == "island" and len(toks) == 3 and toks[2] in ISLAND_EVENTS:
+                self._own_island(s, toks[1], topic)
+                return f"engine.island.{toks[1]}.{toks[2]}"
+            if topic not in self.global_topics:
+                raise MessageBusError(f"topic {topic!r} is not allowed", code="forbidden_topic")
+            try:
+                check_system_topic(topic)
+            except SubjectError as e:
+                raise MessageBusError(str(e), code="reserved_topic") from None
+            return f"client.{topic}"
+        try:
+            check_peer_topic(topic)
+        except SubjectError as e:
+            raise MessageBusError(str(e), code="reserved_topic") from None
+        if ADDRESS_RE.fullmatch(toks[0]):
+            if not publish and toks[0] != s.address:
+                raise MessageBusError(
+                    "only the addressee subscribes to an addressed topic", code="forbidden_topic"
+                )
+        elif toks[0] == "island" and len(toks) >= 3:
+            self._own_island(s, toks[1], topic)
+        elif topic not in self.global_topics:
+            raise MessageBusError(f"topic {topic!r} is not allowed", code="forbidden_topic")
+        return f"client.peer.{s.address if publish else '*'}.{topic}"
+
+    def _own_island(self, s: _Session, island: str, topic: str) -> None:
+        if self.island.get(s.address) != island:
+            raise MessageBusError(
+                f"topic {topic!r}: not a member of island {island!r}", code="forbidden_topic"
+            )
+
+    def _publish(self, s: _Session, topic: str, payload: Any) -> None:
+        if not isinstance(payload, str):
+            raise MessageBusError("payload must be a base64 string", code="bad_payload")
+        subject = self._check(s, "peer", topic, publish=True)
+        if len(payload) > (MAX_PAYLOAD_BYTES * 4) // 3 + 4:
+            raise MessageBusError(
+                f"payload over {MAX_PAYLOAD_BYTES} bytes", code="payload_too_large"
+            )
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise MessageBusError("payload is not base64", code="bad_payload") from None
+        if len(data) > MAX_PAYLOAD_BYTES:
+            raise MessageBusError(
+                f"payload over {MAX_PAYLOAD_BYTES} bytes", code="payload_too_large"
+            )
+        self.bus.publish(subject, AppData(data))
+        self.m_published.inc()
+
+    def _subscribe(self, s: _Session, kind: str, topic: str) -> None:
+        pattern = self._check(s, kind, topic, publish=False)
+        key = (kind, topic)
+        if key not in s.subs:
+            if len(s.subs) >= MAX_SUBSCRIPTIONS:
+                raise MessageBusError(
+                    f"at most {MAX_SUBSCRIPTIONS} subscriptions per session",
+                    code="too_many_subscriptions",
+                )
+            s.subs.add(key)
+            self._ref(pattern)
+        self._send(s, _json({"type": "subscribed", "kind": kind, "topic": topic}))
+
+    def _unsubscribe(self, s: _Session, kind: str, topic: str, reason: str | None = None) -> None:
+        key = (kind, topic)
+        if key not in s.subs:
+            raise MessageBusError(f"not subscribed to {kind} {topic!r}", code="not_subscribed")
+        s.subs.discard(key)
+        self._unref(self._pattern(kind, topic))
+        body = {"type": "unsubscribed", "kind": kind, "topic": topic}
+        if reason is not None:
+            body["reason"] = reason
+        self._send(s, _json(body))
+
+    @staticmethod
+    def _pattern(kind: str, topic: str) -> str:
+        if kind == "peer":
+            return f"client.peer.*.{topic}"
+        toks = topic.split(".")
+        if toks[0] == "island" and len(toks) == 3 and toks[2] in ISLAND_EVENTS:
+            return f"engine.island.{toks[1]}.{toks[2]}"
+        return f"client.{topic}"
+
+    def _drop_all(self, s: _Session) -> None:
+        for kind, topic in s.subs:
+            self._unref(self._pattern(kind, topic))
+        s.subs.clear()
+        s.queue.clear()
+        s.messages = 0
+
+    # --- bus subscriptions, shared by every session of this connector -------------------
+
+    def _ref(self, pattern: str) -> None:
+        entry = self._bus_subs.get(pattern)
+        if entry is not None:
+            self._bus_subs[pattern] = (entry[0], entry[1] + 1)
+            return
+        sub = self.bus.subscribe(pattern, self._on_bus_message)
+        self._bus_subs[pattern] = (sub, 1)
+
+    def _unref(self, pattern: str) -> None:
+        entry = self._bus_subs.get(pattern)
+        if entry is None:
+            return
+        if entry[1] <= 1:
+            entry[0].unsubscribe()
+            del self._bus_subs[pattern]
+        else:
+            self._bus_subs[pattern] = (entry[0], entry[1] - 1)
+
+    def _on_bus_message(self, subject: str, msg: Any) -> None:
+        t = subject.split(".")
+        if t[0] == "client" and t[1] == "peer" and len(t) >= 4:
+            kind, sender, topic = "peer", t[2], ".".join(t[3:])
+            payload = msg.payload if isinstance(msg, AppData) else b""
+        elif t[0] == "client":
+            kind, sender, topic = "system", None, ".".join(t[1:])
+            payload = msg.payload if isinstance(msg, AppData) else b""
+        elif t[0] == "engine" and t[1] == "island" and isinstance(msg, IslandPeer):
+            kind, sender, topic = "system", None, f"island.{t[2]}.{t[3]}"
+            payload = msg.to_bytes()
+        else:
+            return
+        key = (kind, topic)
+        body: dict[str, Any] = {"type": "message", "kind": kind, "topic": topic}
+        if sender is not None:
+            body["sender"] = sender
+        body["payload"] = base64.b64encode(payload).decode()
+        text: str | None = None
+        for s in self.sessions.values():
+            if key in s.subs and s.address != sender:
+                text = text or _json(body)
+                self._send(s, text, message=True)
+
+    def on_island(self, addr: str, island_id: str) -> None:
+        """An ``island_changed`` for ``addr`` (wired to the connector glue's listeners)."""
+        s = self.sessions.get(addr)
+        if s is None:
+            return
+        old = self.island.get(addr)
+        self.island[addr] = island_id
+        if old is None or old == island_id:
+            return
+        stale = sorted(
+            (k, t) for k, t in s.subs if t.startswith("island.") and t.split(".")[1] == old
+        )
+        for kind, topic in stale:
+            self._unsubscribe(s, kind, topic, reason="island_changed")
+
+    # --- sending ------------------------------------------------------------------------
+
+    def _send(self, s: _Session, text: str, *, message: bool = False) -> None:
+        if message:
+            if s.messages >= self.queue:  # drop the oldest message (replies stay)
+                for i, (_, droppable) in enumerate(s.queue):
+                    if droppable:
+                        del s.queue[i]
+                        break
+                s.messages -= 1
+                self.m_dropped.inc(reason="queue_full")
+            s.messages += 1
+        s.queue.append((text, message))
+        self._dirty.add(s.address)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (synchronous use): send now
+                self.flush()
+
+    def flush(self) -> None:
+        """Hand every queued frame to the server (once per loop iteration)."""
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, set()
+        for addr in dirty:
+            s = self.sessions.get(addr)
+            if s is None:
+                continue
+            while s.queue:
+                text, message = s.queue.popleft()
+                self.server.send_bus(addr, text)
+                if message:
+                    self.m_delivered.inc()
+            s.messages = 0
+
+
+__all__ = ["MAX_PAYLOAD_BYTES", "MAX_SUBSCRIPTIONS", "MessageBusGateway"]

@@ -302,3 +302,36 @@ def test_bus_can_be_switched_off() -> None:
                 assert "bff" not in await resp.json()
 
     run(body)
+
+
+def test_banned_addresses_lose_their_bus_session() -> None:
+    from aiohttp import web
+
+    from .conftest import start_app
+
+    banned, clean = BusClient(971), BusClient(972)
+
+    async def bans(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"data": {"isBanned": request.match_info["addr"] == banned.address}}
+        )
+
+    async def body() -> None:
+        app = web.Application()
+        app.router.add_get("/users/{addr}/bans", bans)
+        runner, port = await start_app(app)
+        try:
+            async with realm(comms_gatekeeper_url=f"http://127.0.0.1:{port}") as r:
+                for c in (banned, clean):
+                    await c.connect(f"ws://127.0.0.1:{r.port}")
+                    await c.handshake()
+                closed = await banned.closed()
+                assert (closed.code, closed.reason) == (4005, "banned")
+                await clean.subscribe("news")  # the clean session is served
+                await eventually(lambda: r.msgbus is not None and len(r.msgbus.sessions) == 1)
+                for c in (banned, clean):
+                    await c.close()
+        finally:
+            await runner.cleanup()
+
+    run(body)

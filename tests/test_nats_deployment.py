@@ -219,3 +219,45 @@ def test_two_connectors_core_stats_and_two_rooms_nodes(
     finally:
         codes = stop_all(procs)
     assert codes == [0] * 6, [p.stderr.read() if p.stderr else "" for p in procs]
+
+
+def test_core_process_killed_and_restarted(nats_server: NatsServer) -> None:  # noqa: F811
+    """SIGKILL (no goodbye on NATS): a new core process re-assigns every peer from the
+    heartbeats the connectors keep publishing (the bound of 2 flushes is measured tick by
+    tick in test_nats_realm.py::test_core_restart_rebuilds_state_from_heartbeats)."""
+    nats = ["--nats", nats_server.url]
+    procs = [spawn("connector", *REALM, *nats), spawn("core", *REALM, *nats)]
+    try:
+        conn = first_line(procs[0], "dclcomms connector running").split()[-1]
+        first_line(procs[1], "dclcomms core running")
+
+        async def body() -> None:
+            clients = [ArchipelagoClient(861), ArchipelagoClient(862)]
+            for c in clients:
+                await c.connect(conn.replace("http://", "ws://"))
+                await c.handshake()
+            before = [await assigned(c, 4.0 * i, 0.0) for i, c in enumerate(clients)]
+            assert before[0]["islandId"] == before[1]["islandId"]
+            procs[1].kill()
+            procs[1].wait()
+            procs.append(spawn("core", *REALM, *nats))
+            core = await asyncio.to_thread(first_line, procs[-1], "dclcomms core running")
+            core_url = core.split()[-1]
+            # the clients stayed connected; their next heartbeats reach the new core
+            after = [await assigned(c, 4.0 * i, 0.0) for i, c in enumerate(clients)]
+            assert after[0]["islandId"] == after[1]["islandId"]
+            assert set(after[1]["peers"]) == {c.address for c in clients}
+            async with aiohttp.ClientSession() as http:
+                status = await get_json(http, core_url + "/status")
+                assert status["peers"] == 2 and status["islands"] == 1
+                async with http.get(core_url + "/metrics") as r:
+                    metrics = await r.text()
+            # each peer was assigned exactly once by the new core: no state to reconcile
+            assert 'dcl_archipelago_connection_strings_total{transport="ws-room"} 2' in metrics
+            for c in clients:
+                await c.close()
+
+        asyncio.run(asyncio.wait_for(body(), 60))
+    finally:
+        codes = stop_all(procs)
+    assert codes[0] == 0 and codes[1] == -9 and codes[2] == 0

@@ -264,6 +264,22 @@ class RoomClient(_Socket):
         return welcome
 
 
+async def assigned(
+    c: ArchipelagoClient, x: float, z: float, timeout: float = 15.0
+) -> dict[str, Any]:
+    """Heartbeat at (x, 0, z) until the client's ``island_changed`` arrives.
+
+    For deployments whose parts may still be subscribing (NATS) or reconnecting.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        await c.heartbeat(x, 0.0, z)
+        try:
+            return await c.island(timeout=0.5)
+        except TimeoutError:
+            assert time.monotonic() < deadline, "no island_changed"
+
+
 async def eventually(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> Any:
     """Poll ``predicate()`` until it returns something truthy."""
     deadline = time.monotonic() + timeout

@@ -17,7 +17,7 @@ from tests.nats_fixtures import (
     stop_all,
 )
 
-from .realm_client import ArchipelagoClient
+from .realm_client import ArchipelagoClient, assigned
 
 LK = [
     "--livekit-host",
@@ -41,14 +41,8 @@ async def island_and_stats(connector_url: str, stats_url: str, seed: int) -> Non
     await c.connect(connector_url.replace("http://", "ws://"))
     await c.handshake()
     try:
+        island = await assigned(c, 1.0, 1.0, timeout=10)  # the core may still be subscribing
         deadline = time.monotonic() + 10
-        while True:  # the core may still be subscribing: heartbeat until assigned
-            await c.heartbeat(1.0, 0.0, 1.0)
-            try:
-                island = await c.island(timeout=0.5)
-                break
-            except TimeoutError:
-                assert time.monotonic() < deadline
         assert island["connStr"].startswith("livekit:wss://livekit.example.org")
         while True:
             peers = await get_json(stats_url + "/peers")

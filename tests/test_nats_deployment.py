@@ -29,7 +29,7 @@ from tests.nats_fixtures import (
     stop_all,
 )
 
-from .realm_client import ArchipelagoClient, BusClient, RoomClient
+from .realm_client import ArchipelagoClient, BusClient, RoomClient, assigned
 
 SECRET = "deployment-ws-room-secret-0123456789"
 BASE = ["--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING"]
@@ -52,17 +52,6 @@ async def until(
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(pause)
-
-
-async def assigned(c: ArchipelagoClient, x: float, z: float) -> dict[str, Any]:
-    """Heartbeat at (x, 0, z) until the client's island_changed arrives."""
-    deadline = time.monotonic() + 15
-    while True:
-        await c.heartbeat(x, 0.0, z)
-        try:
-            return await c.island(timeout=0.5)
-        except TimeoutError:
-            assert time.monotonic() < deadline, "no island_changed"
 
 
 def node_base(conn_str: str) -> str:

@@ -19,7 +19,7 @@ from dclcomms.realm import Realm
 from dclcomms.realm.core import TickReport
 from tests.nats_fixtures import NatsCluster, NatsServer, nats_cluster, nats_server  # noqa: F401 - fixtures
 
-from .realm_client import ArchipelagoClient
+from .realm_client import ArchipelagoClient, assigned
 
 FLUSH = 0.2
 LIVEKIT = {
@@ -59,6 +59,10 @@ class Deployment:
         b = await NatsBus.connect(list(self.urls), subjects=self.subjects, reconnect_time_wait=0.1)
         self.buses.append(b)
         return b
+
+    async def reconnected(self) -> None:
+        while not all(bus.nc.is_connected for bus in self.buses):
+            await asyncio.sleep(0.05)
 
     async def start_core(self) -> CoreService:
         self.core = await CoreService(config(), await self.bus()).start()
@@ -168,14 +172,7 @@ def test_peer_moving_to_another_connector_gets_an_island_there(
             a, b, island = await share_an_island(d, (531, 532))
             again = await client(d.connectors[1], 531)  # a's identity, other connector
             assert again.address == a.address
-            deadline = time.monotonic() + 5
-            while True:
-                await again.heartbeat(0.0, 0.0, 0.0)
-                try:
-                    moved = await again.island(timeout=0.5)
-                    break
-                except TimeoutError:
-                    assert time.monotonic() < deadline, "no island_changed on the new connector"
+            moved = await assigned(again, 0.0, 0.0, timeout=5)
             assert moved["islandId"] == island  # back beside b
             assert set(moved["peers"]) == {a.address, b.address}
             assert "fromIslandId" not in moved  # this session never had an island
@@ -222,11 +219,7 @@ def test_cluster_node_killed_mid_test(nats_cluster: NatsCluster) -> None:  # noq
             a, b, island = await share_an_island(d, (521, 522))
             await asyncio.to_thread(nats_cluster.nodes[0].kill)
 
-            async def reconnected() -> None:
-                while not all(bus.nc.is_connected for bus in d.buses):
-                    await asyncio.sleep(0.05)
-
-            await asyncio.wait_for(reconnected(), 10)
+            await asyncio.wait_for(d.reconnected(), 10)
             assert all(bus.nc.connected_url.port != nats_cluster.nodes[0].port for bus in d.buses)
             # clients stayed connected and islands keep updating
             await asyncio.sleep(0.3)  # interest re-propagated on the surviving routes
@@ -308,21 +301,10 @@ def test_clients_stay_connected_while_nats_is_briefly_away(nats_server: NatsServ
                 assert c.ws is not None and not c.ws.closed
             await asyncio.to_thread(nats_server.restart)
 
-            async def reconnected() -> None:
-                while not all(bus.nc.is_connected for bus in d.buses):
-                    await asyncio.sleep(0.05)
-
-            await asyncio.wait_for(reconnected(), 10)
+            await asyncio.wait_for(d.reconnected(), 10)
             await asyncio.sleep(0.3)  # subscriptions restored on the new server
             # islands resume: b walks away and back, a hears of both
-            deadline = time.monotonic() + 10
-            while True:
-                await b.heartbeat(500.0, 0.0, 500.0)
-                try:
-                    moved = await b.island(timeout=0.5)
-                    break
-                except TimeoutError:
-                    assert time.monotonic() < deadline
+            moved = await assigned(b, 500.0, 500.0, timeout=10)
             assert moved["islandId"] != island
             await a.expect("leftIsland", peerId=b.address)
             await a.close()

@@ -189,6 +189,7 @@ def test_island_system_events_and_island_change() -> None:
     [
         ("not json", "bad_frame"),
         ("[1,2]", "bad_frame"),
+        ("[" * 30000, "bad_frame"),  # nesting deep enough to exhaust a naive parser's stack
         ({"type": "subscribe"}, "bad_frame"),
         ({"type": "dance", "topic": "news"}, "bad_frame"),
         ({"type": "subscribe", "kind": "all", "topic": "news"}, "bad_frame"),
@@ -333,5 +334,33 @@ def test_banned_addresses_lose_their_bus_session() -> None:
                     await c.close()
         finally:
             await runner.cleanup()
+
+    run(body)
+
+
+def test_a_failing_event_handler_loses_no_other_event() -> None:
+    """Fault injection: one handler raising is logged and counted; the events drained
+    with it are still handled."""
+
+    async def body() -> None:
+        async with realm() as r:
+            a = await Peer(981).start(r)
+            b = await Peer(982).start(r, x=10.0)
+            assert r.msgbus is not None
+            real = r.msgbus.on_frame
+
+            def flaky(address: str, text: str) -> None:
+                if "boom" in text:
+                    raise RuntimeError("injected")
+                real(address, text)
+
+            r.msgbus.on_frame = flaky  # type: ignore[method-assign]
+            await b.bus.subscribe("news")
+            await a.bus.send_json({"type": "publish", "topic": "news", "payload": "", "x": "boom"})
+            await a.bus.publish("news", b"after")
+            assert (await b.bus.message("news"))["payload"] == b64(b"after")
+            assert r.m_event_errors.get(kind="BusFrame") == 1
+            for p in (a, b):
+                await p.close()
 
     run(body)

@@ -160,7 +160,7 @@ class MessageBusGateway:
         try:
             try:
                 frame = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
                 raise MessageBusError("frame is not JSON", code="bad_frame") from None
             if not isinstance(frame, dict):
                 raise MessageBusError("frame is not a JSON object", code="bad_frame")

@@ -112,6 +112,9 @@ class Realm:
         self.m_events = self.registry.counter(
             "dcl_realm_server_events_total", "events drained from the C++ server, by type"
         )
+        self.m_event_errors = self.registry.counter(
+            "dcl_realm_event_errors_total", "server events whose handler raised (logged), by type"
+        )
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -289,37 +292,44 @@ class Realm:
             if not events:
                 return
             for ev in events:
-                if isinstance(ev, ws.Heartbeats):
-                    self.m_events.inc(kind="heartbeats")
-                    # ws.UNSET (field absent) -> None: keep the stored preference
-                    rooms = [r if isinstance(r, str) else None for r in ev.desired_rooms]
-                    connector.on_heartbeats(
-                        HeartbeatBatch(ev.addresses, ev.positions, rooms, ev.received_ms)
-                    )
-                elif isinstance(ev, ws.HttpRequest):
-                    self.m_events.inc(kind="http")
-                    self._spawn(self._http(ev))
-                elif isinstance(ev, ws.PeerConnected):
-                    self.m_events.inc(kind="connected")
-                    connector.on_connected(ev.address)
-                    if self.bans is not None:  # checked right after the handshake
-                        self._spawn(self.bans.check(ev.address))
-                elif isinstance(ev, ws.PeerDisconnected):
-                    self.m_events.inc(kind="disconnected")
-                    connector.on_disconnected(ev.address)
-                elif isinstance(ev, ws.BusFrame) and self.msgbus is not None:
-                    self.m_events.inc(kind="bus_frame")
-                    self.msgbus.on_frame(ev.address, ev.text)
-                elif isinstance(ev, ws.BusOpened) and self.msgbus is not None:
-                    self.m_events.inc(kind="bus_opened")
-                    self.msgbus.on_opened(ev.address)
-                    if self.bans is not None:
-                        self._spawn(self.bans.check(ev.address))
-                elif isinstance(ev, ws.BusClosed) and self.msgbus is not None:
-                    self.m_events.inc(kind="bus_closed")
-                    self.msgbus.on_closed(ev.address)
-                else:
-                    self.m_events.inc(kind="other")
+                try:
+                    self._dispatch(ev, connector)
+                except Exception:  # a bug in one handler must not drop the other events
+                    self.m_event_errors.inc(kind=type(ev).__name__)
+                    log.exception("server event handler failed", extra={"event": type(ev).__name__})
+
+    def _dispatch(self, ev: Any, connector: Connector) -> None:
+        if isinstance(ev, ws.Heartbeats):
+            self.m_events.inc(kind="heartbeats")
+            # ws.UNSET (field absent) -> None: keep the stored preference
+            rooms = [r if isinstance(r, str) else None for r in ev.desired_rooms]
+            connector.on_heartbeats(
+                HeartbeatBatch(ev.addresses, ev.positions, rooms, ev.received_ms)
+            )
+        elif isinstance(ev, ws.HttpRequest):
+            self.m_events.inc(kind="http")
+            self._spawn(self._http(ev))
+        elif isinstance(ev, ws.PeerConnected):
+            self.m_events.inc(kind="connected")
+            connector.on_connected(ev.address)
+            if self.bans is not None:  # checked right after the handshake
+                self._spawn(self.bans.check(ev.address))
+        elif isinstance(ev, ws.PeerDisconnected):
+            self.m_events.inc(kind="disconnected")
+            connector.on_disconnected(ev.address)
+        elif isinstance(ev, ws.BusFrame) and self.msgbus is not None:
+            self.m_events.inc(kind="bus_frame")
+            self.msgbus.on_frame(ev.address, ev.text)
+        elif isinstance(ev, ws.BusOpened) and self.msgbus is not None:
+            self.m_events.inc(kind="bus_opened")
+            self.msgbus.on_opened(ev.address)
+            if self.bans is not None:
+                self._spawn(self.bans.check(ev.address))
+        elif isinstance(ev, ws.BusClosed) and self.msgbus is not None:
+            self.m_events.inc(kind="bus_closed")
+            self.msgbus.on_closed(ev.address)
+        else:
+            self.m_events.inc(kind="other")
 
     async def _http(self, ev: Any) -> None:
         req = Request(ev.method, ev.path, ev.query, dict(ev.headers), bytes(ev.body))

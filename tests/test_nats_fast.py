@@ -1,0 +1,287 @@
+"""The NATS hot paths against the generic ones they replace.
+
+* ``IslandChanged.to_bytes`` (header + the member map encoded once) is byte for
+  byte the generic codec's encoding; ``IslandChanged.from_bytes`` (header +
+  shared decoded member map) gives what the generic decoder gives, and fails
+  with the same code on bad bytes.
+* The batch heartbeat encoder/decoder of the compiled codec against
+  ``Heartbeat.to_bytes`` / ``Heartbeat.from_bytes`` (generic codec).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dclcomms import _core, codec
+from dclcomms.archipelago import Engine
+from dclcomms.bus import (
+    Heartbeat,
+    HeartbeatBatch,
+    InProcessBus,
+    IslandChanged,
+    IslandMembers,
+    _PeersCache,
+)
+from dclcomms.errors import DecodeError, EncodeError
+from dclcomms.policy import FixedTransport, RealmPolicy, Transports, WsRoomTransport
+from dclcomms.realm.core import ArchipelagoCore
+
+SETTINGS = settings(
+    derandomize=True,
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+# --- helpers ---------------------------------------------------------------------
+
+specials = st.sampled_from([0.0, -0.0, math.nan, math.inf, -math.inf, 0.1, 16.5, -3e38, 1e-45])
+coordinate = st.one_of(
+    specials,
+    st.floats(width=32, allow_nan=True, allow_infinity=True),
+    st.integers(-3000, 3000).map(float),
+)
+position = st.tuples(coordinate, coordinate, coordinate)
+text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+peer_ids = st.one_of(st.integers(0, 2**160 - 1).map(lambda i: f"0x{i:040x}"), text)
+members = st.lists(st.tuples(peer_ids, position), max_size=40)
+island_changed = st.builds(
+    lambda i, c, f, p: (i, c, f, p),
+    text,
+    st.one_of(text, st.text(min_size=100, max_size=400)),  # per-peer tokens are long
+    st.one_of(st.none(), text),
+    members,
+)
+
+
+def generic_encode(island: str, conn: str, from_id: str | None, peers: Any) -> bytes:
+    msg: dict[str, Any] = {"islandId": island, "connStr": conn}
+    if from_id is not None:
+        msg["fromIslandId"] = from_id
+    msg["peers"] = {a: {"x": p[0], "y": p[1], "z": p[2]} for a, p in dict(peers).items()}
+    return codec.encode(codec.ISLAND_CHANGED, msg)
+
+
+def generic_decode(data: bytes) -> IslandChanged:
+    """What IslandChanged.from_bytes returned before the fast path (generic codec)."""
+    m = codec.decode(codec.ISLAND_CHANGED, data)
+    peers = {
+        a: (float(p.get("x", 0.0)), float(p.get("y", 0.0)), float(p.get("z", 0.0)))
+        for a, p in m.get("peers", {}).items()
+    }
+    return IslandChanged(m.get("islandId", ""), m.get("connStr", ""), m.get("fromIslandId"), peers)
+
+
+def same_float(a: float, b: float) -> bool:
+    return struct.pack("<d", a) == struct.pack("<d", b) or (math.isnan(a) and math.isnan(b))
+
+
+def same_peers(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Same members in the same order, coordinates bit for bit (NaN equal to NaN)."""
+    return list(a) == list(b) and all(
+        all(same_float(x, y) for x, y in zip(a[k], b[k], strict=True)) for k in a
+    )
+
+
+def same_message(a: IslandChanged, b: IslandChanged) -> bool:
+    return (a.island_id, a.conn_str, a.from_island_id) == (
+        b.island_id,
+        b.conn_str,
+        b.from_island_id,
+    ) and same_peers(a.peers, b.peers)
+
+
+def to_f32(p: tuple[float, float, float]) -> tuple[float, float, float]:
+    x, y, z = (float(v) for v in np.asarray(p, dtype=np.float64).astype(np.float32))
+    return (x, y, z)
+
+
+# --- IslandChanged ---------------------------------------------------------------
+
+
+@SETTINGS
+@given(island_changed, st.booleans())
+def test_island_changed_encodes_like_the_generic_codec(msg: Any, shared: bool) -> None:
+    island, conn, from_id, pairs = msg
+    pairs = [(a, to_f32(p)) for a, p in pairs]  # generic encode refuses > float32 range
+    peers: Mapping[str, Any] = IslandMembers(pairs) if shared else dict(pairs)
+    got = IslandChanged(island, conn, from_id, peers).to_bytes()
+    assert got == generic_encode(island, conn, from_id, peers)
+    if shared:  # the map is encoded once, then reused
+        assert isinstance(peers, IslandMembers)
+        assert peers.to_bytes() is peers.to_bytes()
+
+
+@SETTINGS
+@given(island_changed, st.data())
+def test_island_changed_decodes_like_the_generic_codec(msg: Any, data: st.DataObject) -> None:
+    island, conn, from_id, pairs = msg
+    pairs = [(a, to_f32(p)) for a, p in pairs]
+    raw = generic_encode(island, conn, from_id, pairs)
+    # mutations: truncation, a flipped byte, fields after the peers, repeated message
+    kind = data.draw(st.sampled_from(["as is", "truncate", "flip", "append", "twice"]))
+    if kind == "truncate" and raw:
+        raw = raw[: data.draw(st.integers(0, len(raw) - 1))]
+    elif kind == "flip" and raw:
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw = raw[:i] + bytes([raw[i] ^ data.draw(st.integers(1, 255))]) + raw[i + 1 :]
+    elif kind == "append":
+        raw += generic_encode(data.draw(text), "", data.draw(st.one_of(st.none(), text)), [])
+    elif kind == "twice":
+        raw += raw
+    try:
+        want = generic_decode(raw)
+    except DecodeError as e:
+        with pytest.raises(DecodeError) as got_error:
+            IslandChanged.from_bytes(raw)
+        assert got_error.value.code == e.code
+        return
+    got = IslandChanged.from_bytes(raw)
+    assert same_message(got, want), (got, want)
+    assert isinstance(got.peers, IslandMembers)
+    again = IslandChanged.from_bytes(raw)
+    assert same_message(again, want)
+
+
+def test_island_changed_messages_of_one_island_share_the_decoded_map() -> None:
+    pairs = [(f"0x{i:040x}", (float(i), 0.0, float(-i))) for i in range(50)]
+    shared = IslandMembers(pairs)
+    a = IslandChanged("I1", "livekit:wss://h?access_token=aaa", None, shared).to_bytes()
+    b = IslandChanged("I1", "livekit:wss://h?access_token=bbbb", "I0", shared).to_bytes()
+    ga, gb = IslandChanged.from_bytes(a), IslandChanged.from_bytes(b)
+    assert (ga.conn_str, ga.from_island_id) == ("livekit:wss://h?access_token=aaa", None)
+    assert (gb.conn_str, gb.from_island_id) == ("livekit:wss://h?access_token=bbbb", "I0")
+    assert ga.peers is gb.peers  # decoded once
+    assert ga.peers == dict(pairs) and list(ga.peers) == [p for p, _ in pairs]
+    # the decoded map keeps its bytes: re-encoding reuses them
+    assert IslandChanged("I1", "x", None, ga.peers).to_bytes() == generic_encode(
+        "I1", "x", None, pairs
+    )
+
+
+def test_peers_cache_is_bounded_and_skips_small_maps() -> None:
+    cache = _PeersCache(max_entries=2, min_bytes=100)
+    tails = [IslandMembers([(f"0x{i:040x}{j}", (1.0, 2.0, 3.0)) for j in range(4)]).to_bytes()
+             for i in range(3)]  # fmt: skip
+    first = cache.members(tails[0])
+    assert cache.members(tails[0]) is first
+    cache.members(tails[1])
+    cache.members(tails[2])  # evicts the oldest
+    assert cache.members(tails[0]) is not first
+    assert cache.members(tails[0]) == first
+    small = IslandMembers([("0xa", (1.0, 0.0, 0.0))]).to_bytes()
+    assert cache.members(small) is not cache.members(small)
+    assert cache.members(small) == {"0xa": (1.0, 0.0, 0.0)}
+
+
+def test_island_members_is_a_read_only_mapping() -> None:
+    m = IslandMembers({"0xb": (1.0, 2.0, 3.0), "0xa": (0.0, 0.0, 0.0)})
+    assert list(m) == ["0xb", "0xa"] and len(m) == 2 and "0xa" in m and "0xc" not in m
+    assert m["0xb"] == (1.0, 2.0, 3.0) and m.get("0xc") is None
+    assert list(m.items()) == [("0xb", (1.0, 2.0, 3.0)), ("0xa", (0.0, 0.0, 0.0))]
+    assert m == {"0xa": (0.0, 0.0, 0.0), "0xb": (1.0, 2.0, 3.0)}
+    assert m == {"0xa": (0.0, 0.0, 0.0), "0xb": (1.0, 2.0, 3.0)}
+    assert m == IslandMembers(m) and m != {"0xa": (0.0, 0.0, 0.0)} and m != [1]
+    assert repr(m).startswith("IslandMembers({'0xb'")
+    with pytest.raises(TypeError):
+        m["0xc"] = (0.0, 0.0, 0.0)  # type: ignore[index]
+    with pytest.raises(TypeError):
+        hash(m)
+    src = {"0xa": (1.0, 1.0, 1.0)}
+    copy = IslandMembers(src)
+    src["0xz"] = (0.0, 0.0, 0.0)
+    assert list(copy) == ["0xa"]  # built from a copy
+
+
+def test_core_shares_one_member_map_per_island() -> None:
+    ws_room = WsRoomTransport("ws://127.0.0.1:1", "unused-secret")
+    policy = RealmPolicy(Transports(ws_room, fixed=FixedTransport("offline:offline")))
+    engine = Engine(join_distance=64.0, leave_distance=80.0, max_island_size=10)
+    bus = InProcessBus()
+    core = ArchipelagoCore(engine, bus, policy)
+    got: list[IslandChanged] = []
+    bus.subscribe("engine.peer.*.island_changed", lambda _s, m: got.append(m))
+    n = 60
+    pos = np.zeros((n, 3), np.float32)
+    pos[:, 0] = np.arange(n) * 20.0  # a line of peers 20 m apart: islands of 10
+    bus.publish_heartbeats(
+        HeartbeatBatch([f"0x{i:040x}" for i in range(n)], pos, [None] * n, np.zeros(n, np.int64))
+    )
+    core.tick()
+    assert len(got) == n
+    by_island: dict[str, set[int]] = {}
+    for m in got:
+        assert isinstance(m.peers, IslandMembers)
+        assert m.peers == {a: core.positions[a] for a in m.peers}
+        by_island.setdefault(m.island_id, set()).add(id(m.peers))
+    assert all(len(ids) == 1 for ids in by_island.values())
+    assert len(by_island) == 6
+
+
+# --- heartbeat batches -------------------------------------------------------------
+
+rooms = st.one_of(st.none(), st.just(""), text)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(position, rooms), max_size=30))
+def test_heartbeat_batch_encoder_matches_to_bytes(items: list[Any]) -> None:
+    pos = np.asarray([p for p, _ in items], dtype=np.float64).reshape(-1, 3).astype(np.float32)
+    desired = [r for _, r in items]
+    got = _core.codec_encode_heartbeats(pos, desired)
+    want = [Heartbeat(tuple(p), r).to_bytes() for p, r in zip(pos.tolist(), desired, strict=True)]
+    assert got == want
+
+
+def test_heartbeat_batch_encoder_rejects_bad_input() -> None:
+    with pytest.raises(EncodeError) as e:
+        _core.codec_encode_heartbeats(np.zeros((2, 3), np.float32), [None])
+    assert e.value.code == "bad_type"
+    with pytest.raises(EncodeError) as e:
+        _core.codec_encode_heartbeats(np.zeros((1, 3), np.float32), [7])  # type: ignore[list-item]
+    assert e.value.code == "bad_type"
+    assert _core.codec_encode_heartbeats(np.zeros((0, 3), np.float32), []) == []
+
+
+heartbeat_bytes = st.one_of(
+    st.builds(lambda p, r: Heartbeat(to_f32(p), r).to_bytes(), position, rooms),
+    st.builds(lambda r: codec.encode(codec.HEARTBEAT, {"desiredRoom": r}), text),  # no position
+    st.binary(max_size=24),  # mostly undecodable
+    st.builds(lambda p, cut: Heartbeat(to_f32(p)).to_bytes()[:cut], position, st.integers(0, 16)),
+)
+
+
+@SETTINGS
+@given(st.lists(heartbeat_bytes, max_size=30))
+def test_heartbeat_batch_decoder_matches_from_bytes(items: list[bytes]) -> None:
+    positions, has_position, desired, errors = _core.codec_decode_heartbeats(items)
+    assert positions.dtype == np.float32 and positions.shape == (len(items), 3)
+    assert has_position.dtype == np.bool_ and has_position.shape == (len(items),)
+    failed = dict(errors)
+    for i, data in enumerate(items):
+        try:
+            want = Heartbeat.from_bytes(data)
+        except DecodeError as e:
+            assert i in failed and not has_position[i]
+            assert failed[i].startswith(codec.HEARTBEAT + ": ") and str(e).startswith(
+                codec.HEARTBEAT + ": "
+            )
+            continue
+        assert i not in failed
+        if want is None:
+            assert not has_position[i]
+            continue
+        assert has_position[i]
+        want32 = np.asarray(want.position, np.float32)
+        nan = np.isnan(want32)
+        assert (np.isnan(positions[i]) == nan).all()
+        assert positions[i][~nan].tobytes() == want32[~nan].tobytes()  # bit for bit, +0 for -0
+        assert desired[i] == want.desired_room

@@ -6,10 +6,14 @@
   with the same code on bad bytes.
 * The batch heartbeat encoder/decoder of the compiled codec against
   ``Heartbeat.to_bytes`` / ``Heartbeat.from_bytes`` (generic codec).
+* The NATS bus's subject fast path against the scheme, both schemes.
+* Over a real nats-server: messages for one island with per-peer connection
+  strings keep their own header and share one decoded member map.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import struct
 from collections.abc import Mapping
@@ -30,9 +34,15 @@ from dclcomms.bus import (
     IslandMembers,
     _PeersCache,
 )
-from dclcomms.errors import DecodeError, EncodeError
+from dclcomms.errors import DecodeError, EncodeError, SubjectError
+from dclcomms.natsbus import NatsBus, _Subjects
 from dclcomms.policy import FixedTransport, RealmPolicy, Transports, WsRoomTransport
 from dclcomms.realm.core import ArchipelagoCore
+from dclcomms.subjects import SCHEMES
+from tests.nats_fixtures import (
+    NatsServer,
+    nats_server,  # noqa: F401 - fixture
+)
 
 SETTINGS = settings(
     derandomize=True,
@@ -285,3 +295,102 @@ def test_heartbeat_batch_decoder_matches_from_bytes(items: list[bytes]) -> None:
         assert (np.isnan(positions[i]) == nan).all()
         assert positions[i][~nan].tobytes() == want32[~nan].tobytes()  # bit for bit, +0 for -0
         assert desired[i] == want.desired_room
+
+
+# --- subjects ----------------------------------------------------------------------
+
+tokens = st.one_of(
+    st.from_regex(r"0x[0-9a-f]{40}", fullmatch=True),
+    st.from_regex(r"[A-Za-z0-9_-]{1,20}", fullmatch=True),
+    st.sampled_from(["", "*", ">", "0xAB", "I 1", "a.b", "0x" + "G" * 40, "I" * 129, "x\n"]),
+    text,
+)
+shapes = st.sampled_from(
+    [
+        "peer.{}.heartbeat",
+        "peer.{}.disconnect",
+        "engine.peer.{}.island_changed",
+        "engine.island.{}.peer_join",
+        "engine.island.{}.peer_left",
+        "engine.islands",
+        "client-proto.peer.{}.heartbeat",
+        "client-proto.{}.island_changed",
+        "client-proto.island.{}.peer_join",
+        "archipelago.islands",
+        "{}",
+        "peer.{}",
+        "peer.{}.heartbeat.x",
+    ]
+)
+
+
+def outcome(f: Any, subject: str) -> tuple[str, str]:
+    try:
+        return ("ok", f(subject))
+    except SubjectError as e:
+        return ("error", e.code)
+
+
+@SETTINGS
+@given(st.sampled_from(sorted(SCHEMES)), shapes, tokens)
+def test_subject_fast_path_matches_the_scheme(name: str, shape: str, token: str) -> None:
+    scheme = SCHEMES[name]
+    fast = _Subjects(scheme)
+    subject = shape.replace("{}", token)
+    assert outcome(fast.to_wire, subject) == outcome(scheme.to_wire, subject)
+    assert outcome(fast.from_wire, subject) == outcome(scheme.from_wire, subject)
+
+
+def test_subject_fast_path_covers_the_hot_families() -> None:
+    for scheme in SCHEMES.values():
+        assert len(_Subjects(scheme).families) == 4, scheme.name
+
+
+# --- over NATS ---------------------------------------------------------------------
+
+
+def test_island_changed_over_nats_per_peer_headers_shared_map(
+    nats_server: NatsServer,  # noqa: F811
+) -> None:
+    async def body() -> None:
+        pub = await NatsBus.connect([nats_server.url])
+        sub = await NatsBus.connect([nats_server.url])
+        try:
+            got: list[tuple[str, IslandChanged]] = []
+            sub.subscribe("engine.peer.*.island_changed", lambda s, m: got.append((s, m)))
+            batches: list[HeartbeatBatch] = []
+            sub.subscribe_heartbeats(batches.append)
+            await sub.ready()
+            addrs = [f"0x{i:040x}" for i in range(40)]
+            shared = IslandMembers((a, (float(i), 0.0, 2.5)) for i, a in enumerate(addrs))
+            for i, a in enumerate(addrs):  # per-peer connection strings (LiveKit identity)
+                from_id = None if i % 2 else f"I{i}"
+                pub.publish(
+                    f"engine.peer.{a}.island_changed",
+                    IslandChanged("I9", f"livekit:wss://h?access_token={a}", from_id, shared),
+                )
+            # heartbeats: one with no position and one undecodable are dropped
+            pub.publish_heartbeats(
+                HeartbeatBatch(addrs[:2], np.ones((2, 3), np.float32), [None, "r"], np.zeros(2))
+            )
+            pub.publish(f"peer.{addrs[2]}.heartbeat", codec.encode(codec.HEARTBEAT, {}))
+            await pub.flush()
+            await pub.nc.publish(f"peer.{addrs[3]}.heartbeat", b"\xff")
+            deadline = asyncio.get_running_loop().time() + 5
+            while len(got) < 40 or sum(len(b) for b in batches) < 2:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+            assert [s for s, _ in got] == [f"engine.peer.{a}.island_changed" for a in addrs]
+            for i, (_s, m) in enumerate(got):
+                assert m.conn_str == f"livekit:wss://h?access_token={addrs[i]}"
+                assert m.from_island_id == (None if i % 2 else f"I{i}")
+                assert m.peers == shared and m.peers is got[0][1].peers
+            assert [a for b in batches for a in b.addresses] == addrs[:2]
+            assert [r for b in batches for r in b.desired_rooms] == [None, "r"]
+            assert sub.m_dropped.get(reason="decode") == 1
+        finally:
+            await pub.aclose()
+            await sub.aclose()
+
+    asyncio.run(asyncio.wait_for(body(), 30))

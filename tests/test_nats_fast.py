@@ -177,19 +177,27 @@ def test_island_changed_messages_of_one_island_share_the_decoded_map() -> None:
     )
 
 
-def test_peers_cache_is_bounded_and_skips_small_maps() -> None:
-    cache = _PeersCache(max_entries=2, min_bytes=100)
-    tails = [IslandMembers([(f"0x{i:040x}{j}", (1.0, 2.0, 3.0)) for j in range(4)]).to_bytes()
-             for i in range(3)]  # fmt: skip
-    first = cache.members(tails[0])
-    assert cache.members(tails[0]) is first
-    cache.members(tails[1])
-    cache.members(tails[2])  # evicts the oldest
-    assert cache.members(tails[0]) is not first
-    assert cache.members(tails[0]) == first
-    small = IslandMembers([("0xa", (1.0, 0.0, 0.0))]).to_bytes()
-    assert cache.members(small) is not cache.members(small)
-    assert cache.members(small) == {"0xa": (1.0, 0.0, 0.0)}
+def test_peers_cache_keeps_one_map_per_island_bounded() -> None:
+    cache = _PeersCache(max_islands=2, min_bytes=100)
+
+    def message(n: int, x: float = 1.0) -> tuple[bytes, int]:
+        peers = IslandMembers([(f"0x{i:040x}", (x, 2.0, 3.0)) for i in range(n)])
+        head = _core.codec_encode_island_changed("I1", "c", None, ())
+        return head + peers.to_bytes(), len(head)
+
+    data, at = message(4)
+    first = cache.members("I1", data, at)
+    assert cache.members("I1", data, at) is first
+    assert cache.members("I1", b"\x00" + data, at + 1) is first  # compared by content
+    moved = cache.members("I1", *message(4, x=5.0))  # same size, other positions
+    assert moved is not first and moved["0x" + "0" * 40] == (5.0, 2.0, 3.0)
+    assert cache.members("I1", *message(5)) is not moved
+    cache.members("I2", data, at)
+    cache.members("I3", data, at)  # forgets I1, the least recently decoded
+    assert "I1" not in cache._maps and len(cache._maps) == 2
+    small, small_at = message(1)
+    assert cache.members("I4", small, small_at) is not cache.members("I4", small, small_at)
+    assert cache.members("I4", small, small_at) == {"0x" + "0" * 40: (1.0, 2.0, 3.0)}
 
 
 def test_island_members_is_a_read_only_mapping() -> None:

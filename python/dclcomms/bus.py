@@ -194,30 +194,39 @@ def _encode_peers(peers: Sequence[tuple[str, Vec3]]) -> bytes:
 
 
 class _PeersCache:
-    """Decoded member maps by their encoded bytes (bounded, oldest evicted first).
+    """The last decoded member map of each island, by island id (bounded).
 
     Every ``island_changed`` of one island in a tick carries the same peers
-    entries, so a receiver decodes each distinct map once. Maps below
-    ``min_bytes`` are decoded each time (cheap) and not kept.
+    entries, so a receiver decodes each island's map once: a message whose
+    entries equal (byte for byte) those last decoded for its island gets the
+    same :class:`IslandMembers`. Maps below ``min_bytes`` are decoded each time
+    (cheap) and not kept; beyond ``max_islands`` the least recently decoded
+    island is forgotten.
     """
 
-    def __init__(self, max_entries: int = 256, min_bytes: int = 512) -> None:
-        self.max_entries = max_entries
+    def __init__(self, max_islands: int = 4096, min_bytes: int = 512) -> None:
+        self.max_islands = max_islands
         self.min_bytes = min_bytes
-        self._maps: dict[bytes, IslandMembers] = {}
+        self._maps: dict[str, tuple[bytes, IslandMembers]] = {}
         self._lock = threading.Lock()
 
-    def members(self, tail: bytes) -> IslandMembers:
-        if len(tail) < self.min_bytes:
+    def members(self, island_id: str, data: bytes, at: int) -> IslandMembers:
+        """The member map of the peers entries ``data[at:]`` (a message of ``island_id``)."""
+        size = len(data) - at
+        if size < self.min_bytes:
+            tail = data[at:]
             return IslandMembers._adopt(_core.codec_decode_island_changed(tail)[3], tail)
         with self._lock:
-            m = self._maps.get(tail)
-        if m is None:
-            m = IslandMembers._adopt(_core.codec_decode_island_changed(tail)[3], tail)
-            with self._lock:
-                self._maps[tail] = m
-                while len(self._maps) > self.max_entries:
-                    del self._maps[next(iter(self._maps))]
+            entry = self._maps.get(island_id)
+        if entry is not None and len(entry[0]) == size and data.endswith(entry[0]):
+            return entry[1]
+        tail = data[at:]
+        m = IslandMembers._adopt(_core.codec_decode_island_changed(tail)[3], tail)
+        with self._lock:
+            self._maps.pop(island_id, None)
+            self._maps[island_id] = (tail, m)
+            while len(self._maps) > self.max_islands:
+                del self._maps[next(iter(self._maps))]
         return m
 
     def clear(self) -> None:
@@ -261,7 +270,7 @@ class IslandChanged:
         try:
             island_id, conn_str, from_id, at = _core.codec_decode_island_changed_header(data)
             if at >= 0:  # the peers entries are the tail (always, from any encoder)
-                return cls(island_id, conn_str, from_id, _PEERS_CACHE.members(data[at:]))
+                return cls(island_id, conn_str, from_id, _PEERS_CACHE.members(island_id, data, at))
         except ValueError:
             pass  # undecodable: the whole-message decoder raises the canonical error
         island_id, conn_str, from_id, peers = _core.codec_decode_island_changed(data)

@@ -294,7 +294,7 @@ class ArchipelagoCore:
             m = members_cache.get(island_id)
             if m is None:
                 origin = (0.0, 0.0, 0.0)
-                m = IslandMembers((p, pos.get(p, origin)) for p in islands[island_id].peers)
+                m = IslandMembers({p: pos.get(p, origin) for p in islands[island_id].peers})
                 members_cache[island_id] = m
             return m
 

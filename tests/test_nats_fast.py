@@ -38,7 +38,7 @@ from dclcomms.errors import DecodeError, EncodeError, SubjectError
 from dclcomms.natsbus import NatsBus, _Subjects
 from dclcomms.policy import FixedTransport, RealmPolicy, Transports, WsRoomTransport
 from dclcomms.realm.core import ArchipelagoCore
-from dclcomms.subjects import SCHEMES
+from dclcomms.subjects import ADDR, ISLAND, SCHEMES, Route, Scheme
 from tests.nats_fixtures import (
     NatsServer,
     nats_server,  # noqa: F401 - fixture
@@ -352,6 +352,30 @@ def test_subject_fast_path_matches_the_scheme(name: str, shape: str, token: str)
 def test_subject_fast_path_covers_the_hot_families() -> None:
     for scheme in SCHEMES.values():
         assert len(_Subjects(scheme).families) == 4, scheme.name
+
+
+def test_subject_fast_path_leaves_other_mappings_to_the_scheme() -> None:
+    # a wire form that does not carry the token verbatim: no fast path for it
+    odd = Scheme(
+        "odd",
+        (
+            Route("peer.{}.heartbeat", "heartbeats", ADDR),
+            Route("engine.island.{}.peer_join", "x.{}.{}", ISLAND),  # token twice
+            Route("engine.peer.{}.island_changed", "changed.{}", ADDR),
+        ),
+    )
+    fast = _Subjects(odd)
+    assert [f[0] for f in fast.families] == ["engine.peer."]
+    a = "0x" + "ab" * 20
+    assert fast.to_wire(f"peer.{a}.heartbeat") == odd.to_wire(f"peer.{a}.heartbeat")
+    assert fast.to_wire(f"engine.peer.{a}.island_changed") == f"changed.{a}"
+    assert fast.from_wire(f"changed.{a}") == f"engine.peer.{a}.island_changed"
+    with pytest.raises(SubjectError):
+        fast.to_wire("engine.peer.0xAB.island_changed")
+    empty = _Subjects(Scheme("empty", (Route("engine.islands", "islands", None),)))
+    assert empty.families == [] and empty.to_wire("engine.islands") == "islands"
+    with pytest.raises(SubjectError):
+        empty.to_wire(f"peer.{a}.heartbeat")
 
 
 # --- over NATS ---------------------------------------------------------------------

@@ -101,15 +101,16 @@ class _Subjects:
     verbatim between a fixed prefix and suffix both ways (both schemes do), a
     subject of that shape whose token passes the scheme's own check
     (:data:`~dclcomms.subjects.ADDRESS_RE`, :data:`~dclcomms.subjects.ISLAND_RE`)
-    is mapped by splicing; anything else (other subjects, bad tokens) goes
-    through the scheme, which also raises the errors. Same results as the scheme
+    is mapped by splicing (one regular expression for all families, each
+    direction); anything else (other subjects, bad tokens) goes through the
+    scheme, which also raises the errors. Same results as the scheme
     (tests/test_nats_fast.py).
     """
 
     def __init__(self, scheme: Scheme) -> None:
         self.scheme = scheme
-        # (internal prefix, internal suffix, wire prefix, wire suffix, token check)
-        self.families: list[tuple[str, str, str, str, re.Pattern[str]]] = []
+        # (internal prefix, internal suffix, wire prefix, wire suffix, token pattern)
+        self.families: list[tuple[str, str, str, str, str]] = []
         for family, check, samples in _HOT_FAMILIES:
             ip, isuf = family.split("{}")
             try:
@@ -121,23 +122,35 @@ class _Subjects:
             form = forms.pop()
             if forms or len(form) != 2 or back != [ip + t + isuf for t in samples]:
                 continue  # not a verbatim splice: always ask the scheme
-            self.families.append((ip, isuf, form[0], form[1], check))
+            if check.groups:
+                continue  # the token pattern must not number groups of its own
+            self.families.append((ip, isuf, form[0], form[1], check.pattern))
+
+        def alternation(outer: int) -> re.Pattern[str]:
+            # family i's token is group i + 1; "(?!)" (no family) never matches
+            return re.compile(
+                "|".join(
+                    f"{re.escape(f[outer])}({f[4]}){re.escape(f[outer + 1])}" for f in self.families
+                )
+                or "(?!)"
+            )
+
+        self._internal = alternation(0)
+        self._wire = alternation(2)
 
     def to_wire(self, subject: str) -> str:
-        for ip, isuf, wp, wsuf, check in self.families:
-            if subject.startswith(ip) and subject.endswith(isuf):
-                token = subject[len(ip) : len(subject) - len(isuf)]
-                if len(subject) > len(ip) + len(isuf) and check.fullmatch(token):
-                    return wp + token + wsuf
-        return self.scheme.to_wire(subject)
+        m = self._internal.fullmatch(subject)
+        if m is None or m.lastindex is None:
+            return self.scheme.to_wire(subject)
+        f = self.families[m.lastindex - 1]
+        return f[2] + m.group(m.lastindex) + f[3]
 
     def from_wire(self, subject: str) -> str:
-        for ip, isuf, wp, wsuf, check in self.families:
-            if subject.startswith(wp) and subject.endswith(wsuf):
-                token = subject[len(wp) : len(subject) - len(wsuf)]
-                if len(subject) > len(wp) + len(wsuf) and check.fullmatch(token):
-                    return ip + token + isuf
-        return self.scheme.from_wire(subject)
+        m = self._wire.fullmatch(subject)
+        if m is None or m.lastindex is None:
+            return self.scheme.from_wire(subject)
+        f = self.families[m.lastindex - 1]
+        return f[0] + m.group(m.lastindex) + f[1]
 
 
 @dataclass(eq=False)

@@ -4,11 +4,13 @@
 // back (GIL held again).
 
 #include <Python.h>
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cfloat>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <string>
 #include <utility>
@@ -272,6 +274,44 @@ void convert_peers(const py::object& peers,
   }
 }
 
+// A decoded position coordinate as the generic decoder + float() gives it:
+// the shortest float32 decimal, 0.0 for both zeros (defaults are omitted).
+PyObject* coordinate(float f) {
+  return PyFloat_FromDouble(f == 0.0f ? 0.0 : codec::float_to_json_double(f));
+}
+
+py::object optional_str(const std::optional<std::string>& s) {
+  if (!s) return py::none();
+  return py::str(*s);
+}
+
+// peers as a dict peer_id -> (x, y, z), in member order (duplicates merged by
+// the decoder), built with the C API: one tuple and three floats per member.
+py::dict peers_dict(const std::vector<std::pair<std::string, codec::Position>>& peers) {
+  py::dict out;
+  for (const auto& [id, p] : peers) {
+    py::str key(id);
+    py::object xyz = py::reinterpret_steal<py::object>(PyTuple_New(3));
+    if (!xyz) throw py::error_already_set();
+    const float c[3] = {p.x, p.y, p.z};
+    for (Py_ssize_t k = 0; k < 3; ++k) {
+      PyObject* f = coordinate(c[k]);
+      if (f == nullptr) throw py::error_already_set();
+      PyTuple_SET_ITEM(xyz.ptr(), k, f);  // steals f
+    }
+    if (PyDict_SetItem(out.ptr(), key.ptr(), xyz.ptr()) != 0) throw py::error_already_set();
+  }
+  return out;
+}
+
+// Float32 coordinate as the generic decoder + np.float32(float(...)) gives
+// it: zeros are +0, NaNs the canonical quiet NaN.
+float canonical_float(float f) {
+  if (f == 0.0f) return 0.0f;
+  if (std::isnan(f)) return std::numeric_limits<float>::quiet_NaN();
+  return f;
+}
+
 }  // namespace
 
 void register_codec(py::module_& m) {
@@ -351,6 +391,137 @@ void register_codec(py::module_& m) {
       py::arg("island_id"), py::arg("conn_str"), py::arg("from_island_id"), py::arg("peers"),
       py::arg("server_packet") = false,
       "Fast path: IslandChangedMessage (or a ServerPacket frame) from typed values.");
+
+  m.def(
+      "codec_decode_island_changed",
+      [](const py::bytes& data) {
+        const std::string_view bytes = bytes_view(data);
+        codec::IslandChanged msg;
+        {
+          // Safe: immutable bytes kept alive by the caller; C++ values only.
+          ReleaseGilIf release(bytes.size() >= kReleaseGilMinBytes);
+          msg = codec::decode_island_changed_message(bytes);
+        }
+        return py::make_tuple(py::str(msg.island_id), py::str(msg.conn_str),
+                              optional_str(msg.from_island_id), peers_dict(msg.peers));
+      },
+      py::arg("data"),
+      "Fast path: decode an IslandChangedMessage into (island_id, conn_str, from_island_id, "
+      "peers), peers a dict peer_id -> (x, y, z) in member order.");
+
+  m.def(
+      "codec_decode_island_changed_header",
+      [](const py::bytes& data) {
+        const std::string_view bytes = bytes_view(data);
+        codec::IslandChangedHeader h;
+        {
+          // Safe: immutable bytes kept alive by the caller; C++ values only.
+          ReleaseGilIf release(bytes.size() >= kReleaseGilMinBytes);
+          h = codec::decode_island_changed_header(bytes);
+        }
+        const py::ssize_t at =
+            h.peers_offset == codec::kNoPeersTail ? -1 : static_cast<py::ssize_t>(h.peers_offset);
+        return py::make_tuple(py::str(h.island_id), py::str(h.conn_str),
+                              optional_str(h.from_island_id), py::int_(at));
+      },
+      py::arg("data"),
+      "The header fields of an IslandChangedMessage and the offset where its trailing peers "
+      "entries start (len(data) if none, -1 if another field follows a peers entry).");
+
+  m.def(
+      "codec_encode_heartbeats",
+      [](const py::array_t<float, py::array::c_style | py::array::forcecast>& positions,
+         const py::sequence& desired_rooms) {
+        const auto n = static_cast<size_t>(py::len(desired_rooms));
+        if (positions.ndim() != 2 || positions.shape(1) != 3 ||
+            static_cast<size_t>(positions.shape(0)) != n) {
+          encode_error("bad_type", "positions must have shape (len(desired_rooms), 3)");
+        }
+        std::vector<codec::Heartbeat> hbs(n);
+        const float* xyz = positions.data();
+        for (size_t i = 0; i < n; ++i) {
+          hbs[i].position = codec::Position{xyz[3 * i], xyz[3 * i + 1], xyz[3 * i + 2]};
+          py::object room = desired_rooms[i];
+          if (room.is_none()) continue;
+          if (!PyUnicode_Check(room.ptr())) {
+            encode_error("bad_type", "desired_rooms[" + std::to_string(i) +
+                                         "]: expected str or "
+                                         "None, got " +
+                                         Py_TYPE(room.ptr())->tp_name);
+          }
+          hbs[i].desired_room = utf8_of(room.ptr());
+        }
+        std::vector<std::string> out(n);
+        {
+          // Safe: hbs and out are C++ values converted above.
+          ReleaseGilIf release(n * 20 >= kReleaseGilMinBytes);
+          for (size_t i = 0; i < n; ++i) out[i] = codec::encode_heartbeat(hbs[i]);
+        }
+        py::list result(n);
+        for (size_t i = 0; i < n; ++i) {
+          PyObject* b =
+              PyBytes_FromStringAndSize(out[i].data(), static_cast<Py_ssize_t>(out[i].size()));
+          if (b == nullptr) throw py::error_already_set();
+          PyList_SET_ITEM(result.ptr(), static_cast<Py_ssize_t>(i), b);  // steals b
+        }
+        return result;
+      },
+      py::arg("positions"), py::arg("desired_rooms"),
+      "Fast path: one bare Heartbeat per row of positions (n, 3) (float32) with its desired "
+      "room (None = absent).");
+
+  m.def(
+      "codec_decode_heartbeats",
+      [](const py::sequence& data) {
+        const auto n = static_cast<size_t>(py::len(data));
+        std::vector<py::bytes> keep;  // references: the views stay valid without the GIL
+        std::vector<std::string_view> views;
+        keep.reserve(n);
+        views.reserve(n);
+        size_t total = 0;
+        for (size_t i = 0; i < n; ++i) {
+          py::object item = data[i];
+          if (!PyBytes_Check(item.ptr())) {
+            throw py::type_error("data[" + std::to_string(i) + "]: expected bytes, got " +
+                                 Py_TYPE(item.ptr())->tp_name);
+          }
+          keep.emplace_back(py::reinterpret_borrow<py::bytes>(item));
+          views.push_back(bytes_view(keep.back()));
+          total += views.back().size();
+        }
+        std::vector<codec::Heartbeat> hbs(n);
+        std::vector<std::pair<size_t, std::string>> errors;
+        {
+          // Safe: views into bytes objects referenced by `keep`; C++ values only.
+          ReleaseGilIf release(total >= kReleaseGilMinBytes);
+          for (size_t i = 0; i < n; ++i) {
+            try {
+              hbs[i] = codec::decode_heartbeat(views[i]);
+            } catch (const Error& e) {
+              errors.emplace_back(i, e.what());
+            }
+          }
+        }
+        py::array_t<float> positions({static_cast<py::ssize_t>(n), py::ssize_t{3}});
+        py::array_t<bool> has_position(static_cast<py::ssize_t>(n));
+        float* xyz = positions.mutable_data();
+        bool* has = has_position.mutable_data();
+        py::list rooms(n);
+        for (size_t i = 0; i < n; ++i) {
+          const auto& pos = hbs[i].position;
+          has[i] = pos.has_value();
+          xyz[3 * i] = pos ? canonical_float(pos->x) : 0.0f;
+          xyz[3 * i + 1] = pos ? canonical_float(pos->y) : 0.0f;
+          xyz[3 * i + 2] = pos ? canonical_float(pos->z) : 0.0f;
+          rooms[i] = optional_str(hbs[i].desired_room);
+        }
+        py::list errs;
+        for (const auto& [i, msg] : errors) errs.append(py::make_tuple(i, msg));
+        return py::make_tuple(positions, has_position, rooms, errs);
+      },
+      py::arg("data"),
+      "Fast path: decode bare Heartbeats into (positions (n, 3) float32, has_position (n,) "
+      "bool, desired_rooms, errors [(index, message)]); undecodable ones have no position.");
 
   m.def(
       "codec_decode_heartbeat",

@@ -18,6 +18,10 @@ subject                               message               publisher -> subscri
 Handlers always receive typed messages: :meth:`Bus.publish` accepts either the
 typed message or its protobuf bytes (decoded by subject). The in-process bus
 hands objects over without encoding; a NATS bus encodes with ``to_bytes()``.
+An :class:`IslandChanged` carries its island's member map as an
+:class:`IslandMembers`, shared by every ``island_changed`` of that island in a
+tick: the map is encoded once per island (not once per recipient) and, on the
+receiving side, decoded once per distinct map.
 Heartbeats travel in batches (:meth:`Bus.publish_heartbeats` /
 :meth:`Bus.subscribe_heartbeats`): the connector receives them batched from the
 C++ server and the engine ingests them batched, so the in-process bus never
@@ -31,15 +35,25 @@ loop); an exception in one handler is logged and does not stop the others.
 from __future__ import annotations
 
 import logging
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import (
+    Callable,
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    Sequence,
+    ValuesView,
+)
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from dclcomms import codec
+from dclcomms import _core, codec
 
 log = logging.getLogger("dclcomms.bus")
 
@@ -99,30 +113,168 @@ class HeartbeatBatch:
         ]
 
 
+class IslandMembers(Mapping[str, Vec3]):
+    """An island's members -> last position, in member order (a read-only mapping).
+
+    The core builds one per island per tick and every ``island_changed`` of that
+    island carries the same object; :meth:`IslandChanged.from_bytes` returns one
+    per distinct member map it decodes (shared between the messages that carry
+    it). The encoded form - the ``peers`` entries of an ``IslandChangedMessage``,
+    which every encoder writes last - is computed once, on first use
+    (:meth:`to_bytes`), or kept from the bytes it was decoded from. Equal to any
+    mapping with the same items. Built from a mapping or ``(peer_id, (x, y, z))``
+    pairs, which it copies.
+    """
+
+    __slots__ = ("_peers", "_wire")
+
+    def __init__(self, peers: Mapping[str, Vec3] | Iterable[tuple[str, Vec3]] = ()) -> None:
+        self._peers: dict[str, Vec3] = dict(peers)
+        self._wire: bytes | None = None
+
+    @classmethod
+    def _adopt(cls, peers: dict[str, Vec3], wire: bytes | None) -> IslandMembers:
+        """Wrap a dict nobody else holds (no copy), with its encoded form if known."""
+        m = cls.__new__(cls)
+        m._peers = peers
+        m._wire = wire
+        return m
+
+    def __getitem__(self, peer_id: str) -> Vec3:
+        return self._peers[peer_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._peers)
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def __contains__(self, peer_id: object) -> bool:
+        return peer_id in self._peers
+
+    def keys(self) -> KeysView[str]:
+        return self._peers.keys()
+
+    def items(self) -> ItemsView[str, Vec3]:
+        return self._peers.items()
+
+    def values(self) -> ValuesView[Vec3]:
+        return self._peers.values()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, IslandMembers):
+            return self is other or self._peers == other._peers
+        if isinstance(other, dict):
+            return self._peers == other
+        if isinstance(other, Mapping):
+            return self._peers == dict(other.items())
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # like dict
+
+    def __repr__(self) -> str:
+        return f"IslandMembers({self._peers!r})"
+
+    def to_bytes(self) -> bytes:
+        """The ``peers`` entries (field 4) of an ``IslandChangedMessage``, in member order.
+
+        Computed once (positions as float32). Raises :class:`dclcomms.EncodeError`
+        for malformed positions.
+        """
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = _encode_peers(list(self._peers.items()))
+        return wire
+
+
+def _encode_peers(peers: Sequence[tuple[str, Vec3]]) -> bytes:
+    # The peers entries alone are an IslandChangedMessage without header fields:
+    # the fast encoder writes exactly the generic encoder's bytes.
+    return _core.codec_encode_island_changed("", "", None, peers)
+
+
+class _PeersCache:
+    """The last decoded member map of each island, by island id (bounded).
+
+    Every ``island_changed`` of one island in a tick carries the same peers
+    entries, so a receiver decodes each island's map once: a message whose
+    entries equal (byte for byte) those last decoded for its island gets the
+    same :class:`IslandMembers`. Maps below ``min_bytes`` are decoded each time
+    (cheap) and not kept; beyond ``max_islands`` the least recently decoded
+    island is forgotten.
+    """
+
+    def __init__(self, max_islands: int = 4096, min_bytes: int = 512) -> None:
+        self.max_islands = max_islands
+        self.min_bytes = min_bytes
+        self._maps: dict[str, tuple[bytes, IslandMembers]] = {}
+        self._lock = threading.Lock()
+
+    def members(self, island_id: str, data: bytes, at: int) -> IslandMembers:
+        """The member map of the peers entries ``data[at:]`` (a message of ``island_id``)."""
+        size = len(data) - at
+        if size < self.min_bytes:
+            tail = data[at:]
+            return IslandMembers._adopt(_core.codec_decode_island_changed(tail)[3], tail)
+        with self._lock:
+            entry = self._maps.get(island_id)
+        if entry is not None and len(entry[0]) == size and data.endswith(entry[0]):
+            return entry[1]
+        tail = data[at:]
+        m = IslandMembers._adopt(_core.codec_decode_island_changed(tail)[3], tail)
+        with self._lock:
+            self._maps.pop(island_id, None)
+            self._maps[island_id] = (tail, m)
+            while len(self._maps) > self.max_islands:
+                del self._maps[next(iter(self._maps))]
+        return m
+
+    def clear(self) -> None:
+        with self._lock:
+            self._maps.clear()
+
+
+_PEERS_CACHE = _PeersCache()
+
+
 @dataclass(frozen=True)
 class IslandChanged:
+    """``IslandChangedMessage``: where the recipient goes and who is there.
+
+    ``peers``: every member incl. the recipient -> last position, in member
+    order. Any mapping is accepted; the core publishes an :class:`IslandMembers`
+    (encoded once per island) and :meth:`from_bytes` returns one.
+    """
+
     island_id: str
     conn_str: str
     from_island_id: str | None
-    peers: dict[str, Vec3]  # every member incl. the recipient -> last position, member order
+    peers: Mapping[str, Vec3]
 
     def to_bytes(self) -> bytes:
 
-        msg: dict[str, Any] = {"islandId": self.island_id, "connStr": self.conn_str}
-        if self.from_island_id is not None:
-            msg["fromIslandId"] = self.from_island_id
-        msg["peers"] = {a: {"x": p[0], "y": p[1], "z": p[2]} for a, p in self.peers.items()}
-        return _encode(V3 + "IslandChangedMessage", msg)
+        # Header fields, then the peers entries (the field order of every
+        # encoder): the entries are encoded once per member map.
+        head = _core.codec_encode_island_changed(
+            self.island_id, self.conn_str, self.from_island_id, ()
+        )
+        peers = self.peers
+        if isinstance(peers, IslandMembers):
+            return head + peers.to_bytes()
+        return head + _encode_peers(list(peers.items()))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> IslandChanged:
 
-        m = _decode(V3 + "IslandChangedMessage", data)
-        peers = {
-            a: (float(p.get("x", 0.0)), float(p.get("y", 0.0)), float(p.get("z", 0.0)))
-            for a, p in m.get("peers", {}).items()
-        }
-        return cls(m.get("islandId", ""), m.get("connStr", ""), m.get("fromIslandId"), peers)
+        data = bytes(data)
+        try:
+            island_id, conn_str, from_id, at = _core.codec_decode_island_changed_header(data)
+            if at >= 0:  # the peers entries are the tail (always, from any encoder)
+                return cls(island_id, conn_str, from_id, _PEERS_CACHE.members(island_id, data, at))
+        except ValueError:
+            pass  # undecodable: the whole-message decoder raises the canonical error
+        island_id, conn_str, from_id, peers = _core.codec_decode_island_changed(data)
+        return cls(island_id, conn_str, from_id, IslandMembers._adopt(peers, None))
 
 
 @dataclass(frozen=True)
@@ -410,6 +562,7 @@ __all__ = [
     "InProcessBus",
     "IslandChanged",
     "IslandData",
+    "IslandMembers",
     "IslandPeer",
     "IslandStatus",
     "Message",

@@ -13,20 +13,30 @@ Publishing never blocks the caller (the core's tick, the connector's pump):
 payload and appends it to an outbox; one drain task per loop iteration hands the
 outbox to nats-py, whose flusher writes everything queued in one socket write.
 A heartbeat batch thus becomes one NATS message per ``peer.<addr>.heartbeat``,
-all flushed together. **Bound**: the outbox holds at most ``max_outbox_bytes``
-(default 128 MiB: one tick's output must fit; the first tick of 10,000
-new peers publishes about 52 MiB of ``island_changed``) and nats-py's pending
-buffer ``pending_size`` (default 8 MiB);
-while disconnected nats-py keeps publishing into that buffer and refuses beyond
-it. Messages beyond either bound are dropped and counted
+all flushed together (encoded in one call to the compiled codec). The per-peer
+subjects of the hot paths (``peer.<addr>.heartbeat``,
+``engine.peer.<addr>.island_changed``, ``engine.island.<id>.peer_join|peer_left``)
+are mapped by a fast path that checks the token and splices it into the
+scheme's wire form; every other subject, and every subject the fast path does
+not accept, goes through the scheme (see :class:`_Subjects`).
+
+**Bound**: the outbox holds at most ``max_outbox_bytes`` (default 128 MiB: one
+tick's output must fit; the first tick of 10,000 new peers publishes about
+52 MiB of ``island_changed``) and nats-py's pending buffer ``pending_size``
+(default 8 MiB); while disconnected nats-py keeps publishing into that buffer
+and refuses beyond it. Messages beyond either bound are dropped and counted
 (``dcl_nats_dropped_total{reason}``) - heartbeats are periodic and the core
 rebuilds its state from them, so dropping beats blocking the tick.
 
 Receiving: one NATS subscription per wire pattern, shared by every local
 subscription that needs it; each message is decoded once and delivered to the
-local handlers whose internal pattern matches. Heartbeats are re-batched: all
-heartbeats received in one loop iteration are delivered as one
-:class:`~dclcomms.bus.HeartbeatBatch` (``received_ms`` = arrival time).
+local handlers whose internal pattern matches (``island_changed`` messages of
+one island share one decoded :class:`~dclcomms.bus.IslandMembers`, see
+:meth:`IslandChanged.from_bytes <dclcomms.bus.IslandChanged.from_bytes>`).
+Heartbeats are re-batched: all heartbeats received in one loop iteration are
+decoded together (compiled codec, straight into the position array) and
+delivered as one :class:`~dclcomms.bus.HeartbeatBatch` (``received_ms`` =
+arrival time).
 
 Reconnection is nats-py's: every URL is tried (randomized), forever, waiting
 ``reconnect_time_wait`` between rounds (plus jitter); subscriptions are restored
@@ -40,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from dclcomms import _core
 from dclcomms.bus import (
     HEARTBEATS,
     Bus,
@@ -61,16 +73,84 @@ from dclcomms.bus import (
 )
 from dclcomms.errors import BusError, SubjectError
 from dclcomms.metrics import Registry
-from dclcomms.subjects import Scheme, scheme
+from dclcomms.subjects import ADDRESS_RE, ISLAND_RE, Scheme, scheme
 
 log = logging.getLogger("dclcomms.natsbus")
 
 DEFAULT_MAX_OUTBOX_BYTES = 128 * 1024 * 1024
 DEFAULT_PENDING_SIZE = 8 * 1024 * 1024
 
+# Subject families of the hot paths (one message per peer per heartbeat, and per
+# peer that changed island in a tick), with the scheme's check of their token
+# and two sample tokens that pass it.
+_ADDRESSES = ("0x" + "0123456789" * 4, "0x" + "fedcba9876" * 4)
+_ISLANDS = ("I1", "zZ-9_")
+_HOT_FAMILIES: tuple[tuple[str, re.Pattern[str], tuple[str, str]], ...] = (
+    ("peer.{}.heartbeat", ADDRESS_RE, _ADDRESSES),
+    ("engine.peer.{}.island_changed", ADDRESS_RE, _ADDRESSES),
+    ("engine.island.{}.peer_join", ISLAND_RE, _ISLANDS),
+    ("engine.island.{}.peer_left", ISLAND_RE, _ISLANDS),
+)
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+
+class _Subjects:
+    """The scheme's :meth:`~dclcomms.subjects.Scheme.to_wire` / ``from_wire``, faster.
+
+    For each family of :data:`_HOT_FAMILIES` the scheme is asked once, with two
+    sample tokens, for the wire subject and back. When it puts the token
+    verbatim between a fixed prefix and suffix both ways (both schemes do), a
+    subject of that shape whose token passes the scheme's own check
+    (:data:`~dclcomms.subjects.ADDRESS_RE`, :data:`~dclcomms.subjects.ISLAND_RE`)
+    is mapped by splicing (one regular expression for all families, each
+    direction); anything else (other subjects, bad tokens) goes through the
+    scheme, which also raises the errors. Same results as the scheme
+    (tests/test_nats_fast.py).
+    """
+
+    def __init__(self, scheme: Scheme) -> None:
+        self.scheme = scheme
+        # (internal prefix, internal suffix, wire prefix, wire suffix, token pattern)
+        self.families: list[tuple[str, str, str, str, str]] = []
+        for family, check, samples in _HOT_FAMILIES:
+            ip, isuf = family.split("{}")
+            try:
+                wires = [scheme.to_wire(ip + t + isuf) for t in samples]
+                back = [scheme.from_wire(w) for w in wires]
+            except SubjectError:
+                continue
+            forms = {tuple(w.split(t)) for w, t in zip(wires, samples, strict=True)}
+            form = forms.pop()
+            if forms or len(form) != 2 or back != [ip + t + isuf for t in samples]:
+                continue  # not a verbatim splice: always ask the scheme
+            if check.groups:
+                continue  # the token pattern must not number groups of its own
+            self.families.append((ip, isuf, form[0], form[1], check.pattern))
+
+        def alternation(outer: int) -> re.Pattern[str]:
+            # family i's token is group i + 1; "(?!)" (no family) never matches
+            return re.compile(
+                "|".join(
+                    f"{re.escape(f[outer])}({f[4]}){re.escape(f[outer + 1])}" for f in self.families
+                )
+                or "(?!)"
+            )
+
+        self._internal = alternation(0)
+        self._wire = alternation(2)
+
+    def to_wire(self, subject: str) -> str:
+        m = self._internal.fullmatch(subject)
+        if m is None or m.lastindex is None:
+            return self.scheme.to_wire(subject)
+        f = self.families[m.lastindex - 1]
+        return f[2] + m.group(m.lastindex) + f[3]
+
+    def from_wire(self, subject: str) -> str:
+        m = self._wire.fullmatch(subject)
+        if m is None or m.lastindex is None:
+            return self.scheme.from_wire(subject)
+        f = self.families[m.lastindex - 1]
+        return f[0] + m.group(m.lastindex) + f[1]
 
 
 @dataclass(eq=False)
@@ -81,8 +161,9 @@ class _Wire:
     subs: list[Subscription] = field(default_factory=list)
     nats_sub: Any = None
     task: asyncio.Task[None] | None = None
-    # heartbeats received this loop iteration: (internal subject, addr, heartbeat, ms)
-    pending: list[tuple[str, str, Heartbeat, int]] = field(default_factory=list)
+    # heartbeats received this loop iteration, not decoded yet:
+    # (internal subject, wire subject, payload, arrival ms)
+    pending: list[tuple[str, str, bytes, int]] = field(default_factory=list)
 
 
 class NatsBus(Bus):
@@ -101,6 +182,7 @@ class NatsBus(Bus):
         self.max_outbox_bytes = max_outbox_bytes
         self._loop = asyncio.get_running_loop()
         self._outbox: list[tuple[str, bytes]] = []
+        self._subjects = _Subjects(self.scheme)
         self._outbox_bytes = 0
         self._drain_task: asyncio.Task[None] | None = None
         self._wires: dict[str, _Wire] = {}
@@ -204,14 +286,28 @@ class NatsBus(Bus):
             extra={"subject": subject, "code": e.code, "direction": direction},
         )
 
+    def _wire_subject(self, subject: str) -> str | None:
+        """The wire subject of an internal one; None (logged, counted) if refused."""
+        try:
+            return self._subjects.to_wire(subject)
+        except SubjectError as e:
+            self._subject_error(e, subject, "publish")
+            return None
+
+    def _internal_subject(self, wire_subject: str) -> str | None:
+        """The internal subject of a wire one; None (logged, counted) if refused."""
+        try:
+            return self._subjects.from_wire(wire_subject)
+        except SubjectError as e:
+            self._subject_error(e, wire_subject, "receive")
+            return None
+
     def publish(self, subject: str, payload: bytes | Message) -> None:
         if self._closed:
             self.m_dropped.inc(reason="closed")
             return
-        try:
-            wire = self.scheme.to_wire(subject)
-        except SubjectError as e:
-            self._subject_error(e, subject, "publish")
+        wire = self._wire_subject(subject)
+        if wire is None:
             return
         if isinstance(payload, bytes | bytearray):
             data = bytes(payload)
@@ -222,9 +318,23 @@ class NatsBus(Bus):
         self._enqueue(wire, data)
 
     def publish_heartbeats(self, batch: HeartbeatBatch) -> None:
-        """One NATS message per ``peer.<addr>.heartbeat``, all flushed together."""
-        for addr, hb, _ in batch.items():
-            self.publish(f"peer.{addr}.heartbeat", hb)
+        """One NATS message per ``peer.<addr>.heartbeat``, all flushed together.
+
+        The whole batch is encoded in one call (the same bytes as
+        :meth:`Heartbeat.to_bytes <dclcomms.bus.Heartbeat.to_bytes>` of each).
+        """
+        n = len(batch)
+        if n == 0:
+            return
+        if self._closed:
+            self.m_dropped.inc(n, reason="closed")
+            return
+        payloads = _core.codec_encode_heartbeats(batch.positions, list(batch.desired_rooms))
+        wire_subject, enqueue = self._wire_subject, self._enqueue
+        for addr, data in zip(batch.addresses, payloads, strict=True):
+            wire = wire_subject(f"peer.{addr}.heartbeat")
+            if wire is not None:
+                enqueue(wire, data)
 
     def _enqueue(self, wire: str, data: bytes) -> None:
         if self._outbox_bytes + len(data) > self.max_outbox_bytes:
@@ -238,19 +348,25 @@ class NatsBus(Bus):
     async def _drain(self) -> None:
         from nats.errors import ConnectionClosedError, OutboundBufferLimitError
 
+        publish = self.nc.publish
         try:
             while self._outbox:
                 batch, self._outbox, self._outbox_bytes = self._outbox, [], 0
-                for wire, data in batch:
-                    try:
-                        await self.nc.publish(wire, data)
-                        self.published += 1
-                        self.published_bytes += len(data)
-                        self.m_published.inc()
-                    except OutboundBufferLimitError:
-                        self.m_dropped.inc(reason="nats_buffer")
-                    except ConnectionClosedError:
-                        self.m_dropped.inc(reason="closed")
+                sent = sent_bytes = 0
+                try:
+                    for wire, data in batch:
+                        try:
+                            await publish(wire, data)
+                            sent += 1
+                            sent_bytes += len(data)
+                        except OutboundBufferLimitError:
+                            self.m_dropped.inc(reason="nats_buffer")
+                        except ConnectionClosedError:
+                            self.m_dropped.inc(reason="closed")
+                finally:
+                    self.published += sent
+                    self.published_bytes += sent_bytes
+                    self.m_published.inc(sent)
         finally:
             self._drain_task = None
 
@@ -316,47 +432,65 @@ class NatsBus(Bus):
     def _on_msg(self, w: _Wire, wire_subject: str, data: bytes) -> None:
         self.received += 1
         self.m_received.inc()
-        try:
-            subject = self.scheme.from_wire(wire_subject)
-        except SubjectError as e:
-            self._subject_error(e, wire_subject, "receive")
+        subject = self._internal_subject(wire_subject)
+        if subject is None:
+            return
+        if subject.startswith("peer.") and subject.endswith(".heartbeat"):
+            # decoded with the rest of this loop iteration's heartbeats
+            if not w.pending:
+                self._loop.call_soon(self._deliver_heartbeats, w)
+            w.pending.append((subject, wire_subject, data, time.time_ns() // 1_000_000))
             return
         try:
             payload = self.scheme.decode(subject, data)
         except ValueError as e:
-            self.m_dropped.inc(reason="decode")
-            log.warning("undecodable NATS message: %s", e, extra={"subject": wire_subject})
-            return
-        if subject.startswith("peer.") and subject.endswith(".heartbeat"):
-            if payload is None:
-                return  # no position: ignored by every consumer
-            assert isinstance(payload, Heartbeat)
-            if not w.pending:
-                self._loop.call_soon(self._deliver_heartbeats, w)
-            w.pending.append((subject, subject.split(".")[1], payload, _now_ms()))
+            self._undecodable(e, wire_subject)
             return
         for sub in list(w.subs):
             if not sub.batch and subject_matches(sub.pattern, subject):
                 self._call(sub, subject, payload)
 
+    def _undecodable(self, error: object, wire_subject: str) -> None:
+        self.m_dropped.inc(reason="decode")
+        log.warning("undecodable NATS message: %s", error, extra={"subject": wire_subject})
+
     def _deliver_heartbeats(self, w: _Wire) -> None:
         pending, w.pending = w.pending, []
         if not pending:
             return
+        positions, has_position, rooms, errors = _core.codec_decode_heartbeats(
+            [p[2] for p in pending]
+        )
+        for i, message in errors:
+            self._undecodable(message, pending[i][1])
+        if not has_position.all():  # undecodable, or no position: ignored by every consumer
+            keep = np.flatnonzero(has_position).tolist()
+            pending = [pending[i] for i in keep]
+            positions = positions[keep]
+            rooms = [rooms[i] for i in keep]
+            if not pending:
+                return
+        subjects = [p[0] for p in pending]
         for sub in list(w.subs):
             if sub.batch:
-                mine = [p for p in pending if subject_matches(sub.pattern, p[0])]
-                if mine:
-                    batch = HeartbeatBatch(
-                        [p[1] for p in mine],
-                        np.asarray([p[2].position for p in mine], dtype=np.float32).reshape(-1, 3),
-                        [p[2].desired_room for p in mine],
-                        np.asarray([p[3] for p in mine], dtype=np.int64),
-                    )
-                    self._call(sub, HEARTBEATS, batch)
+                if sub.pattern == HEARTBEATS:
+                    mine = None  # all of them
+                else:
+                    mine = [i for i, s in enumerate(subjects) if subject_matches(sub.pattern, s)]
+                    if not mine:
+                        continue
+                sel = pending if mine is None else [pending[i] for i in mine]
+                batch = HeartbeatBatch(
+                    [p[0].split(".")[1] for p in sel],  # peer.<addr>.heartbeat
+                    positions if mine is None else positions[mine],
+                    rooms if mine is None else [rooms[i] for i in mine],
+                    np.fromiter((p[3] for p in sel), dtype=np.int64, count=len(sel)),
+                )
+                self._call(sub, HEARTBEATS, batch)
             else:
-                for subject, _a, hb, _t in pending:
+                for subject, _w, data, _t in pending:
                     if subject_matches(sub.pattern, subject):
+                        hb = Heartbeat.from_bytes(data)  # exactly as decode_payload gives it
                         self._call(sub, subject, hb)
 
     def _call(self, sub: Subscription, subject: str, payload: Any) -> None:

@@ -312,6 +312,40 @@ IslandChanged decode_island_changed_message(std::string_view data) {
   });
 }
 
+IslandChangedHeader decode_island_changed_header(std::string_view data) {
+  return with_type(kIslandChanged, [&] {
+    IslandChangedHeader h;
+    h.peers_offset = data.size();
+    bool in_peers = false;
+    WireReader r(data, data.data());
+    while (!r.at_end()) {
+      const size_t at = r.offset();
+      uint32_t n = 0;
+      uint32_t wt = 0;
+      r.read_tag(n, wt);
+      if (n == 4 && wt == wire::kLen) {
+        if (!in_peers) {
+          in_peers = true;
+          h.peers_offset = at;
+        }
+        static_cast<void>(r.read_length_delimited());  // contents: decoded from the tail
+        continue;
+      }
+      if (in_peers) h.peers_offset = kNoPeersTail;  // keeps reading: the header must be right
+      if (wt == wire::kLen && n == 1) {
+        h.island_id = read_string(r, "islandId");
+      } else if (wt == wire::kLen && n == 2) {
+        h.conn_str = read_string(r, "connStr");
+      } else if (wt == wire::kLen && n == 3) {
+        h.from_island_id.emplace(read_string(r, "fromIslandId"));
+      } else {
+        r.skip(n, wt, 0);
+      }
+    }
+    return h;
+  });
+}
+
 std::string encode_server_challenge_response(std::string_view challenge_to_sign,
                                              bool already_connected) {
   std::string out;

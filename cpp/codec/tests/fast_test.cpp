@@ -404,3 +404,83 @@ TEST(FastPaths, IslandChangedDuplicatePeersInLargeMaps) {
 
 }  // namespace
 }  // namespace dclcomms::codec
+
+namespace dclcomms::codec {
+namespace {
+
+// The header + shared tail split decodes exactly what the whole-message
+// decoder does: both succeed with the same message (header fields from the
+// split, peers from the tail) or both fail.
+TEST(FastPaths, IslandChangedHeaderAndTailMatchWholeMessage) {
+  const uint64_t seed = testing::test_seed();
+  std::mt19937_64 rng(seed);
+  int tails = 0;
+  int whole = 0;
+  for (int i = 0; i < 4000; ++i) {
+    SCOPED_TRACE("seed " + std::to_string(seed) + " iteration " + std::to_string(i));
+    std::string bytes = encode_island_changed_message(random_island(rng));
+    if (i % 2) bytes = mutate(bytes, rng);
+    bool full_ok = true;
+    IslandChanged full;
+    try {
+      full = decode_island_changed_message(bytes);
+    } catch (const Error&) {
+      full_ok = false;
+    }
+    bool split_ok = true;
+    IslandChanged split;
+    try {
+      const IslandChangedHeader h = decode_island_changed_header(bytes);
+      split.island_id = h.island_id;
+      split.conn_str = h.conn_str;
+      split.from_island_id = h.from_island_id;
+      if (h.peers_offset == kNoPeersTail) {
+        ++whole;
+        split.peers = decode_island_changed_message(bytes).peers;
+      } else {
+        ASSERT_LE(h.peers_offset, bytes.size());
+        ++tails;
+        const IslandChanged tail = decode_island_changed_message(bytes.substr(h.peers_offset));
+        EXPECT_TRUE(tail.island_id.empty() && tail.conn_str.empty() && !tail.from_island_id);
+        split.peers = tail.peers;
+      }
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Decode);
+      split_ok = false;
+    }
+    ASSERT_EQ(split_ok, full_ok) << hex(bytes);
+    if (full_ok) {
+      ASSERT_EQ(island_value(split), island_value(full)) << hex(bytes);
+    }
+  }
+  EXPECT_GT(tails, 1000);
+  EXPECT_GT(whole, 10);  // mutations that put a field after the peers
+}
+
+TEST(FastPaths, IslandChangedHeaderOffsets) {
+  IslandChanged ic;
+  ic.island_id = "I1";
+  ic.conn_str = "livekit:x";
+  ic.from_island_id = "I0";
+  const std::string head = encode_island_changed_message(ic);
+  EXPECT_EQ(decode_island_changed_header(head).peers_offset, head.size());  // no peers
+  ic.peers.emplace_back("0xa", Position{1, 2, 3});
+  ic.peers.emplace_back("0xb", Position{});
+  const std::string bytes = encode_island_changed_message(ic);
+  const IslandChangedHeader h = decode_island_changed_header(bytes);
+  EXPECT_EQ(h.island_id, "I1");
+  EXPECT_EQ(h.conn_str, "livekit:x");
+  EXPECT_EQ(h.from_island_id, std::optional<std::string>("I0"));
+  EXPECT_EQ(h.peers_offset, head.size());
+  IslandChanged peers_only;
+  peers_only.peers = ic.peers;
+  EXPECT_EQ(bytes.substr(h.peers_offset), encode_island_changed_message(peers_only));
+  // A header field after the peers: no shareable tail, the last value still wins.
+  const IslandChangedHeader late = decode_island_changed_header(bytes + unhex("0a024932"));
+  EXPECT_EQ(late.peers_offset, kNoPeersTail);
+  EXPECT_EQ(late.island_id, "I2");
+  EXPECT_THROW(decode_island_changed_header(bytes.substr(0, bytes.size() - 1)), Error);
+}
+
+}  // namespace
+}  // namespace dclcomms::codec

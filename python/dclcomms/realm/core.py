@@ -37,6 +37,7 @@ from dclcomms.bus import (
     HeartbeatBatch,
     IslandChanged,
     IslandData,
+    IslandMembers,
     IslandPeer,
     IslandStatus,
     Subscription,
@@ -288,13 +289,16 @@ class ArchipelagoCore:
             self.metrics.switches.inc(switches)
 
         # island_changed first, then left/join.
+        # One IslandMembers per island, shared by all its messages (a NATS bus
+        # encodes its member map once, not once per recipient).
         pos = self.positions
-        members_cache: dict[str, dict[str, Vec3]] = {}
+        members_cache: dict[str, IslandMembers] = {}
 
-        def members(island_id: str) -> dict[str, Vec3]:
+        def members(island_id: str) -> IslandMembers:
             m = members_cache.get(island_id)
             if m is None:
-                m = {p: pos.get(p, (0.0, 0.0, 0.0)) for p in islands[island_id].peers}
+                origin = (0.0, 0.0, 0.0)
+                m = IslandMembers({p: pos.get(p, origin) for p in islands[island_id].peers})
                 members_cache[island_id] = m
             return m
 

@@ -55,6 +55,30 @@ struct IslandChanged {
 std::string encode_island_changed_message(const IslandChanged& msg);
 IslandChanged decode_island_changed_message(std::string_view data);
 
+// An IslandChangedMessage split into its header fields and the tail holding
+// its peers entries. Encoders write the peers map last, so every message sent
+// to the members of one island in a tick carries the same tail byte for byte
+// (only island_id / conn_str / from_island_id differ per recipient): a
+// receiver decodes that tail once and shares the result.
+//
+// The header fields are decoded as decode_island_changed_message does;
+// everything else is only walked (tags and lengths checked, contents not).
+// `peers_offset` is where the first peers entry starts when every field from
+// there to the end is a peers entry (data.size() when there is none); then
+// decode_island_changed_message(data.substr(peers_offset)).peers are the
+// message's peers, and that call validates them. It is kNoPeersTail when some
+// other field follows a peers entry: decode the whole message instead.
+inline constexpr size_t kNoPeersTail = static_cast<size_t>(-1);
+
+struct IslandChangedHeader {
+  std::string island_id;
+  std::string conn_str;
+  std::optional<std::string> from_island_id;
+  size_t peers_offset = 0;
+};
+
+IslandChangedHeader decode_island_changed_header(std::string_view data);
+
 // ServerPacket frames (ws-connector -> client).
 std::string encode_server_challenge_response(std::string_view challenge_to_sign,
                                              bool already_connected);

@@ -15,7 +15,9 @@ interpreter.
 * tick: the core's tick (expire, flush, policy, publishing ``island_changed`` to every
   peer and ``engine.islands``) - publishing is non-blocking, so this is the time the
   core's loop is busy;
-* flush latency: tick start -> the connector bus received every ``island_changed``.
+* flush latency: tick start -> the connector bus received every ``island_changed``;
+* connector relay: handing the last round's received ``island_changed`` to a
+  ``ws.Server`` typed (member list through pybind11) vs wrapped (encoded bytes).
 
 The same rounds run on the in-process bus first, for comparison. Medians over
 ``--repeats`` (fresh peers each round); peak RSS of the process.
@@ -37,8 +39,9 @@ from typing import Any
 
 import numpy as np
 
+from dclcomms import ws
 from dclcomms.archipelago import Engine
-from dclcomms.bus import Bus, HeartbeatBatch, InProcessBus
+from dclcomms.bus import Bus, HeartbeatBatch, InProcessBus, IslandChanged
 from dclcomms.natsbus import NatsBus
 from dclcomms.policy import FixedTransport, RealmPolicy, Transports, WsRoomTransport
 from dclcomms.realm.core import ArchipelagoCore
@@ -87,14 +90,23 @@ def make_core(bus: Bus) -> ArchipelagoCore:
 
 
 async def one_round(
-    pub: Bus, sub: Bus, n: int, round_: int, seed: int, flush: Any
+    pub: Bus,
+    sub: Bus,
+    n: int,
+    round_: int,
+    seed: int,
+    flush: Any,
+    received: list[tuple[str, IslandChanged]] | None = None,
 ) -> dict[str, float]:
     core = make_core(sub)
     got = {"changed": 0}
-    s = pub.subscribe(
-        "engine.peer.*.island_changed",
-        lambda _s, _p: got.__setitem__("changed", got["changed"] + 1),
-    )
+
+    def on_changed(subject: str, msg: IslandChanged) -> None:
+        got["changed"] += 1
+        if received is not None:
+            received.append((subject.split(".")[2], msg))
+
+    s = pub.subscribe("engine.peer.*.island_changed", on_changed)
     await flush()
     b = batch(n, round_, seed)
     t0 = time.perf_counter()
@@ -118,6 +130,27 @@ async def one_round(
     return {"ingest_s": ingest, "tick_s": tick, "flush_latency_s": latency, "tick_mib": tick_mib}
 
 
+def relay(received: list[tuple[str, IslandChanged]], repeats: int) -> dict[str, float]:
+    """Median ms for a connector to hand every received island_changed to its server:
+    typed (member list converted through pybind11, re-encoded in C++) vs wrapped (the
+    encoded message wrapped in a ServerPacket). Nobody is connected, so this is the
+    connector's own cost (the C++ lookup then drops each packet)."""
+    times: dict[str, list[float]] = {"typed_ms": [], "wrapped_ms": []}
+    with ws.Server(ws.ServerConfig(port=0, rooms=False)) as server:
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for a, m in received:
+                server.send_island_changed(
+                    a, m.island_id, m.conn_str, m.from_island_id, list(m.peers.items())
+                )
+            times["typed_ms"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            for a, m in received:
+                server.send_island_changed_message(a, m.to_bytes())
+            times["wrapped_ms"].append(time.perf_counter() - t)
+    return {k: round(statistics.median(v) * 1000, 2) for k, v in times.items()}
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     proc, url = start_nats()
     out: dict[str, Any] = {"bench": "nats", "peers": args.peers, "repeats": args.repeats}
@@ -139,9 +172,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "in_process": (mem, mem, no_flush),
             "nats": (pub, sub, nats_flush),
         }.items():
-            rounds = [
-                await one_round(p, s, args.peers, r, args.seed, f) for r in range(args.repeats)
-            ]
+            received: list[tuple[str, IslandChanged]] = []
+            rounds = []
+            for r in range(args.repeats):
+                received.clear()  # keep the last round's messages for the relay timing
+                rounds.append(await one_round(p, s, args.peers, r, args.seed, f, received))
             med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
             out[name] = {
                 "heartbeats_per_s": round(args.peers / med["ingest_s"]),
@@ -151,6 +186,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             if name == "nats":
                 out[name]["tick_published_mib"] = round(med["tick_mib"], 1)
+                out[name]["connector_relay"] = {
+                    "messages": len(received),
+                    **relay(received, args.repeats),
+                }
         out["nats"]["dropped"] = int(
             sum(
                 v

@@ -18,7 +18,8 @@ import aiohttp
 import numpy as np
 import pytest
 
-from dclcomms import errors
+from dclcomms import codec, errors
+from dclcomms.bus import IslandChanged
 from dclcomms.ws import (
     UNSET,
     Event,
@@ -265,6 +266,9 @@ async def test_kick_from_python_and_sends(rng: random.Random) -> None:
             peers = [(me.lower, (1.0, 2.0, 3.0)), (other.lower, (0.0, 0.0, -4.5))]
             server.send_island_changed(me.lower, "I7", "ws-room:h/rooms/I7", None, peers)
             server.send_island_changed(me.lower, "I8", "livekit:x", "I7", peers[:1])
+            # the same packet from an encoded IslandChangedMessage: wrapped byte for byte
+            encoded = IslandChanged("I8", "livekit:x", "I7", dict(peers[:1])).to_bytes()
+            server.send_island_changed_message(me.lower, encoded)
             server.send_join_island(me.lower, "I8", other.lower)
             server.send_left_island(me.lower, "I8", other.lower)
             server.send_join_island("0x" + "0" * 40, "I8", other.lower)  # not connected: ignored
@@ -280,6 +284,10 @@ async def test_kick_from_python_and_sends(rng: random.Random) -> None:
                     "from_island_id": "I7",
                     "peers": peers[:1],
                 },
+            )
+            wrapped = await recv_bin(ws)
+            assert wrapped == codec.encode_island_changed(
+                "I8", "livekit:x", "I7", peers[:1], server_packet=True
             )
             assert decode_server(await recv_bin(ws)) == (
                 "join_island",

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from dclcomms.archipelago import Engine
-from dclcomms.bus import HeartbeatBatch, InProcessBus
+from dclcomms.bus import HeartbeatBatch, InProcessBus, IslandChanged
 from dclcomms.metrics import Registry
 from dclcomms.policy import RealmPolicy, Transports, WsRoomTransport
 from dclcomms.realm.connector import Connector
@@ -34,6 +34,12 @@ class Recorder:
         peers: list[Any],
     ) -> None:
         self.calls.append(("changed", address, island_id, from_island_id, [p for p, _ in peers]))
+
+    def send_island_changed_message(self, address: str, message: bytes) -> None:
+        m = IslandChanged.from_bytes(message)
+        self.send_island_changed(
+            address, m.island_id, m.conn_str, m.from_island_id, list(m.peers.items())
+        )
 
     def send_join_island(self, address: str, island_id: str, peer_id: str) -> None:
         self.calls.append(("join", address, island_id, peer_id))

@@ -155,6 +155,14 @@ void register_ws(py::module_& m) {
           },
           py::arg("address"), py::arg("island_id"), py::arg("conn_str"), py::arg("from_island_id"),
           py::arg("peers"))
+      .def(
+          "send_island_changed_message",
+          [](Server& s, const std::string& address, const py::bytes& message) {
+            std::string data = message;  // copied under the GIL
+            py::gil_scoped_release release;
+            s.send_island_changed_message(address, std::move(data));
+          },
+          py::arg("address"), py::arg("message"))
       .def("send_join_island", &Server::send_join_island, py::arg("address"), py::arg("island_id"),
            py::arg("peer_id"), py::call_guard<py::gil_scoped_release>())
       .def("send_left_island", &Server::send_left_island, py::arg("address"), py::arg("island_id"),

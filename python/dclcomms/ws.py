@@ -251,6 +251,14 @@ class Server:
         """``ServerPacket{island_changed}`` to the connector session of address."""
         self._core.send_island_changed(address, island_id, conn_str, from_island_id, list(peers))
 
+    def send_island_changed_message(self, address: str, message: bytes) -> None:
+        """``ServerPacket{island_changed}`` around an encoded ``IslandChangedMessage``.
+
+        The bytes are wrapped, not re-encoded or checked: pass what dclcomms encoded, or
+        decoded successfully (as the bus does for every message it delivers).
+        """
+        self._core.send_island_changed_message(address, message)
+
     def send_join_island(self, address: str, island_id: str, peer_id: str) -> None:
         self._core.send_join_island(address, island_id, peer_id)
 

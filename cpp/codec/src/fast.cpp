@@ -373,6 +373,15 @@ std::string encode_server_island_changed(const IslandChanged& msg) {
   return out;
 }
 
+std::string wrap_server_island_changed(std::string_view message) {
+  std::string out(wire::len_field_size(3, message.size()) - message.size(), '\0');
+  char* p = wire::put_tag(out.data(), 3, wire::kLen);
+  p = wire::put_varint(p, message.size());
+  out.resize(static_cast<size_t>(p - out.data()));
+  out.append(message);
+  return out;
+}
+
 std::string encode_server_join_island(std::string_view island_id, std::string_view peer_id) {
   std::string out;
   NestedWriter w(out, 5);

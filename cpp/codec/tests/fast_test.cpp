@@ -159,6 +159,8 @@ TEST(FastPaths, EncodersMatchGenericEncoder) {
     ASSERT_EQ(hex(encode_island_changed_message(ic)), hex(encode(kIsland, island_value(ic))));
     ASSERT_EQ(hex(encode_server_island_changed(ic)),
               hex(encode(kServer, wrap("islandChanged", island_value(ic)))));
+    ASSERT_EQ(hex(wrap_server_island_changed(encode_island_changed_message(ic))),
+              hex(encode_server_island_changed(ic)));
     const std::string a = random_text(rng);
     const std::string b = random_text(rng);
     const bool flag = rng() % 2 == 0;
@@ -224,6 +226,8 @@ TEST(FastPaths, LargeIslandChangedUsesMultiByteLengths) {
   for (int i = 0; i < 100; ++i) ic.peers.emplace_back("0x" + std::to_string(i), Position{1, 2, 3});
   EXPECT_EQ(hex(encode_server_island_changed(ic)),
             hex(encode(kServer, wrap("islandChanged", island_value(ic)))));
+  EXPECT_EQ(hex(wrap_server_island_changed(encode_island_changed_message(ic))),
+            hex(encode_server_island_changed(ic)));
   EXPECT_EQ(island_value(decode_island_changed_message(encode_island_changed_message(ic))),
             island_value(ic));
 }

@@ -1174,6 +1174,9 @@ void Server::respond(uint64_t request_id, int status,
 void Server::send_island_changed(const std::string& address, const codec::IslandChanged& msg) {
   impl_->send_connector(address, codec::encode_server_island_changed(msg));
 }
+void Server::send_island_changed_message(const std::string& address, std::string message) {
+  impl_->send_connector(address, codec::wrap_server_island_changed(message));
+}
 void Server::send_join_island(const std::string& address, const std::string& island_id,
                               const std::string& peer_id) {
   impl_->send_connector(address, codec::encode_server_join_island(island_id, peer_id));

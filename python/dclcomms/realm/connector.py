@@ -21,6 +21,7 @@ The handshake, duplicate kicks, limits and close codes live in C++
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -117,9 +118,10 @@ class Connector:
         self.island_of[addr] = msg.island_id
         self.members.setdefault(msg.island_id, set()).add(addr)
         self._fresh[addr] = msg.island_id
-        self.server.send_island_changed(
-            addr, msg.island_id, msg.conn_str, from_island, list(msg.peers.items())
-        )
+        if from_island != msg.from_island_id:
+            msg = dataclasses.replace(msg, from_island_id=from_island)
+        # the member entries stay encoded (shared per island): wrapped, not re-encoded
+        self.server.send_island_changed_message(addr, msg.to_bytes())
         self.m_sent.inc(kind="island_changed")
 
     def _on_tick_end(self, _subject: str, _msg: object) -> None:

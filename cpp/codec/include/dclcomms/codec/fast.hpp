@@ -84,6 +84,9 @@ std::string encode_server_challenge_response(std::string_view challenge_to_sign,
                                              bool already_connected);
 std::string encode_server_welcome(std::string_view peer_id);
 std::string encode_server_island_changed(const IslandChanged& msg);
+// ServerPacket{island_changed} around an already-encoded IslandChangedMessage
+// (the bytes are not inspected: callers pass what they encoded or decoded).
+std::string wrap_server_island_changed(std::string_view island_changed_message);
 std::string encode_server_join_island(std::string_view island_id, std::string_view peer_id);
 std::string encode_server_left_island(std::string_view island_id, std::string_view peer_id);
 std::string encode_server_kicked();  // always {kicked{KR_NEW_SESSION}} = 32 00

@@ -138,6 +138,9 @@ class Server {
   // when not connected. Never dropped: a receiver above
   // connector_max_queued_bytes is closed 4008 instead.
   void send_island_changed(const std::string& address, const codec::IslandChanged& msg);
+  // The same from an encoded IslandChangedMessage (e.g. received over NATS and
+  // already validated by decoding): wrapped, not re-encoded.
+  void send_island_changed_message(const std::string& address, std::string message);
   void send_join_island(const std::string& address, const std::string& island_id,
                         const std::string& peer_id);
   void send_left_island(const std::string& address, const std::string& island_id,

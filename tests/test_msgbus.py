@@ -192,6 +192,7 @@ def test_island_system_events_and_island_change() -> None:
         ("[" * 30000, "bad_frame"),  # nesting deep enough to exhaust a naive parser's stack
         ({"type": "subscribe"}, "bad_frame"),
         ({"type": "dance", "topic": "news"}, "bad_frame"),
+        ({"type": "x" * 1000, "topic": 7}, "bad_frame"),
         ({"type": "subscribe", "kind": "all", "topic": "news"}, "bad_frame"),
         ({"type": "subscribe", "topic": ">"}, "bad_topic"),
         ({"type": "subscribe", "topic": "a.*"}, "bad_topic"),
@@ -228,6 +229,13 @@ def test_bad_frames_answer_an_error_and_the_session_goes_on(frame: Any, code: st
             async with aiohttp.ClientSession() as s, s.get(f"{r.url}/metrics") as resp:
                 assert f'dcl_bus_errors_total{{code="{code}"}} 1' in await resp.text()
             assert r.msgbus is not None and r.msgbus.m_errors.get(code=code) == 1
+            # frame types are a bounded label: anything unknown counts as "?"
+            assert set(dict(k)["type"] for k in r.msgbus.m_frames.values) <= {
+                "publish",
+                "subscribe",
+                "unsubscribe",
+                "?",
+            }
             for p in (a, b):
                 await p.close()
 

@@ -164,7 +164,8 @@ class MessageBusGateway:
                 raise MessageBusError("frame is not JSON", code="bad_frame") from None
             if not isinstance(frame, dict):
                 raise MessageBusError("frame is not a JSON object", code="bad_frame")
-            kind = str(frame.get("type"))
+            t = frame.get("type")
+            kind = t if t in ("publish", "subscribe", "unsubscribe") else "?"  # bounded label
             raw_topic = frame.get("topic")
             if not isinstance(raw_topic, str):
                 raise MessageBusError("topic must be a string", code="bad_frame")
@@ -184,7 +185,6 @@ class MessageBusGateway:
                 else:
                     self._unsubscribe(s, sub_kind, topic)
             else:
-                kind = "?"
                 raise MessageBusError(
                     "type must be subscribe, unsubscribe or publish", code="bad_frame"
                 )

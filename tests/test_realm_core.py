@@ -209,3 +209,62 @@ def test_policy_failure_falls_back_and_is_counted() -> None:
     core.tick()
     assert got[0].conn_str == f"ws-room:ws://h:1/rooms/{got[0].island_id}"
     assert core.metrics.policy_errors.get() == 1
+
+
+class Refusing(Transport):
+    """Admits everyone except the peers in ``refused``."""
+
+    name = "picky"
+
+    def __init__(self, refused: set[str]) -> None:
+        self.refused = refused
+        self.asked: list[str] = []
+
+    def issue(self, island_id: str, peer_ids: Sequence[str]) -> dict[str, str]:
+        self.asked.extend(peer_ids)
+        return {p: f"picky:{island_id}:{p}" for p in peer_ids if p not in self.refused}
+
+
+def test_rejected_peer_is_evicted_and_backed_off_for_30_s() -> None:
+    """archipelago.md 2.6 rule 4: a peer the transport rejects gets a leave and is not
+    re-admitted for 30 s; its heartbeats meanwhile are ignored (counted)."""
+    bus = InProcessBus()
+    clock = Clock()
+    picky = Refusing({addr(2)})
+
+    class Only(RealmPolicy):
+        def transport_for(self, island: IslandView) -> Transport:
+            return picky
+
+    core = ArchipelagoCore(
+        Engine(), bus, Only(Transports(ws_room=WsRoomTransport("ws://x", None))), clock_ms=clock
+    )
+    log: list[tuple[str, Any]] = []
+    bus.subscribe("engine.>", lambda s, p: log.append((s, p)))
+    beat(bus, {1: (0.0, 0.0), 2: (10.0, 0.0)})
+    core.tick()
+    changed = [s for s, _ in log if s.endswith("island_changed")]
+    assert changed == [f"engine.peer.{addr(1)}.island_changed"]  # 2 got no string
+    assert core.metrics.rejected.get() == 1
+    assert core.engine.island_of(addr(2)) is None  # evicted at the end of the tick
+    log.clear()
+    clock.t += 1_000
+    beat(bus, {1: (0.0, 0.0), 2: (10.0, 0.0)})  # 2 keeps heartbeating: ignored
+    core.tick()
+    (island,) = {p.island_id for s, p in log if s.endswith("peer_left")}
+    assert [p.peer_id for s, p in log if s.endswith("peer_left")] == [addr(2)]
+    assert core.engine.peer_count == 1 and core.metrics.backoff_dropped.get() == 1
+    assert picky.asked == [addr(1), addr(2)]  # not asked again during the back-off
+    # 30 s after the rejection it is admitted again (and the transport asked again)
+    clock.t += 29_000
+    beat(bus, {2: (10.0, 0.0)})
+    core.tick()
+    assert picky.asked[-1] == addr(2) and core.metrics.rejected.get() == 2
+    picky.refused.clear()  # the transport changed its mind: after the next back-off, 2 is in
+    clock.t += 30_000
+    log.clear()
+    beat(bus, {2: (10.0, 0.0)})
+    core.tick()
+    got = [p for s, p in log if s == f"engine.peer.{addr(2)}.island_changed"]
+    assert len(got) == 1 and got[0].island_id == island and got[0].conn_str.startswith("picky:")
+    core.close()

@@ -105,7 +105,11 @@ class CoreMetrics:
         )
         self.rejected = r.counter(
             "dcl_archipelago_transport_rejections_total",
-            "peers a transport refused (no island_changed sent)",
+            "peers a transport refused (no island_changed sent; evicted, then backed off)",
+        )
+        self.backoff_dropped = r.counter(
+            "dcl_archipelago_backoff_heartbeats_total",
+            "heartbeats ignored because their peer is in its re-admission back-off",
         )
         self.policy_errors = r.counter(
             "dcl_archipelago_policy_errors_total",
@@ -128,6 +132,7 @@ class ArchipelagoCore:
         commit_hash: str = "",
         registry: Registry | None = None,
         clock_ms: Callable[[], int] = wall_ms,
+        reject_backoff_ms: int = 30_000,
     ) -> None:
         self.engine = engine
         self.bus = bus
@@ -136,8 +141,19 @@ class ArchipelagoCore:
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
         self.discovery_interval_ms = discovery_interval_ms
         self.commit_hash = commit_hash
-        self.metrics = CoreMetrics(registry or Registry())
+        registry = registry or Registry()
+        self.metrics = CoreMetrics(registry)
         self._clock = clock_ms
+        # archipelago.md 2.6 rule 4: a peer its island's transport rejected is evicted
+        # (its island hears peer_left) and not re-admitted before this deadline.
+        self.reject_backoff_ms = reject_backoff_ms
+        self._rejected_until: dict[str, int] = {}
+        self._tick_rejected: list[str] = []
+        registry.gauge(
+            "dcl_archipelago_backoff_peers",
+            "peers a transport rejected, waiting out their re-admission back-off",
+            fn=lambda: len(self._rejected_until),
+        )
         self.positions: dict[str, Vec3] = {}
         self.island_transport: dict[str, Transport] = {}
         self.last_tick_ms: int | None = None
@@ -163,6 +179,11 @@ class ArchipelagoCore:
         n = len(batch)
         if n == 0:
             return
+        if self._rejected_until:
+            batch = self._without_backed_off(batch)
+            n = len(batch)
+            if n == 0:
+                return
         unset = UNSET
         preferred = [unset if d is None else (d or None) for d in batch.desired_rooms]
         if all(p is unset for p in preferred):
@@ -175,6 +196,25 @@ class ArchipelagoCore:
         for addr, p in zip(batch.addresses, batch.positions.tolist(), strict=True):
             pos[addr] = (p[0], p[1], p[2])
         self.metrics.heartbeats.inc(n)
+
+    def _without_backed_off(self, batch: HeartbeatBatch) -> HeartbeatBatch:
+        """``batch`` minus the heartbeats of peers still in their back-off."""
+        now = self._clock()
+        blocked = self._rejected_until
+        for a in [a for a, until in blocked.items() if until <= now]:
+            del blocked[a]
+        if not blocked:
+            return batch
+        keep = [i for i, a in enumerate(batch.addresses) if a not in blocked]
+        if len(keep) == len(batch):
+            return batch
+        self.metrics.backoff_dropped.inc(len(batch) - len(keep))
+        return HeartbeatBatch(
+            [batch.addresses[i] for i in keep],
+            batch.positions[keep],
+            [batch.desired_rooms[i] for i in keep],
+            batch.received_ms[keep],
+        )
 
     def _on_disconnect(self, subject: str, _payload: object) -> None:
         addr = subject.split(".")[1]
@@ -212,6 +252,7 @@ class ArchipelagoCore:
         self.metrics.issued.inc(len(out), transport=transport.name)
         if len(out) < len(peers):
             self.metrics.rejected.inc(len(peers) - len(out))
+            self._tick_rejected.extend(p for p in peers if p not in out)
         return out
 
     def tick(self) -> TickReport:
@@ -346,6 +387,13 @@ class ArchipelagoCore:
             or now - self._last_discovery_ms >= self.discovery_interval_ms
         ):
             self.publish_discovery(now)
+
+        if self._tick_rejected:  # evicted now: the next flush tells their islands (left)
+            until = now + self.reject_backoff_ms
+            for p in self._tick_rejected:
+                engine.disconnect(p)
+                self._rejected_until[p] = until
+            self._tick_rejected.clear()
 
         m = self.metrics
         m.ticks.inc()

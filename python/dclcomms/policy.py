@@ -54,7 +54,11 @@ class Transport(ABC):
 
     @abstractmethod
     def issue(self, island_id: str, peer_ids: Sequence[str]) -> dict[str, str]:
-        """One connection string per admitted peer; an omitted peer is rejected."""
+        """One connection string per admitted peer.
+
+        An omitted peer is rejected: the core evicts it from the island (which hears
+        ``peer_left``) and does not re-admit it for 30 s (archipelago.md 2.6 rule 4).
+        """
 
 
 def _ws_scheme(url: str) -> str:

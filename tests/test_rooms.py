@@ -18,6 +18,7 @@ import aiohttp
 import jwt
 import pytest
 
+from dclcomms import errors
 from dclcomms.ws import Server, ServerConfig
 from tests.test_ws_wire import (
     Identity,
@@ -502,6 +503,54 @@ async def test_slow_receiver_drops_unreliable_then_closes_4008(rng: random.Rando
             assert leaves == [wslow["alias"]] and wsend["alias"] != wslow["alias"]
             await sender.send_bytes(ws_update(b"after"))
             assert decode_ws(await recv_bin(fast))[1]["body"] == b"after"
+
+
+@run_async
+async def test_sender_token_bucket_drops_unreliable_then_closes_4009(rng: random.Random) -> None:
+    """transports.md 1.2: over the sender's bucket, unreliable updates are dropped
+    (counted) and the first reliable one closes the sender 4009; others go on."""
+    with serving(rooms_sender_max_msgs_per_s=5) as server:
+        async with aiohttp.ClientSession() as s:
+            a, _ = await room_handshake(s, server.port, "tb", Identity.random(rng))
+            b, wb = await room_handshake(s, server.port, "tb", Identity.random(rng))
+            await recv_bin(a)  # peer_join
+            for i in range(8):  # a burst of 8 unreliable updates against a burst of 5
+                await b.send_bytes(ws_update(bytes([i]), unreliable=True))
+            got = [decode_ws(await recv_bin(a))[1]["body"] for _ in range(5)]
+            assert got == [bytes([i]) for i in range(5)]
+            stats = await asyncio.to_thread(server.stats)
+            deadline = time.monotonic() + 5
+            while stats["rooms"]["rate_dropped"] < 3:
+                assert time.monotonic() < deadline, stats["rooms"]
+                await asyncio.sleep(0.02)
+                stats = await asyncio.to_thread(server.stats)
+            assert stats["rooms"]["rate_dropped"] == 3
+            await b.send_bytes(ws_update(b"reliable"))  # the bucket is still empty
+            msg = await b.receive(timeout=5)
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), msg
+            assert b.close_code == 4009 and "rate limit" in str(msg.extra)
+            kind, leave = decode_ws(await recv_bin(a))
+            assert kind == "peer_leave" and leave["alias"] == wb["alias"]
+            assert server.stats()["rooms"]["closed_rate"] == 1
+            await a.close()
+            await still_serving(s, server.port, rng)  # a fresh pair within its own bucket
+
+
+@run_async
+async def test_sender_token_bucket_bytes_and_config_validation(rng: random.Random) -> None:
+    with serving(rooms_sender_max_bytes_per_s=1000) as server:
+        async with aiohttp.ClientSession() as s:
+            a, _ = await room_handshake(s, server.port, "tbb", Identity.random(rng))
+            b, _ = await room_handshake(s, server.port, "tbb", Identity.random(rng))
+            await recv_bin(a)
+            await b.send_bytes(ws_update(b"x" * 900))
+            assert decode_ws(await recv_bin(a))[1]["body"] == b"x" * 900
+            await b.send_bytes(ws_update(b"y" * 200))  # 100 bytes left: over
+            msg = await b.receive(timeout=5)
+            assert b.close_code == 4009, msg
+            await a.close()
+    with pytest.raises(errors.ConfigError):
+        Server(ServerConfig(rooms_sender_max_msgs_per_s=-1))
 
 
 @run_async

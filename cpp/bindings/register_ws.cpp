@@ -68,7 +68,8 @@ void register_ws(py::module_& m) {
                        size_t rooms_soft_limit_bytes, size_t rooms_hard_limit_bytes,
                        std::optional<std::string> ws_room_secret, bool ws_room_require_token,
                        int64_t http_timeout_ms, size_t max_pending_frames, int64_t idle_timeout_ms,
-                       bool bus, int bus_max_frames_per_s, size_t bus_max_frame_bytes) {
+                       bool bus, int bus_max_frames_per_s, size_t bus_max_frame_bytes,
+                       int rooms_sender_max_msgs_per_s, size_t rooms_sender_max_bytes_per_s) {
              if (port < 0 || port > 65535) {
                throw Error(ErrorKind::Config, "invalid_parameter", "port must be in 0..65535");
              }
@@ -95,6 +96,8 @@ void register_ws(py::module_& m) {
              c.bus = bus;
              c.bus_max_frames_per_s = bus_max_frames_per_s;
              c.bus_max_frame_bytes = bus_max_frame_bytes;
+             c.rooms_sender_max_msgs_per_s = rooms_sender_max_msgs_per_s;
+             c.rooms_sender_max_bytes_per_s = rooms_sender_max_bytes_per_s;
              return std::make_unique<Server>(std::move(c));
            }),
            py::kw_only(), py::arg("host"), py::arg("port"), py::arg("io_threads"),
@@ -105,7 +108,8 @@ void register_ws(py::module_& m) {
            py::arg("rooms_soft_limit_bytes"), py::arg("rooms_hard_limit_bytes"),
            py::arg("ws_room_secret"), py::arg("ws_room_require_token"), py::arg("http_timeout_ms"),
            py::arg("max_pending_frames"), py::arg("idle_timeout_ms"), py::arg("bus"),
-           py::arg("bus_max_frames_per_s"), py::arg("bus_max_frame_bytes"))
+           py::arg("bus_max_frames_per_s"), py::arg("bus_max_frame_bytes"),
+           py::arg("rooms_sender_max_msgs_per_s"), py::arg("rooms_sender_max_bytes_per_s"))
       // start/stop touch no Python object; stop joins threads that never take
       // the GIL, so releasing it cannot deadlock.
       .def("start", &Server::start, py::call_guard<py::gil_scoped_release>())

@@ -339,6 +339,23 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1024,
     ),
     Setting(
+        "ws_room_sender_max_msgs_per_s",
+        int,
+        0,
+        "WS_ROOM_SENDER_MAX_MSGS_PER_S",
+        "rooms: sender token bucket, messages/s (0 = off); over it unreliable updates are "
+        "dropped, a reliable one closes the sender 4009",
+        minimum=0,
+    ),
+    Setting(
+        "ws_room_sender_max_bytes_per_s",
+        int,
+        0,
+        "WS_ROOM_SENDER_MAX_BYTES_PER_S",
+        "rooms: sender token bucket, bytes/s (0 = off); same rule",
+        minimum=0,
+    ),
+    Setting(
         "fixed_adapter",
         str,
         "",
@@ -479,6 +496,8 @@ class RealmConfig:
     ws_room_handshake_timeout_ms: int = 10000
     ws_room_soft_limit_bytes: int = 64 * 1024
     ws_room_hard_limit_bytes: int = 1 << 20
+    ws_room_sender_max_msgs_per_s: int = 0
+    ws_room_sender_max_bytes_per_s: int = 0
     fixed_adapter: str = ""
     policy: str = ""
     transport_node_interval: float = 10.0

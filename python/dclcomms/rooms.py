@@ -190,7 +190,19 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument(
         "--announce-interval", type=float, default=10.0, help="seconds between announcements"
     )
+    p.add_argument(
+        "--sender-max-msgs-per-s",
+        type=int,
+        default=0,
+        help="sender token bucket, messages/s (0 = off): over it unreliable updates are "
+        "dropped and a reliable one closes the sender 4009",
+    )
+    p.add_argument(
+        "--sender-max-bytes-per-s", type=int, default=0, help="sender token bucket, bytes/s"
+    )
     ns = p.parse_args(list(argv))
+    if ns.sender_max_msgs_per_s < 0 or ns.sender_max_bytes_per_s < 0:
+        p.error("--sender-max-msgs-per-s and --sender-max-bytes-per-s must be >= 0")
     if ns.require_token and not ns.secret:
         p.error("--require-token needs --secret or WS_ROOM_SERVICE_SECRET")
     announce = None
@@ -215,6 +227,8 @@ def main(argv: Sequence[str]) -> int:
         rooms_handshake_timeout_ms=ns.handshake_timeout_ms,
         ws_room_secret=ns.secret,
         ws_room_require_token=ns.require_token,
+        rooms_sender_max_msgs_per_s=ns.sender_max_msgs_per_s,
+        rooms_sender_max_bytes_per_s=ns.sender_max_bytes_per_s,
         version=dclcomms.__version__,
         commit_hash=ns.commit_hash,
     )

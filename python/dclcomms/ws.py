@@ -97,6 +97,10 @@ class ServerConfig:
     bus: bool = False
     bus_max_frames_per_s: int = 50  # more text frames within any 1 s => 4009
     bus_max_frame_bytes: int = 32768  # larger inbound frame => close 1009
+    # rooms: optional sender token bucket (0 = off); over it unreliable updates are
+    # dropped (counted), a reliable one closes the sender 4009
+    rooms_sender_max_msgs_per_s: int = 0
+    rooms_sender_max_bytes_per_s: int = 0
 
 
 @dataclass(frozen=True)
@@ -212,6 +216,8 @@ class Server:
             bus=c.bus,
             bus_max_frames_per_s=c.bus_max_frames_per_s,
             bus_max_frame_bytes=c.bus_max_frame_bytes,
+            rooms_sender_max_msgs_per_s=c.rooms_sender_max_msgs_per_s,
+            rooms_sender_max_bytes_per_s=c.rooms_sender_max_bytes_per_s,
         )
 
     def start(self) -> int:

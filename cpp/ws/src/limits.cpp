@@ -104,6 +104,24 @@ bool RateWindow::accept(int64_t now_ms, int max_per_s) noexcept {
   return true;
 }
 
+bool TokenBucket::take(int64_t now_ms, double msgs_per_s, double bytes_per_s, size_t n) noexcept {
+  if (last_ms_ == INT64_MIN) {
+    msgs_ = msgs_per_s;
+    bytes_ = bytes_per_s;
+  } else if (now_ms > last_ms_) {
+    const double dt = static_cast<double>(now_ms - last_ms_) / 1000.0;
+    msgs_ = std::min(msgs_per_s, msgs_ + dt * msgs_per_s);
+    bytes_ = std::min(bytes_per_s, bytes_ + dt * bytes_per_s);
+  }
+  if (now_ms > last_ms_) last_ms_ = now_ms;
+  const bool msgs_ok = msgs_per_s <= 0 || msgs_ >= 1.0;
+  const bool bytes_ok = bytes_per_s <= 0 || bytes_ >= static_cast<double>(n);
+  if (!msgs_ok || !bytes_ok) return false;
+  if (msgs_per_s > 0) msgs_ -= 1.0;
+  if (bytes_per_s > 0) bytes_ -= static_cast<double>(n);
+  return true;
+}
+
 bool SlidingRateWindow::accept(int64_t now_ms, int max_per_s) {
   if (size_ > 0 && now_ms < ring_[(head_ + size_ - 1) % ring_.size()]) size_ = 0;
   while (size_ > 0 && now_ms - ring_[head_] >= 1000) {

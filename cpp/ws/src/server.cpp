@@ -96,6 +96,7 @@ struct Session {
   uint32_t alias = 0;
   std::optional<std::string> token_sub;
   bool in_room = false;
+  TokenBucket sent;  // sender token bucket (rooms_sender_max_*)
   // connector and bus
   bool registered = false;  // the entry of its kind's registry
   RateWindow heartbeats;    // connector
@@ -146,6 +147,8 @@ using SessionPtr = std::shared_ptr<Session>;
   X(updates_received)             \
   X(updates_delivered)            \
   X(unreliable_dropped)           \
+  X(rate_dropped)                 \
+  X(closed_rate)                  \
   X(messages_ignored)
 
 #define DCLCOMMS_BUS_COUNTERS(X) \
@@ -199,7 +202,7 @@ class Server::Impl {
         cfg_.rooms_soft_limit_bytes > cfg_.rooms_hard_limit_bytes ||
         cfg_.connector_handshake_timeout_ms < 1 || cfg_.rooms_handshake_timeout_ms < 1 ||
         cfg_.http_timeout_ms < 1 || cfg_.idle_timeout_ms < 0 || cfg_.bus_max_frames_per_s < 1 ||
-        cfg_.bus_max_frame_bytes < 1) {
+        cfg_.bus_max_frame_bytes < 1 || cfg_.rooms_sender_max_msgs_per_s < 0) {
       throw Error(ErrorKind::Config, "invalid_parameter", "invalid WebSocket server configuration");
     }
     efd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -1071,6 +1074,18 @@ class Server::Impl {
       case Stage::Completed:
         if (p.kind == K::PeerUpdate) {
           ++rc_.updates_received;
+          if ((cfg_.rooms_sender_max_msgs_per_s > 0 || cfg_.rooms_sender_max_bytes_per_s > 0) &&
+              !s->sent.take(unix_ms(), cfg_.rooms_sender_max_msgs_per_s,
+                            static_cast<double>(cfg_.rooms_sender_max_bytes_per_s),
+                            p.body.size())) {
+            if (p.unreliable) {
+              ++rc_.rate_dropped;
+            } else {
+              ++rc_.closed_rate;
+              close_session(s, 4009, "rate limit: sender over its token bucket");
+            }
+            return;
+          }
           // One encoding per update, shared by every receiver.
           broadcast(s->room, s.get(),
                     make_frame(codec::encode_ws_peer_update(s->alias, p.body, p.unreliable)),

@@ -76,6 +76,37 @@ TEST(Limits, RateWindow) {
   EXPECT_TRUE(back.accept(4000, 1));  // clock went back: restart the window
 }
 
+TEST(Limits, TokenBucket) {
+  TokenBucket b;
+  // full at the first event: a burst of 3 messages, then empty
+  EXPECT_TRUE(b.take(1000, 3, 0, 10));
+  EXPECT_TRUE(b.take(1000, 3, 0, 10));
+  EXPECT_TRUE(b.take(1000, 3, 0, 10));
+  EXPECT_FALSE(b.take(1000, 3, 0, 10));
+  EXPECT_FALSE(b.take(1300, 3, 0, 10));  // 0.9 of a message refilled
+  EXPECT_TRUE(b.take(1334, 3, 0, 10));   // 1.002
+  EXPECT_TRUE(b.take(5000, 3, 0, 10));   // refill caps at the burst (3)
+  EXPECT_TRUE(b.take(5000, 3, 0, 10));
+  EXPECT_TRUE(b.take(5000, 3, 0, 10));
+  EXPECT_FALSE(b.take(5000, 3, 0, 10));
+  EXPECT_FALSE(b.take(4000, 3, 0, 10));  // the clock went back: nothing refilled
+  // bytes: a refused take spends nothing
+  TokenBucket c;
+  EXPECT_TRUE(c.take(0, 0, 100, 60));
+  EXPECT_FALSE(c.take(0, 0, 100, 60));  // 40 left
+  EXPECT_TRUE(c.take(0, 0, 100, 40));
+  EXPECT_FALSE(c.take(100, 0, 100, 11));  // 10 refilled
+  EXPECT_TRUE(c.take(100, 0, 100, 10));
+  EXPECT_FALSE(c.take(100000, 0, 100, 101));  // never: larger than the burst
+  // both limits: either one refuses
+  TokenBucket d;
+  EXPECT_TRUE(d.take(0, 1, 1000, 10));
+  EXPECT_FALSE(d.take(0, 1, 1000, 10));  // out of messages, bytes to spare
+  TokenBucket e;
+  EXPECT_FALSE(e.take(0, 100, 10, 11));  // out of bytes, messages to spare
+  EXPECT_TRUE(e.take(0, 100, 10, 10));
+}
+
 TEST(Limits, SlidingRateWindow) {
   SlidingRateWindow w;
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(w.accept(1000 + 400 * i, 3));  // 1000 1400 1800

@@ -62,6 +62,8 @@ def _server_config(config: RealmConfig, ws_room_secret: str) -> Any:
         rooms_max_users=config.ws_room_max_users,
         rooms_soft_limit_bytes=config.ws_room_soft_limit_bytes,
         rooms_hard_limit_bytes=config.ws_room_hard_limit_bytes,
+        rooms_sender_max_msgs_per_s=config.ws_room_sender_max_msgs_per_s,
+        rooms_sender_max_bytes_per_s=config.ws_room_sender_max_bytes_per_s,
         ws_room_secret=ws_room_secret,
         ws_room_require_token=config.ws_room_require_token,
         bus=config.bus,

@@ -68,6 +68,21 @@ class SlidingRateWindow {
   size_t size_ = 0;
 };
 
+// Sender token bucket (transports.md 1.2): refills msgs_per_s messages and
+// bytes_per_s bytes per second, holding at most one second's worth (the
+// burst; full at the first event). take() spends one message and n bytes, or
+// nothing when either does not fit. A rate <= 0 leaves that dimension
+// unlimited. A clock going back refills nothing.
+class TokenBucket {
+ public:
+  bool take(int64_t now_ms, double msgs_per_s, double bytes_per_s, size_t n) noexcept;
+
+ private:
+  int64_t last_ms_ = INT64_MIN;
+  double msgs_ = 0;
+  double bytes_ = 0;
+};
+
 // Process-global RFC-5 alias counter: 1, 2, 3, ... never reused.
 uint32_t next_alias() noexcept;
 

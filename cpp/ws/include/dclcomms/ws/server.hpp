@@ -44,6 +44,10 @@ struct Config {
   size_t rooms_max_users = 100;
   size_t rooms_soft_limit_bytes = 64 * 1024;  // above: unreliable updates dropped
   size_t rooms_hard_limit_bytes = 1 << 20;    // above: receiver closed 4008
+  // Optional sender token bucket (0 = off): over it, unreliable updates are
+  // dropped (counted) and a reliable one closes the sender 4009.
+  int rooms_sender_max_msgs_per_s = 0;
+  size_t rooms_sender_max_bytes_per_s = 0;
   std::optional<std::string> ws_room_secret;  // HS256 key of ?access_token=
   bool ws_room_require_token = false;
   // bus (/bus): the connector handshake (connector_handshake_timeout_ms, the

@@ -13,6 +13,7 @@ import sys
 import time
 
 import aiohttp
+import pytest
 
 from dclcomms.rooms import serve
 from dclcomms.ws import ServerConfig
@@ -110,3 +111,13 @@ async def test_cli_process_stops_cleanly_on_sigterm() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_sender_bucket_flags_are_validated(capsys: pytest.CaptureFixture[str]) -> None:
+    from dclcomms.rooms import main as rooms_main
+
+    for flag in ("--sender-max-msgs-per-s", "--sender-max-bytes-per-s"):
+        with pytest.raises(SystemExit) as e:
+            rooms_main(["--port", "0", flag, "-1"])
+        assert e.value.code == 2
+        assert "must be >= 0" in capsys.readouterr().err

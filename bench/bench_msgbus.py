@@ -27,18 +27,17 @@ import asyncio
 import base64
 import json
 import os
-import shutil
 import socket
 import statistics
 import struct
 import subprocess
 import sys
 import time
-import urllib.request
 from typing import Any
 
 import aiohttp
 
+from bench_nats import start_nats  # this folder is on sys.path when run as a script
 from dclcomms import codec
 from dclcomms.auth import Identity
 
@@ -49,26 +48,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def start_nats() -> tuple[subprocess.Popen[bytes], str]:
-    port, http = _free_port(), _free_port()
-    exe = shutil.which("nats-server") or "/usr/sbin/nats-server"
-    p = subprocess.Popen(
-        [exe, "-a", "127.0.0.1", "-p", str(port), "-m", str(http)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz", timeout=1):
-                return p, f"nats://127.0.0.1:{port}"
-        except OSError:
-            if time.monotonic() > deadline:
-                p.kill()
-                raise
-            time.sleep(0.05)
 
 
 def spawn(role: str, *extra: str) -> tuple[subprocess.Popen[str], str]:

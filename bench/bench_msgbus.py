@@ -27,7 +27,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import statistics
 import struct
 import subprocess
@@ -42,12 +41,6 @@ from dclcomms import codec
 from dclcomms.auth import Identity
 
 V3 = "decentraland.kernel.comms.v3."
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def spawn(role: str, *extra: str) -> tuple[subprocess.Popen[str], str]:

@@ -64,9 +64,14 @@ def _policy_ok(value: str) -> str | None:
 _TOPIC_RE = re.compile(r"[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+){0,7}")
 
 
+def _topic_list(value: str) -> tuple[str, ...]:
+    """The topics of a comma-separated list (blanks dropped)."""
+    return tuple(t for t in (t.strip() for t in value.split(",")) if t)
+
+
 def _topics_ok(value: str) -> str | None:
-    for t in (t.strip() for t in value.split(",")):
-        if t and _TOPIC_RE.fullmatch(t) is None:
+    for t in _topic_list(value):
+        if _TOPIC_RE.fullmatch(t) is None:
             return f"topic {t!r}: 1-8 dot-separated tokens of [A-Za-z0-9_:-], no wildcards"
     return None
 
@@ -524,6 +529,11 @@ class RealmConfig:
             raise ConfigError(
                 "ws_room_hard_limit_bytes must be >= ws_room_soft_limit_bytes", code="bad_value"
             )
+
+    @property
+    def bus_global_topic_list(self) -> tuple[str, ...]:
+        """``bus_global_topics`` split into its topics."""
+        return _topic_list(self.bus_global_topics)
 
     @property
     def livekit_enabled(self) -> bool:

@@ -69,6 +69,15 @@ KINDS = ("peer", "system")
 ISLAND_EVENTS = ("peer_join", "peer_left")
 
 
+def _topic_ok(check: Callable[[str], str], topic: str) -> None:
+    """A dclcomms.subjects topic check, its SubjectError turned into the frame error
+    with the same code (``bad_topic`` or ``reserved_topic``)."""
+    try:
+        check(topic)
+    except SubjectError as e:
+        raise MessageBusError(str(e), code=e.code) from None
+
+
 def _json(obj: dict[str, Any]) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
@@ -76,7 +85,7 @@ def _json(obj: dict[str, Any]) -> str:
 @dataclass
 class _Session:
     address: str
-    subs: set[tuple[str, str]] = field(default_factory=set)  # (kind, topic)
+    subs: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, topic) -> pattern
     queue: deque[tuple[str, bool]] = field(default_factory=deque)  # (text, droppable)
     messages: int = 0  # droppable entries in the queue
 
@@ -201,13 +210,9 @@ class MessageBusGateway:
 
     def _check(self, s: _Session, kind: str, topic: str, *, publish: bool) -> str:
         """The internal bus pattern/subject for (kind, topic), or MessageBusError."""
-        try:
-            check_topic(topic)
-        except SubjectError as e:
-            raise MessageBusError(str(e), code="bad_topic") from None
+        # grammar (bad_topic); heartbeat and island_changed reserved for both kinds
+        _topic_ok(check_peer_topic, topic)
         toks = topic.split(".")
-        if topic == "heartbeat" or "island_changed" in toks:
-            raise MessageBusError(f"reserved topic {topic!r}", code="reserved_topic")
         if kind == "system":
             if publish:
                 raise MessageBusError("clients publish peer topics only", code="forbidden_topic")
@@ -216,15 +221,8 @@ class MessageBusGateway:
                 return f"engine.island.{toks[1]}.{toks[2]}"
             if topic not in self.global_topics:
                 raise MessageBusError(f"topic {topic!r} is not allowed", code="forbidden_topic")
-            try:
-                check_system_topic(topic)
-            except SubjectError as e:
-                raise MessageBusError(str(e), code="reserved_topic") from None
+            _topic_ok(check_system_topic, topic)
             return f"client.{topic}"
-        try:
-            check_peer_topic(topic)
-        except SubjectError as e:
-            raise MessageBusError(str(e), code="reserved_topic") from None
         if ADDRESS_RE.fullmatch(toks[0]):
             if not publish and toks[0] != s.address:
                 raise MessageBusError(
@@ -270,33 +268,23 @@ class MessageBusGateway:
                     f"at most {MAX_SUBSCRIPTIONS} subscriptions per session",
                     code="too_many_subscriptions",
                 )
-            s.subs.add(key)
+            s.subs[key] = pattern
             self._ref(pattern)
         self._send(s, _json({"type": "subscribed", "kind": kind, "topic": topic}))
 
     def _unsubscribe(self, s: _Session, kind: str, topic: str, reason: str | None = None) -> None:
-        key = (kind, topic)
-        if key not in s.subs:
+        pattern = s.subs.pop((kind, topic), None)
+        if pattern is None:
             raise MessageBusError(f"not subscribed to {kind} {topic!r}", code="not_subscribed")
-        s.subs.discard(key)
-        self._unref(self._pattern(kind, topic))
+        self._unref(pattern)
         body = {"type": "unsubscribed", "kind": kind, "topic": topic}
         if reason is not None:
             body["reason"] = reason
         self._send(s, _json(body))
 
-    @staticmethod
-    def _pattern(kind: str, topic: str) -> str:
-        if kind == "peer":
-            return f"client.peer.*.{topic}"
-        toks = topic.split(".")
-        if toks[0] == "island" and len(toks) == 3 and toks[2] in ISLAND_EVENTS:
-            return f"engine.island.{toks[1]}.{toks[2]}"
-        return f"client.{topic}"
-
     def _drop_all(self, s: _Session) -> None:
-        for kind, topic in s.subs:
-            self._unref(self._pattern(kind, topic))
+        for pattern in s.subs.values():
+            self._unref(pattern)
         s.subs.clear()
         s.queue.clear()
         s.messages = 0

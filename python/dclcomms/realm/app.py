@@ -165,9 +165,7 @@ class Realm:
                     self.server,
                     self.bus,
                     self.registry,
-                    global_topics=[
-                        t.strip() for t in cfg.bus_global_topics.split(",") if t.strip()
-                    ],
+                    global_topics=cfg.bus_global_topic_list,
                     queue=cfg.bus_queue,
                     island_of=island_of.get,
                 )

@@ -54,7 +54,7 @@ async def island_and_stats(connector_url: str, stats_url: str, seed: int) -> Non
         await c.close()
 
 
-async def core_http(core_url: str) -> None:
+async def core_http(core_url: str, stats_url: str) -> None:
     """The core process's own HTTP: readiness, status and metrics."""
     deadline = time.monotonic() + 10
     async with aiohttp.ClientSession() as s:
@@ -79,6 +79,9 @@ async def core_http(core_url: str) -> None:
             assert r.status == 200
             text = await r.text()
         assert "dcl_archipelago_heartbeats_total" in text and "dcl_nats_connected 1" in text
+        for url in (core_url, stats_url):
+            async with s.get(url + "/health/live") as r:
+                assert r.status == 200 and await r.text() == "alive"
         async with s.get(core_url + "/nope") as r:
             assert r.status == 404 and "error" in await r.json()
 
@@ -97,7 +100,7 @@ def test_three_processes_over_nats(nats_server: NatsServer) -> None:  # noqa: F8
         stats = first_line(procs[1], "dclcomms stats running").split()[-1]
         conn = first_line(procs[2], "dclcomms connector running").split()[-1]
         asyncio.run(asyncio.wait_for(island_and_stats(conn, stats, 601), 30))
-        asyncio.run(asyncio.wait_for(core_http(core), 30))
+        asyncio.run(asyncio.wait_for(core_http(core, stats), 30))
     finally:
         codes = stop_all(procs)
     assert codes == [0, 0, 0]

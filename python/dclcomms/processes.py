@@ -35,7 +35,7 @@ from dclcomms.archipelago import Engine
 from dclcomms.bus import Bus
 from dclcomms.config import RealmConfig, add_arguments, config_from_args
 from dclcomms.errors import BusError, ConfigError, Error, SubjectError
-from dclcomms.http import Request, Response, Router, json_response, text_response
+from dclcomms.http import Request, Response, Router, json_response
 from dclcomms.metrics import CONTENT_TYPE, Registry
 from dclcomms.natsbus import NatsBus
 from dclcomms.nodes import (
@@ -146,7 +146,6 @@ class CoreService:
         self.http: HttpFront | None = None
         if http:
             router = Router()
-            router.add("/health/live", lambda _req: text_response("alive"), methods=None)
             router.add("/health/ready", self._h_ready)
             router.add("/status", self._h_status)
             router.add("/metrics", self._h_metrics)
@@ -254,7 +253,10 @@ class CoreService:
 
 
 class HttpFront:
-    """A plain HTTP listener (the C++ server with no WebSocket paths) serving a Router."""
+    """A plain HTTP listener (the C++ server with no WebSocket paths) serving a Router.
+
+    ``/health/live`` never reaches the router: the C++ server answers it (200 ``alive``).
+    """
 
     def __init__(self, config: RealmConfig, router: Router) -> None:
         self.config = config
@@ -325,7 +327,6 @@ class StatsService:
         )
         self.router = Router()
         self.stats.routes(self.router)
-        self.router.add("/health/live", lambda _req: text_response("alive"), methods=None)
         self.router.add("/metrics", self._metrics)
         self.http = HttpFront(config, self.router)
         self._stop = asyncio.Event()

@@ -19,6 +19,8 @@ from dclcomms.auth import (
     verify_signed_fetch,
 )
 
+from .conftest import CONFORMANCE
+
 SEED = 20261122
 NOW = 1_748_779_200_000
 N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -217,3 +219,30 @@ def test_eip1654_signed_fetch_needs_a_provider() -> None:
         {**link, "type": "ECDSA_EIP_1654_SIGNED_ENTITY"}
     )
     assert check(headers).code == "eip1271_no_provider"
+
+
+SAMPLES = json.loads((CONFORMANCE / "signed-fetch-samples.json").read_text())["samples"]
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=[s["description"] for s in SAMPLES])
+def test_reference_client_requests_verify(sample: dict[str, Any]) -> None:
+    """Requests as decentraland-crypto-fetch sends them verify, and only while fresh."""
+    assert len(SAMPLES) >= 4
+    method, path, headers = sample["method"], sample["path"], sample["headers"]
+    body = sample["body"].encode()
+    now = sample["now_ms"]
+    result = check(headers, method, path, now_ms=now, body=body)
+    assert result.ok, result
+    assert result.signer == sample["expected"]["signer"]
+    # The final link signs exactly the payload the sample names.
+    last = max(int(k.rsplit("-", 1)[1]) for k in headers if k.startswith("x-identity-auth-chain-"))
+    final = json.loads(headers[f"x-identity-auth-chain-{last}"])
+    assert final["payload"] == sample["expected"]["signed_payload"]
+    # Outside the window, or for another path, the same headers are refused.
+    assert check(headers, method, path, now_ms=now + 61_000).code == "signed_fetch_expired"
+    assert not check(headers, method, path + "x", now_ms=now).ok
+    # Replays of non-GET requests are refused by the caching verifier.
+    verifier = SignedFetchVerifier()
+    assert verifier.verify(method, path, headers, now_ms=now, body=body).ok
+    second = verifier.verify(method, path, headers, now_ms=now, body=body)
+    assert second.ok is (method == "GET")

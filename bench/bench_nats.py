@@ -4,7 +4,7 @@
     python bench/bench_nats.py --quick    # small smoke run
 
 A private ``nats-server`` is started on a free loopback port (never 4222). A
-"connector" :class:`NatsBus` publishes the heartbeats of ``--peers`` simulated
+"connector" :class:`NatsPubSub` publishes the heartbeats of ``--peers`` simulated
 peers as one batch (one NATS message per ``peer.<addr>.heartbeat``); a "core"
 bus feeds the realm's :class:`ArchipelagoCore` (fixed ``offline:offline``
 transport). Both buses share one event loop (one Python process), as a
@@ -41,10 +41,10 @@ import numpy as np
 
 from dclcomms import ws
 from dclcomms.archipelago import Engine
-from dclcomms.bus import Bus, HeartbeatBatch, InProcessBus, IslandChanged
-from dclcomms.natsbus import NatsBus
+from dclcomms.archipelago.core import ArchipelagoCore
+from dclcomms.nats.pubsub import NatsPubSub
 from dclcomms.policy import FixedTransport, RealmPolicy, Transports, WsRoomTransport
-from dclcomms.realm.core import ArchipelagoCore
+from dclcomms.pubsub import HeartbeatBatch, InProcessPubSub, IslandChanged, PubSub
 
 
 def _free_port() -> int:
@@ -82,7 +82,7 @@ def batch(n: int, round_: int, seed: int) -> HeartbeatBatch:
     return HeartbeatBatch(addrs, pos, [None] * n, np.zeros(n, np.int64))
 
 
-def make_core(bus: Bus) -> ArchipelagoCore:
+def make_core(bus: PubSub) -> ArchipelagoCore:
     ws_room = WsRoomTransport("ws://127.0.0.1:1", "unused-secret")
     policy = RealmPolicy(Transports(ws_room, fixed=FixedTransport("offline:offline")))
     engine = Engine(join_distance=64.0, leave_distance=80.0, max_island_size=100)
@@ -90,8 +90,8 @@ def make_core(bus: Bus) -> ArchipelagoCore:
 
 
 async def one_round(
-    pub: Bus,
-    sub: Bus,
+    pub: PubSub,
+    sub: PubSub,
     n: int,
     round_: int,
     seed: int,
@@ -155,9 +155,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     proc, url = start_nats()
     out: dict[str, Any] = {"bench": "nats", "peers": args.peers, "repeats": args.repeats}
     try:
-        pub = await NatsBus.connect([url], subjects=args.subjects)
-        sub = await NatsBus.connect([url], subjects=args.subjects)
-        mem = InProcessBus()
+        pub = await NatsPubSub.connect([url], subjects=args.subjects)
+        sub = await NatsPubSub.connect([url], subjects=args.subjects)
+        mem = InProcessPubSub()
 
         async def nats_flush() -> None:
             await pub.ready()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from dclcomms.archipelago import Engine
-from dclcomms.archipelago_scenarios import FORMAT, ScenarioFailure, replay
+from dclcomms.archipelago.scenarios import FORMAT, ScenarioFailure, replay
 
 from .conftest import load_conformance
 

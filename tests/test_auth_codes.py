@@ -32,8 +32,7 @@ def _source_codes() -> tuple[set[str], set[str]]:
     files = [
         *sorted((REPO / "cpp" / "auth" / "src").glob("*.cpp")),
         REPO / "cpp" / "bindings" / "register_auth.cpp",
-        *sorted((REPO / "python" / "dclcomms").glob("_auth_*.py")),
-        REPO / "python" / "dclcomms" / "auth.py",
+        *sorted((REPO / "python" / "dclcomms" / "auth").glob("*.py")),
     ]
     found: set[str] = set()
     for f in files:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from dclcomms import codec, errors
-from dclcomms.bus import IslandChanged
+from dclcomms.pubsub import IslandChanged
 from dclcomms.ws import (
     UNSET,
     Event,

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from dclcomms import codec
-from dclcomms.bus import AppData
 from dclcomms.config import RealmConfig
+from dclcomms.pubsub import AppData
 from dclcomms.realm import Realm
 
 from .realm_client import ArchipelagoClient, BusClient, Closed, eventually
@@ -135,7 +135,7 @@ def test_addressed_and_global_topics() -> None:
             )
             # realm-wide system topics come from the realm's services, not from clients
             await a.bus.subscribe("news", kind="system")
-            r.bus.publish("client.news", AppData(b"maintenance at noon"))
+            r.pubsub.publish("client.news", AppData(b"maintenance at noon"))
             news = await a.bus.message("news", kind="system")
             assert (
                 "sender" not in news and base64.b64decode(news["payload"]) == b"maintenance at noon"
@@ -257,7 +257,7 @@ def test_subscription_limit_and_queue_overflow() -> None:
             # 5 messages for a within one loop iteration: the oldest 2 are dropped
             assert r.msgbus is not None
             for i in range(5):
-                r.bus.publish(f"client.peer.{b.address}.{a.address}.t0", AppData(bytes([i])))
+                r.pubsub.publish(f"client.peer.{b.address}.{a.address}.t0", AppData(bytes([i])))
             got = [await a.bus.message(f"{a.address}.t0") for _ in range(3)]
             assert [base64.b64decode(g["payload"]) for g in got] == [b"\x02", b"\x03", b"\x04"]
             assert r.msgbus.m_dropped.get(reason="queue_full") == 2

@@ -190,7 +190,7 @@ def test_two_connectors_core_stats_and_two_rooms_nodes(
                 "core",
                 *REALM,
                 *nats,
-                *["--policy", "dclcomms.nodes:NodeBalancedWsRooms"],
+                *["--policy", "dclcomms.nats.nodes:NodeBalancedWsRooms"],
                 *["--transport-node-interval", "0.2", "--transport-node-missed", "5"],
             )
         )

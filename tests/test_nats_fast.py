@@ -26,19 +26,19 @@ from hypothesis import strategies as st
 
 from dclcomms import _core, codec
 from dclcomms.archipelago import Engine
-from dclcomms.bus import (
+from dclcomms.archipelago.core import ArchipelagoCore
+from dclcomms.errors import DecodeError, EncodeError, SubjectError
+from dclcomms.nats.pubsub import NatsPubSub, _Subjects
+from dclcomms.nats.subjects import ADDR, ISLAND, SCHEMES, Route, Scheme
+from dclcomms.policy import FixedTransport, RealmPolicy, Transports, WsRoomTransport
+from dclcomms.pubsub import (
     Heartbeat,
     HeartbeatBatch,
-    InProcessBus,
+    InProcessPubSub,
     IslandChanged,
     IslandMembers,
     _PeersCache,
 )
-from dclcomms.errors import DecodeError, EncodeError, SubjectError
-from dclcomms.natsbus import NatsBus, _Subjects
-from dclcomms.policy import FixedTransport, RealmPolicy, Transports, WsRoomTransport
-from dclcomms.realm.core import ArchipelagoCore
-from dclcomms.subjects import ADDR, ISLAND, SCHEMES, Route, Scheme
 from tests.nats_fixtures import (
     NatsServer,
     nats_server,  # noqa: F401 - fixture
@@ -223,7 +223,7 @@ def test_core_shares_one_member_map_per_island() -> None:
     ws_room = WsRoomTransport("ws://127.0.0.1:1", "unused-secret")
     policy = RealmPolicy(Transports(ws_room, fixed=FixedTransport("offline:offline")))
     engine = Engine(join_distance=64.0, leave_distance=80.0, max_island_size=10)
-    bus = InProcessBus()
+    bus = InProcessPubSub()
     core = ArchipelagoCore(engine, bus, policy)
     got: list[IslandChanged] = []
     bus.subscribe("engine.peer.*.island_changed", lambda _s, m: got.append(m))
@@ -385,8 +385,8 @@ def test_island_changed_over_nats_per_peer_headers_shared_map(
     nats_server: NatsServer,  # noqa: F811
 ) -> None:
     async def body() -> None:
-        pub = await NatsBus.connect([nats_server.url])
-        sub = await NatsBus.connect([nats_server.url])
+        pub = await NatsPubSub.connect([nats_server.url])
+        sub = await NatsPubSub.connect([nats_server.url])
         try:
             got: list[tuple[str, IslandChanged]] = []
             sub.subscribe("engine.peer.*.island_changed", lambda s, m: got.append((s, m)))

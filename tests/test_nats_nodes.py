@@ -17,10 +17,10 @@ import pytest
 
 from dclcomms.auth import jwt_decode
 from dclcomms.config import RealmConfig
-from dclcomms.natsbus import NatsBus
-from dclcomms.nodes import NodeBalancedWsRooms, NodeRegistry, NodeStatus
+from dclcomms.nats.nodes import NodeBalancedWsRooms, NodeRegistry, NodeStatus
+from dclcomms.nats.processes import CoreService
+from dclcomms.nats.pubsub import NatsPubSub
 from dclcomms.policy import build_transports
-from dclcomms.processes import CoreService
 from dclcomms.realm import Realm
 from dclcomms.rooms import main as rooms_main
 from tests.conftest import free_port
@@ -94,7 +94,7 @@ async def start_rooms(nats_url: str, node_id: str) -> RoomsNode:
 class Deployment:
     url: str
     nodes: list[RoomsNode] = field(default_factory=list)
-    buses: list[NatsBus] = field(default_factory=list)
+    buses: list[NatsPubSub] = field(default_factory=list)
     connector: Realm | None = None
     core: CoreService | None = None
     policy: NodeBalancedWsRooms | None = None
@@ -112,8 +112,8 @@ async def deployment(url: str) -> AsyncIterator[Deployment]:
             transports, registry=NodeRegistry(interval_s=INTERVAL, missed=3)
         )
         for _ in range(2):
-            d.buses.append(await NatsBus.connect([url], reconnect_time_wait=0.1))
-        d.connector = await Realm(cfg, bus=d.buses[0], run_core=False).start()
+            d.buses.append(await NatsPubSub.connect([url], reconnect_time_wait=0.1))
+        d.connector = await Realm(cfg, pubsub=d.buses[0], run_core=False).start()
         d.core = await CoreService(cfg, d.buses[1], policy=d.policy).start()
         yield d
     finally:

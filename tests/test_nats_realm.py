@@ -12,11 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from dclcomms.archipelago.core import TickReport
 from dclcomms.config import RealmConfig
-from dclcomms.natsbus import NatsBus
-from dclcomms.processes import CoreService, StatsService
+from dclcomms.nats.processes import CoreService, StatsService
+from dclcomms.nats.pubsub import NatsPubSub
 from dclcomms.realm import Realm
-from dclcomms.realm.core import TickReport
 from tests.nats_fixtures import NatsCluster, NatsServer, nats_cluster, nats_server  # noqa: F401 - fixtures
 
 from .realm_client import ArchipelagoClient, assigned
@@ -53,10 +53,12 @@ class Deployment:
     connectors: list[Realm] = field(default_factory=list)
     core: CoreService | None = None
     stats: StatsService | None = None
-    buses: list[NatsBus] = field(default_factory=list)
+    buses: list[NatsPubSub] = field(default_factory=list)
 
-    async def bus(self) -> NatsBus:
-        b = await NatsBus.connect(list(self.urls), subjects=self.subjects, reconnect_time_wait=0.1)
+    async def bus(self) -> NatsPubSub:
+        b = await NatsPubSub.connect(
+            list(self.urls), subjects=self.subjects, reconnect_time_wait=0.1
+        )
         self.buses.append(b)
         return b
 
@@ -71,7 +73,7 @@ class Deployment:
     async def stop_core(self) -> None:
         assert self.core is not None
         await self.core.stop()
-        await self.core.bus.aclose()  # type: ignore[attr-defined]
+        await self.core.pubsub.aclose()  # type: ignore[attr-defined]
         self.core = None
 
 
@@ -80,7 +82,7 @@ async def deployment(urls: Sequence[str], subjects: str = "workers") -> AsyncIte
     d = Deployment(urls, subjects)
     try:
         for _ in range(2):
-            r = Realm(config(), bus=await d.bus(), run_core=False)
+            r = Realm(config(), pubsub=await d.bus(), run_core=False)
             d.connectors.append(await r.start())
         d.stats = await StatsService(config(), await d.bus()).start()
         await d.start_core()
@@ -239,7 +241,7 @@ def test_cluster_node_killed_mid_test(nats_cluster: NatsCluster) -> None:  # noq
 
 def test_core_readiness_follows_its_nats_connection(nats_server: NatsServer) -> None:  # noqa: F811
     async def body() -> None:
-        bus = await NatsBus.connect([nats_server.url], reconnect_time_wait=0.1)
+        bus = await NatsPubSub.connect([nats_server.url], reconnect_time_wait=0.1)
         core = await CoreService(config(), bus, http=True).start()
         try:
             async with aiohttp.ClientSession() as s:
@@ -273,16 +275,16 @@ def test_core_readiness_follows_its_nats_connection(nats_server: NatsServer) -> 
 
 
 def test_core_reads_node_announcement_timing_from_its_config() -> None:
-    from dclcomms.bus import InProcessBus
-    from dclcomms.nodes import NodeBalancedWsRooms
+    from dclcomms.nats.nodes import NodeBalancedWsRooms
+    from dclcomms.pubsub import InProcessPubSub
 
     cfg = config(
         ws_room_secret="x" * 32,
-        policy="dclcomms.nodes:NodeBalancedWsRooms",
+        policy="dclcomms.nats.nodes:NodeBalancedWsRooms",
         transport_node_interval=0.5,
         transport_node_missed=4,
     )
-    core = CoreService(cfg, InProcessBus())
+    core = CoreService(cfg, InProcessPubSub())
     assert isinstance(core.core.policy, NodeBalancedWsRooms)
     assert core.core.policy.registry.timeout_s == 2.0
     with pytest.raises(AttributeError):

@@ -1,4 +1,4 @@
-"""Subject schemes and subject safety (dclcomms.subjects)."""
+"""Subject schemes and subject safety (dclcomms.nats.subjects)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,16 @@ import json
 
 import pytest
 
-from dclcomms.bus import AppData, Discovery, Heartbeat, IslandPeer, decode_payload, encode_payload
 from dclcomms.errors import SubjectError
-from dclcomms.subjects import V3, WORKERS, check_address, check_island_id, check_topic, scheme
+from dclcomms.nats.subjects import V3, WORKERS, check_address, check_island_id, check_topic, scheme
+from dclcomms.pubsub import (
+    AppData,
+    Discovery,
+    Heartbeat,
+    IslandPeer,
+    decode_payload,
+    encode_payload,
+)
 
 A = "0x" + "ab" * 20
 B = "0x" + "0123456789" * 4

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from dclcomms.archipelago import Engine
+from dclcomms.archipelago.core import ArchipelagoCore
 from dclcomms.auth import jwt_decode
-from dclcomms.bus import HeartbeatBatch, InProcessBus, IslandChanged
 from dclcomms.errors import SubjectError
-from dclcomms.nodes import (
+from dclcomms.nats.nodes import (
     NodeBalancedWsRooms,
     NodeRegistry,
     NodeStatus,
@@ -20,7 +20,7 @@ from dclcomms.nodes import (
     status_subject,
 )
 from dclcomms.policy import IslandView, Transports, WsRoomTransport
-from dclcomms.realm.core import ArchipelagoCore
+from dclcomms.pubsub import HeartbeatBatch, InProcessPubSub, IslandChanged
 
 SECRET = "node-secret-0123456789"
 
@@ -197,7 +197,7 @@ def test_core_reissues_island_of_dead_node_to_every_member() -> None:
     """The core's transport-switch path: same island id, new conn_str, from = same id."""
     clock = Clock()
     p = policy(clock, interval_s=1, missed=3)
-    bus = InProcessBus()
+    bus = InProcessPubSub()
     core = ArchipelagoCore(Engine(), bus, p, clock_ms=lambda: 1_000_000)
     log: list[tuple[str, Any]] = []
     bus.subscribe("engine.peer.*.island_changed", lambda s, m: log.append((s, m)))

@@ -23,17 +23,17 @@ import pytest
 from livekit.api import TokenVerifier
 
 from dclcomms.auth import jwt_decode
-from dclcomms.bus import (
-    Bus,
-    InProcessBus,
+from dclcomms.config import RealmConfig
+from dclcomms.policy import FixedTransport, IslandView, RealmPolicy, Transport
+from dclcomms.pubsub import (
+    InProcessPubSub,
     Message,
+    PubSub,
     Subscription,
     decode_payload,
     encode_payload,
     subject_matches,
 )
-from dclcomms.config import RealmConfig
-from dclcomms.policy import FixedTransport, IslandView, RealmPolicy, Transport
 from dclcomms.realm import Realm
 
 from .conftest import start_app
@@ -141,7 +141,7 @@ def test_islands_share_split_and_notify_members() -> None:
             assert left["leftIsland"] == {"islandId": ia["islandId"], "peerId": b.address}
             for c in (a, b):
                 await c.close()
-            assert isinstance(realm.bus, InProcessBus) and realm.bus.handler_errors == 0
+            assert isinstance(realm.pubsub, InProcessPubSub) and realm.pubsub.handler_errors == 0
 
     run(body)
 
@@ -611,11 +611,11 @@ def test_banned_sessions_are_kicked_and_an_unreachable_gatekeeper_fails_closed()
     run(body)
 
 
-class WireBus(Bus):
-    """A bus that behaves like NATS: bytes only, heartbeats split per subject.
+class WirePubSub(PubSub):
+    """A pub/sub that behaves like NATS: bytes only, heartbeats split per subject.
 
-    Uses only the abstract Bus interface plus the base-class heartbeat helpers, so the
-    realm running unchanged on it shows that a network bus plugs in without touching
+    Uses only the abstract PubSub interface plus the base-class heartbeat helpers, so the
+    realm running unchanged on it shows that a network pub/sub plugs in without touching
     the connector glue, the core or stats.
     """
 
@@ -641,8 +641,8 @@ class WireBus(Bus):
 
 def test_realm_runs_unchanged_on_a_bytes_only_bus() -> None:
     async def body() -> None:
-        bus = WireBus()
-        async with Realm(config(**LIVEKIT), bus=bus) as realm:
+        bus = WirePubSub()
+        async with Realm(config(**LIVEKIT), pubsub=bus) as realm:
             a = await connected(realm, 111)
             b = await connected(realm, 112)
             await a.heartbeat(0.0, 0.0, 0.0)

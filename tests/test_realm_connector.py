@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 
 from dclcomms.archipelago import Engine
-from dclcomms.bus import HeartbeatBatch, InProcessBus, IslandChanged
+from dclcomms.archipelago.core import ArchipelagoCore
 from dclcomms.metrics import Registry
 from dclcomms.policy import RealmPolicy, Transports, WsRoomTransport
+from dclcomms.pubsub import HeartbeatBatch, InProcessPubSub, IslandChanged
 from dclcomms.realm.connector import Connector
-from dclcomms.realm.core import ArchipelagoCore
 
 
 class Recorder:
@@ -59,8 +59,8 @@ class Clock:
         return self.t
 
 
-def setup() -> tuple[Connector, ArchipelagoCore, Recorder, InProcessBus]:
-    bus = InProcessBus()
+def setup() -> tuple[Connector, ArchipelagoCore, Recorder, InProcessPubSub]:
+    bus = InProcessPubSub()
     server = Recorder()
     reg = Registry()
     connector = Connector(server, bus, reg)

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from dclcomms.archipelago import Engine
-from dclcomms.bus import HeartbeatBatch, InProcessBus
+from dclcomms.archipelago.core import ArchipelagoCore
 from dclcomms.policy import IslandView, RealmPolicy, Transport, Transports, WsRoomTransport
-from dclcomms.realm.core import ArchipelagoCore
+from dclcomms.pubsub import HeartbeatBatch, InProcessPubSub
 
 
 def addr(i: int) -> str:
@@ -59,8 +59,8 @@ class Clock:
         return self.t
 
 
-def setup() -> tuple[ArchipelagoCore, InProcessBus, Policy, list[tuple[str, Any]], Clock]:
-    bus = InProcessBus()
+def setup() -> tuple[ArchipelagoCore, InProcessPubSub, Policy, list[tuple[str, Any]], Clock]:
+    bus = InProcessPubSub()
     clock = Clock()
     policy = Policy(Transports(ws_room=WsRoomTransport("ws://x", None)))
     core = ArchipelagoCore(Engine(), bus, policy, clock_ms=clock, discovery_interval_ms=10_000)
@@ -69,7 +69,9 @@ def setup() -> tuple[ArchipelagoCore, InProcessBus, Policy, list[tuple[str, Any]
     return core, bus, policy, log, clock
 
 
-def beat(bus: InProcessBus, peers: dict[int, tuple[float, float]], room: str | None = None) -> None:
+def beat(
+    bus: InProcessPubSub, peers: dict[int, tuple[float, float]], room: str | None = None
+) -> None:
     n = len(peers)
     pos = np.asarray([(x, 1.0, z) for x, z in peers.values()], np.float32)
     bus.publish_heartbeats(
@@ -195,7 +197,7 @@ def test_desired_room_values_are_passed_to_the_engine() -> None:
 
 
 def test_policy_failure_falls_back_and_is_counted() -> None:
-    bus = InProcessBus()
+    bus = InProcessPubSub()
 
     class Broken(RealmPolicy):
         def transport_for(self, island: IslandView) -> Transport:
@@ -228,7 +230,7 @@ class Refusing(Transport):
 def test_rejected_peer_is_evicted_and_backed_off_for_30_s() -> None:
     """archipelago.md 2.6 rule 4: a peer the transport rejects gets a leave and is not
     re-admitted for 30 s; its heartbeats meanwhile are ignored (counted)."""
-    bus = InProcessBus()
+    bus = InProcessPubSub()
     clock = Clock()
     picky = Refusing({addr(2)})
 

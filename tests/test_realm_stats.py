@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from dclcomms.bus import Discovery, HeartbeatBatch, InProcessBus, IslandData, IslandStatus
 from dclcomms.http import Request, Response, Router
+from dclcomms.pubsub import Discovery, HeartbeatBatch, InProcessPubSub, IslandData, IslandStatus
 from dclcomms.stats import Stats
 
 from .conftest import start_app
@@ -26,8 +26,8 @@ class Clock:
         return self.t
 
 
-def _setup(**kw: Any) -> tuple[InProcessBus, Stats, Router, Clock]:
-    bus = InProcessBus()
+def _setup(**kw: Any) -> tuple[InProcessPubSub, Stats, Router, Clock]:
+    bus = InProcessPubSub()
     clock = Clock()
     stats = Stats(bus, clock_ms=clock, **kw)
     router = Router()
@@ -35,7 +35,7 @@ def _setup(**kw: Any) -> tuple[InProcessBus, Stats, Router, Clock]:
     return bus, stats, router, clock
 
 
-def _hb(bus: InProcessBus, addrs: list[str], pos: list[tuple[float, float, float]]) -> None:
+def _hb(bus: InProcessPubSub, addrs: list[str], pos: list[tuple[float, float, float]]) -> None:
     n = len(addrs)
     bus.publish_heartbeats(
         HeartbeatBatch(addrs, np.asarray(pos, np.float32), [None] * n, np.zeros(n, np.int64))

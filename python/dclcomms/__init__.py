@@ -1,12 +1,16 @@
 """dclcomms: a wire-compatible comms backend for Decentraland-style worlds.
 
 The compiled core lives in the private module ``dclcomms._core``; import the
-public API from the ``dclcomms.*`` modules instead.
+public API from the ``dclcomms.*`` modules instead. Modules are grouped by layer:
+``auth``, ``codec``, ``archipelago`` (engine and core service), ``pubsub`` (the
+internal publish/subscribe), ``nats``, ``config``, ``ws`` (the C++ server),
+``realm``, ``msgbus`` (the client ``/bus``), ``client``, ``sim``. Import paths of
+the earlier flat layout keep working (:mod:`dclcomms._moved`).
 """
 
 from __future__ import annotations
 
-from dclcomms import _core
+from dclcomms import _core, _moved
 from dclcomms.errors import (
     AuthError,
     BusError,
@@ -15,6 +19,7 @@ from dclcomms.errors import (
     EncodeError,
     Error,
     MessageBusError,
+    PubSubError,
     SubjectError,
     TokenError,
     TransportError,
@@ -22,6 +27,8 @@ from dclcomms.errors import (
 )
 
 __version__: str = _core.__version__
+
+_moved.install()
 
 __all__ = [
     "AuthError",
@@ -31,6 +38,7 @@ __all__ = [
     "EncodeError",
     "Error",
     "MessageBusError",
+    "PubSubError",
     "SubjectError",
     "TokenError",
     "TransportError",

@@ -18,9 +18,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "auth-verify": ("dclcomms.auth:verify_main", "verify an auth chain (file or stdin) by hand"),
     "realm": ("dclcomms.realm:main", "run a realm: connector, islands, rooms, /about, stats"),
     "rooms": ("dclcomms.rooms:main", "standalone RFC-5 WebSocket room service (/rooms/<roomId>)"),
-    "connector": ("dclcomms.processes:connector_main", "connector + rooms + HTTP over NATS"),
-    "core": ("dclcomms.processes:core_main", "archipelago clustering core over NATS"),
-    "stats": ("dclcomms.processes:stats_main", "stats HTTP API over NATS"),
+    "connector": ("dclcomms.nats.processes:connector_main", "connector + rooms + HTTP over NATS"),
+    "core": ("dclcomms.nats.processes:core_main", "archipelago clustering core over NATS"),
+    "stats": ("dclcomms.nats.processes:stats_main", "stats HTTP API over NATS"),
     "sim": ("dclcomms.sim.cli:main", "run the offline island simulator, print a JSON summary"),
     "bots": ("dclcomms.bots:main", "run N client bots against a realm, print a JSON summary"),
 }

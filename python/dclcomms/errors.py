@@ -63,11 +63,14 @@ class TransportError(Error):
 
 
 class SubjectError(Error, ValueError):
-    """A token that may not go into a NATS subject (dclcomms.subjects)."""
+    """A token that may not go into a NATS subject (dclcomms.nats.subjects)."""
 
 
-class BusError(Error):
-    """The NATS bus cannot connect or is closed (dclcomms.natsbus)."""
+class PubSubError(Error):
+    """The NATS pub/sub cannot connect or is closed (dclcomms.nats.pubsub)."""
+
+
+BusError = PubSubError  # its old name
 
 
 class MessageBusError(Error):
@@ -181,7 +184,7 @@ CODES: dict[type[Error], frozenset[str]] = {
             "connector_failed",
         }
     ),
-    # NATS subjects and bus (dclcomms.subjects, dclcomms.natsbus)
+    # NATS subjects and bus (dclcomms.nats.subjects, dclcomms.nats.pubsub)
     SubjectError: frozenset(
         {
             "bad_address",
@@ -192,7 +195,7 @@ CODES: dict[type[Error], frozenset[str]] = {
             "reserved_topic",
         }
     ),
-    BusError: frozenset({"nats_unavailable", "bus_closed"}),
+    PubSubError: frozenset({"nats_unavailable", "bus_closed"}),
     # the /bus message-bus WebSocket (dclcomms.msgbus; control-plane.md 4)
     MessageBusError: frozenset(
         {

@@ -2,7 +2,7 @@
 
 The successor of the legacy BFF's topic bus. The C++ server authenticates a ``/bus``
 WebSocket with the connector's challenge and auth chain, then hands every text frame
-to :class:`MessageBusGateway`, which checks it, maps it onto the realm's bus (and so
+to :class:`MessageBusGateway`, which checks it, maps it onto the realm's pub/sub (and so
 onto NATS) and delivers what the session subscribed to.
 
 Frames are JSON objects, one per WebSocket text frame::
@@ -56,10 +56,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dclcomms.bus import AppData, Bus, IslandPeer, Subscription
 from dclcomms.errors import MessageBusError, SubjectError
 from dclcomms.metrics import Registry
-from dclcomms.subjects import ADDRESS_RE, check_peer_topic, check_system_topic, check_topic
+from dclcomms.nats.subjects import ADDRESS_RE, check_peer_topic, check_system_topic, check_topic
+from dclcomms.pubsub import AppData, IslandPeer, PubSub, Subscription
 
 log = logging.getLogger("dclcomms.msgbus")
 
@@ -70,7 +70,7 @@ ISLAND_EVENTS = ("peer_join", "peer_left")
 
 
 def _topic_ok(check: Callable[[str], str], topic: str) -> None:
-    """A dclcomms.subjects topic check, its SubjectError turned into the frame error
+    """A dclcomms.nats.subjects topic check, its SubjectError turned into the frame error
     with the same code (``bad_topic`` or ``reserved_topic``)."""
     try:
         check(topic)
@@ -91,7 +91,7 @@ class _Session:
 
 
 class MessageBusGateway:
-    """Maps /bus sessions of one connector onto a :class:`~dclcomms.bus.Bus`.
+    """Maps /bus sessions of one connector onto a :class:`~dclcomms.pubsub.PubSub`.
 
     ``server`` is the :class:`dclcomms.ws.Server` (``send_bus``); ``island_of`` returns
     an address's current island as this connector knows it (the connector glue's
@@ -102,7 +102,7 @@ class MessageBusGateway:
     def __init__(
         self,
         server: Any,
-        bus: Bus,
+        pubsub: PubSub,
         registry: Registry,
         *,
         global_topics: Iterable[str] = (),
@@ -110,7 +110,7 @@ class MessageBusGateway:
         island_of: Callable[[str], str | None] = lambda _a: None,
     ) -> None:
         self.server = server
-        self.bus = bus
+        self.pubsub = pubsub
         self.global_topics = frozenset(check_topic(t) for t in global_topics)
         self.queue = queue
         self._island_of_connector = island_of
@@ -209,7 +209,7 @@ class MessageBusGateway:
     # --- rules ----------------------------------------------------------------------
 
     def _check(self, s: _Session, kind: str, topic: str, *, publish: bool) -> str:
-        """The internal bus pattern/subject for (kind, topic), or MessageBusError."""
+        """The internal pub/sub pattern/subject for (kind, topic), or MessageBusError."""
         # grammar (bad_topic); heartbeat and island_changed reserved for both kinds
         _topic_ok(check_peer_topic, topic)
         toks = topic.split(".")
@@ -256,7 +256,7 @@ class MessageBusGateway:
             raise MessageBusError(
                 f"payload over {MAX_PAYLOAD_BYTES} bytes", code="payload_too_large"
             )
-        self.bus.publish(subject, AppData(data))
+        self.pubsub.publish(subject, AppData(data))
         self.m_published.inc()
 
     def _subscribe(self, s: _Session, kind: str, topic: str) -> None:
@@ -289,14 +289,14 @@ class MessageBusGateway:
         s.queue.clear()
         s.messages = 0
 
-    # --- bus subscriptions, shared by every session of this connector -------------------
+    # --- pub/sub subscriptions, shared by every session of this connector -------------------
 
     def _ref(self, pattern: str) -> None:
         entry = self._bus_subs.get(pattern)
         if entry is not None:
             self._bus_subs[pattern] = (entry[0], entry[1] + 1)
             return
-        sub = self.bus.subscribe(pattern, self._on_bus_message)
+        sub = self.pubsub.subscribe(pattern, self._on_bus_message)
         self._bus_subs[pattern] = (sub, 1)
 
     def _unref(self, pattern: str) -> None:

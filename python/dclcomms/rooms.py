@@ -6,7 +6,7 @@ plus ``/status`` and ``/rooms/status`` (JSON), ``/metrics`` (Prometheus) and
 
 With ``--nats URL --public-url ws://host:port --node-id ID`` it also announces itself
 every ``--announce-interval`` seconds on ``dclcomms.transport.<ID>.status`` (JSON,
-archipelago.md 6.3) so a core running :class:`dclcomms.nodes.NodeBalancedWsRooms`
+archipelago.md 6.3) so a core running :class:`dclcomms.nats.nodes.NodeBalancedWsRooms`
 places islands on it.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 
 import dclcomms
 from dclcomms.errors import SubjectError
-from dclcomms.nodes import NodeStatus, check_node_id, status_subject
+from dclcomms.nats.nodes import NodeStatus, check_node_id, status_subject
 from dclcomms.ws import HttpRequest, Server, ServerConfig, metrics_text
 
 _JSON = {"Content-Type": "application/json", "Access-Control-Allow-Origin": "*"}

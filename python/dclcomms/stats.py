@@ -1,4 +1,4 @@
-"""The stats service (archipelago.md section 5): bus traffic turned into HTTP JSON.
+"""The stats service (archipelago.md section 5): pub/sub traffic turned into HTTP JSON.
 
 :class:`Stats` subscribes to ``peer.*.heartbeat`` (batched), ``peer.*.disconnect``,
 ``engine.islands`` and ``engine.discovery`` and answers the reference stats
@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dclcomms.bus import Bus, Discovery, HeartbeatBatch, IslandStatus, Subscription
 from dclcomms.http import HttpError, Request, Response, Router, json_response
+from dclcomms.pubsub import Discovery, HeartbeatBatch, IslandStatus, PubSub, Subscription
 
 log = logging.getLogger("dclcomms.stats")
 
@@ -64,7 +64,7 @@ class Stats:
 
     def __init__(
         self,
-        bus: Bus,
+        pubsub: PubSub,
         *,
         peer_timeout_ms: int = 60_000,
         content_url: str = "",
@@ -84,10 +84,10 @@ class Stats:
         self._clock = clock_ms
         self._last_sweep = 0
         self._subs: list[Subscription] = [
-            bus.subscribe_heartbeats(self._on_heartbeats),
-            bus.subscribe("peer.*.disconnect", self._on_disconnect),
-            bus.subscribe("engine.islands", self._on_islands),
-            bus.subscribe("engine.discovery", self._on_discovery),
+            pubsub.subscribe_heartbeats(self._on_heartbeats),
+            pubsub.subscribe("peer.*.disconnect", self._on_disconnect),
+            pubsub.subscribe("engine.islands", self._on_islands),
+            pubsub.subscribe("engine.discovery", self._on_discovery),
         ]
 
     def close(self) -> None:
@@ -95,7 +95,7 @@ class Stats:
             s.unsubscribe()
         self._subs.clear()
 
-    # --- bus handlers -------------------------------------------------------
+    # --- pub/sub handlers ----------------------------------------------------
 
     def _on_heartbeats(self, batch: HeartbeatBatch) -> None:
         now = self._clock()

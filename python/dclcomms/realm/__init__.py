@@ -6,9 +6,10 @@ Public API: :class:`Realm` (asyncio, ``async with Realm(config) as realm``),
 
 from __future__ import annotations
 
-from dclcomms.realm.app import Realm, setup_logging
+from dclcomms.archipelago.core import ArchipelagoCore, TickReport
+from dclcomms.logs import setup_logging
+from dclcomms.realm.app import Realm
 from dclcomms.realm.cli import main
 from dclcomms.realm.connector import Connector
-from dclcomms.realm.core import ArchipelagoCore, TickReport
 
 __all__ = ["ArchipelagoCore", "Connector", "Realm", "TickReport", "main", "setup_logging"]

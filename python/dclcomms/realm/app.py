@@ -9,14 +9,13 @@
 Threads: the C++ ``Server`` runs its I/O thread(s) (WebSocket handshakes,
 auth-chain verification, frame handling, rooms fan-out); everything in Python
 runs on one asyncio loop: the server's eventfd wakes :meth:`Realm._pump`, which
-drains events onto the bus (heartbeats in batches) and dispatches HTTP requests;
+drains events onto the pub/sub (heartbeats in batches) and dispatches HTTP requests;
 the core ticks in its own task on the same loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
@@ -26,15 +25,16 @@ import dclcomms
 from dclcomms import ws
 from dclcomms.about import AboutState, about, public_url_from_host
 from dclcomms.archipelago import Engine
-from dclcomms.bus import Bus, HeartbeatBatch, InProcessBus
+from dclcomms.archipelago.core import ArchipelagoCore
 from dclcomms.config import RealmConfig
 from dclcomms.http import Request, Response, Router, json_response, text_response
+from dclcomms.logs import JsonFormatter, setup_logging
 from dclcomms.metrics import CONTENT_TYPE, Registry
 from dclcomms.msgbus import MessageBusGateway
 from dclcomms.policy import RealmPolicy, Transports, build_transports, load_policy
+from dclcomms.pubsub import HeartbeatBatch, InProcessPubSub, PubSub
 from dclcomms.realm.bans import BanChecker
 from dclcomms.realm.connector import Connector
-from dclcomms.realm.core import ArchipelagoCore
 from dclcomms.realm.denylist import DenyList
 from dclcomms.stats import Stats
 
@@ -82,13 +82,21 @@ class Realm:
         config: RealmConfig,
         *,
         policy: PolicyArg = None,
-        bus: Bus | None = None,
+        pubsub: PubSub | None = None,
         run_core: bool = True,
+        bus: PubSub | None = None,
     ) -> None:
-        """``run_core=False``: a connector-only realm; the core runs elsewhere on ``bus``."""
+        """``pubsub``: how the parts talk (default in-process; ``bus`` is its old name).
+
+        ``run_core=False``: a connector-only realm; the core runs elsewhere on ``pubsub``.
+        """
+        if bus is not None:
+            if pubsub is not None:
+                raise TypeError("pass pubsub= only (bus= is its old name)")
+            pubsub = bus
         self.config = config
         self.run_core = run_core
-        self.bus: Bus = bus if bus is not None else InProcessBus()
+        self.pubsub: PubSub = pubsub if pubsub is not None else InProcessPubSub()
         self.registry = Registry()
         self._policy_arg = policy
         self.server: Any = None
@@ -153,17 +161,17 @@ class Realm:
             else:
                 self.policy = load_policy(cfg.policy, self.transports)
             self.stats = Stats(
-                self.bus,
+                self.pubsub,
                 peer_timeout_ms=cfg.heartbeat_timeout_ms,
                 content_url=cfg.content_url,
                 scene_cache_s=cfg.hot_scenes_cache_s,
             )
-            self.connector = Connector(self.server, self.bus, self.registry)
+            self.connector = Connector(self.server, self.pubsub, self.registry)
             if cfg.bus:
                 island_of = self.connector.island_of
                 self.msgbus = MessageBusGateway(
                     self.server,
-                    self.bus,
+                    self.pubsub,
                     self.registry,
                     global_topics=cfg.bus_global_topic_list,
                     queue=cfg.bus_queue,
@@ -175,7 +183,7 @@ class Realm:
                 if not self.run_core
                 else ArchipelagoCore(
                     engine,
-                    self.bus,
+                    self.pubsub,
                     self.policy,
                     flush_interval_s=cfg.flush_interval,
                     heartbeat_timeout_ms=cfg.heartbeat_timeout_ms,
@@ -186,7 +194,9 @@ class Realm:
             )
             self._routes()
             self._loop.add_reader(self.server.fileno(), self._pump)
-            ready = getattr(self.bus, "ready", None)  # a network bus: subscriptions registered
+            ready = getattr(
+                self.pubsub, "ready", None
+            )  # a network pub/sub: subscriptions registered
             if ready is not None:
                 await ready()
             if self.core is not None:
@@ -260,11 +270,11 @@ class Realm:
         for part in (self.core, self.connector, self.stats, self.msgbus):
             if part is not None:
                 part.close()
-        aclose = getattr(self.bus, "aclose", None)  # a network bus: flush, then disconnect
+        aclose = getattr(self.pubsub, "aclose", None)  # a network pub/sub: flush, then disconnect
         if aclose is not None:
             await aclose()
         else:
-            self.bus.close()
+            self.pubsub.close()
         log.info("realm stopped", extra={"url": self.url})
 
     async def wait_stopped(self) -> None:
@@ -401,38 +411,6 @@ class Realm:
         if self.server is not None:  # the C++ counters, dcl_ws_connector_* / dcl_ws_rooms_*
             body += ws.metrics_text(self.server.stats())
         return Response(200, body.encode(), {"Content-Type": CONTENT_TYPE})
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg and any ``extra=`` fields."""
-
-    _std = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for k, v in record.__dict__.items():
-            if k not in self._std:
-                out[k] = v
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str, separators=(",", ":"))
-
-
-def setup_logging(config: RealmConfig) -> None:
-    handler = logging.StreamHandler()
-    if config.log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger("dclcomms")
-    root.handlers[:] = [handler]
-    root.setLevel(config.log_level)
-    root.propagate = False
 
 
 __all__ = ["JsonFormatter", "Realm", "setup_logging"]

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         "environment variables, which override the --config TOML file.",
     )
     add_arguments(p)
-    from dclcomms.processes import add_nats_arguments  # --nats runs the parts over NATS
+    from dclcomms.nats.processes import add_nats_arguments  # --nats runs the parts over NATS
 
     add_nats_arguments(p, required=False)
     return p
@@ -55,14 +55,14 @@ async def serve(config: RealmConfig, *, announce: bool = True) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a == "--nats" or a.startswith("--nats=") for a in args):
-        from dclcomms.processes import realm_nats_main  # every part, talking through NATS
+        from dclcomms.nats.processes import realm_nats_main  # every part, talking through NATS
 
         return realm_nats_main(args)
     parser = build_parser()
     ns = parser.parse_args(args)
     try:
         config = config_from_args(ns)
-        from dclcomms.realm.app import setup_logging
+        from dclcomms.logs import setup_logging
 
         setup_logging(config)
         return asyncio.run(serve(config))

@@ -1,9 +1,9 @@
-"""Connector glue: C++ server events onto the bus, bus updates down the sockets.
+"""Connector glue: C++ server events onto the pub/sub, its updates down the sockets.
 
 The handshake, duplicate kicks, limits and close codes live in C++
 (``dclcomms.ws.Server``); this module only moves data (archipelago.md 1.5):
 
-* ``Heartbeats`` events -> one :meth:`Bus.publish_heartbeats` batch;
+* ``Heartbeats`` events -> one :meth:`PubSub.publish_heartbeats` batch;
 * ``PeerConnected`` -> ``peer.<addr>.connect`` (the core resets the peer, which
   re-enters the engine with its first heartbeat and receives a fresh
   ``island_changed`` on the new session, also when it came from another
@@ -26,21 +26,21 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from dclcomms.bus import Bus, HeartbeatBatch, IslandChanged, IslandPeer, Subscription
 from dclcomms.metrics import Registry
+from dclcomms.pubsub import HeartbeatBatch, IslandChanged, IslandPeer, PubSub, Subscription
 
 log = logging.getLogger("dclcomms.realm.connector")
 
 
 class Connector:
-    def __init__(self, server: Any, bus: Bus, registry: Registry) -> None:
+    def __init__(self, server: Any, pubsub: PubSub, registry: Registry) -> None:
         self.server = server
-        self.bus = bus
+        self.pubsub = pubsub
         self.sessions: set[str] = set()
         self.island_of: dict[str, str] = {}
         self.members: dict[str, set[str]] = {}
         self._fresh: dict[str, str] = {}  # address -> island it entered this tick
-        # Told (address, island id) of every island_changed on the bus, connected here
+        # Told (address, island id) of every island_changed on the pub/sub, connected here
         # or not (the /bus gateway follows its sessions' islands with it).
         self.island_listeners: list[Callable[[str, str], None]] = []
         self.m_connects = registry.counter(
@@ -50,7 +50,7 @@ class Connector:
             "dcl_connector_sessions_ended_total", "connector sessions closed or replaced"
         )
         self.m_heartbeats = registry.counter(
-            "dcl_connector_heartbeats_total", "accepted heartbeats published on the bus"
+            "dcl_connector_heartbeats_total", "accepted heartbeats published on the pub/sub"
         )
         self.m_sent = registry.counter(
             "dcl_connector_island_messages_total",
@@ -60,10 +60,10 @@ class Connector:
             "dcl_connector_sessions", "connected sessions", fn=lambda: len(self.sessions)
         )
         self._subs: list[Subscription] = [
-            bus.subscribe("engine.peer.*.island_changed", self._on_island_changed),
-            bus.subscribe("engine.island.*.peer_join", self._on_join),
-            bus.subscribe("engine.island.*.peer_left", self._on_left),
-            bus.subscribe("engine.islands", self._on_tick_end),
+            pubsub.subscribe("engine.peer.*.island_changed", self._on_island_changed),
+            pubsub.subscribe("engine.island.*.peer_join", self._on_join),
+            pubsub.subscribe("engine.island.*.peer_left", self._on_left),
+            pubsub.subscribe("engine.islands", self._on_tick_end),
         ]
 
     def close(self) -> None:
@@ -71,15 +71,15 @@ class Connector:
             s.unsubscribe()
         self._subs.clear()
 
-    # --- server events -> bus ---------------------------------------------------
+    # --- server events -> pub/sub ------------------------------------------------
 
     def on_connected(self, address: str) -> None:
         if address in self.sessions:  # the previous session was replaced (kicked 4006)
             self._forget(address)
-            self.bus.publish(f"peer.{address}.disconnect", None)
+            self.pubsub.publish(f"peer.{address}.disconnect", None)
             self.m_disconnects.inc()
         self.sessions.add(address)
-        self.bus.publish(f"peer.{address}.connect", None)
+        self.pubsub.publish(f"peer.{address}.connect", None)
         self.m_connects.inc()
 
     def on_disconnected(self, address: str) -> None:
@@ -87,12 +87,12 @@ class Connector:
             return
         self.sessions.discard(address)
         self._forget(address)
-        self.bus.publish(f"peer.{address}.disconnect", None)
+        self.pubsub.publish(f"peer.{address}.disconnect", None)
         self.m_disconnects.inc()
 
     def on_heartbeats(self, batch: HeartbeatBatch) -> None:
         self.m_heartbeats.inc(len(batch))
-        self.bus.publish_heartbeats(batch)
+        self.pubsub.publish_heartbeats(batch)
 
     def _forget(self, address: str) -> None:
         island = self.island_of.pop(address, None)
@@ -103,7 +103,7 @@ class Connector:
                 if not m:
                     del self.members[island]
 
-    # --- bus -> sockets ---------------------------------------------------------
+    # --- pub/sub -> sockets ------------------------------------------------------
 
     def _on_island_changed(self, subject: str, msg: IslandChanged) -> None:
         addr = subject.split(".")[2]

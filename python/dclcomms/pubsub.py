@@ -1,6 +1,6 @@
-"""The message bus between the connector glue, the archipelago core and stats.
+"""The internal publish/subscribe between the connector glue, the archipelago core and stats.
 
-Subjects are those of archipelago.md section 4, so that a NATS bus can replace
+Subjects are those of archipelago.md section 4, so that NATS can replace
 the in-process one without touching its users:
 
 ====================================  ====================  ==========================
@@ -15,17 +15,17 @@ subject                               message               publisher -> subscri
 ``engine.discovery``                  :class:`Discovery`    core -> stats (every 10 s)
 ====================================  ====================  ==========================
 
-Handlers always receive typed messages: :meth:`Bus.publish` accepts either the
-typed message or its protobuf bytes (decoded by subject). The in-process bus
-hands objects over without encoding; a NATS bus encodes with ``to_bytes()``.
+Handlers always receive typed messages: :meth:`PubSub.publish` accepts either the
+typed message or its protobuf bytes (decoded by subject). The in-process pub/sub
+hands objects over without encoding; the NATS one encodes with ``to_bytes()``.
 An :class:`IslandChanged` carries its island's member map as an
 :class:`IslandMembers`, shared by every ``island_changed`` of that island in a
 tick: the map is encoded once per island (not once per recipient) and, on the
 receiving side, decoded once per distinct map.
-Heartbeats travel in batches (:meth:`Bus.publish_heartbeats` /
-:meth:`Bus.subscribe_heartbeats`): the connector receives them batched from the
-C++ server and the engine ingests them batched, so the in-process bus never
-splits them; a NATS bus splits them into one message per subject and batches
+Heartbeats travel in batches (:meth:`PubSub.publish_heartbeats` /
+:meth:`PubSub.subscribe_heartbeats`): the connector receives them batched from the
+C++ server and the engine ingests them batched, so the in-process pub/sub never
+splits them; the NATS one splits them into one message per subject and batches
 again on the receiving side.
 
 Handlers are synchronous and run on the publisher's thread (the realm's event
@@ -55,7 +55,7 @@ import numpy.typing as npt
 
 from dclcomms import _core, codec
 
-log = logging.getLogger("dclcomms.bus")
+log = logging.getLogger("dclcomms.pubsub")
 
 V3 = "decentraland.kernel.comms.v3."
 Vec3 = tuple[float, float, float]
@@ -437,18 +437,18 @@ def subject_matches(pattern: str, subject: str) -> bool:
 class Subscription:
     pattern: str
     handler: Handler
-    bus: Bus = field(repr=False)
+    pubsub: PubSub = field(repr=False)
     batch: bool = False  # a heartbeat-batch subscription
 
     def unsubscribe(self) -> None:
-        self.bus._remove(self)
+        self.pubsub._remove(self)
 
 
 HeartbeatHandler = Callable[[HeartbeatBatch], None]
 HEARTBEATS = "peer.*.heartbeat"
 
 
-class Bus(ABC):
+class PubSub(ABC):
     """Publish/subscribe on NATS-shaped subjects with typed payloads."""
 
     @abstractmethod
@@ -485,7 +485,7 @@ class Bus(ABC):
         """Release connections (no-op in process)."""
 
 
-class InProcessBus(Bus):
+class InProcessPubSub(PubSub):
     """Synchronous in-process delivery of typed objects (no encoding)."""
 
     def __init__(self) -> None:
@@ -498,7 +498,7 @@ class InProcessBus(Bus):
             sub.handler(subject, payload)
         except Exception:
             self.handler_errors += 1
-            log.exception("bus handler failed", extra={"subject": subject})
+            log.exception("pub/sub handler failed", extra={"subject": subject})
 
     def publish(self, subject: str, payload: bytes | Message) -> None:
         if isinstance(payload, bytes | bytearray):
@@ -555,17 +555,17 @@ class InProcessBus(Bus):
 
 __all__ = [
     "AppData",
-    "Bus",
     "Discovery",
     "Heartbeat",
     "HeartbeatBatch",
-    "InProcessBus",
+    "InProcessPubSub",
     "IslandChanged",
     "IslandData",
     "IslandMembers",
     "IslandPeer",
     "IslandStatus",
     "Message",
+    "PubSub",
     "Subscription",
     "decode_payload",
     "encode_payload",

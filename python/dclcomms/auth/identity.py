@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dclcomms import _core
-from dclcomms._auth_chain import clock_ms, to_utf8
+from dclcomms.auth.chain import clock_ms, to_utf8
 from dclcomms.errors import AuthError
 
 #: Lifetime of the ephemeral key :meth:`Identity.sign_challenge` creates when none is given.
@@ -194,3 +194,6 @@ class EphemeralIdentity:
         headers["x-identity-timestamp"] = timestamp
         headers["x-identity-metadata"] = meta
         return headers
+
+
+__all__ = ["DEFAULT_EPHEMERAL_TTL_MS", "EphemeralIdentity", "Identity"]

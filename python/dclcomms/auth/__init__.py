@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dclcomms import _core
-from dclcomms._auth_chain import (
+from dclcomms.auth.chain import (
     AuthResult,
     JsonRpcProvider,
     Provider,
@@ -27,8 +27,8 @@ from dclcomms._auth_chain import (
     verify_auth_chain,
     verify_many,
 )
-from dclcomms._auth_identity import EphemeralIdentity, Identity
-from dclcomms._auth_signed_fetch import (
+from dclcomms.auth.identity import EphemeralIdentity, Identity
+from dclcomms.auth.signed_fetch import (
     SignedFetchVerifier,
     signed_fetch_status,
     verify_signed_fetch,

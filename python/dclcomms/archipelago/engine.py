@@ -1,4 +1,4 @@
-"""Archipelago island clustering (spec archipelago.md §2, ``converge`` mode §2.6).
+"""The island clustering engine (spec archipelago.md §2, ``converge`` mode §2.6).
 
 Peers report positions; :meth:`Engine.flush` groups them into *islands* on the
 X/Z plane: islands merge when a member pair is within ``join_distance`` and the
@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dclcomms import _core
-from dclcomms.archipelago_reference import ReferenceCore
+from dclcomms.archipelago.reference import ReferenceCore
 from dclcomms.errors import ConfigError
 
 __all__ = [

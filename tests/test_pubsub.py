@@ -1,4 +1,4 @@
-"""The in-process bus: NATS wildcard semantics, typed delivery, heartbeat batches."""
+"""The in-process pub/sub: NATS wildcard semantics, typed delivery, heartbeat batches."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dclcomms.bus import (
+from dclcomms.pubsub import (
     Heartbeat,
     HeartbeatBatch,
-    InProcessBus,
+    InProcessPubSub,
     IslandPeer,
     decode_payload,
     subject_matches,
@@ -43,7 +43,7 @@ def _batch(addrs: list[str]) -> HeartbeatBatch:
 
 
 def test_batches_reach_batch_subscribers_whole_and_plain_ones_split() -> None:
-    bus = InProcessBus()
+    bus = InProcessPubSub()
     batches: list[HeartbeatBatch] = []
     plain: list[tuple[str, Any]] = []
     one: list[tuple[str, Any]] = []
@@ -62,7 +62,7 @@ def test_batches_reach_batch_subscribers_whole_and_plain_ones_split() -> None:
 
 
 def test_single_heartbeat_publish_reaches_batch_subscribers() -> None:
-    bus = InProcessBus()
+    bus = InProcessPubSub()
     got: list[HeartbeatBatch] = []
     bus.subscribe_heartbeats(got.append)
     bus.publish("peer.0xa.heartbeat", Heartbeat((1.0, 2.0, 3.0), "I4"))
@@ -73,7 +73,7 @@ def test_single_heartbeat_publish_reaches_batch_subscribers() -> None:
 
 
 def test_unsubscribe_and_failing_handlers() -> None:
-    bus = InProcessBus()
+    bus = InProcessPubSub()
     got: list[str] = []
 
     def bad(_s: str, _p: object) -> None:
@@ -97,7 +97,7 @@ def test_disconnect_payload_and_unknown_subjects() -> None:
 def test_wire_encoding_round_trips_for_a_nats_bus() -> None:
     """Every bus message has the protobuf encoding of wire.md 4 (what NATS would carry)."""
     from dclcomms import codec
-    from dclcomms.bus import Discovery, IslandChanged, IslandData, IslandStatus, encode_payload
+    from dclcomms.pubsub import Discovery, IslandChanged, IslandData, IslandStatus, encode_payload
 
     msgs = {
         "peer.0xa.heartbeat": Heartbeat((1.5, 0.0, -2.0), ""),
@@ -128,7 +128,7 @@ def test_wire_encoding_round_trips_for_a_nats_bus() -> None:
     )
     assert list(ic["peers"]) == ["0xa", "0xb"] and ic["fromIslandId"] == "I1"
     # the in-process bus decodes bytes by subject, so publishers may send either
-    bus = InProcessBus()
+    bus = InProcessPubSub()
     got: list[object] = []
     bus.subscribe("engine.>", lambda s, p: got.append(p))
     bus.publish("engine.island.I2.peer_join", encode_payload(IslandPeer("I2", "0xa")))

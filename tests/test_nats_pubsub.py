@@ -1,4 +1,4 @@
-"""NatsBus against real nats-server processes: schemes, batching, safety, reconnects."""
+"""NatsPubSub against real nats-server processes: schemes, batching, safety, reconnects."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ import nats
 import numpy as np
 import pytest
 
-from dclcomms.bus import (
+from dclcomms.errors import BusError, SubjectError
+from dclcomms.metrics import Registry
+from dclcomms.nats.pubsub import NatsPubSub
+from dclcomms.pubsub import (
     Discovery,
     Heartbeat,
     HeartbeatBatch,
@@ -21,9 +24,6 @@ from dclcomms.bus import (
     IslandStatus,
     encode_payload,
 )
-from dclcomms.errors import BusError, SubjectError
-from dclcomms.metrics import Registry
-from dclcomms.natsbus import NatsBus
 from tests.conftest import free_port
 from tests.nats_fixtures import (
     NatsServer,
@@ -105,8 +105,8 @@ def test_every_message_crosses_nats_typed_under_both_schemes(
     wire: list[str],
 ) -> None:
     async def body() -> None:
-        pub = await NatsBus.connect([nats_server.url], subjects=scheme)
-        sub = await NatsBus.connect([nats_server.url], subjects=scheme)
+        pub = await NatsPubSub.connect([nats_server.url], subjects=scheme)
+        sub = await NatsPubSub.connect([nats_server.url], subjects=scheme)
         raw = await nats.connect(nats_server.url)
         try:
             seen: list[tuple[str, bytes]] = []
@@ -147,8 +147,8 @@ def test_heartbeats_split_per_peer_and_rebatched(
     scheme: str,
 ) -> None:
     async def body() -> None:
-        pub = await NatsBus.connect([nats_server.url], subjects=scheme)
-        sub = await NatsBus.connect([nats_server.url], subjects=scheme)
+        pub = await NatsPubSub.connect([nats_server.url], subjects=scheme)
+        sub = await NatsPubSub.connect([nats_server.url], subjects=scheme)
         raw = await nats.connect(nats_server.url)
         try:
             raw_subjects: list[str] = []
@@ -194,7 +194,7 @@ def test_bad_tokens_are_refused_logged_and_counted(
 ) -> None:
     async def body() -> None:
         reg = Registry()
-        bus = await NatsBus.connect([nats_server.url], registry=reg)
+        bus = await NatsPubSub.connect([nats_server.url], registry=reg)
         raw = await nats.connect(nats_server.url)
         try:
             seen: list[str] = []
@@ -208,7 +208,7 @@ def test_bad_tokens_are_refused_logged_and_counted(
             bus.subscribe_heartbeats(got.append)
             bus.subscribe("engine.island.*.peer_join", lambda s, p: got.append(p))
             await bus.ready()
-            with caplog.at_level(logging.ERROR, logger="dclcomms.natsbus"):
+            with caplog.at_level(logging.ERROR, logger="dclcomms.nats.pubsub"):
                 bus.publish("peer.*.heartbeat", Heartbeat((0.0, 0.0, 0.0)))
                 bus.publish("peer.>.disconnect", None)
                 bus.publish("peer.0xAB.disconnect", None)
@@ -252,16 +252,16 @@ def test_bad_tokens_are_refused_logged_and_counted(
 def test_several_urls_and_unreachable_servers(nats_server: NatsServer) -> None:  # noqa: F811
     async def body() -> None:
         dead = f"nats://127.0.0.1:{free_port()}"
-        bus = await NatsBus.connect([dead, nats_server.url], connect_timeout=0.5)
+        bus = await NatsPubSub.connect([dead, nats_server.url], connect_timeout=0.5)
         try:
             assert bus.nc.is_connected
         finally:
             await bus.aclose()
         with pytest.raises(BusError) as e:
-            await NatsBus.connect([dead], connect_timeout=0.5)
+            await NatsPubSub.connect([dead], connect_timeout=0.5)
         assert e.value.code == "nats_unavailable"
         with pytest.raises(BusError) as e2:
-            await NatsBus.connect([])
+            await NatsPubSub.connect([])
         assert e2.value.code == "nats_unavailable"
 
     run(body)
@@ -269,7 +269,7 @@ def test_several_urls_and_unreachable_servers(nats_server: NatsServer) -> None: 
 
 def test_outbox_bound_drops_and_counts(nats_server: NatsServer) -> None:  # noqa: F811
     async def body() -> None:
-        bus = await NatsBus.connect([nats_server.url], max_outbox_bytes=100)
+        bus = await NatsPubSub.connect([nats_server.url], max_outbox_bytes=100)
         try:
             for i in range(50):  # synchronous: nothing drains in between
                 bus.publish(f"engine.island.I{i}.peer_join", IslandPeer(f"I{i}", addr(i)))
@@ -290,8 +290,8 @@ def test_outbox_bound_drops_and_counts(nats_server: NatsServer) -> None:  # noqa
 
 def test_reconnect_restores_subscriptions(nats_server: NatsServer) -> None:  # noqa: F811
     async def body() -> None:
-        pub = await NatsBus.connect([nats_server.url], reconnect_time_wait=0.1)
-        sub = await NatsBus.connect([nats_server.url], reconnect_time_wait=0.1)
+        pub = await NatsPubSub.connect([nats_server.url], reconnect_time_wait=0.1)
+        sub = await NatsPubSub.connect([nats_server.url], reconnect_time_wait=0.1)
         try:
             got: list[Any] = []
             sub.subscribe("engine.islands", lambda s, p: got.append(p))

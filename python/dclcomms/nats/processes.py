@@ -1,11 +1,11 @@
 """The realm's parts as separate processes over NATS (archipelago-workers layout).
 
 * ``dclcomms connector --nats URL``: the C++ connector + WebSocket rooms + /about,
-  stats routes and /metrics (a :class:`~dclcomms.realm.app.Realm` with
+  stats routes and /metrics (a :class:`~dclcomms.realm.Realm` with
   ``run_core=False``); any number of them.
 * ``dclcomms core --nats URL``: the clustering engine, policy and transports
-  (:class:`CoreService`: the realm's :class:`~dclcomms.realm.core.ArchipelagoCore`
-  on a :class:`~dclcomms.natsbus.NatsBus`); exactly one. It keeps no state that
+  (:class:`CoreService`: the realm's :class:`~dclcomms.archipelago.core.ArchipelagoCore`
+  on a :class:`~dclcomms.nats.pubsub.NatsPubSub`); exactly one. It keeps no state that
   heartbeats do not rebuild: restarted, it re-assigns every peer from the next
   heartbeats.
 * ``dclcomms stats --nats URL``: the stats HTTP API (:class:`StatsService`).
@@ -32,25 +32,25 @@ from typing import Any
 import dclcomms
 from dclcomms import ws
 from dclcomms.archipelago import Engine
-from dclcomms.bus import Bus
+from dclcomms.archipelago.core import ArchipelagoCore
 from dclcomms.config import RealmConfig, add_arguments, config_from_args
-from dclcomms.errors import BusError, ConfigError, Error, SubjectError
+from dclcomms.errors import ConfigError, Error, SubjectError
 from dclcomms.http import Request, Response, Router, json_response
 from dclcomms.metrics import CONTENT_TYPE, Registry
-from dclcomms.natsbus import NatsBus
-from dclcomms.nodes import (
+from dclcomms.nats.nodes import (
     STATUS_PREFIX,
     NodeBalancedWsRooms,
     NodeRegistry,
     NodeStatus,
     status_subject,
 )
+from dclcomms.nats.pubsub import NatsPubSub
+from dclcomms.nats.subjects import SCHEMES
 from dclcomms.policy import RealmPolicy, build_transports, load_policy
-from dclcomms.realm.core import ArchipelagoCore
+from dclcomms.pubsub import PubSub
 from dclcomms.stats import Stats
-from dclcomms.subjects import SCHEMES
 
-log = logging.getLogger("dclcomms.processes")
+log = logging.getLogger("dclcomms.nats.processes")
 
 
 def add_nats_arguments(p: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -71,8 +71,8 @@ def add_nats_arguments(p: argparse.ArgumentParser, *, required: bool = True) -> 
 
 async def connect_bus(
     urls: Sequence[str], subjects: str, name: str, registry: Registry | None = None
-) -> NatsBus:
-    return await NatsBus.connect(list(urls), subjects=subjects, name=name, registry=registry)
+) -> NatsPubSub:
+    return await NatsPubSub.connect(list(urls), subjects=subjects, name=name, registry=registry)
 
 
 def check_core_config(config: RealmConfig) -> None:
@@ -86,18 +86,18 @@ def check_core_config(config: RealmConfig) -> None:
 
 
 class CoreService:
-    """The archipelago core alone on a bus.
+    """The archipelago core alone on a pub/sub.
 
     With ``http=True`` (``dclcomms core``) it also listens on ``config.host:port`` for
-    ``/health/live``, ``/health/ready`` (503 until the bus is connected and a tick ran
+    ``/health/live``, ``/health/ready`` (503 until NATS is connected and a tick ran
     recently), ``/status`` (JSON: peers, islands, last tick, transport nodes) and
-    ``/metrics`` (the core's and its NATS bus's metrics).
+    ``/metrics`` (the core's and its NATS pub/sub's metrics).
     """
 
     def __init__(
         self,
         config: RealmConfig,
-        bus: Bus,
+        pubsub: PubSub,
         *,
         policy: RealmPolicy | type[RealmPolicy] | None = None,
         registry: Registry | None = None,
@@ -105,7 +105,7 @@ class CoreService:
     ) -> None:
         check_core_config(config)
         self.config = config
-        self.bus = bus
+        self.pubsub = pubsub
         self.registry = registry or Registry()
         transports = build_transports(
             config, bound_port=config.port or 80, ws_room_secret=config.ws_room_secret
@@ -129,7 +129,7 @@ class CoreService:
         )
         self.core = ArchipelagoCore(
             engine,
-            bus,
+            pubsub,
             pol,
             flush_interval_s=config.flush_interval,
             heartbeat_timeout_ms=config.heartbeat_timeout_ms,
@@ -158,7 +158,7 @@ class CoreService:
         return self.http.url
 
     def _bus_connected(self) -> bool:
-        nc = getattr(self.bus, "nc", None)
+        nc = getattr(self.pubsub, "nc", None)
         return bool(nc.is_connected) if nc is not None else True
 
     def _h_ready(self, _req: Request) -> Response:
@@ -177,7 +177,7 @@ class CoreService:
             "ok": True,
             "commitHash": self.config.commit_hash,
             "version": dclcomms.__version__,
-            "subjects": getattr(getattr(self.bus, "scheme", None), "name", None),
+            "subjects": getattr(getattr(self.pubsub, "scheme", None), "name", None),
             "busConnected": self._bus_connected(),
             "peers": core.engine.peer_count,
             "islands": core.engine.island_count,
@@ -215,7 +215,7 @@ class CoreService:
 
     async def start(self) -> CoreService:
         pol = self.core.policy
-        nc = getattr(self.bus, "nc", None)
+        nc = getattr(self.pubsub, "nc", None)
         if isinstance(pol, NodeBalancedWsRooms) and nc is not None:
             # The registry subject is the same in both schemes and carries JSON, so it
             # goes straight to nats-py rather than through the scheme's routes.
@@ -223,7 +223,7 @@ class CoreService:
                 self._on_node_status(pol, msg.subject, msg.data)
 
             self._node_sub = await nc.subscribe(STATUS_PREFIX + "*.status", cb=cb)
-        ready = getattr(self.bus, "ready", None)
+        ready = getattr(self.pubsub, "ready", None)
         if ready is not None:
             await ready()
         if self.http is not None:
@@ -313,14 +313,16 @@ class HttpFront:
 
 
 class StatsService:
-    """The stats HTTP API (archipelago.md 5) fed from a bus, on its own port."""
+    """The stats HTTP API (archipelago.md 5) fed from a pub/sub, on its own port."""
 
-    def __init__(self, config: RealmConfig, bus: Bus, *, registry: Registry | None = None) -> None:
+    def __init__(
+        self, config: RealmConfig, pubsub: PubSub, *, registry: Registry | None = None
+    ) -> None:
         self.config = config
-        self.bus = bus
+        self.pubsub = pubsub
         self.registry = registry or Registry()
         self.stats = Stats(
-            bus,
+            pubsub,
             peer_timeout_ms=config.heartbeat_timeout_ms,
             content_url=config.content_url,
             scene_cache_s=config.hot_scenes_cache_s,
@@ -339,7 +341,7 @@ class StatsService:
     async def start(self) -> StatsService:
         await self.http.start()
         self._started = True
-        ready = getattr(self.bus, "ready", None)
+        ready = getattr(self.pubsub, "ready", None)
         if ready is not None:
             await ready()
         return self
@@ -379,7 +381,7 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 async def _run(
     parts: Callable[[], Awaitable[list[Any]]],
-    buses: list[NatsBus],
+    buses: list[NatsPubSub],
     announce: Callable[[list[Any]], str],
 ) -> int:
     loop = asyncio.get_running_loop()
@@ -402,12 +404,13 @@ async def _run(
 
 
 def _main(prog: str, description: str, argv: Sequence[str] | None, role: str) -> int:
-    from dclcomms.realm.app import Realm, setup_logging
+    from dclcomms.logs import setup_logging
+    from dclcomms.realm import Realm
 
     ns = _parser(prog, description).parse_args(list(sys.argv[1:] if argv is None else argv))
-    buses: list[NatsBus] = []
+    buses: list[NatsPubSub] = []
 
-    async def bus(name: str, registry: Registry | None = None) -> NatsBus:
+    async def pubsub(name: str, registry: Registry | None = None) -> NatsPubSub:
         b = await connect_bus(ns.nats, ns.subjects, name, registry)
         buses.append(b)
         return b
@@ -418,16 +421,18 @@ def _main(prog: str, description: str, argv: Sequence[str] | None, role: str) ->
             reg = Registry()
             out.append(
                 await CoreService(
-                    config, await bus("dclcomms-core", reg), registry=reg, http=role == "core"
+                    config, await pubsub("dclcomms-core", reg), registry=reg, http=role == "core"
                 ).start()
             )
         if role in ("stats",):
             reg = Registry()
             out.append(
-                await StatsService(config, await bus("dclcomms-stats", reg), registry=reg).start()
+                await StatsService(
+                    config, await pubsub("dclcomms-stats", reg), registry=reg
+                ).start()
             )
         if role in ("connector", "realm"):
-            realm = Realm(config, bus=await bus("dclcomms-connector"), run_core=False)
+            realm = Realm(config, pubsub=await pubsub("dclcomms-connector"), run_core=False)
             out.append(await realm.start())
         return out
 
@@ -476,7 +481,6 @@ def realm_nats_main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = [
-    "BusError",
     "CoreService",
     "HttpFront",
     "StatsService",

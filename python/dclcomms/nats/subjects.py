@@ -1,7 +1,7 @@
 """NATS subject schemes: the bus's internal subjects <-> the subjects on the wire.
 
 The realm's parts (connector glue, core, stats) speak the internal subjects of
-:mod:`dclcomms.bus` (archipelago.md 4, "current"). On NATS they travel under one
+:mod:`dclcomms.pubsub` (archipelago.md 4, "current"). On NATS they travel under one
 of two schemes, chosen with ``--subjects``:
 
 ``workers`` (default, archipelago-workers compatible; identity mapping)
@@ -29,8 +29,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from dclcomms.bus import Discovery, Message, decode_payload, encode_payload
 from dclcomms.errors import SubjectError
+from dclcomms.pubsub import Discovery, Message, decode_payload, encode_payload
 
 ADDRESS_RE = re.compile(r"0x[0-9a-f]{40}")
 ISLAND_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")

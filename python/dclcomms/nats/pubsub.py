@@ -1,15 +1,15 @@
-"""A :class:`~dclcomms.bus.Bus` over NATS (nats-py, asyncio).
+"""A :class:`~dclcomms.pubsub.PubSub` over NATS (nats-py, asyncio).
 
 ::
 
-    bus = await NatsBus.connect(["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"])
-    realm = Realm(config, bus=bus)       # connector glue, core and stats unchanged
+    pubsub = await NatsPubSub.connect(["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"])
+    realm = Realm(config, pubsub=pubsub)     # connector glue, core and stats unchanged
 
-Threading: everything runs on the event loop that called :meth:`NatsBus.connect`;
-handlers run on that loop, as on the in-process bus.
+Threading: everything runs on the event loop that called :meth:`NatsPubSub.connect`;
+handlers run on that loop, as on the in-process pub/sub.
 
 Publishing never blocks the caller (the core's tick, the connector's pump):
-:meth:`publish` validates the subject (:mod:`dclcomms.subjects`), encodes the
+:meth:`publish` validates the subject (:mod:`dclcomms.nats.subjects`), encodes the
 payload and appends it to an outbox; one drain task per loop iteration hands the
 outbox to nats-py, whose flusher writes everything queued in one socket write.
 A heartbeat batch thus becomes one NATS message per ``peer.<addr>.heartbeat``,
@@ -31,11 +31,11 @@ rebuilds its state from them, so dropping beats blocking the tick.
 Receiving: one NATS subscription per wire pattern, shared by every local
 subscription that needs it; each message is decoded once and delivered to the
 local handlers whose internal pattern matches (``island_changed`` messages of
-one island share one decoded :class:`~dclcomms.bus.IslandMembers`, see
-:meth:`IslandChanged.from_bytes <dclcomms.bus.IslandChanged.from_bytes>`).
+one island share one decoded :class:`~dclcomms.pubsub.IslandMembers`, see
+:meth:`IslandChanged.from_bytes <dclcomms.pubsub.IslandChanged.from_bytes>`).
 Heartbeats are re-batched: all heartbeats received in one loop iteration are
 decoded together (compiled codec, straight into the position array) and
-delivered as one :class:`~dclcomms.bus.HeartbeatBatch` (``received_ms`` =
+delivered as one :class:`~dclcomms.pubsub.HeartbeatBatch` (``received_ms`` =
 arrival time).
 
 Reconnection is nats-py's: every URL is tried (randomized), forever, waiting
@@ -59,23 +59,23 @@ from typing import Any
 import numpy as np
 
 from dclcomms import _core
-from dclcomms.bus import (
+from dclcomms.errors import PubSubError, SubjectError
+from dclcomms.metrics import Registry
+from dclcomms.nats.subjects import ADDRESS_RE, ISLAND_RE, Scheme, scheme
+from dclcomms.pubsub import (
     HEARTBEATS,
-    Bus,
     Handler,
     Heartbeat,
     HeartbeatBatch,
     HeartbeatHandler,
     Message,
+    PubSub,
     Subscription,
     decode_payload,
     subject_matches,
 )
-from dclcomms.errors import BusError, SubjectError
-from dclcomms.metrics import Registry
-from dclcomms.subjects import ADDRESS_RE, ISLAND_RE, Scheme, scheme
 
-log = logging.getLogger("dclcomms.natsbus")
+log = logging.getLogger("dclcomms.nats.pubsub")
 
 DEFAULT_MAX_OUTBOX_BYTES = 128 * 1024 * 1024
 DEFAULT_PENDING_SIZE = 8 * 1024 * 1024
@@ -94,13 +94,13 @@ _HOT_FAMILIES: tuple[tuple[str, re.Pattern[str], tuple[str, str]], ...] = (
 
 
 class _Subjects:
-    """The scheme's :meth:`~dclcomms.subjects.Scheme.to_wire` / ``from_wire``, faster.
+    """The scheme's :meth:`~dclcomms.nats.subjects.Scheme.to_wire` / ``from_wire``, faster.
 
     For each family of :data:`_HOT_FAMILIES` the scheme is asked once, with two
     sample tokens, for the wire subject and back. When it puts the token
     verbatim between a fixed prefix and suffix both ways (both schemes do), a
     subject of that shape whose token passes the scheme's own check
-    (:data:`~dclcomms.subjects.ADDRESS_RE`, :data:`~dclcomms.subjects.ISLAND_RE`)
+    (:data:`~dclcomms.nats.subjects.ADDRESS_RE`, :data:`~dclcomms.nats.subjects.ISLAND_RE`)
     is mapped by splicing (one regular expression for all families, each
     direction); anything else (other subjects, bad tokens) goes through the
     scheme, which also raises the errors. Same results as the scheme
@@ -166,7 +166,7 @@ class _Wire:
     pending: list[tuple[str, str, bytes, int]] = field(default_factory=list)
 
 
-class NatsBus(Bus):
+class NatsPubSub(PubSub):
     """Publish/subscribe over NATS with the subject scheme ``subjects``."""
 
     def __init__(
@@ -226,18 +226,18 @@ class NatsBus(Bus):
         connect_timeout: float = 2.0,
         pending_size: int = DEFAULT_PENDING_SIZE,
         max_outbox_bytes: int = DEFAULT_MAX_OUTBOX_BYTES,
-    ) -> NatsBus:
+    ) -> NatsPubSub:
         """Connect to the first reachable of ``servers`` (``nats://host:port``).
 
-        Raises :class:`~dclcomms.errors.BusError` (``nats_unavailable``) when none answers.
+        Raises :class:`~dclcomms.errors.PubSubError` (``nats_unavailable``) when none answers.
         """
         import nats
         from nats.errors import NoServersError
 
         sch = subjects if isinstance(subjects, Scheme) else scheme(subjects)
         if not servers:
-            raise BusError("no NATS server URL given", code="nats_unavailable")
-        holder: list[NatsBus] = []
+            raise PubSubError("no NATS server URL given", code="nats_unavailable")
+        holder: list[NatsPubSub] = []
 
         async def reconnected() -> None:
             if holder:
@@ -266,7 +266,7 @@ class NatsBus(Bus):
                 error_cb=error,
             )
         except (NoServersError, OSError, TimeoutError) as e:
-            raise BusError(
+            raise PubSubError(
                 f"cannot connect to NATS {list(servers)}: {e or type(e).__name__}",
                 code="nats_unavailable",
             ) from e
@@ -321,7 +321,7 @@ class NatsBus(Bus):
         """One NATS message per ``peer.<addr>.heartbeat``, all flushed together.
 
         The whole batch is encoded in one call (the same bytes as
-        :meth:`Heartbeat.to_bytes <dclcomms.bus.Heartbeat.to_bytes>` of each).
+        :meth:`Heartbeat.to_bytes <dclcomms.pubsub.Heartbeat.to_bytes>` of each).
         """
         n = len(batch)
         if n == 0:
@@ -343,7 +343,7 @@ class NatsBus(Bus):
         self._outbox.append((wire, data))
         self._outbox_bytes += len(data)
         if self._drain_task is None:
-            self._drain_task = self._loop.create_task(self._drain(), name="natsbus-drain")
+            self._drain_task = self._loop.create_task(self._drain(), name="nats-drain")
 
     async def _drain(self) -> None:
         from nats.errors import ConnectionClosedError, OutboundBufferLimitError
@@ -390,12 +390,12 @@ class NatsBus(Bus):
 
     def _add(self, sub: Subscription) -> Subscription:
         if self._closed:
-            raise BusError("the NATS bus is closed", code="bus_closed")
+            raise PubSubError("the NATS pub/sub is closed", code="bus_closed")
         for wp in self.scheme.wire_patterns(sub.pattern):  # SubjectError for bad patterns
             w = self._wires.get(wp)
             if w is None:
                 w = self._wires[wp] = _Wire(wp)
-                w.task = self._loop.create_task(self._nats_subscribe(w), name=f"natsbus-sub {wp}")
+                w.task = self._loop.create_task(self._nats_subscribe(w), name=f"nats-sub {wp}")
             w.subs.append(sub)
         return sub
 
@@ -498,7 +498,7 @@ class NatsBus(Bus):
             sub.handler(subject, payload)
         except Exception:
             self.handler_errors += 1
-            log.exception("bus handler failed", extra={"subject": subject})
+            log.exception("pub/sub handler failed", extra={"subject": subject})
 
     # --- shutdown -----------------------------------------------------------------
 
@@ -522,4 +522,4 @@ class NatsBus(Bus):
             await self.nc.close()
 
 
-__all__ = ["DEFAULT_MAX_OUTBOX_BYTES", "DEFAULT_PENDING_SIZE", "NatsBus"]
+__all__ = ["DEFAULT_MAX_OUTBOX_BYTES", "DEFAULT_PENDING_SIZE", "NatsPubSub"]

@@ -12,7 +12,7 @@ again and its transport-switch path re-issues ``island_changed`` (same island id
 new ``conn_str``) to every member.
 
 Only this module's pure parts are here; the NATS feed lives in the core service
-(:mod:`dclcomms.processes`).
+(:mod:`dclcomms.nats.processes`).
 """
 
 from __future__ import annotations

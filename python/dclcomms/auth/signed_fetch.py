@@ -17,7 +17,7 @@ import json
 import threading
 from collections.abc import Mapping
 
-from dclcomms._auth_chain import AuthResult, Provider, as_provider, clock_ms, verify_auth_chain
+from dclcomms.auth.chain import AuthResult, Provider, as_provider, clock_ms, verify_auth_chain
 
 _PREFIX = "x-identity-auth-chain-"
 _MAX_TIMESTAMP_DIGITS = 16
@@ -229,3 +229,6 @@ class SignedFetchVerifier:
             self._seen[key] = forget_after
             heapq.heappush(self._expiry, (forget_after, key))
         return result
+
+
+__all__ = ["SignedFetchVerifier", "signed_fetch_status", "verify_signed_fetch"]

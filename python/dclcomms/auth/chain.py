@@ -145,3 +145,15 @@ def verify_many(
     now = clock_ms() if now_ms is None else now_ms
     pairs = [(to_utf8(chain), to_utf8(expected)) for chain, expected in items]
     return [AuthResult._from_core(t) for t in _core.verify_many(pairs, now, threads)]
+
+
+__all__ = [
+    "AuthResult",
+    "JsonRpcProvider",
+    "Provider",
+    "as_provider",
+    "clock_ms",
+    "to_utf8",
+    "verify_auth_chain",
+    "verify_many",
+]

@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from dclcomms.archipelago import UNSET, Engine
-from dclcomms.bus import (
-    Bus,
+from dclcomms.metrics import Registry
+from dclcomms.policy import IslandView, RealmPolicy, Transport
+from dclcomms.pubsub import (
     Discovery,
     HeartbeatBatch,
     IslandChanged,
@@ -40,12 +41,11 @@ from dclcomms.bus import (
     IslandMembers,
     IslandPeer,
     IslandStatus,
+    PubSub,
     Subscription,
 )
-from dclcomms.metrics import Registry
-from dclcomms.policy import IslandView, RealmPolicy, Transport
 
-log = logging.getLogger("dclcomms.realm.core")
+log = logging.getLogger("dclcomms.archipelago.core")
 
 Vec3 = tuple[float, float, float]
 
@@ -118,12 +118,12 @@ class CoreMetrics:
 
 
 class ArchipelagoCore:
-    """Engine + policy + bus. Feed it through the bus; drive it with :meth:`run` or :meth:`tick`."""
+    """Engine + policy + pub/sub: fed through the pub/sub, driven by :meth:`run` or :meth:`tick`."""
 
     def __init__(
         self,
         engine: Engine,
-        bus: Bus,
+        pubsub: PubSub,
         policy: RealmPolicy,
         *,
         flush_interval_s: float = 2.0,
@@ -135,7 +135,7 @@ class ArchipelagoCore:
         reject_backoff_ms: int = 30_000,
     ) -> None:
         self.engine = engine
-        self.bus = bus
+        self.pubsub = pubsub
         self.policy = policy
         self.flush_interval_s = flush_interval_s
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
@@ -160,12 +160,12 @@ class ArchipelagoCore:
         self.last_tick_s = 0.0  # wall time of the last tick
         self._last_discovery_ms: int | None = None
         self._subs: list[Subscription] = [
-            bus.subscribe_heartbeats(self._on_heartbeats),
-            bus.subscribe("peer.*.disconnect", self._on_disconnect),
+            pubsub.subscribe_heartbeats(self._on_heartbeats),
+            pubsub.subscribe("peer.*.disconnect", self._on_disconnect),
             # A new session (archipelago.md 2.2: connect = reset): the peer re-enters
             # with its next heartbeat and gets a fresh island_changed on that session,
             # also when it moved to another connector.
-            bus.subscribe("peer.*.connect", self._on_disconnect),
+            pubsub.subscribe("peer.*.connect", self._on_disconnect),
         ]
 
     def close(self) -> None:
@@ -330,7 +330,7 @@ class ArchipelagoCore:
             self.metrics.switches.inc(switches)
 
         # island_changed first, then left/join.
-        # One IslandMembers per island, shared by all its messages (a NATS bus
+        # One IslandMembers per island, shared by all its messages (a NATS pub/sub
         # encodes its member map once, not once per recipient).
         pos = self.positions
         members_cache: dict[str, IslandMembers] = {}
@@ -344,7 +344,7 @@ class ArchipelagoCore:
             return m
 
         sent = 0
-        publish = self.bus.publish
+        publish = self.pubsub.publish
         for peer, island_id, from_id in moves:
             cs = conn.get(f"{island_id}\0{peer}")
             if cs is None or island_id not in islands:
@@ -410,7 +410,7 @@ class ArchipelagoCore:
     def publish_discovery(self, now: int | None = None) -> None:
         now = self._clock() if now is None else now
         self._last_discovery_ms = now
-        self.bus.publish(
+        self.pubsub.publish(
             "engine.discovery",
             Discovery("archipelago", now, self.commit_hash, int(self.engine.peer_count)),
         )

@@ -1,0 +1,176 @@
+// The Archipelago connector (/ws, /archipelago/ws; archipelago.md 1.3): the
+// challenge handshake (shared with bus sessions), the address registries,
+// heartbeats into the event queue, and the sends/kicks of the embedder.
+
+#include <cmath>
+
+#include "server_impl.hpp"
+
+namespace dclcomms::ws {
+
+using detail::make_frame;
+using detail::unix_ms;
+
+namespace {
+constexpr const char* kReplacedConnector =
+    "session replaced: a new session for this address connected";
+constexpr const char* kReplacedBus =
+    "session replaced: a new bus session for this address connected";
+}  // namespace
+
+void Server::Impl::send_connector(const std::string& address, std::string payload) {
+  post([this, address, payload = std::move(payload)]() mutable {
+    auto it = connector_reg_.find(address);
+    if (it == connector_reg_.end()) return;
+    SessionPtr s = it->second;  // a copy: closing it erases the registry entry
+    if (deliver(s, make_frame(std::move(payload)))) ++cc_.messages_sent;
+  });
+}
+
+void Server::Impl::kick(const std::string& address, int code, const std::string& reason) {
+  post([this, address, code, reason] {
+    auto it = connector_reg_.find(address);
+    if (it == connector_reg_.end()) return;
+    SessionPtr s = it->second;
+    ++cc_.kicked_by_server;
+    if (code == 4005 || code == 4006) send_raw(s, make_frame(codec::encode_server_kicked()));
+    close_session(s, code, reason);
+  });
+}
+
+void Server::Impl::handle_connector(const SessionPtr& s, const std::string& data) {
+  codec::ClientPacket p;
+  try {
+    p = codec::decode_client_packet(data);
+  } catch (const std::exception&) {
+    count_connector_or_bus(s, [](auto& c) { ++c.closed_decode; });
+    close_session(s, 1007, "Cannot decode ClientPacket");
+    return;
+  }
+  using K = codec::ClientPacket::Kind;
+  switch (s->stage) {
+    case Stage::Start:
+      if (p.kind != K::ChallengeRequest) {
+        count_connector_or_bus(s, [](auto& c) { ++c.closed_protocol; });
+        close_session(s, 4000, "protocol violation: expected challenge_request");
+        return;
+      }
+      if (!is_valid_address(p.address)) {
+        count_connector_or_bus(s, [](auto& c) { ++c.closed_invalid_address; });
+        close_session(s, 4002, "invalid address");
+        return;
+      }
+      s->address = to_lower_ascii(p.address);
+      if (deny_.count(s->address)) {
+        count_connector_or_bus(s, [](auto& c) { ++c.deny_listed; });
+        close_session(s, 4004, "deny-listed");
+        return;
+      }
+      s->challenge = auth::random_challenge();
+      send_raw(s, make_frame(codec::encode_server_challenge_response(
+                      s->challenge, registry(*s).count(s->address) > 0)));
+      s->stage = Stage::ChallengeSent;
+      restart_timer(s);
+      return;
+    case Stage::ChallengeSent:
+      if (p.kind != K::SignedChallenge) {
+        count_connector_or_bus(s, [](auto& c) { ++c.closed_protocol; });
+        close_session(s, 4000, "protocol violation: expected signed_challenge");
+        return;
+      }
+      submit_verify(s, std::move(p.auth_chain_json));
+      return;
+    case Stage::Completed:  // connector only: completed bus sessions never get here
+      if (p.kind == K::Heartbeat) {
+        on_heartbeat(s, p.heartbeat);
+      } else {
+        ++cc_.messages_ignored;
+      }
+      return;
+    case Stage::Verifying:
+    case Stage::Closed:
+      return;
+  }
+}
+
+// Connector and bus sessions: each kind has its own registry, so a
+// connector and a bus session of one address never replace each other.
+void Server::Impl::on_connector_verified(const SessionPtr& s, const auth::AuthResult& res) {
+  const bool bus = s->kind == Kind::Bus;
+  if (!res.ok) {
+    count_connector_or_bus(s, [](auto& c) { ++c.auth_failed; });
+    close_session(s, 4003, "auth failed: " + res.code);
+    return;
+  }
+  std::string owner = to_lower_ascii(res.signer);
+  if (owner != s->address) {
+    count_connector_or_bus(s, [](auto& c) { ++c.auth_failed; });
+    close_session(s, 4003, "auth failed: address_mismatch");
+    return;
+  }
+  if (deny_.count(owner)) {
+    count_connector_or_bus(s, [](auto& c) { ++c.deny_listed; });
+    close_session(s, 4004, "deny-listed");
+    return;
+  }
+  auto& reg = registry(*s);
+  auto it = reg.find(owner);
+  if (it != reg.end()) {
+    // Newest wins: the old socket leaves the registry (by identity) before
+    // the new one is inserted, so its close never reports a disconnect.
+    SessionPtr old = it->second;
+    reg.erase(it);
+    old->registered = false;
+    count_connector_or_bus(s, [](auto& c) { ++c.kicked_duplicate; });
+    // After its handshake a bus session speaks text: no kicked packet.
+    if (!bus) send_raw(old, make_frame(codec::encode_server_kicked()));
+    close_session(old, 4006, bus ? kReplacedBus : kReplacedConnector);
+  }
+  reg.emplace(owner, s);
+  s->registered = true;
+  s->stage = Stage::Completed;
+  ++s->timer_gen;
+  s->timer->cancel();
+  count_connector_or_bus(s, [](auto& c) { ++c.welcomed; });
+  if (bus) {
+    push_event(BusOpened{owner});
+  } else {
+    push_event(PeerConnected{owner});
+  }
+  send_raw(s, make_frame(codec::encode_server_welcome(owner)));
+}
+
+void Server::Impl::on_heartbeat(const SessionPtr& s, const codec::Heartbeat& hb) {
+  if (!hb.position) {
+    ++cc_.heartbeats_dropped_no_position;
+    return;
+  }
+  const auto& pos = *hb.position;
+  if (!std::isfinite(pos.x) || !std::isfinite(pos.y) || !std::isfinite(pos.z) ||
+      (hb.desired_room && utf8_length(*hb.desired_room) > 64)) {
+    ++cc_.heartbeats_dropped_invalid;
+    return;
+  }
+  int64_t now = unix_ms();
+  if (!s->heartbeats.accept(now, cfg_.heartbeat_max_per_s)) {
+    ++cc_.heartbeats_dropped_rate;
+    return;
+  }
+  std::lock_guard<std::mutex> lock(ev_mu_);
+  if (pending_heartbeats_ >= cfg_.max_pending_heartbeats) {
+    ++cc_.heartbeats_dropped_backlog;
+    return;
+  }
+  ++cc_.heartbeats_accepted;
+  ++pending_heartbeats_;
+  bool was_empty = events_.empty();
+  Heartbeats* batch = events_.empty() ? nullptr : std::get_if<Heartbeats>(&events_.back());
+  if (!batch) batch = &std::get<Heartbeats>(events_.emplace_back(Heartbeats{}));
+  batch->addresses.push_back(s->address);
+  batch->positions.insert(batch->positions.end(), {pos.x, pos.y, pos.z});
+  batch->desired_rooms.push_back(hb.desired_room);
+  batch->received_ms.push_back(now);
+  if (was_empty) signal();
+}
+
+}  // namespace dclcomms::ws

@@ -1,0 +1,214 @@
+// RFC-5 rooms (/rooms/<roomId>; transports.md 1.1-1.3): the optional access
+// token at upgrade, the challenge handshake, admission (capacity, duplicates),
+// relay with per-receiver backpressure and the optional sender token bucket.
+
+#include "dclcomms/auth/jwt.hpp"
+#include "dclcomms/error.hpp"
+#include "server_impl.hpp"
+
+namespace dclcomms::ws {
+
+using detail::make_frame;
+using detail::unix_ms;
+
+namespace {
+constexpr const char* kReplacedRoom =
+    "Already connected: a new session for this address replaced this one";
+constexpr const char* kRoomFull = "This world is full. Try again later.";
+}  // namespace
+
+void Server::Impl::open_room(const SessionPtr& s, const std::string& path,
+                             const std::string& query) {
+  s->alias = next_alias();  // taken at upgrade, also by sessions that fail later
+  s->room = path.substr(std::string("/rooms/").size());
+  if (!is_valid_room_id(s->room)) {
+    ++rc_.invalid_room_id;
+    close_session(s, 4011, "invalid room id");
+    return;
+  }
+  bool found = false;
+  std::string token = query_param(query, "access_token", &found);
+  if (found || cfg_.ws_room_require_token) {
+    std::string why = check_token(token, found, s->room, &s->token_sub);
+    if (!why.empty()) {
+      ++rc_.token_rejected;
+      close_session(s, 4010, "invalid access token: " + why);
+      return;
+    }
+  }
+  restart_timer(s);
+}
+
+// Returns "" when the token is acceptable, else the reason code.
+std::string Server::Impl::check_token(const std::string& token, bool found, const std::string& room,
+                                      std::optional<std::string>* sub) const {
+  if (!found || token.empty()) return "missing";
+  if (!cfg_.ws_room_secret) return "no_secret_configured";
+  nlohmann::ordered_json claims;
+  try {
+    auth::JwtCheck check;
+    check.now_s = unix_ms() / 1000;
+    check.leeway_s = 30;
+    check.require_exp = true;
+    claims = auth::jwt_decode(token, *cfg_.ws_room_secret, check);
+  } catch (const Error& e) {
+    return e.code();
+  } catch (const std::exception&) {
+    return "malformed";
+  }
+  auto r = claims.find("room");
+  if (r == claims.end() || !r->is_string() || r->get<std::string>() != room) return "wrong_room";
+  auto sb = claims.find("sub");
+  if (sb == claims.end() || !sb->is_string() || !is_valid_address(sb->get<std::string>())) {
+    return "bad_sub";
+  }
+  *sub = to_lower_ascii(sb->get<std::string>());
+  return "";
+}
+
+void Server::Impl::kick_full(const SessionPtr& s) {
+  ++rc_.kicked_full;
+  send_raw(s, make_frame(codec::encode_ws_peer_kicked(kRoomFull)));
+  close_session(s, 4007, std::string("room full: ") + kRoomFull);
+}
+
+void Server::Impl::handle_room(const SessionPtr& s, const std::string& data) {
+  codec::WsPacket p;
+  try {
+    p = codec::decode_ws_packet(data);
+  } catch (const std::exception&) {
+    ++rc_.closed_decode;
+    close_session(s, 1007, "Cannot decode WsPacket");
+    return;
+  }
+  using K = codec::WsPacket::Kind;
+  switch (s->stage) {
+    case Stage::Start: {
+      if (p.kind != K::PeerIdentification) {
+        ++rc_.closed_protocol;
+        close_session(s, 4000, "protocol violation: expected peer_identification");
+        return;
+      }
+      if (!is_valid_address(p.address)) {
+        ++rc_.closed_invalid_address;
+        close_session(s, 4002, "invalid address");
+        return;
+      }
+      s->address = to_lower_ascii(p.address);
+      if (rooms_.size(s->room) >= cfg_.rooms_max_users) {
+        kick_full(s);
+        return;
+      }
+      s->challenge = auth::random_challenge();
+      bool already = rooms_.find_address(s->address) != nullptr;
+      send_raw(s, make_frame(codec::encode_ws_challenge(s->challenge, already)));
+      s->stage = Stage::ChallengeSent;
+      restart_timer(s);
+      return;
+    }
+    case Stage::ChallengeSent:
+      if (p.kind != K::SignedChallenge) {
+        ++rc_.closed_protocol;
+        close_session(s, 4000, "protocol violation: expected signed_challenge_for_server");
+        return;
+      }
+      submit_verify(s, std::move(p.auth_chain_json));
+      return;
+    case Stage::Completed:
+      if (p.kind == K::PeerUpdate) {
+        ++rc_.updates_received;
+        if ((cfg_.rooms_sender_max_msgs_per_s > 0 || cfg_.rooms_sender_max_bytes_per_s > 0) &&
+            !s->sent.take(unix_ms(), cfg_.rooms_sender_max_msgs_per_s,
+                          static_cast<double>(cfg_.rooms_sender_max_bytes_per_s), p.body.size())) {
+          if (p.unreliable) {
+            ++rc_.rate_dropped;
+          } else {
+            ++rc_.closed_rate;
+            close_session(s, 4009, "rate limit: sender over its token bucket");
+          }
+          return;
+        }
+        // One encoding per update, shared by every receiver.
+        broadcast(s->room, s.get(),
+                  make_frame(codec::encode_ws_peer_update(s->alias, p.body, p.unreliable)),
+                  p.unreliable);
+      } else {
+        ++rc_.messages_ignored;
+      }
+      return;
+    case Stage::Verifying:
+    case Stage::Closed:
+      return;
+  }
+}
+
+void Server::Impl::on_room_verified(const SessionPtr& s, const auth::AuthResult& res) {
+  if (!res.ok) {
+    ++rc_.auth_failed;
+    close_session(s, 4003, "auth failed: " + res.code);
+    return;
+  }
+  std::string owner = to_lower_ascii(res.signer);
+  if (owner != s->address || (s->token_sub && *s->token_sub != owner)) {
+    ++rc_.auth_failed;
+    close_session(s, 4003, "auth failed: address_mismatch");
+    return;
+  }
+  std::string old_room;
+  const auto* old = rooms_.find_address(owner, &old_room);
+  size_t occupancy = rooms_.size(s->room) - (old && old_room == s->room ? 1 : 0);
+  if (occupancy >= cfg_.rooms_max_users) {
+    kick_full(s);
+    return;
+  }
+  if (old) {
+    SessionPtr prev = old->handle;
+    ++rc_.kicked_duplicate;
+    send_raw(prev, make_frame(codec::encode_ws_peer_kicked(kReplacedRoom)));
+    close_session(prev, 4006, kReplacedRoom);  // leaves its room, broadcasts peer_leave
+  }
+  std::vector<std::pair<uint32_t, std::string>> identities;
+  for (const auto& m : rooms_.members(s->room)) identities.emplace_back(m.alias, m.address);
+  rooms_.join(s->room, {s, s->alias, owner}, cfg_.rooms_max_users);
+  s->in_room = true;
+  s->stage = Stage::Completed;
+  ++s->timer_gen;
+  s->timer->cancel();
+  ++rc_.welcomed;
+  send_raw(s, make_frame(codec::encode_ws_welcome(s->alias, identities)));
+  broadcast(s->room, s.get(), make_frame(codec::encode_ws_peer_join(s->alias, owner)), false);
+}
+
+// Sends one shared frame to every member of room except `except`. Receivers
+// over the hard limit are closed after the loop (closing one broadcasts its
+// peer_leave, which must not mutate the member list being iterated).
+void Server::Impl::broadcast(const std::string& room, const Session* except,
+                             const MessagePtr& frame, bool unreliable) {
+  std::vector<SessionPtr> slow;
+  size_t n = frame->get_payload().size();
+  for (const auto& m : rooms_.members(room)) {
+    const SessionPtr& r = m.handle;
+    if (r.get() == except || r->stage == Stage::Closed) continue;
+    switch (send_decision(r->con->get_buffered_amount(), n, unreliable, cfg_.rooms_soft_limit_bytes,
+                          cfg_.rooms_hard_limit_bytes)) {
+      case SendDecision::Send:
+        send_raw(r, frame);
+        ++rc_.updates_delivered;
+        break;
+      case SendDecision::Drop:
+        ++rc_.unreliable_dropped;
+        break;
+      case SendDecision::CloseSlow:
+        slow.push_back(r);
+        break;
+    }
+  }
+  for (auto& r : slow) {
+    ++rc_.closed_slow;
+    close_session(r, 4008,
+                  "receiver too slow: send queue over " +
+                      std::to_string(cfg_.rooms_hard_limit_bytes) + " bytes");
+  }
+}
+
+}  // namespace dclcomms::ws

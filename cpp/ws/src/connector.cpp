@@ -43,42 +43,23 @@ void Server::Impl::handle_connector(const SessionPtr& s, const std::string& data
   try {
     p = codec::decode_client_packet(data);
   } catch (const std::exception&) {
-    count_connector_or_bus(s, [](auto& c) { ++c.closed_decode; });
-    close_session(s, 1007, "Cannot decode ClientPacket");
+    undecodable(s, "Cannot decode ClientPacket");
     return;
   }
   using K = codec::ClientPacket::Kind;
   switch (s->stage) {
     case Stage::Start:
-      if (p.kind != K::ChallengeRequest) {
-        count_connector_or_bus(s, [](auto& c) { ++c.closed_protocol; });
-        close_session(s, 4000, "protocol violation: expected challenge_request");
-        return;
-      }
-      if (!is_valid_address(p.address)) {
-        count_connector_or_bus(s, [](auto& c) { ++c.closed_invalid_address; });
-        close_session(s, 4002, "invalid address");
-        return;
-      }
-      s->address = to_lower_ascii(p.address);
+      if (!identify(s, p.kind == K::ChallengeRequest, "challenge_request", p.address)) return;
       if (deny_.count(s->address)) {
         count_connector_or_bus(s, [](auto& c) { ++c.deny_listed; });
         close_session(s, 4004, "deny-listed");
         return;
       }
-      s->challenge = auth::random_challenge();
-      send_raw(s, make_frame(codec::encode_server_challenge_response(
-                      s->challenge, registry(*s).count(s->address) > 0)));
-      s->stage = Stage::ChallengeSent;
-      restart_timer(s);
+      send_challenge(s, registry(*s).count(s->address) > 0);
       return;
     case Stage::ChallengeSent:
-      if (p.kind != K::SignedChallenge) {
-        count_connector_or_bus(s, [](auto& c) { ++c.closed_protocol; });
-        close_session(s, 4000, "protocol violation: expected signed_challenge");
-        return;
-      }
-      submit_verify(s, std::move(p.auth_chain_json));
+      expect_signed(s, p.kind == K::SignedChallenge, "signed_challenge",
+                    std::move(p.auth_chain_json));
       return;
     case Stage::Completed:  // connector only: completed bus sessions never get here
       if (p.kind == K::Heartbeat) {
@@ -95,19 +76,8 @@ void Server::Impl::handle_connector(const SessionPtr& s, const std::string& data
 
 // Connector and bus sessions: each kind has its own registry, so a
 // connector and a bus session of one address never replace each other.
-void Server::Impl::on_connector_verified(const SessionPtr& s, const auth::AuthResult& res) {
+void Server::Impl::admit_registered(const SessionPtr& s, const std::string& owner) {
   const bool bus = s->kind == Kind::Bus;
-  if (!res.ok) {
-    count_connector_or_bus(s, [](auto& c) { ++c.auth_failed; });
-    close_session(s, 4003, "auth failed: " + res.code);
-    return;
-  }
-  std::string owner = to_lower_ascii(res.signer);
-  if (owner != s->address) {
-    count_connector_or_bus(s, [](auto& c) { ++c.auth_failed; });
-    close_session(s, 4003, "auth failed: address_mismatch");
-    return;
-  }
   if (deny_.count(owner)) {
     count_connector_or_bus(s, [](auto& c) { ++c.deny_listed; });
     close_session(s, 4004, "deny-listed");
@@ -128,10 +98,7 @@ void Server::Impl::on_connector_verified(const SessionPtr& s, const auth::AuthRe
   }
   reg.emplace(owner, s);
   s->registered = true;
-  s->stage = Stage::Completed;
-  ++s->timer_gen;
-  s->timer->cancel();
-  count_connector_or_bus(s, [](auto& c) { ++c.welcomed; });
+  complete(s);
   if (bus) {
     push_event(BusOpened{owner});
   } else {

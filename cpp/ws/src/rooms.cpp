@@ -77,61 +77,26 @@ void Server::Impl::handle_room(const SessionPtr& s, const std::string& data) {
   try {
     p = codec::decode_ws_packet(data);
   } catch (const std::exception&) {
-    ++rc_.closed_decode;
-    close_session(s, 1007, "Cannot decode WsPacket");
+    undecodable(s, "Cannot decode WsPacket");
     return;
   }
   using K = codec::WsPacket::Kind;
   switch (s->stage) {
-    case Stage::Start: {
-      if (p.kind != K::PeerIdentification) {
-        ++rc_.closed_protocol;
-        close_session(s, 4000, "protocol violation: expected peer_identification");
-        return;
-      }
-      if (!is_valid_address(p.address)) {
-        ++rc_.closed_invalid_address;
-        close_session(s, 4002, "invalid address");
-        return;
-      }
-      s->address = to_lower_ascii(p.address);
+    case Stage::Start:
+      if (!identify(s, p.kind == K::PeerIdentification, "peer_identification", p.address)) return;
       if (rooms_.size(s->room) >= cfg_.rooms_max_users) {
         kick_full(s);
         return;
       }
-      s->challenge = auth::random_challenge();
-      bool already = rooms_.find_address(s->address) != nullptr;
-      send_raw(s, make_frame(codec::encode_ws_challenge(s->challenge, already)));
-      s->stage = Stage::ChallengeSent;
-      restart_timer(s);
+      send_challenge(s, rooms_.find_address(s->address) != nullptr);
       return;
-    }
     case Stage::ChallengeSent:
-      if (p.kind != K::SignedChallenge) {
-        ++rc_.closed_protocol;
-        close_session(s, 4000, "protocol violation: expected signed_challenge_for_server");
-        return;
-      }
-      submit_verify(s, std::move(p.auth_chain_json));
+      expect_signed(s, p.kind == K::SignedChallenge, "signed_challenge_for_server",
+                    std::move(p.auth_chain_json));
       return;
     case Stage::Completed:
       if (p.kind == K::PeerUpdate) {
-        ++rc_.updates_received;
-        if ((cfg_.rooms_sender_max_msgs_per_s > 0 || cfg_.rooms_sender_max_bytes_per_s > 0) &&
-            !s->sent.take(unix_ms(), cfg_.rooms_sender_max_msgs_per_s,
-                          static_cast<double>(cfg_.rooms_sender_max_bytes_per_s), p.body.size())) {
-          if (p.unreliable) {
-            ++rc_.rate_dropped;
-          } else {
-            ++rc_.closed_rate;
-            close_session(s, 4009, "rate limit: sender over its token bucket");
-          }
-          return;
-        }
-        // One encoding per update, shared by every receiver.
-        broadcast(s->room, s.get(),
-                  make_frame(codec::encode_ws_peer_update(s->alias, p.body, p.unreliable)),
-                  p.unreliable);
+        relay(s, p);
       } else {
         ++rc_.messages_ignored;
       }
@@ -142,18 +107,25 @@ void Server::Impl::handle_room(const SessionPtr& s, const std::string& data) {
   }
 }
 
-void Server::Impl::on_room_verified(const SessionPtr& s, const auth::AuthResult& res) {
-  if (!res.ok) {
-    ++rc_.auth_failed;
-    close_session(s, 4003, "auth failed: " + res.code);
+void Server::Impl::relay(const SessionPtr& s, const codec::WsPacket& p) {
+  ++rc_.updates_received;
+  if ((cfg_.rooms_sender_max_msgs_per_s > 0 || cfg_.rooms_sender_max_bytes_per_s > 0) &&
+      !s->sent.take(unix_ms(), cfg_.rooms_sender_max_msgs_per_s,
+                    static_cast<double>(cfg_.rooms_sender_max_bytes_per_s), p.body.size())) {
+    if (p.unreliable) {
+      ++rc_.rate_dropped;
+    } else {
+      ++rc_.closed_rate;
+      close_session(s, 4009, "rate limit: sender over its token bucket");
+    }
     return;
   }
-  std::string owner = to_lower_ascii(res.signer);
-  if (owner != s->address || (s->token_sub && *s->token_sub != owner)) {
-    ++rc_.auth_failed;
-    close_session(s, 4003, "auth failed: address_mismatch");
-    return;
-  }
+  // One encoding per update, shared by every receiver.
+  broadcast(s->room, s.get(),
+            make_frame(codec::encode_ws_peer_update(s->alias, p.body, p.unreliable)), p.unreliable);
+}
+
+void Server::Impl::admit_room(const SessionPtr& s, const std::string& owner) {
   std::string old_room;
   const auto* old = rooms_.find_address(owner, &old_room);
   size_t occupancy = rooms_.size(s->room) - (old && old_room == s->room ? 1 : 0);
@@ -171,10 +143,7 @@ void Server::Impl::on_room_verified(const SessionPtr& s, const auth::AuthResult&
   for (const auto& m : rooms_.members(s->room)) identities.emplace_back(m.alias, m.address);
   rooms_.join(s->room, {s, s->alias, owner}, cfg_.rooms_max_users);
   s->in_room = true;
-  s->stage = Stage::Completed;
-  ++s->timer_gen;
-  s->timer->cancel();
-  ++rc_.welcomed;
+  complete(s);
   send_raw(s, make_frame(codec::encode_ws_welcome(s->alias, identities)));
   broadcast(s->room, s.get(), make_frame(codec::encode_ws_peer_join(s->alias, owner)), false);
 }

@@ -282,6 +282,23 @@ class Server::Impl {
   void submit_verify(const SessionPtr& s, std::string chain_json);
   void drain_pending(const SessionPtr& s);
   void handle_frame(const SessionPtr& s, Frame f);
+  // The handshake every kind shares (connector and bus: ClientPacket; rooms:
+  // WsPacket). Each closes the session (and returns false) on a reject.
+  void undecodable(const SessionPtr& s, const char* reason);  // 1007
+  // START: the packet must be the `expected` member (else 4000) with a valid
+  // address (else 4002); stores it lowercased.
+  bool identify(const SessionPtr& s, bool expected_kind, const char* expected,
+                const std::string& address);
+  // START -> CHALLENGE_SENT: a fresh single-use challenge, the stage timer.
+  void send_challenge(const SessionPtr& s, bool already_connected);
+  // CHALLENGE_SENT: the signed challenge (else 4000) goes to the auth worker.
+  void expect_signed(const SessionPtr& s, bool expected_kind, const char* expected,
+                     std::string chain_json);
+  // VERIFYING, back on the I/O thread: 4003 unless the chain is valid and
+  // signed by the identified address; then the kind's admission.
+  void on_verified(const SessionPtr& s, const auth::AuthResult& res);
+  // Admitted: -> COMPLETED, stage timer off, counted welcomed.
+  void complete(const SessionPtr& s);
 
   // ---- connector.cpp ----
   // The address registry of a connector or bus session.
@@ -289,7 +306,8 @@ class Server::Impl {
     return s.kind == Kind::Bus ? bus_reg_ : connector_reg_;
   }
   void handle_connector(const SessionPtr& s, const std::string& data);
-  void on_connector_verified(const SessionPtr& s, const auth::AuthResult& res);
+  // Deny list, duplicate (newest wins), registry, welcome.
+  void admit_registered(const SessionPtr& s, const std::string& owner);
   void on_heartbeat(const SessionPtr& s, const codec::Heartbeat& hb);
 
   // ---- bus.cpp ----
@@ -301,7 +319,9 @@ class Server::Impl {
                           std::optional<std::string>* sub) const;
   void kick_full(const SessionPtr& s);
   void handle_room(const SessionPtr& s, const std::string& data);
-  void on_room_verified(const SessionPtr& s, const auth::AuthResult& res);
+  void relay(const SessionPtr& s, const codec::WsPacket& p);
+  // Capacity, duplicate (any room), join, welcome, peer_join.
+  void admit_room(const SessionPtr& s, const std::string& owner);
   void broadcast(const std::string& room, const Session* except, const MessagePtr& frame,
                  bool unreliable);
 

@@ -164,13 +164,11 @@ void Server::Impl::submit_verify(const SessionPtr& s, std::string chain_json) {
     post([this, weak, res = std::move(res), us] {
       SessionPtr s = weak.lock();
       if (!s || s->stage != Stage::Verifying) return;
-      if (s->kind == Kind::Room) {
-        on_room_verified(s, res);
-      } else {
+      if (s->kind != Kind::Room) {
         count_connector_or_bus(
             s, [us](auto& c) { c.auth_verify_us_total += static_cast<uint64_t>(us); });
-        on_connector_verified(s, res);
       }
+      on_verified(s, res);
       drain_pending(s);
     });
   });
@@ -200,6 +198,77 @@ void Server::Impl::handle_frame(const SessionPtr& s, Frame f) {
       handle_connector(s, f.data);
       return;
   }
+}
+
+// ---- the handshake every kind shares: identify, challenge, verify ----------
+
+void Server::Impl::undecodable(const SessionPtr& s, const char* reason) {
+  count(s, [](auto& c) { ++c.closed_decode; });
+  close_session(s, 1007, reason);
+}
+
+bool Server::Impl::identify(const SessionPtr& s, bool expected_kind, const char* expected,
+                            const std::string& address) {
+  if (!expected_kind) {
+    count(s, [](auto& c) { ++c.closed_protocol; });
+    close_session(s, 4000, std::string("protocol violation: expected ") + expected);
+    return false;
+  }
+  if (!is_valid_address(address)) {
+    count(s, [](auto& c) { ++c.closed_invalid_address; });
+    close_session(s, 4002, "invalid address");
+    return false;
+  }
+  s->address = to_lower_ascii(address);
+  return true;
+}
+
+void Server::Impl::send_challenge(const SessionPtr& s, bool already_connected) {
+  s->challenge = auth::random_challenge();
+  send_raw(s, detail::make_frame(
+                  s->kind == Kind::Room
+                      ? codec::encode_ws_challenge(s->challenge, already_connected)
+                      : codec::encode_server_challenge_response(s->challenge, already_connected)));
+  s->stage = Stage::ChallengeSent;
+  restart_timer(s);
+}
+
+void Server::Impl::expect_signed(const SessionPtr& s, bool expected_kind, const char* expected,
+                                 std::string chain_json) {
+  if (!expected_kind) {
+    count(s, [](auto& c) { ++c.closed_protocol; });
+    close_session(s, 4000, std::string("protocol violation: expected ") + expected);
+    return;
+  }
+  submit_verify(s, std::move(chain_json));
+}
+
+// The signer must be the identified address (and a room token's sub): the
+// challenge is bound to the address. Admission is each kind's own.
+void Server::Impl::on_verified(const SessionPtr& s, const auth::AuthResult& res) {
+  if (!res.ok) {
+    count(s, [](auto& c) { ++c.auth_failed; });
+    close_session(s, 4003, "auth failed: " + res.code);
+    return;
+  }
+  std::string owner = to_lower_ascii(res.signer);
+  if (owner != s->address || (s->token_sub && *s->token_sub != owner)) {
+    count(s, [](auto& c) { ++c.auth_failed; });
+    close_session(s, 4003, "auth failed: address_mismatch");
+    return;
+  }
+  if (s->kind == Kind::Room) {
+    admit_room(s, owner);
+  } else {
+    admit_registered(s, owner);
+  }
+}
+
+void Server::Impl::complete(const SessionPtr& s) {
+  s->stage = Stage::Completed;
+  ++s->timer_gen;
+  s->timer->cancel();
+  count(s, [](auto& c) { ++c.welcomed; });
 }
 
 }  // namespace dclcomms::ws

@@ -93,22 +93,30 @@ struct Session {
 };
 using SessionPtr = std::shared_ptr<Session>;
 
-// Counter names: exported by stats() and as dcl_ws_* metrics (docs/ws.md).
+// Counter names: exported by stats() and as dcl_ws_* metrics (docs/ws.md), in
+// this order. Every kind counts the handshake and close reasons the session
+// code shares (session.cpp counts them through count()); the rest is its own.
 // clang-format off
-#define DCLCOMMS_CONNECTOR_COUNTERS(X) \
+#define DCLCOMMS_HANDSHAKE_COUNTERS(X) \
   X(connections)                       \
   X(welcomed)                          \
-  X(auth_failed)                       \
-  X(deny_listed)                       \
-  X(kicked_duplicate)                  \
-  X(kicked_by_server)                  \
+  X(auth_failed)
+
+#define DCLCOMMS_CLOSE_COUNTERS(X)     \
   X(closed_protocol)                   \
   X(closed_decode)                     \
   X(closed_timeout)                    \
   X(closed_invalid_address)            \
   X(closed_slow)                       \
   X(closed_frame_too_big)              \
-  X(closed_idle)                       \
+  X(closed_idle)
+
+#define DCLCOMMS_CONNECTOR_COUNTERS(X) \
+  DCLCOMMS_HANDSHAKE_COUNTERS(X)       \
+  X(deny_listed)                       \
+  X(kicked_duplicate)                  \
+  X(kicked_by_server)                  \
+  DCLCOMMS_CLOSE_COUNTERS(X)           \
   X(heartbeats_accepted)               \
   X(heartbeats_dropped_no_position)    \
   X(heartbeats_dropped_invalid)        \
@@ -118,45 +126,29 @@ using SessionPtr = std::shared_ptr<Session>;
   X(messages_sent)                     \
   X(auth_verify_us_total)
 
-#define DCLCOMMS_ROOM_COUNTERS(X) \
-  X(connections)                  \
-  X(welcomed)                     \
-  X(auth_failed)                  \
-  X(token_rejected)               \
-  X(invalid_room_id)              \
-  X(kicked_full)                  \
-  X(kicked_duplicate)             \
-  X(closed_protocol)              \
-  X(closed_decode)                \
-  X(closed_timeout)               \
-  X(closed_invalid_address)       \
-  X(closed_slow)                  \
-  X(closed_frame_too_big)         \
-  X(closed_idle)                  \
-  X(updates_received)             \
-  X(updates_delivered)            \
-  X(unreliable_dropped)           \
-  X(rate_dropped)                 \
-  X(closed_rate)                  \
+#define DCLCOMMS_ROOM_COUNTERS(X)      \
+  DCLCOMMS_HANDSHAKE_COUNTERS(X)       \
+  X(token_rejected)                    \
+  X(invalid_room_id)                   \
+  X(kicked_full)                       \
+  X(kicked_duplicate)                  \
+  DCLCOMMS_CLOSE_COUNTERS(X)           \
+  X(updates_received)                  \
+  X(updates_delivered)                 \
+  X(unreliable_dropped)                \
+  X(rate_dropped)                      \
+  X(closed_rate)                       \
   X(messages_ignored)
 
-#define DCLCOMMS_BUS_COUNTERS(X) \
-  X(connections)                 \
-  X(welcomed)                    \
-  X(auth_failed)                 \
-  X(deny_listed)                 \
-  X(kicked_duplicate)            \
-  X(closed_protocol)             \
-  X(closed_decode)               \
-  X(closed_timeout)              \
-  X(closed_invalid_address)      \
-  X(closed_slow)                 \
-  X(closed_frame_too_big)        \
-  X(closed_idle)                 \
-  X(closed_rate)                 \
-  X(closed_by_server)            \
-  X(frames_received)             \
-  X(frames_sent)                 \
+#define DCLCOMMS_BUS_COUNTERS(X)       \
+  DCLCOMMS_HANDSHAKE_COUNTERS(X)       \
+  X(deny_listed)                       \
+  X(kicked_duplicate)                  \
+  DCLCOMMS_CLOSE_COUNTERS(X)           \
+  X(closed_rate)                       \
+  X(closed_by_server)                  \
+  X(frames_received)                   \
+  X(frames_sent)                       \
   X(auth_verify_us_total)
 // clang-format on
 

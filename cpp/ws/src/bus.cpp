@@ -2,38 +2,32 @@
 // (connector.cpp), text frames in as BusFrame events and out with send_bus;
 // the JSON inside is the embedder's.
 
-#include "server_impl.hpp"
+#include "hub.hpp"
 
 namespace dclcomms::ws {
 
-void Server::Impl::send_bus(const std::string& address, std::string text) {
-  post([this, address, text = std::move(text)]() mutable {
-    auto it = bus_reg_.find(address);
-    if (it == bus_reg_.end()) return;
-    SessionPtr s = it->second;  // a copy: closing it erases the registry entry
-    if (deliver(s, detail::make_frame(std::move(text), websocketpp::frame::opcode::text))) {
-      ++bc_.frames_sent;
-    }
-  });
+void Hub::send_bus(const std::string& address, std::string text) {
+  auto it = bus_reg_.find(address);
+  if (it == bus_reg_.end()) return;
+  SessionPtr s = it->second;  // a copy: closing it erases the registry entry
+  if (deliver(s, env_.frame(std::move(text), FrameType::Text))) ++bc_.frames_sent;
 }
 
-void Server::Impl::close_bus(const std::string& address, int code, const std::string& reason) {
-  post([this, address, code, reason] {
-    auto it = bus_reg_.find(address);
-    if (it == bus_reg_.end()) return;
-    SessionPtr s = it->second;  // a copy: closing it erases the registry entry
-    ++bc_.closed_by_server;
-    close_session(s, code, reason);
-  });
+void Hub::close_bus(const std::string& address, int code, const std::string& reason) {
+  auto it = bus_reg_.find(address);
+  if (it == bus_reg_.end()) return;
+  SessionPtr s = it->second;  // a copy: closing it erases the registry entry
+  ++bc_.closed_by_server;
+  close_session(s, code, reason);
 }
 
-void Server::Impl::handle_bus(const SessionPtr& s, Frame f) {
-  if (f.opcode != websocketpp::frame::opcode::text) {
+void Hub::handle_bus(const SessionPtr& s, detail::Frame f) {
+  if (f.type != FrameType::Text) {
     ++bc_.closed_protocol;
     close_session(s, 1003, "bus frames must be text (JSON)");
     return;
   }
-  if (!s->bus_frames.accept(detail::steady_ms(), cfg_.bus_max_frames_per_s)) {
+  if (!s->bus_frames.accept(env_.steady_ms(), cfg_.bus_max_frames_per_s)) {
     ++bc_.closed_rate;
     close_session(
         s, 4009,

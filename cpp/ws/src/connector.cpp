@@ -4,12 +4,9 @@
 
 #include <cmath>
 
-#include "server_impl.hpp"
+#include "hub.hpp"
 
 namespace dclcomms::ws {
-
-using detail::make_frame;
-using detail::unix_ms;
 
 namespace {
 constexpr const char* kReplacedConnector =
@@ -18,27 +15,23 @@ constexpr const char* kReplacedBus =
     "session replaced: a new bus session for this address connected";
 }  // namespace
 
-void Server::Impl::send_connector(const std::string& address, std::string payload) {
-  post([this, address, payload = std::move(payload)]() mutable {
-    auto it = connector_reg_.find(address);
-    if (it == connector_reg_.end()) return;
-    SessionPtr s = it->second;  // a copy: closing it erases the registry entry
-    if (deliver(s, make_frame(std::move(payload)))) ++cc_.messages_sent;
-  });
+void Hub::send_connector(const std::string& address, std::string payload) {
+  auto it = connector_reg_.find(address);
+  if (it == connector_reg_.end()) return;
+  SessionPtr s = it->second;  // a copy: closing it erases the registry entry
+  if (deliver(s, binary(std::move(payload)))) ++cc_.messages_sent;
 }
 
-void Server::Impl::kick(const std::string& address, int code, const std::string& reason) {
-  post([this, address, code, reason] {
-    auto it = connector_reg_.find(address);
-    if (it == connector_reg_.end()) return;
-    SessionPtr s = it->second;
-    ++cc_.kicked_by_server;
-    if (code == 4005 || code == 4006) send_raw(s, make_frame(codec::encode_server_kicked()));
-    close_session(s, code, reason);
-  });
+void Hub::kick(const std::string& address, int code, const std::string& reason) {
+  auto it = connector_reg_.find(address);
+  if (it == connector_reg_.end()) return;
+  SessionPtr s = it->second;
+  ++cc_.kicked_by_server;
+  if (code == 4005 || code == 4006) s->link->send(binary(codec::encode_server_kicked()));
+  close_session(s, code, reason);
 }
 
-void Server::Impl::handle_connector(const SessionPtr& s, const std::string& data) {
+void Hub::handle_connector(const SessionPtr& s, const std::string& data) {
   codec::ClientPacket p;
   try {
     p = codec::decode_client_packet(data);
@@ -76,7 +69,7 @@ void Server::Impl::handle_connector(const SessionPtr& s, const std::string& data
 
 // Connector and bus sessions: each kind has its own registry, so a
 // connector and a bus session of one address never replace each other.
-void Server::Impl::admit_registered(const SessionPtr& s, const std::string& owner) {
+void Hub::admit_registered(const SessionPtr& s, const std::string& owner) {
   const bool bus = s->kind == Kind::Bus;
   if (deny_.count(owner)) {
     count_connector_or_bus(s, [](auto& c) { ++c.deny_listed; });
@@ -93,7 +86,7 @@ void Server::Impl::admit_registered(const SessionPtr& s, const std::string& owne
     old->registered = false;
     count_connector_or_bus(s, [](auto& c) { ++c.kicked_duplicate; });
     // After its handshake a bus session speaks text: no kicked packet.
-    if (!bus) send_raw(old, make_frame(codec::encode_server_kicked()));
+    if (!bus) old->link->send(binary(codec::encode_server_kicked()));
     close_session(old, 4006, bus ? kReplacedBus : kReplacedConnector);
   }
   reg.emplace(owner, s);
@@ -104,10 +97,10 @@ void Server::Impl::admit_registered(const SessionPtr& s, const std::string& owne
   } else {
     push_event(PeerConnected{owner});
   }
-  send_raw(s, make_frame(codec::encode_server_welcome(owner)));
+  s->link->send(binary(codec::encode_server_welcome(owner)));
 }
 
-void Server::Impl::on_heartbeat(const SessionPtr& s, const codec::Heartbeat& hb) {
+void Hub::on_heartbeat(const SessionPtr& s, const codec::Heartbeat& hb) {
   if (!hb.position) {
     ++cc_.heartbeats_dropped_no_position;
     return;
@@ -118,7 +111,7 @@ void Server::Impl::on_heartbeat(const SessionPtr& s, const codec::Heartbeat& hb)
     ++cc_.heartbeats_dropped_invalid;
     return;
   }
-  int64_t now = unix_ms();
+  int64_t now = env_.unix_ms();
   if (!s->heartbeats.accept(now, cfg_.heartbeat_max_per_s)) {
     ++cc_.heartbeats_dropped_rate;
     return;
@@ -137,7 +130,7 @@ void Server::Impl::on_heartbeat(const SessionPtr& s, const codec::Heartbeat& hb)
   batch->positions.insert(batch->positions.end(), {pos.x, pos.y, pos.z});
   batch->desired_rooms.push_back(hb.desired_room);
   batch->received_ms.push_back(now);
-  if (was_empty) signal();
+  if (was_empty) env_.events_pending(true);
 }
 
 }  // namespace dclcomms::ws

@@ -1,11 +1,16 @@
-// Plain HTTP on the WebSocket port: upgrade validation (which path is which
-// session kind, each kind's frame limit), /health/live answered here, every
-// other request handed to the embedder as an HttpRequest and answered with
-// respond() (or 503 after http_timeout_ms, or at stop()).
+// Plain HTTP on the WebSocket port: upgrade validation (the hub says which
+// path is which session kind, with its frame limit), /health/live answered
+// here, every other request handed to the embedder as an HttpRequest and
+// answered with respond() (or 503 after http_timeout_ms, or at stop()).
+
+#include <chrono>
 
 #include "server_impl.hpp"
 
 namespace dclcomms::ws {
+
+using detail::ConnPtr;
+using detail::Hdl;
 
 std::pair<std::string, std::string> Server::Impl::split_resource(const std::string& resource) {
   auto q = resource.find('?');
@@ -18,12 +23,8 @@ bool Server::Impl::on_validate(Hdl h) {
   auto [path, query] = split_resource(con->get_resource());
   // The processor exists here and reads no frame before the upgrade
   // completes, so each session gets its kind's frame limit from the start.
-  if (is_connector_path(path) || is_room_path(path)) {
-    con->set_max_message_size(cfg_.max_frame_bytes);
-    return true;
-  }
-  if (is_bus_path(path)) {
-    con->set_max_message_size(cfg_.bus_max_frame_bytes);
+  if (auto kind = hub_.kind_of(path)) {
+    con->set_max_message_size(hub_.frame_limit(*kind));
     return true;
   }
   con->set_status(websocketpp::http::status_code::not_found);
@@ -47,7 +48,7 @@ void Server::Impl::on_http(Hdl h) {
     return;
   }
   std::lock_guard<std::mutex> lock(mu_);
-  if (shutdown_posted_) {
+  if (hub_.is_shut_down()) {
     con->set_status(websocketpp::http::status_code::service_unavailable);
     con->set_body(R"({"error":"Service Unavailable"})");
     return;
@@ -72,7 +73,7 @@ void Server::Impl::on_http(Hdl h) {
     http_.erase(it);
   });
   http_.emplace(id, std::move(p));
-  push_event(std::move(req));
+  hub_.push_event(std::move(req));
 }
 
 void Server::Impl::respond(uint64_t id, int status,

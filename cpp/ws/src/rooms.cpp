@@ -4,12 +4,9 @@
 
 #include "dclcomms/auth/jwt.hpp"
 #include "dclcomms/error.hpp"
-#include "server_impl.hpp"
+#include "hub.hpp"
 
 namespace dclcomms::ws {
-
-using detail::make_frame;
-using detail::unix_ms;
 
 namespace {
 constexpr const char* kReplacedRoom =
@@ -17,8 +14,7 @@ constexpr const char* kReplacedRoom =
 constexpr const char* kRoomFull = "This world is full. Try again later.";
 }  // namespace
 
-void Server::Impl::open_room(const SessionPtr& s, const std::string& path,
-                             const std::string& query) {
+void Hub::open_room(const SessionPtr& s, const std::string& path, const std::string& query) {
   s->alias = next_alias();  // taken at upgrade, also by sessions that fail later
   s->room = path.substr(std::string("/rooms/").size());
   if (!is_valid_room_id(s->room)) {
@@ -40,14 +36,14 @@ void Server::Impl::open_room(const SessionPtr& s, const std::string& path,
 }
 
 // Returns "" when the token is acceptable, else the reason code.
-std::string Server::Impl::check_token(const std::string& token, bool found, const std::string& room,
-                                      std::optional<std::string>* sub) const {
+std::string Hub::check_token(const std::string& token, bool found, const std::string& room,
+                             std::optional<std::string>* sub) const {
   if (!found || token.empty()) return "missing";
   if (!cfg_.ws_room_secret) return "no_secret_configured";
   nlohmann::ordered_json claims;
   try {
     auth::JwtCheck check;
-    check.now_s = unix_ms() / 1000;
+    check.now_s = env_.unix_ms() / 1000;
     check.leeway_s = 30;
     check.require_exp = true;
     claims = auth::jwt_decode(token, *cfg_.ws_room_secret, check);
@@ -66,13 +62,13 @@ std::string Server::Impl::check_token(const std::string& token, bool found, cons
   return "";
 }
 
-void Server::Impl::kick_full(const SessionPtr& s) {
+void Hub::kick_full(const SessionPtr& s) {
   ++rc_.kicked_full;
-  send_raw(s, make_frame(codec::encode_ws_peer_kicked(kRoomFull)));
+  s->link->send(binary(codec::encode_ws_peer_kicked(kRoomFull)));
   close_session(s, 4007, std::string("room full: ") + kRoomFull);
 }
 
-void Server::Impl::handle_room(const SessionPtr& s, const std::string& data) {
+void Hub::handle_room(const SessionPtr& s, const std::string& data) {
   codec::WsPacket p;
   try {
     p = codec::decode_ws_packet(data);
@@ -107,10 +103,10 @@ void Server::Impl::handle_room(const SessionPtr& s, const std::string& data) {
   }
 }
 
-void Server::Impl::relay(const SessionPtr& s, const codec::WsPacket& p) {
+void Hub::relay(const SessionPtr& s, const codec::WsPacket& p) {
   ++rc_.updates_received;
   if ((cfg_.rooms_sender_max_msgs_per_s > 0 || cfg_.rooms_sender_max_bytes_per_s > 0) &&
-      !s->sent.take(unix_ms(), cfg_.rooms_sender_max_msgs_per_s,
+      !s->sent.take(env_.unix_ms(), cfg_.rooms_sender_max_msgs_per_s,
                     static_cast<double>(cfg_.rooms_sender_max_bytes_per_s), p.body.size())) {
     if (p.unreliable) {
       ++rc_.rate_dropped;
@@ -121,11 +117,11 @@ void Server::Impl::relay(const SessionPtr& s, const codec::WsPacket& p) {
     return;
   }
   // One encoding per update, shared by every receiver.
-  broadcast(s->room, s.get(),
-            make_frame(codec::encode_ws_peer_update(s->alias, p.body, p.unreliable)), p.unreliable);
+  broadcast(s->room, s.get(), binary(codec::encode_ws_peer_update(s->alias, p.body, p.unreliable)),
+            p.unreliable);
 }
 
-void Server::Impl::admit_room(const SessionPtr& s, const std::string& owner) {
+void Hub::admit_room(const SessionPtr& s, const std::string& owner) {
   std::string old_room;
   const auto* old = rooms_.find_address(owner, &old_room);
   size_t occupancy = rooms_.size(s->room) - (old && old_room == s->room ? 1 : 0);
@@ -136,7 +132,7 @@ void Server::Impl::admit_room(const SessionPtr& s, const std::string& owner) {
   if (old) {
     SessionPtr prev = old->handle;
     ++rc_.kicked_duplicate;
-    send_raw(prev, make_frame(codec::encode_ws_peer_kicked(kReplacedRoom)));
+    prev->link->send(binary(codec::encode_ws_peer_kicked(kReplacedRoom)));
     close_session(prev, 4006, kReplacedRoom);  // leaves its room, broadcasts peer_leave
   }
   std::vector<std::pair<uint32_t, std::string>> identities;
@@ -144,24 +140,24 @@ void Server::Impl::admit_room(const SessionPtr& s, const std::string& owner) {
   rooms_.join(s->room, {s, s->alias, owner}, cfg_.rooms_max_users);
   s->in_room = true;
   complete(s);
-  send_raw(s, make_frame(codec::encode_ws_welcome(s->alias, identities)));
-  broadcast(s->room, s.get(), make_frame(codec::encode_ws_peer_join(s->alias, owner)), false);
+  s->link->send(binary(codec::encode_ws_welcome(s->alias, identities)));
+  broadcast(s->room, s.get(), binary(codec::encode_ws_peer_join(s->alias, owner)), false);
 }
 
 // Sends one shared frame to every member of room except `except`. Receivers
 // over the hard limit are closed after the loop (closing one broadcasts its
 // peer_leave, which must not mutate the member list being iterated).
-void Server::Impl::broadcast(const std::string& room, const Session* except,
-                             const MessagePtr& frame, bool unreliable) {
+void Hub::broadcast(const std::string& room, const Session* except, const FramePtr& frame,
+                    bool unreliable) {
   std::vector<SessionPtr> slow;
-  size_t n = frame->get_payload().size();
+  size_t n = frame->size();
   for (const auto& m : rooms_.members(room)) {
     const SessionPtr& r = m.handle;
     if (r.get() == except || r->stage == Stage::Closed) continue;
-    switch (send_decision(r->con->get_buffered_amount(), n, unreliable, cfg_.rooms_soft_limit_bytes,
+    switch (send_decision(r->link->buffered_amount(), n, unreliable, cfg_.rooms_soft_limit_bytes,
                           cfg_.rooms_hard_limit_bytes)) {
       case SendDecision::Send:
-        send_raw(r, frame);
+        r->link->send(frame);
         ++rc_.updates_delivered;
         break;
       case SendDecision::Drop:

@@ -1,43 +1,92 @@
-// The server core: configuration check, start/stop, the event queue drained
-// by poll(), the idle sweep, stats() and the public Server API. The session
-// state machines live in session.cpp, connector.cpp, rooms.cpp and bus.cpp,
-// HTTP in http.cpp (see server_impl.hpp).
+// The websocketpp endpoint around the Hub: configuration check, start/stop,
+// the connection handlers, WsppLink/WsppFrame (link.hpp on websocketpp),
+// the auth workers, the eventfd and the public Server API. The session state
+// machines live in hub.cpp, connector.cpp, rooms.cpp and bus.cpp, plain HTTP
+// in http.cpp.
 
 #include <sys/eventfd.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
 
 #include "dclcomms/error.hpp"
 #include "server_impl.hpp"
 
 namespace dclcomms::ws {
 
-namespace detail {
+namespace {
 
-int64_t unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using detail::ConnPtr;
+using detail::Hdl;
+using detail::MessagePtr;
+using Message = websocketpp::config::asio::message_type;
 
-int64_t steady_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
+// A ready-to-write frame: header and payload built once, flagged prepared so
+// websocketpp queues this very message (no copy, no re-framing) on every
+// connection it is sent to. Server frames are never masked, so one buffer is
+// valid for every receiver.
+class WsppFrame final : public OutFrame {
+ public:
+  WsppFrame(std::string payload, FrameType type)
+      : msg_(Message::con_msg_man_ptr{}, static_cast<websocketpp::frame::opcode::value>(type), 0) {
+    msg_.set_header(frame_header(static_cast<uint8_t>(type), payload.size()));
+    msg_.get_raw_payload() = std::move(payload);
+    msg_.set_prepared(true);
+  }
+  size_t size() const noexcept override { return msg_.get_payload().size(); }
+  // The message, sharing ownership with the frame. websocketpp only reads a
+  // prepared message (header, payload, flags), so handing out a mutable
+  // pointer to this immutable frame is safe.
+  static MessagePtr message(const FramePtr& frame) {
+    const auto& f = static_cast<const WsppFrame&>(*frame);
+    return MessagePtr(frame, const_cast<Message*>(&f.msg_));
+  }
 
-MessagePtr make_frame(std::string payload, Opcode opcode) {
-  auto msg = std::make_shared<Message>(Message::con_msg_man_ptr{}, opcode, 0);
-  msg->set_header(frame_header(static_cast<uint8_t>(opcode), payload.size()));
-  msg->get_raw_payload() = std::move(payload);
-  msg->set_prepared(true);
-  return msg;
-}
+ private:
+  Message msg_;
+};
 
-}  // namespace detail
+}  // namespace
 
-using detail::unix_ms;
+// One websocketpp connection as the hub's Link; its stage timer runs on the
+// I/O threads and fires under the server's state lock.
+class WsppLink final : public Link {
+ public:
+  WsppLink(Server::Impl& server, ConnPtr con)
+      : server_(server), con_(std::move(con)), timer_(server.ep_.get_io_service()) {}
 
-Server::Impl::Impl(Config cfg) : cfg_(std::move(cfg)) {
+  void send(const FramePtr& frame) override {
+    websocketpp::lib::error_code ec = con_->send(WsppFrame::message(frame));
+    (void)ec;  // invalid_state: the socket is already closing
+  }
+  void close(int code, const std::string& reason) override {
+    websocketpp::lib::error_code ec;
+    con_->close(static_cast<websocketpp::close::status::value>(code), reason, ec);
+  }
+  void ping() override {
+    websocketpp::lib::error_code ignored;
+    con_->ping("", ignored);
+  }
+  size_t buffered_amount() const override { return con_->get_buffered_amount(); }
+  void arm_timer(int64_t ms, std::function<void()> fire) override {
+    timer_.expires_after(std::chrono::milliseconds(ms));
+    Server::Impl* server = &server_;
+    timer_.async_wait([server, fire = std::move(fire)](const asio::error_code& ec) {
+      if (ec) return;
+      std::lock_guard<std::mutex> lock(server->mu_);
+      fire();
+    });
+  }
+  void cancel_timer() override { timer_.cancel(); }
+
+ private:
+  Server::Impl& server_;
+  ConnPtr con_;
+  asio::steady_timer timer_;
+};
+
+Server::Impl::Impl(Config cfg) : cfg_(std::move(cfg)), hub_(cfg_, *this) {
   if (cfg_.io_threads < 1 || cfg_.auth_threads < 1 || cfg_.max_frame_bytes < 1 ||
       cfg_.heartbeat_max_per_s < 1 || cfg_.max_pending_frames < 1 ||
       cfg_.rooms_soft_limit_bytes > cfg_.rooms_hard_limit_bytes ||
@@ -82,7 +131,7 @@ uint16_t Server::Impl::start() {
   ep_.set_http_handler([this](Hdl h) { on_http(h); });
   ep_.set_pong_handler([this](Hdl h, std::string) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (SessionPtr s = find(h)) s->last_rx_ms = unix_ms();
+    hub_.pong(h.lock().get());
   });
 
   asio::error_code aec;
@@ -114,14 +163,10 @@ void Server::Impl::stop() {
     std::lock_guard<std::mutex> lock(mu_);
     websocketpp::lib::error_code ec;
     ep_.stop_listening(ec);
-    std::vector<SessionPtr> all;
-    all.reserve(sessions_.size());
-    for (auto& [_, s] : sessions_) all.push_back(s);
-    for (auto& s : all) close_session(s, 1001, "server shutting down");
+    hub_.shutdown();
     for (auto& [_, p] : http_) answer(p, 503, {}, R"({"error":"Service Unavailable"})");
     http_.clear();
     if (idle_timer_) idle_timer_->cancel();
-    shutdown_posted_ = true;
   });
   if (pool_) pool_->stop();
   // Give clients a moment to complete the close handshake.
@@ -129,7 +174,7 @@ void Server::Impl::stop() {
   while (std::chrono::steady_clock::now() < deadline) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (shutdown_posted_ && sessions_.empty()) break;
+      if (hub_.is_shut_down() && hub_.session_count() == 0) break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -138,58 +183,6 @@ void Server::Impl::stop() {
     if (t.joinable()) t.join();
   }
   io_.clear();
-}
-
-std::vector<Event> Server::Impl::poll(size_t max_events) {
-  std::vector<Event> out;
-  std::lock_guard<std::mutex> lock(ev_mu_);
-  while (!events_.empty() && out.size() < max_events) {
-    if (auto* hb = std::get_if<Heartbeats>(&events_.front())) {
-      pending_heartbeats_ -= hb->addresses.size();
-    }
-    out.push_back(std::move(events_.front()));
-    events_.pop_front();
-  }
-  if (events_.empty()) {
-    uint64_t v;
-    [[maybe_unused]] auto n = ::read(efd_, &v, sizeof v);
-  }
-  return out;
-}
-
-void Server::Impl::set_deny_list(const std::vector<std::string>& addresses) {
-  std::unordered_set<std::string> next;
-  for (const auto& a : addresses) next.insert(to_lower_ascii(a));
-  std::lock_guard<std::mutex> lock(mu_);
-  deny_ = std::move(next);
-}
-
-Stats Server::Impl::stats() const {
-#define DCLCOMMS_LIST(name) out.emplace_back(#name, c.name);
-  std::lock_guard<std::mutex> lock(mu_);
-  Stats st;
-  {
-    auto& out = st.connector;
-    const auto& c = cc_;
-    out.emplace_back("sessions", connector_reg_.size());
-    DCLCOMMS_CONNECTOR_COUNTERS(DCLCOMMS_LIST)
-  }
-  {
-    auto& out = st.rooms;
-    const auto& c = rc_;
-    out.emplace_back("users", rooms_.user_count());
-    out.emplace_back("rooms", rooms_.room_count());
-    DCLCOMMS_ROOM_COUNTERS(DCLCOMMS_LIST)
-  }
-  st.room_details = rooms_.details();
-  {
-    auto& out = st.bus;
-    const auto& c = bc_;
-    out.emplace_back("sessions", bus_reg_.size());
-    DCLCOMMS_BUS_COUNTERS(DCLCOMMS_LIST)
-  }
-  return st;
-#undef DCLCOMMS_LIST
 }
 
 void Server::Impl::run_io() {
@@ -205,46 +198,91 @@ void Server::Impl::run_io() {
   }
 }
 
-void Server::Impl::push_event(Event ev) {
-  std::lock_guard<std::mutex> lock(ev_mu_);
-  bool was_empty = events_.empty();
-  events_.push_back(std::move(ev));
-  if (was_empty) signal();
-}
-
-void Server::Impl::signal() {
-  uint64_t one = 1;
-  [[maybe_unused]] auto n = ::write(efd_, &one, sizeof one);
-}
-
-// Every sixth of the idle timeout: ping sessions silent for a third of it,
-// close those silent for all of it (dead TCP peers otherwise hold their
-// registry entry forever).
 void Server::Impl::schedule_idle_sweep() {
   idle_timer_->expires_after(
       std::chrono::milliseconds(std::max<int64_t>(cfg_.idle_timeout_ms / 6, 10)));
   idle_timer_->async_wait([this](const asio::error_code& ec) {
     if (ec) return;
     std::lock_guard<std::mutex> lock(mu_);
-    if (shutdown_posted_) return;
-    int64_t now = unix_ms();
-    std::vector<SessionPtr> idle;
-    for (auto& [_, s] : sessions_) {
-      if (s->stage == Stage::Closed) continue;
-      int64_t silent = now - s->last_rx_ms;
-      if (silent >= cfg_.idle_timeout_ms) {
-        idle.push_back(s);
-      } else if (silent >= cfg_.idle_timeout_ms / 3) {
-        websocketpp::lib::error_code ignored;
-        s->con->ping("", ignored);
-      }
-    }
-    for (auto& s : idle) {
-      count(s, [](auto& c) { ++c.closed_idle; });
-      close_session(s, 1001, "idle timeout");
-    }
+    if (hub_.is_shut_down()) return;
+    hub_.idle_sweep();
     schedule_idle_sweep();
   });
+}
+
+// ---- websocketpp connection handlers -------------------------------------------
+
+void Server::Impl::on_open(Hdl h) {
+  ConnPtr con = ep_.get_con_from_hdl(h);
+  auto [path, query] = split_resource(con->get_resource());
+  std::lock_guard<std::mutex> lock(mu_);
+  hub_.open(con.get(), std::make_unique<WsppLink>(*this, con), path, query);
+}
+
+void Server::Impl::on_message(Hdl h, MessagePtr msg) {
+  auto type =
+      msg->get_opcode() == websocketpp::frame::opcode::text ? FrameType::Text : FrameType::Binary;
+  std::lock_guard<std::mutex> lock(mu_);
+  hub_.message(h.lock().get(), type, std::move(msg->get_raw_payload()));
+}
+
+void Server::Impl::on_closed(Hdl h) {
+  ConnPtr con = ep_.get_con_from_hdl(h);
+  int local = 0;
+  switch (con->get_local_close_code()) {
+    case websocketpp::close::status::message_too_big:
+      local = 1009;
+      break;
+    case websocketpp::close::status::invalid_payload:
+      local = 1007;
+      break;
+    default:
+      break;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  hub_.closed(con.get(), local);
+}
+
+// ---- Environment -----------------------------------------------------------------
+
+int64_t Server::Impl::unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t Server::Impl::steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+FramePtr Server::Impl::frame(std::string payload, FrameType type) {
+  return std::make_shared<const WsppFrame>(std::move(payload), type);
+}
+
+void Server::Impl::verify(std::string chain_json, std::string challenge, VerifyDone done) {
+  pool_->submit([this, chain = std::move(chain_json), challenge = std::move(challenge),
+                 done = std::move(done)]() mutable {
+    auto t0 = std::chrono::steady_clock::now();
+    auth::AuthResult res = auth::verify_auth_chain(chain, challenge, unix_ms());
+    auto us =
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
+    post([res = std::move(res), us, done = std::move(done)]() mutable {
+      done(std::move(res), static_cast<int64_t>(us));
+    });
+  });
+}
+
+void Server::Impl::events_pending(bool pending) {
+  if (pending) {
+    uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(efd_, &one, sizeof one);
+  } else {
+    uint64_t v;
+    [[maybe_unused]] auto n = ::read(efd_, &v, sizeof v);
+  }
 }
 
 // ---- the public API ---------------------------------------------------------
@@ -270,19 +308,25 @@ void Server::respond(uint64_t request_id, int status,
                      std::vector<std::pair<std::string, std::string>> headers, std::string body) {
   impl_->respond(request_id, status, std::move(headers), std::move(body));
 }
+// Encoded on the caller's thread; the I/O thread only queues the bytes.
+void Server::send_connector(const std::string& address, std::string payload) {
+  impl_->post_to_hub([address, payload = std::move(payload)](Hub& hub) mutable {
+    hub.send_connector(address, std::move(payload));
+  });
+}
 void Server::send_island_changed(const std::string& address, const codec::IslandChanged& msg) {
-  impl_->send_connector(address, codec::encode_server_island_changed(msg));
+  send_connector(address, codec::encode_server_island_changed(msg));
 }
 void Server::send_island_changed_message(const std::string& address, std::string message) {
-  impl_->send_connector(address, codec::wrap_server_island_changed(message));
+  send_connector(address, codec::wrap_server_island_changed(message));
 }
 void Server::send_join_island(const std::string& address, const std::string& island_id,
                               const std::string& peer_id) {
-  impl_->send_connector(address, codec::encode_server_join_island(island_id, peer_id));
+  send_connector(address, codec::encode_server_join_island(island_id, peer_id));
 }
 void Server::send_left_island(const std::string& address, const std::string& island_id,
                               const std::string& peer_id) {
-  impl_->send_connector(address, codec::encode_server_left_island(island_id, peer_id));
+  send_connector(address, codec::encode_server_left_island(island_id, peer_id));
 }
 namespace {
 // Codes a server may send (RFC 6455 7.4): ours are 4000-4999; reserved ones
@@ -300,17 +344,21 @@ void check_close_code(const char* method, int code) {
 
 void Server::kick(const std::string& address, int code, const std::string& reason) {
   check_close_code("kick", code);
-  impl_->kick(address, code, reason);
+  impl_->post_to_hub([address, code, reason](Hub& hub) { hub.kick(address, code, reason); });
 }
 void Server::send_bus(const std::string& address, std::string text) {
-  impl_->send_bus(address, std::move(text));
+  impl_->post_to_hub([address, text = std::move(text)](Hub& hub) mutable {
+    hub.send_bus(address, std::move(text));
+  });
 }
 void Server::close_bus(const std::string& address, int code, const std::string& reason) {
   check_close_code("close_bus", code);
-  impl_->close_bus(address, code, reason);
+  impl_->post_to_hub([address, code, reason](Hub& hub) { hub.close_bus(address, code, reason); });
 }
 void Server::set_deny_list(const std::vector<std::string>& addresses) {
-  impl_->set_deny_list(addresses);
+  std::unordered_set<std::string> lowercase;
+  for (const auto& a : addresses) lowercase.insert(to_lower_ascii(a));
+  impl_->set_deny_list(std::move(lowercase));
 }
 Stats Server::stats() const {
   return impl_->stats();

@@ -169,6 +169,7 @@ class Server {
   class Impl;
 
  private:
+  void send_connector(const std::string& address, std::string payload);
   std::unique_ptr<Impl> impl_;
 };
 

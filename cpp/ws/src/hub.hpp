@@ -1,0 +1,291 @@
+#pragma once
+// Private to cpp/ws: the sessions of one server and their state machines,
+// with no sockets, threads or websocketpp (the network is link.hpp's
+// interface), so GoogleTests and fuzz targets drive them in memory
+// (testing/fake_endpoint.hpp). Hub methods are defined by area:
+//   hub.cpp        sessions, stage timers, closing, sending, the handshake
+//                  every kind shares, the event queue, idle sweep, stats
+//   connector.cpp  connector state machine (archipelago.md 1.3); also the
+//                  handshake of bus sessions
+//   rooms.cpp      RFC-5 rooms (transports.md 1.1-1.3)
+//   bus.cpp        /bus text frames (control-plane.md 4)
+// The websocketpp endpoint around it is server_impl.hpp. Design notes:
+// docs/ws.md.
+//
+// Threading: not thread-safe, except push_event() and poll() (the event
+// queue has its own leaf lock): the endpoint serializes every other call
+// (the server's state lock), including the timer, auth and close reports it
+// delivers back.
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "dclcomms/codec/fast.hpp"
+#include "dclcomms/ws/limits.hpp"
+#include "dclcomms/ws/room_registry.hpp"
+#include "dclcomms/ws/server.hpp"
+#include "link.hpp"
+
+namespace dclcomms::ws {
+
+namespace detail {
+
+// Bus sessions share the connector's handshake (Start .. Verifying); they
+// differ once Completed.
+enum class Kind { Connector, Room, Bus };
+enum class Stage { Start, ChallengeSent, Verifying, Completed, Closed };
+
+// An inbound frame queued while its session's auth chain is verified.
+struct Frame {
+  FrameType type = FrameType::Binary;
+  std::string data;
+};
+
+struct Session {
+  Kind kind = Kind::Connector;
+  std::unique_ptr<Link> link;
+  Stage stage = Stage::Start;
+  uint64_t timer_gen = 0;  // the current stage timer; older ones are stale
+  int64_t last_rx_ms = 0;  // last frame or pong (idle sweep)
+  std::string address;     // claimed, lowercase
+  std::string challenge;   // single use: cleared when submitted
+  std::deque<Frame> pending;
+  // rooms
+  std::string room;
+  uint32_t alias = 0;
+  std::optional<std::string> token_sub;
+  bool in_room = false;
+  TokenBucket sent;  // sender token bucket (rooms_sender_max_*)
+  // connector and bus
+  bool registered = false;  // the entry of its kind's registry
+  RateWindow heartbeats;    // connector
+  SlidingRateWindow bus_frames;
+};
+using SessionPtr = std::shared_ptr<Session>;
+
+// Counter names: exported by stats() and as dcl_ws_* metrics (docs/ws.md), in
+// this order. Every kind counts the handshake and close reasons the session
+// code shares (session.cpp counts them through count()); the rest is its own.
+// clang-format off
+#define DCLCOMMS_HANDSHAKE_COUNTERS(X) \
+  X(connections)                       \
+  X(welcomed)                          \
+  X(auth_failed)
+
+#define DCLCOMMS_CLOSE_COUNTERS(X)     \
+  X(closed_protocol)                   \
+  X(closed_decode)                     \
+  X(closed_timeout)                    \
+  X(closed_invalid_address)            \
+  X(closed_slow)                       \
+  X(closed_frame_too_big)              \
+  X(closed_idle)
+
+#define DCLCOMMS_CONNECTOR_COUNTERS(X) \
+  DCLCOMMS_HANDSHAKE_COUNTERS(X)       \
+  X(deny_listed)                       \
+  X(kicked_duplicate)                  \
+  X(kicked_by_server)                  \
+  DCLCOMMS_CLOSE_COUNTERS(X)           \
+  X(heartbeats_accepted)               \
+  X(heartbeats_dropped_no_position)    \
+  X(heartbeats_dropped_invalid)        \
+  X(heartbeats_dropped_rate)           \
+  X(heartbeats_dropped_backlog)        \
+  X(messages_ignored)                  \
+  X(messages_sent)                     \
+  X(auth_verify_us_total)
+
+#define DCLCOMMS_ROOM_COUNTERS(X)      \
+  DCLCOMMS_HANDSHAKE_COUNTERS(X)       \
+  X(token_rejected)                    \
+  X(invalid_room_id)                   \
+  X(kicked_full)                       \
+  X(kicked_duplicate)                  \
+  DCLCOMMS_CLOSE_COUNTERS(X)           \
+  X(updates_received)                  \
+  X(updates_delivered)                 \
+  X(unreliable_dropped)                \
+  X(rate_dropped)                      \
+  X(closed_rate)                       \
+  X(messages_ignored)
+
+#define DCLCOMMS_BUS_COUNTERS(X)       \
+  DCLCOMMS_HANDSHAKE_COUNTERS(X)       \
+  X(deny_listed)                       \
+  X(kicked_duplicate)                  \
+  DCLCOMMS_CLOSE_COUNTERS(X)           \
+  X(closed_rate)                       \
+  X(closed_by_server)                  \
+  X(frames_received)                   \
+  X(frames_sent)                       \
+  X(auth_verify_us_total)
+// clang-format on
+
+#define DCLCOMMS_FIELD(name) uint64_t name = 0;
+
+struct ConnectorCounters {
+  DCLCOMMS_CONNECTOR_COUNTERS(DCLCOMMS_FIELD)
+};
+struct RoomCounters {
+  DCLCOMMS_ROOM_COUNTERS(DCLCOMMS_FIELD)
+};
+struct BusCounters {
+  DCLCOMMS_BUS_COUNTERS(DCLCOMMS_FIELD)
+};
+
+#undef DCLCOMMS_FIELD
+
+}  // namespace detail
+
+class Hub {
+ public:
+  using Kind = detail::Kind;
+  using Stage = detail::Stage;
+  using Session = detail::Session;
+  using SessionPtr = detail::SessionPtr;
+
+  // cfg must be valid (validate(cfg)); env outlives the hub.
+  Hub(const Config& cfg, Environment& env);
+  Hub(const Hub&) = delete;
+  Hub& operator=(const Hub&) = delete;
+
+  // The session kind an upgrade to path gets (nullopt: not served, 404) and
+  // its inbound frame limit (larger frames: the endpoint closes 1009). These
+  // two read only the configuration: callable from any thread.
+  std::optional<Kind> kind_of(const std::string& path) const;
+  size_t frame_limit(Kind kind) const noexcept;
+
+  // ---- the endpoint's reports; key identifies the connection ----------------
+  // An upgraded connection to path (kind_of(path) is set) with its query.
+  void open(const void* key, std::unique_ptr<Link> link, const std::string& path,
+            const std::string& query);
+  void message(const void* key, FrameType type, std::string data);
+  void pong(const void* key);
+  // The connection is gone. local_close_code: the close code the endpoint
+  // sent on its own (1009 frame too big, 1007 text not UTF-8), else 0.
+  void closed(const void* key, int local_close_code);
+  // Every sixth of idle_timeout_ms: pings sessions silent for a third of it,
+  // closes those silent for all of it 1001.
+  void idle_sweep();
+  // Closes every session 1001; sessions opened later are closed at once.
+  void shutdown();
+  bool is_shut_down() const noexcept { return shut_down_; }
+  size_t session_count() const noexcept { return sessions_.size(); }
+
+  // ---- the embedder's calls (Server's methods of the same names) -----------
+  void send_connector(const std::string& address, std::string payload);
+  void kick(const std::string& address, int code, const std::string& reason);
+  void send_bus(const std::string& address, std::string text);
+  void close_bus(const std::string& address, int code, const std::string& reason);
+  void set_deny_list(std::unordered_set<std::string> lowercase_addresses);
+  Stats stats() const;
+
+  // ---- the event queue (thread-safe) ----------------------------------------
+  void push_event(Event ev);
+  std::vector<Event> poll(size_t max_events);
+
+ private:
+  SessionPtr find(const void* key) const;
+  // Runs f on the counters of s's kind (f touches a field every kind has).
+  template <class F>
+  void count(const SessionPtr& s, F f) {
+    switch (s->kind) {
+      case Kind::Connector:
+        f(cc_);
+        return;
+      case Kind::Room:
+        f(rc_);
+        return;
+      case Kind::Bus:
+        f(bc_);
+        return;
+    }
+  }
+  // The same for the connector handshake code path: connector or bus.
+  template <class F>
+  void count_connector_or_bus(const SessionPtr& s, F f) {
+    if (s->kind == Kind::Bus) {
+      f(bc_);
+    } else {
+      f(cc_);
+    }
+  }
+  FramePtr binary(std::string payload) { return env_.frame(std::move(payload), FrameType::Binary); }
+  void restart_timer(const SessionPtr& s);
+  void detach(const SessionPtr& s);
+  void close_session(const SessionPtr& s, int code, const std::string& reason);
+  bool deliver(const SessionPtr& s, const FramePtr& frame);
+  void submit_verify(const SessionPtr& s, std::string chain_json);
+  void drain_pending(const SessionPtr& s);
+  void handle_frame(const SessionPtr& s, detail::Frame f);
+  // The handshake every kind shares (connector and bus: ClientPacket; rooms:
+  // WsPacket). Each closes the session (and returns false) on a reject.
+  void undecodable(const SessionPtr& s, const char* reason);  // 1007
+  // START: the packet must be the `expected` member (else 4000) with a valid
+  // address (else 4002); stores it lowercased.
+  bool identify(const SessionPtr& s, bool expected_kind, const char* expected,
+                const std::string& address);
+  // START -> CHALLENGE_SENT: a fresh single-use challenge, the stage timer.
+  void send_challenge(const SessionPtr& s, bool already_connected);
+  // CHALLENGE_SENT: the signed challenge (else 4000) goes to the auth worker.
+  void expect_signed(const SessionPtr& s, bool expected_kind, const char* expected,
+                     std::string chain_json);
+  // VERIFYING, back on the hub's thread: 4003 unless the chain is valid and
+  // signed by the identified address; then the kind's admission.
+  void on_verified(const SessionPtr& s, const auth::AuthResult& res);
+  // Admitted: -> COMPLETED, stage timer off, counted welcomed.
+  void complete(const SessionPtr& s);
+
+  // ---- connector.cpp ----
+  // The address registry of a connector or bus session.
+  std::unordered_map<std::string, SessionPtr>& registry(const Session& s) {
+    return s.kind == Kind::Bus ? bus_reg_ : connector_reg_;
+  }
+  void handle_connector(const SessionPtr& s, const std::string& data);
+  // Deny list, duplicate (newest wins), registry, welcome.
+  void admit_registered(const SessionPtr& s, const std::string& owner);
+  void on_heartbeat(const SessionPtr& s, const codec::Heartbeat& hb);
+
+  // ---- bus.cpp ----
+  void handle_bus(const SessionPtr& s, detail::Frame f);
+
+  // ---- rooms.cpp ----
+  void open_room(const SessionPtr& s, const std::string& path, const std::string& query);
+  std::string check_token(const std::string& token, bool found, const std::string& room,
+                          std::optional<std::string>* sub) const;
+  void kick_full(const SessionPtr& s);
+  void handle_room(const SessionPtr& s, const std::string& data);
+  void relay(const SessionPtr& s, const codec::WsPacket& p);
+  // Capacity, duplicate (any room), join, welcome, peer_join.
+  void admit_room(const SessionPtr& s, const std::string& owner);
+  void broadcast(const std::string& room, const Session* except, const FramePtr& frame,
+                 bool unreliable);
+
+  const Config cfg_;
+  Environment& env_;
+  bool shut_down_ = false;
+  std::unordered_map<const void*, SessionPtr> sessions_;  // by connection identity
+  std::unordered_map<std::string, SessionPtr> connector_reg_;
+  std::unordered_map<std::string, SessionPtr> bus_reg_;
+  RoomRegistry<SessionPtr> rooms_;
+  std::unordered_set<std::string> deny_;
+  detail::ConnectorCounters cc_;
+  detail::RoomCounters rc_;
+  detail::BusCounters bc_;
+
+  std::mutex ev_mu_;  // leaf lock: the event queue
+  std::deque<Event> events_;
+  size_t pending_heartbeats_ = 0;
+};
+
+}  // namespace dclcomms::ws

@@ -11,10 +11,14 @@ import pytest
 from dclcomms import ConfigError
 from dclcomms.config import RealmConfig
 from dclcomms.policy import (
+    BUILTIN_POLICIES,
     CrowdedOnLiveKit,
     FixedTransport,
     IslandView,
+    P2PPolicy,
+    P2PTransport,
     RealmPolicy,
+    TieredPolicy,
     WsRoomTransport,
     build_transports,
     load_policy,
@@ -42,7 +46,8 @@ def test_default_transport_choice() -> None:
     )
     assert t.default is t.fixed
     assert t.default.issue("I3", [A, B]) == {A: "offline:offline", B: "offline:offline"}
-    assert sorted(t.by_name()) == ["fixed", "livekit", "ws-room"]
+    assert sorted(t.by_name()) == ["fixed", "livekit", "p2p", "ws-room"]
+    assert t.p2p is not None and t.default is not t.p2p  # P2P is never the default
 
 
 def test_public_and_ws_room_urls() -> None:
@@ -152,3 +157,107 @@ def test_minted_tokens_verify() -> None:
     c = jwt_decode(ws[len(prefix) :], "w" * 32, require_exp=True)
     assert (c["sub"], c["room"], c["exp"] - c["iat"]) == (A, "I7", 300)
     assert abs(c["iat"] - time.time()) < 5
+
+
+def test_p2p_transport_strings_and_capacity() -> None:
+    t = build_transports(RealmConfig(), bound_port=1, ws_room_secret="")
+    assert t.p2p is not None and t.p2p.name == "p2p" and t.p2p.max_island_size == 16
+    assert t.p2p.issue("I4", [A, B]) == {A: f"p2p:I4:{A}", B: f"p2p:I4:{B}"}
+    assert t.p2p.issue("I4", []) == {}
+    # capped by the island size; absent without /bus (nothing could signal)
+    t = build_transports(
+        RealmConfig(island_size=5, p2p_max_island_size=8), bound_port=1, ws_room_secret=""
+    )
+    assert t.p2p is not None and t.p2p.max_island_size == 5
+    assert build_transports(RealmConfig(bus=False), bound_port=1, ws_room_secret="").p2p is None
+    with pytest.raises(ConfigError):
+        P2PTransport(max_island_size=1)
+
+
+def test_p2p_policy_puts_islands_on_p2p_up_to_its_capacity() -> None:
+    t = build_transports(RealmConfig(p2p_max_island_size=8), bound_port=1, ws_room_secret="")
+    p = load_policy("p2p", t)
+    assert isinstance(p, P2PPolicy) and p.down_at == 6
+    assert p.transport_for(_view(1)) is t.p2p
+    assert p.transport_for(_view(8)) is t.p2p
+    assert p.transport_for(_view(8, "p2p")) is t.p2p
+    assert p.transport_for(_view(9, "p2p")) is t.default  # over capacity
+    assert p.transport_for(_view(9)) is t.default
+    assert p.transport_for(_view(7, "ws-room")) is t.default  # hysteresis: not back yet
+    assert p.transport_for(_view(6, "ws-room")) is t.p2p
+    with pytest.raises(ConfigError) as e:
+        load_policy("p2p", build_transports(RealmConfig(bus=False), bound_port=1, ws_room_secret=""))
+    assert e.value.code == "bad_policy" and "/bus" in str(e.value)
+
+
+def test_tiered_policy_levels_and_hysteresis() -> None:
+    cfg = RealmConfig(
+        **LK,
+        tiered_p2p_up_at=5,
+        tiered_p2p_down_at=2,
+        tiered_livekit_up_at=10,
+        tiered_livekit_down_at=7,
+    )
+    t = build_transports(cfg, bound_port=1, ws_room_secret="x")
+    p = load_policy("tiered", t, cfg)
+    assert isinstance(p, TieredPolicy) and (p.up, p.down) == ((5, 10), (2, 7))
+    p2p, ws, lk = t.p2p, t.ws_room, t.livekit
+    # new islands start at the level their size gives
+    assert [p.transport_for(_view(n)) for n in (1, 4, 5, 9, 10, 40)] == [p2p, p2p, ws, ws, lk, lk]
+    # growing: P2P up to 4, rooms from 5, LiveKit from 10
+    assert p.transport_for(_view(4, "p2p")) is p2p
+    assert p.transport_for(_view(5, "p2p")) is ws
+    assert p.transport_for(_view(12, "p2p")) is lk  # a big merge jumps both boundaries
+    assert p.transport_for(_view(9, "ws-room")) is ws
+    assert p.transport_for(_view(10, "ws-room")) is lk
+    # shrinking: LiveKit down to 8, rooms down to 3 (no flapping in between)
+    assert p.transport_for(_view(8, "livekit")) is lk
+    assert p.transport_for(_view(7, "livekit")) is ws
+    assert p.transport_for(_view(3, "ws-room")) is ws
+    assert p.transport_for(_view(2, "ws-room")) is p2p
+    assert p.transport_for(_view(1, "livekit")) is p2p
+    # one island walking up and down one peer at a time switches exactly at the thresholds
+    current, switches = None, []
+    for n in [*range(1, 13), *range(12, 0, -1)]:
+        chosen = p.transport_for(_view(n, current)).name
+        if chosen != current:
+            switches.append((n, chosen))
+        current = chosen
+    assert switches == [(1, "p2p"), (5, "ws-room"), (10, "livekit"), (7, "ws-room"), (2, "p2p")]
+
+
+def test_tiered_policy_without_livekit_and_p2p_capacity() -> None:
+    cfg = RealmConfig(p2p_max_island_size=3)
+    t = build_transports(cfg, bound_port=1, ws_room_secret="")
+    p = load_policy("tiered", t, cfg)
+    assert p.transport_for(_view(3)) is t.p2p
+    assert p.transport_for(_view(4)) is t.ws_room  # over the P2P capacity below up_at (7)
+    assert p.transport_for(_view(4, "p2p")) is t.ws_room
+    assert p.transport_for(_view(80, "ws-room")) is t.ws_room  # no LiveKit: rooms on top
+    assert p.transport_for(_view(80)) is t.ws_room
+    assert p.transport_for(_view(3, "fixed")) is t.p2p  # an unranked transport: by size
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"tiered_p2p_up_at": 4, "tiered_p2p_down_at": 4},
+        {"tiered_p2p_up_at": 60},
+        {"tiered_livekit_down_at": 50},
+    ],
+)
+def test_tiered_thresholds_are_validated(bad: dict[str, int]) -> None:
+    with pytest.raises(ConfigError) as e:
+        RealmConfig(**bad)
+    assert e.value.code == "bad_value"
+    t = build_transports(RealmConfig(), bound_port=1, ws_room_secret="")
+    with pytest.raises(ConfigError):
+        TieredPolicy(t, p2p_up_at=3, p2p_down_at=3)
+
+
+def test_builtin_policy_names_are_accepted_by_the_config() -> None:
+    assert sorted(BUILTIN_POLICIES) == ["p2p", "tiered"]
+    for name in BUILTIN_POLICIES:
+        assert RealmConfig(policy=name).policy == name
+    with pytest.raises(ConfigError, match="p2p or tiered"):
+        RealmConfig(policy="mesh")

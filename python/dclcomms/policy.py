@@ -8,8 +8,10 @@ core asks it **once per changed island per tick** (never per peer) and, when
 the answer differs from the island's current transport, re-issues
 ``island_changed`` to every member (same island id, new ``conn_str``).
 
-Policies are plain Python classes loaded with ``--policy package.module:Class``;
-the constructor receives the :class:`Transports` of the realm::
+Policies are plain Python classes loaded with ``--policy package.module:Class``
+(or a built-in by name: ``--policy p2p``, ``--policy tiered``, see
+:data:`BUILTIN_POLICIES`); the constructor receives the :class:`Transports` of
+the realm::
 
     class MyPolicy(RealmPolicy):
         def transport_for(self, island: IslandView) -> Transport:
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from dclcomms.auth import jwt_encode, livekit_token
-from dclcomms.config import RealmConfig
+from dclcomms.config import BUILTIN_POLICY_NAMES, RealmConfig
 from dclcomms.errors import ConfigError
 
 
@@ -163,13 +165,38 @@ class FixedTransport(Transport):
         return dict.fromkeys(peer_ids, self.conn_str)
 
 
+class P2PTransport(Transport):
+    """``p2p:<island>:<peer>`` (transports.md 4): the members connect to each other.
+
+    The clients build a WebRTC mesh among themselves, signalling through the realm's
+    ``/bus`` (offer/answer/candidate addressed topics, relayed only between members of
+    one island); no media touches the server. The cost grows with the island (each
+    peer sends to its mesh neighbours and relays), so ``max_island_size`` is small.
+    """
+
+    name = "p2p"
+
+    def __init__(self, *, max_island_size: int = 16) -> None:
+        if max_island_size < 2:
+            raise ConfigError("P2P islands need max_island_size >= 2", code="bad_value")
+        self.max_island_size = max_island_size
+
+    def issue(self, island_id: str, peer_ids: Sequence[str]) -> dict[str, str]:
+        return {p: f"p2p:{island_id}:{p}" for p in peer_ids}
+
+
 @dataclass(frozen=True)
 class Transports:
-    """The transports a realm offers its policy; ``default`` is the built-in choice."""
+    """The transports a realm offers its policy; ``default`` is the built-in choice.
+
+    ``p2p`` is offered when the realm serves ``/bus`` (the mesh signals through it);
+    it is never the default.
+    """
 
     ws_room: WsRoomTransport
     livekit: LiveKitTransport | None = None
     fixed: FixedTransport | None = None
+    p2p: P2PTransport | None = None
 
     @property
     def default(self) -> Transport:
@@ -185,6 +212,8 @@ class Transports:
             out["livekit"] = self.livekit
         if self.fixed is not None:
             out["fixed"] = self.fixed
+        if self.p2p is not None:
+            out["p2p"] = self.p2p
         return out
 
 
@@ -221,6 +250,9 @@ def build_transports(config: RealmConfig, *, bound_port: int, ws_room_secret: st
         else None,
         fixed=FixedTransport(config.fixed_adapter, max_island_size=size)
         if config.fixed_adapter
+        else None,
+        p2p=P2PTransport(max_island_size=min(config.p2p_max_island_size, size))
+        if config.bus
         else None,
     )
 
@@ -277,10 +309,134 @@ class CrowdedOnLiveKit(RealmPolicy):
         return livekit if n >= self.up_at else self.transports.ws_room
 
 
-def load_policy(spec: str, transports: Transports) -> RealmPolicy:
-    """Instantiate ``package.module:Class`` (empty spec = :class:`RealmPolicy`)."""
+def _need_p2p(transports: Transports, who: str) -> P2PTransport:
+    if transports.p2p is None:
+        raise ConfigError(
+            f"{who} needs the P2P transport, which signals through /bus (set bus = true)",
+            code="bad_policy",
+        )
+    return transports.p2p
+
+
+class P2PPolicy(RealmPolicy):
+    """``--policy p2p``: every island on P2P while it fits the P2P transport.
+
+    An island larger than ``p2p_max_island_size`` gets the default transport (a mesh
+    of that size would cost its members more than a room); it comes back to P2P when
+    it shrinks to ``down_at`` peers (default: three quarters of the P2P capacity), so
+    an island at the boundary does not flap.
+    """
+
+    def __init__(self, transports: Transports, *, down_at: int | None = None) -> None:
+        super().__init__(transports)
+        self.p2p = _need_p2p(transports, "the p2p policy")
+        cap = self.p2p.max_island_size
+        self.down_at = down_at if down_at is not None else max(1, (cap * 3) // 4)
+        if not 0 < self.down_at <= cap:
+            raise ConfigError("P2PPolicy needs 0 < down_at <= max_island_size", code="bad_value")
+
+    @classmethod
+    def from_config(cls, transports: Transports, config: RealmConfig) -> P2PPolicy:
+        return cls(transports)
+
+    def transport_for(self, island: IslandView) -> Transport:
+        n = len(island.peers)
+        if island.transport is None or island.transport == self.p2p.name:
+            return self.p2p if n <= self.p2p.max_island_size else self.transports.default
+        return self.p2p if n <= self.down_at else self.transports.default
+
+
+class TieredPolicy(RealmPolicy):
+    """``--policy tiered``: P2P for small islands, WebSocket rooms above, LiveKit for
+    crowded ones (when LiveKit is configured), with hysteresis at each boundary.
+
+    Levels: P2P < WebSocket rooms < LiveKit. An island moves up one boundary when it
+    reaches that boundary's ``up_at`` size and down when it shrinks to its
+    ``down_at`` size (``p2p_up_at``/``p2p_down_at``, ``livekit_up_at``/
+    ``livekit_down_at``; the ``tiered_*`` settings), so an island at a boundary does
+    not flap (every switch re-issues ``island_changed`` to all its members). A new
+    island starts at the level its size gives. P2P is used only for islands within
+    the P2P transport's capacity; without LiveKit the top level is WebSocket rooms.
+    """
+
+    def __init__(
+        self,
+        transports: Transports,
+        *,
+        p2p_up_at: int = 7,
+        p2p_down_at: int = 4,
+        livekit_up_at: int = 50,
+        livekit_down_at: int = 30,
+    ) -> None:
+        super().__init__(transports)
+        self.p2p = _need_p2p(transports, "the tiered policy")
+        if not (
+            0 < p2p_down_at < p2p_up_at <= livekit_up_at and 0 < livekit_down_at < livekit_up_at
+        ):
+            raise ConfigError(
+                "TieredPolicy needs 0 < p2p_down_at < p2p_up_at <= livekit_up_at and "
+                "0 < livekit_down_at < livekit_up_at",
+                code="bad_value",
+            )
+        self.up = (p2p_up_at, livekit_up_at)
+        self.down = (p2p_down_at, livekit_down_at)
+
+    @classmethod
+    def from_config(cls, transports: Transports, config: RealmConfig) -> TieredPolicy:
+        return cls(
+            transports,
+            p2p_up_at=config.tiered_p2p_up_at,
+            p2p_down_at=config.tiered_p2p_down_at,
+            livekit_up_at=config.tiered_livekit_up_at,
+            livekit_down_at=config.tiered_livekit_down_at,
+        )
+
+    def level(self, n: int, current: str | None) -> int:
+        """0 (P2P), 1 (WebSocket rooms) or 2 (LiveKit) for ``n`` peers now on ``current``."""
+        levels = {self.p2p.name: 0, self.transports.ws_room.name: 1}
+        if self.transports.livekit is not None:
+            levels[self.transports.livekit.name] = 2
+        level = levels.get(current) if current is not None else None
+        if level is None:  # a new island (or one on a transport we do not rank)
+            level = sum(n >= u for u in self.up)
+        else:
+            while level < 2 and n >= self.up[level]:
+                level += 1
+            while level > 0 and n <= self.down[level - 1]:
+                level -= 1
+        if level == 2 and self.transports.livekit is None:
+            level = 1
+        if level == 0 and n > self.p2p.max_island_size:
+            level = 1
+        return level
+
+    def transport_for(self, island: IslandView) -> Transport:
+        level = self.level(len(island.peers), island.transport)
+        if level == 0:
+            return self.p2p
+        if level == 2 and self.transports.livekit is not None:
+            return self.transports.livekit
+        return self.transports.ws_room
+
+
+#: built-in policies selectable by name (``--policy p2p``); each has ``from_config``
+BUILTIN_POLICIES: dict[str, type[P2PPolicy] | type[TieredPolicy]] = {
+    "p2p": P2PPolicy,
+    "tiered": TieredPolicy,
+}
+assert tuple(BUILTIN_POLICIES) == BUILTIN_POLICY_NAMES
+
+
+def load_policy(
+    spec: str, transports: Transports, config: RealmConfig | None = None
+) -> RealmPolicy:
+    """Instantiate a policy: ``""`` = :class:`RealmPolicy`, a built-in name (``p2p``,
+    ``tiered``: thresholds from ``config``) or ``package.module:Class``."""
     if not spec:
         return RealmPolicy(transports)
+    builtin = BUILTIN_POLICIES.get(spec)
+    if builtin is not None:
+        return builtin.from_config(transports, config if config is not None else RealmConfig())
     module_name, _, attr = spec.partition(":")
     try:
         obj = getattr(importlib.import_module(module_name), attr)
@@ -298,11 +454,15 @@ def load_policy(spec: str, transports: Transports) -> RealmPolicy:
 
 
 __all__ = [
+    "BUILTIN_POLICIES",
     "CrowdedOnLiveKit",
     "FixedTransport",
     "IslandView",
     "LiveKitTransport",
+    "P2PPolicy",
+    "P2PTransport",
     "RealmPolicy",
+    "TieredPolicy",
     "Transport",
     "Transports",
     "WsRoomTransport",

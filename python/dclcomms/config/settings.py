@@ -55,9 +55,15 @@ def _prefix_ok(value: str) -> str | None:
     return None
 
 
+#: built-in policies selectable by name (dclcomms.policy.BUILTIN_POLICIES)
+BUILTIN_POLICY_NAMES = ("p2p", "tiered")
+
+
 def _policy_ok(value: str) -> str | None:
+    if value in BUILTIN_POLICY_NAMES:
+        return None
     if value and (value.count(":") != 1 or not all(value.split(":"))):
-        return "must look like package.module:Class"
+        return f"must be {' or '.join(BUILTIN_POLICY_NAMES)} or look like package.module:Class"
     return None
 
 
@@ -373,8 +379,50 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "",
         "REALM_POLICY",
-        "transport policy class package.module:Class (empty = built-in default)",
+        "transport policy: p2p, tiered, or a class package.module:Class (empty = built-in "
+        "default)",
         check=_policy_ok,
+    ),
+    Setting(
+        "p2p_max_island_size",
+        int,
+        16,
+        "P2P_MAX_ISLAND_SIZE",
+        "largest island the P2P transport takes (larger ones get the default transport)",
+        minimum=2,
+        maximum=100,
+    ),
+    Setting(
+        "tiered_p2p_up_at",
+        int,
+        7,
+        "TIERED_P2P_UP_AT",
+        "tiered policy: an island leaves P2P for WebSocket rooms when it reaches this size",
+        minimum=2,
+    ),
+    Setting(
+        "tiered_p2p_down_at",
+        int,
+        4,
+        "TIERED_P2P_DOWN_AT",
+        "tiered policy: an island comes back to P2P when it shrinks to this size",
+        minimum=1,
+    ),
+    Setting(
+        "tiered_livekit_up_at",
+        int,
+        50,
+        "TIERED_LIVEKIT_UP_AT",
+        "tiered policy: an island moves to LiveKit (when configured) at this size",
+        minimum=2,
+    ),
+    Setting(
+        "tiered_livekit_down_at",
+        int,
+        30,
+        "TIERED_LIVEKIT_DOWN_AT",
+        "tiered policy: an island leaves LiveKit when it shrinks to this size",
+        minimum=1,
     ),
     Setting(
         "transport_node_interval",
@@ -427,6 +475,23 @@ SETTINGS: tuple[Setting, ...] = (
         "/bus messages queued per session before the oldest is dropped",
         minimum=1,
         maximum=100000,
+    ),
+    Setting(
+        "p2p_signal_max_per_s",
+        float,
+        10.0,
+        "P2P_SIGNAL_MAX_PER_S",
+        "/bus: P2P signalling messages (offer/answer/candidate) a session may publish per "
+        "second, sustained (token bucket; over it: error rate_limited)",
+        minimum=0.1,
+    ),
+    Setting(
+        "p2p_signal_burst",
+        int,
+        40,
+        "P2P_SIGNAL_BURST",
+        "/bus: P2P signalling messages a session may publish at once (the bucket's size)",
+        minimum=1,
     ),
     # --- stats --------------------------------------------------------------
     Setting(
@@ -505,12 +570,19 @@ class RealmConfig:
     ws_room_sender_max_bytes_per_s: int = 0
     fixed_adapter: str = ""
     policy: str = ""
+    p2p_max_island_size: int = 16
+    tiered_p2p_up_at: int = 7
+    tiered_p2p_down_at: int = 4
+    tiered_livekit_up_at: int = 50
+    tiered_livekit_down_at: int = 30
     transport_node_interval: float = 10.0
     transport_node_missed: int = 3
     bus: bool = True
     bus_global_topics: str = ""
     bus_max_frames_per_s: int = 50
     bus_queue: int = 50
+    p2p_signal_max_per_s: float = 10.0
+    p2p_signal_burst: int = 40
     hot_scenes_cache_s: float = 60.0
     log_level: str = "INFO"
     log_format: str = "json"
@@ -528,6 +600,15 @@ class RealmConfig:
         if self.ws_room_hard_limit_bytes < self.ws_room_soft_limit_bytes:
             raise ConfigError(
                 "ws_room_hard_limit_bytes must be >= ws_room_soft_limit_bytes", code="bad_value"
+            )
+        if not (
+            self.tiered_p2p_down_at < self.tiered_p2p_up_at <= self.tiered_livekit_up_at
+            and self.tiered_livekit_down_at < self.tiered_livekit_up_at
+        ):
+            raise ConfigError(
+                "tiered policy thresholds need tiered_p2p_down_at < tiered_p2p_up_at <= "
+                "tiered_livekit_up_at and tiered_livekit_down_at < tiered_livekit_up_at",
+                code="bad_value",
             )
 
     @property
@@ -693,6 +774,7 @@ def sample_keys(text: str) -> list[str]:
 
 
 __all__ = [
+    "BUILTIN_POLICY_NAMES",
     "SETTINGS",
     "RealmConfig",
     "Setting",

@@ -115,7 +115,7 @@ class CoreService:
         elif isinstance(policy, type):
             pol = policy(transports)
         else:
-            pol = load_policy(config.policy, transports)
+            pol = load_policy(config.policy, transports, config)
         if isinstance(pol, NodeBalancedWsRooms) and not isinstance(policy, RealmPolicy):
             # built here: the announcement timing comes from the configuration
             pol.registry = NodeRegistry(

@@ -159,7 +159,7 @@ class Realm:
             elif isinstance(pol, type):
                 self.policy = pol(self.transports)
             else:
-                self.policy = load_policy(cfg.policy, self.transports)
+                self.policy = load_policy(cfg.policy, self.transports, cfg)
             self.stats = Stats(
                 self.pubsub,
                 peer_timeout_ms=cfg.heartbeat_timeout_ms,

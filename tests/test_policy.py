@@ -186,7 +186,9 @@ def test_p2p_policy_puts_islands_on_p2p_up_to_its_capacity() -> None:
     assert p.transport_for(_view(7, "ws-room")) is t.default  # hysteresis: not back yet
     assert p.transport_for(_view(6, "ws-room")) is t.p2p
     with pytest.raises(ConfigError) as e:
-        load_policy("p2p", build_transports(RealmConfig(bus=False), bound_port=1, ws_room_secret=""))
+        load_policy(
+            "p2p", build_transports(RealmConfig(bus=False), bound_port=1, ws_room_secret="")
+        )
     assert e.value.code == "bad_policy" and "/bus" in str(e.value)
 
 

@@ -379,8 +379,7 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "",
         "REALM_POLICY",
-        "transport policy: p2p, tiered, or a class package.module:Class (empty = built-in "
-        "default)",
+        "transport policy: p2p, tiered, or a class package.module:Class (empty = built-in default)",
         check=_policy_ok,
     ),
     Setting(

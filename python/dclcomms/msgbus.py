@@ -36,6 +36,11 @@ Access (the BFF let a client subscribe to ``>``; here):
 * any other topic only if the operator allow-listed it (``bus_global_topics``);
 * clients publish peer topics only; system topics come from the realm.
 
+P2P signalling (``<to>.offer|answer|candidate``, transports.md 4) is checked on
+publish and again on delivery by :mod:`dclcomms.signalling`: sender and addressee
+on the same island (``not_same_island``), a well-formed signal (``bad_signal``),
+and a token bucket per session (``rate_limited``).
+
 Limits: payload <= 16 KiB decoded (``payload_too_large``), 64 subscriptions per
 session (``too_many_subscriptions``), frames per second (C++: close 4009), and an
 outbound queue of ``queue`` messages per session: ``message`` frames beyond it in one
@@ -60,6 +65,7 @@ from dclcomms.errors import MessageBusError, SubjectError
 from dclcomms.metrics import Registry
 from dclcomms.nats.subjects import ADDRESS_RE, check_peer_topic, check_system_topic, check_topic
 from dclcomms.pubsub import AppData, IslandPeer, PubSub, Subscription
+from dclcomms.signalling import IslandMembership, TokenBucket, check_signal, signal_target
 
 log = logging.getLogger("dclcomms.msgbus")
 
@@ -88,6 +94,7 @@ class _Session:
     subs: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, topic) -> pattern
     queue: deque[tuple[str, bool]] = field(default_factory=deque)  # (text, droppable)
     messages: int = 0  # droppable entries in the queue
+    signals: TokenBucket | None = None  # P2P signalling rate, made on first use
 
 
 class MessageBusGateway:
@@ -108,9 +115,14 @@ class MessageBusGateway:
         global_topics: Iterable[str] = (),
         queue: int = 50,
         island_of: Callable[[str], str | None] = lambda _a: None,
+        signal_rate: float = 10.0,
+        signal_burst: int = 40,
     ) -> None:
         self.server = server
         self.pubsub = pubsub
+        self.signal_rate = signal_rate
+        self.signal_burst = signal_burst
+        self.membership = IslandMembership(pubsub)
         self.global_topics = frozenset(check_topic(t) for t in global_topics)
         self.queue = queue
         self._island_of_connector = island_of
@@ -130,6 +142,12 @@ class MessageBusGateway:
         self.m_dropped = registry.counter(
             "dcl_bus_dropped_total", "/bus messages dropped before sending, by reason"
         )
+        self.m_signals = registry.counter(
+            "dcl_bus_signals_total", "P2P signals published onto the realm's bus, by kind"
+        )
+        self.m_signal_rejects = registry.counter(
+            "dcl_bus_signal_rejects_total", "P2P signals refused on publish, by code"
+        )
         registry.gauge("dcl_bus_sessions", "open /bus sessions", fn=lambda: len(self.sessions))
         registry.gauge(
             "dcl_bus_subscriptions",
@@ -142,6 +160,7 @@ class MessageBusGateway:
             sub.unsubscribe()
         self._bus_subs.clear()
         self.sessions.clear()
+        self.membership.close()
 
     # --- server events ------------------------------------------------------------
 
@@ -256,8 +275,31 @@ class MessageBusGateway:
             raise MessageBusError(
                 f"payload over {MAX_PAYLOAD_BYTES} bytes", code="payload_too_large"
             )
+        signal = signal_target(topic)
+        if signal is not None:
+            self._check_signal(s, signal[0], signal[1], data)
+            self.m_signals.inc(kind=signal[1])
         self.pubsub.publish(subject, AppData(data))
         self.m_published.inc()
+
+    def _check_signal(self, s: _Session, to: str, kind: str, data: bytes) -> None:
+        """P2P signalling rules on publish (dclcomms.signalling), else MessageBusError."""
+        try:
+            if s.signals is None:
+                s.signals = TokenBucket(self.signal_rate, self.signal_burst)
+            if not s.signals.take():
+                raise MessageBusError(
+                    f"over {self.signal_rate:g} signals/s (burst {self.signal_burst})",
+                    code="rate_limited",
+                )
+            if not self.membership.same_island(s.address, to):
+                raise MessageBusError(
+                    f"{to} is not on this session's island", code="not_same_island"
+                )
+            check_signal(kind, data)
+        except MessageBusError as e:
+            self.m_signal_rejects.inc(code=e.code)
+            raise
 
     def _subscribe(self, s: _Session, kind: str, topic: str) -> None:
         pattern = self._check(s, kind, topic, publish=False)
@@ -314,6 +356,9 @@ class MessageBusGateway:
         if t[0] == "client" and t[1] == "peer" and len(t) >= 4:
             kind, sender, topic = "peer", t[2], ".".join(t[3:])
             payload = msg.payload if isinstance(msg, AppData) else b""
+            signal = signal_target(topic)
+            if signal is not None and not self._signal_deliverable(sender, *signal, payload):
+                return
         elif t[0] == "client":
             kind, sender, topic = "system", None, ".".join(t[1:])
             payload = msg.payload if isinstance(msg, AppData) else b""
@@ -332,6 +377,21 @@ class MessageBusGateway:
             if key in s.subs and s.address != sender:
                 text = text or _json(body)
                 self._send(s, text, message=True)
+
+    def _signal_deliverable(self, sender: str, to: str, kind: str, payload: bytes) -> bool:
+        """The relay rule and the signal's shape again on delivery: the message may come
+        from another connector, or from anything else publishing on NATS."""
+        if to not in self.sessions:
+            return False  # nobody here to deliver to
+        if not self.membership.same_island(sender, to):
+            self.m_dropped.inc(reason="not_same_island")
+            return False
+        try:
+            check_signal(kind, payload)
+        except MessageBusError:
+            self.m_dropped.inc(reason="bad_signal")
+            return False
+        return True
 
     def on_island(self, addr: str, island_id: str) -> None:
         """An ``island_changed`` for ``addr`` (wired to the connector glue's listeners)."""

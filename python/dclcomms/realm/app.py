@@ -176,6 +176,8 @@ class Realm:
                     global_topics=cfg.bus_global_topic_list,
                     queue=cfg.bus_queue,
                     island_of=island_of.get,
+                    signal_rate=cfg.p2p_signal_max_per_s,
+                    signal_burst=cfg.p2p_signal_burst,
                 )
                 self.connector.island_listeners.append(self.msgbus.on_island)
             self.core = (

@@ -105,7 +105,7 @@ def test_prefix_dispatch_picks_the_adapter_and_keeps_the_url() -> None:
         ("no connection string", "bad_connection_string"),
         ("1abc:x", "bad_connection_string"),
         ("signed-login:https://worlds.example/get-comms-adapter/w", "unsupported_protocol"),
-        ("p2p:I1:0xabc", "unsupported_protocol"),
+        ("p2p:I1:0xabc", "bus_unavailable"),  # P2P signals through a /bus session
         ("livekit:wss://lk.example.org", "bad_connection_string"),
         ("ws-room:", "bad_connection_string"),
     ],

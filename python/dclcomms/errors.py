@@ -182,6 +182,10 @@ CODES: dict[type[Error], frozenset[str]] = {
             # dclcomms.client.CommunicationsDirector: the realm and its connector
             "about_failed",
             "connector_failed",
+            # the /bus client and the P2P adapter (dclcomms.client.msgbus, .p2p)
+            "bus_failed",
+            "bus_unavailable",
+            "p2p_unavailable",
         }
     ),
     # NATS subjects and bus (dclcomms.nats.subjects, dclcomms.nats.pubsub)
@@ -207,6 +211,12 @@ CODES: dict[type[Error], frozenset[str]] = {
             "payload_too_large",
             "too_many_subscriptions",
             "not_subscribed",
+            # P2P signalling (dclcomms.signalling; transports.md 4)
+            "not_same_island",
+            "bad_signal",
+            "rate_limited",
+            # the /bus client (dclcomms.client.msgbus): the session is gone
+            "bus_closed",
         }
     ),
 }

@@ -39,6 +39,8 @@ from dclcomms.client.adapters import (
     ws_url,
 )
 from dclcomms.client.director import CommunicationsDirector, choose_adapter
+from dclcomms.client.msgbus import MessageBusClient
+from dclcomms.client.p2p import P2PAdapter, P2POptions
 from dclcomms.errors import TransportError
 
 __all__ = [
@@ -54,7 +56,10 @@ __all__ = [
     "IslandChanged",
     "LiveKitAdapter",
     "Message",
+    "MessageBusClient",
     "OfflineAdapter",
+    "P2PAdapter",
+    "P2POptions",
     "PeerDisconnected",
     "TransportError",
     "WsRoomAdapter",

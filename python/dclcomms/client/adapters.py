@@ -14,7 +14,7 @@ import base64
 import contextlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,7 +37,7 @@ from dclcomms.errors import DecodeError, TransportError
 
 _PROTOCOL = re.compile(r"^([A-Za-z][A-Za-z0-9-]+):(.*)$", re.S)
 #: protocols of archipelago.md 6.1 this client knows but cannot join
-UNSUPPORTED = ("signed-login", "p2p", "simulator", "archipelago", "fixed-adapter")
+UNSUPPORTED = ("signed-login", "simulator", "archipelago", "fixed-adapter")
 
 #: seconds allowed for TCP connect + the whole RFC-5 handshake
 DEFAULT_HANDSHAKE_TIMEOUT_S = 10.0
@@ -103,6 +103,10 @@ class Adapter(ABC):
     @abstractmethod
     async def send(self, data: bytes, *, reliable: bool) -> None:
         """Send ``data`` to every other member; ``reliable`` selects the drop policy."""
+
+    def members_changed(self, members: Iterable[str]) -> None:  # noqa: B027 - optional hook
+        """The island's members now (the director calls it on ``join_island`` /
+        ``left_island``); transports whose server tracks membership ignore it."""
 
     async def disconnect(self, error: Exception | None = None) -> None:
         """Leave the room; emits ``DISCONNECTION{kicked: False, error}`` once."""
@@ -375,16 +379,25 @@ def _as_bytes(body: Any) -> bytes:
 
 
 def create_adapter(conn_str: str, identity: Identity, **options: Any) -> Adapter:
-    """The adapter for ``conn_str``'s protocol (``ws-room``, ``livekit``, ``offline``).
+    """The adapter for ``conn_str``'s protocol (``ws-room``, ``livekit``, ``p2p``, ``offline``).
 
-    ``fixed-adapter:`` is unwrapped. TransportError ``unknown_protocol`` for a
-    protocol nobody defines, ``unsupported_protocol`` for ones this client
-    cannot join (``signed-login``, ``p2p``, ...), ``bad_connection_string``
-    for text that is not a connection string.
+    ``fixed-adapter:`` is unwrapped. ``p2p`` needs ``bus=`` (a connected
+    :class:`~dclcomms.client.msgbus.MessageBusClient`; TransportError
+    ``bus_unavailable`` without one) and takes ``members=`` and ``options=``
+    (:class:`~dclcomms.client.p2p.P2POptions`). TransportError ``unknown_protocol``
+    for a protocol nobody defines, ``unsupported_protocol`` for ones this client
+    cannot join (``signed-login``, ...), ``bad_connection_string`` for text that is
+    not a connection string.
     """
     protocol, params = parse_connection_string(conn_str)
     if protocol == "fixed-adapter":
         return create_adapter(params, identity, **options)
+    if protocol == "p2p":
+        from dclcomms.client.p2p import P2PAdapter
+
+        if options.get("bus") is None:
+            raise _error("a p2p island needs a /bus session for signalling", "bus_unavailable")
+        return P2PAdapter(conn_str, identity, **options)
     if protocol == "ws-room":
         return WsRoomAdapter(conn_str, identity, **options)
     if protocol == "livekit":

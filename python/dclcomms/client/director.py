@@ -9,6 +9,11 @@ heartbeats the position source every ``heartbeat_interval_s`` and, on every
 the old one disconnected before the new one connects, and nothing from the old
 room is delivered after the swap starts.
 
+P2P islands (``p2p:``) need the realm's ``/bus`` (``/about`` ``bff.publicUrl``) for
+signalling: the director opens one ``/bus`` session, with the same identity, the
+first time it gets a P2P island and keeps it until ``stop``; it tells the P2P
+adapter every change of the island's members (``join_island`` / ``left_island``).
+
 Events (``director.on(name, callback)``): ``message`` / ``PEER_DISCONNECTED``
 relayed from the current adapter only, ``island_changed``
 (:class:`IslandChanged`), ``DISCONNECTION`` (the connector session ended) and
@@ -46,6 +51,7 @@ from dclcomms.client.adapters import (
     create_adapter,
     parse_connection_string,
 )
+from dclcomms.client.msgbus import MessageBusClient
 from dclcomms.errors import DecodeError, TransportError
 
 log = logging.getLogger("dclcomms.client")
@@ -82,8 +88,10 @@ class CommunicationsDirector:
     position=lambda: (x, y, z)) as d: await d.send(b"...", reliable=True)``.
 
     ``position`` is a callable (sync or async) or an async iterator of
-    ``(x, y, z)`` in metres. ``adapter_options`` go to every adapter (e.g.
-    ``timeout_s``). Not thread-safe: use it from one event loop.
+    ``(x, y, z)`` in metres. ``adapter_options`` go to the ws-room and LiveKit
+    adapters (e.g. ``timeout_s``); ``p2p_options``
+    (:class:`~dclcomms.client.p2p.P2POptions`: ICE servers, mesh size...) to the P2P
+    adapter. Not thread-safe: use it from one event loop.
     """
 
     def __init__(
@@ -95,6 +103,7 @@ class CommunicationsDirector:
         heartbeat_interval_s: float = 1.0,
         timeout_s: float = 10.0,
         adapter_options: dict[str, Any] | None = None,
+        p2p_options: Any = None,
     ) -> None:
         self.realm_url = realm_url.rstrip("/")
         self.identity = identity
@@ -102,6 +111,11 @@ class CommunicationsDirector:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.timeout_s = timeout_s
         self.adapter_options = dict(adapter_options or {})
+        self.p2p_options = p2p_options
+        #: the realm's /bus URL (``/about`` ``bff.publicUrl``), None when it has none
+        self.bus_url: str | None = None
+        #: the /bus session P2P islands signal through (opened on the first one)
+        self.bus: MessageBusClient | None = None
         self.events = EventEmitter()
         #: the connection string /about chose (``archipelago:...`` or a fixed transport)
         self.realm_adapter: str | None = None
@@ -144,6 +158,9 @@ class CommunicationsDirector:
         self._session = aiohttp.ClientSession()
         try:
             about = await self._about()
+            bff = about.get("bff")
+            if isinstance(bff, dict) and isinstance(bff.get("publicUrl"), str):
+                self.bus_url = bff["publicUrl"]
             self.realm_adapter = choose_adapter(about)
             protocol, _ = parse_connection_string(self.realm_adapter)
             if protocol == "archipelago":
@@ -171,6 +188,9 @@ class CommunicationsDirector:
             adapter, self.adapter = self.adapter, None
             if adapter is not None:
                 await adapter.disconnect()
+        bus, self.bus = self.bus, None
+        if bus is not None:
+            await bus.close()
         if self._ws is not None:
             await self._ws.close()
         if self._session is not None:
@@ -313,10 +333,14 @@ class CommunicationsDirector:
             j = packet["joinIsland"]
             if j.get("islandId") == self.island_id:
                 self.peers.setdefault(str(j.get("peerId")), (math.nan, math.nan, math.nan))
+                if self.adapter is not None:
+                    self.adapter.members_changed(self.peers)
         elif "leftIsland" in packet:
             left = packet["leftIsland"]
             if left.get("islandId") == self.island_id:
                 self.peers.pop(str(left.get("peerId")), None)
+                if self.adapter is not None:
+                    self.adapter.members_changed(self.peers)
         elif "kicked" in packet:
             self.kicked = True
         else:
@@ -342,9 +366,8 @@ class CommunicationsDirector:
                 self.island_changes += 1
             self.events.emit(ISLAND_CHANGED, change)
             try:
-                adapter = create_adapter(
-                    change.conn_str, self.identity, **self._options_for(change)
-                )
+                options = await self._options_for(change)
+                adapter = create_adapter(change.conn_str, self.identity, **options)
             except TransportError as e:
                 self._report(e)
                 return
@@ -362,10 +385,28 @@ class CommunicationsDirector:
                 if not isinstance(adapter, OfflineAdapter):
                     self.transport_handshakes += 1
             self.adapter = adapter
+            adapter.members_changed(self.peers)  # joins and leaves during the connect
 
-    def _options_for(self, change: IslandChanged) -> dict[str, Any]:
+    async def _options_for(self, change: IslandChanged) -> dict[str, Any]:
         protocol, _ = parse_connection_string(change.conn_str)
+        if protocol == "p2p":
+            options: dict[str, Any] = {"bus": await self._message_bus(), "members": self.peers}
+            if self.p2p_options is not None:
+                options["options"] = self.p2p_options
+            return options
         return self.adapter_options if protocol in ("ws-room", "livekit") else {}
+
+    async def _message_bus(self) -> MessageBusClient:
+        """The /bus session for P2P signalling, opened on first use (TransportError
+        ``bus_unavailable`` when the realm has none, ``bus_failed`` etc. from connecting)."""
+        if self.bus is not None and not self.bus.closed:
+            return self.bus
+        if self.bus_url is None:
+            raise _error("the realm advertises no /bus (bff) for P2P signalling", "bus_unavailable")
+        bus = MessageBusClient(self.bus_url, self.identity, timeout_s=self.timeout_s)
+        await bus.connect()
+        self.bus = bus
+        return bus
 
     def _relay(self, adapter: Adapter, event: str, payload: Any) -> None:
         if adapter is self.adapter:  # never deliver from a transport we swapped away

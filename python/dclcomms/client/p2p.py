@@ -12,11 +12,16 @@ Each connection carries two data channels opened by the initiator: ``data``
 ``target`` nearest members on it (distance 1, 2, ... on both sides), which makes a
 connected graph that stays connected when any one member leaves. Of a pair, the
 higher address offers at once; the lower one offers only if no offer came within
-``offer_wait_s``. Both offering (glare): the lower address drops its own attempt and
-answers (spec rule). Offers from non-members are ignored; from members, accepted while
+``offer_wait_s``. An offer not answered within ``offer_retry_s`` is sent again (its
+addressee may not have been listening yet); a repeated offer is answered again. Both
+offering (glare): the lower address drops its own attempt and answers (spec rule); the
+higher one repeats its offer at once. Offers from non-members are kept a while (their
+``join_island`` may still be on its way), then ignored; from members, accepted while
 below ``max_connections`` (or when the offerer is one of the wanted neighbours, closing
-an unwanted connection to make room). A connection not open within
-``connect_timeout_s`` is dropped and its peer skipped for ``retry_backoff_s``.
+an unwanted connection to make room). A member heard for the first time gets our
+``links`` at once (so a newcomer hears the whole island within a round trip). A
+connection not open within ``connect_timeout_s`` is dropped and its peer skipped for
+``retry_backoff_s``.
 
 **Packets.** Every RFC-4 packet travels in an envelope (:func:`encode_envelope`):
 ``version, flags, hops, ttl, source address, instance, sequence`` then the payload.
@@ -225,6 +230,8 @@ class MeshRouter:
         self.links: dict[str, frozenset[str]] = {me: frozenset()}
         self._parents: dict[str, dict[str, str]] = {}
         self.counters: Counter[str] = Counter()
+        #: sources heard for the first time since the caller last cleared it
+        self.new_sources: list[str] = []
 
     # -- our packets
 
@@ -271,6 +278,8 @@ class MeshRouter:
         now = self.clock()
         stream = self.streams.get((env.src, env.instance))
         if stream is None:
+            if not any(p == env.src for p, _ in self.streams):
+                self.new_sources.append(env.src)
             stream = self.streams[(env.src, env.instance)] = _Stream()
         stream.last_heard = now
         nbrs = frozenset(neighbours)
@@ -431,7 +440,8 @@ class P2POptions:
     max_connections: int = 6
     ttl: int = 10
     connect_timeout_s: float = 10.0
-    offer_wait_s: float = 1.0
+    offer_wait_s: float = 0.5
+    offer_retry_s: float = 1.0
     retry_backoff_s: float = 5.0
     maintain_interval_s: float = 0.5
     links_interval_s: float = 2.0
@@ -520,6 +530,8 @@ class _Link:
     opened: float | None = None
     closed: bool = False
     remote_set: bool = False
+    offer_sdp: str | None = None  # responder: the offer it answered (repeats are re-answered)
+    sent_at: float | None = None  # when our description was last published
     pending_candidates: list[dict[str, Any]] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -591,6 +603,7 @@ class P2PAdapter(Adapter):
         self._closers: set[asyncio.Task[Any]] = set()
         self._parked: dict[str, tuple[float, bytes]] = {}  # offers from not-yet members
         self._expire_handle: asyncio.TimerHandle | None = None
+        self._hello_handle: asyncio.TimerHandle | None = None
         self._mesh_waiters: list[asyncio.Future[None]] = []
 
     # --- ADR-81 -----------------------------------------------------------------------
@@ -603,12 +616,16 @@ class P2PAdapter(Adapter):
         if self.bus.closed:
             raise _error("the /bus session for P2P signalling is closed", "bus_unavailable")
         try:
-            for kind, handler in (
-                ("offer", self._on_offer),
-                ("answer", self._on_answer),
-                ("candidate", self._on_candidate),
-            ):
-                self._offs.append(await self.bus.subscribe(f"{self.me}.{kind}", handler))
+            offs = await asyncio.gather(
+                self.bus.subscribe(f"{self.me}.offer", self._on_offer),
+                self.bus.subscribe(f"{self.me}.answer", self._on_answer),
+                self.bus.subscribe(f"{self.me}.candidate", self._on_candidate),
+                return_exceptions=True,
+            )
+            self._offs += [o for o in offs if not isinstance(o, BaseException)]
+            for o in offs:
+                if isinstance(o, BaseException):
+                    raise o
         except Exception as e:
             await self._close()
             raise _error(f"cannot subscribe the signalling topics: {e}", "connect_failed") from e
@@ -650,8 +667,9 @@ class P2PAdapter(Adapter):
             with contextlib.suppress(Exception):
                 off()
         self._offs.clear()
-        if self._expire_handle is not None:
-            self._expire_handle.cancel()
+        for handle in (self._expire_handle, self._hello_handle):
+            if handle is not None:
+                handle.cancel()
         tasks = [t for t in (self._maintainer, *self._tasks) if t is not None]
         for t in tasks:
             if t is not asyncio.current_task():
@@ -758,8 +776,18 @@ class P2PAdapter(Adapter):
             self._protocol_error(_error(f"bad packet from {link.peer}: {e}", "protocol_error"))
             return
         self._apply(deliveries, relays)
+        if self.router.new_sources:
+            # a member we never heard (a newcomer): let it hear us soon, not in a period
+            self.router.new_sources.clear()
+            if self._hello_handle is None:
+                self._hello_handle = asyncio.get_running_loop().call_later(0.05, self._hello)
         if self.router.streams and any(s.buffer for s in self.router.streams.values()):
             self._schedule_expire()
+
+    def _hello(self) -> None:
+        self._hello_handle = None
+        if not self._closing:
+            self._flood_links()
 
     def _apply(
         self, deliveries: list[Delivery], relays: list[tuple[bytes, list[str], bool]]
@@ -833,6 +861,15 @@ class P2PAdapter(Adapter):
                 continue
             if self.me > peer or now - since >= opt.offer_wait_s:
                 self._start(peer)
+        for link in list(self.links.values()):  # offers not answered yet: say them again
+            if (
+                link.initiator
+                and not link.remote_set
+                and link.sent_at is not None
+                and now - link.sent_at >= opt.offer_retry_s
+            ):
+                self.counters["offers_repeated"] += 1
+                self._publish_description(link, "offer")
         extra = len(self.links) - opt.max_connections
         if extra > 0:  # over the limit: close unwanted ones, oldest first
             unwanted = sorted(
@@ -945,6 +982,7 @@ class P2PAdapter(Adapter):
             self._publish_description(link, "offer")
 
     def _publish_description(self, link: _Link, kind: str) -> None:
+        link.sent_at = time.monotonic()
         desc = link.pc.localDescription
         sdp: str = desc.sdp
         candidates: list[dict[str, Any]] = []
@@ -995,10 +1033,18 @@ class P2PAdapter(Adapter):
             return
         self.counters["offers_received"] += 1
         current = self.links.get(sender)
+        if current is not None and not current.initiator and current.offer_sdp == body.get("sdp"):
+            # the same offer again (ours got lost, or theirs crossed our answer): answer again
+            self.counters["offers_repeated_received"] += 1
+            if current.sent_at is not None and not current.closed:
+                self._publish_description(current, "answer")
+            return
         if current is not None:
             if current.initiator and current.opened is None:
                 if self.me > sender:  # glare: the higher address keeps its own offer
                     self.counters["glare_kept"] += 1
+                    if current.sent_at is not None:  # theirs may mean ours was lost: again
+                        self._publish_description(current, "offer")
                     return
                 self.counters["glare_yielded"] += 1  # the lower address drops its attempt
             self._drop(sender, reason="replaced")
@@ -1013,6 +1059,7 @@ class P2PAdapter(Adapter):
                 return
             self._drop(unwanted[0][1], reason="over_max")
         link = self._new_link(sender, initiator=False)
+        link.offer_sdp = body.get("sdp")
         self.links[sender] = link
         self._spawn(self._answer(link, body))
 

@@ -1,0 +1,329 @@
+"""P2P islands end to end on 127.0.0.1: a real realm, real clients, real WebRTC (aiortc).
+
+The realm runs the built-in ``tiered`` policy (P2P below 8 peers, WebSocket rooms
+from 8). Bots are :class:`~dclcomms.client.CommunicationsDirector` instances with
+real identities; they find each other through the realm's ``/bus`` signalling and
+exchange RFC-4 packets over data channels. ICE gathers host candidates on
+127.0.0.1 only (no STUN on one machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from dclcomms import codec
+from dclcomms.auth import Identity
+from dclcomms.client import (
+    CommunicationsDirector,
+    Message,
+    P2PAdapter,
+    P2POptions,
+    PeerDisconnected,
+    TransportError,
+    WsRoomAdapter,
+    create_adapter,
+)
+from dclcomms.client.msgbus import MessageBusClient
+from dclcomms.config import RealmConfig
+from dclcomms.errors import MessageBusError
+from dclcomms.realm import Realm
+
+LOOPBACK = ("127.0.0.1",)
+
+
+def config(**kw: Any) -> RealmConfig:
+    base: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "flush_interval": 0.1,
+        "log_format": "text",
+        "log_level": "WARNING",
+        "policy": "tiered",
+        "tiered_p2p_up_at": 8,
+        "tiered_p2p_down_at": 4,
+    }
+    base.update(kw)
+    return RealmConfig(**base)
+
+
+def run(body: Callable[[], Awaitable[None]], timeout: float = 120.0) -> None:
+    asyncio.run(asyncio.wait_for(body(), timeout))
+
+
+async def until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def chat(tag: str, k: int) -> bytes:
+    packet = {"chat": {"message": f"{tag}:{k}", "timestamp": 1.0}, "protocolVersion": 100}
+    return codec.encode(codec.RFC4_PACKET, packet)
+
+
+def position(k: int, x: float) -> bytes:
+    pos = {"index": k, "positionX": x, "positionY": 0.0, "positionZ": 0.0, "rotationW": 1.0}
+    return codec.encode(codec.RFC4_PACKET, {"position": pos, "protocolVersion": 100})
+
+
+class Bot:
+    """A client on the realm, recording every RFC-4 packet it receives by sender."""
+
+    def __init__(self, realm: Realm, seed: int, x: float, **p2p: Any) -> None:
+        self.x = x
+        self.identity = Identity.generate(seed)
+        self.address = self.identity.address.lower()
+        self.director = CommunicationsDirector(
+            realm.url,
+            self.identity,
+            position=lambda: (self.x, 0.0, 0.0),
+            heartbeat_interval_s=0.2,
+            p2p_options=P2POptions(host_addresses=LOOPBACK, seed=seed, **p2p),
+        )
+        self.chats: dict[str, list[str]] = defaultdict(list)
+        self.positions: dict[str, list[int]] = defaultdict(list)
+        self.left: list[str] = []
+        self.errors: list[Exception] = []
+        self.director.on("message", self.on_message)
+        self.director.on("PEER_DISCONNECTED", lambda p: self.left.append(p.address))
+        self.director.on("error", self.errors.append)
+
+    def on_message(self, m: Message) -> None:
+        packet = codec.decode(codec.RFC4_PACKET, m.data)
+        if "chat" in packet:
+            self.chats[m.address].append(packet["chat"]["message"])
+        elif "position" in packet:
+            self.positions[m.address].append(int(packet["position"].get("index", 0)))
+        else:
+            raise AssertionError(f"unexpected packet {packet}")
+
+    @property
+    def p2p(self) -> P2PAdapter | None:
+        a = self.director.adapter
+        return a if isinstance(a, P2PAdapter) else None
+
+    async def send_round(self, tag: str, n: int, *, unreliable: bool = True) -> None:
+        for k in range(n):
+            assert await self.director.send(chat(tag, k), reliable=True)
+            if unreliable:
+                assert await self.director.send(position(k, self.x), reliable=False)
+            await asyncio.sleep(0.01)
+
+
+def on_one_p2p_island(bots: list[Bot]) -> bool:
+    adapters = [b.p2p for b in bots]
+    if any(a is None for a in adapters):
+        return False
+    islands = {a.island_id for a in adapters if a is not None}
+    want = {b.address for b in bots}
+    return len(islands) == 1 and all(
+        a is not None and a.members == want - {a.me} and a.reachable() == a.members
+        for a in adapters
+    )
+
+
+def check_round(bots: list[Bot], senders: list[Bot], tag: str, n: int) -> None:
+    """Every bot got every other sender's ``n`` reliable chats of ``tag``, once, in order."""
+    want = [f"{tag}:{k}" for k in range(n)]
+    for b in bots:
+        for s in senders:
+            if s is not b:
+                got = [c for c in b.chats[s.address] if c.startswith(tag + ":")]
+                assert got == want, (b.address, s.address, got[:5], len(got))
+
+
+def test_six_bots_mesh_then_a_seventh_joins_one_leaves_and_the_island_moves_to_rooms() -> None:
+    async def body() -> None:
+        realm = await Realm(config()).start()
+        bots: list[Bot] = []
+        try:
+            bots = [Bot(realm, 1400 + i, 3.0 * i) for i in range(6)]
+            await asyncio.gather(*(b.director.start() for b in bots))
+            await until(lambda: on_one_p2p_island(bots), "6 bots on one P2P island, mesh open")
+            for b in bots:
+                assert b.p2p is not None
+                assert b.director.island_id == b.p2p.island_id
+                assert b.director.adapter.conn_str == f"p2p:{b.p2p.island_id}:{b.address}"
+                assert 1 <= len(b.p2p.open_links) <= 6
+
+            # 0 loss, in order, for reliable packets; unreliable ones arrive
+            await asyncio.gather(*(b.send_round("a", 30) for b in bots))
+            await until(
+                lambda: all(
+                    len(b.chats[s.address]) >= 30 for b in bots for s in bots if s is not b
+                ),
+                "round a",
+            )
+            check_round(bots, bots, "a", 30)
+            for b in bots:
+                for s in bots:
+                    if s is not b:
+                        got = b.positions[s.address]
+                        assert len(got) == len(set(got)) and len(got) >= 15, (len(got), got)
+
+            # a seventh member joins the mesh
+            seventh = Bot(realm, 1406, 18.0)
+            await seventh.director.start()
+            bots.append(seventh)
+            await until(lambda: on_one_p2p_island(bots), "the 7th bot in the mesh")
+            await asyncio.gather(*(b.send_round("b", 20, unreliable=False) for b in bots))
+            await until(
+                lambda: all(
+                    sum(c.startswith("b:") for c in b.chats[s.address]) >= 20
+                    for b in bots
+                    for s in bots
+                    if s is not b
+                ),
+                "round b",
+            )
+            check_round(bots, bots, "b", 20)
+
+            # one leaves while everybody is sending: the others lose nothing
+            leaver = bots[2]
+            stay = [b for b in bots if b is not leaver]
+
+            async def leave() -> None:
+                await asyncio.sleep(0.3)
+                await leaver.director.stop()
+
+            await asyncio.gather(leave(), *(b.send_round("c", 60, unreliable=False) for b in stay))
+            await until(
+                lambda: all(leaver.address in b.left for b in stay), "PEER_DISCONNECTED everywhere"
+            )
+            await until(
+                lambda: all(
+                    sum(c.startswith("c:") for c in b.chats[s.address]) >= 60
+                    for b in stay
+                    for s in stay
+                    if s is not b
+                ),
+                "round c",
+            )
+            check_round(stay, stay, "c", 60)
+            for b in stay:
+                assert b.p2p is not None and leaver.address not in b.p2p.links
+            bots = stay
+
+            # the 8th peer makes the island too big for P2P: everyone moves to rooms
+            old = {b.address: b.p2p for b in bots}
+            pcs = [link.pc for a in old.values() if a is not None for link in a.links.values()]
+            assert pcs
+            for i in (7, 8):
+                newcomer = Bot(realm, 1400 + i, 3.0 * i)
+                await newcomer.director.start()
+                bots.append(newcomer)
+            await until(
+                lambda: (
+                    all(isinstance(b.director.adapter, WsRoomAdapter) for b in bots)
+                    and len({b.director.island_id for b in bots}) == 1
+                ),
+                "every bot on the island's WebSocket room",
+            )
+            for a in old.values():
+                assert a is not None and not a.connected and a.links == {}
+            await until(lambda: all(pc.connectionState == "closed" for pc in pcs), "closed pcs")
+            ws = [b.director.adapter for b in bots]
+            await until(
+                lambda: all(isinstance(a, WsRoomAdapter) and len(a.peers) == 7 for a in ws),
+                "room membership",
+            )
+            await asyncio.gather(*(b.send_round("d", 3, unreliable=False) for b in bots))
+            await until(
+                lambda: all(
+                    sum(c.startswith("d:") for c in b.chats[s.address]) >= 3
+                    for b in bots
+                    for s in bots
+                    if s is not b
+                ),
+                "round d over the room",
+            )
+            check_round(bots, bots, "d", 3)
+            for b in bots:
+                assert not b.errors, b.errors
+        finally:
+            await asyncio.gather(*(b.director.stop() for b in bots), return_exceptions=True)
+            await realm.stop()
+
+    run(body)
+
+
+def test_trickled_candidates_glare_and_policy_p2p() -> None:
+    """Candidates sent apart from the SDP (as browsers do) connect; both sides offering at
+    once (glare) ends with one connection, the higher address's."""
+
+    async def body() -> None:
+        realm = await Realm(config(policy="p2p")).start()
+        bots: list[Bot] = []
+        try:
+            bots = [Bot(realm, 1500 + i, 4.0 * i, trickle=True, offer_wait_s=0.0) for i in range(2)]
+            await asyncio.gather(*(b.director.start() for b in bots))
+            await until(lambda: on_one_p2p_island(bots), "two bots connected")
+            a, b = (x.p2p for x in bots)
+            assert a is not None and b is not None
+            stats = [a.stats(), b.stats()]
+            assert all(s.get("candidates_added", 0) >= 1 for s in stats), stats
+            assert all(s.get("sent_candidate", 0) >= 2 for s in stats), stats  # + end marker
+            # glare: both offered at once; the lower address yielded, one link remains
+            assert sum(s.get("offers", 0) for s in stats) >= 1
+            low, high = sorted((a, b), key=lambda x: x.me)
+            if low.counters["offers"]:  # the race happened
+                assert low.counters["glare_yielded"] + high.counters["glare_kept"] >= 1
+            assert high.links[low.me].initiator and not low.links[high.me].initiator
+            await bots[0].send_round("t", 5)
+            await until(lambda: len(bots[1].chats[bots[0].address]) >= 5, "trickled mesh data")
+            check_round(bots[1:], bots[:1], "t", 5)
+            assert realm.msgbus is not None and realm.msgbus.m_signals.get(kind="candidate") >= 4
+        finally:
+            await asyncio.gather(*(b.director.stop() for b in bots), return_exceptions=True)
+            await realm.stop()
+
+    run(body)
+
+
+def test_offers_from_strangers_and_bad_connection_strings() -> None:
+    async def body() -> None:
+        realm = await Realm(config(policy="p2p")).start()
+        me, other = Identity.generate(1601), Identity.generate(1602)
+        bus = await MessageBusClient(f"ws://127.0.0.1:{realm.port}/bus", me).connect()
+        try:
+            for conn in ("p2p:I1", "p2p::" + me.address, f"p2p:I1:{other.address}"):
+                with pytest.raises(TransportError) as e:
+                    create_adapter(conn, me, bus=bus)
+                assert e.value.code == "bad_connection_string"
+            with pytest.raises(TransportError) as e:
+                create_adapter(f"p2p:I1:{me.address}", me)
+            assert e.value.code == "bus_unavailable"
+            # a stranger's offer is not answered (and our bus session survives it)
+            adapter = create_adapter(f"p2p:I9:{me.address}", me, bus=bus, members=[])
+            assert isinstance(adapter, P2PAdapter)
+            await adapter.connect()
+            adapter._on_offer(other.address.lower(), b'{"type":"offer","sdp":"v=0"}')
+            assert adapter.counters["offer_from_stranger"] == 1 and adapter.links == {}
+            # refused subscribes raise the server's code
+            with pytest.raises(MessageBusError) as m:
+                await bus.subscribe(f"{other.address.lower()}.offer", lambda s, p: None)
+            assert m.value.code == "forbidden_topic"
+            seen: list[PeerDisconnected] = []
+            adapter.on("PEER_DISCONNECTED", seen.append)
+            adapter.members_changed([other.address])
+            adapter.members_changed([])
+            assert seen == [PeerDisconnected(other.address.lower())]
+            await adapter.disconnect()
+            with pytest.raises(TransportError) as e:
+                await adapter.send(b"x", reliable=True)
+            assert e.value.code == "not_connected"
+        finally:
+            await bus.close()
+            await realm.stop()
+
+    run(body)

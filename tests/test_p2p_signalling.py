@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from dclcomms.pubsub import AppData
 from dclcomms.errors import MessageBusError
+from dclcomms.pubsub import AppData
 from dclcomms.signalling import TokenBucket, check_signal, signal_target
 
 from .realm_client import ArchipelagoClient, BusClient, eventually

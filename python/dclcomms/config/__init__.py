@@ -5,6 +5,7 @@ from flags, environment, a TOML file and defaults into a validated
 from __future__ import annotations
 
 from dclcomms.config.settings import (
+    BUILTIN_POLICY_NAMES,
     SETTINGS,
     RealmConfig,
     Setting,
@@ -16,6 +17,7 @@ from dclcomms.config.settings import (
 )
 
 __all__ = [
+    "BUILTIN_POLICY_NAMES",
     "SETTINGS",
     "RealmConfig",
     "Setting",

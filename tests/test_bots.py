@@ -106,3 +106,59 @@ def test_two_hundred_bots_against_a_realm_subprocess() -> None:
         except subprocess.TimeoutExpired:
             realm.kill()
             realm.wait()
+
+
+def test_bots_on_a_p2p_realm_build_the_mesh_and_exchange_packets() -> None:
+    """``dclcomms realm --policy p2p`` + ``dclcomms bots --transport p2p``: two processes."""
+    realm = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "dclcomms", "realm", "--host", "127.0.0.1", "--port", "0"),
+            *("--policy", "p2p", "--flush-interval", "0.2"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=dict(os.environ, LOG_LEVEL="WARNING"),
+    )
+    try:
+        assert realm.stdout is not None
+        line = realm.stdout.readline()
+        assert line.startswith("dclcomms realm listening on "), line
+        url = line.split()[-1]
+        bots = subprocess.run(
+            [
+                *(sys.executable, "-m", "dclcomms", "bots", "--realm", url, "--count", "6"),
+                *("--mobility", "plaza", "--seconds", "6", "--seed", "5", "--transport", "p2p"),
+                *("--position-interval", "0.1", "--chat-interval", "1", "--ice-host", "127.0.0.1"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        summary = json.loads(bots.stdout)
+        assert bots.returncode == 0, (summary, bots.stderr[-2000:])
+        assert summary["protocol_errors"] == 0 and summary["connected"] == 6
+        assert summary["transports"] == {"p2p": 6}
+        mesh = summary["p2p"]
+        assert mesh["bots"] == 6 and mesh["links"] >= 2 and mesh["links_opened"] >= 2
+        assert mesh["sent_offer"] >= 1 and mesh["sent_answer"] >= 1
+        assert summary["messages_received"] > 0 and mesh["bytes_sent"] > 0
+    finally:
+        realm.send_signal(signal.SIGTERM)
+        try:
+            realm.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            realm.kill()
+            realm.wait()
+
+
+def test_bots_report_a_wrong_transport() -> None:
+    async def body() -> dict[str, Any]:
+        async with Realm(realm_config()) as realm:  # rooms, not P2P
+            return await run_bots(realm.url, 2, mobility="plaza", seconds=1.0, transport="p2p")
+
+    summary = asyncio.run(asyncio.wait_for(body(), 60))
+    assert summary["transports"] == {"ws-room": 2}
+    assert summary["errors_by_code"] == {"wrong_transport": 2}
+    with pytest.raises(ConfigError):
+        asyncio.run(run_bots("http://127.0.0.1:1", 1, transport="pigeon"))

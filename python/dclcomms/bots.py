@@ -9,6 +9,14 @@ exchange RFC-4 packets through their island transport: a ``position`` every
 ``--chat-interval`` seconds (reliable). Every packet received is decoded as an
 RFC-4 ``Packet``.
 
+On P2P islands (a realm whose policy hands out ``p2p:`` strings, e.g. ``dclcomms
+realm --policy p2p``) the bots build the WebRTC mesh among themselves, signalling
+through the realm's ``/bus``; ``--ice-server`` (STUN/TURN URLs) and ``--ice-host``
+(local addresses for host candidates) configure ICE. ``--transport p2p`` (or
+``ws-room``) also checks that every bot ends on that transport (``wrong_transport``
+errors otherwise); the summary's ``transports`` counts the bots by island
+transport, and ``p2p`` sums the mesh counters.
+
 The run is bounded: ``--seconds`` of traffic after every bot has connected,
 under a hard deadline of ``seconds + connect budget + 30 s``. A JSON summary goes
 to stdout; exit status 1 when any protocol error (undecodable packet, failed
@@ -31,11 +39,12 @@ import numpy as np
 
 from dclcomms import codec
 from dclcomms.auth import Identity
-from dclcomms.client import CommunicationsDirector, Disconnection, Message
+from dclcomms.client import CommunicationsDirector, Disconnection, Message, P2PAdapter, P2POptions
 from dclcomms.errors import ConfigError, DecodeError, Error
 from dclcomms.sim.mobility import Bounds, MobilityModel, RandomWaypoint, parcel_center
 
 MODELS = ("waypoint", "plaza", "commuters", "crowd", "mixed")
+TRANSPORTS = ("auto", "p2p", "ws-room", "livekit", "offline")
 
 
 def build_model(name: str, count: int) -> MobilityModel:
@@ -73,13 +82,21 @@ class Bot:
     """One client: a director plus its traffic loop (kept light: 200 share one loop)."""
 
     def __init__(
-        self, index: int, seed: int, realm: str, model: MobilityModel, tally: Tally
+        self,
+        index: int,
+        seed: int,
+        realm: str,
+        model: MobilityModel,
+        tally: Tally,
+        p2p: P2POptions | None = None,
     ) -> None:
         self.index = index
         self.identity = Identity.generate(seed + index)
         self.model = model
         self.tally = tally
-        self.director = CommunicationsDirector(realm, self.identity, position=self.position)
+        self.director = CommunicationsDirector(
+            realm, self.identity, position=self.position, p2p_options=p2p
+        )
         self.director.on("message", self.on_message)
         self.director.on("error", tally.error)
         self.director.on("DISCONNECTION", self.on_disconnection)
@@ -151,15 +168,37 @@ async def run_bots(
     chat_interval_s: float = 10.0,
     max_connecting: int = 50,
     progress: bool = False,
+    transport: str = "auto",
+    ice_servers: Sequence[str] = (),
+    ice_hosts: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run ``count`` bots for ``seconds`` and return the summary (see module docs)."""
     if count < 1 or seconds <= 0 or position_interval_s <= 0 or chat_interval_s <= 0:
         raise ConfigError("count, seconds and intervals must be positive", code="invalid_parameter")
+    if transport not in TRANSPORTS:
+        raise ConfigError(
+            f"unknown transport {transport!r}; one of {TRANSPORTS}", code="invalid_parameter"
+        )
     rng = np.random.default_rng(seed)
     model = build_model(mobility, count)
     model.reset(rng)
     tally = Tally()
-    bots = [Bot(i, seed * 1_000_003, realm, model, tally) for i in range(count)]
+    base = seed * 1_000_003
+    bots = [
+        Bot(
+            i,
+            base,
+            realm,
+            model,
+            tally,
+            P2POptions(
+                ice_servers=tuple(ice_servers),
+                host_addresses=tuple(ice_hosts) if ice_hosts else None,
+                seed=base + i,
+            ),
+        )
+        for i in range(count)
+    ]
     stop = asyncio.Event()
     mover = asyncio.create_task(_mobility(model, rng, stop))
     gate = asyncio.Semaphore(max_connecting)
@@ -198,6 +237,12 @@ async def run_bots(
             await asyncio.sleep(min(1.0, max(stop_at - time.monotonic(), 0.0)))
             bar.update(1)
         await asyncio.gather(*traffic)
+        on = Counter(_protocol(b) for b in live)
+        if transport != "auto":
+            wrong = sum(n for p, n in on.items() if p != transport)
+            if wrong:
+                tally.errors["wrong_transport"] += wrong
+        mesh = _p2p_summary([b.director.adapter for b in live])
     finally:
         for b in bots:
             b.stopping = True
@@ -222,8 +267,31 @@ async def run_bots(
         "islands": len({b.director.island_id for b in live if b.director.island_id}),
         "messages_sent": tally.messages_sent,
         "messages_received": tally.messages_received,
+        "transports": dict(sorted(on.items())),
+        "p2p": mesh,
         "protocol_errors": sum(tally.errors.values()),
         "errors_by_code": dict(sorted(tally.errors.items())),
+    }
+
+
+def _protocol(bot: Bot) -> str:
+    adapter = bot.director.adapter
+    return adapter.protocol if adapter is not None and adapter.protocol else "none"
+
+
+def _p2p_summary(adapters: Sequence[Any]) -> dict[str, Any]:
+    """Mesh counters summed over the bots on P2P islands."""
+    p2p = [a for a in adapters if isinstance(a, P2PAdapter)]
+    totals: Counter[str] = Counter()
+    for a in p2p:
+        for k, v in a.stats().items():
+            if isinstance(v, int) and k not in ("members", "links"):
+                totals[k] += v
+    return {
+        "bots": len(p2p),
+        "mesh_open": sum(a.mesh_open for a in p2p),
+        "links": sum(len(a.open_links) for a in p2p),
+        **dict(sorted(totals.items())),
     }
 
 
@@ -256,6 +324,27 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--position-interval", type=float, default=1.0, help="seconds between positions")
     p.add_argument("--chat-interval", type=float, default=10.0, help="seconds between chats")
     p.add_argument("--max-connecting", type=int, default=50, help="concurrent handshakes")
+    p.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default="auto",
+        help="island transport every bot must end on (default auto: whatever the realm gives)",
+    )
+    p.add_argument(
+        "--ice-server",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="STUN/TURN server for P2P islands (stun:host:port; repeatable)",
+    )
+    p.add_argument(
+        "--ice-host",
+        action="append",
+        default=None,
+        metavar="ADDR",
+        help="local address for P2P host candidates (repeatable; default every interface "
+        "but loopback)",
+    )
     args = p.parse_args(list(argv))
     if args.count < 1 or args.seconds <= 0 or args.max_connecting < 1:
         print(
@@ -275,6 +364,9 @@ def main(argv: Sequence[str]) -> int:
         chat_interval_s=args.chat_interval,
         max_connecting=args.max_connecting,
         progress=sys.stderr.isatty(),
+        transport=args.transport,
+        ice_servers=args.ice_server,
+        ice_hosts=args.ice_host,
     )
     try:
         summary = asyncio.run(asyncio.wait_for(coro, deadline))

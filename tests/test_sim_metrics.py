@@ -20,6 +20,7 @@ from dclcomms.sim import (
     SimPolicy,
     Simulation,
     SizeThreshold,
+    Tiered,
     churn_per_peer_minute,
     group_split,
     size_percentiles,
@@ -323,3 +324,72 @@ def test_a_realm_style_policy_runs_in_the_simulator(make_engine: Callable[[], An
     assert t[t["flush"] == 1][["kind", "rooms", "participants"]].values.tolist() == [
         ["livekit", 1, 3]
     ]
+
+
+def test_tiered_matches_the_realm_policy() -> None:
+    """The simulator's Tiered and the realm's TieredPolicy decide alike (one rule)."""
+    from dclcomms.config import RealmConfig
+    from dclcomms.policy import IslandView, TieredPolicy, build_transports
+
+    cfg = RealmConfig(livekit_host="lk.example", livekit_api_key="k", livekit_api_secret="s" * 32)
+    realm = TieredPolicy(
+        build_transports(cfg, bound_port=1, ws_room_secret="x"),
+        p2p_up_at=5,
+        p2p_down_at=2,
+        livekit_up_at=12,
+        livekit_down_at=8,
+    )
+    sim = Tiered(p2p_up_at=5, p2p_down_at=2, livekit_up_at=12, livekit_down_at=8)
+    rng = np.random.default_rng(11)
+    kind_sim: str | None = None
+    kind_realm: str | None = None
+    for n in rng.integers(1, 20, size=300).tolist():
+        view = IslandView("I", tuple(f"p{i}" for i in range(n)), (0, 0, 0), 0.0, 100, kind_realm)
+        kind_realm = realm.transport_for(view).name
+        island = SimIsland("I", n, (0.0, 0.0), 0.0, 100, kind_sim)
+        kind_sim = sim.transport_for(island)
+        assert kind_sim == kind_realm, n
+    assert Tiered(livekit=False).transport_for(SimIsland("I", 90, (0, 0), 0, 100, None)) == (
+        "ws-room"
+    )
+    with pytest.raises(ConfigError):
+        Tiered(p2p_up_at=3, p2p_down_at=3)
+
+
+def test_bandwidth_model() -> None:
+    m = CostModel(update_hz=10.0, packet_bytes=100.0, overhead_bytes={"p2p": 20.0, "ws-room": 0.0})
+    # P2P: every member uploads (n - 1) packets per update on average; rooms: one
+    assert m.peer_upstream_bytes_per_s("p2p", [1, 2, 6]).tolist() == [0.0, 1200.0, 6000.0]
+    assert m.peer_upstream_bytes_per_s("ws-room", [1, 2, 6]).tolist() == [0.0, 1000.0, 1000.0]
+    assert m.peer_upstream_bytes_per_s("offline", [6]).tolist() == [0.0]
+    # the operator sends n (n - 1) packets per update for rooms, nothing for P2P
+    assert m.server_egress_bytes_per_s("ws-room", [1, 6]).tolist() == [0.0, 30000.0]
+    assert m.server_egress_bytes_per_s("p2p", [6]).tolist() == [0.0]
+
+
+@pytest.mark.parametrize("make_engine", ENGINES)
+def test_p2p_columns_through_the_simulation(make_engine: Callable[[], Any]) -> None:
+    # islands of 5 (rooms: 5 >= p2p_up_at 4) and 2 (P2P) and a singleton (P2P)
+    script: dict[float, list[tuple[float, float] | None]] = {
+        0.0: [
+            *((5.0 * i, 0.0) for i in range(5)),
+            *((900.0, 0.0), (905.0, 0.0), (-900.0, 0.0)),
+        ]
+    }
+    cost = CostModel(update_hz=10.0, packet_bytes=100.0, overhead_bytes={"p2p": 0.0})
+    sim = Simulation(
+        Scripted(script),
+        seed=0,
+        engine=make_engine(),
+        policy=Tiered(p2p_up_at=4, p2p_down_at=2, livekit_up_at=50, livekit_down_at=30),
+        cost_model=cost,
+    )
+    t = sim.run(2, progress=False).transport
+    first = t[t["flush"] == 0].set_index("kind")
+    assert first.loc["p2p", ["rooms", "participants"]].tolist() == [2, 3]
+    assert first.loc["p2p", "cost"] == 0.0 and first.loc["p2p", "server_egress_Bps"] == 0.0
+    # members of the pair upload 1000 B/s each, the singleton nothing: mean 2000 / 3
+    assert first.loc["p2p", "peer_upstream_Bps"] == pytest.approx(2000.0 / 3)
+    assert first.loc["p2p", "max_peer_upstream_Bps"] == pytest.approx(1000.0)
+    assert first.loc["ws-room", "server_egress_Bps"] == pytest.approx(5 * 4 * 1000.0)
+    assert first.loc["ws-room", "peer_upstream_Bps"] == pytest.approx(1000.0)

@@ -346,6 +346,34 @@ class P2PPolicy(RealmPolicy):
         return self.p2p if n <= self.down_at else self.transports.default
 
 
+def tier_level(
+    n: int,
+    current: int | None,
+    up: tuple[int, int],
+    down: tuple[int, int],
+    *,
+    p2p_capacity: int,
+    top: int = 2,
+) -> int:
+    """The tier (0 P2P, 1 WebSocket rooms, 2 LiveKit) of an island of ``n`` peers now at
+    tier ``current`` (None: new). It climbs boundary ``i`` at ``up[i]`` peers and comes
+    down at ``down[i]``; a new island starts where its size puts it. Capped at ``top``
+    (1 without LiveKit); P2P only up to ``p2p_capacity`` peers. Shared by
+    :class:`TieredPolicy` and the simulator's ``Tiered``."""
+    if current is None:
+        level = sum(n >= u for u in up)
+    else:
+        level = current
+        while level < 2 and n >= up[level]:
+            level += 1
+        while level > 0 and n <= down[level - 1]:
+            level -= 1
+    level = min(level, top)
+    if level == 0 and n > p2p_capacity:
+        level = 1
+    return level
+
+
 class TieredPolicy(RealmPolicy):
     """``--policy tiered``: P2P for small islands, WebSocket rooms above, LiveKit for
     crowded ones (when LiveKit is configured), with hysteresis at each boundary.
@@ -396,19 +424,14 @@ class TieredPolicy(RealmPolicy):
         levels = {self.p2p.name: 0, self.transports.ws_room.name: 1}
         if self.transports.livekit is not None:
             levels[self.transports.livekit.name] = 2
-        level = levels.get(current) if current is not None else None
-        if level is None:  # a new island (or one on a transport we do not rank)
-            level = sum(n >= u for u in self.up)
-        else:
-            while level < 2 and n >= self.up[level]:
-                level += 1
-            while level > 0 and n <= self.down[level - 1]:
-                level -= 1
-        if level == 2 and self.transports.livekit is None:
-            level = 1
-        if level == 0 and n > self.p2p.max_island_size:
-            level = 1
-        return level
+        return tier_level(
+            n,
+            levels.get(current) if current is not None else None,
+            self.up,
+            self.down,
+            p2p_capacity=self.p2p.max_island_size,
+            top=2 if self.transports.livekit is not None else 1,
+        )
 
     def transport_for(self, island: IslandView) -> Transport:
         level = self.level(len(island.peers), island.transport)
@@ -469,4 +492,5 @@ __all__ = [
     "build_transports",
     "load_policy",
     "public_base_url",
+    "tier_level",
 ]

@@ -26,7 +26,15 @@ from dclcomms.sim.mobility import (
     RandomWaypoint,
     parcel_center,
 )
-from dclcomms.sim.policy import CostModel, Fixed, Hysteresis, SimIsland, SimPolicy, SizeThreshold
+from dclcomms.sim.policy import (
+    CostModel,
+    Fixed,
+    Hysteresis,
+    SimIsland,
+    SimPolicy,
+    SizeThreshold,
+    Tiered,
+)
 from dclcomms.sim.simulation import EngineLike, Recording, SimResult, Simulation, Snapshot
 
 __all__ = [
@@ -52,6 +60,7 @@ __all__ = [
     "Simulation",
     "SizeThreshold",
     "Snapshot",
+    "Tiered",
     "churn_per_peer_minute",
     "group_split",
     "parcel_center",

@@ -14,7 +14,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+import numpy.typing as npt
+
 from dclcomms.errors import ConfigError
+from dclcomms.policy import tier_level
 
 
 def _no_members() -> tuple[str, ...]:
@@ -118,12 +122,64 @@ class Hysteresis:
         return self.large if island.size >= self.up_at else self.small
 
 
+@dataclass(frozen=True)
+class Tiered:
+    """P2P for small islands, WebSocket rooms above, LiveKit for crowded ones.
+
+    The realm's ``--policy tiered`` (:class:`dclcomms.policy.TieredPolicy`, the same
+    rule through :func:`dclcomms.policy.tier_level`): an island climbs to rooms at
+    ``p2p_up_at`` peers and returns to P2P at ``p2p_down_at``; to LiveKit at
+    ``livekit_up_at`` and back at ``livekit_down_at``; P2P only up to ``p2p_max``
+    peers; ``livekit=False`` keeps rooms on top.
+    """
+
+    p2p_up_at: int = 7
+    p2p_down_at: int = 4
+    livekit_up_at: int = 50
+    livekit_down_at: int = 30
+    p2p_max: int = 16
+    livekit: bool = True
+
+    KINDS = ("p2p", "ws-room", "livekit")
+
+    def __post_init__(self) -> None:
+        if not (
+            0 < self.p2p_down_at < self.p2p_up_at <= self.livekit_up_at
+            and 0 < self.livekit_down_at < self.livekit_up_at
+        ):
+            raise ConfigError(
+                "Tiered needs 0 < p2p_down_at < p2p_up_at <= livekit_up_at and "
+                "0 < livekit_down_at < livekit_up_at",
+                code="invalid_parameter",
+            )
+
+    def transport_for(self, island: SimIsland) -> str:
+        current = self.KINDS.index(island.kind) if island.kind in self.KINDS else None
+        level = tier_level(
+            island.size,
+            current,
+            (self.p2p_up_at, self.livekit_up_at),
+            (self.p2p_down_at, self.livekit_down_at),
+            p2p_capacity=self.p2p_max,
+            top=2 if self.livekit else 1,
+        )
+        return self.KINDS[level]
+
+
 def _default_participant_minute() -> dict[str, float]:
     return {"livekit": 0.0005, "ws-room": 0.0001, "p2p": 0.0, "offline": 0.0}
 
 
 def _default_room_minute() -> dict[str, float]:
     return {"livekit": 0.0, "ws-room": 0.0, "p2p": 0.0, "offline": 0.0}
+
+
+def _default_overhead() -> dict[str, float]:
+    # Bytes each packet carries on the wire besides its RFC-4 payload:
+    # p2p: 32 envelope + 28 SCTP (common header + DATA chunk) + 29 DTLS record + 8 UDP + 20 IPv4;
+    # ws-room: ~8 RFC-5 framing + 6 WebSocket (masked) + 32 TCP (timestamps) + 20 IPv4;
+    # livekit: ~25 data packet framing + 28 SCTP + 29 DTLS + 8 UDP + 20 IPv4.
+    return {"livekit": 110.0, "ws-room": 66.0, "p2p": 117.0, "offline": 0.0}
 
 
 @dataclass(frozen=True)
@@ -149,6 +205,12 @@ class CostModel:
     participant_minute: Mapping[str, float] = field(default_factory=_default_participant_minute)
     room_minute: Mapping[str, float] = field(default_factory=_default_room_minute)
     currency: str = "USD"
+    #: the traffic model behind the bandwidth columns: every peer sends ``update_hz``
+    #: RFC-4 packets of ``packet_bytes`` per second to its island, each with
+    #: ``overhead_bytes[kind]`` of framing on the wire
+    update_hz: float = 10.0
+    packet_bytes: float = 100.0
+    overhead_bytes: Mapping[str, float] = field(default_factory=_default_overhead)
 
     def __post_init__(self) -> None:
         for name, table in (
@@ -171,6 +233,33 @@ class CostModel:
     @property
     def kinds(self) -> tuple[str, ...]:
         return tuple(self.participant_minute)
+
+    def _wire(self, kind: str) -> float:
+        return (self.packet_bytes + self.overhead_bytes.get(kind, 0.0)) * self.update_hz
+
+    def peer_upstream_bytes_per_s(self, kind: str, sizes: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Mean upload of a member of islands of ``sizes`` peers, bytes/s.
+
+        ``p2p``: ``size - 1`` packets per update - each member receives every other
+        member's packet once, over the source's tree, and the relays share that load
+        (the mean is that of a full mesh; tree interiors carry more); WebSocket rooms
+        and LiveKit: one packet per update to the server, which fans out; offline: 0.
+        """
+        s = np.asarray(sizes, dtype=np.float64)
+        if kind == "offline":
+            return np.zeros_like(s)
+        if kind == "p2p":
+            return np.maximum(s - 1.0, 0.0) * self._wire(kind)
+        return np.where(s > 1, self._wire(kind), 0.0)
+
+    def server_egress_bytes_per_s(self, kind: str, sizes: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """What the operator's servers send per island of ``sizes`` peers, bytes/s:
+        ``size * (size - 1)`` packets per update for rooms and LiveKit, nothing for P2P
+        (signalling is a few KiB per connection, once)."""
+        s = np.asarray(sizes, dtype=np.float64)
+        if kind in ("p2p", "offline"):
+            return np.zeros_like(s)
+        return s * np.maximum(s - 1.0, 0.0) * self._wire(kind)
 
     def check_kind(self, kind: object) -> str:
         """``kind`` itself, or the ``name`` of a transport object (the realm's ``Transport``)."""

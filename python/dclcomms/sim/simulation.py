@@ -150,7 +150,10 @@ class SimResult:
       transport switch), ``cost`` (this interval), ``cost_per_hour``.
     * ``sizes`` — long form: ``flush``, ``t_s``, ``size``, ``islands``.
     * ``transport`` — long form: ``flush``, ``t_s``, ``kind``, ``rooms``,
-      ``participants``, ``cost``.
+      ``participants``, ``cost``, ``peer_upstream_Bps`` (mean upload of a member of
+      that kind, participant-weighted; :meth:`CostModel.peer_upstream_bytes_per_s`),
+      ``max_peer_upstream_Bps`` (its largest island's), ``server_egress_Bps``
+      (what the operator sends; zero for P2P).
     * ``timings`` — wall-clock seconds per flush (``mobility``, ``update``, ``flush``,
       ``metrics``); the only part that is not reproducible.
     """
@@ -158,7 +161,7 @@ class SimResult:
     def __init__(self) -> None:
         self._flushes: list[dict[str, Any]] = []
         self._sizes: list[tuple[int, float, int, int]] = []
-        self._transport: list[tuple[int, float, str, int, int, float]] = []
+        self._transport: list[tuple[int, float, str, int, int, float, float, float, float]] = []
         self._timings: list[dict[str, float]] = []
         self._frames: dict[str, tuple[int, Any]] = {}
 
@@ -180,7 +183,17 @@ class SimResult:
 
     @property
     def transport(self) -> Any:
-        cols = ["flush", "t_s", "kind", "rooms", "participants", "cost"]
+        cols = [
+            "flush",
+            "t_s",
+            "kind",
+            "rooms",
+            "participants",
+            "cost",
+            "peer_upstream_Bps",
+            "max_peer_upstream_Bps",
+            "server_egress_Bps",
+        ]
         return self._frame("transport", self._transport, cols)
 
     @property
@@ -507,7 +520,21 @@ class Simulation:
                 participants = int(sizes[m].sum())
                 c = self.cost_model.cost(kind, participants, rooms, minutes)
                 cost += c
-                self.result._transport.append((self._flush_no, t_s, kind, rooms, participants, c))
+                up = self.cost_model.peer_upstream_bytes_per_s(kind, sizes[m])
+                egress = float(self.cost_model.server_egress_bytes_per_s(kind, sizes[m]).sum())
+                self.result._transport.append(
+                    (
+                        self._flush_no,
+                        t_s,
+                        kind,
+                        rooms,
+                        participants,
+                        c,
+                        float((up * sizes[m]).sum() / participants) if participants else 0.0,
+                        float(up.max()),
+                        egress,
+                    )
+                )
         counts = np.bincount(sizes) if n_isl else np.zeros(1, dtype=np.int64)
         for size in np.flatnonzero(counts):
             self.result._sizes.append((self._flush_no, t_s, int(size), int(counts[size])))

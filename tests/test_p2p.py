@@ -79,7 +79,9 @@ def position(k: int, x: float) -> bytes:
 class Bot:
     """A client on the realm, recording every RFC-4 packet it receives by sender."""
 
-    def __init__(self, realm: Realm, seed: int, x: float, **p2p: Any) -> None:
+    def __init__(
+        self, realm: Realm, seed: int, x: float, *, early: bool = False, **p2p: Any
+    ) -> None:
         self.x = x
         self.identity = Identity.generate(seed)
         self.address = self.identity.address.lower()
@@ -89,6 +91,7 @@ class Bot:
             position=lambda: (self.x, 0.0, 0.0),
             heartbeat_interval_s=0.2,
             p2p_options=P2POptions(host_addresses=LOOPBACK, seed=seed, **p2p),
+            open_bus_early=early,
         )
         self.chats: dict[str, list[str]] = defaultdict(list)
         self.positions: dict[str, list[int]] = defaultdict(list)
@@ -265,8 +268,13 @@ def test_trickled_candidates_glare_and_policy_p2p() -> None:
         realm = await Realm(config(policy="p2p")).start()
         bots: list[Bot] = []
         try:
-            bots = [Bot(realm, 1500 + i, 4.0 * i, trickle=True, offer_wait_s=0.0) for i in range(2)]
+            bots = [
+                Bot(realm, 1500 + i, 4.0 * i, early=True, trickle=True, offer_wait_s=0.0)
+                for i in range(2)
+            ]
             await asyncio.gather(*(b.director.start() for b in bots))
+            # listening before any island: the signalling hub exists, no adapter yet needed
+            assert all(b.director.signals is not None for b in bots)
             await until(lambda: on_one_p2p_island(bots), "two bots connected")
             a, b = (x.p2p for x in bots)
             assert a is not None and b is not None

@@ -89,13 +89,18 @@ class Bot:
         model: MobilityModel,
         tally: Tally,
         p2p: P2POptions | None = None,
+        open_bus_early: bool = False,
     ) -> None:
         self.index = index
         self.identity = Identity.generate(seed + index)
         self.model = model
         self.tally = tally
         self.director = CommunicationsDirector(
-            realm, self.identity, position=self.position, p2p_options=p2p
+            realm,
+            self.identity,
+            position=self.position,
+            p2p_options=p2p,
+            open_bus_early=open_bus_early,
         )
         self.director.on("message", self.on_message)
         self.director.on("error", tally.error)
@@ -196,6 +201,7 @@ async def run_bots(
                 host_addresses=tuple(ice_hosts) if ice_hosts else None,
                 seed=base + i,
             ),
+            open_bus_early=transport == "p2p",  # listening for offers before any island
         )
         for i in range(count)
     ]

@@ -11,7 +11,9 @@ room is delivered after the swap starts.
 
 P2P islands (``p2p:``) need the realm's ``/bus`` (``/about`` ``bff.publicUrl``) for
 signalling: the director opens one ``/bus`` session, with the same identity, the
-first time it gets a P2P island and keeps it until ``stop``; it tells the P2P
+first time it gets a P2P island (or at start, ``open_bus_early=True``, so that no
+offer arrives before it listens) and keeps it, with its signalling subscriptions
+(:class:`~dclcomms.client.p2p.SignalHub`), until ``stop``; it tells the P2P
 adapter every change of the island's members (``join_island`` / ``left_island``).
 
 Events (``director.on(name, callback)``): ``message`` / ``PEER_DISCONNECTED``
@@ -52,6 +54,7 @@ from dclcomms.client.adapters import (
     parse_connection_string,
 )
 from dclcomms.client.msgbus import MessageBusClient
+from dclcomms.client.p2p import SignalHub, load_aiortc
 from dclcomms.errors import DecodeError, TransportError
 
 log = logging.getLogger("dclcomms.client")
@@ -104,6 +107,7 @@ class CommunicationsDirector:
         timeout_s: float = 10.0,
         adapter_options: dict[str, Any] | None = None,
         p2p_options: Any = None,
+        open_bus_early: bool = False,
     ) -> None:
         self.realm_url = realm_url.rstrip("/")
         self.identity = identity
@@ -114,8 +118,11 @@ class CommunicationsDirector:
         self.p2p_options = p2p_options
         #: the realm's /bus URL (``/about`` ``bff.publicUrl``), None when it has none
         self.bus_url: str | None = None
-        #: the /bus session P2P islands signal through (opened on the first one)
+        #: the /bus session P2P islands signal through (opened on the first one, or at
+        #: start with ``open_bus_early``) and its signalling subscriptions
         self.bus: MessageBusClient | None = None
+        self.signals: SignalHub | None = None
+        self.open_bus_early = open_bus_early
         self.events = EventEmitter()
         #: the connection string /about chose (``archipelago:...`` or a fixed transport)
         self.realm_adapter: str | None = None
@@ -162,6 +169,12 @@ class CommunicationsDirector:
             if isinstance(bff, dict) and isinstance(bff.get("publicUrl"), str):
                 self.bus_url = bff["publicUrl"]
             self.realm_adapter = choose_adapter(about)
+            if self.open_bus_early and self.bus_url is not None:
+                try:  # listening before the first island: no offer is missed
+                    await self._message_bus()
+                    await load_aiortc()
+                except TransportError as e:
+                    self._report(e)
             protocol, _ = parse_connection_string(self.realm_adapter)
             if protocol == "archipelago":
                 await self._connect_connector(self.realm_adapter)
@@ -189,6 +202,9 @@ class CommunicationsDirector:
             if adapter is not None:
                 await adapter.disconnect()
         bus, self.bus = self.bus, None
+        if self.signals is not None:
+            self.signals.close()
+            self.signals = None
         if bus is not None:
             await bus.close()
         if self._ws is not None:
@@ -390,7 +406,8 @@ class CommunicationsDirector:
     async def _options_for(self, change: IslandChanged) -> dict[str, Any]:
         protocol, _ = parse_connection_string(change.conn_str)
         if protocol == "p2p":
-            options: dict[str, Any] = {"bus": await self._message_bus(), "members": self.peers}
+            bus = await self._message_bus()
+            options: dict[str, Any] = {"bus": bus, "hub": self.signals, "members": self.peers}
             if self.p2p_options is not None:
                 options["options"] = self.p2p_options
             return options
@@ -403,9 +420,16 @@ class CommunicationsDirector:
             return self.bus
         if self.bus_url is None:
             raise _error("the realm advertises no /bus (bff) for P2P signalling", "bus_unavailable")
+        if self.signals is not None:  # the previous session's
+            self.signals.close()
+            self.signals = None
         bus = MessageBusClient(self.bus_url, self.identity, timeout_s=self.timeout_s)
         await bus.connect()
         self.bus = bus
+        try:
+            self.signals = await SignalHub(bus).start()
+        except Exception as e:
+            raise _error(f"cannot subscribe the P2P signalling topics: {e}", "bus_failed") from e
         return bus
 
     def _relay(self, adapter: Adapter, event: str, payload: Any) -> None:

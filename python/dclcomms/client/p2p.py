@@ -48,10 +48,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import random
 import struct
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -516,6 +518,101 @@ def _split_candidates(sdp: str) -> tuple[str, list[dict[str, Any]]]:
     return "\r\n".join(keep), found
 
 
+async def load_aiortc() -> None:
+    """Import aiortc (and PyAV) off the event loop: the first import takes 0.2-1 s, which
+    would stall every other task of the client. TransportError ``p2p_unavailable`` when it
+    is not installed (the ``p2p`` extra)."""
+    if "aiortc" in sys.modules:
+        return
+    try:
+        await asyncio.to_thread(importlib.import_module, "aiortc")
+    except ImportError as e:
+        raise _error("P2P needs aiortc (pip install 'dclcomms[p2p]')", "p2p_unavailable") from e
+
+
+# --- signalling ----------------------------------------------------------------------
+
+SignalHandler = Callable[[str | None, bytes], None]
+
+
+class SignalHub:
+    """The three signalling subscriptions of one identity, kept across islands.
+
+    A director makes one when it opens its ``/bus`` session and hands it to every P2P
+    adapter it creates: the subscriptions outlive the adapters, and signals that arrive
+    while no adapter is attached (an offer that overtook our own ``island_changed``) are
+    kept for ``keep_s`` and given to the next adapter in arrival order.
+    """
+
+    KINDS = ("offer", "answer", "candidate")
+
+    def __init__(self, bus: MessageBusClient, *, keep_s: float = 5.0, keep_max: int = 256) -> None:
+        self.bus = bus
+        self.me = bus.address
+        self.keep_s = keep_s
+        self.keep_max = keep_max
+        self._target: dict[str, SignalHandler] | None = None
+        self._kept: list[tuple[float, str, str | None, bytes]] = []
+        self._offs: list[Callable[[], None]] = []
+
+    async def start(self) -> SignalHub:
+        """Subscribe ``<me>.offer|answer|candidate`` (MessageBusError when refused)."""
+        try:
+            offs = await asyncio.gather(
+                *(
+                    self.bus.subscribe(f"{self.me}.{kind}", self._handler(kind))
+                    for kind in self.KINDS
+                ),
+                return_exceptions=True,
+            )
+        except BaseException:
+            self.close()
+            raise
+        self._offs += [o for o in offs if not isinstance(o, BaseException)]
+        for o in offs:
+            if isinstance(o, BaseException):
+                self.close()
+                raise o
+        return self
+
+    def close(self) -> None:
+        for off in self._offs:
+            with contextlib.suppress(Exception):
+                off()
+        self._offs.clear()
+        self._target = None
+        self._kept.clear()
+
+    @property
+    def started(self) -> bool:
+        return len(self._offs) == len(self.KINDS) and not self.bus.closed
+
+    def attach(self, handlers: dict[str, SignalHandler]) -> None:
+        """Deliver to ``handlers`` (kind -> handler) from now on, kept signals first."""
+        self._target = handlers
+        now = time.monotonic()
+        kept, self._kept = self._kept, []
+        for t, kind, sender, payload in kept:
+            if now - t <= self.keep_s:
+                handlers[kind](sender, payload)
+
+    def detach(self, handlers: dict[str, SignalHandler]) -> None:
+        if self._target is handlers:
+            self._target = None
+
+    def _handler(self, kind: str) -> SignalHandler:
+        def on_signal(sender: str | None, payload: bytes) -> None:
+            target = self._target
+            if target is not None:
+                target[kind](sender, payload)
+                return
+            self._kept.append((time.monotonic(), kind, sender, payload))
+            if len(self._kept) > self.keep_max:
+                del self._kept[0]
+
+        return on_signal
+
+
 # --- the adapter ---------------------------------------------------------------------
 
 
@@ -564,6 +661,7 @@ class P2PAdapter(Adapter):
         bus: MessageBusClient,
         members: Iterable[str] = (),
         options: P2POptions | None = None,
+        hub: SignalHub | None = None,
     ) -> None:
         super().__init__(conn_str)
         _, params = parse_connection_string(conn_str)
@@ -578,6 +676,8 @@ class P2PAdapter(Adapter):
         self.me = me
         self.identity = identity
         self.bus = bus
+        self.hub = hub
+        self._own_hub = hub is None
         self.options = options or P2POptions()
         self.members: set[str] = {m.lower() for m in members} - {me}
         rng = random.Random(self.options.seed)
@@ -609,26 +709,25 @@ class P2PAdapter(Adapter):
     # --- ADR-81 -----------------------------------------------------------------------
 
     async def connect(self) -> None:
-        try:
-            import aiortc  # noqa: F401
-        except ImportError as e:  # the optional "p2p" extra
-            raise _error("P2P needs aiortc (pip install 'dclcomms[p2p]')", "p2p_unavailable") from e
+        await load_aiortc()
         if self.bus.closed:
             raise _error("the /bus session for P2P signalling is closed", "bus_unavailable")
         try:
-            offs = await asyncio.gather(
-                self.bus.subscribe(f"{self.me}.offer", self._on_offer),
-                self.bus.subscribe(f"{self.me}.answer", self._on_answer),
-                self.bus.subscribe(f"{self.me}.candidate", self._on_candidate),
-                return_exceptions=True,
-            )
-            self._offs += [o for o in offs if not isinstance(o, BaseException)]
-            for o in offs:
-                if isinstance(o, BaseException):
-                    raise o
+            if self.hub is None:
+                self.hub = await SignalHub(self.bus).start()
+            elif not self.hub.started:
+                await self.hub.start()
         except Exception as e:
             await self._close()
             raise _error(f"cannot subscribe the signalling topics: {e}", "connect_failed") from e
+        handlers: dict[str, SignalHandler] = {
+            "offer": self._on_offer,
+            "answer": self._on_answer,
+            "candidate": self._on_candidate,
+        }
+        hub = self.hub
+        hub.attach(handlers)
+        self._offs.append(lambda: hub.detach(handlers))
         self._offs.append(self.bus.on_error(self._on_bus_error))
         self.connected = True
         self._maintainer = asyncio.create_task(self._maintain(), name=f"p2p-mesh {self.me[:10]}")
@@ -667,6 +766,8 @@ class P2PAdapter(Adapter):
             with contextlib.suppress(Exception):
                 off()
         self._offs.clear()
+        if self._own_hub and self.hub is not None:
+            self.hub.close()
         for handle in (self._expire_handle, self._hello_handle):
             if handle is not None:
                 handle.cancel()
@@ -1170,9 +1271,11 @@ __all__ = [
     "MeshRouter",
     "P2PAdapter",
     "P2POptions",
+    "SignalHub",
     "bfs_parents",
     "decode_envelope",
     "encode_envelope",
     "ice_servers",
+    "load_aiortc",
     "ring_neighbours",
 ]

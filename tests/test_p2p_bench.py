@@ -1,0 +1,29 @@
+"""Smoke test: bench/bench_p2p.py still runs end to end (2 peers, 1 s; figures not checked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_p2p.py"
+
+
+def test_bench_p2p_smoke() -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=True,
+    )
+    data = json.loads(out.stdout)
+    assert data["bench"] == "p2p" and data["hz"] == 10.0
+    rows = {r["transport"]: r for r in data["results"]}
+    assert set(rows) == {"p2p", "ws-room"}
+    for transport, row in rows.items():
+        assert row["transports_seen"] == [transport] and row["peers"] == 2
+        assert row["delivered"] > 0.5 and row["latency_p99_ms"] > 0
+        assert row["upload_Bps_median"] > 0 and row["ready_s_max"] >= 0
+    assert rows["p2p"]["dtls_Bps_median"] > rows["p2p"]["upload_Bps_median"]

@@ -16,8 +16,9 @@ runs of:
   second (P2P: envelopes into data channels, its own and relayed; rooms: WebSocket
   frames), the median and the busiest peer; ``dtls_Bps_median`` / ``dtls_Bps_max``
   (P2P): what aiortc's DTLS layer wrote (SCTP and DTLS overhead included);
-* ``ready_s_median`` / ``ready_s_max``: from the peer's last ``island_changed`` to
-  ready (P2P: the mesh is open; rooms: joined with every member present);
+* ``ready_s_median`` / ``ready_s_max``: P2P: from the peer's last membership change
+  (its ``island_changed`` or the last ``join_island``) to having heard every member
+  through the mesh; rooms: from ``island_changed`` to the room joined;
 * ``peer_cpu_pct_median`` and ``peer_rss_mib_max``: per peer process.
 
     python bench/bench_p2p.py                        # n = 2..8, 10 s, 3 runs
@@ -77,19 +78,30 @@ async def peer(args: argparse.Namespace) -> dict[str, Any]:
     await d.start()
     n_others = args.n - 1
 
+    room_joined: list[float] = []
+
     def ready() -> float | None:
+        """Seconds from the last membership change we saw to ready; None while not ready.
+
+        P2P: from our ``island_changed`` or the last ``join_island`` to having heard every
+        member through the mesh. Rooms: from our ``island_changed`` to the room joined.
+        """
         a = d.adapter
         if isinstance(a, P2PAdapter) and len(a.members) == n_others and a.mesh_open:
-            return max((a.mesh_open_at or 0.0) - changed_at[0], 0.0)
-        if isinstance(a, WsRoomAdapter) and len(a.peers) == n_others:
-            return time.monotonic() - changed_at[0]
+            since = max(changed_at[0], a.members_changed_at)
+            return max((a.mesh_open_at or 0.0) - since, 0.0)
+        if isinstance(a, WsRoomAdapter):
+            if not room_joined:
+                room_joined.append(time.monotonic() - changed_at[0])
+            if len(a.peers) == n_others:
+                return room_joined[0]
         return None
 
     deadline = time.monotonic() + 60
     while (ready_s := ready()) is None:
         if time.monotonic() > deadline:
             raise SystemExit(f"peer {args.seed}: not ready after 60 s ({d.adapter!r})")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.005)
     print("READY", flush=True)
     loop = asyncio.get_running_loop()
     line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -258,8 +270,8 @@ def main() -> int:
         args.sizes, args.seconds, args.repeat = [2], 1.0, 1
     load = os.getloadavg()
     results: list[dict[str, Any]] = []
-    for transport in args.transports:
-        for n in args.sizes:
+    for n in args.sizes:  # both transports per size, back to back (similar load)
+        for transport in args.transports:
             runs = [
                 one_run(transport, n, args.seconds, args.hz, seed) for seed in range(args.repeat)
             ]

@@ -56,14 +56,34 @@ def run(body: Callable[[], Awaitable[None]], timeout: float = 120.0) -> None:
     asyncio.run(asyncio.wait_for(body(), timeout))
 
 
-async def until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+async def until(
+    check: Callable[[], Any],
+    what: str,
+    timeout: float = 30.0,
+    detail: Callable[[], Any] = lambda: "",
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {detail()}"
         await asyncio.sleep(0.05)
+
+
+def progress(bots: list[Bot], tag: str) -> dict[str, Any]:
+    """Who got how many ``tag`` chats from whom, and each mesh's counters (failure details)."""
+    return {
+        b.address[:8]: {
+            "got": {
+                s.address[:8]: sum(c.startswith(tag + ":") for c in b.chats[s.address])
+                for s in bots
+                if s is not b
+            },
+            "p2p": b.p2p.stats() if b.p2p is not None else None,
+        }
+        for b in bots
+    }
 
 
 def chat(tag: str, k: int) -> bytes:
@@ -166,6 +186,7 @@ def test_six_bots_mesh_then_a_seventh_joins_one_leaves_and_the_island_moves_to_r
                     len(b.chats[s.address]) >= 30 for b in bots for s in bots if s is not b
                 ),
                 "round a",
+                detail=lambda: progress(bots, "a"),
             )
             check_round(bots, bots, "a", 30)
             for b in bots:
@@ -188,6 +209,7 @@ def test_six_bots_mesh_then_a_seventh_joins_one_leaves_and_the_island_moves_to_r
                     if s is not b
                 ),
                 "round b",
+                detail=lambda: progress(bots, "b"),
             )
             check_round(bots, bots, "b", 20)
 
@@ -211,6 +233,7 @@ def test_six_bots_mesh_then_a_seventh_joins_one_leaves_and_the_island_moves_to_r
                     if s is not b
                 ),
                 "round c",
+                detail=lambda: progress(stay, "c"),
             )
             check_round(stay, stay, "c", 60)
             for b in stay:
@@ -291,6 +314,24 @@ def test_trickled_candidates_glare_and_policy_p2p() -> None:
             await until(lambda: len(bots[1].chats[bots[0].address]) >= 5, "trickled mesh data")
             check_round(bots[1:], bots[:1], "t", 5)
             assert realm.msgbus is not None and realm.msgbus.m_signals.get(kind="candidate") >= 4
+
+            # the server ends a peer's /bus session: the director opens another, the mesh
+            # stays up and a newcomer still reaches that peer through the new session
+            first = bots[0].director.bus
+            assert first is not None and realm.server is not None
+            realm.server.close_bus(bots[0].address, 4000, "maintenance")
+            await until(
+                lambda: (
+                    bots[0].director.bus is not first
+                    and bots[0].director.bus is not None
+                    and not bots[0].director.bus.closed
+                ),
+                "a new /bus session",
+            )
+            assert bots[0].director.bus_losses == 1 and a.links[b.me].open
+            bots.append(Bot(realm, 1502, 8.0, early=True, trickle=True))
+            await bots[2].director.start()
+            await until(lambda: on_one_p2p_island(bots), "the third bot meshed with both")
         finally:
             await asyncio.gather(*(b.director.stop() for b in bots), return_exceptions=True)
             await realm.stop()

@@ -139,6 +139,8 @@ class CommunicationsDirector:
         self.protocol_errors = 0
         #: island transports that closed on us (not by a swap or stop)
         self.transport_losses = 0
+        #: /bus sessions the server ended while we used them (reopened for P2P islands)
+        self.bus_losses = 0
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -430,7 +432,34 @@ class CommunicationsDirector:
             self.signals = await SignalHub(bus).start()
         except Exception as e:
             raise _error(f"cannot subscribe the P2P signalling topics: {e}", "bus_failed") from e
+        bus.on_closed(lambda: self._bus_lost(bus))
         return bus
+
+    def _bus_lost(self, bus: MessageBusClient) -> None:
+        """The server ended our /bus session: open another one while a P2P island needs it."""
+        if self._stopped or self.bus is not bus:
+            return
+        self.bus_losses += 1
+        self._tasks.append(asyncio.create_task(self._reopen_bus()))
+
+    async def _reopen_bus(self) -> None:
+        from dclcomms.client.p2p import P2PAdapter
+
+        delay = 0.5
+        while not self._stopped:
+            await asyncio.sleep(delay)
+            adapter = self.adapter
+            if not isinstance(adapter, P2PAdapter):
+                return  # opened again with the next P2P island
+            try:
+                bus = await self._message_bus()
+            except TransportError as e:
+                self._report(e)
+                delay = min(delay * 2, 10.0)
+                continue
+            if self.adapter is adapter and self.signals is not None:
+                adapter.use_bus(bus, self.signals)
+            return
 
     def _relay(self, adapter: Adapter, event: str, payload: Any) -> None:
         if adapter is self.adapter:  # never deliver from a transport we swapped away

@@ -12,8 +12,9 @@ Each connection carries two data channels opened by the initiator: ``data``
 ``target`` nearest members on it (distance 1, 2, ... on both sides), which makes a
 connected graph that stays connected when any one member leaves. Of a pair, the
 higher address offers at once; the lower one offers only if no offer came within
-``offer_wait_s``. An offer not answered within ``offer_retry_s`` is sent again (its
-addressee may not have been listening yet); a repeated offer is answered again. Both
+``offer_wait_s``. An offer not answered within ``offer_retry_s`` is sent again, then
+after twice that, and so on (its addressee may not have been listening yet); a repeated
+offer is answered again. Both
 offering (glare): the lower address drops its own attempt and answers (spec rule); the
 higher one repeats its offer at once. Offers from non-members are kept a while (their
 ``join_island`` may still be on its way), then ignored; from members, accepted while
@@ -216,7 +217,7 @@ class MeshRouter:
         instance: int,
         *,
         ttl: int = 10,
-        reorder_timeout_s: float = 2.0,
+        reorder_timeout_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 1 <= ttl <= 255:
@@ -447,7 +448,7 @@ class P2POptions:
     retry_backoff_s: float = 5.0
     maintain_interval_s: float = 0.5
     links_interval_s: float = 2.0
-    reorder_timeout_s: float = 2.0
+    reorder_timeout_s: float = 5.0
     unreliable_buffer_bytes: int = 256 * 1024
     trickle: bool = False
     seed: int | None = None
@@ -629,6 +630,7 @@ class _Link:
     remote_set: bool = False
     offer_sdp: str | None = None  # responder: the offer it answered (repeats are re-answered)
     sent_at: float | None = None  # when our description was last published
+    repeats: int = 0  # times our unanswered offer was sent again
     pending_candidates: list[dict[str, Any]] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -691,8 +693,11 @@ class P2PAdapter(Adapter):
         self.counters: Counter[str] = Counter()
         self.bytes_sent = 0  # envelopes handed to data channels (ours and relayed)
         self.opened_at = time.monotonic()
-        #: when every member was first heard through the mesh (None: not yet)
+        #: when every current member had been heard through the mesh (None: not yet; a
+        #: newcomer not heard yet resets it)
         self.mesh_open_at: float | None = None
+        #: when the last member was added (island_changed or join_island)
+        self.members_changed_at = self.opened_at
         self._backoff: dict[str, float] = {}
         self._wanted_since: dict[str, float] = {}
         self._offs: list[Callable[[], None]] = []
@@ -705,6 +710,7 @@ class P2PAdapter(Adapter):
         self._expire_handle: asyncio.TimerHandle | None = None
         self._hello_handle: asyncio.TimerHandle | None = None
         self._mesh_waiters: list[asyncio.Future[None]] = []
+        self._handlers: dict[str, SignalHandler] | None = None
 
     # --- ADR-81 -----------------------------------------------------------------------
 
@@ -725,9 +731,9 @@ class P2PAdapter(Adapter):
             "answer": self._on_answer,
             "candidate": self._on_candidate,
         }
-        hub = self.hub
-        hub.attach(handlers)
-        self._offs.append(lambda: hub.detach(handlers))
+        self._handlers = handlers
+        self.hub.attach(handlers)
+        self._offs.append(lambda: self.hub.detach(handlers) if self.hub is not None else None)
         self._offs.append(self.bus.on_error(self._on_bus_error))
         self.connected = True
         self._maintainer = asyncio.create_task(self._maintain(), name=f"p2p-mesh {self.me[:10]}")
@@ -741,11 +747,31 @@ class P2PAdapter(Adapter):
             self.counters["unsent"] += 1
         self.messages_sent += 1
 
+    def use_bus(self, bus: MessageBusClient, hub: SignalHub) -> None:
+        """Signal through another ``/bus`` session from now on (the director reopened it);
+        open connections are not affected."""
+        if self._closing:
+            return
+        old = self._handlers
+        if self.hub is not None and old is not None:
+            self.hub.detach(old)
+            if self._own_hub:
+                self.hub.close()
+        self.bus, self.hub, self._own_hub = bus, hub, False
+        if old is not None:
+            hub.attach(old)
+        self._offs.append(bus.on_error(self._on_bus_error))
+        self._kick.set()
+
     def members_changed(self, members: Iterable[str]) -> None:
         """The island's members now (``island_changed`` + ``join_island``/``left_island``)."""
         now = {m.lower() for m in members} - {self.me}
         gone, new = self.members - now, now - self.members
         self.members = now
+        if new:
+            self.members_changed_at = time.monotonic()
+            if any(self.router.heard(m) is None for m in new):
+                self.mesh_open_at = None  # open again once the newcomers are heard
         for peer in sorted(new & set(self._parked)):
             _, offer = self._parked.pop(peer)
             self._on_offer(peer, offer)
@@ -796,17 +822,18 @@ class P2PAdapter(Adapter):
 
     @property
     def mesh_open(self) -> bool:
-        """Every member has been heard through the mesh."""
+        """Every current member has been heard through the mesh."""
         return self.mesh_open_at is not None
 
     async def wait_mesh_open(self, timeout: float) -> float:
-        """Seconds from ``connect`` until every member was heard; TimeoutError after ``timeout``."""
+        """Seconds from the last member change (or ``connect``) until every member was
+        heard; TimeoutError after ``timeout``."""
         if self.mesh_open_at is None:
             fut = asyncio.get_running_loop().create_future()
             self._mesh_waiters.append(fut)
             await asyncio.wait_for(fut, timeout)
         assert self.mesh_open_at is not None
-        return self.mesh_open_at - self.opened_at
+        return max(self.mesh_open_at - self.members_changed_at, 0.0)
 
     def reachable(self) -> set[str]:
         """Members heard recently (within three ``links`` periods)."""
@@ -821,7 +848,7 @@ class P2PAdapter(Adapter):
             "links": len(self.open_links),
             "mesh_open_s": None
             if self.mesh_open_at is None
-            else round(self.mesh_open_at - self.opened_at, 3),
+            else round(max(self.mesh_open_at - self.members_changed_at, 0.0), 3),
             "bytes_sent": self.bytes_sent,
             **dict(self.counters),
             **{f"router_{k}": v for k, v in self.router.counters.items()},
@@ -967,8 +994,9 @@ class P2PAdapter(Adapter):
                 link.initiator
                 and not link.remote_set
                 and link.sent_at is not None
-                and now - link.sent_at >= opt.offer_retry_s
+                and now - link.sent_at >= opt.offer_retry_s * 2**link.repeats  # 1, 2, 4 s...
             ):
+                link.repeats += 1
                 self.counters["offers_repeated"] += 1
                 self._publish_description(link, "offer")
         extra = len(self.links) - opt.max_connections

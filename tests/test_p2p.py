@@ -165,7 +165,7 @@ def check_round(bots: list[Bot], senders: list[Bot], tag: str, n: int) -> None:
                 assert got == want, (b.address, s.address, got[:5], len(got))
 
 
-def test_six_bots_mesh_then_a_seventh_joins_one_leaves_and_the_island_moves_to_rooms() -> None:
+def test_six_bots_mesh_a_seventh_joins_one_leaves_the_island_moves_to_rooms_and_back() -> None:
     async def body() -> None:
         realm = await Realm(config()).start()
         bots: list[Bot] = []
@@ -274,6 +274,24 @@ def test_six_bots_mesh_then_a_seventh_joins_one_leaves_and_the_island_moves_to_r
                 "round d over the room",
             )
             check_round(bots, bots, "d", 3)
+
+            # four leave: the island shrinks to the P2P threshold (4) and comes back to P2P
+            for b in bots[4:]:
+                await b.director.stop()
+            bots = bots[:4]
+            await until(lambda: on_one_p2p_island(bots), "the 4 remaining bots back on P2P")
+            await asyncio.gather(*(b.send_round("e", 10, unreliable=False) for b in bots))
+            await until(
+                lambda: all(
+                    sum(c.startswith("e:") for c in b.chats[s.address]) >= 10
+                    for b in bots
+                    for s in bots
+                    if s is not b
+                ),
+                "round e back on P2P",
+                detail=lambda: progress(bots, "e"),
+            )
+            check_round(bots, bots, "e", 10)
             for b in bots:
                 assert not b.errors, b.errors
         finally:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
+from pathlib import Path
 
 import pytest
 
+import dclcomms
 from dclcomms import errors
 from dclcomms.ws import Server, ServerConfig, metrics_text
 
@@ -93,3 +96,55 @@ def test_metrics_text_has_no_labels() -> None:
             "",
         ]
     )
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"io_threads": 0}, "io_threads"),
+        ({"max_pending_frames": 0}, "max_pending_frames"),
+        ({"idle_timeout_ms": -1}, "idle_timeout_ms"),
+        ({"rooms_soft_limit_bytes": 2 << 20}, "rooms_soft_limit_bytes"),
+        ({"port": -1}, "port"),
+        ({"rooms_max_users": -1}, "rooms_max_users"),
+        ({"bus_max_frame_bytes": 2**63}, None),  # not an int64: pybind11's TypeError
+    ],
+)
+def test_config_errors_name_the_field(kw: dict[str, int], field: str | None) -> None:
+    if field is None:
+        with pytest.raises(TypeError):
+            ServerConfig(**kw)  # type: ignore[arg-type]
+        return
+    with pytest.raises(errors.ConfigError) as exc:
+        ServerConfig(**kw)  # type: ignore[arg-type]
+    assert exc.value.code == "invalid_parameter"
+    assert str(exc.value).startswith(f"{field}: "), str(exc.value)
+
+
+def test_server_config_is_one_frozen_object() -> None:
+    c = ServerConfig(rooms_max_users=5, commit_hash="abc")
+    assert (c.rooms_max_users, c.max_frame_bytes, c.ws_room_secret) == (5, 16384, None)
+    assert c.commit_hash == "abc" and c.version == dclcomms.__version__
+    assert c == ServerConfig(rooms_max_users=5, commit_hash="abc")
+    assert c != ServerConfig(rooms_max_users=5) and c != ServerConfig(commit_hash="abc")
+    assert hash(c) == hash(ServerConfig(rooms_max_users=5, commit_hash="abc"))
+    assert "rooms_max_users=5" in repr(c) and "commit_hash='abc'" in repr(c)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.rooms_max_users = 6  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.commit_hash = "x"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        ServerConfig(rooms_max_user=5)  # a misspelt setting is no silent default
+    # Every field has a docstring with its default; the list is the C++ one.
+    names = [name for name, _, _ in ServerConfig.fields()]
+    assert names[:3] == ["host", "port", "io_threads"] and len(names) == len(set(names))
+    for name, default, doc in ServerConfig.fields():
+        assert getattr(ServerConfig(), name) == default
+        prop = getattr(type(c), name)
+        assert doc in prop.__doc__ and f"(default: {default!r})" in prop.__doc__
+
+
+def test_every_server_setting_is_documented() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "ws.md").read_text(encoding="utf-8")
+    missing = [name for name, _, _ in ServerConfig.fields() if f"`{name}`" not in text]
+    assert not missing, f"docs/ws.md does not describe {missing}"

@@ -4,9 +4,14 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <cstdint>
+#include <iterator>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -54,62 +59,134 @@ py::object event_to_python(ws::Event& ev) {
   return py::make_tuple("heartbeats", addresses, positions, desired, received);
 }
 
+// ---- ws::Config, bound field by field from DCLCOMMS_WS_CONFIG ----------------------
+
+#define DCLCOMMS_WS_CONFIG_MEMBER(type, name, default_value, minimum, doc) &ws::Config::name,
+#define DCLCOMMS_WS_CONFIG_NAME(type, name, default_value, minimum, doc) #name,
+#define DCLCOMMS_WS_CONFIG_DOC(type, name, default_value, minimum, doc) doc,
+constexpr auto kMembers = std::tuple{DCLCOMMS_WS_CONFIG(DCLCOMMS_WS_CONFIG_MEMBER)};
+constexpr const char* kNames[] = {DCLCOMMS_WS_CONFIG(DCLCOMMS_WS_CONFIG_NAME)};
+constexpr const char* kDocs[] = {DCLCOMMS_WS_CONFIG(DCLCOMMS_WS_CONFIG_DOC)};
+#undef DCLCOMMS_WS_CONFIG_MEMBER
+#undef DCLCOMMS_WS_CONFIG_NAME
+#undef DCLCOMMS_WS_CONFIG_DOC
+constexpr size_t kFields = std::tuple_size_v<decltype(kMembers)>;
+static_assert(kFields == std::size(kNames) && kFields == std::size(kDocs));
+using AllFields = std::make_index_sequence<kFields>;
+
+// The C++ type of field I.
+template <size_t I>
+using Field = std::remove_cv_t<
+    std::remove_reference_t<decltype(std::declval<ws::Config&>().*std::get<I>(kMembers))>>;
+
+// What Python passes for a field of type T: integers arrive as int64 so a
+// negative or too large value gets the field's ConfigError, not a pybind11
+// TypeError.
+template <class T>
+using PyField = std::conditional_t<std::is_integral_v<T> && !std::is_same_v<T, bool>, int64_t, T>;
+
+bool in_range(int64_t v, int64_t lo, int64_t hi) {
+  return v >= lo && v <= hi;
+}
+
+template <class T>
+T from_python(const char* name, PyField<T> v) {
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    using L = std::numeric_limits<T>;
+    const int64_t lo = std::is_signed_v<T> ? static_cast<int64_t>(L::min()) : 0;
+    const int64_t hi = static_cast<uint64_t>(L::max()) > static_cast<uint64_t>(INT64_MAX)
+                           ? INT64_MAX
+                           : static_cast<int64_t>(L::max());
+    if (!in_range(v, lo, hi)) {
+      throw Error(ErrorKind::Config, "invalid_parameter",
+                  std::string(name) + ": must be an integer in " + std::to_string(lo) + ".." +
+                      std::to_string(hi) + " (got " + std::to_string(v) + ")");
+    }
+    return static_cast<T>(v);
+  } else {
+    return v;
+  }
+}
+
+template <size_t... I>
+bool config_equal(const ws::Config& a, const ws::Config& b, std::index_sequence<I...>) {
+  return ((a.*std::get<I>(kMembers) == b.*std::get<I>(kMembers)) && ...);
+}
+
+template <size_t... I>
+py::tuple config_values(const ws::Config& c, std::index_sequence<I...>) {
+  return py::make_tuple(c.*std::get<I>(kMembers)...);
+}
+
+// Keyword-only constructor with every field, its default shown in the
+// signature; validated before it returns.
+template <size_t... I>
+void def_config_init(py::class_<ws::Config>& cls, std::index_sequence<I...>) {
+  static const ws::Config defaults;
+  cls.def(py::init([](PyField<Field<I>>... values) {
+            ws::Config c;
+            ((c.*std::get<I>(kMembers) = from_python<Field<I>>(kNames[I], values)), ...);
+            ws::validate(c);
+            return c;
+          }),
+          py::kw_only(), (py::arg(kNames[I]) = defaults.*std::get<I>(kMembers))...);
+}
+
+// One read-only property per field; its docstring carries the unit and default.
+template <size_t... I>
+void def_config_properties(py::class_<ws::Config>& cls, std::index_sequence<I...>) {
+  static const ws::Config defaults;
+  (cls.def_property_readonly(
+       kNames[I], [](const ws::Config& c) { return c.*std::get<I>(kMembers); },
+       (std::string(kDocs[I]) +
+        " (default: " + std::string(py::repr(py::cast(defaults.*std::get<I>(kMembers)))) + ")")
+           .c_str()),
+   ...);
+}
+
+template <size_t... I>
+py::list config_fields(std::index_sequence<I...>) {
+  static const ws::Config defaults;
+  py::list out;
+  (out.append(py::make_tuple(kNames[I], defaults.*std::get<I>(kMembers), kDocs[I])), ...);
+  return out;
+}
+
+void register_config(py::module_& m) {
+  py::class_<ws::Config> cls(m, "WsConfig",
+                             "Settings of one WebSocket server (C++ ws::Config): keyword-only, "
+                             "read-only; an invalid value raises ConfigError naming the field");
+  def_config_init(cls, AllFields{});
+  def_config_properties(cls, AllFields{});
+  cls.def_static(
+         "fields", [] { return config_fields(AllFields{}); },
+         "(name, default, doc) of every field, in declaration order")
+      .def(
+          "__eq__",
+          [](const ws::Config& a, const ws::Config& b) { return config_equal(a, b, AllFields{}); },
+          py::is_operator(), py::arg("other"))
+      .def("__hash__", [](const ws::Config& c) { return py::hash(config_values(c, AllFields{})); })
+      .def("__repr__", [](py::handle self) {
+        const auto& c = self.cast<const ws::Config&>();
+        py::tuple values = config_values(c, AllFields{});
+        std::string out = std::string(py::str(py::type::handle_of(self).attr("__name__"))) + "(";
+        for (size_t i = 0; i < kFields; ++i) {
+          if (i) out += ", ";
+          out += std::string(kNames[i]) + "=" + std::string(py::repr(values[i]));
+        }
+        return out + ")";
+      });
+}
+
 }  // namespace
 
 void register_ws(py::module_& m) {
+  register_config(m);
   py::class_<Server>(
       m, "WsServer",
       "WebSocket server core: connector (/ws), RFC-5 rooms (/rooms/<id>), bus (/bus)")
-      .def(py::init([](std::string host, int port, int io_threads, int auth_threads,
-                       size_t max_frame_bytes, bool connector,
-                       int64_t connector_handshake_timeout_ms, int heartbeat_max_per_s,
-                       size_t connector_max_queued_bytes, bool rooms,
-                       int64_t rooms_handshake_timeout_ms, size_t rooms_max_users,
-                       size_t rooms_soft_limit_bytes, size_t rooms_hard_limit_bytes,
-                       std::optional<std::string> ws_room_secret, bool ws_room_require_token,
-                       int64_t http_timeout_ms, size_t max_pending_frames, int64_t idle_timeout_ms,
-                       bool bus, int bus_max_frames_per_s, size_t bus_max_frame_bytes,
-                       int rooms_sender_max_msgs_per_s, size_t rooms_sender_max_bytes_per_s) {
-             if (port < 0 || port > 65535) {
-               throw Error(ErrorKind::Config, "invalid_parameter", "port must be in 0..65535");
-             }
-             ws::Config c;
-             c.host = std::move(host);
-             c.port = static_cast<uint16_t>(port);
-             c.io_threads = io_threads;
-             c.auth_threads = auth_threads;
-             c.max_frame_bytes = max_frame_bytes;
-             c.connector = connector;
-             c.connector_handshake_timeout_ms = connector_handshake_timeout_ms;
-             c.heartbeat_max_per_s = heartbeat_max_per_s;
-             c.connector_max_queued_bytes = connector_max_queued_bytes;
-             c.rooms = rooms;
-             c.rooms_handshake_timeout_ms = rooms_handshake_timeout_ms;
-             c.rooms_max_users = rooms_max_users;
-             c.rooms_soft_limit_bytes = rooms_soft_limit_bytes;
-             c.rooms_hard_limit_bytes = rooms_hard_limit_bytes;
-             c.ws_room_secret = std::move(ws_room_secret);
-             c.ws_room_require_token = ws_room_require_token;
-             c.http_timeout_ms = http_timeout_ms;
-             c.max_pending_frames = max_pending_frames;
-             c.idle_timeout_ms = idle_timeout_ms;
-             c.bus = bus;
-             c.bus_max_frames_per_s = bus_max_frames_per_s;
-             c.bus_max_frame_bytes = bus_max_frame_bytes;
-             c.rooms_sender_max_msgs_per_s = rooms_sender_max_msgs_per_s;
-             c.rooms_sender_max_bytes_per_s = rooms_sender_max_bytes_per_s;
-             return std::make_unique<Server>(std::move(c));
-           }),
-           py::kw_only(), py::arg("host"), py::arg("port"), py::arg("io_threads"),
-           py::arg("auth_threads"), py::arg("max_frame_bytes"), py::arg("connector"),
-           py::arg("connector_handshake_timeout_ms"), py::arg("heartbeat_max_per_s"),
-           py::arg("connector_max_queued_bytes"), py::arg("rooms"),
-           py::arg("rooms_handshake_timeout_ms"), py::arg("rooms_max_users"),
-           py::arg("rooms_soft_limit_bytes"), py::arg("rooms_hard_limit_bytes"),
-           py::arg("ws_room_secret"), py::arg("ws_room_require_token"), py::arg("http_timeout_ms"),
-           py::arg("max_pending_frames"), py::arg("idle_timeout_ms"), py::arg("bus"),
-           py::arg("bus_max_frames_per_s"), py::arg("bus_max_frame_bytes"),
-           py::arg("rooms_sender_max_msgs_per_s"), py::arg("rooms_sender_max_bytes_per_s"))
+      .def(py::init([](const ws::Config& config) { return std::make_unique<Server>(config); }),
+           py::arg("config"))
       // start/stop touch no Python object; stop joins threads that never take
       // the GIL, so releasing it cannot deadlock.
       .def("start", &Server::start, py::call_guard<py::gil_scoped_release>())

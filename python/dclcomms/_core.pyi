@@ -125,35 +125,93 @@ class ArchipelagoEngine:
 
 # --- ws ----------------------------------------------------------------------
 
-class WsServer:
+class WsConfig:
     def __init__(
         self,
         *,
-        host: str,
-        port: int,
-        io_threads: int,
-        auth_threads: int,
-        max_frame_bytes: int,
-        connector: bool,
-        connector_handshake_timeout_ms: int,
-        heartbeat_max_per_s: int,
-        connector_max_queued_bytes: int,
-        rooms: bool,
-        rooms_handshake_timeout_ms: int,
-        rooms_max_users: int,
-        rooms_soft_limit_bytes: int,
-        rooms_hard_limit_bytes: int,
-        ws_room_secret: str | None,
-        ws_room_require_token: bool,
-        http_timeout_ms: int,
-        max_pending_frames: int,
-        idle_timeout_ms: int,
-        bus: bool,
-        bus_max_frames_per_s: int,
-        bus_max_frame_bytes: int,
-        rooms_sender_max_msgs_per_s: int,
-        rooms_sender_max_bytes_per_s: int,
+        host: str = ...,
+        port: int = ...,
+        io_threads: int = ...,
+        auth_threads: int = ...,
+        max_frame_bytes: int = ...,
+        connector: bool = ...,
+        connector_handshake_timeout_ms: int = ...,
+        heartbeat_max_per_s: int = ...,
+        connector_max_queued_bytes: int = ...,
+        rooms: bool = ...,
+        rooms_handshake_timeout_ms: int = ...,
+        rooms_max_users: int = ...,
+        rooms_soft_limit_bytes: int = ...,
+        rooms_hard_limit_bytes: int = ...,
+        rooms_sender_max_msgs_per_s: int = ...,
+        rooms_sender_max_bytes_per_s: int = ...,
+        ws_room_secret: str | None = ...,
+        ws_room_require_token: bool = ...,
+        bus: bool = ...,
+        bus_max_frames_per_s: int = ...,
+        bus_max_frame_bytes: int = ...,
+        idle_timeout_ms: int = ...,
+        http_timeout_ms: int = ...,
+        max_pending_frames: int = ...,
+        max_pending_heartbeats: int = ...,
     ) -> None: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def io_threads(self) -> int: ...
+    @property
+    def auth_threads(self) -> int: ...
+    @property
+    def max_frame_bytes(self) -> int: ...
+    @property
+    def connector(self) -> bool: ...
+    @property
+    def connector_handshake_timeout_ms(self) -> int: ...
+    @property
+    def heartbeat_max_per_s(self) -> int: ...
+    @property
+    def connector_max_queued_bytes(self) -> int: ...
+    @property
+    def rooms(self) -> bool: ...
+    @property
+    def rooms_handshake_timeout_ms(self) -> int: ...
+    @property
+    def rooms_max_users(self) -> int: ...
+    @property
+    def rooms_soft_limit_bytes(self) -> int: ...
+    @property
+    def rooms_hard_limit_bytes(self) -> int: ...
+    @property
+    def rooms_sender_max_msgs_per_s(self) -> int: ...
+    @property
+    def rooms_sender_max_bytes_per_s(self) -> int: ...
+    @property
+    def ws_room_secret(self) -> str | None: ...
+    @property
+    def ws_room_require_token(self) -> bool: ...
+    @property
+    def bus(self) -> bool: ...
+    @property
+    def bus_max_frames_per_s(self) -> int: ...
+    @property
+    def bus_max_frame_bytes(self) -> int: ...
+    @property
+    def idle_timeout_ms(self) -> int: ...
+    @property
+    def http_timeout_ms(self) -> int: ...
+    @property
+    def max_pending_frames(self) -> int: ...
+    @property
+    def max_pending_heartbeats(self) -> int: ...
+    @staticmethod
+    def fields() -> list[tuple[str, object, str]]: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+class WsServer:
+    def __init__(self, config: WsConfig) -> None: ...
     def start(self) -> int: ...
     def stop(self) -> None: ...
     @property

@@ -19,7 +19,7 @@ connector handshake, then :class:`BusFrame` text frames in and
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass
 from typing import Any, Final, TypeAlias, cast
 
 import numpy as np
@@ -64,43 +64,45 @@ class Unset:
 UNSET: Final = Unset()
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    """Settings of one server; every limit is named here with its default."""
+class ServerConfig(_core.WsConfig):
+    """Settings of one server: every WebSocket limit, with its default and unit.
 
-    host: str = "127.0.0.1"
-    port: int = 0  # 0 = pick a free port
-    io_threads: int = 1
-    max_frame_bytes: int = 16384  # connector, rooms: larger inbound frame => close 1009
-    # connector (/ws, /archipelago/ws)
-    connector: bool = True
-    connector_handshake_timeout_ms: int = 60_000  # per handshake stage => 4001
-    heartbeat_max_per_s: int = 10  # above: dropped, counted
-    connector_max_queued_bytes: int = 1 << 20  # outbound; above => close 4008
-    # rooms (/rooms/<roomId>)
-    rooms: bool = True
-    rooms_handshake_timeout_ms: int = 10_000
-    rooms_max_users: int = 100
-    rooms_soft_limit_bytes: int = 64 * 1024  # above: unreliable updates to that receiver dropped
-    rooms_hard_limit_bytes: int = 1 << 20  # above: receiver closed 4008
-    ws_room_secret: str | None = None  # HS256 secret for ?access_token=
-    ws_room_require_token: bool = False
-    version: str = field(default_factory=lambda: dclcomms.__version__)
-    commit_hash: str = ""
-    # Extra settings (not in the contract's first version).
-    auth_threads: int = 1  # workers verifying auth chains off the I/O thread
-    http_timeout_ms: int = 10_000  # unanswered HttpRequest => 503
-    max_pending_frames: int = 8  # frames queued during the async auth step; overflow => 4000
-    idle_timeout_ms: int = 90_000  # silent (no frame, no pong) => 1001 "idle timeout"; 0 = off
-    # bus (/bus): connector handshake (timeout, deny list), then text frames; outbound
-    # limit connector_max_queued_bytes
-    bus: bool = False
-    bus_max_frames_per_s: int = 50  # more text frames within any 1 s => 4009
-    bus_max_frame_bytes: int = 32768  # larger inbound frame => close 1009
-    # rooms: optional sender token bucket (0 = off); over it unreliable updates are
-    # dropped (counted), a reliable one closes the sender 4009
-    rooms_sender_max_msgs_per_s: int = 0
-    rooms_sender_max_bytes_per_s: int = 0
+    The limits are the fields of the C++ ``ws::Config``, declared once
+    (``DCLCOMMS_WS_CONFIG`` in ``cpp/ws/include/dclcomms/ws/server.hpp``) and
+    bound as :class:`dclcomms._core.WsConfig`: keyword-only, frozen, each a
+    read-only property whose docstring gives its unit and default
+    (``help(ServerConfig)``; :meth:`fields` lists them). A value out of range
+    raises :class:`~dclcomms.errors.ConfigError` (``code="invalid_parameter"``)
+    whose message starts with the field's name. ``version`` and ``commit_hash``
+    are what the embedder's ``/status`` reports; the server does not read them.
+    """
+
+    version: str
+    commit_hash: str
+
+    def __init__(self, *, version: str | None = None, commit_hash: str = "", **limits: Any) -> None:
+        super().__init__(**limits)
+        object.__setattr__(self, "version", dclcomms.__version__ if version is None else version)
+        object.__setattr__(self, "commit_hash", commit_hash)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ServerConfig):
+            return NotImplemented
+        same = (self.version, self.commit_hash) == (other.version, other.commit_hash)
+        return same and super().__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash((super().__hash__(), self.version, self.commit_hash))
+
+    def __repr__(self) -> str:
+        identity = f"version={self.version!r}, commit_hash={self.commit_hash!r}"
+        return f"{super().__repr__()[:-1]}, {identity})"
 
 
 @dataclass(frozen=True)
@@ -192,33 +194,7 @@ class Server:
 
     def __init__(self, config: ServerConfig | None = None) -> None:
         self.config = config if config is not None else ServerConfig()
-        c = self.config
-        self._core = _core.WsServer(
-            host=c.host,
-            port=c.port,
-            io_threads=c.io_threads,
-            auth_threads=c.auth_threads,
-            max_frame_bytes=c.max_frame_bytes,
-            connector=c.connector,
-            connector_handshake_timeout_ms=c.connector_handshake_timeout_ms,
-            heartbeat_max_per_s=c.heartbeat_max_per_s,
-            connector_max_queued_bytes=c.connector_max_queued_bytes,
-            rooms=c.rooms,
-            rooms_handshake_timeout_ms=c.rooms_handshake_timeout_ms,
-            rooms_max_users=c.rooms_max_users,
-            rooms_soft_limit_bytes=c.rooms_soft_limit_bytes,
-            rooms_hard_limit_bytes=c.rooms_hard_limit_bytes,
-            ws_room_secret=c.ws_room_secret,
-            ws_room_require_token=c.ws_room_require_token,
-            http_timeout_ms=c.http_timeout_ms,
-            max_pending_frames=c.max_pending_frames,
-            idle_timeout_ms=c.idle_timeout_ms,
-            bus=c.bus,
-            bus_max_frames_per_s=c.bus_max_frames_per_s,
-            bus_max_frame_bytes=c.bus_max_frame_bytes,
-            rooms_sender_max_msgs_per_s=c.rooms_sender_max_msgs_per_s,
-            rooms_sender_max_bytes_per_s=c.rooms_sender_max_bytes_per_s,
-        )
+        self._core = _core.WsServer(self.config)
 
     def start(self) -> int:
         """Binds and starts the I/O thread(s); returns the bound port."""

@@ -86,15 +86,14 @@ class WsppLink final : public Link {
   asio::steady_timer timer_;
 };
 
-Server::Impl::Impl(Config cfg) : cfg_(std::move(cfg)), hub_(cfg_, *this) {
-  if (cfg_.io_threads < 1 || cfg_.auth_threads < 1 || cfg_.max_frame_bytes < 1 ||
-      cfg_.heartbeat_max_per_s < 1 || cfg_.max_pending_frames < 1 ||
-      cfg_.rooms_soft_limit_bytes > cfg_.rooms_hard_limit_bytes ||
-      cfg_.connector_handshake_timeout_ms < 1 || cfg_.rooms_handshake_timeout_ms < 1 ||
-      cfg_.http_timeout_ms < 1 || cfg_.idle_timeout_ms < 0 || cfg_.bus_max_frames_per_s < 1 ||
-      cfg_.bus_max_frame_bytes < 1 || cfg_.rooms_sender_max_msgs_per_s < 0) {
-    throw Error(ErrorKind::Config, "invalid_parameter", "invalid WebSocket server configuration");
-  }
+namespace {
+Config validated(Config cfg) {
+  validate(cfg);
+  return cfg;
+}
+}  // namespace
+
+Server::Impl::Impl(Config cfg) : cfg_(validated(std::move(cfg))), hub_(cfg_, *this) {
   efd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (efd_ < 0) throw Error(ErrorKind::Config, "eventfd_failed", "eventfd() failed");
 }

@@ -38,7 +38,7 @@ using MessagePtr = Endpoint::message_ptr;
 
 class Server::Impl final : public Environment {
  public:
-  explicit Impl(Config cfg);  // cfg must be valid (validate(cfg))
+  explicit Impl(Config cfg);  // validate(cfg) first
   ~Impl() override;
 
   uint16_t start();

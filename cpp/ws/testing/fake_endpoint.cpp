@@ -65,7 +65,7 @@ class FakeEndpoint::Link final : public ws::Link {
 };
 
 FakeEndpoint::FakeEndpoint(const Config& cfg, std::optional<int64_t> start_unix_ms)
-    : cfg_(cfg), hub_(std::make_unique<Hub>(cfg_, *this)) {
+    : cfg_((validate(cfg), cfg)), hub_(std::make_unique<Hub>(cfg_, *this)) {
   unix_ms_ = start_unix_ms.value_or(real_unix_ms());
   steady_ms_ = 1'000'000;  // arbitrary origin: only differences matter
   next_sweep_ms_ = steady_ms_ + sweep_period(cfg_);

@@ -60,6 +60,7 @@ using Conn = std::shared_ptr<FakeConnection>;
 
 class FakeEndpoint final : public Environment {
  public:
+  // cfg is validated (validate() throws as Server's constructor does).
   // start_unix_ms: the wall clock at construction (default: the real one, so
   // auth chains signed now verify; expiry checks use this clock).
   explicit FakeEndpoint(const Config& cfg, std::optional<int64_t> start_unix_ms = std::nullopt);

@@ -27,46 +27,81 @@
 
 namespace dclcomms::ws {
 
+// Every setting of one server, in one list: type, name, default, minimum and
+// doc (unit, effect). Config's fields, validate() and the Python binding
+// (dclcomms.ws.ServerConfig: keywords, defaults, docstrings, the field named
+// in errors) are all generated from it, so a new limit is one line here plus
+// the code that enforces it (docs/architecture.md). Minimum kAny: not checked
+// (strings, flags, and unsigned values whose every value is meaningful).
+// clang-format off
+#define DCLCOMMS_WS_CONFIG(X)                                                                      \
+  X(std::string, host, "127.0.0.1", kAny,                                                          \
+    "address to listen on (an IPv4 or IPv6 literal)")                                              \
+  X(uint16_t, port, 0, kAny, "TCP port; 0 = pick a free one")                                      \
+  X(int, io_threads, 1, 1, "asio threads running every socket handler")                            \
+  X(int, auth_threads, 1, 1, "workers verifying auth chains off the I/O threads")                  \
+  X(size_t, max_frame_bytes, 16384, 1,                                                             \
+    "connector and rooms: a larger inbound frame is closed 1009 (bytes)")                          \
+  /* connector (/ws, /archipelago/ws) */                                                           \
+  X(bool, connector, true, kAny, "serve the Archipelago connector on /ws and /archipelago/ws")     \
+  X(int64_t, connector_handshake_timeout_ms, 60'000, 1,                                            \
+    "connector and bus: each handshake stage must end within this (ms), else 4001")                \
+  X(int, heartbeat_max_per_s, 10, 1,                                                               \
+    "connector heartbeats accepted per session and 1 s window; more are dropped (counted)")        \
+  X(size_t, connector_max_queued_bytes, 1 << 20, kAny,                                             \
+    "connector and bus: a send that would queue more than this to a session closes it 4008 "       \
+    "(bytes; nothing is dropped)")                                                                 \
+  /* rooms (/rooms/<roomId>) */                                                                    \
+  X(bool, rooms, true, kAny, "serve RFC-5 rooms on /rooms/<roomId>")                               \
+  X(int64_t, rooms_handshake_timeout_ms, 10'000, 1,                                                \
+    "rooms: each handshake stage must end within this (ms), else 4001")                            \
+  X(size_t, rooms_max_users, 100, kAny, "members per room; more are kicked 4007")                  \
+  X(size_t, rooms_soft_limit_bytes, 64 * 1024, kAny,                                               \
+    "rooms: above this many bytes queued to a receiver, unreliable updates to it are dropped "     \
+    "(counted)")                                                                                   \
+  X(size_t, rooms_hard_limit_bytes, 1 << 20, kAny,                                                 \
+    "rooms: a message that would queue more than this to a receiver closes it 4008 (bytes; "       \
+    "at least rooms_soft_limit_bytes)")                                                            \
+  X(int, rooms_sender_max_msgs_per_s, 0, 0,                                                        \
+    "rooms sender token bucket, messages/s (0 = off): over it an unreliable update is dropped, "   \
+    "a reliable one closes the sender 4009")                                                       \
+  X(size_t, rooms_sender_max_bytes_per_s, 0, kAny,                                                 \
+    "rooms sender token bucket, bytes/s of update bodies (0 = off)")                               \
+  X(std::optional<std::string>, ws_room_secret, std::nullopt, kAny,                                \
+    "HS256 key of room ?access_token= JWTs (None: tokens are rejected)")                           \
+  X(bool, ws_room_require_token, false, kAny, "rooms: reject upgrades without ?access_token=")     \
+  /* bus (/bus): the connector's handshake (its timeout, the deny list), then text frames; */      \
+  /* outbound limit connector_max_queued_bytes */                                                  \
+  X(bool, bus, false, kAny, "serve the message-bus transport on /bus")                             \
+  X(int, bus_max_frames_per_s, 50, 1, "bus: more text frames than this within any 1 s => 4009")    \
+  X(size_t, bus_max_frame_bytes, 32768, 1, "bus: a larger inbound frame is closed 1009 (bytes)")   \
+  /* every session */                                                                              \
+  X(int64_t, idle_timeout_ms, 90'000, 0,                                                           \
+    "a session silent (no frame, no pong) this long is closed 1001 'idle timeout'; pinged after "  \
+    "a third of it (ms; 0 = off)")                                                                 \
+  X(int64_t, http_timeout_ms, 10'000, 1,                                                           \
+    "plain HTTP requests not answered by the embedder within this get 503 (ms)")                   \
+  X(size_t, max_pending_frames, 8, 1,                                                              \
+    "frames queued while an auth chain is verified; one more closes the session 4000")             \
+  X(size_t, max_pending_heartbeats, 1 << 20, kAny,                                                 \
+    "accepted heartbeats waiting for poll(); more are dropped (counted) so a stalled embedder "     \
+    "cannot exhaust memory")
+// clang-format on
+
+// The minimum of settings that have none.
+struct NoMinimum {};
+inline constexpr NoMinimum kAny{};
+
 struct Config {
-  std::string host = "127.0.0.1";
-  uint16_t port = 0;  // 0 = pick a free port
-  int io_threads = 1;
-  int auth_threads = 1;
-  size_t max_frame_bytes = 16384;  // connector, rooms: larger inbound frame => close 1009
-  // connector (/ws, /archipelago/ws)
-  bool connector = true;
-  int64_t connector_handshake_timeout_ms = 60'000;  // per handshake stage => 4001
-  int heartbeat_max_per_s = 10;                     // above: dropped, counted
-  size_t connector_max_queued_bytes = 1 << 20;      // outbound; above => close 4008
-  // rooms (/rooms/<roomId>)
-  bool rooms = true;
-  int64_t rooms_handshake_timeout_ms = 10'000;
-  size_t rooms_max_users = 100;
-  size_t rooms_soft_limit_bytes = 64 * 1024;  // above: unreliable updates dropped
-  size_t rooms_hard_limit_bytes = 1 << 20;    // above: receiver closed 4008
-  // Optional sender token bucket (0 = off): over it, unreliable updates are
-  // dropped (counted) and a reliable one closes the sender 4009.
-  int rooms_sender_max_msgs_per_s = 0;
-  size_t rooms_sender_max_bytes_per_s = 0;
-  std::optional<std::string> ws_room_secret;  // HS256 key of ?access_token=
-  bool ws_room_require_token = false;
-  // bus (/bus): the connector handshake (connector_handshake_timeout_ms, the
-  // deny list), then text frames; outbound limit connector_max_queued_bytes.
-  bool bus = false;
-  int bus_max_frames_per_s = 50;       // more text frames within any 1 s => 4009
-  size_t bus_max_frame_bytes = 32768;  // larger inbound frame => close 1009
-  // Sessions that sent nothing (no frame, no pong) for this long are closed
-  // 1001 "idle timeout"; the server pings those idle for a third of it.
-  // 0 disables.
-  int64_t idle_timeout_ms = 90'000;
-  // HTTP requests handed to the embedder are answered 503 after this long.
-  int64_t http_timeout_ms = 10'000;
-  // Frames queued while a handshake step is asynchronous; overflow => 4000.
-  size_t max_pending_frames = 8;
-  // Accepted heartbeats waiting for poll(); above, further heartbeats are
-  // dropped (counted) so a stalled embedder cannot exhaust memory.
-  size_t max_pending_heartbeats = 1 << 20;
+#define DCLCOMMS_WS_CONFIG_FIELD(type, name, default_value, minimum, doc) type name = default_value;
+  DCLCOMMS_WS_CONFIG(DCLCOMMS_WS_CONFIG_FIELD)
+#undef DCLCOMMS_WS_CONFIG_FIELD
 };
+
+// Throws Error{Config, "invalid_parameter", "<field>: <why>"} naming the first
+// setting below its minimum (or rooms_soft_limit_bytes above
+// rooms_hard_limit_bytes).
+void validate(const Config& config);
 
 // --- events drained by poll() ------------------------------------------------
 
@@ -116,7 +151,7 @@ struct Stats {
 
 class Server {
  public:
-  explicit Server(Config config);  // throws Error{Config, "invalid_parameter"}
+  explicit Server(Config config);  // validate(config) first
   ~Server();                       // stops if running
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

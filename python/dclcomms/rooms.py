@@ -218,21 +218,21 @@ def main(argv: Sequence[str]) -> int:
         if ns.announce_interval <= 0:
             p.error("--announce-interval must be > 0")
         announce = Announce(tuple(ns.nats), ns.public_url, ns.node_id, ns.announce_interval)
+    config = ServerConfig(
+        host=ns.host,
+        port=ns.port,
+        io_threads=ns.io_threads,
+        connector=False,
+        rooms_max_users=ns.max_users,
+        rooms_handshake_timeout_ms=ns.handshake_timeout_ms,
+        ws_room_secret=ns.secret,
+        ws_room_require_token=ns.require_token,
+        rooms_sender_max_msgs_per_s=ns.sender_max_msgs_per_s,
+        rooms_sender_max_bytes_per_s=ns.sender_max_bytes_per_s,
+        version=dclcomms.__version__,
+        commit_hash=ns.commit_hash,
+    )
     try:
-        config = ServerConfig(
-            host=ns.host,
-            port=ns.port,
-            io_threads=ns.io_threads,
-            connector=False,
-            rooms_max_users=ns.max_users,
-            rooms_handshake_timeout_ms=ns.handshake_timeout_ms,
-            ws_room_secret=ns.secret,
-            ws_room_require_token=ns.require_token,
-            rooms_sender_max_msgs_per_s=ns.sender_max_msgs_per_s,
-            rooms_sender_max_bytes_per_s=ns.sender_max_bytes_per_s,
-            version=dclcomms.__version__,
-            commit_hash=ns.commit_hash,
-        )
         asyncio.run(serve(config, announce=announce))
     except dclcomms.ConfigError as e:
         print(f"dclcomms rooms: {e}", file=sys.stderr)

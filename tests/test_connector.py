@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from dclcomms import codec, errors
-from dclcomms.pubsub import IslandChanged
+from dclcomms.pubsub import IslandChanged, IslandMembers
 from dclcomms.ws import (
     UNSET,
     Event,
@@ -269,6 +269,9 @@ async def test_kick_from_python_and_sends(rng: random.Random) -> None:
             # the same packet from an encoded IslandChangedMessage: wrapped byte for byte
             encoded = IslandChanged("I8", "livekit:x", "I7", dict(peers[:1])).to_bytes()
             server.send_island_changed_message(me.lower, encoded)
+            # ... and from the header fields and the members' encoded entries, in one call
+            members = IslandMembers(peers[:1])
+            server.send_island_changed(me.lower, "I8", "livekit:x", "I7", members.to_bytes())
             server.send_join_island(me.lower, "I8", other.lower)
             server.send_left_island(me.lower, "I8", other.lower)
             server.send_join_island("0x" + "0" * 40, "I8", other.lower)  # not connected: ignored
@@ -289,6 +292,7 @@ async def test_kick_from_python_and_sends(rng: random.Random) -> None:
             assert wrapped == codec.encode_island_changed(
                 "I8", "livekit:x", "I7", peers[:1], server_packet=True
             )
+            assert await recv_bin(ws) == wrapped
             assert decode_server(await recv_bin(ws)) == (
                 "join_island",
                 {"island_id": "I8", "peer_id": other.lower},

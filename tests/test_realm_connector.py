@@ -31,8 +31,10 @@ class Recorder:
         island_id: str,
         conn_str: str,
         from_island_id: str | None,
-        peers: list[Any],
+        peers: list[Any] | bytes,
     ) -> None:
+        if isinstance(peers, bytes):  # the members' encoded entries
+            peers = list(IslandChanged.from_bytes(peers).peers.items())
         self.calls.append(("changed", address, island_id, from_island_id, [p for p, _ in peers]))
 
     def send_island_changed_message(self, address: str, message: bytes) -> None:

@@ -148,3 +148,10 @@ def test_every_server_setting_is_documented() -> None:
     text = (Path(__file__).resolve().parents[1] / "docs" / "ws.md").read_text(encoding="utf-8")
     missing = [name for name, _, _ in ServerConfig.fields() if f"`{name}`" not in text]
     assert not missing, f"docs/ws.md does not describe {missing}"
+
+
+def test_every_event_kind_has_its_event() -> None:
+    from dclcomms import _core
+    from dclcomms.ws import _EVENTS
+
+    assert set(_EVENTS) == set(_core.WsEventKind)

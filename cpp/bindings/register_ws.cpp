@@ -1,6 +1,7 @@
 // Python bindings for the ws area: dclcomms._core.WsServer, wrapped by
 // dclcomms.ws.Server (the public API).
 
+#include <pybind11/native_enum.h>
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
@@ -10,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -27,23 +29,34 @@ namespace {
 
 using ws::Server;
 
+// (kind, ...) tuples: the kind is the WsEventKind member (dclcomms.ws._event
+// dispatches on it).
 py::object event_to_python(ws::Event& ev) {
-  if (auto* r = std::get_if<ws::HttpRequest>(&ev)) {
-    py::dict headers;
-    for (const auto& [k, v] : r->headers) headers[py::str(k)] = py::str(v);
-    return py::make_tuple("http", r->request_id, r->method, r->path, r->query, headers,
-                          py::bytes(r->body));
+  py::object kind = py::cast(ws::kind_of(ev));
+  switch (ws::kind_of(ev)) {
+    case ws::EventKind::Http: {
+      auto& r = std::get<ws::HttpRequest>(ev);
+      py::dict headers;
+      for (const auto& [k, v] : r.headers) headers[py::str(k)] = py::str(v);
+      return py::make_tuple(kind, r.request_id, r.method, r.path, r.query, headers,
+                            py::bytes(r.body));
+    }
+    case ws::EventKind::Connected:
+      return py::make_tuple(kind, std::get<ws::PeerConnected>(ev).address);
+    case ws::EventKind::Disconnected:
+      return py::make_tuple(kind, std::get<ws::PeerDisconnected>(ev).address);
+    case ws::EventKind::BusOpened:
+      return py::make_tuple(kind, std::get<ws::BusOpened>(ev).address);
+    case ws::EventKind::BusFrame: {
+      // websocketpp only delivers text frames that are valid UTF-8.
+      auto& f = std::get<ws::BusFrame>(ev);
+      return py::make_tuple(kind, f.address, py::str(f.text));
+    }
+    case ws::EventKind::BusClosed:
+      return py::make_tuple(kind, std::get<ws::BusClosed>(ev).address);
+    case ws::EventKind::Heartbeats:
+      break;
   }
-  if (auto* c = std::get_if<ws::PeerConnected>(&ev)) return py::make_tuple("connected", c->address);
-  if (auto* d = std::get_if<ws::PeerDisconnected>(&ev)) {
-    return py::make_tuple("disconnected", d->address);
-  }
-  if (auto* f = std::get_if<ws::BusFrame>(&ev)) {
-    // websocketpp only delivers text frames that are valid UTF-8.
-    return py::make_tuple("bus_frame", f->address, py::str(f->text));
-  }
-  if (auto* o = std::get_if<ws::BusOpened>(&ev)) return py::make_tuple("bus_opened", o->address);
-  if (auto* c = std::get_if<ws::BusClosed>(&ev)) return py::make_tuple("bus_closed", c->address);
   auto& hb = std::get<ws::Heartbeats>(ev);
   const auto n = static_cast<py::ssize_t>(hb.addresses.size());
   py::array_t<float> positions({n, static_cast<py::ssize_t>(3)});
@@ -56,7 +69,7 @@ py::object event_to_python(ws::Event& ev) {
     const auto& d = hb.desired_rooms[i];
     desired[i] = d ? py::object(py::str(*d)) : py::object(py::none());
   }
-  return py::make_tuple("heartbeats", addresses, positions, desired, received);
+  return py::make_tuple(kind, addresses, positions, desired, received);
 }
 
 // ---- ws::Config, bound field by field from DCLCOMMS_WS_CONFIG ----------------------
@@ -182,6 +195,16 @@ void register_config(py::module_& m) {
 
 void register_ws(py::module_& m) {
   register_config(m);
+  py::native_enum<ws::EventKind>(m, "WsEventKind", "enum.IntEnum",
+                                 "The kind of a polled event (the first item of its tuple)")
+      .value("HTTP", ws::EventKind::Http)
+      .value("CONNECTED", ws::EventKind::Connected)
+      .value("DISCONNECTED", ws::EventKind::Disconnected)
+      .value("HEARTBEATS", ws::EventKind::Heartbeats)
+      .value("BUS_OPENED", ws::EventKind::BusOpened)
+      .value("BUS_FRAME", ws::EventKind::BusFrame)
+      .value("BUS_CLOSED", ws::EventKind::BusClosed)
+      .finalize();
   py::class_<Server>(
       m, "WsServer",
       "WebSocket server core: connector (/ws), RFC-5 rooms (/rooms/<id>), bus (/bus)")
@@ -216,6 +239,25 @@ void register_ws(py::module_& m) {
             s.respond(request_id, status, std::move(headers), std::move(body));
           },
           py::arg("request_id"), py::arg("status"), py::arg("headers"), py::arg("body"))
+      .def(
+          "send_island_changed",
+          [](Server& s, const std::string& address, const std::string& island_id,
+             const std::string& conn_str, const std::optional<std::string>& from_island_id,
+             const py::bytes& peers) {
+            // peers: the encoded peers entries (e.g. shared by every member of one
+            // island). The bytes object is immutable and referenced by this call, so
+            // its buffer stays valid while the GIL is released.
+            char* data = nullptr;
+            py::ssize_t size = 0;
+            if (PyBytes_AsStringAndSize(peers.ptr(), &data, &size) != 0) {
+              throw py::error_already_set();
+            }
+            const std::string_view entries(data, static_cast<size_t>(size));
+            py::gil_scoped_release release;
+            s.send_island_changed(address, island_id, conn_str, from_island_id, entries);
+          },
+          py::arg("address"), py::arg("island_id"), py::arg("conn_str"), py::arg("from_island_id"),
+          py::arg("peers"))
       .def(
           "send_island_changed",
           [](Server& s, const std::string& address, std::string island_id, std::string conn_str,

@@ -2,6 +2,7 @@
 # tests/test_stubs.py checks these against the built module: every public name
 # and every parameter name must match.
 
+import enum
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -210,6 +211,15 @@ class WsConfig:
     def __eq__(self, other: object) -> bool: ...
     def __hash__(self) -> int: ...
 
+class WsEventKind(enum.IntEnum):
+    HTTP = 0
+    CONNECTED = 1
+    DISCONNECTED = 2
+    HEARTBEATS = 3
+    BUS_OPENED = 4
+    BUS_FRAME = 5
+    BUS_CLOSED = 6
+
 class WsServer:
     def __init__(self, config: WsConfig) -> None: ...
     def start(self) -> int: ...
@@ -227,7 +237,7 @@ class WsServer:
         island_id: str,
         conn_str: str,
         from_island_id: str | None,
-        peers: list[tuple[str, tuple[float, float, float]]],
+        peers: bytes | list[tuple[str, tuple[float, float, float]]],
     ) -> None: ...
     def send_island_changed_message(self, address: str, message: bytes) -> None: ...
     def send_join_island(self, address: str, island_id: str, peer_id: str) -> None: ...

@@ -18,7 +18,7 @@ connector handshake, then :class:`BusFrame` text frames in and
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import FrozenInstanceError, dataclass
 from typing import Any, Final, TypeAlias, cast
 
@@ -168,25 +168,31 @@ Event: TypeAlias = (
 )
 
 
-def _event(raw_: tuple[object, ...]) -> Event:
-    raw = cast(tuple[Any, ...], raw_)
-    kind = raw[0]
-    if kind == "heartbeats":
-        desired: list[str | Unset | None] = [UNSET if d is None else d for d in raw[3]]
-        return Heartbeats(raw[1], raw[2], desired, raw[4])
-    if kind == "http":
-        return HttpRequest(raw[1], raw[2], raw[3], raw[4], raw[5], raw[6])
-    if kind == "bus_frame":
-        return BusFrame(raw[1], raw[2])
-    if kind == "connected":
-        return PeerConnected(raw[1])
-    if kind == "disconnected":
-        return PeerDisconnected(raw[1])
-    if kind == "bus_opened":
-        return BusOpened(raw[1])
-    if kind == "bus_closed":
-        return BusClosed(raw[1])
-    raise AssertionError(f"unknown event kind {kind!r}")
+def _heartbeats(
+    addresses: list[str],
+    positions: npt.NDArray[np.float32],
+    desired: list[str | None],
+    received_ms: npt.NDArray[np.int64],
+) -> Heartbeats:
+    rooms: list[str | Unset | None] = [UNSET if d is None else d for d in desired]
+    return Heartbeats(addresses, positions, rooms, received_ms)
+
+
+_K = _core.WsEventKind
+# Polled events are (kind, *fields): one constructor per kind, fields in order.
+_EVENTS: Final[dict[_core.WsEventKind, Callable[..., Event]]] = {
+    _K.HEARTBEATS: _heartbeats,
+    _K.HTTP: HttpRequest,
+    _K.CONNECTED: PeerConnected,
+    _K.DISCONNECTED: PeerDisconnected,
+    _K.BUS_OPENED: BusOpened,
+    _K.BUS_FRAME: BusFrame,
+    _K.BUS_CLOSED: BusClosed,
+}
+
+
+def _event(raw: tuple[object, ...]) -> Event:
+    return _EVENTS[cast(_core.WsEventKind, raw[0])](*raw[1:])
 
 
 class Server:
@@ -228,10 +234,21 @@ class Server:
         island_id: str,
         conn_str: str,
         from_island_id: str | None,
-        peers: Sequence[tuple[str, tuple[float, float, float]]],
+        peers: Sequence[tuple[str, tuple[float, float, float]]] | bytes,
     ) -> None:
-        """``ServerPacket{island_changed}`` to the connector session of address."""
-        self._core.send_island_changed(address, island_id, conn_str, from_island_id, list(peers))
+        """``ServerPacket{island_changed}`` to the connector session of address, encoded
+        in one call.
+
+        ``peers``: every member with its position, or the members' entries already
+        encoded (``bytes``, e.g. :meth:`dclcomms.pubsub.IslandMembers.to_bytes`, shared by
+        every member of the island), which are copied into the frame as they are.
+        """
+        if isinstance(peers, bytes):
+            self._core.send_island_changed(address, island_id, conn_str, from_island_id, peers)
+        else:
+            self._core.send_island_changed(
+                address, island_id, conn_str, from_island_id, list(peers)
+            )
 
     def send_island_changed_message(self, address: str, message: bytes) -> None:
         """``ServerPacket{island_changed}`` around an encoded ``IslandChangedMessage``.

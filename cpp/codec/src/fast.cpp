@@ -4,6 +4,7 @@
 
 #include "dclcomms/codec/fast.hpp"
 
+#include <cstring>
 #include <unordered_map>
 
 #include "dclcomms/codec/wire.hpp"
@@ -370,6 +371,23 @@ std::string encode_server_island_changed(const IslandChanged& msg) {
   char* p = wire::put_tag(out.data(), 3, wire::kLen);
   p = wire::put_varint(p, body);
   put_island_changed_body(p, msg);
+  return out;
+}
+
+std::string encode_server_island_changed(std::string_view island_id, std::string_view conn_str,
+                                         const std::optional<std::string>& from_island_id,
+                                         std::string_view peers_entries) {
+  size_t body = peers_entries.size();
+  if (!island_id.empty()) body += wire::len_field_size(1, island_id.size());
+  if (!conn_str.empty()) body += wire::len_field_size(2, conn_str.size());
+  if (from_island_id) body += wire::len_field_size(3, from_island_id->size());
+  std::string out(wire::len_field_size(3, body), '\0');
+  char* p = wire::put_tag(out.data(), 3, wire::kLen);
+  p = wire::put_varint(p, body);
+  if (!island_id.empty()) p = wire::put_len_field(p, 1, island_id);
+  if (!conn_str.empty()) p = wire::put_len_field(p, 2, conn_str);
+  if (from_island_id) p = wire::put_len_field(p, 3, *from_island_id);  // E2
+  if (!peers_entries.empty()) std::memcpy(p, peers_entries.data(), peers_entries.size());
   return out;
 }
 

@@ -316,6 +316,13 @@ void Server::send_connector(const std::string& address, std::string payload) {
 void Server::send_island_changed(const std::string& address, const codec::IslandChanged& msg) {
   send_connector(address, codec::encode_server_island_changed(msg));
 }
+void Server::send_island_changed(const std::string& address, std::string_view island_id,
+                                 std::string_view conn_str,
+                                 const std::optional<std::string>& from_island_id,
+                                 std::string_view peers_entries) {
+  send_connector(address, codec::encode_server_island_changed(island_id, conn_str, from_island_id,
+                                                              peers_entries));
+}
 void Server::send_island_changed_message(const std::string& address, std::string message) {
   send_connector(address, codec::wrap_server_island_changed(message));
 }

@@ -21,13 +21,19 @@ The handshake, duplicate kicks, limits and close codes live in C++
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from dclcomms.metrics import Registry
-from dclcomms.pubsub import HeartbeatBatch, IslandChanged, IslandPeer, PubSub, Subscription
+from dclcomms.pubsub import (
+    HeartbeatBatch,
+    IslandChanged,
+    IslandMembers,
+    IslandPeer,
+    PubSub,
+    Subscription,
+)
 
 log = logging.getLogger("dclcomms.realm.connector")
 
@@ -118,10 +124,11 @@ class Connector:
         self.island_of[addr] = msg.island_id
         self.members.setdefault(msg.island_id, set()).add(addr)
         self._fresh[addr] = msg.island_id
-        if from_island != msg.from_island_id:
-            msg = dataclasses.replace(msg, from_island_id=from_island)
-        # the member entries stay encoded (shared per island): wrapped, not re-encoded
-        self.server.send_island_changed_message(addr, msg.to_bytes())
+        # One C++ call encodes the frame; the member entries stay encoded (shared by
+        # every member of the island): copied, not re-encoded.
+        peers = msg.peers
+        entries = peers.to_bytes() if isinstance(peers, IslandMembers) else list(peers.items())
+        self.server.send_island_changed(addr, msg.island_id, msg.conn_str, from_island, entries)
         self.m_sent.inc(kind="island_changed")
 
     def _on_tick_end(self, _subject: str, _msg: object) -> None:

@@ -84,6 +84,14 @@ std::string encode_server_challenge_response(std::string_view challenge_to_sign,
                                              bool already_connected);
 std::string encode_server_welcome(std::string_view peer_id);
 std::string encode_server_island_changed(const IslandChanged& msg);
+// The same frame from the header fields and the peers entries already encoded
+// (the bytes encode_island_changed_message writes after the header fields,
+// e.g. the tail that decode_island_changed_header locates): the header is
+// encoded here, the entries copied as they are (not inspected). Equal to
+// encode_server_island_changed(msg) when the entries are those of msg.peers.
+std::string encode_server_island_changed(std::string_view island_id, std::string_view conn_str,
+                                         const std::optional<std::string>& from_island_id,
+                                         std::string_view peers_entries);
 // ServerPacket{island_changed} around an already-encoded IslandChangedMessage
 // (the bytes are not inspected: callers pass what they encoded or decoded).
 std::string wrap_server_island_changed(std::string_view island_changed_message);

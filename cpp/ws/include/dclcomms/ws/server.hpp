@@ -19,6 +19,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -141,6 +143,28 @@ struct BusClosed {
 using Event = std::variant<HttpRequest, PeerConnected, PeerDisconnected, Heartbeats, BusOpened,
                            BusFrame, BusClosed>;
 
+// The kind of an Event: its alternative, in variant order (bound to Python as
+// _core.WsEventKind, the first item of every polled event).
+enum class EventKind : uint8_t {
+  Http,
+  Connected,
+  Disconnected,
+  Heartbeats,
+  BusOpened,
+  BusFrame,
+  BusClosed
+};
+inline EventKind kind_of(const Event& ev) noexcept {
+  return static_cast<EventKind>(ev.index());
+}
+static_assert(std::variant_size_v<Event> == static_cast<size_t>(EventKind::BusClosed) + 1);
+static_assert(
+    std::is_same_v<std::variant_alternative_t<static_cast<size_t>(EventKind::Heartbeats), Event>,
+                   Heartbeats>);
+static_assert(
+    std::is_same_v<std::variant_alternative_t<static_cast<size_t>(EventKind::BusClosed), Event>,
+                   BusClosed>);
+
 // Counters are monotonic since start(); gauges are current values.
 struct Stats {
   std::vector<std::pair<std::string, uint64_t>> connector;   // "sessions" first
@@ -177,6 +201,13 @@ class Server {
   // when not connected. Never dropped: a receiver above
   // connector_max_queued_bytes is closed 4008 instead.
   void send_island_changed(const std::string& address, const codec::IslandChanged& msg);
+  // The same from the header fields and the peers entries already encoded
+  // (what every member of one island shares): one call encodes the header and
+  // the frame around the entries, which are copied, not re-encoded.
+  void send_island_changed(const std::string& address, std::string_view island_id,
+                           std::string_view conn_str,
+                           const std::optional<std::string>& from_island_id,
+                           std::string_view peers_entries);
   // The same from an encoded IslandChangedMessage (e.g. received over NATS and
   // already validated by decoding): wrapped, not re-encoded.
   void send_island_changed_message(const std::string& address, std::string message);

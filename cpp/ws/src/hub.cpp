@@ -30,9 +30,14 @@ Hub::SessionPtr Hub::find(const void* key) const {
 
 void Hub::open(const void* key, std::unique_ptr<Link> link, const std::string& path,
                const std::string& query) {
+  auto kind = kind_of(path);
+  if (!kind) {  // the endpoint answers such upgrades 404: not reached
+    link->close(1011, "path not served");
+    return;
+  }
   auto s = std::make_shared<Session>();
   s->link = std::move(link);
-  s->kind = kind_of(path).value_or(Kind::Room);
+  s->kind = *kind;
   s->last_rx_ms = env_.unix_ms();
   sessions_.emplace(key, s);
   if (shut_down_) {

@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "codec-demo": ("dclcomms.codec:demo_main", "encode and decode the wire conformance messages"),
     "auth-verify": ("dclcomms.auth:verify_main", "verify an auth chain (file or stdin) by hand"),
     "realm": ("dclcomms.realm:main", "run a realm: connector, islands, rooms, /about, stats"),
+    "gatekeeper": (
+        "dclcomms.gatekeeper:main",
+        "the comms gatekeeper (scene rooms): migrate, operator commands",
+    ),
     "rooms": ("dclcomms.rooms:main", "standalone RFC-5 WebSocket room service (/rooms/<roomId>)"),
     "connector": ("dclcomms.nats.processes:connector_main", "connector + rooms + HTTP over NATS"),
     "core": ("dclcomms.nats.processes:core_main", "archipelago clustering core over NATS"),

@@ -1,0 +1,236 @@
+"""Gatekeeper storage (control-plane.md 1.6): every query on SQLite and PostgreSQL,
+Alembic migrations from an empty database and from the previous revision, the
+migrate command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from dclcomms.gatekeeper import storage
+from dclcomms.gatekeeper.storage import Conflict, Store, StorageError
+from tests.pg_fixtures import fresh_pg_database, pg_url  # noqa: F401
+
+A = "0x" + "a1" * 20
+B = "0x" + "b2" * 20
+OWNER = "0x" + "0c" * 20
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'gk.sqlite3'}"
+    else:
+        base = request.getfixturevalue("pg_url")
+        yield from fresh_pg_database(base)
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    s = Store.open(db_url)
+    yield s
+    s.close()
+
+
+def test_open_migrates_an_empty_database_to_head(db_url: str) -> None:
+    engine = storage.create_engine(storage.database_url(db_url))
+    assert storage.current_revision(engine) is None
+    engine.dispose()
+    s = Store.open(db_url)
+    try:
+        assert storage.current_revision(s.engine) == storage.head_revision()
+        names = set(sa.inspect(s.engine).get_table_names())
+        assert {
+            "scene_admin",
+            "scene_bans",
+            "user_bans",
+            "user_warnings",
+            "player_connection_info",
+            "cast_links",
+            "scene_room_roles",
+            "scene_room_settings",
+            "alembic_version",
+        } <= names
+    finally:
+        s.close()
+
+
+def test_upgrade_from_the_previous_revision_keeps_rows(db_url: str) -> None:
+    order = storage._order()
+    assert order[-1] == storage.head_revision() and len(order) >= 2
+    previous = order[-2]
+    engine = storage.create_engine(storage.database_url(db_url))
+    try:
+        assert storage.migrate(engine, previous) == previous
+        with engine.begin() as c:
+            c.execute(
+                sa.text(
+                    "INSERT INTO scene_bans (id, place_id, banned_address, banned_by, banned_at) "
+                    "VALUES ('x1', 'place', :a, :o, 1)"
+                ),
+                {"a": A, "o": OWNER},
+            )
+        with pytest.raises(StorageError) as e:
+            Store.open(db_url, migrate=False)
+        assert e.value.code == "not_migrated"
+        assert storage.migrate(engine) == storage.head_revision()
+    finally:
+        engine.dispose()
+    s = Store.open(db_url, migrate=False)
+    try:
+        assert s.is_scene_banned("place", A)
+    finally:
+        s.close()
+
+
+def test_downgrade_to_base_and_back(db_url: str) -> None:
+    engine = storage.create_engine(storage.database_url(db_url))
+    try:
+        storage.migrate(engine)
+        storage.migrate(engine, "base")
+        assert storage.current_revision(engine) is None
+        assert "scene_bans" not in sa.inspect(engine).get_table_names()
+        assert storage.migrate(engine) == storage.head_revision()
+    finally:
+        engine.dispose()
+
+
+def test_schema_of_the_revisions_matches_the_metadata(store: Store) -> None:
+    """The revisions create what schema.py declares (Alembic's autogenerate diff is empty)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from dclcomms.gatekeeper.schema import metadata
+
+    with store.engine.connect() as c:
+        diff = compare_metadata(MigrationContext.configure(c), metadata)
+    assert diff == []
+
+
+def test_platform_bans(store: Store) -> None:
+    assert store.platform_ban(A) is None
+    ban = store.add_platform_ban(
+        A.upper().replace("0X", "0x"), banned_by="moderator", reason="spam", now=1000
+    )
+    assert ban.banned_address == A and ban.expires_at is None
+    assert store.platform_ban(A, now=2000) == ban
+    with pytest.raises(Conflict):
+        store.add_platform_ban(A, banned_by="moderator", now=2000)
+    assert [b.banned_address for b in store.platform_bans(now=2000)] == [A]
+    assert store.lift_platform_ban(A, lifted_by="moderator", now=3000)
+    assert not store.lift_platform_ban(A, lifted_by="moderator", now=3001)
+    assert store.platform_ban(A, now=4000) is None
+    # timed ban: active until expires_at
+    timed = store.add_platform_ban(B, banned_by="m", duration_ms=500, custom_message="bye", now=10)
+    assert timed.expires_at == 510
+    assert store.platform_ban(B, now=509) is not None
+    assert store.platform_ban(B, now=510) is None
+    assert store.platform_bans(now=600) == []
+    store.add_platform_ban(B, banned_by="m", now=600)  # the expired one does not conflict
+
+
+def test_warnings(store: Store) -> None:
+    store.add_warning(A, warned_by="mod", reason="first", now=1)
+    store.add_warning(A, warned_by="mod", reason="second", now=2)
+    assert [w.reason for w in store.warnings(A)] == ["first", "second"]
+    assert store.warnings(B) == []
+
+
+def test_scene_bans(store: Store) -> None:
+    assert store.add_scene_ban("p1", A, banned_by=OWNER, now=1)
+    assert not store.add_scene_ban("p1", A, banned_by=OWNER, now=2)  # unique per place
+    assert store.add_scene_ban("p2", A, banned_by=OWNER, now=3)
+    for i in range(5):
+        store.add_scene_ban("p1", f"0x{i:040x}", banned_by=OWNER, now=10 + i)
+    assert store.is_scene_banned("p1", A) and not store.is_scene_banned("p1", B)
+    rows, total = store.scene_bans("p1", limit=2, offset=0)
+    assert total == 6 and [r.banned_address for r in rows] == [f"0x{4:040x}", f"0x{3:040x}"]
+    rows, _ = store.scene_bans("p1", limit=10, offset=5)
+    assert [r.banned_address for r in rows] == [A]
+    assert store.remove_scene_ban("p1", A) and not store.remove_scene_ban("p1", A)
+    assert not store.is_scene_banned("p1", A) and store.is_scene_banned("p2", A)
+
+
+def test_scene_admins(store: Store) -> None:
+    assert store.add_scene_admin("p1", A, added_by=OWNER, now=1)
+    assert not store.add_scene_admin("p1", A, added_by=OWNER, now=2)  # unique while active
+    assert store.is_scene_admin("p1", A) and not store.is_scene_admin("p2", A)
+    assert store.remove_scene_admin("p1", A) and not store.remove_scene_admin("p1", A)
+    assert store.scene_admins("p1") == []
+    assert store.add_scene_admin("p1", A, added_by=B, now=3)  # re-added after removal
+    admins = store.scene_admins("p1")
+    assert [(x.admin, x.added_by) for x in admins] == [(A, B)]
+
+
+def test_connection_info_null_never_overwrites(store: Store) -> None:
+    store.record_connection(A, ip_address="10.0.0.1", device_id="dev-1", now=1)
+    store.record_connection(A, ip_address=None, device_id=None, now=2)
+    info = store.connection_info(A)
+    assert info is not None
+    assert (info["ip_address"], info["device_id"], info["created_at"], info["updated_at"]) == (
+        "10.0.0.1",
+        "dev-1",
+        1,
+        2,
+    )
+    store.record_connection(A, ip_address="10.0.0.2", now=3)
+    info = store.connection_info(A)
+    assert info is not None and (info["ip_address"], info["device_id"]) == ("10.0.0.2", "dev-1")
+
+
+def test_sqlite_default_file_under_the_data_dir_in_wal_mode(tmp_path: Path) -> None:
+    s = Store.open(data_dir=tmp_path / "data")
+    try:
+        assert (tmp_path / "data" / storage.DB_FILE).exists()
+        with s.engine.connect() as c:
+            assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        s.close()
+
+
+def test_bad_database_urls() -> None:
+    with pytest.raises(StorageError) as e:
+        Store.open("postgresql://nobody@127.0.0.1:1/none")
+    assert e.value.code == "database_unavailable"
+    assert "***" in storage.redact("postgresql://u:secret@h/db")
+    from dclcomms.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e2:
+        storage.database_url("mysql://u@h/db")
+    assert e2.value.code == "bad_value"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dclcomms", "gatekeeper", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_migrate_command(db_url: str) -> None:
+    r = _cli("migrate", "--database", db_url, "--current")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["to"] is None
+    r = _cli("migrate", "--database", db_url, "--revision", storage._order()[0])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["to"] == storage._order()[0]
+    r = _cli("migrate", "--database", db_url)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["from"] == storage._order()[0] and out["to"] == out["head"]
+
+
+def test_migrate_command_errors(tmp_path: Path) -> None:
+    r = _cli("migrate", "--database", "mysql://x@y/z")
+    assert r.returncode == 2 and "[bad_value]" in r.stderr
+    r = _cli("migrate", "--database", "postgresql://nobody@127.0.0.1:1/none")
+    assert r.returncode == 1 and "error" in r.stderr

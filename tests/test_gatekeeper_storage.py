@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from dclcomms.gatekeeper import storage
-from dclcomms.gatekeeper.storage import Conflict, Store, StorageError
+from dclcomms.gatekeeper.storage import Conflict, StorageError, Store
 from tests.pg_fixtures import fresh_pg_database, pg_url  # noqa: F401
 
 A = "0x" + "a1" * 20

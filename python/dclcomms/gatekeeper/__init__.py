@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dclcomms.gatekeeper.storage import Conflict, PlatformBan, Store, StorageError
+from dclcomms.gatekeeper.storage import Conflict, PlatformBan, StorageError, Store
 
 
 def main(argv: Sequence[str]) -> int:

@@ -44,7 +44,8 @@ def now_ms() -> int:
 
 
 def default_data_dir() -> Path:
-    """``$DCLCOMMS_DATA_DIR``, else ``$XDG_DATA_HOME/dclcomms``, else ``~/.local/share/dclcomms``."""
+    """``$DCLCOMMS_DATA_DIR``, else ``$XDG_DATA_HOME/dclcomms``, else
+    ``~/.local/share/dclcomms``."""
     env = os.environ.get("DCLCOMMS_DATA_DIR")
     if env:
         return Path(env)
@@ -52,7 +53,9 @@ def default_data_dir() -> Path:
     return Path(xdg or Path.home() / ".local" / "share") / "dclcomms"
 
 
-def database_url(database: str | None = None, data_dir: str | os.PathLike[str] | None = None) -> str:
+def database_url(
+    database: str | None = None, data_dir: str | os.PathLike[str] | None = None
+) -> str:
     """The SQLAlchemy URL: ``database`` as given (``postgresql://`` means psycopg 3), else
     the SQLite file ``gatekeeper.sqlite3`` under ``data_dir`` (created if missing)."""
     if database:
@@ -168,7 +171,11 @@ def migrate(engine: Engine, revision: str = "head") -> str | None:
             order = _order()
             if before is not None and (
                 target == "base"
-                or (target in order and before in order and order.index(target) < order.index(before))
+                or (
+                    target in order
+                    and before in order
+                    and order.index(target) < order.index(before)
+                )
             ):
                 command.downgrade(cfg, target)
             else:
@@ -675,8 +682,16 @@ class Store:
         """A new link for the place; the previous live links of that place are revoked."""
         now = now_ms() if now is None else now
         link = CastLink(
-            str(uuid.uuid4()), place_id, place_name, room_id, is_world, key_hash,
-            created_by.lower(), now, expires_at, None,
+            str(uuid.uuid4()),
+            place_id,
+            place_name,
+            room_id,
+            is_world,
+            key_hash,
+            created_by.lower(),
+            now,
+            expires_at,
+            None,
         )
         with self.engine.begin() as c:
             c.execute(
@@ -772,8 +787,8 @@ __all__ = [
     "PlatformBan",
     "SceneAdmin",
     "SceneBan",
-    "Store",
     "StorageError",
+    "Store",
     "Warning",
     "current_revision",
     "database_url",

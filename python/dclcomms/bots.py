@@ -17,6 +17,17 @@ through the realm's ``/bus``; ``--ice-server`` (STUN/TURN URLs) and ``--ice-host
 errors otherwise); the summary's ``transports`` counts the bots by island
 transport, and ``p2p`` sums the mesh counters.
 
+Scene rooms (ADR-204): ``--scenes N`` lays a grid of N scenes (as square as it
+goes: 16 = 4 x 4) of ``--scene-block`` x ``--scene-block`` parcels from parcel 0,0
+and makes the bots walk inside it (random waypoint; ``--mobility`` is not used).
+Every bot holds the scene room of the scene it stands in beside its island
+transport, swapping it through the gatekeeper (``--gatekeeper``, default: the
+realm's own) as it crosses scene boundaries, and sends an RFC-4 ``scene`` packet
+through it every position interval, tagged with the scene of the room it sends
+through. A packet received in a room of another scene is a ``cross_scene_packet``
+error. The summary's ``scenes`` counts joins, swaps (a room left for another),
+kicks, failures, the scene rooms held at the end and the scene packets.
+
 The run is bounded: ``--seconds`` of traffic after every bot has connected,
 under a hard deadline of ``seconds + connect budget + 30 s``. A JSON summary goes
 to stdout; exit status 1 when any protocol error (undecodable packet, failed
@@ -39,7 +50,15 @@ import numpy as np
 
 from dclcomms import codec
 from dclcomms.auth import Identity
-from dclcomms.client import CommunicationsDirector, Disconnection, Message, P2PAdapter, P2POptions
+from dclcomms.client import (
+    CommunicationsDirector,
+    Disconnection,
+    Message,
+    P2PAdapter,
+    P2POptions,
+    SceneGrid,
+    SceneKicked,
+)
 from dclcomms.errors import ConfigError, DecodeError, Error
 from dclcomms.sim.mobility import Bounds, MobilityModel, RandomWaypoint, parcel_center
 
@@ -71,6 +90,9 @@ class Tally:
     connected: int = 0
     messages_sent: int = 0
     messages_received: int = 0
+    scene_sent: int = 0
+    scene_received: int = 0
+    scene_kicks: list[str] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
 
     def error(self, err: BaseException) -> None:
@@ -90,6 +112,8 @@ class Bot:
         tally: Tally,
         p2p: P2POptions | None = None,
         open_bus_early: bool = False,
+        scenes: SceneGrid | None = None,
+        gatekeeper_url: str | None = None,
     ) -> None:
         self.index = index
         self.identity = Identity.generate(seed + index)
@@ -101,8 +125,12 @@ class Bot:
             position=self.position,
             p2p_options=p2p,
             open_bus_early=open_bus_early,
+            scenes=scenes,
+            gatekeeper_url=gatekeeper_url,
         )
         self.director.on("message", self.on_message)
+        self.director.on("scene_message", self.on_scene_message)
+        self.director.on("scene_kicked", self.on_scene_kicked)
         self.director.on("error", tally.error)
         self.director.on("DISCONNECTION", self.on_disconnection)
         self.stopping = False
@@ -122,6 +150,26 @@ class Bot:
             return
         self.tally.messages_received += 1
 
+    def on_scene_message(self, message: Message) -> None:
+        """A packet from our scene room: it must be a ``scene`` packet sent through a
+        room of the same scene (the sender's tag) as the room it arrived in."""
+        try:
+            packet = codec.decode(codec.RFC4_PACKET, message.data)
+        except DecodeError as e:
+            self.tally.error(e)
+            return
+        scene = packet.get("scene")
+        if not isinstance(scene, dict):
+            self.tally.errors["unexpected_scene_packet"] += 1
+            return
+        if scene.get("sceneId") != self.director.scene_id:
+            self.tally.errors["cross_scene_packet"] += 1
+            return
+        self.tally.scene_received += 1
+
+    def on_scene_kicked(self, kick: SceneKicked) -> None:
+        self.tally.scene_kicks.append(self.identity.address.lower())
+
     def on_disconnection(self, gone: Disconnection) -> None:
         if not self.stopping:  # the connector closed on us
             self.tally.errors["connector_lost" if gone.error is None else "connector_closed"] += 1
@@ -135,6 +183,7 @@ class Bot:
             pos = {"index": index, "positionX": x, "positionY": y, "positionZ": z, "rotationW": 1.0}
             index += 1
             await self._send({"position": pos}, reliable=False)
+            await self._send_scene(index)
             now = time.monotonic()
             if now >= next_chat:
                 next_chat = now + chat_s
@@ -150,6 +199,22 @@ class Bot:
         except Error as e:  # the transport went away between the check and the send
             if e.code != "not_connected":
                 self.tally.error(e)
+
+    async def _send_scene(self, index: int) -> None:
+        # Read the room and its scene together (no await between): the tag is the
+        # scene of the room the packet goes through.
+        adapter, scene = self.director.scene_adapter, self.director.scene_id
+        if adapter is None or not adapter.connected or scene is None:
+            return
+        body = {"sceneId": scene, "data": f"{self.index}:{index}".encode()}
+        data = codec.encode(codec.RFC4_PACKET, {"scene": body, "protocolVersion": 100})
+        try:
+            await adapter.send(data, reliable=False)
+        except Error as e:  # left the room between the check and the send
+            if e.code != "not_connected":
+                self.tally.error(e)
+            return
+        self.tally.scene_sent += 1
 
 
 async def _mobility(model: MobilityModel, rng: np.random.Generator, stop: asyncio.Event) -> None:
@@ -176,6 +241,9 @@ async def run_bots(
     transport: str = "auto",
     ice_servers: Sequence[str] = (),
     ice_hosts: Sequence[str] | None = None,
+    scenes: int = 0,
+    scene_block: int = 2,
+    gatekeeper_url: str | None = None,
 ) -> dict[str, Any]:
     """Run ``count`` bots for ``seconds`` and return the summary (see module docs)."""
     if count < 1 or seconds <= 0 or position_interval_s <= 0 or chat_interval_s <= 0:
@@ -184,8 +252,17 @@ async def run_bots(
         raise ConfigError(
             f"unknown transport {transport!r}; one of {TRANSPORTS}", code="invalid_parameter"
         )
+    if scenes < 0 or scene_block < 1:
+        raise ConfigError("scenes must be >= 0 and scene_block >= 1", code="invalid_parameter")
     rng = np.random.default_rng(seed)
-    model = build_model(mobility, count)
+    grid = SceneGrid.square(scenes, block=scene_block) if scenes else None
+    if grid is not None:
+        mobility = "scene-grid"
+        model: MobilityModel = RandomWaypoint(
+            count, group_size=1, bounds=grid.bounds(), pause_s=(0.0, 3.0)
+        )
+    else:
+        model = build_model(mobility, count)
     model.reset(rng)
     tally = Tally()
     base = seed * 1_000_003
@@ -202,6 +279,8 @@ async def run_bots(
                 seed=base + i,
             ),
             open_bus_early=transport == "p2p",  # listening for offers before any island
+            scenes=grid,
+            gatekeeper_url=gatekeeper_url,
         )
         for i in range(count)
     ]
@@ -275,8 +354,29 @@ async def run_bots(
         "messages_received": tally.messages_received,
         "transports": dict(sorted(on.items())),
         "p2p": mesh,
+        "scenes": _scene_summary(grid, live, tally),
         "protocol_errors": sum(tally.errors.values()),
         "errors_by_code": dict(sorted(tally.errors.items())),
+    }
+
+
+def _scene_summary(grid: SceneGrid | None, live: Sequence[Bot], tally: Tally) -> dict[str, Any]:
+    if grid is None:
+        return {}
+    ds = [b.director for b in live]
+    return {
+        "grid": f"{grid.columns}x{grid.rows}",
+        "block": grid.block,
+        "joins": sum(d.scene_joins for d in ds),
+        "swaps": sum(d.scene_swaps for d in ds),
+        "kicks": sum(d.scene_kicks for d in ds),
+        "kicked": sorted(set(tally.scene_kicks)),
+        "failures": sum(d.scene_failures for d in ds),
+        "losses": sum(d.scene_losses for d in ds),
+        "in_room": sum(1 for d in ds if d.scene_adapter is not None),
+        "rooms": len({d.scene_room for d in ds if d.scene_room}),
+        "packets_sent": tally.scene_sent,
+        "packets_received": tally.scene_received,
     }
 
 
@@ -351,7 +451,26 @@ def main(argv: Sequence[str]) -> int:
         help="local address for P2P host candidates (repeatable; default every interface "
         "but loopback)",
     )
+    p.add_argument(
+        "--scenes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="walk a grid of N scenes (16 = 4x4) holding scene rooms (default 0: none)",
+    )
+    p.add_argument(
+        "--scene-block", type=int, default=2, metavar="K", help="parcels per scene side (2)"
+    )
+    p.add_argument(
+        "--gatekeeper",
+        default=None,
+        metavar="URL",
+        help="gatekeeper base URL (default: advertised by /about, else the realm)",
+    )
     args = p.parse_args(list(argv))
+    if args.scenes < 0 or args.scene_block < 1:
+        print("dclcomms bots: --scenes must be >= 0 and --scene-block >= 1", file=sys.stderr)
+        return 2
     if args.count < 1 or args.seconds <= 0 or args.max_connecting < 1:
         print(
             "dclcomms bots: --count, --seconds and --max-connecting must be positive",
@@ -373,6 +492,9 @@ def main(argv: Sequence[str]) -> int:
         transport=args.transport,
         ice_servers=args.ice_server,
         ice_hosts=args.ice_host,
+        scenes=args.scenes,
+        scene_block=args.scene_block,
+        gatekeeper_url=args.gatekeeper,
     )
     try:
         summary = asyncio.run(asyncio.wait_for(coro, deadline))

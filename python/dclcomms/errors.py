@@ -56,10 +56,12 @@ class TransportError(Error):
     """A client transport (connection string, adapter, connector session) failed.
 
     Raised by :mod:`dclcomms.client`; ``close_code`` is the WebSocket close code
-    when the server closed the socket (else ``None``).
+    when the server closed the socket (else ``None``); ``status`` the HTTP status
+    of a refused HTTP call (the gatekeeper's, else ``None``).
     """
 
     close_code: int | None = None
+    status: int | None = None
 
 
 class SubjectError(Error, ValueError):
@@ -186,6 +188,12 @@ CODES: dict[type[Error], frozenset[str]] = {
             "bus_failed",
             "bus_unavailable",
             "p2p_unavailable",
+            # scene rooms: the gatekeeper's answers (dclcomms.client.gatekeeper)
+            "scene_rejected",
+            "scene_denied",
+            "scene_banned",
+            "gatekeeper_unavailable",
+            "gatekeeper_failed",
         }
     ),
     # NATS subjects and bus (dclcomms.nats.subjects, dclcomms.nats.pubsub)

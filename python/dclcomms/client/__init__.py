@@ -23,11 +23,16 @@ from dclcomms.client._events import (
     ISLAND_CHANGED,
     MESSAGE,
     PEER_DISCONNECTED,
+    SCENE_CHANGED,
+    SCENE_KICKED,
+    SCENE_MESSAGE,
     Disconnection,
     EventEmitter,
     IslandChanged,
     Message,
     PeerDisconnected,
+    SceneChanged,
+    SceneKicked,
 )
 from dclcomms.client.adapters import (
     Adapter,
@@ -39,8 +44,10 @@ from dclcomms.client.adapters import (
     ws_url,
 )
 from dclcomms.client.director import CommunicationsDirector, choose_adapter
+from dclcomms.client.gatekeeper import GatekeeperClient, SceneRequest, SignedFetcher, signed_fetch
 from dclcomms.client.msgbus import MessageBusClient
 from dclcomms.client.p2p import P2PAdapter, P2POptions
+from dclcomms.client.scenes import SceneGrid, SceneResolver, parcel_of
 from dclcomms.errors import TransportError
 
 __all__ = [
@@ -49,10 +56,14 @@ __all__ = [
     "ISLAND_CHANGED",
     "MESSAGE",
     "PEER_DISCONNECTED",
+    "SCENE_CHANGED",
+    "SCENE_KICKED",
+    "SCENE_MESSAGE",
     "Adapter",
     "CommunicationsDirector",
     "Disconnection",
     "EventEmitter",
+    "GatekeeperClient",
     "IslandChanged",
     "LiveKitAdapter",
     "Message",
@@ -61,10 +72,18 @@ __all__ = [
     "P2PAdapter",
     "P2POptions",
     "PeerDisconnected",
+    "SceneChanged",
+    "SceneGrid",
+    "SceneKicked",
+    "SceneRequest",
+    "SceneResolver",
+    "SignedFetcher",
     "TransportError",
     "WsRoomAdapter",
     "choose_adapter",
     "create_adapter",
+    "parcel_of",
     "parse_connection_string",
+    "signed_fetch",
     "ws_url",
 ]

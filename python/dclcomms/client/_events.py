@@ -20,6 +20,10 @@ PEER_DISCONNECTED = "PEER_DISCONNECTED"
 MESSAGE = "message"
 ERROR = "error"
 ISLAND_CHANGED = "island_changed"
+#: scene rooms (ADR-204; director only)
+SCENE_CHANGED = "scene_changed"
+SCENE_MESSAGE = "scene_message"
+SCENE_KICKED = "scene_kicked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,35 @@ class IslandChanged:
     conn_str: str
     from_island_id: str | None
     peers: dict[str, tuple[float, float, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class SceneChanged:
+    """``scene_changed`` (director only): the scene room now held.
+
+    ``scene_id`` is None when the player stands outside every scene (no scene
+    room); ``conn_str`` is the gatekeeper's connection string (None when no room
+    was joined: outside every scene, or the gatekeeper refused); ``room`` the
+    room id when the string names one (``ws-room:``); ``parcel`` the parcel that
+    triggered the change.
+    """
+
+    scene_id: str | None
+    from_scene_id: str | None
+    parcel: tuple[int, int] | None
+    conn_str: str | None
+    room: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SceneKicked:
+    """``scene_kicked`` (director only): the scene room removed us (a ban:
+    ``peer_kicked`` + close 4005). The director does not rejoin that scene until
+    the player enters another one."""
+
+    scene_id: str
+    reason: str
+    close_code: int | None
 
 
 Listener = Callable[[Any], object]

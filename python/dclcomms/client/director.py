@@ -16,10 +16,25 @@ offer arrives before it listens) and keeps it, with its signalling subscriptions
 (:class:`~dclcomms.client.p2p.SignalHub`), until ``stop``; it tells the P2P
 adapter every change of the island's members (``join_island`` / ``left_island``).
 
+Scene rooms (ADR-204): with a scene resolver (``scenes=``, ``parcel -> scene id``,
+e.g. :class:`~dclcomms.client.scenes.SceneGrid`) the director also holds **one
+scene room** for the scene the player stands in, beside the island transport. On
+every position it looks up the scene of the player's parcel; when that changes it
+leaves the previous scene room first, asks the gatekeeper (``POST
+/get-scene-adapter``, a signed fetch with metadata ``realmName``, ``sceneId``,
+``parcel``; control-plane.md 1.2-1.3) for the new one and connects the returned
+adapter (``ws-room:`` on the built-in rooms, ``livekit:`` with LiveKit). Latest
+scene wins while a swap is in progress. A scene room that kicks us (a ban:
+``peer_kicked`` + close 4005) is reported as ``scene_kicked`` and not rejoined
+until the player enters another scene; a gatekeeper refusal (403 banned, 401...)
+is an ``error`` with the code of :mod:`dclcomms.client.gatekeeper`.
+
 Events (``director.on(name, callback)``): ``message`` / ``PEER_DISCONNECTED``
 relayed from the current adapter only, ``island_changed``
 (:class:`IslandChanged`), ``DISCONNECTION`` (the connector session ended) and
-``error`` (a transport that failed to connect, a protocol error).
+``error`` (a transport that failed to connect, a protocol error); for scene rooms
+``scene_message`` (a :class:`Message` from the current scene room only),
+``scene_changed`` (:class:`SceneChanged`) and ``scene_kicked`` (:class:`SceneKicked`).
 """
 
 from __future__ import annotations
@@ -31,6 +46,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
@@ -42,19 +58,27 @@ from dclcomms.client._events import (
     ISLAND_CHANGED,
     MESSAGE,
     PEER_DISCONNECTED,
+    SCENE_CHANGED,
+    SCENE_KICKED,
+    SCENE_MESSAGE,
     Disconnection,
     EventEmitter,
     IslandChanged,
     Listener,
+    SceneChanged,
+    SceneKicked,
 )
 from dclcomms.client.adapters import (
     Adapter,
     OfflineAdapter,
     create_adapter,
     parse_connection_string,
+    ws_url,
 )
+from dclcomms.client.gatekeeper import GatekeeperClient, SceneRequest
 from dclcomms.client.msgbus import MessageBusClient
 from dclcomms.client.p2p import SignalHub, load_aiortc
+from dclcomms.client.scenes import SceneResolver, parcel_of
 from dclcomms.errors import DecodeError, TransportError
 
 log = logging.getLogger("dclcomms.client")
@@ -80,6 +104,37 @@ def _error(message: str, code: str, close_code: int | None = None) -> TransportE
     err = TransportError(message, code=code)
     err.close_code = close_code
     return err
+
+
+def gatekeeper_url_from_about(about: dict[str, Any], realm_url: str) -> str:
+    """Where the gatekeeper's routes live: ``/about`` ``comms.gatekeeperUrl`` (or a
+    top-level ``gatekeeper.publicUrl`` / ``gatekeeperUrl``), else the realm itself
+    (the embedded realm mounts the gatekeeper on its own port)."""
+    comms = about.get("comms")
+    candidates: list[Any] = []
+    if isinstance(comms, dict):
+        candidates.append(comms.get("gatekeeperUrl"))
+    gk = about.get("gatekeeper")
+    if isinstance(gk, dict):
+        candidates.append(gk.get("publicUrl"))
+        candidates.append(gk.get("url"))
+    candidates.append(about.get("gatekeeperUrl"))
+    for c in candidates:
+        if isinstance(c, str) and c:
+            return c.rstrip("/")
+    return realm_url
+
+
+def _room_of(conn_str: str) -> str | None:
+    """The room id a ``ws-room:`` string names (its last path segment), else None."""
+    try:
+        protocol, params = parse_connection_string(conn_str)
+    except TransportError:
+        return None
+    if protocol != "ws-room":
+        return None
+    path = urlsplit(ws_url(params)).path
+    return unquote(path.rsplit("/", 1)[-1]) or None
 
 
 def _vec(p: Any) -> Vec3:
@@ -108,6 +163,9 @@ class CommunicationsDirector:
         adapter_options: dict[str, Any] | None = None,
         p2p_options: Any = None,
         open_bus_early: bool = False,
+        scenes: SceneResolver | None = None,
+        gatekeeper_url: str | None = None,
+        realm_name: str | None = None,
     ) -> None:
         self.realm_url = realm_url.rstrip("/")
         self.identity = identity
@@ -148,6 +206,33 @@ class CommunicationsDirector:
         self._pending: IslandChanged | None = None
         self._drainer: asyncio.Task[None] | None = None
         self._stopped = False
+        # --- scene rooms (ADR-204)
+        #: ``parcel -> scene id`` (None: no scene rooms)
+        self.scenes = scenes
+        #: the gatekeeper's base URL (default: /about, else the realm) and the realm
+        #: name sent as ``realmName`` (default: /about ``configurations.realmName``)
+        self.gatekeeper_url = gatekeeper_url.rstrip("/") if gatekeeper_url else None
+        self.realm_name = realm_name
+        self.gatekeeper: GatekeeperClient | None = None
+        #: the scene the player stands in (None: outside every scene) and its room
+        self.scene_id: str | None = None
+        self.parcel: tuple[int, int] | None = None
+        self.scene_adapter: Adapter | None = None
+        self.scene_room: str | None = None
+        #: scene rooms joined, swaps (a room left for another), kicks, gatekeeper
+        #: refusals/failures and scene rooms lost otherwise
+        self.scene_joins = 0
+        self.scene_swaps = 0
+        self.scene_kicks = 0
+        self.scene_failures = 0
+        self.scene_losses = 0
+        self._scene_lock = asyncio.Lock()
+        self._scene_pending: tuple[str | None, tuple[int, int]] | None = None
+        self._scene_drainer: asyncio.Task[None] | None = None
+        #: the scene a kick removed us from (not rejoined until we enter another)
+        self._kicked_from: str | None = None
+        self._scene_retry_at = 0.0
+        self._scene_target: str | None = None
 
     def on(self, event: str, callback: Listener) -> Callable[[], None]:
         """Register ``callback`` for ``event``; returns a function that unregisters it."""
@@ -171,6 +256,8 @@ class CommunicationsDirector:
             if isinstance(bff, dict) and isinstance(bff.get("publicUrl"), str):
                 self.bus_url = bff["publicUrl"]
             self.realm_adapter = choose_adapter(about)
+            if self.scenes is not None:
+                self._setup_scenes(about)
             if self.open_bus_early and self.bus_url is not None:
                 try:  # listening before the first island: no offer is missed
                     await self._message_bus()
@@ -182,6 +269,8 @@ class CommunicationsDirector:
                 await self._connect_connector(self.realm_adapter)
             else:
                 await self._swap(IslandChanged("", self.realm_adapter, None, {}))
+                if self.scenes is not None:  # no heartbeats: follow the position for scenes
+                    self._tasks.append(asyncio.create_task(self._heartbeats(send=False)))
         except BaseException:
             await self.stop()
             raise
@@ -192,6 +281,8 @@ class CommunicationsDirector:
         tasks, self._tasks = self._tasks, []
         if self._drainer is not None:
             tasks.append(self._drainer)
+        if self._scene_drainer is not None:
+            tasks.append(self._scene_drainer)
         for task in tasks:
             if task is not asyncio.current_task():
                 task.cancel()
@@ -203,6 +294,12 @@ class CommunicationsDirector:
             adapter, self.adapter = self.adapter, None
             if adapter is not None:
                 await adapter.disconnect()
+        async with self._scene_lock:
+            scene, self.scene_adapter = self.scene_adapter, None
+            if scene is not None:
+                await scene.disconnect()
+        if self.gatekeeper is not None:
+            await self.gatekeeper.close()
         bus, self.bus = self.bus, None
         if self.signals is not None:
             self.signals.close()
@@ -218,6 +315,14 @@ class CommunicationsDirector:
     async def send(self, data: bytes, *, reliable: bool) -> bool:
         """Send through the current island transport; False when there is none yet."""
         adapter = self.adapter
+        if adapter is None or not adapter.connected:
+            return False
+        await adapter.send(data, reliable=reliable)
+        return True
+
+    async def send_scene(self, data: bytes, *, reliable: bool) -> bool:
+        """Send through the current scene room; False when there is none."""
+        adapter = self.scene_adapter
         if adapter is None or not adapter.connected:
             return False
         await adapter.send(data, reliable=reliable)
@@ -298,13 +403,18 @@ class CommunicationsDirector:
             value = await value
         return value
 
-    async def _heartbeats(self) -> None:
+    async def _heartbeats(self, send: bool = True) -> None:
         while True:
             pos = await self._position()
             if pos is None:
                 return  # the position source ended: stop heartbeating
             x, y, z = (float(v) for v in pos)
             if all(math.isfinite(v) for v in (x, y, z)):
+                if self.scenes is not None:
+                    self._follow_scene(x, z)
+                if not send:
+                    await asyncio.sleep(self.heartbeat_interval_s)
+                    continue
                 try:
                     await self._send_client({"heartbeat": {"position": {"x": x, "y": y, "z": z}}})
                 except (aiohttp.ClientError, ConnectionError):
@@ -460,6 +570,136 @@ class CommunicationsDirector:
             if self.adapter is adapter and self.signals is not None:
                 adapter.use_bus(bus, self.signals)
             return
+
+    # --- scene rooms (ADR-204) -------------------------------------------------
+
+    def _setup_scenes(self, about: dict[str, Any]) -> None:
+        if self.realm_name is None:
+            conf = about.get("configurations")
+            name = conf.get("realmName") if isinstance(conf, dict) else None
+            self.realm_name = str(name) if name else "main"
+        if self.gatekeeper_url is None:
+            self.gatekeeper_url = gatekeeper_url_from_about(about, self.realm_url)
+        assert self._session is not None
+        self.gatekeeper = GatekeeperClient(
+            self.gatekeeper_url, self.identity, session=self._session, timeout_s=self.timeout_s
+        )
+
+    def _follow_scene(self, x: float, z: float) -> None:
+        """The player is at (x, z): swap the scene room when the scene changed (and
+        rejoin one that failed or was lost, no sooner than 2 s after a failure)."""
+        assert self.scenes is not None
+        parcel = parcel_of(x, z)
+        self.parcel = parcel
+        scene = self.scenes(parcel)
+        if scene != self._kicked_from:
+            self._kicked_from = None  # left the scene that kicked us
+        busy = self._scene_drainer is not None and not self._scene_drainer.done()
+        target = self._scene_pending[0] if self._scene_pending is not None else self._scene_target
+        if scene == target and (
+            busy
+            or scene is None
+            or self.scene_adapter is not None
+            or scene == self._kicked_from
+            or asyncio.get_running_loop().time() < self._scene_retry_at
+        ):
+            return
+        self._scene_target = scene
+        self._scene_pending = (scene, parcel)  # latest wins
+        if not busy:
+            self._scene_drainer = asyncio.create_task(self._drain_scenes())
+
+    async def _drain_scenes(self) -> None:
+        while self._scene_pending is not None and not self._stopped:
+            (scene, parcel), self._scene_pending = self._scene_pending, None
+            await self._scene_swap(scene, parcel)
+
+    async def _scene_swap(self, scene: str | None, parcel: tuple[int, int]) -> None:
+        async with self._scene_lock:
+            old, self.scene_adapter = self.scene_adapter, None
+            previous = self.scene_id
+            if old is not None:
+                await old.disconnect()  # leave first: at most one scene room
+            if self._stopped:
+                return
+            self.scene_id = scene
+            self.scene_room = None
+            conn_str: str | None = None
+            adapter: Adapter | None = None
+            if scene is not None:
+                adapter, conn_str = await self._join_scene(scene, parcel)
+            if adapter is not None:
+                self.scene_adapter = adapter
+                self.scene_room = _room_of(conn_str or "")
+                self.scene_joins += 1
+                if old is not None:
+                    self.scene_swaps += 1
+            self.events.emit(
+                SCENE_CHANGED, SceneChanged(scene, previous, parcel, conn_str, self.scene_room)
+            )
+
+    async def _join_scene(
+        self, scene: str, parcel: tuple[int, int]
+    ) -> tuple[Adapter | None, str | None]:
+        assert self.gatekeeper is not None and self.realm_name is not None
+        try:
+            conn_str = await self.gatekeeper.scene_adapter(
+                SceneRequest(self.realm_name, scene, parcel)
+            )
+            protocol, _ = parse_connection_string(conn_str)
+            if protocol not in ("ws-room", "livekit"):
+                raise _error(
+                    f"the gatekeeper answered a {protocol!r} scene room", "gatekeeper_failed"
+                )
+            adapter = create_adapter(conn_str, self.identity, **self.adapter_options)
+        except TransportError as e:
+            self._scene_failed(e)
+            return None, None
+        adapter.on(MESSAGE, partial(self._relay_scene, adapter))
+        adapter.on(ERROR, partial(self._relay_scene_error, adapter))
+        adapter.on(DISCONNECTION, partial(self._on_scene_lost, adapter, scene))
+        try:
+            await adapter.connect()
+        except TransportError as e:
+            if e.close_code == 4005:  # banned between the token and the handshake
+                self._scene_kicked(scene, str(e), e.close_code)
+            else:
+                self._scene_failed(e)
+            return None, conn_str
+        return adapter, conn_str
+
+    def _scene_failed(self, err: TransportError) -> None:
+        self.scene_failures += 1
+        self._scene_retry_at = asyncio.get_running_loop().time() + 2.0
+        log.warning("scene room failed: %s (%s)", err, err.code)
+        self.events.emit(ERROR, err)
+
+    def _scene_kicked(self, scene: str, reason: str, close_code: int | None) -> None:
+        self.scene_kicks += 1
+        self._kicked_from = scene
+        self.events.emit(SCENE_KICKED, SceneKicked(scene, reason, close_code))
+
+    def _relay_scene(self, adapter: Adapter, message: Any) -> None:
+        if adapter is self.scene_adapter:  # never from a scene room we left
+            self.events.emit(SCENE_MESSAGE, message)
+
+    def _relay_scene_error(self, adapter: Adapter, err: Exception) -> None:
+        if adapter is self.scene_adapter:
+            self._protocol_error(err)
+
+    def _on_scene_lost(self, adapter: Adapter, scene: str, gone: Disconnection) -> None:
+        if adapter is not self.scene_adapter or gone.error is None:
+            return  # left by a swap or stop
+        self.scene_adapter = None
+        self.scene_room = None
+        code = getattr(gone.error, "close_code", None)
+        if gone.kicked or code == 4005:
+            reason = str(gone.error)
+            self._scene_kicked(scene, reason, code)
+        else:  # the room closed on us: rejoin on a later position
+            self.scene_losses += 1
+            self._scene_retry_at = asyncio.get_running_loop().time() + 2.0
+            self.events.emit(ERROR, gone.error)
 
     def _relay(self, adapter: Adapter, event: str, payload: Any) -> None:
         if adapter is self.adapter:  # never deliver from a transport we swapped away

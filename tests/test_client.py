@@ -264,7 +264,7 @@ def test_ws_room_kick_on_duplicate_session_emits_disconnection_kicked() -> None:
 
 def test_ws_room_full_room_is_a_handshake_error_with_the_close_code() -> None:
     async def body() -> None:
-        async with Realm(config(ws_room_max_users=1)) as realm:
+        async with Realm(config(rooms_max_users=1)) as realm:
             a = WsRoomAdapter(room(realm, "tiny"), Identity.generate(30))
             await a.connect()
             b = WsRoomAdapter(room(realm, "tiny"), Identity.generate(31))

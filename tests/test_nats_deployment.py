@@ -180,7 +180,7 @@ def test_two_connectors_core_stats_and_two_rooms_nodes(
             procs.append(
                 spawn(
                     "rooms",
-                    *["--port", str(port), "--secret", SECRET, "--require-token"],
+                    *["--port", str(port), "--ws-room-secret", SECRET, "--ws-room-require-token"],
                     *["--nats", nats_server.url, "--node-id", node],
                     *["--public-url", f"ws://127.0.0.1:{port}", "--announce-interval", "0.2"],
                 )

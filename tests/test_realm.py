@@ -202,7 +202,7 @@ def test_duplicate_session_is_kicked_and_the_new_one_gets_an_island() -> None:
 
 def test_rejections_get_their_close_codes_while_others_keep_working() -> None:
     async def body() -> None:
-        async with Realm(config(handshake_timeout_ms=1500)) as realm:
+        async with Realm(config(connector_handshake_timeout_ms=1500)) as realm:
             good = await connected(realm, 41)
             await good.heartbeat(0.0, 0.0, 0.0)
             await good.island()

@@ -113,11 +113,26 @@ async def test_cli_process_stops_cleanly_on_sigterm() -> None:
             await proc.wait()
 
 
-def test_sender_bucket_flags_are_validated(capsys: pytest.CaptureFixture[str]) -> None:
+def test_sender_bucket_flags_are_validated(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dclcomms.config import settings
     from dclcomms.rooms import main as rooms_main
 
-    for flag in ("--sender-max-msgs-per-s", "--sender-max-bytes-per-s"):
+    monkeypatch.setattr(settings, "_warned", set())  # each old name warns once per process
+
+    for flag in ("--rooms-sender-max-msgs-per-s", "--rooms-sender-max-bytes-per-s"):
         with pytest.raises(SystemExit) as e:
             rooms_main(["--port", "0", flag, "-1"])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "must be >= 0" in err and flag in err and "[bad_value]" in err
+    # the flags' old names are still validated the same way (with a deprecation warning)
+    for old, new in (
+        ("--sender-max-msgs-per-s", "--rooms-sender-max-msgs-per-s"),
+        ("--sender-max-bytes-per-s", "--rooms-sender-max-bytes-per-s"),
+    ):
+        with pytest.raises(SystemExit) as e, pytest.warns(FutureWarning, match=new):
+            rooms_main(["--port", "0", old, "-1"])
         assert e.value.code == 2
         assert "must be >= 0" in capsys.readouterr().err

@@ -49,7 +49,26 @@ class TokenError(Error, ValueError):
 
 
 class ConfigError(Error, ValueError):
-    """Invalid parameters or configuration."""
+    """Invalid parameters or configuration.
+
+    ``field`` names the offending setting or parameter (e.g. ``"rooms_max_users"``) when
+    the error is about one; ``None`` otherwise (an unreadable file, an unknown key).
+    """
+
+    field: str | None
+
+    def __init__(self, message: str, *, code: str, field: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.field = field
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_config, (type(self), str(self), self.code, self.field))
+
+
+def _rebuild_config(
+    cls: type[ConfigError], message: str, code: str, field: str | None
+) -> ConfigError:
+    return cls(message, code=code, field=field)
 
 
 class TransportError(Error):

@@ -234,7 +234,7 @@ def build_transports(config: RealmConfig, *, bound_port: int, ws_room_secret: st
     ws_base = config.ws_room_url or public_base_url(config, bound_port)
     if urlsplit(_ws_scheme(ws_base)).scheme not in ("ws", "wss"):
         raise ConfigError(f"ws_room_url {ws_base!r} must be http(s) or ws(s)", code="bad_value")
-    size = config.island_size
+    size = config.max_island_size
     return Transports(
         ws_room=WsRoomTransport(
             ws_base, ws_room_secret, ttl_s=config.island_token_ttl_s, max_island_size=size

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sys
 import time
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dclcomms
+from dclcomms.config import SETTINGS, add_arguments, config_from_args
 from dclcomms.errors import SubjectError
 from dclcomms.nats.nodes import NodeStatus, check_node_id, status_subject
 from dclcomms.ws import HttpRequest, Server, ServerConfig, metrics_text
@@ -165,20 +165,27 @@ async def serve(
         print("dclcomms rooms: stopped", flush=True)
 
 
-def main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="dclcomms rooms", description=__doc__.splitlines()[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5000)
-    p.add_argument("--io-threads", type=int, default=1)
-    p.add_argument("--max-users", type=int, default=100, help="members per room (default 100)")
-    p.add_argument("--handshake-timeout-ms", type=int, default=10_000)
-    p.add_argument(
-        "--secret",
-        default=os.environ.get("WS_ROOM_SERVICE_SECRET") or None,
-        help="HS256 secret of ?access_token= (default: $WS_ROOM_SERVICE_SECRET)",
+#: Settings that are no server field but that ``dclcomms rooms`` reads.
+_ROOMS_EXTRA = ("commit_hash",)
+#: Server fields of every role (the rooms' own are those named rooms_* / ws_room_*).
+_COMMON = ("host", "port", "io_threads", "auth_threads", "max_frame_bytes")
+
+
+def rooms_settings() -> tuple[str, ...]:
+    """The settings ``dclcomms rooms`` takes (flags, env, ``--config``): derived from the
+    server's fields, so a new ``rooms_*`` limit becomes a flag here without an edit."""
+    server = {name for name, *_ in ServerConfig.fields()}
+    return tuple(
+        s.name
+        for s in SETTINGS
+        if s.name in _ROOMS_EXTRA
+        or (s.name in server and (s.name in _COMMON or s.name.startswith(("rooms_", "ws_room_"))))
     )
-    p.add_argument("--require-token", action="store_true", help="reject joins without a token")
-    p.add_argument("--commit-hash", default=os.environ.get("COMMIT_HASH", ""))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dclcomms rooms", description=__doc__.splitlines()[0])
+    add_arguments(p, command="rooms", only=rooms_settings())
     p.add_argument(
         "--nats",
         action="append",
@@ -190,21 +197,22 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument(
         "--announce-interval", type=float, default=10.0, help="seconds between announcements"
     )
-    p.add_argument(
-        "--sender-max-msgs-per-s",
-        type=int,
-        default=0,
-        help="sender token bucket, messages/s (0 = off): over it unreliable updates are "
-        "dropped and a reliable one closes the sender 4009",
-    )
-    p.add_argument(
-        "--sender-max-bytes-per-s", type=int, default=0, help="sender token bucket, bytes/s"
-    )
+    return p
+
+
+def config_from_flags(ns: argparse.Namespace) -> ServerConfig:
+    """The server settings of parsed flags, env and ``--config`` (ConfigError if invalid)."""
+    # this command listens on 127.0.0.1 unless told otherwise
+    return config_from_args(ns, defaults={"host": "127.0.0.1"}).server_config("rooms")
+
+
+def main(argv: Sequence[str]) -> int:
+    p = build_parser()
     ns = p.parse_args(list(argv))
-    if ns.sender_max_msgs_per_s < 0 or ns.sender_max_bytes_per_s < 0:
-        p.error("--sender-max-msgs-per-s and --sender-max-bytes-per-s must be >= 0")
-    if ns.require_token and not ns.secret:
-        p.error("--require-token needs --secret or WS_ROOM_SERVICE_SECRET")
+    try:  # the settings table's flags, env and --config
+        config = config_from_flags(ns)
+    except dclcomms.ConfigError as e:
+        p.error(f"{e} [{e.code}]")
     announce = None
     if ns.nats:
         if not (ns.public_url and ns.node_id):
@@ -218,20 +226,6 @@ def main(argv: Sequence[str]) -> int:
         if ns.announce_interval <= 0:
             p.error("--announce-interval must be > 0")
         announce = Announce(tuple(ns.nats), ns.public_url, ns.node_id, ns.announce_interval)
-    config = ServerConfig(
-        host=ns.host,
-        port=ns.port,
-        io_threads=ns.io_threads,
-        connector=False,
-        rooms_max_users=ns.max_users,
-        rooms_handshake_timeout_ms=ns.handshake_timeout_ms,
-        ws_room_secret=ns.secret,
-        ws_room_require_token=ns.require_token,
-        rooms_sender_max_msgs_per_s=ns.sender_max_msgs_per_s,
-        rooms_sender_max_bytes_per_s=ns.sender_max_bytes_per_s,
-        version=dclcomms.__version__,
-        commit_hash=ns.commit_hash,
-    )
     try:
         asyncio.run(serve(config, announce=announce))
     except dclcomms.ConfigError as e:

@@ -73,15 +73,23 @@ class ServerConfig(_core.WsConfig):
     read-only property whose docstring gives its unit and default
     (``help(ServerConfig)``; :meth:`fields` lists them). A value out of range
     raises :class:`~dclcomms.errors.ConfigError` (``code="invalid_parameter"``)
-    whose message starts with the field's name. ``version`` and ``commit_hash``
-    are what the embedder's ``/status`` reports; the server does not read them.
+    whose message starts with the field's name, also given as its ``field``.
+    ``version`` and ``commit_hash`` are what the embedder's ``/status`` reports;
+    the server does not read them. A realm's processes build theirs with
+    :meth:`dclcomms.config.RealmConfig.server_config`.
     """
 
     version: str
     commit_hash: str
 
     def __init__(self, *, version: str | None = None, commit_hash: str = "", **limits: Any) -> None:
-        super().__init__(**limits)
+        try:
+            super().__init__(**limits)
+        except dclcomms.ConfigError as e:  # "<field>: <why>": name the field in e.field too
+            name = str(e).split(":", 1)[0]
+            if e.field is None and name in _FIELD_NAMES:
+                e.field = name
+            raise
         object.__setattr__(self, "version", dclcomms.__version__ if version is None else version)
         object.__setattr__(self, "commit_hash", commit_hash)
 
@@ -103,6 +111,9 @@ class ServerConfig(_core.WsConfig):
     def __repr__(self) -> str:
         identity = f"version={self.version!r}, commit_hash={self.commit_hash!r}"
         return f"{super().__repr__()[:-1]}, {identity})"
+
+
+_FIELD_NAMES: Final = frozenset(name for name, *_ in _core.WsConfig.fields())
 
 
 @dataclass(frozen=True)

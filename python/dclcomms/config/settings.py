@@ -6,25 +6,38 @@ reference services' names, e.g. ``ARCHIPELAGO_JOIN_DISTANCE``) > a TOML file
 
 Parsing is strict: an unknown TOML key, a value of the wrong type, a number out
 of range or an unreadable file raises :class:`dclcomms.ConfigError` with one of
-the codes ``unknown_key``, ``bad_value``, ``bad_toml``, ``config_not_found``.
+the codes ``unknown_key``, ``bad_value``, ``bad_toml``, ``config_not_found`` and,
+when one setting is at fault, its name in ``field``.
 ``SETTINGS`` is the single list of keys; ``dclcomms.sample.toml`` at the repo
 root and ``docs/operations.md`` document every one (a test keeps them in sync).
+A setting has one name everywhere: the TOML key, the attribute, the flag and, for
+the WebSocket server's settings, the field of ``dclcomms.ws.ServerConfig``.
+Older spellings still work, with a warning, from the one table :data:`ALIASES`.
+
+Every process builds its server settings with :func:`server_config`
+(``RealmConfig.server_config(role)``): the realm, ``dclcomms connector``,
+``dclcomms rooms`` and the HTTP fronts of ``dclcomms core`` / ``stats``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dclcomms.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dclcomms.ws import ServerConfig
 
 Kind = type[bool] | type[int] | type[float] | type[str]
 
@@ -182,7 +195,7 @@ SETTINGS: tuple[Setting, ...] = (
         maximum=3600.0,
     ),
     Setting(
-        "island_size",
+        "max_island_size",
         int,
         100,
         "LIVEKIT_ISLAND_SIZE",
@@ -206,10 +219,10 @@ SETTINGS: tuple[Setting, ...] = (
         "ms between engine.discovery publications",
         minimum=100,
     ),
-    Setting("room_prefix", str, "I", "ROOM_PREFIX", "island id prefix", check=_prefix_ok),
+    Setting("id_prefix", str, "I", "ROOM_PREFIX", "island id prefix", check=_prefix_ok),
     # --- connector ----------------------------------------------------------
     Setting(
-        "handshake_timeout_ms",
+        "connector_handshake_timeout_ms",
         int,
         60000,
         "HANDSHAKE_TIMEOUT",
@@ -318,51 +331,51 @@ SETTINGS: tuple[Setting, ...] = (
         "rooms refuse joins without ?access_token= (close 4010)",
     ),
     Setting(
-        "ws_room_max_users",
+        "rooms_max_users",
         int,
         100,
-        "WS_ROOM_MAX_USERS",
+        "ROOMS_MAX_USERS",
         "members per WebSocket room (then close 4007)",
         minimum=1,
     ),
     Setting(
-        "ws_room_handshake_timeout_ms",
+        "rooms_handshake_timeout_ms",
         int,
         10000,
-        "WS_ROOM_HANDSHAKE_TIMEOUT",
+        "ROOMS_HANDSHAKE_TIMEOUT_MS",
         "rooms: ms allowed per handshake stage (close 4001)",
         minimum=100,
     ),
     Setting(
-        "ws_room_soft_limit_bytes",
+        "rooms_soft_limit_bytes",
         int,
         64 * 1024,
-        "WS_ROOM_SOFT_LIMIT_BYTES",
+        "ROOMS_SOFT_LIMIT_BYTES",
         "rooms: queued bytes per receiver above which unreliable updates are dropped",
         minimum=1024,
     ),
     Setting(
-        "ws_room_hard_limit_bytes",
+        "rooms_hard_limit_bytes",
         int,
         1 << 20,
-        "WS_ROOM_HARD_LIMIT_BYTES",
+        "ROOMS_HARD_LIMIT_BYTES",
         "rooms: queued bytes per receiver above which it is closed 4008",
         minimum=1024,
     ),
     Setting(
-        "ws_room_sender_max_msgs_per_s",
+        "rooms_sender_max_msgs_per_s",
         int,
         0,
-        "WS_ROOM_SENDER_MAX_MSGS_PER_S",
+        "ROOMS_SENDER_MAX_MSGS_PER_S",
         "rooms: sender token bucket, messages/s (0 = off); over it unreliable updates are "
         "dropped, a reliable one closes the sender 4009",
         minimum=0,
     ),
     Setting(
-        "ws_room_sender_max_bytes_per_s",
+        "rooms_sender_max_bytes_per_s",
         int,
         0,
-        "WS_ROOM_SENDER_MAX_BYTES_PER_S",
+        "ROOMS_SENDER_MAX_BYTES_PER_S",
         "rooms: sender token bucket, bytes/s (0 = off); same rule",
         minimum=0,
     ),
@@ -523,6 +536,102 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_NAME = {s.name: s for s in SETTINGS}
 
 
+class DeprecatedSettingWarning(FutureWarning):
+    """An old spelling of a setting was used; it still works (see :data:`ALIASES`)."""
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A deprecated spelling of a setting, still accepted.
+
+    ``kind``: ``"key"`` is an old setting name, accepted as a TOML key, a keyword
+    (``RealmConfig(...)``, ``load_config(flags)``, ``replace``), an attribute and a
+    ``--flag`` of the realm commands; ``"env"`` an old environment variable; ``"flag"``
+    an old flag of one ``command`` only (``dclcomms rooms``). Using one warns once per
+    process (:class:`DeprecatedSettingWarning`, a ``FutureWarning``: shown to operators).
+    """
+
+    old: str
+    new: str
+    kind: str  # "key" | "env" | "flag"
+    command: str | None = None
+
+    @property
+    def flag_name(self) -> str:
+        return self.old if self.kind == "flag" else "--" + self.old.replace("_", "-")
+
+
+#: Every deprecated spelling, in one table (docs/operations.md lists them).
+ALIASES: tuple[Alias, ...] = (
+    # setting names that drifted from the server's and the engine's (one name everywhere)
+    Alias("handshake_timeout_ms", "connector_handshake_timeout_ms", "key"),
+    Alias("island_size", "max_island_size", "key"),
+    Alias("room_prefix", "id_prefix", "key"),
+    Alias("ws_room_max_users", "rooms_max_users", "key"),
+    Alias("ws_room_handshake_timeout_ms", "rooms_handshake_timeout_ms", "key"),
+    Alias("ws_room_soft_limit_bytes", "rooms_soft_limit_bytes", "key"),
+    Alias("ws_room_hard_limit_bytes", "rooms_hard_limit_bytes", "key"),
+    Alias("ws_room_sender_max_msgs_per_s", "rooms_sender_max_msgs_per_s", "key"),
+    Alias("ws_room_sender_max_bytes_per_s", "rooms_sender_max_bytes_per_s", "key"),
+    # their environment variables (the reference services' names are kept as they are)
+    Alias("WS_ROOM_MAX_USERS", "rooms_max_users", "env"),
+    Alias("WS_ROOM_HANDSHAKE_TIMEOUT", "rooms_handshake_timeout_ms", "env"),
+    Alias("WS_ROOM_SOFT_LIMIT_BYTES", "rooms_soft_limit_bytes", "env"),
+    Alias("WS_ROOM_HARD_LIMIT_BYTES", "rooms_hard_limit_bytes", "env"),
+    Alias("WS_ROOM_SENDER_MAX_MSGS_PER_S", "rooms_sender_max_msgs_per_s", "env"),
+    Alias("WS_ROOM_SENDER_MAX_BYTES_PER_S", "rooms_sender_max_bytes_per_s", "env"),
+    # the flags ``dclcomms rooms`` had before it read the settings table
+    Alias("--max-users", "rooms_max_users", "flag", "rooms"),
+    Alias("--handshake-timeout-ms", "rooms_handshake_timeout_ms", "flag", "rooms"),
+    Alias("--secret", "ws_room_secret", "flag", "rooms"),
+    Alias("--require-token", "ws_room_require_token", "flag", "rooms"),
+    Alias("--sender-max-msgs-per-s", "rooms_sender_max_msgs_per_s", "flag", "rooms"),
+    Alias("--sender-max-bytes-per-s", "rooms_sender_max_bytes_per_s", "flag", "rooms"),
+)
+
+_KEY_ALIASES = {a.old: a for a in ALIASES if a.kind == "key"}
+_ENV_ALIASES = tuple(a for a in ALIASES if a.kind == "env")
+_warned: set[tuple[str, str]] = set()
+
+
+def _deprecated(alias: Alias, where: str) -> None:
+    """Warn once per process that ``alias`` was used (``where``: key, env, flag, keyword)."""
+    if (alias.kind, alias.old) in _warned:
+        return
+    _warned.add((alias.kind, alias.old))
+    new = _BY_NAME[alias.new]
+    label, spelled = {
+        "env": ("environment variable", new.env),
+        "flag": ("flag", new.flag_name),
+        "toml": ("config key", new.name),
+    }.get(where, ("keyword", new.name))
+    warnings.warn(
+        f"{label} {alias.flag_name if where == 'flag' else alias.old!r} is deprecated: "
+        f"use {spelled} (docs/operations.md)",
+        DeprecatedSettingWarning,
+        stacklevel=3,
+    )
+
+
+def _renamed(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``values`` with old setting names (key aliases) replaced by the current ones."""
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        alias = _KEY_ALIASES.get(k)
+        if alias is None:
+            out[k] = v
+            continue
+        _deprecated(alias, where)
+        if alias.new in values:
+            raise ConfigError(
+                f"{alias.old} is the old name of {alias.new}: give one of them",
+                code="bad_value",
+                field=alias.new,
+            )
+        out[alias.new] = v
+    return out
+
+
 @dataclass(frozen=True)
 class RealmConfig:
     """Every realm setting, validated. Build with :func:`load_config` or directly."""
@@ -542,11 +651,11 @@ class RealmConfig:
     join_distance: float = 64.0
     leave_distance: float = 80.0
     flush_interval: float = 2.0
-    island_size: int = 100
+    max_island_size: int = 100
     heartbeat_timeout_ms: int = 60000
     discovery_interval_ms: int = 10000
-    room_prefix: str = "I"
-    handshake_timeout_ms: int = 60000
+    id_prefix: str = "I"
+    connector_handshake_timeout_ms: int = 60000
     auth_threads: int = 1
     deny_list_url: str = ""
     deny_list_refresh_s: float = 300.0
@@ -561,12 +670,12 @@ class RealmConfig:
     ws_room_url: str = ""
     ws_room_secret: str = ""
     ws_room_require_token: bool = False
-    ws_room_max_users: int = 100
-    ws_room_handshake_timeout_ms: int = 10000
-    ws_room_soft_limit_bytes: int = 64 * 1024
-    ws_room_hard_limit_bytes: int = 1 << 20
-    ws_room_sender_max_msgs_per_s: int = 0
-    ws_room_sender_max_bytes_per_s: int = 0
+    rooms_max_users: int = 100
+    rooms_handshake_timeout_ms: int = 10000
+    rooms_soft_limit_bytes: int = 64 * 1024
+    rooms_hard_limit_bytes: int = 1 << 20
+    rooms_sender_max_msgs_per_s: int = 0
+    rooms_sender_max_bytes_per_s: int = 0
     fixed_adapter: str = ""
     policy: str = ""
     p2p_max_island_size: int = 16
@@ -595,10 +704,13 @@ class RealmConfig:
                 f"leave_distance ({self.leave_distance}) must be >= join_distance "
                 f"({self.join_distance})",
                 code="bad_value",
+                field="leave_distance",
             )
-        if self.ws_room_hard_limit_bytes < self.ws_room_soft_limit_bytes:
+        if self.rooms_hard_limit_bytes < self.rooms_soft_limit_bytes:
             raise ConfigError(
-                "ws_room_hard_limit_bytes must be >= ws_room_soft_limit_bytes", code="bad_value"
+                "rooms_hard_limit_bytes must be >= rooms_soft_limit_bytes",
+                code="bad_value",
+                field="rooms_hard_limit_bytes",
             )
         if not (
             self.tiered_p2p_down_at < self.tiered_p2p_up_at <= self.tiered_livekit_up_at
@@ -608,6 +720,7 @@ class RealmConfig:
                 "tiered policy thresholds need tiered_p2p_down_at < tiered_p2p_up_at <= "
                 "tiered_livekit_up_at and tiered_livekit_down_at < tiered_livekit_up_at",
                 code="bad_value",
+                field=_first_bad_threshold(self),
             )
 
     @property
@@ -620,7 +733,21 @@ class RealmConfig:
         return bool(self.livekit_host and self.livekit_api_key and self.livekit_api_secret)
 
     def replace(self, **changes: Any) -> RealmConfig:
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **_renamed(changes, "keyword"))
+
+    def server_config(
+        self, role: str = "realm", *, ws_room_secret: str | None = None
+    ) -> ServerConfig:
+        """The :class:`dclcomms.ws.ServerConfig` of a process of this realm (one builder).
+
+        ``role``: ``"realm"`` (the realm and ``dclcomms connector``: connector, rooms and,
+        per ``bus``, /bus), ``"rooms"`` (``dclcomms rooms``) or ``"http"`` (the plain HTTP
+        front of ``dclcomms core`` / ``stats``); see :data:`SERVER_ROLES`. Every server
+        field that is also a setting is copied by name, so a server limit added to
+        ``DCLCOMMS_WS_CONFIG`` and to :data:`SETTINGS` needs no edit here.
+        ``ws_room_secret`` overrides the setting (the realm's generated secret).
+        """
+        return server_config(self, role, ws_room_secret=ws_room_secret)
 
     def public_dict(self) -> dict[str, Any]:
         """Settings for logs: secrets redacted."""
@@ -631,9 +758,89 @@ class RealmConfig:
         return out
 
 
+#: The server fields each kind of process fixes; every other server field that is a
+#: setting comes from the configuration (:func:`server_config`).
+SERVER_ROLES: dict[str, dict[str, Any]] = {
+    "realm": {"connector": True, "rooms": True},
+    "rooms": {"connector": False, "rooms": True, "bus": False},
+    "http": {
+        "connector": False,
+        "rooms": False,
+        "bus": False,
+        "io_threads": 1,
+        "auth_threads": 1,
+        "ws_room_secret": None,
+    },
+}
+
+
+def server_config(
+    config: RealmConfig, role: str = "realm", *, ws_room_secret: str | None = None
+) -> ServerConfig:
+    """The one builder of a process's server settings (see :meth:`RealmConfig.server_config`)."""
+    import dclcomms
+    from dclcomms import ws
+
+    fixed = SERVER_ROLES.get(role)
+    if fixed is None:
+        raise ConfigError(
+            f"unknown server role {role!r}; one of {', '.join(SERVER_ROLES)}",
+            code="bad_value",
+            field="role",
+        )
+    values = {
+        name: getattr(config, name) for name, *_ in ws.ServerConfig.fields() if name in _BY_NAME
+    }
+    values["ws_room_secret"] = (
+        config.ws_room_secret if ws_room_secret is None else ws_room_secret
+    ) or None
+    values.update(fixed)
+    if values["rooms"] and values["ws_room_require_token"] and not values["ws_room_secret"]:
+        raise ConfigError(
+            "ws_room_require_token needs ws_room_secret (--ws-room-secret or "
+            "WS_ROOM_SERVICE_SECRET)",
+            code="bad_value",
+            field="ws_room_require_token",
+        )
+    return ws.ServerConfig(version=dclcomms.__version__, commit_hash=config.commit_hash, **values)
+
+
+def _first_bad_threshold(c: RealmConfig) -> str:
+    """The tiered threshold named by the error: the first one out of order."""
+    if not c.tiered_p2p_down_at < c.tiered_p2p_up_at:
+        return "tiered_p2p_down_at"
+    if not c.tiered_p2p_up_at <= c.tiered_livekit_up_at:
+        return "tiered_p2p_up_at"
+    return "tiered_livekit_down_at"
+
+
+def _old_attribute(alias: Alias) -> property:
+    def get(self: RealmConfig) -> Any:
+        _deprecated(alias, "keyword")
+        return getattr(self, alias.new)
+
+    return property(get, doc=f"Deprecated name of :attr:`{alias.new}`.")
+
+
+def _init_accepting_old_names(init: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(init)
+    def __init__(self: RealmConfig, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **_renamed(kwargs, "keyword"))
+
+    return __init__
+
+
+# Old setting names keep working on RealmConfig too: as keywords and attributes.
+setattr(RealmConfig, "__init__", _init_accepting_old_names(RealmConfig.__init__))  # noqa: B010
+for _alias in _KEY_ALIASES.values():
+    setattr(RealmConfig, _alias.old, _old_attribute(_alias))
+
+
 def _validate(s: Setting, value: Any, where: str) -> Any:
     def bad(why: str) -> ConfigError:
-        return ConfigError(f"{s.name} ({where}): {why}, got {value!r}", code="bad_value")
+        return ConfigError(
+            f"{s.name} ({where}): {why}, got {value!r}", code="bad_value", field=s.name
+        )
 
     if s.kind is bool:
         if not isinstance(value, bool):
@@ -680,13 +887,15 @@ def _from_text(s: Setting, text: str, where: str) -> Any:
             value = text
     except ValueError:
         raise ConfigError(
-            f"{s.name} ({where}): expected {s.kind.__name__}, got {text!r}", code="bad_value"
+            f"{s.name} ({where}): expected {s.kind.__name__}, got {text!r}",
+            code="bad_value",
+            field=s.name,
         ) from None
     return _validate(s, value, where)
 
 
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Validated values of a TOML file (only the keys it sets)."""
+    """Validated values of a TOML file (only the keys it sets; old key names renamed)."""
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -699,18 +908,43 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: invalid TOML: {e}", code="bad_toml") from None
     out: dict[str, Any] = {}
-    for key, value in data.items():
-        s = _BY_NAME.get(key)
-        if s is None:
-            raise ConfigError(f"{p}: unknown key {key!r}", code="unknown_key")
-        out[key] = _validate(s, value, str(p))
+    for key in data:
+        if key not in _BY_NAME and key not in _KEY_ALIASES:
+            raise ConfigError(f"{p}: unknown key {key!r}", code="unknown_key", field=key)
+    for key, value in _renamed(data, "toml").items():
+        out[key] = _validate(_BY_NAME[key], value, str(p))
     return out
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per setting; unset flags stay None so lower sources apply."""
+def _flag_aliases(command: str, names: set[str]) -> list[Alias]:
+    """The deprecated flags a command accepts: its own, then old setting names."""
+    own = [a for a in ALIASES if a.kind == "flag" and a.command == command and a.new in names]
+    taken = {a.flag_name for a in own}
+    olds = [
+        a
+        for a in ALIASES
+        if a.kind == "key" and a.new in names and a.flag_name not in taken and command != "rooms"
+    ]
+    return own + olds
+
+
+def _alias_dest(alias: Alias) -> str:
+    return "deprecated:" + alias.flag_name
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    command: str = "realm",
+    only: Iterable[str] | None = None,
+) -> None:
+    """One flag per setting (``only``: a subset); unset flags stay None so lower sources apply.
+
+    ``command`` selects the deprecated flags accepted besides (:data:`ALIASES`).
+    """
     parser.add_argument("--config", metavar="PATH", help="TOML configuration file")
-    for s in SETTINGS:
+    chosen = [s for s in SETTINGS if only is None or s.name in set(only)]
+    for s in chosen:
         if s.kind is bool:
             parser.add_argument(
                 s.flag_name,
@@ -727,6 +961,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 metavar=s.kind.__name__.upper(),
                 help=f"{s.help} (env {s.env}, default {s.default!r})",
             )
+    for a in _flag_aliases(command, {s.name for s in chosen}):
+        kind = _BY_NAME[a.new].kind
+        extra: dict[str, Any] = (
+            {"action": argparse.BooleanOptionalAction}
+            if kind is bool
+            else {"metavar": kind.__name__.upper()}
+        )
+        parser.add_argument(
+            a.flag_name, dest=_alias_dest(a), default=None, help=argparse.SUPPRESS, **extra
+        )
 
 
 def load_config(
@@ -734,37 +978,59 @@ def load_config(
     *,
     env: Mapping[str, str] | None = None,
     config_path: str | os.PathLike[str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> RealmConfig:
-    """Merge flags > environment > TOML file > defaults into a validated RealmConfig.
+    """Merge flags > environment > TOML file > ``defaults`` > built-in defaults.
 
     ``flags`` maps setting names to values (text from argparse, or typed values);
-    ``None`` values are ignored. ``env`` defaults to ``os.environ``.
+    ``None`` values are ignored. ``env`` defaults to ``os.environ``. ``defaults``: a
+    command's own defaults (``dclcomms rooms`` listens on 127.0.0.1). Old names and
+    environment variables (:data:`ALIASES`) are accepted with a warning.
     """
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    for k, v in (defaults or {}).items():
+        values[k] = _validate(_BY_NAME[k], v, "default")
     if config_path is not None:
         for k, v in read_toml(config_path).items():
             values[k], sources[k] = v, "toml"
+    for a in _ENV_ALIASES:
+        s = _BY_NAME[a.new]
+        if a.old in env and s.env not in env:
+            _deprecated(a, "env")
+            values[s.name] = _from_text(s, env[a.old], f"env {a.old}")
+            sources[s.name] = "env"
     for s in SETTINGS:
         if s.env in env:
             values[s.name], sources[s.name] = _from_text(s, env[s.env], f"env {s.env}"), "env"
-    for k, v in (flags or {}).items():
-        if v is None:
-            continue
-        found = _BY_NAME.get(k)
-        if found is None:
-            raise ConfigError(f"unknown setting {k!r}", code="unknown_key")
-        s = found
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    for k in given:
+        if k not in _BY_NAME and k not in _KEY_ALIASES:
+            raise ConfigError(f"unknown setting {k!r}", code="unknown_key", field=k)
+    for k, v in _renamed(given, "flag").items():
+        s = _BY_NAME[k]
         where = f"flag {s.flag_name}"
         values[k] = _from_text(s, v, where) if isinstance(v, str) else _validate(s, v, where)
         sources[k] = "flag"
     return RealmConfig(**values, sources=sources)
 
 
-def config_from_args(ns: argparse.Namespace) -> RealmConfig:
-    flags = {s.name: getattr(ns, s.name, None) for s in SETTINGS}
-    return load_config(flags, config_path=getattr(ns, "config", None))
+def config_from_args(
+    ns: argparse.Namespace, *, defaults: Mapping[str, Any] | None = None
+) -> RealmConfig:
+    """The configuration of parsed flags (:func:`add_arguments`), env and ``--config``."""
+    flags: dict[str, Any] = {}
+    for a in ALIASES:  # deprecated flags first: the current one wins when both are given
+        v = getattr(ns, _alias_dest(a), None) if a.kind in ("flag", "key") else None
+        if v is not None:
+            _deprecated(a, "flag")
+            flags[a.new] = v
+    for s in SETTINGS:
+        v = getattr(ns, s.name, None)
+        if v is not None:
+            flags[s.name] = v
+    return load_config(flags, config_path=getattr(ns, "config", None), defaults=defaults)
 
 
 def sample_keys(text: str) -> list[str]:
@@ -773,8 +1039,12 @@ def sample_keys(text: str) -> list[str]:
 
 
 __all__ = [
+    "ALIASES",
     "BUILTIN_POLICY_NAMES",
+    "SERVER_ROLES",
     "SETTINGS",
+    "Alias",
+    "DeprecatedSettingWarning",
     "RealmConfig",
     "Setting",
     "add_arguments",
@@ -782,6 +1052,7 @@ __all__ = [
     "load_config",
     "read_toml",
     "sample_keys",
+    "server_config",
 ]
 
 

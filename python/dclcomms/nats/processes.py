@@ -124,8 +124,8 @@ class CoreService:
         engine = Engine(
             join_distance=config.join_distance,
             leave_distance=config.leave_distance,
-            max_island_size=config.island_size,
-            id_prefix=config.room_prefix,
+            max_island_size=config.max_island_size,
+            id_prefix=config.id_prefix,
         )
         self.core = ArchipelagoCore(
             engine,
@@ -266,18 +266,7 @@ class HttpFront:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
-        cfg = self.config
-        self.server = ws.Server(
-            ws.ServerConfig(
-                host=cfg.host,
-                port=cfg.port,
-                io_threads=1,
-                connector=False,
-                rooms=False,
-                version=dclcomms.__version__,
-                commit_hash=cfg.commit_hash,
-            )
-        )
+        self.server = ws.Server(self.config.server_config("http"))
         self.port = int(self.server.start())
         asyncio.get_running_loop().add_reader(self.server.fileno(), self._pump)
         return self.port

@@ -47,33 +47,6 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _server_config(config: RealmConfig, ws_room_secret: str) -> Any:
-    return ws.ServerConfig(
-        host=config.host,
-        port=config.port,
-        io_threads=config.io_threads,
-        max_frame_bytes=config.max_frame_bytes,
-        connector=True,
-        connector_handshake_timeout_ms=config.handshake_timeout_ms,
-        heartbeat_max_per_s=config.heartbeat_max_per_s,
-        connector_max_queued_bytes=config.connector_max_queued_bytes,
-        rooms=True,
-        rooms_handshake_timeout_ms=config.ws_room_handshake_timeout_ms,
-        rooms_max_users=config.ws_room_max_users,
-        rooms_soft_limit_bytes=config.ws_room_soft_limit_bytes,
-        rooms_hard_limit_bytes=config.ws_room_hard_limit_bytes,
-        rooms_sender_max_msgs_per_s=config.ws_room_sender_max_msgs_per_s,
-        rooms_sender_max_bytes_per_s=config.ws_room_sender_max_bytes_per_s,
-        ws_room_secret=ws_room_secret,
-        ws_room_require_token=config.ws_room_require_token,
-        bus=config.bus,
-        bus_max_frames_per_s=config.bus_max_frames_per_s,
-        version=dclcomms.__version__,
-        commit_hash=config.commit_hash,
-        auth_threads=config.auth_threads,
-    )
-
-
 class Realm:
     """A running realm (connector + archipelago core + stats + rooms) on one port."""
 
@@ -143,10 +116,10 @@ class Realm:
         engine = Engine(
             join_distance=cfg.join_distance,
             leave_distance=cfg.leave_distance,
-            max_island_size=cfg.island_size,
-            id_prefix=cfg.room_prefix,
+            max_island_size=cfg.max_island_size,
+            id_prefix=cfg.id_prefix,
         )
-        self.server = ws.Server(_server_config(cfg, self.ws_room_secret))
+        self.server = ws.Server(cfg.server_config("realm", ws_room_secret=self.ws_room_secret))
         self._port = int(self.server.start())
         self._started_ms = _now_ms()
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import subprocess
 import sys
@@ -47,6 +48,11 @@ RENAMED = [
     ("dclcomms.realm.app", "setup_logging", "dclcomms.logs", "setup_logging"),
     ("dclcomms.realm.app", "JsonFormatter", "dclcomms.logs", "JsonFormatter"),
     ("dclcomms.archipelago", "ArchipelagoCore", "dclcomms.archipelago.core", "ArchipelagoCore"),
+    *[
+        (old, name, "dclcomms.realm.cli", name)
+        for old in ("dclcomms.processes", "dclcomms.nats.processes")
+        for name in ("connector_main", "core_main", "stats_main", "realm_nats_main")
+    ],
 ]
 
 
@@ -105,3 +111,25 @@ def test_realm_takes_the_old_bus_keyword() -> None:
     assert Realm(RealmConfig(port=0), pubsub=ps).pubsub is ps
     with pytest.raises(TypeError):
         Realm(RealmConfig(port=0), pubsub=ps, bus=InProcessPubSub())
+
+
+def _imports(path: Path) -> set[str]:
+    """Every dclcomms module a source file imports (at any depth: lazy imports count)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)
+    return {m for m in out if m.startswith("dclcomms")}
+
+
+@pytest.mark.parametrize("lower", ["nats", "archipelago", "config", "auth"])
+def test_lower_layers_do_not_reach_into_the_realm(lower: str) -> None:
+    """The realm composes the layers below it; none of them imports it (not even lazily)."""
+    files = sorted((PACKAGE / lower).glob("*.py"))
+    assert files
+    for f in files:
+        up = {m for m in _imports(f) if m == "dclcomms.realm" or m.startswith("dclcomms.realm.")}
+        assert not up, f"{f.relative_to(PACKAGE)} imports {sorted(up)}"

@@ -44,7 +44,22 @@ NAMES: dict[tuple[str, str], tuple[str, str]] = {
     ("dclcomms.natsbus", "NatsBus"): ("dclcomms.nats.pubsub", "NatsPubSub"),
     ("dclcomms.natsbus", "BusError"): ("dclcomms.errors", "PubSubError"),
     ("dclcomms.processes", "BusError"): ("dclcomms.errors", "PubSubError"),
+    # the NATS commands compose a Realm: they moved up a layer, to dclcomms.realm.cli
+    **{
+        (old, name): ("dclcomms.realm.cli", name)
+        for old in ("dclcomms.processes", "dclcomms.nats.processes")
+        for name in ("connector_main", "core_main", "stats_main", "realm_nats_main")
+    },
 }
+
+
+def moved_name(module: str, name: str) -> Any:
+    """``module.name`` for a name that moved out of a module still in place (its
+    module-level ``__getattr__``); AttributeError for any other name."""
+    target = NAMES.get((module, name))
+    if target is None:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(target[0]), target[1])
 
 
 class _MovedModule(types.ModuleType):

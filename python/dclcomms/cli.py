@@ -22,9 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "the comms gatekeeper (scene rooms): migrate, operator commands",
     ),
     "rooms": ("dclcomms.rooms:main", "standalone RFC-5 WebSocket room service (/rooms/<roomId>)"),
-    "connector": ("dclcomms.nats.processes:connector_main", "connector + rooms + HTTP over NATS"),
-    "core": ("dclcomms.nats.processes:core_main", "archipelago clustering core over NATS"),
-    "stats": ("dclcomms.nats.processes:stats_main", "stats HTTP API over NATS"),
+    "connector": ("dclcomms.realm.cli:connector_main", "connector + rooms + HTTP over NATS"),
+    "core": ("dclcomms.realm.cli:core_main", "archipelago clustering core over NATS"),
+    "stats": ("dclcomms.realm.cli:stats_main", "stats HTTP API over NATS"),
     "sim": ("dclcomms.sim.cli:main", "run the offline island simulator, print a JSON summary"),
     "bots": ("dclcomms.bots:main", "run N client bots against a realm, print a JSON summary"),
 }

@@ -450,6 +450,18 @@ BUILTIN_POLICIES: dict[str, type[P2PPolicy] | type[TieredPolicy]] = {
 assert tuple(BUILTIN_POLICIES) == BUILTIN_POLICY_NAMES
 
 
+def make_policy(
+    arg: RealmPolicy | type[RealmPolicy] | None, transports: Transports, config: RealmConfig
+) -> RealmPolicy:
+    """The policy a realm or ``dclcomms core`` runs: ``arg`` as given (an instance, or a
+    class built on ``transports``), else ``config.policy`` (:func:`load_policy`)."""
+    if isinstance(arg, RealmPolicy):
+        return arg
+    if isinstance(arg, type):
+        return arg(transports)
+    return load_policy(config.policy, transports, config)
+
+
 def load_policy(
     spec: str, transports: Transports, config: RealmConfig | None = None
 ) -> RealmPolicy:
@@ -491,6 +503,7 @@ __all__ = [
     "WsRoomTransport",
     "build_transports",
     "load_policy",
+    "make_policy",
     "public_base_url",
     "tier_level",
 ]

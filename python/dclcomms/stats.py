@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dclcomms.config import RealmConfig
 from dclcomms.http import HttpError, Request, Response, Router, json_response
 from dclcomms.pubsub import Discovery, HeartbeatBatch, IslandStatus, PubSub, Subscription
 
@@ -321,4 +322,14 @@ class Stats:
         )
 
 
-__all__ = ["PeerInfo", "Stats", "to_parcel"]
+def stats_from_config(config: RealmConfig, pubsub: PubSub) -> Stats:
+    """The stats a realm or ``dclcomms stats`` serves, timings from ``config``."""
+    return Stats(
+        pubsub,
+        peer_timeout_ms=config.heartbeat_timeout_ms,
+        content_url=config.content_url,
+        scene_cache_s=config.hot_scenes_cache_s,
+    )
+
+
+__all__ = ["PeerInfo", "Stats", "stats_from_config", "to_parcel"]

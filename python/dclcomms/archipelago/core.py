@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dclcomms.archipelago import UNSET, Engine
+from dclcomms.config import RealmConfig
 from dclcomms.metrics import Registry
 from dclcomms.policy import IslandView, RealmPolicy, Transport
 from dclcomms.pubsub import (
@@ -446,4 +447,26 @@ class ArchipelagoCore:
         return now - self.last_tick_ms <= max(10_000, 5_000 * self.flush_interval_s)
 
 
-__all__ = ["ArchipelagoCore", "TickReport"]
+def core_from_config(
+    config: RealmConfig, pubsub: PubSub, policy: RealmPolicy, *, registry: Registry | None = None
+) -> ArchipelagoCore:
+    """The core a realm or ``dclcomms core`` runs: its engine and timings from ``config``."""
+    engine = Engine(
+        join_distance=config.join_distance,
+        leave_distance=config.leave_distance,
+        max_island_size=config.max_island_size,
+        id_prefix=config.id_prefix,
+    )
+    return ArchipelagoCore(
+        engine,
+        pubsub,
+        policy,
+        flush_interval_s=config.flush_interval,
+        heartbeat_timeout_ms=config.heartbeat_timeout_ms,
+        discovery_interval_ms=config.discovery_interval_ms,
+        commit_hash=config.commit_hash,
+        registry=registry,
+    )
+
+
+__all__ = ["ArchipelagoCore", "TickReport", "core_from_config"]

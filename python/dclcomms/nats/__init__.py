@@ -6,8 +6,9 @@
   checks of every token that goes into a subject;
 * :mod:`dclcomms.nats.nodes` - transport-node announcements and the policy that
   balances islands across room nodes;
-* :mod:`dclcomms.nats.processes` - ``dclcomms core|connector|stats`` and
-  ``dclcomms realm --nats`` (imported by those commands, not here).
+* :mod:`dclcomms.nats.processes` - the core, stats and HTTP-front services that
+  ``dclcomms core|connector|stats`` and ``dclcomms realm --nats`` run (the commands
+  are in :mod:`dclcomms.realm.cli`; imported by them, not here).
 
 See docs/nats.md.
 """

@@ -12,9 +12,11 @@
 * ``dclcomms realm --nats URL``: all of them in one process, through NATS.
 
 All take the realm's flags (``--config``, env) plus ``--nats`` (repeatable) and
-``--subjects workers|v3``. Islands minted by the core must be reachable through
-every connector: use LiveKit (``--livekit-*``) or a fixed adapter, or give the
-core and the connectors the same ``--ws-room-secret`` and ``--ws-room-url``.
+``--subjects workers|v3``; the commands themselves live in :mod:`dclcomms.realm.cli`
+(they compose a :class:`~dclcomms.realm.Realm`, a layer above this one). Islands
+minted by the core must be reachable through every connector: use LiveKit
+(``--livekit-*``) or a fixed adapter, or give the core and the connectors the same
+``--ws-room-secret`` and ``--ws-room-url``.
 """
 
 from __future__ import annotations
@@ -23,18 +25,14 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import secrets
-import signal
-import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import dclcomms
-from dclcomms import ws
-from dclcomms.archipelago import Engine
-from dclcomms.archipelago.core import ArchipelagoCore
-from dclcomms.config import RealmConfig, add_arguments, config_from_args
-from dclcomms.errors import ConfigError, Error, SubjectError
+from dclcomms import _moved, ws
+from dclcomms.archipelago.core import core_from_config
+from dclcomms.config import RealmConfig
+from dclcomms.errors import ConfigError
 from dclcomms.http import Request, Response, Router, json_response
 from dclcomms.metrics import CONTENT_TYPE, Registry
 from dclcomms.nats.nodes import (
@@ -46,11 +44,16 @@ from dclcomms.nats.nodes import (
 )
 from dclcomms.nats.pubsub import NatsPubSub
 from dclcomms.nats.subjects import SCHEMES
-from dclcomms.policy import RealmPolicy, build_transports, load_policy
+from dclcomms.policy import RealmPolicy, build_transports, make_policy
 from dclcomms.pubsub import PubSub
-from dclcomms.stats import Stats
+from dclcomms.stats import stats_from_config
 
 log = logging.getLogger("dclcomms.nats.processes")
+
+
+def __getattr__(name: str) -> Any:
+    """The commands that moved to :mod:`dclcomms.realm.cli` (``connector_main``, ...)."""
+    return _moved.moved_name(__name__, name)
 
 
 def add_nats_arguments(p: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -110,33 +113,13 @@ class CoreService:
         transports = build_transports(
             config, bound_port=config.port or 80, ws_room_secret=config.ws_room_secret
         )
-        if isinstance(policy, RealmPolicy):
-            pol = policy
-        elif isinstance(policy, type):
-            pol = policy(transports)
-        else:
-            pol = load_policy(config.policy, transports, config)
+        pol = make_policy(policy, transports, config)
         if isinstance(pol, NodeBalancedWsRooms) and not isinstance(policy, RealmPolicy):
             # built here: the announcement timing comes from the configuration
             pol.registry = NodeRegistry(
                 interval_s=config.transport_node_interval, missed=config.transport_node_missed
             )
-        engine = Engine(
-            join_distance=config.join_distance,
-            leave_distance=config.leave_distance,
-            max_island_size=config.max_island_size,
-            id_prefix=config.id_prefix,
-        )
-        self.core = ArchipelagoCore(
-            engine,
-            pubsub,
-            pol,
-            flush_interval_s=config.flush_interval,
-            heartbeat_timeout_ms=config.heartbeat_timeout_ms,
-            discovery_interval_ms=config.discovery_interval_ms,
-            commit_hash=config.commit_hash,
-            registry=self.registry,
-        )
+        self.core = core_from_config(config, pubsub, pol, registry=self.registry)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._node_sub: Any = None
@@ -310,12 +293,7 @@ class StatsService:
         self.config = config
         self.pubsub = pubsub
         self.registry = registry or Registry()
-        self.stats = Stats(
-            pubsub,
-            peer_timeout_ms=config.heartbeat_timeout_ms,
-            content_url=config.content_url,
-            scene_cache_s=config.hot_scenes_cache_s,
-        )
+        self.stats = stats_from_config(config, pubsub)
         self.router = Router()
         self.stats.routes(self.router)
         self.router.add("/metrics", self._metrics)
@@ -358,125 +336,11 @@ class StatsService:
         self.stats.close()
 
 
-# --- command lines ---------------------------------------------------------------
-
-
-def _parser(prog: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description)
-    add_arguments(p)
-    add_nats_arguments(p)
-    return p
-
-
-async def _run(
-    parts: Callable[[], Awaitable[list[Any]]],
-    buses: list[NatsPubSub],
-    announce: Callable[[list[Any]], str],
-) -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    started: list[Any] = []
-    try:
-        started = await parts()
-        print(announce(started), flush=True)
-        await stop.wait()
-    finally:
-        for part in reversed(started):
-            await part.stop()
-        for b in buses:
-            await b.aclose()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-    return 0
-
-
-def _main(prog: str, description: str, argv: Sequence[str] | None, role: str) -> int:
-    from dclcomms.logs import setup_logging
-    from dclcomms.realm import Realm
-
-    ns = _parser(prog, description).parse_args(list(sys.argv[1:] if argv is None else argv))
-    buses: list[NatsPubSub] = []
-
-    async def pubsub(name: str, registry: Registry | None = None) -> NatsPubSub:
-        b = await connect_bus(ns.nats, ns.subjects, name, registry)
-        buses.append(b)
-        return b
-
-    async def parts() -> list[Any]:
-        out: list[Any] = []
-        if role in ("core", "realm"):
-            reg = Registry()
-            out.append(
-                await CoreService(
-                    config, await pubsub("dclcomms-core", reg), registry=reg, http=role == "core"
-                ).start()
-            )
-        if role in ("stats",):
-            reg = Registry()
-            out.append(
-                await StatsService(
-                    config, await pubsub("dclcomms-stats", reg), registry=reg
-                ).start()
-            )
-        if role in ("connector", "realm"):
-            realm = Realm(config, pubsub=await pubsub("dclcomms-connector"), run_core=False)
-            out.append(await realm.start())
-        return out
-
-    def announce(started: list[Any]) -> str:
-        urls = [p.url for p in started if hasattr(p, "url")]
-        where = f" listening on {', '.join(urls)}" if urls else ""
-        return f"{prog} running ({ns.subjects} subjects on {', '.join(ns.nats)}){where}"
-
-    try:
-        config = config_from_args(ns)
-        if role == "realm" and not config.ws_room_secret:
-            # one process: the core and the connector share the generated secret
-            config = config.replace(ws_room_secret=secrets.token_urlsafe(32))
-        if role == "core":
-            check_core_config(config)  # before connecting anywhere
-        setup_logging(config)
-        return asyncio.run(_run(parts, buses, announce))
-    except (ConfigError, SubjectError) as e:
-        print(f"{prog}: error: {e} [{e.code}]", file=sys.stderr)
-        return 2
-    except (OSError, Error) as e:
-        code = f" [{e.code}]" if isinstance(e, Error) else ""
-        print(f"{prog}: error: cannot start: {e}{code}", file=sys.stderr)
-        return 1
-
-
-def connector_main(argv: Sequence[str] | None = None) -> int:
-    return _main(
-        "dclcomms connector",
-        "Run a connector (WebSocket /ws, rooms, /about, stats routes, /metrics) over NATS.",
-        argv,
-        "connector",
-    )
-
-
-def core_main(argv: Sequence[str] | None = None) -> int:
-    return _main("dclcomms core", "Run the archipelago clustering core over NATS.", argv, "core")
-
-
-def stats_main(argv: Sequence[str] | None = None) -> int:
-    return _main("dclcomms stats", "Run the stats HTTP API over NATS.", argv, "stats")
-
-
-def realm_nats_main(argv: Sequence[str] | None = None) -> int:
-    return _main("dclcomms realm", "Run a realm whose parts talk through NATS.", argv, "realm")
-
-
 __all__ = [
     "CoreService",
     "HttpFront",
     "StatsService",
     "add_nats_arguments",
     "check_core_config",
-    "connector_main",
-    "core_main",
-    "realm_nats_main",
-    "stats_main",
+    "connect_bus",
 ]

@@ -24,19 +24,18 @@ from typing import Any
 import dclcomms
 from dclcomms import ws
 from dclcomms.about import AboutState, about, public_url_from_host
-from dclcomms.archipelago import Engine
-from dclcomms.archipelago.core import ArchipelagoCore
+from dclcomms.archipelago.core import ArchipelagoCore, core_from_config
 from dclcomms.config import RealmConfig
 from dclcomms.http import Request, Response, Router, json_response, text_response
 from dclcomms.logs import JsonFormatter, setup_logging
 from dclcomms.metrics import CONTENT_TYPE, Registry
 from dclcomms.msgbus import MessageBusGateway
-from dclcomms.policy import RealmPolicy, Transports, build_transports, load_policy
+from dclcomms.policy import RealmPolicy, Transports, build_transports, make_policy
 from dclcomms.pubsub import HeartbeatBatch, InProcessPubSub, PubSub
 from dclcomms.realm.bans import BanChecker
 from dclcomms.realm.connector import Connector
 from dclcomms.realm.denylist import DenyList
-from dclcomms.stats import Stats
+from dclcomms.stats import Stats, stats_from_config
 
 log = logging.getLogger("dclcomms.realm")
 
@@ -113,12 +112,6 @@ class Realm:
     async def start(self) -> Realm:
         cfg = self.config
         self._loop = asyncio.get_running_loop()
-        engine = Engine(
-            join_distance=cfg.join_distance,
-            leave_distance=cfg.leave_distance,
-            max_island_size=cfg.max_island_size,
-            id_prefix=cfg.id_prefix,
-        )
         self.server = ws.Server(cfg.server_config("realm", ws_room_secret=self.ws_room_secret))
         self._port = int(self.server.start())
         self._started_ms = _now_ms()
@@ -126,19 +119,8 @@ class Realm:
             self.transports = build_transports(
                 cfg, bound_port=self._port, ws_room_secret=self.ws_room_secret
             )
-            pol = self._policy_arg
-            if isinstance(pol, RealmPolicy):
-                self.policy = pol
-            elif isinstance(pol, type):
-                self.policy = pol(self.transports)
-            else:
-                self.policy = load_policy(cfg.policy, self.transports, cfg)
-            self.stats = Stats(
-                self.pubsub,
-                peer_timeout_ms=cfg.heartbeat_timeout_ms,
-                content_url=cfg.content_url,
-                scene_cache_s=cfg.hot_scenes_cache_s,
-            )
+            self.policy = make_policy(self._policy_arg, self.transports, cfg)
+            self.stats = stats_from_config(cfg, self.pubsub)
             self.connector = Connector(self.server, self.pubsub, self.registry)
             if cfg.bus:
                 island_of = self.connector.island_of
@@ -153,20 +135,8 @@ class Realm:
                     signal_burst=cfg.p2p_signal_burst,
                 )
                 self.connector.island_listeners.append(self.msgbus.on_island)
-            self.core = (
-                None
-                if not self.run_core
-                else ArchipelagoCore(
-                    engine,
-                    self.pubsub,
-                    self.policy,
-                    flush_interval_s=cfg.flush_interval,
-                    heartbeat_timeout_ms=cfg.heartbeat_timeout_ms,
-                    discovery_interval_ms=cfg.discovery_interval_ms,
-                    commit_hash=cfg.commit_hash,
-                    registry=self.registry,
-                )
-            )
+            if self.run_core:  # else the core runs elsewhere on the pub/sub
+                self.core = core_from_config(cfg, self.pubsub, self.policy, registry=self.registry)
             self._routes()
             self._loop.add_reader(self.server.fileno(), self._pump)
             ready = getattr(

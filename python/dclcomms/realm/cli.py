@@ -1,7 +1,9 @@
 """``dclcomms realm [flags]``: run a realm until SIGINT/SIGTERM (then exit 0).
 
-Configuration errors print one line ``dclcomms realm: error: <message> [<code>]``
-and exit 2, like argparse usage errors.
+Also the commands running its parts over NATS: ``dclcomms connector``, ``core``,
+``stats`` and ``realm --nats`` (the services are :mod:`dclcomms.nats.processes`).
+Configuration errors print one line ``<command>: error: <message> [<code>]`` and
+exit 2, like argparse usage errors.
 """
 
 from __future__ import annotations
@@ -9,12 +11,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import secrets
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from dclcomms.config import RealmConfig, add_arguments, config_from_args
-from dclcomms.errors import ConfigError, Error
+from dclcomms.errors import ConfigError, Error, SubjectError
+from dclcomms.metrics import Registry
+from dclcomms.nats.processes import (
+    CoreService,
+    StatsService,
+    add_nats_arguments,
+    check_core_config,
+    connect_bus,
+)
+from dclcomms.nats.pubsub import NatsPubSub
 
 log = logging.getLogger("dclcomms.realm")
 
@@ -27,9 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         "environment variables, which override the --config TOML file.",
     )
     add_arguments(p)
-    from dclcomms.nats.processes import add_nats_arguments  # --nats runs the parts over NATS
-
-    add_nats_arguments(p, required=False)
+    add_nats_arguments(p, required=False)  # --nats runs the parts over NATS
     return p
 
 
@@ -55,9 +66,7 @@ async def serve(config: RealmConfig, *, announce: bool = True) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a == "--nats" or a.startswith("--nats=") for a in args):
-        from dclcomms.nats.processes import realm_nats_main  # every part, talking through NATS
-
-        return realm_nats_main(args)
+        return realm_nats_main(args)  # every part, talking through NATS
     parser = build_parser()
     ns = parser.parse_args(args)
     try:
@@ -73,3 +82,114 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = f" [{e.code}]" if isinstance(e, Error) else ""
         print(f"dclcomms realm: error: cannot start: {e}{code}", file=sys.stderr)
         return 1
+
+
+# --- command lines ---------------------------------------------------------------
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    add_arguments(p)
+    add_nats_arguments(p)
+    return p
+
+
+async def _run(
+    parts: Callable[[], Awaitable[list[Any]]],
+    buses: list[NatsPubSub],
+    announce: Callable[[list[Any]], str],
+) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    started: list[Any] = []
+    try:
+        started = await parts()
+        print(announce(started), flush=True)
+        await stop.wait()
+    finally:
+        for part in reversed(started):
+            await part.stop()
+        for b in buses:
+            await b.aclose()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def _main(prog: str, description: str, argv: Sequence[str] | None, role: str) -> int:
+    from dclcomms.logs import setup_logging
+    from dclcomms.realm.app import Realm
+
+    ns = _parser(prog, description).parse_args(list(sys.argv[1:] if argv is None else argv))
+    buses: list[NatsPubSub] = []
+
+    async def pubsub(name: str, registry: Registry | None = None) -> NatsPubSub:
+        b = await connect_bus(ns.nats, ns.subjects, name, registry)
+        buses.append(b)
+        return b
+
+    async def parts() -> list[Any]:
+        out: list[Any] = []
+        if role in ("core", "realm"):
+            reg = Registry()
+            out.append(
+                await CoreService(
+                    config, await pubsub("dclcomms-core", reg), registry=reg, http=role == "core"
+                ).start()
+            )
+        if role in ("stats",):
+            reg = Registry()
+            out.append(
+                await StatsService(
+                    config, await pubsub("dclcomms-stats", reg), registry=reg
+                ).start()
+            )
+        if role in ("connector", "realm"):
+            realm = Realm(config, pubsub=await pubsub("dclcomms-connector"), run_core=False)
+            out.append(await realm.start())
+        return out
+
+    def announce(started: list[Any]) -> str:
+        urls = [p.url for p in started if hasattr(p, "url")]
+        where = f" listening on {', '.join(urls)}" if urls else ""
+        return f"{prog} running ({ns.subjects} subjects on {', '.join(ns.nats)}){where}"
+
+    try:
+        config = config_from_args(ns)
+        if role == "realm" and not config.ws_room_secret:
+            # one process: the core and the connector share the generated secret
+            config = config.replace(ws_room_secret=secrets.token_urlsafe(32))
+        if role == "core":
+            check_core_config(config)  # before connecting anywhere
+        setup_logging(config)
+        return asyncio.run(_run(parts, buses, announce))
+    except (ConfigError, SubjectError) as e:
+        print(f"{prog}: error: {e} [{e.code}]", file=sys.stderr)
+        return 2
+    except (OSError, Error) as e:
+        code = f" [{e.code}]" if isinstance(e, Error) else ""
+        print(f"{prog}: error: cannot start: {e}{code}", file=sys.stderr)
+        return 1
+
+
+def connector_main(argv: Sequence[str] | None = None) -> int:
+    return _main(
+        "dclcomms connector",
+        "Run a connector (WebSocket /ws, rooms, /about, stats routes, /metrics) over NATS.",
+        argv,
+        "connector",
+    )
+
+
+def core_main(argv: Sequence[str] | None = None) -> int:
+    return _main("dclcomms core", "Run the archipelago clustering core over NATS.", argv, "core")
+
+
+def stats_main(argv: Sequence[str] | None = None) -> int:
+    return _main("dclcomms stats", "Run the stats HTTP API over NATS.", argv, "stats")
+
+
+def realm_nats_main(argv: Sequence[str] | None = None) -> int:
+    return _main("dclcomms realm", "Run a realm whose parts talk through NATS.", argv, "realm")

@@ -7,9 +7,6 @@ find_package(Protobuf REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(SECP256K1 REQUIRED IMPORTED_TARGET libsecp256k1)
 
-# libnanoflann-dev 1.4.3 reports itself as 1.4.2.
-find_package(nanoflann 1.4 REQUIRED)
-
 find_path(WEBSOCKETPP_INCLUDE_DIR websocketpp/server.hpp REQUIRED)
 find_path(ASIO_INCLUDE_DIR asio.hpp REQUIRED)
 add_library(dclcomms_websocketpp INTERFACE)

@@ -18,12 +18,12 @@ import contextlib
 import json
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import dclcomms
+from dclcomms.clock import now_ms
 from dclcomms.config import SETTINGS, add_arguments, config_from_args
 from dclcomms.errors import SubjectError
 from dclcomms.nats.nodes import NodeStatus, check_node_id, status_subject
@@ -37,7 +37,7 @@ def status_body(server: Server) -> dict[str, object]:
     rooms = server.stats()["rooms"]
     return {
         "version": server.config.version,
-        "currentTime": int(time.time() * 1000),
+        "currentTime": now_ms(),
         "commitHash": server.config.commit_hash,
         "users": rooms["users"],
         "rooms": rooms["rooms"],
@@ -79,7 +79,7 @@ def node_status(server: Server, announce: Announce) -> NodeStatus:
         available_seats=-1,
         users_count=int(rooms["users"]),
         rooms=int(rooms["rooms"]),
-        ts=int(time.time() * 1000),
+        ts=now_ms(),
     )
 
 

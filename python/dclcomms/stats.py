@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dclcomms.clock import now_ms
 from dclcomms.config import RealmConfig
 from dclcomms.http import HttpError, Request, Response, Router, json_response
 from dclcomms.pubsub import Discovery, HeartbeatBatch, IslandStatus, PubSub, Subscription
@@ -28,10 +29,6 @@ log = logging.getLogger("dclcomms.stats")
 PARCEL_SIZE = 16.0
 HOT_SCENES_LIMIT = 100
 CORE_HEALTHY_MS = 90_000
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def to_parcel(x: float, z: float) -> tuple[int, int]:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dclcomms.archipelago import UNSET, Engine
+from dclcomms.clock import now_ms
 from dclcomms.config import RealmConfig
 from dclcomms.metrics import Registry
 from dclcomms.policy import IslandView, RealmPolicy, Transport
@@ -44,18 +45,13 @@ from dclcomms.pubsub import (
     IslandStatus,
     PubSub,
     Subscription,
+    Vec3,
 )
 
 log = logging.getLogger("dclcomms.archipelago.core")
 
-Vec3 = tuple[float, float, float]
-
 FLUSH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 ISLAND_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 50, 75, 100, 150, 200)
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -132,7 +128,7 @@ class ArchipelagoCore:
         discovery_interval_ms: int = 10_000,
         commit_hash: str = "",
         registry: Registry | None = None,
-        clock_ms: Callable[[], int] = wall_ms,
+        clock_ms: Callable[[], int] = now_ms,
         reject_backoff_ms: int = 30_000,
     ) -> None:
         self.engine = engine

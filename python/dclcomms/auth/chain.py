@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dclcomms import _core
+from dclcomms.clock import now_ms
 from dclcomms.errors import ConfigError
 
 #: EIP-1271 provider: ``(contract, call_data_hex) -> result_word_hex`` performing
@@ -47,8 +47,7 @@ class AuthResult:
         return cls(False, None, None, None, code, message)
 
 
-def clock_ms() -> int:
-    return time.time_ns() // 1_000_000
+clock_ms = now_ms  # this module's name of the one wall clock (dclcomms.clock)
 
 
 def to_utf8(text: str | bytes) -> bytes:

@@ -80,10 +80,10 @@ from dclcomms.client.msgbus import MessageBusClient
 from dclcomms.client.p2p import SignalHub, load_aiortc
 from dclcomms.client.scenes import SceneResolver, parcel_of
 from dclcomms.errors import DecodeError, TransportError
+from dclcomms.pubsub import Vec3
 
 log = logging.getLogger("dclcomms.client")
 
-Vec3 = tuple[float, float, float]
 PositionSource = Callable[[], Vec3] | Callable[[], Awaitable[Vec3]] | AsyncIterator[Vec3]
 
 ARCHIPELAGO_PREFIX = "archipelago:archipelago:"

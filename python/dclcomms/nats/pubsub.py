@@ -51,7 +51,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from dclcomms import _core
+from dclcomms.clock import now_ms
 from dclcomms.errors import PubSubError, SubjectError
 from dclcomms.metrics import Registry
 from dclcomms.nats.subjects import ADDRESS_RE, ISLAND_RE, Scheme, scheme
@@ -439,7 +439,7 @@ class NatsPubSub(PubSub):
             # decoded with the rest of this loop iteration's heartbeats
             if not w.pending:
                 self._loop.call_soon(self._deliver_heartbeats, w)
-            w.pending.append((subject, wire_subject, data, time.time_ns() // 1_000_000))
+            w.pending.append((subject, wire_subject, data, now_ms()))
             return
         try:
             payload = self.scheme.decode(subject, data)

@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 from typing import Any
 
 import dclcomms
 from dclcomms import ws
 from dclcomms.about import AboutState, about, public_url_from_host
 from dclcomms.archipelago.core import ArchipelagoCore, core_from_config
+from dclcomms.clock import now_ms
 from dclcomms.config import RealmConfig
 from dclcomms.http import Request, Response, Router, json_response, text_response
 from dclcomms.logs import JsonFormatter, setup_logging
@@ -40,10 +40,6 @@ from dclcomms.stats import Stats, stats_from_config
 log = logging.getLogger("dclcomms.realm")
 
 PolicyArg = RealmPolicy | type[RealmPolicy] | None
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Realm:
@@ -114,7 +110,7 @@ class Realm:
         self._loop = asyncio.get_running_loop()
         self.server = ws.Server(cfg.server_config("realm", ws_room_secret=self.ws_room_secret))
         self._port = int(self.server.start())
-        self._started_ms = _now_ms()
+        self._started_ms = now_ms()
         try:
             self.transports = build_transports(
                 cfg, bound_port=self._port, ws_room_secret=self.ws_room_secret
@@ -330,7 +326,7 @@ class Realm:
         return json_response(
             {
                 "version": dclcomms.__version__,
-                "currentTime": _now_ms(),
+                "currentTime": now_ms(),
                 "commitHash": self.config.commit_hash,
                 "userCount": self.users_count(),
             }
@@ -341,7 +337,7 @@ class Realm:
         return json_response(
             {
                 "version": dclcomms.__version__,
-                "currentTime": _now_ms(),
+                "currentTime": now_ms(),
                 "commitHash": self.config.commit_hash,
                 "users": int(rooms.get("users", 0)),
                 "rooms": int(rooms.get("rooms", 0)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import dclcomms
 from dclcomms.http import HttpError, Request, Response, Router, json_response
 
 
@@ -72,3 +73,19 @@ def test_head_and_preflight() -> None:
     assert p.status == 204
     assert p.headers["Access-Control-Allow-Methods"] == "GET, HEAD, OPTIONS"
     assert p.headers["Access-Control-Max-Age"] == "86400"
+
+
+def test_every_status_document_has_one_shape() -> None:
+    """/status of the realm, its /rooms/status, dclcomms rooms and dclcomms core."""
+    import time
+
+    from dclcomms.http import status_document
+
+    before = time.time_ns() // 1_000_000
+    doc = status_document(commit_hash="abc", userCount=3)
+    assert list(doc) == ["version", "currentTime", "commitHash", "userCount"]
+    assert doc["version"] == dclcomms.__version__ and doc["commitHash"] == "abc"
+    assert before <= doc["currentTime"] <= time.time_ns() // 1_000_000
+    doc = status_document(commit_hash="", version="9.9", users=1, rooms=2, details=[])
+    assert list(doc) == ["version", "currentTime", "commitHash", "users", "rooms", "details"]
+    assert doc["version"] == "9.9"

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from dclcomms.clock import now_ms
+
 log = logging.getLogger("dclcomms.http")
 
 CORS_HEADERS = {
@@ -61,6 +63,17 @@ class Response:
 def json_response(value: Any, status: int = 200) -> Response:
     body = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
     return Response(status, body, {"Content-Type": "application/json"})
+
+
+def status_document(
+    *, commit_hash: str, version: str | None = None, **fields: Any
+) -> dict[str, Any]:
+    """The one shape of every ``/status`` (the realm's, its ``/rooms/status``, ``dclcomms
+    rooms`` and ``dclcomms core``): ``version``, ``currentTime`` (Unix ms) and
+    ``commitHash`` first, then the fields of that front, in order."""
+    if version is None:
+        from dclcomms import __version__ as version
+    return {"version": version, "currentTime": now_ms(), "commitHash": commit_hash, **fields}
 
 
 def text_response(text: str, status: int = 200, content_type: str = "text/plain") -> Response:

@@ -26,6 +26,7 @@ import dclcomms
 from dclcomms.clock import now_ms
 from dclcomms.config import SETTINGS, add_arguments, config_from_args
 from dclcomms.errors import SubjectError
+from dclcomms.http import status_document
 from dclcomms.nats.nodes import NodeStatus, check_node_id, status_subject
 from dclcomms.ws import HttpRequest, Server, ServerConfig, metrics_text
 
@@ -33,16 +34,16 @@ _JSON = {"Content-Type": "application/json", "Access-Control-Allow-Origin": "*"}
 
 
 def status_body(server: Server) -> dict[str, object]:
-    """The ``/status`` document of the reference ws-room-service."""
+    """The ``/status`` document of the reference ws-room-service (also the realm's
+    ``/rooms/status``)."""
     rooms = server.stats()["rooms"]
-    return {
-        "version": server.config.version,
-        "currentTime": now_ms(),
-        "commitHash": server.config.commit_hash,
-        "users": rooms["users"],
-        "rooms": rooms["rooms"],
-        "details": rooms["details"],
-    }
+    return status_document(
+        commit_hash=server.config.commit_hash,
+        version=server.config.version,
+        users=int(rooms["users"]),
+        rooms=int(rooms["rooms"]),
+        details=list(rooms["details"]),
+    )
 
 
 def answer(server: Server, req: HttpRequest) -> None:

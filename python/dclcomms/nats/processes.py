@@ -28,12 +28,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import dclcomms
 from dclcomms import _moved, ws
 from dclcomms.archipelago.core import core_from_config
 from dclcomms.config import RealmConfig
 from dclcomms.errors import ConfigError
-from dclcomms.http import Request, Response, Router, json_response
+from dclcomms.http import Request, Response, Router, json_response, status_document
 from dclcomms.metrics import CONTENT_TYPE, Registry
 from dclcomms.nats.nodes import (
     STATUS_PREFIX,
@@ -156,19 +155,18 @@ class CoreService:
 
     def _h_status(self, _req: Request) -> Response:
         core = self.core
-        body: dict[str, Any] = {
-            "ok": True,
-            "commitHash": self.config.commit_hash,
-            "version": dclcomms.__version__,
-            "subjects": getattr(getattr(self.pubsub, "scheme", None), "name", None),
-            "busConnected": self._bus_connected(),
-            "peers": core.engine.peer_count,
-            "islands": core.engine.island_count,
-            "flushIntervalS": core.flush_interval_s,
-            "lastTickMs": core.last_tick_ms,
-            "lastTickDurationS": core.last_tick_s,
-            "healthy": core.healthy(),
-        }
+        body = status_document(
+            commit_hash=self.config.commit_hash,
+            ok=True,
+            subjects=getattr(getattr(self.pubsub, "scheme", None), "name", None),
+            busConnected=self._bus_connected(),
+            peers=core.engine.peer_count,
+            islands=core.engine.island_count,
+            flushIntervalS=core.flush_interval_s,
+            lastTickMs=core.last_tick_ms,
+            lastTickDurationS=core.last_tick_s,
+            healthy=core.healthy(),
+        )
         pol = core.policy
         if isinstance(pol, NodeBalancedWsRooms):
             body["transportNodes"] = [

@@ -26,7 +26,7 @@ from dclcomms.about import AboutState, about, public_url_from_host
 from dclcomms.archipelago.core import ArchipelagoCore, core_from_config
 from dclcomms.clock import now_ms
 from dclcomms.config import RealmConfig
-from dclcomms.http import Request, Response, Router, json_response, text_response
+from dclcomms.http import Request, Response, Router, json_response, status_document
 from dclcomms.logs import JsonFormatter, setup_logging
 from dclcomms.metrics import CONTENT_TYPE, Registry
 from dclcomms.msgbus import MessageBusGateway
@@ -35,6 +35,7 @@ from dclcomms.pubsub import HeartbeatBatch, InProcessPubSub, PubSub
 from dclcomms.realm.bans import BanChecker
 from dclcomms.realm.connector import Connector
 from dclcomms.realm.denylist import DenyList
+from dclcomms.rooms import status_body as rooms_status_body
 from dclcomms.stats import Stats, stats_from_config
 
 log = logging.getLogger("dclcomms.realm")
@@ -297,7 +298,6 @@ class Realm:
         r.add("/about", self._h_about)
         r.add("/status", self._h_status)
         r.add("/rooms/status", self._h_rooms_status)
-        r.add("/health/live", lambda _req: text_response("alive"), methods=None)
         r.add("/metrics", self._h_metrics)
         assert self.stats is not None
         self.stats.routes(r)
@@ -324,26 +324,14 @@ class Realm:
 
     def _h_status(self, _req: Request) -> Response:
         return json_response(
-            {
-                "version": dclcomms.__version__,
-                "currentTime": now_ms(),
-                "commitHash": self.config.commit_hash,
-                "userCount": self.users_count(),
-            }
+            status_document(commit_hash=self.config.commit_hash, userCount=self.users_count())
         )
 
     def _h_rooms_status(self, _req: Request) -> Response:
-        rooms = (self.server.stats() if self.server is not None else {}).get("rooms", {})
-        return json_response(
-            {
-                "version": dclcomms.__version__,
-                "currentTime": now_ms(),
-                "commitHash": self.config.commit_hash,
-                "users": int(rooms.get("users", 0)),
-                "rooms": int(rooms.get("rooms", 0)),
-                "details": list(rooms.get("details", [])),
-            }
-        )
+        server = self.server
+        if server is None:  # stopping
+            return json_response({"error": "Service Unavailable"}, 503)
+        return json_response(rooms_status_body(server))
 
     def _h_metrics(self, _req: Request) -> Response:
         if self.stats is not None:

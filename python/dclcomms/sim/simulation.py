@@ -28,19 +28,6 @@ from dclcomms.sim.mobility import MobilityModel
 from dclcomms.sim.policy import CostModel, SimIsland, SimPolicy
 
 
-class ChangeLike(Protocol):
-    """An ``IslandChange`` of ``Engine.flush()``."""
-
-    @property
-    def peer_id(self) -> str: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def island_id(self) -> str | None: ...
-    @property
-    def from_island_id(self) -> str | None: ...
-
-
 class EngineLike(Protocol):
     """The part of ``dclcomms.archipelago.Engine`` the simulator drives."""
 

@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 import dclcomms
 from dclcomms import _core
+from dclcomms.metrics import Registry
 
 __all__ = [
     "UNSET",
@@ -318,15 +319,16 @@ _GAUGES = {
 }
 
 
-def metrics_text(
+def server_metrics(
     stats: Mapping[str, Any], *, areas: Sequence[str] = ("connector", "rooms", "bus")
-) -> str:
-    """Prometheus text exposition of :meth:`Server.stats` (``dcl_ws_*`` names).
+) -> dict[str, tuple[str, str, float]]:
+    """The server's metrics (``dcl_ws_*``) of :meth:`Server.stats`, as a
+    :meth:`dclcomms.metrics.Registry.collector` returns them: ``{name: (kind, help, value)}``.
 
     No per-peer or per-room labels: gauges and monotonic counters only. An area
     absent from stats is skipped.
     """
-    lines: list[str] = []
+    out: dict[str, tuple[str, str, float]] = {}
     for area in areas:
         if area not in stats:
             continue
@@ -334,10 +336,18 @@ def metrics_text(
             if key == "details":
                 continue
             if (area, key) in _GAUGES:
-                name = f"dcl_ws_{area}_{key}"
-                lines += [f"# HELP {name} {_GAUGES[(area, key)]}", f"# TYPE {name} gauge"]
+                out[f"dcl_ws_{area}_{key}"] = ("gauge", _GAUGES[(area, key)], int(value))
             else:
                 name = f"dcl_ws_{area}_{key}_total"
-                lines += [f"# HELP {name} {area} {key.replace('_', ' ')}", f"# TYPE {name} counter"]
-            lines.append(f"{name} {int(value)}")
-    return "\n".join(lines) + "\n"
+                out[name] = ("counter", f"{area} {key.replace('_', ' ')}", int(value))
+    return out
+
+
+def metrics_text(
+    stats: Mapping[str, Any], *, areas: Sequence[str] = ("connector", "rooms", "bus")
+) -> str:
+    """Prometheus text exposition of :func:`server_metrics` (through a
+    :class:`~dclcomms.metrics.Registry`, the one way metrics are defined and rendered)."""
+    registry = Registry()
+    registry.collector(lambda: server_metrics(stats, areas=areas))
+    return registry.render()

@@ -112,6 +112,7 @@ class Realm:
         self.server = ws.Server(cfg.server_config("realm", ws_room_secret=self.ws_room_secret))
         self._port = int(self.server.start())
         self._started_ms = now_ms()
+        self.registry.collector(self._server_metrics)
         try:
             self.transports = build_transports(
                 cfg, bound_port=self._port, ws_room_secret=self.ws_room_secret
@@ -333,12 +334,14 @@ class Realm:
             return json_response({"error": "Service Unavailable"}, 503)
         return json_response(rooms_status_body(server))
 
+    def _server_metrics(self) -> dict[str, tuple[str, str, float]]:
+        """The C++ counters (``dcl_ws_connector_*``, ``dcl_ws_rooms_*``, ``dcl_ws_bus_*``)."""
+        return ws.server_metrics(self.server.stats()) if self.server is not None else {}
+
     def _h_metrics(self, _req: Request) -> Response:
         if self.stats is not None:
             self.stats.sweep()
-        body = self.registry.render()
-        if self.server is not None:  # the C++ counters, dcl_ws_connector_* / dcl_ws_rooms_*
-            body += ws.metrics_text(self.server.stats())
+        body = self.registry.render()  # with the C++ counters (dcl_ws_*): a collector
         return Response(200, body.encode(), {"Content-Type": CONTENT_TYPE})
 
 

@@ -143,10 +143,17 @@ def test_oracle_detects_violations() -> None:
     ],
 )
 def test_invalid_parameters_raise_config_error(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ConfigError) as info:
-        Engine(**kwargs)  # type: ignore[arg-type]
-    assert info.value.code == "invalid_parameter"
-    assert isinstance(info.value, ValueError)
+    # the error names the offending parameter (the last one given: leave_distance in the
+    # first case), in both modes
+    field = list(kwargs)[-1]
+    for mode in ("converge", "reference"):
+        if kwargs.get("mode") is not None and mode == "reference":
+            continue
+        with pytest.raises(ConfigError) as info:
+            Engine(**{"mode": mode, **kwargs})  # type: ignore[arg-type]
+        assert info.value.code == "invalid_parameter"
+        assert isinstance(info.value, ValueError)
+        assert info.value.field == field, (mode, str(info.value))
 
 
 def test_reference_mode_keeps_the_reference_quirks() -> None:

@@ -107,13 +107,27 @@ class Snapshot:
 
 def _check_distance(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} must be a number, got {value!r}", code="invalid_parameter")
+        raise ConfigError(
+            f"{name} must be a number, got {value!r}", code="invalid_parameter", field=name
+        )
     v = float(value)
     if not math.isfinite(v) or v <= 0:
         raise ConfigError(
-            f"{name} must be positive and finite, got {value!r}", code="invalid_parameter"
+            f"{name} must be positive and finite, got {value!r}",
+            code="invalid_parameter",
+            field=name,
         )
     return v
+
+
+_PARAMS = ("join_distance", "leave_distance", "max_island_size", "id_prefix", "id_epoch")
+
+
+def _named(e: ConfigError) -> ConfigError:
+    """``e`` with ``field`` set to the parameter its message starts with (the cores' errors)."""
+    if e.field is None:
+        e.field = next((p for p in _PARAMS if str(e).startswith(p)), None)
+    return e
 
 
 def _pref(value: str | Unset | None) -> tuple[int, str]:
@@ -169,6 +183,7 @@ class Engine:
             raise ConfigError(
                 f"leave_distance ({leave}) must be >= join_distance ({join})",
                 code="invalid_parameter",
+                field="leave_distance",
             )
         if (
             isinstance(max_island_size, bool)
@@ -178,14 +193,19 @@ class Engine:
             raise ConfigError(
                 f"max_island_size must be an int in [1, 2**32), got {max_island_size!r}",
                 code="invalid_parameter",
+                field="max_island_size",
             )
         if not isinstance(id_prefix, str):
-            raise ConfigError("id_prefix must be a str", code="invalid_parameter")
+            raise ConfigError(
+                "id_prefix must be a str", code="invalid_parameter", field="id_prefix"
+            )
         if not isinstance(id_epoch, str):
-            raise ConfigError("id_epoch must be a str", code="invalid_parameter")
+            raise ConfigError("id_epoch must be a str", code="invalid_parameter", field="id_epoch")
         if mode not in _MODES:
             raise ConfigError(
-                f"mode must be one of {_MODES}, got {mode!r}", code="invalid_parameter"
+                f"mode must be one of {_MODES}, got {mode!r}",
+                code="invalid_parameter",
+                field="mode",
             )
         self._mode = mode
         # Both cores validate id_prefix (the C++ one re-validates the rest too).
@@ -195,10 +215,19 @@ class Engine:
                 raise ConfigError(
                     "id_epoch is a converge-mode feature (the reference has none)",
                     code="invalid_parameter",
+                    field="id_epoch",
                 )
-            self._core = ReferenceCore(join, leave, max_island_size, id_prefix)
+            try:
+                self._core = ReferenceCore(join, leave, max_island_size, id_prefix)
+            except ConfigError as e:
+                raise _named(e) from None
         else:
-            self._core = _core.ArchipelagoEngine(join, leave, max_island_size, id_prefix, id_epoch)
+            try:
+                self._core = _core.ArchipelagoEngine(
+                    join, leave, max_island_size, id_prefix, id_epoch
+                )
+            except ConfigError as e:
+                raise _named(e) from None
 
     @property
     def mode(self) -> str:

@@ -266,7 +266,7 @@ class Server:
         """``ServerPacket{island_changed}`` around an encoded ``IslandChangedMessage``.
 
         The bytes are wrapped, not re-encoded or checked: pass what dclcomms encoded, or
-        decoded successfully (as the bus does for every message it delivers).
+        decoded successfully (as the pub/sub does for every message it delivers).
         """
         self._core.send_island_changed_message(address, message)
 

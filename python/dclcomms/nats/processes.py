@@ -71,7 +71,7 @@ def add_nats_arguments(p: argparse.ArgumentParser, *, required: bool = True) -> 
     )
 
 
-async def connect_bus(
+async def connect_pubsub(
     urls: Sequence[str], subjects: str, name: str, registry: Registry | None = None
 ) -> NatsPubSub:
     return await NatsPubSub.connect(list(urls), subjects=subjects, name=name, registry=registry)
@@ -139,13 +139,13 @@ class CoreService:
             raise AttributeError("url: this core serves no HTTP (http=False)")
         return self.http.url
 
-    def _bus_connected(self) -> bool:
+    def _nats_connected(self) -> bool:
         nc = getattr(self.pubsub, "nc", None)
         return bool(nc.is_connected) if nc is not None else True
 
     def _h_ready(self, _req: Request) -> Response:
         reasons = []
-        if not self._bus_connected():
+        if not self._nats_connected():
             reasons.append("bus_disconnected")
         if not self.core.healthy():
             reasons.append("no_recent_tick")
@@ -159,7 +159,7 @@ class CoreService:
             commit_hash=self.config.commit_hash,
             ok=True,
             subjects=getattr(getattr(self.pubsub, "scheme", None), "name", None),
-            busConnected=self._bus_connected(),
+            busConnected=self._nats_connected(),
             peers=core.engine.peer_count,
             islands=core.engine.island_count,
             flushIntervalS=core.flush_interval_s,
@@ -340,5 +340,5 @@ __all__ = [
     "StatsService",
     "add_nats_arguments",
     "check_core_config",
-    "connect_bus",
+    "connect_pubsub",
 ]

@@ -1,4 +1,4 @@
-"""NATS subject schemes: the bus's internal subjects <-> the subjects on the wire.
+"""NATS subject schemes: the pub/sub's internal subjects <-> the subjects on the wire.
 
 The realm's parts (connector glue, core, stats) speak the internal subjects of
 :mod:`dclcomms.pubsub` (archipelago.md 4, "current"). On NATS they travel under one

@@ -25,7 +25,7 @@ from dclcomms.nats.processes import (
     StatsService,
     add_nats_arguments,
     check_core_config,
-    connect_bus,
+    connect_pubsub,
 )
 from dclcomms.nats.pubsub import NatsPubSub
 
@@ -96,7 +96,7 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 async def _run(
     parts: Callable[[], Awaitable[list[Any]]],
-    buses: list[NatsPubSub],
+    pubsubs: list[NatsPubSub],
     announce: Callable[[list[Any]], str],
 ) -> int:
     loop = asyncio.get_running_loop()
@@ -111,7 +111,7 @@ async def _run(
     finally:
         for part in reversed(started):
             await part.stop()
-        for b in buses:
+        for b in pubsubs:
             await b.aclose()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -123,11 +123,11 @@ def _main(prog: str, description: str, argv: Sequence[str] | None, role: str) ->
     from dclcomms.realm.app import Realm
 
     ns = _parser(prog, description).parse_args(list(sys.argv[1:] if argv is None else argv))
-    buses: list[NatsPubSub] = []
+    pubsubs: list[NatsPubSub] = []
 
     async def pubsub(name: str, registry: Registry | None = None) -> NatsPubSub:
-        b = await connect_bus(ns.nats, ns.subjects, name, registry)
-        buses.append(b)
+        b = await connect_pubsub(ns.nats, ns.subjects, name, registry)
+        pubsubs.append(b)
         return b
 
     async def parts() -> list[Any]:
@@ -164,7 +164,7 @@ def _main(prog: str, description: str, argv: Sequence[str] | None, role: str) ->
         if role == "core":
             check_core_config(config)  # before connecting anywhere
         setup_logging(config)
-        return asyncio.run(_run(parts, buses, announce))
+        return asyncio.run(_run(parts, pubsubs, announce))
     except (ConfigError, SubjectError) as e:
         print(f"{prog}: error: {e} [{e.code}]", file=sys.stderr)
         return 2

@@ -268,11 +268,11 @@ def test_old_setting_names_still_work_everywhere(alias: Alias, tmp_path: Path) -
         assert getattr(c, alias.old) == value  # attribute
         assert getattr(RealmConfig().replace(**{alias.old: value}), alias.new) == value
         assert getattr(load_config({alias.old: _text(value)}, env={}), alias.new) == value
-    # the old --flag of the realm commands
+    # the old --flag of the realm commands sets that setting and no other
     p = argparse.ArgumentParser()
     add_arguments(p)
     ns = p.parse_args([alias.flag_name, _text(value)])
-    assert getattr(config_from_args(ns), alias.new) == value
+    assert config_from_args(ns) == RealmConfig(**{alias.new: value})
 
 
 @pytest.mark.usefixtures("fresh_warnings")
@@ -316,14 +316,22 @@ def test_old_rooms_flags_still_work(alias: Alias) -> None:
     if alias.new == "ws_room_require_token":
         argv += ["--ws-room-secret", "s3"]
     ns = build_parser().parse_args(argv)
-    with pytest.warns(DeprecatedSettingWarning, match=_flag(alias.new)):
+    with pytest.warns(DeprecatedSettingWarning, match=_flag(alias.new)) as caught:
         server = config_from_flags(ns)
+    assert len(caught) == 1  # this alias only (--handshake-timeout-ms is the realm's too)
     assert getattr(server, alias.new) == value
+    # nothing else changed
+    plain = ["--ws-room-secret", "s3"] if alias.new == "ws_room_require_token" else []
+    expected = config_from_flags(build_parser().parse_args(plain))
+    fields = {n: getattr(expected, n) for n, *_ in ServerConfig.fields()}
+    fields[alias.new] = value
+    assert server == ServerConfig(**fields, commit_hash=expected.commit_hash)
     # and the current flag beats the old one
     current = RealmConfig().__getattribute__(alias.new)
     if not isinstance(value, bool):
         ns = build_parser().parse_args([*argv, _flag(alias.new), _text(current)])
-        assert getattr(config_from_flags(ns), alias.new) == (current or None)
+        want = (current or None) if alias.new == "ws_room_secret" else current
+        assert getattr(config_from_flags(ns), alias.new) == want
 
 
 def _flag(name: str) -> str:

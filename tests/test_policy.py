@@ -166,7 +166,7 @@ def test_p2p_transport_strings_and_capacity() -> None:
     assert t.p2p.issue("I4", []) == {}
     # capped by the island size; absent without /bus (nothing could signal)
     t = build_transports(
-        RealmConfig(island_size=5, p2p_max_island_size=8), bound_port=1, ws_room_secret=""
+        RealmConfig(max_island_size=5, p2p_max_island_size=8), bound_port=1, ws_room_secret=""
     )
     assert t.p2p is not None and t.p2p.max_island_size == 5
     assert build_transports(RealmConfig(bus=False), bound_port=1, ws_room_secret="").p2p is None

@@ -609,7 +609,7 @@ def _deprecated(alias: Alias, where: str) -> None:
         f"{label} {alias.flag_name if where == 'flag' else alias.old!r} is deprecated: "
         f"use {spelled} (docs/operations.md)",
         DeprecatedSettingWarning,
-        stacklevel=3,
+        stacklevel=4,  # RealmConfig(old=...): the caller's line
     )
 
 
@@ -929,7 +929,9 @@ def _flag_aliases(command: str, names: set[str]) -> list[Alias]:
 
 
 def _alias_dest(alias: Alias) -> str:
-    return "deprecated:" + alias.flag_name
+    """Where argparse keeps a deprecated flag: one per alias (two aliases may share a flag
+    spelling in different commands, e.g. ``--handshake-timeout-ms``)."""
+    return f"deprecated:{alias.kind}:{alias.old}"
 
 
 def add_arguments(

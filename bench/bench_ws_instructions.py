@@ -8,6 +8,7 @@ server's own counters over the same window give the denominator. Every thread of
 server process counts (the I/O thread, the auth worker, Python draining events).
 
     python bench/bench_ws_instructions.py --mode rooms        # 1 room x 20 clients, 1 in flight
+    python bench/bench_ws_instructions.py --mode rooms --rooms 10 --clients 20 --inflight 8
     python bench/bench_ws_instructions.py --mode heartbeats   # 300 clients x 10 Hz
 
 Prints one JSON document per repetition.
@@ -44,7 +45,9 @@ def bench_stats(port: int) -> dict[str, Any]:
         return out
 
 
-def run(load: Path, mode: str, seconds: float, out_dir: Path) -> dict[str, Any]:
+def run(
+    load: Path, mode: str, seconds: float, out_dir: Path, shape: tuple[int, int, int] = (1, 20, 1)
+) -> dict[str, Any]:
     port = free_port()
     prefix = out_dir / f"callgrind-{mode}-{port}"
     server = subprocess.Popen(
@@ -66,7 +69,9 @@ def run(load: Path, mode: str, seconds: float, out_dir: Path) -> dict[str, Any]:
     assert server.stdout is not None and server.stdout.readline().strip() == "ready"
     common = [str(load), "--port", str(port)]
     if mode == "rooms":
-        args = ["--mode", "rooms", "--rooms", "1", "--clients", "20", "--inflight", "1"]
+        rooms, clients, inflight = shape
+        args = ["--mode", "rooms", "--rooms", str(rooms), "--clients", str(clients)]
+        args += ["--inflight", str(inflight)]
         args += ["--size", "100", "--duration", str(seconds + 30)]
     else:
         args = ["--mode", "heartbeats", "--clients", str(HEARTBEAT_CLIENTS), "--rate", "10"]
@@ -103,6 +108,7 @@ def run(load: Path, mode: str, seconds: float, out_dir: Path) -> dict[str, Any]:
     instructions = int(match.group(1))
     out: dict[str, Any] = {"mode": mode, "seconds": seconds, "instructions": instructions}
     if mode == "rooms":
+        out["rooms"], out["clients"], out["inflight"] = shape
         key, counter = "updates_delivered", after["stats"]["rooms"]["updates_delivered"]
         n = counter - before["stats"]["rooms"]["updates_delivered"]
         out[key] = n
@@ -121,12 +127,16 @@ def main(argv: list[str]) -> int:
     p.add_argument("--mode", choices=["rooms", "heartbeats"], default="rooms")
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--rooms", type=int, default=1, help="rooms mode: rooms")
+    p.add_argument("--clients", type=int, default=20, help="rooms mode: clients per room")
+    p.add_argument("--inflight", type=int, default=1, help="rooms mode: updates in flight")
     p.add_argument("--build-dir", type=Path, default=ROOT / "build" / "bench")
     ns = p.parse_args(argv)
     load = build_load(ns.build_dir)
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(ns.reps):
-            print(json.dumps(run(load, ns.mode, ns.seconds, Path(tmp))), flush=True)
+            shape = (ns.rooms, ns.clients, ns.inflight)
+            print(json.dumps(run(load, ns.mode, ns.seconds, Path(tmp), shape)), flush=True)
     return 0
 
 

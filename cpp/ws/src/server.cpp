@@ -35,6 +35,16 @@ class WsppFrame final : public OutFrame {
     msg_.set_prepared(true);
   }
   size_t size() const noexcept override { return msg_.get_payload().size(); }
+  // Header + payload bytes on the wire, and appending them to out.
+  static size_t wire_size(const FramePtr& frame) {
+    const auto& m = static_cast<const WsppFrame&>(*frame).msg_;
+    return m.get_header().size() + m.get_payload().size();
+  }
+  static void append_wire(const FramePtr& frame, std::string& out) {
+    const auto& m = static_cast<const WsppFrame&>(*frame).msg_;
+    out += m.get_header();
+    out += m.get_payload();
+  }
   // The message, sharing ownership with the frame. websocketpp only reads a
   // prepared message (header, payload, flags), so handing out a mutable
   // pointer to this immutable frame is safe.
@@ -51,16 +61,33 @@ class WsppFrame final : public OutFrame {
 
 // One websocketpp connection as the hub's Link; its stage timer runs on the
 // I/O threads and fires under the server's state lock.
+//
+// Corking: send() only appends the frame to this link's cork; the link joins
+// the server's dirty list and one flush per I/O loop turn (a task posted when
+// the list becomes non-empty, so it runs after the socket handlers already
+// due in this turn) hands each dirty link's frames to websocketpp as ONE
+// message: the shared prepared frame itself when there is one, else the
+// frames' bytes (header + payload each) concatenated, so websocketpp queues,
+// dispatches and writes once per socket per turn instead of once per frame.
+// close() flushes first (frames queued before a close go out before it).
 class WsppLink final : public Link {
  public:
   WsppLink(Server::Impl& server, ConnPtr con)
       : server_(server), con_(std::move(con)), timer_(server.ep_.get_io_service()) {}
+  ~WsppLink() override {
+    if (!cork_.empty()) server_.undirty(this);
+  }
 
   void send(const FramePtr& frame) override {
-    websocketpp::lib::error_code ec = con_->send(WsppFrame::message(frame));
-    (void)ec;  // invalid_state: the socket is already closing
+    if (cork_.empty()) server_.dirty(this);
+    cork_bytes_ += frame->size();
+    cork_.push_back(frame);
   }
   void close(int code, const std::string& reason) override {
+    if (!cork_.empty()) {
+      server_.undirty(this);
+      flush();
+    }
     websocketpp::lib::error_code ec;
     con_->close(static_cast<websocketpp::close::status::value>(code), reason, ec);
   }
@@ -68,7 +95,7 @@ class WsppLink final : public Link {
     websocketpp::lib::error_code ignored;
     con_->ping("", ignored);
   }
-  size_t buffered_amount() const override { return con_->get_buffered_amount(); }
+  size_t buffered_amount() const override { return con_->get_buffered_amount() + cork_bytes_; }
   void arm_timer(int64_t ms, std::function<void()> fire) override {
     timer_.expires_after(std::chrono::milliseconds(ms));
     Server::Impl* server = &server_;
@@ -80,11 +107,62 @@ class WsppLink final : public Link {
   }
   void cancel_timer() override { timer_.cancel(); }
 
+  // Hands the cork to websocketpp (the caller took this link off the dirty
+  // list). invalid_state (the socket is already closing) drops it.
+  void flush() {
+    websocketpp::lib::error_code ec;
+    if (cork_.size() == 1) {
+      ec = con_->send(WsppFrame::message(cork_.front()));
+    } else {
+      size_t total = 0;
+      for (const auto& f : cork_) total += WsppFrame::wire_size(f);
+      auto msg = std::make_shared<Message>(Message::con_msg_man_ptr{},
+                                           websocketpp::frame::opcode::binary, 0);
+      std::string& bytes = msg->get_raw_payload();
+      bytes.reserve(total);
+      for (const auto& f : cork_) WsppFrame::append_wire(f, bytes);
+      msg->set_prepared(true);  // empty header: the payload is whole frames
+      ec = con_->send(msg);
+    }
+    (void)ec;
+    cork_.clear();
+    cork_bytes_ = 0;
+  }
+
  private:
   Server::Impl& server_;
   ConnPtr con_;
   asio::steady_timer timer_;
+  std::vector<FramePtr> cork_;  // frames of this turn, in order
+  size_t cork_bytes_ = 0;       // their payload bytes (counted as buffered)
 };
+
+// ---- corking: the dirty list (under mu_) ------------------------------------
+
+void Server::Impl::dirty(WsppLink* link) {
+  if (dirty_.empty()) {
+    asio::post(ep_.get_io_service(), [this] {
+      std::lock_guard<std::mutex> lock(mu_);
+      flush_dirty();
+    });
+  }
+  dirty_.push_back(link);
+}
+
+void Server::Impl::undirty(WsppLink* link) {
+  auto it = std::find(dirty_.begin(), dirty_.end(), link);
+  if (it != dirty_.end()) dirty_.erase(it);
+}
+
+void Server::Impl::flush_dirty() {
+  // A flush may queue nothing new (websocketpp reports nothing back from
+  // inside send()), so one pass empties the list.
+  std::vector<WsppLink*> links;
+  links.swap(dirty_);
+  for (WsppLink* l : links) l->flush();
+  links.clear();
+  if (dirty_.empty()) dirty_.swap(links);  // keep the capacity
+}
 
 namespace {
 Config validated(Config cfg) {

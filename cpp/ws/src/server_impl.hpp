@@ -36,6 +36,8 @@ using Hdl = websocketpp::connection_hdl;
 using MessagePtr = Endpoint::message_ptr;
 }  // namespace detail
 
+class WsppLink;
+
 class Server::Impl final : public Environment {
  public:
   explicit Impl(Config cfg);  // validate(cfg) first
@@ -87,6 +89,11 @@ class Server::Impl final : public Environment {
   }
   void run_io();
   void schedule_idle_sweep();
+  // Corking (server.cpp, WsppLink): links with frames queued this I/O loop
+  // turn; the first one posts the turn's flush. Under mu_.
+  void dirty(WsppLink* link);
+  void undirty(WsppLink* link);
+  void flush_dirty();
 
   // websocketpp handlers (server.cpp; HTTP in http.cpp)
   static std::pair<std::string, std::string> split_resource(const std::string& resource);
@@ -108,7 +115,8 @@ class Server::Impl final : public Environment {
   uint16_t port_ = 0;
   int efd_ = -1;
 
-  mutable std::mutex mu_;  // state: the hub and everything below
+  mutable std::mutex mu_;         // state: the dirty list, the hub and everything below
+  std::vector<WsppLink*> dirty_;  // declared before hub_: its links unlist themselves
   Hub hub_;
   std::unordered_map<uint64_t, PendingHttp> http_;
   uint64_t next_http_id_ = 1;

@@ -46,8 +46,8 @@ def _parse(
     now_ms: int,
     window_ms: int,
     max_future_ms: int,
-) -> tuple[str, str, dict[str, object]] | AuthResult:
-    """(chain_json, payload, metadata) or the failure."""
+) -> tuple[list[str], list[dict[str, object]], str, dict[str, object]] | AuthResult:
+    """(raw link JSON texts, parsed links, payload, metadata) or the failure."""
     lowered: dict[str, str] = {}
     for name, value in headers.items():
         key = name.lower()
@@ -56,6 +56,7 @@ def _parse(
                 return _malformed(f"duplicate header {key}")
             lowered[key] = value
     links: list[str] = []
+    parsed: list[dict[str, object]] = []
     while (raw := lowered.get(f"{_PREFIX}{len(links)}")) is not None:
         try:
             link = json.loads(raw)
@@ -64,6 +65,7 @@ def _parse(
         if not isinstance(link, dict):
             return _malformed(f"{_PREFIX}{len(links)} is not a JSON object")
         links.append(raw)
+        parsed.append(link)
     if len(links) < 2:
         return _malformed(f"need at least 2 {_PREFIX}<i> headers, got {len(links)}")
     timestamp = lowered.get("x-identity-timestamp")
@@ -94,7 +96,7 @@ def _parse(
             f"timestamp {ts} more than {max_future_ms} ms ahead (now {now_ms})",
         )
     payload = f"{method}:{path}:{timestamp}:{metadata_text}".lower()
-    return "[" + ",".join(links) + "]", payload, metadata
+    return links, parsed, payload, metadata
 
 
 def _check_body(metadata: dict[str, object], body: bytes | None) -> AuthResult | None:
@@ -132,8 +134,8 @@ def verify_signed_fetch(
     parsed = _parse(method, path, headers, now, window_ms, max_future_ms)
     if isinstance(parsed, AuthResult):
         return parsed
-    chain_json, payload, metadata = parsed
-    result = verify_auth_chain(chain_json, payload, now_ms=now, provider=provider)
+    links, _, payload, metadata = parsed
+    result = verify_auth_chain("[" + ",".join(links) + "]", payload, now_ms=now, provider=provider)
     if result.ok:
         return _check_body(metadata, body) or result
     return result
@@ -162,7 +164,21 @@ class SignedFetchVerifier:
     within the window: a second request carrying it fails with ``replayed``
     (HTTP 401). Entries expire with the window, so memory is bounded by the
     number of valid requests per ``window_ms + max_future_ms``.
-    Thread-safe: the cache is guarded by a lock; verification runs outside it.
+
+    Delegation cache: a client signs every request with the same ephemeral key,
+    so its first two links (``SIGNER``, ``ECDSA_EPHEMERAL``) repeat byte for byte.
+    Once a chain of exactly ``SIGNER, ECDSA_EPHEMERAL, ECDSA_SIGNED_ENTITY`` has
+    verified, the pair of link texts is remembered with its owner and the
+    delegation's expiration (up to ``delegation_cache`` pairs; 0 disables it).
+    A later request with the same two link texts, before that expiration, only
+    has its final link verified (one signature recovery instead of two) as the
+    chain ``[SIGNER(ephemeral), final link]``; anything else, and any failure of
+    that short check, takes the full verification, so results (codes included)
+    are those of :func:`verify_signed_fetch`. EIP-1654 delegations are never
+    cached (a contract's answer may change). ``delegation_hits`` counts the
+    short checks that succeeded.
+
+    Thread-safe: the caches are guarded by a lock; verification runs outside it.
     """
 
     def __init__(
@@ -172,18 +188,80 @@ class SignedFetchVerifier:
         max_future_ms: int = 30_000,
         provider: Provider | str | None = None,
         replay_protection: bool = True,
+        delegation_cache: int = 65_536,
     ) -> None:
         self.window_ms = window_ms
         self.max_future_ms = max_future_ms
         self.provider = as_provider(provider)
         self.replay_protection = replay_protection
+        self.delegation_cache = max(0, int(delegation_cache))
+        self.delegation_hits = 0
         self._lock = threading.Lock()
         self._seen: dict[str, int] = {}  # replay key -> forget after (ms)
         self._expiry: list[tuple[int, str]] = []  # heap of (forget after, key)
+        # (SIGNER link text, ECDSA_EPHEMERAL link text) -> (owner, ephemeral, expires_ms)
+        self._delegations: dict[tuple[str, str], tuple[str, str, int]] = {}
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._seen)
+
+    def _chain(
+        self, links: list[str], parsed: list[dict[str, object]], payload: str, now: int
+    ) -> AuthResult:
+        cacheable = (
+            self.delegation_cache > 0
+            and len(links) == 3
+            and parsed[0].get("type") == "SIGNER"
+            and parsed[1].get("type") == "ECDSA_EPHEMERAL"
+            and parsed[2].get("type") == "ECDSA_SIGNED_ENTITY"
+        )
+        if cacheable:
+            key = (links[0], links[1])
+            with self._lock:
+                hit = self._delegations.get(key)
+            if hit is not None:
+                owner, ephemeral, expires_ms = hit
+                if expires_ms > now:
+                    signer = _compact_link("SIGNER", ephemeral)
+                    short = verify_auth_chain(
+                        f"[{signer},{links[2]}]", payload, now_ms=now, provider=self.provider
+                    )
+                    if short.ok:
+                        with self._lock:
+                            self.delegation_hits += 1
+                        return AuthResult(True, owner, ephemeral, expires_ms, None, short.message)
+                else:
+                    with self._lock:
+                        self._delegations.pop(key, None)
+        result = verify_auth_chain(
+            "[" + ",".join(links) + "]", payload, now_ms=now, provider=self.provider
+        )
+        if (
+            cacheable
+            and result.ok
+            and result.signer is not None
+            and result.ephemeral is not None
+            and result.expires_ms is not None
+        ):
+            with self._lock:
+                if len(self._delegations) >= self.delegation_cache:
+                    self._evict(now)
+                self._delegations[(links[0], links[1])] = (
+                    result.signer,
+                    result.ephemeral,
+                    result.expires_ms,
+                )
+        return result
+
+    def _evict(self, now: int) -> None:
+        """Under the lock: drop expired delegations, else the oldest quarter."""
+        expired = [k for k, v in self._delegations.items() if v[2] <= now]
+        for k in expired:
+            del self._delegations[k]
+        if len(self._delegations) >= self.delegation_cache:
+            for k in list(self._delegations)[: max(1, self.delegation_cache // 4)]:
+                del self._delegations[k]
 
     def verify(
         self,
@@ -195,26 +273,20 @@ class SignedFetchVerifier:
         body: bytes | None = None,
     ) -> AuthResult:
         now = clock_ms() if now_ms is None else now_ms
-        result = verify_signed_fetch(
-            method,
-            path,
-            headers,
-            now_ms=now,
-            window_ms=self.window_ms,
-            max_future_ms=self.max_future_ms,
-            provider=self.provider,
-            body=body,
-        )
+        parsed = _parse(method, path, headers, now, self.window_ms, self.max_future_ms)
+        if isinstance(parsed, AuthResult):
+            return parsed
+        links, link_objects, payload, metadata = parsed
+        result = self._chain(links, link_objects, payload, now)
+        if result.ok:
+            result = _check_body(metadata, body) or result
         if not result.ok or not self.replay_protection or method.upper() == "GET":
             return result
-        # The chain verified, so the last link header exists and is a JSON object.
-        lowered = {k.lower(): v for k, v in headers.items()}
-        i = 0
-        while f"{_PREFIX}{i + 1}" in lowered:
-            i += 1
-        signature = json.loads(lowered[f"{_PREFIX}{i}"]).get("signature") or ""
+        # The chain verified, so the final link is a JSON object.
+        signature = link_objects[-1].get("signature") or ""
         key = _replay_key(str(signature))
-        timestamp = int(lowered["x-identity-timestamp"])
+        lowered_ts = next(v for k, v in headers.items() if k.lower() == "x-identity-timestamp")
+        timestamp = int(lowered_ts)
         # A request is acceptable while ts >= now - window, i.e. until ts + window.
         forget_after = timestamp + self.window_ms
         with self._lock:
@@ -229,6 +301,10 @@ class SignedFetchVerifier:
             self._seen[key] = forget_after
             heapq.heappush(self._expiry, (forget_after, key))
         return result
+
+
+def _compact_link(type_: str, payload: str) -> str:
+    return json.dumps({"type": type_, "payload": payload, "signature": ""}, separators=(",", ":"))
 
 
 __all__ = ["SignedFetchVerifier", "signed_fetch_status", "verify_signed_fetch"]

@@ -182,7 +182,7 @@ def test_two_connectors_core_stats_and_two_rooms_nodes(
                     "rooms",
                     *["--port", str(port), "--ws-room-secret", SECRET, "--ws-room-require-token"],
                     *["--nats", nats_server.url, "--node-id", node],
-                    *["--public-url", f"ws://127.0.0.1:{port}", "--announce-interval", "0.2"],
+                    *["--public-url", f"ws://127.0.0.1:{port}", "--transport-node-interval", "0.2"],
                 )
             )
         procs.append(

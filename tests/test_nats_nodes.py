@@ -72,7 +72,7 @@ async def start_rooms(nats_url: str, node_id: str) -> RoomsNode:
         f"ws://127.0.0.1:{port}",
         "--node-id",
         node_id,
-        "--announce-interval",
+        "--transport-node-interval",
         str(INTERVAL),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -248,8 +248,15 @@ def test_islands_balanced_and_moved_off_a_killed_node(nats_server: NatsServer) -
         (["--public-url", "ws://127.0.0.1:1", "--node-id", "a.b"], "[bad_node_id]"),
         (["--public-url", "http://127.0.0.1:1", "--node-id", "a"], "must be ws:// or wss://"),
         (
-            ["--public-url", "ws://127.0.0.1:1", "--node-id", "a", "--announce-interval", "0"],
-            "--announce-interval must be > 0",
+            [
+                "--public-url",
+                "ws://127.0.0.1:1",
+                "--node-id",
+                "a",
+                "--transport-node-interval",
+                "0",
+            ],
+            "transport_node_interval (flag --transport-node-interval): must be >= 0.01",
         ),
     ],
 )

@@ -5,9 +5,9 @@ plus ``/status`` and ``/rooms/status`` (JSON), ``/metrics`` (Prometheus) and
 ``/health/live``. SIGINT/SIGTERM stop it cleanly (every socket closed 1001).
 
 With ``--nats URL --public-url ws://host:port --node-id ID`` it also announces itself
-every ``--announce-interval`` seconds on ``dclcomms.transport.<ID>.status`` (JSON,
-archipelago.md 6.3) so a core running :class:`dclcomms.nats.nodes.NodeBalancedWsRooms`
-places islands on it.
+every ``--transport-node-interval`` seconds (the core's setting of the same name) on
+``dclcomms.transport.<ID>.status`` (JSON, archipelago.md 6.3) so a core running
+:class:`dclcomms.nats.nodes.NodeBalancedWsRooms` places islands on it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import dclcomms
 from dclcomms.clock import now_ms
-from dclcomms.config import SETTINGS, add_arguments, config_from_args
+from dclcomms.config import SETTINGS, RealmConfig, add_arguments, config_from_args
 from dclcomms.errors import SubjectError
 from dclcomms.http import status_document
 from dclcomms.nats.nodes import NodeStatus, check_node_id, status_subject
@@ -166,8 +166,9 @@ async def serve(
         print("dclcomms rooms: stopped", flush=True)
 
 
-#: Settings that are no server field but that ``dclcomms rooms`` reads.
-_ROOMS_EXTRA = ("commit_hash",)
+#: Settings that are no server field but that ``dclcomms rooms`` reads (the announcement
+#: period is the core's ``transport_node_interval``: one setting for both sides).
+_ROOMS_EXTRA = ("commit_hash", "transport_node_interval")
 #: Server fields of every role (the rooms' own are those named rooms_* / ws_room_*).
 _COMMON = ("host", "port", "io_threads", "auth_threads", "max_frame_bytes")
 
@@ -195,23 +196,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--public-url", help="ws(s)://host:port clients reach this node at")
     p.add_argument("--node-id", help="node id in dclcomms.transport.<node>.status")
-    p.add_argument(
-        "--announce-interval", type=float, default=10.0, help="seconds between announcements"
-    )
     return p
+
+
+def settings_from_flags(ns: argparse.Namespace) -> RealmConfig:
+    """The settings of parsed flags, env and ``--config`` (ConfigError if invalid)."""
+    # this command listens on 127.0.0.1 unless told otherwise
+    return config_from_args(ns, defaults={"host": "127.0.0.1"})
 
 
 def config_from_flags(ns: argparse.Namespace) -> ServerConfig:
     """The server settings of parsed flags, env and ``--config`` (ConfigError if invalid)."""
-    # this command listens on 127.0.0.1 unless told otherwise
-    return config_from_args(ns, defaults={"host": "127.0.0.1"}).server_config("rooms")
+    return settings_from_flags(ns).server_config("rooms")
 
 
 def main(argv: Sequence[str]) -> int:
     p = build_parser()
     ns = p.parse_args(list(argv))
     try:  # the settings table's flags, env and --config
-        config = config_from_flags(ns)
+        settings = settings_from_flags(ns)
+        config = settings.server_config("rooms")
     except dclcomms.ConfigError as e:
         p.error(f"{e} [{e.code}]")
     announce = None
@@ -224,9 +228,9 @@ def main(argv: Sequence[str]) -> int:
             p.error(f"{e} [{e.code}]")
         if not ns.public_url.startswith(("ws://", "wss://")):
             p.error("--public-url must be ws:// or wss://")
-        if ns.announce_interval <= 0:
-            p.error("--announce-interval must be > 0")
-        announce = Announce(tuple(ns.nats), ns.public_url, ns.node_id, ns.announce_interval)
+        announce = Announce(
+            tuple(ns.nats), ns.public_url, ns.node_id, settings.transport_node_interval
+        )
     try:
         asyncio.run(serve(config, announce=announce))
     except dclcomms.ConfigError as e:

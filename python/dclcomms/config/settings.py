@@ -441,7 +441,8 @@ SETTINGS: tuple[Setting, ...] = (
         float,
         10.0,
         "TRANSPORT_NODE_INTERVAL",
-        "core: seconds between a transport node's announcements (rooms --announce-interval)",
+        "seconds between a transport node's announcements (dclcomms rooms sends them, the "
+        "core expects them)",
         minimum=0.01,
         maximum=3600.0,
     ),
@@ -587,6 +588,7 @@ ALIASES: tuple[Alias, ...] = (
     Alias("--require-token", "ws_room_require_token", "flag", "rooms"),
     Alias("--sender-max-msgs-per-s", "rooms_sender_max_msgs_per_s", "flag", "rooms"),
     Alias("--sender-max-bytes-per-s", "rooms_sender_max_bytes_per_s", "flag", "rooms"),
+    Alias("--announce-interval", "transport_node_interval", "flag", "rooms"),
 )
 
 _KEY_ALIASES = {a.old: a for a in ALIASES if a.kind == "key"}

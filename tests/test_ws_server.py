@@ -79,6 +79,8 @@ def test_metrics_text_has_no_labels() -> None:
         "dcl_ws_rooms_users",
         "dcl_ws_rooms_rooms",
         "dcl_ws_bus_sessions",
+        "dcl_ws_bridge_sessions",
+        "dcl_ws_bridge_taps",
     }
     assert gauges <= set(names)
     assert "dcl_ws_bus_closed_rate_total" in names

@@ -54,6 +54,20 @@ py::object event_to_python(ws::Event& ev) {
     }
     case ws::EventKind::BusClosed:
       return py::make_tuple(kind, std::get<ws::BusClosed>(ev).address);
+    case ws::EventKind::BridgeOpened: {
+      auto& o = std::get<ws::BridgeOpened>(ev);
+      return py::make_tuple(kind, o.id, o.query);
+    }
+    case ws::EventKind::BridgeFrame: {
+      auto& f = std::get<ws::BridgeFrame>(ev);
+      return py::make_tuple(kind, f.id, py::str(f.text));
+    }
+    case ws::EventKind::BridgeClosed:
+      return py::make_tuple(kind, std::get<ws::BridgeClosed>(ev).id);
+    case ws::EventKind::RoomMessage: {
+      auto& r = std::get<ws::RoomMessage>(ev);
+      return py::make_tuple(kind, r.room, r.from, py::bytes(r.body), r.unreliable, r.received_ms);
+    }
     case ws::EventKind::Heartbeats:
       break;
   }
@@ -204,6 +218,10 @@ void register_ws(py::module_& m) {
       .value("BUS_OPENED", ws::EventKind::BusOpened)
       .value("BUS_FRAME", ws::EventKind::BusFrame)
       .value("BUS_CLOSED", ws::EventKind::BusClosed)
+      .value("BRIDGE_OPENED", ws::EventKind::BridgeOpened)
+      .value("BRIDGE_FRAME", ws::EventKind::BridgeFrame)
+      .value("BRIDGE_CLOSED", ws::EventKind::BridgeClosed)
+      .value("ROOM_MESSAGE", ws::EventKind::RoomMessage)
       .finalize();
   py::class_<Server>(
       m, "WsServer",
@@ -298,6 +316,25 @@ void register_ws(py::module_& m) {
            py::call_guard<py::gil_scoped_release>())
       .def("set_deny_list", &Server::set_deny_list, py::arg("addresses"),
            py::call_guard<py::gil_scoped_release>())
+      .def("accept_bridge", &Server::accept_bridge, py::arg("id"),
+           py::call_guard<py::gil_scoped_release>())
+      .def("send_bridge", &Server::send_bridge, py::arg("id"), py::arg("text"),
+           py::call_guard<py::gil_scoped_release>())
+      .def("close_bridge", &Server::close_bridge, py::arg("id"), py::arg("code"), py::arg("reason"),
+           py::call_guard<py::gil_scoped_release>())
+      .def("set_room_tap", &Server::set_room_tap, py::arg("room"), py::arg("on"),
+           py::call_guard<py::gil_scoped_release>())
+      .def(
+          "inject_room",
+          [](Server& s, const std::string& room, const std::string& identity, const py::bytes& body,
+             bool unreliable) {
+            std::string data = body;  // copied under the GIL
+            py::gil_scoped_release release;
+            s.inject_room(room, identity, std::move(data), unreliable);
+          },
+          py::arg("room"), py::arg("identity"), py::arg("body"), py::arg("unreliable"))
+      .def("release_room_identity", &Server::release_room_identity, py::arg("room"),
+           py::arg("identity"), py::call_guard<py::gil_scoped_release>())
       .def("stats", [](const Server& s) {
         ws::Stats st;
         {
@@ -305,10 +342,11 @@ void register_ws(py::module_& m) {
           py::gil_scoped_release release;
           st = s.stats();
         }
-        py::dict connector, rooms, bus;
+        py::dict connector, rooms, bus, bridge;
         for (const auto& [k, v] : st.connector) connector[py::str(k)] = v;
         for (const auto& [k, v] : st.rooms) rooms[py::str(k)] = v;
         for (const auto& [k, v] : st.bus) bus[py::str(k)] = v;
+        for (const auto& [k, v] : st.bridge) bridge[py::str(k)] = v;
         py::list details;
         for (const auto& [name, count] : st.room_details) {
           py::dict d;
@@ -321,6 +359,7 @@ void register_ws(py::module_& m) {
         out["connector"] = connector;
         out["rooms"] = rooms;
         out["bus"] = bus;
+        out["bridge"] = bridge;
         return out;
       });
 }

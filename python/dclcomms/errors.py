@@ -98,6 +98,11 @@ class MessageBusError(Error):
     """A /bus frame refused (dclcomms.msgbus); sent to the client as an ``error`` frame."""
 
 
+class BridgeError(Error):
+    """A /bridge credential or frame refused (dclcomms.bridge; control-plane.md 5): sent to
+    the server as an ``error`` frame, raised by :class:`dclcomms.bridge.BridgeClient`."""
+
+
 # Every code, by class. Keep in sync with the C++ sources (a test checks that
 # every code raised from C++ appears here).
 CODES: dict[type[Error], frozenset[str]] = {
@@ -244,6 +249,32 @@ CODES: dict[type[Error], frozenset[str]] = {
             "rate_limited",
             # the /bus client (dclcomms.client.msgbus): the session is gone
             "bus_closed",
+        }
+    ),
+    # the third-party server bridge (dclcomms.bridge; control-plane.md 5, docs/bridge.md)
+    BridgeError: frozenset(
+        {
+            "bad_frame",
+            "not_authenticated",
+            "already_authenticated",
+            "unknown_key",
+            "key_expired",
+            "key_revoked",
+            "invalid_signed_fetch",
+            "forbidden_scope",
+            "bad_topic",
+            "bad_scope",
+            "read_only",
+            "not_subscribed",
+            "bad_payload",
+            "payload_too_large",
+            "rate_limited",
+            "too_many_subscriptions",
+            "resolver_unavailable",
+            "key_not_found",
+            # the client (BridgeClient): connection and session
+            "connect_failed",
+            "closed",
         }
     ),
 }

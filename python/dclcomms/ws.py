@@ -31,6 +31,9 @@ from dclcomms.metrics import Registry
 
 __all__ = [
     "UNSET",
+    "BridgeClosed",
+    "BridgeFrame",
+    "BridgeOpened",
     "BusClosed",
     "BusFrame",
     "BusOpened",
@@ -39,6 +42,7 @@ __all__ = [
     "HttpRequest",
     "PeerConnected",
     "PeerDisconnected",
+    "RoomMessage",
     "Server",
     "ServerConfig",
     "Unset",
@@ -175,8 +179,54 @@ class BusClosed:
     address: str
 
 
+@dataclass(frozen=True)
+class BridgeOpened:
+    """Bridge: a connection to ``/bridge``, not authenticated yet (its first frames carry
+    the credential: accept it with :meth:`Server.accept_bridge` or close it)."""
+
+    id: int
+    query: str
+
+
+@dataclass(frozen=True)
+class BridgeFrame:
+    """Bridge: one text frame of session ``id``, in arrival order (not parsed here)."""
+
+    id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class BridgeClosed:
+    """Bridge: session ``id`` closed (for any reason; also at stop)."""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class RoomMessage:
+    """A tapped room's update (:meth:`Server.set_room_tap`): ``sender`` is the member's
+    address, or the identity an injected update was sent as; ``body`` the RFC-4 packet."""
+
+    room: str
+    sender: str
+    body: bytes
+    unreliable: bool
+    received_ms: int  # server clock, ms since the epoch
+
+
 Event: TypeAlias = (
-    HttpRequest | PeerConnected | PeerDisconnected | Heartbeats | BusOpened | BusFrame | BusClosed
+    HttpRequest
+    | PeerConnected
+    | PeerDisconnected
+    | Heartbeats
+    | BusOpened
+    | BusFrame
+    | BusClosed
+    | BridgeOpened
+    | BridgeFrame
+    | BridgeClosed
+    | RoomMessage
 )
 
 
@@ -200,6 +250,10 @@ _EVENTS: Final[dict[_core.WsEventKind, Callable[..., Event]]] = {
     _K.BUS_OPENED: BusOpened,
     _K.BUS_FRAME: BusFrame,
     _K.BUS_CLOSED: BusClosed,
+    _K.BRIDGE_OPENED: BridgeOpened,
+    _K.BRIDGE_FRAME: BridgeFrame,
+    _K.BRIDGE_CLOSED: BridgeClosed,
+    _K.ROOM_MESSAGE: RoomMessage,
 }
 
 
@@ -297,9 +351,40 @@ class Server:
         after auth: 4004)."""
         self._core.set_deny_list(list(addresses))
 
+    def accept_bridge(self, id: int) -> None:
+        """Accepts bridge session ``id`` (its credential checked): stops its auth timer."""
+        self._core.accept_bridge(id)
+
+    def send_bridge(self, id: int, text: str) -> None:
+        """One text frame to bridge session ``id`` (ignored when gone; over
+        ``connector_max_queued_bytes`` queued it is closed 4008 instead)."""
+        self._core.send_bridge(id, text)
+
+    def close_bridge(self, id: int, code: int, reason: str) -> None:
+        """Closes bridge session ``id`` (a :class:`BridgeClosed` follows); codes as
+        :meth:`close_bus`."""
+        self._core.close_bridge(id, code, reason)
+
+    def set_room_tap(self, room: str, on: bool) -> None:
+        """While on, every update relayed in ``room`` (and every injected one) is also a
+        :class:`RoomMessage` event; untapped rooms cost nothing."""
+        self._core.set_room_tap(room, on)
+
+    def inject_room(self, room: str, identity: str, body: bytes, unreliable: bool) -> None:
+        """Broadcasts ``body`` to every member of ``room`` as a ``peer_update`` from
+        ``identity``: an alias of its own, announced with ``peer_join`` on first use and
+        listed in later welcomes until :meth:`release_room_identity` or the room empties.
+        Dropped (counted ``injected_no_room`` / ``injected_too_big``) when the room has no
+        members or the body is over ``max_frame_bytes``."""
+        self._core.inject_room(room, identity, body, unreliable)
+
+    def release_room_identity(self, room: str, identity: str) -> None:
+        """``peer_leave`` for an injecting identity; its alias is forgotten."""
+        self._core.release_room_identity(room, identity)
+
     def stats(self) -> dict[str, Any]:
         """``{"connector": {"sessions", ...}, "rooms": {"users", "rooms", "details", ...},
-        "bus": {"sessions", ...}}``."""
+        "bus": {"sessions", ...}, "bridge": {"sessions", "taps", ...}}``."""
         return cast(dict[str, Any], self._core.stats())
 
     def __enter__(self) -> Server:
@@ -316,11 +401,13 @@ _GAUGES = {
     ("rooms", "users"): "Members of RFC-5 rooms",
     ("rooms", "rooms"): "Non-empty RFC-5 rooms",
     ("bus", "sessions"): "Bus sessions past the handshake",
+    ("bridge", "sessions"): "Open /bridge sessions (authenticated or not yet)",
+    ("bridge", "taps"): "Rooms whose traffic is copied to the bridge",
 }
 
 
 def server_metrics(
-    stats: Mapping[str, Any], *, areas: Sequence[str] = ("connector", "rooms", "bus")
+    stats: Mapping[str, Any], *, areas: Sequence[str] = ("connector", "rooms", "bus", "bridge")
 ) -> dict[str, tuple[str, str, float]]:
     """The server's metrics (``dcl_ws_*``) of :meth:`Server.stats`, as a
     :meth:`dclcomms.metrics.Registry.collector` returns them: ``{name: (kind, help, value)}``.
@@ -344,7 +431,7 @@ def server_metrics(
 
 
 def metrics_text(
-    stats: Mapping[str, Any], *, areas: Sequence[str] = ("connector", "rooms", "bus")
+    stats: Mapping[str, Any], *, areas: Sequence[str] = ("connector", "rooms", "bus", "bridge")
 ) -> str:
     """Prometheus text exposition of :func:`server_metrics` (through a
     :class:`~dclcomms.metrics.Registry`, the one way metrics are defined and rendered)."""

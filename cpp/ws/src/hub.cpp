@@ -14,11 +14,19 @@ std::optional<Hub::Kind> Hub::kind_of(const std::string& path) const {
   if (cfg_.connector && (path == "/ws" || path == "/archipelago/ws")) return Kind::Connector;
   if (cfg_.rooms && path.rfind("/rooms/", 0) == 0) return Kind::Room;
   if (cfg_.bus && path == "/bus") return Kind::Bus;
+  if (cfg_.bridge && path == "/bridge") return Kind::Bridge;
   return std::nullopt;
 }
 
 size_t Hub::frame_limit(Kind kind) const noexcept {
-  return kind == Kind::Bus ? cfg_.bus_max_frame_bytes : cfg_.max_frame_bytes;
+  switch (kind) {
+    case Kind::Bus:
+      return cfg_.bus_max_frame_bytes;
+    case Kind::Bridge:
+      return cfg_.bridge_max_frame_bytes;
+    default:
+      return cfg_.max_frame_bytes;
+  }
 }
 
 Hub::SessionPtr Hub::find(const void* key) const {
@@ -47,6 +55,11 @@ void Hub::open(const void* key, std::unique_ptr<Link> link, const std::string& p
   count(s, [](auto& c) { ++c.connections; });
   if (s->kind == Kind::Room) {
     open_room(s, path, query);
+    return;
+  }
+  if (s->kind == Kind::Bridge) {
+    open_bridge(s);
+    push_event(BridgeOpened{s->bridge_id, query});
     return;
   }
   restart_timer(s);
@@ -146,6 +159,13 @@ Stats Hub::stats() const {
     out.emplace_back("sessions", bus_reg_.size());
     DCLCOMMS_BUS_COUNTERS(DCLCOMMS_LIST)
   }
+  {
+    auto& out = st.bridge;
+    const auto& c = brc_;
+    out.emplace_back("sessions", bridge_reg_.size());
+    out.emplace_back("taps", tapped_.size());
+    DCLCOMMS_BRIDGE_COUNTERS(DCLCOMMS_LIST)
+  }
   return st;
 #undef DCLCOMMS_LIST
 }
@@ -197,8 +217,19 @@ void Hub::detach(const SessionPtr& s) {
     if (!s->in_room) return;
     s->in_room = false;
     if (rooms_.leave(s->room, s)) {
-      broadcast(s->room, nullptr, binary(codec::encode_ws_peer_leave(s->alias)), false);
+      if (rooms_.size(s->room) == 0) {
+        injectors_.erase(s->room);  // the room is gone with its injected identities
+      } else {
+        broadcast(s->room, nullptr, binary(codec::encode_ws_peer_leave(s->alias)), false);
+      }
     }
+    return;
+  }
+  if (s->kind == Kind::Bridge) {
+    if (!s->registered) return;
+    s->registered = false;
+    bridge_reg_.erase(s->bridge_id);
+    push_event(BridgeClosed{s->bridge_id});
     return;
   }
   if (!s->registered) return;
@@ -281,6 +312,9 @@ void Hub::handle_frame(const SessionPtr& s, detail::Frame f) {
       return;
     case Kind::Connector:
       handle_connector(s, f.data);
+      return;
+    case Kind::Bridge:
+      handle_bridge(s, std::move(f));
       return;
   }
 }

@@ -9,6 +9,7 @@
 //                  handshake of bus sessions
 //   rooms.cpp      RFC-5 rooms (transports.md 1.1-1.3)
 //   bus.cpp        /bus text frames (control-plane.md 4)
+//   bridge.cpp     /bridge text frames and the room taps (control-plane.md 5)
 // The websocketpp endpoint around it is server_impl.hpp. Design notes:
 // docs/ws.md.
 //
@@ -24,6 +25,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -40,8 +42,9 @@ namespace dclcomms::ws {
 namespace detail {
 
 // Bus sessions share the connector's handshake (Start .. Verifying); they
-// differ once Completed.
-enum class Kind { Connector, Room, Bus };
+// differ once Completed. Bridge sessions have no handshake here: the embedder
+// authenticates their first frames and accepts (accept_bridge) or closes them.
+enum class Kind { Connector, Room, Bus, Bridge };
 enum class Stage { Start, ChallengeSent, Verifying, Completed, Closed };
 
 // An inbound frame queued while its session's auth chain is verified.
@@ -66,9 +69,11 @@ struct Session {
   bool in_room = false;
   TokenBucket sent;  // sender token bucket (rooms_sender_max_*)
   // connector and bus
-  bool registered = false;  // the entry of its kind's registry
-  RateWindow heartbeats;    // connector
-  SlidingRateWindow bus_frames;
+  bool registered = false;       // the entry of its kind's registry
+  RateWindow heartbeats;         // connector
+  SlidingRateWindow bus_frames;  // bus and bridge
+  // bridge
+  uint64_t bridge_id = 0;
 };
 using SessionPtr = std::shared_ptr<Session>;
 
@@ -117,7 +122,11 @@ using SessionPtr = std::shared_ptr<Session>;
   X(unreliable_dropped)                \
   X(rate_dropped)                      \
   X(closed_rate)                       \
-  X(messages_ignored)
+  X(messages_ignored)                  \
+  X(tapped_messages)                   \
+  X(injected)                          \
+  X(injected_no_room)                  \
+  X(injected_too_big)
 
 #define DCLCOMMS_BUS_COUNTERS(X)       \
   DCLCOMMS_HANDSHAKE_COUNTERS(X)       \
@@ -129,6 +138,14 @@ using SessionPtr = std::shared_ptr<Session>;
   X(frames_received)                   \
   X(frames_sent)                       \
   X(auth_verify_us_total)
+
+#define DCLCOMMS_BRIDGE_COUNTERS(X)    \
+  DCLCOMMS_HANDSHAKE_COUNTERS(X)       \
+  DCLCOMMS_CLOSE_COUNTERS(X)           \
+  X(closed_rate)                       \
+  X(closed_by_server)                  \
+  X(frames_received)                   \
+  X(frames_sent)
 // clang-format on
 
 #define DCLCOMMS_FIELD(name) uint64_t name = 0;
@@ -141,6 +158,9 @@ struct RoomCounters {
 };
 struct BusCounters {
   DCLCOMMS_BUS_COUNTERS(DCLCOMMS_FIELD)
+};
+struct BridgeCounters {
+  DCLCOMMS_BRIDGE_COUNTERS(DCLCOMMS_FIELD)
 };
 
 #undef DCLCOMMS_FIELD
@@ -188,6 +208,18 @@ class Hub {
   void send_bus(const std::string& address, std::string text);
   void close_bus(const std::string& address, int code, const std::string& reason);
   void set_deny_list(std::unordered_set<std::string> lowercase_addresses);
+  // Bridge sessions (by the id of their BridgeOpened event).
+  void accept_bridge(uint64_t id);
+  void send_bridge(uint64_t id, std::string text);
+  void close_bridge(uint64_t id, int code, const std::string& reason);
+  // Room taps: while on, the room's updates are copied as RoomMessage events.
+  void set_room_tap(const std::string& room, bool on);
+  // Broadcasts body to every member of room as a peer_update from identity's
+  // alias (a member of its own: announced with peer_join on first use, listed
+  // in later welcomes, until released or the room empties).
+  void inject_room(const std::string& room, const std::string& identity, std::string body,
+                   bool unreliable);
+  void release_room_identity(const std::string& room, const std::string& identity);
   Stats stats() const;
 
   // ---- the event queue (thread-safe) ----------------------------------------
@@ -208,6 +240,9 @@ class Hub {
         return;
       case Kind::Bus:
         f(bc_);
+        return;
+      case Kind::Bridge:
+        f(brc_);
         return;
     }
   }
@@ -259,6 +294,23 @@ class Hub {
   // ---- bus.cpp ----
   void handle_bus(const SessionPtr& s, detail::Frame f);
 
+  // ---- bridge.cpp ----
+  void open_bridge(const SessionPtr& s);
+  void handle_bridge(const SessionPtr& s, detail::Frame f);
+  // The room's traffic, when tapped (one hash lookup when anything is tapped,
+  // nothing otherwise).
+  void tap(const std::string& room, const std::string& from, std::string_view body,
+           bool unreliable) {
+    if (!tapped_.empty() && tapped_.count(room)) tap_copy(room, from, body, unreliable);
+  }
+  void tap_copy(const std::string& room, const std::string& from, std::string_view body,
+                bool unreliable);
+  // The identities injecting into a room (alias, identity), in arrival order.
+  struct Injector {
+    uint32_t alias = 0;
+    std::string identity;
+  };
+
   // ---- rooms.cpp ----
   void open_room(const SessionPtr& s, const std::string& path, const std::string& query);
   std::string check_token(const std::string& token, bool found, const std::string& room,
@@ -277,11 +329,16 @@ class Hub {
   std::unordered_map<const void*, SessionPtr> sessions_;  // by connection identity
   std::unordered_map<std::string, SessionPtr> connector_reg_;
   std::unordered_map<std::string, SessionPtr> bus_reg_;
+  std::unordered_map<uint64_t, SessionPtr> bridge_reg_;
+  uint64_t next_bridge_id_ = 1;
+  std::unordered_set<std::string> tapped_;
+  std::unordered_map<std::string, std::vector<Injector>> injectors_;  // by room
   RoomRegistry<SessionPtr> rooms_;
   std::unordered_set<std::string> deny_;
   detail::ConnectorCounters cc_;
   detail::RoomCounters rc_;
   detail::BusCounters bc_;
+  detail::BridgeCounters brc_;
 
   std::mutex ev_mu_;  // leaf lock: the event queue
   std::deque<Event> events_;

@@ -116,6 +116,7 @@ void Hub::relay(const SessionPtr& s, const codec::WsPacket& p) {
     }
     return;
   }
+  tap(s->room, s->address, p.body, p.unreliable);
   // One encoding per update, shared by every receiver.
   broadcast(s->room, s.get(), binary(codec::encode_ws_peer_update(s->alias, p.body, p.unreliable)),
             p.unreliable);
@@ -137,6 +138,9 @@ void Hub::admit_room(const SessionPtr& s, const std::string& owner) {
   }
   std::vector<std::pair<uint32_t, std::string>> identities;
   for (const auto& m : rooms_.members(s->room)) identities.emplace_back(m.alias, m.address);
+  if (auto inj = injectors_.find(s->room); inj != injectors_.end()) {
+    for (const auto& i : inj->second) identities.emplace_back(i.alias, i.identity);
+  }
   rooms_.join(s->room, {s, s->alias, owner}, cfg_.rooms_max_users);
   s->in_room = true;
   complete(s);

@@ -444,6 +444,29 @@ void Server::set_deny_list(const std::vector<std::string>& addresses) {
   for (const auto& a : addresses) lowercase.insert(to_lower_ascii(a));
   impl_->set_deny_list(std::move(lowercase));
 }
+void Server::accept_bridge(uint64_t id) {
+  impl_->post_to_hub([id](Hub& hub) { hub.accept_bridge(id); });
+}
+void Server::send_bridge(uint64_t id, std::string text) {
+  impl_->post_to_hub(
+      [id, text = std::move(text)](Hub& hub) mutable { hub.send_bridge(id, std::move(text)); });
+}
+void Server::close_bridge(uint64_t id, int code, const std::string& reason) {
+  check_close_code("close_bridge", code);
+  impl_->post_to_hub([id, code, reason](Hub& hub) { hub.close_bridge(id, code, reason); });
+}
+void Server::set_room_tap(const std::string& room, bool on) {
+  impl_->post_to_hub([room, on](Hub& hub) { hub.set_room_tap(room, on); });
+}
+void Server::inject_room(const std::string& room, const std::string& identity, std::string body,
+                         bool unreliable) {
+  impl_->post_to_hub([room, identity, body = std::move(body), unreliable](Hub& hub) mutable {
+    hub.inject_room(room, identity, std::move(body), unreliable);
+  });
+}
+void Server::release_room_identity(const std::string& room, const std::string& identity) {
+  impl_->post_to_hub([room, identity](Hub& hub) { hub.release_room_identity(room, identity); });
+}
 Stats Server::stats() const {
   return impl_->stats();
 }

@@ -186,6 +186,37 @@ void FakeEndpoint::close_bus(const std::string& address, int code, const std::st
   settle();
 }
 
+void FakeEndpoint::accept_bridge(uint64_t id) {
+  hub_->accept_bridge(id);
+  settle();
+}
+
+void FakeEndpoint::send_bridge(uint64_t id, std::string text) {
+  hub_->send_bridge(id, std::move(text));
+  settle();
+}
+
+void FakeEndpoint::close_bridge(uint64_t id, int code, const std::string& reason) {
+  hub_->close_bridge(id, code, reason);
+  settle();
+}
+
+void FakeEndpoint::set_room_tap(const std::string& room, bool on) {
+  hub_->set_room_tap(room, on);
+  settle();
+}
+
+void FakeEndpoint::inject_room(const std::string& room, const std::string& identity,
+                               std::string body, bool unreliable) {
+  hub_->inject_room(room, identity, std::move(body), unreliable);
+  settle();
+}
+
+void FakeEndpoint::release_room_identity(const std::string& room, const std::string& identity) {
+  hub_->release_room_identity(room, identity);
+  settle();
+}
+
 void FakeEndpoint::set_deny_list(const std::vector<std::string>& addresses) {
   std::unordered_set<std::string> lowercase;
   for (const auto& a : addresses) lowercase.insert(to_lower_ascii(a));
@@ -199,8 +230,11 @@ void FakeEndpoint::shutdown() {
 
 uint64_t FakeEndpoint::counter(const std::string& area, const std::string& name) const {
   Stats st = hub_->stats();
-  const auto& list = area == "connector" ? st.connector : area == "rooms" ? st.rooms : st.bus;
-  if (area != "connector" && area != "rooms" && area != "bus") {
+  const auto& list = area == "connector" ? st.connector
+                     : area == "rooms"   ? st.rooms
+                     : area == "bridge"  ? st.bridge
+                                         : st.bus;
+  if (area != "connector" && area != "rooms" && area != "bus" && area != "bridge") {
     throw std::out_of_range("no stats area " + area);
   }
   for (const auto& [k, v] : list) {

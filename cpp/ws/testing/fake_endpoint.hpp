@@ -96,9 +96,16 @@ class FakeEndpoint final : public Environment {
   void send_bus(const std::string& address, std::string text);
   void close_bus(const std::string& address, int code, const std::string& reason);
   void set_deny_list(const std::vector<std::string>& addresses);
+  void accept_bridge(uint64_t id);
+  void send_bridge(uint64_t id, std::string text);
+  void close_bridge(uint64_t id, int code, const std::string& reason);
+  void set_room_tap(const std::string& room, bool on);
+  void inject_room(const std::string& room, const std::string& identity, std::string body,
+                   bool unreliable);
+  void release_room_identity(const std::string& room, const std::string& identity);
   void shutdown();
   Stats stats() const { return hub_->stats(); }
-  // One counter of stats() (area: "connector", "rooms" or "bus"); throws
+  // One counter of stats() (area: "connector", "rooms", "bus" or "bridge"); throws
   // std::out_of_range for an unknown name.
   uint64_t counter(const std::string& area, const std::string& name) const;
   // Every connection made so far, in order.

@@ -506,6 +506,15 @@ SETTINGS: tuple[Setting, ...] = (
         "/bus: P2P signalling messages a session may publish at once (the bucket's size)",
         minimum=1,
     ),
+    # --- third-party server bridge (/bridge) --------------------------------
+    Setting(
+        "bridge",
+        bool,
+        True,
+        "BRIDGE_ENABLED",
+        "serve the third-party server bridge WebSocket /bridge (control-plane.md 5, "
+        "docs/bridge.md)",
+    ),
     # --- stats --------------------------------------------------------------
     Setting(
         "hot_scenes_cache_s",
@@ -693,6 +702,7 @@ class RealmConfig:
     bus_queue: int = 50
     p2p_signal_max_per_s: float = 10.0
     p2p_signal_burst: int = 40
+    bridge: bool = True
     hot_scenes_cache_s: float = 60.0
     log_level: str = "INFO"
     log_format: str = "json"
@@ -764,11 +774,12 @@ class RealmConfig:
 #: setting comes from the configuration (:func:`server_config`).
 SERVER_ROLES: dict[str, dict[str, Any]] = {
     "realm": {"connector": True, "rooms": True},
-    "rooms": {"connector": False, "rooms": True, "bus": False},
+    "rooms": {"connector": False, "rooms": True, "bus": False, "bridge": False},
     "http": {
         "connector": False,
         "rooms": False,
         "bus": False,
+        "bridge": False,
         "io_threads": 1,
         "auth_threads": 1,
         "ws_room_secret": None,

@@ -24,6 +24,10 @@ import dclcomms
 from dclcomms import ws
 from dclcomms.about import AboutState, about, public_url_from_host
 from dclcomms.archipelago.core import ArchipelagoCore, core_from_config
+from dclcomms.bridge.gateway import BridgeGateway, SceneAuthority
+from dclcomms.bridge.keys import KeyStore, MemoryKeyStore
+from dclcomms.bridge.links import LocalRoomLink
+from dclcomms.bridge.scopes import RoomNames
 from dclcomms.clock import now_ms
 from dclcomms.config import RealmConfig
 from dclcomms.http import Request, Response, Router, json_response, status_document
@@ -54,10 +58,16 @@ class Realm:
         pubsub: PubSub | None = None,
         run_core: bool = True,
         bus: PubSub | None = None,
+        bridge_keys: KeyStore | None = None,
+        bridge_authority: SceneAuthority | None = None,
+        bridge_authoritative_server: str = "",
+        bridge_names: RoomNames | None = None,
     ) -> None:
         """``pubsub``: how the parts talk (default in-process; ``bus`` is its old name).
 
         ``run_core=False``: a connector-only realm; the core runs elsewhere on ``pubsub``.
+        ``bridge_*``: the /bridge gateway's API keys (default: none), scene owner/admin
+        authority, authoritative server wallet and scene-room naming (docs/bridge.md).
         """
         if bus is not None:
             if pubsub is not None:
@@ -72,6 +82,14 @@ class Realm:
         self.core: ArchipelagoCore | None = None
         self.connector: Connector | None = None
         self.msgbus: MessageBusGateway | None = None
+        self.bridge: BridgeGateway | None = None
+        self.bridge_link: LocalRoomLink | None = None
+        self._bridge_args: dict[str, Any] = {
+            "keys": bridge_keys if bridge_keys is not None else MemoryKeyStore(),
+            "authority": bridge_authority,
+            "authoritative_server": bridge_authoritative_server,
+            "names": bridge_names,
+        }
         self.stats: Stats | None = None
         self.transports: Transports | None = None
         self.policy: RealmPolicy | None = None
@@ -133,6 +151,15 @@ class Realm:
                     signal_burst=cfg.p2p_signal_burst,
                 )
                 self.connector.island_listeners.append(self.msgbus.on_island)
+            if cfg.bridge:
+                self.bridge_link = LocalRoomLink(self.server)
+                self.bridge = BridgeGateway(
+                    self.server,
+                    self.bridge_link,
+                    self.registry,
+                    spawn=self._spawn_task,
+                    **self._bridge_args,
+                )
             if self.run_core:  # else the core runs elsewhere on the pub/sub
                 self.core = core_from_config(cfg, self.pubsub, self.policy, registry=self.registry)
             self._routes()
@@ -187,9 +214,13 @@ class Realm:
         return set(self.msgbus.sessions) if self.msgbus is not None else set()
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
+        self._spawn_task(coro)
+
+    def _spawn_task(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def stop(self) -> None:
         """Stop accepting, close every socket (1001), cancel tasks. Idempotent."""
@@ -210,7 +241,7 @@ class Realm:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         # Server.stop joins the I/O threads: keep the loop responsive meanwhile.
         await asyncio.to_thread(server.stop)
-        for part in (self.core, self.connector, self.stats, self.msgbus):
+        for part in (self.core, self.connector, self.stats, self.msgbus, self.bridge):
             if part is not None:
                 part.close()
         aclose = getattr(self.pubsub, "aclose", None)  # a network pub/sub: flush, then disconnect
@@ -281,6 +312,18 @@ class Realm:
         elif isinstance(ev, ws.BusClosed) and self.msgbus is not None:
             self.m_events.inc(kind="bus_closed")
             self.msgbus.on_closed(ev.address)
+        elif isinstance(ev, ws.RoomMessage) and self.bridge_link is not None:
+            self.m_events.inc(kind="room_message")
+            self.bridge_link.deliver(ev.room, ev.sender, ev.body, ev.unreliable, ev.received_ms)
+        elif isinstance(ev, ws.BridgeFrame) and self.bridge is not None:
+            self.m_events.inc(kind="bridge_frame")
+            self.bridge.on_frame(ev.id, ev.text)
+        elif isinstance(ev, ws.BridgeOpened) and self.bridge is not None:
+            self.m_events.inc(kind="bridge_opened")
+            self.bridge.on_opened(ev.id)
+        elif isinstance(ev, ws.BridgeClosed) and self.bridge is not None:
+            self.m_events.inc(kind="bridge_closed")
+            self.bridge.on_closed(ev.id)
         else:
             self.m_events.inc(kind="other")
 

@@ -77,6 +77,15 @@ namespace dclcomms::ws {
   X(bool, bus, false, kAny, "serve the message-bus transport on /bus")                             \
   X(int, bus_max_frames_per_s, 50, 1, "bus: more text frames than this within any 1 s => 4009")    \
   X(size_t, bus_max_frame_bytes, 32768, 1, "bus: a larger inbound frame is closed 1009 (bytes)")   \
+  /* bridge (/bridge): text frames to and from the embedder, which authenticates the */         \
+  /* first ones and accepts or closes the session; outbound limit connector_max_queued_bytes */   \
+  X(bool, bridge, false, kAny, "serve the third-party server bridge on /bridge")                   \
+  X(int64_t, bridge_auth_timeout_ms, 10'000, 1,                                                    \
+    "bridge: a session not accepted by the embedder within this is closed 4001 (ms)")             \
+  X(int, bridge_max_frames_per_s, 200, 1,                                                          \
+    "bridge: more text frames than this within any 1 s => 4009")                                   \
+  X(size_t, bridge_max_frame_bytes, 65536, 1,                                                      \
+    "bridge: a larger inbound frame is closed 1009 (bytes)")                                       \
   /* every session */                                                                              \
   X(int64_t, idle_timeout_ms, 90'000, 0,                                                           \
     "a session silent (no frame, no pong) this long is closed 1001 'idle timeout'; pinged after "  \
@@ -140,8 +149,33 @@ struct BusFrame {
 struct BusClosed {
   std::string address;
 };
-using Event = std::variant<HttpRequest, PeerConnected, PeerDisconnected, Heartbeats, BusOpened,
-                           BusFrame, BusClosed>;
+// Bridge: a connection to /bridge (not authenticated yet: the embedder checks
+// its first frames, then accept_bridge or close_bridge).
+struct BridgeOpened {
+  uint64_t id = 0;
+  std::string query;
+};
+// Bridge: one text frame (valid UTF-8), in arrival order.
+struct BridgeFrame {
+  uint64_t id = 0;
+  std::string text;
+};
+// Bridge: the session closed (for any reason, also at stop()).
+struct BridgeClosed {
+  uint64_t id = 0;
+};
+// A tapped room's traffic (set_room_tap): a member's update or an injected
+// one, sender = its address or identity.
+struct RoomMessage {
+  std::string room;
+  std::string from;
+  std::string body;
+  bool unreliable = false;
+  int64_t received_ms = 0;  // server clock (Unix ms)
+};
+using Event =
+    std::variant<HttpRequest, PeerConnected, PeerDisconnected, Heartbeats, BusOpened, BusFrame,
+                 BusClosed, BridgeOpened, BridgeFrame, BridgeClosed, RoomMessage>;
 
 // The kind of an Event: its alternative, in variant order (bound to Python as
 // _core.WsEventKind, the first item of every polled event).
@@ -152,18 +186,25 @@ enum class EventKind : uint8_t {
   Heartbeats,
   BusOpened,
   BusFrame,
-  BusClosed
+  BusClosed,
+  BridgeOpened,
+  BridgeFrame,
+  BridgeClosed,
+  RoomMessage
 };
 inline EventKind kind_of(const Event& ev) noexcept {
   return static_cast<EventKind>(ev.index());
 }
-static_assert(std::variant_size_v<Event> == static_cast<size_t>(EventKind::BusClosed) + 1);
+static_assert(std::variant_size_v<Event> == static_cast<size_t>(EventKind::RoomMessage) + 1);
 static_assert(
     std::is_same_v<std::variant_alternative_t<static_cast<size_t>(EventKind::Heartbeats), Event>,
                    Heartbeats>);
 static_assert(
     std::is_same_v<std::variant_alternative_t<static_cast<size_t>(EventKind::BusClosed), Event>,
                    BusClosed>);
+static_assert(
+    std::is_same_v<std::variant_alternative_t<static_cast<size_t>(EventKind::RoomMessage), Event>,
+                   RoomMessage>);
 
 // Counters are monotonic since start(); gauges are current values.
 struct Stats {
@@ -171,6 +212,7 @@ struct Stats {
   std::vector<std::pair<std::string, uint64_t>> rooms;       // "users", "rooms" first
   std::vector<std::pair<std::string, size_t>> room_details;  // (roomName, count)
   std::vector<std::pair<std::string, uint64_t>> bus;         // "sessions" first
+  std::vector<std::pair<std::string, uint64_t>> bridge;      // "sessions", "taps" first
 };
 
 class Server {
@@ -229,6 +271,26 @@ class Server {
   // Replaces the deny list (lowercased here); applies to new handshakes
   // (connector and bus).
   void set_deny_list(const std::vector<std::string>& addresses);
+
+  // Bridge (control-plane.md 5): the embedder authenticates a session from its
+  // frames, then accepts it (stops its auth timer) or closes it; send_bridge
+  // queues one text frame (never dropped: over connector_max_queued_bytes the
+  // session is closed 4008). Unknown or closed ids are ignored.
+  void accept_bridge(uint64_t id);
+  void send_bridge(uint64_t id, std::string text);
+  void close_bridge(uint64_t id, int code, const std::string& reason);
+  // Room taps: while on, every update relayed in room (and every injected
+  // one) is also a RoomMessage event. Off by default: an untapped room costs
+  // one empty-set check per update.
+  void set_room_tap(const std::string& room, bool on);
+  // Broadcasts body to every member of room as a peer_update whose sender is
+  // identity (not a player: its own alias, announced with peer_join on first
+  // use and listed in later welcomes, until release_room_identity or the
+  // room empties). Ignored (counted) when the room has no members or body is
+  // over max_frame_bytes.
+  void inject_room(const std::string& room, const std::string& identity, std::string body,
+                   bool unreliable);
+  void release_room_identity(const std::string& room, const std::string& identity);
 
   Stats stats() const;
 

@@ -49,7 +49,7 @@ def run(body: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
 
 @contextlib.asynccontextmanager
 async def realm(keys: MemoryKeyStore, **kw: Any) -> AsyncIterator[Realm]:
-    r = await Realm(config(), bridge_keys=keys, **kw).start()
+    r = await Realm(config(bridge=True), bridge_keys=keys, **kw).start()
     try:
         yield r
     finally:
@@ -317,7 +317,7 @@ def test_publish_limits_and_frame_errors() -> None:
 
 def test_bridge_off_is_404() -> None:
     async def body() -> None:
-        r = await Realm(config(bridge=False)).start()
+        r = await Realm(config()).start()  # off by default
         try:
             async with aiohttp.ClientSession() as s:
                 with pytest.raises(aiohttp.WSServerHandshakeError) as e:

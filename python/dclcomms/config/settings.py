@@ -510,7 +510,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "bridge",
         bool,
-        True,
+        False,
         "BRIDGE_ENABLED",
         "serve the third-party server bridge WebSocket /bridge (control-plane.md 5, "
         "docs/bridge.md)",
@@ -702,7 +702,7 @@ class RealmConfig:
     bus_queue: int = 50
     p2p_signal_max_per_s: float = 10.0
     p2p_signal_burst: int = 40
-    bridge: bool = True
+    bridge: bool = False
     hot_scenes_cache_s: float = 60.0
     log_level: str = "INFO"
     log_format: str = "json"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import pickle
+import re
 import subprocess
 import sys
 import warnings
@@ -507,6 +508,7 @@ def test_rooms_command_reads_the_settings_table(
 
     assert "rooms_max_users" in rooms_settings() and "commit_hash" in rooms_settings()
     assert "max_users" not in rooms_settings() and "join_distance" not in rooms_settings()
+    assert re.search(r"default\s+'127\.0\.0\.1'", build_parser().format_help())
     for name in ("ROOMS_MAX_USERS", "HTTP_SERVER_HOST", "COMMIT_HASH", "WS_ROOM_SERVICE_SECRET"):
         monkeypatch.delenv(name, raising=False)
     server = config_from_flags(build_parser().parse_args([]))

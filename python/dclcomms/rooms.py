@@ -169,6 +169,8 @@ async def serve(
 #: Settings that are no server field but that ``dclcomms rooms`` reads (the announcement
 #: period is the core's ``transport_node_interval``: one setting for both sides).
 _ROOMS_EXTRA = ("commit_hash", "transport_node_interval")
+#: This command's own defaults: it listens on 127.0.0.1 unless told otherwise.
+_DEFAULTS = {"host": "127.0.0.1"}
 #: Server fields of every role (the rooms' own are those named rooms_* / ws_room_*).
 _COMMON = ("host", "port", "io_threads", "auth_threads", "max_frame_bytes")
 
@@ -187,7 +189,7 @@ def rooms_settings() -> tuple[str, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dclcomms rooms", description=__doc__.splitlines()[0])
-    add_arguments(p, command="rooms", only=rooms_settings())
+    add_arguments(p, command="rooms", only=rooms_settings(), defaults=_DEFAULTS)
     p.add_argument(
         "--nats",
         action="append",
@@ -201,8 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_flags(ns: argparse.Namespace) -> RealmConfig:
     """The settings of parsed flags, env and ``--config`` (ConfigError if invalid)."""
-    # this command listens on 127.0.0.1 unless told otherwise
-    return config_from_args(ns, defaults={"host": "127.0.0.1"})
+    return config_from_args(ns, defaults=_DEFAULTS)
 
 
 def config_from_flags(ns: argparse.Namespace) -> ServerConfig:

@@ -952,11 +952,14 @@ def add_arguments(
     *,
     command: str = "realm",
     only: Iterable[str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> None:
     """One flag per setting (``only``: a subset); unset flags stay None so lower sources apply.
 
-    ``command`` selects the deprecated flags accepted besides (:data:`ALIASES`).
+    ``command`` selects the deprecated flags accepted besides (:data:`ALIASES`); ``defaults``
+    are the command's own defaults shown in the help (pass them to :func:`config_from_args`).
     """
+    shown = {s.name: s.default for s in SETTINGS} | dict(defaults or {})
     parser.add_argument("--config", metavar="PATH", help="TOML configuration file")
     chosen = [s for s in SETTINGS if only is None or s.name in set(only)]
     for s in chosen:
@@ -974,7 +977,7 @@ def add_arguments(
                 dest=s.name,
                 default=None,
                 metavar=s.kind.__name__.upper(),
-                help=f"{s.help} (env {s.env}, default {s.default!r})",
+                help=f"{s.help} (env {s.env}, default {shown[s.name]!r})",
             )
     for a in _flag_aliases(command, {s.name for s in chosen}):
         kind = _BY_NAME[a.new].kind

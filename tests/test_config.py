@@ -530,3 +530,13 @@ def test_rooms_command_reads_the_settings_table(
         900,
     )
     assert server.commit_hash == "c0ffee"
+
+
+def test_a_separate_core_names_the_setting_it_misses() -> None:
+    from dclcomms.nats.processes import check_core_config
+
+    with pytest.raises(ConfigError) as e:
+        check_core_config(RealmConfig())
+    assert (e.value.code, e.value.field) == ("bad_value", "ws_room_secret")
+    check_core_config(RealmConfig(ws_room_secret="shared"))
+    check_core_config(RealmConfig(fixed_adapter="offline:offline"))

@@ -15,6 +15,7 @@ from dclcomms.policy import (
     CrowdedOnLiveKit,
     FixedTransport,
     IslandView,
+    LiveKitTransport,
     P2PPolicy,
     P2PTransport,
     RealmPolicy,
@@ -62,13 +63,22 @@ def test_public_and_ws_room_urls() -> None:
     assert t.ws_room.issue("I2", [A])[A] == "ws-room:ws://rooms.internal:9/rooms/I2"
     with pytest.raises(ConfigError) as e:
         build_transports(RealmConfig(ws_room_url="ftp://x"), bound_port=80, ws_room_secret="")
-    assert e.value.code == "bad_value"
+    assert (e.value.code, e.value.field) == ("bad_value", "ws_room_url")
 
 
 def test_fixed_transport_validates() -> None:
     with pytest.raises(ConfigError, match="not a connection string") as e:
         FixedTransport("no-protocol-here")
-    assert e.value.code == "bad_value"
+    assert (e.value.code, e.value.field) == ("bad_value", "fixed_adapter")
+
+
+@pytest.mark.parametrize("missing", ["livekit_host", "livekit_api_key", "livekit_api_secret"])
+def test_livekit_transport_names_the_missing_setting(missing: str) -> None:
+    given = {"host": "lk.example", "api_key": "key", "api_secret": "secret"}
+    given[missing.removeprefix("livekit_")] = ""
+    with pytest.raises(ConfigError) as e:
+        LiveKitTransport(given["host"], given["api_key"], given["api_secret"])
+    assert (e.value.code, e.value.field) == ("bad_value", missing)
     assert FixedTransport("livekit:wss://x?access_token=t").issue("I1", []) == {}
 
 
@@ -115,7 +125,7 @@ def test_load_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ]:
         with pytest.raises(ConfigError, match=fragment) as e:
             load_policy(spec, t)
-        assert e.value.code == "bad_policy"
+        assert (e.value.code, e.value.field) == ("bad_policy", "policy")
     sys.modules.pop("my_policies", None)
 
 
@@ -189,7 +199,7 @@ def test_p2p_policy_puts_islands_on_p2p_up_to_its_capacity() -> None:
         load_policy(
             "p2p", build_transports(RealmConfig(bus=False), bound_port=1, ws_room_secret="")
         )
-    assert e.value.code == "bad_policy" and "/bus" in str(e.value)
+    assert e.value.code == "bad_policy" and "/bus" in str(e.value) and e.value.field == "bus"
 
 
 def test_tiered_policy_levels_and_hysteresis() -> None:

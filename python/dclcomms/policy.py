@@ -91,7 +91,16 @@ class LiveKitTransport(Transport):
         max_island_size: int = 100,
     ) -> None:
         if not (host and api_key and api_secret):
-            raise ConfigError("LiveKit needs host, API key and API secret", code="bad_value")
+            given = {
+                "livekit_host": host,
+                "livekit_api_key": api_key,
+                "livekit_api_secret": api_secret,
+            }
+            raise ConfigError(
+                "LiveKit needs host, API key and API secret",
+                code="bad_value",
+                field=next(name for name, v in given.items() if not v),
+            )
         self.host = host if "://" in host else "wss://" + host
         self.api_key = api_key
         self._secret = api_secret
@@ -157,6 +166,7 @@ class FixedTransport(Transport):
             raise ConfigError(
                 f"fixed adapter {conn_str!r} is not a connection string (PROTOCOL:PARAMETERS)",
                 code="bad_value",
+                field="fixed_adapter",
             )
         self.conn_str = conn_str
         self.max_island_size = max_island_size
@@ -178,7 +188,11 @@ class P2PTransport(Transport):
 
     def __init__(self, *, max_island_size: int = 16) -> None:
         if max_island_size < 2:
-            raise ConfigError("P2P islands need max_island_size >= 2", code="bad_value")
+            raise ConfigError(
+                "P2P islands need max_island_size >= 2",
+                code="bad_value",
+                field="p2p_max_island_size",
+            )
         self.max_island_size = max_island_size
 
     def issue(self, island_id: str, peer_ids: Sequence[str]) -> dict[str, str]:
@@ -233,7 +247,11 @@ def build_transports(config: RealmConfig, *, bound_port: int, ws_room_secret: st
     """The built-in transports for a running realm (``ws_room_secret`` already resolved)."""
     ws_base = config.ws_room_url or public_base_url(config, bound_port)
     if urlsplit(_ws_scheme(ws_base)).scheme not in ("ws", "wss"):
-        raise ConfigError(f"ws_room_url {ws_base!r} must be http(s) or ws(s)", code="bad_value")
+        raise ConfigError(
+            f"ws_room_url {ws_base!r} must be http(s) or ws(s)",
+            code="bad_value",
+            field="ws_room_url",
+        )
     size = config.max_island_size
     return Transports(
         ws_room=WsRoomTransport(
@@ -314,6 +332,7 @@ def _need_p2p(transports: Transports, who: str) -> P2PTransport:
         raise ConfigError(
             f"{who} needs the P2P transport, which signals through /bus (set bus = true)",
             code="bad_policy",
+            field="bus",
         )
     return transports.p2p
 
@@ -476,15 +495,21 @@ def load_policy(
     try:
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
-        raise ConfigError(f"policy {spec!r} cannot be loaded: {e}", code="bad_policy") from None
+        raise ConfigError(
+            f"policy {spec!r} cannot be loaded: {e}", code="bad_policy", field="policy"
+        ) from None
     if not (isinstance(obj, type) and issubclass(obj, RealmPolicy)):
-        raise ConfigError(f"policy {spec!r} is not a RealmPolicy subclass", code="bad_policy")
+        raise ConfigError(
+            f"policy {spec!r} is not a RealmPolicy subclass", code="bad_policy", field="policy"
+        )
     try:
         policy: RealmPolicy = obj(transports)
     except ConfigError:
         raise
     except Exception as e:
-        raise ConfigError(f"policy {spec!r} failed to start: {e}", code="bad_policy") from None
+        raise ConfigError(
+            f"policy {spec!r} failed to start: {e}", code="bad_policy", field="policy"
+        ) from None
     return policy
 
 

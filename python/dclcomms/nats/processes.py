@@ -84,6 +84,7 @@ def check_core_config(config: RealmConfig) -> None:
             "a separate core needs LiveKit, a fixed adapter or a ws_room_secret shared "
             "with the connectors",
             code="bad_value",
+            field="ws_room_secret",
         )
 
 

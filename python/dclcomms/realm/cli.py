@@ -111,8 +111,8 @@ async def _run(
     finally:
         for part in reversed(started):
             await part.stop()
-        for b in pubsubs:
-            await b.aclose()
+        for ps in pubsubs:
+            await ps.aclose()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     return 0
@@ -126,9 +126,9 @@ def _main(prog: str, description: str, argv: Sequence[str] | None, role: str) ->
     pubsubs: list[NatsPubSub] = []
 
     async def pubsub(name: str, registry: Registry | None = None) -> NatsPubSub:
-        b = await connect_pubsub(ns.nats, ns.subjects, name, registry)
-        pubsubs.append(b)
-        return b
+        ps = await connect_pubsub(ns.nats, ns.subjects, name, registry)
+        pubsubs.append(ps)
+        return ps
 
     async def parts() -> list[Any]:
         out: list[Any] = []
@@ -139,7 +139,7 @@ def _main(prog: str, description: str, argv: Sequence[str] | None, role: str) ->
                     config, await pubsub("dclcomms-core", reg), registry=reg, http=role == "core"
                 ).start()
             )
-        if role in ("stats",):
+        if role == "stats":
             reg = Registry()
             out.append(
                 await StatsService(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import pickle
 import re
 import subprocess
@@ -540,3 +541,21 @@ def test_a_separate_core_names_the_setting_it_misses() -> None:
     assert (e.value.code, e.value.field) == ("bad_value", "ws_room_secret")
     check_core_config(RealmConfig(ws_room_secret="shared"))
     check_core_config(RealmConfig(fixed_adapter="offline:offline"))
+
+
+def test_cli_warns_about_an_old_name_in_one_line() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    out = subprocess.run(
+        [sys.executable, "-m", "dclcomms", "rooms", "--max-users", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert out.returncode == 2
+    lines = out.stderr.splitlines()
+    assert (
+        "dclcomms rooms: warning: flag '--max-users' is deprecated: use --rooms-max-users "
+        "(docs/operations.md)" in lines
+    ), out.stderr
+    assert any("rooms_max_users" in x and "must be >= 1" in x for x in lines), out.stderr

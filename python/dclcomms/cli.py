@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 # name -> (entry point "module:function", one-line help)
@@ -59,7 +60,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command is None:
         parser.print_help()
         return 2
+    _one_line_deprecations(f"dclcomms {ns.command}")
     return _load(COMMANDS[ns.command][0])(ns.rest)
+
+
+def _one_line_deprecations(prog: str) -> None:
+    """An old setting name reads ``<prog>: warning: <message>`` on stderr, not a traceback
+    line of the package's source (only when the warning is shown at all)."""
+    from dclcomms.config import DeprecatedSettingWarning
+
+    default = warnings.formatwarning
+
+    def formatwarning(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        line: str | None = None,
+    ) -> str:
+        if issubclass(category, DeprecatedSettingWarning):
+            return f"{prog}: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":

@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "dclcomms.gatekeeper:main",
         "the comms gatekeeper (scene rooms): migrate, operator commands",
     ),
+    "bridge": (
+        "dclcomms.bridge.cli:main",
+        "third-party server bridge: API keys (keys create|list|revoke), serve over NATS",
+    ),
     "rooms": ("dclcomms.rooms:main", "standalone RFC-5 WebSocket room service (/rooms/<roomId>)"),
     "connector": ("dclcomms.realm.cli:connector_main", "connector + rooms + HTTP over NATS"),
     "core": ("dclcomms.realm.cli:core_main", "archipelago clustering core over NATS"),

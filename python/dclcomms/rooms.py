@@ -28,7 +28,7 @@ from dclcomms.config import SETTINGS, RealmConfig, add_arguments, config_from_ar
 from dclcomms.errors import SubjectError
 from dclcomms.http import status_document
 from dclcomms.nats.nodes import NodeStatus, check_node_id, status_subject
-from dclcomms.ws import HttpRequest, Server, ServerConfig, metrics_text
+from dclcomms.ws import HttpRequest, RoomMessage, Server, ServerConfig, metrics_text
 
 _JSON = {"Content-Type": "application/json", "Access-Control-Allow-Origin": "*"}
 
@@ -128,6 +128,11 @@ async def serve(
     server = Server(config)
     port = server.start()
     stop = asyncio.Event()
+    taps: Any = None
+    if nc is not None:  # the bridge reads and writes these rooms over NATS (docs/bridge.md)
+        from dclcomms.bridge.nats import NatsRoomTaps
+
+        taps = await NatsRoomTaps(server, nc).start()
     announcer = (
         asyncio.create_task(_announce_loop(server, announce, nc), name="rooms-announce")
         if announce is not None
@@ -138,6 +143,8 @@ async def serve(
         for ev in server.poll():
             if isinstance(ev, HttpRequest):
                 answer(server, ev)
+            elif isinstance(ev, RoomMessage) and taps is not None:
+                taps.deliver(ev.room, ev.sender, ev.body, ev.unreliable, ev.received_ms)
 
     loop.add_reader(server.fileno(), drain)
     installed = []
@@ -157,6 +164,8 @@ async def serve(
             announcer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await announcer
+        if taps is not None:
+            await taps.aclose()
         if nc is not None:
             await nc.close()
         loop.remove_reader(server.fileno())

@@ -9,8 +9,9 @@ the sender of what it injects, never a player's address), optional expiry, and
 per-key limits (messages/s published, payload bytes).
 
 :class:`KeyStore` is the interface the gateway needs; :class:`SqlKeyStore`
-implements it on SQLAlchemy Core (SQLite for an embedded realm, PostgreSQL in
-production; table ``bridge_keys``).
+implements it on the gatekeeper's database (SQLite for an embedded realm, PostgreSQL
+in production; table ``bridge_keys``, migration 0003); :class:`MemoryKeyStore` keeps
+them in memory (tests).
 """
 
 from __future__ import annotations
@@ -181,31 +182,20 @@ def _replace(r: KeyRecord, **kw: Any) -> KeyRecord:
 
 
 class SqlKeyStore(KeyStore):
-    """Keys in table ``bridge_keys`` of a SQLAlchemy database URL
-    (``sqlite:///path.db``, ``postgresql+psycopg://...``)."""
+    """Keys in the gatekeeper's database (table ``bridge_keys``, Alembic revision 0003 of
+    :mod:`dclcomms.gatekeeper.storage`): SQLite for an embedded realm, PostgreSQL in
+    production. ``database``/``data_dir`` as :meth:`dclcomms.gatekeeper.storage.Store.open`
+    (which migrates the schema to the head first)."""
 
-    def __init__(self, url: str, *, create: bool = True) -> None:
-        import sqlalchemy as sa
+    def __init__(
+        self, database: str | None = None, *, data_dir: str | None = None, store: Any = None
+    ) -> None:
+        from dclcomms.gatekeeper.schema import bridge_keys
+        from dclcomms.gatekeeper.storage import Store
 
-        self._sa = sa
-        self.engine = sa.create_engine(url, future=True)
-        md = sa.MetaData()
-        self.table = sa.Table(
-            "bridge_keys",
-            md,
-            sa.Column("id", sa.String(12), primary_key=True),
-            sa.Column("name", sa.String(64), nullable=False),
-            sa.Column("identity", sa.String(80), nullable=False),
-            sa.Column("secret_sha256", sa.String(64), nullable=False),
-            sa.Column("scopes", sa.Text, nullable=False),  # JSON list
-            sa.Column("created_at", sa.BigInteger, nullable=False),
-            sa.Column("expires_at", sa.BigInteger, nullable=True),
-            sa.Column("revoked_at", sa.BigInteger, nullable=True),
-            sa.Column("rate", sa.Float, nullable=False),
-            sa.Column("max_bytes", sa.Integer, nullable=False),
-        )
-        if create:
-            md.create_all(self.engine)
+        self.store = store if store is not None else Store.open(database, data_dir=data_dir)
+        self.engine = self.store.engine
+        self.table = bridge_keys
 
     def close(self) -> None:
         self.engine.dispose()
@@ -255,8 +245,7 @@ class SqlKeyStore(KeyStore):
     def _set_revoked(self, key_id: str, at_ms: int) -> bool:
         t = self.table
         with self.engine.begin() as c:
-            found = c.execute(t.select().where(t.c.id == key_id)).first()
-            if found is None:
+            if c.execute(t.select().where(t.c.id == key_id)).first() is None:
                 return False
             c.execute(
                 t.update()
@@ -266,9 +255,10 @@ class SqlKeyStore(KeyStore):
         return True
 
 
-def open_key_store(url: str | None) -> KeyStore:
-    """A :class:`SqlKeyStore` for a database URL, or memory for ``None``/``""``."""
-    return SqlKeyStore(url) if url else MemoryKeyStore()
+def open_key_store(database: str | None, *, data_dir: str | None = None) -> KeyStore:
+    """The gatekeeper database's keys (:class:`SqlKeyStore`; ``database`` empty: the SQLite
+    file under ``data_dir``)."""
+    return SqlKeyStore(database or None, data_dir=data_dir)
 
 
 def format_keys(records: Sequence[KeyRecord]) -> str:

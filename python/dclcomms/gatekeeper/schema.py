@@ -18,7 +18,9 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -145,7 +147,25 @@ scene_room_settings = Table(
     Column("updated_at", BigInteger, nullable=False),
 )
 
+# The server bridge's API keys (dclcomms.bridge.keys; control-plane.md 5): the secret is
+# never stored, only its SHA-256; scopes are a JSON list.
+bridge_keys = Table(
+    "bridge_keys",
+    metadata,
+    Column("id", String(12), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("identity", String(80), nullable=False),
+    Column("secret_sha256", String(64), nullable=False),
+    Column("scopes", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=True),  # None = never
+    Column("revoked_at", BigInteger, nullable=True),
+    Column("rate", Float, nullable=False),
+    Column("max_bytes", Integer, nullable=False),
+)
+
 __all__ = [
+    "bridge_keys",
     "cast_links",
     "metadata",
     "player_connection_info",

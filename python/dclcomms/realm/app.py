@@ -25,7 +25,7 @@ from dclcomms import ws
 from dclcomms.about import AboutState, about, public_url_from_host
 from dclcomms.archipelago.core import ArchipelagoCore, core_from_config
 from dclcomms.bridge.gateway import BridgeGateway, SceneAuthority
-from dclcomms.bridge.keys import KeyStore, MemoryKeyStore
+from dclcomms.bridge.keys import KeyStore, open_key_store
 from dclcomms.bridge.links import LocalRoomLink
 from dclcomms.bridge.scopes import RoomNames
 from dclcomms.clock import now_ms
@@ -66,7 +66,8 @@ class Realm:
         """``pubsub``: how the parts talk (default in-process; ``bus`` is its old name).
 
         ``run_core=False``: a connector-only realm; the core runs elsewhere on ``pubsub``.
-        ``bridge_*``: the /bridge gateway's API keys (default: none), scene owner/admin
+        ``bridge_*``: the /bridge gateway's API keys (default: the gatekeeper database's
+        ``bridge_keys``, created with ``dclcomms bridge keys``), scene owner/admin
         authority, authoritative server wallet and scene-room naming (docs/bridge.md).
         """
         if bus is not None:
@@ -85,7 +86,7 @@ class Realm:
         self.bridge: BridgeGateway | None = None
         self.bridge_link: LocalRoomLink | None = None
         self._bridge_args: dict[str, Any] = {
-            "keys": bridge_keys if bridge_keys is not None else MemoryKeyStore(),
+            "keys": bridge_keys,
             "authority": bridge_authority,
             "authoritative_server": bridge_authoritative_server,
             "names": bridge_names,
@@ -152,6 +153,8 @@ class Realm:
                 )
                 self.connector.island_listeners.append(self.msgbus.on_island)
             if cfg.bridge:
+                if self._bridge_args["keys"] is None:  # the gatekeeper database's keys
+                    self._bridge_args["keys"] = await asyncio.to_thread(open_key_store, None)
                 self.bridge_link = LocalRoomLink(self.server)
                 self.bridge = BridgeGateway(
                     self.server,

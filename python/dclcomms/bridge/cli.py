@@ -1,0 +1,264 @@
+"""``dclcomms bridge``: API keys and the bridge as its own process.
+
+``dclcomms bridge keys create --name N --scope S [--scope S ...] [--ttl DURATION]
+[--rate R] [--max-bytes B]`` prints the new key (shown once) and its record as JSON;
+``keys list`` prints every key (never a secret); ``keys revoke ID``. Keys live in the
+gatekeeper's database (``--database`` / ``GATEKEEPER_DATABASE_URL``, default the SQLite
+file under ``--data-dir``).
+
+``dclcomms bridge serve --nats URL [--host H] [--port P]`` serves ``/bridge`` in a NATS
+deployment: the rooms run in other processes (``dclcomms rooms --nats``, the realm)
+and travel on ``dclcomms.bridge.room.<room>.out|in`` (docs/bridge.md). It also answers
+``/metrics``, ``/status`` and ``/health/live``. Errors print
+``dclcomms bridge: error: <message> [<code>]`` and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from dclcomms.errors import BridgeError, ConfigError
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+_UNIT = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of ``90``, ``90s``, ``15m``, ``12h``, ``30d``."""
+    m = _DURATION.fullmatch(text.strip())
+    if m is None or float(m.group(1)) <= 0:
+        raise BridgeError(f"not a duration (e.g. 3600, 15m, 12h, 30d): {text!r}", code="bad_scope")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def _db_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--database",
+        default=os.environ.get("GATEKEEPER_DATABASE_URL") or None,
+        metavar="URL",
+        help="the gatekeeper database: postgresql://… or sqlite:///path "
+        "(env GATEKEEPER_DATABASE_URL; default: SQLite under --data-dir)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=os.environ.get("DCLCOMMS_DATA_DIR") or None,
+        metavar="DIR",
+        help="directory of the default SQLite file (env DCLCOMMS_DATA_DIR)",
+    )
+
+
+def _store(ns: argparse.Namespace) -> Any:
+    from dclcomms.bridge.keys import SqlKeyStore
+
+    return SqlKeyStore(ns.database, data_dir=ns.data_dir)
+
+
+def _create(ns: argparse.Namespace) -> int:
+    store = _store(ns)
+    try:
+        key, record = store.create(
+            ns.name,
+            ns.scope,
+            ttl_s=None if ns.ttl is None else parse_duration(ns.ttl),
+            rate=ns.rate,
+            max_bytes=ns.max_bytes,
+        )
+    finally:
+        store.close()
+    print(json.dumps({"key": key, **record.to_json()}, indent=2))
+    return 0
+
+
+def _list(ns: argparse.Namespace) -> int:
+    store = _store(ns)
+    try:
+        print(json.dumps([r.to_json() for r in store.list()], indent=2))
+    finally:
+        store.close()
+    return 0
+
+
+def _revoke(ns: argparse.Namespace) -> int:
+    store = _store(ns)
+    try:
+        print(json.dumps(store.revoke(ns.id).to_json(), indent=2))
+    finally:
+        store.close()
+    return 0
+
+
+class StoreSceneAdmins:
+    """Scene authority from the gatekeeper database's ``scene_admin`` rows (place id =
+    scene id, control-plane.md 1.5's default key)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    async def is_owner_or_admin(self, address: str, realm: str, scene_id: str) -> bool:
+        ok: bool = await asyncio.to_thread(self.store.is_scene_admin, scene_id, address.lower())
+        return ok
+
+
+async def serve(ns: argparse.Namespace, ready: asyncio.Event | None = None) -> None:
+    import nats
+
+    from dclcomms import http as dhttp
+    from dclcomms import ws
+    from dclcomms.bridge.gateway import BridgeGateway
+    from dclcomms.bridge.keys import SqlKeyStore
+    from dclcomms.bridge.nats import NatsRoomLink
+    from dclcomms.bridge.scopes import RoomNames
+    from dclcomms.metrics import CONTENT_TYPE, Registry
+
+    loop = asyncio.get_running_loop()
+    keys = SqlKeyStore(ns.database, data_dir=ns.data_dir)
+    try:
+        nc = await nats.connect(list(ns.nats), name="dclcomms-bridge", connect_timeout=2.0)
+    except Exception as e:
+        keys.close()
+        raise ConfigError(f"cannot connect to NATS {ns.nats}: {e!r}", code="bad_value") from e
+    link = await NatsRoomLink(nc, interval_s=ns.lease_interval).start()
+    server = ws.Server(
+        ws.ServerConfig(host=ns.host, port=ns.port, connector=False, rooms=False, bridge=True)
+    )
+    port = server.start()
+    registry = Registry()
+    registry.collector(lambda: ws.server_metrics(server.stats(), areas=("bridge",)))
+    tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(coro: Any) -> asyncio.Task[Any]:
+        t: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        tasks.add(t)
+        t.add_done_callback(tasks.discard)
+        return t
+
+    gateway = BridgeGateway(
+        server,
+        link,
+        registry,
+        keys=keys,
+        names=RoomNames(ns.scene_room_prefix, ns.world_room_prefix),
+        authority=StoreSceneAdmins(keys.store),
+        authoritative_server=ns.authoritative_server,
+        spawn=spawn,
+    )
+
+    def answer(req: ws.HttpRequest) -> None:
+        if req.path == "/metrics":
+            server.respond(
+                req.request_id, 200, {"Content-Type": CONTENT_TYPE}, registry.render().encode()
+            )
+        elif req.path == "/status":
+            body = json.dumps(
+                dhttp.status_document(commit_hash="", bridgeSessions=len(gateway.sessions))
+            )
+            server.respond(req.request_id, 200, {"Content-Type": "application/json"}, body.encode())
+        else:
+            server.respond(
+                req.request_id, 404, {"Content-Type": "application/json"}, b'{"error":"Not Found"}'
+            )
+
+    def drain() -> None:
+        for ev in server.poll():
+            if isinstance(ev, ws.BridgeFrame):
+                gateway.on_frame(ev.id, ev.text)
+            elif isinstance(ev, ws.BridgeOpened):
+                gateway.on_opened(ev.id)
+            elif isinstance(ev, ws.BridgeClosed):
+                gateway.on_closed(ev.id)
+            elif isinstance(ev, ws.HttpRequest):
+                answer(ev)
+
+    loop.add_reader(server.fileno(), drain)
+    stop = asyncio.Event()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):
+            pass
+    print(f"dclcomms bridge: listening on ws://{ns.host}:{port}/bridge", flush=True)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        loop.remove_reader(server.fileno())
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        gateway.close()
+        await link.aclose()
+        with contextlib.suppress(Exception):
+            await nc.drain()
+        await asyncio.to_thread(server.stop)
+        keys.close()
+        print("dclcomms bridge: stopped", flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dclcomms bridge",
+        description="The third-party server bridge: API keys, and /bridge over NATS.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    keys = sub.add_parser("keys", help="create, list and revoke API keys").add_subparsers(
+        dest="keys_command", required=True, metavar="ACTION"
+    )
+    c = keys.add_parser("create", help="create a key (printed once)")
+    _db_arguments(c)
+    c.add_argument("--name", required=True, help="the key's name; its identity is server:<name>")
+    c.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        help="island:<id>, island:*, scene:<realm>:<sceneId> or world:<name>.eth (repeat)",
+    )
+    c.add_argument("--ttl", help="expires after this long (e.g. 3600, 15m, 12h, 30d)")
+    c.add_argument("--rate", type=float, default=100.0, help="messages/s it may publish")
+    c.add_argument("--max-bytes", type=int, default=16384, help="payload bytes per message")
+    c.set_defaults(run=_create)
+    li = keys.add_parser("list", help="list every key (never a secret)")
+    _db_arguments(li)
+    li.set_defaults(run=_list)
+    r = keys.add_parser("revoke", help="revoke a key by id")
+    _db_arguments(r)
+    r.add_argument("id")
+    r.set_defaults(run=_revoke)
+    s = sub.add_parser("serve", help="serve /bridge over NATS (rooms in other processes)")
+    _db_arguments(s)
+    s.add_argument("--nats", action="append", required=True, metavar="URL")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=0)
+    s.add_argument(
+        "--authoritative-server",
+        default=os.environ.get("AUTHORITATIVE_SERVER_ADDRESS", ""),
+        help="wallet allowed on every scene (env AUTHORITATIVE_SERVER_ADDRESS)",
+    )
+    s.add_argument("--scene-room-prefix", default=os.environ.get("SCENE_ROOM_PREFIX", ""))
+    s.add_argument("--world-room-prefix", default=os.environ.get("WORLD_ROOM_PREFIX", ""))
+    s.add_argument("--lease-interval", type=float, default=10.0, help=argparse.SUPPRESS)
+    s.set_defaults(run=lambda ns: asyncio.run(serve(ns)) or 0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        rc: int = ns.run(ns)
+        return rc
+    except (BridgeError, ConfigError) as e:
+        print(f"dclcomms bridge: error: {e} [{e.code}]", file=sys.stderr)
+        return 2
+
+
+__all__ = ["main", "parse_duration", "serve"]

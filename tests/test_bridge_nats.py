@@ -1,0 +1,211 @@
+"""The bridge over NATS: ``dclcomms rooms --nats`` and ``dclcomms bridge serve`` as separate
+processes on a real nats-server; keys created with ``dclcomms bridge keys``.
+
+Bots in a scene room and an island room on the rooms process; a server with a
+scene-scoped key on the bridge process reads their RFC-4 traffic and injects state
+every bot in the scene receives from the server's identity; a key for another scene,
+an expired or revoked key and an island scope the key lacks are refused and see nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dclcomms import codec
+from dclcomms.bridge import BridgeClient
+from dclcomms.errors import BridgeError
+from tests.conftest import free_port
+from tests.nats_fixtures import NatsServer, nats_server  # noqa: F401
+
+from .realm_client import RoomClient, Wallet
+
+RFC4 = codec.RFC4_PACKET
+SCENE = "main:bafyscene1"
+
+
+def cli(*args: str, data_dir: Path) -> Any:
+    out = subprocess.run(
+        [sys.executable, "-m", "dclcomms", "bridge", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+async def start(*args: str, expect: str) -> tuple[asyncio.subprocess.Process, int]:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dclcomms",
+        *args,
+        "--port",
+        str(port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert expect in line.decode(), line
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc, port
+
+
+async def stop(proc: asyncio.subprocess.Process) -> int:
+    if proc.returncode is None:
+        proc.terminate()
+    try:
+        return await asyncio.wait_for(proc.wait(), 20)
+    except TimeoutError:
+        proc.kill()
+        return await proc.wait()
+
+
+def chat(text: str) -> bytes:
+    return codec.encode(RFC4, {"chat": {"message": text, "timestamp": 1.0}})
+
+
+async def refused(coro: Any, code: str) -> None:
+    with pytest.raises(BridgeError) as e:
+        await coro
+    assert e.value.code == code, e.value
+
+
+def test_bridge_in_its_own_process_over_nats(
+    nats_server: NatsServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    scene_key = cli("keys", "create", "--name", "doors", "--scope", f"scene:{SCENE}", data_dir=data)
+    other = cli(
+        "keys", "create", "--name", "other", "--scope", "scene:main:bafyother", data_dir=data
+    )
+    expired = cli(
+        "keys",
+        "create",
+        "--name",
+        "old",
+        "--scope",
+        f"scene:{SCENE}",
+        "--ttl",
+        "0.001",
+        data_dir=data,
+    )
+    revoked = cli("keys", "create", "--name", "gone", "--scope", f"scene:{SCENE}", data_dir=data)
+    assert cli("keys", "revoke", revoked["id"], data_dir=data)["status"] == "revoked"
+    listed = {k["name"]: k for k in cli("keys", "list", data_dir=data)}
+    assert listed["doors"]["status"] == "active" and "key" not in listed["doors"]
+    assert listed["old"]["status"] == "expired" and listed["gone"]["status"] == "revoked"
+
+    async def body() -> None:
+        rooms, rooms_port = await start(
+            "rooms",
+            "--nats",
+            nats_server.url,
+            "--public-url",
+            "ws://127.0.0.1:1",
+            "--node-id",
+            "r1",
+            expect="listening on",
+        )
+        bridge, bridge_port = await start(
+            "bridge",
+            "serve",
+            "--nats",
+            nats_server.url,
+            "--data-dir",
+            str(data),
+            "--lease-interval",
+            "0.5",
+            expect="dclcomms bridge: listening on",
+        )
+        url = f"ws://127.0.0.1:{bridge_port}/bridge"
+        bots: list[RoomClient] = []
+        try:
+            for seed, room in ((1, SCENE), (2, SCENE), (3, "I7")):
+                c = RoomClient(Wallet(seed))
+                await c.join(f"ws-room:ws://127.0.0.1:{rooms_port}/rooms/{room}")
+                bots.append(c)
+            a, b, island = bots
+            await refused(BridgeClient(url, key=expired["key"]).connect(), "key_expired")
+            await refused(BridgeClient(url, key=revoked["key"]).connect(), "key_revoked")
+            async with BridgeClient(url, key=other["key"]) as o:
+                await refused(o.subscribe("scene", SCENE), "forbidden_scope")
+            async with BridgeClient(url, key=scene_key["key"]) as server:
+                assert server.identity == "server:doors"
+                await refused(server.subscribe("island", "I7"), "forbidden_scope")
+                scene = await server.subscribe("scene", SCENE)
+                # The rooms process taps the room once the bridge's lease reaches it.
+                msg = None
+                for i in range(50):
+                    await a.send({"peerUpdateMessage": {"fromAlias": 0, "body": chat(f"hi{i}")}})
+                    try:
+                        msg = await scene.get(timeout=0.2)
+                        break
+                    except TimeoutError:
+                        continue
+                assert msg is not None, "no traffic through NATS"
+                assert msg.sender == a.wallet.address
+                assert msg.packet is not None and msg.packet["chat"]["message"].startswith("hi")
+                await island.send({"peerUpdateMessage": {"fromAlias": 0, "body": chat("isl")}})
+                state = {
+                    "scene": {
+                        "sceneId": "bafyscene1",
+                        "data": base64.b64encode(b"score=3").decode(),
+                    }
+                }
+                await scene.send(state)
+                for c in (a, b):
+                    join = await c.expect("peerJoinMessage", timeout=10, address="server:doors")
+                    alias = join["peerJoinMessage"]["alias"]
+                    got = await c.expect("peerUpdateMessage", timeout=10, fromAlias=alias)
+                    assert (
+                        codec.decode(RFC4, base64.b64decode(got["peerUpdateMessage"]["body"]))
+                        == state
+                    )
+                with pytest.raises(TimeoutError):  # the island sees none of it
+                    await island.expect("peerUpdateMessage", timeout=0.3)
+                while not scene.queue.empty():  # only scene traffic was read
+                    m = scene.queue.get_nowait()
+                    assert m is not None and m.room == SCENE
+            # The server left: its identity leaves the room.
+            await a.expect("peerLeaveMessage", timeout=10, alias=alias)
+        finally:
+            for c in bots:
+                await c.close()
+            codes = [await stop(bridge), await stop(rooms)]
+        assert codes == [0, 0]
+
+    asyncio.run(asyncio.wait_for(body(), 120))
+
+
+def test_keys_cli_errors(tmp_path: Path) -> None:
+    for args, code in (
+        (["keys", "create", "--name", "x", "--scope", "scene:*"], "bad_scope"),
+        (["keys", "create", "--name", "x", "--scope", "island:I1", "--ttl", "soon"], "bad_scope"),
+        (["keys", "revoke", "ffffffffffff"], "key_not_found"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "dclcomms", "bridge", *args, "--data-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 2, out
+        assert out.stderr.startswith("dclcomms bridge: error: ") and f"[{code}]" in out.stderr

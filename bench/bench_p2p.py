@@ -156,7 +156,7 @@ async def peer(args: argparse.Namespace) -> dict[str, Any]:
 
 def start_realm(policy: str | None) -> tuple[subprocess.Popen[str], str]:
     cmd = [sys.executable, "-m", "dclcomms", "realm", "--host", "127.0.0.1", "--port", "0"]
-    cmd += ["--flush-interval", "0.2"]
+    cmd += ["--flush-interval-s", "0.2"]
     if policy:
         cmd += ["--policy", policy]
     realm = subprocess.Popen(

@@ -24,7 +24,7 @@ def realm_config(**kw: Any) -> RealmConfig:
     base: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": 0,
-        "flush_interval": 0.2,
+        "flush_interval_s": 0.2,
         "log_format": "text",
         "log_level": "WARNING",
     }
@@ -113,7 +113,7 @@ def test_bots_on_a_p2p_realm_build_the_mesh_and_exchange_packets() -> None:
     realm = subprocess.Popen(
         [
             *(sys.executable, "-m", "dclcomms", "realm", "--host", "127.0.0.1", "--port", "0"),
-            *("--policy", "p2p", "--flush-interval", "0.2"),
+            *("--policy", "p2p", "--flush-interval-s", "0.2"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -39,7 +39,7 @@ SAMPLE = ROOT / "dclcomms.sample.toml"
 
 def test_defaults_match_the_reference() -> None:
     c = load_config(env={})
-    assert (c.join_distance, c.leave_distance, c.flush_interval) == (64.0, 80.0, 2.0)
+    assert (c.join_distance, c.leave_distance, c.flush_interval_s) == (64.0, 80.0, 2.0)
     assert (c.max_island_size, c.heartbeat_timeout_ms, c.id_prefix) == (100, 60000, "I")
     assert (c.connector_handshake_timeout_ms, c.rooms_max_users, c.max_frame_bytes) == (
         60000,
@@ -84,7 +84,7 @@ def test_reference_environment_names() -> None:
         "WS_ROOM_REQUIRE_TOKEN": "yes",
     }
     c = load_config(env=env)
-    assert (c.join_distance, c.leave_distance, c.flush_interval, c.max_island_size) == (
+    assert (c.join_distance, c.leave_distance, c.flush_interval_s, c.max_island_size) == (
         10,
         20,
         0.5,

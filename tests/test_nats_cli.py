@@ -27,7 +27,7 @@ LK = [
     "--livekit-api-secret",
     "devsecret-0123456789-0123456789-abcdef",
 ]
-BASE = ["--host", "127.0.0.1", "--port", "0", "--flush-interval", "0.1"]
+BASE = ["--host", "127.0.0.1", "--port", "0", "--flush-interval-s", "0.1"]
 
 
 async def get_json(url: str) -> Any:

@@ -33,7 +33,7 @@ from .realm_client import ArchipelagoClient, BusClient, RoomClient, assigned
 
 SECRET = "deployment-ws-room-secret-0123456789"
 BASE = ["--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING"]
-REALM = [*BASE, "--flush-interval", "0.1", "--ws-room-secret", SECRET]
+REALM = [*BASE, "--flush-interval-s", "0.1", "--ws-room-secret", SECRET]
 
 
 async def get_json(session: aiohttp.ClientSession, url: str) -> Any:

@@ -36,7 +36,7 @@ def config() -> RealmConfig:
     return RealmConfig(
         host="127.0.0.1",
         port=0,
-        flush_interval=0.1,
+        flush_interval_s=0.1,
         log_format="text",
         log_level="WARNING",
         ws_room_secret=SECRET,

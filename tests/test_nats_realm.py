@@ -33,7 +33,7 @@ def config(**kw: Any) -> RealmConfig:
     base: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": 0,
-        "flush_interval": FLUSH,
+        "flush_interval_s": FLUSH,
         "log_format": "text",
         "log_level": "WARNING",
         **LIVEKIT,

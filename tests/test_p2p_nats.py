@@ -35,7 +35,7 @@ from .realm_client import ArchipelagoClient, BusClient, assigned
 
 SECRET = "p2p-nats-ws-room-secret-0123456789"
 BASE = ["--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING"]
-REALM = [*BASE, "--flush-interval", "0.1", "--ws-room-secret", SECRET, "--policy", "p2p"]
+REALM = [*BASE, "--flush-interval-s", "0.1", "--ws-room-secret", SECRET, "--policy", "p2p"]
 REALM += ["--discovery-interval-ms", "500"]  # the connectors' /about is healthy soon
 SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 OFFER = json.dumps({"type": "offer", "sdp": SDP}).encode()

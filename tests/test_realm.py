@@ -51,7 +51,7 @@ def config(**kw: Any) -> RealmConfig:
     base: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": 0,
-        "flush_interval": 0.1,
+        "flush_interval_s": 0.1,
         "log_format": "text",
         "log_level": "WARNING",
     }
@@ -486,7 +486,7 @@ def test_cli_runs_prints_its_url_and_stops_on_signals(sig: int) -> None:
             "127.0.0.1",
             "--port",
             "0",
-            "--flush-interval",
+            "--flush-interval-s",
             "0.1",
         ],
         stdout=subprocess.PIPE,

@@ -278,7 +278,7 @@ async def scene_world() -> AsyncIterator[tuple[str, str, StandIn]]:
     app.router.add_post("/get-scene-adapter", stand_in.handle)
     runner, port = await start_app(app)
     config = RealmConfig(
-        host="127.0.0.1", port=0, flush_interval=0.2, log_format="text", log_level="WARNING"
+        host="127.0.0.1", port=0, flush_interval_s=0.2, log_format="text", log_level="WARNING"
     )
     try:
         async with Realm(config) as realm:

@@ -457,7 +457,7 @@ def core_from_config(
         engine,
         pubsub,
         policy,
-        flush_interval_s=config.flush_interval,
+        flush_interval_s=config.flush_interval_s,
         heartbeat_timeout_ms=config.heartbeat_timeout_ms,
         discovery_interval_ms=config.discovery_interval_ms,
         commit_hash=config.commit_hash,

@@ -186,7 +186,7 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0.0,
     ),
     Setting(
-        "flush_interval",
+        "flush_interval_s",
         float,
         2.0,
         "ARCHIPELAGO_FLUSH_FREQUENCY",
@@ -583,6 +583,7 @@ ALIASES: tuple[Alias, ...] = (
     Alias("ws_room_hard_limit_bytes", "rooms_hard_limit_bytes", "key"),
     Alias("ws_room_sender_max_msgs_per_s", "rooms_sender_max_msgs_per_s", "key"),
     Alias("ws_room_sender_max_bytes_per_s", "rooms_sender_max_bytes_per_s", "key"),
+    Alias("flush_interval", "flush_interval_s", "key"),  # the core's and /status' name
     # their environment variables (the reference services' names are kept as they are)
     Alias("WS_ROOM_MAX_USERS", "rooms_max_users", "env"),
     Alias("WS_ROOM_HANDSHAKE_TIMEOUT", "rooms_handshake_timeout_ms", "env"),
@@ -661,7 +662,7 @@ class RealmConfig:
     commit_hash: str = ""
     join_distance: float = 64.0
     leave_distance: float = 80.0
-    flush_interval: float = 2.0
+    flush_interval_s: float = 2.0
     max_island_size: int = 100
     heartbeat_timeout_ms: int = 60000
     discovery_interval_ms: int = 10000

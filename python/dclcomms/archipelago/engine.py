@@ -158,7 +158,8 @@ class Engine:
     Parameters are validated eagerly: ``leave_distance < join_distance``,
     non-positive or non-finite distances, ``max_island_size < 1`` and a
     ``id_prefix`` that is empty or holds ``.``, ``*``, ``>`` or whitespace raise
-    :class:`dclcomms.ConfigError` (a ``ValueError``) with code ``invalid_parameter``.
+    :class:`dclcomms.ConfigError` (a ``ValueError``) with code ``invalid_parameter``
+    and the parameter's name in ``field``.
 
     ``id_epoch`` (spec §2.6 rule 5, optional, ``[0-9a-z]+``) makes ids
     ``prefix + epoch + "-" + base36(counter)`` so that island ids, which name

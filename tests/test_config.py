@@ -243,8 +243,9 @@ def test_every_alias_names_a_setting_and_is_not_one() -> None:
 
 def test_settings_named_like_server_fields_share_their_defaults() -> None:
     """One name, one meaning: a setting named like a ServerConfig field is that field (the
-    realm's own listener defaults and /bus switch excepted, set per process by the builder)."""
-    overridden = {"host", "port", "bus"}
+    realm's own listener defaults and the /bus and /map/feed switches excepted, set per process
+    by the builder)."""
+    overridden = {"host", "port", "bus", "map_feed"}
     fields = {name: default for name, default, _doc in ServerConfig.fields()}
     shared = [s for s in SETTINGS if s.name in fields and s.name not in overridden]
     assert len(shared) >= 15
@@ -466,6 +467,7 @@ def test_server_config_of_each_role() -> None:
         connector=True,
         rooms=True,
         bus=False,
+        map_feed=True,
         ws_room_secret="s3",
     )
     assert c.server_config("realm", ws_room_secret="gen") == ServerConfig(
@@ -475,6 +477,7 @@ def test_server_config_of_each_role() -> None:
         connector=True,
         rooms=True,
         bus=False,
+        map_feed=True,
         ws_room_secret="gen",
     )
     assert c.replace(bus=True).server_config().bus is True
@@ -485,6 +488,7 @@ def test_server_config_of_each_role() -> None:
         connector=False,
         rooms=True,
         bus=False,
+        map_feed=False,  # the map is the realm's and the stats service's
         ws_room_secret="s3",
     )
     assert c.server_config("http") == ServerConfig(
@@ -494,6 +498,7 @@ def test_server_config_of_each_role() -> None:
         connector=False,
         rooms=False,
         bus=False,
+        map_feed=True,
         ws_room_secret=None,
     )
     assert server_config(c, "rooms") == c.server_config("rooms")

@@ -314,6 +314,14 @@ void register_ws(py::module_& m) {
            py::call_guard<py::gil_scoped_release>())
       .def("close_bus", &Server::close_bus, py::arg("address"), py::arg("code"), py::arg("reason"),
            py::call_guard<py::gil_scoped_release>())
+      .def(
+          "publish_feed",
+          [](Server& s, std::string delta, std::string key) {
+            py::gil_scoped_release release;
+            s.publish_feed(std::move(delta), std::move(key));
+          },
+          py::arg("delta"), py::arg("key"))
+      .def("feed_wants_key", &Server::feed_wants_key, py::call_guard<py::gil_scoped_release>())
       .def("set_deny_list", &Server::set_deny_list, py::arg("addresses"),
            py::call_guard<py::gil_scoped_release>())
       .def("accept_bridge", &Server::accept_bridge, py::arg("id"),
@@ -342,11 +350,12 @@ void register_ws(py::module_& m) {
           py::gil_scoped_release release;
           st = s.stats();
         }
-        py::dict connector, rooms, bus, bridge;
+        py::dict connector, rooms, bus, bridge, feed;
         for (const auto& [k, v] : st.connector) connector[py::str(k)] = v;
         for (const auto& [k, v] : st.rooms) rooms[py::str(k)] = v;
         for (const auto& [k, v] : st.bus) bus[py::str(k)] = v;
         for (const auto& [k, v] : st.bridge) bridge[py::str(k)] = v;
+        for (const auto& [k, v] : st.feed) feed[py::str(k)] = v;
         py::list details;
         for (const auto& [name, count] : st.room_details) {
           py::dict d;
@@ -360,6 +369,7 @@ void register_ws(py::module_& m) {
         out["rooms"] = rooms;
         out["bus"] = bus;
         out["bridge"] = bridge;
+        out["feed"] = feed;
         return out;
       });
 }

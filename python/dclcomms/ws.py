@@ -346,6 +346,16 @@ class Server:
         """
         self._core.close_bus(address, code, reason)
 
+    def publish_feed(self, delta: str, key: str = "") -> None:
+        """One live-map frame to every /map/feed page (``map_feed=True``): ``delta`` to pages
+        in sync, ``key`` (when not empty) to pages waiting for one. A page with more than
+        ``map_feed_max_queued_bytes`` queued skips the frame and waits for a key frame."""
+        self._core.publish_feed(delta, key)
+
+    def feed_wants_key(self) -> bool:
+        """Whether some /map/feed page waits for a key frame."""
+        return self._core.feed_wants_key()
+
     def set_deny_list(self, addresses: Sequence[str]) -> None:
         """Replaces the deny list (connector and bus; checked at challenge_request and
         after auth: 4004)."""
@@ -384,7 +394,8 @@ class Server:
 
     def stats(self) -> dict[str, Any]:
         """``{"connector": {"sessions", ...}, "rooms": {"users", "rooms", "details", ...},
-        "bus": {"sessions", ...}, "bridge": {"sessions", "taps", ...}}``."""
+        "bus": {"sessions", ...}, "bridge": {"sessions", "taps", ...},
+        "feed": {"pages", ...}}``."""
         return cast(dict[str, Any], self._core.stats())
 
     def __enter__(self) -> Server:
@@ -403,11 +414,14 @@ _GAUGES = {
     ("bus", "sessions"): "Bus sessions past the handshake",
     ("bridge", "sessions"): "Open /bridge sessions (authenticated or not yet)",
     ("bridge", "taps"): "Rooms whose traffic is copied to the bridge",
+    ("feed", "pages"): "Live map pages open on /map/feed",
 }
 
 
 def server_metrics(
-    stats: Mapping[str, Any], *, areas: Sequence[str] = ("connector", "rooms", "bus", "bridge")
+    stats: Mapping[str, Any],
+    *,
+    areas: Sequence[str] = ("connector", "rooms", "bus", "bridge", "feed"),
 ) -> dict[str, tuple[str, str, float]]:
     """The server's metrics (``dcl_ws_*``) of :meth:`Server.stats`, as a
     :meth:`dclcomms.metrics.Registry.collector` returns them: ``{name: (kind, help, value)}``.
@@ -431,7 +445,9 @@ def server_metrics(
 
 
 def metrics_text(
-    stats: Mapping[str, Any], *, areas: Sequence[str] = ("connector", "rooms", "bus", "bridge")
+    stats: Mapping[str, Any],
+    *,
+    areas: Sequence[str] = ("connector", "rooms", "bus", "bridge", "feed"),
 ) -> str:
     """Prometheus text exposition of :func:`server_metrics` (through a
     :class:`~dclcomms.metrics.Registry`, the one way metrics are defined and rendered)."""

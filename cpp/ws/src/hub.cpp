@@ -6,6 +6,8 @@
 
 #include "hub.hpp"
 
+#include <algorithm>
+
 namespace dclcomms::ws {
 
 Hub::Hub(const Config& cfg, Environment& env) : cfg_(cfg), env_(env) {}
@@ -15,6 +17,7 @@ std::optional<Hub::Kind> Hub::kind_of(const std::string& path) const {
   if (cfg_.rooms && path.rfind("/rooms/", 0) == 0) return Kind::Room;
   if (cfg_.bus && path == "/bus") return Kind::Bus;
   if (cfg_.bridge && path == "/bridge") return Kind::Bridge;
+  if (cfg_.map_feed && path == "/map/feed") return Kind::Feed;
   return std::nullopt;
 }
 
@@ -24,6 +27,8 @@ size_t Hub::frame_limit(Kind kind) const noexcept {
       return cfg_.bus_max_frame_bytes;
     case Kind::Bridge:
       return cfg_.bridge_max_frame_bytes;
+    case Kind::Feed:
+      return 1024;  // pages send nothing the server reads
     default:
       return cfg_.max_frame_bytes;
   }
@@ -60,6 +65,10 @@ void Hub::open(const void* key, std::unique_ptr<Link> link, const std::string& p
   if (s->kind == Kind::Bridge) {
     open_bridge(s);
     push_event(BridgeOpened{s->bridge_id, query});
+    return;
+  }
+  if (s->kind == Kind::Feed) {
+    open_feed(s);
     return;
   }
   restart_timer(s);
@@ -166,6 +175,12 @@ Stats Hub::stats() const {
     out.emplace_back("taps", tapped_.size());
     DCLCOMMS_BRIDGE_COUNTERS(DCLCOMMS_LIST)
   }
+  {
+    auto& out = st.feed;
+    const auto& c = fc_;
+    out.emplace_back("pages", feed_.size());
+    DCLCOMMS_FEED_COUNTERS(DCLCOMMS_LIST)
+  }
   return st;
 #undef DCLCOMMS_LIST
 }
@@ -213,6 +228,11 @@ void Hub::restart_timer(const SessionPtr& s) {
 // connector: PeerDisconnected, bus: BusClosed when it is the registered
 // session).
 void Hub::detach(const SessionPtr& s) {
+  if (s->kind == Kind::Feed) {
+    auto it = std::find(feed_.begin(), feed_.end(), s);
+    if (it != feed_.end()) feed_.erase(it);
+    return;
+  }
   if (s->kind == Kind::Room) {
     if (!s->in_room) return;
     s->in_room = false;
@@ -315,6 +335,9 @@ void Hub::handle_frame(const SessionPtr& s, detail::Frame f) {
       return;
     case Kind::Bridge:
       handle_bridge(s, std::move(f));
+      return;
+    case Kind::Feed:
+      ++fc_.messages_ignored;  // a page only listens
       return;
   }
 }

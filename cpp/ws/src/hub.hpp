@@ -10,6 +10,7 @@
 //   rooms.cpp      RFC-5 rooms (transports.md 1.1-1.3)
 //   bus.cpp        /bus text frames (control-plane.md 4)
 //   bridge.cpp     /bridge text frames and the room taps (control-plane.md 5)
+//   feed.cpp       /map/feed: the live map's frames out (docs/map.md)
 // The websocketpp endpoint around it is server_impl.hpp. Design notes:
 // docs/ws.md.
 //
@@ -44,7 +45,8 @@ namespace detail {
 // Bus sessions share the connector's handshake (Start .. Verifying); they
 // differ once Completed. Bridge sessions have no handshake here: the embedder
 // authenticates their first frames and accepts (accept_bridge) or closes them.
-enum class Kind { Connector, Room, Bus, Bridge };
+// Feed sessions (/map/feed) have no handshake: Completed once open.
+enum class Kind { Connector, Room, Bus, Bridge, Feed };
 enum class Stage { Start, ChallengeSent, Verifying, Completed, Closed };
 
 // An inbound frame queued while its session's auth chain is verified.
@@ -74,6 +76,9 @@ struct Session {
   SlidingRateWindow bus_frames;  // bus and bridge
   // bridge
   uint64_t bridge_id = 0;
+  // feed
+  bool feed_synced = false;  // got the last frame (else waits for a key frame)
+  int feed_skipped = 0;      // frames skipped since it last took a delta
 };
 using SessionPtr = std::shared_ptr<Session>;
 
@@ -146,6 +151,16 @@ using SessionPtr = std::shared_ptr<Session>;
   X(closed_by_server)                  \
   X(frames_received)                   \
   X(frames_sent)
+
+#define DCLCOMMS_FEED_COUNTERS(X)      \
+  DCLCOMMS_HANDSHAKE_COUNTERS(X)       \
+  X(rejected_full)                     \
+  DCLCOMMS_CLOSE_COUNTERS(X)           \
+  X(messages_ignored)                  \
+  X(frames_sent)                       \
+  X(key_frames_sent)                   \
+  X(frames_skipped)                    \
+  X(bytes_sent)
 // clang-format on
 
 #define DCLCOMMS_FIELD(name) uint64_t name = 0;
@@ -161,6 +176,9 @@ struct BusCounters {
 };
 struct BridgeCounters {
   DCLCOMMS_BRIDGE_COUNTERS(DCLCOMMS_FIELD)
+};
+struct FeedCounters {
+  DCLCOMMS_FEED_COUNTERS(DCLCOMMS_FIELD)
 };
 
 #undef DCLCOMMS_FIELD
@@ -207,6 +225,8 @@ class Hub {
   void kick(const std::string& address, int code, const std::string& reason);
   void send_bus(const std::string& address, std::string text);
   void close_bus(const std::string& address, int code, const std::string& reason);
+  void publish_feed(std::string delta, std::string key);
+  bool feed_wants_key() const;
   void set_deny_list(std::unordered_set<std::string> lowercase_addresses);
   // Bridge sessions (by the id of their BridgeOpened event).
   void accept_bridge(uint64_t id);
@@ -243,6 +263,9 @@ class Hub {
         return;
       case Kind::Bridge:
         f(brc_);
+        return;
+      case Kind::Feed:
+        f(fc_);
         return;
     }
   }
@@ -311,6 +334,9 @@ class Hub {
     std::string identity;
   };
 
+  // ---- feed.cpp ----
+  void open_feed(const SessionPtr& s);
+
   // ---- rooms.cpp ----
   void open_room(const SessionPtr& s, const std::string& path, const std::string& query);
   std::string check_token(const std::string& token, bool found, const std::string& room,
@@ -334,11 +360,13 @@ class Hub {
   std::unordered_set<std::string> tapped_;
   std::unordered_map<std::string, std::vector<Injector>> injectors_;  // by room
   RoomRegistry<SessionPtr> rooms_;
+  std::vector<SessionPtr> feed_;  // open map pages, in arrival order
   std::unordered_set<std::string> deny_;
   detail::ConnectorCounters cc_;
   detail::RoomCounters rc_;
   detail::BusCounters bc_;
   detail::BridgeCounters brc_;
+  detail::FeedCounters fc_;
 
   std::mutex ev_mu_;  // leaf lock: the event queue
   std::deque<Event> events_;

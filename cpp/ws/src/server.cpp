@@ -439,6 +439,14 @@ void Server::close_bus(const std::string& address, int code, const std::string& 
   check_close_code("close_bus", code);
   impl_->post_to_hub([address, code, reason](Hub& hub) { hub.close_bus(address, code, reason); });
 }
+void Server::publish_feed(std::string delta, std::string key) {
+  impl_->post_to_hub([delta = std::move(delta), key = std::move(key)](Hub& hub) mutable {
+    hub.publish_feed(std::move(delta), std::move(key));
+  });
+}
+bool Server::feed_wants_key() const {
+  return impl_->feed_wants_key();
+}
 void Server::set_deny_list(const std::vector<std::string>& addresses) {
   std::unordered_set<std::string> lowercase;
   for (const auto& a : addresses) lowercase.insert(to_lower_ascii(a));

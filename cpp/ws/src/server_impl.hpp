@@ -54,6 +54,10 @@ class Server::Impl final : public Environment {
     std::lock_guard<std::mutex> lock(mu_);
     return hub_.stats();
   }
+  bool feed_wants_key() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return hub_.feed_wants_key();
+  }
   // Runs f(hub) on an I/O thread under mu_ (nothing once stopped).
   template <class F>
   void post_to_hub(F&& f) {

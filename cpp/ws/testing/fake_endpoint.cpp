@@ -223,6 +223,11 @@ void FakeEndpoint::set_deny_list(const std::vector<std::string>& addresses) {
   hub_->set_deny_list(std::move(lowercase));
 }
 
+void FakeEndpoint::publish_feed(std::string delta, std::string key) {
+  hub_->publish_feed(std::move(delta), std::move(key));
+  settle();
+}
+
 void FakeEndpoint::shutdown() {
   hub_->shutdown();
   settle();
@@ -233,8 +238,10 @@ uint64_t FakeEndpoint::counter(const std::string& area, const std::string& name)
   const auto& list = area == "connector" ? st.connector
                      : area == "rooms"   ? st.rooms
                      : area == "bridge"  ? st.bridge
+                     : area == "feed"    ? st.feed
                                          : st.bus;
-  if (area != "connector" && area != "rooms" && area != "bus" && area != "bridge") {
+  if (area != "connector" && area != "rooms" && area != "bus" && area != "bridge" &&
+      area != "feed") {
     throw std::out_of_range("no stats area " + area);
   }
   for (const auto& [k, v] : list) {

@@ -103,9 +103,10 @@ class FakeEndpoint final : public Environment {
   void inject_room(const std::string& room, const std::string& identity, std::string body,
                    bool unreliable);
   void release_room_identity(const std::string& room, const std::string& identity);
+  void publish_feed(std::string delta, std::string key);
   void shutdown();
   Stats stats() const { return hub_->stats(); }
-  // One counter of stats() (area: "connector", "rooms", "bus" or "bridge"); throws
+  // One counter of stats() (area: "connector", "rooms", "bus", "bridge" or "feed"); throws
   // std::out_of_range for an unknown name.
   uint64_t counter(const std::string& area, const std::string& name) const;
   // Every connection made so far, in order.

@@ -524,6 +524,50 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds a content-server scene lookup is cached",
         minimum=0.0,
     ),
+    # --- live map (/map, /map/feed) ----------------------------------------------
+    Setting(
+        "map_feed",
+        bool,
+        True,
+        "MAP_FEED",
+        "serve the live island map page /map and its WebSocket feed /map/feed (docs/map.md)",
+    ),
+    Setting(
+        "map_feed_max_pages",
+        int,
+        32,
+        "MAP_FEED_MAX_PAGES",
+        "map pages open at once; one more is closed 1013",
+        minimum=0,
+        maximum=100000,
+    ),
+    Setting(
+        "map_feed_max_queued_bytes",
+        int,
+        1 << 20,
+        "MAP_FEED_MAX_QUEUED_BYTES",
+        "bytes queued to a map page above which its frames are skipped (it resyncs from the "
+        "next key frame)",
+        minimum=1024,
+    ),
+    Setting(
+        "map_feed_max_skipped",
+        int,
+        30,
+        "MAP_FEED_MAX_SKIPPED",
+        "frames skipped for a map page without it taking a delta in between that close it 4008",
+        minimum=1,
+        maximum=100000,
+    ),
+    Setting(
+        "map_replay_ticks",
+        int,
+        300,
+        "MAP_REPLAY_TICKS",
+        "core ticks kept in memory for the map's replay (/map/replay.json)",
+        minimum=1,
+        maximum=1000000,
+    ),
     # --- logging ------------------------------------------------------------
     Setting(
         "log_level",
@@ -705,6 +749,11 @@ class RealmConfig:
     p2p_signal_burst: int = 40
     bridge: bool = False
     hot_scenes_cache_s: float = 60.0
+    map_feed: bool = True
+    map_feed_max_pages: int = 32
+    map_feed_max_queued_bytes: int = 1 << 20
+    map_feed_max_skipped: int = 30
+    map_replay_ticks: int = 300
     log_level: str = "INFO"
     log_format: str = "json"
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -775,7 +824,7 @@ class RealmConfig:
 #: setting comes from the configuration (:func:`server_config`).
 SERVER_ROLES: dict[str, dict[str, Any]] = {
     "realm": {"connector": True, "rooms": True},
-    "rooms": {"connector": False, "rooms": True, "bus": False, "bridge": False},
+    "rooms": {"connector": False, "rooms": True, "bus": False, "bridge": False, "map_feed": False},
     "http": {
         "connector": False,
         "rooms": False,

@@ -33,6 +33,7 @@ from dclcomms.archipelago.core import core_from_config
 from dclcomms.config import RealmConfig
 from dclcomms.errors import ConfigError
 from dclcomms.http import Request, Response, Router, json_response, status_document
+from dclcomms.livemap import MapFeed
 from dclcomms.metrics import CONTENT_TYPE, Registry
 from dclcomms.nats.nodes import (
     STATUS_PREFIX,
@@ -295,8 +296,18 @@ class StatsService:
         self.stats = stats_from_config(config, pubsub)
         self.router = Router()
         self.stats.routes(self.router)
+        # The live map: frames at each engine.islands, to /map/feed once the front is up.
+        self.map = (
+            MapFeed(self.stats, pubsub, ring_ticks=config.map_replay_ticks, registry=self.registry)
+            if config.map_feed
+            else None
+        )
+        if self.map is not None:
+            self.map.routes(self.router)
         self.router.add("/metrics", self._metrics)
         self.http = HttpFront(config, self.router)
+        if self.map is not None:
+            self.registry.collector(self._feed_metrics)
         self._stop = asyncio.Event()
         self._started = False
 
@@ -304,8 +315,15 @@ class StatsService:
         self.stats.sweep()
         return Response(200, self.registry.render().encode(), {"Content-Type": CONTENT_TYPE})
 
+    def _feed_metrics(self) -> dict[str, tuple[str, str, float]]:
+        """``dcl_ws_feed_*``: the live map's pages on the HTTP front."""
+        server = self.http.server
+        return ws.server_metrics(server.stats(), areas=("feed",)) if server is not None else {}
+
     async def start(self) -> StatsService:
         await self.http.start()
+        if self.map is not None:
+            self.map.sink = self.http.server
         self._started = True
         ready = getattr(self.pubsub, "ready", None)
         if ready is not None:
@@ -331,6 +349,9 @@ class StatsService:
         if not self._started:
             return
         self._started = False
+        if self.map is not None:
+            self.map.sink = None
+            self.map.close()
         await self.http.stop()
         self.stats.close()
 

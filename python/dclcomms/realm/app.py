@@ -31,6 +31,7 @@ from dclcomms.bridge.scopes import RoomNames
 from dclcomms.clock import now_ms
 from dclcomms.config import RealmConfig
 from dclcomms.http import Request, Response, Router, json_response, status_document
+from dclcomms.livemap import MapFeed
 from dclcomms.logs import JsonFormatter, setup_logging
 from dclcomms.metrics import CONTENT_TYPE, Registry
 from dclcomms.msgbus import MessageBusGateway
@@ -92,6 +93,7 @@ class Realm:
             "names": bridge_names,
         }
         self.stats: Stats | None = None
+        self.map: MapFeed | None = None
         self.transports: Transports | None = None
         self.policy: RealmPolicy | None = None
         self.router = Router()
@@ -138,6 +140,14 @@ class Realm:
             )
             self.policy = make_policy(self._policy_arg, self.transports, cfg)
             self.stats = stats_from_config(cfg, self.pubsub)
+            if cfg.map_feed:  # the live map: frames built at each engine.islands
+                self.map = MapFeed(
+                    self.stats,
+                    self.pubsub,
+                    self.server,
+                    ring_ticks=cfg.map_replay_ticks,
+                    registry=self.registry,
+                )
             self.connector = Connector(self.server, self.pubsub, self.registry)
             if cfg.bus:
                 island_of = self.connector.island_of
@@ -244,7 +254,7 @@ class Realm:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         # Server.stop joins the I/O threads: keep the loop responsive meanwhile.
         await asyncio.to_thread(server.stop)
-        for part in (self.core, self.connector, self.stats, self.msgbus, self.bridge):
+        for part in (self.core, self.connector, self.stats, self.map, self.msgbus, self.bridge):
             if part is not None:
                 part.close()
         aclose = getattr(self.pubsub, "aclose", None)  # a network pub/sub: flush, then disconnect
@@ -348,6 +358,8 @@ class Realm:
         r.add("/metrics", self._h_metrics)
         assert self.stats is not None
         self.stats.routes(r)
+        if self.map is not None:
+            self.map.routes(r)
 
     def users_count(self) -> int:
         return len(self.connector.sessions) if self.connector is not None else 0

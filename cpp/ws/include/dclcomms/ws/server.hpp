@@ -3,7 +3,8 @@
 // serving the Archipelago ws-connector (/ws, /archipelago/ws; archipelago.md
 // section 1), RFC-5 rooms (/rooms/<roomId>; transports.md section 1) and the
 // message bus transport (/bus; control-plane.md section 4: the connector
-// handshake, then JSON text frames in and out). Handshakes, limits, close
+// handshake, then JSON text frames in and out) and the live map feed
+// (/map/feed: JSON text frames out, no handshake; docs/map.md). Handshakes, limits, close
 // codes and room fan-out run entirely in C++; the embedding program (Python)
 // only drains events with poll(), answers HTTP requests with respond() and
 // interprets bus frames (topics, NATS). See docs/ws.md.
@@ -86,6 +87,15 @@ namespace dclcomms::ws {
     "bridge: more text frames than this within any 1 s => 4009")                                   \
   X(size_t, bridge_max_frame_bytes, 65536, 1,                                                      \
     "bridge: a larger inbound frame is closed 1009 (bytes)")                                       \
+  /* map feed (/map/feed): no handshake, server -> page text frames only */                        \
+  X(bool, map_feed, false, kAny, "serve the live map feed on /map/feed")                           \
+  X(size_t, map_feed_max_pages, 32, kAny, "map feed: open pages; one more is closed 1013")         \
+  X(size_t, map_feed_max_queued_bytes, 1 << 20, 1,                                                 \
+    "map feed: a frame that would queue more than this to a page is skipped for it; the page "     \
+    "resyncs from the next key frame (bytes)")                                                     \
+  X(int, map_feed_max_skipped, 30, 1,                                                              \
+    "map feed: this many frames skipped for a page without it taking a delta in between "         \
+    "close it 4008")                                                                               \
   /* every session */                                                                              \
   X(int64_t, idle_timeout_ms, 90'000, 0,                                                           \
     "a session silent (no frame, no pong) this long is closed 1001 'idle timeout'; pinged after "  \
@@ -213,6 +223,7 @@ struct Stats {
   std::vector<std::pair<std::string, size_t>> room_details;  // (roomName, count)
   std::vector<std::pair<std::string, uint64_t>> bus;         // "sessions" first
   std::vector<std::pair<std::string, uint64_t>> bridge;      // "sessions", "taps" first
+  std::vector<std::pair<std::string, uint64_t>> feed;        // "pages" first
 };
 
 class Server {
@@ -268,6 +279,17 @@ class Server {
   // Closes the bus session of address with code/reason (no packet before the
   // close frame). Throws Error{Config, "invalid_parameter"} as kick() does.
   void close_bus(const std::string& address, int code, const std::string& reason);
+  // Map feed (/map/feed): one text frame per tick to every open page. A page
+  // that is in sync gets delta; one that is not (just opened, or skipped a
+  // frame because more than map_feed_max_queued_bytes were queued to it) gets key
+  // when key is not empty and nothing otherwise. Never buffers without bound:
+  // a frame that does not fit is skipped for that page (it resyncs from a later
+  // key frame); map_feed_max_skipped skips without a delta taken in between
+  // close it 4008.
+  void publish_feed(std::string delta, std::string key);
+  // Whether some open page waits for a key frame (build one for the next
+  // publish_feed only then).
+  bool feed_wants_key() const;
   // Replaces the deny list (lowercased here); applies to new handshakes
   // (connector and bus).
   void set_deny_list(const std::vector<std::string>& addresses);

@@ -1,0 +1,421 @@
+"""The live island map: ``GET /map`` and its feed (docs/map.md).
+
+:class:`MapFeed` turns what the stats service already holds (peer positions
+from heartbeats, ``engine.islands`` every tick) into one compact JSON frame per
+core tick: a *delta* (peers added, removed or moved by at least one quantum,
+islands whose membership, transport or shape changed, the counters) and, only
+when a page needs one or the replay ring is due one, a *key* frame (the whole
+map). Nothing runs per heartbeat: the work happens on ``engine.islands``.
+
+Frames go to a :class:`FeedSink` (the C++ server's ``/map/feed`` WebSocket
+pages: bounded per page, a slow page skips forward to the next key frame) and
+into a bounded ring of recent ticks that ``GET /map/replay`` serves.
+
+Frame format (JSON, one object per frame)::
+
+    {"k": 1 (key) | 0 (delta), "seq": tick number, "ts": Unix ms, "q": metres per unit,
+     "peers" (key) | "add" (delta): [slot, "0xaddr", x, z, ...] flat,
+     "del": [slot, ...], "mov": [slot, x, z, ...] flat,     (delta)
+     "isl": [island, ...] (key: all; delta: new or changed), "gone": [island id, ...],
+     "counters": {"peers", "islands", "handshakes_per_s", "island_changes_per_s"},
+     "hot": [[parcel x, parcel y, peers], ...]}
+    island = {"id", "tr": "livekit" | "ws-room" | "p2p" | "fixed" | "", "x", "z", "r",
+              "max", "m": [slot, ...], "since": Unix ms first seen,
+              "ch": [[Unix ms, "+" | "-", "0xaddr"], ...] (key: the recent ones; delta: new)}
+
+Positions are in quanta of ``q`` metres (x east, z north); a peer's slot is a
+small integer kept while it stays and reused after it leaves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Protocol
+
+from dclcomms.clock import now_ms
+from dclcomms.http import HttpError, Request, Response, Router, json_response
+from dclcomms.metrics import Registry
+from dclcomms.pubsub import IslandChanged, IslandStatus, PubSub, Subscription
+from dclcomms.stats import PARCEL_SIZE, Stats
+
+RECENT_CHANGES = 10  # per island, kept for key frames and the island panel
+HOT_PARCELS = 10
+
+
+def transport_of(conn_str: str) -> str:
+    """The transport family of a connection string (the island's colour on the map)."""
+    for prefix, name in (("livekit:", "livekit"), ("ws-room:", "ws-room"), ("p2p:", "p2p")):
+        if conn_str.startswith(prefix):
+            return name
+    return "fixed"
+
+
+class FeedSink(Protocol):
+    """Where live frames go (``dclcomms.ws.Server`` is one)."""
+
+    def publish_feed(self, delta: str, key: str = "") -> None: ...
+
+    def feed_wants_key(self) -> bool: ...
+
+
+@dataclass
+class _Island:
+    id: str
+    since: int
+    members: tuple[str, ...] = ()
+    x: int = 0
+    z: int = 0
+    r: int = 0
+    max: int = 0
+    tr: str = ""
+    changes: deque[tuple[int, str, str]] | None = None
+
+
+@dataclass(frozen=True)
+class RingEntry:
+    seq: int
+    ts: int
+    key: bool
+    frame: str
+
+
+class MapFeed:
+    """Builds the live map's frames at each ``engine.islands`` and keeps a ring of them.
+
+    ``ring_ticks``: ticks kept for replay (a key frame every ``key_every`` of them);
+    ``quantum``: position resolution in metres.
+    """
+
+    def __init__(
+        self,
+        stats: Stats | None,
+        pubsub: PubSub | None,
+        sink: FeedSink | None = None,
+        *,
+        ring_ticks: int = 300,
+        key_every: int = 30,
+        quantum: float = 1.0,
+        clock_ms: Callable[[], int] = now_ms,
+        registry: Registry | None = None,
+    ) -> None:
+        if ring_ticks < 1 or key_every < 1 or not quantum > 0:
+            raise ValueError("ring_ticks, key_every and quantum must be positive")
+        self.stats = stats
+        self.sink = sink
+        self.key_every = key_every
+        self.quantum = quantum
+        self._clock = clock_ms
+        self.ring: deque[RingEntry] = deque(maxlen=ring_ticks)
+        self.seq = 0
+        self.last_build_s = 0.0
+        self.bytes_built = 0
+        self.ring_bytes = 0
+        self._slots: dict[str, int] = {}
+        self._free: list[int] = []
+        self._pos: dict[int, tuple[int, int]] = {}  # slot -> quantised (x, z)
+        self._islands: dict[str, _Island] = {}
+        self._transport: dict[str, str] = {}
+        self._handshakes = 0
+        self._changes = 0
+        self._last_ts: int | None = None
+        self._last_key = ""
+        if registry is not None:
+            registry.gauge(
+                "dcl_map_frame_build_seconds",
+                "wall time of the last tick's live-map frames (delta, key when due)",
+                fn=lambda: self.last_build_s,
+            )
+            registry.gauge(
+                "dcl_map_delta_bytes",
+                "bytes of the last live-map delta frame",
+                fn=lambda: self.bytes_built,
+            )
+            registry.gauge(
+                "dcl_map_replay_bytes",
+                "bytes held by the live map's replay ring",
+                fn=lambda: self.ring_bytes,
+            )
+        self._subs: list[Subscription] = []
+        if pubsub is not None:  # else driven by push() (the simulator's recorder)
+            self._subs = [
+                pubsub.subscribe("engine.islands", self._on_islands),
+                pubsub.subscribe("engine.peer.*.island_changed", self._on_island_changed),
+                pubsub.subscribe("peer.*.connect", self._on_connect),
+            ]
+
+    def close(self) -> None:
+        for s in self._subs:
+            s.unsubscribe()
+        self._subs.clear()
+
+    # --- inputs ---------------------------------------------------------------------
+
+    def _on_island_changed(self, _subject: str, msg: IslandChanged) -> None:
+        self._changes += 1
+        self._transport[msg.island_id] = transport_of(msg.conn_str)
+
+    def _on_connect(self, _subject: str, _payload: object) -> None:
+        self._handshakes += 1
+
+    def _on_islands(self, _subject: str, status: IslandStatus) -> None:
+        self.tick(status)
+
+    # --- one tick -------------------------------------------------------------------
+
+    def tick(self, status: IslandStatus | None = None) -> str:
+        """This tick from the stats service's peers and ``status`` (default: its islands)."""
+        stats = self.stats
+        if stats is None:
+            raise ValueError("a MapFeed without stats is driven by push()")
+        stats.sweep()
+        peers = ((a, i.position[0], i.position[2]) for a, i in stats.peers.items())
+        return self.push(stats.islands if status is None else status, peers)
+
+    def push(
+        self,
+        status: IslandStatus,
+        peers: Iterable[tuple[str, float, float]],
+        *,
+        now: int | None = None,
+        transports: Mapping[str, str] | None = None,
+    ) -> str:
+        """Builds one tick's frames from every peer ``(address, x, z)`` and the islands,
+        publishes them, records them; returns the delta. ``transports``: island id ->
+        transport name, besides those learnt from ``island_changed``."""
+        t0 = time.perf_counter()
+        now = self._clock() if now is None else now
+        if transports:
+            self._transport.update(transports)
+        self.seq += 1
+        q = self.quantum
+        # Peers: slots, quantised positions, what moved.
+        slots, pos = self._slots, self._pos
+        add: list[Any] = []
+        mov: list[int] = []
+        seen: set[int] = set()
+        for addr, px, pz in peers:
+            qp = (round(px / q), round(pz / q))
+            slot = slots.get(addr)
+            if slot is None:
+                slot = self._free.pop() if self._free else len(slots) + len(self._free)
+                slots[addr] = slot
+                pos[slot] = qp
+                add += (slot, addr, qp[0], qp[1])
+            elif pos[slot] != qp:
+                pos[slot] = qp
+                mov += (slot, qp[0], qp[1])
+            seen.add(slot)
+        dels = [s for s in pos if s not in seen]
+        if dels:
+            gone = set(dels)
+            for addr in [a for a, s in slots.items() if s in gone]:
+                del slots[addr]
+            for s in dels:
+                del pos[s]
+            self._free.extend(dels)
+        # Islands: what changed since the last tick.
+        changed: list[dict[str, Any]] = []
+        present: set[str] = set()
+        for d in status.islands:
+            present.add(d.id)
+            isl = self._islands.get(d.id)
+            fresh = isl is None
+            if isl is None:
+                isl = self._islands[d.id] = _Island(d.id, now, changes=deque(maxlen=RECENT_CHANGES))
+            new_changes: list[list[Any]] = []
+            if isl.members != d.peers:
+                before = set(isl.members)
+                after = set(d.peers)
+                new_changes = [[now, "+", p] for p in d.peers if p not in before]
+                new_changes += [[now, "-", p] for p in isl.members if p not in after]
+                assert isl.changes is not None
+                isl.changes.extend((c[0], c[1], c[2]) for c in new_changes)
+                isl.members = d.peers
+            shape = (round(d.center[0] / q), round(d.center[2] / q), math.ceil(d.radius / q))
+            tr = self._transport.get(d.id, "")
+            if fresh or new_changes or shape != (isl.x, isl.z, isl.r) or tr != isl.tr:
+                isl.x, isl.z, isl.r = shape
+                isl.max = d.max_peers
+                isl.tr = tr
+                changed.append(self._island_json(isl, new_changes))
+        gone_islands = [i for i in self._islands if i not in present]
+        for i in gone_islands:
+            del self._islands[i]
+            self._transport.pop(i, None)
+        counters = self._counters(now, len(slots), len(present))
+        hot = self._hot()
+        delta = _dumps(
+            {
+                "k": 0,
+                "seq": self.seq,
+                "ts": now,
+                "q": q,
+                "add": add,
+                "del": dels,
+                "mov": mov,
+                "isl": changed,
+                "gone": gone_islands,
+                "counters": counters,
+                "hot": hot,
+            }
+        )
+        ring_key = (self.seq - 1) % self.key_every == 0
+        wants = self.sink is not None and self.sink.feed_wants_key()
+        key = self._key(now, counters, hot) if (ring_key or wants) else ""
+        if key:
+            self._last_key = key
+        if self.sink is not None:
+            self.sink.publish_feed(delta, key if wants else "")
+        if len(self.ring) == self.ring.maxlen:
+            self.ring_bytes -= len(self.ring[0].frame)
+        entry = RingEntry(self.seq, now, ring_key, key if ring_key else delta)
+        self.ring.append(entry)
+        self.ring_bytes += len(entry.frame)
+        self.bytes_built = len(delta)
+        self.last_build_s = time.perf_counter() - t0
+        return delta
+
+    def _counters(self, now: int, peers: int, islands: int) -> dict[str, Any]:
+        dt = (now - self._last_ts) / 1000 if self._last_ts is not None else 0.0
+        self._last_ts = now
+        hs = self._handshakes / dt if dt > 0 else 0.0
+        ch = self._changes / dt if dt > 0 else 0.0
+        self._handshakes = self._changes = 0
+        return {
+            "peers": peers,
+            "islands": islands,
+            "handshakes_per_s": round(hs, 2),
+            "island_changes_per_s": round(ch, 2),
+        }
+
+    def _hot(self) -> list[list[int]]:
+        counts: dict[tuple[int, int], int] = {}
+        cell = PARCEL_SIZE / self.quantum
+        for x, z in self._pos.values():
+            k = (math.floor(x / cell), math.floor(z / cell))
+            counts[k] = counts.get(k, 0) + 1
+        top = sorted(counts.items(), key=lambda kv: -kv[1])[:HOT_PARCELS]
+        return [[x, y, n] for (x, y), n in top]
+
+    def _island_json(self, isl: _Island, changes: list[list[Any]] | None) -> dict[str, Any]:
+        slots = self._slots
+        return {
+            "id": isl.id,
+            "tr": isl.tr,
+            "x": isl.x,
+            "z": isl.z,
+            "r": isl.r,
+            "max": isl.max,
+            "m": [slots[p] for p in isl.members if p in slots],
+            "since": isl.since,
+            "ch": [list(c) for c in isl.changes or ()] if changes is None else changes,
+        }
+
+    def _key(self, now: int, counters: dict[str, Any], hot: list[list[int]]) -> str:
+        peers: list[Any] = []
+        pos = self._pos
+        for addr, slot in self._slots.items():
+            x, z = pos[slot]
+            peers += (slot, addr, x, z)
+        return _dumps(
+            {
+                "k": 1,
+                "seq": self.seq,
+                "ts": now,
+                "q": self.quantum,
+                "peers": peers,
+                "isl": [self._island_json(i, None) for i in self._islands.values()],
+                "counters": counters,
+                "hot": hot,
+            }
+        )
+
+    # --- replay and HTTP ------------------------------------------------------------
+
+    def replay(self, seconds: float | None = None) -> list[str]:
+        """The ring's frames from the last key frame at or before ``now - seconds`` (all
+        kept when None) to the newest: a key frame first, then deltas (and later keys)."""
+        entries = list(self.ring)
+        cutoff = None if seconds is None else self._clock() - seconds * 1000
+        start = None
+        for i, e in enumerate(entries):
+            if e.key and (start is None or cutoff is None or e.ts <= cutoff):
+                start = i
+                if cutoff is None:
+                    break
+        if start is None:
+            return []
+        return [e.frame for e in entries[start:]]
+
+    def snapshot(self) -> str:
+        """The whole map now, as a key frame (does not advance the tick)."""
+        return self._key(self._clock(), self._counters_now(), self._hot())
+
+    def _counters_now(self) -> dict[str, Any]:
+        return {
+            "peers": len(self._slots),
+            "islands": len(self._islands),
+            "handshakes_per_s": 0.0,
+            "island_changes_per_s": 0.0,
+        }
+
+    def routes(self, router: Router) -> None:
+        router.add("/map", _h_page)
+        router.add("/map/replay.json", self._h_replay)
+        router.add("/map/snapshot.json", lambda _r: _json_text(self.snapshot()))
+        router.add("/map/{asset}", _h_asset)
+
+    def _h_replay(self, req: Request) -> Response:
+        raw = req.args.get("seconds", [""])[-1]
+        seconds: float | None = None
+        if raw:
+            try:
+                seconds = float(raw)
+            except ValueError:
+                seconds = math.nan
+            if not (math.isfinite(seconds) and seconds >= 0):
+                raise HttpError(400, "seconds must be a number >= 0", "bad_request")
+        return _json_text('{"frames":[' + ",".join(self.replay(seconds)) + "]}")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def _json_text(body: str) -> Response:
+    return Response(200, body.encode(), {"Content-Type": "application/json"})
+
+
+ASSETS = {
+    "map.js": "application/javascript; charset=utf-8",
+    "map.css": "text/css; charset=utf-8",
+}
+
+
+def asset(name: str) -> bytes:
+    """A file of the page (package data under ``dclcomms/livemap/static``)."""
+    return resources.files(__package__).joinpath("static", name).read_bytes()
+
+
+def _h_page(_req: Request) -> Response:
+    return Response(
+        200,
+        asset("index.html"),
+        {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-cache"},
+    )
+
+
+def _h_asset(req: Request) -> Response:
+    name = req.params["asset"]
+    if name not in ASSETS:
+        return json_response({"error": "Not Found"}, 404)
+    return Response(200, asset(name), {"Content-Type": ASSETS[name], "Cache-Control": "no-cache"})
+
+
+__all__ = ["FeedSink", "MapFeed", "RingEntry", "asset", "transport_of"]

@@ -191,3 +191,29 @@ def test_map_shows_the_realm_live_in_headless_chromium(
                 assert _text(driver, "mode") == "live"
         finally:
             _stop(bots)
+
+
+@pytest.mark.slow
+def test_saved_simulator_page_replays_the_run_in_headless_chromium(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dclcomms.sim.cli import main
+
+    monkeypatch.setenv("SE_OFFLINE", "true")
+    page = tmp_path / "crowd.html"
+    args = ["--world", "crowd", "--peers", "300", "--seconds", "30", "--seed", "2"]
+    assert main([*args, "--save", str(page)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    with _chromium(tmp_path) as driver:
+        driver.get(page.as_uri())  # no server: everything is in the file
+        assert _text(driver, "mode") == "replay"
+
+        def at_the_end() -> bool:
+            timeline = driver.find_element("id", "timeline")
+            value = timeline.get_attribute("value")
+            return value is not None and value == timeline.get_attribute("max") != "0"
+
+        _until("the replay plays to its last flush", at_the_end, 20)
+        assert _text(driver, "peers") == str(summary["peers_last"])
+        assert _text(driver, "islands") == str(summary["islands_last"])
+        driver.save_screenshot(str(tmp_path / "saved.png"))

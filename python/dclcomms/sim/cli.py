@@ -2,6 +2,7 @@
 
     dclcomms sim --peers 100000 --seconds 120 --policy threshold --threshold 20
     dclcomms sim --world crowd --peers 2000 --csv flushes.csv
+    dclcomms sim --world crowd --peers 2000 --save crowd.html   # watch it on the live map
 
 Worlds: ``waypoint`` (parties of 4 roaming Genesis City with sessions), ``commuters``
 (five plazas), ``crowd`` (an event at Genesis Plaza amid 80 % roaming peers) and
@@ -15,6 +16,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from dclcomms.errors import ConfigError
@@ -100,11 +102,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--heartbeat", type=float, default=1.0, help="heartbeat period, s")
     ap.add_argument("--flush", type=float, default=2.0, help="flush period, s")
     ap.add_argument("--csv", help="also write the per-flush table to this CSV file")
+    ap.add_argument(
+        "--save",
+        metavar="FILE",
+        help="also save the run for the live map: FILE.html is a self-contained page that "
+        "replays it; any other name gets JSON lines (open them on any /map page)",
+    )
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
     a = ap.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         if a.seconds <= 0:
             raise ConfigError("--seconds must be > 0", code="invalid_parameter")
+        if a.save and not Path(a.save).resolve().parent.is_dir():
+            raise ConfigError(f"--save: no directory for {a.save}", code="invalid_parameter")
         sim = Simulation(
             build_world(a.world, a.peers),
             seed=a.seed,
@@ -116,12 +126,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush_s=a.flush,
         )
         t0 = time.perf_counter()
-        sim.run(a.seconds, progress=a.progress)
+        if a.save:
+            from dclcomms.livemap.record import SimMapRecorder
+
+            recorder = SimMapRecorder(sim)
+            end_ms = round(a.seconds * 1000)
+            while sim.now_ms + sim.flush_ms <= end_ms:  # flush by flush: one frame each
+                sim.run(sim.flush_ms / 1000, progress=False)
+                recorder.capture()
+            if sim.now_ms < end_ms:
+                sim.run((end_ms - sim.now_ms) / 1000, progress=False)
+        else:
+            sim.run(a.seconds, progress=a.progress)
         wall = time.perf_counter() - t0
     except ConfigError as e:
         print(f"dclcomms sim: error [{e.code}]: {e}", file=sys.stderr)
         return 2
     if a.csv:
         sim.result.flushes.to_csv(a.csv, index=False)
+    if a.save:
+        try:
+            recorder.save(a.save, world=a.world, peers=a.peers, seed=a.seed, policy=a.policy)
+        except OSError as e:
+            print(f"dclcomms sim: error [save_failed]: {e}", file=sys.stderr)
+            return 1
     print(json.dumps(summary(sim, wall), indent=2))
     return 0

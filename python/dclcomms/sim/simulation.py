@@ -339,6 +339,12 @@ class Simulation:
     def t_s(self) -> float:
         return self.now_ms / 1000.0
 
+    @property
+    def island_kinds(self) -> Mapping[str, str]:
+        """Island id -> transport kind the policy chose at the last flush (empty without
+        a policy)."""
+        return self._kind
+
     def snapshot(self) -> Snapshot:
         """The engine's current snapshot (islands as of the last flush)."""
         return Snapshot.of(self.engine.snapshot())

@@ -209,3 +209,72 @@ def test_keys_cli_errors(tmp_path: Path) -> None:
         )
         assert out.returncode == 2, out
         assert out.stderr.startswith("dclcomms bridge: error: ") and f"[{code}]" in out.stderr
+
+
+def test_realm_rooms_over_nats_with_the_local_bridge_too(
+    nats_server: NatsServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A realm on NATS serves its rooms to a `dclcomms bridge serve` process and to its own
+    /bridge at once: the two taps share the room (one leaving keeps the other's)."""
+    from dclcomms.bridge import MemoryKeyStore
+    from dclcomms.config import RealmConfig
+    from dclcomms.nats.pubsub import NatsPubSub
+    from dclcomms.realm import Realm
+
+    data = tmp_path / "data"
+    remote_key = cli("keys", "create", "--name", "remote", "--scope", "island:*", data_dir=data)
+
+    async def body() -> None:
+        local_keys = MemoryKeyStore()
+        local_key, _ = local_keys.create("local", ["island:*"])
+        pubsub = await NatsPubSub.connect([nats_server.url])
+        cfg = RealmConfig(
+            host="127.0.0.1", port=0, log_format="text", log_level="WARNING", bridge=True
+        )
+        realm = await Realm(cfg, pubsub=pubsub, bridge_keys=local_keys).start()
+        bridge, bridge_port = await start(
+            "bridge",
+            "serve",
+            "--nats",
+            nats_server.url,
+            "--data-dir",
+            str(data),
+            "--lease-interval",
+            "0.5",
+            expect="dclcomms bridge: listening on",
+        )
+        a = RoomClient(Wallet(1))
+        try:
+            await a.join(f"ws-room:ws://127.0.0.1:{realm.port}/rooms/I9")
+            local = BridgeClient(f"ws://127.0.0.1:{realm.port}/bridge", key=local_key)
+            remote = BridgeClient(f"ws://127.0.0.1:{bridge_port}/bridge", key=remote_key["key"])
+            await local.connect()
+            await remote.connect()
+            ls = await local.subscribe("island", "I9")
+            rs = await remote.subscribe("island", "I9")
+            got = None
+            for i in range(50):
+                await a.send({"peerUpdateMessage": {"fromAlias": 0, "body": chat(f"n{i}")}})
+                try:
+                    got = await rs.get(timeout=0.2)
+                    break
+                except TimeoutError:
+                    continue
+            assert got is not None and got.sender == a.wallet.address
+            assert (await ls.get(timeout=5)).sender == a.wallet.address
+            await local.close()  # the local gateway untaps; the NATS lease keeps the tap
+            await asyncio.sleep(0.2)
+            await a.send({"peerUpdateMessage": {"fromAlias": 0, "body": chat("still")}})
+            while True:
+                m = await rs.get(timeout=5)
+                if m.packet is not None and m.packet["chat"]["message"] == "still":
+                    break
+            await remote.close()
+        finally:
+            await a.close()
+            code = await stop(bridge)
+            await realm.stop()
+        assert code == 0
+
+    asyncio.run(asyncio.wait_for(body(), 120))

@@ -29,16 +29,45 @@ class RoomLink(Protocol):
         """``identity`` stops injecting into ``room`` (its members see it leave)."""
 
 
+class TapOwners:
+    """Who wants a room of one server tapped: the server's tap is on while any owner
+    (the local gateway, the NATS taps of remote bridges) wants it."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.owners: dict[str, set[str]] = {}  # room -> owners
+
+    def set(self, owner: str, room: str, on: bool) -> None:
+        owners = self.owners.get(room)
+        if on:
+            if owners is None:
+                self.owners[room] = {owner}
+                self.server.set_room_tap(room, True)
+            else:
+                owners.add(owner)
+        elif owners is not None and owner in owners:
+            owners.discard(owner)
+            if not owners:
+                del self.owners[room]
+                self.server.set_room_tap(room, False)
+
+
 class LocalRoomLink:
     """The rooms of a :class:`dclcomms.ws.Server` in this process; the embedder hands
     its :class:`dclcomms.ws.RoomMessage` events to :meth:`deliver`."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, taps: TapOwners | None = None) -> None:
         self.server = server
+        self.taps = taps if taps is not None else TapOwners(server)
         self.on_message: RoomHandler | None = None
+        self.tapped: set[str] = set()
 
     def tap(self, room: str, on: bool) -> None:
-        self.server.set_room_tap(room, on)
+        self.taps.set("local", room, on)
+        if on:
+            self.tapped.add(room)
+        else:
+            self.tapped.discard(room)
 
     def inject(self, room: str, identity: str, body: bytes, unreliable: bool) -> None:
         self.server.inject_room(room, identity, body, unreliable)
@@ -47,8 +76,8 @@ class LocalRoomLink:
         self.server.release_room_identity(room, identity)
 
     def deliver(self, room: str, sender: str, body: bytes, unreliable: bool, ts: int) -> None:
-        if self.on_message is not None:
+        if self.on_message is not None and room in self.tapped:
             self.on_message(room, sender, body, unreliable, ts)
 
 
-__all__ = ["LocalRoomLink", "RoomHandler", "RoomLink"]
+__all__ = ["LocalRoomLink", "RoomHandler", "RoomLink", "TapOwners"]

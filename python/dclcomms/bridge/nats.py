@@ -102,8 +102,11 @@ class NatsRoomTaps:
     and broadcasts what arrives on ``.in``. Feed it the server's
     :class:`dclcomms.ws.RoomMessage` events through :meth:`deliver`."""
 
-    def __init__(self, server: Any, nc: Any) -> None:
+    def __init__(self, server: Any, nc: Any, taps: Any = None) -> None:
+        from dclcomms.bridge.links import TapOwners
+
         self.server = server
+        self.taps = taps if taps is not None else TapOwners(server)
         self.nc = nc
         self.outbox = _Outbox(nc)
         self.leases: dict[str, tuple[frozenset[str], int]] = {}  # bridge -> (rooms, until ms)
@@ -150,9 +153,9 @@ class NatsRoomTaps:
         for rooms, _ in self.leases.values():
             want |= rooms
         for room in want - self.tapped:
-            self.server.set_room_tap(room, True)
+            self.taps.set("nats", room, True)
         for room in self.tapped - want:
-            self.server.set_room_tap(room, False)
+            self.taps.set("nats", room, False)
         self.tapped = want
 
     async def _expire_loop(self) -> None:

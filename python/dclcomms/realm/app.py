@@ -26,7 +26,7 @@ from dclcomms.about import AboutState, about, public_url_from_host
 from dclcomms.archipelago.core import ArchipelagoCore, core_from_config
 from dclcomms.bridge.gateway import BridgeGateway, SceneAuthority
 from dclcomms.bridge.keys import KeyStore, open_key_store
-from dclcomms.bridge.links import LocalRoomLink
+from dclcomms.bridge.links import LocalRoomLink, TapOwners
 from dclcomms.bridge.scopes import RoomNames
 from dclcomms.clock import now_ms
 from dclcomms.config import RealmConfig
@@ -86,6 +86,7 @@ class Realm:
         self.msgbus: MessageBusGateway | None = None
         self.bridge: BridgeGateway | None = None
         self.bridge_link: LocalRoomLink | None = None
+        self.bridge_taps: Any = None  # NatsRoomTaps: bridges in other processes, over NATS
         self._bridge_args: dict[str, Any] = {
             "keys": bridge_keys,
             "authority": bridge_authority,
@@ -162,10 +163,16 @@ class Realm:
                     signal_burst=cfg.p2p_signal_burst,
                 )
                 self.connector.island_listeners.append(self.msgbus.on_island)
+            taps = TapOwners(self.server)
+            nc = getattr(self.pubsub, "nc", None)
+            if nc is not None:  # a NATS deployment: `dclcomms bridge serve` reads these rooms
+                from dclcomms.bridge.nats import NatsRoomTaps
+
+                self.bridge_taps = await NatsRoomTaps(self.server, nc, taps).start()
             if cfg.bridge:
                 if self._bridge_args["keys"] is None:  # the gatekeeper database's keys
                     self._bridge_args["keys"] = await asyncio.to_thread(open_key_store, None)
-                self.bridge_link = LocalRoomLink(self.server)
+                self.bridge_link = LocalRoomLink(self.server, taps)
                 self.bridge = BridgeGateway(
                     self.server,
                     self.bridge_link,
@@ -254,6 +261,8 @@ class Realm:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         # Server.stop joins the I/O threads: keep the loop responsive meanwhile.
         await asyncio.to_thread(server.stop)
+        if self.bridge_taps is not None:
+            await self.bridge_taps.aclose()
         for part in (self.core, self.connector, self.stats, self.map, self.msgbus, self.bridge):
             if part is not None:
                 part.close()
@@ -325,9 +334,12 @@ class Realm:
         elif isinstance(ev, ws.BusClosed) and self.msgbus is not None:
             self.m_events.inc(kind="bus_closed")
             self.msgbus.on_closed(ev.address)
-        elif isinstance(ev, ws.RoomMessage) and self.bridge_link is not None:
+        elif isinstance(ev, ws.RoomMessage):
             self.m_events.inc(kind="room_message")
-            self.bridge_link.deliver(ev.room, ev.sender, ev.body, ev.unreliable, ev.received_ms)
+            if self.bridge_link is not None:
+                self.bridge_link.deliver(ev.room, ev.sender, ev.body, ev.unreliable, ev.received_ms)
+            if self.bridge_taps is not None:
+                self.bridge_taps.deliver(ev.room, ev.sender, ev.body, ev.unreliable, ev.received_ms)
         elif isinstance(ev, ws.BridgeFrame) and self.bridge is not None:
             self.m_events.inc(kind="bridge_frame")
             self.bridge.on_frame(ev.id, ev.text)

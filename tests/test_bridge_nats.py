@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from dclcomms import codec
+from dclcomms.auth import Identity
 from dclcomms.bridge import BridgeClient
 from dclcomms.errors import BridgeError
 from tests.conftest import free_port
@@ -145,6 +146,17 @@ def test_bridge_in_its_own_process_over_nats(
             a, b, island = bots
             await refused(BridgeClient(url, key=expired["key"]).connect(), "key_expired")
             await refused(BridgeClient(url, key=revoked["key"]).connect(), "key_revoked")
+            forged = BridgeClient(url, identity=Identity.generate(seed=5))
+            real = forged._auth_frame
+
+            def tampered() -> dict[str, Any]:
+                frame = real()
+                h = frame["signedFetch"]
+                h["x-identity-metadata"] = h.get("x-identity-metadata", "{}")[:-1] + ',"x":1}'
+                return frame  # the signed payload no longer matches
+
+            forged._auth_frame = tampered  # type: ignore[method-assign]
+            await refused(forged.connect(), "invalid_signed_fetch")
             async with BridgeClient(url, key=other["key"]) as o:
                 await refused(o.subscribe("scene", SCENE), "forbidden_scope")
             async with BridgeClient(url, key=scene_key["key"]) as server:

@@ -58,10 +58,10 @@ def build_load(build_dir: Path) -> Path:
 # --- the server process ------------------------------------------------------------------
 
 
-async def _serve(port: int, max_users: int) -> None:
+async def _serve(port: int, max_users: int, io_threads: int = 1) -> None:
     from dclcomms.ws import Heartbeats, HttpRequest, Server, ServerConfig
 
-    server = Server(ServerConfig(port=port, rooms_max_users=max_users))
+    server = Server(ServerConfig(port=port, rooms_max_users=max_users, io_threads=io_threads))
     server.start()
     loop = asyncio.get_running_loop()
     drained = {"heartbeats": 0, "polls": 0}
@@ -82,10 +82,10 @@ async def _serve(port: int, max_users: int) -> None:
 
 
 class ServerProc:
-    def __init__(self, port: int, max_users: int) -> None:
+    def __init__(self, port: int, max_users: int, io_threads: int = 1) -> None:
         self.port = port
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(port), str(max_users)],
+            [sys.executable, __file__, "--serve", str(port), str(max_users), str(io_threads)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -151,9 +151,9 @@ def run_load(load: Path, srv: ServerProc | None, port: int, **kw: Any) -> dict[s
 
 
 def rooms_run(
-    load: Path, rooms: int, clients: int, inflight: int, duration: float
+    load: Path, rooms: int, clients: int, inflight: int, duration: float, io_threads: int = 1
 ) -> dict[str, Any]:
-    srv = ServerProc(free_port(), max(100, clients))
+    srv = ServerProc(free_port(), max(100, clients), io_threads)
     try:
         r = run_load(
             load,
@@ -167,6 +167,11 @@ def rooms_run(
             size=100,
         )
         r["server_rss_kib"], r["server_peak_rss_kib"] = srv.rss_kib()
+        # CPU time per delivered update (server and load client): a figure that holds on a
+        # shared machine, where the delivered rate follows the CPU the scheduler gives.
+        per_s = max(r["delivered_per_s"], 1.0)
+        r["server_cpu_us_per_delivery"] = round(r["server_cpu_share"] * 1e6 / per_s, 3)
+        r["client_cpu_us_per_delivery"] = round(r["client_cpu_share"] * 1e6 / per_s, 3)
         st = srv.stats()["stats"]["rooms"]
         r["server_unreliable_dropped"] = st["unreliable_dropped"]
         r["server_closed_slow"] = st["closed_slow"]
@@ -252,7 +257,7 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "--serve":
-        asyncio.run(_serve(int(argv[1]), int(argv[2])))
+        asyncio.run(_serve(int(argv[1]), int(argv[2]), int(argv[3]) if len(argv) > 3 else 1))
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="1 s runs, 1 repetition, small counts")
@@ -260,19 +265,30 @@ def main(argv: list[str]) -> int:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--build-dir", type=Path, default=ROOT / "build" / "bench")
     p.add_argument("--only", choices=["rooms", "connector"], default=None)
+    p.add_argument(
+        "--io-threads", type=int, default=1, help="rooms: the server's io_threads (room shards)"
+    )
     ns = p.parse_args(argv)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     reps, duration = (1, 1.0) if ns.quick else (ns.reps, ns.duration)
     load = build_load(ns.build_dir)
-    results: dict[str, Any] = {"reps": reps, "duration_s": duration, "scenarios": {}}
+    results: dict[str, Any] = {
+        "reps": reps,
+        "duration_s": duration,
+        "io_threads": ns.io_threads,
+        "scenarios": {},
+    }
     scen = results["scenarios"]
     if ns.only in (None, "rooms"):
         shapes = [(1, 10), (2, 5)] if ns.quick else [(1, 50), (10, 20)]
         for rooms, clients in shapes:
             for inflight in (1, 8):
                 name = f"rooms_{rooms}x{clients}_inflight{inflight}"
-                runs = [rooms_run(load, rooms, clients, inflight, duration) for _ in range(reps)]
+                runs = [
+                    rooms_run(load, rooms, clients, inflight, duration, ns.io_threads)
+                    for _ in range(reps)
+                ]
                 scen[name] = {"median": median_of(runs), "runs": runs}
     if ns.only in (None, "connector"):
         n_hs = 50 if ns.quick else 1000

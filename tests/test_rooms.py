@@ -19,7 +19,7 @@ import jwt
 import pytest
 
 from dclcomms import errors
-from dclcomms.ws import Server, ServerConfig
+from dclcomms.ws import RoomMessage, Server, ServerConfig
 from tests.test_ws_wire import (
     Identity,
     RawWs,
@@ -610,3 +610,73 @@ async def test_burst_coalesced_per_turn_arrives_whole_and_in_order(rng: random.R
             st = server.stats()["rooms"]
             assert st["updates_delivered"] - delivered0 == 2 * len(bodies)
             assert st["unreliable_dropped"] == 0 and st["closed_slow"] == 0
+
+
+@run_async
+async def test_rooms_sharded_over_io_threads(rng: random.Random) -> None:
+    """io_threads 3: rooms are spread over 3 shards (one lock each, a room in one). The
+    duplicate rule spans the shards (the older session, wherever it is, gets peer_kicked and
+    4006; the newer one's challenge says already_connected), relays stay within their room,
+    and stats() sums every shard."""
+    with serving(io_threads=3, auth_threads=2) as server:
+        me = Identity.random(rng)
+        async with aiohttp.ClientSession() as s:
+            rooms = [f"shard-{i}" for i in range(8)]
+            idents = [Identity.random(rng) for _ in rooms]
+            watchers = [
+                await room_handshake(s, server.port, r, idents[i]) for i, r in enumerate(rooms)
+            ]
+            old: tuple[aiohttp.ClientWebSocketResponse, dict[str, Any]] | None = None
+            for i, room in enumerate(rooms):
+                ws = await s.ws_connect(f"http://127.0.0.1:{server.port}/rooms/{room}")
+                await ws.send_bytes(ws_identification(me.address))
+                kind, ch = decode_ws(await recv_bin(ws))
+                assert (kind, ch["already_connected"]) == ("challenge", old is not None)
+                await ws.send_bytes(ws_signed_challenge(me.chain(ch["challenge"])))
+                kind, welcome = decode_ws(await recv_bin(ws))
+                assert kind == "welcome"
+                watcher = watchers[i][0]
+                assert decode_ws(await recv_bin(watcher)) == (
+                    "peer_join",
+                    {"alias": welcome["alias"], "address": me.address.lower()},
+                )
+                if old is not None:
+                    kind, kicked = decode_ws(await recv_bin(old[0]))
+                    assert kind == "peer_kicked" and "Already connected" in kicked["reason"]
+                    assert (await recv_close(old[0]))[0] == 4006
+                    assert decode_ws(await recv_bin(watchers[i - 1][0])) == (
+                        "peer_leave",
+                        {"alias": old[1]["alias"]},
+                    )
+                old = (ws, welcome)
+            # Every room relays its own updates only; the embedder's room calls reach the
+            # room's shard and its tap events reach the one event queue.
+            for r in rooms:
+                server.set_room_tap(r, True)
+            await asyncio.sleep(0.2)  # the taps are posted to the I/O threads
+            for i, (w, _) in enumerate(watchers):
+                await w.send_bytes(ws_update(f"room-{i}".encode()))
+            kind, upd = decode_ws(await recv_bin(old[0]))
+            assert (kind, upd["body"]) == ("peer_update", f"room-{len(rooms) - 1}".encode())
+            tapped: dict[str, str] = {}
+            deadline = time.monotonic() + 10
+            while len(tapped) < len(rooms) and time.monotonic() < deadline:
+                for ev in server.poll():
+                    if isinstance(ev, RoomMessage):
+                        tapped[ev.room] = ev.sender
+                await asyncio.sleep(0.05)
+            assert tapped == {r: idents[i].address.lower() for i, r in enumerate(rooms)}
+            server.inject_room(rooms[0], "0x" + "ab" * 20, b"injected", False)
+            kind, join = decode_ws(await recv_bin(watchers[0][0]))
+            assert kind == "peer_join" and join["address"] == "0x" + "ab" * 20
+            kind, upd = decode_ws(await recv_bin(watchers[0][0]))
+            assert (kind, upd["body"], upd["from_alias"]) == (
+                "peer_update",
+                b"injected",
+                join["alias"],
+            )
+            st = server.stats()["rooms"]
+            assert st["users"] == len(rooms) + 1 and st["rooms"] == len(rooms)
+            assert st["kicked_duplicate"] == len(rooms) - 1 and st["welcomed"] == 2 * len(rooms)
+            assert sorted(d["roomName"] for d in st["details"]) == sorted(rooms)
+            await still_serving(s, server.port, rng)

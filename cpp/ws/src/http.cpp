@@ -25,6 +25,10 @@ bool Server::Impl::on_validate(Hdl h) {
   // completes, so each session gets its kind's frame limit from the start.
   if (auto kind = hub_.kind_of(path)) {
     con->set_max_message_size(hub_.frame_limit(*kind));
+    if (*kind == Hub::Kind::Room) {
+      size_t shard = shard_of_room(path.substr(std::string("/rooms/").size()));
+      if (shard != 0) route(con, *shards_[shard]);
+    }
     return true;
   }
   con->set_status(websocketpp::http::status_code::not_found);

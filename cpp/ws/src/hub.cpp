@@ -188,6 +188,10 @@ Stats Hub::stats() const {
 // ---- the event queue -------------------------------------------------------------
 
 void Hub::push_event(Event ev) {
+  if (sink_ != nullptr) {
+    sink_->push_event(std::move(ev));
+    return;
+  }
   std::lock_guard<std::mutex> lock(ev_mu_);
   bool was_empty = events_.empty();
   events_.push_back(std::move(ev));
@@ -237,6 +241,7 @@ void Hub::detach(const SessionPtr& s) {
     if (!s->in_room) return;
     s->in_room = false;
     if (rooms_.leave(s->room, s)) {
+      env_.room_left(s->address, s->alias);
       if (rooms_.size(s->room) == 0) {
         injectors_.erase(s->room);  // the room is gone with its injected identities
       } else {

@@ -240,11 +240,18 @@ class Hub {
   void inject_room(const std::string& room, const std::string& identity, std::string body,
                    bool unreliable);
   void release_room_identity(const std::string& room, const std::string& identity);
+  // Another hub of this server admitted `address` to a room: this hub's
+  // member of that address, if it is still session `alias`, is replaced
+  // (peer_kicked, 4006), as a duplicate within one hub is.
+  void kick_room_member(const std::string& address, uint32_t alias);
   Stats stats() const;
 
   // ---- the event queue (thread-safe) ----------------------------------------
   void push_event(Event ev);
   std::vector<Event> poll(size_t max_events);
+  // Every event of this hub goes to sink's queue instead (the room shards of
+  // a server feed shard 0's, the one the embedder polls). Before any event.
+  void forward_events_to(Hub* sink) noexcept { sink_ = sink; }
 
  private:
   SessionPtr find(const void* key) const;
@@ -342,6 +349,8 @@ class Hub {
   std::string check_token(const std::string& token, bool found, const std::string& room,
                           std::optional<std::string>* sub) const;
   void kick_full(const SessionPtr& s);
+  // A newer session of the same address took over: peer_kicked, 4006.
+  void replace_member(SessionPtr prev);
   void handle_room(const SessionPtr& s, const std::string& data);
   void relay(const SessionPtr& s, const codec::WsPacket& p);
   // Capacity, duplicate (any room), join, welcome, peer_join.
@@ -368,7 +377,8 @@ class Hub {
   detail::BridgeCounters brc_;
   detail::FeedCounters fc_;
 
-  std::mutex ev_mu_;  // leaf lock: the event queue
+  Hub* sink_ = nullptr;  // forward_events_to
+  std::mutex ev_mu_;     // leaf lock: the event queue
   std::deque<Event> events_;
   size_t pending_heartbeats_ = 0;
 };

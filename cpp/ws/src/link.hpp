@@ -70,6 +70,26 @@ class Environment {
   // empty (false): the eventfd's readability. Called with the queue's lock
   // held, so the two never race; must not block.
   virtual void events_pending(bool pending) = 0;
+  // Rooms may be spread over several hubs of one server (shards, one lock
+  // each); the duplicate rule (one room session per address) spans them all.
+  // The hub reports every room join and leave of an address (alias: the
+  // session); on a join the endpoint has any member of that address in
+  // ANOTHER hub kicked (Hub::kick_room_member). Default: one hub, nothing to
+  // do (the hub handles duplicates within itself).
+  virtual void room_joined(const std::string& address, uint32_t alias) {
+    (void)address;
+    (void)alias;
+  }
+  virtual void room_left(const std::string& address, uint32_t alias) {
+    (void)address;
+    (void)alias;
+  }
+  // Whether another hub of this server holds a room session of address (the
+  // challenge's already_connected).
+  virtual bool room_member_elsewhere(const std::string& address) {
+    (void)address;
+    return false;
+  }
 };
 
 }  // namespace dclcomms::ws

@@ -84,7 +84,8 @@ void Hub::handle_room(const SessionPtr& s, const std::string& data) {
         kick_full(s);
         return;
       }
-      send_challenge(s, rooms_.find_address(s->address) != nullptr);
+      send_challenge(
+          s, rooms_.find_address(s->address) != nullptr || env_.room_member_elsewhere(s->address));
       return;
     case Stage::ChallengeSent:
       expect_signed(s, p.kind == K::SignedChallenge, "signed_challenge_for_server",
@@ -130,12 +131,7 @@ void Hub::admit_room(const SessionPtr& s, const std::string& owner) {
     kick_full(s);
     return;
   }
-  if (old) {
-    SessionPtr prev = old->handle;
-    ++rc_.kicked_duplicate;
-    prev->link->send(binary(codec::encode_ws_peer_kicked(kReplacedRoom)));
-    close_session(prev, 4006, kReplacedRoom);  // leaves its room, broadcasts peer_leave
-  }
+  if (old) replace_member(old->handle);
   std::vector<std::pair<uint32_t, std::string>> identities;
   for (const auto& m : rooms_.members(s->room)) identities.emplace_back(m.alias, m.address);
   if (auto inj = injectors_.find(s->room); inj != injectors_.end()) {
@@ -143,9 +139,21 @@ void Hub::admit_room(const SessionPtr& s, const std::string& owner) {
   }
   rooms_.join(s->room, {s, s->alias, owner}, cfg_.rooms_max_users);
   s->in_room = true;
+  env_.room_joined(owner, s->alias);
   complete(s);
   s->link->send(binary(codec::encode_ws_welcome(s->alias, identities)));
   broadcast(s->room, s.get(), binary(codec::encode_ws_peer_join(s->alias, owner)), false);
+}
+
+void Hub::replace_member(SessionPtr prev) {
+  ++rc_.kicked_duplicate;
+  prev->link->send(binary(codec::encode_ws_peer_kicked(kReplacedRoom)));
+  close_session(prev, 4006, kReplacedRoom);  // leaves its room, broadcasts peer_leave
+}
+
+void Hub::kick_room_member(const std::string& address, uint32_t alias) {
+  const auto* m = rooms_.find_address(address);
+  if (m && m->alias == alias) replace_member(m->handle);
 }
 
 // Sends one shared frame to every member of room except `except`. Receivers

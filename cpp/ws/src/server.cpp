@@ -72,20 +72,21 @@ class WsppFrame final : public OutFrame {
 // close() flushes first (frames queued before a close go out before it).
 class WsppLink final : public Link {
  public:
-  WsppLink(Server::Impl& server, ConnPtr con)
-      : server_(server), con_(std::move(con)), timer_(server.ep_.get_io_service()) {}
+  using Shard = Server::Impl::Shard;
+  WsppLink(Server::Impl& server, Shard& shard, ConnPtr con)
+      : server_(server), shard_(shard), con_(std::move(con)), timer_(server.ep_.get_io_service()) {}
   ~WsppLink() override {
-    if (!cork_.empty()) server_.undirty(this);
+    if (!cork_.empty()) server_.undirty(shard_, this);
   }
 
   void send(const FramePtr& frame) override {
-    if (cork_.empty()) server_.dirty(this);
+    if (cork_.empty()) server_.dirty(shard_, this);
     cork_bytes_ += frame->size();
     cork_.push_back(frame);
   }
   void close(int code, const std::string& reason) override {
     if (!cork_.empty()) {
-      server_.undirty(this);
+      server_.undirty(shard_, this);
       flush();
     }
     websocketpp::lib::error_code ec;
@@ -98,10 +99,10 @@ class WsppLink final : public Link {
   size_t buffered_amount() const override { return con_->get_buffered_amount() + cork_bytes_; }
   void arm_timer(int64_t ms, std::function<void()> fire) override {
     timer_.expires_after(std::chrono::milliseconds(ms));
-    Server::Impl* server = &server_;
-    timer_.async_wait([server, fire = std::move(fire)](const asio::error_code& ec) {
+    Shard* shard = &shard_;
+    timer_.async_wait([shard, fire = std::move(fire)](const asio::error_code& ec) {
       if (ec) return;
-      std::lock_guard<std::mutex> lock(server->mu_);
+      std::lock_guard<std::mutex> lock(shard->mu);
       fire();
     });
   }
@@ -131,37 +132,126 @@ class WsppLink final : public Link {
 
  private:
   Server::Impl& server_;
+  Shard& shard_;
   ConnPtr con_;
   asio::steady_timer timer_;
   std::vector<FramePtr> cork_;  // frames of this turn, in order
   size_t cork_bytes_ = 0;       // their payload bytes (counted as buffered)
 };
 
-// ---- corking: the dirty list (under mu_) ------------------------------------
+// ---- corking: each shard's dirty list (under its lock) -------------------------
 
-void Server::Impl::dirty(WsppLink* link) {
-  if (dirty_.empty()) {
-    asio::post(ep_.get_io_service(), [this] {
-      std::lock_guard<std::mutex> lock(mu_);
-      flush_dirty();
+void Server::Impl::dirty(Shard& shard, WsppLink* link) {
+  if (shard.dirty.empty()) {
+    Shard* sh = &shard;
+    asio::post(ep_.get_io_service(), [this, sh] {
+      std::lock_guard<std::mutex> lock(sh->mu);
+      flush_dirty(*sh);
     });
   }
-  dirty_.push_back(link);
+  shard.dirty.push_back(link);
 }
 
-void Server::Impl::undirty(WsppLink* link) {
-  auto it = std::find(dirty_.begin(), dirty_.end(), link);
-  if (it != dirty_.end()) dirty_.erase(it);
+void Server::Impl::undirty(Shard& shard, WsppLink* link) {
+  auto it = std::find(shard.dirty.begin(), shard.dirty.end(), link);
+  if (it != shard.dirty.end()) shard.dirty.erase(it);
 }
 
-void Server::Impl::flush_dirty() {
-  // A flush may queue nothing new (websocketpp reports nothing back from
-  // inside send()), so one pass empties the list.
+void Server::Impl::flush_dirty(Shard& shard) {
+  // A flush queues nothing new (websocketpp reports nothing back from inside
+  // send()), so one pass empties the list.
   std::vector<WsppLink*> links;
-  links.swap(dirty_);
+  links.swap(shard.dirty);
   for (WsppLink* l : links) l->flush();
   links.clear();
-  if (dirty_.empty()) dirty_.swap(links);  // keep the capacity
+  if (shard.dirty.empty()) shard.dirty.swap(links);  // keep the capacity
+}
+
+// ---- shards ------------------------------------------------------------------
+
+std::vector<std::unique_ptr<Server::Impl::Shard>> Server::Impl::make_shards() {
+  size_t n = cfg_.rooms ? static_cast<size_t>(cfg_.io_threads) : 1;
+  std::vector<std::unique_ptr<Shard>> out;
+  for (size_t i = 0; i < n; ++i) out.push_back(std::make_unique<Shard>(*this, i));
+  for (size_t i = 1; i < n; ++i) out[i]->hub.forward_events_to(&out[0]->hub);
+  return out;
+}
+
+size_t Server::Impl::shard_of_room(const std::string& room) const {
+  if (shards_.size() == 1) return 0;
+  return std::hash<std::string>{}(room) % shards_.size();
+}
+
+void Server::Impl::route(const ConnPtr& con, Shard& shard) {
+  Shard* sh = &shard;
+  con->set_open_handler([this, sh](Hdl h) { on_open(*sh, h); });
+  con->set_message_handler([this, sh](Hdl h, MessagePtr m) { on_message(*sh, h, m); });
+  con->set_close_handler([this, sh](Hdl h) { on_closed(*sh, h); });
+  con->set_fail_handler([this, sh](Hdl h) { on_closed(*sh, h); });
+  con->set_pong_handler([sh](Hdl h, std::string) {
+    std::lock_guard<std::mutex> lock(sh->mu);
+    sh->hub.pong(h.lock().get());
+  });
+}
+
+void Server::Impl::room_joined(Shard& shard, const std::string& address, uint32_t alias) {
+  if (shards_.size() == 1) return;
+  DirEntry old{0, 0};
+  bool elsewhere = false;
+  {
+    std::lock_guard<std::mutex> lock(dir_mu_);
+    auto [it, fresh] = room_dir_.try_emplace(address, DirEntry{shard.index, alias});
+    if (!fresh) {
+      old = it->second;
+      elsewhere = old.shard != shard.index;
+      it->second = DirEntry{shard.index, alias};
+    }
+  }
+  if (elsewhere) {
+    post(*shards_[old.shard],
+         [this, address, old] { shards_[old.shard]->hub.kick_room_member(address, old.alias); });
+  }
+}
+
+void Server::Impl::room_left(Shard& shard, const std::string& address, uint32_t alias) {
+  if (shards_.size() == 1) return;
+  std::lock_guard<std::mutex> lock(dir_mu_);
+  auto it = room_dir_.find(address);
+  if (it != room_dir_.end() && it->second.shard == shard.index && it->second.alias == alias) {
+    room_dir_.erase(it);
+  }
+}
+
+bool Server::Impl::room_member_elsewhere(Shard& shard, const std::string& address) {
+  if (shards_.size() == 1) return false;
+  std::lock_guard<std::mutex> lock(dir_mu_);
+  auto it = room_dir_.find(address);
+  return it != room_dir_.end() && it->second.shard != shard.index;
+}
+
+Stats Server::Impl::stats() const {
+  Stats st;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    st = hub_.stats();
+  }
+  auto add = [](auto& into, const auto& from) {
+    for (size_t i = 0; i < into.size() && i < from.size(); ++i) into[i].second += from[i].second;
+  };
+  for (size_t i = 1; i < shards_.size(); ++i) {
+    Stats s;
+    {
+      std::lock_guard<std::mutex> lock(shards_[i]->mu);
+      s = shards_[i]->hub.stats();
+    }
+    add(st.connector, s.connector);
+    add(st.rooms, s.rooms);
+    add(st.bus, s.bus);
+    add(st.bridge, s.bridge);
+    add(st.feed, s.feed);
+    st.room_details.insert(st.room_details.end(), s.room_details.begin(), s.room_details.end());
+  }
+  return st;
 }
 
 namespace {
@@ -171,7 +261,11 @@ Config validated(Config cfg) {
 }
 }  // namespace
 
-Server::Impl::Impl(Config cfg) : cfg_(validated(std::move(cfg))), hub_(cfg_, *this) {
+Server::Impl::Impl(Config cfg)
+    : cfg_(validated(std::move(cfg))),
+      shards_(make_shards()),
+      mu_(shards_[0]->mu),
+      hub_(shards_[0]->hub) {
   efd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (efd_ < 0) throw Error(ErrorKind::Config, "eventfd_failed", "eventfd() failed");
 }
@@ -201,10 +295,10 @@ uint16_t Server::Impl::start() {
     ep_.get_con_from_hdl(h)->get_socket().set_option(asio::ip::tcp::no_delay(true), ignored);
   });
   ep_.set_validate_handler([this](Hdl h) { return on_validate(h); });
-  ep_.set_open_handler([this](Hdl h) { on_open(h); });
-  ep_.set_message_handler([this](Hdl h, MessagePtr m) { on_message(h, m); });
-  ep_.set_close_handler([this](Hdl h) { on_closed(h); });
-  ep_.set_fail_handler([this](Hdl h) { on_closed(h); });
+  ep_.set_open_handler([this](Hdl h) { on_open(*shards_[0], h); });
+  ep_.set_message_handler([this](Hdl h, MessagePtr m) { on_message(*shards_[0], h, m); });
+  ep_.set_close_handler([this](Hdl h) { on_closed(*shards_[0], h); });
+  ep_.set_fail_handler([this](Hdl h) { on_closed(*shards_[0], h); });
   ep_.set_http_handler([this](Hdl h) { on_http(h); });
   ep_.set_pong_handler([this](Hdl h, std::string) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -237,22 +331,30 @@ uint16_t Server::Impl::start() {
 void Server::Impl::stop() {
   if (!started_.load() || stopped_.exchange(true)) return;
   asio::post(ep_.get_io_service(), [this] {
-    std::lock_guard<std::mutex> lock(mu_);
-    websocketpp::lib::error_code ec;
-    ep_.stop_listening(ec);
-    hub_.shutdown();
-    for (auto& [_, p] : http_) answer(p, 503, {}, R"({"error":"Service Unavailable"})");
-    http_.clear();
-    if (idle_timer_) idle_timer_->cancel();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      websocketpp::lib::error_code ec;
+      ep_.stop_listening(ec);
+      hub_.shutdown();
+      for (auto& [_, p] : http_) answer(p, 503, {}, R"({"error":"Service Unavailable"})");
+      http_.clear();
+      if (idle_timer_) idle_timer_->cancel();
+    }
+    for (size_t i = 1; i < shards_.size(); ++i) {
+      std::lock_guard<std::mutex> lock(shards_[i]->mu);
+      shards_[i]->hub.shutdown();
+    }
   });
   if (pool_) pool_->stop();
   // Give clients a moment to complete the close handshake.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(2000);
   while (std::chrono::steady_clock::now() < deadline) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (hub_.is_shut_down() && hub_.session_count() == 0) break;
+    bool done = true;
+    for (auto& shard : shards_) {
+      std::lock_guard<std::mutex> lock(shard->mu);
+      done = done && shard->hub.is_shut_down() && shard->hub.session_count() == 0;
     }
+    if (done) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   ep_.stop();
@@ -280,30 +382,32 @@ void Server::Impl::schedule_idle_sweep() {
       std::chrono::milliseconds(std::max<int64_t>(cfg_.idle_timeout_ms / 6, 10)));
   idle_timer_->async_wait([this](const asio::error_code& ec) {
     if (ec) return;
-    std::lock_guard<std::mutex> lock(mu_);
-    if (hub_.is_shut_down()) return;
-    hub_.idle_sweep();
+    for (auto& shard : shards_) {
+      std::lock_guard<std::mutex> lock(shard->mu);
+      if (shard->hub.is_shut_down()) return;
+      shard->hub.idle_sweep();
+    }
     schedule_idle_sweep();
   });
 }
 
 // ---- websocketpp connection handlers -------------------------------------------
 
-void Server::Impl::on_open(Hdl h) {
+void Server::Impl::on_open(Shard& shard, Hdl h) {
   ConnPtr con = ep_.get_con_from_hdl(h);
   auto [path, query] = split_resource(con->get_resource());
-  std::lock_guard<std::mutex> lock(mu_);
-  hub_.open(con.get(), std::make_unique<WsppLink>(*this, con), path, query);
+  std::lock_guard<std::mutex> lock(shard.mu);
+  shard.hub.open(con.get(), std::make_unique<WsppLink>(*this, shard, con), path, query);
 }
 
-void Server::Impl::on_message(Hdl h, MessagePtr msg) {
+void Server::Impl::on_message(Shard& shard, Hdl h, MessagePtr msg) {
   auto type =
       msg->get_opcode() == websocketpp::frame::opcode::text ? FrameType::Text : FrameType::Binary;
-  std::lock_guard<std::mutex> lock(mu_);
-  hub_.message(h.lock().get(), type, std::move(msg->get_raw_payload()));
+  std::lock_guard<std::mutex> lock(shard.mu);
+  shard.hub.message(h.lock().get(), type, std::move(msg->get_raw_payload()));
 }
 
-void Server::Impl::on_closed(Hdl h) {
+void Server::Impl::on_closed(Shard& shard, Hdl h) {
   ConnPtr con = ep_.get_con_from_hdl(h);
   int local = 0;
   switch (con->get_local_close_code()) {
@@ -316,8 +420,8 @@ void Server::Impl::on_closed(Hdl h) {
     default:
       break;
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  hub_.closed(con.get(), local);
+  std::lock_guard<std::mutex> lock(shard.mu);
+  shard.hub.closed(con.get(), local);
 }
 
 // ---- Environment -----------------------------------------------------------------
@@ -338,15 +442,17 @@ FramePtr Server::Impl::frame(std::string payload, FrameType type) {
   return std::make_shared<const WsppFrame>(std::move(payload), type);
 }
 
-void Server::Impl::verify(std::string chain_json, std::string challenge, VerifyDone done) {
-  pool_->submit([this, chain = std::move(chain_json), challenge = std::move(challenge),
+void Server::Impl::verify(Shard& shard, std::string chain_json, std::string challenge,
+                          Environment::VerifyDone done) {
+  Shard* sh = &shard;
+  pool_->submit([this, sh, chain = std::move(chain_json), challenge = std::move(challenge),
                  done = std::move(done)]() mutable {
     auto t0 = std::chrono::steady_clock::now();
     auth::AuthResult res = auth::verify_auth_chain(chain, challenge, unix_ms());
     auto us =
         std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
             .count();
-    post([res = std::move(res), us, done = std::move(done)]() mutable {
+    post(*sh, [res = std::move(res), us, done = std::move(done)]() mutable {
       done(std::move(res), static_cast<int64_t>(us));
     });
   });
@@ -464,16 +570,17 @@ void Server::close_bridge(uint64_t id, int code, const std::string& reason) {
   impl_->post_to_hub([id, code, reason](Hub& hub) { hub.close_bridge(id, code, reason); });
 }
 void Server::set_room_tap(const std::string& room, bool on) {
-  impl_->post_to_hub([room, on](Hub& hub) { hub.set_room_tap(room, on); });
+  impl_->post_to_room(room, [room, on](Hub& hub) { hub.set_room_tap(room, on); });
 }
 void Server::inject_room(const std::string& room, const std::string& identity, std::string body,
                          bool unreliable) {
-  impl_->post_to_hub([room, identity, body = std::move(body), unreliable](Hub& hub) mutable {
+  impl_->post_to_room(room, [room, identity, body = std::move(body), unreliable](Hub& hub) mutable {
     hub.inject_room(room, identity, std::move(body), unreliable);
   });
 }
 void Server::release_room_identity(const std::string& room, const std::string& identity) {
-  impl_->post_to_hub([room, identity](Hub& hub) { hub.release_room_identity(room, identity); });
+  impl_->post_to_room(room,
+                      [room, identity](Hub& hub) { hub.release_room_identity(room, identity); });
 }
 Stats Server::stats() const {
   return impl_->stats();

@@ -2,14 +2,27 @@
 // Private to cpp/ws: the websocketpp endpoint (server.cpp, http.cpp) around
 // the socket-free Hub (hub.hpp): it owns the listening socket, the I/O and
 // auth threads and the eventfd, implements Environment and Link for the hub,
-// answers plain HTTP, and serializes every hub entry with mu_.
+// answers plain HTTP, and serializes every hub entry with its shard's lock.
 //
-// Locking: every socket handler, timer and posted task takes mu_ (the state
-// lock) for its whole body; the hub's event queue lock is a leaf taken under
-// or without mu_; websocketpp's per-connection locks are only taken inside
-// con->send()/close(), i.e. after mu_. websocketpp never calls our handlers
-// from inside send()/close() (their effects complete asynchronously), so the
-// order mu_ -> event queue / websocketpp locks is the only one.
+// Shards: the state is split into shards, each a Hub with its own lock and
+// corking list. Shard 0 (its lock is mu_, its hub hub_) holds the connector,
+// the bus, HTTP and the rooms hashing to it; with io_threads N (and rooms
+// served) there are N shards and each room lives in the one its id hashes
+// to, so the I/O threads relay different rooms' updates in parallel and a
+// room's relay never waits on another room's lock. A room connection gets
+// its shard's handlers at upgrade (on_validate). The duplicate rule (one
+// room session per address) spans the shards through the room directory
+// (room_joined/room_left, a leaf lock): the older session, in another shard,
+// is kicked by a task posted to that shard.
+//
+// Locking: every socket handler, timer and posted task takes its shard's
+// lock for its whole body and never a second shard's; the hub's event queue
+// lock and the room directory lock are leaves taken under or without a shard
+// lock; websocketpp's per-connection locks are only taken inside
+// con->send()/close(), i.e. after a shard lock. websocketpp never calls our
+// handlers from inside send()/close() (their effects complete
+// asynchronously), so the order shard -> event queue / directory /
+// websocketpp locks is the only one.
 
 #include <atomic>
 #include <memory>
@@ -38,10 +51,10 @@ using MessagePtr = Endpoint::message_ptr;
 
 class WsppLink;
 
-class Server::Impl final : public Environment {
+class Server::Impl final {
  public:
   explicit Impl(Config cfg);  // validate(cfg) first
-  ~Impl() override;
+  ~Impl();
 
   uint16_t start();
   void stop();
@@ -50,10 +63,7 @@ class Server::Impl final : public Environment {
   std::vector<Event> poll(size_t max_events) { return hub_.poll(max_events); }
   void respond(uint64_t id, int status, std::vector<std::pair<std::string, std::string>> headers,
                std::string body);
-  Stats stats() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return hub_.stats();
-  }
+  Stats stats() const;  // every shard's, summed
   bool feed_wants_key() const {
     std::lock_guard<std::mutex> lock(mu_);
     return hub_.feed_wants_key();
@@ -63,31 +73,85 @@ class Server::Impl final : public Environment {
   void post_to_hub(F&& f) {
     post([this, f = std::forward<F>(f)]() mutable { f(hub_); });
   }
+  // Runs f(hub) on an I/O thread under the lock of room's shard.
+  template <class F>
+  void post_to_room(const std::string& room, F&& f) {
+    Shard* sh = shards_[shard_of_room(room)].get();
+    post(*sh, [sh, f = std::forward<F>(f)]() mutable { f(sh->hub); });
+  }
   void set_deny_list(std::unordered_set<std::string> lowercase) {
     std::lock_guard<std::mutex> lock(mu_);
     hub_.set_deny_list(std::move(lowercase));
   }
 
-  // Environment
-  int64_t unix_ms() override;
-  int64_t steady_ms() override;
-  FramePtr frame(std::string payload, FrameType type) override;
-  void verify(std::string chain_json, std::string challenge, VerifyDone done) override;
-  void events_pending(bool pending) override;
+  // What every shard's Environment forwards to.
+  int64_t unix_ms();
+  int64_t steady_ms();
+  FramePtr frame(std::string payload, FrameType type);
+  void events_pending(bool pending);
 
  private:
   friend class WsppLink;
+  struct Shard;
+  // A shard's Environment: the server's, with the auth results posted back
+  // to this shard and room joins/leaves reported with its index.
+  class ShardEnv final : public Environment {
+   public:
+    ShardEnv(Impl& server, Shard& shard) : server_(server), shard_(shard) {}
+    int64_t unix_ms() override { return server_.unix_ms(); }
+    int64_t steady_ms() override { return server_.steady_ms(); }
+    FramePtr frame(std::string payload, FrameType type) override {
+      return server_.frame(std::move(payload), type);
+    }
+    void verify(std::string chain_json, std::string challenge, VerifyDone done) override {
+      server_.verify(shard_, std::move(chain_json), std::move(challenge), std::move(done));
+    }
+    void events_pending(bool pending) override { server_.events_pending(pending); }
+    void room_joined(const std::string& address, uint32_t alias) override {
+      server_.room_joined(shard_, address, alias);
+    }
+    void room_left(const std::string& address, uint32_t alias) override {
+      server_.room_left(shard_, address, alias);
+    }
+    bool room_member_elsewhere(const std::string& address) override {
+      return server_.room_member_elsewhere(shard_, address);
+    }
+
+   private:
+    Impl& server_;
+    Shard& shard_;
+  };
+  struct Shard {
+    Shard(Impl& server, size_t i) : index(i), env(server, *this), hub(server.cfg_, env) {}
+    const size_t index;
+    ShardEnv env;
+    std::mutex mu;                 // guards dirty and hub
+    std::vector<WsppLink*> dirty;  // declared before hub: its links unlist themselves
+    Hub hub;
+  };
+  std::vector<std::unique_ptr<Shard>> make_shards();
+  // The shard of a room (its id, without /rooms/; one shard: 0).
+  size_t shard_of_room(const std::string& room) const;
+  void verify(Shard& shard, std::string chain_json, std::string challenge,
+              Environment::VerifyDone done);
+  void room_joined(Shard& shard, const std::string& address, uint32_t alias);
+  void room_left(Shard& shard, const std::string& address, uint32_t alias);
+  bool room_member_elsewhere(Shard& shard, const std::string& address);
   struct PendingHttp {
     detail::ConnPtr con;
     std::unique_ptr<asio::steady_timer> timer;
   };
 
-  // Runs f on an I/O thread under mu_ (nothing once stopped).
+  // Runs f on an I/O thread under mu_ / shard's lock (nothing once stopped).
   template <class F>
   void post(F&& f) {
+    post(*shards_[0], std::forward<F>(f));
+  }
+  template <class F>
+  void post(Shard& shard, F&& f) {
     if (!started_.load() || stopped_.load()) return;
-    asio::post(ep_.get_io_service(), [this, f = std::forward<F>(f)]() mutable {
-      std::lock_guard<std::mutex> lock(mu_);
+    asio::post(ep_.get_io_service(), [&shard, f = std::forward<F>(f)]() mutable {
+      std::lock_guard<std::mutex> lock(shard.mu);
       f();
     });
   }
@@ -95,16 +159,18 @@ class Server::Impl final : public Environment {
   void schedule_idle_sweep();
   // Corking (server.cpp, WsppLink): links with frames queued this I/O loop
   // turn; the first one posts the turn's flush. Under mu_.
-  void dirty(WsppLink* link);
-  void undirty(WsppLink* link);
-  void flush_dirty();
+  void dirty(Shard& shard, WsppLink* link);
+  void undirty(Shard& shard, WsppLink* link);
+  void flush_dirty(Shard& shard);
 
   // websocketpp handlers (server.cpp; HTTP in http.cpp)
   static std::pair<std::string, std::string> split_resource(const std::string& resource);
   bool on_validate(detail::Hdl h);
-  void on_open(detail::Hdl h);
-  void on_message(detail::Hdl h, detail::MessagePtr msg);
-  void on_closed(detail::Hdl h);
+  // A room connection of shard i > 0 gets handlers bound to that shard.
+  void route(const detail::ConnPtr& con, Shard& shard);
+  void on_open(Shard& shard, detail::Hdl h);
+  void on_message(Shard& shard, detail::Hdl h, detail::MessagePtr msg);
+  void on_closed(Shard& shard, detail::Hdl h);
   void on_http(detail::Hdl h);
   void answer(PendingHttp& p, int status, const std::vector<std::pair<std::string, std::string>>& h,
               const std::string& body);
@@ -119,11 +185,17 @@ class Server::Impl final : public Environment {
   uint16_t port_ = 0;
   int efd_ = -1;
 
-  mutable std::mutex mu_;         // state: the dirty list, the hub and everything below
-  std::vector<WsppLink*> dirty_;  // declared before hub_: its links unlist themselves
-  Hub hub_;
+  std::vector<std::unique_ptr<Shard>> shards_;  // never empty; fixed once built
+  std::mutex& mu_;  // shard 0's lock: its hub, and the HTTP requests below
+  Hub& hub_;        // shard 0's hub: connector, bus, events, HTTP
   std::unordered_map<uint64_t, PendingHttp> http_;
   uint64_t next_http_id_ = 1;
+  std::mutex dir_mu_;  // leaf: the room directory (more than one shard only)
+  struct DirEntry {
+    size_t shard;
+    uint32_t alias;
+  };
+  std::unordered_map<std::string, DirEntry> room_dir_;  // address -> its room session
 };
 
 }  // namespace dclcomms::ws

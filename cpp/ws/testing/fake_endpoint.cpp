@@ -176,6 +176,11 @@ void FakeEndpoint::kick(const std::string& address, int code, const std::string&
   settle();
 }
 
+void FakeEndpoint::kick_room_member(const std::string& address, uint32_t alias) {
+  hub_->kick_room_member(address, alias);
+  settle();
+}
+
 void FakeEndpoint::send_bus(const std::string& address, std::string text) {
   hub_->send_bus(address, std::move(text));
   settle();

@@ -20,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -105,6 +106,8 @@ class FakeEndpoint final : public Environment {
   void release_room_identity(const std::string& room, const std::string& identity);
   void publish_feed(std::string delta, std::string key);
   void shutdown();
+  // What another shard's join makes the server do (Hub::kick_room_member).
+  void kick_room_member(const std::string& address, uint32_t alias);
   Stats stats() const { return hub_->stats(); }
   // One counter of stats() (area: "connector", "rooms", "bus", "bridge" or "feed"); throws
   // std::out_of_range for an unknown name.
@@ -118,6 +121,27 @@ class FakeEndpoint final : public Environment {
   FramePtr frame(std::string payload, FrameType type) override;
   void verify(std::string chain_json, std::string challenge, VerifyDone done) override;
   void events_pending(bool pending) override { events_flagged_ = pending; }
+  // The room directory reports, in order: (joined?, address, alias).
+  struct RoomReport {
+    bool joined;
+    std::string address;
+    uint32_t alias;
+    bool operator==(const RoomReport& o) const {
+      return joined == o.joined && address == o.address && alias == o.alias;
+    }
+  };
+  std::vector<RoomReport> room_reports;
+  // Addresses another shard holds (room_member_elsewhere answers from it).
+  std::set<std::string> rooms_elsewhere;
+  void room_joined(const std::string& address, uint32_t alias) override {
+    room_reports.push_back({true, address, alias});
+  }
+  void room_left(const std::string& address, uint32_t alias) override {
+    room_reports.push_back({false, address, alias});
+  }
+  bool room_member_elsewhere(const std::string& address) override {
+    return rooms_elsewhere.count(address) > 0;
+  }
 
  private:
   class Link;

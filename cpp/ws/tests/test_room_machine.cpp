@@ -139,6 +139,36 @@ TEST_F(Rooms, ChallengeAndAlreadyConnectedInAnyRoom) {
   EXPECT_TRUE(path(last(d), "challengeMessage.alreadyConnected").as_bool());
 }
 
+// With several shards (server_impl.hpp), the hub reports room joins and
+// leaves to the directory, asks it for already_connected, and kicks its member
+// when another shard admitted the same address (only the session named).
+TEST_F(Rooms, ShardDirectoryReportsAndKickRoomMember) {
+  Conn a = join_room(ep, alice, "plaza");
+  Conn w = join_room(ep, bob, "plaza");
+  const uint32_t aa = alias_of(a), ab = alias_of(w);
+  using R = FakeEndpoint::RoomReport;
+  EXPECT_EQ(ep.room_reports,
+            (std::vector<R>{{true, alice.address(), aa}, {true, bob.address(), ab}}));
+  ep.kick_room_member(alice.address(), aa + 1000);  // another session: not this one
+  EXPECT_TRUE(a->open());
+  ep.kick_room_member(carol.address(), aa);  // not a member here
+  EXPECT_TRUE(a->open());
+  const size_t nw = w->sent.size();
+  ep.kick_room_member(alice.address(), aa);
+  EXPECT_EQ(path(last(a), "peerKicked.reason").as_string(),
+            "Already connected: a new session for this address replaced this one");
+  expect_closed(a, 4006, "Already connected: a new session for this address replaced this one");
+  auto fw = frames(w, nw);
+  ASSERT_EQ(fw.size(), 1u);
+  EXPECT_EQ(path(fw[0], "peerLeaveMessage.alias").as_int(), aa);
+  EXPECT_EQ(ep.room_reports.back(), (R{false, alice.address(), aa}));
+  EXPECT_EQ(ep.counter("rooms", "kicked_duplicate"), 1u);
+  ep.rooms_elsewhere.insert(carol.address());
+  Conn c = ep.connect("/rooms/bar");
+  ep.receive(c, peer_identification(carol.address()));
+  EXPECT_TRUE(path(last(c), "challengeMessage.alreadyConnected").as_bool());
+}
+
 TEST_F(Rooms, AuthFailuresAre4003) {
   Conn bad = ep.connect("/rooms/plaza");
   ep.receive(bad, peer_identification(alice.address()));

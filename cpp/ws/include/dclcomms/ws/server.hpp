@@ -41,7 +41,9 @@ namespace dclcomms::ws {
   X(std::string, host, "127.0.0.1", kAny,                                                          \
     "address to listen on (an IPv4 or IPv6 literal)")                                              \
   X(uint16_t, port, 0, kAny, "TCP port; 0 = pick a free one")                                      \
-  X(int, io_threads, 1, 1, "asio threads running every socket handler")                            \
+  X(int, io_threads, 1, 1,                                                                         \
+    "asio threads running every socket handler; with rooms served, also the number of room "      \
+    "shards (a room lives in one, each shard has its own lock)")                                   \
   X(int, auth_threads, 1, 1, "workers verifying auth chains off the I/O threads")                  \
   X(size_t, max_frame_bytes, 16384, 1,                                                             \
     "connector and rooms: a larger inbound frame is closed 1009 (bytes)")                          \

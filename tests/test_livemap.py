@@ -95,9 +95,8 @@ def test_each_tick_sends_a_delta_with_only_what_changed() -> None:
     i = d["add"].index(B)
     assert d["add"][i + 1 : i + 3] == [-17, 40]  # quantised to 1 m, y dropped
     (isl,) = d["isl"]
-    assert (
-        isl["id"] == "I1" and isl["tr"] == "p2p" and (isl["x"], isl["z"], isl["r"]) == (10, 20, 5)
-    )
+    assert isl["id"] == "I1" and isl["tr"] == "p2p"
+    assert (isl["x"], isl["z"], isl["r"]) == (8, 20, 8)  # the circle (10, 20) r 5 on a 4 m grid
     assert sorted(isl["m"]) == sorted(slots.values())
     assert [c[1:] for c in isl["ch"]] == [["+", A], ["+", B]]
     assert d["counters"]["peers"] == 2 and d["counters"]["islands"] == 1
@@ -109,7 +108,15 @@ def test_each_tick_sends_a_delta_with_only_what_changed() -> None:
     _islands(bus, ("I1", (A, B)))
     d = _last(sink)
     assert d["seq"] == 2 and d["add"] == [] and d["del"] == [] and d["isl"] == []
-    assert d["mov"] == [slots[B], -10, 40]
+    assert d["mov"] == [slots[B], 7, 0]  # (slot step, dx, dz): -17 -> -10
+    assert d["geo"] == []
+    # Several movers: in slot order, each slot a step from the previous one.
+    clock.t += 1000
+    _hb(bus, [A, B], [(5.0, 0.0, 3.9), (-10.0, 5.0, 38.0)])
+    _islands(bus, ("I1", (A, B)))
+    d = _last(sink)
+    lo, hi = sorted([(slots[A], 4, 0), (slots[B], 0, -2)])
+    assert d["mov"] == [lo[0], lo[1], lo[2], hi[0] - lo[0], hi[1], hi[2]]
 
     # B leaves: its slot is deleted, I1 is re-sent with the change, I2 appears.
     clock.t += 1000
@@ -126,6 +133,14 @@ def test_each_tick_sends_a_delta_with_only_what_changed() -> None:
     clock.t += 1000
     _islands(bus, ("I1", (A,)))
     assert _last(sink)["gone"] == ["I2"]
+    # A circle that moves (members unchanged) goes in "geo", not with its members.
+    clock.t += 1000
+    bus.publish(
+        "engine.islands",
+        IslandStatus((IslandData("I1", (A,), 100, (30.0, 0.0, 20.0), 5.0),)),
+    )
+    d = _last(sink)
+    assert d["isl"] == [] and d["geo"] == ["I1", 32, 20, 8]
 
 
 def test_key_frame_only_when_a_page_wants_one_and_it_rebuilds_the_map() -> None:

@@ -22,7 +22,7 @@ def config(**kw: Any) -> RealmConfig:
     base: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": 0,
-        "flush_interval": 0.1,
+        "flush_interval_s": 0.1,
         "log_format": "text",
         "log_level": "WARNING",
     }

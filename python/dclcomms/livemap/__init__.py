@@ -15,16 +15,21 @@ Frame format (JSON, one object per frame)::
 
     {"k": 1 (key) | 0 (delta), "seq": tick number, "ts": Unix ms, "q": metres per unit,
      "peers" (key) | "add" (delta): [slot, "0xaddr", x, z, ...] flat,
-     "del": [slot, ...], "mov": [slot, x, z, ...] flat,     (delta)
-     "isl": [island, ...] (key: all; delta: new or changed), "gone": [island id, ...],
+     "del": [slot, ...],                                      (delta)
+     "mov": [slot step, dx, dz, ...] flat, by slot: the slot is the previous one plus
+            the step (the first: 0 plus it), the position moves by (dx, dz)   (delta)
+     "isl": [island, ...] (key: all; delta: new, or members or transport changed),
+     "geo": [island id, x, z, r, ...] flat (delta: only the circle moved),
+     "gone": [island id, ...],
      "counters": {"peers", "islands", "handshakes_per_s", "island_changes_per_s"},
      "hot": [[parcel x, parcel y, peers], ...]}
     island = {"id", "tr": "livekit" | "ws-room" | "p2p" | "fixed" | "", "x", "z", "r",
               "max", "m": [slot, ...], "since": Unix ms first seen,
               "ch": [[Unix ms, "+" | "-", "0xaddr"], ...] (key: the recent ones; delta: new)}
 
-Positions are in quanta of ``q`` metres (x east, z north); a peer's slot is a
-small integer kept while it stays and reused after it leaves.
+Positions are in quanta of ``q`` metres (x east, z north); island circles in
+multiples of ``ISLAND_GRID`` quanta (a circle is re-sent when it crosses that grid). A
+peer's slot is a small integer kept while it stays and reused after it leaves.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from dclcomms.metrics import Registry
 from dclcomms.pubsub import IslandChanged, IslandStatus, PubSub, Subscription
 from dclcomms.stats import PARCEL_SIZE, Stats
 
+ISLAND_GRID = 4  # island centres and radii: multiples of 4 quanta
 RECENT_CHANGES = 10  # per island, kept for key frames and the island panel
 HOT_PARCELS = 10
 
@@ -197,7 +203,7 @@ class MapFeed:
         # Peers: slots, quantised positions, what moved.
         slots, pos = self._slots, self._pos
         add: list[Any] = []
-        mov: list[int] = []
+        moved: list[tuple[int, int, int]] = []
         seen: set[int] = set()
         for addr, px, pz in peers:
             qp = (round(px / q), round(pz / q))
@@ -208,8 +214,9 @@ class MapFeed:
                 pos[slot] = qp
                 add += (slot, addr, qp[0], qp[1])
             elif pos[slot] != qp:
+                old = pos[slot]
                 pos[slot] = qp
-                mov += (slot, qp[0], qp[1])
+                moved.append((slot, qp[0] - old[0], qp[1] - old[1]))
             seen.add(slot)
         dels = [s for s in pos if s not in seen]
         if dels:
@@ -221,6 +228,7 @@ class MapFeed:
             self._free.extend(dels)
         # Islands: what changed since the last tick.
         changed: list[dict[str, Any]] = []
+        geo: list[Any] = []
         present: set[str] = set()
         for d in status.islands:
             present.add(d.id)
@@ -237,17 +245,31 @@ class MapFeed:
                 assert isl.changes is not None
                 isl.changes.extend((c[0], c[1], c[2]) for c in new_changes)
                 isl.members = d.peers
-            shape = (round(d.center[0] / q), round(d.center[2] / q), math.ceil(d.radius / q))
+            g = ISLAND_GRID * q
+            shape = (
+                round(d.center[0] / g) * ISLAND_GRID,
+                round(d.center[2] / g) * ISLAND_GRID,
+                math.ceil(d.radius / g) * ISLAND_GRID,
+            )
             tr = self._transport.get(d.id, "")
-            if fresh or new_changes or shape != (isl.x, isl.z, isl.r) or tr != isl.tr:
+            if fresh or new_changes or tr != isl.tr or d.max_peers != isl.max:
                 isl.x, isl.z, isl.r = shape
                 isl.max = d.max_peers
                 isl.tr = tr
                 changed.append(self._island_json(isl, new_changes))
+            elif shape != (isl.x, isl.z, isl.r):
+                isl.x, isl.z, isl.r = shape
+                geo += (d.id, *shape)
         gone_islands = [i for i in self._islands if i not in present]
         for i in gone_islands:
             del self._islands[i]
             self._transport.pop(i, None)
+        moved.sort()
+        mov: list[int] = []
+        prev = 0
+        for slot, dx, dz in moved:
+            mov += (slot - prev, dx, dz)
+            prev = slot
         counters = self._counters(now, len(slots), len(present))
         hot = self._hot()
         delta = _dumps(
@@ -260,6 +282,7 @@ class MapFeed:
                 "del": dels,
                 "mov": mov,
                 "isl": changed,
+                "geo": geo,
                 "gone": gone_islands,
                 "counters": counters,
                 "hot": hot,

@@ -53,10 +53,11 @@
       for (const s of f.del) { state.peers.delete(s); state.islandOf.delete(s); }
       const a = f.add;
       for (let i = 0; i < a.length; i += 4) state.peers.set(a[i], { addr: a[i + 1], x: a[i + 2] * q, z: a[i + 3] * q });
-      const m = f.mov;
-      for (let i = 0; i < m.length; i += 3) {
-        const p = state.peers.get(m[i]);
-        if (p) { p.x = m[i + 1] * q; p.z = m[i + 2] * q; }
+      const m = f.mov; // [slot step, dx, dz, ...] in slot order
+      for (let i = 0, s = 0; i < m.length; i += 3) {
+        s += m[i];
+        const p = state.peers.get(s);
+        if (p) { p.x += m[i + 1] * q; p.z += m[i + 2] * q; }
       }
       for (const id of f.gone) {
         const old = state.islands.get(id);
@@ -64,6 +65,11 @@
         state.islands.delete(id);
       }
       for (const i of f.isl) setIsland(i, q, i.ch);
+      const g = f.geo || []; // [id, x, z, r, ...]: circles that moved
+      for (let i = 0; i < g.length; i += 4) {
+        const isl = state.islands.get(g[i]);
+        if (isl) { isl.x = g[i + 1] * q; isl.z = g[i + 2] * q; isl.r = g[i + 3] * q; }
+      }
     }
     state.seq = f.seq; state.ts = f.ts;
     state.counters = f.counters; state.hot = f.hot;

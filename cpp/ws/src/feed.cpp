@@ -40,7 +40,10 @@ void Hub::publish_feed(std::string delta, std::string key) {
   for (const auto& s : feed_) {
     const FramePtr& f = s->feed_synced ? delta_frame : key_frame;
     if (!f) continue;  // waits for a key frame
-    if (s->link->buffered_amount() + f->size() > cfg_.map_feed_max_queued_bytes) {
+    // A page with nothing queued takes any frame (a key frame may be larger than
+    // the limit): the server holds at most the limit plus one frame per page.
+    size_t queued = s->link->buffered_amount();
+    if (queued > 0 && queued + f->size() > cfg_.map_feed_max_queued_bytes) {
       ++fc_.frames_skipped;
       s->feed_synced = false;
       if (++s->feed_skipped >= cfg_.map_feed_max_skipped) too_slow.push_back(s);

@@ -123,6 +123,21 @@ TEST_F(Feed, PageThatOnlyEverFitsTheKeyFrameIsClosedToo) {
   EXPECT_EQ(ep.counter("feed", "frames_skipped"), 4u);
 }
 
+TEST_F(Feed, AFrameLargerThanTheLimitStillReachesAPageWithNothingQueued) {
+  Conn page = ep.connect("/map/feed");
+  page->reading = false;
+  std::string big(300, 'k');
+  ep.publish_feed(big, big);  // 300 > 100, but nothing is queued
+  ASSERT_EQ(page->sent.size(), 1u);
+  EXPECT_EQ(page->buffered, 300u);
+  ep.publish_feed(std::string(10, 'd'), "");  // now it is behind: skipped
+  EXPECT_EQ(page->sent.size(), 1u);
+  EXPECT_EQ(ep.counter("feed", "frames_skipped"), 1u);
+  page->drain();
+  ep.publish_feed(big, big);  // drained: resyncs from the (large) key frame
+  EXPECT_EQ(page->sent.size(), 2u);
+}
+
 TEST_F(Feed, MorePagesThanTheLimitAreClosed1013) {
   Conn a = ep.connect("/map/feed");
   Conn b = ep.connect("/map/feed");

@@ -38,10 +38,15 @@ import json
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from itertools import chain, repeat
+from operator import attrgetter
 from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
 
 from dclcomms.clock import now_ms
 from dclcomms.http import HttpError, Request, Response, Router, json_response
@@ -50,7 +55,9 @@ from dclcomms.pubsub import IslandChanged, IslandStatus, PubSub, Subscription
 from dclcomms.stats import PARCEL_SIZE, Stats
 
 ISLAND_GRID = 4  # island centres and radii: multiples of 4 quanta
-RECENT_CHANGES = 10  # per island, kept for key frames and the island panel
+RECENT_CHANGES = 10
+SWEEP_MS = 5000  # the stats service forgets silent peers at most this often for the map
+_POSITION = attrgetter("position")  # per island, kept for key frames and the island panel
 HOT_PARCELS = 10
 
 
@@ -122,15 +129,20 @@ class MapFeed:
         self.last_build_s = 0.0
         self.bytes_built = 0
         self.ring_bytes = 0
-        self._slots: dict[str, int] = {}
+        self._slots: dict[str, int] = {}  # address -> slot
         self._free: list[int] = []
-        self._pos: dict[int, tuple[int, int]] = {}  # slot -> quantised (x, z)
+        # by slot: address, alive, quantised x and z (numpy: one tick is a few vector ops)
+        self._addr_of: list[str | None] = []
+        self._alive = np.zeros(0, dtype=np.bool_)
+        self._qx = np.zeros(0, dtype=np.int64)
+        self._qz = np.zeros(0, dtype=np.int64)
         self._islands: dict[str, _Island] = {}
         self._transport: dict[str, str] = {}
         self._handshakes = 0
         self._changes = 0
         self._last_ts: int | None = None
         self._last_key = ""
+        self._last_sweep_ms = -SWEEP_MS
         if registry is not None:
             registry.gauge(
                 "dcl_map_frame_build_seconds",
@@ -179,53 +191,36 @@ class MapFeed:
         stats = self.stats
         if stats is None:
             raise ValueError("a MapFeed without stats is driven by push()")
-        stats.sweep()
-        peers = ((a, i.position[0], i.position[2]) for a, i in stats.peers.items())
-        return self.push(stats.islands if status is None else status, peers)
+        now = self._clock()
+        if now - self._last_sweep_ms >= SWEEP_MS:  # silent peers leave the map too
+            self._last_sweep_ms = now
+            stats.sweep()
+        peers = stats.peers
+        n = len(peers)
+        # One C-level pass over the positions (no tuple per peer).
+        flat = chain.from_iterable(map(_POSITION, peers.values()))
+        xyz = np.fromiter(flat, dtype=np.float64, count=3 * n).reshape(n, 3)
+        return self.push(stats.islands if status is None else status, list(peers), xyz[:, ::2])
 
     def push(
         self,
         status: IslandStatus,
-        peers: Iterable[tuple[str, float, float]],
+        addresses: Sequence[str],
+        xz: NDArray[Any],
         *,
         now: int | None = None,
         transports: Mapping[str, str] | None = None,
     ) -> str:
-        """Builds one tick's frames from every peer ``(address, x, z)`` and the islands,
-        publishes them, records them; returns the delta. ``transports``: island id ->
-        transport name, besides those learnt from ``island_changed``."""
+        """Builds one tick's frames from every peer (``addresses``, their positions ``xz``:
+        (n, 2) x and z) and the islands, publishes them, records them; returns the delta.
+        ``transports``: island id -> transport name, besides those from ``island_changed``."""
         t0 = time.perf_counter()
         now = self._clock() if now is None else now
         if transports:
             self._transport.update(transports)
         self.seq += 1
         q = self.quantum
-        # Peers: slots, quantised positions, what moved.
-        slots, pos = self._slots, self._pos
-        add: list[Any] = []
-        moved: list[tuple[int, int, int]] = []
-        seen: set[int] = set()
-        for addr, px, pz in peers:
-            qp = (round(px / q), round(pz / q))
-            slot = slots.get(addr)
-            if slot is None:
-                slot = self._free.pop() if self._free else len(slots) + len(self._free)
-                slots[addr] = slot
-                pos[slot] = qp
-                add += (slot, addr, qp[0], qp[1])
-            elif pos[slot] != qp:
-                old = pos[slot]
-                pos[slot] = qp
-                moved.append((slot, qp[0] - old[0], qp[1] - old[1]))
-            seen.add(slot)
-        dels = [s for s in pos if s not in seen]
-        if dels:
-            gone = set(dels)
-            for addr in [a for a, s in slots.items() if s in gone]:
-                del slots[addr]
-            for s in dels:
-                del pos[s]
-            self._free.extend(dels)
+        add, dels, mov = self._peers(addresses, xz)
         # Islands: what changed since the last tick.
         changed: list[dict[str, Any]] = []
         geo: list[Any] = []
@@ -264,13 +259,7 @@ class MapFeed:
         for i in gone_islands:
             del self._islands[i]
             self._transport.pop(i, None)
-        moved.sort()
-        mov: list[int] = []
-        prev = 0
-        for slot, dx, dz in moved:
-            mov += (slot - prev, dx, dz)
-            prev = slot
-        counters = self._counters(now, len(slots), len(present))
+        counters = self._counters(now, len(self._slots), len(present))
         hot = self._hot()
         delta = _dumps(
             {
@@ -304,6 +293,67 @@ class MapFeed:
         self.last_build_s = time.perf_counter() - t0
         return delta
 
+    def _peers(
+        self, addresses: Sequence[str], xz: NDArray[Any]
+    ) -> tuple[list[Any], list[int], list[int]]:
+        """Slots, quantised positions and what changed: (add, del, mov) of the delta."""
+        n = len(addresses)
+        slots = self._slots
+        qxz = np.rint(np.asarray(xz, dtype=np.float64).reshape(n, 2) / self.quantum)
+        qxz = qxz.astype(np.int64)
+        slot_of = np.fromiter(map(slots.get, addresses, repeat(-1)), dtype=np.int64, count=n)
+        new = np.flatnonzero(slot_of < 0)
+        old = np.flatnonzero(slot_of >= 0)
+        # What moved among those already here (before any slot is reused).
+        s_old = slot_of[old]
+        dx = qxz[old, 0] - self._qx[s_old]
+        dz = qxz[old, 1] - self._qz[s_old]
+        m = (dx != 0) | (dz != 0)
+        ms = s_old[m]
+        order = np.argsort(ms, kind="stable")
+        ms = ms[order]
+        steps = np.diff(ms, prepend=0)
+        mov: list[int] = np.column_stack((steps, dx[m][order], dz[m][order])).ravel().tolist()
+        # Who left: alive slots not seen now.
+        seen = np.zeros(len(self._alive), dtype=np.bool_)
+        seen[s_old] = True
+        dels: list[int] = np.flatnonzero(self._alive & ~seen).tolist()
+        for s in dels:
+            addr = self._addr_of[s]
+            assert addr is not None
+            del slots[addr]
+            self._addr_of[s] = None
+        self._alive[dels] = False
+        # Newcomers: the slots just freed are reused next tick (a page applies del first).
+        add: list[Any] = []
+        if len(new):
+            free = self._free
+            need = max(0, len(new) - len(free)) + len(self._addr_of)
+            if need > len(self._alive):
+                self._grow(max(need, 2 * len(self._alive), 64))
+            for i in new.tolist():
+                addr = addresses[i]
+                s = free.pop() if free else len(self._addr_of)
+                if s == len(self._addr_of):
+                    self._addr_of.append(addr)
+                else:
+                    self._addr_of[s] = addr
+                slots[addr] = s
+                slot_of[i] = s
+                add += (s, addr, int(qxz[i, 0]), int(qxz[i, 1]))
+            self._alive[slot_of[new]] = True
+        self._free.extend(dels)
+        self._qx[slot_of] = qxz[:, 0]
+        self._qz[slot_of] = qxz[:, 1]
+        return add, dels, mov
+
+    def _grow(self, size: int) -> None:
+        for name in ("_alive", "_qx", "_qz"):
+            a = getattr(self, name)
+            b = np.zeros(size, dtype=a.dtype)
+            b[: len(a)] = a
+            setattr(self, name, b)
+
     def _counters(self, now: int, peers: int, islands: int) -> dict[str, Any]:
         dt = (now - self._last_ts) / 1000 if self._last_ts is not None else 0.0
         self._last_ts = now
@@ -318,13 +368,21 @@ class MapFeed:
         }
 
     def _hot(self) -> list[list[int]]:
-        counts: dict[tuple[int, int], int] = {}
+        """The busiest parcels: ``[[x, y, peers], ...]``, most peers first."""
+        alive = self._alive
+        if not alive.any():
+            return []
         cell = PARCEL_SIZE / self.quantum
-        for x, z in self._pos.values():
-            k = (math.floor(x / cell), math.floor(z / cell))
-            counts[k] = counts.get(k, 0) + 1
-        top = sorted(counts.items(), key=lambda kv: -kv[1])[:HOT_PARCELS]
-        return [[x, y, n] for (x, y), n in top]
+        px = np.floor(self._qx[alive] / cell).astype(np.int64)
+        pz = np.floor(self._qz[alive] / cell).astype(np.int64)
+        keys, counts = np.unique(
+            (px + (1 << 20)) * (1 << 21) + (pz + (1 << 20)), return_counts=True
+        )
+        top = np.argsort(-counts, kind="stable")[:HOT_PARCELS]
+        k = keys[top]
+        xs = (k >> 21) - (1 << 20)
+        zs = (k & ((1 << 21) - 1)) - (1 << 20)
+        return np.column_stack((xs, zs, counts[top])).tolist()  # type: ignore[no-any-return]
 
     def _island_json(self, isl: _Island, changes: list[list[Any]] | None) -> dict[str, Any]:
         slots = self._slots
@@ -342,10 +400,12 @@ class MapFeed:
 
     def _key(self, now: int, counters: dict[str, Any], hot: list[list[int]]) -> str:
         peers: list[Any] = []
-        pos = self._pos
-        for addr, slot in self._slots.items():
-            x, z = pos[slot]
-            peers += (slot, addr, x, z)
+        alive = np.flatnonzero(self._alive)
+        addr_of = self._addr_of
+        for s, x, z in zip(
+            alive.tolist(), self._qx[alive].tolist(), self._qz[alive].tolist(), strict=True
+        ):
+            peers += (s, addr_of[s], x, z)
         return _dumps(
             {
                 "k": 1,

@@ -54,10 +54,11 @@ class SimMapRecorder:
 
     def capture(self) -> None:
         snap = self.sim.snapshot()
-        pos = snap.positions
-        peers = zip(snap.peer_ids.tolist(), pos[:, 0].tolist(), pos[:, -1].tolist(), strict=True)
+        xz = np.asarray(snap.positions)[:, [0, -1]]
         kinds = {i: _KINDS.get(k, "fixed") for i, k in self.sim.island_kinds.items()}
-        self.feed.push(islands_of(snap), peers, now=self.sim.now_ms, transports=kinds)
+        self.feed.push(
+            islands_of(snap), snap.peer_ids.tolist(), xz, now=self.sim.now_ms, transports=kinds
+        )
         self.frames.append(self.feed.ring[-1].frame)
 
     def header(self, **meta: Any) -> str:

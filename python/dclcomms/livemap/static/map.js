@@ -22,6 +22,8 @@
     hot: [],
   };
   let synced = false;
+  // How long the page spends per frame (ms): applying a frame, drawing the canvas.
+  const timing = { applyMax: 0, drawMax: 0, frames: 0, draws: 0 };
 
   function reset() {
     state.peers.clear(); state.islands.clear(); state.islandOf.clear(); synced = false;
@@ -39,6 +41,14 @@
   }
 
   function apply(f) {
+    const t0 = performance.now();
+    const ok = applyFrame(f);
+    timing.applyMax = Math.max(timing.applyMax, performance.now() - t0);
+    timing.frames++;
+    return ok;
+  }
+
+  function applyFrame(f) {
     const q = f.q || 1;
     state.q = q;
     if (f.k === 1) {
@@ -240,7 +250,13 @@
   }
 
   function frame() {
-    if (dirty) { draw(); dirty = false; }
+    if (dirty) {
+      const t0 = performance.now();
+      draw();
+      dirty = false;
+      timing.drawMax = Math.max(timing.drawMax, performance.now() - t0);
+      timing.draws++;
+    }
     if (panelsDirty) { panels(); panelsDirty = false; }
     requestAnimationFrame(frame);
   }
@@ -332,7 +348,7 @@
   }
   // For tests and the curious: the state and where an island is on screen.
   window.dclmap = {
-    state, view, apply, select, mode: () => mode,
+    state, view, apply, select, timing, mode: () => mode,
     islandScreen(id) { // CSS pixels relative to the canvas
       const i = state.islands.get(id);
       if (!i) return null;

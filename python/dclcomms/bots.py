@@ -23,7 +23,7 @@ and makes the bots walk inside it (random waypoint; ``--mobility`` is not used).
 Every bot holds the scene room of the scene it stands in beside its island
 transport, swapping it through the gatekeeper (``--gatekeeper``, default: the
 realm's own) as it crosses scene boundaries, and sends an RFC-4 ``scene`` packet
-through it every position interval, tagged with the scene of the room it sends
+through it every ``--scene-interval`` seconds, tagged with the scene of the room it sends
 through. A packet received in a room of another scene is a ``cross_scene_packet``
 error. The summary's ``scenes`` counts joins, swaps (a room left for another),
 kicks, failures, the scene rooms held at the end and the scene packets.
@@ -183,7 +183,6 @@ class Bot:
             pos = {"index": index, "positionX": x, "positionY": y, "positionZ": z, "rotationW": 1.0}
             index += 1
             await self._send({"position": pos}, reliable=False)
-            await self._send_scene(index)
             now = time.monotonic()
             if now >= next_chat:
                 next_chat = now + chat_s
@@ -199,6 +198,15 @@ class Bot:
         except Error as e:  # the transport went away between the check and the send
             if e.code != "not_connected":
                 self.tally.error(e)
+
+    async def scene_traffic(self, stop_at: float, scene_s: float, phase: float) -> None:
+        """A ``scene`` packet through the scene room every ``scene_s`` seconds."""
+        await asyncio.sleep(phase)
+        index = 0
+        while time.monotonic() < stop_at:
+            index += 1
+            await self._send_scene(index)
+            await asyncio.sleep(scene_s)
 
     async def _send_scene(self, index: int) -> None:
         # Read the room and its scene together (no await between): the tag is the
@@ -243,6 +251,7 @@ async def run_bots(
     ice_hosts: Sequence[str] | None = None,
     scenes: int = 0,
     scene_block: int = 2,
+    scene_interval_s: float = 1.0,
     gatekeeper_url: str | None = None,
 ) -> dict[str, Any]:
     """Run ``count`` bots for ``seconds`` and return the summary (see module docs)."""
@@ -252,8 +261,11 @@ async def run_bots(
         raise ConfigError(
             f"unknown transport {transport!r}; one of {TRANSPORTS}", code="invalid_parameter"
         )
-    if scenes < 0 or scene_block < 1:
-        raise ConfigError("scenes must be >= 0 and scene_block >= 1", code="invalid_parameter")
+    if scenes < 0 or scene_block < 1 or scene_interval_s <= 0:
+        raise ConfigError(
+            "scenes must be >= 0, scene_block >= 1 and scene_interval > 0",
+            code="invalid_parameter",
+        )
     rng = np.random.default_rng(seed)
     grid = SceneGrid.square(scenes, block=scene_block) if scenes else None
     if grid is not None:
@@ -318,6 +330,13 @@ async def run_bots(
             )
             for i, b in enumerate(live)
         ]
+        if grid is not None:
+            traffic += [
+                asyncio.create_task(
+                    b.scene_traffic(stop_at, scene_interval_s, scene_interval_s * i / len(live))
+                )
+                for i, b in enumerate(live)
+            ]
         while time.monotonic() < stop_at:
             await asyncio.sleep(min(1.0, max(stop_at - time.monotonic(), 0.0)))
             bar.update(1)
@@ -328,6 +347,7 @@ async def run_bots(
             if wrong:
                 tally.errors["wrong_transport"] += wrong
         mesh = _p2p_summary([b.director.adapter for b in live])
+        scene_summary = _scene_summary(grid, live, tally)  # before the directors stop
     finally:
         for b in bots:
             b.stopping = True
@@ -354,7 +374,7 @@ async def run_bots(
         "messages_received": tally.messages_received,
         "transports": dict(sorted(on.items())),
         "p2p": mesh,
-        "scenes": _scene_summary(grid, live, tally),
+        "scenes": scene_summary,
         "protocol_errors": sum(tally.errors.values()),
         "errors_by_code": dict(sorted(tally.errors.items())),
     }
@@ -364,6 +384,7 @@ def _scene_summary(grid: SceneGrid | None, live: Sequence[Bot], tally: Tally) ->
     if grid is None:
         return {}
     ds = [b.director for b in live]
+    join_s = sorted(x for d in ds for x in d.scene_join_s)
     return {
         "grid": f"{grid.columns}x{grid.rows}",
         "block": grid.block,
@@ -375,6 +396,8 @@ def _scene_summary(grid: SceneGrid | None, live: Sequence[Bot], tally: Tally) ->
         "losses": sum(d.scene_losses for d in ds),
         "in_room": sum(1 for d in ds if d.scene_adapter is not None),
         "rooms": len({d.scene_room for d in ds if d.scene_room}),
+        "join_s_p50": round(join_s[len(join_s) // 2], 3) if join_s else None,
+        "join_s_max": round(join_s[-1], 3) if join_s else None,
         "packets_sent": tally.scene_sent,
         "packets_received": tally.scene_received,
     }
@@ -462,14 +485,24 @@ def main(argv: Sequence[str]) -> int:
         "--scene-block", type=int, default=2, metavar="K", help="parcels per scene side (2)"
     )
     p.add_argument(
+        "--scene-interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds between scene packets through the scene room (1.0)",
+    )
+    p.add_argument(
         "--gatekeeper",
         default=None,
         metavar="URL",
         help="gatekeeper base URL (default: advertised by /about, else the realm)",
     )
     args = p.parse_args(list(argv))
-    if args.scenes < 0 or args.scene_block < 1:
-        print("dclcomms bots: --scenes must be >= 0 and --scene-block >= 1", file=sys.stderr)
+    if args.scenes < 0 or args.scene_block < 1 or args.scene_interval <= 0:
+        print(
+            "dclcomms bots: --scenes must be >= 0, --scene-block >= 1, --scene-interval > 0",
+            file=sys.stderr,
+        )
         return 2
     if args.count < 1 or args.seconds <= 0 or args.max_connecting < 1:
         print(
@@ -494,6 +527,7 @@ def main(argv: Sequence[str]) -> int:
         ice_hosts=args.ice_host,
         scenes=args.scenes,
         scene_block=args.scene_block,
+        scene_interval_s=args.scene_interval,
         gatekeeper_url=args.gatekeeper,
     )
     try:

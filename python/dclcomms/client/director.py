@@ -226,6 +226,8 @@ class CommunicationsDirector:
         self.scene_kicks = 0
         self.scene_failures = 0
         self.scene_losses = 0
+        #: seconds each scene-room join took, from the scene change to the room joined
+        self.scene_join_s: list[float] = []
         self._scene_lock = asyncio.Lock()
         self._scene_pending: tuple[str | None, tuple[int, int]] | None = None
         self._scene_drainer: asyncio.Task[None] | None = None
@@ -615,6 +617,7 @@ class CommunicationsDirector:
             await self._scene_swap(scene, parcel)
 
     async def _scene_swap(self, scene: str | None, parcel: tuple[int, int]) -> None:
+        started = asyncio.get_running_loop().time()
         async with self._scene_lock:
             old, self.scene_adapter = self.scene_adapter, None
             previous = self.scene_id
@@ -632,6 +635,7 @@ class CommunicationsDirector:
                 self.scene_adapter = adapter
                 self.scene_room = _room_of(conn_str or "")
                 self.scene_joins += 1
+                self.scene_join_s.append(asyncio.get_running_loop().time() - started)
                 if old is not None:
                     self.scene_swaps += 1
             self.events.emit(

@@ -3,18 +3,17 @@
 The realm's path, minus the sockets of the peers: the simulator's Genesis City world
 (70 % random-waypoint parties of 4, 30 % commuters, bench_sim.py's) moves the peers;
 every simulated heartbeat (1 s) goes to the stats service as a heartbeat batch on an
-in-process pub/sub, every flush (2 s) publishes ``engine.islands`` from the engine's
-snapshot and ``island_changed`` for the peers that moved (their transport), which is
-where :class:`dclcomms.livemap.MapFeed` builds the frames and hands them to a real
-``ws.Server`` with ``--pages`` live pages on /map/feed (aiohttp clients reading on
-127.0.0.1).
+in-process pub/sub, every flush (2 s) publishes ``island_changed`` per island (its
+transport) and runs :class:`dclcomms.livemap.MapFeed`'s tick on the engine's islands
+(what ``engine.islands`` schedules right after the core's tick), which hands the frames
+to a real ``ws.Server`` with ``--pages`` live pages on /map/feed (aiohttp clients
+reading on 127.0.0.1).
 
-Per measured tick: the CPU seconds (``time.process_time``) of publishing
-``engine.islands`` (the feed's whole tick: the delta, a key frame when one is due,
-the copy into the server; the stats service's own share is an assignment) and the
-delta's bytes. Reported: medians and maxima over ``--ticks`` ticks after ``--warmup``,
-bytes/s per page (every byte the server sent to one page over the measured simulated
-seconds, key frames included), the key frame's size and build time, and peak RSS.
+Per measured tick: the CPU seconds (``time.process_time``) of the feed's tick (the
+delta, a key frame when one is due, the copy into the server) and the delta's bytes.
+Reported: medians and maxima over ``--ticks`` ticks after ``--warmup``, bytes/s per
+page (every byte the server sent to one page over the measured simulated seconds, key
+frames included), the key frame's size and build time, and peak RSS.
 Each size runs in its own process.
 
     python bench/bench_livemap.py            # 10k and 100k peers
@@ -104,7 +103,7 @@ async def _one(n: int, warmup: int, ticks: int, pages: int, seed: int) -> dict[s
                         IslandChanged(iid, kind_names.get(kind, "fixed:x"), None, {}),
                     )
                 c0 = time.process_time()
-                bus.publish("engine.islands", status)
+                feed.tick(status)
                 c1 = time.process_time()
                 if t >= warmup:
                     cpu.append(c1 - c0)
@@ -125,7 +124,7 @@ async def _one(n: int, warmup: int, ticks: int, pages: int, seed: int) -> dict[s
     return {
         "peers": n,
         "online": len(stats.peers),
-        "islands": len(stats.islands.islands),
+        "islands": len(status.islands),
         "pages": pages,
         "tick_cpu_ms_median": round(statistics.median(cpu) * 1000, 2),
         "tick_cpu_ms_max": round(max(cpu) * 1000, 2),

@@ -34,6 +34,7 @@ peer's slot is a small integer kept while it stays and reused after it leaves.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -182,7 +183,14 @@ class MapFeed:
         self._handshakes += 1
 
     def _on_islands(self, _subject: str, status: IslandStatus) -> None:
-        self.tick(status)
+        # engine.islands is the core tick's last message: build the frames right after the
+        # tick (on the running loop), not inside it, so they never lengthen the tick.
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.tick(status)
+        else:
+            loop.call_soon(self.tick, status)
 
     # --- one tick -------------------------------------------------------------------
 

@@ -242,3 +242,49 @@ def test_metrics_and_bad_arguments() -> None:
     n = feed.seq
     _islands(bus, ("I1", (A,)))
     assert feed.seq == n  # unsubscribed
+
+
+def test_hot_scenes_by_name_from_a_real_content_server() -> None:
+    from aiohttp import web
+
+    from .conftest import start_app
+
+    scene = {
+        "id": "bafyscene",
+        "pointers": ["0,0", "0,1"],
+        "metadata": {"display": {"title": "Plaza"}, "scene": {"base": "0,0", "parcels": ["0,0"]}},
+    }
+
+    async def active(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response([scene] if "0,0" in body["pointers"] else [])
+
+    async def run() -> None:
+        app = web.Application()
+        app.router.add_post("/entities/active", active)
+        runner, port = await start_app(app)
+        try:
+            bus = InProcessPubSub()
+            clock = Clock()
+            stats = Stats(bus, clock_ms=clock, content_url=f"http://127.0.0.1:{port}")
+            sink = Sink()
+            feed = MapFeed(stats, bus, sink, clock_ms=clock)
+            _hb(bus, [A, B, C], [(1.0, 0.0, 1.0), (2.0, 0.0, 2.0), (500.0, 0.0, 500.0)])
+            for _ in range(40):  # a lookup every 15 ticks, in the background
+                clock.t += 1000
+                _islands(bus, ("I1", (A, B)), ("I2", (C,)))
+                await asyncio.sleep(0.05)  # the tick runs right after engine.islands
+                if json.loads(sink.sent[-1][0])["scenes"]:
+                    break
+            assert json.loads(sink.sent[-1][0])["scenes"] == [["Plaza", 0, 0, 2]]
+            assert json.loads(feed.snapshot())["scenes"] == [["Plaza", 0, 0, 2]]
+            feed.close()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(asyncio.wait_for(run(), 30))
+    # Without a content server there is nothing to name: the parcels stand alone.
+    bus, _feed, sink, _clock = _setup()
+    _hb(bus, [A], [(0.0, 0.0, 0.0)])
+    _islands(bus, ("I1", (A,)))
+    assert _last(sink)["scenes"] == []

@@ -22,7 +22,8 @@ Frame format (JSON, one object per frame)::
      "geo": [island id, x, z, r, ...] flat (delta: only the circle moved),
      "gone": [island id, ...],
      "counters": {"peers", "islands", "handshakes_per_s", "island_changes_per_s"},
-     "hot": [[parcel x, parcel y, peers], ...]}
+     "hot": [[parcel x, parcel y, peers], ...],
+     "scenes": [[name, base x, base y, peers], ...]}   (with a content server)
     island = {"id", "tr": "livekit" | "ws-room" | "p2p" | "fixed" | "", "x", "z", "r",
               "max", "m": [slot, ...], "since": Unix ms first seen,
               "ch": [[Unix ms, "+" | "-", "0xaddr"], ...] (key: the recent ones; delta: new)}
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 from collections import deque
@@ -56,7 +58,10 @@ from dclcomms.pubsub import IslandChanged, IslandStatus, PubSub, Subscription
 from dclcomms.stats import PARCEL_SIZE, Stats
 
 ISLAND_GRID = 4  # island centres and radii: multiples of 4 quanta
+log = logging.getLogger("dclcomms.livemap")
+
 RECENT_CHANGES = 10
+SCENES_EVERY = 15  # ticks between hot-scene lookups (with a content server)
 SWEEP_MS = 5000  # the stats service forgets silent peers at most this often for the map
 _POSITION = attrgetter("position")  # per island, kept for key frames and the island panel
 HOT_PARCELS = 10
@@ -144,6 +149,9 @@ class MapFeed:
         self._last_ts: int | None = None
         self._last_key = ""
         self._last_sweep_ms = -SWEEP_MS
+        # Hot scenes by name (with a content server): [[name, base x, base y, users], ...]
+        self.scenes: list[list[Any]] = []
+        self._scenes_task: asyncio.Task[None] | None = None
         if registry is not None:
             registry.gauge(
                 "dcl_map_frame_build_seconds",
@@ -172,6 +180,8 @@ class MapFeed:
         for s in self._subs:
             s.unsubscribe()
         self._subs.clear()
+        if self._scenes_task is not None:
+            self._scenes_task.cancel()
 
     # --- inputs ---------------------------------------------------------------------
 
@@ -203,6 +213,8 @@ class MapFeed:
         if now - self._last_sweep_ms >= SWEEP_MS:  # silent peers leave the map too
             self._last_sweep_ms = now
             stats.sweep()
+        if stats.content_url and self.seq % SCENES_EVERY == 0:
+            self._refresh_scenes()
         peers = stats.peers
         n = len(peers)
         # One C-level pass over the positions (no tuple per peer).
@@ -283,6 +295,7 @@ class MapFeed:
                 "gone": gone_islands,
                 "counters": counters,
                 "hot": hot,
+                "scenes": self.scenes,
             }
         )
         ring_key = (self.seq - 1) % self.key_every == 0
@@ -362,6 +375,30 @@ class MapFeed:
             b[: len(a)] = a
             setattr(self, name, b)
 
+    def _refresh_scenes(self) -> None:
+        """Looks the hot parcels' scenes up (the stats service's cached content-server
+        lookup) in the background; the next frames carry their names."""
+        if self._scenes_task is not None and not self._scenes_task.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._scenes_task = loop.create_task(self._lookup_scenes())
+
+    async def _lookup_scenes(self) -> None:
+        assert self.stats is not None
+        try:
+            found = await self.stats.hot_scenes()
+        except Exception as e:  # the content server is down: keep the last names
+            log.warning("map: hot scenes lookup failed", extra={"error": str(e)})
+            return
+        self.scenes = [
+            [str(s.get("name", "")), *(s.get("baseCoords") or [None, None]), s["usersTotalCount"]]
+            for s in found[:HOT_PARCELS]
+            if s.get("usersTotalCount")
+        ]
+
     def _counters(self, now: int, peers: int, islands: int) -> dict[str, Any]:
         dt = (now - self._last_ts) / 1000 if self._last_ts is not None else 0.0
         self._last_ts = now
@@ -424,6 +461,7 @@ class MapFeed:
                 "isl": [self._island_json(i, None) for i in self._islands.values()],
                 "counters": counters,
                 "hot": hot,
+                "scenes": self.scenes,
             }
         )
 

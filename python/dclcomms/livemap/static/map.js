@@ -20,6 +20,7 @@
     islandOf: new Map(), // slot -> island id
     counters: { peers: 0, islands: 0, handshakes_per_s: 0, island_changes_per_s: 0 },
     hot: [],
+    scenes: [], // [[name, base x, base y, peers], ...] with a content server
   };
   let synced = false;
   // How long the page spends per frame (ms): applying a frame, drawing the canvas.
@@ -82,7 +83,7 @@
       }
     }
     state.seq = f.seq; state.ts = f.ts;
-    state.counters = f.counters; state.hot = f.hot;
+    state.counters = f.counters; state.hot = f.hot; state.scenes = f.scenes || [];
     dirty = true; panelsDirty = true;
     return true;
   }
@@ -219,6 +220,9 @@
       return e;
     }));
     $("hot").replaceChildren(...state.hot.map(([x, y, n]) => li(`${x},${y}: ${n}`)));
+    $("scenes-panel").hidden = state.scenes.length === 0;
+    $("scenes").replaceChildren(...state.scenes.map(([name, x, y, n]) =>
+      li(`${name || "(unnamed)"} ${x},${y}: ${n}`)));
     const panel = $("island-panel");
     const isl = selected ? state.islands.get(selected) : null;
     panel.hidden = !isl;

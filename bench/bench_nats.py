@@ -98,6 +98,7 @@ async def one_round(
     seed: int,
     flush: Any,
     received: list[tuple[str, IslandChanged]] | None = None,
+    batch_size: int = 1000,
 ) -> dict[str, float]:
     core = make_core(sub)
     got = {"changed": 0}
@@ -111,7 +112,15 @@ async def one_round(
     await flush()
     b = batch(n, round_, seed)
     t0 = time.perf_counter()
-    pub.publish_heartbeats(b)
+    for i in range(0, n, batch_size):  # a connector publishes a batch every few ms
+        pub.publish_heartbeats(
+            HeartbeatBatch(
+                b.addresses[i : i + batch_size],
+                b.positions[i : i + batch_size],
+                b.desired_rooms[i : i + batch_size],
+                b.received_ms[i : i + batch_size],
+            )
+        )
     while core.metrics.heartbeats.get() < n:
         await asyncio.sleep(0.0005)
     ingest = time.perf_counter() - t0
@@ -162,55 +171,28 @@ def relay(received: list[tuple[str, IslandChanged]], repeats: int) -> dict[str, 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     proc, url = start_nats()
-    out: dict[str, Any] = {"bench": "nats", "peers": args.peers, "repeats": args.repeats}
+    schemes = args.subjects.split(",")
+    out: dict[str, Any] = {
+        "bench": "nats",
+        "peers": args.peers,
+        "repeats": args.repeats,
+        "batch": args.batch,
+        "subjects": schemes,
+    }
     try:
-        pub = await NatsPubSub.connect([url], subjects=args.subjects)
-        sub = await NatsPubSub.connect([url], subjects=args.subjects)
         mem = InProcessPubSub()
-
-        async def nats_flush() -> None:
-            await pub.ready()
-            await sub.ready()
 
         async def no_flush() -> None:
             return None
 
         # in process first: what the NATS rounds leave behind (nats-py buffers, the
         # decoded member maps) would otherwise slow the in-process rounds down
-        for name, (p, s, f) in {
-            "in_process": (mem, mem, no_flush),
-            "nats": (pub, sub, nats_flush),
-        }.items():
-            received: list[tuple[str, IslandChanged]] = []
-            rounds = []
-            for r in range(args.repeats):
-                received.clear()  # keep the last round's messages for the relay timing
-                rounds.append(await one_round(p, s, args.peers, r, args.seed, f, received))
-            med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
-            out[name] = {
-                "heartbeats_per_s": round(args.peers / med["ingest_s"]),
-                "ingest_ms": round(med["ingest_s"] * 1000, 2),
-                "tick_ms": round(med["tick_s"] * 1000, 2),
-                "flush_latency_ms": round(med["flush_latency_s"] * 1000, 2),
-            }
-            if name == "nats":
-                out[name]["tick_published_mib"] = round(med["tick_mib"], 1)
-                out[name]["connector_relay"] = {
-                    "messages": len(received),
-                    **relay(received, args.repeats),
-                }
-        out["nats"]["dropped"] = int(
-            sum(
-                v
-                for v in (
-                    pub.m_dropped.get(reason=r)
-                    for r in ("outbox_full", "nats_buffer", "decode", "closed")
-                )
-                if v
-            )
-        )
-        await pub.aclose()
-        await sub.aclose()
+        out["in_process"] = await rounds(args, mem, mem, no_flush)
+        for i, name in enumerate(schemes):
+            res = await nats_rounds(args, url, name)
+            out[f"nats_{name}"] = res
+            if i == 0:
+                out["nats"] = res
     finally:
         proc.terminate()
         proc.wait(5)
@@ -218,11 +200,68 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+async def rounds(
+    args: argparse.Namespace,
+    p: PubSub,
+    s: PubSub,
+    f: Any,
+    received: list[tuple[str, IslandChanged]] | None = None,
+) -> dict[str, Any]:
+    results = []
+    for r in range(args.repeats):
+        if received is not None:
+            received.clear()  # keep the last round's messages for the relay timing
+        results.append(await one_round(p, s, args.peers, r, args.seed, f, received, args.batch))
+    med = {k: statistics.median(r[k] for r in results) for k in results[0]}
+    return {
+        "heartbeats_per_s": round(args.peers / med["ingest_s"]),
+        "ingest_ms": round(med["ingest_s"] * 1000, 2),
+        "tick_ms": round(med["tick_s"] * 1000, 2),
+        "flush_latency_ms": round(med["flush_latency_s"] * 1000, 2),
+        "tick_published_mib": round(med["tick_mib"], 1),
+    }
+
+
+async def nats_rounds(args: argparse.Namespace, url: str, scheme: str) -> dict[str, Any]:
+    pub = await NatsPubSub.connect([url], subjects=scheme)
+    sub = await NatsPubSub.connect([url], subjects=scheme)
+
+    async def nats_flush() -> None:
+        await pub.ready()
+        await sub.ready()
+
+    received: list[tuple[str, IslandChanged]] = []
+    out = await rounds(args, pub, sub, nats_flush, received)
+    out["connector_relay"] = {"messages": len(received), **relay(received, args.repeats)}
+    out["nats_messages_published"] = pub.published + sub.published
+    out["dropped"] = int(
+        sum(
+            v
+            for bus in (pub, sub)
+            for v in (
+                bus.m_dropped.get(reason=r)
+                for r in ("outbox_full", "nats_buffer", "decode", "closed")
+            )
+            if v
+        )
+    )
+    await pub.aclose()
+    await sub.aclose()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--peers", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--subjects", choices=["workers", "v3"], default="workers")
+    ap.add_argument(
+        "--subjects",
+        default="native,workers,v3",
+        help="comma-separated schemes, run in this order in one process (native, workers, v3)",
+    )
+    ap.add_argument(
+        "--batch", type=int, default=1000, help="heartbeats per connector batch (publish call)"
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="200 peers, 2 repeats")
     args = ap.parse_args()

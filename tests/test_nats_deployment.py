@@ -167,7 +167,7 @@ async def scenario(
             await c.close()
 
 
-@pytest.mark.parametrize("subjects", ["workers", "v3"])
+@pytest.mark.parametrize("subjects", ["native", "workers", "v3"])
 def test_two_connectors_core_stats_and_two_rooms_nodes(
     nats_server: NatsServer,  # noqa: F811
     subjects: str,

@@ -125,7 +125,7 @@ async def share_an_island(d: Deployment, seeds: tuple[int, int]) -> tuple[Any, A
     return a, b, ia["islandId"]
 
 
-@pytest.mark.parametrize("subjects", ["workers", "v3"])
+@pytest.mark.parametrize("subjects", ["native", "workers", "v3"])
 def test_islands_are_consistent_across_connectors(
     nats_server: NatsServer,  # noqa: F811
     subjects: str,

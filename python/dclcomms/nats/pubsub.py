@@ -48,6 +48,8 @@ badly-addressed messages (receive) are logged and counted
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
 import re
@@ -57,17 +59,30 @@ from typing import Any
 
 import numpy as np
 
-from dclcomms import _core
+from dclcomms import _core, codec
 from dclcomms.clock import now_ms
 from dclcomms.errors import PubSubError, SubjectError
 from dclcomms.metrics import Registry
-from dclcomms.nats.subjects import ADDRESS_RE, ISLAND_RE, Scheme, scheme
+from dclcomms.nats.subjects import (
+    ADDRESS_RE,
+    ISLAND_RE,
+    NATIVE_HEARTBEATS,
+    NATIVE_ISLAND_PREFIX,
+    NATIVE_ISLAND_SUFFIX,
+    NATIVE_MEMBERS_SUFFIX,
+    Scheme,
+    native_island_subject,
+    scheme,
+)
 from dclcomms.pubsub import (
     HEARTBEATS,
     Handler,
     Heartbeat,
     HeartbeatBatch,
     HeartbeatHandler,
+    IslandChanged,
+    IslandMembers,
+    IslandPeer,
     Message,
     PubSub,
     Subscription,
@@ -153,6 +168,138 @@ class _Subjects:
         return f[0] + m.group(m.lastindex) + f[1]
 
 
+_HB_BATCH = "dclcomms.nats.v1.HeartbeatBatch"
+_ISLAND_CHANGES = "dclcomms.nats.v1.IslandChanges"
+_ISLAND_CHANGED_RE = re.compile(r"engine\.peer\.(0x[0-9a-f]{40})\.island_changed")
+_ADDRESSES_RE = re.compile(r"(?:0x[0-9a-f]{40})*")
+_MEMBERSHIP = "dclcomms.nats.v1.IslandMembership"
+_PEER_MOVE_RE = re.compile(r"engine\.island\.([A-Za-z0-9_-]{1,128})\.(peer_join|peer_left)")
+_HEARTBEAT_RE = re.compile(r"peer\.(0x[0-9a-f]{40})\.heartbeat")
+
+
+def _raw(value: Any) -> bytes:
+    """A decoded ``bytes`` field (the generic decoder gives base64 text, as in JSON)."""
+    if isinstance(value, bytes):
+        return value
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, TypeError) as e:
+        raise ValueError(f"bad bytes field: {e}") from e
+
+
+def _hex_addresses(raw: bytes) -> list[str]:
+    """``0x`` addresses of n concatenated 20-byte addresses."""
+    h = raw.hex()
+    return ["0x" + h[i : i + 40] for i in range(0, len(h), 40)]
+
+
+def encode_heartbeat_batch(batch: HeartbeatBatch) -> bytes:
+    """One ``dclcomms.nats.v1.HeartbeatBatch`` (the native scheme) of ``batch``."""
+    msg: dict[str, Any] = {
+        "addresses": bytes.fromhex("".join(a[2:] for a in batch.addresses)),
+        "positions": np.ascontiguousarray(batch.positions, dtype="<f4").tobytes(),
+    }
+    rooms = [{"index": i, "room": r} for i, r in enumerate(batch.desired_rooms) if r is not None]
+    if rooms:
+        msg["desiredRooms"] = rooms
+    return codec.encode(_HB_BATCH, msg)
+
+
+def decode_heartbeat_batch(data: bytes, received_ms: int) -> HeartbeatBatch:
+    """The batch of a ``HeartbeatBatch`` message; ``ValueError`` when malformed."""
+    m = codec.decode(_HB_BATCH, data)
+    raw = _raw(m.get("addresses", b""))
+    pos = _raw(m.get("positions", b""))
+    n = len(raw) // 20
+    if len(raw) != 20 * n or len(pos) != 12 * n:
+        raise ValueError(f"HeartbeatBatch: {len(raw)} address bytes, {len(pos)} position bytes")
+    rooms: list[str | None] = [None] * n
+    for r in m.get("desiredRooms", ()):
+        i = int(r.get("index", 0))
+        if i >= n:
+            raise ValueError(f"HeartbeatBatch: desired room index {i} of {n}")
+        rooms[i] = str(r.get("room", ""))
+    positions = np.frombuffer(pos, dtype="<f4").astype(np.float32).reshape(n, 3)
+    return HeartbeatBatch(
+        _hex_addresses(raw), positions, rooms, np.full(n, received_ms, dtype=np.int64)
+    )
+
+
+class _IslandGroup:
+    """The island_changed of one island (one member map) published in one loop turn."""
+
+    __slots__ = ("addrs", "conn_strs", "from_ids", "island_id", "members")
+
+    def __init__(self, island_id: str, members: IslandMembers) -> None:
+        self.island_id = island_id
+        self.members = members
+        self.addrs: list[str] = []
+        self.conn_strs: list[str] = []
+        self.from_ids: list[str] = []
+
+    def encode(self) -> bytes:
+        return codec.encode(
+            _ISLAND_CHANGES,
+            {
+                "islandId": self.island_id,
+                "peers": self.members.to_bytes(),
+                "addresses": bytes.fromhex("".join(a[2:] for a in self.addrs)),
+                "connStrs": self.conn_strs,
+                "fromIslandIds": self.from_ids,
+            },
+        )
+
+
+class _MembershipGroup:
+    """The peer_left then peer_join of one island published in one loop turn."""
+
+    __slots__ = ("island_id", "joined", "left")
+
+    def __init__(self, island_id: str) -> None:
+        self.island_id = island_id
+        self.left: list[str] = []
+        self.joined: list[str] = []
+
+    def encode(self) -> bytes:
+        return codec.encode(
+            _MEMBERSHIP,
+            {
+                "islandId": self.island_id,
+                "left": bytes.fromhex("".join(a[2:] for a in self.left)),
+                "joined": bytes.fromhex("".join(a[2:] for a in self.joined)),
+            },
+        )
+
+
+def decode_island_membership(data: bytes) -> tuple[str, list[str], list[str]]:
+    """``(island id, left, joined)`` of an ``IslandMembership``; ``ValueError`` when malformed."""
+    m = codec.decode(_MEMBERSHIP, data)
+    left = _raw(m.get("left", b""))
+    joined = _raw(m.get("joined", b""))
+    if len(left) % 20 or len(joined) % 20:
+        raise ValueError(f"IslandMembership: {len(left)}/{len(joined)} address bytes")
+    return str(m.get("islandId", "")), _hex_addresses(left), _hex_addresses(joined)
+
+
+def decode_island_changes(data: bytes) -> list[tuple[str, IslandChanged]]:
+    """``(address, IslandChanged)`` of an ``IslandChanges`` message, the member map
+    decoded once and shared; ``ValueError`` when malformed."""
+    m = codec.decode(_ISLAND_CHANGES, data)
+    island_id = str(m.get("islandId", ""))
+    raw = _raw(m.get("addresses", b""))
+    conn = m.get("connStrs", [])
+    froms = m.get("fromIslandIds", [])
+    n = len(raw) // 20
+    if len(raw) != 20 * n or len(conn) != n or len(froms) != n:
+        raise ValueError(f"IslandChanges: {len(raw)} address bytes, {len(conn)} conn_strs")
+    peers = _raw(m.get("peers", b""))
+    members = IslandMembers._adopt(_core.codec_decode_island_changed(peers)[3], peers)
+    return [
+        (a, IslandChanged(island_id, c, f or None, members))
+        for a, c, f in zip(_hex_addresses(raw), conn, froms, strict=True)
+    ]
+
+
 @dataclass(eq=False)
 class _Wire:
     """One NATS subscription and the local subscriptions fed by it."""
@@ -181,7 +328,11 @@ class NatsPubSub(PubSub):
         self.scheme = subjects if isinstance(subjects, Scheme) else scheme(subjects)
         self.max_outbox_bytes = max_outbox_bytes
         self._loop = asyncio.get_running_loop()
-        self._outbox: list[tuple[str, bytes]] = []
+        self._outbox: list[tuple[str, bytes | _IslandGroup | _MembershipGroup]] = []
+        self._moves: dict[str, _MembershipGroup] = {}
+        # native scheme: this loop turn's island_changed, by (island, member map)
+        self._groups: dict[tuple[str, int], _IslandGroup] = {}
+        self._batched = self.scheme.batched
         self._subjects = _Subjects(self.scheme)
         self._outbox_bytes = 0
         self._drain_task: asyncio.Task[None] | None = None
@@ -306,6 +457,40 @@ class NatsPubSub(PubSub):
         if self._closed:
             self.m_dropped.inc(reason="closed")
             return
+        if self._batched:
+            m = _ISLAND_CHANGED_RE.fullmatch(subject)
+            if m is not None:
+                self._group(m.group(1), subject, payload)
+                return
+            m = _PEER_MOVE_RE.fullmatch(subject)
+            if m is not None and self._move(m.group(1), m.group(2), subject, payload):
+                return
+            m = _HEARTBEAT_RE.fullmatch(subject)
+            t = subject.split(".")
+            if m is None and (
+                (len(t) == 3 and t[0] == "peer" and t[2] == "heartbeat")
+                or (len(t) == 4 and t[:2] == ["engine", "peer"] and t[3] == "island_changed")
+            ):
+                self._subject_error(
+                    SubjectError(f"not a lowercase 0x address: {t[-2]!r}", code="bad_address"),
+                    subject,
+                    "publish",
+                )
+                return
+            if m is not None:
+                hb = payload if isinstance(payload, Heartbeat) else None
+                if isinstance(payload, bytes | bytearray):
+                    hb = Heartbeat.from_bytes(bytes(payload))
+                if hb is not None:
+                    self.publish_heartbeats(
+                        HeartbeatBatch(
+                            [m.group(1)],
+                            np.asarray([hb.position], dtype=np.float32),
+                            [hb.desired_room],
+                            np.zeros(1, np.int64),
+                        )
+                    )
+                return
         wire = self._wire_subject(subject)
         if wire is None:
             return
@@ -329,6 +514,14 @@ class NatsPubSub(PubSub):
         if self._closed:
             self.m_dropped.inc(n, reason="closed")
             return
+        if self._batched:  # one message for the whole batch
+            addrs = batch.addresses
+            if set(map(len, addrs)) != {42} or _ADDRESSES_RE.fullmatch("".join(addrs)) is None:
+                batch = self._valid_only(batch)  # some bad address: drop (and count) those
+                if not len(batch):
+                    return
+            self._enqueue(NATIVE_HEARTBEATS, encode_heartbeat_batch(batch))
+            return
         payloads = _core.codec_encode_heartbeats(batch.positions, list(batch.desired_rooms))
         wire_subject, enqueue = self._wire_subject, self._enqueue
         for addr, data in zip(batch.addresses, payloads, strict=True):
@@ -336,14 +529,109 @@ class NatsPubSub(PubSub):
             if wire is not None:
                 enqueue(wire, data)
 
-    def _enqueue(self, wire: str, data: bytes) -> None:
-        if self._outbox_bytes + len(data) > self.max_outbox_bytes:
+    def _move(self, island: str, kind: str, subject: str, payload: bytes | Message) -> bool:
+        """Native scheme: a peer_join/peer_left into its island's group of this turn.
+        False when it cannot be grouped (not a valid address: the scheme refuses it)."""
+        if isinstance(payload, bytes | bytearray):
+            try:
+                payload = IslandPeer.from_bytes(bytes(payload))
+            except ValueError as e:
+                self.m_dropped.inc(reason="decode")
+                log.warning("undecodable %s: %s", kind, e, extra={"subject": subject})
+                return True
+        if not isinstance(payload, IslandPeer) or payload.island_id != island:
+            self.m_dropped.inc(reason="decode")
+            log.warning("%s of another island: %r", kind, payload, extra={"subject": subject})
+            return True
+        peer = payload.peer_id
+        if ADDRESS_RE.fullmatch(peer) is None:
+            self._subject_error(
+                SubjectError(f"not a lowercase 0x address: {peer!r}", code="bad_address"),
+                subject,
+                "publish",
+            )
+            return True
+        g = self._moves.get(island)
+        if g is None or (kind == "peer_left" and g.joined):  # keep lefts before joins
+            g = _MembershipGroup(island)
+            if not self._enqueue(NATIVE_ISLAND_PREFIX + island + NATIVE_MEMBERS_SUFFIX, g, 64):
+                return True
+            self._moves[island] = g
+        if self._outbox_bytes + 20 > self.max_outbox_bytes:
+            self.m_dropped.inc(reason="outbox_full")
+            return True
+        self._outbox_bytes += 20
+        (g.joined if kind == "peer_join" else g.left).append(peer)
+        return True
+
+    def _valid_only(self, batch: HeartbeatBatch) -> HeartbeatBatch:
+        keep = []
+        for i, a in enumerate(batch.addresses):
+            if isinstance(a, str) and ADDRESS_RE.fullmatch(a) is not None:
+                keep.append(i)
+            else:
+                self._subject_error(
+                    SubjectError(f"not a lowercase 0x address: {a!r}", code="bad_address"),
+                    f"peer.{a}.heartbeat",
+                    "publish",
+                )
+        return HeartbeatBatch(
+            [batch.addresses[i] for i in keep],
+            batch.positions[keep],
+            [batch.desired_rooms[i] for i in keep],
+            batch.received_ms[keep],
+        )
+
+    def _group(self, addr: str, subject: str, payload: bytes | Message) -> None:
+        """Native scheme: add one island_changed to its island's group of this turn."""
+        if isinstance(payload, bytes | bytearray):
+            try:
+                payload = IslandChanged.from_bytes(bytes(payload))
+            except ValueError as e:
+                self.m_dropped.inc(reason="decode")
+                log.warning("undecodable island_changed: %s", e, extra={"subject": subject})
+                return
+        if not isinstance(payload, IslandChanged):
+            self.m_dropped.inc(reason="decode")
+            log.warning("not an IslandChanged: %r", type(payload), extra={"subject": subject})
+            return
+        members = payload.peers
+        if not isinstance(members, IslandMembers):
+            members = IslandMembers(members)
+        key = (payload.island_id, id(members))
+        g = self._groups.get(key)
+        size = len(payload.conn_str) + len(payload.from_island_id or "") + 26
+        if g is None:
+            try:
+                wire = native_island_subject(payload.island_id)
+            except SubjectError as e:
+                self._subject_error(e, subject, "publish")
+                return
+            g = _IslandGroup(payload.island_id, members)
+            if not self._enqueue(wire, g, len(members.to_bytes()) + 64):
+                return
+            self._groups[key] = g
+        if self._outbox_bytes + size > self.max_outbox_bytes:
             self.m_dropped.inc(reason="outbox_full")
             return
+        self._outbox_bytes += size
+        g.addrs.append(addr)
+        g.conn_strs.append(payload.conn_str)
+        g.from_ids.append(payload.from_island_id or "")
+
+    def _enqueue(
+        self, wire: str, data: bytes | _IslandGroup | _MembershipGroup, size: int = -1
+    ) -> bool:
+        if size < 0:
+            size = len(data)  # type: ignore[arg-type]  # bytes when no size is given
+        if self._outbox_bytes + size > self.max_outbox_bytes:
+            self.m_dropped.inc(reason="outbox_full")
+            return False
         self._outbox.append((wire, data))
-        self._outbox_bytes += len(data)
+        self._outbox_bytes += size
         if self._drain_task is None:
             self._drain_task = self._loop.create_task(self._drain(), name="nats-drain")
+        return True
 
     async def _drain(self) -> None:
         from nats.errors import ConnectionClosedError, OutboundBufferLimitError
@@ -352,9 +640,12 @@ class NatsPubSub(PubSub):
         try:
             while self._outbox:
                 batch, self._outbox, self._outbox_bytes = self._outbox, [], 0
+                self._groups = {}
+                self._moves = {}
                 sent = sent_bytes = 0
                 try:
-                    for wire, data in batch:
+                    for wire, item in batch:
+                        data = item if isinstance(item, bytes) else item.encode()
                         try:
                             await publish(wire, data)
                             sent += 1
@@ -432,6 +723,9 @@ class NatsPubSub(PubSub):
     def _on_msg(self, w: _Wire, wire_subject: str, data: bytes) -> None:
         self.received += 1
         self.m_received.inc()
+        if self._batched and wire_subject.startswith("dclcomms.v1."):
+            self._on_batch(w, wire_subject, data)
+            return
         subject = self._internal_subject(wire_subject)
         if subject is None:
             return
@@ -449,6 +743,97 @@ class NatsPubSub(PubSub):
         for sub in list(w.subs):
             if not sub.batch and subject_matches(sub.pattern, subject):
                 self._call(sub, subject, payload)
+
+    def _on_batch(self, w: _Wire, wire_subject: str, data: bytes) -> None:
+        """Native scheme: a ``HeartbeatBatch`` or an island's ``IslandChanges``."""
+        if wire_subject == NATIVE_HEARTBEATS:
+            try:
+                batch = decode_heartbeat_batch(data, now_ms())
+            except ValueError as e:
+                self._undecodable(e, wire_subject)
+                return
+            self._deliver_batch(w, batch)
+            return
+        members = wire_subject.endswith(NATIVE_MEMBERS_SUFFIX)
+        suffix = NATIVE_MEMBERS_SUFFIX if members else NATIVE_ISLAND_SUFFIX
+        island = wire_subject[len(NATIVE_ISLAND_PREFIX) : -len(suffix)]
+        if (
+            not wire_subject.startswith(NATIVE_ISLAND_PREFIX)
+            or not wire_subject.endswith(suffix)
+            or ISLAND_RE.fullmatch(island) is None
+        ):
+            self._subject_error(
+                SubjectError(f"no native subject {wire_subject!r}", code="bad_subject"),
+                wire_subject,
+                "receive",
+            )
+            return
+        if members:
+            self._on_membership(w, wire_subject, island, data)
+            return
+        try:
+            changes = decode_island_changes(data)
+        except ValueError as e:
+            self._undecodable(e, wire_subject)
+            return
+        if changes and changes[0][1].island_id != island:
+            self._undecodable(f"island {changes[0][1].island_id!r} on {island!r}", wire_subject)
+            return
+        subs = [s for s in w.subs if not s.batch]
+        for addr, msg in changes:
+            subject = f"engine.peer.{addr}.island_changed"
+            for sub in subs:
+                if subject_matches(sub.pattern, subject):
+                    self._call(sub, subject, msg)
+
+    def _on_membership(self, w: _Wire, wire_subject: str, island: str, data: bytes) -> None:
+        try:
+            island_id, left, joined = decode_island_membership(data)
+        except ValueError as e:
+            self._undecodable(e, wire_subject)
+            return
+        if island_id != island:
+            self._undecodable(f"island {island_id!r} on {island!r}", wire_subject)
+            return
+        subs = [s for s in w.subs if not s.batch]
+        for kind, peers in (("peer_left", left), ("peer_join", joined)):
+            if not peers:
+                continue
+            subject = f"engine.island.{island}.{kind}"
+            mine = [s for s in subs if subject_matches(s.pattern, subject)]
+            for peer in peers:
+                msg = IslandPeer(island, peer)
+                for sub in mine:
+                    self._call(sub, subject, msg)
+
+    def _deliver_batch(self, w: _Wire, batch: HeartbeatBatch) -> None:
+        """A decoded heartbeat batch to batch subscriptions (filtered by pattern) and,
+        one by one, to plain ones."""
+        for sub in list(w.subs):
+            if sub.batch and sub.pattern == HEARTBEATS:
+                self._call(sub, HEARTBEATS, batch)
+                continue
+            subjects = [f"peer.{a}.heartbeat" for a in batch.addresses]
+            mine = [i for i, s in enumerate(subjects) if subject_matches(sub.pattern, s)]
+            if not mine:
+                continue
+            if sub.batch:
+                self._call(
+                    sub,
+                    HEARTBEATS,
+                    HeartbeatBatch(
+                        [batch.addresses[i] for i in mine],
+                        batch.positions[mine],
+                        [batch.desired_rooms[i] for i in mine],
+                        batch.received_ms[mine],
+                    ),
+                )
+            else:
+                pos = batch.positions.tolist()
+                for i in mine:
+                    p = pos[i]
+                    hb = Heartbeat((p[0], p[1], p[2]), batch.desired_rooms[i])
+                    self._call(sub, subjects[i], hb)
 
     def _undecodable(self, error: object, wire_subject: str) -> None:
         self.m_dropped.inc(reason="decode")
@@ -522,4 +907,12 @@ class NatsPubSub(PubSub):
             await self.nc.close()
 
 
-__all__ = ["DEFAULT_MAX_OUTBOX_BYTES", "DEFAULT_PENDING_SIZE", "NatsPubSub"]
+__all__ = [
+    "DEFAULT_MAX_OUTBOX_BYTES",
+    "DEFAULT_PENDING_SIZE",
+    "NatsPubSub",
+    "decode_heartbeat_batch",
+    "decode_island_changes",
+    "decode_island_membership",
+    "encode_heartbeat_batch",
+]

@@ -2,7 +2,14 @@
 
 The realm's parts (connector glue, core, stats) speak the internal subjects of
 :mod:`dclcomms.pubsub` (archipelago.md 4, "current"). On NATS they travel under one
-of two schemes, chosen with ``--subjects``:
+of three schemes, chosen with ``--subjects``:
+
+``native`` (between dclcomms processes)
+    as ``workers``, except that heartbeats travel as one ``HeartbeatBatch`` per
+    connector batch on ``dclcomms.v1.heartbeats`` and ``island_changed`` as one
+    ``IslandChanges`` per island per tick on ``dclcomms.v1.island.<id>.changed``,
+    ``peer_left``/``peer_join`` as one ``IslandMembership`` per island per tick on
+    ``dclcomms.v1.island.<id>.members`` (proto/dclcomms/nats/v1/batches.proto).
 
 ``workers`` (default, archipelago-workers compatible; identity mapping)
     ``peer.<addr>.heartbeat|connect|disconnect``, ``engine.peer.<addr>.island_changed``,
@@ -183,11 +190,40 @@ def _covers(a: str, b: str) -> bool:
     return len(at) == len(bt)
 
 
+# The native scheme's batch subjects (proto/dclcomms/nats/v1/batches.proto).
+NATIVE_HEARTBEATS = "dclcomms.v1.heartbeats"
+NATIVE_ISLAND_PREFIX = "dclcomms.v1.island."
+NATIVE_ISLAND_SUFFIX = ".changed"
+NATIVE_MEMBERS_SUFFIX = ".members"
+
+
+def native_island_subject(island_id: str) -> str:
+    """``dclcomms.v1.island.<id>.changed`` (the id validated)."""
+    return NATIVE_ISLAND_PREFIX + check_island_id(island_id) + NATIVE_ISLAND_SUFFIX
+
+
+def _intersects(ptoks: list[str], shape: list[str]) -> bool:
+    """Some subject of ``shape`` (``*`` = any token) is matched by pattern ``ptoks``."""
+    for i, t in enumerate(ptoks):
+        if t == ">":
+            return len(shape) > i
+        if i >= len(shape) or (t != "*" and shape[i] != "*" and t != shape[i]):
+            return False
+    return len(ptoks) == len(shape)
+
+
 @dataclass(frozen=True)
 class Scheme:
     name: str
     routes: tuple[Route, ...]
     json_discovery: bool = False
+    # Heartbeats and island_changed travel as batches (native scheme): one
+    # ``dclcomms.nats.v1.HeartbeatBatch`` per connector batch on
+    # :data:`NATIVE_HEARTBEATS`, one ``IslandChanges`` per island per tick on
+    # ``dclcomms.v1.island.<id>.changed``; those two internal subject families
+    # have no per-peer wire subject; nor do peer_join / peer_left (one
+    # ``IslandMembership`` per island per tick on ``dclcomms.v1.island.<id>.members``).
+    batched: bool = False
 
     def _find(self, subject: str, *, wire: bool) -> tuple[Route, str, str]:
         for r in self.routes:
@@ -223,6 +259,15 @@ class Scheme:
             if ">" in t and t != ">":
                 raise SubjectError(f"bad subscription pattern {pattern!r}", code="bad_subject")
         out: list[str] = []
+        if self.batched:
+            if _intersects(ptoks, ["peer", "*", "heartbeat"]):
+                out.append(NATIVE_HEARTBEATS)
+            if _intersects(ptoks, ["engine", "peer", "*", "island_changed"]):
+                out.append(NATIVE_ISLAND_PREFIX + "*" + NATIVE_ISLAND_SUFFIX)
+            if _intersects(ptoks, ["engine", "island", "*", "peer_join"]) or _intersects(
+                ptoks, ["engine", "island", "*", "peer_left"]
+            ):
+                out.append(NATIVE_ISLAND_PREFIX + "*" + NATIVE_MEMBERS_SUFFIX)
         for r in self.routes:
             w = r.wire_pattern(ptoks)
             if w is not None and w not in out:
@@ -298,11 +343,27 @@ V3 = Scheme(
     json_discovery=True,
 )
 
-SCHEMES: dict[str, Scheme] = {s.name: s for s in (WORKERS, V3)}
+NATIVE = Scheme(
+    "native",
+    tuple(
+        r
+        for r in WORKERS.routes
+        if r.internal
+        not in (
+            "peer.{}.heartbeat",
+            "engine.peer.{}.island_changed",
+            "engine.island.{}.peer_join",
+            "engine.island.{}.peer_left",
+        )
+    ),
+    batched=True,
+)
+
+SCHEMES: dict[str, Scheme] = {s.name: s for s in (NATIVE, WORKERS, V3)}
 
 
 def scheme(name: str) -> Scheme:
-    """The scheme called ``name`` (``workers`` or ``v3``)."""
+    """The scheme called ``name`` (``native``, ``workers`` or ``v3``)."""
     try:
         return SCHEMES[name]
     except KeyError:
@@ -313,6 +374,11 @@ def scheme(name: str) -> Scheme:
 
 
 __all__ = [
+    "NATIVE",
+    "NATIVE_HEARTBEATS",
+    "NATIVE_ISLAND_PREFIX",
+    "NATIVE_ISLAND_SUFFIX",
+    "NATIVE_MEMBERS_SUFFIX",
     "SCHEMES",
     "V3",
     "WORKERS",
@@ -323,5 +389,6 @@ __all__ = [
     "check_peer_topic",
     "check_system_topic",
     "check_topic",
+    "native_island_subject",
     "scheme",
 ]

@@ -72,7 +72,7 @@ async def core_http(core_url: str, stats_url: str) -> None:
                 break
             assert time.monotonic() < deadline, status
             await asyncio.sleep(0.05)
-        assert status["busConnected"] is True and status["subjects"] == "workers"
+        assert status["busConnected"] is True and status["subjects"] == "native"
         assert status["healthy"] is True and status["islands"] == 0
         assert status["lastTickMs"] > 0
         async with s.get(core_url + "/metrics") as r:
@@ -95,7 +95,7 @@ def test_three_processes_over_nats(nats_server: NatsServer) -> None:  # noqa: F8
     ]
     try:
         core = first_line(
-            procs[0], "dclcomms core running (workers subjects on nats://127.0.0.1:"
+            procs[0], "dclcomms core running (native subjects on nats://127.0.0.1:"
         ).split()[-1]
         stats = first_line(procs[1], "dclcomms stats running").split()[-1]
         conn = first_line(procs[2], "dclcomms connector running").split()[-1]

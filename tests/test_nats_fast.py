@@ -386,8 +386,8 @@ def test_island_changed_over_nats_per_peer_headers_shared_map(
     nats_server: NatsServer,  # noqa: F811
 ) -> None:
     async def body() -> None:
-        pub = await NatsPubSub.connect([nats_server.url])
-        sub = await NatsPubSub.connect([nats_server.url])
+        pub = await NatsPubSub.connect([nats_server.url], subjects="workers")
+        sub = await NatsPubSub.connect([nats_server.url], subjects="workers")
         try:
             got: list[tuple[str, IslandChanged]] = []
             sub.subscribe("engine.peer.*.island_changed", lambda s, m: got.append((s, m)))

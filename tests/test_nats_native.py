@@ -308,7 +308,7 @@ def test_native_bad_input_is_refused_and_counted(
             assert m.get(code="bad_island_id", direction="publish") == 1
             assert bus.m_dropped.get(reason="decode") == 1
             await bus.flush()
-            await until(lambda: sum(len(x) for x in batches) == 1)
+            await until(lambda: sum(len(x) for x in batches) == 1, timeout=20)
             assert list(batches[0].addresses) == [b.addresses[0]]
             # received: undecodable batches, a bad island token, a payload of another island
             good = IslandChanged("I2", "c", None, members)
@@ -320,7 +320,7 @@ def test_native_bad_input_is_refused_and_counted(
                 pub.publish(f"engine.peer.{addr(1)}.island_changed", good)
                 await pub.flush()
                 data = None
-                await until(lambda: len(changed) == 1)
+                await until(lambda: len(changed) == 1, timeout=20)
 
                 async def grab(msg: Any) -> None:
                     nonlocal data
@@ -330,13 +330,13 @@ def test_native_bad_input_is_refused_and_counted(
                 await raw.flush()
                 pub.publish(f"engine.peer.{addr(1)}.island_changed", good)
                 await pub.flush()
-                await until(lambda: data is not None and len(changed) == 2)
+                await until(lambda: data is not None and len(changed) == 2, timeout=20)
                 await s2.unsubscribe()
                 await raw.publish("dclcomms.v1.island.I3.changed", data or b"")  # says I2
                 await raw.flush()
             finally:
                 await pub.aclose()
-            await until(lambda: bus.m_dropped.get(reason="decode") == 4)
+            await until(lambda: bus.m_dropped.get(reason="decode") == 4, timeout=20)
             await asyncio.sleep(0.1)
             assert changed == [(f"engine.peer.{addr(1)}.island_changed", good)] * 2
             assert m.get(code="bad_subject", direction="receive") == 1

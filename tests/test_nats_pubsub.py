@@ -194,7 +194,7 @@ def test_bad_tokens_are_refused_logged_and_counted(
 ) -> None:
     async def body() -> None:
         reg = Registry()
-        bus = await NatsPubSub.connect([nats_server.url], registry=reg)
+        bus = await NatsPubSub.connect([nats_server.url], subjects="workers", registry=reg)
         raw = await nats.connect(nats_server.url)
         try:
             seen: list[str] = []
@@ -269,7 +269,7 @@ def test_several_urls_and_unreachable_servers(nats_server: NatsServer) -> None: 
 
 def test_outbox_bound_drops_and_counts(nats_server: NatsServer) -> None:  # noqa: F811
     async def body() -> None:
-        bus = await NatsPubSub.connect([nats_server.url], max_outbox_bytes=100)
+        bus = await NatsPubSub.connect([nats_server.url], subjects="workers", max_outbox_bytes=100)
         try:
             for i in range(50):  # synchronous: nothing drains in between
                 bus.publish(f"engine.island.I{i}.peer_join", IslandPeer(f"I{i}", addr(i)))

@@ -12,7 +12,7 @@
 * ``dclcomms realm --nats URL``: all of them in one process, through NATS.
 
 All take the realm's flags (``--config``, env) plus ``--nats`` (repeatable) and
-``--subjects workers|v3``; the commands themselves live in :mod:`dclcomms.realm.cli`
+``--subjects native|workers|v3``; the commands themselves live in :mod:`dclcomms.realm.cli`
 (they compose a :class:`~dclcomms.realm.Realm`, a layer above this one). Islands
 minted by the core must be reachable through every connector: use LiveKit
 (``--livekit-*``) or a fixed adapter, or give the core and the connectors the same
@@ -67,8 +67,9 @@ def add_nats_arguments(p: argparse.ArgumentParser, *, required: bool = True) -> 
     p.add_argument(
         "--subjects",
         choices=sorted(SCHEMES),
-        default="workers",
-        help="subject scheme (default workers: archipelago-workers compatible; v3: legacy)",
+        default="native",
+        help="subject scheme (default native: batched, between dclcomms processes; "
+        "workers: archipelago-workers compatible; v3: legacy comms-v3)",
     )
 
 

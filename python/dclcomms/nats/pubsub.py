@@ -188,15 +188,21 @@ def _raw(value: Any) -> bytes:
 
 
 def _hex_addresses(raw: bytes) -> list[str]:
-    """``0x`` addresses of n concatenated 20-byte addresses."""
-    h = raw.hex()
-    return ["0x" + h[i : i + 40] for i in range(0, len(h), 40)]
+    """``0x`` addresses of n concatenated 20-byte addresses (hex, split: all in C)."""
+    if not raw:
+        return []
+    return ("0x" + raw.hex(",", 20).replace(",", ",0x")).split(",")
+
+
+def _raw_addresses(addresses: Sequence[str]) -> bytes:
+    """n validated ``0x`` addresses as n×20 bytes ("0x" never occurs in hex digits)."""
+    return bytes.fromhex("".join(addresses).replace("0x", ""))
 
 
 def encode_heartbeat_batch(batch: HeartbeatBatch) -> bytes:
     """One ``dclcomms.nats.v1.HeartbeatBatch`` (the native scheme) of ``batch``."""
     msg: dict[str, Any] = {
-        "addresses": bytes.fromhex("".join(a[2:] for a in batch.addresses)),
+        "addresses": _raw_addresses(batch.addresses),
         "positions": np.ascontiguousarray(batch.positions, dtype="<f4").tobytes(),
     }
     rooms = [{"index": i, "room": r} for i, r in enumerate(batch.desired_rooms) if r is not None]
@@ -243,7 +249,7 @@ class _IslandGroup:
             {
                 "islandId": self.island_id,
                 "peers": self.members.to_bytes(),
-                "addresses": bytes.fromhex("".join(a[2:] for a in self.addrs)),
+                "addresses": _raw_addresses(self.addrs),
                 "connStrs": self.conn_strs,
                 "fromIslandIds": self.from_ids,
             },
@@ -265,8 +271,8 @@ class _MembershipGroup:
             _MEMBERSHIP,
             {
                 "islandId": self.island_id,
-                "left": bytes.fromhex("".join(a[2:] for a in self.left)),
-                "joined": bytes.fromhex("".join(a[2:] for a in self.joined)),
+                "left": _raw_addresses(self.left),
+                "joined": _raw_addresses(self.joined),
             },
         )
 
@@ -320,7 +326,7 @@ class NatsPubSub(PubSub):
         self,
         nc: Any,
         *,
-        subjects: str | Scheme = "workers",
+        subjects: str | Scheme = "native",
         registry: Registry | None = None,
         max_outbox_bytes: int = DEFAULT_MAX_OUTBOX_BYTES,
     ) -> None:
@@ -370,7 +376,7 @@ class NatsPubSub(PubSub):
         cls,
         servers: Sequence[str],
         *,
-        subjects: str | Scheme = "workers",
+        subjects: str | Scheme = "native",
         name: str = "dclcomms",
         registry: Registry | None = None,
         reconnect_time_wait: float = 0.5,

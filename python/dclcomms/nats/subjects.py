@@ -4,14 +4,14 @@ The realm's parts (connector glue, core, stats) speak the internal subjects of
 :mod:`dclcomms.pubsub` (archipelago.md 4, "current"). On NATS they travel under one
 of three schemes, chosen with ``--subjects``:
 
-``native`` (between dclcomms processes)
+``native`` (default; between dclcomms processes)
     as ``workers``, except that heartbeats travel as one ``HeartbeatBatch`` per
     connector batch on ``dclcomms.v1.heartbeats`` and ``island_changed`` as one
     ``IslandChanges`` per island per tick on ``dclcomms.v1.island.<id>.changed``,
     ``peer_left``/``peer_join`` as one ``IslandMembership`` per island per tick on
     ``dclcomms.v1.island.<id>.members`` (proto/dclcomms/nats/v1/batches.proto).
 
-``workers`` (default, archipelago-workers compatible; identity mapping)
+``workers`` (archipelago-workers compatible; identity mapping)
     ``peer.<addr>.heartbeat|connect|disconnect``, ``engine.peer.<addr>.island_changed``,
     ``engine.island.<id>.peer_join|peer_left``, ``engine.islands``, ``engine.discovery``.
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,19 @@ async def start_app(app: web.Application) -> tuple[web.AppRunner, int]:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return runner, int(port)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Realms mount the gatekeeper, whose SQLite file lives in the data directory: one
+    per test run (inherited by the processes tests start), never the user's."""
+    old = os.environ.get("DCLCOMMS_DATA_DIR")
+    os.environ["DCLCOMMS_DATA_DIR"] = str(tmp_path_factory.mktemp("dclcomms-data"))
+    yield
+    if old is None:
+        os.environ.pop("DCLCOMMS_DATA_DIR", None)
+    else:
+        os.environ["DCLCOMMS_DATA_DIR"] = old
 
 
 @pytest.fixture

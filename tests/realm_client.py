@@ -141,10 +141,12 @@ class _Socket:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("socket still open")
-            try:
-                self.inbox.append(await self.recv(left))
-            except Closed as c:
-                return c
+            assert self.ws is not None
+            msg = await self.ws.receive(left)  # not recv(): it would pop the inbox again
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                self.inbox.append(codec.decode(self.packet_type, msg.data, including_defaults=True))
+            elif msg.type in CLOSING:
+                return Closed(self.ws.close_code, str(msg.extra or ""))
 
     async def close(self) -> None:
         if self.ws is not None:

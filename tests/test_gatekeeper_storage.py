@@ -234,3 +234,29 @@ def test_migrate_command_errors(tmp_path: Path) -> None:
     assert r.returncode == 2 and "[bad_value]" in r.stderr
     r = _cli("migrate", "--database", "postgresql://nobody@127.0.0.1:1/none")
     assert r.returncode == 1 and "error" in r.stderr
+
+
+def test_operator_commands(tmp_path: Path) -> None:
+    db = ["--data-dir", str(tmp_path / "ops")]
+    r = _cli("ban", A, "--reason", "spam", "--message", "bye", *db)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["bannedAddress"] == A
+    r = _cli("ban", A, "--reason", "again", *db)
+    assert r.returncode == 1 and "[already_banned]" in r.stderr
+    r = _cli("bans", *db)
+    assert [b["bannedAddress"] for b in json.loads(r.stdout)] == [A]
+    assert _cli("unban", A, *db).returncode == 0
+    assert _cli("unban", A, *db).returncode == 1  # nothing to lift
+    assert json.loads(_cli("bans", *db).stdout) == []
+    r = _cli("admins", "add", "--place", "p1", B, *db)
+    assert r.returncode == 0 and json.loads(r.stdout)["changed"] is True
+    r = _cli("admins", "list", "--place", "p1", *db)
+    assert [x["admin"] for x in json.loads(r.stdout)] == [B]
+    assert _cli("admins", "remove", "--place", "p1", B, *db).returncode == 0
+    r = _cli("ban", "not-an-address", "--reason", "x", *db)
+    assert r.returncode == 2 and "[bad_value]" in r.stderr
+    s = Store.open(data_dir=tmp_path / "ops")
+    try:
+        assert s.platform_ban(A) is None and s.scene_admins("p1") == []
+    finally:
+        s.close()

@@ -385,6 +385,7 @@ def test_about_stats_and_metrics_over_http() -> None:
                 "commitHash": "cafe",
                 "usersCount": 1,
                 "adapter": f"archipelago:archipelago:ws://127.0.0.1:{realm.port}/archipelago/ws",
+                "gatekeeperUrl": f"http://127.0.0.1:{realm.port}",  # mounted by default
             }
             _, about2, _ = await http_get(realm, "/about", headers={"Host": "realm.test:443"})
             assert (

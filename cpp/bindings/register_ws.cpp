@@ -343,6 +343,11 @@ void register_ws(py::module_& m) {
           py::arg("room"), py::arg("identity"), py::arg("body"), py::arg("unreliable"))
       .def("release_room_identity", &Server::release_room_identity, py::arg("room"),
            py::arg("identity"), py::call_guard<py::gil_scoped_release>())
+      .def("kick_room_member", &Server::kick_room_member, py::arg("scene"), py::arg("room"),
+           py::arg("address"), py::arg("reason"), py::arg("bar_ms"),
+           py::call_guard<py::gil_scoped_release>())
+      .def("room_members", &Server::room_members, py::arg("scene"), py::arg("room"),
+           py::call_guard<py::gil_scoped_release>())
       .def("stats", [](const Server& s) {
         ws::Stats st;
         {

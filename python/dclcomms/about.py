@@ -42,8 +42,15 @@ def public_url_from_host(config: RealmConfig, host_header: str | None, bound: st
     return bound
 
 
-def about(config: RealmConfig, state: AboutState, public_url: str) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, JSON body)."""
+def about(
+    config: RealmConfig,
+    state: AboutState,
+    public_url: str,
+    *,
+    gatekeeper_url: str | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, JSON body). ``gatekeeper_url``: advertised as ``comms.gatekeeperUrl``
+    (the base URL of the ADR-204 gatekeeper routes, e.g. ``<it>/get-scene-adapter``)."""
     configurations: dict[str, Any] = {
         "realmName": config.realm_name,
         "networkId": config.network_id,
@@ -59,6 +66,8 @@ def about(config: RealmConfig, state: AboutState, public_url: str) -> tuple[int,
         "commitHash": config.commit_hash,
         "usersCount": state.users_count,
     }
+    if gatekeeper_url:
+        comms["gatekeeperUrl"] = gatekeeper_url
     if config.fixed_adapter:
         comms["fixedAdapter"] = config.fixed_adapter
     else:

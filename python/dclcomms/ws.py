@@ -355,6 +355,18 @@ class Server:
     def feed_wants_key(self) -> bool:
         """Whether some /map/feed page waits for a key frame."""
         return self._core.feed_wants_key()
+    def kick_room_member(
+        self, room: str | None, address: str, reason: str, *, scene: bool = True, bar_ms: int = 0
+    ) -> None:
+        """Closes the member ``address`` of ``room`` (None: of any room) with
+        ``peer_kicked{reason}`` + 4005, in the scene rooms (``scene=True``) or the island
+        rooms; with ``bar_ms`` the address is also refused by that room (None: every
+        room of the kind) for that long, so a token issued earlier cannot rejoin."""
+        self._core.kick_room_member(scene, room or "", address.lower(), reason, bar_ms)
+
+    def room_members(self, room: str, *, scene: bool = True) -> list[str]:
+        """The addresses in ``room`` (scene or island rooms), in join order."""
+        return self._core.room_members(scene, room)
 
     def set_deny_list(self, addresses: Sequence[str]) -> None:
         """Replaces the deny list (connector and bus; checked at challenge_request and
@@ -411,6 +423,8 @@ _GAUGES = {
     ("connector", "sessions"): "Connector sessions past the handshake",
     ("rooms", "users"): "Members of RFC-5 rooms",
     ("rooms", "rooms"): "Non-empty RFC-5 rooms",
+    ("rooms", "scene_users"): "Members of scene rooms (/scene-rooms/<room>)",
+    ("rooms", "scene_rooms"): "Non-empty scene rooms",
     ("bus", "sessions"): "Bus sessions past the handshake",
     ("bridge", "sessions"): "Open /bridge sessions (authenticated or not yet)",
     ("bridge", "taps"): "Rooms whose traffic is copied to the bridge",

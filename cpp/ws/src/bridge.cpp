@@ -109,12 +109,12 @@ void Hub::inject_room(const std::string& room, const std::string& identity, std:
   if (alias == 0) {
     alias = next_alias();
     list.push_back({alias, identity});
-    broadcast(room, nullptr, binary(codec::encode_ws_peer_join(alias, identity)), false);
+    broadcast(rooms_, room, nullptr, binary(codec::encode_ws_peer_join(alias, identity)), false);
     if (rooms_.size(room) == 0) return;  // the join closed every (slow) member
   }
   ++rc_.injected;
   tap(room, identity, body, unreliable);
-  broadcast(room, nullptr, binary(codec::encode_ws_peer_update(alias, body, unreliable)),
+  broadcast(rooms_, room, nullptr, binary(codec::encode_ws_peer_update(alias, body, unreliable)),
             unreliable);
 }
 
@@ -127,7 +127,7 @@ void Hub::release_room_identity(const std::string& room, const std::string& iden
     uint32_t alias = i->alias;
     list.erase(i);
     if (list.empty()) injectors_.erase(it);
-    broadcast(room, nullptr, binary(codec::encode_ws_peer_leave(alias)), false);
+    broadcast(rooms_, room, nullptr, binary(codec::encode_ws_peer_leave(alias)), false);
     return;
   }
 }

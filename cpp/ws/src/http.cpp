@@ -25,7 +25,8 @@ bool Server::Impl::on_validate(Hdl h) {
   // completes, so each session gets its kind's frame limit from the start.
   if (auto kind = hub_.kind_of(path)) {
     con->set_max_message_size(hub_.frame_limit(*kind));
-    if (*kind == Hub::Kind::Room) {
+    // Island rooms are sharded; scene rooms (/scene-rooms/) all live in shard 0.
+    if (*kind == Hub::Kind::Room && path.rfind("/rooms/", 0) == 0) {
       size_t shard = shard_of_room(path.substr(std::string("/rooms/").size()));
       if (shard != 0) route(con, *shards_[shard]);
     }

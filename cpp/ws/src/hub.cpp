@@ -15,6 +15,7 @@ Hub::Hub(const Config& cfg, Environment& env) : cfg_(cfg), env_(env) {}
 std::optional<Hub::Kind> Hub::kind_of(const std::string& path) const {
   if (cfg_.connector && (path == "/ws" || path == "/archipelago/ws")) return Kind::Connector;
   if (cfg_.rooms && path.rfind("/rooms/", 0) == 0) return Kind::Room;
+  if (cfg_.scene_rooms && path.rfind("/scene-rooms/", 0) == 0) return Kind::Room;
   if (cfg_.bus && path == "/bus") return Kind::Bus;
   if (cfg_.bridge && path == "/bridge") return Kind::Bridge;
   if (cfg_.map_feed && path == "/map/feed") return Kind::Feed;
@@ -159,6 +160,8 @@ Stats Hub::stats() const {
     const auto& c = rc_;
     out.emplace_back("users", rooms_.user_count());
     out.emplace_back("rooms", rooms_.room_count());
+    out.emplace_back("scene_users", scene_rooms_.user_count());
+    out.emplace_back("scene_rooms", scene_rooms_.room_count());
     DCLCOMMS_ROOM_COUNTERS(DCLCOMMS_LIST)
   }
   st.room_details = rooms_.details();
@@ -240,12 +243,13 @@ void Hub::detach(const SessionPtr& s) {
   if (s->kind == Kind::Room) {
     if (!s->in_room) return;
     s->in_room = false;
-    if (rooms_.leave(s->room, s)) {
-      env_.room_left(s->address, s->alias);
-      if (rooms_.size(s->room) == 0) {
-        injectors_.erase(s->room);  // the room is gone with its injected identities
+    auto& rooms = rooms_of(*s);
+    if (rooms.leave(s->room, s)) {
+      if (!s->scene) env_.room_left(s->address, s->alias);  // the island-room directory
+      if (rooms.size(s->room) == 0) {
+        if (!s->scene) injectors_.erase(s->room);  // the room is gone with its injected identities
       } else {
-        broadcast(s->room, nullptr, binary(codec::encode_ws_peer_leave(s->alias)), false);
+        broadcast(rooms, s->room, nullptr, binary(codec::encode_ws_peer_leave(s->alias)), false);
       }
     }
     return;

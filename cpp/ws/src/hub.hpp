@@ -69,7 +69,8 @@ struct Session {
   uint32_t alias = 0;
   std::optional<std::string> token_sub;
   bool in_room = false;
-  TokenBucket sent;  // sender token bucket (rooms_sender_max_*)
+  bool scene = false;  // a scene room (/scene-rooms/<id>): the scene registry
+  TokenBucket sent;    // sender token bucket (rooms_sender_max_*)
   // connector and bus
   bool registered = false;       // the entry of its kind's registry
   RateWindow heartbeats;         // connector
@@ -121,6 +122,8 @@ using SessionPtr = std::shared_ptr<Session>;
   X(invalid_room_id)                   \
   X(kicked_full)                       \
   X(kicked_duplicate)                  \
+  X(kicked_by_server)                  \
+  X(refused_barred)                    \
   DCLCOMMS_CLOSE_COUNTERS(X)           \
   X(updates_received)                  \
   X(updates_delivered)                 \
@@ -244,6 +247,9 @@ class Hub {
   // member of that address, if it is still session `alias`, is replaced
   // (peer_kicked, 4006), as a duplicate within one hub is.
   void kick_room_member(const std::string& address, uint32_t alias);
+  void kick_room_member(bool scene, const std::string& room, const std::string& address,
+                        const std::string& reason, int64_t bar_ms);
+  std::vector<std::string> room_members(bool scene, const std::string& room) const;
   Stats stats() const;
 
   // ---- the event queue (thread-safe) ----------------------------------------
@@ -345,6 +351,9 @@ class Hub {
   void open_feed(const SessionPtr& s);
 
   // ---- rooms.cpp ----
+  RoomRegistry<SessionPtr>& rooms_of(const Session& s) { return s.scene ? scene_rooms_ : rooms_; }
+  // Whether address is barred from room (scene or island kind) now.
+  bool barred(bool scene, const std::string& room, const std::string& address);
   void open_room(const SessionPtr& s, const std::string& path, const std::string& query);
   std::string check_token(const std::string& token, bool found, const std::string& room,
                           std::optional<std::string>* sub) const;
@@ -355,8 +364,8 @@ class Hub {
   void relay(const SessionPtr& s, const codec::WsPacket& p);
   // Capacity, duplicate (any room), join, welcome, peer_join.
   void admit_room(const SessionPtr& s, const std::string& owner);
-  void broadcast(const std::string& room, const Session* except, const FramePtr& frame,
-                 bool unreliable);
+  void broadcast(RoomRegistry<SessionPtr>& rooms, const std::string& room, const Session* except,
+                 const FramePtr& frame, bool unreliable);
 
   const Config cfg_;
   Environment& env_;
@@ -370,6 +379,9 @@ class Hub {
   std::unordered_map<std::string, std::vector<Injector>> injectors_;  // by room
   RoomRegistry<SessionPtr> rooms_;
   std::vector<SessionPtr> feed_;  // open map pages, in arrival order
+  RoomRegistry<SessionPtr> scene_rooms_;
+  // (scene, room; "" = every room of that kind) -> address -> barred until (Unix ms)
+  std::unordered_map<std::string, std::unordered_map<std::string, int64_t>> barred_;
   std::unordered_set<std::string> deny_;
   detail::ConnectorCounters cc_;
   detail::RoomCounters rc_;

@@ -12,11 +12,14 @@ namespace {
 constexpr const char* kReplacedRoom =
     "Already connected: a new session for this address replaced this one";
 constexpr const char* kRoomFull = "This world is full. Try again later.";
+constexpr const char* kBarred = "banned from this room";
 }  // namespace
 
 void Hub::open_room(const SessionPtr& s, const std::string& path, const std::string& query) {
   s->alias = next_alias();  // taken at upgrade, also by sessions that fail later
-  s->room = path.substr(std::string("/rooms/").size());
+  s->scene = path.rfind("/scene-rooms/", 0) == 0;
+  s->room =
+      path.substr(s->scene ? std::string("/scene-rooms/").size() : std::string("/rooms/").size());
   if (!is_valid_room_id(s->room)) {
     ++rc_.invalid_room_id;
     close_session(s, 4011, "invalid room id");
@@ -24,7 +27,7 @@ void Hub::open_room(const SessionPtr& s, const std::string& path, const std::str
   }
   bool found = false;
   std::string token = query_param(query, "access_token", &found);
-  if (found || cfg_.ws_room_require_token) {
+  if (found || cfg_.ws_room_require_token || s->scene) {  // scene rooms: always a token
     std::string why = check_token(token, found, s->room, &s->token_sub);
     if (!why.empty()) {
       ++rc_.token_rejected;
@@ -80,12 +83,12 @@ void Hub::handle_room(const SessionPtr& s, const std::string& data) {
   switch (s->stage) {
     case Stage::Start:
       if (!identify(s, p.kind == K::PeerIdentification, "peer_identification", p.address)) return;
-      if (rooms_.size(s->room) >= cfg_.rooms_max_users) {
+      if (rooms_of(*s).size(s->room) >= cfg_.rooms_max_users) {
         kick_full(s);
         return;
       }
-      send_challenge(
-          s, rooms_.find_address(s->address) != nullptr || env_.room_member_elsewhere(s->address));
+      send_challenge(s, rooms_of(*s).find_address(s->address) != nullptr ||
+                            (!s->scene && env_.room_member_elsewhere(s->address)));
       return;
     case Stage::ChallengeSent:
       expect_signed(s, p.kind == K::SignedChallenge, "signed_challenge_for_server",
@@ -117,32 +120,78 @@ void Hub::relay(const SessionPtr& s, const codec::WsPacket& p) {
     }
     return;
   }
-  tap(s->room, s->address, p.body, p.unreliable);
+  if (!s->scene) tap(s->room, s->address, p.body, p.unreliable);  // taps: island rooms
   // One encoding per update, shared by every receiver.
-  broadcast(s->room, s.get(), binary(codec::encode_ws_peer_update(s->alias, p.body, p.unreliable)),
-            p.unreliable);
+  broadcast(rooms_of(*s), s->room, s.get(),
+            binary(codec::encode_ws_peer_update(s->alias, p.body, p.unreliable)), p.unreliable);
 }
 
 void Hub::admit_room(const SessionPtr& s, const std::string& owner) {
+  auto& rooms = rooms_of(*s);
+  if (barred(s->scene, s->room, owner)) {
+    ++rc_.refused_barred;
+    s->link->send(binary(codec::encode_ws_peer_kicked(kBarred)));
+    close_session(s, 4005, kBarred);
+    return;
+  }
   std::string old_room;
-  const auto* old = rooms_.find_address(owner, &old_room);
-  size_t occupancy = rooms_.size(s->room) - (old && old_room == s->room ? 1 : 0);
+  const auto* old = rooms.find_address(owner, &old_room);
+  size_t occupancy = rooms.size(s->room) - (old && old_room == s->room ? 1 : 0);
   if (occupancy >= cfg_.rooms_max_users) {
     kick_full(s);
     return;
   }
   if (old) replace_member(old->handle);
   std::vector<std::pair<uint32_t, std::string>> identities;
-  for (const auto& m : rooms_.members(s->room)) identities.emplace_back(m.alias, m.address);
-  if (auto inj = injectors_.find(s->room); inj != injectors_.end()) {
+  for (const auto& m : rooms.members(s->room)) identities.emplace_back(m.alias, m.address);
+  if (auto inj = injectors_.find(s->room); !s->scene && inj != injectors_.end()) {
     for (const auto& i : inj->second) identities.emplace_back(i.alias, i.identity);
   }
-  rooms_.join(s->room, {s, s->alias, owner}, cfg_.rooms_max_users);
+  rooms.join(s->room, {s, s->alias, owner}, cfg_.rooms_max_users);
   s->in_room = true;
-  env_.room_joined(owner, s->alias);
+  if (!s->scene) env_.room_joined(owner, s->alias);  // the island-room directory
   complete(s);
   s->link->send(binary(codec::encode_ws_welcome(s->alias, identities)));
-  broadcast(s->room, s.get(), binary(codec::encode_ws_peer_join(s->alias, owner)), false);
+  broadcast(rooms, s->room, s.get(), binary(codec::encode_ws_peer_join(s->alias, owner)), false);
+}
+
+namespace {
+std::string bar_key(bool scene, const std::string& room) {
+  return (scene ? "s:" : "i:") + room;
+}
+}  // namespace
+
+bool Hub::barred(bool scene, const std::string& room, const std::string& address) {
+  int64_t now = env_.unix_ms();
+  for (const std::string& key : {bar_key(scene, room), bar_key(scene, "")}) {
+    auto it = barred_.find(key);
+    if (it == barred_.end()) continue;
+    auto a = it->second.find(address);
+    if (a == it->second.end()) continue;
+    if (a->second > now) return true;
+    it->second.erase(a);
+    if (it->second.empty()) barred_.erase(it);
+  }
+  return false;
+}
+
+void Hub::kick_room_member(bool scene, const std::string& room, const std::string& address,
+                           const std::string& reason, int64_t bar_ms) {
+  if (bar_ms > 0) barred_[bar_key(scene, room)][address] = env_.unix_ms() + bar_ms;
+  auto& rooms = scene ? scene_rooms_ : rooms_;
+  std::string where;
+  const auto* m = rooms.find_address(address, &where);
+  if (!m || (!room.empty() && where != room)) return;
+  SessionPtr s = m->handle;
+  ++rc_.kicked_by_server;
+  s->link->send(binary(codec::encode_ws_peer_kicked(reason)));
+  close_session(s, 4005, reason);  // leaves its room, broadcasts peer_leave
+}
+
+std::vector<std::string> Hub::room_members(bool scene, const std::string& room) const {
+  std::vector<std::string> out;
+  for (const auto& m : (scene ? scene_rooms_ : rooms_).members(room)) out.push_back(m.address);
+  return out;
 }
 
 void Hub::replace_member(SessionPtr prev) {
@@ -159,11 +208,11 @@ void Hub::kick_room_member(const std::string& address, uint32_t alias) {
 // Sends one shared frame to every member of room except `except`. Receivers
 // over the hard limit are closed after the loop (closing one broadcasts its
 // peer_leave, which must not mutate the member list being iterated).
-void Hub::broadcast(const std::string& room, const Session* except, const FramePtr& frame,
-                    bool unreliable) {
+void Hub::broadcast(RoomRegistry<SessionPtr>& rooms, const std::string& room, const Session* except,
+                    const FramePtr& frame, bool unreliable) {
   std::vector<SessionPtr> slow;
   size_t n = frame->size();
-  for (const auto& m : rooms_.members(room)) {
+  for (const auto& m : rooms.members(room)) {
     const SessionPtr& r = m.handle;
     if (r.get() == except || r->stage == Stage::Closed) continue;
     switch (send_decision(r->link->buffered_amount(), n, unreliable, cfg_.rooms_soft_limit_bytes,

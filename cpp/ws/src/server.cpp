@@ -582,6 +582,24 @@ void Server::release_room_identity(const std::string& room, const std::string& i
   impl_->post_to_room(room,
                       [room, identity](Hub& hub) { hub.release_room_identity(room, identity); });
 }
+void Server::kick_room_member(bool scene, const std::string& room, const std::string& address,
+                              const std::string& reason, int64_t bar_ms) {
+  auto kick = [scene, room, address, reason, bar_ms](Hub& hub) {
+    hub.kick_room_member(scene, room, address, reason, bar_ms);
+  };
+  if (scene) {
+    impl_->post_to_hub(kick);  // scene rooms live in shard 0
+  } else if (!room.empty()) {
+    impl_->post_to_room(room, kick);
+  } else {
+    impl_->post_to_every_shard(kick);
+  }
+}
+
+std::vector<std::string> Server::room_members(bool scene, const std::string& room) const {
+  return impl_->room_members(scene, room);
+}
+
 Stats Server::stats() const {
   return impl_->stats();
 }

@@ -68,6 +68,20 @@ class Server::Impl final {
     std::lock_guard<std::mutex> lock(mu_);
     return hub_.feed_wants_key();
   }
+  // Scene rooms live in shard 0, island rooms in their room's shard.
+  std::vector<std::string> room_members(bool scene, const std::string& room) const {
+    Shard& sh = *shards_[scene ? 0 : shard_of_room(room)];
+    std::lock_guard<std::mutex> lock(sh.mu);
+    return sh.hub.room_members(scene, room);
+  }
+  // Runs f(hub) on an I/O thread under each shard's lock in turn.
+  template <class F>
+  void post_to_every_shard(const F& f) {
+    for (auto& p : shards_) {
+      Shard* sh = p.get();
+      post(*sh, [sh, f]() mutable { f(sh->hub); });
+    }
+  }
   // Runs f(hub) on an I/O thread under mu_ (nothing once stopped).
   template <class F>
   void post_to_hub(F&& f) {

@@ -181,6 +181,12 @@ void FakeEndpoint::kick_room_member(const std::string& address, uint32_t alias) 
   settle();
 }
 
+void FakeEndpoint::kick_room_member(bool scene, const std::string& room, const std::string& address,
+                                    const std::string& reason, int64_t bar_ms) {
+  hub_->kick_room_member(scene, room, address, reason, bar_ms);
+  settle();
+}
+
 void FakeEndpoint::send_bus(const std::string& address, std::string text) {
   hub_->send_bus(address, std::move(text));
   settle();

@@ -463,5 +463,76 @@ TEST(RoomSenderBucket, ExcessUnreliableIsDroppedExcessReliableIs4009) {
   expect_closed(s2, 4009, "rate limit: sender over its token bucket");
 }
 
+// ---- scene rooms (/scene-rooms/<id>: the gatekeeper's built-in rooms) -----------
+
+Config scene_config() {
+  Config c = room_config();
+  c.scene_rooms = true;
+  c.ws_room_secret = kSecret;
+  return c;
+}
+
+Conn join_scene(FakeEndpoint& ep, const Wallet& w, const std::string& room) {
+  Conn c = ep.connect("/scene-rooms/" + room +
+                      "?access_token=" + token(w.address(), room, ep.unix_ms() / 1000 + 300));
+  ep.receive(c, peer_identification(w.address()));
+  ep.receive(c, signed_challenge_for_server(w.auth_chain(last_challenge(c), ep.unix_ms() + kHour)));
+  ep.finish_verifications();
+  return c;
+}
+
+TEST(SceneRooms, AMembershipOfTheirOwnBesideIslandRoomsAndAlwaysAToken) {
+  FakeEndpoint ep(scene_config());
+  Wallet a(61), b(62);
+  Conn island = join_room(ep, a, "I1");
+  Conn scene = join_scene(ep, a, "main:s1");
+  Conn other = join_scene(ep, b, "main:s1");
+  EXPECT_TRUE(island->open());  // no duplicate kick across the two kinds
+  EXPECT_TRUE(scene->open());
+  EXPECT_EQ(member(frames(other).back()), "welcomeMessage");
+  EXPECT_EQ(ep.hub().room_members(true, "main:s1"),
+            (std::vector<std::string>{a.address(), b.address()}));
+  EXPECT_EQ(ep.hub().room_members(false, "I1"), std::vector<std::string>{a.address()});
+  EXPECT_TRUE(ep.hub().room_members(false, "main:s1").empty());
+  EXPECT_EQ(ep.counter("rooms", "scene_users"), 2u);
+  EXPECT_EQ(ep.counter("rooms", "users"), 1u);
+  // no token, even though island rooms do not require one here
+  expect_closed(ep.connect("/scene-rooms/main:s1"), 4010, "invalid access token: missing");
+  // a second scene-room session of a replaces the first (newest wins), the island stays
+  Conn again = join_scene(ep, a, "main:s2");
+  expect_closed(scene, 4006, "Already connected: a new session for this address replaced this one");
+  EXPECT_TRUE(again->open());
+  EXPECT_TRUE(island->open());
+}
+
+TEST(SceneRooms, KickIsPeerKickedThen4005AndBarsTheAddressForAWhile) {
+  FakeEndpoint ep(scene_config());
+  Wallet a(71), b(72);
+  Conn island = join_room(ep, a, "I1");
+  Conn sa = join_scene(ep, a, "main:s1");
+  Conn sb = join_scene(ep, b, "main:s1");
+  size_t b_frames = sb->sent.size();
+  ep.kick_room_member(true, "main:s2", a.address(), "wrong room", 0);  // not there
+  EXPECT_TRUE(sa->open());
+  ep.kick_room_member(true, "main:s1", a.address(), "banned from this scene", 60'000);
+  EXPECT_EQ(path(frames(sa).back(), "peerKicked.reason").as_string(), "banned from this scene");
+  expect_closed(sa, 4005, "banned from this scene");
+  EXPECT_EQ(member(frames(sb, b_frames).back()), "peerLeaveMessage");
+  EXPECT_TRUE(island->open());  // island rooms untouched
+  EXPECT_EQ(ep.counter("rooms", "kicked_by_server"), 1u);
+  // a token minted before the ban cannot rejoin while barred; other rooms can be joined
+  Conn back = join_scene(ep, a, "main:s1");
+  EXPECT_EQ(path(frames(back).back(), "peerKicked.reason").as_string(), "banned from this room");
+  expect_closed(back, 4005, "banned from this room");
+  EXPECT_EQ(ep.counter("rooms", "refused_barred"), 1u);
+  EXPECT_TRUE(join_scene(ep, a, "main:s3")->open());
+  ep.advance(60'001);
+  EXPECT_TRUE(join_scene(ep, a, "main:s1")->open());
+  // every room of the kind (platform bans)
+  ep.kick_room_member(true, "", b.address(), "banned", 30'000);
+  expect_closed(sb, 4005, "banned");
+  expect_closed(join_scene(ep, b, "main:s9"), 4005, "banned from this room");
+}
+
 }  // namespace
 }  // namespace dclcomms::ws::testing

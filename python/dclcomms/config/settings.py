@@ -273,6 +273,30 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1000,
     ),
     Setting(
+        "gatekeeper",
+        bool,
+        True,
+        "GATEKEEPER_ENABLED",
+        "mount the comms gatekeeper (ADR-204 scene rooms, docs/gatekeeper.md) on this port; "
+        "its other settings come from the gatekeeper's environment variables",
+    ),
+    Setting(
+        "gatekeeper_database",
+        str,
+        "",
+        "GATEKEEPER_DATABASE_URL",
+        "gatekeeper database: postgresql://user[:password]@host[:port]/db or sqlite:///path; "
+        "empty = SQLite file gatekeeper.sqlite3 under data_dir",
+    ),
+    Setting(
+        "data_dir",
+        str,
+        "",
+        "DCLCOMMS_DATA_DIR",
+        "directory of the embedded database; empty = $XDG_DATA_HOME/dclcomms or "
+        "~/.local/share/dclcomms",
+    ),
+    Setting(
         "heartbeat_max_per_s",
         int,
         10,
@@ -717,6 +741,9 @@ class RealmConfig:
     deny_list_refresh_s: float = 300.0
     comms_gatekeeper_url: str = ""
     ban_sweep_interval_ms: int = 30000
+    gatekeeper: bool = True
+    gatekeeper_database: str = ""
+    data_dir: str = ""
     heartbeat_max_per_s: int = 10
     connector_max_queued_bytes: int = 1 << 20
     livekit_host: str = ""
@@ -817,6 +844,10 @@ class RealmConfig:
         for s in SETTINGS:
             v = getattr(self, s.name)
             out[s.name] = "***" if ("secret" in s.name and v) else v
+        if self.gatekeeper_database:
+            from dclcomms.gatekeeper.storage import redact
+
+            out["gatekeeper_database"] = redact(self.gatekeeper_database)
         return out
 
 
@@ -858,6 +889,8 @@ def server_config(
         config.ws_room_secret if ws_room_secret is None else ws_room_secret
     ) or None
     values.update(fixed)
+    # the gatekeeper mounted in the realm serves its built-in scene rooms on this server
+    values["scene_rooms"] = role == "realm" and config.gatekeeper
     if values["rooms"] and values["ws_room_require_token"] and not values["ws_room_secret"]:
         raise ConfigError(
             "ws_room_require_token needs ws_room_secret (--ws-room-secret or "

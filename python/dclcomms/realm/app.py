@@ -104,6 +104,7 @@ class Realm:
         self._core_task: asyncio.Task[None] | None = None
         self.deny_list: DenyList | None = None
         self.bans: BanChecker | None = None
+        self.gatekeeper: Any = None  # dclcomms.gatekeeper.app.Gatekeeper when mounted
         self._loop: asyncio.AbstractEventLoop | None = None
         self._port = 0
         self._started_ms = 0
@@ -182,6 +183,8 @@ class Realm:
                 )
             if self.run_core:  # else the core runs elsewhere on the pub/sub
                 self.core = core_from_config(cfg, self.pubsub, self.policy, registry=self.registry)
+            if cfg.gatekeeper:
+                await self._mount_gatekeeper()
             self._routes()
             self._loop.add_reader(self.server.fileno(), self._pump)
             ready = getattr(
@@ -199,7 +202,7 @@ class Realm:
                     interval_s=cfg.deny_list_refresh_s,
                 )
                 self._spawn(self.deny_list.run(self._stop))
-            if cfg.comms_gatekeeper_url:
+            if cfg.comms_gatekeeper_url or self.gatekeeper is not None:
                 connector = self.connector
                 self.bans = BanChecker(
                     cfg.comms_gatekeeper_url,
@@ -207,11 +210,16 @@ class Realm:
                     self.registry,
                     sessions=lambda: connector.sessions | self._bus_sessions(),
                     sweep_interval_s=cfg.ban_sweep_interval_ms / 1000,
+                    # no external gatekeeper: ask the mounted one in process
+                    lookup=None if cfg.comms_gatekeeper_url else self.gatekeeper.is_platform_banned,
                 )
                 self._spawn(self.bans.run(self._stop))
         except BaseException:
             server, self.server = self.server, None
             server.stop()
+            if self.gatekeeper is not None:
+                await self.gatekeeper.close()
+                self.gatekeeper.store.close()
             raise
         if not cfg.public_url and cfg.host in ("0.0.0.0", "::"):
             log.warning(
@@ -229,6 +237,43 @@ class Realm:
             },
         )
         return self
+
+    async def _mount_gatekeeper(self) -> None:
+        """The gatekeeper on this port: its routes, and scene rooms on this server when
+        LiveKit is not configured (docs/gatekeeper.md)."""
+        from dclcomms.gatekeeper import config as gk_config
+        from dclcomms.gatekeeper.server import build
+
+        cfg = self.config
+        assert self.transports is not None
+        gk = gk_config.from_env(
+            database=cfg.gatekeeper_database or None,
+            data_dir=cfg.data_dir or None,
+            livekit_host=cfg.livekit_host or None,
+            livekit_api_key=cfg.livekit_api_key or None,
+            livekit_api_secret=cfg.livekit_api_secret or None,
+            commit_hash=cfg.commit_hash or None,
+            ws_room_secret=self.ws_room_secret,
+        )
+
+        def deny() -> list[str]:
+            return self.deny_list.addresses if self.deny_list is not None else []
+
+        def kick(address: str) -> None:  # a platform ban: the connector and /bus, at once
+            server = self.server
+            if server is not None:
+                server.kick(address, 4005, "banned")
+                server.close_bus(address, 4005, "banned")
+
+        self.gatekeeper = await build(
+            gk,
+            server=self.server,
+            ws_base_url=self.transports.ws_room.base_url,
+            ws_room_secret=self.ws_room_secret,
+            registry=self.registry,
+            deny_list=deny,
+            on_platform_ban=kick,
+        )
 
     def _bus_sessions(self) -> set[str]:
         return set(self.msgbus.sessions) if self.msgbus is not None else set()
@@ -266,6 +311,9 @@ class Realm:
         for part in (self.core, self.connector, self.stats, self.map, self.msgbus, self.bridge):
             if part is not None:
                 part.close()
+        if self.gatekeeper is not None:
+            await self.gatekeeper.close()
+            await asyncio.to_thread(self.gatekeeper.store.close)
         aclose = getattr(self.pubsub, "aclose", None)  # a network pub/sub: flush, then disconnect
         if aclose is not None:
             await aclose()
@@ -368,6 +416,8 @@ class Realm:
         r.add("/status", self._h_status)
         r.add("/rooms/status", self._h_rooms_status)
         r.add("/metrics", self._h_metrics)
+        if self.gatekeeper is not None:  # /status stays the realm's
+            self.gatekeeper.routes(r, status=False)
         assert self.stats is not None
         self.stats.routes(r)
         if self.map is not None:
@@ -390,7 +440,9 @@ class Realm:
             bus_sessions=len(self.msgbus.sessions) if self.msgbus is not None else 0,
         )
         public = public_url_from_host(self.config, req.header("host"), self.url)
-        status, body = about(self.config, state, public)
+        status, body = about(
+            self.config, state, public, gatekeeper_url=public if self.gatekeeper else None
+        )
         return json_response(body, status)
 
     def _h_status(self, _req: Request) -> Response:

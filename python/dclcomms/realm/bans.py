@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -45,8 +45,11 @@ class BanChecker:
         *,
         sessions: Callable[[], set[str]],
         sweep_interval_s: float = 30.0,
+        lookup: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
+        """``lookup``: ask this (e.g. the gatekeeper mounted in the realm) instead of ``url``."""
         self.url = url.rstrip("/")
+        self.lookup = lookup
         self.server = server
         self.sessions = sessions
         self.sweep_interval_s = sweep_interval_s
@@ -63,6 +66,15 @@ class BanChecker:
     async def verdict(self, address: str) -> bool | None:
         """True banned, False clean, None unknown (service down, no usable cached verdict)."""
         now = time.monotonic()
+        if self.lookup is not None:  # in process: no cache, a ban applies at once
+            try:
+                banned = await self.lookup(address)
+            except Exception as e:
+                self.m_checks.inc(result="error")
+                log.warning("ban lookup failed", extra={"address": address, "error": repr(e)})
+                return None
+            self.m_checks.inc(result="banned" if banned else "clean")
+            return banned
         cached = self.verdicts.get(address)
         if cached is not None and now - cached[0] < (BANNED_TTL_S if cached[1] else CLEAN_TTL_S):
             self.m_checks.inc(result="cached")

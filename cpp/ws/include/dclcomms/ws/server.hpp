@@ -72,6 +72,9 @@ namespace dclcomms::ws {
     "a reliable one closes the sender 4009")                                                       \
   X(size_t, rooms_sender_max_bytes_per_s, 0, kAny,                                                 \
     "rooms sender token bucket, bytes/s of update bodies (0 = off)")                               \
+  X(bool, scene_rooms, false, kAny,                                                                \
+    "serve ADR-204 scene rooms on /scene-rooms/<roomId>: RFC-5 rooms with a membership of their "  \
+    "own (a client holds an island room and a scene room), joined only with a token")              \
   X(std::optional<std::string>, ws_room_secret, std::nullopt, kAny,                                \
     "HS256 key of room ?access_token= JWTs (None: tokens are rejected)")                           \
   X(bool, ws_room_require_token, false, kAny, "rooms: reject upgrades without ?access_token=")     \
@@ -292,6 +295,15 @@ class Server {
   // Whether some open page waits for a key frame (build one for the next
   // publish_feed only then).
   bool feed_wants_key() const;
+  // Rooms: closes the member `address` (lowercase) of `room` (empty: of any
+  // room) in the island rooms (scene=false) or the scene rooms (scene=true):
+  // peer_kicked{reason}, then close 4005. For bar_ms > 0 the address is also
+  // refused (peer_kicked + 4005 at admission) by that room (empty: every room
+  // of that kind) for bar_ms: a token issued before a ban cannot rejoin.
+  void kick_room_member(bool scene, const std::string& room, const std::string& address,
+                        const std::string& reason, int64_t bar_ms);
+  // Rooms: the addresses in `room` in join order (empty when it does not exist).
+  std::vector<std::string> room_members(bool scene, const std::string& room) const;
   // Replaces the deny list (lowercased here); applies to new handshakes
   // (connector and bus).
   void set_deny_list(const std::vector<std::string>& addresses);

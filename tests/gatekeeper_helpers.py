@@ -1,0 +1,113 @@
+"""Helpers for the gatekeeper tests: a running gatekeeper, signed requests, stand-ins."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+
+from dclcomms.auth import Identity
+from dclcomms.gatekeeper.config import GatekeeperConfig
+from dclcomms.gatekeeper.server import GatekeeperServer
+
+LK_KEY, LK_SECRET = "devkey", "devsecret-0123456789-0123456789-abcdef"
+SCENE_ID = "bafkreiscene00000000000000000000000000000000000000000000000"
+REALM = "main"
+
+
+def run(test: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
+    asyncio.run(asyncio.wait_for(test(), timeout))
+
+
+def gk_config(tmp_path: Path, **kw: Any) -> GatekeeperConfig:
+    base: dict[str, Any] = {"data_dir": str(tmp_path / "data")}
+    base.update(kw)
+    return GatekeeperConfig(**base)
+
+
+def token_of(conn_str: str) -> str:
+    return parse_qs(urlsplit(conn_str.split(":", 1)[1]).query)["access_token"][0]
+
+
+def explorer_meta(
+    realm: str = REALM, scene_id: str | None = SCENE_ID, parcel: str | None = "0,0", **kw: Any
+) -> dict[str, Any]:
+    md: dict[str, Any] = {"realmName": realm}
+    if scene_id is not None:
+        md["sceneId"] = scene_id
+    if parcel is not None:
+        md["parcel"] = parcel
+    md.update(kw)
+    return md
+
+
+def scene_meta(
+    realm: str = REALM,
+    scene_id: str = SCENE_ID,
+    parcel: str = "0,0",
+    *,
+    world: bool = False,
+    signer: str = "decentraland-kernel-scene",
+) -> dict[str, Any]:
+    hostname = "worlds-content-server.decentraland.org" if world else "peer.decentraland.org"
+    return {
+        "signer": signer,
+        "realm": {"hostname": hostname, "protocol": "v3", "serverName": realm},
+        "sceneId": scene_id,
+        "parcel": parcel,
+    }
+
+
+class Client:
+    """Signed requests to one gatekeeper base URL."""
+
+    def __init__(self, base: str, session: aiohttp.ClientSession) -> None:
+        self.base = base.rstrip("/")
+        self.session = session
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        who: Identity | None = None,
+        metadata: Any = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, Any]:
+        h = dict(headers or {})
+        if who is not None:
+            h.update(who.sign_fetch_headers(method, path.split("?", 1)[0], metadata=metadata or {}))
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if data is not None:
+            h.setdefault("Content-Type", "application/json")
+        async with self.session.request(method, self.base + path, data=data, headers=h) as r:
+            text = await r.read()
+            value: Any = text.decode()
+            if text and "json" in r.headers.get("Content-Type", ""):
+                value = json.loads(text)
+            return r.status, value
+
+
+class Running:
+    """``async with Running(config) as (gk, client)``: a standalone gatekeeper."""
+
+    def __init__(self, config: GatekeeperConfig) -> None:
+        self.server = GatekeeperServer(config)
+        self.session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> tuple[GatekeeperServer, Client]:
+        await self.server.start()
+        self.session = aiohttp.ClientSession()
+        return self.server, Client(self.server.url, self.session)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.session is not None:
+            await self.session.close()
+        await self.server.stop()

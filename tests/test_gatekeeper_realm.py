@@ -1,0 +1,118 @@
+"""The gatekeeper mounted in ``dclcomms realm`` (the embedded default): /about advertises
+it, a client holds its island room and its scene room on the one port, and a platform
+ban closes the connector session and the scene room within 1 s and refuses the next
+attempt (the connector asks the in-process gatekeeper: no COMMS_GATEKEEPER_URL)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dclcomms.auth import Identity
+from dclcomms.config import RealmConfig
+from dclcomms.realm import Realm
+
+from .gatekeeper_helpers import SCENE_ID, Client, explorer_meta, run
+from .realm_client import ArchipelagoClient, RoomClient, Wallet
+
+BEARER = "operator-token-realm-0123456789"
+
+
+def config(tmp_path: Path, **kw: Any) -> RealmConfig:
+    base: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "flush_interval": 0.1,
+        "log_format": "text",
+        "log_level": "WARNING",
+        "data_dir": str(tmp_path / "data"),
+        "ban_sweep_interval_ms": 60_000,
+    }
+    base.update(kw)
+    return RealmConfig(**base)
+
+
+def test_realm_serves_scene_rooms_beside_islands_and_platform_bans_kick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMMS_GATEKEEPER_AUTH_TOKEN", BEARER)
+    wallet = Wallet(301)
+    me = Identity.from_private_key(bytes(wallet.owner.key))
+
+    async def body() -> None:
+        import aiohttp
+
+        async with Realm(config(tmp_path)) as realm, aiohttp.ClientSession() as session:
+            c = Client(realm.url, session)
+            status, about = await c.request("GET", "/about")
+            assert status == 200 and about["comms"]["gatekeeperUrl"] == realm.url
+            status, st = await c.request("GET", "/status")
+            assert "userCount" in st  # the realm's /status, not the gatekeeper's
+            # the island, through archipelago
+            arch = ArchipelagoClient(301)
+            await arch.connect(f"ws://127.0.0.1:{realm.port}")
+            assert await arch.handshake() == wallet.address
+            await arch.heartbeat(8.0, 0.0, 8.0)
+            island = await arch.island()
+            island_room = RoomClient(wallet)
+            await island_room.join(island["connStr"])
+            # the scene room, through the gatekeeper
+            status, doc = await c.request(
+                "POST", "/get-scene-adapter", who=me, metadata=explorer_meta()
+            )
+            assert status == 200, doc
+            assert doc["adapter"].startswith(
+                f"ws-room:ws://127.0.0.1:{realm.port}/scene-rooms/main:{SCENE_ID}?access_token="
+            )
+            scene_room = RoomClient(wallet)
+            await scene_room.join(doc["adapter"])
+            assert realm.server.room_members(f"main:{SCENE_ID}", scene=True) == [wallet.address]
+            # a platform ban: connector and scene room closed 4005 within 1 s
+            t0 = time.monotonic()
+            status, doc = await c.request(
+                "POST",
+                f"/users/{wallet.address}/bans",
+                body={"reason": "cheating"},
+                headers={"Authorization": f"Bearer {BEARER}"},
+            )
+            assert status == 201, doc
+            closed_scene = await scene_room.closed(timeout=1.0)
+            closed_arch = await arch.closed(timeout=1.0)
+            assert time.monotonic() - t0 < 1.0
+            assert (closed_scene.code, closed_arch.code) == (4005, 4005)
+            # refused on the next attempt: the connector (in-process check) and the gatekeeper
+            again = ArchipelagoClient(301)
+            await again.connect(f"ws://127.0.0.1:{realm.port}")
+            await again.handshake(expect_welcome=False)
+            assert (await again.closed(timeout=3.0)).code == 4005
+            status, doc = await c.request(
+                "POST", "/get-scene-adapter", who=me, metadata=explorer_meta()
+            )
+            assert (status, doc["code"]) == (403, "platform_banned")
+            status, text = await c.request("GET", "/metrics")
+            assert 'dcl_gatekeeper_bans_total{action="ban",kind="platform"} 1' in text
+            for x in (island_room, scene_room, arch, again):
+                await x.close()
+
+    run(body)
+
+
+def test_realm_without_the_gatekeeper(tmp_path: Path) -> None:
+    async def body() -> None:
+        import aiohttp
+
+        async with (
+            Realm(config(tmp_path, gatekeeper=False)) as realm,
+            aiohttp.ClientSession() as session,
+        ):
+            c = Client(realm.url, session)
+            _, about = await c.request("GET", "/about")
+            assert "gatekeeperUrl" not in about["comms"]
+            status, _ = await c.request("POST", "/get-scene-adapter")
+            assert status == 404
+        assert not (tmp_path / "data").exists()
+
+    run(body)

@@ -42,15 +42,16 @@ async def start_app(app: web.Application) -> tuple[web.AppRunner, int]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Realms mount the gatekeeper, whose SQLite file lives in the data directory: one
-    per test run (inherited by the processes tests start), never the user's."""
-    old = os.environ.get("DCLCOMMS_DATA_DIR")
-    os.environ["DCLCOMMS_DATA_DIR"] = str(tmp_path_factory.mktemp("dclcomms-data"))
+    """Realms mount the gatekeeper, whose SQLite file defaults to $XDG_DATA_HOME/dclcomms:
+    one per test run (inherited by the processes tests start), never the user's. (Not
+    DCLCOMMS_DATA_DIR: that is a realm setting, which tests compare to defaults.)"""
+    old = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
     yield
     if old is None:
-        os.environ.pop("DCLCOMMS_DATA_DIR", None)
+        os.environ.pop("XDG_DATA_HOME", None)
     else:
-        os.environ["DCLCOMMS_DATA_DIR"] = old
+        os.environ["XDG_DATA_HOME"] = old
 
 
 @pytest.fixture

@@ -466,6 +466,7 @@ def test_server_config_of_each_role() -> None:
         auth_threads=2,
         connector=True,
         rooms=True,
+        scene_rooms=True,  # the mounted gatekeeper's built-in scene rooms
         bus=False,
         map_feed=True,
         ws_room_secret="s3",
@@ -476,11 +477,13 @@ def test_server_config_of_each_role() -> None:
         auth_threads=2,
         connector=True,
         rooms=True,
+        scene_rooms=True,
         bus=False,
         map_feed=True,
         ws_room_secret="gen",
     )
     assert c.replace(bus=True).server_config().bus is True
+    assert c.replace(gatekeeper=False).server_config().scene_rooms is False
     assert c.server_config("rooms") == ServerConfig(
         **shared,
         io_threads=3,

@@ -617,3 +617,47 @@ def test_gatekeeper_command_serves_and_stops(tmp_path: Path) -> None:
     )
     assert r.returncode == 2 and "[bad_value]" in r.stderr
     _ = pytest
+
+
+def test_http_base_url_prefixes_the_signed_path(tmp_path: Path) -> None:
+    async def body() -> None:
+        cfg = gk_config(tmp_path, http_base_url="https://gk.example/comms", **LIVEKIT)
+        async with Running(cfg) as (_gk, c):
+            h = ALICE.sign_fetch_headers(
+                "POST", "/comms/get-scene-adapter", metadata=explorer_meta()
+            )
+            status, doc = await c.request("POST", "/get-scene-adapter", headers=h)
+            assert status == 200, doc
+            status, doc = await c.request(
+                "POST", "/get-scene-adapter", who=ALICE, metadata=explorer_meta()
+            )
+            assert status == 401  # signed for the path without the proxy prefix
+
+    run(body)
+
+
+def test_local_preview_skips_ban_checks_only_when_allowed(tmp_path: Path) -> None:
+    async def body() -> None:
+        for allowed in (True, False):
+            cfg = gk_config(
+                tmp_path / str(allowed), allow_local_preview=allowed, auth_token=BEARER, **LIVEKIT
+            )
+            async with Running(cfg) as (_gk, c):
+                status, _ = await c.request(
+                    "POST",
+                    f"/users/{BOB.address.lower()}/bans",
+                    body={"reason": "x"},
+                    headers={"Authorization": f"Bearer {BEARER}"},
+                )
+                assert status == 201
+                md = explorer_meta(realm="localpreview")
+                status, doc = await c.request("POST", "/get-scene-adapter", who=BOB, metadata=md)
+                if allowed:
+                    assert status == 200, doc
+                    claims = TokenVerifier(LK_KEY, LK_SECRET).verify(token_of(doc["adapter"]))
+                    assert claims.video is not None
+                    assert claims.video.room == f"localpreview:{SCENE_ID}"
+                else:
+                    assert (status, doc["code"]) == (403, "platform_banned")
+
+    run(body)

@@ -248,11 +248,11 @@ def test_operator_commands(tmp_path: Path) -> None:
     assert _cli("unban", A, *db).returncode == 0
     assert _cli("unban", A, *db).returncode == 1  # nothing to lift
     assert json.loads(_cli("bans", *db).stdout) == []
-    r = _cli("admins", "add", "--place", "p1", B, *db)
+    r = _cli("admins", "add", B, "--place", "p1", *db)
     assert r.returncode == 0 and json.loads(r.stdout)["changed"] is True
     r = _cli("admins", "list", "--place", "p1", *db)
     assert [x["admin"] for x in json.loads(r.stdout)] == [B]
-    assert _cli("admins", "remove", "--place", "p1", B, *db).returncode == 0
+    assert _cli("admins", "remove", B, "--place", "p1", *db).returncode == 0
     r = _cli("ban", "not-an-address", "--reason", "x", *db)
     assert r.returncode == 2 and "[bad_value]" in r.stderr
     s = Store.open(data_dir=tmp_path / "ops")

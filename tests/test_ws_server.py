@@ -78,6 +78,8 @@ def test_metrics_text_has_no_labels() -> None:
         "dcl_ws_connector_sessions",
         "dcl_ws_rooms_users",
         "dcl_ws_rooms_rooms",
+        "dcl_ws_rooms_scene_users",
+        "dcl_ws_rooms_scene_rooms",
         "dcl_ws_bus_sessions",
         "dcl_ws_bridge_sessions",
         "dcl_ws_bridge_taps",

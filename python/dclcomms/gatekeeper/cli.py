@@ -7,7 +7,7 @@ until SIGINT/SIGTERM, then exits 0.
 ``dclcomms gatekeeper migrate [--database URL | --data-dir DIR] [--revision REV] [--current]``
 brings the database to the newest revision (or the given one) and prints where it
 ends as JSON. ``ban ADDRESS --reason R [--duration-ms N] [--message M]``, ``unban
-ADDRESS``, ``bans`` and ``admins list|add|remove --place P [ADDRESS]`` edit the rows
+ADDRESS``, ``bans`` and ``admins list|add|remove [ADDRESS] --place P`` edit the rows
 directly (a running gatekeeper applies them on its next check; the HTTP routes also
 kick at once). Errors print ``dclcomms gatekeeper: error: <message> [<code>]`` and
 exit 2 (configuration) or 1 (the database).

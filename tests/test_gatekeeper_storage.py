@@ -260,3 +260,23 @@ def test_operator_commands(tmp_path: Path) -> None:
         assert s.platform_ban(A) is None and s.scene_admins("p1") == []
     finally:
         s.close()
+
+
+def test_snapshot_answers_like_the_database(store: Store) -> None:
+    store.add_platform_ban(A, banned_by="m", now=100)
+    store.add_platform_ban(B, banned_by="m", duration_ms=50, now=100)
+    store.add_scene_ban("p1", B, banned_by=OWNER, now=1)
+    store.set_moderated("room-1", "p1", True)
+    store.add_role("room-1", "speaker", A, added_by=OWNER)
+    snap = store.snapshot(now=120)
+    for now in (120, 200):
+        for who in (A, B, OWNER):
+            for place, room in (("p1", "room-1"), ("p2", "room-2")):
+                db = store.admission(who, place, room, now=now)
+                mem = snap.admission(who, place, room, now)
+                assert (db.platform_ban is None) == (mem.platform_ban is None), (who, now)
+                assert (db.scene_banned, db.moderated, db.roles) == (
+                    mem.scene_banned,
+                    mem.moderated,
+                    mem.roles,
+                )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -33,7 +34,7 @@ from dclcomms.gatekeeper import tokens
 from dclcomms.gatekeeper.config import GatekeeperConfig
 from dclcomms.gatekeeper.resolver import OwnerOrAdmin, Resolver, ResolverUnavailable, Scene
 from dclcomms.gatekeeper.rooms import SceneRooms
-from dclcomms.gatekeeper.storage import Conflict, Store, now_ms
+from dclcomms.gatekeeper.storage import Admission, Conflict, Snapshot, Store, now_ms
 from dclcomms.http import HttpError, Request, Response, Router, json_response
 from dclcomms.metrics import Registry
 
@@ -147,6 +148,13 @@ class Gatekeeper:
         self.room_states: dict[str, RoomState] = {}
         self._stream_seq = 0
         self._devices: dict[str, str] = {}  # address -> last device id recorded
+        # In-memory copy of bans, moderated rooms and roles for token requests: reloaded
+        # after every write of this process and every snapshot_interval_s (writes of
+        # other processes sharing the database; the connector's ban check reads the
+        # database itself).
+        self.snapshot: Snapshot | None = None
+        self.snapshot_interval_s = 5.0
+        self._snapshot_lock = asyncio.Lock()
         self._webhook: Any = None
         reg = self.registry
         self.m_requests = reg.counter(
@@ -230,6 +238,35 @@ class Gatekeeper:
     async def close(self) -> None:
         await self.resolver.close()
         await self.rooms.close()
+
+    async def reload(self) -> None:
+        """Re-read the in-memory snapshot (after a write, and periodically)."""
+        async with self._snapshot_lock:
+            self.snapshot = await self._db(self.store.snapshot)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Background work: the periodic snapshot reload (a failed one keeps the last)."""
+        while not stop.is_set():
+            try:
+                await self.reload()
+            except Exception as e:
+                log.warning("snapshot reload failed", extra={"error": repr(e)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.snapshot_interval_s)
+
+    async def _admission(self, address: str, place_id: str, room: str) -> Admission:
+        snap = self.snapshot
+        if snap is not None:
+            return snap.admission(address, place_id, room, now_ms())
+        adm: Admission = await self._db(self.store.admission, address, place_id, room)
+        return adm
+
+    async def _platform_banned(self, address: str) -> bool:
+        snap = self.snapshot
+        if snap is not None:
+            exp = snap.platform.get(address, 0)
+            return exp is None or exp > now_ms()
+        return await self._db(self.store.platform_ban, address) is not None
 
     async def _room_call(self, what: str, coro: Awaitable[None]) -> None:
         """A room-service action after the state change is stored: a failure (LiveKit
@@ -354,10 +391,10 @@ class Gatekeeper:
         if not preview:
             if isinstance(scene_id, str) and scene_id and not named_world:
                 st = await self._state(Scene(realm, scene_id, parcel, world))
-                adm = await self._db(self.store.admission, address, st.place_id, st.room)
+                adm = await self._admission(address, st.place_id, st.room)
                 banned = adm.platform_ban is not None
             else:
-                banned = await self._db(self.store.platform_ban, address) is not None
+                banned = await self._platform_banned(address)
             if banned:
                 raise HttpError(403, "User is banned from the platform", "platform_banned")
             if address in self.deny_list():
@@ -374,7 +411,7 @@ class Gatekeeper:
             return self._adapter(scene, address, "explorer")
         if st is None:
             st = await self._state(scene)
-            adm = await self._db(self.store.admission, address, st.place_id, st.room)
+            adm = await self._admission(address, st.place_id, st.room)
         assert adm is not None
         if adm.platform_ban is not None:
             raise HttpError(403, "User is banned from the platform", "platform_banned")
@@ -454,6 +491,8 @@ class Gatekeeper:
             if not await self._db(self.store.lift_platform_ban, address, lifted_by=by):
                 raise HttpError(404, f"{address} is not banned", "not_banned")
             self.m_bans.inc(kind="platform", action="lift")
+            if self.snapshot is not None:
+                await self.reload()
             return _no_content()
         body = _body(req)
         reason = body.get("reason")
@@ -481,6 +520,8 @@ class Gatekeeper:
         except Conflict:
             raise HttpError(409, f"{address} is already banned", "already_banned") from None
         self.m_bans.inc(kind="platform", action="ban")
+        if self.snapshot is not None:
+            await self.reload()
         await self.kick_platform_banned(address)
         return json_response({"data": ban.to_json()}, 201)
 
@@ -648,9 +689,12 @@ class Gatekeeper:
 
     # --- room metadata ----------------------------------------------------------------------
 
-    async def refresh_metadata(self, st: RoomState) -> dict[str, Any]:
+    async def refresh_metadata(self, st: RoomState, *, reload: bool = True) -> dict[str, Any]:
         """Rebuild the gatekeeper's keys of the room metadata and write it (serialised per
-        room; keys the gatekeeper does not own are preserved)."""
+        room; keys the gatekeeper does not own are preserved). ``reload``: after a write,
+        re-read the in-memory snapshot first."""
+        if reload and self.snapshot is not None:
+            await self.reload()
         async with st.lock:
             banned, _ = await self._db(self.store.scene_bans, st.place_id, limit=10_000)
             admins = await self._db(self.store.scene_admins, st.place_id)
@@ -689,7 +733,7 @@ class Gatekeeper:
         if st is None:
             raise HttpError(404, "unknown scene room", "unknown_room")
         if not st.metadata:
-            await self.refresh_metadata(st)
+            await self.refresh_metadata(st, reload=False)
         return json_response(st.metadata)
 
     async def h_webhook(self, req: Request) -> Response:
@@ -711,7 +755,7 @@ class Gatekeeper:
         if event.event in ("room_started", "participant_joined"):
             st = self.room_states.get(event.room.name)
             if st is not None and time.monotonic() - st.refreshed_at >= WEBHOOK_REFRESH_S:
-                await self.refresh_metadata(st)
+                await self.refresh_metadata(st, reload=False)
         return json_response({"ok": True})
 
     # --- casting (control-plane.md 1.7) ---------------------------------------------------

@@ -74,7 +74,7 @@ async def build(
         "gatekeeper ready",
         extra={"database": store.url, "rooms": rooms.kind, "resolver": type(resolver).__name__},
     )
-    return Gatekeeper(
+    gk = Gatekeeper(
         config,
         store,
         rooms,
@@ -83,6 +83,8 @@ async def build(
         deny_list=deny_list,
         on_platform_ban=on_platform_ban,
     )
+    await gk.reload()  # token requests read bans from memory from the first one on
+    return gk
 
 
 def _ws_base(host: str, port: int) -> str:
@@ -161,6 +163,7 @@ class GatekeeperServer:
         loop.add_reader(self.server.fileno(), self._pump)
         if self._deny is not None:
             self._spawn(self._deny.run(self._stop))
+        self._spawn(self.gatekeeper.run(self._stop))
         return self
 
     def _spawn(self, coro: Any) -> None:

@@ -264,6 +264,31 @@ class Admission:
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """Active platform bans (address -> expiry or None), scene bans (place, address),
+    moderated rooms and scene-room roles, read in one go."""
+
+    platform: dict[str, int | None]
+    scene: set[tuple[str, str]]
+    moderated: set[str]
+    roles: dict[tuple[str, str], frozenset[str]]
+
+    def admission(self, address: str, place_id: str, room: str, now: int) -> Admission:
+        a = address.lower()
+        ban = None
+        if a in self.platform:
+            exp = self.platform[a]
+            if exp is None or exp > now:
+                ban = PlatformBan("", a, "", "", None, 0, exp)
+        return Admission(
+            ban,
+            (place_id, a) in self.scene,
+            room in self.moderated,
+            self.roles.get((room, a), frozenset()),
+        )
+
+
+@dataclass(frozen=True)
 class CastLink:
     id: str
     place_id: str
@@ -603,6 +628,44 @@ class Store:
                 )
         return Admission(None if row is None else _ban(row), scene_banned, moderated, roles)
 
+    def snapshot(self, *, now: int | None = None) -> Snapshot:
+        """What token requests read, for an in-memory copy (:class:`Snapshot`)."""
+        now = now_ms() if now is None else now
+        with self.engine.connect() as c:
+            platform = {
+                r.banned_address: r.expires_at
+                for r in c.execute(
+                    sa.select(t.user_bans.c.banned_address, t.user_bans.c.expires_at).where(
+                        t.user_bans.c.lifted_at.is_(None),
+                        sa.or_(t.user_bans.c.expires_at.is_(None), t.user_bans.c.expires_at > now),
+                    )
+                )
+            }
+            scene = {
+                (r.place_id, r.banned_address)
+                for r in c.execute(
+                    sa.select(t.scene_bans.c.place_id, t.scene_bans.c.banned_address)
+                )
+            }
+            moderated = {
+                r.room_id
+                for r in c.execute(
+                    sa.select(t.scene_room_settings.c.room_id).where(
+                        t.scene_room_settings.c.moderated.is_(True)
+                    )
+                )
+            }
+            roles: dict[tuple[str, str], set[str]] = {}
+            for r in c.execute(
+                sa.select(
+                    t.scene_room_roles.c.room_id,
+                    t.scene_room_roles.c.identity,
+                    t.scene_room_roles.c.role,
+                )
+            ):
+                roles.setdefault((r.room_id, r.identity), set()).add(r.role)
+        return Snapshot(platform, scene, moderated, {k: frozenset(v) for k, v in roles.items()})
+
     # --- scene-room roles and settings (control-plane.md 1.7) ---------------------------
 
     def add_role(self, room: str, role: str, identity: str, *, added_by: str) -> bool:
@@ -787,6 +850,7 @@ __all__ = [
     "PlatformBan",
     "SceneAdmin",
     "SceneBan",
+    "Snapshot",
     "StorageError",
     "Store",
     "Warning",

@@ -185,6 +185,7 @@ class Realm:
                 self.core = core_from_config(cfg, self.pubsub, self.policy, registry=self.registry)
             if cfg.gatekeeper:
                 await self._mount_gatekeeper()
+                self._spawn(self.gatekeeper.run(self._stop))
             self._routes()
             self._loop.add_reader(self.server.fileno(), self._pump)
             ready = getattr(

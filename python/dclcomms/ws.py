@@ -355,6 +355,7 @@ class Server:
     def feed_wants_key(self) -> bool:
         """Whether some /map/feed page waits for a key frame."""
         return self._core.feed_wants_key()
+
     def kick_room_member(
         self, room: str | None, address: str, reason: str, *, scene: bool = True, bar_ms: int = 0
     ) -> None:

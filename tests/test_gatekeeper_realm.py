@@ -25,7 +25,7 @@ def config(tmp_path: Path, **kw: Any) -> RealmConfig:
     base: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": 0,
-        "flush_interval": 0.1,
+        "flush_interval_s": 0.1,
         "log_format": "text",
         "log_level": "WARNING",
         "data_dir": str(tmp_path / "data"),

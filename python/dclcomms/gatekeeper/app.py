@@ -285,9 +285,9 @@ class Gatekeeper:
         """Verify the signed fetch (C++ chain check, window, replay cache) or raise 400/401;
         ``signers``: the metadata ``signer`` values accepted (None: not checked)."""
         path = self.base_path + req.path.split("?", 1)[0]
-        result = await asyncio.to_thread(
-            self.verifier.verify, req.method.upper(), path, req.headers, body=req.body
-        )
+        # Inline: the C++ chain check is ~0.1 ms with the delegation cache, less than a
+        # thread hop costs.
+        result = self.verifier.verify(req.method.upper(), path, req.headers, body=req.body)
         if not result.ok or result.signer is None:
             raise HttpError(
                 signed_fetch_status(result.code),

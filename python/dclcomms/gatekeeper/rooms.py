@@ -100,6 +100,19 @@ class LiveKitRooms(SceneRooms):
         attributes: Mapping[str, str] | None = None,
         grant: Mapping[str, Any] | None = None,
     ) -> str:
+        if grant is None and attributes is None:  # the common case: one C++ call
+            from dclcomms.auth import livekit_token
+
+            token = livekit_token(
+                self.api_key,
+                self._secret,
+                identity=identity,
+                room=room,
+                ttl_s=ttl_s,
+                name=name,
+                grants={"canPublishSources": list(sources)},
+            )
+            return tokens.livekit_connection_string(self.host, token)
         token = tokens.livekit_access_token(
             self.api_key,
             self._secret,

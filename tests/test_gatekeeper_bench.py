@@ -1,0 +1,30 @@
+"""Smoke test: bench/bench_gatekeeper.py still runs end to end (tiny sizes; figures not checked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_gatekeeper.py"
+
+
+def test_bench_gatekeeper_smoke() -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=True,
+    )
+    data = json.loads(out.stdout)
+    assert data["bench"] == "gatekeeper" and data["route"] == "/get-scene-adapter"
+    sqlite = data["databases"]["sqlite"]
+    run = sqlite["runs"][0]
+    assert run["requests"] == 300 and run["ok"] == 300, run  # every pre-signed request answered
+    assert run["statuses"] == {"200": 300}
+    assert sqlite["req_per_s_median"] > 0 and sqlite["p99_ms_median"] >= sqlite["p50_ms_median"]
+    assert sqlite["answer"]["adapter_prefix"].startswith("livekit:wss://")
+    assert sqlite["answer"]["room"] == "main:scene-0-0"
+    assert sqlite["bans_stored"] == 5 and sqlite["server_peak_rss_mib"] > 0

@@ -17,7 +17,7 @@ from tests.nats_fixtures import (
     stop_all,
 )
 
-from .realm_client import ArchipelagoClient, assigned
+from .realm_client import ArchipelagoClient, RoomClient, assigned
 
 LK = [
     "--livekit-host",
@@ -114,6 +114,35 @@ def test_realm_with_nats_runs_every_part_in_one_process(nats_server: NatsServer)
         line = first_line(p, "dclcomms realm running (v3 subjects on")
         url = line.split()[-1]
         asyncio.run(asyncio.wait_for(island_and_stats(url, url, 602), 30))
+    finally:
+        codes = stop_all([p])
+    assert codes == [0]
+
+
+async def join_island_room(url: str, seed: int) -> None:
+    """A client's island connection string names the realm's bound port: the room opens."""
+    port = int(url.rsplit(":", 1)[1])
+    c = ArchipelagoClient(seed)
+    await c.connect(url.replace("http://", "ws://"))
+    await c.handshake()
+    room = RoomClient(c.wallet)
+    try:
+        island = await assigned(c, 1.0, 1.0, timeout=10)
+        conn = island["connStr"]
+        assert conn.startswith(f"ws-room:ws://127.0.0.1:{port}/rooms/"), conn
+        welcome = await room.join(conn)
+        assert welcome["alias"] >= 1
+    finally:
+        await room.close()
+        await c.close()
+
+
+def test_realm_with_nats_on_port_0_hands_out_its_bound_port(nats_server: NatsServer) -> None:  # noqa: F811
+    """``realm --nats --port 0``: ws-room connection strings name the port bound, not 80."""
+    p = spawn("realm", *BASE, "--nats", nats_server.url)
+    try:
+        url = first_line(p, "dclcomms realm running").split()[-1]
+        asyncio.run(asyncio.wait_for(join_island_room(url, 603), 30))
     finally:
         codes = stop_all([p])
     assert codes == [0]

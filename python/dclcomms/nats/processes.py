@@ -107,14 +107,19 @@ class CoreService:
         policy: RealmPolicy | type[RealmPolicy] | None = None,
         registry: Registry | None = None,
         http: bool = False,
+        bound_port: int | None = None,
     ) -> None:
+        """``bound_port``: the port the connector serving the ws-room transport listens on
+        (``dclcomms realm --nats`` passes its connector's, so ``--port 0`` names the port
+        actually bound); default ``config.port``, or 80 when that is 0 (a separate core
+        behind a proxy; set ``public_url`` or ``ws_room_url`` there).
+        """
         check_core_config(config)
         self.config = config
         self.pubsub = pubsub
         self.registry = registry or Registry()
-        transports = build_transports(
-            config, bound_port=config.port or 80, ws_room_secret=config.ws_room_secret
-        )
+        port = bound_port if bound_port is not None else (config.port or 80)
+        transports = build_transports(config, bound_port=port, ws_room_secret=config.ws_room_secret)
         pol = make_policy(policy, transports, config)
         if isinstance(pol, NodeBalancedWsRooms) and not isinstance(policy, RealmPolicy):
             # built here: the announcement timing comes from the configuration

@@ -132,11 +132,20 @@ def _main(prog: str, description: str, argv: Sequence[str] | None, role: str) ->
 
     async def parts() -> list[Any]:
         out: list[Any] = []
+        connector: Any = None
+        if role == "realm":
+            # the connector first: the core's ws-room connection strings name its bound port
+            connector = Realm(config, pubsub=await pubsub("dclcomms-connector"), run_core=False)
+            out.append(await connector.start())
         if role in ("core", "realm"):
             reg = Registry()
             out.append(
                 await CoreService(
-                    config, await pubsub("dclcomms-core", reg), registry=reg, http=role == "core"
+                    config,
+                    await pubsub("dclcomms-core", reg),
+                    registry=reg,
+                    http=role == "core",
+                    bound_port=connector.port if connector is not None else None,
                 ).start()
             )
         if role == "stats":
@@ -146,7 +155,7 @@ def _main(prog: str, description: str, argv: Sequence[str] | None, role: str) ->
                     config, await pubsub("dclcomms-stats", reg), registry=reg
                 ).start()
             )
-        if role in ("connector", "realm"):
+        if role == "connector":
             realm = Realm(config, pubsub=await pubsub("dclcomms-connector"), run_core=False)
             out.append(await realm.start())
         return out

@@ -45,6 +45,9 @@ def config(**kw: Any) -> RealmConfig:
         "flush_interval_s": 0.1,
         "log_format": "text",
         "log_level": "WARNING",
+        # these tests open rooms directly (room()), not through an island's token:
+        # the compatibility mode
+        "ws_room_allow_missing_token": True,
     }
     base.update(kw)
     return RealmConfig(**base)

@@ -313,3 +313,66 @@ def test_clients_stay_connected_while_nats_is_briefly_away(nats_server: NatsServ
             await b.close()
 
     run(body, 90)
+
+
+def test_about_and_status_report_unhealthy_while_nats_is_down(nats_server: NatsServer) -> None:  # noqa: F811
+    """A realm whose NATS is gone says so: /about 503 (acceptingUsers false), /status
+    healthy/busConnected false; both recover when NATS is back."""
+
+    async def body() -> None:
+        bus = await NatsPubSub.connect([nats_server.url], reconnect_time_wait=0.1)
+        realm = await Realm(config(), pubsub=bus).start()
+        try:
+            url = f"http://127.0.0.1:{realm.port}"
+
+            async def about() -> tuple[int, Any]:
+                async with aiohttp.ClientSession() as s, s.get(url + "/about") as r:
+                    return r.status, await r.json()
+
+            async def wait_for(status: int) -> Any:
+                deadline = time.monotonic() + 10
+                while True:
+                    got, doc = await about()
+                    if got == status:
+                        return doc
+                    assert time.monotonic() < deadline, (got, doc)
+                    await asyncio.sleep(0.05)
+
+            doc = await wait_for(200)
+            assert doc["acceptingUsers"] is True
+            await asyncio.to_thread(nats_server.kill)
+            doc = await wait_for(503)
+            assert doc["comms"]["healthy"] is False and doc["acceptingUsers"] is False
+            status = await get_json(url + "/status")
+            assert (status["healthy"], status["busConnected"]) == (False, False)
+            await asyncio.to_thread(nats_server.restart)
+            doc = await wait_for(200)
+            assert doc["comms"]["healthy"] is True and doc["acceptingUsers"] is True
+            status = await get_json(url + "/status")
+            assert status["healthy"] is True and status["coreTicking"] is True
+        finally:
+            await realm.stop()
+
+    run(body, 60)
+
+
+def test_about_reports_unhealthy_when_the_core_stops_ticking() -> None:
+    """No tick for 3 flush periods: /about 503 and /status coreTicking false."""
+
+    async def body() -> None:
+        async with Realm(config(flush_interval=0.5)) as realm:
+            url = f"http://127.0.0.1:{realm.port}"
+            deadline = time.monotonic() + 5
+            while not (await get_json(url + "/status"))["healthy"]:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            assert realm._core_task is not None
+            realm._core_task.cancel()  # the core's loop dies (a bug, a stuck tick)
+            await asyncio.sleep(0.5 * 3 + 0.3)
+            async with aiohttp.ClientSession() as s, s.get(url + "/about") as r:
+                assert r.status == 503
+                assert (await r.json())["acceptingUsers"] is False
+            status = await get_json(url + "/status")
+            assert (status["healthy"], status["coreTicking"]) == (False, False)
+
+    run(body)

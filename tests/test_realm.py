@@ -314,6 +314,34 @@ def test_builtin_ws_rooms_work_end_to_end() -> None:
     run(body)
 
 
+def test_default_realm_refuses_an_island_room_without_its_token() -> None:
+    """An eavesdropper opening /rooms/<island> without the realm's token is closed 4010."""
+
+    async def body() -> None:
+        async with Realm(config()) as realm:  # defaults: tokens required
+            a = await connected(realm, 55)
+            await a.heartbeat(0.0, 0.0, 0.0)
+            ia = await a.island()
+            member = RoomClient(a.wallet)
+            await member.join(ia["connStr"])
+            bare = ia["connStr"].split("?", 1)[0]  # ws-room:ws://.../rooms/<island>
+            spy = RoomClient(ArchipelagoClient(56).wallet)
+            with pytest.raises(Closed) as e:
+                await spy.join(bare)
+            assert (e.value.code, e.value.reason) == (4010, "invalid access token: missing")
+            forged = RoomClient(ArchipelagoClient(56).wallet)
+            with pytest.raises(Closed) as e:
+                await forged.join(bare + "?access_token=" + token_of(ia["connStr"]))
+            # a member's token is bound to its address: the spy's signature does not match
+            assert (e.value.code, e.value.reason) == (4003, "auth failed: address_mismatch")
+            stats = realm.server.stats()["rooms"]
+            assert stats["token_rejected"] == 1 and stats["users"] == 1
+            for cl in (a, member, spy, forged):
+                await cl.close()
+
+    run(body)
+
+
 class SmallOnFixed(RealmPolicy):
     """A test policy: islands of one peer get a fixed string, bigger ones the default."""
 

@@ -84,9 +84,14 @@ def test_metrics_text_has_no_labels() -> None:
         "dcl_ws_bridge_sessions",
         "dcl_ws_bridge_taps",
         "dcl_ws_feed_pages",
+        "dcl_ws_server_connections",
+        "dcl_ws_server_unauthenticated",
+        "dcl_ws_server_max_connections",
+        "dcl_ws_server_fd_limit",
     }
     assert gauges <= set(names)
     assert "dcl_ws_feed_frames_skipped_total" in names
+    assert "dcl_ws_server_refused_per_ip_total" in names
     assert "dcl_ws_bus_closed_rate_total" in names
     assert all(n.startswith("dcl_ws_") and "{" not in n for n in names)
     assert all(n.endswith("_total") for n in names if n not in gauges)

@@ -355,7 +355,8 @@ void register_ws(py::module_& m) {
           py::gil_scoped_release release;
           st = s.stats();
         }
-        py::dict connector, rooms, bus, bridge, feed;
+        py::dict connector, rooms, bus, bridge, feed, server;
+        for (const auto& [k, v] : st.server) server[py::str(k)] = v;
         for (const auto& [k, v] : st.connector) connector[py::str(k)] = v;
         for (const auto& [k, v] : st.rooms) rooms[py::str(k)] = v;
         for (const auto& [k, v] : st.bus) bus[py::str(k)] = v;
@@ -375,6 +376,7 @@ void register_ws(py::module_& m) {
         out["bus"] = bus;
         out["bridge"] = bridge;
         out["feed"] = feed;
+        out["server"] = server;
         return out;
       });
 }

@@ -430,13 +430,17 @@ _GAUGES = {
     ("bridge", "sessions"): "Open /bridge sessions (authenticated or not yet)",
     ("bridge", "taps"): "Rooms whose traffic is copied to the bridge",
     ("feed", "pages"): "Live map pages open on /map/feed",
+    ("server", "connections"): "Open TCP connections (admitted, reserve included)",
+    ("server", "unauthenticated"): "Open connections that have not completed a handshake",
+    ("server", "max_connections"): "Connections served on every path (then the reserve)",
+    ("server", "fd_limit"): "RLIMIT_NOFILE of the process after start raised it",
 }
 
 
 def server_metrics(
     stats: Mapping[str, Any],
     *,
-    areas: Sequence[str] = ("connector", "rooms", "bus", "bridge", "feed"),
+    areas: Sequence[str] = ("connector", "rooms", "bus", "bridge", "feed", "server"),
 ) -> dict[str, tuple[str, str, float]]:
     """The server's metrics (``dcl_ws_*``) of :meth:`Server.stats`, as a
     :meth:`dclcomms.metrics.Registry.collector` returns them: ``{name: (kind, help, value)}``.
@@ -462,7 +466,7 @@ def server_metrics(
 def metrics_text(
     stats: Mapping[str, Any],
     *,
-    areas: Sequence[str] = ("connector", "rooms", "bus", "bridge", "feed"),
+    areas: Sequence[str] = ("connector", "rooms", "bus", "bridge", "feed", "server"),
 ) -> str:
     """Prometheus text exposition of :func:`server_metrics` (through a
     :class:`~dclcomms.metrics.Registry`, the one way metrics are defined and rendered)."""

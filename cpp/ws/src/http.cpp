@@ -23,6 +23,14 @@ bool Server::Impl::on_validate(Hdl h) {
   auto [path, query] = split_resource(con->get_resource());
   // The processor exists here and reads no frame before the upgrade
   // completes, so each session gets its kind's frame limit from the start.
+  if (reserve_only(con.get())) {  // past max_connections: no WebSocket sessions
+    con->set_status(websocketpp::http::status_code::service_unavailable);
+    con->replace_header("Access-Control-Allow-Origin", "*");
+    con->replace_header("Content-Type", "application/json");
+    con->replace_header("Retry-After", "1");
+    con->set_body(R"({"error":"Service Unavailable: connection limit reached"})");
+    return false;
+  }
   if (auto kind = hub_.kind_of(path)) {
     con->set_max_message_size(hub_.frame_limit(*kind));
     // Island rooms are sharded; scene rooms (/scene-rooms/) all live in shard 0.
@@ -50,6 +58,16 @@ void Server::Impl::on_http(Hdl h) {
     con->set_status(websocketpp::http::status_code::ok);
     con->replace_header("Content-Type", "text/plain");
     con->set_body("alive");
+    return;
+  }
+  // Connections past max_connections serve what an operator needs to see a
+  // realm at its limit, nothing else.
+  if (path != "/health/ready" && path != "/status" && path != "/metrics" &&
+      reserve_only(con.get())) {
+    con->set_status(websocketpp::http::status_code::service_unavailable);
+    con->replace_header("Content-Type", "application/json");
+    con->replace_header("Retry-After", "1");
+    con->set_body(R"({"error":"Service Unavailable: connection limit reached"})");
     return;
   }
   std::lock_guard<std::mutex> lock(mu_);

@@ -53,6 +53,7 @@ void Hub::open(const void* key, std::unique_ptr<Link> link, const std::string& p
   s->link = std::move(link);
   s->kind = *kind;
   s->last_rx_ms = env_.unix_ms();
+  s->opened_ms = env_.steady_ms();
   sessions_.emplace(key, s);
   if (shut_down_) {
     close_session(s, 1001, "server shutting down");
@@ -70,6 +71,7 @@ void Hub::open(const void* key, std::unique_ptr<Link> link, const std::string& p
   }
   if (s->kind == Kind::Feed) {
     open_feed(s);
+    s->link->authenticated();  // a public page, no handshake: not pending (max pages bound it)
     return;
   }
   restart_timer(s);
@@ -221,6 +223,10 @@ void Hub::restart_timer(const SessionPtr& s) {
   uint64_t gen = ++s->timer_gen;
   int64_t ms =
       s->kind == Kind::Room ? cfg_.rooms_handshake_timeout_ms : cfg_.connector_handshake_timeout_ms;
+  // Every stage ends by the unauthenticated deadline too (a slow-walking
+  // client cannot hold a socket for the sum of the stage timeouts).
+  int64_t left = s->opened_ms + cfg_.unauthenticated_timeout_ms - env_.steady_ms();
+  ms = std::max<int64_t>(1, std::min(ms, left));
   std::weak_ptr<Session> weak = s;
   s->link->arm_timer(ms, [this, weak, gen] {
     SessionPtr s = weak.lock();
@@ -419,6 +425,7 @@ void Hub::complete(const SessionPtr& s) {
   s->stage = Stage::Completed;
   ++s->timer_gen;
   s->link->cancel_timer();
+  s->link->authenticated();
   count(s, [](auto& c) { ++c.welcomed; });
 }
 

@@ -61,6 +61,7 @@ struct Session {
   Stage stage = Stage::Start;
   uint64_t timer_gen = 0;  // the current stage timer; older ones are stale
   int64_t last_rx_ms = 0;  // last frame or pong (idle sweep)
+  int64_t opened_ms = 0;   // steady clock at the upgrade (unauthenticated_timeout_ms)
   std::string address;     // claimed, lowercase
   std::string challenge;   // single use: cleared when submitted
   std::deque<Frame> pending;

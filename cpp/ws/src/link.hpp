@@ -51,6 +51,9 @@ class Link {
   // once (it was already due): fire must check that it is current.
   virtual void arm_timer(int64_t ms, std::function<void()> fire) = 0;
   virtual void cancel_timer() = 0;
+  // The session completed its handshake (welcome sent): the endpoint stops
+  // counting the connection against its address's unauthenticated cap.
+  virtual void authenticated() {}
 };
 
 // Everything else the hub needs: clocks, frames, auth-chain checks, the

@@ -5,6 +5,7 @@
 // in http.cpp.
 
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -107,6 +108,7 @@ class WsppLink final : public Link {
     });
   }
   void cancel_timer() override { timer_.cancel(); }
+  void authenticated() override { server_.authenticated(con_.get()); }
 
   // Hands the cork to websocketpp (the caller took this link off the dirty
   // list). invalid_state (the socket is already closing) drops it.
@@ -251,6 +253,11 @@ Stats Server::Impl::stats() const {
     add(st.feed, s.feed);
     st.room_details.insert(st.room_details.end(), s.room_details.begin(), s.room_details.end());
   }
+  std::lock_guard<std::mutex> lock(adm_mu_);
+  if (adm_) st.server = adm_->stats();
+  st.server.emplace_back("fd_limit", fd_limit_);
+  st.server.emplace_back("accept_paused", accept_paused_);
+  st.server.emplace_back("http_too_large", http_too_large_);
   return st;
 }
 
@@ -288,6 +295,9 @@ uint16_t Server::Impl::start() {
   // sets each one's own limit before any frame of it is read.
   ep_.set_max_message_size(cfg_.bus ? std::max(cfg_.max_frame_bytes, cfg_.bus_max_frame_bytes)
                                     : cfg_.max_frame_bytes);
+  // Checked against Content-Length when the headers are parsed: 413 before
+  // any of the body is read (websocketpp's default would buffer 32 MB).
+  ep_.set_max_http_body_size(cfg_.http_max_body_bytes);
   ep_.set_close_handshake_timeout(2000);
   // Small frames must not wait for Nagle + delayed ACK (~40 ms per hop).
   ep_.set_tcp_post_init_handler([this](Hdl h) {
@@ -308,15 +318,37 @@ uint16_t Server::Impl::start() {
   asio::error_code aec;
   auto addr = asio::ip::make_address(cfg_.host, aec);
   if (aec) throw Error(ErrorKind::Config, "invalid_host", "invalid host: " + cfg_.host);
+  // Descriptors: the soft limit raised to the hard one; the connection cap
+  // (max_connections = 0) leaves fd_reserve of them free.
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    if (rl.rlim_cur < rl.rlim_max) {
+      rlimit raised = rl;
+      raised.rlim_cur =
+          rl.rlim_max == RLIM_INFINITY ? std::max<rlim_t>(rl.rlim_cur, 1 << 20) : rl.rlim_max;
+      if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+    }
+    fd_limit_ = rl.rlim_cur == RLIM_INFINITY ? (1u << 20) : static_cast<uint64_t>(rl.rlim_cur);
+  }
+  size_t max_conns = cfg_.max_connections;
+  if (max_conns == 0) {
+    max_conns =
+        fd_limit_ > cfg_.fd_reserve + 1 ? static_cast<size_t>(fd_limit_) - cfg_.fd_reserve : 1;
+  }
+  size_t per_ip = cfg_.max_unauthenticated_per_ip;
+  if (per_ip == 0) per_ip = std::max<size_t>(64, max_conns / 8);
+  adm_ = std::make_unique<Admission>(max_conns, cfg_.fd_reserve / 2, per_ip);
+  accept_timer_ = std::make_unique<asio::steady_timer>(ep_.get_io_service());
+
   websocketpp::lib::error_code ec;
   ep_.listen(asio::ip::tcp::endpoint(addr, cfg_.port), ec);
-  if (!ec) ep_.start_accept(ec);
   if (ec) {
     throw Error(
         ErrorKind::Config, "bind_failed",
         "cannot listen on " + cfg_.host + ":" + std::to_string(cfg_.port) + ": " + ec.message());
   }
   port_ = ep_.get_local_endpoint(aec).port();
+  accept_next();
   pool_ = std::make_unique<WorkerPool>(cfg_.auth_threads);
   if (cfg_.idle_timeout_ms > 0) {
     idle_timer_ = std::make_unique<asio::steady_timer>(ep_.get_io_service());
@@ -339,6 +371,7 @@ void Server::Impl::stop() {
       for (auto& [_, p] : http_) answer(p, 503, {}, R"({"error":"Service Unavailable"})");
       http_.clear();
       if (idle_timer_) idle_timer_->cancel();
+      if (accept_timer_) accept_timer_->cancel();
     }
     for (size_t i = 1; i < shards_.size(); ++i) {
       std::lock_guard<std::mutex> lock(shards_[i]->mu);
@@ -389,6 +422,100 @@ void Server::Impl::schedule_idle_sweep() {
     }
     schedule_idle_sweep();
   });
+}
+
+// ---- admission ------------------------------------------------------------------
+
+void Server::Impl::accept_next() {
+  if (stopped_.load()) return;
+  ConnPtr con = ep_.get_connection();
+  if (!con) return;
+  websocketpp::lib::error_code ec;
+  ep_.async_accept(
+      std::static_pointer_cast<detail::Endpoint::transport_con_type>(con),
+      [this, con](const std::error_code& ec) { on_accept(con, ec); }, ec);
+  if (ec) con->terminate(websocketpp::lib::error_code());  // no longer listening
+}
+
+void Server::Impl::on_accept(const ConnPtr& con, const std::error_code& ec) {
+  if (ec) {
+    con->terminate(websocketpp::lib::error_code());
+    if (stopped_.load() || ec == websocketpp::error::operation_canceled) return;
+    // EMFILE, ENFILE, ENOBUFS...: the pending connection stays in the
+    // backlog, so accepting again at once would spin. Retry in 100 ms.
+    {
+      std::lock_guard<std::mutex> lock(adm_mu_);
+      ++accept_paused_;
+    }
+    accept_timer_->expires_after(std::chrono::milliseconds(100));
+    accept_timer_->async_wait([this](const asio::error_code& e) {
+      if (!e) accept_next();
+    });
+    return;
+  }
+  asio::error_code aec;
+  std::string ip = con->get_raw_socket().remote_endpoint(aec).address().to_string();
+  Admission::Verdict v;
+  {
+    std::lock_guard<std::mutex> lock(adm_mu_);
+    v = adm_->admit(ip);
+    if (v == Admission::Verdict::Admit || v == Admission::Verdict::ReserveOnly) {
+      conns_[con.get()] = ConnInfo{ip, false, v == Admission::Verdict::ReserveOnly};
+    }
+  }
+  switch (v) {
+    case Admission::Verdict::RefusePerIp:
+      refuse(con, "too many connections from this address");
+      break;
+    case Admission::Verdict::RefuseFull:
+      refuse(con, "connection limit reached");
+      break;
+    default:
+      con->set_termination_handler([this](ConnPtr c) { on_terminated(c); });
+      con->start();
+      break;
+  }
+  accept_next();
+}
+
+void Server::Impl::refuse(const ConnPtr& con, const char* why) {
+  std::string body = std::string(R"({"error":"Service Unavailable: )") + why + "\"}";
+  std::string resp =
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+      "Access-Control-Allow-Origin: *\r\nRetry-After: 1\r\nConnection: close\r\n"
+      "Content-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
+  auto& sock = con->get_raw_socket();
+  asio::error_code ec;
+  sock.non_blocking(true, ec);
+  sock.write_some(asio::buffer(resp), ec);  // fits an empty socket buffer
+  sock.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+  sock.close(ec);
+}
+
+void Server::Impl::on_terminated(const ConnPtr& con) {
+  bool too_large =
+      con->get_response_code() == websocketpp::http::status_code::request_entity_too_large;
+  std::lock_guard<std::mutex> lock(adm_mu_);
+  if (too_large) ++http_too_large_;
+  auto it = conns_.find(con.get());
+  if (it == conns_.end()) return;
+  adm_->closed(it->second.ip, it->second.authenticated, it->second.reserve_only);
+  conns_.erase(it);
+}
+
+void Server::Impl::authenticated(const void* key) {
+  std::lock_guard<std::mutex> lock(adm_mu_);
+  auto it = conns_.find(key);
+  if (it == conns_.end() || it->second.authenticated) return;
+  it->second.authenticated = true;
+  adm_->authenticated(it->second.ip);
+}
+
+bool Server::Impl::reserve_only(const void* key) const {
+  std::lock_guard<std::mutex> lock(adm_mu_);
+  auto it = conns_.find(key);
+  return it != conns_.end() && it->second.reserve_only;
 }
 
 // ---- websocketpp connection handlers -------------------------------------------

@@ -36,6 +36,7 @@
 #include <websocketpp/config/asio_no_tls.hpp>
 #include <websocketpp/server.hpp>
 
+#include "dclcomms/ws/admission.hpp"
 #include "hub.hpp"
 #include "link.hpp"
 #include "worker_pool.hpp"
@@ -43,7 +44,39 @@
 namespace dclcomms::ws {
 
 namespace detail {
-using Endpoint = websocketpp::server<websocketpp::config::asio>;
+// The answers websocketpp writes on its own to a request it refuses while
+// reading it (400 unparsable, 413 a Content-Length over http_max_body_bytes,
+// 431 headers over 16 000 bytes) carry a JSON body like every other reject:
+// the connection sets them with set_status(code, message) on this type.
+class Response : public websocketpp::http::parser::response {
+ public:
+  using base = websocketpp::http::parser::response;
+  using base::set_status;
+  void set_status(websocketpp::http::status_code::value code, const std::string& msg) {
+    if (msg.empty()) {
+      base::set_status(code);  // the standard reason phrase
+    } else {
+      base::set_status(code, msg);
+    }
+    if (code >= 400 && get_body().empty()) {
+      replace_header("Content-Type", "application/json");
+      replace_header("Access-Control-Allow-Origin", "*");
+      replace_header("Connection", "close");
+      set_body(std::string(R"({"error":")") + websocketpp::http::status_code::get_string(code) +
+               "\"}");
+    }
+  }
+};
+struct WsppConfig : websocketpp::config::asio {
+  typedef WsppConfig type;
+  typedef websocketpp::config::asio base;
+  typedef Response response_type;
+  struct transport_config : public base::transport_config {
+    typedef type::response_type response_type;
+  };
+  typedef websocketpp::transport::asio::endpoint<transport_config> transport_type;
+};
+using Endpoint = websocketpp::server<WsppConfig>;
 using ConnPtr = Endpoint::connection_ptr;
 using Hdl = websocketpp::connection_hdl;
 using MessagePtr = Endpoint::message_ptr;
@@ -177,6 +210,22 @@ class Server::Impl final {
   void undirty(Shard& shard, WsppLink* link);
   void flush_dirty(Shard& shard);
 
+  // Admission (admission.hpp; server.cpp): our own accept loop, so a failed
+  // accept (EMFILE, ENFILE) pauses it on a timer instead of spinning, and
+  // each accepted socket is admitted or refused before a byte is read.
+  struct ConnInfo {
+    std::string ip;
+    bool authenticated = false;
+    bool reserve_only = false;
+  };
+  void accept_next();
+  void on_accept(const detail::ConnPtr& con, const std::error_code& ec);
+  void on_terminated(const detail::ConnPtr& con);
+  // 503 written straight to a socket that is then closed (nothing read).
+  static void refuse(const detail::ConnPtr& con, const char* why);
+  void authenticated(const void* key);  // WsppLink, under mu_
+  bool reserve_only(const void* key) const;
+
   // websocketpp handlers (server.cpp; HTTP in http.cpp)
   static std::pair<std::string, std::string> split_resource(const std::string& resource);
   bool on_validate(detail::Hdl h);
@@ -198,6 +247,15 @@ class Server::Impl final {
   std::atomic<bool> stopped_{false};
   uint16_t port_ = 0;
   int efd_ = -1;
+
+  std::unique_ptr<asio::steady_timer> accept_timer_;
+  uint64_t fd_limit_ = 0;  // RLIMIT_NOFILE after start() raised it
+
+  // Leaf lock: admission state (taken under mu_ or alone, never the reverse).
+  mutable std::mutex adm_mu_;
+  std::unique_ptr<Admission> adm_;
+  std::unordered_map<const void*, ConnInfo> conns_;
+  uint64_t accept_paused_ = 0, http_too_large_ = 0;
 
   std::vector<std::unique_ptr<Shard>> shards_;  // never empty; fixed once built
   std::mutex& mu_;  // shard 0's lock: its hub, and the HTTP requests below

@@ -58,6 +58,7 @@ class FakeEndpoint::Link final : public ws::Link {
     c_->timer_armed = false;
     c_->timer_fire = nullptr;
   }
+  void authenticated() override { ++c_->authenticated; }
 
  private:
   FakeEndpoint& ep_;

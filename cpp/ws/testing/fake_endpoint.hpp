@@ -45,6 +45,7 @@ struct FakeConnection {
   bool client_gone = false;       // the client closed or dropped it
   bool reported_closed = false;   // Hub::closed was called
   int pings = 0;
+  int authenticated = 0;   // Link::authenticated() calls (the admission report)
   bool reading = true;     // false: sent bytes stay in `buffered`
   size_t buffered = 0;     // Link::buffered_amount()
   size_t undelivered = 0;  // frames sent after the close (not delivered)

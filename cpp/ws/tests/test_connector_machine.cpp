@@ -23,6 +23,9 @@ Config connector_config() {
   Config c;
   c.rooms = false;
   c.bus = true;
+  // The per-stage timers on their own (UnauthenticatedDeadlineBoundsEveryStage
+  // tests the overall deadline).
+  c.unauthenticated_timeout_ms = 10 * c.connector_handshake_timeout_ms;
   return c;
 }
 
@@ -205,6 +208,31 @@ TEST_F(Connector, StageTimerIs4001PerStage) {
   ep.advance(1);
   expect_closed(slow, 4001, "handshake timeout");
   EXPECT_EQ(ep.counter("connector", "closed_timeout"), 2u);
+}
+
+TEST(ConnectorDeadline, UnauthenticatedDeadlineBoundsEveryStage) {
+  Config cfg = connector_config();
+  cfg.connector_handshake_timeout_ms = 60'000;
+  cfg.unauthenticated_timeout_ms = 15'000;
+  FakeEndpoint ep{cfg};
+  Wallet alice{1}, bob{2};
+  Conn idle = ep.connect("/ws");
+  Conn walking = ep.connect("/ws");
+  ep.advance(10'000);
+  ep.receive(walking, challenge_request(alice.address()));  // a new stage, same deadline
+  ep.advance(4'999);
+  EXPECT_TRUE(idle->open());
+  EXPECT_TRUE(walking->open());
+  ep.advance(1);
+  expect_closed(idle, 4001, "handshake timeout");
+  expect_closed(walking, 4001, "handshake timeout");
+  EXPECT_EQ(ep.counter("connector", "closed_timeout"), 2u);
+  EXPECT_EQ(idle->authenticated + walking->authenticated, 0);
+  // A welcomed session has reported its authentication once, and no deadline applies.
+  Conn ok = join_connector(ep, bob);
+  EXPECT_EQ(ok->authenticated, 1);
+  ep.advance(60'000);
+  EXPECT_TRUE(ok->open());
 }
 
 TEST_F(Connector, FramesDuringTheCheckAreQueuedInOrderUpTo8) {

@@ -312,6 +312,41 @@ SETTINGS: tuple[Setting, ...] = (
         "connector: outbound bytes queued per session above which it closes 4008",
         minimum=1024,
     ),
+    # --- admission (docs/operations.md, limits and hardening) ---------------
+    Setting(
+        "max_connections",
+        int,
+        0,
+        "MAX_CONNECTIONS",
+        "open TCP connections served on every path; past it only /health/*, /status and "
+        "/metrics are served, then 503 (0 = the fd limit minus 64)",
+        minimum=0,
+    ),
+    Setting(
+        "max_unauthenticated_per_ip",
+        int,
+        0,
+        "MAX_UNAUTHENTICATED_PER_IP",
+        "connections of one IP address that have not completed a handshake; one more gets 503 "
+        "(0 = max_connections / 8, at least 64)",
+        minimum=0,
+    ),
+    Setting(
+        "unauthenticated_timeout_ms",
+        int,
+        15000,
+        "UNAUTHENTICATED_TIMEOUT",
+        "ms a WebSocket session may take to authenticate, all stages together (close 4001)",
+        minimum=100,
+    ),
+    Setting(
+        "http_max_body_bytes",
+        int,
+        64 * 1024,
+        "HTTP_MAX_BODY_BYTES",
+        "largest HTTP request body (Content-Length); larger is answered 413 unread",
+        minimum=0,
+    ),
     # --- transports and policy ----------------------------------------------
     Setting(
         "livekit_host",
@@ -353,6 +388,15 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "WS_ROOM_REQUIRE_TOKEN",
         "rooms refuse joins without ?access_token= (close 4010)",
+    ),
+    Setting(
+        "ws_room_allow_missing_token",
+        bool,
+        False,
+        "WS_ROOM_ALLOW_MISSING_TOKEN",
+        "compatibility mode: the realm's rooms accept joins without the ?access_token= the "
+        "realm minted (a token is still checked when present); default: every join needs it "
+        "(close 4010)",
     ),
     Setting(
         "rooms_max_users",
@@ -746,6 +790,10 @@ class RealmConfig:
     data_dir: str = ""
     heartbeat_max_per_s: int = 10
     connector_max_queued_bytes: int = 1 << 20
+    max_connections: int = 0
+    max_unauthenticated_per_ip: int = 0
+    unauthenticated_timeout_ms: int = 15000
+    http_max_body_bytes: int = 64 * 1024
     livekit_host: str = ""
     livekit_api_key: str = ""
     livekit_api_secret: str = ""
@@ -753,6 +801,7 @@ class RealmConfig:
     ws_room_url: str = ""
     ws_room_secret: str = ""
     ws_room_require_token: bool = False
+    ws_room_allow_missing_token: bool = False
     rooms_max_users: int = 100
     rooms_handshake_timeout_ms: int = 10000
     rooms_soft_limit_bytes: int = 64 * 1024
@@ -891,6 +940,10 @@ def server_config(
     values.update(fixed)
     # the gatekeeper mounted in the realm serves its built-in scene rooms on this server
     values["scene_rooms"] = role == "realm" and config.gatekeeper
+    if role == "realm" and not config.ws_room_allow_missing_token:
+        # the realm mints every island's token (its secret, generated when unset): an
+        # upgrade to its rooms without one is an eavesdropper
+        values["ws_room_require_token"] = True
     if values["rooms"] and values["ws_room_require_token"] and not values["ws_room_secret"]:
         raise ConfigError(
             "ws_room_require_token needs ws_room_secret (--ws-room-secret or "

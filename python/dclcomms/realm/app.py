@@ -228,9 +228,18 @@ class Realm:
                 "set --public-url for clients on other machines",
                 extra={"url": self.url},
             )
+        if not cfg.ws_room_allow_missing_token and cfg.fixed_adapter.startswith("ws-room:"):
+            log.warning(
+                "fixed_adapter is a ws-room but rooms require a token and a fixed adapter gets "
+                "none: set ws_room_allow_missing_token = true (compatibility) if those rooms are "
+                "this realm's",
+                extra={"fixed_adapter": cfg.fixed_adapter},
+            )
         log.info(
             "realm started",
             extra={
+                # RLIMIT_NOFILE after the server raised it to the hard limit
+                "fd_limit": int(self.server.stats().get("server", {}).get("fd_limit", 0)),
                 "url": self.url,
                 "transport": self.transports.default.name,
                 "policy": type(self.policy).__name__,
@@ -427,14 +436,31 @@ class Realm:
     def users_count(self) -> int:
         return len(self.connector.sessions) if self.connector is not None else 0
 
-    def _h_about(self, req: Request) -> Response:
+    def bus_connected(self) -> bool:
+        """The pub/sub between the parts is up (an in-process one always is)."""
+        nc = getattr(self.pubsub, "nc", None)
+        return bool(nc.is_connected) if nc is not None else True
+
+    def health(self) -> dict[str, bool]:
+        """What /about and /status report: comms are healthy while the server runs, the
+        bus (NATS) is connected and the core ticked within 3 flush periods (a remote core:
+        its discovery is fresh, control-plane 3)."""
         if self.core is not None:
-            healthy, overloaded = self.core.healthy(), self.core.overloaded()
-        else:  # the core runs elsewhere: healthy while its discovery is fresh (control-plane 3)
+            ticking = self.core.healthy()
+        else:
             assert self.stats is not None
-            healthy, overloaded = self.stats.core_healthy(), False
+            ticking = self.stats.core_healthy()
+        bus = self.bus_connected()
+        return {
+            "healthy": self.server is not None and bus and ticking,
+            "busConnected": bus,
+            "coreTicking": ticking,
+        }
+
+    def _h_about(self, req: Request) -> Response:
+        overloaded = self.core.overloaded() if self.core is not None else False
         state = AboutState(
-            comms_healthy=self.server is not None and healthy,
+            comms_healthy=self.health()["healthy"],
             users_count=self.users_count(),
             version=dclcomms.__version__,
             overloaded=overloaded,
@@ -448,7 +474,9 @@ class Realm:
 
     def _h_status(self, _req: Request) -> Response:
         return json_response(
-            status_document(commit_hash=self.config.commit_hash, userCount=self.users_count())
+            status_document(
+                commit_hash=self.config.commit_hash, userCount=self.users_count(), **self.health()
+            )
         )
 
     def _h_rooms_status(self, _req: Request) -> Response:

@@ -107,6 +107,24 @@ namespace dclcomms::ws {
     "a third of it (ms; 0 = off)")                                                                 \
   X(int64_t, http_timeout_ms, 10'000, 1,                                                           \
     "plain HTTP requests not answered by the embedder within this get 503 (ms)")                   \
+  X(size_t, http_max_body_bytes, 64 * 1024, kAny,                                                  \
+    "a plain HTTP request whose Content-Length is larger is answered 413 from its headers, "       \
+    "before a byte of the body is read (bytes)")                                                   \
+  /* admission: what one client or a flood may hold (docs/operations.md) */                        \
+  X(size_t, max_connections, 0, kAny,                                                              \
+    "open TCP connections served on every path; 0 = the file-descriptor limit (RLIMIT_NOFILE) "    \
+    "minus fd_reserve. Past it a connection is answered 503 (or, within the reserve, served "      \
+    "only /health/live, /health/ready, /status and /metrics)")                                     \
+  X(size_t, fd_reserve, 64, kAny,                                                                  \
+    "descriptors kept beyond max_connections: half for /health/*, /status and /metrics "           \
+    "connections, half for the process (NATS, files)")                                             \
+  X(size_t, max_unauthenticated_per_ip, 0, kAny,                                                   \
+    "connections from one IP address that have not completed a handshake (plain HTTP ones "       \
+    "included while open); one more is answered 503 and closed. 0 = max_connections / 8, at "     \
+    "least 64")                                                                                    \
+  X(int64_t, unauthenticated_timeout_ms, 15'000, 1,                                                \
+    "a WebSocket session not authenticated this long after its upgrade is closed 4001 "            \
+    "'handshake timeout' (ms; each stage also has its own timeout)")                               \
   X(size_t, max_pending_frames, 8, 1,                                                              \
     "frames queued while an auth chain is verified; one more closes the session 4000")             \
   X(size_t, max_pending_heartbeats, 1 << 20, kAny,                                                 \
@@ -229,6 +247,9 @@ struct Stats {
   std::vector<std::pair<std::string, uint64_t>> bus;         // "sessions" first
   std::vector<std::pair<std::string, uint64_t>> bridge;      // "sessions", "taps" first
   std::vector<std::pair<std::string, uint64_t>> feed;        // "pages" first
+  // admission: "connections", "unauthenticated", "max_connections" (gauges),
+  // then counters (refused_*, accept_paused, http_too_large)
+  std::vector<std::pair<std::string, uint64_t>> server;
 };
 
 class Server {

@@ -93,6 +93,7 @@ class Tally:
     scene_sent: int = 0
     scene_received: int = 0
     scene_kicks: list[str] = field(default_factory=list)
+    disconnections: int = 0  # connector sessions lost and being restored (reconnect on)
     errors: Counter[str] = field(default_factory=Counter)
 
     def error(self, err: BaseException) -> None:
@@ -114,6 +115,7 @@ class Bot:
         open_bus_early: bool = False,
         scenes: SceneGrid | None = None,
         gatekeeper_url: str | None = None,
+        reconnect: bool = True,
     ) -> None:
         self.index = index
         self.identity = Identity.generate(seed + index)
@@ -127,6 +129,7 @@ class Bot:
             open_bus_early=open_bus_early,
             scenes=scenes,
             gatekeeper_url=gatekeeper_url,
+            reconnect=reconnect,
         )
         self.director.on("message", self.on_message)
         self.director.on("scene_message", self.on_scene_message)
@@ -171,7 +174,11 @@ class Bot:
         self.tally.scene_kicks.append(self.identity.address.lower())
 
     def on_disconnection(self, gone: Disconnection) -> None:
-        if not self.stopping:  # the connector closed on us
+        if self.stopping:
+            return
+        if self.director.reconnect and not gone.kicked:  # the director comes back by itself
+            self.tally.disconnections += 1
+        else:  # the connector closed on us for good
             self.tally.errors["connector_lost" if gone.error is None else "connector_closed"] += 1
 
     async def traffic(self, stop_at: float, position_s: float, chat_s: float, phase: float) -> None:
@@ -253,6 +260,7 @@ async def run_bots(
     scene_block: int = 2,
     scene_interval_s: float = 1.0,
     gatekeeper_url: str | None = None,
+    reconnect: bool = True,
 ) -> dict[str, Any]:
     """Run ``count`` bots for ``seconds`` and return the summary (see module docs)."""
     if count < 1 or seconds <= 0 or position_interval_s <= 0 or chat_interval_s <= 0:
@@ -293,6 +301,7 @@ async def run_bots(
             open_bus_early=transport == "p2p",  # listening for offers before any island
             scenes=grid,
             gatekeeper_url=gatekeeper_url,
+            reconnect=reconnect,
         )
         for i in range(count)
     ]
@@ -369,6 +378,8 @@ async def run_bots(
             "transport": sum(b.director.transport_handshakes for b in bots),
         },
         "island_changes": sum(b.director.island_changes for b in bots),
+        "disconnections": tally.disconnections,
+        "reconnects": sum(b.director.reconnects for b in bots),
         "islands": len({b.director.island_id for b in live if b.director.island_id}),
         "messages_sent": tally.messages_sent,
         "messages_received": tally.messages_received,
@@ -497,6 +508,12 @@ def main(argv: Sequence[str]) -> int:
         metavar="URL",
         help="gatekeeper base URL (default: advertised by /about, else the realm)",
     )
+    p.add_argument(
+        "--no-reconnect",
+        action="store_true",
+        help="a bot whose connector session ends stays gone (default: it reconnects with "
+        "exponential back-off and jitter, re-handshakes and rejoins an island)",
+    )
     args = p.parse_args(list(argv))
     if args.scenes < 0 or args.scene_block < 1 or args.scene_interval <= 0:
         print(
@@ -529,6 +546,7 @@ def main(argv: Sequence[str]) -> int:
         scene_block=args.scene_block,
         scene_interval_s=args.scene_interval,
         gatekeeper_url=args.gatekeeper,
+        reconnect=not args.no_reconnect,
     )
     try:
         summary = asyncio.run(asyncio.wait_for(coro, deadline))

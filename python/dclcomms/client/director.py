@@ -28,6 +28,14 @@ scene wins while a swap is in progress. A scene room that kicks us (a ban:
 ``peer_kicked`` + close 4005) is reported as ``scene_kicked`` and not rejoined
 until the player enters another scene; a gatekeeper refusal (403 banned, 401...)
 is an ``error`` with the code of :mod:`dclcomms.client.gatekeeper`.
+Reconnection (``reconnect=True``, the default): when the connector session ends
+(a close, a realm restart) for any reason but a kick or a deny-list refusal (4004,
+4005, 4006), the director leaves its island transport, then tries again with
+exponential back-off (``reconnect_base_s`` doubling up to ``reconnect_max_s``, each
+wait drawn in [50 %, 100 %] of it from a generator seeded by the identity): read
+``/about`` (a 503 or an unhealthy realm is one more failed attempt), re-handshake,
+heartbeat; the next ``island_changed`` rejoins an island. ``reconnects`` counts the
+sessions restored; ``reconnect=False`` keeps the session-ends-for-good behaviour.
 
 Events (``director.on(name, callback)``): ``message`` / ``PEER_DISCONNECTED``
 relayed from the current adapter only, ``island_changed``
@@ -43,6 +51,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -87,6 +96,9 @@ log = logging.getLogger("dclcomms.client")
 PositionSource = Callable[[], Vec3] | Callable[[], Awaitable[Vec3]] | AsyncIterator[Vec3]
 
 ARCHIPELAGO_PREFIX = "archipelago:archipelago:"
+#: connector close codes after which the director does not reconnect: deny-listed,
+#: kicked (banned), replaced by a newer session of the same identity
+NO_RECONNECT = frozenset({4004, 4005, 4006})
 
 
 def choose_adapter(about: dict[str, Any]) -> str:
@@ -166,6 +178,9 @@ class CommunicationsDirector:
         scenes: SceneResolver | None = None,
         gatekeeper_url: str | None = None,
         realm_name: str | None = None,
+        reconnect: bool = True,
+        reconnect_base_s: float = 0.5,
+        reconnect_max_s: float = 8.0,
     ) -> None:
         self.realm_url = realm_url.rstrip("/")
         self.identity = identity
@@ -235,6 +250,14 @@ class CommunicationsDirector:
         self._kicked_from: str | None = None
         self._scene_retry_at = 0.0
         self._scene_target: str | None = None
+        self.reconnect = reconnect
+        self.reconnect_base_s = reconnect_base_s
+        self.reconnect_max_s = reconnect_max_s
+        #: connector sessions restored after a loss, and attempts that failed meanwhile
+        self.reconnects = 0
+        self.reconnect_failures = 0
+        self._rng = random.Random(identity.address)  # jitter, reproducible per identity
+        self._heartbeat_task: asyncio.Task[None] | None = None
 
     def on(self, event: str, callback: Listener) -> Callable[[], None]:
         """Register ``callback`` for ``event``; returns a function that unregisters it."""
@@ -364,8 +387,10 @@ class CommunicationsDirector:
         except (aiohttp.ClientError, ConnectionError) as e:
             raise _error(f"the connector dropped the handshake: {e}", "handshake_failed") from e
         self.handshakes += 1
+        self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(asyncio.create_task(self._read_connector()))
-        self._tasks.append(asyncio.create_task(self._heartbeats()))
+        self._heartbeat_task = asyncio.create_task(self._heartbeats())
+        self._tasks.append(self._heartbeat_task)
 
     async def _send_client(self, packet: dict[str, Any]) -> None:
         assert self._ws is not None
@@ -445,6 +470,47 @@ class CommunicationsDirector:
         if error is None and code not in (None, 1000):
             error = _error(f"connector closed the session: {code}", "connector_failed", code)
         self.events.emit(DISCONNECTION, Disconnection(kicked=self.kicked, error=error))
+        if self.reconnect and not self.kicked and code not in NO_RECONNECT and not self._stopped:
+            self._tasks.append(asyncio.create_task(self._reconnect()))
+
+    async def _reconnect(self) -> None:
+        """The session is gone: leave the island, then /about + handshake with back-off."""
+        hb, self._heartbeat_task = self._heartbeat_task, None
+        if hb is not None and hb is not asyncio.current_task():
+            hb.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await hb
+        async with self._swap_lock:  # the island belonged to the old session
+            adapter, self.adapter = self.adapter, None
+            self._pending = None
+            if adapter is not None:
+                await adapter.disconnect()
+            self.island_id = None
+            self.peers = {}
+        attempt = 0
+        while not self._stopped:
+            delay = min(self.reconnect_max_s, self.reconnect_base_s * 2**attempt)
+            await asyncio.sleep(delay * (0.5 + 0.5 * self._rng.random()))
+            attempt += 1
+            if self._stopped:
+                return
+            old, self._ws = self._ws, None
+            if old is not None:
+                await old.close()
+            try:
+                about = await self._about()
+                conn = choose_adapter(about)
+                if parse_connection_string(conn)[0] != "archipelago":
+                    raise _error(f"the realm offers {conn!r}, not its connector", "about_failed")
+                await self._connect_connector(conn)
+            except TransportError as e:
+                self.reconnect_failures += 1
+                log.info("reconnect attempt %d failed: %s (%s)", attempt, e, e.code)
+                continue
+            self.realm_adapter = conn
+            self.reconnects += 1
+            log.info("connector session restored", extra={"attempts": attempt})
+            return
 
     async def _on_server_packet(self, packet: dict[str, Any]) -> None:
         if "islandChanged" in packet:

@@ -473,9 +473,14 @@ class Realm:
         return json_response(body, status)
 
     def _h_status(self, _req: Request) -> Response:
+        health = self.health()
         return json_response(
             status_document(
-                commit_hash=self.config.commit_hash, userCount=self.users_count(), **self.health()
+                commit_hash=self.config.commit_hash,
+                userCount=self.users_count(),
+                healthy=health["healthy"],
+                busConnected=health["busConnected"],
+                coreTicking=health["coreTicking"],
             )
         )
 

@@ -360,7 +360,7 @@ def test_about_reports_unhealthy_when_the_core_stops_ticking() -> None:
     """No tick for 3 flush periods: /about 503 and /status coreTicking false."""
 
     async def body() -> None:
-        async with Realm(config(flush_interval=0.5)) as realm:
+        async with Realm(config(flush_interval_s=0.5)) as realm:
             url = f"http://127.0.0.1:{realm.port}"
             deadline = time.monotonic() + 5
             while not (await get_json(url + "/status"))["healthy"]:

@@ -3,7 +3,7 @@
 PYTHON ?= python3
 CPP_SOURCES := $(shell git ls-files 'cpp/*.cpp' 'cpp/*.hpp' 'bench/*.cpp' 2>/dev/null)
 
-.PHONY: lint format test dev
+.PHONY: lint format test dev fuzz
 
 lint:
 	clang-format --dry-run --Werror $(CPP_SOURCES)
@@ -23,3 +23,8 @@ dev:
 
 test:
 	scripts/test
+
+# The libFuzzer targets for 5 minutes each (scripts/fuzz ci: 20 s); FUZZ_SECONDS
+# and FUZZ_TARGETS narrow it.
+fuzz:
+	scripts/fuzz long

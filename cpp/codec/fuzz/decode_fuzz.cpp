@@ -21,8 +21,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view bytes(reinterpret_cast<const char*>(data + 1), size - 1);
   try {
     const dclcomms::codec::Value v = dclcomms::codec::decode(type, bytes);
-    // What decodes must re-encode.
-    dclcomms::codec::encode(type, v);
+    // What decodes must re-encode, and decode again to the same value
+    // (also with the defaults filled in, as the Python API may ask).
+    const std::string again = dclcomms::codec::encode(type, v);
+    if (!(dclcomms::codec::decode(type, again) == v)) __builtin_trap();
+    const dclcomms::codec::Value full =
+        dclcomms::codec::decode(type, bytes, dclcomms::codec::DecodeOptions{true});
+    dclcomms::codec::encode(type, full);
   } catch (const dclcomms::Error& e) {
     if (e.kind() != dclcomms::ErrorKind::Decode) __builtin_trap();
   }
@@ -34,9 +39,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 1:
         dclcomms::codec::decode_heartbeat(bytes);
         break;
-      case 2:
-        dclcomms::codec::decode_island_changed_message(bytes);
+      case 2: {
+        // The fast encoder's output decodes back to what was decoded.
+        const auto msg = dclcomms::codec::decode_island_changed_message(bytes);
+        const auto back = dclcomms::codec::decode_island_changed_message(
+            dclcomms::codec::encode_island_changed_message(msg));
+        if (back.island_id != msg.island_id || back.conn_str != msg.conn_str) __builtin_trap();
+        dclcomms::codec::decode_island_changed_header(bytes);
         break;
+      }
       default:
         dclcomms::codec::decode_ws_packet(bytes);
     }

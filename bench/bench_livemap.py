@@ -41,6 +41,7 @@ async def _one(n: int, warmup: int, ticks: int, pages: int, seed: int) -> dict[s
     import numpy as np
 
     from dclcomms import ws
+    from dclcomms.heartbeats import UNSET
     from dclcomms.livemap import MapFeed
     from dclcomms.livemap.record import islands_of
     from dclcomms.pubsub import HeartbeatBatch, InProcessPubSub, IslandChanged
@@ -90,8 +91,7 @@ async def _one(n: int, warmup: int, ticks: int, pages: int, seed: int) -> dict[s
                             HeartbeatBatch(
                                 snap.peer_ids.tolist(),
                                 np.ascontiguousarray(snap.positions, dtype=np.float32),
-                                [None] * snap.peer_ids.size,
-                                np.zeros(snap.peer_ids.size, np.int64),
+                                [UNSET] * snap.peer_ids.size,
                             )
                         )
                 for pid in set(stats.peers) - set(snap.peer_ids.tolist()):

@@ -43,6 +43,7 @@ import numpy as np
 from dclcomms import ws
 from dclcomms.archipelago import Engine
 from dclcomms.archipelago.core import ArchipelagoCore
+from dclcomms.heartbeats import UNSET
 from dclcomms.nats.pubsub import NatsPubSub
 from dclcomms.policy import FixedTransport, RealmPolicy, Transports, WsRoomTransport
 from dclcomms.pubsub import HeartbeatBatch, InProcessPubSub, IslandChanged, IslandMembers, PubSub
@@ -80,7 +81,7 @@ def batch(n: int, round_: int, seed: int) -> HeartbeatBatch:
     pos = rng.uniform(0, 3000, size=(n, 3)).astype(np.float32)
     pos[:, 1] = 0
     addrs = [f"0x{round_:08x}{i:032x}" for i in range(n)]
-    return HeartbeatBatch(addrs, pos, [None] * n, np.zeros(n, np.int64))
+    return HeartbeatBatch(addrs, pos, [UNSET] * n)
 
 
 def make_core(bus: PubSub) -> ArchipelagoCore:
@@ -118,7 +119,6 @@ async def one_round(
                 b.addresses[i : i + batch_size],
                 b.positions[i : i + batch_size],
                 b.desired_rooms[i : i + batch_size],
-                b.received_ms[i : i + batch_size],
             )
         )
     while core.metrics.heartbeats.get() < n:

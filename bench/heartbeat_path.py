@@ -62,24 +62,22 @@ class Path_:
     """The realm's pieces wired as ``Realm.start`` wires them."""
 
     def __init__(self, peers: int, batch: int, seed: int) -> None:
-        from dclcomms.archipelago import Engine
-        from dclcomms.archipelago.core import ArchipelagoCore
+        from dclcomms.archipelago.core import core_from_config
         from dclcomms.config import RealmConfig
-        from dclcomms.policy import build_transports, load_policy
+        from dclcomms.policy import build_transports, make_policy
         from dclcomms.realm.app import Realm
         from dclcomms.realm.connector import Connector
-        from dclcomms.stats import Stats
+        from dclcomms.stats import stats_from_config
 
         cfg = RealmConfig(host="127.0.0.1", port=0)
         self.realm = Realm(cfg)
-        pubsub = self.realm.pubsub
+        pubsub, registry = self.realm.pubsub, self.realm.registry
         transports = build_transports(cfg, bound_port=1, ws_room_secret="bench")
-        policy = load_policy(cfg.policy, transports, cfg)
-        self.stats = Stats(pubsub, peer_timeout_ms=cfg.heartbeat_timeout_ms)
+        policy = make_policy(None, transports, cfg)
+        self.stats = stats_from_config(cfg, pubsub)
         self.server = CountingServer()
-        self.connector = Connector(self.server, pubsub, self.realm.registry)
-        engine = Engine(cfg.join_distance, cfg.leave_distance, cfg.island_size, cfg.room_prefix)
-        self.core = ArchipelagoCore(engine, pubsub, policy, registry=self.realm.registry)
+        self.connector = Connector(self.server, pubsub, registry)
+        self.core = core_from_config(cfg, pubsub, policy, registry=registry)
         self.rng = np.random.default_rng(seed)
         self.batch = batch
         self.addresses = [f"0x{i:040x}" for i in range(peers)]
@@ -108,13 +106,14 @@ class Path_:
     def polled(self) -> list[tuple[object, ...]]:
         """The round's heartbeats as ``_core.WsServer.poll`` returns them."""
         from dclcomms import _core
+        from dclcomms.heartbeats import UNSET
 
         out = []
         for lo in range(0, len(self.addresses), self.batch):
             addrs = self.addresses[lo : lo + self.batch]
             n = len(addrs)
             pos = np.ascontiguousarray(self.positions[lo : lo + n])
-            out.append((_core.WsEventKind.HEARTBEATS, list(addrs), pos, [None] * n, _received(n)))
+            out.append((_core.WsEventKind.HEARTBEATS, list(addrs), pos, [UNSET] * n))
         return out
 
     def ingest(self, polled: list[tuple[object, ...]]) -> None:
@@ -126,10 +125,6 @@ class Path_:
 
     def tick(self) -> None:
         self.core.tick()
-
-
-def _received(n: int) -> Any:
-    return np.full(n, time.time_ns() // 1_000_000, dtype=np.int64)
 
 
 def measure(peers: int, batch: int, repeats: int, seed: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dclcomms import ConfigError
-from dclcomms.archipelago import UNSET, Engine, Island, IslandChange
+from dclcomms.archipelago import UNSET, Engine, Island, IslandChange, Unset
 
 # --- oracle -------------------------------------------------------------------
 
@@ -253,9 +253,10 @@ def test_update_many_preferred_length_checked(engine: Engine) -> None:
     with pytest.raises(ConfigError) as info:
         engine.update_many(["a", "b"], np.zeros((2, 3)), ["I1"])
     assert info.value.code == "invalid_parameter"
-    with pytest.raises(ConfigError) as info:
-        engine.update_many(["a"], np.zeros((1, 3)), [7])  # type: ignore[list-item]
+    with pytest.raises(ConfigError, match="got 7") as info:
+        engine.update_many(["a", "b"], np.zeros((2, 3)), [UNSET, 7])  # type: ignore[list-item]
     assert info.value.code == "invalid_parameter"
+    assert engine.peer_count == 0  # nothing applied
 
 
 # --- API behaviour ------------------------------------------------------------------
@@ -353,6 +354,31 @@ def test_preferred_island_keep_set_clear() -> None:
     e.update_many(["n"], np.array([[60.0, 0, 0]]), ["I2"])
     e.flush()
     assert e.island_of("n") == "I2"
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "island"),
+    [
+        ("I2", UNSET, "I2"),  # kept across heartbeats
+        ("I2", "", "I1"),  # "" (the wire's clear) clears
+        ("I2", None, "I1"),  # None clears
+        (UNSET, "I2", "I2"),  # set by the later row
+        (UNSET, UNSET, "I1"),  # never set
+    ],
+)
+def test_update_many_preferred_rows_keep_set_clear(
+    first: str | Unset | None, second: str | Unset | None, island: str
+) -> None:
+    """The batch form (a heartbeat batch's desired rooms as they are), row by row, with
+    rows of other peers before and after (the binding skips leading UNSET rows)."""
+    e = Engine(max_island_size=3)
+    e.update_many(["a1", "a2", "b1"], np.array([[0, 0, 0], [-10, 0, 0], [120, 0, 0]]))
+    e.flush()  # I1 = a1, a2 (x = 0, -10); I2 = b1 (x = 120): both within 64 m of x = 60
+    far = [500.0, 0.0, 0.0]
+    e.update_many(["x", "n", "y"], np.array([far, far, far]), [UNSET, first, UNSET])
+    e.update_many(["x", "n"], np.array([far, [60.0, 0, 0]]), [UNSET, second])
+    e.flush()
+    assert e.island_of("n") == island
 
 
 def test_snapshot_arrays(engine: Engine) -> None:

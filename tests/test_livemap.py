@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from dclcomms.heartbeats import UNSET
 from dclcomms.http import Request, Response, Router
 from dclcomms.livemap import MapFeed, asset, transport_of
 from dclcomms.metrics import Registry
@@ -58,9 +59,7 @@ def _setup(**kw: Any) -> tuple[InProcessPubSub, MapFeed, Sink, Clock]:
 
 def _hb(bus: InProcessPubSub, addrs: list[str], pos: list[tuple[float, float, float]]) -> None:
     n = len(addrs)
-    bus.publish_heartbeats(
-        HeartbeatBatch(addrs, np.asarray(pos, np.float32), [None] * n, np.zeros(n, np.int64))
-    )
+    bus.publish_heartbeats(HeartbeatBatch(addrs, np.asarray(pos, np.float32), [UNSET] * n))
 
 
 def _islands(bus: InProcessPubSub, *islands: tuple[str, tuple[str, ...]]) -> None:

@@ -13,6 +13,7 @@ import aiohttp
 
 from dclcomms import ws
 from dclcomms.config import RealmConfig
+from dclcomms.heartbeats import UNSET
 from dclcomms.realm import Realm
 
 from .realm_client import ArchipelagoClient, eventually
@@ -211,7 +212,7 @@ def test_stats_service_serves_the_map_of_a_nats_deployment() -> None:
                 page = await http.ws_connect(svc.url.replace("http", "ws") + "/map/feed")
                 await eventually(lambda: svc.http.server.stats()["feed"]["pages"] == 1)
                 pos = np.asarray([(0, 0, 0), (30, 0, 0)], np.float32)
-                bus.publish_heartbeats(HeartbeatBatch([a, b], pos, [None] * 2, np.zeros(2)))
+                bus.publish_heartbeats(HeartbeatBatch([a, b], pos, [UNSET] * 2))
                 island = IslandData("I7", (a, b), 100, (15.0, 0.0, 0.0), 15.0)
                 bus.publish("engine.islands", IslandStatus((island,)))
                 state = await _frames(page, lambda s: len(s["peers"]) == 2)

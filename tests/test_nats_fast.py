@@ -28,6 +28,7 @@ from dclcomms import _core, codec
 from dclcomms.archipelago import Engine
 from dclcomms.archipelago.core import ArchipelagoCore
 from dclcomms.errors import DecodeError, EncodeError, SubjectError
+from dclcomms.heartbeats import UNSET
 from dclcomms.nats.pubsub import NatsPubSub, _Subjects
 from dclcomms.nats.subjects import ADDR, ISLAND, SCHEMES, Route, Scheme
 from dclcomms.policy import FixedTransport, RealmPolicy, Transports, WsRoomTransport
@@ -230,15 +231,14 @@ def test_core_shares_one_member_map_per_island() -> None:
     n = 60
     pos = np.zeros((n, 3), np.float32)
     pos[:, 0] = np.arange(n) * 20.0  # a line of peers 20 m apart: islands of 10
-    bus.publish_heartbeats(
-        HeartbeatBatch([f"0x{i:040x}" for i in range(n)], pos, [None] * n, np.zeros(n, np.int64))
-    )
+    bus.publish_heartbeats(HeartbeatBatch([f"0x{i:040x}" for i in range(n)], pos, [UNSET] * n))
     core.tick()
     assert len(got) == n
     by_island: dict[str, set[int]] = {}
     for m in got:
         assert isinstance(m.peers, IslandMembers)
-        assert m.peers == {a: core.positions[a] for a in m.peers}
+        # every member at the position it last reported (kept by the engine)
+        assert m.peers == {a: (int(a, 16) * 20.0, 0.0, 0.0) for a in m.peers}
         by_island.setdefault(m.island_id, set()).add(id(m.peers))
     assert all(len(ids) == 1 for ids in by_island.values())
     assert len(by_island) == 6
@@ -246,7 +246,7 @@ def test_core_shares_one_member_map_per_island() -> None:
 
 # --- heartbeat batches -------------------------------------------------------------
 
-rooms = st.one_of(st.none(), st.just(""), text)
+rooms = st.one_of(st.just(UNSET), st.just(""), text)
 
 
 @SETTINGS
@@ -261,10 +261,13 @@ def test_heartbeat_batch_encoder_matches_to_bytes(items: list[Any]) -> None:
 
 def test_heartbeat_batch_encoder_rejects_bad_input() -> None:
     with pytest.raises(EncodeError) as e:
-        _core.codec_encode_heartbeats(np.zeros((2, 3), np.float32), [None])
+        _core.codec_encode_heartbeats(np.zeros((2, 3), np.float32), [UNSET])
     assert e.value.code == "bad_type"
     with pytest.raises(EncodeError) as e:
         _core.codec_encode_heartbeats(np.zeros((1, 3), np.float32), [7])  # type: ignore[list-item]
+    assert e.value.code == "bad_type"
+    with pytest.raises(EncodeError) as e:  # None is not a desired room (UNSET is "absent")
+        _core.codec_encode_heartbeats(np.zeros((1, 3), np.float32), [None])  # type: ignore[list-item]
     assert e.value.code == "bad_type"
     assert _core.codec_encode_heartbeats(np.zeros((0, 3), np.float32), []) == []
 
@@ -302,7 +305,11 @@ def test_heartbeat_batch_decoder_matches_from_bytes(items: list[bytes]) -> None:
         nan = np.isnan(want32)
         assert (np.isnan(positions[i]) == nan).all()
         assert positions[i][~nan].tobytes() == want32[~nan].tobytes()  # bit for bit, +0 for -0
-        assert desired[i] == want.desired_room
+        assert (
+            desired[i] is want.desired_room
+            if want.desired_room is UNSET
+            else desired[i] == (want.desired_room)
+        )
 
 
 # --- subjects ----------------------------------------------------------------------
@@ -404,7 +411,7 @@ def test_island_changed_over_nats_per_peer_headers_shared_map(
                 )
             # heartbeats: one with no position and one undecodable are dropped
             pub.publish_heartbeats(
-                HeartbeatBatch(addrs[:2], np.ones((2, 3), np.float32), [None, "r"], np.zeros(2))
+                HeartbeatBatch(addrs[:2], np.ones((2, 3), np.float32), [UNSET, "r"])
             )
             pub.publish(f"peer.{addrs[2]}.heartbeat", codec.encode(codec.HEARTBEAT, {}))
             await pub.flush()
@@ -420,7 +427,7 @@ def test_island_changed_over_nats_per_peer_headers_shared_map(
                 assert m.from_island_id == (None if i % 2 else f"I{i}")
                 assert m.peers == shared and m.peers is got[0][1].peers
             assert [a for b in batches for a in b.addresses] == addrs[:2]
-            assert [r for b in batches for r in b.desired_rooms] == [None, "r"]
+            assert [r for b in batches for r in b.desired_rooms] == [UNSET, "r"]
             assert sub.m_dropped.get(reason="decode") == 1
         finally:
             await pub.aclose()

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from dclcomms import codec
+from dclcomms.heartbeats import UNSET
 from dclcomms.metrics import Registry
 from dclcomms.nats.pubsub import (
     NatsPubSub,
@@ -59,14 +60,13 @@ def test_heartbeat_batch_codec_round_trip() -> None:
     b = batch_of(50)
     rooms = list(b.desired_rooms)
     rooms[3] = ""
-    b = HeartbeatBatch(b.addresses, b.positions, rooms, b.received_ms)
+    b = HeartbeatBatch(b.addresses, b.positions, rooms)
     data = encode_heartbeat_batch(b)
     assert len(data) < 50 * 33 + 64  # 20-byte address + 12-byte position each
-    got = decode_heartbeat_batch(data, 123)
+    got = decode_heartbeat_batch(data)
     assert list(got.addresses) == list(b.addresses)
     assert np.array_equal(got.positions, b.positions)
     assert list(got.desired_rooms) == rooms
-    assert (got.received_ms == 123).all()
     for bad in (
         codec.encode("dclcomms.nats.v1.HeartbeatBatch", {"addresses": b"\x01" * 21}),
         codec.encode(
@@ -84,7 +84,7 @@ def test_heartbeat_batch_codec_round_trip() -> None:
         b"\xff\xff",
     ):
         with pytest.raises(ValueError):
-            decode_heartbeat_batch(bad, 0)
+            decode_heartbeat_batch(bad)
 
 
 def test_native_heartbeats_one_message_per_batch(nats_server: NatsServer) -> None:  # noqa: F811
@@ -115,7 +115,6 @@ def test_native_heartbeats_one_message_per_batch(nats_server: NatsServer) -> Non
             assert list(batches[0].addresses) == list(b.addresses)
             assert np.array_equal(batches[0].positions, b.positions)
             assert list(batches[0].desired_rooms) == list(b.desired_rooms)
-            assert (batches[0].received_ms > 0).all()
             assert list(batches[1].addresses) == [addr(3)]
             assert batches[1].desired_rooms == ["I9"]
             assert [s for s, _ in plain] == [f"peer.{addr(3)}.heartbeat"] * 2
@@ -294,8 +293,7 @@ def test_native_bad_input_is_refused_and_counted(
                 bad = HeartbeatBatch(
                     [b.addresses[0], "0xAB", "0x" + "G" * 40],
                     b.positions,
-                    [None] * 3,
-                    b.received_ms,
+                    [UNSET] * 3,
                 )
                 bus.publish_heartbeats(bad)
                 members = IslandMembers({addr(1): (0.0, 0.0, 0.0)})

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from dclcomms.errors import BusError, SubjectError
+from dclcomms.heartbeats import UNSET, Unset
 from dclcomms.metrics import Registry
 from dclcomms.nats.pubsub import NatsPubSub
 from dclcomms.pubsub import (
@@ -52,9 +53,9 @@ async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
 def batch_of(n: int) -> HeartbeatBatch:
     rng = np.random.default_rng(SEED)
     pos = rng.uniform(-100, 100, size=(n, 3)).astype(np.float32)
-    rooms: list[str | None] = [None] * n
+    rooms: list[str | Unset] = [UNSET] * n
     rooms[0] = "I7"
-    return HeartbeatBatch([addr(i) for i in range(n)], pos, rooms, np.zeros(n, np.int64))
+    return HeartbeatBatch([addr(i) for i in range(n)], pos, rooms)
 
 
 MESSAGES: dict[str, Any] = {
@@ -177,7 +178,6 @@ def test_heartbeats_split_per_peer_and_rebatched(
             assert np.array_equal(pos, b.positions)
             rooms = [r for x in batches for r in x.desired_rooms]
             assert rooms == list(b.desired_rooms)
-            assert all((x.received_ms > 0).all() for x in batches)
             assert [s for s, _ in plain] == [f"peer.{addr(3)}.heartbeat"]
             assert np.array_equal(np.float32(plain[0][1].position), b.positions[3])
         finally:

@@ -12,6 +12,7 @@ from dclcomms.archipelago import Engine
 from dclcomms.archipelago.core import ArchipelagoCore
 from dclcomms.auth import jwt_decode
 from dclcomms.errors import SubjectError
+from dclcomms.heartbeats import UNSET
 from dclcomms.nats.nodes import (
     NodeBalancedWsRooms,
     NodeRegistry,
@@ -205,7 +206,7 @@ def test_core_reissues_island_of_dead_node_to_every_member() -> None:
     p.on_status(status("n2", 7002, users_count=10))
     peers = [f"0x{i:040x}" for i in (1, 2)]
     pos = np.asarray([(0.0, 1.0, 0.0), (5.0, 1.0, 0.0)], np.float32)
-    bus.publish_heartbeats(HeartbeatBatch(peers, pos, [None, None], np.zeros(2, np.int64)))
+    bus.publish_heartbeats(HeartbeatBatch(peers, pos, [UNSET, UNSET]))
     core.tick()
     first = {s.split(".")[2]: m for s, m in log}
     assert set(first) == set(peers)

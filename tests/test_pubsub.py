@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from dclcomms.heartbeats import UNSET
 from dclcomms.pubsub import (
     Heartbeat,
     HeartbeatBatch,
@@ -39,7 +40,7 @@ def test_subject_matching(pattern: str, subject: str, ok: bool) -> None:
 def _batch(addrs: list[str]) -> HeartbeatBatch:
     n = len(addrs)
     pos = np.arange(n * 3, dtype=np.float32).reshape(n, 3)
-    return HeartbeatBatch(addrs, pos, [None] * (n - 1) + [""], np.arange(n, dtype=np.int64))
+    return HeartbeatBatch(addrs, pos, [UNSET] * (n - 1) + [""])
 
 
 def test_batches_reach_batch_subscribers_whole_and_plain_ones_split() -> None:
@@ -54,7 +55,7 @@ def test_batches_reach_batch_subscribers_whole_and_plain_ones_split() -> None:
     bus.publish_heartbeats(b)
     assert batches == [b]
     assert plain == [
-        ("peer.0xa.heartbeat", Heartbeat((0.0, 1.0, 2.0), None)),
+        ("peer.0xa.heartbeat", Heartbeat((0.0, 1.0, 2.0), UNSET)),
         ("peer.0xb.heartbeat", Heartbeat((3.0, 4.0, 5.0), "")),
     ]
     assert one == [("peer.0xb.heartbeat", Heartbeat((3.0, 4.0, 5.0), ""))]
@@ -101,7 +102,7 @@ def test_wire_encoding_round_trips_for_a_nats_bus() -> None:
 
     msgs = {
         "peer.0xa.heartbeat": Heartbeat((1.5, 0.0, -2.0), ""),
-        "peer.0xb.heartbeat": Heartbeat((0.0, 0.0, 0.0), None),
+        "peer.0xb.heartbeat": Heartbeat((0.0, 0.0, 0.0), UNSET),
         "engine.peer.0xa.island_changed": IslandChanged(
             "I2",
             "livekit:wss://h?access_token=t",
@@ -120,7 +121,7 @@ def test_wire_encoding_round_trips_for_a_nats_bus() -> None:
     for subject, msg in msgs.items():
         assert decode_payload(subject, encode_payload(msg)) == msg, subject
     # byte-level spot checks against the wire tables
-    assert encode_payload(Heartbeat((0.0, 0.0, 0.0), None)) == bytes.fromhex("0a00")  # E3
+    assert encode_payload(Heartbeat((0.0, 0.0, 0.0), UNSET)) == bytes.fromhex("0a00")  # E3
     assert encode_payload(Heartbeat((0.0, 0.0, 0.0), "")) == bytes.fromhex("0a001200")  # E2
     ic = codec.decode(
         "decentraland.kernel.comms.v3.IslandChangedMessage",

@@ -13,6 +13,7 @@ import numpy as np
 
 from dclcomms.archipelago import Engine
 from dclcomms.archipelago.core import ArchipelagoCore
+from dclcomms.heartbeats import UNSET
 from dclcomms.metrics import Registry
 from dclcomms.policy import RealmPolicy, Transports, WsRoomTransport
 from dclcomms.pubsub import HeartbeatBatch, InProcessPubSub, IslandChanged
@@ -74,9 +75,7 @@ def setup() -> tuple[Connector, ArchipelagoCore, Recorder, InProcessPubSub]:
 def beat(connector: Connector, peers: dict[int, tuple[float, float]]) -> None:
     n = len(peers)
     pos = np.asarray([(x, 0.0, z) for x, z in peers.values()], np.float32)
-    connector.on_heartbeats(
-        HeartbeatBatch([addr(i) for i in peers], pos, [None] * n, np.zeros(n, np.int64))
-    )
+    connector.on_heartbeats(HeartbeatBatch([addr(i) for i in peers], pos, [UNSET] * n))
 
 
 def test_same_tick_arrivals_get_no_redundant_joins() -> None:

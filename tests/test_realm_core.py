@@ -15,6 +15,7 @@ import numpy as np
 
 from dclcomms.archipelago import Engine
 from dclcomms.archipelago.core import ArchipelagoCore
+from dclcomms.heartbeats import UNSET, Unset
 from dclcomms.policy import IslandView, RealmPolicy, Transport, Transports, WsRoomTransport
 from dclcomms.pubsub import HeartbeatBatch, InProcessPubSub
 
@@ -70,13 +71,11 @@ def setup() -> tuple[ArchipelagoCore, InProcessPubSub, Policy, list[tuple[str, A
 
 
 def beat(
-    bus: InProcessPubSub, peers: dict[int, tuple[float, float]], room: str | None = None
+    bus: InProcessPubSub, peers: dict[int, tuple[float, float]], room: str | Unset = UNSET
 ) -> None:
     n = len(peers)
     pos = np.asarray([(x, 1.0, z) for x, z in peers.values()], np.float32)
-    bus.publish_heartbeats(
-        HeartbeatBatch([addr(i) for i in peers], pos, [room] * n, np.zeros(n, np.int64))
-    )
+    bus.publish_heartbeats(HeartbeatBatch([addr(i) for i in peers], pos, [room] * n))
 
 
 def kinds(log: list[tuple[str, Any]]) -> list[str]:
@@ -164,7 +163,8 @@ def test_disconnect_and_expiry_publish_left() -> None:
     assert [(s, p.peer_id) for s, p in log if s.endswith("peer_left")] == [
         (f"engine.island.{island}.peer_left", addr(2))
     ]
-    assert core.engine.peer_count == 2 and addr(2) not in core.positions
+    assert core.engine.peer_count == 2 and core.engine.island_of(addr(2)) is None
+    assert all(addr(2) not in i.peers for i in core.engine.islands())
     # peer 1 keeps heartbeating, peer 3 goes silent for 60 s
     log.clear()
     clock.t += 59_000
@@ -182,7 +182,7 @@ def test_disconnect_and_expiry_publish_left() -> None:
 
 
 def test_desired_room_values_are_passed_to_the_engine() -> None:
-    """str sets, "" clears, None (field absent) keeps: all three reach update_many unharmed."""
+    """str sets, "" clears, UNSET (field absent) keeps: all three reach update_many unharmed."""
     core, bus, _policy, log, _clock = setup()
     beat(bus, {1: (0.0, 0.0)})
     beat(bus, {2: (2000.0, 0.0)})
@@ -190,7 +190,7 @@ def test_desired_room_values_are_passed_to_the_engine() -> None:
     islands = {s.split(".")[2]: p.island_id for s, p in log if s.endswith("island_changed")}
     beat(bus, {1: (0.0, 0.0)}, room=islands[addr(2)])
     beat(bus, {1: (0.0, 0.0)}, room="")
-    beat(bus, {1: (0.0, 0.0)}, room=None)
+    beat(bus, {1: (0.0, 0.0)}, room=UNSET)
     core.tick()
     assert core.engine.peer_count == 2
     assert bus.handler_errors == 0  # the bus logs handler exceptions: none happened

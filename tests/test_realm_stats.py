@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from dclcomms.heartbeats import UNSET
 from dclcomms.http import Request, Response, Router
 from dclcomms.pubsub import Discovery, HeartbeatBatch, InProcessPubSub, IslandData, IslandStatus
 from dclcomms.stats import Stats
@@ -37,9 +38,7 @@ def _setup(**kw: Any) -> tuple[InProcessPubSub, Stats, Router, Clock]:
 
 def _hb(bus: InProcessPubSub, addrs: list[str], pos: list[tuple[float, float, float]]) -> None:
     n = len(addrs)
-    bus.publish_heartbeats(
-        HeartbeatBatch(addrs, np.asarray(pos, np.float32), [None] * n, np.zeros(n, np.int64))
-    )
+    bus.publish_heartbeats(HeartbeatBatch(addrs, np.asarray(pos, np.float32), [UNSET] * n))
 
 
 def _get(router: Router, path: str, query: str = "") -> Response:

@@ -1,6 +1,8 @@
-// Python bindings for the archipelago area: _core.ArchipelagoEngine, wrapped by
-// dclcomms.archipelago.Engine (which owns argument defaults and result types).
+// Python bindings for the archipelago area: _core.ArchipelagoEngine and
+// _core.PreferenceOp, wrapped by dclcomms.archipelago.Engine (which owns argument
+// defaults and result types).
 
+#include <pybind11/native_enum.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -34,21 +36,35 @@ float to_f32(double v) {
   return static_cast<float>(v);
 }
 
-arch::PreferenceOp to_op(int op) {
-  switch (op) {
-    case 0:
-      return arch::PreferenceOp::Keep;
-    case 1:
-      return arch::PreferenceOp::Set;
-    case 2:
-      return arch::PreferenceOp::Clear;
+// The three-state preferred island of one heartbeat, converted once, here:
+// dclcomms.heartbeats.UNSET keeps the stored preference, None or "" clears it, any
+// other str sets it. Anything else: ConfigError invalid_parameter.
+arch::PreferenceOp to_op(PyObject* value, PyObject* unset, std::string& preferred) {
+  if (value == unset) return arch::PreferenceOp::Keep;
+  if (value == Py_None) return arch::PreferenceOp::Clear;
+  if (PyUnicode_Check(value)) {
+    py::ssize_t len = 0;
+    const char* utf8 = PyUnicode_AsUTF8AndSize(value, &len);
+    if (utf8 == nullptr) throw py::error_already_set();
+    if (len == 0) return arch::PreferenceOp::Clear;
+    preferred.assign(utf8, static_cast<size_t>(len));
+    return arch::PreferenceOp::Set;
   }
-  throw Error(ErrorKind::Config, "invalid_parameter", "preference op must be 0, 1 or 2");
+  throw Error(ErrorKind::Config, "invalid_parameter",
+              std::string("preferred island must be a str, None or UNSET, got ") +
+                  std::string(py::str(py::repr(py::handle(value)))));
 }
 
 }  // namespace
 
 void register_archipelago(py::module_& m) {
+  py::native_enum<arch::PreferenceOp>(m, "PreferenceOp", "enum.IntEnum",
+                                      "What an update does to the peer's stored preferred island")
+      .value("KEEP", arch::PreferenceOp::Keep)
+      .value("SET", arch::PreferenceOp::Set)
+      .value("CLEAR", arch::PreferenceOp::Clear)
+      .finalize();
+
   py::class_<arch::Engine>(m, "ArchipelagoEngine",
                            "Converge-mode island clustering (use dclcomms.archipelago.Engine).")
       .def(py::init([](double join_distance, double leave_distance, uint32_t max_island_size,
@@ -65,12 +81,11 @@ void register_archipelago(py::module_& m) {
            py::arg("id_prefix"), py::arg("id_epoch") = "")
       .def(
           "update",
-          [](arch::Engine& e, const std::string& peer_id, double x, double y, double z, int op,
-             const std::string& preferred, int64_t now_ms) {
-            arch::PreferenceOp pop = to_op(op);
+          [](arch::Engine& e, const std::string& peer_id, double x, double y, double z,
+             arch::PreferenceOp op, const std::string& preferred, int64_t now_ms) {
             // Arguments are C++ copies now; the engine takes its own lock.
             py::gil_scoped_release nogil;
-            e.update(peer_id, to_f32(x), to_f32(y), to_f32(z), pop, preferred, now_ms);
+            e.update(peer_id, to_f32(x), to_f32(y), to_f32(z), op, preferred, now_ms);
           },
           py::arg("peer_id"), py::arg("x"), py::arg("y"), py::arg("z"), py::arg("op"),
           py::arg("preferred"), py::arg("now_ms"))
@@ -78,18 +93,17 @@ void register_archipelago(py::module_& m) {
           "update_many",
           [](arch::Engine& e, const py::list& peer_ids,
              const py::array_t<float, py::array::c_style | py::array::forcecast>& positions,
-             std::optional<std::vector<int>> ops, std::optional<std::vector<std::string>> preferred,
-             int64_t now_ms) {
+             const std::optional<py::list>& preferred, int64_t now_ms) {
             const size_t n = peer_ids.size();
             if (positions.ndim() != 2 || positions.shape(1) != 3 ||
                 static_cast<size_t>(positions.shape(0)) != n) {
               throw Error(ErrorKind::Config, "invalid_parameter",
                           "positions must have shape (len(peer_ids), 3)");
             }
-            if (ops.has_value() != preferred.has_value() ||
-                (ops && (ops->size() != n || preferred->size() != n))) {
+            if (preferred && preferred->size() != n) {
               throw Error(ErrorKind::Config, "invalid_parameter",
-                          "ops and preferred must both be given with one entry per peer");
+                          "preferred must have " + std::to_string(n) + " entries, got " +
+                              std::to_string(preferred->size()));
             }
             // Ids are copied into one buffer (no allocation per id): heartbeat
             // batches are large and this conversion is their main cost.
@@ -113,19 +127,34 @@ void register_archipelago(py::module_& m) {
               views[i] = std::string_view(buf).substr(begin, ends[i] - begin);
             }
             std::vector<float> xyz(positions.data(), positions.data() + 3 * n);
-            std::vector<arch::PreferenceOp> pops;
-            if (ops) {
-              pops.reserve(n);
-              for (int op : *ops) pops.push_back(to_op(op));
+            // The preferred islands: all kept (the usual heartbeat) costs one
+            // pointer test per row and no op array.
+            std::vector<arch::PreferenceOp> ops;
+            std::vector<std::string> rooms;
+            if (preferred) {
+              PyObject* const unset = unset_marker();
+              size_t first = n;
+              for (size_t i = 0; i < n && first == n; ++i) {
+                if (PyList_GET_ITEM(preferred->ptr(), static_cast<py::ssize_t>(i)) != unset) {
+                  first = i;
+                }
+              }
+              if (first < n) {
+                ops.assign(n, arch::PreferenceOp::Keep);
+                rooms.resize(n);
+                for (size_t i = first; i < n; ++i) {
+                  PyObject* v = PyList_GET_ITEM(preferred->ptr(), static_cast<py::ssize_t>(i));
+                  ops[i] = to_op(v, unset, rooms[i]);
+                }
+              }
             }
             // Every input is copied into C++ containers above: no Python object
             // is touched after this point.
             py::gil_scoped_release nogil;
-            e.update_many(views.data(), n, xyz.data(), ops ? pops.data() : nullptr,
-                          preferred ? preferred->data() : nullptr, now_ms);
+            e.update_many(views.data(), n, xyz.data(), ops.empty() ? nullptr : ops.data(),
+                          ops.empty() ? nullptr : rooms.data(), now_ms);
           },
-          py::arg("peer_ids"), py::arg("positions"), py::arg("ops"), py::arg("preferred"),
-          py::arg("now_ms"))
+          py::arg("peer_ids"), py::arg("positions"), py::arg("preferred"), py::arg("now_ms"))
       .def(
           "disconnect",
           [](arch::Engine& e, const std::string& peer_id) {
@@ -190,9 +219,12 @@ void register_archipelago(py::module_& m) {
              }
              py::list out;
              for (auto& i : infos) {
+               const auto k = static_cast<py::ssize_t>(i.peers.size());
+               py::array_t<float> positions({k, py::ssize_t{3}});
+               std::copy(i.positions.begin(), i.positions.end(), positions.mutable_data());
                out.append(py::make_tuple(i.id, py::cast(i.peers),
                                          py::make_tuple(i.center[0], i.center[1], i.center[2]),
-                                         i.radius, i.max_peers));
+                                         i.radius, i.max_peers, positions));
              }
              return out;
            })

@@ -439,14 +439,15 @@ void register_codec(py::module_& m) {
         }
         std::vector<codec::Heartbeat> hbs(n);
         const float* xyz = positions.data();
+        PyObject* const unset = unset_marker();
         for (size_t i = 0; i < n; ++i) {
           hbs[i].position = codec::Position{xyz[3 * i], xyz[3 * i + 1], xyz[3 * i + 2]};
           py::object room = desired_rooms[i];
-          if (room.is_none()) continue;
+          if (room.ptr() == unset) continue;  // field absent
           if (!PyUnicode_Check(room.ptr())) {
             encode_error("bad_type", "desired_rooms[" + std::to_string(i) +
                                          "]: expected str or "
-                                         "None, got " +
+                                         "UNSET, got " +
                                          Py_TYPE(room.ptr())->tp_name);
           }
           hbs[i].desired_room = utf8_of(room.ptr());
@@ -468,7 +469,7 @@ void register_codec(py::module_& m) {
       },
       py::arg("positions"), py::arg("desired_rooms"),
       "Fast path: one bare Heartbeat per row of positions (n, 3) (float32) with its desired "
-      "room (None = absent).");
+      "room (dclcomms.heartbeats.UNSET = absent).");
 
   m.def(
       "codec_decode_heartbeats",
@@ -507,13 +508,15 @@ void register_codec(py::module_& m) {
         float* xyz = positions.mutable_data();
         bool* has = has_position.mutable_data();
         py::list rooms(n);
+        py::handle unset(unset_marker());
         for (size_t i = 0; i < n; ++i) {
           const auto& pos = hbs[i].position;
           has[i] = pos.has_value();
           xyz[3 * i] = pos ? canonical_float(pos->x) : 0.0f;
           xyz[3 * i + 1] = pos ? canonical_float(pos->y) : 0.0f;
           xyz[3 * i + 2] = pos ? canonical_float(pos->z) : 0.0f;
-          rooms[i] = optional_str(hbs[i].desired_room);
+          const auto& room = hbs[i].desired_room;
+          rooms[i] = room ? py::object(py::str(*room)) : py::reinterpret_borrow<py::object>(unset);
         }
         py::list errs;
         for (const auto& [i, msg] : errors) errs.append(py::make_tuple(i, msg));
@@ -521,7 +524,8 @@ void register_codec(py::module_& m) {
       },
       py::arg("data"),
       "Fast path: decode bare Heartbeats into (positions (n, 3) float32, has_position (n,) "
-      "bool, desired_rooms, errors [(index, message)]); undecodable ones have no position.");
+      "bool, desired_rooms (UNSET = absent), errors [(index, message)]); undecodable ones have no "
+      "position.");
 
   m.def(
       "codec_decode_heartbeat",

@@ -75,15 +75,15 @@ py::object event_to_python(ws::Event& ev) {
   const auto n = static_cast<py::ssize_t>(hb.addresses.size());
   py::array_t<float> positions({n, static_cast<py::ssize_t>(3)});
   std::copy(hb.positions.begin(), hb.positions.end(), positions.mutable_data());
-  py::array_t<int64_t> received(n);
-  std::copy(hb.received_ms.begin(), hb.received_ms.end(), received.mutable_data());
+  // The fields of dclcomms.heartbeats.HeartbeatBatch: an absent desired_room is UNSET.
   py::list addresses(n), desired(n);
+  py::handle unset(unset_marker());
   for (py::ssize_t i = 0; i < n; ++i) {
     addresses[i] = py::str(hb.addresses[i]);
     const auto& d = hb.desired_rooms[i];
-    desired[i] = d ? py::object(py::str(*d)) : py::object(py::none());
+    desired[i] = d ? py::object(py::str(*d)) : py::reinterpret_borrow<py::object>(unset);
   }
-  return py::make_tuple(kind, addresses, positions, desired, received);
+  return py::make_tuple(kind, addresses, positions, desired);
 }
 
 // ---- ws::Config, bound field by field from DCLCOMMS_WS_CONFIG ----------------------

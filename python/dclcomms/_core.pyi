@@ -9,6 +9,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from dclcomms.heartbeats import Unset
+
 __version__: str
 
 # --- codec -------------------------------------------------------------------
@@ -32,12 +34,12 @@ def codec_decode_island_changed(
 ) -> tuple[str, str, str | None, dict[str, tuple[float, float, float]]]: ...
 def codec_decode_island_changed_header(data: bytes) -> tuple[str, str, str | None, int]: ...
 def codec_encode_heartbeats(
-    positions: npt.ArrayLike, desired_rooms: Sequence[str | None]
+    positions: npt.ArrayLike, desired_rooms: Sequence[str | Unset]
 ) -> list[bytes]: ...
 def codec_decode_heartbeats(
     data: Sequence[bytes],
 ) -> tuple[
-    npt.NDArray[np.float32], npt.NDArray[np.bool_], list[str | None], list[tuple[int, str]]
+    npt.NDArray[np.float32], npt.NDArray[np.bool_], list[str | Unset], list[tuple[int, str]]
 ]: ...
 
 # --- auth --------------------------------------------------------------------
@@ -87,6 +89,11 @@ def livekit_token(
 
 # --- archipelago -------------------------------------------------------------
 
+class PreferenceOp(enum.IntEnum):
+    KEEP = 0
+    SET = 1
+    CLEAR = 2
+
 class ArchipelagoEngine:
     def __init__(
         self,
@@ -97,14 +104,20 @@ class ArchipelagoEngine:
         id_epoch: str = "",
     ) -> None: ...
     def update(
-        self, peer_id: str, x: float, y: float, z: float, op: int, preferred: str, now_ms: int
+        self,
+        peer_id: str,
+        x: float,
+        y: float,
+        z: float,
+        op: PreferenceOp,
+        preferred: str,
+        now_ms: int,
     ) -> None: ...
     def update_many(
         self,
         peer_ids: list[str],
         positions: npt.NDArray[np.float32],
-        ops: list[int] | None,
-        preferred: list[str] | None,
+        preferred: list[str | Unset | None] | None,
         now_ms: int,
     ) -> None: ...
     def disconnect(self, peer_id: str) -> bool: ...
@@ -115,7 +128,9 @@ class ArchipelagoEngine:
     ) -> tuple[list[str], list[Literal["changed", "left"]], list[str], list[str | None]]: ...
     def islands(
         self,
-    ) -> list[tuple[str, list[str], tuple[float, float, float], float, int]]: ...
+    ) -> list[
+        tuple[str, list[str], tuple[float, float, float], float, int, npt.NDArray[np.float32]]
+    ]: ...
     def island_of(self, peer_id: str) -> str | None: ...
     @property
     def peer_count(self) -> int: ...

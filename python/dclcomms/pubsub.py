@@ -23,8 +23,8 @@ An :class:`IslandChanged` carries its island's member map as an
 tick: the map is encoded once per island (not once per recipient) and, on the
 receiving side, decoded once per distinct map.
 Heartbeats travel in batches (:meth:`PubSub.publish_heartbeats` /
-:meth:`PubSub.subscribe_heartbeats`): the connector receives them batched from the
-C++ server and the engine ingests them batched, so the in-process pub/sub never
+:meth:`PubSub.subscribe_heartbeats`), as the one :class:`~dclcomms.heartbeats.HeartbeatBatch`
+the C++ server hands over and the engine ingests: the in-process pub/sub never
 splits them; the NATS one splits them into one message per subject and batches
 again on the receiving side.
 
@@ -51,9 +51,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from dclcomms import _core, codec
+from dclcomms.heartbeats import UNSET, HeartbeatBatch, Unset
 
 log = logging.getLogger("dclcomms.pubsub")
 
@@ -67,16 +67,16 @@ _decode = codec.decode
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """One heartbeat. ``desired_room``: None = field absent (keep), "" = clear."""
+    """One heartbeat. ``desired_room``: UNSET = field absent (keep), "" = clear."""
 
     position: Vec3
-    desired_room: str | None = None
+    desired_room: str | Unset = UNSET
 
     def to_bytes(self) -> bytes:
 
         x, y, z = self.position
         msg: dict[str, Any] = {"position": {"x": x, "y": y, "z": z}}
-        if self.desired_room is not None:
+        if self.desired_room is not UNSET:
             msg["desiredRoom"] = self.desired_room
         return _encode(V3 + "Heartbeat", msg)
 
@@ -89,28 +89,21 @@ class Heartbeat:
         if pos is None:
             return None
         p = (float(pos.get("x", 0.0)), float(pos.get("y", 0.0)), float(pos.get("z", 0.0)))
-        return cls(p, msg.get("desiredRoom"))
+        return cls(p, msg.get("desiredRoom", UNSET))
 
 
-@dataclass(frozen=True)
-class HeartbeatBatch:
-    """Heartbeats of many peers, in arrival order (a peer may appear more than once)."""
+def split_batch(batch: HeartbeatBatch) -> list[tuple[str, Heartbeat]]:
+    """``(address, Heartbeat)`` of each row: the per-peer ``peer.<addr>.heartbeat`` messages."""
+    pos = batch.positions.tolist()
+    return [
+        (a, Heartbeat((p[0], p[1], p[2]), d))
+        for a, p, d in zip(batch.addresses, pos, batch.desired_rooms, strict=True)
+    ]
 
-    addresses: Sequence[str]
-    positions: npt.NDArray[np.float32]  # (n, 3)
-    desired_rooms: Sequence[str | None]  # None = absent (keep), "" = clear
-    received_ms: npt.NDArray[np.int64]  # (n,), server clock
 
-    def __len__(self) -> int:
-        return len(self.addresses)
-
-    def items(self) -> list[tuple[str, Heartbeat, int]]:
-        pos = self.positions.tolist()
-        rec = self.received_ms.tolist()
-        return [
-            (a, Heartbeat((p[0], p[1], p[2]), d), r)
-            for a, p, d, r in zip(self.addresses, pos, self.desired_rooms, rec, strict=True)
-        ]
+def batch_of_one(address: str, hb: Heartbeat) -> HeartbeatBatch:
+    """The batch of one ``peer.<addr>.heartbeat`` message."""
+    return HeartbeatBatch([address], np.asarray([hb.position], dtype=np.float32), [hb.desired_room])
 
 
 class IslandMembers(Mapping[str, Vec3]):
@@ -462,22 +455,15 @@ class PubSub(ABC):
 
     def publish_heartbeats(self, batch: HeartbeatBatch) -> None:
         """Publish a batch; the default splits it into ``peer.<addr>.heartbeat`` messages."""
-        for addr, hb, _ in batch.items():
+        for addr, hb in split_batch(batch):
             self.publish(f"peer.{addr}.heartbeat", hb)
 
     def subscribe_heartbeats(self, handler: HeartbeatHandler) -> Subscription:
         """Receive heartbeats as batches; the default wraps each message in a batch of one."""
 
         def one(subject: str, hb: Heartbeat | None) -> None:
-            if hb is None:
-                return
-            batch = HeartbeatBatch(
-                [subject.split(".")[1]],
-                np.asarray([hb.position], dtype=np.float32),
-                [hb.desired_room],
-                np.asarray([0], dtype=np.int64),
-            )
-            handler(batch)
+            if hb is not None:
+                handler(batch_of_one(subject.split(".")[1], hb))
 
         return self.subscribe(HEARTBEATS, one)
 
@@ -508,13 +494,7 @@ class InProcessPubSub(PubSub):
             if subject_matches(sub.pattern, subject):
                 if sub.batch:
                     assert isinstance(payload, Heartbeat)
-                    batch = HeartbeatBatch(
-                        [subject.split(".")[1]],
-                        np.asarray([payload.position], dtype=np.float32),
-                        [payload.desired_room],
-                        np.asarray([0], dtype=np.int64),
-                    )
-                    self._deliver(sub, subject, batch)
+                    self._deliver(sub, subject, batch_of_one(subject.split(".")[1], payload))
                 else:
                     self._deliver(sub, subject, payload)
 
@@ -529,7 +509,7 @@ class InProcessPubSub(PubSub):
             elif subject_matches(sub.pattern, "peer.x.heartbeat"):
                 plain = True
         if plain:  # somebody subscribed the per-peer subjects: split for them only
-            for addr, hb, _ in batch.items():
+            for addr, hb in split_batch(batch):
                 subject = f"peer.{addr}.heartbeat"
                 for sub in list(self._subs):
                     if not sub.batch and subject_matches(sub.pattern, subject):
@@ -554,6 +534,7 @@ class InProcessPubSub(PubSub):
 
 
 __all__ = [
+    "UNSET",
     "AppData",
     "Discovery",
     "Heartbeat",
@@ -567,6 +548,8 @@ __all__ = [
     "Message",
     "PubSub",
     "Subscription",
+    "Unset",
+    "batch_of_one",
     "decode_payload",
     "encode_payload",
     "subject_matches",

@@ -22,11 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import FrozenInstanceError, dataclass
 from typing import Any, Final, TypeAlias, cast
 
-import numpy as np
-import numpy.typing as npt
-
 import dclcomms
 from dclcomms import _core
+from dclcomms.heartbeats import UNSET, HeartbeatBatch, Unset
 from dclcomms.metrics import Registry
 
 __all__ = [
@@ -49,24 +47,9 @@ __all__ = [
 ]
 
 
-class Unset:
-    """Marker of a field absent from a message (``desired_room`` not sent: keep)."""
-
-    _instance: Unset | None = None
-
-    def __new__(cls) -> Unset:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-    def __reduce__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Final = Unset()
+# Connector: accepted heartbeats in arrival order (one batch per poll run), as the
+# engine ingests them (``desired_rooms``: UNSET = field absent, keep; "" = clear).
+Heartbeats = HeartbeatBatch
 
 
 class ServerConfig(_core.WsConfig):
@@ -148,16 +131,6 @@ class PeerDisconnected:
 
 
 @dataclass(frozen=True)
-class Heartbeats:
-    """Connector: accepted heartbeats in arrival order (one batch per poll run)."""
-
-    addresses: list[str]
-    positions: npt.NDArray[np.float32]  # (n, 3)
-    desired_rooms: list[str | Unset | None]  # UNSET = field absent (keep), "" = clear
-    received_ms: npt.NDArray[np.int64]  # (n,), server clock, ms since the epoch
-
-
-@dataclass(frozen=True)
 class BusOpened:
     """Bus: handshake completed, welcome sent."""
 
@@ -230,20 +203,10 @@ Event: TypeAlias = (
 )
 
 
-def _heartbeats(
-    addresses: list[str],
-    positions: npt.NDArray[np.float32],
-    desired: list[str | None],
-    received_ms: npt.NDArray[np.int64],
-) -> Heartbeats:
-    rooms: list[str | Unset | None] = [UNSET if d is None else d for d in desired]
-    return Heartbeats(addresses, positions, rooms, received_ms)
-
-
 _K = _core.WsEventKind
 # Polled events are (kind, *fields): one constructor per kind, fields in order.
 _EVENTS: Final[dict[_core.WsEventKind, Callable[..., Event]]] = {
-    _K.HEARTBEATS: _heartbeats,
+    _K.HEARTBEATS: HeartbeatBatch,
     _K.HTTP: HttpRequest,
     _K.CONNECTED: PeerConnected,
     _K.DISCONNECTED: PeerDisconnected,

@@ -1070,7 +1070,13 @@ std::vector<IslandInfo> Engine::islands() const {
   for (uint32_t s : im.islands_in_order()) {
     IslandInfo info;
     info.id = im.id_of_seq(im.islands[s].seq);
-    for (uint32_t p : im.islands[s].members) info.peers.push_back(im.ids[p]);
+    const auto& members = im.islands[s].members;
+    info.peers.reserve(members.size());
+    info.positions.reserve(3 * members.size());
+    for (uint32_t p : members) {
+      info.peers.push_back(im.ids[p]);
+      info.positions.insert(info.positions.end(), {im.xz[2 * p], im.py[p], im.xz[2 * p + 1]});
+    }
     im.geometry(s, info.center, &info.radius);
     info.max_peers = im.islands[s].max_peers;
     out.push_back(std::move(info));

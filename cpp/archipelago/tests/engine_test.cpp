@@ -420,6 +420,11 @@ TEST(ArchipelagoGeometry, CenterAndRadius) {
   EXPECT_DOUBLE_EQ(is[0].center[1], 0);
   EXPECT_DOUBLE_EQ(is[0].center[2], 8);
   EXPECT_NEAR(is[0].radius, 11.3137084989848, 1e-9);
+  // Members' last positions, in member order (y kept as reported).
+  EXPECT_EQ(is[0].peers, (std::vector<std::string>{"1", "2"}));
+  EXPECT_EQ(is[0].positions, (std::vector<float>{0, 7, 0, 16, 0, 16}));
+  e.update("2", 20.5f, 1, 10);
+  EXPECT_EQ(e.islands()[0].positions, (std::vector<float>{0, 7, 0, 20.5f, 1, 10}));
 }
 
 // Oracle: random clouds, several movement rounds, invariants after every

@@ -129,7 +129,6 @@ void Hub::on_heartbeat(const SessionPtr& s, const codec::Heartbeat& hb) {
   batch->addresses.push_back(s->address);
   batch->positions.insert(batch->positions.end(), {pos.x, pos.y, pos.z});
   batch->desired_rooms.push_back(hb.desired_room);
-  batch->received_ms.push_back(now);
   if (was_empty) env_.events_pending(true);
 }
 

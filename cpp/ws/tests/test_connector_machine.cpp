@@ -328,10 +328,6 @@ TEST_F(Connector, HeartbeatsOverTheRateAreDropped) {
   ep.receive(c, heartbeat(codec::Position{0, 0, 0}));
   EXPECT_EQ(ep.counter("connector", "heartbeats_accepted"), static_cast<uint64_t>(max + 1));
   EXPECT_TRUE(c->open());
-  // received_ms is the server's wall clock at arrival.
-  auto batches = events_of<Heartbeats>(ep);
-  ASSERT_FALSE(batches.empty());
-  EXPECT_EQ(batches.back().received_ms.back(), ep.unix_ms());
 }
 
 TEST_F(Connector, HandshakeMembersAfterCompletionAreIgnoredAndCounted) {

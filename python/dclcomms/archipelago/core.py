@@ -9,7 +9,7 @@ One tick (archipelago.md 2.1, 2.4):
    every member of an island whose transport changed (re-issued with
    ``from_island_id`` = the same island);
 4. publish every ``engine.peer.<addr>.island_changed`` (peers = every member,
-   recipient included, -> last position), **then** the
+   recipient included, -> last position, from :meth:`Engine.islands`), **then** the
    ``engine.island.<id>.peer_left`` / ``peer_join`` notifications;
 5. publish ``engine.islands``.
 
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dclcomms.archipelago import UNSET, Engine
+from dclcomms.archipelago import Engine
 from dclcomms.clock import now_ms
 from dclcomms.config import RealmConfig
 from dclcomms.metrics import Registry
@@ -45,7 +45,6 @@ from dclcomms.pubsub import (
     IslandStatus,
     PubSub,
     Subscription,
-    Vec3,
 )
 
 log = logging.getLogger("dclcomms.archipelago.core")
@@ -151,7 +150,6 @@ class ArchipelagoCore:
             "peers a transport rejected, waiting out their re-admission back-off",
             fn=lambda: len(self._rejected_until),
         )
-        self.positions: dict[str, Vec3] = {}
         self.island_transport: dict[str, Transport] = {}
         self.last_tick_ms: int | None = None
         self.last_tick_s = 0.0  # wall time of the last tick
@@ -181,17 +179,11 @@ class ArchipelagoCore:
             n = len(batch)
             if n == 0:
                 return
-        unset = UNSET
-        preferred = [unset if d is None else (d or None) for d in batch.desired_rooms]
-        if all(p is unset for p in preferred):
-            self.engine.update_many(list(batch.addresses), batch.positions, now_ms=self._clock())
-        else:
-            self.engine.update_many(
-                list(batch.addresses), batch.positions, preferred, now_ms=self._clock()
-            )
-        pos = self.positions
-        for addr, p in zip(batch.addresses, batch.positions.tolist(), strict=True):
-            pos[addr] = (p[0], p[1], p[2])
+        # The batch's columns as they are: the engine turns each desired room into its
+        # PreferenceOp (in C++) and keeps the positions (Engine.islands() returns them).
+        self.engine.update_many(
+            batch.addresses, batch.positions, batch.desired_rooms, now_ms=self._clock()
+        )
         self.metrics.heartbeats.inc(n)
 
     def _without_backed_off(self, batch: HeartbeatBatch) -> HeartbeatBatch:
@@ -206,12 +198,7 @@ class ArchipelagoCore:
         if len(keep) == len(batch):
             return batch
         self.metrics.backoff_dropped.inc(len(batch) - len(keep))
-        return HeartbeatBatch(
-            [batch.addresses[i] for i in keep],
-            batch.positions[keep],
-            [batch.desired_rooms[i] for i in keep],
-            batch.received_ms[keep],
-        )
+        return batch.select(keep)
 
     def _on_disconnect(self, subject: str, _payload: object) -> None:
         addr = subject.split(".")[1]
@@ -281,7 +268,6 @@ class ArchipelagoCore:
                 if gone_from is not None:
                     touched[gone_from] = None
                     left.append((gone_from, c.peer_id))
-                self.positions.pop(c.peer_id, None)
         if n_left:
             self.metrics.changes.inc(n_left, kind="left")
         if len(moves):
@@ -329,14 +315,16 @@ class ArchipelagoCore:
         # island_changed first, then left/join.
         # One IslandMembers per island, shared by all its messages (a NATS pub/sub
         # encodes its member map once, not once per recipient).
-        pos = self.positions
         members_cache: dict[str, IslandMembers] = {}
 
         def members(island_id: str) -> IslandMembers:
             m = members_cache.get(island_id)
             if m is None:
-                origin = (0.0, 0.0, 0.0)
-                m = IslandMembers({p: pos.get(p, origin) for p in islands[island_id].peers})
+                island = islands[island_id]  # members and their last positions, in order
+                rows = island.positions.tolist()
+                m = IslandMembers(
+                    {p: (r[0], r[1], r[2]) for p, r in zip(island.peers, rows, strict=True)}
+                )
                 members_cache[island_id] = m
             return m
 

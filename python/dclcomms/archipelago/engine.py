@@ -13,13 +13,12 @@ next one). See docs/archipelago.md.
 
 from __future__ import annotations
 
-import enum
 import gc
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Literal, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -27,30 +26,21 @@ import numpy.typing as npt
 from dclcomms import _core
 from dclcomms.archipelago.reference import ReferenceCore
 from dclcomms.errors import ConfigError
+from dclcomms.heartbeats import UNSET, PreferenceOp, Unset, preference_op
 
 __all__ = [
     "UNSET",
     "Engine",
     "Island",
     "IslandChange",
+    "PreferenceOp",
     "Snapshot",
     "Unset",
     "monotonic_ms",
 ]
 
-
-class Unset(enum.Enum):
-    """Type of :data:`UNSET`: "leave the stored preferred island as it is"."""
-
-    UNSET = "UNSET"
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Final = Unset.UNSET
-
-_KEEP, _SET, _CLEAR = 0, 1, 2
+_EMPTY_POSITIONS = np.zeros((0, 3), dtype=np.float32)
+_EMPTY_POSITIONS.flags.writeable = False
 _MODES = ("converge", "reference")
 _MAX_U32 = 2**32 - 1
 
@@ -76,13 +66,20 @@ class IslandChange(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Island:
-    """An island: members in join order, X/Z centre (y = 0) and radius in metres."""
+    """An island: members in join order, X/Z centre (y = 0) and radius in metres.
+
+    ``positions``: each member's last reported position, a (len(peers), 3) float32
+    array in member order (not compared by ``==``).
+    """
 
     id: str
     peers: tuple[str, ...]
     center: tuple[float, float, float]
     radius: float
     max_peers: int
+    positions: npt.NDArray[np.float32] = field(
+        default_factory=lambda: _EMPTY_POSITIONS, compare=False
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,18 +125,6 @@ def _named(e: ConfigError) -> ConfigError:
     if e.field is None:
         e.field = next((p for p in _PARAMS if str(e).startswith(p)), None)
     return e
-
-
-def _pref(value: str | Unset | None) -> tuple[int, str]:
-    if value is UNSET:
-        return _KEEP, ""
-    if value is None:
-        return _CLEAR, ""
-    if isinstance(value, str):
-        return (_SET, value) if value else (_CLEAR, "")
-    raise ConfigError(
-        f"preferred island must be a str, None or UNSET, got {value!r}", code="invalid_parameter"
-    )
 
 
 def _peer_id(value: object) -> str:
@@ -266,7 +251,7 @@ class Engine:
                 f"position must be three numbers (x, y, z), got {position!r}",
                 code="invalid_position",
             ) from exc
-        op, pref = _pref(preferred_island)
+        op, pref = preference_op(preferred_island)
         self._core.update(pid, x, y, z, op, pref, monotonic_ms() if now_ms is None else now_ms)
 
     def update_many(
@@ -280,8 +265,10 @@ class Engine:
         """Batch :meth:`update`: ``positions`` is an (n, 3) array (float32 or float64).
 
         ``preferred`` is ``None`` (keep every stored preference) or one entry
-        per peer with :meth:`update`'s meaning. The batch is validated first
-        and applied atomically: on error nothing changes.
+        per peer with :meth:`update`'s meaning (a heartbeat batch's
+        ``desired_rooms`` as they are: :data:`UNSET` keeps, ``""`` clears), turned
+        into :class:`PreferenceOp` in C++. The batch is validated first and applied
+        atomically: on error nothing changes.
         """
         # Type and emptiness of each id are checked in C++ (invalid_peer_id).
         ids = peer_ids if type(peer_ids) is list else list(peer_ids)
@@ -295,20 +282,15 @@ class Engine:
             raise ConfigError(
                 f"positions must be numeric, got dtype {arr.dtype}", code="invalid_parameter"
             )
-        ops: list[int] | None = None
-        prefs: list[str] | None = None
+        prefs: list[str | Unset | None] | None = None
         if preferred is not None:
-            pairs = [_pref(p) for p in preferred]
-            if len(pairs) != len(ids):
-                raise ConfigError(
-                    f"preferred must have {len(ids)} entries, got {len(pairs)}",
-                    code="invalid_parameter",
-                )
-            ops = [o for o, _ in pairs]
-            prefs = [s for _, s in pairs]
-        with np.errstate(over="ignore"):  # float64 beyond float32 -> inf -> invalid_position
-            f32 = np.ascontiguousarray(arr, dtype=np.float32)
-        self._core.update_many(ids, f32, ops, prefs, monotonic_ms() if now_ms is None else now_ms)
+            prefs = preferred if type(preferred) is list else list(preferred)
+        if arr.dtype == np.float32 and arr.flags.c_contiguous:
+            f32 = arr
+        else:
+            with np.errstate(over="ignore"):  # float64 beyond float32 -> inf -> invalid_position
+                f32 = np.ascontiguousarray(arr, dtype=np.float32)
+        self._core.update_many(ids, f32, prefs, monotonic_ms() if now_ms is None else now_ms)
 
     def disconnect(self, peer_id: str) -> bool:
         """Remove a peer now; a placed peer is reported as ``left`` by the next flush.
@@ -343,10 +325,10 @@ class Engine:
                 gc.enable()
 
     def islands(self) -> list[Island]:
-        """Every island, in creation order."""
+        """Every island, in creation order, with its members' last positions."""
         return [
-            Island(iid, tuple(peers), center, radius, max_peers)
-            for iid, peers, center, radius, max_peers in self._core.islands()
+            Island(iid, tuple(peers), center, radius, max_peers, positions)
+            for iid, peers, center, radius, max_peers, positions in self._core.islands()
         ]
 
     def island_of(self, peer_id: str) -> str | None:

@@ -23,11 +23,12 @@ import numpy as np
 import numpy.typing as npt
 
 from dclcomms.errors import ConfigError
+from dclcomms.heartbeats import PreferenceOp, Unset, preference_op
 
 __all__ = ["ReferenceCore"]
 
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
-_SET = 1
+_SET = PreferenceOp.SET
 
 
 def _base36(n: int) -> str:
@@ -107,7 +108,14 @@ class ReferenceCore:
     # --- inputs ---------------------------------------------------------------
 
     def update(
-        self, peer_id: str, x: float, y: float, z: float, op: int, preferred: str, now_ms: int
+        self,
+        peer_id: str,
+        x: float,
+        y: float,
+        z: float,
+        op: PreferenceOp,
+        preferred: str,
+        now_ms: int,
     ) -> None:
         if not peer_id:
             raise ConfigError("peer id must be non-empty", code="invalid_peer_id")
@@ -117,7 +125,12 @@ class ReferenceCore:
         self._apply(peer_id, xyz, op, preferred, now_ms)
 
     def _apply(
-        self, peer_id: str, xyz: tuple[float, float, float], op: int, pref: str, now_ms: int
+        self,
+        peer_id: str,
+        xyz: tuple[float, float, float],
+        op: PreferenceOp,
+        pref: str,
+        now_ms: int,
     ) -> None:
         peer = self._peers.get(peer_id)
         if peer is None:
@@ -136,8 +149,7 @@ class ReferenceCore:
         self,
         peer_ids: list[str],
         positions: npt.NDArray[np.float32],
-        ops: list[int] | None,
-        preferred: list[str] | None,
+        preferred: list[str | Unset | None] | None,
         now_ms: int,
     ) -> None:
         pos = np.asarray(positions, dtype=np.float32)
@@ -146,16 +158,22 @@ class ReferenceCore:
                 raise ConfigError(f"invalid peer id (row {i})", code="invalid_peer_id")
         if pos.shape != (len(peer_ids), 3):
             raise ConfigError("positions must have shape (n, 3)", code="invalid_parameter")
+        if preferred is not None and len(preferred) != len(peer_ids):
+            raise ConfigError(
+                f"preferred must have {len(peer_ids)} entries, got {len(preferred)}",
+                code="invalid_parameter",
+            )
+        prefs = [preference_op(p) for p in preferred] if preferred is not None else None
         bad = np.nonzero(~np.isfinite(pos).all(axis=1))[0]
         if len(bad):
             raise ConfigError(
                 f"position must be finite float32 values (row {bad[0]})", code="invalid_position"
             )
+        keep = (PreferenceOp.KEEP, "")
         for i, pid in enumerate(peer_ids):
             x, y, z = (float(v) for v in pos[i])
-            self._apply(
-                pid, (x, y, z), ops[i] if ops else 0, preferred[i] if preferred else "", now_ms
-            )
+            op, pref = prefs[i] if prefs is not None else keep
+            self._apply(pid, (x, y, z), op, pref, now_ms)
 
     def disconnect(self, peer_id: str) -> bool:
         if self._pending.pop(peer_id, None) is not None:
@@ -302,11 +320,16 @@ class ReferenceCore:
 
     # --- queries --------------------------------------------------------------
 
-    def islands(self) -> list[tuple[str, list[str], tuple[float, float, float], float, int]]:
+    def islands(
+        self,
+    ) -> list[
+        tuple[str, list[str], tuple[float, float, float], float, int, npt.NDArray[np.float32]]
+    ]:
         out = []
         for i in self._islands.values():
             cx, cz, r = i.geometry(clear_dirty=False)
-            out.append((i.id, [p.id for p in i.peers], (cx, 0.0, cz), r, i.max_peers))
+            pos = np.array([(p.x, p.y, p.z) for p in i.peers], dtype=np.float32).reshape(-1, 3)
+            out.append((i.id, [p.id for p in i.peers], (cx, 0.0, cz), r, i.max_peers, pos))
         return out
 
     def island_of(self, peer_id: str) -> str | None:

@@ -35,8 +35,8 @@ one island share one decoded :class:`~dclcomms.pubsub.IslandMembers`, see
 :meth:`IslandChanged.from_bytes <dclcomms.pubsub.IslandChanged.from_bytes>`).
 Heartbeats are re-batched: all heartbeats received in one loop iteration are
 decoded together (compiled codec, straight into the position array) and
-delivered as one :class:`~dclcomms.pubsub.HeartbeatBatch` (``received_ms`` =
-arrival time).
+delivered as one :class:`~dclcomms.heartbeats.HeartbeatBatch`, the type the
+connector published.
 
 Reconnection is nats-py's: every URL is tried (randomized), forever, waiting
 ``reconnect_time_wait`` between rounds (plus jitter); subscriptions are restored
@@ -60,8 +60,8 @@ from typing import Any
 import numpy as np
 
 from dclcomms import _core, codec
-from dclcomms.clock import now_ms
 from dclcomms.errors import PubSubError, SubjectError
+from dclcomms.heartbeats import UNSET, Unset
 from dclcomms.metrics import Registry
 from dclcomms.nats.subjects import (
     ADDRESS_RE,
@@ -86,6 +86,7 @@ from dclcomms.pubsub import (
     Message,
     PubSub,
     Subscription,
+    batch_of_one,
     decode_payload,
     subject_matches,
 )
@@ -205,13 +206,13 @@ def encode_heartbeat_batch(batch: HeartbeatBatch) -> bytes:
         "addresses": _raw_addresses(batch.addresses),
         "positions": np.ascontiguousarray(batch.positions, dtype="<f4").tobytes(),
     }
-    rooms = [{"index": i, "room": r} for i, r in enumerate(batch.desired_rooms) if r is not None]
+    rooms = [{"index": i, "room": r} for i, r in enumerate(batch.desired_rooms) if r is not UNSET]
     if rooms:
         msg["desiredRooms"] = rooms
     return codec.encode(_HB_BATCH, msg)
 
 
-def decode_heartbeat_batch(data: bytes, received_ms: int) -> HeartbeatBatch:
+def decode_heartbeat_batch(data: bytes) -> HeartbeatBatch:
     """The batch of a ``HeartbeatBatch`` message; ``ValueError`` when malformed."""
     m = codec.decode(_HB_BATCH, data)
     raw = _raw(m.get("addresses", b""))
@@ -219,16 +220,14 @@ def decode_heartbeat_batch(data: bytes, received_ms: int) -> HeartbeatBatch:
     n = len(raw) // 20
     if len(raw) != 20 * n or len(pos) != 12 * n:
         raise ValueError(f"HeartbeatBatch: {len(raw)} address bytes, {len(pos)} position bytes")
-    rooms: list[str | None] = [None] * n
+    rooms: list[str | Unset] = [UNSET] * n
     for r in m.get("desiredRooms", ()):
         i = int(r.get("index", 0))
         if i >= n:
             raise ValueError(f"HeartbeatBatch: desired room index {i} of {n}")
         rooms[i] = str(r.get("room", ""))
     positions = np.frombuffer(pos, dtype="<f4").astype(np.float32).reshape(n, 3)
-    return HeartbeatBatch(
-        _hex_addresses(raw), positions, rooms, np.full(n, received_ms, dtype=np.int64)
-    )
+    return HeartbeatBatch(_hex_addresses(raw), positions, rooms)
 
 
 class _IslandGroup:
@@ -315,8 +314,8 @@ class _Wire:
     nats_sub: Any = None
     task: asyncio.Task[None] | None = None
     # heartbeats received this loop iteration, not decoded yet:
-    # (internal subject, wire subject, payload, arrival ms)
-    pending: list[tuple[str, str, bytes, int]] = field(default_factory=list)
+    # (internal subject, wire subject, payload)
+    pending: list[tuple[str, str, bytes]] = field(default_factory=list)
 
 
 class NatsPubSub(PubSub):
@@ -488,14 +487,7 @@ class NatsPubSub(PubSub):
                 if isinstance(payload, bytes | bytearray):
                     hb = Heartbeat.from_bytes(bytes(payload))
                 if hb is not None:
-                    self.publish_heartbeats(
-                        HeartbeatBatch(
-                            [m.group(1)],
-                            np.asarray([hb.position], dtype=np.float32),
-                            [hb.desired_room],
-                            np.zeros(1, np.int64),
-                        )
-                    )
+                    self.publish_heartbeats(batch_of_one(m.group(1), hb))
                 return
         wire = self._wire_subject(subject)
         if wire is None:
@@ -581,12 +573,7 @@ class NatsPubSub(PubSub):
                     f"peer.{a}.heartbeat",
                     "publish",
                 )
-        return HeartbeatBatch(
-            [batch.addresses[i] for i in keep],
-            batch.positions[keep],
-            [batch.desired_rooms[i] for i in keep],
-            batch.received_ms[keep],
-        )
+        return batch.select(keep)
 
     def _group(self, addr: str, subject: str, payload: bytes | Message) -> None:
         """Native scheme: add one island_changed to its island's group of this turn."""
@@ -739,7 +726,7 @@ class NatsPubSub(PubSub):
             # decoded with the rest of this loop iteration's heartbeats
             if not w.pending:
                 self._loop.call_soon(self._deliver_heartbeats, w)
-            w.pending.append((subject, wire_subject, data, now_ms()))
+            w.pending.append((subject, wire_subject, data))
             return
         try:
             payload = self.scheme.decode(subject, data)
@@ -754,7 +741,7 @@ class NatsPubSub(PubSub):
         """Native scheme: a ``HeartbeatBatch`` or an island's ``IslandChanges``."""
         if wire_subject == NATIVE_HEARTBEATS:
             try:
-                batch = decode_heartbeat_batch(data, now_ms())
+                batch = decode_heartbeat_batch(data)
             except ValueError as e:
                 self._undecodable(e, wire_subject)
                 return
@@ -824,16 +811,7 @@ class NatsPubSub(PubSub):
             if not mine:
                 continue
             if sub.batch:
-                self._call(
-                    sub,
-                    HEARTBEATS,
-                    HeartbeatBatch(
-                        [batch.addresses[i] for i in mine],
-                        batch.positions[mine],
-                        [batch.desired_rooms[i] for i in mine],
-                        batch.received_ms[mine],
-                    ),
-                )
+                self._call(sub, HEARTBEATS, batch.select(mine))
             else:
                 pos = batch.positions.tolist()
                 for i in mine:
@@ -875,11 +853,10 @@ class NatsPubSub(PubSub):
                     [p[0].split(".")[1] for p in sel],  # peer.<addr>.heartbeat
                     positions if mine is None else positions[mine],
                     rooms if mine is None else [rooms[i] for i in mine],
-                    np.fromiter((p[3] for p in sel), dtype=np.int64, count=len(sel)),
                 )
                 self._call(sub, HEARTBEATS, batch)
             else:
-                for subject, _w, data, _t in pending:
+                for subject, _w, data in pending:
                     if subject_matches(sub.pattern, subject):
                         hb = Heartbeat.from_bytes(data)  # exactly as decode_payload gives it
                         self._call(sub, subject, hb)

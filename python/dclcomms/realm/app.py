@@ -36,7 +36,7 @@ from dclcomms.logs import JsonFormatter, setup_logging
 from dclcomms.metrics import CONTENT_TYPE, Registry
 from dclcomms.msgbus import MessageBusGateway
 from dclcomms.policy import RealmPolicy, Transports, build_transports, make_policy
-from dclcomms.pubsub import HeartbeatBatch, InProcessPubSub, PubSub
+from dclcomms.pubsub import InProcessPubSub, PubSub
 from dclcomms.realm.bans import BanChecker
 from dclcomms.realm.connector import Connector
 from dclcomms.realm.denylist import DenyList
@@ -365,11 +365,7 @@ class Realm:
     def _dispatch(self, ev: Any, connector: Connector) -> None:
         if isinstance(ev, ws.Heartbeats):
             self.m_events.inc(kind="heartbeats")
-            # ws.UNSET (field absent) -> None: keep the stored preference
-            rooms = [r if isinstance(r, str) else None for r in ev.desired_rooms]
-            connector.on_heartbeats(
-                HeartbeatBatch(ev.addresses, ev.positions, rooms, ev.received_ms)
-            )
+            connector.on_heartbeats(ev)  # the batch the engine ingests, as it came
         elif isinstance(ev, ws.HttpRequest):
             self.m_events.inc(kind="http")
             self._spawn(self._http(ev))

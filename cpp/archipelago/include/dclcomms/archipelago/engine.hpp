@@ -85,6 +85,7 @@ enum class PreferenceOp : uint8_t { Keep, Set, Clear };
 struct IslandInfo {
   std::string id;
   std::vector<std::string> peers;  // member order
+  std::vector<float> positions;    // peers.size()*3, row-major (x, y, z), member order
   double center[3];                // (mean x, 0, mean z)
   double radius;                   // max X/Z distance from center
   uint32_t max_peers;

@@ -166,7 +166,6 @@ struct Heartbeats {
   std::vector<std::string> addresses;
   std::vector<float> positions;                           // 3 per heartbeat (x, y, z)
   std::vector<std::optional<std::string>> desired_rooms;  // nullopt = field absent
-  std::vector<int64_t> received_ms;                       // server clock (Unix ms)
 };
 // Bus: handshake completed, welcome sent.
 struct BusOpened {

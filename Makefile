@@ -3,7 +3,7 @@
 PYTHON ?= python3
 CPP_SOURCES := $(shell git ls-files 'cpp/*.cpp' 'cpp/*.hpp' 'bench/*.cpp' 2>/dev/null)
 
-.PHONY: lint format test dev fuzz
+.PHONY: lint format test test-fast dev fuzz
 
 lint:
 	clang-format --dry-run --Werror $(CPP_SOURCES)
@@ -28,3 +28,7 @@ test:
 # and FUZZ_TARGETS narrow it.
 fuzz:
 	scripts/fuzz long
+
+# The edit loop: everything but the tests marked slow (bench smoke runs, bots, notebooks).
+test-fast:
+	scripts/test -m "not slow"

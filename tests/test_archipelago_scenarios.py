@@ -17,8 +17,7 @@ import pytest
 
 from dclcomms.archipelago import Engine
 from dclcomms.archipelago.scenarios import FORMAT, ScenarioFailure, replay
-
-from .conftest import load_conformance
+from tests.helpers.common import load_conformance
 
 DATA = load_conformance("archipelago-scenarios.json")
 ALL = [*DATA["scenarios"], *DATA["supplementary_scenarios"]]

@@ -36,8 +36,7 @@ from dclcomms.auth import (
     verify_auth_chain,
     verify_many,
 )
-
-from .conftest import free_port, load_conformance
+from tests.helpers.common import free_port, load_conformance
 
 SEED = 20261122
 NOW = 1_748_779_200_000  # 2025-06-01T12:00:00.000Z

@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 
 from dclcomms.auth import verify_auth_chain, verify_many
-
-from .conftest import load_conformance
+from tests.helpers.common import load_conformance
 
 VECTORS: list[dict[str, Any]] = load_conformance("auth-vectors.json")["vectors"]
 

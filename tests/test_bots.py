@@ -16,8 +16,7 @@ from dclcomms.bots import build_model, main, run_bots
 from dclcomms.config import RealmConfig
 from dclcomms.errors import ConfigError
 from dclcomms.realm import Realm
-
-from .conftest import free_port
+from tests.helpers.common import free_port
 
 
 def realm_config(**kw: Any) -> RealmConfig:
@@ -32,6 +31,7 @@ def realm_config(**kw: Any) -> RealmConfig:
     return RealmConfig(**base)
 
 
+@pytest.mark.slow
 def test_bots_exchange_packets_and_change_islands_in_process() -> None:
     async def body() -> dict[str, Any]:
         async with Realm(realm_config()) as realm:
@@ -108,6 +108,7 @@ def test_two_hundred_bots_against_a_realm_subprocess() -> None:
             realm.wait()
 
 
+@pytest.mark.slow
 def test_bots_on_a_p2p_realm_build_the_mesh_and_exchange_packets() -> None:
     """``dclcomms realm --policy p2p`` + ``dclcomms bots --transport p2p``: two processes."""
     realm = subprocess.Popen(
@@ -152,6 +153,7 @@ def test_bots_on_a_p2p_realm_build_the_mesh_and_exchange_packets() -> None:
             realm.wait()
 
 
+@pytest.mark.slow
 def test_bots_report_a_wrong_transport() -> None:
     async def body() -> dict[str, Any]:
         async with Realm(realm_config()) as realm:  # rooms, not P2P

@@ -24,8 +24,7 @@ from dclcomms.bridge import BridgeClient, MemoryKeyStore, StaticSceneAuthority
 from dclcomms.config import RealmConfig
 from dclcomms.errors import BridgeError
 from dclcomms.realm import Realm
-
-from .realm_client import RoomClient, Wallet, eventually
+from tests.helpers.realm_client import RoomClient, Wallet, eventually
 
 RFC4 = codec.RFC4_PACKET
 SCENE = "main:bafyscene1"  # kind "scene" topic; its room id (no prefix) is the same

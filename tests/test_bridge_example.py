@@ -15,8 +15,7 @@ from dclcomms import codec
 from dclcomms.bridge import MemoryKeyStore
 from dclcomms.config import RealmConfig
 from dclcomms.realm import Realm
-
-from .realm_client import RoomClient, Wallet
+from tests.helpers.realm_client import RoomClient, Wallet
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "scene_state_server.py"
 SCENE = "main:bafydoor"

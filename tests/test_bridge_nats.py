@@ -24,10 +24,9 @@ from dclcomms import codec
 from dclcomms.auth import Identity
 from dclcomms.bridge import BridgeClient
 from dclcomms.errors import BridgeError
-from tests.conftest import free_port
-from tests.nats_fixtures import NatsServer, nats_server  # noqa: F401
-
-from .realm_client import RoomClient, Wallet
+from tests.helpers.common import free_port
+from tests.helpers.nats_fixtures import NatsServer, nats_server  # noqa: F401
+from tests.helpers.realm_client import RoomClient, Wallet
 
 RFC4 = codec.RFC4_PACKET
 SCENE = "main:bafyscene1"

@@ -34,8 +34,7 @@ from dclcomms.client import (
 )
 from dclcomms.config import RealmConfig
 from dclcomms.realm import Realm
-
-from .conftest import free_port
+from tests.helpers.common import free_port
 
 
 def config(**kw: Any) -> RealmConfig:

@@ -15,9 +15,8 @@ import pytest
 
 import dclcomms
 from dclcomms import codec, errors
-
-from .conftest import load_conformance
-from .test_codec_schema import strip_implicit_defaults
+from tests.helpers.codec_schema import strip_implicit_defaults
+from tests.helpers.common import load_conformance
 
 V3 = "decentraland.kernel.comms.v3."
 RFC5 = "decentraland.kernel.comms.rfc5."

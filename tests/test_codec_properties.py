@@ -24,8 +24,7 @@ from hypothesis import strategies as st
 
 import dclcomms
 from dclcomms import codec, errors
-
-from .test_codec_schema import descriptor, is_map, message_class, real_oneof
+from tests.helpers.codec_schema import descriptor, is_map, message_class, real_oneof
 
 FD = FieldDescriptor
 PACKET_TYPES = [

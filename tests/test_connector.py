@@ -11,11 +11,10 @@ import math
 import random
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
-import numpy as np
 import pytest
 
 from dclcomms import archipelago, codec, errors
@@ -23,7 +22,6 @@ from dclcomms.heartbeats import HeartbeatBatch
 from dclcomms.pubsub import IslandChanged, IslandMembers
 from dclcomms.ws import (
     UNSET,
-    Event,
     Heartbeats,
     HttpRequest,
     PeerConnected,
@@ -31,7 +29,8 @@ from dclcomms.ws import (
     Server,
     ServerConfig,
 )
-from tests.test_ws_wire import (
+from tests.helpers.ws_events import events_until, heartbeats, rejected
+from tests.helpers.ws_wire import (
     Identity,
     RawWs,
     client_challenge_request,
@@ -58,51 +57,6 @@ def serving(**kw: Any) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
-
-
-async def events_until(server: Server, pred: Any, timeout: float = 5) -> list[Event]:
-    """Polls (via the eventfd) until pred(all events so far) holds."""
-    loop = asyncio.get_running_loop()
-    got: list[Event] = []
-    ready = asyncio.Event()
-    loop.add_reader(server.fileno(), ready.set)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            got += server.poll()
-            if pred(got):
-                return got
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"timed out; events so far: {got}"
-            ready.clear()
-            with suppress(TimeoutError):
-                await asyncio.wait_for(ready.wait(), remaining)
-    finally:
-        loop.remove_reader(server.fileno())
-
-
-def heartbeats(events: list[Event]) -> list[tuple[str, tuple[float, ...], object]]:
-    out = []
-    for ev in events:
-        if isinstance(ev, Heartbeats):
-            assert ev.positions.dtype == np.float32 and ev.positions.shape == (len(ev.addresses), 3)
-            for i, a in enumerate(ev.addresses):
-                out.append((a, tuple(float(v) for v in ev.positions[i]), ev.desired_rooms[i]))
-    return out
-
-
-async def rejected(port: int, frames: list[bytes], path: str = "/ws") -> tuple[int, str, list[str]]:
-    async with aiohttp.ClientSession() as s:
-        ws = await s.ws_connect(f"http://127.0.0.1:{port}{path}")
-        for f in frames:
-            await ws.send_bytes(f)
-        seen = []
-        while True:
-            msg = await ws.receive(timeout=10)
-            if msg.type == aiohttp.WSMsgType.BINARY:
-                seen.append(decode_server(msg.data)[0])
-                continue
-            return int(ws.close_code or 0), str(msg.extra or ""), seen
 
 
 async def still_serving(server: Server, rng: random.Random) -> None:

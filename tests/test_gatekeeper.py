@@ -16,8 +16,9 @@ from livekit.api import TokenVerifier
 
 from dclcomms.auth import Identity, jwt_decode
 from dclcomms.gatekeeper.app import redact_tokens
+from tests.helpers.common import free_port, start_app
+from tests.helpers.realm_client import RoomClient, Wallet
 
-from .conftest import free_port, start_app
 from .gatekeeper_helpers import (
     LK_KEY,
     LK_SECRET,
@@ -29,7 +30,6 @@ from .gatekeeper_helpers import (
     scene_meta,
     token_of,
 )
-from .realm_client import RoomClient, Wallet
 
 LIVEKIT = {
     "livekit_host": "lk.example.org",

@@ -16,8 +16,8 @@ from livekit.api import TokenVerifier
 
 from dclcomms.auth import Identity
 from dclcomms.gatekeeper.app import webhook_auth
+from tests.helpers.common import start_app
 
-from .conftest import start_app
 from .gatekeeper_helpers import (
     LK_KEY,
     LK_SECRET,

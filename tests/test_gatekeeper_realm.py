@@ -14,9 +14,9 @@ import pytest
 from dclcomms.auth import Identity
 from dclcomms.config import RealmConfig
 from dclcomms.realm import Realm
+from tests.helpers.realm_client import ArchipelagoClient, RoomClient, Wallet
 
 from .gatekeeper_helpers import SCENE_ID, Client, explorer_meta, run
-from .realm_client import ArchipelagoClient, RoomClient, Wallet
 
 BEARER = "operator-token-realm-0123456789"
 

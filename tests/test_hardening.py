@@ -25,7 +25,7 @@ from contextlib import contextmanager
 
 import aiohttp
 
-from .realm_client import ArchipelagoClient
+from tests.helpers.realm_client import ArchipelagoClient
 
 MB = 1 << 20
 

@@ -18,8 +18,7 @@ from livekit.api import TokenVerifier
 
 from dclcomms import TokenError
 from dclcomms.auth import jwt_decode, jwt_encode, livekit_token
-
-from .conftest import load_conformance
+from tests.helpers.common import load_conformance
 
 SEED = 20261122
 LK = load_conformance("livekit-vectors.json")

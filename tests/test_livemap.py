@@ -246,7 +246,7 @@ def test_metrics_and_bad_arguments() -> None:
 def test_hot_scenes_by_name_from_a_real_content_server() -> None:
     from aiohttp import web
 
-    from .conftest import start_app
+    from tests.helpers.common import start_app
 
     scene = {
         "id": "bafyscene",

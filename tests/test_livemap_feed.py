@@ -15,8 +15,7 @@ from dclcomms import ws
 from dclcomms.config import RealmConfig
 from dclcomms.heartbeats import UNSET
 from dclcomms.realm import Realm
-
-from .realm_client import ArchipelagoClient, eventually
+from tests.helpers.realm_client import ArchipelagoClient, eventually
 
 
 def config(**kw: Any) -> RealmConfig:

@@ -8,16 +8,15 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import free_port
-from tests.nats_fixtures import (
+from tests.helpers.common import free_port
+from tests.helpers.nats_fixtures import (
     NatsServer,
     first_line,
     nats_server,  # noqa: F401 - fixture
     spawn,
     stop_all,
 )
-
-from .realm_client import ArchipelagoClient, RoomClient, assigned
+from tests.helpers.realm_client import ArchipelagoClient, RoomClient, assigned
 
 LK = [
     "--livekit-host",

@@ -20,16 +20,15 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import free_port
-from tests.nats_fixtures import (
+from tests.helpers.common import free_port
+from tests.helpers.nats_fixtures import (
     NatsServer,
     first_line,
     nats_server,  # noqa: F401 - fixture
     spawn,
     stop_all,
 )
-
-from .realm_client import ArchipelagoClient, BusClient, RoomClient, assigned
+from tests.helpers.realm_client import ArchipelagoClient, BusClient, RoomClient, assigned
 
 SECRET = "deployment-ws-room-secret-0123456789"
 BASE = ["--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING"]

@@ -40,7 +40,7 @@ from dclcomms.pubsub import (
     IslandMembers,
     _PeersCache,
 )
-from tests.nats_fixtures import (
+from tests.helpers.nats_fixtures import (
     NatsServer,
     nats_server,  # noqa: F401 - fixture
 )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import nats
 
-from tests.nats_fixtures import (  # noqa: F401 - fixtures
+from tests.helpers.nats_fixtures import (  # noqa: F401 - fixtures
     NatsCluster,
     NatsServer,
     leaked,

@@ -30,11 +30,11 @@ from dclcomms.pubsub import (
     IslandPeer,
     IslandStatus,
 )
-from tests.nats_fixtures import (
+from tests.helpers.nats_fixtures import (
     NatsServer,
     nats_server,  # noqa: F401 - fixture
 )
-from tests.test_nats_pubsub import addr, batch_of, run, until
+from tests.helpers.pubsub import addr, batch_of, run, until
 
 
 def test_native_scheme_subscriptions() -> None:

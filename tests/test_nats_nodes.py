@@ -23,10 +23,9 @@ from dclcomms.nats.pubsub import NatsPubSub
 from dclcomms.policy import build_transports
 from dclcomms.realm import Realm
 from dclcomms.rooms import main as rooms_main
-from tests.conftest import free_port
-from tests.nats_fixtures import NatsServer, nats_server  # noqa: F401 - fixture
-
-from .realm_client import ArchipelagoClient, RoomClient, eventually
+from tests.helpers.common import free_port
+from tests.helpers.nats_fixtures import NatsServer, nats_server  # noqa: F401 - fixture
+from tests.helpers.realm_client import ArchipelagoClient, RoomClient, eventually
 
 SECRET = "shared-ws-room-secret-0123456789"
 INTERVAL = 0.2

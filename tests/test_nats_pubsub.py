@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
@@ -12,7 +11,6 @@ import numpy as np
 import pytest
 
 from dclcomms.errors import BusError, SubjectError
-from dclcomms.heartbeats import UNSET, Unset
 from dclcomms.metrics import Registry
 from dclcomms.nats.pubsub import NatsPubSub
 from dclcomms.pubsub import (
@@ -25,37 +23,14 @@ from dclcomms.pubsub import (
     IslandStatus,
     encode_payload,
 )
-from tests.conftest import free_port
-from tests.nats_fixtures import (
+from tests.helpers.common import free_port
+from tests.helpers.nats_fixtures import (
     NatsServer,
     nats_server,  # noqa: F401 - fixture
 )
+from tests.helpers.pubsub import addr, batch_of, run, until
 
 SEED = 7
-
-
-def addr(i: int) -> str:
-    return f"0x{i:040x}"
-
-
-def run(test: Callable[[], Awaitable[None]], timeout: float = 30.0) -> None:
-    asyncio.run(asyncio.wait_for(test(), timeout))
-
-
-async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
-def batch_of(n: int) -> HeartbeatBatch:
-    rng = np.random.default_rng(SEED)
-    pos = rng.uniform(-100, 100, size=(n, 3)).astype(np.float32)
-    rooms: list[str | Unset] = [UNSET] * n
-    rooms[0] = "I7"
-    return HeartbeatBatch([addr(i) for i in range(n)], pos, rooms)
 
 
 MESSAGES: dict[str, Any] = {

@@ -17,9 +17,8 @@ from dclcomms.config import RealmConfig
 from dclcomms.nats.processes import CoreService, StatsService
 from dclcomms.nats.pubsub import NatsPubSub
 from dclcomms.realm import Realm
-from tests.nats_fixtures import NatsCluster, NatsServer, nats_cluster, nats_server  # noqa: F401 - fixtures
-
-from .realm_client import ArchipelagoClient, assigned
+from tests.helpers.nats_fixtures import NatsCluster, NatsServer, nats_cluster, nats_server  # noqa: F401 - fixtures
+from tests.helpers.realm_client import ArchipelagoClient, assigned
 
 FLUSH = 0.2
 LIVEKIT = {

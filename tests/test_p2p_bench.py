@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a bench smoke run: make test-fast skips it
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_p2p.py"
 
 
@@ -25,5 +29,5 @@ def test_bench_p2p_smoke() -> None:
     for transport, row in rows.items():
         assert row["transports_seen"] == [transport] and row["peers"] == 2
         assert row["delivered"] > 0.5 and row["latency_p99_ms"] > 0
-        assert row["upload_Bps_median"] > 0 and row["ready_s_max"] >= 0
+        assert row["upload_Bps_median"] > 0 and row["ready_s_max"] > 0
     assert rows["p2p"]["dtls_Bps_median"] > rows["p2p"]["upload_Bps_median"]

@@ -23,15 +23,14 @@ import aiohttp
 from dclcomms import codec
 from dclcomms.auth import Identity
 from dclcomms.client import CommunicationsDirector, Message, P2PAdapter, P2POptions
-from tests.nats_fixtures import (
+from tests.helpers.nats_fixtures import (
     NatsServer,
     first_line,
     nats_server,  # noqa: F401 - fixture
     spawn,
     stop_all,
 )
-
-from .realm_client import ArchipelagoClient, BusClient, assigned
+from tests.helpers.realm_client import ArchipelagoClient, BusClient, assigned
 
 SECRET = "p2p-nats-ws-room-secret-0123456789"
 BASE = ["--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING"]

@@ -17,9 +17,8 @@ import pytest
 from dclcomms.errors import MessageBusError
 from dclcomms.pubsub import AppData
 from dclcomms.signalling import TokenBucket, check_signal, signal_target
-
-from .realm_client import ArchipelagoClient, BusClient, eventually
-from .test_msgbus import Peer, b64, error, realm, run
+from tests.helpers.msgbus import Peer, b64, error, realm, run
+from tests.helpers.realm_client import ArchipelagoClient, BusClient, eventually
 
 SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 OFFER = json.dumps({"type": "offer", "sdp": SDP}).encode()

@@ -12,8 +12,7 @@ import pytest
 
 import dclcomms
 from dclcomms import _core, errors
-
-from .conftest import CONFORMANCE
+from tests.helpers.common import CONFORMANCE
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
 
@@ -51,5 +50,9 @@ def test_cli_version() -> None:
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="shared/conformance is not beside this checkout")
 def test_vendored_vectors_match_shared() -> None:
-    for f in SHARED.glob("*.json"):
+    shared = sorted(SHARED.glob("*.json"))
+    vendored = sorted(CONFORMANCE.glob("*.json"))
+    assert shared, f"no vectors in {SHARED}"
+    assert [f.name for f in vendored] == [f.name for f in shared]  # none missing, none extra
+    for f in shared:
         assert (CONFORMANCE / f.name).read_bytes() == f.read_bytes(), f.name

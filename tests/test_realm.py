@@ -1,7 +1,7 @@
 """The realm end to end: real sockets on 127.0.0.1, real keys, real token verification.
 
 Each test starts a realm in-process (``async with Realm(config)``) on a free port with
-a 0.1 s flush interval and drives it with tests/realm_client.py. Wallet seeds are
+a 0.1 s flush interval and drives it with tests/helpers/realm_client.py. Wallet seeds are
 fixed per test (the keys derive from them), so failures reproduce.
 """
 
@@ -35,9 +35,8 @@ from dclcomms.pubsub import (
     subject_matches,
 )
 from dclcomms.realm import Realm
-
-from .conftest import start_app
-from .realm_client import ArchipelagoClient, Closed, RoomClient, eventually
+from tests.helpers.common import start_app
+from tests.helpers.realm_client import ArchipelagoClient, Closed, RoomClient, eventually
 
 LK_KEY, LK_SECRET = "devkey", "devsecret-0123456789-0123456789-abcdef"
 LIVEKIT = {

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a bench smoke run: make test-fast skips it
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_realm.py"
 
 

@@ -13,8 +13,7 @@ from dclcomms.heartbeats import UNSET
 from dclcomms.http import Request, Response, Router
 from dclcomms.pubsub import Discovery, HeartbeatBatch, InProcessPubSub, IslandData, IslandStatus
 from dclcomms.stats import Stats
-
-from .conftest import start_app
+from tests.helpers.common import start_app
 
 A, B, C = "0x" + "a" * 40, "0x" + "b" * 40, "0x" + "c" * 40
 

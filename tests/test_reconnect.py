@@ -12,8 +12,7 @@ import time
 
 from dclcomms.auth import Identity
 from dclcomms.client import CommunicationsDirector
-
-from .conftest import free_port
+from tests.helpers.common import free_port
 
 N = 50
 

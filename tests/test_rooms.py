@@ -20,7 +20,7 @@ import pytest
 
 from dclcomms import errors
 from dclcomms.ws import RoomMessage, Server, ServerConfig
-from tests.test_ws_wire import (
+from tests.helpers.ws_wire import (
     Identity,
     RawWs,
     decode_ws,

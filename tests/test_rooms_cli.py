@@ -17,8 +17,8 @@ import pytest
 
 from dclcomms.rooms import serve
 from dclcomms.ws import ServerConfig
-from tests.conftest import free_port
-from tests.test_ws_wire import Identity, recv_close, room_handshake, run_async
+from tests.helpers.common import free_port
+from tests.helpers.ws_wire import Identity, recv_close, room_handshake, run_async
 
 SEED = 424242
 

@@ -30,8 +30,7 @@ from dclcomms.client import (
     SceneRequest,
 )
 from dclcomms.errors import TransportError
-
-from .test_ws_wire import run_async
+from tests.helpers.ws_wire import run_async
 
 SEED = 4_204
 AUTH_TOKEN = "scene-bots-moderator-token"

@@ -37,9 +37,8 @@ from dclcomms.client import (
 )
 from dclcomms.errors import ConfigError, TransportError
 from dclcomms.ws import Server, ServerConfig
-
-from .conftest import free_port, start_app
-from .test_ws_wire import run_async
+from tests.helpers.common import free_port, start_app
+from tests.helpers.ws_wire import run_async
 
 SEED = 12_204
 SECRET = "scene-room-secret-for-tests-0123456789"

@@ -18,8 +18,7 @@ from dclcomms.auth import (
     signed_fetch_status,
     verify_signed_fetch,
 )
-
-from .conftest import CONFORMANCE
+from tests.helpers.common import CONFORMANCE
 
 SEED = 20261122
 NOW = 1_748_779_200_000

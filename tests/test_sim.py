@@ -21,9 +21,8 @@ from dclcomms.sim import (
     SizeThreshold,
     Snapshot,
 )
-
-from .test_sim_metrics import ENGINES, Scripted
-from .test_sim_oracle import OracleEngine, check_invariants
+from tests.helpers.sim import ENGINES, Scripted
+from tests.helpers.sim_oracle import OracleEngine, check_invariants
 
 SMALL = Bounds(-300.0, 300.0, -300.0, 300.0)
 
@@ -150,7 +149,7 @@ def test_runs_accumulate_and_progress_bar_runs(capsys: pytest.CaptureFixture[str
     assert sim.t_s == 20.0
     t = r.timings
     assert list(t.columns) == ["flush", "mobility", "update", "flush_s", "metrics"]
-    assert (t[["mobility", "update", "flush_s", "metrics"]] >= 0).all().all()
+    assert (t[["mobility", "update", "flush_s", "metrics"]] > 0).all().all()  # each stage timed
 
 
 def test_heartbeat_and_flush_periods() -> None:

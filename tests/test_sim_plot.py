@@ -11,8 +11,7 @@ import pytest
 
 from dclcomms.sim import Bounds, RandomWaypoint, Simulation, SizeThreshold
 from dclcomms.sim import plot as simplot
-
-from .test_sim_oracle import OracleEngine
+from tests.helpers.sim_oracle import OracleEngine
 
 
 @pytest.fixture

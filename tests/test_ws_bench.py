@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a bench smoke run: make test-fast skips it
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_ws.py"
 
 
-@pytest.mark.slow
 def test_bench_ws_quick() -> None:
     out = subprocess.run(
         [sys.executable, str(BENCH), "--quick"],

@@ -30,8 +30,8 @@ from dclcomms.ws import (
     Server,
     ServerConfig,
 )
-from tests.test_connector import events_until, heartbeats, rejected
-from tests.test_ws_wire import (
+from tests.helpers.ws_events import events_until, heartbeats, rejected
+from tests.helpers.ws_wire import (
     Identity,
     RawWs,
     client_challenge_request,

@@ -63,7 +63,12 @@ def test_stopped_server_refuses_connections_and_sends_are_noops() -> None:
 
 
 def test_never_started_server_stops() -> None:
-    Server(ServerConfig()).stop()
+    server = Server(ServerConfig())
+    server.stop()
+    server.stop()  # idempotent
+    assert server.port == 0  # never bound
+    assert server.poll() == []  # no event (no BusClosed/PeerDisconnected for nobody)
+    assert server.stats()["connector"]["sessions"] == 0
 
 
 def test_metrics_text_has_no_labels() -> None:

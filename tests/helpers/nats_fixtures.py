@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.helpers.common import free_port
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 STARTED: list[subprocess.Popen[bytes]] = []

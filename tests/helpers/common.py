@@ -1,0 +1,36 @@
+"""Small shared test helpers: conformance data, free ports, serving an aiohttp app."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+DATA = Path(__file__).parent.parent / "data"
+CONFORMANCE = DATA / "conformance"
+
+
+def load_conformance(name: str) -> Any:
+    """One of the reference-produced vector files (copied from shared/conformance)."""
+    with open(CONFORMANCE / name, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (never a fixed port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def start_app(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serves an aiohttp app on a free 127.0.0.1 port; the caller awaits runner.cleanup()."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, int(port)

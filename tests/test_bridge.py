@@ -24,7 +24,7 @@ from dclcomms.bridge import BridgeClient, MemoryKeyStore, StaticSceneAuthority
 from dclcomms.config import RealmConfig
 from dclcomms.errors import BridgeError
 from dclcomms.realm import Realm
-from tests.helpers.realm_client import RoomClient, Wallet, eventually
+from tests.helpers.realm_client import RoomClient, Wallet, eventually, room_string
 
 RFC4 = codec.RFC4_PACKET
 SCENE = "main:bafyscene1"  # kind "scene" topic; its room id (no prefix) is the same
@@ -61,7 +61,7 @@ def url(r: Realm) -> str:
 
 async def bot(r: Realm, seed: int, room: str) -> RoomClient:
     c = RoomClient(Wallet(seed))
-    await c.join(f"ws-room:ws://127.0.0.1:{r.port}/rooms/{room}")
+    await c.join(room_string(r, room, c.wallet))
     return c
 
 
@@ -112,7 +112,7 @@ def test_scene_key_reads_bots_and_injects_state_every_member_sees() -> None:
                     assert await update_from(c, alias) == state
                 # A late joiner learns the server's alias from its welcome.
                 late = RoomClient(Wallet(4))
-                welcome = await late.join(f"ws-room:ws://127.0.0.1:{r.port}/rooms/{SCENE}")
+                welcome = await late.join(room_string(r, SCENE, late.wallet))
                 assert "server:doors" in welcome["peerIdentities"].values()
                 # The island saw nothing of it; the server never gets its own injection.
                 with pytest.raises(TimeoutError):

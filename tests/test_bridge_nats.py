@@ -26,7 +26,7 @@ from dclcomms.bridge import BridgeClient
 from dclcomms.errors import BridgeError
 from tests.helpers.common import free_port
 from tests.helpers.nats_fixtures import NatsServer, nats_server  # noqa: F401
-from tests.helpers.realm_client import RoomClient, Wallet
+from tests.helpers.realm_client import RoomClient, Wallet, room_string
 
 RFC4 = codec.RFC4_PACKET
 SCENE = "main:bafyscene1"
@@ -257,7 +257,7 @@ def test_realm_rooms_over_nats_with_the_local_bridge_too(
         )
         a = RoomClient(Wallet(1))
         try:
-            await a.join(f"ws-room:ws://127.0.0.1:{realm.port}/rooms/I9")
+            await a.join(room_string(realm, "I9", a.wallet))
             local = BridgeClient(f"ws://127.0.0.1:{realm.port}/bridge", key=local_key)
             remote = BridgeClient(f"ws://127.0.0.1:{bridge_port}/bridge", key=remote_key["key"])
             await local.connect()

@@ -248,6 +248,16 @@ class BusClient(ArchipelagoClient):
         return await self.frame(timeout, type="message", topic=topic, **match)
 
 
+def room_string(realm: Any, room: str, wallet: Wallet) -> str:
+    """``ws-room:`` string for a realm's built-in room with a token minted from the realm's
+    room secret, as a client gets it from ``island_changed`` or the gatekeeper (the realm
+    requires the token by default)."""
+    from dclcomms.gatekeeper.tokens import ws_room_token
+
+    token = ws_room_token(realm.ws_room_secret, address=wallet.owner.address.lower(), room=room)
+    return f"ws-room:ws://127.0.0.1:{realm.port}/rooms/{room}?access_token={token}"
+
+
 class RoomClient(_Socket):
     """An RFC-5 WebSocket-room member joining via a ``ws-room:`` connection string."""
 

@@ -169,6 +169,29 @@ def test_minted_tokens_verify() -> None:
     assert abs(c["iat"] - time.time()) < 5
 
 
+def test_ws_room_token_has_one_builder() -> None:
+    import jwt as pyjwt
+
+    from dclcomms.auth import ws_room_token
+    from dclcomms.gatekeeper import tokens
+
+    secret = "w" * 32
+    token = ws_room_token(secret, address=A, room="I7", ttl_s=60, now_s=1_700_000_000)
+    claims = pyjwt.decode(token, secret, algorithms=["HS256"], options={"verify_exp": False})
+    assert list(claims.items()) == [
+        ("sub", A),
+        ("room", "I7"),
+        ("iat", 1_700_000_000),
+        ("exp", 1_700_000_060),
+    ]
+    # the island transport and the gatekeeper's scene rooms mint it with this builder
+    assert tokens.ws_room_token is ws_room_token
+    (ws,) = WsRoomTransport("ws://h:1", secret, ttl_s=60).issue("I7", [A]).values()
+    minted = ws.split("?access_token=", 1)[1]
+    iat = pyjwt.decode(minted, secret, algorithms=["HS256"])["iat"]
+    assert minted == ws_room_token(secret, address=A, room="I7", ttl_s=60, now_s=iat)
+
+
 def test_p2p_transport_strings_and_capacity() -> None:
     t = build_transports(RealmConfig(), bound_port=1, ws_room_secret="")
     assert t.p2p is not None and t.p2p.name == "p2p" and t.p2p.max_island_size == 16

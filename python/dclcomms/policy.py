@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from dclcomms.auth import jwt_encode, livekit_token
+from dclcomms.auth import livekit_token, ws_room_token
 from dclcomms.config import BUILTIN_POLICY_NAMES, RealmConfig
 from dclcomms.errors import ConfigError
 
@@ -148,11 +148,12 @@ class WsRoomTransport(Transport):
         if self._secret is None:
             return dict.fromkeys(peer_ids, base)
         now = int(time.time())
-        out = {}
-        for p in peer_ids:
-            claims = {"sub": p, "room": island_id, "iat": now, "exp": now + self.ttl_s}
-            out[p] = f"{base}?access_token={jwt_encode(claims, self._secret)}"
-        return out
+        secret, ttl_s = self._secret, self.ttl_s
+        return {
+            p: f"{base}?access_token="
+            + ws_room_token(secret, address=p, room=island_id, ttl_s=ttl_s, now_s=now)
+            for p in peer_ids
+        }
 
 
 class FixedTransport(Transport):

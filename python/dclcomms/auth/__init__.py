@@ -57,6 +57,7 @@ __all__ = [
     "verify_auth_chain",
     "verify_many",
     "verify_signed_fetch",
+    "ws_room_token",
 ]
 
 
@@ -166,6 +167,18 @@ def livekit_token(
         metadata,
         None if grants is None else dict(grants),
     )
+
+
+def ws_room_token(
+    secret: bytes | str, *, address: str, room: str, ttl_s: int = 300, now_s: int | None = None
+) -> str:
+    """The built-in rooms' access token (transports.md 1.3), the one builder of its claims.
+
+    HS256 over ``sub`` (address), ``room``, ``iat`` = now and ``exp`` = now + ttl_s,
+    in that order; the island transport and the gatekeeper's scene rooms both mint it.
+    """
+    now = time.time_ns() // 1_000_000_000 if now_s is None else now_s
+    return jwt_encode({"sub": address, "room": room, "iat": now, "exp": now + ttl_s}, secret)
 
 
 def verify_main(argv: Sequence[str]) -> int:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dclcomms.auth import jwt_encode
+from dclcomms.auth import jwt_encode, ws_room_token
 
 MICROPHONE: tuple[str, ...] = ("microphone",)
 STREAMER_SOURCES: tuple[str, ...] = ("camera", "microphone", "screen_share", "screen_share_audio")
@@ -84,11 +84,6 @@ def livekit_connection_string(host: str, token: str) -> str:
     if "://" not in host:
         host = "wss://" + host
     return f"livekit:{host}?access_token={token}"
-
-
-def ws_room_token(secret: str, *, address: str, room: str, ttl_s: int = 300) -> str:
-    now = int(time.time())
-    return jwt_encode({"sub": address, "room": room, "iat": now, "exp": now + ttl_s}, secret)
 
 
 __all__ = [

@@ -9,7 +9,7 @@ import pytest
 
 from dclcomms.bridge.keys import SqlKeyStore
 from dclcomms.errors import BridgeError
-from tests.pg_fixtures import pg_url  # noqa: F401
+from tests.helpers.postgres import pg_url  # noqa: F401
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -8,7 +8,6 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -17,19 +16,19 @@ from livekit.api import TokenVerifier
 from dclcomms.auth import Identity, jwt_decode
 from dclcomms.gatekeeper.app import redact_tokens
 from tests.helpers.common import free_port, start_app
-from tests.helpers.realm_client import RoomClient, Wallet
-
-from .gatekeeper_helpers import (
+from tests.helpers.gatekeeper import (
     LK_KEY,
     LK_SECRET,
     SCENE_ID,
     Running,
     explorer_meta,
     gk_config,
+    owner_table,
     run,
     scene_meta,
     token_of,
 )
+from tests.helpers.realm_client import RoomClient, Wallet
 
 LIVEKIT = {
     "livekit_host": "lk.example.org",
@@ -257,22 +256,8 @@ def test_deny_list_401(tmp_path: Path) -> None:
     run(body)
 
 
-def _owner_table(tmp_path: Path, **world: Any) -> Path:
-    p = tmp_path / "owners.toml"
-    lines = [
-        "[[places]]",
-        'id = "place-0"',
-        'name = "Plaza"',
-        f'scene_ids = ["{SCENE_ID}"]',
-        f'owners = ["{OWNER.address}"]',
-        "[[worlds]]",
-        'name = "club.eth"',
-        f'owner = "{OWNER.address}"',
-        'access = "allow-list"',
-        f'allowed = ["{ALICE.address}"]',
-    ]
-    p.write_text("\n".join(lines) + "\n")
-    return p
+def _owner_table(tmp_path: Path) -> Path:
+    return owner_table(tmp_path, OWNER.address, world_allowed=ALICE.address)
 
 
 def test_scene_ban_kicks_from_the_builtin_room_and_refuses_403(tmp_path: Path) -> None:

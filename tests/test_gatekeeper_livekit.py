@@ -17,14 +17,14 @@ from livekit.api import TokenVerifier
 from dclcomms.auth import Identity
 from dclcomms.gatekeeper.app import webhook_auth
 from tests.helpers.common import start_app
-
-from .gatekeeper_helpers import (
+from tests.helpers.gatekeeper import (
     LK_KEY,
     LK_SECRET,
     SCENE_ID,
     Running,
     explorer_meta,
     gk_config,
+    owner_table,
     run,
     scene_meta,
     token_of,
@@ -92,15 +92,6 @@ class RoomService:
         return [m for k, m in self.calls if k == method]
 
 
-def _table(tmp_path: Path) -> Path:
-    p = tmp_path / "owners.toml"
-    p.write_text(
-        f'[[places]]\nid = "place-0"\nname = "Plaza"\nscene_ids = ["{SCENE_ID}"]\n'
-        f'owners = ["{OWNER.address}"]\n'
-    )
-    return p
-
-
 async def _stand_in() -> tuple[RoomService, web.AppRunner, int]:
     svc = RoomService()
     app = web.Application()
@@ -115,7 +106,7 @@ def _cfg(tmp_path: Path, port: int, **kw: Any) -> Any:
         livekit_host=f"ws://127.0.0.1:{port}",
         livekit_api_key=LK_KEY,
         livekit_api_secret=LK_SECRET,
-        moderation_file=str(_table(tmp_path)),
+        moderation_file=str(owner_table(tmp_path, OWNER.address)),
         auth_token=BEARER,
         **kw,
     )

@@ -14,9 +14,8 @@ import pytest
 from dclcomms.auth import Identity
 from dclcomms.config import RealmConfig
 from dclcomms.realm import Realm
+from tests.helpers.gatekeeper import SCENE_ID, Client, explorer_meta, run
 from tests.helpers.realm_client import ArchipelagoClient, RoomClient, Wallet
-
-from .gatekeeper_helpers import SCENE_ID, Client, explorer_meta, run
 
 BEARER = "operator-token-realm-0123456789"
 

@@ -15,31 +15,21 @@ import sqlalchemy as sa
 
 from dclcomms.gatekeeper import storage
 from dclcomms.gatekeeper.storage import Conflict, StorageError, Store
-from tests.pg_fixtures import fresh_pg_database, pg_url  # noqa: F401
+from tests.helpers.postgres import db_url, pg_url  # noqa: F401
 
 A = "0x" + "a1" * 20
 B = "0x" + "b2" * 20
 OWNER = "0x" + "0c" * 20
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database of each kind."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'gk.sqlite3'}"
-    else:
-        base = request.getfixturevalue("pg_url")
-        yield from fresh_pg_database(base)
-
-
 @pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
+def store(db_url: str) -> Iterator[Store]:  # noqa: F811
     s = Store.open(db_url)
     yield s
     s.close()
 
 
-def test_open_migrates_an_empty_database_to_head(db_url: str) -> None:
+def test_open_migrates_an_empty_database_to_head(db_url: str) -> None:  # noqa: F811
     engine = storage.create_engine(storage.database_url(db_url))
     assert storage.current_revision(engine) is None
     engine.dispose()
@@ -62,7 +52,7 @@ def test_open_migrates_an_empty_database_to_head(db_url: str) -> None:
         s.close()
 
 
-def test_upgrade_from_the_previous_revision_keeps_rows(db_url: str) -> None:
+def test_upgrade_from_the_previous_revision_keeps_rows(db_url: str) -> None:  # noqa: F811
     order = storage._order()
     assert order[-1] == storage.head_revision() and len(order) >= 2
     previous = order[-2]
@@ -90,7 +80,7 @@ def test_upgrade_from_the_previous_revision_keeps_rows(db_url: str) -> None:
         s.close()
 
 
-def test_downgrade_to_base_and_back(db_url: str) -> None:
+def test_downgrade_to_base_and_back(db_url: str) -> None:  # noqa: F811
     engine = storage.create_engine(storage.database_url(db_url))
     try:
         storage.migrate(engine)
@@ -216,7 +206,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_migrate_command(db_url: str) -> None:
+def test_migrate_command(db_url: str) -> None:  # noqa: F811
     r = _cli("migrate", "--database", db_url, "--current")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["to"] is None

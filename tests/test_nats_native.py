@@ -7,7 +7,6 @@ import asyncio
 import logging
 from typing import Any
 
-import nats
 import numpy as np
 import pytest
 
@@ -15,7 +14,6 @@ from dclcomms import codec
 from dclcomms.heartbeats import UNSET
 from dclcomms.metrics import Registry
 from dclcomms.nats.pubsub import (
-    NatsPubSub,
     decode_heartbeat_batch,
     decode_island_changes,
     encode_heartbeat_batch,
@@ -34,7 +32,7 @@ from tests.helpers.nats_fixtures import (
     NatsServer,
     nats_server,  # noqa: F401 - fixture
 )
-from tests.helpers.pubsub import addr, batch_of, run, until
+from tests.helpers.pubsub import addr, batch_of, bus_of, pub_sub_wire, run, until, wire_of
 
 
 def test_native_scheme_subscriptions() -> None:
@@ -89,28 +87,18 @@ def test_heartbeat_batch_codec_round_trip() -> None:
 
 def test_native_heartbeats_one_message_per_batch(nats_server: NatsServer) -> None:  # noqa: F811
     async def body() -> None:
-        pub = await NatsPubSub.connect([nats_server.url], subjects="native")
-        sub = await NatsPubSub.connect([nats_server.url], subjects="native")
-        raw = await nats.connect(nats_server.url)
-        try:
-            raw_subjects: list[str] = []
-
-            async def raw_cb(m: Any) -> None:
-                raw_subjects.append(m.subject)
-
-            await raw.subscribe(">", cb=raw_cb)
+        async with pub_sub_wire(nats_server.url, "native") as (pub, sub, wire):
             batches: list[HeartbeatBatch] = []
             plain: list[tuple[str, Heartbeat]] = []
             sub.subscribe_heartbeats(batches.append)
             sub.subscribe(f"peer.{addr(3)}.heartbeat", lambda s, p: plain.append((s, p)))
             await sub.ready()
-            await raw.flush()
             b = batch_of(500)
             pub.publish_heartbeats(b)
             pub.publish(f"peer.{addr(3)}.heartbeat", Heartbeat((1.0, 2.0, 3.0), "I9"))
             await pub.flush()
-            await until(lambda: sum(len(x) for x in batches) == 501 and len(raw_subjects) == 2)
-            assert raw_subjects == ["dclcomms.v1.heartbeats"] * 2
+            await until(lambda: sum(len(x) for x in batches) == 501 and len(wire.seen) == 2)
+            assert wire.subjects == ["dclcomms.v1.heartbeats"] * 2
             assert len(batches) == 2
             assert list(batches[0].addresses) == list(b.addresses)
             assert np.array_equal(batches[0].positions, b.positions)
@@ -120,10 +108,6 @@ def test_native_heartbeats_one_message_per_batch(nats_server: NatsServer) -> Non
             assert [s for s, _ in plain] == [f"peer.{addr(3)}.heartbeat"] * 2
             assert plain[1][1] == Heartbeat((1.0, 2.0, 3.0), "I9")
             assert sub.handler_errors == 0
-        finally:
-            await raw.close()
-            await pub.aclose()
-            await sub.aclose()
 
     run(body)
 
@@ -132,22 +116,13 @@ def test_native_island_changed_one_message_per_island(
     nats_server: NatsServer,  # noqa: F811
 ) -> None:
     async def body() -> None:
-        pub = await NatsPubSub.connect([nats_server.url], subjects="native")
-        sub = await NatsPubSub.connect([nats_server.url], subjects="native")
-        raw = await nats.connect(nats_server.url)
-        try:
-            seen: list[tuple[str, bytes]] = []
-
-            async def raw_cb(m: Any) -> None:
-                seen.append((m.subject, bytes(m.data)))
-
-            await raw.subscribe(">", cb=raw_cb)
+        async with pub_sub_wire(nats_server.url, "native") as (pub, sub, wire):
+            seen = wire.seen
             got: list[tuple[str, Any]] = []
             one: list[tuple[str, Any]] = []
             sub.subscribe("engine.>", lambda s, p: got.append((s, p)))
             sub.subscribe(f"engine.peer.{addr(2)}.island_changed", lambda s, p: one.append((s, p)))
             await sub.ready()
-            await raw.flush()
             a = IslandMembers({addr(i): (float(i), 0.0, 1.0) for i in range(1, 4)})
             b = IslandMembers({addr(9): (9.0, 0.0, 9.0)})
             sent = [
@@ -189,10 +164,6 @@ def test_native_island_changed_one_message_per_island(
             assert got_changed[sent[0][0]].peers is got_changed[sent[2][0]].peers  # decoded once
             assert [s for s, _ in got][-2:] == ["engine.island.I1.peer_join", "engine.islands"]
             assert one == [(sent[2][0], expected[sent[2][0]])]
-        finally:
-            await raw.close()
-            await pub.aclose()
-            await sub.aclose()
 
     run(body)
 
@@ -201,23 +172,13 @@ def test_native_peer_join_left_one_message_per_island(
     nats_server: NatsServer,  # noqa: F811
 ) -> None:
     async def body() -> None:
-        pub = await NatsPubSub.connect([nats_server.url], subjects="native")
-        sub = await NatsPubSub.connect([nats_server.url], subjects="native")
-        raw = await nats.connect(nats_server.url)
-        try:
-            seen: list[str] = []
-
-            async def raw_cb(m: Any) -> None:
-                seen.append(m.subject)
-
-            await raw.subscribe(">", cb=raw_cb)
+        async with pub_sub_wire(nats_server.url, "native") as (pub, sub, wire):
             got: list[tuple[str, Any]] = []
             joins: list[tuple[str, Any]] = []
             sub.subscribe("engine.island.*.peer_left", lambda s, p: got.append((s, p)))
             sub.subscribe("engine.island.*.peer_join", lambda s, p: got.append((s, p)))
             sub.subscribe("engine.island.I2.peer_join", lambda s, p: joins.append((s, p)))
             await sub.ready()
-            await raw.flush()
             # as the core publishes a tick: every peer_left, then every peer_join
             sent = [
                 ("engine.island.I1.peer_left", IslandPeer("I1", addr(1))),
@@ -232,8 +193,8 @@ def test_native_peer_join_left_one_message_per_island(
             for s, m in sent:
                 pub.publish(s, m)
             await pub.flush()
-            await until(lambda: len(got) == 7 and len(seen) == 4)
-            assert seen == [
+            await until(lambda: len(got) == 7 and len(wire.seen) == 4)
+            assert wire.subjects == [
                 "dclcomms.v1.island.I1.members",
                 "dclcomms.v1.island.I2.members",
                 "dclcomms.v1.island.I3.members",
@@ -257,10 +218,6 @@ def test_native_peer_join_left_one_message_per_island(
             pub.publish("engine.island.I1.peer_join", IslandPeer("I9", addr(1)))
             assert pub.m_subject_errors.get(code="bad_address", direction="publish") == 1
             assert pub.m_dropped.get(reason="decode") == 1
-        finally:
-            await raw.close()
-            await pub.aclose()
-            await sub.aclose()
 
     run(body)
 
@@ -271,16 +228,11 @@ def test_native_bad_input_is_refused_and_counted(
 ) -> None:
     async def body() -> None:
         reg = Registry()
-        bus = await NatsPubSub.connect([nats_server.url], subjects="native", registry=reg)
-        raw = await nats.connect(nats_server.url)
-        try:
-            seen: list[str] = []
-
-            async def raw_cb(m: Any) -> None:
-                seen.append(m.subject)
-
-            await raw.subscribe(">", cb=raw_cb)
-            await raw.flush()
+        async with (
+            bus_of(nats_server.url, "native", registry=reg) as bus,
+            wire_of(nats_server.url) as wire,
+        ):
+            raw = wire.nc
             batches: list[HeartbeatBatch] = []
             changed: list[tuple[str, Any]] = []
             bus.subscribe_heartbeats(batches.append)
@@ -313,8 +265,7 @@ def test_native_bad_input_is_refused_and_counted(
             await raw.publish("dclcomms.v1.heartbeats", b"\xff\xff\xff")
             await raw.publish("dclcomms.v1.island.I$.changed", b"")
             await raw.publish("dclcomms.v1.island.I1.changed", b"\x0a")
-            pub = await NatsPubSub.connect([nats_server.url], subjects="native")
-            try:
+            async with bus_of(nats_server.url, "native") as pub:
                 pub.publish(f"engine.peer.{addr(1)}.island_changed", good)
                 await pub.flush()
                 data = None
@@ -332,24 +283,18 @@ def test_native_bad_input_is_refused_and_counted(
                 await s2.unsubscribe()
                 await raw.publish("dclcomms.v1.island.I3.changed", data or b"")  # says I2
                 await raw.flush()
-            finally:
-                await pub.aclose()
             await until(lambda: bus.m_dropped.get(reason="decode") == 4, timeout=20)
             await asyncio.sleep(0.1)
             assert changed == [(f"engine.peer.{addr(1)}.island_changed", good)] * 2
             assert m.get(code="bad_subject", direction="receive") == 1
-            assert "dclcomms.v1.island.I 1.changed" not in seen
-        finally:
-            await raw.close()
-            await bus.aclose()
+            assert "dclcomms.v1.island.I 1.changed" not in wire.subjects
 
     run(body)
 
 
 def test_native_outbox_bound_and_reconnect(nats_server: NatsServer) -> None:  # noqa: F811
     async def body() -> None:
-        small = await NatsPubSub.connect([nats_server.url], subjects="native", max_outbox_bytes=400)
-        try:
+        async with bus_of(nats_server.url, "native", max_outbox_bytes=400) as small:
             members = IslandMembers({addr(i): (0.0, 0.0, 0.0) for i in range(3)})
             for i in range(40):  # synchronous: nothing drains in between
                 small.publish(
@@ -362,16 +307,11 @@ def test_native_outbox_bound_and_reconnect(nats_server: NatsServer) -> None:  # 
             assert small.m_dropped.get(reason="outbox_full") == dropped + 1
             await small.flush()
             assert small.published == 1  # one message for I1's kept recipients
-        finally:
-            await small.aclose()
 
-        pub = await NatsPubSub.connect(
-            [nats_server.url], subjects="native", reconnect_time_wait=0.1
-        )
-        sub = await NatsPubSub.connect(
-            [nats_server.url], subjects="native", reconnect_time_wait=0.1
-        )
-        try:
+        async with (
+            bus_of(nats_server.url, "native", reconnect_time_wait=0.1) as pub,
+            bus_of(nats_server.url, "native", reconnect_time_wait=0.1) as sub,
+        ):
             got: list[HeartbeatBatch] = []
             sub.subscribe_heartbeats(got.append)
             await sub.ready()
@@ -386,8 +326,5 @@ def test_native_outbox_bound_and_reconnect(nats_server: NatsServer) -> None:  # 
             n = len(got)
             pub.publish_heartbeats(batch_of(20))
             await until(lambda: any(len(x) == 20 for x in got[n:]), timeout=10)
-        finally:
-            await pub.aclose()
-            await sub.aclose()
 
     run(body)

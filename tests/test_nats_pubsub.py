@@ -6,7 +6,6 @@ import asyncio
 import logging
 from typing import Any
 
-import nats
 import numpy as np
 import pytest
 
@@ -28,7 +27,7 @@ from tests.helpers.nats_fixtures import (
     NatsServer,
     nats_server,  # noqa: F401 - fixture
 )
-from tests.helpers.pubsub import addr, batch_of, run, until
+from tests.helpers.pubsub import addr, batch_of, bus_of, pub_sub_wire, run, until, wire_of
 
 SEED = 7
 
@@ -81,22 +80,13 @@ def test_every_message_crosses_nats_typed_under_both_schemes(
     wire: list[str],
 ) -> None:
     async def body() -> None:
-        pub = await NatsPubSub.connect([nats_server.url], subjects=scheme)
-        sub = await NatsPubSub.connect([nats_server.url], subjects=scheme)
-        raw = await nats.connect(nats_server.url)
-        try:
-            seen: list[tuple[str, bytes]] = []
-
-            async def raw_cb(m: Any) -> None:
-                seen.append((m.subject, bytes(m.data)))
-
-            await raw.subscribe(">", cb=raw_cb)
+        async with pub_sub_wire(nats_server.url, scheme) as (pub, sub, nats_wire):
+            seen = nats_wire.seen
             got: list[tuple[str, Any]] = []
             sub.subscribe("engine.>", lambda s, p: got.append((s, p)))
             sub.subscribe("peer.*.disconnect", lambda s, p: got.append((s, p)))
             sub.subscribe("peer.*.connect", lambda s, p: got.append((s, p)))
             await sub.ready()
-            await raw.flush()
             for s, m in MESSAGES.items():
                 pub.publish(s, m)
             await pub.flush()
@@ -109,10 +99,6 @@ def test_every_message_crosses_nats_typed_under_both_schemes(
             else:
                 assert disc == encode_payload(MESSAGES["engine.discovery"])
             assert sub.handler_errors == 0
-        finally:
-            await raw.close()
-            await pub.aclose()
-            await sub.aclose()
 
     run(body)
 
@@ -123,28 +109,18 @@ def test_heartbeats_split_per_peer_and_rebatched(
     scheme: str,
 ) -> None:
     async def body() -> None:
-        pub = await NatsPubSub.connect([nats_server.url], subjects=scheme)
-        sub = await NatsPubSub.connect([nats_server.url], subjects=scheme)
-        raw = await nats.connect(nats_server.url)
-        try:
-            raw_subjects: list[str] = []
-
-            async def raw_cb(m: Any) -> None:
-                raw_subjects.append(m.subject)
-
-            await raw.subscribe(">", cb=raw_cb)
+        async with pub_sub_wire(nats_server.url, scheme) as (pub, sub, wire):
             batches: list[HeartbeatBatch] = []
             plain: list[tuple[str, Heartbeat]] = []
             sub.subscribe_heartbeats(batches.append)
             sub.subscribe(f"peer.{addr(3)}.heartbeat", lambda s, p: plain.append((s, p)))
             await sub.ready()
-            await raw.flush()
             b = batch_of(200)
             pub.publish_heartbeats(b)
             await pub.flush()
-            await until(lambda: sum(len(x) for x in batches) == 200 and len(raw_subjects) == 200)
+            await until(lambda: sum(len(x) for x in batches) == 200 and len(wire.seen) == 200)
             prefix = "peer." if scheme == "workers" else "client-proto.peer."
-            assert raw_subjects == [f"{prefix}{a}.heartbeat" for a in b.addresses]
+            assert wire.subjects == [f"{prefix}{a}.heartbeat" for a in b.addresses]
             # re-batched on receive: far fewer deliveries than messages
             assert len(batches) < 20, len(batches)
             addrs = [a for x in batches for a in x.addresses]
@@ -155,10 +131,6 @@ def test_heartbeats_split_per_peer_and_rebatched(
             assert rooms == list(b.desired_rooms)
             assert [s for s, _ in plain] == [f"peer.{addr(3)}.heartbeat"]
             assert np.array_equal(np.float32(plain[0][1].position), b.positions[3])
-        finally:
-            await raw.close()
-            await pub.aclose()
-            await sub.aclose()
 
     run(body)
 
@@ -169,16 +141,11 @@ def test_bad_tokens_are_refused_logged_and_counted(
 ) -> None:
     async def body() -> None:
         reg = Registry()
-        bus = await NatsPubSub.connect([nats_server.url], subjects="workers", registry=reg)
-        raw = await nats.connect(nats_server.url)
-        try:
-            seen: list[str] = []
-
-            async def raw_cb(m: Any) -> None:
-                seen.append(m.subject)
-
-            await raw.subscribe(">", cb=raw_cb)
-            await raw.flush()
+        async with (
+            bus_of(nats_server.url, "workers", registry=reg) as bus,
+            wire_of(nats_server.url) as wire,
+        ):
+            raw = wire.nc
             got: list[Any] = []
             bus.subscribe_heartbeats(got.append)
             bus.subscribe("engine.island.*.peer_join", lambda s, p: got.append(p))
@@ -209,7 +176,7 @@ def test_bad_tokens_are_refused_logged_and_counted(
             assert bus.m_dropped.get(reason="decode") == 1
             await bus.flush()
             good = {f"peer.{addr(1)}.heartbeat", f"peer.{addr(2)}.heartbeat"}
-            assert [s for s in seen if s not in good] == [
+            assert [s for s in wire.subjects if s not in good] == [
                 "peer.0xnotanaddress.heartbeat",
                 "engine.island.I$.peer_join",
             ]  # nothing we refused reached NATS
@@ -217,9 +184,6 @@ def test_bad_tokens_are_refused_logged_and_counted(
             with pytest.raises(SubjectError) as e:
                 bus.subscribe("peer.0xZZ.heartbeat", lambda s, p: None)
             assert e.value.code == "bad_address"
-        finally:
-            await raw.close()
-            await bus.aclose()
 
     run(body)
 
@@ -265,9 +229,10 @@ def test_outbox_bound_drops_and_counts(nats_server: NatsServer) -> None:  # noqa
 
 def test_reconnect_restores_subscriptions(nats_server: NatsServer) -> None:  # noqa: F811
     async def body() -> None:
-        pub = await NatsPubSub.connect([nats_server.url], reconnect_time_wait=0.1)
-        sub = await NatsPubSub.connect([nats_server.url], reconnect_time_wait=0.1)
-        try:
+        async with (
+            bus_of(nats_server.url, reconnect_time_wait=0.1) as pub,
+            bus_of(nats_server.url, reconnect_time_wait=0.1) as sub,
+        ):
             got: list[Any] = []
             sub.subscribe("engine.islands", lambda s, p: got.append(p))
             await sub.ready()
@@ -283,8 +248,5 @@ def test_reconnect_restores_subscriptions(nats_server: NatsServer) -> None:  # n
             status = IslandStatus((IslandData("I9", (addr(9),), 100, (0.0, 0.0, 0.0), 1.0),))
             pub.publish("engine.islands", status)
             await until(lambda: got[-1] == status, timeout=10)
-        finally:
-            await pub.aclose()
-            await sub.aclose()
 
     run(body)

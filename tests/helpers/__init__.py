@@ -8,5 +8,7 @@
 * ``msgbus``: a realm with the /bus and a recording /bus peer;
 * ``codec_schema``: the compiled schema through the protobuf runtime;
 * ``pubsub``: addresses, heartbeat batches, waiting, for the pub/sub tests;
-* ``sim``, ``sim_oracle``: the simulator tests' engines, mobility script and oracle.
+* ``sim``, ``sim_oracle``: the simulator tests' engines, mobility script and oracle;
+* ``postgres``: a fresh PostgreSQL database per run, an empty database of each kind;
+* ``gatekeeper``: a running gatekeeper, signed requests to it, moderation files.
 """

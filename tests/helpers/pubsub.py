@@ -1,13 +1,17 @@
-"""Addresses, heartbeat batches and async waiting for the pub/sub tests (in process and NATS)."""
+"""Addresses, heartbeat batches and async waiting for the pub/sub tests (in process and
+NATS); for NATS, a publisher, a subscriber and what crossed the wire."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import numpy as np
 
 from dclcomms.heartbeats import UNSET, Unset
+from dclcomms.nats.pubsub import NatsPubSub
 from dclcomms.pubsub import HeartbeatBatch
 
 SEED = 7  # positions of batch_of
@@ -35,3 +39,56 @@ def batch_of(n: int) -> HeartbeatBatch:
     rooms: list[str | Unset] = [UNSET] * n
     rooms[0] = "I7"
     return HeartbeatBatch([addr(i) for i in range(n)], pos, rooms)
+
+
+class Wire:
+    """What crossed the NATS server, recorded by a plain nats-py client (``nc``)."""
+
+    def __init__(self, nc: Any) -> None:
+        self.nc = nc
+        self.seen: list[tuple[str, bytes]] = []
+
+    @property
+    def subjects(self) -> list[str]:
+        return [s for s, _ in self.seen]
+
+    async def _record(self, msg: Any) -> None:
+        self.seen.append((msg.subject, bytes(msg.data)))
+
+
+@asynccontextmanager
+async def wire_of(url: str) -> AsyncIterator[Wire]:
+    """Every message on the server at ``url`` from now on (subscribed to ``>``, flushed)."""
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        wire = Wire(nc)
+        await nc.subscribe(">", cb=wire._record)
+        await nc.flush()
+        yield wire
+    finally:
+        await nc.close()
+
+
+@asynccontextmanager
+async def bus_of(url: str, scheme: str = "workers", **kw: Any) -> AsyncIterator[NatsPubSub]:
+    """A :class:`NatsPubSub` of ``scheme`` on ``url``, closed on exit."""
+    bus = await NatsPubSub.connect([url], subjects=scheme, **kw)
+    try:
+        yield bus
+    finally:
+        await bus.aclose()
+
+
+@asynccontextmanager
+async def pub_sub_wire(
+    url: str, scheme: str, **kw: Any
+) -> AsyncIterator[tuple[NatsPubSub, NatsPubSub, Wire]]:
+    """A publishing and a subscribing :class:`NatsPubSub` of ``scheme`` and the wire."""
+    async with (
+        bus_of(url, scheme, **kw) as pub,
+        bus_of(url, scheme, **kw) as sub,
+        wire_of(url) as wire,
+    ):
+        yield pub, sub, wire

@@ -1,7 +1,9 @@
 """A fresh PostgreSQL database per test run on the machine's server (127.0.0.1:5432,
 user postgres, trust), dropped afterwards. Usage in a test module::
 
-    from tests.pg_fixtures import pg_url  # noqa: F401  (the session fixture)
+    from tests.helpers.postgres import pg_url  # noqa: F401  (the session fixture)
+
+``db_url`` (import it with ``pg_url``) runs a test on an empty database of each kind.
 
 The machine service is never started here; when it does not answer, the tests
 that need it are skipped with that reason.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +54,13 @@ def fresh_pg_database(pg_url: str) -> Iterator[str]:
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[attr-defined]
         admin.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each kind: a SQLite file, a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'gk.sqlite3'}"
+    else:
+        base = request.getfixturevalue("pg_url")
+        yield from fresh_pg_database(base)

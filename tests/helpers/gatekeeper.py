@@ -46,6 +46,30 @@ def explorer_meta(
     return md
 
 
+def owner_table(tmp_path: Path, owner: str, *, world_allowed: str | None = None) -> Path:
+    """A moderation file: place ``place-0`` ("Plaza", scene :data:`SCENE_ID`) owned by
+    ``owner``; with ``world_allowed``, also ``owner``'s allow-list world ``club.eth``
+    letting that address in."""
+    lines = [
+        "[[places]]",
+        'id = "place-0"',
+        'name = "Plaza"',
+        f'scene_ids = ["{SCENE_ID}"]',
+        f'owners = ["{owner}"]',
+    ]
+    if world_allowed is not None:
+        lines += [
+            "[[worlds]]",
+            'name = "club.eth"',
+            f'owner = "{owner}"',
+            'access = "allow-list"',
+            f'allowed = ["{world_allowed}"]',
+        ]
+    p = tmp_path / "owners.toml"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
 def scene_meta(
     realm: str = REALM,
     scene_id: str = SCENE_ID,

@@ -158,6 +158,46 @@ async def test_invalid_heartbeats_dropped_and_counted(rng: random.Random) -> Non
 
 
 @run_async
+async def test_positions_beyond_the_world_bound_dropped_and_counted(rng: random.Random) -> None:
+    """Finite but absurd positions (the issue's +-3.4e38) are refused like NaN, not clustered;
+    the bound is a setting (0 = finiteness only)."""
+    with serving(world_bound_m=100.0) as server:
+        me = Identity.random(rng)
+        async with aiohttp.ClientSession() as s:
+            ws, _ = await connector_handshake(s, server.port, me)
+            await ws.send_bytes(client_heartbeat((3.4e38, 0, 0)))
+            await ws.send_bytes(client_heartbeat((0, 0, -3.4e38)))
+            await ws.send_bytes(client_heartbeat((100.5, 0, 0)))
+            await ws.send_bytes(client_heartbeat((0, 101, 0)))
+            await ws.send_bytes(client_heartbeat((math.nan, 0, 0)))
+            await ws.send_bytes(client_heartbeat((-100, 100, 99.5)))  # on the bound: kept
+            evs = await events_until(server, lambda e: len(heartbeats(e)) >= 1)
+            assert heartbeats(evs) == [(me.lower, (-100.0, 100.0, 99.5), UNSET)]
+            st = server.stats()["connector"]
+            assert st["heartbeats_dropped_out_of_bounds"] == 4
+            assert st["heartbeats_dropped_invalid"] == 1
+            assert st["heartbeats_accepted"] == 1
+            assert not ws.closed  # the session is kept
+    with serving(world_bound_m=0.0) as server:  # no bound: only finiteness
+        me = Identity.random(rng)
+        async with aiohttp.ClientSession() as s:
+            ws, _ = await connector_handshake(s, server.port, me)
+            await ws.send_bytes(client_heartbeat((2.0**127, 0, 0)))
+            evs = await events_until(server, lambda e: len(heartbeats(e)) >= 1)
+            assert heartbeats(evs) == [(me.lower, (2.0**127, 0.0, 0.0), UNSET)]
+            assert server.stats()["connector"]["heartbeats_dropped_out_of_bounds"] == 0
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf])
+def test_world_bound_must_be_finite_and_not_negative(bad: float) -> None:
+    with pytest.raises(errors.ConfigError) as exc:
+        ServerConfig(world_bound_m=bad)
+    assert exc.value.code == "invalid_parameter"
+    assert str(exc.value).startswith("world_bound_m: must be")
+    assert ServerConfig().world_bound_m == 4096.0
+
+
+@run_async
 async def test_heartbeat_rate_limit(rng: random.Random) -> None:
     with serving(heartbeat_max_per_s=10) as server:
         me = Identity.random(rng)

@@ -253,3 +253,37 @@ def test_descriptor_flood_under_ulimit_256_keeps_status_and_valid_clients() -> N
             for s in held:
                 s.close()
         assert p.poll() is None, "the realm died under the flood"
+
+
+def test_positions_outside_the_world_are_rejected_not_clustered() -> None:
+    """The issue's +-3.4e38: finite, so it passed the NaN check and reached the stats as a
+    38-digit parcel. Now dropped and counted like NaN; the session stays and clusters once
+    it sends a position in the world."""
+    with realm_process("--flush-interval-s", "0.1", "--world-bound-m", "3000") as (_p, url):
+
+        async def body() -> None:
+            c = ArchipelagoClient(612)
+            await c.connect(url.replace("http://", "ws://"))
+            try:
+                await c.handshake()
+                for x, z in ((3.4e38, 0.0), (0.0, -3.4e38), (3000.5, 0.0)):
+                    await c.heartbeat(x, 0.0, z)
+                try:
+                    got = await c.island(timeout=1.0)
+                    raise AssertionError(f"clustered outside the world: {got}")
+                except TimeoutError:
+                    pass
+                async with aiohttp.ClientSession() as s:
+                    async with s.get(url + "/metrics") as r:
+                        text = await r.text()
+                    async with s.get(url + "/peers") as r:
+                        peers = (await r.json())["peers"]
+                assert "dcl_ws_connector_heartbeats_dropped_out_of_bounds_total 3" in text, text
+                assert peers == [], peers
+                await c.heartbeat(2999.0, 0.0, -2999.0)  # in the world
+                changed = await c.island(timeout=10.0)
+                assert c.address in changed["peers"]
+            finally:
+                await c.close()
+
+        asyncio.run(asyncio.wait_for(body(), 60))

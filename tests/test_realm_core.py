@@ -270,3 +270,45 @@ def test_rejected_peer_is_evicted_and_backed_off_for_30_s() -> None:
     got = [p for s, p in log if s == f"engine.peer.{addr(2)}.island_changed"]
     assert len(got) == 1 and got[0].island_id == island and got[0].conn_str.startswith("picky:")
     core.close()
+
+
+def test_non_finite_and_out_of_world_heartbeats_are_not_clustered() -> None:
+    """A connector on NATS that is not ours may publish NaN or +-3.4e38: the core drops those
+    rows (counted by reason) and clusters the rest of the batch; 0 = finiteness only."""
+    from dclcomms.metrics import Registry
+
+    bus = InProcessPubSub()
+    reg = Registry()
+    policy = Policy(Transports(ws_room=WsRoomTransport("ws://x", None)))
+    core = ArchipelagoCore(
+        Engine(), bus, policy, clock_ms=Clock(), registry=reg, world_bound_m=4096.0
+    )
+    log: list[tuple[str, Any]] = []
+    bus.subscribe("engine.>", lambda s, p: log.append((s, p)))
+    pos = np.asarray(
+        [
+            (0.0, 0.0, 0.0),
+            (np.nan, 0.0, 0.0),
+            (3.4e38, 0.0, 0.0),
+            (0.0, 0.0, -np.inf),
+            (0.0, 5000.0, 0.0),
+            (10.0, 0.0, 4096.0),  # on the bound: clustered
+        ],
+        np.float32,
+    )
+    bus.publish_heartbeats(HeartbeatBatch([addr(i) for i in range(6)], pos, [UNSET] * 6))
+    core.tick()
+    changed = {s.split(".")[2] for s, _ in log if s.endswith("island_changed")}
+    assert changed == {addr(0), addr(5)}
+    assert core.engine.peer_count == 2
+    assert core.metrics.rejected_positions.get(reason="invalid") == 2
+    assert core.metrics.rejected_positions.get(reason="out_of_bounds") == 2
+    assert core.metrics.heartbeats.get() == 2
+    text = reg.render()
+    assert 'dcl_archipelago_heartbeats_rejected_total{reason="out_of_bounds"} 2' in text
+
+    # no bound: finite positions all pass, non-finite ones never do
+    core2 = ArchipelagoCore(Engine(), InProcessPubSub(), policy, clock_ms=Clock())
+    core2._on_heartbeats(HeartbeatBatch([addr(i) for i in range(6)], pos, [UNSET] * 6))
+    assert core2.engine.peer_count == 4
+    assert core2.metrics.rejected_positions.get(reason="invalid") == 2

@@ -153,6 +153,7 @@ class WsConfig:
         connector: bool = ...,
         connector_handshake_timeout_ms: int = ...,
         heartbeat_max_per_s: int = ...,
+        world_bound_m: float = ...,
         connector_max_queued_bytes: int = ...,
         rooms: bool = ...,
         rooms_handshake_timeout_ms: int = ...,
@@ -201,6 +202,8 @@ class WsConfig:
     def connector_handshake_timeout_ms(self) -> int: ...
     @property
     def heartbeat_max_per_s(self) -> int: ...
+    @property
+    def world_bound_m(self) -> float: ...
     @property
     def connector_max_queued_bytes(self) -> int: ...
     @property

@@ -1,6 +1,7 @@
 // validate(): the minimums of DCLCOMMS_WS_CONFIG (server.hpp), plus the one
 // rule between two settings. Every error names its setting first.
 
+#include <cmath>
 #include <string>
 #include <type_traits>
 
@@ -35,6 +36,9 @@ void validate(const Config& c) {
   check_minimum(#name, c.name, minimum);
   DCLCOMMS_WS_CONFIG(DCLCOMMS_WS_CONFIG_CHECK)
 #undef DCLCOMMS_WS_CONFIG_CHECK
+  if (!std::isfinite(c.world_bound_m)) {
+    invalid("world_bound_m: must be a finite number (got " + std::to_string(c.world_bound_m) + ")");
+  }
   if (c.rooms_soft_limit_bytes > c.rooms_hard_limit_bytes) {
     invalid("rooms_soft_limit_bytes: must be <= rooms_hard_limit_bytes (" +
             std::to_string(c.rooms_soft_limit_bytes) + " > " +

@@ -111,6 +111,13 @@ void Hub::on_heartbeat(const SessionPtr& s, const codec::Heartbeat& hb) {
     ++cc_.heartbeats_dropped_invalid;
     return;
   }
+  // Finite but outside the world (e.g. +-3.4e38): rejected like NaN, never clustered.
+  const double bound = cfg_.world_bound_m;
+  if (bound > 0 &&
+      (std::fabs(pos.x) > bound || std::fabs(pos.y) > bound || std::fabs(pos.z) > bound)) {
+    ++cc_.heartbeats_dropped_out_of_bounds;
+    return;
+  }
   int64_t now = env_.unix_ms();
   if (!s->heartbeats.accept(now, cfg_.heartbeat_max_per_s)) {
     ++cc_.heartbeats_dropped_rate;

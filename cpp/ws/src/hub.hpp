@@ -111,6 +111,7 @@ using SessionPtr = std::shared_ptr<Session>;
   X(heartbeats_accepted)               \
   X(heartbeats_dropped_no_position)    \
   X(heartbeats_dropped_invalid)        \
+  X(heartbeats_dropped_out_of_bounds)  \
   X(heartbeats_dropped_rate)           \
   X(heartbeats_dropped_backlog)        \
   X(messages_ignored)                  \

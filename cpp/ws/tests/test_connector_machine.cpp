@@ -318,6 +318,29 @@ TEST_F(Connector, InvalidHeartbeatsAreDroppedAndCounted) {
   EXPECT_EQ(batches[0].desired_rooms[0], std::optional<std::string>(e64));
 }
 
+TEST_F(Connector, HeartbeatsBeyondTheWorldBoundAreDroppedLikeNaN) {
+  Conn c = join_connector(ep, alice);
+  ep.events();
+  const double bound = ep.config().world_bound_m;
+  ASSERT_EQ(bound, 4096.0);
+  const float edge = static_cast<float>(bound);
+  ep.receive(c, heartbeat(codec::Position{3.4e38f, 0, 0}));
+  ep.receive(c, heartbeat(codec::Position{0, -3.4e38f, 0}));
+  ep.receive(c, heartbeat(codec::Position{0, 0, std::nextafter(edge, 1e9f)}));
+  ep.receive(c, heartbeat(codec::Position{-std::nextafter(edge, 1e9f), 0, 0}));
+  ep.receive(c, heartbeat(codec::Position{edge, -edge, edge}));  // on the bound: inside
+  ep.receive(c, heartbeat(codec::Position{2624, 100, -2400}));   // Genesis City's corner
+  EXPECT_TRUE(c->open());
+  EXPECT_EQ(ep.counter("connector", "heartbeats_dropped_out_of_bounds"), 4u);
+  EXPECT_EQ(ep.counter("connector", "heartbeats_dropped_invalid"), 0u);
+  EXPECT_EQ(ep.counter("connector", "heartbeats_accepted"), 2u);
+  auto batches = events_of<Heartbeats>(ep);
+  ASSERT_EQ(batches.size(), 1u);
+  ASSERT_EQ(batches[0].positions.size(), 6u);
+  EXPECT_EQ(batches[0].positions[0], edge);
+  EXPECT_EQ(batches[0].positions[3], 2624.0f);
+}
+
 TEST_F(Connector, HeartbeatsOverTheRateAreDropped) {
   Conn c = join_connector(ep, alice);
   const int max = ep.config().heartbeat_max_per_s;

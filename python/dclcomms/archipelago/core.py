@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from dclcomms.archipelago import Engine
 from dclcomms.clock import now_ms
 from dclcomms.config import RealmConfig
@@ -107,6 +109,11 @@ class CoreMetrics:
             "dcl_archipelago_backoff_heartbeats_total",
             "heartbeats ignored because their peer is in its re-admission back-off",
         )
+        self.rejected_positions = r.counter(
+            "dcl_archipelago_heartbeats_rejected_total",
+            "heartbeats not clustered: a non-finite coordinate (invalid) or one beyond "
+            "world_bound_m (out_of_bounds); a connector drops them first, this catches others",
+        )
         self.policy_errors = r.counter(
             "dcl_archipelago_policy_errors_total",
             "policy or transport exceptions (the island kept or got the default transport)",
@@ -129,8 +136,13 @@ class ArchipelagoCore:
         registry: Registry | None = None,
         clock_ms: Callable[[], int] = now_ms,
         reject_backoff_ms: int = 30_000,
+        world_bound_m: float = 0.0,
     ) -> None:
+        """``world_bound_m``: heartbeats with a coordinate beyond it (in absolute value) are
+        dropped and counted, like non-finite ones always are (0 = no bound; the realm's
+        setting of that name, 4096 m by default, through :func:`core_from_config`)."""
         self.engine = engine
+        self.world_bound_m = float(world_bound_m)
         self.pubsub = pubsub
         self.policy = policy
         self.flush_interval_s = flush_interval_s
@@ -179,12 +191,35 @@ class ArchipelagoCore:
             n = len(batch)
             if n == 0:
                 return
+        batch = self._in_world(batch)
+        n = len(batch)
+        if n == 0:
+            return
         # The batch's columns as they are: the engine turns each desired room into its
         # PreferenceOp (in C++) and keeps the positions (Engine.islands() returns them).
         self.engine.update_many(
             batch.addresses, batch.positions, batch.desired_rooms, now_ms=self._clock()
         )
         self.metrics.heartbeats.inc(n)
+
+    def _in_world(self, batch: HeartbeatBatch) -> HeartbeatBatch:
+        """``batch`` minus heartbeats with a non-finite coordinate or one beyond the bound
+        (connectors over NATS that are not ours may send them; ours drop them first)."""
+        with np.errstate(invalid="ignore"):
+            extent = np.abs(batch.positions).max(axis=1)  # NaN propagates
+        bound = self.world_bound_m if self.world_bound_m > 0 else np.inf
+        ok = extent <= bound  # False for NaN; inf only passes an infinite bound
+        if bound == np.inf:
+            ok &= np.isfinite(extent)
+        if ok.all():
+            return batch
+        bad = extent[~ok]
+        invalid = int(np.count_nonzero(~np.isfinite(bad)))
+        if invalid:
+            self.metrics.rejected_positions.inc(invalid, reason="invalid")
+        if len(bad) - invalid:
+            self.metrics.rejected_positions.inc(len(bad) - invalid, reason="out_of_bounds")
+        return batch.select(np.flatnonzero(ok).tolist())
 
     def _without_backed_off(self, batch: HeartbeatBatch) -> HeartbeatBatch:
         """``batch`` minus the heartbeats of peers still in their back-off."""
@@ -450,6 +485,7 @@ def core_from_config(
         discovery_interval_ms=config.discovery_interval_ms,
         commit_hash=config.commit_hash,
         registry=registry,
+        world_bound_m=config.world_bound_m,
     )
 
 

@@ -305,6 +305,15 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     Setting(
+        "world_bound_m",
+        float,
+        4096.0,
+        "WORLD_BOUND_M",
+        "metres: a heartbeat with |x|, |y| or |z| above this is dropped and counted, like a "
+        "NaN one (Genesis City's parcels reach 2,624 m; 0 = no bound)",
+        minimum=0.0,
+    ),
+    Setting(
         "connector_max_queued_bytes",
         int,
         1 << 20,
@@ -789,6 +798,7 @@ class RealmConfig:
     gatekeeper_database: str = ""
     data_dir: str = ""
     heartbeat_max_per_s: int = 10
+    world_bound_m: float = 4096.0
     connector_max_queued_bytes: int = 1 << 20
     max_connections: int = 0
     max_unauthenticated_per_ip: int = 0

@@ -53,6 +53,9 @@ namespace dclcomms::ws {
     "connector and bus: each handshake stage must end within this (ms), else 4001")                \
   X(int, heartbeat_max_per_s, 10, 1,                                                               \
     "connector heartbeats accepted per session and 1 s window; more are dropped (counted)")        \
+  X(double, world_bound_m, 4096.0, 0,                                                              \
+    "connector: a heartbeat with |x|, |y| or |z| above this is dropped and counted "                \
+    "(heartbeats_dropped_out_of_bounds), like a NaN one (metres; 0 = no bound)")                   \
   X(size_t, connector_max_queued_bytes, 1 << 20, kAny,                                             \
     "connector and bus: a send that would queue more than this to a session closes it 4008 "       \
     "(bytes; nothing is dropped)")                                                                 \

@@ -74,10 +74,10 @@ class Path_:
         pubsub, registry = self.realm.pubsub, self.realm.registry
         transports = build_transports(cfg, bound_port=1, ws_room_secret="bench")
         policy = make_policy(None, transports, cfg)
-        self.stats = stats_from_config(cfg, pubsub)
+        self.core = core_from_config(cfg, pubsub, policy, registry=registry)
+        self.stats = stats_from_config(cfg, pubsub, engine=self.core.engine)
         self.server = CountingServer()
         self.connector = Connector(self.server, pubsub, registry)
-        self.core = core_from_config(cfg, pubsub, policy, registry=registry)
         self.rng = np.random.default_rng(seed)
         self.batch = batch
         self.addresses = [f"0x{i:040x}" for i in range(peers)]

@@ -186,3 +186,60 @@ def test_hot_scenes_from_a_real_content_server() -> None:
         )
 
     asyncio.run(run())
+
+
+def _with_core(clock: Clock) -> tuple[InProcessPubSub, Any, Stats, Stats]:
+    """A core on a bus and two stats on it: one reading the core's engine, one on its own."""
+    from dclcomms.archipelago import Engine
+    from dclcomms.archipelago.core import ArchipelagoCore
+    from dclcomms.config import RealmConfig
+    from dclcomms.policy import build_transports, make_policy
+
+    cfg = RealmConfig()
+    bus = InProcessPubSub()
+    policy = make_policy(None, build_transports(cfg, bound_port=1, ws_room_secret="s"), cfg)
+    core = ArchipelagoCore(Engine(), bus, policy, clock_ms=clock)
+    return bus, core, Stats(bus, engine=core.engine, clock_ms=clock), Stats(bus, clock_ms=clock)
+
+
+def test_stats_next_to_the_core_read_the_engine_positions() -> None:
+    clock = Clock()
+    bus, core, shared, own = _with_core(clock)
+    routers = []
+    for s in (shared, own):
+        routers.append(Router())
+        s.routes(routers[-1])
+
+    def answers(path: str) -> list[Any]:
+        return [_get(r, path).json() for r in routers]
+
+    _hb(bus, [A, B, C], [(1.0, 2.0, 3.0), (-17.0, 0.0, 40.0), (300.0, 0.0, 0.0)])
+    with_engine, on_its_own = answers("/peers")  # not placed yet: listed all the same
+    assert with_engine == on_its_own and len(with_engine["peers"]) == 3
+    core.tick()
+    clock.t += 1_000
+    _hb(bus, [A], [(5.0, 1.0, 6.0)])  # a move between ticks: the engine holds it already
+    assert shared._peers == {}  # no copy of the positions here
+    for path in ("/peers", f"/peers/{A}", "/islands", "/parcels", "/hot-scenes"):
+        with_engine, on_its_own = answers(path)
+        assert with_engine == on_its_own, path
+    peers = _get(routers[0], "/peers").json()["peers"]
+    assert {p["id"]: (p["position"], p["lastPing"]) for p in peers} == {
+        A: ([5.0, 1.0, 6.0], clock.t),
+        B: ([-17.0, 0.0, 40.0], clock.t - 1_000),
+        C: ([300.0, 0.0, 0.0], clock.t - 1_000),
+    }
+    addrs, xyz = shared.positions()
+    assert addrs == [p["id"] for p in peers]
+    assert xyz.dtype == np.float64 and xyz.tolist() == [p["position"] for p in peers]
+    assert own.positions()[0] == [A, B, C]
+
+    bus.publish(f"peer.{B}.disconnect", None)  # gone at once, before the engine forgets it
+    assert [p["id"] for p in _get(routers[0], "/peers").json()["peers"]] == [A, C]
+    clock.t += 59_500  # C silent for 60.5 s
+    assert shared.sweep() == own.sweep() == 1
+    with_engine, on_its_own = answers("/peers")
+    assert with_engine == on_its_own and [p["id"] for p in with_engine["peers"]] == [A]
+    for s in (shared, own):
+        s.close()
+    core.close()

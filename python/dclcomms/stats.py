@@ -3,7 +3,12 @@
 :class:`Stats` subscribes to ``peer.*.heartbeat`` (batched), ``peer.*.disconnect``,
 ``engine.islands`` and ``engine.discovery`` and answers the reference stats
 routes with the reference JSON shapes. Peers are forgotten on disconnect and,
-unlike the reference, after ``peer_timeout_ms`` of silence.
+unlike the reference, after ``heartbeat_timeout_ms`` of silence.
+
+Positions are kept once per process: next to the core (the realm) the stats read
+them from the core's engine (:meth:`Engine.snapshot`: every peer's last position,
+placed on an island or not yet) and keep only each peer's last heartbeat time; a
+stats process of its own (``dclcomms stats``) keeps the positions its heartbeats carry.
 
 Hot scenes count users per parcel (16 m); with a content server configured the
 parcels are resolved to scenes with ``POST <content>/entities/active`` (cached),
@@ -17,18 +22,27 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from itertools import chain, repeat
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from dclcomms.clock import now_ms
 from dclcomms.config import RealmConfig
 from dclcomms.http import HttpError, Request, Response, Router, json_response
 from dclcomms.pubsub import Discovery, HeartbeatBatch, IslandStatus, PubSub, Subscription
 
+if TYPE_CHECKING:
+    from dclcomms.archipelago.engine import Engine
+
 log = logging.getLogger("dclcomms.stats")
 
 PARCEL_SIZE = 16.0
 HOT_SCENES_LIMIT = 100
 CORE_HEALTHY_MS = 90_000
+_POSITION = attrgetter("position")
 
 
 def to_parcel(x: float, z: float) -> tuple[int, int]:
@@ -58,19 +72,27 @@ SceneFetcher = Callable[[list[str]], Awaitable[list[dict[str, Any]]]]
 
 
 class Stats:
-    """Peers, islands, parcels and hot scenes as the reference stats service serves them."""
+    """Peers, islands, parcels and hot scenes as the reference stats service serves them.
+
+    ``engine``: the core's engine when it runs in this process; the peers' positions
+    are then the engine's (no copy here). Without one the positions come from the
+    heartbeats.
+    """
 
     def __init__(
         self,
         pubsub: PubSub,
         *,
+        engine: Engine | None = None,
         peer_timeout_ms: int = 60_000,
         content_url: str = "",
         scene_cache_s: float = 60.0,
         fetch_scenes: SceneFetcher | None = None,
         clock_ms: Callable[[], int] = now_ms,
     ) -> None:
-        self.peers: dict[str, PeerInfo] = {}
+        self.engine = engine
+        self._peers: dict[str, PeerInfo] = {}  # without an engine: positions from heartbeats
+        self._last_ping: dict[str, int] = {}  # with an engine: address -> last heartbeat
         self.islands = IslandStatus(())
         self.last_discovery: Discovery | None = None
         self.last_discovery_at_ms: int | None = None
@@ -97,8 +119,11 @@ class Stats:
 
     def _on_heartbeats(self, batch: HeartbeatBatch) -> None:
         now = self._clock()
+        if self.engine is not None:  # the engine keeps the positions
+            self._last_ping.update(zip(batch.addresses, repeat(now)))
+            return
         pos = batch.positions.tolist()
-        peers = self.peers
+        peers = self._peers
         for addr, p in zip(batch.addresses, pos, strict=True):
             info = peers.get(addr)
             if info is None:
@@ -108,7 +133,9 @@ class Stats:
                 info.position = (p[0], p[1], p[2])
 
     def _on_disconnect(self, subject: str, _payload: object) -> None:
-        self.peers.pop(subject.split(".")[1], None)
+        addr = subject.split(".")[1]
+        self._peers.pop(addr, None)
+        self._last_ping.pop(addr, None)
 
     def _on_islands(self, _subject: str, status: IslandStatus) -> None:
         self.islands = status
@@ -120,9 +147,15 @@ class Stats:
     def sweep(self) -> int:
         """Forget peers silent for ``peer_timeout_ms``; returns how many."""
         cutoff = self._clock() - self.peer_timeout_ms
-        gone = [a for a, p in self.peers.items() if p.last_ping_ms < cutoff]
+        if self.engine is not None:
+            pings = self._last_ping
+            gone = [a for a, t in pings.items() if t < cutoff]
+            for a in gone:
+                del pings[a]
+            return len(gone)
+        gone = [a for a, p in self._peers.items() if p.last_ping_ms < cutoff]
         for a in gone:
-            del self.peers[a]
+            del self._peers[a]
         return len(gone)
 
     def _fresh(self) -> None:
@@ -132,6 +165,40 @@ class Stats:
             self.sweep()
 
     # --- views ----------------------------------------------------------------
+
+    @property
+    def peers(self) -> dict[str, PeerInfo]:
+        """Live peers by address (with an engine: a fresh view of the engine's peers)."""
+        if self.engine is None:
+            return self._peers
+        addresses, xyz = self._engine_peers()
+        pings = self._last_ping
+        return {
+            a: PeerInfo(a, pings[a], (x, y, z))
+            for a, (x, y, z) in zip(addresses, xyz.tolist(), strict=True)
+        }
+
+    def positions(self) -> tuple[list[str], NDArray[np.float64]]:
+        """Every live peer's address and position ((n, 3) float64, same order)."""
+        if self.engine is None:
+            peers = self._peers
+            n = len(peers)
+            # one C-level pass over the positions (no tuple per peer)
+            flat = chain.from_iterable(map(_POSITION, peers.values()))
+            return list(peers), np.fromiter(flat, dtype=np.float64, count=3 * n).reshape(n, 3)
+        addresses, xyz = self._engine_peers()
+        return addresses, xyz.astype(np.float64)
+
+    def _engine_peers(self) -> tuple[list[str], NDArray[np.float32]]:
+        """The engine's peers that heartbeated within the timeout, and their positions."""
+        assert self.engine is not None
+        snap = self.engine.snapshot()
+        ids: list[str] = snap.peer_ids.tolist()
+        pings = self._last_ping
+        if len(pings) == len(ids) and all(map(pings.__contains__, ids)):
+            return ids, snap.positions
+        keep = [i for i, a in enumerate(ids) if a in pings]  # swept or gone, not expired yet
+        return [ids[i] for i in keep], snap.positions[keep]
 
     def core_healthy(self) -> bool:
         if self.last_discovery is None:
@@ -144,8 +211,9 @@ class Stats:
                 return self._island(i)
         return None
 
-    def _island(self, i: Any) -> dict[str, Any]:
-        peers = [self.peers[p].json() for p in i.peers if p in self.peers]
+    def _island(self, i: Any, known: dict[str, PeerInfo] | None = None) -> dict[str, Any]:
+        known = self.peers if known is None else known
+        peers = [known[p].json() for p in i.peers if p in known]
         return {
             "id": i.id,
             "peers": peers,
@@ -275,10 +343,11 @@ class Stats:
     def _h_peers(self, req: Request) -> Response:
         self._fresh()
         ids = [i.lower() for i in req.args.get("id", [])]
+        known = self.peers
         if ids:
-            peers = [self.peers[i].json() for i in ids if i in self.peers]
+            peers = [known[i].json() for i in ids if i in known]
         else:
-            peers = [p.json() for p in self.peers.values()]
+            peers = [p.json() for p in known.values()]
         return json_response({"ok": True, "peers": peers})
 
     def _h_peer(self, req: Request) -> Response:
@@ -290,8 +359,9 @@ class Stats:
 
     def _h_islands(self, req: Request) -> Response:
         self._fresh()
+        known = self.peers
         return json_response(
-            {"ok": True, "islands": [self._island(i) for i in self.islands.islands]}
+            {"ok": True, "islands": [self._island(i, known) for i in self.islands.islands]}
         )
 
     def _h_island(self, req: Request) -> Response:
@@ -319,10 +389,14 @@ class Stats:
         )
 
 
-def stats_from_config(config: RealmConfig, pubsub: PubSub) -> Stats:
-    """The stats a realm or ``dclcomms stats`` serves, timings from ``config``."""
+def stats_from_config(
+    config: RealmConfig, pubsub: PubSub, *, engine: Engine | None = None
+) -> Stats:
+    """The stats a realm or ``dclcomms stats`` serves, timings from ``config``;
+    ``engine``: the core's, when it runs in the same process."""
     return Stats(
         pubsub,
+        engine=engine,
         peer_timeout_ms=config.heartbeat_timeout_ms,
         content_url=config.content_url,
         scene_cache_s=config.hot_scenes_cache_s,

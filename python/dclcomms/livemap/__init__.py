@@ -44,8 +44,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from itertools import chain, repeat
-from operator import attrgetter
+from itertools import repeat
 from typing import Any, Protocol
 
 import numpy as np
@@ -63,7 +62,6 @@ log = logging.getLogger("dclcomms.livemap")
 RECENT_CHANGES = 10
 SCENES_EVERY = 15  # ticks between hot-scene lookups (with a content server)
 SWEEP_MS = 5000  # the stats service forgets silent peers at most this often for the map
-_POSITION = attrgetter("position")  # per island, kept for key frames and the island panel
 HOT_PARCELS = 10
 
 
@@ -215,12 +213,8 @@ class MapFeed:
             stats.sweep()
         if stats.content_url and self.seq % SCENES_EVERY == 0:
             self._refresh_scenes()
-        peers = stats.peers
-        n = len(peers)
-        # One C-level pass over the positions (no tuple per peer).
-        flat = chain.from_iterable(map(_POSITION, peers.values()))
-        xyz = np.fromiter(flat, dtype=np.float64, count=3 * n).reshape(n, 3)
-        return self.push(stats.islands if status is None else status, list(peers), xyz[:, ::2])
+        addresses, xyz = stats.positions()
+        return self.push(stats.islands if status is None else status, addresses, xyz[:, ::2])
 
     def push(
         self,

@@ -141,7 +141,11 @@ class Realm:
                 cfg, bound_port=self._port, ws_room_secret=self.ws_room_secret
             )
             self.policy = make_policy(self._policy_arg, self.transports, cfg)
-            self.stats = stats_from_config(cfg, self.pubsub)
+            if self.run_core:  # else the core runs elsewhere on the pub/sub
+                self.core = core_from_config(cfg, self.pubsub, self.policy, registry=self.registry)
+            # next to the core the stats read the positions from its engine
+            engine = self.core.engine if self.core is not None else None
+            self.stats = stats_from_config(cfg, self.pubsub, engine=engine)
             if cfg.map_feed:  # the live map: frames built at each engine.islands
                 self.map = MapFeed(
                     self.stats,
@@ -181,8 +185,6 @@ class Realm:
                     spawn=self._spawn_task,
                     **self._bridge_args,
                 )
-            if self.run_core:  # else the core runs elsewhere on the pub/sub
-                self.core = core_from_config(cfg, self.pubsub, self.policy, registry=self.registry)
             if cfg.gatekeeper:
                 await self._mount_gatekeeper()
                 self._spawn(self.gatekeeper.run(self._stop))

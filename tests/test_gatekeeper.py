@@ -319,6 +319,7 @@ def test_scene_ban_kicks_from_the_builtin_room_and_refuses_403(tmp_path: Path) -
             kicked = await member.closed(timeout=1.0)
             assert time.monotonic() - t0 < 1.0
             assert kicked.code == 4005
+            assert {"peerKicked": {"reason": "banned from this scene"}} in member.inbox
             status, doc = await c.request(
                 "POST", "/get-scene-adapter", who=BOB, metadata=explorer_meta()
             )
@@ -379,7 +380,11 @@ def test_scene_admins(tmp_path: Path) -> None:
             assert (status, doc["code"]) == (409, "already_admin")
             status, doc = await c.request("GET", "/scene-admin", who=ALICE, metadata=scene_meta())
             assert status == 200
-            assert doc == [{"admin": ALICE.address.lower(), "name": "", "canBeRemoved": True}]
+            # the row (removable) and the owner from the resolver (not removable here)
+            assert doc == [
+                {"admin": ALICE.address.lower(), "name": "", "canBeRemoved": True},
+                {"admin": OWNER.address.lower(), "name": "", "canBeRemoved": False},
+            ]
             # the new admin bans; an admin cannot be banned
             status, doc = await c.request(
                 "POST",

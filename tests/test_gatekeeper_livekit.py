@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,7 @@ class RoomService:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
+        self.times: list[tuple[str, float]] = []  # (method, time.monotonic() received)
         self.rejected = 0
         self.rooms: dict[str, str] = {ROOM: json.dumps({"other": "kept"})}
         self.participants: dict[str, list[str]] = {ROOM: []}
@@ -66,6 +70,7 @@ class RoomService:
         req_cls, resp_cls = REQUESTS[method]
         msg = req_cls.FromString(await request.read())
         self.calls.append((method, msg))
+        self.times.append((method, time.monotonic()))
         if method == "ListRooms":
             names = list(msg.names) or list(self.rooms)
             rooms = [api.Room(name=n, metadata=self.rooms[n]) for n in names if n in self.rooms]
@@ -119,6 +124,11 @@ def test_scene_ban_removes_the_participant_and_updates_metadata(tmp_path: Path) 
             async with Running(_cfg(tmp_path, port)) as (_gk, c):
                 svc.participants[ROOM] = [BOB.address.lower(), ALICE.address.lower()]
                 status, _ = await c.request(
+                    "POST", "/get-scene-adapter", who=BOB, metadata=explorer_meta()
+                )
+                assert status == 200
+                t0 = time.monotonic()
+                status, _ = await c.request(
                     "POST",
                     "/scene-bans",
                     who=OWNER,
@@ -128,6 +138,14 @@ def test_scene_ban_removes_the_participant_and_updates_metadata(tmp_path: Path) 
                 assert status == 204
                 removed = svc.of("RemoveParticipant")
                 assert [(r.room, r.identity) for r in removed] == [(ROOM, BOB.address.lower())]
+                kicked_at = next(t for m, t in svc.times if m == "RemoveParticipant")
+                assert kicked_at - t0 < 1.0
+                assert svc.participants[ROOM] == [ALICE.address.lower()]
+                # refused on the next token request
+                status, doc = await c.request(
+                    "POST", "/get-scene-adapter", who=BOB, metadata=explorer_meta()
+                )
+                assert (status, doc["code"]) == (403, "scene_banned")
                 meta = json.loads(svc.of("UpdateRoomMetadata")[-1].metadata)
                 assert meta["bannedAddresses"] == [BOB.address.lower()]
                 assert meta["other"] == "kept"  # keys the gatekeeper does not own survive
@@ -145,6 +163,66 @@ def test_scene_ban_removes_the_participant_and_updates_metadata(tmp_path: Path) 
                 assert [(r.room, r.identity) for r in svc.of("RemoveParticipant")] == [
                     (ROOM, ALICE.address.lower())
                 ]
+        finally:
+            await runner.cleanup()
+
+    run(body)
+
+
+def test_scene_ban_from_the_shell_removes_the_participant_within_1s(tmp_path: Path) -> None:
+    """`dclcomms gatekeeper scene-bans add` writes the database of a running gatekeeper
+    (another process): the gatekeeper sees the change counter move and removes the
+    participant through RoomService within 1 s of the write, refreshes the metadata and
+    refuses the next token; `platform` bans from the shell remove from every room."""
+
+    def cli(*args: str) -> None:
+        r = subprocess.run(
+            [sys.executable, "-m", "dclcomms", "gatekeeper", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stderr
+
+    async def body() -> None:
+        svc, runner, port = await _stand_in()
+        data = ["--data-dir", str(tmp_path / "data")]
+        try:
+            async with Running(_cfg(tmp_path, port)) as (_gk, c):
+                bob, alice = BOB.address.lower(), ALICE.address.lower()
+                for who in (BOB, ALICE):
+                    status, _ = await c.request(
+                        "POST", "/get-scene-adapter", who=who, metadata=explorer_meta()
+                    )
+                    assert status == 200
+                svc.participants[ROOM] = [bob, alice]
+                await asyncio.to_thread(cli, "scene-bans", "add", bob, "--place", "place-0", *data)
+                t0 = time.monotonic()
+                while svc.participants[ROOM] != [alice]:
+                    assert time.monotonic() - t0 < 1.0, svc.calls
+                    await asyncio.sleep(0.01)
+                assert [(r.room, r.identity) for r in svc.of("RemoveParticipant")] == [(ROOM, bob)]
+                meta = json.loads(svc.of("UpdateRoomMetadata")[-1].metadata)
+                assert meta["bannedAddresses"] == [bob]
+                status, doc = await c.request(
+                    "POST", "/get-scene-adapter", who=BOB, metadata=explorer_meta()
+                )
+                assert (status, doc["code"]) == (403, "scene_banned")
+                # a platform ban from the shell: RoomService lists the rooms, removes alice
+                svc.calls.clear()
+                await asyncio.to_thread(cli, "ban", alice, "--reason", "spam", *data)
+                t0 = time.monotonic()
+                while svc.participants[ROOM]:
+                    assert time.monotonic() - t0 < 1.0, svc.calls
+                    await asyncio.sleep(0.01)
+                assert [(r.room, r.identity) for r in svc.of("RemoveParticipant")] == [
+                    (ROOM, alice)
+                ]
+                status, doc = await c.request(
+                    "POST", "/get-scene-adapter", who=ALICE, metadata=explorer_meta()
+                )
+                assert (status, doc["code"]) == (403, "platform_banned")
+                assert svc.rejected == 0
         finally:
             await runner.cleanup()
 

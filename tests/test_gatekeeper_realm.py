@@ -5,7 +5,12 @@ attempt (the connector asks the in-process gatekeeper: no COMMS_GATEKEEPER_URL).
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +20,7 @@ from dclcomms.auth import Identity
 from dclcomms.config import RealmConfig
 from dclcomms.realm import Realm
 from tests.helpers.gatekeeper import SCENE_ID, Client, explorer_meta, run
+from tests.helpers.postgres import fresh_pg_database, pg_url  # noqa: F401
 from tests.helpers.realm_client import ArchipelagoClient, RoomClient, Wallet
 
 BEARER = "operator-token-realm-0123456789"
@@ -113,5 +119,127 @@ def test_realm_without_the_gatekeeper(tmp_path: Path) -> None:
             status, _ = await c.request("POST", "/get-scene-adapter")
             assert status == 404
         assert not (tmp_path / "data").exists()
+
+    run(body)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The realm's gatekeeper database: "" (SQLite under the data dir) or a fresh
+    PostgreSQL database (dropped after)."""
+    if request.param == "sqlite":
+        yield ""
+    else:
+        yield from fresh_pg_database(request.getfixturevalue("pg_url"))
+
+
+def _gatekeeper_cli(tmp_path: Path, database: str, *args: str) -> dict[str, Any]:
+    db = ["--database", database] if database else ["--data-dir", str(tmp_path / "data")]
+    r = subprocess.run(
+        [sys.executable, "-m", "dclcomms", "gatekeeper", *args, *db],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    out: dict[str, Any] = json.loads(r.stdout)
+    return out
+
+
+def test_bans_from_the_shell_kick_within_1s_in_a_running_realm(
+    tmp_path: Path, database: str
+) -> None:
+    """`dclcomms gatekeeper ban` / `scene-bans add` write the database of a running realm
+    (another process): the realm sees the change counter move, kicks within 1 s of the
+    write (platform: connector and scene room; scene: that scene room only) and refuses
+    the next attempt; unbans from the shell apply too. The connector's own sweep is
+    60 s away, so it is not what kicks."""
+    wallet, other = Wallet(311), Wallet(312)
+    me = Identity.from_private_key(bytes(wallet.owner.key))
+    them = Identity.from_private_key(bytes(other.owner.key))
+
+    async def body() -> None:
+        import aiohttp
+
+        cfg = config(tmp_path, gatekeeper_database=database)
+        async with Realm(cfg) as realm, aiohttp.ClientSession() as session:
+            c = Client(realm.url, session)
+            ws_base = f"ws://127.0.0.1:{realm.port}"
+
+            async def join(seed: int, who: Identity, w: Wallet) -> tuple[Any, RoomClient]:
+                arch = ArchipelagoClient(seed)
+                await arch.connect(ws_base)
+                assert await arch.handshake() == w.address
+                status, doc = await c.request(
+                    "POST", "/get-scene-adapter", who=who, metadata=explorer_meta()
+                )
+                assert status == 200, doc
+                room = RoomClient(w)
+                await room.join(doc["adapter"])
+                return arch, room
+
+            # a scene ban from the shell: that scene room only, within 1 s
+            arch2, room2 = await join(312, them, other)
+            out = await asyncio.to_thread(
+                _gatekeeper_cli, tmp_path, database, "scene-bans", "add", other.address,
+                "--place", SCENE_ID,
+            )  # fmt: skip
+            t0 = time.monotonic()
+            assert out["changed"] is True
+            closed = await room2.closed(timeout=1.0)
+            assert time.monotonic() - t0 < 1.0
+            assert closed.code == 4005
+            assert any("peerKicked" in m for m in room2.inbox), room2.inbox
+            status, doc = await c.request(
+                "POST", "/get-scene-adapter", who=them, metadata=explorer_meta()
+            )
+            assert (status, doc["code"]) == (403, "scene_banned")
+            status, doc = await c.request("GET", f"/scene-rooms/main:{SCENE_ID}/metadata")
+            assert status == 200 and doc["bannedAddresses"] == [other.address]
+            await arch2.heartbeat(8.0, 0.0, 8.0)  # the connector session is untouched
+            assert (await arch2.island())["connStr"]
+
+            # a platform ban from the shell: the connector and the scene room, within 1 s
+            arch, room = await join(311, me, wallet)
+            out = await asyncio.to_thread(
+                _gatekeeper_cli, tmp_path, database, "ban", wallet.address, "--reason", "spam"
+            )
+            t0 = time.monotonic()
+            assert out["bannedAddress"] == wallet.address
+            closed_room = await room.closed(timeout=1.0)
+            closed_arch = await arch.closed(timeout=1.0)
+            assert time.monotonic() - t0 < 1.0
+            assert (closed_room.code, closed_arch.code) == (4005, 4005)
+            assert any("peerKicked" in m for m in room.inbox), room.inbox
+            # refused on the next attempt: the connector and the gatekeeper
+            again = ArchipelagoClient(311)
+            await again.connect(ws_base)
+            await again.handshake(expect_welcome=False)
+            assert (await again.closed(timeout=3.0)).code == 4005
+            status, doc = await c.request(
+                "POST", "/get-scene-adapter", who=me, metadata=explorer_meta()
+            )
+            assert (status, doc["code"]) == (403, "platform_banned")
+
+            # unbans from the shell: token requests are answered again
+            await asyncio.to_thread(_gatekeeper_cli, tmp_path, database, "unban", wallet.address)
+            await asyncio.to_thread(
+                _gatekeeper_cli, tmp_path, database, "scene-bans", "remove", other.address,
+                "--place", SCENE_ID,
+            )  # fmt: skip
+
+            async def answered(who: Identity) -> bool:
+                status, _ = await c.request(
+                    "POST", "/get-scene-adapter", who=who, metadata=explorer_meta()
+                )
+                return status == 200
+
+            for who in (me, them):
+                deadline = time.monotonic() + 1.0
+                while not await answered(who):
+                    assert time.monotonic() < deadline, "unban not applied within 1 s"
+                    await asyncio.sleep(0.05)
+            for x in (arch, room, arch2, room2, again):
+                await x.close()
 
     run(body)

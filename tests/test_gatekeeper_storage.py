@@ -270,3 +270,59 @@ def test_snapshot_answers_like_the_database(store: Store) -> None:
                     mem.moderated,
                     mem.roles,
                 )
+
+
+def test_change_version_moves_on_every_moderation_write(store: Store) -> None:
+    """Revision 0004's triggers: every write to the ban, admin, role and room-settings
+    tables moves the counter (whoever writes: SQL by hand too); other tables do not; the
+    snapshot carries the counter read with it."""
+    seen = [store.change_version()]
+
+    def moved() -> bool:
+        seen.append(store.change_version())
+        return seen[-1] > seen[-2]
+
+    store.add_platform_ban(A, banned_by="m")
+    assert moved()
+    store.lift_platform_ban(A, lifted_by="m")
+    assert moved()
+    store.add_scene_ban("p1", B, banned_by=OWNER)
+    assert moved()
+    store.remove_scene_ban("p1", B)
+    assert moved()
+    store.add_scene_admin("p1", B, added_by=OWNER)
+    assert moved()
+    store.remove_scene_admin("p1", B)
+    assert moved()
+    store.add_role("room-1", "speaker", A, added_by=OWNER)
+    assert moved()
+    store.remove_role("room-1", "speaker", A)
+    assert moved()
+    store.set_moderated("room-1", "p1", True)
+    assert moved()
+    with store.engine.begin() as c:  # a writer that is not the Store
+        c.execute(sa.text("DELETE FROM scene_room_settings"))
+    assert moved()
+    store.record_connection(A, device_id="d1")
+    store.add_warning(A, warned_by="m", reason="x")
+    assert not moved()
+    assert store.snapshot().version == seen[-1]
+
+
+def test_downgrade_from_head_drops_the_change_counter(db_url: str) -> None:  # noqa: F811
+    engine = storage.create_engine(storage.database_url(db_url))
+    try:
+        storage.migrate(engine)
+        storage.migrate(engine, storage._order()[-2])
+        assert "moderation_version" not in sa.inspect(engine).get_table_names()
+        with engine.begin() as c:  # no trigger left behind on the kept tables
+            c.execute(
+                sa.text(
+                    "INSERT INTO scene_bans (id, place_id, banned_address, banned_by, banned_at) "
+                    "VALUES ('x1', 'place', :a, :o, 1)"
+                ),
+                {"a": A, "o": OWNER},
+            )
+        assert storage.migrate(engine) == storage.head_revision()
+    finally:
+        engine.dispose()

@@ -32,7 +32,13 @@ import dclcomms
 from dclcomms.auth import SignedFetchVerifier, signed_fetch_status
 from dclcomms.gatekeeper import tokens
 from dclcomms.gatekeeper.config import GatekeeperConfig
-from dclcomms.gatekeeper.resolver import OwnerOrAdmin, Resolver, ResolverUnavailable, Scene
+from dclcomms.gatekeeper.resolver import (
+    OwnerOrAdmin,
+    Resolver,
+    ResolverUnavailable,
+    Scene,
+    normalize_name,
+)
 from dclcomms.gatekeeper.rooms import SceneRooms
 from dclcomms.gatekeeper.storage import Admission, Conflict, Snapshot, Store, now_ms
 from dclcomms.http import HttpError, Request, Response, Router, json_response
@@ -119,6 +125,8 @@ class RoomState:
         self.speak_requests: deque[str] = deque(maxlen=MAX_SPEAK_REQUESTS)
         self.refreshed_at = 0.0
         self.metadata: dict[str, Any] = {}
+        #: the resolver's owner-rights wallets at the last successful lookup
+        self.operators: list[str] = []
 
 
 class Gatekeeper:
@@ -149,11 +157,12 @@ class Gatekeeper:
         self._stream_seq = 0
         self._devices: dict[str, str] = {}  # address -> last device id recorded
         # In-memory copy of bans, moderated rooms and roles for token requests: reloaded
-        # after every write of this process and every snapshot_interval_s (writes of
-        # other processes sharing the database; the connector's ban check reads the
-        # database itself).
+        # after every write of this process, when the database's moderation change
+        # counter moves (writes of other processes sharing the database, polled every
+        # change_poll_s) and every snapshot_interval_s.
         self.snapshot: Snapshot | None = None
         self.snapshot_interval_s = 5.0
+        self.change_poll_s = config.change_poll_ms / 1000
         self._snapshot_lock = asyncio.Lock()
         self._webhook: Any = None
         reg = self.registry
@@ -239,20 +248,60 @@ class Gatekeeper:
         await self.resolver.close()
         await self.rooms.close()
 
-    async def reload(self) -> None:
-        """Re-read the in-memory snapshot (after a write, and periodically)."""
+    async def reload(self) -> set[str]:
+        """Re-read the in-memory snapshot and act on what changed since the previous one:
+        the newly platform-banned are kicked everywhere (scene rooms and, through
+        ``on_platform_ban``, the connector), the newly scene-banned from the rooms of
+        their place, and rooms whose scene bans changed get fresh metadata. Called after
+        every write of this process and when the database's change counter moves (a
+        write of another process, e.g. ``dclcomms gatekeeper ban``), so each change is
+        acted on once, by whichever reload sees it first. Returns the rooms whose
+        metadata it refreshed."""
         async with self._snapshot_lock:
-            self.snapshot = await self._db(self.store.snapshot)
+            old = self.snapshot
+            new: Snapshot = await self._db(self.store.snapshot)
+            self.snapshot = new
+        if old is None:
+            return set()
+        return await self._apply_changes(old, new)
+
+    async def _apply_changes(self, old: Snapshot, new: Snapshot) -> set[str]:
+        for address in sorted(new.platform.keys() - old.platform.keys()):
+            await self.kick_platform_banned(address)
+        added = new.scene - old.scene
+        changed_places = {place for place, _ in added | (old.scene - new.scene)}
+        refreshed: set[str] = set()
+        for st in list(self.room_states.values()):
+            if st.place_id not in changed_places:
+                continue
+            for place, address in sorted(added):
+                if place == st.place_id:
+                    self.m_kicks.inc(kind="scene")
+                    await self._room_call(
+                        "kick", self.rooms.kick(st.room, address, "banned from this scene")
+                    )
+            await self.refresh_metadata(st, reload=False)
+            refreshed.add(st.room)
+        return refreshed
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Background work: the periodic snapshot reload (a failed one keeps the last)."""
+        """Background work: poll the database's moderation change counter every
+        ``change_poll_s`` and apply what other processes wrote (a ban from the shell kicks
+        within about that long); a full snapshot reload at least every
+        ``snapshot_interval_s``. A failed poll or reload keeps the last snapshot."""
+        last_full = time.monotonic()
         while not stop.is_set():
             try:
-                await self.reload()
+                version = await self._db(self.store.change_version)
+                snap = self.snapshot
+                stale = time.monotonic() - last_full >= self.snapshot_interval_s
+                if snap is None or version != snap.version or stale:
+                    await self.reload()
+                    last_full = time.monotonic()
             except Exception as e:
                 log.warning("snapshot reload failed", extra={"error": repr(e)})
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.snapshot_interval_s)
+                await asyncio.wait_for(stop.wait(), self.change_poll_s)
 
     async def _admission(self, address: str, place_id: str, room: str) -> Admission:
         snap = self.snapshot
@@ -521,8 +570,9 @@ class Gatekeeper:
             raise HttpError(409, f"{address} is already banned", "already_banned") from None
         self.m_bans.inc(kind="platform", action="ban")
         if self.snapshot is not None:
-            await self.reload()
-        await self.kick_platform_banned(address)
+            await self.reload()  # kicks the newly banned (once, whichever reload sees it)
+        else:
+            await self.kick_platform_banned(address)
         return json_response({"data": ban.to_json()}, 201)
 
     async def kick_platform_banned(self, address: str) -> None:
@@ -586,30 +636,80 @@ class Gatekeeper:
         scene = self._scene_from_scene_metadata(signed.metadata)
         return signed, scene, await self._state(scene)
 
+    async def _target(self, body: Mapping[str, Any], address_key: str, name_key: str) -> str:
+        """The wallet a moderation body names: ``address_key`` (a 0x address) or else
+        ``name_key``, a Decentraland NAME resolved to its owner through the resolver
+        (400 ``bad_name``, 404 ``name_not_found``, 503 when the lookup fails)."""
+        if address_key in body or name_key not in body:
+            return _address(body.get(address_key), address_key)
+        name = normalize_name(body[name_key])
+        if name is None:
+            raise HttpError(
+                400, f"{name_key} must be a Decentraland NAME (1-15 letters, digits)", "bad_name"
+            )
+        owner = await self.resolver.name_owner(name)
+        if owner is None:
+            raise HttpError(404, f"No one owns the name {name}", "name_not_found")
+        return owner
+
     async def h_scene_admin(self, req: Request) -> Response:
         signed, scene, st = await self._scene_request(req)
         await self._require_owner_or_admin(scene, signed.address, st.place_id)
         method = req.method.upper()
         if method in ("GET", "HEAD"):
-            admins = await self._db(self.store.scene_admins, st.place_id)
-            return json_response(
-                [{"admin": a.admin, "name": "", "canBeRemoved": True} for a in admins]
-            )
+            return json_response(await self._list_admins(req, scene, st))
         body = _body(req)
-        if "admin" not in body and "name" in body:
-            raise HttpError(
-                400, "names are not resolved here: send the admin's address", "names_unsupported"
-            )
-        admin = _address(body.get("admin"), "admin")
+        admin = await self._target(body, "admin", "name")
         if method == "POST":
+            if admin in await self.resolver.scene_operators(scene) or await self.resolver.is_owner(
+                scene, admin
+            ):
+                raise HttpError(
+                    400, f"{admin} has owner rights over this scene already", "already_owner"
+                )
+            if await self._db(self.store.is_scene_banned, st.place_id, admin):
+                raise HttpError(
+                    400, f"{admin} is banned from this scene: lift the ban first", "banned_admin"
+                )
             if not await self._db(
                 self.store.add_scene_admin, st.place_id, admin, added_by=signed.address
             ):
                 raise HttpError(409, f"{admin} is already an admin", "already_admin")
         elif not await self._db(self.store.remove_scene_admin, st.place_id, admin):
+            if admin in await self.resolver.scene_operators(scene):
+                raise HttpError(
+                    400,
+                    f"{admin} has owner rights from the land or world, not from this list",
+                    "cannot_remove_owner",
+                )
             raise HttpError(404, f"{admin} is not an admin", "not_admin_row")
         await self.refresh_metadata(st)
         return _no_content()
+
+    async def _list_admins(self, req: Request, scene: Scene, st: RoomState) -> list[dict[str, Any]]:
+        """control-plane.md 1.5: the ``scene_admin`` rows (removable) and every wallet the
+        resolver gives owner rights over the scene (owner, operators, managers, world
+        deployers and streamers; not removable here), each with its display name.
+        ``?admin=0x…`` keeps that wallet only."""
+        only = req.args.get("admin", [None])[0]
+        if only is not None:
+            only = _address(only, "admin")
+        rows = await self._db(self.store.scene_admins, st.place_id)
+        operators = await self.resolver.scene_operators(scene)
+        listed = [a.admin for a in rows] + [
+            o for o in operators if o not in {a.admin for a in rows}
+        ]
+        if only is not None:
+            listed = [a for a in listed if a == only]
+        try:
+            names = await self.resolver.display_names(listed)
+        except ResolverUnavailable as e:  # names are cosmetic: list without them
+            log.warning("display names unavailable", extra={"error": str(e)})
+            names = {}
+        fixed = set(operators)
+        return [
+            {"admin": a, "name": names.get(a, ""), "canBeRemoved": a not in fixed} for a in listed
+        ]
 
     async def h_scene_bans(self, req: Request) -> Response:
         signed, scene, st = await self._scene_request(req)
@@ -637,23 +737,23 @@ class Gatekeeper:
                     "limit": limit,
                 }
             )
-        body = _body(req)
-        if "banned_address" not in body and "banned_name" in body:
-            raise HttpError(
-                400, "names are not resolved here: send banned_address", "names_unsupported"
-            )
-        target = _address(body.get("banned_address"), "banned_address")
+        target = await self._target(_body(req), "banned_address", "banned_name")
         if method == "POST":
             if target == signed.address or await self.owner_or_admin.check(
                 scene, target, place_id=st.place_id
             ):
                 raise HttpError(400, "The owner or an admin cannot be banned", "cannot_ban_admin")
-            await self._db(self.store.add_scene_ban, st.place_id, target, banned_by=signed.address)
-            self.m_bans.inc(kind="scene", action="ban")
-            self.m_kicks.inc(kind="scene")
-            await self._room_call(
-                "kick", self.rooms.kick(st.room, target, "banned from this scene")
+            added = await self._db(
+                self.store.add_scene_ban, st.place_id, target, banned_by=signed.address
             )
+            self.m_bans.inc(kind="scene", action="ban")
+            if not added or self.snapshot is None:
+                # banned already (or no snapshot to diff): kick here; a new ban is kicked
+                # by the reload below, which sees it in the snapshot
+                self.m_kicks.inc(kind="scene")
+                await self._room_call(
+                    "kick", self.rooms.kick(st.room, target, "banned from this scene")
+                )
         else:
             await self._db(self.store.remove_scene_ban, st.place_id, target)
             self.m_bans.inc(kind="scene", action="lift")
@@ -693,14 +793,18 @@ class Gatekeeper:
         """Rebuild the gatekeeper's keys of the room metadata and write it (serialised per
         room; keys the gatekeeper does not own are preserved). ``reload``: after a write,
         re-read the in-memory snapshot first."""
-        if reload and self.snapshot is not None:
-            await self.reload()
+        if reload and self.snapshot is not None and st.room in await self.reload():
+            return st.metadata  # the reload refreshed this room already
         async with st.lock:
             banned, _ = await self._db(self.store.scene_bans, st.place_id, limit=10_000)
             admins = await self._db(self.store.scene_admins, st.place_id)
             presenters = await self._db(self.store.roles, st.room, "presenter")
             speakers = await self._db(self.store.roles, st.room, "speaker")
             moderated = await self._db(self.store.is_moderated, st.room)
+            try:  # owner rights from the land or world are admins too (control-plane.md 1.5)
+                st.operators = await self.resolver.scene_operators(st.scene)
+            except ResolverUnavailable as e:  # keep the last known ones
+                log.warning("scene operators unavailable", extra={"room": st.room, "error": str(e)})
             current: dict[str, Any] = {}
             try:
                 raw = await self.rooms.room_metadata(st.room)
@@ -713,7 +817,7 @@ class Gatekeeper:
             current.update(
                 {
                     "bannedAddresses": [b.banned_address for b in banned],
-                    "sceneAdmins": [a.admin for a in admins],
+                    "sceneAdmins": list(dict.fromkeys([a.admin for a in admins] + st.operators)),
                     "presenters": presenters,
                     "speakers": speakers,
                     "speakRequests": list(st.speak_requests),

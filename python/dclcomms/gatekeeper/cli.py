@@ -7,9 +7,11 @@ until SIGINT/SIGTERM, then exits 0.
 ``dclcomms gatekeeper migrate [--database URL | --data-dir DIR] [--revision REV] [--current]``
 brings the database to the newest revision (or the given one) and prints where it
 ends as JSON. ``ban ADDRESS --reason R [--duration-ms N] [--message M]``, ``unban
-ADDRESS``, ``bans`` and ``admins list|add|remove [ADDRESS] --place P`` edit the rows
-directly (a running gatekeeper applies them on its next check; the HTTP routes also
-kick at once). Errors print ``dclcomms gatekeeper: error: <message> [<code>]`` and
+ADDRESS``, ``bans``, ``admins list|add|remove [ADDRESS] --place P`` and ``scene-bans
+list|add|remove [ADDRESS] --place P`` edit the rows directly; a running gatekeeper (or
+realm) on the same database sees the change within ``change_poll_ms`` (database
+triggers bump a change counter it polls) and kicks the newly banned at once. Errors
+print ``dclcomms gatekeeper: error: <message> [<code>]`` and
 exit 2 (configuration) or 1 (the database).
 """
 
@@ -153,6 +155,37 @@ def _admins(ns: argparse.Namespace) -> int:
     return 0 if changed else 1
 
 
+def _scene_bans(ns: argparse.Namespace) -> int:
+    store = _open(ns)
+    try:
+        if ns.action == "list":
+            rows, _ = store.scene_bans(ns.place, limit=1_000_000)
+            print(
+                json.dumps(
+                    [
+                        {
+                            "bannedAddress": b.banned_address,
+                            "bannedBy": b.banned_by,
+                            "bannedAt": b.banned_at,
+                        }
+                        for b in rows
+                    ]
+                )
+            )
+            return 0
+        if ns.address is None:
+            raise ConfigError(f"scene-bans {ns.action} needs an ADDRESS", code="bad_value")
+        address = _address(ns.address)
+        if ns.action == "add":
+            changed = store.add_scene_ban(ns.place, address, banned_by=ns.by)
+        else:
+            changed = store.remove_scene_ban(ns.place, address)
+    finally:
+        store.close()
+    print(json.dumps({"place": ns.place, "bannedAddress": address, "changed": changed}))
+    return 0 if changed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dclcomms gatekeeper",
@@ -164,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--revision", default="head", help="target revision (default: head)")
     m.add_argument("--current", action="store_true", help="only print the current revision")
     m.set_defaults(run=_migrate)
-    b = sub.add_parser("ban", help="ban a wallet from the platform (kicks on its next check)")
+    b = sub.add_parser("ban", help="ban a wallet from the platform (running realms kick it)")
     _db_arguments(b)
     b.add_argument("address")
     b.add_argument("--reason", required=True)
@@ -187,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("address", nargs="?")
     a.add_argument("--by", default="0x" + "0" * 40, help="who adds (recorded)")
     a.set_defaults(run=_admins)
+    sb = sub.add_parser("scene-bans", help="list, add or remove the bans of a scene's place")
+    _db_arguments(sb)
+    sb.add_argument("action", choices=("list", "add", "remove"))
+    sb.add_argument("--place", required=True, help="place id (the scene id without a resolver)")
+    sb.add_argument("address", nargs="?")
+    sb.add_argument("--by", default="0x" + "0" * 40, help="who bans (recorded)")
+    sb.set_defaults(run=_scene_bans)
     return p
 
 
@@ -242,7 +282,7 @@ def _setup_logging(level: str, fmt: str) -> None:
     root.propagate = False
 
 
-SUBCOMMANDS = ("migrate", "ban", "unban", "bans", "admins")
+SUBCOMMANDS = ("migrate", "ban", "unban", "bans", "admins", "scene-bans")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

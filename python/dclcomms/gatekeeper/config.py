@@ -56,12 +56,17 @@ class GatekeeperConfig:
     #: stream links (control-plane.md 1.7)
     cast_link_days: float = 4.0
     cast_public_url: str = ""
+    #: how often the moderation change counter is polled (bans written by other
+    #: processes, e.g. `dclcomms gatekeeper ban`, apply within about this long)
+    change_poll_ms: int = 250
 
     def __post_init__(self) -> None:
         if self.token_ttl_s < 10 or self.token_ttl_s > 86400:
             raise ConfigError("token_ttl_s must be within 10..86400", code="bad_value")
         if self.max_age_ms < 1000 or self.max_future_ms < 0:
             raise ConfigError("max_age_ms must be >= 1000, max_future_ms >= 0", code="bad_value")
+        if not 20 <= self.change_poll_ms <= 60_000:
+            raise ConfigError("change_poll_ms must be within 20..60000", code="bad_value")
         addr = self.authoritative_server_address
         if addr and not _is_address(addr):
             raise ConfigError(
@@ -124,6 +129,7 @@ ENV: dict[str, str] = {
     "ws_room_secret": "WS_ROOM_SERVICE_SECRET",
     "commit_hash": "COMMIT_HASH",
     "cast_public_url": "CAST_PUBLIC_URL",
+    "change_poll_ms": "GATEKEEPER_CHANGE_POLL_MS",
 }
 
 

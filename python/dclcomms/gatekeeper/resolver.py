@@ -10,7 +10,13 @@ from its own database:
   (operator, update operator/manager, approved-for-all, land lease; world
   ``deployment``/``streaming``);
 * :meth:`Resolver.world_access`: may this wallet enter the world;
-* :meth:`Resolver.world_scene_id`: the scene of a world named by its name.
+* :meth:`Resolver.world_scene_id`: the scene of a world named by its name;
+* :meth:`Resolver.name_owner`: the wallet owning a Decentraland NAME (routes that
+  take ``{"name"}`` / ``{"banned_name"}`` instead of an address);
+* :meth:`Resolver.scene_operators`: every wallet with owner rights over the scene
+  (owner, operators, managers, world deployers/streamers), listed by ``GET
+  /scene-admin`` as admins that cannot be removed;
+* :meth:`Resolver.display_names`: display names of wallets for listings.
 
 Two implementations: :class:`StaticResolver` (a TOML table, for operators without
 Decentraland's services and for tests) and :class:`HttpResolver` (lambdas, worlds
@@ -24,6 +30,7 @@ the check every moderation route (and the server bridge's scene scopes) uses.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import tomllib
 from abc import ABC, abstractmethod
@@ -45,6 +52,19 @@ class ResolverUnavailable(Error):
     """An ownership/permission lookup failed (service down, bad answer): HTTP 503."""
 
 
+_NAME = re.compile(r"^[A-Za-z0-9]{1,15}$")
+
+
+def normalize_name(name: Any) -> str | None:
+    """A Decentraland NAME as the names API takes it (``alice``; ``alice.dcl.eth`` is
+    the same name), or None when ``name`` cannot be one (1-15 letters and digits)."""
+    if not isinstance(name, str):
+        return None
+    if name.lower().endswith(".dcl.eth"):
+        name = name[: -len(".dcl.eth")]
+    return name if _NAME.match(name) else None
+
+
 @dataclass(frozen=True)
 class Scene:
     """A scene as a signed request names it.
@@ -57,6 +77,9 @@ class Scene:
     scene_id: str
     parcel: str | None = None
     world: bool = False
+
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 
 def _lower_all(xs: Any) -> frozenset[str]:
@@ -83,6 +106,19 @@ class Resolver(ABC):
 
     async def place_name(self, scene: Scene) -> str:
         return scene.realm if scene.world else f"{scene.realm}:{scene.scene_id}"
+
+    async def name_owner(self, name: str) -> str | None:
+        """The lowercase wallet owning the NAME ``name`` (already normalised by
+        :func:`normalize_name`); None when no one owns it."""
+        return None
+
+    async def scene_operators(self, scene: Scene) -> list[str]:
+        """Every lowercase wallet with owner rights over the scene, owner first."""
+        return []
+
+    async def display_names(self, addresses: list[str]) -> dict[str, str]:
+        """address -> display name for those that have one (best effort: listings only)."""
+        return {}
 
     async def close(self) -> None:
         return None
@@ -128,12 +164,17 @@ class StaticResolver(Resolver):
         deployers = ["0x..."]          # deployment/streaming permission = owner rights
         scene_id = "bafy..."           # what a world name sent as sceneId resolves to
 
+        [names]                        # Decentraland NAMEs -> owner wallet
+        alice = "0x..."
+
     Unknown scenes have no owner (only ``scene_admin`` rows and moderators act on
-    them); unknown worlds are open to everyone.
+    them); unknown worlds are open to everyone; unknown names have no owner. A
+    wallet's display name is the first NAME it owns in the table.
     """
 
     places: list[_Place] = field(default_factory=list)
     worlds: dict[str, _World] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # lowercase name -> address
 
     @classmethod
     def from_file(cls, path: str | Path) -> StaticResolver:
@@ -172,11 +213,20 @@ class StaticResolver(Resolver):
                 )
                 for w in doc.get("worlds", [])
             }
+            names: dict[str, str] = {}
+            raw_names = doc.get("names", {})
+            if not isinstance(raw_names, dict):
+                raise ConfigError("[names] must be a table of name = address", code="bad_value")
+            for n, owner in raw_names.items():
+                key = normalize_name(n)
+                if key is None or not isinstance(owner, str) or not _ADDRESS.match(owner):
+                    raise ConfigError(f"names: {n} = {owner!r}", code="bad_value")
+                names[key.lower()] = owner.lower()
         except (KeyError, TypeError, AttributeError, IndexError, ConfigError) as e:
             raise ConfigError(
                 f"moderation {where}: malformed entry: {e}", code="bad_value"
             ) from None
-        return cls(places, worlds)
+        return cls(places, worlds, names)
 
     def _place(self, scene: Scene) -> _Place | None:
         for p in self.places:
@@ -215,6 +265,28 @@ class StaticResolver(Resolver):
         w = self.worlds.get(world.lower())
         return w.scene_id if w is not None else None
 
+    async def name_owner(self, name: str) -> str | None:
+        return self.names.get(name.lower())
+
+    async def scene_operators(self, scene: Scene) -> list[str]:
+        out: list[str] = []
+        if scene.world:
+            w = self.worlds.get(scene.realm.lower())
+            if w is not None:
+                out += ([w.owner] if w.owner else []) + sorted(w.deployers)
+        p = self._place(scene)
+        if p is not None:
+            out += sorted(p.owners)
+        return list(dict.fromkeys(out))
+
+    async def display_names(self, addresses: list[str]) -> dict[str, str]:
+        wanted = {a.lower() for a in addresses}
+        out: dict[str, str] = {}
+        for name, owner in self.names.items():
+            if owner in wanted and owner not in out:
+                out[owner] = name
+        return out
+
 
 class HttpResolver(Resolver):
     """Decentraland's services, by their public API shapes:
@@ -227,7 +299,13 @@ class HttpResolver(Resolver):
       "streaming": {"wallets"}}}``; ``GET {worlds}/world/{name}/about`` →
       ``{"configurations": {"scenesUrn": ["urn:decentraland:entity:<id>?…"]}}``;
     * places: ``GET {places}/places?positions=x,y`` and ``{places}/worlds?names=<name>``
-      → ``{"data": [{"id", "title"}]}`` (no answer: the scene id is the key).
+      → ``{"data": [{"id", "title"}]}`` (no answer: the scene id is the key);
+    * names: ``GET {lambdas}/names/{name}/owner`` → ``{"owner": "0x…"}`` (404: no
+      owner);
+    * land operators: ``GET {lambdas}/parcels/{x}/{y}/operators`` → ``{"owner",
+      "operator", "updateOperator", "updateManagers": [], "approvedForAll": []}``;
+    * display names: ``POST {lambdas}/profiles`` ``{"ids": [...]}`` → ``[{"avatars":
+      [{"ethAddress", "name", "hasClaimedName"}]}]`` (unclaimed: ``name#last4``).
 
     Answers are cached ``cache_s`` seconds (owners and permissions change rarely;
     ban decisions never use a cached "unknown"). Any failure raises
@@ -362,6 +440,100 @@ class HttpResolver(Resolver):
             return a in (str(w).lower() for w in access.get("wallets") or [])
         return False  # shared-secret / nft-ownership: not decidable here
 
+    async def name_owner(self, name: str) -> str | None:
+        base = self._need(self.lambdas_url, "lambdas")
+        body = await self._get("lambdas", f"{base}/names/{quote(name, safe='')}/owner")
+        if body is None:
+            return None  # 404: no one owns it
+        owner = body.get("owner") if isinstance(body, dict) else None
+        if owner is None:
+            return None
+        if not isinstance(owner, str) or not _ADDRESS.match(owner):
+            self.m_failures.inc(service="lambdas")
+            raise ResolverUnavailable(
+                f"lambdas: unexpected name owner answer {body!r:.200}",
+                code="resolver_unavailable",
+            )
+        return owner.lower()
+
+    async def scene_operators(self, scene: Scene) -> list[str]:
+        out: list[str] = []
+
+        def add(value: Any) -> None:
+            values = value if isinstance(value, list) else [value]
+            out.extend(v.lower() for v in values if isinstance(v, str) and _ADDRESS.match(v))
+
+        if scene.world:
+            perms = await self._world_permissions(scene.realm)
+            add(perms.get("owner"))
+            p = perms.get("permissions") or {}
+            for kind in ("deployment", "streaming"):
+                add((p.get(kind) or {}).get("wallets") or [])
+        elif scene.parcel:
+            x, _, y = scene.parcel.partition(",")
+            base = self._need(self.lambdas_url, "lambdas")
+            body = await self._get(
+                "lambdas",
+                f"{base}/parcels/{quote(x.strip(), safe='-')}/{quote(y.strip(), safe='-')}"
+                "/operators",
+            )
+            if isinstance(body, dict):
+                for k in (
+                    "owner",
+                    "operator",
+                    "updateOperator",
+                    "updateManagers",
+                    "approvedForAll",
+                ):
+                    add(body.get(k))
+        return list(dict.fromkeys(out))
+
+    async def display_names(self, addresses: list[str]) -> dict[str, str]:
+        if not addresses or not self.lambdas_url:
+            return {}
+        out: dict[str, str] = {}
+        missing: list[str] = []
+        now = time.monotonic()
+        for a in addresses:
+            hit = self._cache.get("profile:" + a)
+            if hit is not None and now - hit[0] < self.cache_s:
+                if hit[1]:
+                    out[a] = hit[1]
+            else:
+                missing.append(a)
+        if not missing:
+            return out
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        t0 = time.perf_counter()
+        try:
+            async with self._http.post(f"{self.lambdas_url}/profiles", json={"ids": missing}) as r:
+                r.raise_for_status()
+                profiles = await r.json(content_type=None)
+        except Exception as e:  # the listing's caller decides (names are cosmetic there)
+            self.m_failures.inc(service="profiles")
+            raise ResolverUnavailable(
+                f"profiles lookup failed: {type(e).__name__}: {e}", code="resolver_unavailable"
+            ) from None
+        finally:
+            self.m_latency.observe(time.perf_counter() - t0)
+        found: dict[str, str] = {}
+        for prof in profiles if isinstance(profiles, list) else []:
+            avatars = prof.get("avatars") if isinstance(prof, dict) else None
+            if not isinstance(avatars, list) or not avatars or not isinstance(avatars[0], dict):
+                continue
+            av = avatars[0]
+            addr, name = av.get("ethAddress"), av.get("name")
+            if not isinstance(addr, str) or not isinstance(name, str) or not name:
+                continue
+            addr = addr.lower()
+            found[addr] = name if av.get("hasClaimedName") is True else f"{name}#{addr[-4:]}"
+        for a in missing:
+            self._cache["profile:" + a] = (now, found.get(a, ""))
+            if found.get(a):
+                out[a] = found[a]
+        return out
+
     async def world_scene_id(self, world: str) -> str | None:
         base = self._need(self.worlds_url, "worlds content server")
         body = await self._get("worlds", f"{base}/world/{quote(world.lower(), safe='')}/about")
@@ -404,4 +576,5 @@ __all__ = [
     "ResolverUnavailable",
     "Scene",
     "StaticResolver",
+    "normalize_name",
 ]

@@ -147,6 +147,18 @@ scene_room_settings = Table(
     Column("updated_at", BigInteger, nullable=False),
 )
 
+# --- revision 0004: the moderation change counter ------------------------------------
+# One row (id 1) whose version triggers on user_bans, scene_bans, scene_admin,
+# scene_room_roles and scene_room_settings bump on every write (any writer): running
+# gatekeepers poll it to apply bans made elsewhere (e.g. `dclcomms gatekeeper ban`).
+
+moderation_version = Table(
+    "moderation_version",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
+)
+
 # The server bridge's API keys (dclcomms.bridge.keys; control-plane.md 5): the secret is
 # never stored, only its SHA-256; scopes are a JSON list.
 bridge_keys = Table(
@@ -168,6 +180,7 @@ __all__ = [
     "bridge_keys",
     "cast_links",
     "metadata",
+    "moderation_version",
     "player_connection_info",
     "scene_admin",
     "scene_bans",

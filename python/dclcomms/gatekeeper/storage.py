@@ -266,12 +266,14 @@ class Admission:
 @dataclass(frozen=True)
 class Snapshot:
     """Active platform bans (address -> expiry or None), scene bans (place, address),
-    moderated rooms and scene-room roles, read in one go."""
+    moderated rooms and scene-room roles, read in one go; ``version``: the
+    moderation change counter read before them (:meth:`Store.change_version`)."""
 
     platform: dict[str, int | None]
     scene: set[tuple[str, str]]
     moderated: set[str]
     roles: dict[tuple[str, str], frozenset[str]]
+    version: int = 0
 
     def admission(self, address: str, place_id: str, room: str, now: int) -> Admission:
         a = address.lower()
@@ -628,10 +630,27 @@ class Store:
                 )
         return Admission(None if row is None else _ban(row), scene_banned, moderated, roles)
 
+    def change_version(self) -> int:
+        """The moderation change counter: every write to the ban, admin, role and
+        room-settings tables bumps it (database triggers, revision 0004), whichever
+        process writes. One primary-key read: cheap enough to poll several times a
+        second."""
+        with self.engine.connect() as c:
+            return int(
+                c.execute(
+                    sa.select(t.moderation_version.c.version).where(t.moderation_version.c.id == 1)
+                ).scalar_one()
+            )
+
     def snapshot(self, *, now: int | None = None) -> Snapshot:
         """What token requests read, for an in-memory copy (:class:`Snapshot`)."""
         now = now_ms() if now is None else now
         with self.engine.connect() as c:
+            version = int(
+                c.execute(
+                    sa.select(t.moderation_version.c.version).where(t.moderation_version.c.id == 1)
+                ).scalar_one()
+            )
             platform = {
                 r.banned_address: r.expires_at
                 for r in c.execute(
@@ -664,7 +683,9 @@ class Store:
                 )
             ):
                 roles.setdefault((r.room_id, r.identity), set()).add(r.role)
-        return Snapshot(platform, scene, moderated, {k: frozenset(v) for k, v in roles.items()})
+        return Snapshot(
+            platform, scene, moderated, {k: frozenset(v) for k, v in roles.items()}, version
+        )
 
     # --- scene-room roles and settings (control-plane.md 1.7) ---------------------------
 

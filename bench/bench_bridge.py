@@ -5,7 +5,8 @@
   (:class:`dclcomms.bridge.BridgeClient` in this process): messages/s the server
   reads, the room's own delivered updates/s with and without the reader (the tap's
   cost), the server process's CPU share;
-* injection: a server injects packets into a scene room through ``/bridge``; a member
+* injection: a server injects packets into a scene room (the gatekeeper's built-in
+  ``/scene-rooms/`` registry, joined with a room token) through ``/bridge``; a member
   (an RFC-5 client in this process, so one clock) measures publish -> receive latency,
   p50/p99.
 
@@ -38,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ws import ROOT, ServerProc, build_load, free_port, median_of
 
 RFC5 = "decentraland.kernel.comms.rfc5.WsPacket"
+ROOM_SECRET = "bench-room-secret"  # scene rooms always require a room token
 
 
 async def _serve(port: int, max_users: int) -> None:
@@ -45,7 +47,15 @@ async def _serve(port: int, max_users: int) -> None:
     from dclcomms.bridge import BridgeGateway, LocalRoomLink, MemoryKeyStore
     from dclcomms.metrics import Registry
 
-    server = ws.Server(ws.ServerConfig(port=port, rooms_max_users=max_users, bridge=True))
+    server = ws.Server(
+        ws.ServerConfig(
+            port=port,
+            rooms_max_users=max_users,
+            bridge=True,
+            scene_rooms=True,
+            ws_room_secret=ROOM_SECRET,
+        )
+    )
     server.start()
     loop = asyncio.get_running_loop()
     keys = MemoryKeyStore()
@@ -56,7 +66,7 @@ async def _serve(port: int, max_users: int) -> None:
     def drain() -> None:
         for ev in server.poll():
             if isinstance(ev, ws.RoomMessage):
-                link.deliver(ev.room, ev.sender, ev.body, ev.unreliable, ev.received_ms)
+                link.deliver(ev.room, ev.sender, ev.body, ev.unreliable, ev.received_ms, ev.scene)
             elif isinstance(ev, ws.BridgeFrame):
                 gateway.on_frame(ev.id, ev.text)
             elif isinstance(ev, ws.BridgeOpened):
@@ -151,13 +161,17 @@ async def fan_in_run(
         srv.close()
 
 
-async def _member(port: int, room: str) -> aiohttp.ClientWebSocketResponse:
+async def _scene_member(port: int, room: str) -> aiohttp.ClientWebSocketResponse:
+    """A member of the scene room ``/scene-rooms/<room>`` (a room token, as the gatekeeper
+    mints it)."""
     from dclcomms import codec
     from dclcomms.auth import Identity
+    from dclcomms.gatekeeper.tokens import ws_room_token
 
     ident = Identity.generate(seed=1)
+    token = ws_room_token(ROOM_SECRET, address=ident.address.lower(), room=room)
     session = aiohttp.ClientSession()
-    ws = await session.ws_connect(f"ws://127.0.0.1:{port}/rooms/{room}")
+    ws = await session.ws_connect(f"ws://127.0.0.1:{port}/scene-rooms/{room}?access_token={token}")
     ws._bench_session = session  # type: ignore[attr-defined]
     await ws.send_bytes(codec.encode(RFC5, {"peerIdentification": {"address": ident.address}}))
     ch = codec.decode(RFC5, (await ws.receive(10)).data)["challengeMessage"]
@@ -173,7 +187,7 @@ async def injection_run(count: int, rate: float) -> dict[str, Any]:
 
     srv = BridgeServerProc(free_port(), 100)
     try:
-        member = await _member(srv.port, "bench:s1")
+        member = await _scene_member(srv.port, "bench:s1")
         async with BridgeClient(f"ws://127.0.0.1:{srv.port}/bridge", key=srv.key) as client:
             sub = await client.subscribe("scene", "bench:s1")
             lat: list[float] = []

@@ -1,9 +1,10 @@
 """The /bridge end to end on an embedded realm: real sockets, real signatures.
 
-Bots join a scene room and an island room; servers connect with API keys or a
-signed fetch, read the bots' RFC-4 traffic with its sender and inject packets every
-member receives from the server's own identity; every refused credential, scope and
-frame gets its typed error and sees nothing.
+Bots join a scene room (the gatekeeper's built-in ``/scene-rooms/``, through
+``/get-scene-adapter``) and an island room (``/rooms/``); servers connect with API keys
+or a signed fetch, read the bots' RFC-4 traffic with its sender and inject packets
+every member of the scene receives from the server's own identity; every refused
+credential, scope and frame gets its typed error and sees nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from dclcomms.bridge import BridgeClient, MemoryKeyStore, StaticSceneAuthority
 from dclcomms.config import RealmConfig
 from dclcomms.errors import BridgeError
 from dclcomms.realm import Realm
-from tests.helpers.realm_client import RoomClient, Wallet, eventually, room_string
+from tests.helpers.realm_client import (
+    RoomClient,
+    Wallet,
+    eventually,
+    room_string,
+    scene_room_string,
+)
 
 RFC4 = codec.RFC4_PACKET
 SCENE = "main:bafyscene1"  # kind "scene" topic; its room id (no prefix) is the same
@@ -60,8 +67,35 @@ def url(r: Realm) -> str:
 
 
 async def bot(r: Realm, seed: int, room: str) -> RoomClient:
+    """A member of the island room ``/rooms/<room>``."""
     c = RoomClient(Wallet(seed))
     await c.join(room_string(r, room, c.wallet))
+    return c
+
+
+async def scene_bot(r: Realm, seed: int, room: str) -> RoomClient:
+    """A member of the scene room ``/scene-rooms/<room>``."""
+    c = RoomClient(Wallet(seed))
+    await c.join(scene_room_string(r, room, c.wallet))
+    return c
+
+
+async def gatekeeper_scene_bot(r: Realm, seed: int, scene_id: str) -> RoomClient:
+    """A member of scene ``main:<scene_id>``'s room as an explorer gets there: a signed
+    ``POST /get-scene-adapter`` to the realm's gatekeeper, then the ``ws-room:`` adapter."""
+    c = RoomClient(Wallet(seed))
+    me = Identity.from_private_key(bytes(c.wallet.owner.key))
+    path = "/get-scene-adapter"
+    meta = {"realmName": "main", "sceneId": scene_id, "parcel": "0,0"}
+    headers = me.sign_fetch_headers("POST", path, metadata=meta)
+    async with (
+        aiohttp.ClientSession() as h,
+        h.post(f"http://127.0.0.1:{r.port}{path}", headers=headers) as resp,
+    ):
+        doc = await resp.json()
+    assert resp.status == 200, doc
+    assert f"/scene-rooms/main:{scene_id}?" in doc["adapter"], doc
+    await c.join(doc["adapter"])
     return c
 
 
@@ -86,15 +120,21 @@ def test_scene_key_reads_bots_and_injects_state_every_member_sees() -> None:
         keys = MemoryKeyStore()
         key, rec = keys.create("doors", [f"scene:{SCENE}"])
         async with realm(keys) as r:
-            a, b = await bot(r, 1, SCENE), await bot(r, 2, SCENE)
+            a = await gatekeeper_scene_bot(r, 1, "bafyscene1")
+            b = await gatekeeper_scene_bot(r, 2, "bafyscene1")
+            members = set(r.server.room_members(SCENE, scene=True))
+            assert members == {a.wallet.address, b.wallet.address}
             island = await bot(r, 3, "I7")
+            # an island-registry room with the scene room's id: never the scene
+            poser = await bot(r, 5, SCENE)
             async with BridgeClient(url(r), key=key) as server:
                 assert server.identity == "server:doors" == rec.identity
                 assert server.scopes == [f"scene:{SCENE}"]
                 scene = await server.subscribe("scene", SCENE)
                 assert scene.room == SCENE
-                await a.send({"peerUpdateMessage": {"fromAlias": 0, "body": chat("hello")}})
+                await poser.send({"peerUpdateMessage": {"fromAlias": 0, "body": chat("posing")}})
                 await island.send({"peerUpdateMessage": {"fromAlias": 0, "body": chat("x")}})
+                await a.send({"peerUpdateMessage": {"fromAlias": 0, "body": chat("hello")}})
                 msg = await scene.get(timeout=5)
                 assert msg.sender == a.wallet.address
                 assert msg.packet == {"chat": {"message": "hello", "timestamp": 1.0}}
@@ -112,18 +152,21 @@ def test_scene_key_reads_bots_and_injects_state_every_member_sees() -> None:
                     assert await update_from(c, alias) == state
                 # A late joiner learns the server's alias from its welcome.
                 late = RoomClient(Wallet(4))
-                welcome = await late.join(room_string(r, SCENE, late.wallet))
+                welcome = await late.join(scene_room_string(r, SCENE, late.wallet))
                 assert "server:doors" in welcome["peerIdentities"].values()
-                # The island saw nothing of it; the server never gets its own injection.
+                # The islands saw nothing of it (not even the one named like the scene
+                # room); the server never gets its own injection.
                 with pytest.raises(TimeoutError):
                     await island.expect("peerUpdateMessage", timeout=0.3)
+                with pytest.raises(TimeoutError):
+                    await poser.expect("peerJoinMessage", timeout=0.1, address="server:doors")
                 with pytest.raises(asyncio.TimeoutError):
                     await scene.get(timeout=0.3)
                 await late.close()
             # The server left: members see its identity leave.
             assert (await a.expect("peerLeaveMessage", alias=alias))["peerLeaveMessage"]
             assert r.server.stats()["bridge"]["taps"] == 0
-            for c in (a, b, island):
+            for c in (a, b, island, poser):
                 await c.close()
 
     run(body)
@@ -167,7 +210,7 @@ def test_refused_credentials_see_nothing() -> None:
         owner = Identity.generate(seed=7)
         authority = StaticSceneAuthority({SCENE: [owner.address]})
         async with realm(keys, bridge_authority=authority) as r:
-            a = await bot(r, 1, SCENE)
+            a = await scene_bot(r, 1, SCENE)
             await refused(BridgeClient(url(r), key=expired).connect(), "key_expired")
             await refused(BridgeClient(url(r), key=revoked).connect(), "key_revoked")
             await refused(
@@ -230,7 +273,7 @@ def test_authoritative_server_and_world_scope() -> None:
         world_key, _ = keys.create("world-game", ["world:party.dcl.eth"])
         auth = Identity.generate(seed=9)
         async with realm(keys, bridge_authoritative_server=auth.address) as r:
-            a = await bot(r, 1, "party.dcl.eth-bafyw1")
+            a = await scene_bot(r, 1, "party.dcl.eth-bafyw1")
             async with (
                 BridgeClient(url(r), key=world_key) as w,
                 BridgeClient(url(r), identity=auth) as s,
@@ -273,7 +316,7 @@ def test_publish_limits_and_frame_errors() -> None:
         keys = MemoryKeyStore()
         key, _ = keys.create("small", [f"scene:{SCENE}"], rate=5, max_bytes=64)
         async with realm(keys) as r:
-            a = await bot(r, 1, SCENE)
+            a = await scene_bot(r, 1, SCENE)
             async with BridgeClient(url(r), key=key) as s:
                 assert s.limits == {"rate": 5.0, "maxBytes": 64}
                 await s.send("scene", SCENE, chat("before"))
@@ -333,7 +376,7 @@ def test_metrics_and_stats() -> None:
         keys = MemoryKeyStore()
         key, _ = keys.create("m", [f"scene:{SCENE}"])
         async with realm(keys) as r:
-            a = await bot(r, 1, SCENE)
+            a = await scene_bot(r, 1, SCENE)
             async with BridgeClient(url(r), key=key) as s:
                 sub = await s.subscribe("scene", SCENE)
                 await a.send({"peerUpdateMessage": {"fromAlias": 0, "body": chat("m")}})
@@ -345,7 +388,8 @@ def test_metrics_and_stats() -> None:
                 for name in (
                     "dcl_bridge_sessions 1",
                     "dcl_bridge_rooms 1",
-                    "dcl_bridge_messages_read_total 1",
+                    "dcl_bridge_scene_rooms 1",
+                    'dcl_bridge_messages_read_total{kind="scene"} 1',
                     'dcl_bridge_messages_injected_total{kind="scene"} 1',
                     'dcl_bridge_auth_total{kind="key"} 1',
                     "dcl_ws_bridge_sessions 1",

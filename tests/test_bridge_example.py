@@ -15,7 +15,7 @@ from dclcomms import codec
 from dclcomms.bridge import MemoryKeyStore
 from dclcomms.config import RealmConfig
 from dclcomms.realm import Realm
-from tests.helpers.realm_client import RoomClient, Wallet, room_string
+from tests.helpers.realm_client import RoomClient, Wallet, scene_room_string
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "scene_state_server.py"
 SCENE = "main:bafydoor"
@@ -53,8 +53,9 @@ def test_scene_state_server_example() -> None:
         realm = await Realm(cfg, bridge_keys=keys).start()
         try:
             alice, bob = RoomClient(Wallet(1)), RoomClient(Wallet(2))
-            await alice.join(room_string(realm, SCENE, alice.wallet))
-            await bob.join(room_string(realm, SCENE, bob.wallet))
+            # the scene's room: the gatekeeper's built-in /scene-rooms/ (no LiveKit)
+            await alice.join(scene_room_string(realm, SCENE, alice.wallet))
+            await bob.join(scene_room_string(realm, SCENE, bob.wallet))
             ready = asyncio.Event()
             server = asyncio.create_task(
                 example.run(f"ws://127.0.0.1:{realm.port}/bridge", key, SCENE, ready=ready)

@@ -1,10 +1,13 @@
-"""The bridge over NATS: ``dclcomms rooms --nats`` and ``dclcomms bridge serve`` as separate
-processes on a real nats-server; keys created with ``dclcomms bridge keys``.
+"""The bridge over NATS on a real nats-server, ``dclcomms bridge serve`` in its own process;
+keys created with ``dclcomms bridge keys``.
 
-Bots in a scene room and an island room on the rooms process; a server with a
-scene-scoped key on the bridge process reads their RFC-4 traffic and injects state
-every bot in the scene receives from the server's identity; a key for another scene,
-an expired or revoked key and an island scope the key lacks are refused and see nothing.
+* island rooms of a ``dclcomms rooms --nats`` process, read with island-scoped keys;
+* the gatekeeper's scene rooms of a realm on NATS: bots in a scene room and on islands, a
+  server with a scene-scoped key reads their RFC-4 traffic and injects state every bot in
+  the scene receives from the server's identity; a key for another scene, an expired or
+  revoked key, an island scope the key lacks and a forged signed fetch are refused and
+  see nothing;
+* a realm's rooms read by a bridge process and its own /bridge at once.
 """
 
 from __future__ import annotations
@@ -87,30 +90,34 @@ async def refused(coro: Any, code: str) -> None:
     assert e.value.code == code, e.value
 
 
-def test_bridge_in_its_own_process_over_nats(
+def test_island_rooms_of_a_rooms_process_through_a_bridge_process(
     nats_server: NatsServer,  # noqa: F811
     tmp_path: Path,
 ) -> None:
+    """``dclcomms rooms --nats`` (island rooms) and ``dclcomms bridge serve`` as separate
+    processes: an island-scoped key reads its island's traffic through NATS (read-only:
+    publishing is refused), never another island's; a scene key (scene rooms live in the
+    gatekeeper's registry, not here), a key for another island, an expired or revoked key
+    and a forged signed fetch are refused and see nothing."""
     data = tmp_path / "data"
+    watch = cli("keys", "create", "--name", "watch", "--scope", "island:I7", data_dir=data)
     scene_key = cli("keys", "create", "--name", "doors", "--scope", f"scene:{SCENE}", data_dir=data)
-    other = cli(
-        "keys", "create", "--name", "other", "--scope", "scene:main:bafyother", data_dir=data
-    )
+    other = cli("keys", "create", "--name", "other", "--scope", "island:I9", data_dir=data)
     expired = cli(
         "keys",
         "create",
         "--name",
         "old",
         "--scope",
-        f"scene:{SCENE}",
+        "island:I7",
         "--ttl",
         "0.001",
         data_dir=data,
     )
-    revoked = cli("keys", "create", "--name", "gone", "--scope", f"scene:{SCENE}", data_dir=data)
+    revoked = cli("keys", "create", "--name", "gone", "--scope", "island:I7", data_dir=data)
     assert cli("keys", "revoke", revoked["id"], data_dir=data)["status"] == "revoked"
     listed = {k["name"]: k for k in cli("keys", "list", data_dir=data)}
-    assert listed["doors"]["status"] == "active" and "key" not in listed["doors"]
+    assert listed["watch"]["status"] == "active" and "key" not in listed["watch"]
     assert listed["old"]["status"] == "expired" and listed["gone"]["status"] == "revoked"
 
     async def body() -> None:
@@ -138,11 +145,11 @@ def test_bridge_in_its_own_process_over_nats(
         url = f"ws://127.0.0.1:{bridge_port}/bridge"
         bots: list[RoomClient] = []
         try:
-            for seed, room in ((1, SCENE), (2, SCENE), (3, "I7")):
+            for seed, room in ((1, "I7"), (2, "I7"), (3, "I8")):
                 c = RoomClient(Wallet(seed))
                 await c.join(f"ws-room:ws://127.0.0.1:{rooms_port}/rooms/{room}")
                 bots.append(c)
-            a, b, island = bots
+            a, b, elsewhere = bots
             await refused(BridgeClient(url, key=expired["key"]).connect(), "key_expired")
             await refused(BridgeClient(url, key=revoked["key"]).connect(), "key_revoked")
             forged = BridgeClient(url, identity=Identity.generate(seed=5))
@@ -157,46 +164,35 @@ def test_bridge_in_its_own_process_over_nats(
             forged._auth_frame = tampered  # type: ignore[method-assign]
             await refused(forged.connect(), "invalid_signed_fetch")
             async with BridgeClient(url, key=other["key"]) as o:
-                await refused(o.subscribe("scene", SCENE), "forbidden_scope")
-            async with BridgeClient(url, key=scene_key["key"]) as server:
-                assert server.identity == "server:doors"
-                await refused(server.subscribe("island", "I7"), "forbidden_scope")
-                scene = await server.subscribe("scene", SCENE)
+                await refused(o.subscribe("island", "I7"), "forbidden_scope")
+            async with BridgeClient(url, key=scene_key["key"]) as sk:
+                await refused(sk.subscribe("island", "I7"), "forbidden_scope")
+            async with BridgeClient(url, key=watch["key"]) as server:
+                assert server.identity == "server:watch"
+                await refused(server.subscribe("island", "I8"), "forbidden_scope")
+                island = await server.subscribe("island", "I7")
                 # The rooms process taps the room once the bridge's lease reaches it.
                 msg = None
                 for i in range(50):
+                    await elsewhere.send(
+                        {"peerUpdateMessage": {"fromAlias": 0, "body": chat(f"x{i}")}}
+                    )
                     await a.send({"peerUpdateMessage": {"fromAlias": 0, "body": chat(f"hi{i}")}})
                     try:
-                        msg = await scene.get(timeout=0.2)
+                        msg = await island.get(timeout=0.2)
                         break
                     except TimeoutError:
                         continue
                 assert msg is not None, "no traffic through NATS"
-                assert msg.sender == a.wallet.address
+                assert msg.sender == a.wallet.address and msg.room == "I7"
                 assert msg.packet is not None and msg.packet["chat"]["message"].startswith("hi")
-                await island.send({"peerUpdateMessage": {"fromAlias": 0, "body": chat("isl")}})
-                state = {
-                    "scene": {
-                        "sceneId": "bafyscene1",
-                        "data": base64.b64encode(b"score=3").decode(),
-                    }
-                }
-                await scene.send(state)
-                for c in (a, b):
-                    join = await c.expect("peerJoinMessage", timeout=10, address="server:doors")
-                    alias = join["peerJoinMessage"]["alias"]
-                    got = await c.expect("peerUpdateMessage", timeout=10, fromAlias=alias)
-                    assert (
-                        codec.decode(RFC4, base64.b64decode(got["peerUpdateMessage"]["body"]))
-                        == state
-                    )
-                with pytest.raises(TimeoutError):  # the island sees none of it
-                    await island.expect("peerUpdateMessage", timeout=0.3)
-                while not scene.queue.empty():  # only scene traffic was read
-                    m = scene.queue.get_nowait()
-                    assert m is not None and m.room == SCENE
-            # The server left: its identity leaves the room.
-            await a.expect("peerLeaveMessage", timeout=10, alias=alias)
+                await island.send(chat("nope"))  # islands are read-only for servers
+                assert (await asyncio.wait_for(server.errors.get(), 5)).code == "read_only"
+                with pytest.raises(TimeoutError):
+                    await b.expect("peerJoinMessage", timeout=0.3, address="server:watch")
+                while not island.queue.empty():  # only I7's members were read
+                    m = island.queue.get_nowait()
+                    assert m is not None and m.sender in (a.wallet.address, b.wallet.address)
         finally:
             for c in bots:
                 await c.close()
@@ -284,6 +280,147 @@ def test_realm_rooms_over_nats_with_the_local_bridge_too(
             await remote.close()
         finally:
             await a.close()
+            code = await stop(bridge)
+            await realm.stop()
+        assert code == 0
+
+    asyncio.run(asyncio.wait_for(body(), 120))
+
+
+async def gatekeeper_scene_member(realm: Any, seed: int, scene_id: str) -> RoomClient:
+    """A member of scene ``main:<scene_id>``'s room through the realm's gatekeeper (signed
+    ``POST /get-scene-adapter``, then the ``ws-room:`` adapter to ``/scene-rooms/``)."""
+    import aiohttp
+
+    c = RoomClient(Wallet(seed))
+    me = Identity.from_private_key(bytes(c.wallet.owner.key))
+    meta = {"realmName": "main", "sceneId": scene_id, "parcel": "0,0"}
+    headers = me.sign_fetch_headers("POST", "/get-scene-adapter", metadata=meta)
+    async with (
+        aiohttp.ClientSession() as h,
+        h.post(f"http://127.0.0.1:{realm.port}/get-scene-adapter", headers=headers) as resp,
+    ):
+        doc = await resp.json()
+    assert resp.status == 200, doc
+    assert f"/scene-rooms/main:{scene_id}?" in doc["adapter"], doc
+    await c.join(doc["adapter"])
+    return c
+
+
+def test_gatekeeper_scene_rooms_through_nats_with_the_bridge_in_its_own_process(
+    nats_server: NatsServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The issue's acceptance over NATS: the realm (rooms, and the gatekeeper's built-in
+    scene rooms) in this process, ``dclcomms bridge serve`` in another. A scene-scoped key
+    reads the scene room's RFC-4 traffic (never the island room of the same id) and injects
+    state every bot in the scene receives from ``server:doors``; the refused credentials
+    see nothing."""
+    from dclcomms.config import RealmConfig
+    from dclcomms.nats.pubsub import NatsPubSub
+    from dclcomms.realm import Realm
+    from tests.helpers.realm_client import room_string
+
+    data = tmp_path / "bridge-data"
+    scene_key = cli("keys", "create", "--name", "doors", "--scope", f"scene:{SCENE}", data_dir=data)
+    other = cli("keys", "create", "--name", "other", "--scope", "scene:main:bafyo", data_dir=data)
+    expired = cli(
+        "keys", "create", "--name", "old", "--scope", f"scene:{SCENE}", "--ttl", "0.001",
+        data_dir=data,
+    )  # fmt: skip
+    revoked = cli("keys", "create", "--name", "gone", "--scope", f"scene:{SCENE}", data_dir=data)
+    cli("keys", "revoke", revoked["id"], data_dir=data)
+
+    async def body() -> None:
+        pubsub = await NatsPubSub.connect([nats_server.url])
+        cfg = RealmConfig(
+            host="127.0.0.1",
+            port=0,
+            log_format="text",
+            log_level="WARNING",
+            data_dir=str(tmp_path / "realm-data"),
+        )
+        realm = await Realm(cfg, pubsub=pubsub).start()  # no local /bridge: NATS only
+        bridge, bridge_port = await start(
+            "bridge",
+            "serve",
+            "--nats",
+            nats_server.url,
+            "--data-dir",
+            str(data),
+            "--lease-interval",
+            "0.5",
+            expect="dclcomms bridge: listening on",
+        )
+        url = f"ws://127.0.0.1:{bridge_port}/bridge"
+        bots: list[RoomClient] = []
+        try:
+            a = await gatekeeper_scene_member(realm, 1, "bafyscene1")
+            b = await gatekeeper_scene_member(realm, 2, "bafyscene1")
+            bots += [a, b]
+            island = RoomClient(Wallet(3))
+            await island.join(room_string(realm, "I7", island.wallet))
+            poser = RoomClient(Wallet(4))  # an island-registry room named like the scene room
+            await poser.join(room_string(realm, SCENE, poser.wallet))
+            bots += [island, poser]
+            await refused(BridgeClient(url, key=expired["key"]).connect(), "key_expired")
+            await refused(BridgeClient(url, key=revoked["key"]).connect(), "key_revoked")
+            forged = BridgeClient(url, identity=Identity.generate(seed=5))
+            real = forged._auth_frame
+
+            def tampered() -> dict[str, Any]:
+                frame = real()
+                h = frame["signedFetch"]
+                h["x-identity-metadata"] = h.get("x-identity-metadata", "{}")[:-1] + ',"x":1}'
+                return frame
+
+            forged._auth_frame = tampered  # type: ignore[method-assign]
+            await refused(forged.connect(), "invalid_signed_fetch")
+            async with BridgeClient(url, key=other["key"]) as o:
+                await refused(o.subscribe("scene", SCENE), "forbidden_scope")
+                await refused(o.subscribe("island", "I7"), "forbidden_scope")
+            async with BridgeClient(url, key=scene_key["key"]) as server:
+                await refused(server.subscribe("island", "I7"), "forbidden_scope")
+                scene = await server.subscribe("scene", SCENE)
+                msg = None
+                for i in range(50):  # the realm taps once the bridge's lease reaches it
+                    await poser.send(
+                        {"peerUpdateMessage": {"fromAlias": 0, "body": chat(f"pose{i}")}}
+                    )
+                    await a.send({"peerUpdateMessage": {"fromAlias": 0, "body": chat(f"hi{i}")}})
+                    try:
+                        msg = await scene.get(timeout=0.2)
+                        break
+                    except TimeoutError:
+                        continue
+                assert msg is not None, "no scene-room traffic through NATS"
+                assert msg.sender == a.wallet.address and msg.room == SCENE
+                assert msg.packet is not None and msg.packet["chat"]["message"].startswith("hi")
+                state = {
+                    "scene": {
+                        "sceneId": "bafyscene1",
+                        "data": base64.b64encode(b"door=open").decode(),
+                    }
+                }
+                await scene.send(state)
+                for c in (a, b):
+                    join = await c.expect("peerJoinMessage", timeout=10, address="server:doors")
+                    alias = join["peerJoinMessage"]["alias"]
+                    got = await c.expect("peerUpdateMessage", timeout=10, fromAlias=alias)
+                    assert (
+                        codec.decode(RFC4, base64.b64decode(got["peerUpdateMessage"]["body"]))
+                        == state
+                    )
+                for c in (island, poser):  # the island rooms see none of it
+                    with pytest.raises(TimeoutError):
+                        await c.expect("peerJoinMessage", timeout=0.3, address="server:doors")
+                while not scene.queue.empty():  # only the scene room's members were read
+                    m = scene.queue.get_nowait()
+                    assert m is not None and m.sender in (a.wallet.address, b.wallet.address)
+            await a.expect("peerLeaveMessage", timeout=10, alias=alias)
+        finally:
+            for c in bots:
+                await c.close()
             code = await stop(bridge)
             await realm.stop()
         assert code == 0

@@ -66,7 +66,8 @@ py::object event_to_python(ws::Event& ev) {
       return py::make_tuple(kind, std::get<ws::BridgeClosed>(ev).id);
     case ws::EventKind::RoomMessage: {
       auto& r = std::get<ws::RoomMessage>(ev);
-      return py::make_tuple(kind, r.room, r.from, py::bytes(r.body), r.unreliable, r.received_ms);
+      return py::make_tuple(kind, r.room, r.from, py::bytes(r.body), r.unreliable, r.received_ms,
+                            r.scene);
     }
     case ws::EventKind::Heartbeats:
       break;
@@ -331,18 +332,19 @@ void register_ws(py::module_& m) {
       .def("close_bridge", &Server::close_bridge, py::arg("id"), py::arg("code"), py::arg("reason"),
            py::call_guard<py::gil_scoped_release>())
       .def("set_room_tap", &Server::set_room_tap, py::arg("room"), py::arg("on"),
-           py::call_guard<py::gil_scoped_release>())
+           py::arg("scene") = false, py::call_guard<py::gil_scoped_release>())
       .def(
           "inject_room",
           [](Server& s, const std::string& room, const std::string& identity, const py::bytes& body,
-             bool unreliable) {
+             bool unreliable, bool scene) {
             std::string data = body;  // copied under the GIL
             py::gil_scoped_release release;
-            s.inject_room(room, identity, std::move(data), unreliable);
+            s.inject_room(room, identity, std::move(data), unreliable, scene);
           },
-          py::arg("room"), py::arg("identity"), py::arg("body"), py::arg("unreliable"))
+          py::arg("room"), py::arg("identity"), py::arg("body"), py::arg("unreliable"),
+          py::arg("scene") = false)
       .def("release_room_identity", &Server::release_room_identity, py::arg("room"),
-           py::arg("identity"), py::call_guard<py::gil_scoped_release>())
+           py::arg("identity"), py::arg("scene") = false, py::call_guard<py::gil_scoped_release>())
       .def("kick_room_member", &Server::kick_room_member, py::arg("scene"), py::arg("room"),
            py::arg("address"), py::arg("reason"), py::arg("bar_ms"),
            py::call_guard<py::gil_scoped_release>())

@@ -144,7 +144,7 @@ async def serve(
             if isinstance(ev, HttpRequest):
                 answer(server, ev)
             elif isinstance(ev, RoomMessage) and taps is not None:
-                taps.deliver(ev.room, ev.sender, ev.body, ev.unreliable, ev.received_ms)
+                taps.deliver(ev.room, ev.sender, ev.body, ev.unreliable, ev.received_ms, ev.scene)
 
     loop.add_reader(server.fileno(), drain)
     installed = []

@@ -186,6 +186,7 @@ class RoomMessage:
     body: bytes
     unreliable: bool
     received_ms: int  # server clock, ms since the epoch
+    scene: bool = False  # a scene room (/scene-rooms/<room>), else /rooms/<room>
 
 
 Event: TypeAlias = (
@@ -351,22 +352,26 @@ class Server:
         :meth:`close_bus`."""
         self._core.close_bridge(id, code, reason)
 
-    def set_room_tap(self, room: str, on: bool) -> None:
+    def set_room_tap(self, room: str, on: bool, scene: bool = False) -> None:
         """While on, every update relayed in ``room`` (and every injected one) is also a
-        :class:`RoomMessage` event; untapped rooms cost nothing."""
-        self._core.set_room_tap(room, on)
+        :class:`RoomMessage` event; untapped rooms cost nothing. ``scene``: the scene room
+        ``/scene-rooms/<room>`` (the gatekeeper's registry), else ``/rooms/<room>``; the
+        two registries are tapped, injected and released independently."""
+        self._core.set_room_tap(room, on, scene)
 
-    def inject_room(self, room: str, identity: str, body: bytes, unreliable: bool) -> None:
+    def inject_room(
+        self, room: str, identity: str, body: bytes, unreliable: bool, scene: bool = False
+    ) -> None:
         """Broadcasts ``body`` to every member of ``room`` as a ``peer_update`` from
         ``identity``: an alias of its own, announced with ``peer_join`` on first use and
         listed in later welcomes until :meth:`release_room_identity` or the room empties.
         Dropped (counted ``injected_no_room`` / ``injected_too_big``) when the room has no
         members or the body is over ``max_frame_bytes``."""
-        self._core.inject_room(room, identity, body, unreliable)
+        self._core.inject_room(room, identity, body, unreliable, scene)
 
-    def release_room_identity(self, room: str, identity: str) -> None:
+    def release_room_identity(self, room: str, identity: str, scene: bool = False) -> None:
         """``peer_leave`` for an injecting identity; its alias is forgotten."""
-        self._core.release_room_identity(room, identity)
+        self._core.release_room_identity(room, identity, scene)
 
     def stats(self) -> dict[str, Any]:
         """``{"connector": {"sessions", ...}, "rooms": {"users", "rooms", "details", ...},

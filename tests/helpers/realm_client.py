@@ -258,6 +258,16 @@ def room_string(realm: Any, room: str, wallet: Wallet) -> str:
     return f"ws-room:ws://127.0.0.1:{realm.port}/rooms/{room}?access_token={token}"
 
 
+def scene_room_string(realm: Any, room: str, wallet: Wallet) -> str:
+    """``ws-room:`` string for the gatekeeper's built-in scene room ``/scene-rooms/<room>``
+    of a realm (the gatekeeper mounted, no LiveKit), with a token as the gatekeeper mints
+    it from the realm's room secret."""
+    from dclcomms.gatekeeper.tokens import ws_room_token
+
+    token = ws_room_token(realm.ws_room_secret, address=wallet.owner.address.lower(), room=room)
+    return f"ws-room:ws://127.0.0.1:{realm.port}/scene-rooms/{room}?access_token={token}"
+
+
 class RoomClient(_Socket):
     """An RFC-5 WebSocket-room member joining via a ``ws-room:`` connection string."""
 

@@ -76,24 +76,28 @@ void Hub::handle_bridge(const SessionPtr& s, detail::Frame f) {
 }
 
 // ---- room taps and injection ---------------------------------------------------
+// Each registry (islands /rooms/, scene rooms /scene-rooms/) has its own taps
+// and injected identities: a room id of one never reaches the other.
 
-void Hub::set_room_tap(const std::string& room, bool on) {
+void Hub::set_room_tap(const std::string& room, bool on, bool scene) {
+  auto& tapped = scene ? scene_tapped_ : tapped_;
   if (on) {
-    tapped_.insert(room);
+    tapped.insert(room);
   } else {
-    tapped_.erase(room);
+    tapped.erase(room);
   }
 }
 
-void Hub::tap_copy(const std::string& room, const std::string& from, std::string_view body,
-                   bool unreliable) {
+void Hub::tap_copy(bool scene, const std::string& room, const std::string& from,
+                   std::string_view body, bool unreliable) {
   ++rc_.tapped_messages;
-  push_event(RoomMessage{room, from, std::string(body), unreliable, env_.unix_ms()});
+  push_event(RoomMessage{room, from, std::string(body), unreliable, env_.unix_ms(), scene});
 }
 
 void Hub::inject_room(const std::string& room, const std::string& identity, std::string body,
-                      bool unreliable) {
-  if (rooms_.size(room) == 0) {
+                      bool unreliable, bool scene) {
+  auto& rooms = scene ? scene_rooms_ : rooms_;
+  if (rooms.size(room) == 0) {
     ++rc_.injected_no_room;
     return;
   }
@@ -101,7 +105,7 @@ void Hub::inject_room(const std::string& room, const std::string& identity, std:
     ++rc_.injected_too_big;
     return;
   }
-  auto& list = injectors_[room];
+  auto& list = injectors_of(scene)[room];
   uint32_t alias = 0;
   for (const auto& i : list) {
     if (i.identity == identity) alias = i.alias;
@@ -109,25 +113,27 @@ void Hub::inject_room(const std::string& room, const std::string& identity, std:
   if (alias == 0) {
     alias = next_alias();
     list.push_back({alias, identity});
-    broadcast(rooms_, room, nullptr, binary(codec::encode_ws_peer_join(alias, identity)), false);
-    if (rooms_.size(room) == 0) return;  // the join closed every (slow) member
+    broadcast(rooms, room, nullptr, binary(codec::encode_ws_peer_join(alias, identity)), false);
+    if (rooms.size(room) == 0) return;  // the join closed every (slow) member
   }
   ++rc_.injected;
-  tap(room, identity, body, unreliable);
-  broadcast(rooms_, room, nullptr, binary(codec::encode_ws_peer_update(alias, body, unreliable)),
+  tap(scene, room, identity, body, unreliable);
+  broadcast(rooms, room, nullptr, binary(codec::encode_ws_peer_update(alias, body, unreliable)),
             unreliable);
 }
 
-void Hub::release_room_identity(const std::string& room, const std::string& identity) {
-  auto it = injectors_.find(room);
-  if (it == injectors_.end()) return;
+void Hub::release_room_identity(const std::string& room, const std::string& identity, bool scene) {
+  auto& injectors = injectors_of(scene);
+  auto it = injectors.find(room);
+  if (it == injectors.end()) return;
   auto& list = it->second;
   for (auto i = list.begin(); i != list.end(); ++i) {
     if (i->identity != identity) continue;
     uint32_t alias = i->alias;
     list.erase(i);
-    if (list.empty()) injectors_.erase(it);
-    broadcast(rooms_, room, nullptr, binary(codec::encode_ws_peer_leave(alias)), false);
+    if (list.empty()) injectors.erase(it);
+    broadcast(scene ? scene_rooms_ : rooms_, room, nullptr,
+              binary(codec::encode_ws_peer_leave(alias)), false);
     return;
   }
 }

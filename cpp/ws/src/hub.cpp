@@ -177,7 +177,7 @@ Stats Hub::stats() const {
     auto& out = st.bridge;
     const auto& c = brc_;
     out.emplace_back("sessions", bridge_reg_.size());
-    out.emplace_back("taps", tapped_.size());
+    out.emplace_back("taps", tapped_.size() + scene_tapped_.size());
     DCLCOMMS_BRIDGE_COUNTERS(DCLCOMMS_LIST)
   }
   {
@@ -253,7 +253,7 @@ void Hub::detach(const SessionPtr& s) {
     if (rooms.leave(s->room, s)) {
       if (!s->scene) env_.room_left(s->address, s->alias);  // the island-room directory
       if (rooms.size(s->room) == 0) {
-        if (!s->scene) injectors_.erase(s->room);  // the room is gone with its injected identities
+        injectors_of(s->scene).erase(s->room);  // the room is gone with its injected identities
       } else {
         broadcast(rooms, s->room, nullptr, binary(codec::encode_ws_peer_leave(s->alias)), false);
       }

@@ -238,13 +238,15 @@ class Hub {
   void send_bridge(uint64_t id, std::string text);
   void close_bridge(uint64_t id, int code, const std::string& reason);
   // Room taps: while on, the room's updates are copied as RoomMessage events.
-  void set_room_tap(const std::string& room, bool on);
+  // scene: the scene-room registry (/scene-rooms/), else /rooms/.
+  void set_room_tap(const std::string& room, bool on, bool scene = false);
   // Broadcasts body to every member of room as a peer_update from identity's
   // alias (a member of its own: announced with peer_join on first use, listed
   // in later welcomes, until released or the room empties).
   void inject_room(const std::string& room, const std::string& identity, std::string body,
-                   bool unreliable);
-  void release_room_identity(const std::string& room, const std::string& identity);
+                   bool unreliable, bool scene = false);
+  void release_room_identity(const std::string& room, const std::string& identity,
+                             bool scene = false);
   // Another hub of this server admitted `address` to a room: this hub's
   // member of that address, if it is still session `alias`, is replaced
   // (peer_kicked, 4006), as a duplicate within one hub is.
@@ -335,19 +337,22 @@ class Hub {
   // ---- bridge.cpp ----
   void open_bridge(const SessionPtr& s);
   void handle_bridge(const SessionPtr& s, detail::Frame f);
-  // The room's traffic, when tapped (one hash lookup when anything is tapped,
-  // nothing otherwise).
-  void tap(const std::string& room, const std::string& from, std::string_view body,
+  // The room's traffic, when tapped (one hash lookup when anything of that
+  // registry is tapped, nothing otherwise).
+  void tap(bool scene, const std::string& room, const std::string& from, std::string_view body,
            bool unreliable) {
-    if (!tapped_.empty() && tapped_.count(room)) tap_copy(room, from, body, unreliable);
+    const auto& tapped = scene ? scene_tapped_ : tapped_;
+    if (!tapped.empty() && tapped.count(room)) tap_copy(scene, room, from, body, unreliable);
   }
-  void tap_copy(const std::string& room, const std::string& from, std::string_view body,
+  void tap_copy(bool scene, const std::string& room, const std::string& from, std::string_view body,
                 bool unreliable);
   // The identities injecting into a room (alias, identity), in arrival order.
   struct Injector {
     uint32_t alias = 0;
     std::string identity;
   };
+  using Injectors = std::unordered_map<std::string, std::vector<Injector>>;  // by room
+  Injectors& injectors_of(bool scene) { return scene ? scene_injectors_ : injectors_; }
 
   // ---- feed.cpp ----
   void open_feed(const SessionPtr& s);
@@ -377,8 +382,10 @@ class Hub {
   std::unordered_map<std::string, SessionPtr> bus_reg_;
   std::unordered_map<uint64_t, SessionPtr> bridge_reg_;
   uint64_t next_bridge_id_ = 1;
-  std::unordered_set<std::string> tapped_;
-  std::unordered_map<std::string, std::vector<Injector>> injectors_;  // by room
+  std::unordered_set<std::string> tapped_;        // rooms of /rooms/
+  std::unordered_set<std::string> scene_tapped_;  // rooms of /scene-rooms/
+  Injectors injectors_;
+  Injectors scene_injectors_;
   RoomRegistry<SessionPtr> rooms_;
   std::vector<SessionPtr> feed_;  // open map pages, in arrival order
   RoomRegistry<SessionPtr> scene_rooms_;

@@ -120,7 +120,7 @@ void Hub::relay(const SessionPtr& s, const codec::WsPacket& p) {
     }
     return;
   }
-  if (!s->scene) tap(s->room, s->address, p.body, p.unreliable);  // taps: island rooms
+  tap(s->scene, s->room, s->address, p.body, p.unreliable);
   // One encoding per update, shared by every receiver.
   broadcast(rooms_of(*s), s->room, s.get(),
             binary(codec::encode_ws_peer_update(s->alias, p.body, p.unreliable)), p.unreliable);
@@ -144,7 +144,8 @@ void Hub::admit_room(const SessionPtr& s, const std::string& owner) {
   if (old) replace_member(old->handle);
   std::vector<std::pair<uint32_t, std::string>> identities;
   for (const auto& m : rooms.members(s->room)) identities.emplace_back(m.alias, m.address);
-  if (auto inj = injectors_.find(s->room); !s->scene && inj != injectors_.end()) {
+  const auto& injectors = injectors_of(s->scene);
+  if (auto inj = injectors.find(s->room); inj != injectors.end()) {
     for (const auto& i : inj->second) identities.emplace_back(i.alias, i.identity);
   }
   rooms.join(s->room, {s, s->alias, owner}, cfg_.rooms_max_users);

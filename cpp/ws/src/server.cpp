@@ -696,18 +696,34 @@ void Server::close_bridge(uint64_t id, int code, const std::string& reason) {
   check_close_code("close_bridge", code);
   impl_->post_to_hub([id, code, reason](Hub& hub) { hub.close_bridge(id, code, reason); });
 }
-void Server::set_room_tap(const std::string& room, bool on) {
-  impl_->post_to_room(room, [room, on](Hub& hub) { hub.set_room_tap(room, on); });
+// Scene rooms live in shard 0; a room of /rooms/ in the shard its id hashes to.
+void Server::set_room_tap(const std::string& room, bool on, bool scene) {
+  auto f = [room, on, scene](Hub& hub) { hub.set_room_tap(room, on, scene); };
+  if (scene) {
+    impl_->post_to_hub(f);
+  } else {
+    impl_->post_to_room(room, f);
+  }
 }
 void Server::inject_room(const std::string& room, const std::string& identity, std::string body,
-                         bool unreliable) {
-  impl_->post_to_room(room, [room, identity, body = std::move(body), unreliable](Hub& hub) mutable {
-    hub.inject_room(room, identity, std::move(body), unreliable);
-  });
+                         bool unreliable, bool scene) {
+  auto f = [room, identity, body = std::move(body), unreliable, scene](Hub& hub) mutable {
+    hub.inject_room(room, identity, std::move(body), unreliable, scene);
+  };
+  if (scene) {
+    impl_->post_to_hub(std::move(f));
+  } else {
+    impl_->post_to_room(room, std::move(f));
+  }
 }
-void Server::release_room_identity(const std::string& room, const std::string& identity) {
-  impl_->post_to_room(room,
-                      [room, identity](Hub& hub) { hub.release_room_identity(room, identity); });
+void Server::release_room_identity(const std::string& room, const std::string& identity,
+                                   bool scene) {
+  auto f = [room, identity, scene](Hub& hub) { hub.release_room_identity(room, identity, scene); };
+  if (scene) {
+    impl_->post_to_hub(f);
+  } else {
+    impl_->post_to_room(room, f);
+  }
 }
 void Server::kick_room_member(bool scene, const std::string& room, const std::string& address,
                               const std::string& reason, int64_t bar_ms) {

@@ -213,19 +213,20 @@ void FakeEndpoint::close_bridge(uint64_t id, int code, const std::string& reason
   settle();
 }
 
-void FakeEndpoint::set_room_tap(const std::string& room, bool on) {
-  hub_->set_room_tap(room, on);
+void FakeEndpoint::set_room_tap(const std::string& room, bool on, bool scene) {
+  hub_->set_room_tap(room, on, scene);
   settle();
 }
 
 void FakeEndpoint::inject_room(const std::string& room, const std::string& identity,
-                               std::string body, bool unreliable) {
-  hub_->inject_room(room, identity, std::move(body), unreliable);
+                               std::string body, bool unreliable, bool scene) {
+  hub_->inject_room(room, identity, std::move(body), unreliable, scene);
   settle();
 }
 
-void FakeEndpoint::release_room_identity(const std::string& room, const std::string& identity) {
-  hub_->release_room_identity(room, identity);
+void FakeEndpoint::release_room_identity(const std::string& room, const std::string& identity,
+                                         bool scene) {
+  hub_->release_room_identity(room, identity, scene);
   settle();
 }
 

@@ -103,10 +103,11 @@ class FakeEndpoint final : public Environment {
   void accept_bridge(uint64_t id);
   void send_bridge(uint64_t id, std::string text);
   void close_bridge(uint64_t id, int code, const std::string& reason);
-  void set_room_tap(const std::string& room, bool on);
+  void set_room_tap(const std::string& room, bool on, bool scene = false);
   void inject_room(const std::string& room, const std::string& identity, std::string body,
-                   bool unreliable);
-  void release_room_identity(const std::string& room, const std::string& identity);
+                   bool unreliable, bool scene = false);
+  void release_room_identity(const std::string& room, const std::string& identity,
+                             bool scene = false);
   void publish_feed(std::string delta, std::string key);
   void shutdown();
   // What another shard's join makes the server do (Hub::kick_room_member).

@@ -7,7 +7,10 @@
 #include <variant>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "clients.hpp"
+#include "dclcomms/auth/jwt.hpp"
 #include "fake_endpoint.hpp"
 
 namespace dclcomms::ws::testing {
@@ -228,6 +231,115 @@ TEST_F(Bridge, InjectedUpdatesAreTappedAndTheRoomForgetsInjectorsWhenEmpty) {
   ep.disconnect(a);
   Conn b = join_room(ep, bob, "plaza");
   for (const auto& f : frames(b)) {
+    if (member(f) != "welcomeMessage") continue;
+    EXPECT_TRUE(path(f, "welcomeMessage.peerIdentities").as_object().empty());
+  }
+}
+
+// ---- scene rooms (/scene-rooms/<id>): taps and injection of their own --------------
+
+const std::string kSecret = "room-secret";
+
+Config scene_bridge_config() {
+  Config c = bridge_config();
+  c.scene_rooms = true;
+  c.ws_room_secret = kSecret;
+  return c;
+}
+
+Conn join_scene(FakeEndpoint& ep, const Wallet& w, const std::string& room) {
+  nlohmann::ordered_json claims = {
+      {"sub", w.address()}, {"room", room}, {"exp", ep.unix_ms() / 1000 + 300}};
+  Conn c =
+      ep.connect("/scene-rooms/" + room + "?access_token=" + auth::jwt_encode(claims, kSecret));
+  ep.receive(c, peer_identification(w.address()));
+  ep.receive(
+      c, signed_challenge_for_server(w.auth_chain(last_challenge(c), ep.unix_ms() + 3'600'000)));
+  ep.finish_verifications();
+  return c;
+}
+
+TEST(BridgeSceneRooms, TapsOfOneRegistryNeverSeeTheOther) {
+  FakeEndpoint ep(scene_bridge_config());
+  Wallet a(31), b(32), c(33);
+  // the same room id in both registries: an island-registry room cannot pose as the scene
+  Conn sa = join_scene(ep, a, "main:s1");
+  Conn sb = join_scene(ep, b, "main:s1");
+  Conn island = join_room(
+      ep, c, "main:s1", "access_token=" + [&] {
+        nlohmann::ordered_json claims = {
+            {"sub", c.address()}, {"room", "main:s1"}, {"exp", ep.unix_ms() / 1000 + 300}};
+        return auth::jwt_encode(claims, kSecret);
+      }());
+  ep.set_room_tap("main:s1", true, /*scene=*/true);
+  EXPECT_EQ(ep.counter("bridge", "taps"), 1u);
+  ep.events();
+  ep.receive(sa, peer_update(0, "scene", false));
+  ep.receive(island, peer_update(0, "island", false));
+  auto msgs = only<RoomMessage>(ep.events());
+  ASSERT_EQ(msgs.size(), 1u);
+  EXPECT_EQ(msgs[0].room, "main:s1");
+  EXPECT_EQ(msgs[0].from, a.address());
+  EXPECT_EQ(msgs[0].body, "scene");
+  EXPECT_TRUE(msgs[0].scene);
+  // the island registry's tap is its own
+  ep.set_room_tap("main:s1", true, /*scene=*/false);
+  ep.receive(island, peer_update(0, "island", false));
+  msgs = only<RoomMessage>(ep.events());
+  ASSERT_EQ(msgs.size(), 1u);
+  EXPECT_FALSE(msgs[0].scene);
+  ep.set_room_tap("main:s1", false, /*scene=*/true);
+  ep.receive(sa, peer_update(0, "again", false));
+  EXPECT_TRUE(only<RoomMessage>(ep.events()).empty());
+  EXPECT_EQ(ep.counter("bridge", "taps"), 1u);  // the island one
+}
+
+TEST(BridgeSceneRooms, InjectionReachesTheSceneRoomOnlyAndIsReleased) {
+  FakeEndpoint ep(scene_bridge_config());
+  Wallet a(41), b(42), c(43);
+  Conn sa = join_scene(ep, a, "main:s1");
+  Conn island = join_room(ep, c, "main:s1");  // island rooms do not require a token here
+  ep.set_room_tap("main:s1", true, /*scene=*/true);
+  ep.events();
+  size_t ni = island->sent.size(), na = sa->sent.size();
+  ep.inject_room("main:s1", "server:door", "open", false, /*scene=*/true);
+  auto fs = frames(sa, na);
+  ASSERT_EQ(fs.size(), 2u);
+  EXPECT_EQ(path(fs[0], "peerJoinMessage.address").as_string(), "server:door");
+  auto alias = path(fs[0], "peerJoinMessage.alias").as_int();
+  EXPECT_EQ(path(fs[1], "peerUpdateMessage.fromAlias").as_int(), alias);
+  EXPECT_EQ(island->sent.size(), ni);  // the island room of the same id got nothing
+  auto msgs = only<RoomMessage>(ep.events());
+  ASSERT_EQ(msgs.size(), 1u);  // injected updates are tapped, with the injecting identity
+  EXPECT_EQ(msgs[0].from, "server:door");
+  EXPECT_TRUE(msgs[0].scene);
+  // a newcomer finds the injector in its welcome
+  Conn sb = join_scene(ep, b, "main:s1");
+  bool listed = false;
+  for (const auto& f : frames(sb)) {
+    if (member(f) != "welcomeMessage") continue;
+    for (const auto& [k, v] : path(f, "welcomeMessage.peerIdentities").as_object()) {
+      if (v.as_string() == "server:door") listed = true;
+    }
+  }
+  EXPECT_TRUE(listed);
+  // releasing in the island registry does nothing to the scene room
+  size_t nb = sb->sent.size();
+  ep.release_room_identity("main:s1", "server:door", /*scene=*/false);
+  EXPECT_EQ(sb->sent.size(), nb);
+  ep.release_room_identity("main:s1", "server:door", /*scene=*/true);
+  fs = frames(sb, nb);
+  ASSERT_EQ(fs.size(), 1u);
+  EXPECT_EQ(member(fs[0]), "peerLeaveMessage");
+  // injecting into a scene room nobody is in is dropped and counted
+  ep.inject_room("main:s2", "server:door", "open", false, /*scene=*/true);
+  EXPECT_EQ(ep.counter("rooms", "injected_no_room"), 1u);
+  // the scene room forgets its injectors when it empties
+  ep.inject_room("main:s1", "server:door", "x", false, /*scene=*/true);
+  ep.disconnect(sa);
+  ep.disconnect(sb);
+  Conn late = join_scene(ep, a, "main:s1");
+  for (const auto& f : frames(late)) {
     if (member(f) != "welcomeMessage") continue;
     EXPECT_TRUE(path(f, "welcomeMessage.peerIdentities").as_object().empty());
   }

@@ -96,16 +96,34 @@ def _revoke(ns: argparse.Namespace) -> int:
     return 0
 
 
-class StoreSceneAdmins:
-    """Scene authority from the gatekeeper database's ``scene_admin`` rows (place id =
-    scene id, control-plane.md 1.5's default key)."""
+# `bridge serve` settings that configure the gatekeeper's parts it uses (database,
+# owner-or-admin resolver, authoritative server, room naming): the gatekeeper's flag
+# names and environment variables (dclcomms.gatekeeper.config.ENV).
+GATEKEEPER_SETTINGS = (
+    "lambdas_url",
+    "worlds_url",
+    "places_url",
+    "moderation_file",
+    "resolver_timeout_s",
+)
 
-    def __init__(self, store: Any) -> None:
-        self.store = store
 
-    async def is_owner_or_admin(self, address: str, realm: str, scene_id: str) -> bool:
-        ok: bool = await asyncio.to_thread(self.store.is_scene_admin, scene_id, address.lower())
-        return ok
+def gatekeeper_config(ns: argparse.Namespace) -> Any:
+    """The :class:`~dclcomms.gatekeeper.config.GatekeeperConfig` of ``bridge serve``: its
+    flags over the gatekeeper's environment variables, like ``dclcomms gatekeeper``."""
+    from dclcomms.gatekeeper import config as gk_config
+
+    overrides: dict[str, Any] = {
+        "database": ns.database,
+        "data_dir": ns.data_dir,
+        "authoritative_server_address": ns.authoritative_server,
+        "scene_room_prefix": ns.scene_room_prefix,
+        "world_room_prefix": ns.world_room_prefix,
+    }
+    for name in GATEKEEPER_SETTINGS:
+        v = getattr(ns, name, None)
+        overrides[name] = gk_config._convert(name, v) if isinstance(v, str) else v
+    return gk_config.from_env(**overrides)
 
 
 async def serve(ns: argparse.Namespace, ready: asyncio.Event | None = None) -> None:
@@ -113,6 +131,7 @@ async def serve(ns: argparse.Namespace, ready: asyncio.Event | None = None) -> N
 
     from dclcomms import http as dhttp
     from dclcomms import ws
+    from dclcomms.bridge.authority import open_authority
     from dclcomms.bridge.gateway import BridgeGateway
     from dclcomms.bridge.keys import SqlKeyStore
     from dclcomms.bridge.nats import NatsRoomLink
@@ -120,10 +139,18 @@ async def serve(ns: argparse.Namespace, ready: asyncio.Event | None = None) -> N
     from dclcomms.metrics import CONTENT_TYPE, Registry
 
     loop = asyncio.get_running_loop()
-    keys = SqlKeyStore(ns.database, data_dir=ns.data_dir)
+    gconf = gatekeeper_config(ns)
+    registry = Registry()
+    keys = SqlKeyStore(gconf.database or None, data_dir=gconf.data_dir or None)
+    try:
+        authority = open_authority(gconf, keys.store, registry)
+    except BaseException:
+        keys.close()
+        raise
     try:
         nc = await nats.connect(list(ns.nats), name="dclcomms-bridge", connect_timeout=2.0)
     except Exception as e:
+        await authority.close()
         keys.close()
         raise ConfigError(f"cannot connect to NATS {ns.nats}: {e!r}", code="bad_value") from e
     link = await NatsRoomLink(nc, interval_s=ns.lease_interval).start()
@@ -131,7 +158,6 @@ async def serve(ns: argparse.Namespace, ready: asyncio.Event | None = None) -> N
         ws.ServerConfig(host=ns.host, port=ns.port, connector=False, rooms=False, bridge=True)
     )
     port = server.start()
-    registry = Registry()
     registry.collector(lambda: ws.server_metrics(server.stats(), areas=("bridge",)))
     tasks: set[asyncio.Task[Any]] = set()
 
@@ -146,9 +172,9 @@ async def serve(ns: argparse.Namespace, ready: asyncio.Event | None = None) -> N
         link,
         registry,
         keys=keys,
-        names=RoomNames(ns.scene_room_prefix, ns.world_room_prefix),
-        authority=StoreSceneAdmins(keys.store),
-        authoritative_server=ns.authoritative_server,
+        names=RoomNames(gconf.scene_room_prefix, gconf.world_room_prefix),
+        authority=authority,
+        authoritative_server=gconf.authoritative_server_address,
         spawn=spawn,
     )
 
@@ -201,6 +227,7 @@ async def serve(ns: argparse.Namespace, ready: asyncio.Event | None = None) -> N
         with contextlib.suppress(Exception):
             await nc.drain()
         await asyncio.to_thread(server.stop)
+        await authority.close()
         keys.close()
         print("dclcomms bridge: stopped", flush=True)
 
@@ -241,11 +268,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=0)
     s.add_argument(
         "--authoritative-server",
-        default=os.environ.get("AUTHORITATIVE_SERVER_ADDRESS", ""),
+        "--authoritative-server-address",
+        default=None,
         help="wallet allowed on every scene (env AUTHORITATIVE_SERVER_ADDRESS)",
     )
-    s.add_argument("--scene-room-prefix", default=os.environ.get("SCENE_ROOM_PREFIX", ""))
-    s.add_argument("--world-room-prefix", default=os.environ.get("WORLD_ROOM_PREFIX", ""))
+    s.add_argument("--scene-room-prefix", default=None, help="(env SCENE_ROOM_PREFIX)")
+    s.add_argument("--world-room-prefix", default=None, help="(env WORLD_ROOM_PREFIX)")
+    # the gatekeeper's owner-or-admin resolver, configured as for `dclcomms gatekeeper`
+    from dclcomms.gatekeeper.config import ENV
+
+    for name in GATEKEEPER_SETTINGS:
+        env = ENV.get(name)
+        s.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=None,
+            help=f"as dclcomms gatekeeper (env {env})" if env else "as dclcomms gatekeeper",
+        )
     s.add_argument("--lease-interval", type=float, default=10.0, help=argparse.SUPPRESS)
     s.set_defaults(run=lambda ns: asyncio.run(serve(ns)) or 0)
     return p

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from dclcomms.auth.signed_fetch import SignedFetchVerifier
 from dclcomms.bridge.keys import DEFAULT_MAX_BYTES, DEFAULT_RATE, KeyRecord, KeyStore
-from dclcomms.bridge.links import RoomLink
+from dclcomms.bridge.links import RoomKey, RoomLink
 from dclcomms.bridge.scopes import RoomNames, Target
 from dclcomms.errors import BridgeError
 from dclcomms.metrics import Registry
@@ -96,7 +96,7 @@ class _Session:
     pending: list[str] = field(default_factory=list)
     subs: dict[tuple[str, str], Target] = field(default_factory=dict)
     allowed: set[tuple[str, str]] = field(default_factory=set)  # signed fetch: checked
-    injected: set[str] = field(default_factory=set)  # rooms this session injected into
+    injected: set[RoomKey] = field(default_factory=set)  # rooms this session injected into
     bucket: TokenBucket | None = None
     queue: list[str] = field(default_factory=list)
     messages: int = 0
@@ -134,7 +134,7 @@ class BridgeGateway:
         self.verifier = SignedFetchVerifier(replay_protection=False)
         self._spawn = spawn or asyncio.ensure_future
         self.sessions: dict[int, _Session] = {}
-        self.rooms: dict[str, set[int]] = {}  # tapped room -> subscribed sessions
+        self.rooms: dict[RoomKey, set[int]] = {}  # tapped (scene, room) -> subscribed sessions
         self._dirty: set[int] = set()
         self._flush_scheduled = False
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -146,7 +146,8 @@ class BridgeGateway:
             "dcl_bridge_auth_total", "/bridge credentials accepted, by kind"
         )
         self.m_read = registry.counter(
-            "dcl_bridge_messages_read_total", "room messages sent to bridge sessions"
+            "dcl_bridge_messages_read_total",
+            "room messages sent to bridge sessions, by kind (island, scene)",
         )
         self.m_injected = registry.counter(
             "dcl_bridge_messages_injected_total", "messages injected into rooms, by kind"
@@ -162,10 +163,15 @@ class BridgeGateway:
         registry.gauge(
             "dcl_bridge_rooms", "rooms tapped for the bridge", fn=lambda: len(self.rooms)
         )
+        registry.gauge(
+            "dcl_bridge_scene_rooms",
+            "scene rooms (/scene-rooms/) tapped for the bridge",
+            fn=lambda: sum(1 for scene, _ in self.rooms if scene),
+        )
 
     def close(self) -> None:
-        for room in list(self.rooms):
-            self.link.tap(room, False)
+        for scene, room in list(self.rooms):
+            self.link.tap(room, False, scene)
         self.rooms.clear()
         for t in list(self._tasks):
             t.cancel()
@@ -181,17 +187,17 @@ class BridgeGateway:
         if s is None:
             return
         for target in s.subs.values():
-            self._unref(target.room, sid)
+            self._unref(target.key, sid)
         s.subs.clear()
         if s.cred is not None:
             ident = s.cred.identity
-            for room in s.injected:
+            for key in s.injected:
                 still = any(
-                    o.cred is not None and o.cred.identity == ident and room in o.injected
+                    o.cred is not None and o.cred.identity == ident and key in o.injected
                     for o in self.sessions.values()
                 )
                 if not still:
-                    self.link.release(room, ident)
+                    self.link.release(key[1], ident, key[0])
 
     def on_frame(self, sid: int, text: str) -> None:
         s = self.sessions.get(sid)
@@ -383,7 +389,7 @@ class BridgeGateway:
                         code="too_many_subscriptions",
                     )
                 s.subs[key] = target
-                self._ref(target.room, s.id)
+                self._ref(target.key, s.id)
             self._send(s, _json({"type": "subscribed", **frame, "room": target.room}))
         except BridgeError as e:
             self._error(s, e, frame)
@@ -394,25 +400,25 @@ class BridgeGateway:
             raise BridgeError(
                 f"not subscribed to {target.kind} {target.topic!r}", code="not_subscribed"
             )
-        self._unref(t.room, s.id)
+        self._unref(t.key, s.id)
         self._send(s, _json({"type": "unsubscribed", "kind": t.kind, "topic": t.topic}))
 
-    def _ref(self, room: str, sid: int) -> None:
-        subs = self.rooms.get(room)
+    def _ref(self, key: RoomKey, sid: int) -> None:
+        subs = self.rooms.get(key)
         if subs is None:
-            self.rooms[room] = {sid}
-            self.link.tap(room, True)
+            self.rooms[key] = {sid}
+            self.link.tap(key[1], True, key[0])
         else:
             subs.add(sid)
 
-    def _unref(self, room: str, sid: int) -> None:
-        subs = self.rooms.get(room)
+    def _unref(self, key: RoomKey, sid: int) -> None:
+        subs = self.rooms.get(key)
         if subs is None:
             return
         subs.discard(sid)
         if not subs:
-            del self.rooms[room]
-            self.link.tap(room, False)
+            del self.rooms[key]
+            self.link.tap(key[1], False, key[0])
 
     # --- publishing -------------------------------------------------------------------
 
@@ -442,16 +448,17 @@ class BridgeGateway:
             raise BridgeError(f"payload over {cred.max_bytes} bytes", code="payload_too_large")
         if not s.bucket.take():
             raise BridgeError(f"over {cred.rate:g} messages/s", code="rate_limited")
-        s.injected.add(target.room)
-        self.link.inject(target.room, cred.identity, body, unreliable)
+        s.injected.add(target.key)
+        self.link.inject(target.room, cred.identity, body, unreliable, target.scene)
         self.m_injected.inc(kind=target.kind)
 
     # --- room traffic -----------------------------------------------------------------
 
     def on_room_message(
-        self, room: str, sender: str, body: bytes, unreliable: bool, ts: int
+        self, room: str, sender: str, body: bytes, unreliable: bool, ts: int, scene: bool = False
     ) -> None:
-        sids = self.rooms.get(room)
+        key = (scene, room)
+        sids = self.rooms.get(key)
         if not sids:
             return
         payload: str | None = None
@@ -462,7 +469,7 @@ class BridgeGateway:
             if payload is None:
                 payload = base64.b64encode(body).decode()
             for target in s.subs.values():
-                if target.room != room:
+                if target.key != key:
                     continue
                 text = _json(
                     {
@@ -477,7 +484,7 @@ class BridgeGateway:
                     }
                 )
                 self._send(s, text, message=True)
-                self.m_read.inc()
+                self.m_read.inc(kind=target.kind)
 
     # --- sending ------------------------------------------------------------------------
 

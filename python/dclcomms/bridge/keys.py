@@ -193,12 +193,14 @@ class SqlKeyStore(KeyStore):
         from dclcomms.gatekeeper.schema import bridge_keys
         from dclcomms.gatekeeper.storage import Store
 
+        self._owns_store = store is None  # a store passed in (the gatekeeper's) stays open
         self.store = store if store is not None else Store.open(database, data_dir=data_dir)
         self.engine = self.store.engine
         self.table = bridge_keys
 
     def close(self) -> None:
-        self.engine.dispose()
+        if self._owns_store:
+            self.engine.dispose()
 
     @staticmethod
     def _record(row: Any) -> KeyRecord:

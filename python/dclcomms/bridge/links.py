@@ -7,26 +7,39 @@ pair for deployments where the rooms run in other processes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Protocol
 
-# (room, sender, RFC-4 body, unreliable, server time in ms)
-RoomHandler = Callable[[str, str, bytes, bool, int], None]
+
+class RoomHandler(Protocol):
+    """Where a link hands a room's traffic: ``(room, sender, RFC-4 body, unreliable,
+    server time in ms, scene)``; ``scene``: the room is a scene room (the gatekeeper's
+    ``/scene-rooms/`` registry), else an island room (``/rooms/``)."""
+
+    def __call__(
+        self, room: str, sender: str, body: bytes, unreliable: bool, ts: int, scene: bool = False
+    ) -> None: ...
 
 
 class RoomLink(Protocol):
-    """Room taps and injection as the gateway uses them."""
+    """Room taps and injection as the gateway uses them. ``scene`` names the registry:
+    the built-in scene rooms (``/scene-rooms/<room>``) or the island rooms
+    (``/rooms/<room>``); a room id of one never reaches the other."""
 
     on_message: RoomHandler | None
 
-    def tap(self, room: str, on: bool) -> None:
+    def tap(self, room: str, on: bool, scene: bool = False) -> None:
         """Start/stop copying ``room``'s traffic to :attr:`on_message`."""
 
-    def inject(self, room: str, identity: str, body: bytes, unreliable: bool) -> None:
+    def inject(
+        self, room: str, identity: str, body: bytes, unreliable: bool, scene: bool = False
+    ) -> None:
         """Broadcast ``body`` to ``room``'s members from ``identity``."""
 
-    def release(self, room: str, identity: str) -> None:
+    def release(self, room: str, identity: str, scene: bool = False) -> None:
         """``identity`` stops injecting into ``room`` (its members see it leave)."""
+
+
+RoomKey = tuple[bool, str]  # (scene, room)
 
 
 class TapOwners:
@@ -35,21 +48,22 @@ class TapOwners:
 
     def __init__(self, server: Any) -> None:
         self.server = server
-        self.owners: dict[str, set[str]] = {}  # room -> owners
+        self.owners: dict[RoomKey, set[str]] = {}  # (scene, room) -> owners
 
-    def set(self, owner: str, room: str, on: bool) -> None:
-        owners = self.owners.get(room)
+    def set(self, owner: str, room: str, on: bool, scene: bool = False) -> None:
+        key = (scene, room)
+        owners = self.owners.get(key)
         if on:
             if owners is None:
-                self.owners[room] = {owner}
-                self.server.set_room_tap(room, True)
+                self.owners[key] = {owner}
+                self.server.set_room_tap(room, True, scene)
             else:
                 owners.add(owner)
         elif owners is not None and owner in owners:
             owners.discard(owner)
             if not owners:
-                del self.owners[room]
-                self.server.set_room_tap(room, False)
+                del self.owners[key]
+                self.server.set_room_tap(room, False, scene)
 
 
 class LocalRoomLink:
@@ -60,24 +74,28 @@ class LocalRoomLink:
         self.server = server
         self.taps = taps if taps is not None else TapOwners(server)
         self.on_message: RoomHandler | None = None
-        self.tapped: set[str] = set()
+        self.tapped: set[RoomKey] = set()
 
-    def tap(self, room: str, on: bool) -> None:
-        self.taps.set("local", room, on)
+    def tap(self, room: str, on: bool, scene: bool = False) -> None:
+        self.taps.set("local", room, on, scene)
         if on:
-            self.tapped.add(room)
+            self.tapped.add((scene, room))
         else:
-            self.tapped.discard(room)
+            self.tapped.discard((scene, room))
 
-    def inject(self, room: str, identity: str, body: bytes, unreliable: bool) -> None:
-        self.server.inject_room(room, identity, body, unreliable)
+    def inject(
+        self, room: str, identity: str, body: bytes, unreliable: bool, scene: bool = False
+    ) -> None:
+        self.server.inject_room(room, identity, body, unreliable, scene)
 
-    def release(self, room: str, identity: str) -> None:
-        self.server.release_room_identity(room, identity)
+    def release(self, room: str, identity: str, scene: bool = False) -> None:
+        self.server.release_room_identity(room, identity, scene)
 
-    def deliver(self, room: str, sender: str, body: bytes, unreliable: bool, ts: int) -> None:
-        if self.on_message is not None and room in self.tapped:
-            self.on_message(room, sender, body, unreliable, ts)
+    def deliver(
+        self, room: str, sender: str, body: bytes, unreliable: bool, ts: int, scene: bool = False
+    ) -> None:
+        if self.on_message is not None and (scene, room) in self.tapped:
+            self.on_message(room, sender, body, unreliable, ts, scene)
 
 
-__all__ = ["LocalRoomLink", "RoomHandler", "RoomLink", "TapOwners"]
+__all__ = ["LocalRoomLink", "RoomHandler", "RoomKey", "RoomLink", "TapOwners"]

@@ -87,7 +87,10 @@ class LiveKitRoomLink:
 
     # --- RoomLink -------------------------------------------------------------------------
 
-    def tap(self, room: str, on: bool) -> None:
+    # LiveKit has one namespace of rooms: ``scene`` (the built-in registries' flag) is
+    # accepted and does not change the room.
+
+    def tap(self, room: str, on: bool, scene: bool = False) -> None:
         if on and room not in self.readers and room not in self._joining:
             self._joining[room] = asyncio.get_running_loop().create_task(self._read(room))
         elif not on:
@@ -98,11 +101,13 @@ class LiveKitRoomLink:
             if reader is not None:
                 asyncio.get_running_loop().create_task(reader.disconnect())
 
-    def inject(self, room: str, identity: str, body: bytes, unreliable: bool) -> None:
+    def inject(
+        self, room: str, identity: str, body: bytes, unreliable: bool, scene: bool = False
+    ) -> None:
         key = (room, identity)
         asyncio.get_running_loop().create_task(self._inject(key, body, unreliable))
 
-    def release(self, room: str, identity: str) -> None:
+    def release(self, room: str, identity: str, scene: bool = False) -> None:
         task = self._joining.pop((room, identity), None)
         if task is not None:
             task.cancel()

@@ -5,18 +5,22 @@ a room id is one subject token):
 
 =======================================  ==============================================
 ``dclcomms.bridge.room.<room>.out``      rooms -> bridge: the room's traffic while tapped,
-                                         JSON ``{"room","from","unreliable","ts","body"}``
-                                         (``body``: the RFC-4 packet, base64)
+                                         JSON ``{"room","from","unreliable","ts","body",
+                                         "scene"}`` (``body``: the RFC-4 packet, base64)
 ``dclcomms.bridge.room.<room>.in``       bridge -> rooms: broadcast ``body`` from ``from``
                                          (the credential's identity); with
                                          ``"release": true`` the identity leaves the room
-``dclcomms.bridge.taps``                 bridge -> rooms: ``{"bridge","rooms","ttlMs"}``,
-                                         the rooms a bridge instance reads, every
-                                         ``interval`` and on change (a lease: a rooms node
-                                         taps a room while some bridge's lease names it)
+``dclcomms.bridge.taps``                 bridge -> rooms: ``{"bridge","rooms","sceneRooms",
+                                         "ttlMs"}``, the rooms a bridge instance reads,
+                                         every ``interval`` and on change (a lease: a rooms
+                                         node taps a room while some bridge's lease names it)
 ``dclcomms.bridge.taps.request``         rooms -> bridges: announce your leases now (sent
                                          by a rooms node when it starts)
 =======================================  ==============================================
+
+``scene`` (``true``: a scene room of the gatekeeper's ``/scene-rooms/`` registry, absent or
+``false``: an island room of ``/rooms/``) travels in every payload; ``sceneRooms`` lists
+the scene rooms of a lease. A room id of one registry never reaches the other.
 
 :class:`NatsRoomTaps` runs beside a :class:`dclcomms.ws.Server` serving rooms (the realm,
 ``dclcomms rooms --nats``); :class:`NatsRoomLink` is the bridge's
@@ -34,7 +38,7 @@ import secrets
 from collections import deque
 from typing import Any
 
-from dclcomms.bridge.links import RoomHandler
+from dclcomms.bridge.links import RoomHandler, RoomKey
 from dclcomms.clock import now_ms
 
 log = logging.getLogger("dclcomms.bridge.nats")
@@ -109,8 +113,9 @@ class NatsRoomTaps:
         self.taps = taps if taps is not None else TapOwners(server)
         self.nc = nc
         self.outbox = _Outbox(nc)
-        self.leases: dict[str, tuple[frozenset[str], int]] = {}  # bridge -> (rooms, until ms)
-        self.tapped: set[str] = set()
+        # bridge -> ((scene, room) keys, until ms)
+        self.leases: dict[str, tuple[frozenset[RoomKey], int]] = {}
+        self.tapped: set[RoomKey] = set()
         self.published = 0
         self.injected = 0
         self._subs: list[Any] = []
@@ -137,7 +142,9 @@ class NatsRoomTaps:
         try:
             d = json.loads(msg.data)
             bridge = str(d["bridge"])
-            rooms = frozenset(str(r) for r in d["rooms"])
+            rooms = frozenset((False, str(r)) for r in d["rooms"]) | frozenset(
+                (True, str(r)) for r in d.get("sceneRooms", ())
+            )
             ttl = int(d.get("ttlMs", 30_000))
         except (ValueError, KeyError, TypeError):
             log.warning("bad bridge taps message")
@@ -149,13 +156,13 @@ class NatsRoomTaps:
         now = now_ms()
         for b in [b for b, (_, until) in self.leases.items() if until <= now]:
             del self.leases[b]
-        want: set[str] = set()
+        want: set[RoomKey] = set()
         for rooms, _ in self.leases.values():
             want |= rooms
-        for room in want - self.tapped:
-            self.taps.set("nats", room, True)
-        for room in self.tapped - want:
-            self.taps.set("nats", room, False)
+        for scene, room in want - self.tapped:
+            self.taps.set("nats", room, True, scene)
+        for scene, room in self.tapped - want:
+            self.taps.set("nats", room, False, scene)
         self.tapped = want
 
     async def _expire_loop(self) -> None:
@@ -167,21 +174,25 @@ class NatsRoomTaps:
         try:
             d = json.loads(msg.data)
             room, sender = str(d["room"]), str(d["from"])
-            if d.get("release"):
-                self.server.release_room_identity(room, sender)
-                return
-            body = base64.b64decode(d["body"], validate=True)
+            scene = d.get("scene", False) is True
+            release = bool(d.get("release"))
+            body = b"" if release else base64.b64decode(d["body"], validate=True)
             unreliable = bool(d.get("unreliable", False))
         except (ValueError, KeyError, TypeError):
             log.warning("bad bridge .in message", extra={"subject": msg.subject})
             return
         if token_room(msg.subject[len(PREFIX) : -len(".in")]) != room:
             return  # the subject names another room
+        if release:
+            self.server.release_room_identity(room, sender, scene)
+            return
         self.injected += 1
-        self.server.inject_room(room, sender, body, unreliable)
+        self.server.inject_room(room, sender, body, unreliable, scene)
 
-    def deliver(self, room: str, sender: str, body: bytes, unreliable: bool, ts: int) -> None:
-        if room not in self.tapped:
+    def deliver(
+        self, room: str, sender: str, body: bytes, unreliable: bool, ts: int, scene: bool = False
+    ) -> None:
+        if (scene, room) not in self.tapped:
             return
         self.published += 1
         self.outbox.publish(
@@ -193,6 +204,7 @@ class NatsRoomTaps:
                     "unreliable": unreliable,
                     "ts": ts,
                     "body": base64.b64encode(body).decode(),
+                    "scene": scene,
                 }
             ),
         )
@@ -208,7 +220,8 @@ class NatsRoomLink:
         self.bridge_id = bridge_id or secrets.token_hex(8)
         self.on_message: RoomHandler | None = None
         self.outbox = _Outbox(nc)
-        self.rooms: dict[str, Any] = {}  # room -> its .out subscription (None while pending)
+        # (scene, room) -> its .out subscription (None while pending)
+        self.rooms: dict[RoomKey, Any] = {}
         self._subs: list[Any] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -229,9 +242,13 @@ class NatsRoomLink:
 
     def _announce(self) -> None:
         ttl = int(self.interval_s * 3000)
-        self.outbox.publish(
-            TAPS, _dumps({"bridge": self.bridge_id, "rooms": sorted(self.rooms), "ttlMs": ttl})
-        )
+        lease = {
+            "bridge": self.bridge_id,
+            "rooms": sorted(r for scene, r in self.rooms if not scene),
+            "sceneRooms": sorted(r for scene, r in self.rooms if scene),
+            "ttlMs": ttl,
+        }
+        self.outbox.publish(TAPS, _dumps(lease))
 
     async def _announce_loop(self) -> None:
         while True:
@@ -241,38 +258,49 @@ class NatsRoomLink:
     async def _on_request(self, _msg: Any) -> None:
         self._announce()
 
-    def tap(self, room: str, on: bool) -> None:
-        if on and room not in self.rooms:
-            self.rooms[room] = None
-            asyncio.get_running_loop().create_task(self._subscribe(room))
-        elif not on and room in self.rooms:
-            sub = self.rooms.pop(room)
+    def tap(self, room: str, on: bool, scene: bool = False) -> None:
+        key = (scene, room)
+        if on and key not in self.rooms:
+            self.rooms[key] = None
+            asyncio.get_running_loop().create_task(self._subscribe(key))
+        elif not on and key in self.rooms:
+            sub = self.rooms.pop(key)
             if sub is not None:
                 asyncio.get_running_loop().create_task(sub.unsubscribe())
             self._announce()
 
-    async def _subscribe(self, room: str) -> None:
-        sub = await self.nc.subscribe(out_subject(room), cb=self._on_out)
-        if room not in self.rooms:  # untapped meanwhile
+    async def _subscribe(self, key: RoomKey) -> None:
+        scene, room = key
+
+        async def on_out(msg: Any) -> None:
+            self._on_out(msg, scene)
+
+        sub = await self.nc.subscribe(out_subject(room), cb=on_out)
+        if key not in self.rooms:  # untapped meanwhile
             await sub.unsubscribe()
             return
-        self.rooms[room] = sub
+        self.rooms[key] = sub
         await self.nc.flush()
         self._announce()  # after the subscription: nothing the rooms send is missed
 
-    async def _on_out(self, msg: Any) -> None:
+    def _on_out(self, msg: Any, scene: bool) -> None:
         try:
             d = json.loads(msg.data)
             room, sender = str(d["room"]), str(d["from"])
             body = base64.b64decode(d["body"], validate=True)
             unreliable, ts = bool(d.get("unreliable", False)), int(d.get("ts", 0))
+            of_scene = d.get("scene", False) is True
         except (ValueError, KeyError, TypeError):
             log.warning("bad bridge .out message", extra={"subject": msg.subject})
             return
-        if self.on_message is not None and room in self.rooms:
-            self.on_message(room, sender, body, unreliable, ts)
+        # one subscription per (scene, room): the other registry's room of that id is not ours
+        if of_scene != scene or (scene, room) not in self.rooms or self.on_message is None:
+            return
+        self.on_message(room, sender, body, unreliable, ts, scene)
 
-    def inject(self, room: str, identity: str, body: bytes, unreliable: bool) -> None:
+    def inject(
+        self, room: str, identity: str, body: bytes, unreliable: bool, scene: bool = False
+    ) -> None:
         self.outbox.publish(
             in_subject(room),
             _dumps(
@@ -282,13 +310,15 @@ class NatsRoomLink:
                     "unreliable": unreliable,
                     "ts": now_ms(),
                     "body": base64.b64encode(body).decode(),
+                    "scene": scene,
                 }
             ),
         )
 
-    def release(self, room: str, identity: str) -> None:
+    def release(self, room: str, identity: str, scene: bool = False) -> None:
         self.outbox.publish(
-            in_subject(room), _dumps({"room": room, "from": identity, "release": True})
+            in_subject(room),
+            _dumps({"room": room, "from": identity, "release": True, "scene": scene}),
         )
 
 

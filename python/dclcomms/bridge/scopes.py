@@ -77,6 +77,17 @@ class Target:
     def writable(self) -> bool:
         return self.kind == "scene"
 
+    @property
+    def scene(self) -> bool:
+        """The room is a scene room (the gatekeeper's ``/scene-rooms/`` registry), else an
+        island room (``/rooms/``)."""
+        return self.kind == "scene"
+
+    @property
+    def key(self) -> tuple[bool, str]:
+        """``(scene, room)``: a room id of one registry is not the other's."""
+        return (self.scene, self.room)
+
     def allowed_by(self, scopes: frozenset[str]) -> bool:
         if self.kind == "island":
             return "island:*" in scopes or f"island:{self.topic}" in scopes

@@ -25,7 +25,7 @@ from dclcomms import ws
 from dclcomms.about import AboutState, about, public_url_from_host
 from dclcomms.archipelago.core import ArchipelagoCore, core_from_config
 from dclcomms.bridge.gateway import BridgeGateway, SceneAuthority
-from dclcomms.bridge.keys import KeyStore, open_key_store
+from dclcomms.bridge.keys import KeyStore, SqlKeyStore, open_key_store
 from dclcomms.bridge.links import LocalRoomLink, TapOwners
 from dclcomms.bridge.scopes import RoomNames
 from dclcomms.clock import now_ms
@@ -93,6 +93,10 @@ class Realm:
             "authoritative_server": bridge_authoritative_server,
             "names": bridge_names,
         }
+        # what the realm opened for the bridge itself (no gatekeeper mounted): closed at stop
+        self._bridge_keys: Any = None
+        self._bridge_store: Any = None
+        self._bridge_authority: Any = None
         self.stats: Stats | None = None
         self.map: MapFeed | None = None
         self.transports: Transports | None = None
@@ -174,20 +178,11 @@ class Realm:
                 from dclcomms.bridge.nats import NatsRoomTaps
 
                 self.bridge_taps = await NatsRoomTaps(self.server, nc, taps).start()
-            if cfg.bridge:
-                if self._bridge_args["keys"] is None:  # the gatekeeper database's keys
-                    self._bridge_args["keys"] = await asyncio.to_thread(open_key_store, None)
-                self.bridge_link = LocalRoomLink(self.server, taps)
-                self.bridge = BridgeGateway(
-                    self.server,
-                    self.bridge_link,
-                    self.registry,
-                    spawn=self._spawn_task,
-                    **self._bridge_args,
-                )
             if cfg.gatekeeper:
                 await self._mount_gatekeeper()
                 self._spawn(self.gatekeeper.run(self._stop))
+            if cfg.bridge:
+                await self._start_bridge(taps)
             self._routes()
             self._loop.add_reader(self.server.fileno(), self._pump)
             ready = getattr(
@@ -223,6 +218,7 @@ class Realm:
             if self.gatekeeper is not None:
                 await self.gatekeeper.close()
                 self.gatekeeper.store.close()
+            await self._close_bridge_parts()
             raise
         if not cfg.public_url and cfg.host in ("0.0.0.0", "::"):
             log.warning(
@@ -287,6 +283,63 @@ class Realm:
             on_platform_ban=kick,
         )
 
+    async def _start_bridge(self, taps: TapOwners) -> None:
+        """The /bridge gateway over this server's rooms, with the gatekeeper's database (API
+        keys), owner-or-admin check (signed fetch), authoritative server and room naming:
+        the mounted gatekeeper's own, else built from the same configuration
+        (docs/bridge.md). ``Realm(bridge_*=...)`` arguments take precedence."""
+        from dclcomms.bridge.authority import OwnerOrAdminAuthority, open_authority
+        from dclcomms.gatekeeper import config as gk_config
+
+        cfg = self.config
+        args = dict(self._bridge_args)
+        gk = self.gatekeeper
+        gconf = (
+            gk.config
+            if gk is not None
+            else gk_config.from_env(
+                database=cfg.gatekeeper_database or None, data_dir=cfg.data_dir or None
+            )
+        )
+        if args["keys"] is None:  # the gatekeeper database's bridge_keys
+            if gk is not None:
+                args["keys"] = SqlKeyStore(store=gk.store)
+            else:
+                args["keys"] = self._bridge_keys = await asyncio.to_thread(
+                    open_key_store, gconf.database or None, data_dir=gconf.data_dir or None
+                )
+        if args["authority"] is None:
+            if gk is not None:
+                args["authority"] = OwnerOrAdminAuthority(gk.owner_or_admin)
+            else:
+                store = getattr(args["keys"], "store", None)
+                if store is None:  # keys elsewhere (Realm(bridge_keys=)): the database's rows
+                    from dclcomms.gatekeeper.storage import Store
+
+                    store = self._bridge_store = await asyncio.to_thread(
+                        Store.open, gconf.database or None, data_dir=gconf.data_dir or None
+                    )
+                args["authority"] = self._bridge_authority = open_authority(
+                    gconf, store, self.registry
+                )
+        if not args["authoritative_server"]:
+            args["authoritative_server"] = gconf.authoritative_server_address
+        if args["names"] is None:
+            args["names"] = RoomNames(gconf.scene_room_prefix, gconf.world_room_prefix)
+        self.bridge_link = LocalRoomLink(self.server, taps)
+        self.bridge = BridgeGateway(
+            self.server, self.bridge_link, self.registry, spawn=self._spawn_task, **args
+        )
+
+    async def _close_bridge_parts(self) -> None:
+        if self._bridge_authority is not None:
+            await self._bridge_authority.close()
+            self._bridge_authority = None
+        for part in (self._bridge_keys, self._bridge_store):
+            if part is not None:
+                await asyncio.to_thread(part.close)
+        self._bridge_keys = self._bridge_store = None
+
     def _bus_sessions(self) -> set[str]:
         return set(self.msgbus.sessions) if self.msgbus is not None else set()
 
@@ -326,6 +379,7 @@ class Realm:
         if self.gatekeeper is not None:
             await self.gatekeeper.close()
             await asyncio.to_thread(self.gatekeeper.store.close)
+        await self._close_bridge_parts()
         aclose = getattr(self.pubsub, "aclose", None)  # a network pub/sub: flush, then disconnect
         if aclose is not None:
             await aclose()
@@ -392,10 +446,11 @@ class Realm:
             self.msgbus.on_closed(ev.address)
         elif isinstance(ev, ws.RoomMessage):
             self.m_events.inc(kind="room_message")
+            args = (ev.room, ev.sender, ev.body, ev.unreliable, ev.received_ms, ev.scene)
             if self.bridge_link is not None:
-                self.bridge_link.deliver(ev.room, ev.sender, ev.body, ev.unreliable, ev.received_ms)
+                self.bridge_link.deliver(*args)
             if self.bridge_taps is not None:
-                self.bridge_taps.deliver(ev.room, ev.sender, ev.body, ev.unreliable, ev.received_ms)
+                self.bridge_taps.deliver(*args)
         elif isinstance(ev, ws.BridgeFrame) and self.bridge is not None:
             self.m_events.inc(kind="bridge_frame")
             self.bridge.on_frame(ev.id, ev.text)

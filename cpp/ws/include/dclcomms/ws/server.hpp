@@ -207,6 +207,7 @@ struct RoomMessage {
   std::string body;
   bool unreliable = false;
   int64_t received_ms = 0;  // server clock (Unix ms)
+  bool scene = false;       // a scene room (/scene-rooms/<room>), else /rooms/<room>
 };
 using Event =
     std::variant<HttpRequest, PeerConnected, PeerDisconnected, Heartbeats, BusOpened, BusFrame,
@@ -340,16 +341,19 @@ class Server {
   void close_bridge(uint64_t id, int code, const std::string& reason);
   // Room taps: while on, every update relayed in room (and every injected
   // one) is also a RoomMessage event. Off by default: an untapped room costs
-  // one empty-set check per update.
-  void set_room_tap(const std::string& room, bool on);
+  // one empty-set check per update. scene: the scene room /scene-rooms/<room>
+  // (the gatekeeper's registry), else the room /rooms/<room>; the two are
+  // tapped, injected and released independently.
+  void set_room_tap(const std::string& room, bool on, bool scene = false);
   // Broadcasts body to every member of room as a peer_update whose sender is
   // identity (not a player: its own alias, announced with peer_join on first
   // use and listed in later welcomes, until release_room_identity or the
   // room empties). Ignored (counted) when the room has no members or body is
   // over max_frame_bytes.
   void inject_room(const std::string& room, const std::string& identity, std::string body,
-                   bool unreliable);
-  void release_room_identity(const std::string& room, const std::string& identity);
+                   bool unreliable, bool scene = false);
+  void release_room_identity(const std::string& room, const std::string& identity,
+                             bool scene = false);
 
   Stats stats() const;
 

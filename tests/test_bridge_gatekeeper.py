@@ -23,8 +23,8 @@ from dclcomms.bridge import BridgeClient
 from dclcomms.config import RealmConfig
 from dclcomms.errors import BridgeError
 from dclcomms.realm import Realm
+from tests.helpers.postgres import pg_url  # noqa: F401
 from tests.helpers.realm_client import RoomClient, Wallet, scene_room_string
-from tests.pg_fixtures import pg_url  # noqa: F401
 
 RFC4 = codec.RFC4_PACKET
 SCENE_ID = "bafyscene1"

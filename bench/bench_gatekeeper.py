@@ -15,36 +15,40 @@ machine's PostgreSQL (127.0.0.1:5432, a fresh database created for the run and
 dropped after). ``--bans`` platform bans of *other* addresses are stored first (through
 the moderator route) so the ban checks run against non-empty tables.
 
-The load comes from ``--procs`` separate client processes (HTTP/1.1 on asyncio
-streams, requests serialised in advance, ``--concurrency`` requests in flight in
-total). The HTTP front answers every request with ``Connection: close`` (websocketpp
-serves one request per connection), so each request also opens a TCP connection, as an
-explorer's one call per scene change does. Every request is signed before the clock
+The load is bench/http_load.cpp (C++, one thread, epoll; compiled by this script with the
+system compiler into build/bench/ on first use), replaying requests signed and
+serialised in advance (``--procs`` signing processes) with ``--concurrency`` requests
+in flight. A connection is reused while the server keeps it open (HTTP/1.1
+keep-alive) and reopened when an answer says ``Connection: close``; a reopened
+request's latency includes its TCP connect. Every request is signed before the clock
 starts, by one of ``--identities`` wallets with strictly increasing timestamps per
 wallet, so no two requests share a final signature (the replay cache would refuse the
-second one: 401 ``replayed``) and all stay inside the 60 s window. Throughput =
-answered requests / (last answer - first send); p50/p99 over every request's latency;
-median over ``--repeats``. The gatekeeper's CPU time per request and peak RSS (VmHWM)
-are reported beside, and the load processes' CPU time: the machine has 2 cores shared
+second one: 401 ``replayed``) and all stay inside the 60 s window. Throughput = 2xx
+answers / (first send - last answer); p50/p99 over every request's latency; median
+over ``--repeats``. Beside: the gatekeeper's CPU time per request (all threads, and
+its Python thread alone: the one that cannot use the second core), its peak RSS
+(VmHWM) and the load generator's CPU time per request: the machine has 2 cores shared
 by server and load.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
 import json
 import multiprocessing as mp
 import os
 import re
-import resource
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
+from pathlib import Path
 from typing import Any
 
 PATH = "/get-scene-adapter"
@@ -75,7 +79,26 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
-# --- load processes -----------------------------------------------------------------
+# --- the load ---------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+LOAD_SRC = ROOT / "bench" / "http_load.cpp"
+
+
+def load_binary() -> Path:
+    """bench/http_load.cpp compiled once per source version (build/bench/, a second)."""
+    src = LOAD_SRC.read_bytes()
+    out = ROOT / "build" / "bench" / f"http_load-{hashlib.sha256(src).hexdigest()[:12]}"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or "c++"
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
+        subprocess.run(
+            [cxx, "-O2", "-std=c++17", "-Wall", "-Wextra", str(LOAD_SRC), "-o", str(tmp)],
+            check=True,
+        )
+        tmp.replace(out)
+    return out
 
 
 def _sign(seeds: list[int], count: int, scenes: int) -> list[dict[str, str]]:
@@ -97,106 +120,95 @@ def _sign(seeds: list[int], count: int, scenes: int) -> list[dict[str, str]]:
     return out
 
 
+def _sign_chunk(args: tuple[list[int], int, str]) -> list[bytes]:
+    seeds, count, host = args
+    return [_request_bytes(host, h) for h in _sign(seeds, count, 16)]
+
+
 def _request_bytes(host: str, headers: dict[str, str]) -> bytes:
     lines = [f"POST {PATH} HTTP/1.1", f"Host: {host}", "Content-Length: 0"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def _worker(url: str, seeds: list[int], count: int, inflight: int, go: Any, q: Any) -> None:
-    """One load process: ``inflight`` keep-alive HTTP/1.1 connections, each sending its
-    next pre-serialised request when the previous answer is read (asyncio streams: a
-    few tens of us per request, so the load generator stays light)."""
-    import asyncio
+def _run_load(
+    url: str,
+    requests: int,
+    concurrency: int,
+    procs: int,
+    seed: int,
+    identities: int,
+    pid: int | None = None,
+) -> dict[str, Any]:
+    """Signs ``requests`` requests (``procs`` processes; outside the timing, fresh
+    timestamps: the window is 60 s), then replays them through http_load with
+    ``concurrency`` in flight. With ``pid``, adds the server's CPU over the run."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-
-    async def main() -> None:
-        # Sign and serialise outside the timing (fresh timestamps: the window is 60 s).
-        requests = [_request_bytes(f"{host}:{port}", h) for h in _sign(seeds, count, 16)]
-        latencies: list[float] = []
-        statuses: Counter[int] = Counter()
-        conns = [await asyncio.open_connection(host, port) for _ in range(inflight)]
-        q.put(("ready", 0))
-        await asyncio.get_running_loop().run_in_executor(None, go.wait)
-        it = iter(requests)
-        first = time.time()
-        r0 = resource.getrusage(resource.RUSAGE_SELF)
-
-        async def loop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            for raw in it:
-                t = time.perf_counter()
-                try:
-                    writer.write(raw)
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    status = int(head[9:12])
-                    m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
-                    if m:
-                        await reader.readexactly(int(m.group(1)))
-                    statuses[status] += 1
-                    if re.search(rb"(?i)\r\nconnection: *close", head):
-                        writer.close()
-                        reader, writer = await asyncio.open_connection(host, port)
-                except (OSError, asyncio.IncompleteReadError, ValueError):
-                    statuses[0] += 1
-                    writer.close()
-                    reader, writer = await asyncio.open_connection(host, port)
-                latencies.append(time.perf_counter() - t)
-            writer.close()
-
-        await asyncio.gather(*(loop(r, w) for r, w in conns))
-        last = time.time()
-        r1 = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-        q.put(("done", (first, last, latencies, dict(statuses), cpu)))
-
-    asyncio.run(main())
-
-
-def _run_load(
-    url: str, requests: int, concurrency: int, procs: int, seed: int, identities: int
-) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    go, q = ctx.Event(), ctx.Queue()
     seeds = [seed * 1_000_003 + i for i in range(identities)]
-    ps = []
-    for k in range(procs):
-        n = requests // procs + (1 if k < requests % procs else 0)
-        inflight = max(1, concurrency // procs)
-        p = ctx.Process(target=_worker, args=(url, seeds[k::procs], n, inflight, go, q))
-        p.start()
-        ps.append(p)
-    for _ in ps:
-        kind, _v = q.get(timeout=600)
-        assert kind == "ready"
-    go.set()
-    results = []
-    for _ in ps:
-        kind, v = q.get(timeout=600)
-        assert kind == "done"
-        results.append(v)
-    for p in ps:
-        p.join(60)
-    first = min(r[0] for r in results)
-    last = max(r[1] for r in results)
-    lat = sorted(x for r in results for x in r[2])
-    statuses: Counter[str] = Counter()
-    for r in results:
-        statuses.update({str(k): v for k, v in r[3].items()})
-    ok = statuses.get("200", 0)
-    return {
-        "requests": len(lat),
-        "ok": ok,
-        "statuses": dict(sorted(statuses.items())),
-        "seconds": round(last - first, 3),
-        "req_per_s": round(ok / max(last - first, 1e-9), 1),
-        "p50_ms": round(_percentile(lat, 0.50) * 1000, 3),
-        "p99_ms": round(_percentile(lat, 0.99) * 1000, 3),
-        "max_ms": round(lat[-1] * 1000, 3) if lat else 0.0,
-        "client_cpu_s": round(sum(r[4] for r in results), 3),
-    }
+    chunks = [
+        (seeds[k::procs], requests // procs + (1 if k < requests % procs else 0), f"{host}:{port}")
+        for k in range(procs)
+    ]
+    with mp.get_context("spawn").Pool(procs) as pool:
+        signed = pool.map(_sign_chunk, chunks)
+    # Interleave the chunks so consecutive requests come from different wallets.
+    ordered = [r for group in itertools.zip_longest(*signed) for r in group if r is not None]
+    with tempfile.NamedTemporaryFile(prefix="dclcomms-bench-reqs-", delete=False) as f:
+        for r in ordered:
+            f.write(struct.pack("<I", len(r)) + r)
+        path = f.name
+    try:
+        before = _threads_cpu(pid) if pid else {}
+        cpu0 = _cpu_s(pid) if pid else 0.0
+        out = subprocess.run(
+            [
+                str(load_binary()),
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--requests",
+                path,
+                "--connections",
+                str(concurrency),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        after = _threads_cpu(pid) if pid else {}
+        cpu1 = _cpu_s(pid) if pid else 0.0
+    finally:
+        os.unlink(path)
+    result: dict[str, Any] = json.loads(out.stdout)
+    if pid:
+        main = after.get(pid, 0.0) - before.get(pid, 0.0)
+        total = cpu1 - cpu0
+        n = max(result["requests"], 1)
+        result["server_cpu_us_per_request"] = round(total / n * 1e6, 1)
+        result["server_python_thread_us_per_request"] = round(main / n * 1e6, 1)
+    result["client_cpu_us_per_request"] = round(
+        result["client_cpu_s"] / max(result["requests"], 1) * 1e6, 1
+    )
+    return result
+
+
+def _threads_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of pid (the main thread's id is pid)."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 # --- the gatekeeper process -----------------------------------------------------------
@@ -322,23 +334,24 @@ def bench_database(database: str, a: argparse.Namespace) -> dict[str, Any]:
     with Gatekeeper(database) as gk:
         banned = gk.ban_others(a.bans, a.seed) if a.bans else 0
         answer = check_answer(gk.url, a.seed + 99)
-        # Warm-up (connections, caches, JIT-free Python paths).
+        # Warm-up (connections, caches, the delegation cache of the first wallets).
         _run_load(gk.url, min(500, a.requests), a.concurrency, a.procs, a.seed + 50, a.identities)
-        runs = []
-        cpu0 = _cpu_s(gk.pid)
-        for r in range(a.repeats):
-            runs.append(
-                _run_load(gk.url, a.requests, a.concurrency, a.procs, a.seed + r, a.identities)
-            )
-        cpu = _cpu_s(gk.pid) - cpu0
+        runs = [
+            _run_load(gk.url, a.requests, a.concurrency, a.procs, a.seed + r, a.identities, gk.pid)
+            for r in range(a.repeats)
+        ]
         hwm = _proc_status(gk.pid, "VmHWM")
-    med = statistics.median(r["req_per_s"] for r in runs)
-    answered = sum(r["ok"] for r in runs)
+
+    def med(key: str) -> float:
+        return round(statistics.median(r[key] for r in runs), 3)
+
     return {
-        "req_per_s_median": med,
-        "p50_ms_median": statistics.median(r["p50_ms"] for r in runs),
-        "p99_ms_median": statistics.median(r["p99_ms"] for r in runs),
-        "server_cpu_us_per_request": round(cpu / max(answered, 1) * 1e6, 1),
+        "req_per_s_median": med("req_per_s"),
+        "p50_ms_median": med("p50_ms"),
+        "p99_ms_median": med("p99_ms"),
+        "server_cpu_us_per_request": med("server_cpu_us_per_request"),
+        "server_python_thread_us_per_request": med("server_python_thread_us_per_request"),
+        "client_cpu_us_per_request": med("client_cpu_us_per_request"),
         "server_peak_rss_mib": round(hwm / 1024, 1),
         "bans_stored": banned,
         "answer": answer,
@@ -350,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--requests", type=int, default=10_000, help="requests per repeat")
     ap.add_argument("--concurrency", type=int, default=32, help="requests in flight (total)")
-    ap.add_argument("--procs", type=int, default=2, help="load processes")
+    ap.add_argument("--procs", type=int, default=2, help="signing processes")
     ap.add_argument("--identities", type=int, default=200, help="signing wallets")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--bans", type=int, default=200, help="platform bans of others stored first")

@@ -58,7 +58,7 @@ async def _one(n: int, warmup: int, ticks: int, pages: int, seed: int) -> dict[s
     sim = Simulation(world, seed=seed, policy=SizeThreshold(20))
     clock = {"ms": 1_700_000_000_000}
     bus = InProcessPubSub()
-    stats = Stats(bus, peer_timeout_ms=10**9, clock_ms=lambda: clock["ms"])
+    stats = Stats(bus, heartbeat_timeout_ms=10**9, clock_ms=lambda: clock["ms"])
     server = ws.Server(ws.ServerConfig(connector=False, rooms=False, map_feed=True))
     port = server.start()
     feed = MapFeed(stats, bus, server, clock_ms=lambda: clock["ms"])

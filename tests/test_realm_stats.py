@@ -97,7 +97,7 @@ def test_peers_islands_parcels() -> None:
 
 
 def test_disconnect_and_silence_forget_peers() -> None:
-    bus, _stats, router, clock = _setup(peer_timeout_ms=60_000)
+    bus, _stats, router, clock = _setup(heartbeat_timeout_ms=60_000)
     _hb(bus, [A, B], [(0.0, 0.0, 0.0)] * 2)
     bus.publish(f"peer.{A}.disconnect", None)
     assert [p["id"] for p in _get(router, "/peers").json()["peers"]] == [B]
@@ -177,7 +177,7 @@ def test_hot_scenes_from_a_real_content_server() -> None:
             await runner.cleanup()
         r = await router.dispatch(Request("GET", "/hot-scenes"))  # cache still valid
         assert r.status == 200
-        stats.scene_cache_s = 0
+        stats.hot_scenes_cache_s = 0
         stats._scene_cache.clear()
         r = await router.dispatch(Request("GET", "/hot-scenes"))  # server gone
         assert (r.status, json.loads(r.body)) == (

@@ -113,18 +113,18 @@ class MessageBusGateway:
         registry: Registry,
         *,
         global_topics: Iterable[str] = (),
-        queue: int = 50,
+        bus_queue: int = 50,
         island_of: Callable[[str], str | None] = lambda _a: None,
-        signal_rate: float = 10.0,
-        signal_burst: int = 40,
+        p2p_signal_max_per_s: float = 10.0,
+        p2p_signal_burst: int = 40,
     ) -> None:
         self.server = server
         self.pubsub = pubsub
-        self.signal_rate = signal_rate
-        self.signal_burst = signal_burst
+        self.p2p_signal_max_per_s = p2p_signal_max_per_s
+        self.p2p_signal_burst = p2p_signal_burst
         self.membership = IslandMembership(pubsub)
         self.global_topics = frozenset(check_topic(t) for t in global_topics)
-        self.queue = queue
+        self.bus_queue = bus_queue
         self._island_of_connector = island_of
         self.sessions: dict[str, _Session] = {}
         self.island: dict[str, str] = {}  # address (with a session) -> island
@@ -286,10 +286,10 @@ class MessageBusGateway:
         """P2P signalling rules on publish (dclcomms.signalling), else MessageBusError."""
         try:
             if s.signals is None:
-                s.signals = TokenBucket(self.signal_rate, self.signal_burst)
+                s.signals = TokenBucket(self.p2p_signal_max_per_s, self.p2p_signal_burst)
             if not s.signals.take():
                 raise MessageBusError(
-                    f"over {self.signal_rate:g} signals/s (burst {self.signal_burst})",
+                    f"over {self.p2p_signal_max_per_s:g} signals/s (burst {self.p2p_signal_burst})",
                     code="rate_limited",
                 )
             if not self.membership.same_island(s.address, to):
@@ -412,7 +412,7 @@ class MessageBusGateway:
 
     def _send(self, s: _Session, text: str, *, message: bool = False) -> None:
         if message:
-            if s.messages >= self.queue:  # drop the oldest message (replies stay)
+            if s.messages >= self.bus_queue:  # drop the oldest message (replies stay)
                 for i, (_, droppable) in enumerate(s.queue):
                     if droppable:
                         del s.queue[i]

@@ -3,7 +3,8 @@
 :class:`Stats` subscribes to ``peer.*.heartbeat`` (batched), ``peer.*.disconnect``,
 ``engine.islands`` and ``engine.discovery`` and answers the reference stats
 routes with the reference JSON shapes. Peers are forgotten on disconnect and,
-unlike the reference, after ``heartbeat_timeout_ms`` of silence.
+unlike the reference, after ``heartbeat_timeout_ms`` of silence (the setting of the
+same name, as the core's).
 
 Positions are kept once per process: next to the core (the realm) the stats read
 them from the core's engine (:meth:`Engine.snapshot`: every peer's last position,
@@ -84,9 +85,9 @@ class Stats:
         pubsub: PubSub,
         *,
         engine: Engine | None = None,
-        peer_timeout_ms: int = 60_000,
+        heartbeat_timeout_ms: int = 60_000,
         content_url: str = "",
-        scene_cache_s: float = 60.0,
+        hot_scenes_cache_s: float = 60.0,
         fetch_scenes: SceneFetcher | None = None,
         clock_ms: Callable[[], int] = now_ms,
     ) -> None:
@@ -96,9 +97,9 @@ class Stats:
         self.islands = IslandStatus(())
         self.last_discovery: Discovery | None = None
         self.last_discovery_at_ms: int | None = None
-        self.peer_timeout_ms = peer_timeout_ms
+        self.heartbeat_timeout_ms = heartbeat_timeout_ms
         self.content_url = content_url.rstrip("/")
-        self.scene_cache_s = scene_cache_s
+        self.hot_scenes_cache_s = hot_scenes_cache_s
         self._fetch_scenes = fetch_scenes
         self._scene_cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._clock = clock_ms
@@ -145,8 +146,8 @@ class Stats:
         self.last_discovery_at_ms = self._clock()
 
     def sweep(self) -> int:
-        """Forget peers silent for ``peer_timeout_ms``; returns how many."""
-        cutoff = self._clock() - self.peer_timeout_ms
+        """Forget peers silent for ``heartbeat_timeout_ms``; returns how many."""
+        cutoff = self._clock() - self.heartbeat_timeout_ms
         if self.engine is not None:
             pings = self._last_ping
             gone = [a for a, t in pings.items() if t < cutoff]
@@ -296,7 +297,7 @@ class Stats:
             except Exception as e:
                 log.warning("content server lookup failed", extra={"error": str(e)})
                 raise HttpError(503, "content server unavailable", "content_unavailable") from e
-            expiry = now + self.scene_cache_s
+            expiry = now + self.hot_scenes_cache_s
             for p in missing:
                 self._scene_cache[p] = (expiry, None)
             for ent in fetched:
@@ -397,9 +398,9 @@ def stats_from_config(
     return Stats(
         pubsub,
         engine=engine,
-        peer_timeout_ms=config.heartbeat_timeout_ms,
+        heartbeat_timeout_ms=config.heartbeat_timeout_ms,
         content_url=config.content_url,
-        scene_cache_s=config.hot_scenes_cache_s,
+        hot_scenes_cache_s=config.hot_scenes_cache_s,
     )
 
 

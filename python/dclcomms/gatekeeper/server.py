@@ -140,7 +140,7 @@ class GatekeeperServer:
                     self.config.deny_list_url,
                     _NoServer(),
                     self.registry,
-                    interval_s=self.config.deny_list_refresh_s,
+                    deny_list_refresh_s=self.config.deny_list_refresh_s,
                 )
                 deny_obj = self._deny
                 deny = lambda: deny_obj.addresses  # noqa: E731

@@ -166,10 +166,10 @@ class Realm:
                     self.pubsub,
                     self.registry,
                     global_topics=cfg.bus_global_topic_list,
-                    queue=cfg.bus_queue,
+                    bus_queue=cfg.bus_queue,
                     island_of=island_of.get,
-                    signal_rate=cfg.p2p_signal_max_per_s,
-                    signal_burst=cfg.p2p_signal_burst,
+                    p2p_signal_max_per_s=cfg.p2p_signal_max_per_s,
+                    p2p_signal_burst=cfg.p2p_signal_burst,
                 )
                 self.connector.island_listeners.append(self.msgbus.on_island)
             taps = TapOwners(self.server)
@@ -197,7 +197,7 @@ class Realm:
                     cfg.deny_list_url,
                     self.server,
                     self.registry,
-                    interval_s=cfg.deny_list_refresh_s,
+                    deny_list_refresh_s=cfg.deny_list_refresh_s,
                 )
                 self._spawn(self.deny_list.run(self._stop))
             if cfg.comms_gatekeeper_url or self.gatekeeper is not None:
@@ -207,7 +207,7 @@ class Realm:
                     self.server,
                     self.registry,
                     sessions=lambda: connector.sessions | self._bus_sessions(),
-                    sweep_interval_s=cfg.ban_sweep_interval_ms / 1000,
+                    ban_sweep_interval_ms=cfg.ban_sweep_interval_ms,
                     # no external gatekeeper: ask the mounted one in process
                     lookup=None if cfg.comms_gatekeeper_url else self.gatekeeper.is_platform_banned,
                 )

@@ -44,7 +44,7 @@ class BanChecker:
         registry: Registry,
         *,
         sessions: Callable[[], set[str]],
-        sweep_interval_s: float = 30.0,
+        ban_sweep_interval_ms: int = 30_000,
         lookup: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         """``lookup``: ask this (e.g. the gatekeeper mounted in the realm) instead of ``url``."""
@@ -52,7 +52,7 @@ class BanChecker:
         self.lookup = lookup
         self.server = server
         self.sessions = sessions
-        self.sweep_interval_s = sweep_interval_s
+        self.ban_sweep_interval_ms = ban_sweep_interval_ms
         self.verdicts: dict[str, tuple[float, bool]] = {}  # address -> (checked at, banned)
         self._sem = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._http: aiohttp.ClientSession | None = None
@@ -126,7 +126,7 @@ class BanChecker:
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.sweep_interval_s)
+                    await asyncio.wait_for(stop.wait(), self.ban_sweep_interval_ms / 1000)
                 if not stop.is_set():
                     await self.sweep()
         finally:

@@ -37,10 +37,12 @@ def parse_deny_list(doc: Any) -> list[str]:
 
 
 class DenyList:
-    def __init__(self, url: str, server: Any, registry: Registry, *, interval_s: float = 300.0):
+    def __init__(
+        self, url: str, server: Any, registry: Registry, *, deny_list_refresh_s: float = 300.0
+    ):
         self.url = url
         self.server = server
-        self.interval_s = interval_s
+        self.deny_list_refresh_s = deny_list_refresh_s
         self.addresses: list[str] = []
         self.loaded = False
         self.m_refreshes = registry.counter(
@@ -73,7 +75,7 @@ class DenyList:
         while not stop.is_set():
             await self.refresh()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval_s)
+                await asyncio.wait_for(stop.wait(), self.deny_list_refresh_s)
 
 
 __all__ = ["DenyList", "parse_deny_list"]

@@ -184,7 +184,9 @@ def test_descriptor_flood_under_ulimit_256_keeps_status_and_valid_clients() -> N
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 2048:  # the flood's own sockets
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
-    with realm_process(nofile=256) as (p, url):
+    # eviction of old unauthenticated connections off (a minute): this test covers the
+    # refusals, the reserve and the per-address cap; the next one covers eviction
+    with realm_process("--unauthenticated-evict-min-age-ms", "60000", nofile=256) as (p, url):
         port = int(url.rsplit(":", 1)[1])
         # one attacker address: 600 idle upgrades (before: every descriptor taken, accept spinning)
         held = _flood("127.0.0.2", port, 600)
@@ -251,6 +253,76 @@ def test_descriptor_flood_under_ulimit_256_keeps_status_and_valid_clients() -> N
                     s.close()
         finally:
             for s in held:
+                s.close()
+        assert p.poll() is None, "the realm died under the flood"
+
+
+def test_many_address_flood_cannot_keep_valid_clients_out() -> None:
+    """Idle upgrades from many 127.x addresses (each under the per-address cap) fill every
+    slot of a realm limited to 256 descriptors. Before: a valid client got 503 until the
+    flood's sockets timed out (15 s). Now a newcomer at the cap evicts the oldest connection
+    that has not completed a handshake once it is older than
+    ``unauthenticated_evict_min_age_ms`` (2 s): the client gets ``welcome`` while the flood
+    holds, /status answers, and the evicted sockets are closed (counted)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:  # the flood's own sockets
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    with realm_process(nofile=256) as (p, url):
+        port = int(url.rsplit(":", 1)[1])
+        flood: list[socket.socket] = []
+        try:
+            t0 = time.monotonic()
+            for i in range(2, 12):  # 10 addresses x 40: under the per-address cap of 64
+                flood += _flood(f"127.0.0.{i}", port, 40)
+            # every slot (256 - 64 = 192) taken by the flood
+            time.sleep(max(0.0, 2.3 - (time.monotonic() - t0)))  # past the 2 s minimum age
+            answers = _answers(flood)
+            assert answers.get(101, 0) >= 192 - 8, answers  # a few may be evicted already
+
+            async def while_flooded() -> int:
+                times = await _status_ms(url)
+                assert statistics.median(times) < 100, times
+                clients = [ArchipelagoClient(seed) for seed in (613, 614, 615)]
+                try:
+                    for c in clients:  # each stays: the next one needs a slot of its own
+                        await c.connect(url.replace("http://", "ws://"))
+                        assert await c.handshake() == c.address  # welcome
+                    async with aiohttp.ClientSession() as s, s.get(url + "/metrics") as r:
+                        text = await r.text()
+                finally:
+                    for c in clients:
+                        await c.close()
+                gauges = dict(
+                    ln.split() for ln in text.splitlines() if ln.startswith("dcl_ws_server_")
+                )
+                evicted = int(gauges["dcl_ws_server_evicted_unauthenticated_total"])
+                assert evicted >= 3, gauges
+                assert int(gauges["dcl_ws_server_max_connections"]) == 256 - 64
+                assert int(gauges["dcl_ws_server_connections"]) <= 256 - 64 + 32, gauges
+                return evicted
+
+            evicted = asyncio.run(asyncio.wait_for(while_flooded(), 60))
+            # the evicted flood sockets were closed by the realm (EOF after their 101)
+            closed = 0
+            time.sleep(0.2)
+            for s in flood:
+                s.setblocking(False)
+                try:
+                    data = s.recv(4096)
+                    while data:
+                        data = s.recv(4096)
+                    closed += 1
+                except (TimeoutError, BlockingIOError):
+                    pass
+                except OSError:
+                    closed += 1
+            assert closed >= evicted, (closed, evicted)
+            cpu0, t1 = _cpu_s(p.pid), time.monotonic()
+            time.sleep(1.0)
+            cpu = (_cpu_s(p.pid) - cpu0) / (time.monotonic() - t1)
+            assert cpu < 0.5, f"realm at {cpu:.0%} CPU while flooded"
+        finally:
+            for s in flood:
                 s.close()
         assert p.poll() is None, "the realm died under the flood"
 

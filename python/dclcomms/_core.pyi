@@ -182,6 +182,7 @@ class WsConfig:
         max_connections: int = ...,
         fd_reserve: int = ...,
         max_unauthenticated_per_ip: int = ...,
+        unauthenticated_evict_min_age_ms: int = ...,
         unauthenticated_timeout_ms: int = ...,
         max_pending_frames: int = ...,
         max_pending_heartbeats: int = ...,
@@ -260,6 +261,8 @@ class WsConfig:
     def fd_reserve(self) -> int: ...
     @property
     def max_unauthenticated_per_ip(self) -> int: ...
+    @property
+    def unauthenticated_evict_min_age_ms(self) -> int: ...
     @property
     def unauthenticated_timeout_ms(self) -> int: ...
     @property

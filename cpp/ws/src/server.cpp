@@ -310,6 +310,12 @@ uint16_t Server::Impl::start() {
   ep_.set_close_handler([this](Hdl h) { on_closed(*shards_[0], h); });
   ep_.set_fail_handler([this](Hdl h) { on_closed(*shards_[0], h); });
   ep_.set_http_handler([this](Hdl h) { on_http(h); });
+  // Admission evicted it (evict()): on its strand, like websocketpp's timeouts.
+  ep_.set_interrupt_handler([this](Hdl h) {
+    websocketpp::lib::error_code ec;
+    ConnPtr con = ep_.get_con_from_hdl(h, ec);
+    if (!ec && con) con->terminate(websocketpp::lib::error_code());
+  });
   ep_.set_pong_handler([this](Hdl h, std::string) {
     std::lock_guard<std::mutex> lock(mu_);
     hub_.pong(h.lock().get());
@@ -337,7 +343,8 @@ uint16_t Server::Impl::start() {
   }
   size_t per_ip = cfg_.max_unauthenticated_per_ip;
   if (per_ip == 0) per_ip = std::max<size_t>(64, max_conns / 8);
-  adm_ = std::make_unique<Admission>(max_conns, cfg_.fd_reserve / 2, per_ip);
+  adm_ = std::make_unique<Admission>(max_conns, cfg_.fd_reserve / 2, per_ip,
+                                     cfg_.unauthenticated_evict_min_age_ms);
   accept_timer_ = std::make_unique<asio::steady_timer>(ep_.get_io_service());
 
   websocketpp::lib::error_code ec;
@@ -455,15 +462,16 @@ void Server::Impl::on_accept(const ConnPtr& con, const std::error_code& ec) {
   }
   asio::error_code aec;
   std::string ip = con->get_raw_socket().remote_endpoint(aec).address().to_string();
-  Admission::Verdict v;
+  Admission::Decision d;
   {
     std::lock_guard<std::mutex> lock(adm_mu_);
-    v = adm_->admit(ip);
-    if (v == Admission::Verdict::Admit || v == Admission::Verdict::ReserveOnly) {
-      conns_[con.get()] = ConnInfo{ip, false, v == Admission::Verdict::ReserveOnly};
+    d = adm_->admit(con.get(), ip, steady_ms());
+    if (d.verdict == Admission::Verdict::Admit || d.verdict == Admission::Verdict::ReserveOnly) {
+      conns_[con.get()] = ConnInfo{con};
     }
+    if (d.evict != nullptr) evict(d.evict);
   }
-  switch (v) {
+  switch (d.verdict) {
     case Admission::Verdict::RefusePerIp:
       refuse(con, "too many connections from this address");
       break;
@@ -498,24 +506,28 @@ void Server::Impl::on_terminated(const ConnPtr& con) {
       con->get_response_code() == websocketpp::http::status_code::request_entity_too_large;
   std::lock_guard<std::mutex> lock(adm_mu_);
   if (too_large) ++http_too_large_;
-  auto it = conns_.find(con.get());
+  adm_->closed(con.get());  // a no-op for an evicted one (already forgotten)
+  conns_.erase(con.get());
+}
+
+void Server::Impl::evict(const void* key) {
+  auto it = conns_.find(key);
   if (it == conns_.end()) return;
-  adm_->closed(it->second.ip, it->second.authenticated, it->second.reserve_only);
-  conns_.erase(it);
+  ConnPtr victim = it->second.con.lock();
+  // interrupt() runs the interrupt handler (terminate, no close handshake:
+  // the descriptor is needed now) on the victim's own strand, as websocketpp's
+  // own timeouts terminate a connection; its handlers then run as for any close.
+  if (victim) victim->interrupt();
 }
 
 void Server::Impl::authenticated(const void* key) {
   std::lock_guard<std::mutex> lock(adm_mu_);
-  auto it = conns_.find(key);
-  if (it == conns_.end() || it->second.authenticated) return;
-  it->second.authenticated = true;
-  adm_->authenticated(it->second.ip);
+  adm_->authenticated(key);
 }
 
 bool Server::Impl::reserve_only(const void* key) const {
   std::lock_guard<std::mutex> lock(adm_mu_);
-  auto it = conns_.find(key);
-  return it != conns_.end() && it->second.reserve_only;
+  return adm_->reserve_only(key);
 }
 
 // ---- websocketpp connection handlers -------------------------------------------

@@ -214,13 +214,13 @@ class Server::Impl final {
   // accept (EMFILE, ENFILE) pauses it on a timer instead of spinning, and
   // each accepted socket is admitted or refused before a byte is read.
   struct ConnInfo {
-    std::string ip;
-    bool authenticated = false;
-    bool reserve_only = false;
+    std::weak_ptr<detail::Endpoint::connection_type> con;  // to evict it
   };
   void accept_next();
   void on_accept(const detail::ConnPtr& con, const std::error_code& ec);
   void on_terminated(const detail::ConnPtr& con);
+  // Closes a connection Admission evicted (from its own strand: interrupt()).
+  void evict(const void* key);
   // 503 written straight to a socket that is then closed (nothing read).
   static void refuse(const detail::ConnPtr& con, const char* why);
   void authenticated(const void* key);  // WsppLink, under mu_

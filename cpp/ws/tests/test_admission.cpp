@@ -1,4 +1,5 @@
-// Admission (admission.hpp): the global cap, the reserve past it and the
+// Admission (admission.hpp): the global cap, eviction of the oldest
+// unauthenticated connection at that cap, the reserve past it and the
 // per-address cap on connections that have not completed a handshake.
 
 #include "dclcomms/ws/admission.hpp"
@@ -6,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 namespace dclcomms::ws {
 namespace {
@@ -20,53 +22,102 @@ uint64_t stat(const Admission& a, const std::string& name) {
   return 0;
 }
 
+// Distinct keys standing for connections.
+const void* key(int i) {
+  static std::vector<char> keys(1000);
+  return &keys.at(static_cast<size_t>(i));
+}
+
 TEST(Admission, GlobalCapThenReserveThenRefused) {
-  Admission a(2, 1, 100);
-  EXPECT_EQ(a.admit("10.0.0.1"), V::Admit);
-  EXPECT_EQ(a.admit("10.0.0.2"), V::Admit);
-  EXPECT_EQ(a.admit("10.0.0.3"), V::ReserveOnly);
-  EXPECT_EQ(a.admit("10.0.0.4"), V::RefuseFull);
+  Admission a(2, 1, 100, 1000);
+  EXPECT_EQ(a.admit(key(1), "10.0.0.1", 0).verdict, V::Admit);
+  EXPECT_EQ(a.admit(key(2), "10.0.0.2", 0).verdict, V::Admit);
+  // Full; the unauthenticated ones are too young to evict.
+  EXPECT_EQ(a.admit(key(3), "10.0.0.3", 999).verdict, V::ReserveOnly);
+  EXPECT_TRUE(a.reserve_only(key(3)));
+  EXPECT_FALSE(a.reserve_only(key(1)));
+  EXPECT_EQ(a.admit(key(4), "10.0.0.4", 999).verdict, V::RefuseFull);
   EXPECT_EQ(stat(a, "connections"), 3u);
   EXPECT_EQ(stat(a, "refused_full"), 1u);
   EXPECT_EQ(stat(a, "admitted_reserve"), 1u);
   // A regular slot frees: the next one is served in full again.
-  a.closed("10.0.0.1", false, false);
-  EXPECT_EQ(a.admit("10.0.0.5"), V::Admit);
-  a.closed("10.0.0.3", false, true);
+  a.closed(key(1));
+  EXPECT_EQ(a.admit(key(5), "10.0.0.5", 999).verdict, V::Admit);
+  a.closed(key(3));
   EXPECT_EQ(a.reserve_open(), 0u);
-  EXPECT_EQ(a.admit("10.0.0.6"), V::ReserveOnly);
+  EXPECT_EQ(a.admit(key(6), "10.0.0.6", 999).verdict, V::ReserveOnly);
+  EXPECT_EQ(stat(a, "evicted_unauthenticated"), 0u);
+}
+
+TEST(Admission, AtTheCapTheOldestUnauthenticatedIsEvicted) {
+  // A flood of idle connections from many addresses fills every slot.
+  Admission a(3, 1, 2, 1000);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(a.admit(key(i), "10.0.0." + std::to_string(i), i).verdict, V::Admit);
+  }
+  // key(0) completes a handshake: never evicted.
+  a.authenticated(key(0));
+  // A newcomer 1 s after key(1) arrived: key(1), the oldest unauthenticated, goes.
+  auto d = a.admit(key(10), "192.168.0.1", 1001);
+  EXPECT_EQ(d.verdict, V::Admit);
+  EXPECT_EQ(d.evict, key(1));
+  EXPECT_EQ(a.open(), 3u);
+  EXPECT_EQ(a.unauthenticated(), 2u);  // key(2) and the newcomer
+  EXPECT_EQ(a.unauthenticated("10.0.0.1"), 0u);
+  // The evicted connection's close later is a no-op.
+  a.closed(key(1));
+  EXPECT_EQ(a.open(), 3u);
+  // Next: key(2) (arrived at 2) is old enough at 1002, the newcomer (1001) is not.
+  d = a.admit(key(11), "192.168.0.2", 1002);
+  EXPECT_EQ(d.evict, key(2));
+  d = a.admit(key(12), "192.168.0.3", 1500);
+  EXPECT_EQ(d.verdict, V::ReserveOnly);  // everyone unauthenticated is younger than 1 s
+  EXPECT_EQ(d.evict, nullptr);
+  // Reserve connections are not evicted to make regular room, nor are authenticated ones.
+  a.authenticated(key(10));
+  a.authenticated(key(11));
+  d = a.admit(key(13), "192.168.0.4", 9000);
+  EXPECT_EQ(d.verdict, V::RefuseFull);
+  EXPECT_EQ(stat(a, "evicted_unauthenticated"), 2u);
+  EXPECT_EQ(stat(a, "admitted"), 5u);
+  // Closing the rest leaves nothing behind.
+  for (int i : {0, 10, 11, 12}) a.closed(key(i));
+  EXPECT_EQ(a.open(), 0u);
+  EXPECT_EQ(a.reserve_open(), 0u);
+  EXPECT_EQ(a.unauthenticated(), 0u);
 }
 
 TEST(Admission, PerAddressCapCountsOnlyUnauthenticated) {
   Admission a(100, 10, 2);
-  EXPECT_EQ(a.admit("10.0.0.1"), V::Admit);
-  EXPECT_EQ(a.admit("10.0.0.1"), V::Admit);
-  EXPECT_EQ(a.admit("10.0.0.1"), V::RefusePerIp);
-  EXPECT_EQ(a.admit("10.0.0.2"), V::Admit);  // another address is not affected
+  EXPECT_EQ(a.admit(key(1), "10.0.0.1", 0).verdict, V::Admit);
+  EXPECT_EQ(a.admit(key(2), "10.0.0.1", 0).verdict, V::Admit);
+  EXPECT_EQ(a.admit(key(3), "10.0.0.1", 0).verdict, V::RefusePerIp);
+  EXPECT_EQ(a.admit(key(4), "10.0.0.2", 0).verdict, V::Admit);  // another address
   EXPECT_EQ(a.unauthenticated("10.0.0.1"), 2u);
   // One completes its handshake: a slot of its address frees, the connection stays open.
-  a.authenticated("10.0.0.1");
+  a.authenticated(key(1));
+  a.authenticated(key(1));  // at most once
   EXPECT_EQ(a.unauthenticated("10.0.0.1"), 1u);
   EXPECT_EQ(a.open(), 3u);
-  EXPECT_EQ(a.admit("10.0.0.1"), V::Admit);
-  EXPECT_EQ(a.admit("10.0.0.1"), V::RefusePerIp);
+  EXPECT_EQ(a.admit(key(5), "10.0.0.1", 0).verdict, V::Admit);
+  EXPECT_EQ(a.admit(key(6), "10.0.0.1", 0).verdict, V::RefusePerIp);
   EXPECT_EQ(stat(a, "refused_per_ip"), 2u);
   // Closing an authenticated connection does not touch the address's count.
-  a.closed("10.0.0.1", true, false);
+  a.closed(key(1));
   EXPECT_EQ(a.unauthenticated("10.0.0.1"), 2u);
-  a.closed("10.0.0.1", false, false);
-  a.closed("10.0.0.1", false, false);
-  a.closed("10.0.0.2", false, false);
+  a.closed(key(2));
+  a.closed(key(5));
+  a.closed(key(4));
   EXPECT_EQ(a.open(), 0u);
   EXPECT_EQ(a.unauthenticated(), 0u);
   EXPECT_EQ(a.unauthenticated("10.0.0.1"), 0u);
 }
 
 TEST(Admission, RefusalsAreNotCountedAsOpen) {
-  Admission a(1, 0, 1);
-  EXPECT_EQ(a.admit("a"), V::Admit);
-  EXPECT_EQ(a.admit("b"), V::RefuseFull);
-  EXPECT_EQ(a.admit("a"), V::RefusePerIp);
+  Admission a(1, 0, 1, 1000);
+  EXPECT_EQ(a.admit(key(1), "a", 0).verdict, V::Admit);
+  EXPECT_EQ(a.admit(key(2), "b", 10).verdict, V::RefuseFull);
+  EXPECT_EQ(a.admit(key(3), "a", 10).verdict, V::RefusePerIp);
   EXPECT_EQ(a.open(), 1u);
   EXPECT_EQ(a.unauthenticated(), 1u);
   EXPECT_EQ(stat(a, "max_connections"), 1u);

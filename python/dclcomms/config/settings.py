@@ -341,6 +341,15 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     Setting(
+        "unauthenticated_evict_min_age_ms",
+        int,
+        2000,
+        "UNAUTHENTICATED_EVICT_MIN_AGE_MS",
+        "ms: at max_connections a new connection evicts the oldest one not yet authenticated "
+        "if it is at least this old (a many-address flood cannot keep valid clients out)",
+        minimum=0,
+    ),
+    Setting(
         "unauthenticated_timeout_ms",
         int,
         15000,
@@ -802,6 +811,7 @@ class RealmConfig:
     connector_max_queued_bytes: int = 1 << 20
     max_connections: int = 0
     max_unauthenticated_per_ip: int = 0
+    unauthenticated_evict_min_age_ms: int = 2000
     unauthenticated_timeout_ms: int = 15000
     http_max_body_bytes: int = 64 * 1024
     livekit_host: str = ""

@@ -22,7 +22,7 @@ def test_island_topics_reach_island_members_only() -> None:
         async with realm() as r:
             a = await Peer(901).start(r)
             b = await Peer(902).start(r, x=10.0)
-            far = await Peer(903).start(r, x=5000.0)
+            far = await Peer(903).start(r, x=1000.0)
             assert b.island == a.island and far.island != a.island
             topic = f"island.{a.island}.chat"
             await a.bus.subscribe(topic)
@@ -51,7 +51,7 @@ def test_addressed_and_global_topics() -> None:
     async def body() -> None:
         async with realm() as r:
             a = await Peer(911).start(r)
-            b = await Peer(912).start(r, x=5000.0)  # another island: addressed topics still work
+            b = await Peer(912).start(r, x=1000.0)  # another island: addressed topics still work
             await a.bus.subscribe(f"{a.address}.dm")
             await b.bus.publish(f"{a.address}.dm", b"hello")
             got = await a.bus.message(f"{a.address}.dm", sender=b.address)
@@ -95,7 +95,7 @@ def test_island_system_events_and_island_change() -> None:
             a.arch = ArchipelagoClient(921)
             await a.arch.connect(f"ws://127.0.0.1:{r.port}")
             await a.arch.handshake()
-            await a.arch.heartbeat(9000.0, 0.0, 0.0)
+            await a.arch.heartbeat(2000.0, 0.0, 0.0)
             moved = await a.arch.island()
             assert moved["islandId"] != a.island
             ended = {

@@ -70,7 +70,7 @@ def test_a_peer_outside_the_island_cannot_signal() -> None:
     async def body() -> None:
         async with realm() as r:
             a = await Peer(1311).start(r)
-            far = await Peer(1312).start(r, x=5000.0)
+            far = await Peer(1312).start(r, x=1000.0)
             assert far.island != a.island
             await a.bus.subscribe(f"{a.address}.offer")
             e = await error(far.bus, publish(f"{a.address}.offer", OFFER), "not_same_island")
@@ -202,7 +202,7 @@ def test_delivery_rechecks_signals_from_elsewhere_on_the_bus() -> None:
         async with realm() as r:
             a = await Peer(1351).start(r)
             b = await Peer(1352).start(r, x=10.0)
-            far = await Peer(1353).start(r, x=5000.0)
+            far = await Peer(1353).start(r, x=1000.0)
             assert r.msgbus is not None
             topic = f"{a.address}.offer"
             await a.bus.subscribe(topic)
@@ -237,7 +237,7 @@ def test_a_peer_that_left_its_island_can_no_longer_signal_it() -> None:
             b.arch = ArchipelagoClient(1362)
             await b.arch.connect(f"ws://127.0.0.1:{r.port}")
             await b.arch.handshake()
-            await b.arch.heartbeat(7000.0, 0.0, 0.0)
+            await b.arch.heartbeat(2000.0, 0.0, 0.0)
             moved = (await b.arch.island())["islandId"]
             assert moved != a.island
             await error(b.bus, publish(f"{a.address}.offer", OFFER), "not_same_island")

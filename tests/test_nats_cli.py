@@ -153,9 +153,9 @@ def test_cli_errors() -> None:
     assert p.wait(timeout=30) == 1
     err = p.stderr.read() if p.stderr else ""
     assert "dclcomms core: error: cannot start:" in err and "[nats_unavailable]" in err, err
-    p = spawn("core", *BASE, *LK, "--nats", dead, "--transport-node-interval", "0")
+    p = spawn("core", *BASE, *LK, "--nats", dead, "--transport-node-interval-s", "0")
     assert p.wait(timeout=30) == 2
-    assert "transport_node_interval" in (p.stderr.read() if p.stderr else "")
+    assert "transport_node_interval_s" in (p.stderr.read() if p.stderr else "")
     p = spawn("core", *BASE, "--nats", dead)  # no LiveKit, fixed adapter or shared secret
     assert p.wait(timeout=30) == 2
     err = p.stderr.read() if p.stderr else ""

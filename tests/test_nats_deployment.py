@@ -181,7 +181,12 @@ def test_two_connectors_core_stats_and_two_rooms_nodes(
                     "rooms",
                     *["--port", str(port), "--ws-room-secret", SECRET, "--ws-room-require-token"],
                     *["--nats", nats_server.url, "--node-id", node],
-                    *["--public-url", f"ws://127.0.0.1:{port}", "--transport-node-interval", "0.2"],
+                    *[
+                        "--public-url",
+                        f"ws://127.0.0.1:{port}",
+                        "--transport-node-interval-s",
+                        "0.2",
+                    ],
                 )
             )
         procs.append(
@@ -190,7 +195,7 @@ def test_two_connectors_core_stats_and_two_rooms_nodes(
                 *REALM,
                 *nats,
                 *["--policy", "dclcomms.nats.nodes:NodeBalancedWsRooms"],
-                *["--transport-node-interval", "0.2", "--transport-node-missed", "5"],
+                *["--transport-node-interval-s", "0.2", "--transport-node-missed", "5"],
             )
         )
         procs.append(spawn("stats", *BASE, *nats))

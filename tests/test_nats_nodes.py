@@ -71,7 +71,7 @@ async def start_rooms(nats_url: str, node_id: str) -> RoomsNode:
         f"ws://127.0.0.1:{port}",
         "--node-id",
         node_id,
-        "--transport-node-interval",
+        "--transport-node-interval-s",
         str(INTERVAL),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -108,7 +108,8 @@ async def deployment(url: str) -> AsyncIterator[Deployment]:
         cfg = config()
         transports = build_transports(cfg, bound_port=80, ws_room_secret=SECRET)
         d.policy = NodeBalancedWsRooms(
-            transports, registry=NodeRegistry(interval_s=INTERVAL, missed=3)
+            transports,
+            registry=NodeRegistry(transport_node_interval_s=INTERVAL, transport_node_missed=3),
         )
         for _ in range(2):
             d.buses.append(await NatsPubSub.connect([url], reconnect_time_wait=0.1))
@@ -252,10 +253,10 @@ def test_islands_balanced_and_moved_off_a_killed_node(nats_server: NatsServer) -
                 "ws://127.0.0.1:1",
                 "--node-id",
                 "a",
-                "--transport-node-interval",
+                "--transport-node-interval-s",
                 "0",
             ],
-            "transport_node_interval (flag --transport-node-interval): must be >= 0.01",
+            "transport_node_interval_s (flag --transport-node-interval-s): must be >= 0.01",
         ),
     ],
 )

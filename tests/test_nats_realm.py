@@ -280,7 +280,7 @@ def test_core_reads_node_announcement_timing_from_its_config() -> None:
     cfg = config(
         ws_room_secret="x" * 32,
         policy="dclcomms.nats.nodes:NodeBalancedWsRooms",
-        transport_node_interval=0.5,
+        transport_node_interval_s=0.5,
         transport_node_missed=4,
     )
     core = CoreService(cfg, InProcessPubSub())

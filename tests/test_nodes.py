@@ -113,7 +113,7 @@ def test_malformed_status_is_refused(patch: dict[str, Any], message: str) -> Non
 
 def test_registry_expires_after_missed_intervals() -> None:
     clock = Clock()
-    reg = NodeRegistry(interval_s=10, missed=3, clock=clock)
+    reg = NodeRegistry(transport_node_interval_s=10, transport_node_missed=3, clock=clock)
     assert reg.update(status("a", 1)) is True
     assert reg.update(status("b", 2)) is True
     assert reg.update(status("a", 1)) is False
@@ -129,9 +129,9 @@ def test_registry_expires_after_missed_intervals() -> None:
     assert reg.expire() == ["b"]
     assert len(reg) == 0
     with pytest.raises(ValueError):
-        NodeRegistry(interval_s=0)
+        NodeRegistry(transport_node_interval_s=0)
     with pytest.raises(ValueError):
-        NodeRegistry(missed=0)
+        NodeRegistry(transport_node_missed=0)
 
 
 def test_balances_new_islands_on_least_loaded_node_with_seats() -> None:
@@ -176,7 +176,7 @@ def test_island_larger_than_node_capacity_goes_elsewhere() -> None:
 
 def test_dead_node_islands_are_rechecked_and_moved() -> None:
     clock = Clock()
-    p = policy(clock, interval_s=1, missed=3)
+    p = policy(clock, transport_node_interval_s=1, transport_node_missed=3)
     p.on_status(status("n1", 7001))
     p.on_status(status("n2", 7002))
     t1 = p.transport_for(view("i1", 1))
@@ -197,7 +197,7 @@ def test_dead_node_islands_are_rechecked_and_moved() -> None:
 def test_core_reissues_island_of_dead_node_to_every_member() -> None:
     """The core's transport-switch path: same island id, new conn_str, from = same id."""
     clock = Clock()
-    p = policy(clock, interval_s=1, missed=3)
+    p = policy(clock, transport_node_interval_s=1, transport_node_missed=3)
     bus = InProcessPubSub()
     core = ArchipelagoCore(Engine(), bus, p, clock_ms=lambda: 1_000_000)
     log: list[tuple[str, Any]] = []

@@ -5,7 +5,7 @@ plus ``/status`` and ``/rooms/status`` (JSON), ``/metrics`` (Prometheus) and
 ``/health/live``. SIGINT/SIGTERM stop it cleanly (every socket closed 1001).
 
 With ``--nats URL --public-url ws://host:port --node-id ID`` it also announces itself
-every ``--transport-node-interval`` seconds (the core's setting of the same name) on
+every ``--transport-node-interval-s`` seconds (the core's setting of the same name) on
 ``dclcomms.transport.<ID>.status`` (JSON, archipelago.md 6.3) so a core running
 :class:`dclcomms.nats.nodes.NodeBalancedWsRooms` places islands on it.
 """
@@ -66,7 +66,7 @@ class Announce:
     nats: tuple[str, ...]
     public_url: str
     node_id: str
-    interval_s: float = 10.0
+    transport_node_interval_s: float = 10.0
 
 
 def node_status(server: Server, announce: Announce) -> NodeStatus:
@@ -89,10 +89,10 @@ async def _announce_loop(server: Server, announce: Announce, nc: Any) -> None:
     while True:
         try:
             await nc.publish(subject, node_status(server, announce).to_json())
-            await nc.flush(timeout=announce.interval_s)
+            await nc.flush(timeout=announce.transport_node_interval_s)
         except Exception as e:  # NATS away: nats-py reconnects; announce again next time
             print(f"dclcomms rooms: announcement failed: {e!r}", file=sys.stderr, flush=True)
-        await asyncio.sleep(announce.interval_s)
+        await asyncio.sleep(announce.transport_node_interval_s)
 
 
 async def serve(
@@ -176,8 +176,8 @@ async def serve(
 
 
 #: Settings that are no server field but that ``dclcomms rooms`` reads (the announcement
-#: period is the core's ``transport_node_interval``: one setting for both sides).
-_ROOMS_EXTRA = ("commit_hash", "transport_node_interval")
+#: period is the core's ``transport_node_interval_s``: one setting for both sides).
+_ROOMS_EXTRA = ("commit_hash", "transport_node_interval_s")
 #: This command's own defaults: it listens on 127.0.0.1 unless told otherwise.
 _DEFAULTS = {"host": "127.0.0.1"}
 #: Server fields of every role (the rooms' own are those named rooms_* / ws_room_*).
@@ -239,7 +239,7 @@ def main(argv: Sequence[str]) -> int:
         if not ns.public_url.startswith(("ws://", "wss://")):
             p.error("--public-url must be ws:// or wss://")
         announce = Announce(
-            tuple(ns.nats), ns.public_url, ns.node_id, settings.transport_node_interval
+            tuple(ns.nats), ns.public_url, ns.node_id, settings.transport_node_interval_s
         )
     try:
         asyncio.run(serve(config, announce=announce))

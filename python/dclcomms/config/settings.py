@@ -523,7 +523,7 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     Setting(
-        "transport_node_interval",
+        "transport_node_interval_s",
         float,
         10.0,
         "TRANSPORT_NODE_INTERVAL",
@@ -714,6 +714,7 @@ ALIASES: tuple[Alias, ...] = (
     Alias("ws_room_sender_max_msgs_per_s", "rooms_sender_max_msgs_per_s", "key"),
     Alias("ws_room_sender_max_bytes_per_s", "rooms_sender_max_bytes_per_s", "key"),
     Alias("flush_interval", "flush_interval_s", "key"),  # the core's and /status' name
+    Alias("transport_node_interval", "transport_node_interval_s", "key"),  # seconds, as flush's
     # their environment variables (the reference services' names are kept as they are)
     Alias("WS_ROOM_MAX_USERS", "rooms_max_users", "env"),
     Alias("WS_ROOM_HANDSHAKE_TIMEOUT", "rooms_handshake_timeout_ms", "env"),
@@ -728,7 +729,8 @@ ALIASES: tuple[Alias, ...] = (
     Alias("--require-token", "ws_room_require_token", "flag", "rooms"),
     Alias("--sender-max-msgs-per-s", "rooms_sender_max_msgs_per_s", "flag", "rooms"),
     Alias("--sender-max-bytes-per-s", "rooms_sender_max_bytes_per_s", "flag", "rooms"),
-    Alias("--announce-interval", "transport_node_interval", "flag", "rooms"),
+    Alias("--announce-interval", "transport_node_interval_s", "flag", "rooms"),
+    Alias("--transport-node-interval", "transport_node_interval_s", "flag", "rooms"),
 )
 
 _KEY_ALIASES = {a.old: a for a in ALIASES if a.kind == "key"}
@@ -835,7 +837,7 @@ class RealmConfig:
     tiered_p2p_down_at: int = 4
     tiered_livekit_up_at: int = 50
     tiered_livekit_down_at: int = 30
-    transport_node_interval: float = 10.0
+    transport_node_interval_s: float = 10.0
     transport_node_missed: int = 3
     bus: bool = True
     bus_global_topics: str = ""

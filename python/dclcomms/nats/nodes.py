@@ -4,7 +4,7 @@ Standalone ``rooms`` nodes announce themselves on ``dclcomms.transport.<node>.st
 (archipelago.md 6.3) with JSON ``{"nodeId","kind","url","maxIslandSize",
 "availableSeats"(-1 = unlimited),"usersCount","rooms","ts"}``. A
 :class:`NodeRegistry` keeps the latest announcement of every node and forgets a
-node silent for ``missed`` announcement intervals. :class:`NodeBalancedWsRooms`
+node silent for ``transport_node_missed`` announcement intervals. :class:`NodeBalancedWsRooms`
 places each new island on the least-loaded live ``ws-room`` node with seats and,
 when that node disappears, moves the island to a live one: it reports the island
 through :meth:`~dclcomms.policy.RealmPolicy.islands_to_recheck`, the core asks it
@@ -105,7 +105,8 @@ class NodeStatus:
 
 
 class NodeRegistry:
-    """Latest announcement per node; a node silent ``missed * interval_s`` seconds is removed.
+    """Latest announcement per node; a node silent ``transport_node_missed *
+    transport_node_interval_s`` seconds (the settings of the same names) is removed.
 
     Not thread-safe: feed and query it from one event loop. ``clock`` returns seconds
     (monotonic by default; tests inject their own).
@@ -114,13 +115,15 @@ class NodeRegistry:
     def __init__(
         self,
         *,
-        interval_s: float = 10.0,
-        missed: int = 3,
+        transport_node_interval_s: float = 10.0,
+        transport_node_missed: int = 3,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if interval_s <= 0 or missed < 1:
-            raise ValueError("NodeRegistry needs interval_s > 0 and missed >= 1")
-        self.timeout_s = interval_s * missed
+        if transport_node_interval_s <= 0 or transport_node_missed < 1:
+            raise ValueError(
+                "NodeRegistry needs transport_node_interval_s > 0 and transport_node_missed >= 1"
+            )
+        self.timeout_s = transport_node_interval_s * transport_node_missed
         self._clock = clock
         self._nodes: dict[str, tuple[NodeStatus, float]] = {}
 

@@ -124,7 +124,8 @@ class CoreService:
         if isinstance(pol, NodeBalancedWsRooms) and not isinstance(policy, RealmPolicy):
             # built here: the announcement timing comes from the configuration
             pol.registry = NodeRegistry(
-                interval_s=config.transport_node_interval, missed=config.transport_node_missed
+                transport_node_interval_s=config.transport_node_interval_s,
+                transport_node_missed=config.transport_node_missed,
             )
         self.core = core_from_config(config, pubsub, pol, registry=self.registry)
         self._stop = asyncio.Event()

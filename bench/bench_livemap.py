@@ -1,7 +1,8 @@
 """Live map feed: server CPU per tick and bytes/s per page at 10k and 100k peers.
 
 The realm's path, minus the sockets of the peers: the simulator's Genesis City world
-(70 % random-waypoint parties of 4, 30 % commuters, bench_sim.py's) moves the peers;
+(``dclcomms sim``'s ``mixed``: 70 % random-waypoint parties of 4, 30 % commuters, as in
+bench_sim.py) moves the peers;
 every simulated heartbeat (1 s) goes to the stats service as a heartbeat batch on an
 in-process pub/sub, every flush (2 s) publishes ``island_changed`` per island (its
 transport) and runs :class:`dclcomms.livemap.MapFeed`'s tick on the engine's islands
@@ -45,17 +46,11 @@ async def _one(n: int, warmup: int, ticks: int, pages: int, seed: int) -> dict[s
     from dclcomms.livemap import MapFeed
     from dclcomms.livemap.record import islands_of
     from dclcomms.pubsub import HeartbeatBatch, InProcessPubSub, IslandChanged
-    from dclcomms.sim import Commuters, Composite, RandomWaypoint, Simulation, SizeThreshold
+    from dclcomms.sim import Simulation, SizeThreshold
+    from dclcomms.sim.cli import build_world
     from dclcomms.stats import Stats
 
-    n_walk = int(n * 0.7)
-    world = Composite(
-        [
-            RandomWaypoint(n_walk, group_size=4, session_s=1800.0, offline_s=600.0),
-            Commuters(n - n_walk),
-        ]
-    )
-    sim = Simulation(world, seed=seed, policy=SizeThreshold(20))
+    sim = Simulation(build_world("mixed", n), seed=seed, policy=SizeThreshold(20))
     clock = {"ms": 1_700_000_000_000}
     bus = InProcessPubSub()
     stats = Stats(bus, heartbeat_timeout_ms=10**9, clock_ms=lambda: clock["ms"])

@@ -1,7 +1,8 @@
 """Simulator throughput: wall seconds per simulated flush at 10k, 100k and 1M peers.
 
-World: Genesis City, 70 % random-waypoint peers in parties of 4 with sessions
-(mean 30 min online, 10 min offline) and 30 % commuters between five plazas,
+World: ``dclcomms sim``'s ``mixed`` (``dclcomms.sim.cli.build_world``): Genesis City,
+70 % random-waypoint peers in parties of 4 with sessions (mean 30 min online, 10 min
+offline) and 30 % commuters between five plazas,
 default engine parameters (64/80 m, 100 per island), heartbeat 1 s, flush 2 s.
 After ``--warmup`` flushes (the first one is the cold start: every peer new),
 each of ``--flushes`` measured flushes is timed separately (two heartbeats with
@@ -29,15 +30,10 @@ from typing import Any
 
 
 def one(n: int, warmup: int, flushes: int, seed: int) -> dict[str, Any]:
-    from dclcomms.sim import Commuters, Composite, RandomWaypoint, Simulation, SizeThreshold
+    from dclcomms.sim import Simulation, SizeThreshold
+    from dclcomms.sim.cli import build_world
 
-    n_walk = int(n * 0.7)
-    world = Composite(
-        [
-            RandomWaypoint(n_walk, group_size=4, session_s=1800.0, offline_s=600.0),
-            Commuters(n - n_walk),
-        ]
-    )
+    world = build_world("mixed", n)
     t0 = time.perf_counter()
     sim = Simulation(world, seed=seed, policy=SizeThreshold(20))
     setup_s = time.perf_counter() - t0

@@ -28,13 +28,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
+
+from bench_sim import run_sizes  # this folder is on sys.path when run as a script
 
 
 async def _one(n: int, warmup: int, ticks: int, pages: int, seed: int) -> dict[str, Any]:
@@ -148,29 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         doc = asyncio.run(_one(a.one, a.warmup, a.ticks, a.pages, a.seed))
         print(json.dumps(doc))
         return 0
-    runs = []
-    for n in a.sizes:
-        cmd = [sys.executable, __file__, "--one", str(n), "--warmup", str(a.warmup)]
-        cmd += ["--ticks", str(a.ticks), "--pages", str(a.pages), "--seed", str(a.seed)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if out.returncode != 0:
-            sys.stderr.write(out.stderr)
-            return out.returncode
-        runs.append(json.loads(out.stdout))
-    doc = {
-        "bench": "livemap",
-        "seed": a.seed,
-        "machine": {"python": platform.python_version(), "cpu_count": _cpus()},
-        "runs": runs,
-    }
-    print(json.dumps(doc, indent=2))
-    return 0
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0))
+    flags = ["--warmup", str(a.warmup), "--ticks", str(a.ticks), "--pages", str(a.pages)]
+    return run_sizes("livemap", __file__, a.sizes, [*flags, "--seed", str(a.seed)], a.seed)
 
 
 if __name__ == "__main__":

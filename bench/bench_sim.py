@@ -82,28 +82,24 @@ def main(argv: list[str] | None = None) -> int:
     if a.one is not None:
         print(json.dumps(one(a.one, a.warmup, a.flushes, a.seed)))
         return 0
+    flags = ["--warmup", str(a.warmup), "--flushes", str(a.flushes), "--seed", str(a.seed)]
+    return run_sizes("sim", __file__, a.sizes, flags, a.seed)
+
+
+def run_sizes(bench: str, script: str, sizes: list[int], flags: list[str], seed: int) -> int:
+    """Runs ``script --one N *flags`` once per size, each in its own process (so that its
+    ``peak_rss_mb`` is that size's), and prints the JSON document of the runs."""
     runs = []
-    for n in a.sizes:
-        cmd = [
-            sys.executable,
-            __file__,
-            "--one",
-            str(n),
-            "--warmup",
-            str(a.warmup),
-            "--flushes",
-            str(a.flushes),
-            "--seed",
-            str(a.seed),
-        ]
+    for n in sizes:
+        cmd = [sys.executable, script, "--one", str(n), *flags]
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if out.returncode != 0:
             sys.stderr.write(out.stderr)
             return out.returncode
         runs.append(json.loads(out.stdout))
     doc = {
-        "bench": "sim",
-        "seed": a.seed,
+        "bench": bench,
+        "seed": seed,
         "machine": {"python": platform.python_version(), "cpu_count": _cpus()},
         "runs": runs,
     }

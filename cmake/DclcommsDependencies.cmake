@@ -6,6 +6,10 @@ find_package(Protobuf REQUIRED)
 
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(SECP256K1 REQUIRED IMPORTED_TARGET libsecp256k1)
+# The NATS C client (libnats-dev 3.4): the hot NATS subjects in C++ (cpp/nats).
+# pkg-config rather than its CMake package, whose export also names a static
+# library Debian does not ship.
+pkg_check_modules(LIBNATS REQUIRED IMPORTED_TARGET libnats>=3.3)
 
 find_path(WEBSOCKETPP_INCLUDE_DIR websocketpp/server.hpp REQUIRED)
 find_path(ASIO_INCLUDE_DIR asio.hpp REQUIRED)

@@ -23,6 +23,8 @@ const char* python_class_for(dclcomms::ErrorKind kind) {
       return "TokenError";
     case dclcomms::ErrorKind::Config:
       return "ConfigError";
+    case dclcomms::ErrorKind::PubSub:
+      return "PubSubError";
   }
   return "Error";
 }
@@ -50,4 +52,5 @@ PYBIND11_MODULE(_core, m) {
   dclcomms::bindings::register_auth(m);
   dclcomms::bindings::register_archipelago(m);
   dclcomms::bindings::register_ws(m);
+  dclcomms::bindings::register_nats(m);
 }

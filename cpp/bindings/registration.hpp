@@ -9,6 +9,7 @@ void register_codec(pybind11::module_& m);
 void register_auth(pybind11::module_& m);
 void register_archipelago(pybind11::module_& m);
 void register_ws(pybind11::module_& m);
+void register_nats(pybind11::module_& m);
 
 // dclcomms.heartbeats.UNSET, the one "field absent: keep the stored preferred island"
 // marker of the heartbeat path (a borrowed reference: the module keeps it alive).

@@ -166,19 +166,61 @@ class ArchipelagoCore:
         self.last_tick_ms: int | None = None
         self.last_tick_s = 0.0  # wall time of the last tick
         self._last_discovery_ms: int | None = None
-        self._subs: list[Subscription] = [
-            pubsub.subscribe_heartbeats(self._on_heartbeats),
-            pubsub.subscribe("peer.*.disconnect", self._on_disconnect),
-            # A new session (archipelago.md 2.2: connect = reset): the peer re-enters
-            # with its next heartbeat and gets a fresh island_changed on that session,
-            # also when it moved to another connector.
-            pubsub.subscribe("peer.*.connect", self._on_disconnect),
-        ]
+        # A NATS pub/sub with the C++ client feeds the engine itself (heartbeats,
+        # connect, disconnect; no Python per message) when the core reads the wall
+        # clock as the C++ side does; otherwise the core subscribes.
+        self._feed: Any = None
+        self._feed_seen: dict[str, int] = {}
+        feed_engine = getattr(pubsub, "feed_engine", None)
+        if feed_engine is not None and clock_ms is now_ms:
+            self._feed = feed_engine(engine, world_bound_m=self.world_bound_m)
+        self._subs: list[Subscription] = []
+        if self._feed is None:
+            self._subs = [
+                pubsub.subscribe_heartbeats(self._on_heartbeats),
+                pubsub.subscribe("peer.*.disconnect", self._on_disconnect),
+                # A new session (archipelago.md 2.2: connect = reset): the peer re-enters
+                # with its next heartbeat and gets a fresh island_changed on that session,
+                # also when it moved to another connector.
+                pubsub.subscribe("peer.*.connect", self._on_disconnect),
+            ]
+
+    @property
+    def fed_in_cpp(self) -> bool:
+        """The engine is fed by the pub/sub's C++ client (not through Python handlers)."""
+        return self._feed is not None
+
+    def sync_feed(self, settle: bool = False) -> None:
+        """Adds what the C++ feed ingested since the last call to the core's counters
+        (every tick does; ``settle`` first waits until everything received is applied)."""
+        feed = self._feed
+        if feed is None:
+            return
+        if settle:
+            feed.settle()
+        st = feed.stats()
+        m = self.metrics
+        for key, counter, labels in (
+            ("heartbeats", m.heartbeats, {}),
+            ("resets", m.disconnects, {}),
+            ("backoff_dropped", m.backoff_dropped, {}),
+            ("invalid_position", m.rejected_positions, {"reason": "invalid"}),
+            ("out_of_bounds", m.rejected_positions, {"reason": "out_of_bounds"}),
+        ):
+            value = int(st.get(key, 0))
+            d = value - self._feed_seen.get(key, 0)
+            self._feed_seen[key] = value
+            if d > 0:
+                counter.inc(d, **labels)
 
     def close(self) -> None:
         for s in self._subs:
             s.unsubscribe()
         self._subs.clear()
+        if self._feed is not None:
+            self.sync_feed()
+            self._feed.close()
+            self._feed = None
 
     # --- inputs -----------------------------------------------------------------
 
@@ -278,6 +320,7 @@ class ArchipelagoCore:
         t0 = time.perf_counter()
         now = self._clock()
         engine = self.engine
+        self.sync_feed()
         engine.expire(now, self.heartbeat_timeout_ms)
         changes = engine.flush()
         islands = {i.id: i for i in engine.islands()}
@@ -414,6 +457,12 @@ class ArchipelagoCore:
                 engine.disconnect(p)
                 self._rejected_until[p] = until
             self._tick_rejected.clear()
+            if self._feed is not None:  # the C++ feed filters them from now on
+                self._feed.set_backoff(self._rejected_until)
+        elif self._feed is not None and self._rejected_until:
+            blocked = self._rejected_until  # the C++ feed forgets expired ones itself
+            for a in [a for a, t in blocked.items() if t <= now]:
+                del blocked[a]
 
         m = self.metrics
         m.ticks.inc()

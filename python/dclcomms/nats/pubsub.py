@@ -70,6 +70,7 @@ from dclcomms.nats.subjects import (
     NATIVE_ISLAND_PREFIX,
     NATIVE_ISLAND_SUFFIX,
     NATIVE_MEMBERS_SUFFIX,
+    SCHEMES,
     Scheme,
     native_island_subject,
     scheme,
@@ -176,6 +177,7 @@ _ADDRESSES_RE = re.compile(r"(?:0x[0-9a-f]{40})*")
 _MEMBERSHIP = "dclcomms.nats.v1.IslandMembership"
 _PEER_MOVE_RE = re.compile(r"engine\.island\.([A-Za-z0-9_-]{1,128})\.(peer_join|peer_left)")
 _HEARTBEAT_RE = re.compile(r"peer\.(0x[0-9a-f]{40})\.heartbeat")
+_SESSION_RE = re.compile(r"peer\.(0x[0-9a-f]{40})\.(?:connect|disconnect)")
 
 
 def _raw(value: Any) -> bytes:
@@ -305,6 +307,49 @@ def decode_island_changes(data: bytes) -> list[tuple[str, IslandChanged]]:
     ]
 
 
+class EngineFeed:
+    """The engine fed in C++ from NATS (:meth:`NatsPubSub.feed_engine`).
+
+    :meth:`stats` gives the feed's running totals (``heartbeats`` applied,
+    ``resets`` (connect + disconnect), ``backoff_dropped``, ``no_position``,
+    ``invalid_position``, ``engine_errors``, ...); :meth:`set_backoff` replaces the
+    peers whose heartbeats are ignored until a Unix time in ms (the core's
+    re-admission back-off).
+    """
+
+    def __init__(self, bus: NatsPubSub) -> None:
+        self._bus = bus
+        self._c = bus.c_client
+        self._open = True
+        self._base = bus._sync_c()  # the client's totals count earlier feeds too
+
+    def stats(self) -> dict[str, Any]:
+        """Totals since this feed started (``connected``: the client's connection)."""
+        if not self._open:
+            return {}
+        st = self._bus._sync_c()
+        base = self._base
+        return {
+            k: (v - base.get(k, 0) if isinstance(v, int) and not isinstance(v, bool) else v)
+            for k, v in st.items()
+        }
+
+    def set_backoff(self, until_ms: dict[str, int]) -> None:
+        if self._open:
+            self._c.set_backoff(list(until_ms.items()))
+
+    def settle(self) -> None:
+        """Block until everything received so far is in the engine (tests, benches)."""
+        if self._open:
+            self._c.settle()
+
+    def close(self) -> None:
+        """Unsubscribe (what arrived is applied first); idempotent."""
+        if self._open:
+            self._open = False
+            self._c.stop_feed()
+
+
 @dataclass(eq=False)
 class _Wire:
     """One NATS subscription and the local subscriptions fed by it."""
@@ -328,8 +373,12 @@ class NatsPubSub(PubSub):
         subjects: str | Scheme = "native",
         registry: Registry | None = None,
         max_outbox_bytes: int = DEFAULT_MAX_OUTBOX_BYTES,
+        c_client: Any = None,
     ) -> None:
         self.nc = nc
+        # The hot subjects' C++ client (libnats; None: everything through nats-py).
+        self.c_client = c_client
+        self._c_seen: dict[str, int] = {}
         self.scheme = subjects if isinstance(subjects, Scheme) else scheme(subjects)
         self.max_outbox_bytes = max_outbox_bytes
         self._loop = asyncio.get_running_loop()
@@ -364,9 +413,11 @@ class NatsPubSub(PubSub):
         r.gauge("dcl_nats_outbox_bytes", "bytes waiting for nats-py", fn=lambda: self._outbox_bytes)
         r.gauge(
             "dcl_nats_connected",
-            "1 while connected to a NATS server",
-            fn=lambda: 1.0 if getattr(self.nc, "is_connected", False) else 0.0,
+            "1 while connected to a NATS server (both connections, with the C++ client)",
+            fn=lambda: 1.0 if self.connected else 0.0,
         )
+        if c_client is not None:
+            r.collector(self._c_metrics)
 
     # --- construction -------------------------------------------------------------
 
@@ -382,10 +433,15 @@ class NatsPubSub(PubSub):
         connect_timeout: float = 2.0,
         pending_size: int = DEFAULT_PENDING_SIZE,
         max_outbox_bytes: int = DEFAULT_MAX_OUTBOX_BYTES,
+        c_client: bool = True,
     ) -> NatsPubSub:
         """Connect to the first reachable of ``servers`` (``nats://host:port``).
 
-        Raises :class:`~dclcomms.errors.PubSubError` (``nats_unavailable``) when none answers.
+        With ``c_client`` (the default, for the three built-in schemes) a second
+        connection, libnats' in C++, carries the hot subjects: heartbeats and session
+        connect/disconnect out of a connector (:meth:`publish_heartbeats`), and into
+        the engine (:meth:`feed_engine`). Raises :class:`~dclcomms.errors.PubSubError`
+        (``nats_unavailable``) when none answers.
         """
         import nats
         from nats.errors import NoServersError
@@ -428,7 +484,25 @@ class NatsPubSub(PubSub):
             ) from e
         # ... then unbounded: once connected, reconnect forever (options is read per attempt)
         nc.options["max_reconnect_attempts"] = -1
-        bus = cls(nc, subjects=sch, registry=registry, max_outbox_bytes=max_outbox_bytes)
+        c = None
+        if c_client and sch.name in ("native", "workers", "v3") and SCHEMES.get(sch.name) is sch:
+            try:
+                c = await asyncio.to_thread(
+                    _core.NatsClient,
+                    list(servers),
+                    sch.name,
+                    name,
+                    round(reconnect_time_wait * 1000),
+                    round(connect_timeout * 1000),
+                    pending_size,
+                    max_outbox_bytes,
+                )
+            except PubSubError:
+                await nc.close()
+                raise
+        bus = cls(
+            nc, subjects=sch, registry=registry, max_outbox_bytes=max_outbox_bytes, c_client=c
+        )
         holder.append(bus)
         return bus
 
@@ -462,6 +536,21 @@ class NatsPubSub(PubSub):
         if self._closed:
             self.m_dropped.inc(reason="closed")
             return
+        if self.c_client is not None:
+            m = _SESSION_RE.fullmatch(subject)
+            if m is not None:
+                # On the heartbeats' connection: a reset stays in order with them.
+                self.c_client.publish(subject, b"")
+                self._sync_c()
+                return
+            m = _HEARTBEAT_RE.fullmatch(subject)
+            if m is not None:
+                hb = payload if isinstance(payload, Heartbeat) else None
+                if isinstance(payload, bytes | bytearray):
+                    hb = Heartbeat.from_bytes(bytes(payload))
+                if hb is not None:
+                    self.publish_heartbeats(batch_of_one(m.group(1), hb))
+                return
         if self._batched:
             m = _ISLAND_CHANGED_RE.fullmatch(subject)
             if m is not None:
@@ -512,12 +601,19 @@ class NatsPubSub(PubSub):
         if self._closed:
             self.m_dropped.inc(n, reason="closed")
             return
-        if self._batched:  # one message for the whole batch
+        if self._batched or self.c_client is not None:
             addrs = batch.addresses
             if set(map(len, addrs)) != {42} or _ADDRESSES_RE.fullmatch("".join(addrs)) is None:
                 batch = self._valid_only(batch)  # some bad address: drop (and count) those
                 if not len(batch):
                     return
+        if self.c_client is not None:  # encoded and published in C++ (never blocks)
+            self.c_client.publish_heartbeats(
+                list(batch.addresses), batch.positions, list(batch.desired_rooms)
+            )
+            self._sync_c()
+            return
+        if self._batched:  # one message for the whole batch
             self._enqueue(NATIVE_HEARTBEATS, encode_heartbeat_batch(batch))
             return
         payloads = _core.codec_encode_heartbeats(batch.positions, list(batch.desired_rooms))
@@ -661,8 +757,91 @@ class NatsPubSub(PubSub):
         for w in list(self._wires.values()):
             if w.task is not None:
                 await w.task
+        if self.c_client is not None and not self._closed:
+            await asyncio.to_thread(self.c_client.flush, round(timeout * 1000))
+            self._sync_c()
         if self.nc.is_connected:
             await self.nc.flush(timeout=timeout)
+
+    # --- the C++ client (hot subjects) ------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Connected to NATS (nats-py's connection and, if any, the C++ client's)."""
+        py = bool(getattr(self.nc, "is_connected", False))
+        return py and (self.c_client is None or self._closed or bool(self.c_client.connected))
+
+    def _sync_c(self) -> dict[str, Any]:
+        """Adds what the C++ client counted since the last call to this bus's counters."""
+        c = self.c_client
+        if c is None:
+            return {}
+        st: dict[str, Any] = c.stats()
+        seen = self._c_seen
+
+        def delta(key: str) -> int:
+            d = int(st[key]) - seen.get(key, 0)
+            seen[key] = int(st[key])
+            return d
+
+        if d := delta("published"):
+            self.published += d
+            self.m_published.inc(d)
+        if d := delta("published_bytes"):
+            self.published_bytes += d
+        if d := delta("received"):
+            self.received += d
+            self.m_received.inc(d)
+        for reason in ("outbox_full", "nats_buffer", "closed", "decode", "slow_consumer"):
+            if d := delta(f"dropped_{reason}"):
+                self.m_dropped.inc(d, reason=reason)
+        if d := delta("dropped_inbox_full"):
+            self.m_dropped.inc(d, reason="inbox_full")
+        if d := delta("bad_address_receive"):
+            self.m_subject_errors.inc(d, code="bad_address", direction="receive")
+        if d := delta("bad_address_publish"):
+            self.m_subject_errors.inc(d, code="bad_address", direction="publish")
+        return st
+
+    def _c_metrics(self) -> dict[str, tuple[str, str, float]]:
+        st = self._sync_c() if not self._closed else {}
+        if not st:
+            return {}
+        return {
+            "dcl_nats_c_reconnects_total": (
+                "counter",
+                "reconnections of the C++ client's connection (hot subjects)",
+                float(st["reconnects"]),
+            ),
+            "dcl_nats_c_connected": (
+                "gauge",
+                "1 while the C++ client's connection (hot subjects) is up",
+                1.0 if st["connected"] else 0.0,
+            ),
+            "dcl_nats_c_outbox_bytes": (
+                "gauge",
+                "bytes queued for the C++ client's publisher thread",
+                float(st["outbox_bytes"]),
+            ),
+        }
+
+    def feed_engine(self, engine: Any, *, world_bound_m: float = 0.0) -> EngineFeed | None:
+        """Feed ``engine`` (a :class:`dclcomms.archipelago.Engine`) from NATS in C++.
+
+        The C++ client subscribes this scheme's heartbeat, ``peer.*.connect`` and
+        ``peer.*.disconnect`` subjects and applies them to the engine on its own
+        thread (heartbeats batched per run, connect/disconnect as
+        ``engine.disconnect``, in the order received): no Python per message. None
+        when this bus has no C++ client or the engine is not the compiled one; the
+        caller then subscribes as on any pub/sub. Heartbeats with a non-finite
+        coordinate or one beyond ``world_bound_m`` (> 0) are dropped and counted
+        (``invalid_position``, ``out_of_bounds``), the rest of their batch applied.
+        """
+        core = getattr(engine, "_core", None)
+        if self.c_client is None or self._closed or not isinstance(core, _core.ArchipelagoEngine):
+            return None
+        self.c_client.feed_engine(core, world_bound_m)
+        return EngineFeed(self)
 
     # --- subscribing --------------------------------------------------------------
 
@@ -886,6 +1065,9 @@ class NatsPubSub(PubSub):
             await self.flush(timeout=2.0)
         self._closed = True
         self._wires.clear()
+        if self.c_client is not None:
+            await asyncio.to_thread(self.c_client.close)
+            self._sync_c()
         with contextlib.suppress(Exception):
             await self.nc.close()
 
@@ -893,6 +1075,7 @@ class NatsPubSub(PubSub):
 __all__ = [
     "DEFAULT_MAX_OUTBOX_BYTES",
     "DEFAULT_PENDING_SIZE",
+    "EngineFeed",
     "NatsPubSub",
     "decode_heartbeat_batch",
     "decode_island_changes",

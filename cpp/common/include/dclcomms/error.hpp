@@ -17,6 +17,7 @@ enum class ErrorKind {
   Auth,         // auth chain / signature verification
   Token,        // JWT encode/decode
   Config,       // invalid parameters or configuration
+  PubSub,       // the NATS connection cannot be made or is closed
 };
 
 class Error : public std::runtime_error {

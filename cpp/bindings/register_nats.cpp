@@ -1,0 +1,169 @@
+// Python bindings for the NATS area: _core.NatsClient, used by
+// dclcomms.nats.pubsub.NatsPubSub for the hot subjects (heartbeats out of a
+// connector, heartbeats and session resets into the engine). Inputs are
+// converted to C++ first, then the GIL is released.
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dclcomms/archipelago/engine.hpp"
+#include "dclcomms/error.hpp"
+#include "dclcomms/nats/client.hpp"
+#include "registration.hpp"
+
+namespace py = pybind11;
+namespace arch = dclcomms::archipelago;
+namespace dn = dclcomms::nats;
+
+namespace dclcomms::bindings {
+
+void register_nats(py::module_& m) {
+  py::class_<dn::Client>(m, "NatsClient",
+                         "The hot NATS subjects in C++ (libnats); use dclcomms.nats.pubsub.")
+      .def(py::init([](const std::vector<std::string>& servers, const std::string& subjects,
+                       const std::string& name, int64_t reconnect_wait_ms,
+                       int64_t connect_timeout_ms, int reconnect_buf_bytes,
+                       size_t max_outbox_bytes) {
+             dn::ClientOptions o;
+             o.servers = servers;
+             o.name = name;
+             o.reconnect_wait_ms = reconnect_wait_ms;
+             o.connect_timeout_ms = connect_timeout_ms;
+             o.reconnect_buf_bytes = reconnect_buf_bytes;
+             o.max_outbox_bytes = max_outbox_bytes;
+             const dn::Scheme scheme = dn::parse_scheme(subjects);
+             py::gil_scoped_release nogil;  // connecting may take connect_timeout_ms
+             return std::make_unique<dn::Client>(std::move(o), scheme);
+           }),
+           py::arg("servers"), py::arg("subjects"), py::arg("name"), py::arg("reconnect_wait_ms"),
+           py::arg("connect_timeout_ms"), py::arg("reconnect_buf_bytes"),
+           py::arg("max_outbox_bytes"))
+      .def(
+          "publish_heartbeats",
+          [](dn::Client& c, const py::list& addresses,
+             const py::array_t<float, py::array::c_style | py::array::forcecast>& positions,
+             const std::optional<py::list>& preferred) {
+            const size_t n = addresses.size();
+            if (positions.ndim() != 2 || positions.shape(1) != 3 ||
+                static_cast<size_t>(positions.shape(0)) != n) {
+              throw Error(ErrorKind::Config, "invalid_parameter",
+                          "positions must have shape (len(addresses), 3)");
+            }
+            if (preferred && preferred->size() != n) {
+              throw Error(ErrorKind::Config, "invalid_parameter",
+                          "desired_rooms must have " + std::to_string(n) + " entries");
+            }
+            std::string buf;
+            std::vector<size_t> ends;
+            ends.reserve(n);
+            for (size_t i = 0; i < n; ++i) {
+              PyObject* item = PyList_GET_ITEM(addresses.ptr(), static_cast<py::ssize_t>(i));
+              if (PyUnicode_Check(item)) {
+                py::ssize_t len = 0;
+                const char* utf8 = PyUnicode_AsUTF8AndSize(item, &len);
+                if (utf8 == nullptr) throw py::error_already_set();
+                buf.append(utf8, static_cast<size_t>(len));
+              }  // a non-str address stays empty: refused as bad_address
+              ends.push_back(buf.size());
+            }
+            std::vector<std::string_view> views(n);
+            for (size_t i = 0, begin = 0; i < n; begin = ends[i], ++i) {
+              views[i] = std::string_view(buf).substr(begin, ends[i] - begin);
+            }
+            std::vector<arch::PreferenceOp> ops;
+            std::vector<std::string> rooms;
+            if (preferred) {
+              PyObject* const unset = unset_marker();
+              for (size_t i = 0; i < n; ++i) {
+                PyObject* v = PyList_GET_ITEM(preferred->ptr(), static_cast<py::ssize_t>(i));
+                if (v == unset) continue;
+                if (ops.empty()) {
+                  ops.assign(n, arch::PreferenceOp::Keep);
+                  rooms.resize(n);
+                }
+                if (v == Py_None) {
+                  ops[i] = arch::PreferenceOp::Clear;
+                } else if (PyUnicode_Check(v)) {
+                  py::ssize_t len = 0;
+                  const char* utf8 = PyUnicode_AsUTF8AndSize(v, &len);
+                  if (utf8 == nullptr) throw py::error_already_set();
+                  ops[i] = len ? arch::PreferenceOp::Set : arch::PreferenceOp::Clear;
+                  rooms[i].assign(utf8, static_cast<size_t>(len));
+                } else {
+                  throw Error(ErrorKind::Config, "invalid_parameter",
+                              "desired room must be a str, None or UNSET");
+                }
+              }
+            }
+            std::vector<float> xyz(positions.data(), positions.data() + 3 * n);
+            py::gil_scoped_release nogil;
+            return c.publish_heartbeats(views.data(), n, xyz.data(),
+                                        ops.empty() ? nullptr : ops.data(),
+                                        ops.empty() ? nullptr : rooms.data());
+          },
+          py::arg("addresses"), py::arg("positions"), py::arg("desired_rooms"))
+      .def(
+          "publish",
+          [](dn::Client& c, std::string subject, std::string data) {
+            py::gil_scoped_release nogil;  // both are C++ copies
+            return c.publish(std::move(subject), std::move(data));
+          },
+          py::arg("subject"), py::arg("data"))
+      .def("flush", &dn::Client::flush, py::arg("timeout_ms"),
+           py::call_guard<py::gil_scoped_release>())
+      .def("feed_engine", &dn::Client::feed_engine, py::arg("engine"),
+           py::arg("world_bound_m") = 0.0,
+           py::keep_alive<1, 2>(),  // the engine lives as long as this client
+           py::call_guard<py::gil_scoped_release>())
+      .def("stop_feed", &dn::Client::stop_feed, py::call_guard<py::gil_scoped_release>())
+      .def("settle", &dn::Client::settle, py::call_guard<py::gil_scoped_release>())
+      .def("set_backoff", &dn::Client::set_backoff, py::arg("until_ms"),
+           py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("connected",
+                             [](const dn::Client& c) {
+                               py::gil_scoped_release nogil;
+                               return c.connected();
+                             })
+      .def("stats",
+           [](const dn::Client& c) {
+             dn::ClientStats s;
+             {
+               py::gil_scoped_release nogil;
+               s = c.stats();
+             }
+             py::dict d;
+             d["published"] = s.published;
+             d["published_bytes"] = s.published_bytes;
+             d["received"] = s.received;
+             d["dropped_outbox_full"] = s.dropped_outbox_full;
+             d["dropped_nats_buffer"] = s.dropped_nats_buffer;
+             d["dropped_closed"] = s.dropped_closed;
+             d["dropped_decode"] = s.dropped_decode;
+             d["dropped_slow_consumer"] = s.dropped_slow_consumer;
+             d["dropped_inbox_full"] = s.dropped_inbox_full;
+             d["bad_address_publish"] = s.bad_address_publish;
+             d["bad_address_receive"] = s.bad_address_receive;
+             d["reconnects"] = s.reconnects;
+             d["connected"] = s.connected;
+             d["outbox_bytes"] = s.outbox_bytes;
+             d["heartbeats"] = s.heartbeats;
+             d["no_position"] = s.no_position;
+             d["resets"] = s.resets;
+             d["backoff_dropped"] = s.backoff_dropped;
+             d["invalid_position"] = s.invalid_position;
+             d["out_of_bounds"] = s.out_of_bounds;
+             d["engine_errors"] = s.engine_errors;
+             return d;
+           })
+      .def("close", &dn::Client::close, py::call_guard<py::gil_scoped_release>());
+}
+
+}  // namespace dclcomms::bindings

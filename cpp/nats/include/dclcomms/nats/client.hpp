@@ -1,0 +1,176 @@
+#pragma once
+// The hot NATS subjects in C++ (libnats, the NATS C client): heartbeats out of a
+// connector, heartbeats and session resets into the clustering engine, without
+// Python per message. Python (dclcomms.nats.pubsub) still wires everything:
+// which scheme, which servers, which engine, which peers are backed off.
+//
+// Subjects (docs/nats.md): per scheme, a heartbeat travels as
+//   native : one HeartbeatBatch per connector batch on dclcomms.v1.heartbeats
+//   workers: one Heartbeat per peer on peer.<addr>.heartbeat
+//   v3     : one Heartbeat per peer on client-proto.peer.<addr>.heartbeat
+// and a session start / end as an empty peer.<addr>.connect / .disconnect (all
+// schemes). Addresses are "0x" + 40 lowercase hex digits, validated both ways.
+//
+// Threads. libnats runs its own (socket reader, flusher, message delivery). A
+// Client adds two: the publisher, which drains a bounded outbox into libnats
+// (so publishing never blocks the caller: beyond max_outbox_bytes messages are
+// dropped and counted, as the Python pub/sub does), and, once feed_engine() is
+// called, the applier, which hands everything the subscriptions received to
+// the engine in arrival order (heartbeats in batches: one update_many per run
+// of heartbeats between two resets). The engine has its own lock; the applier
+// is the only thread of this client that touches it. Every public member is
+// thread-safe.
+//
+// Reconnection is libnats': every URL tried (randomised), forever, waiting
+// reconnect_wait_ms between rounds; subscriptions are restored by libnats. While
+// disconnected, libnats buffers up to reconnect_buf_bytes of publications and
+// refuses beyond that (counted as dropped_nats_buffer).
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "dclcomms/archipelago/engine.hpp"
+
+namespace dclcomms::nats {
+
+enum class Scheme : uint8_t { Native, Workers, V3 };
+
+// "native", "workers" or "v3"; else Error{Config, "invalid_parameter"}.
+Scheme parse_scheme(std::string_view name);
+
+// --- pure helpers (tested on their own) ----------------------------------------
+
+// "0x" + 40 lowercase hex digits.
+bool valid_address(std::string_view address) noexcept;
+// 20 raw bytes of a valid address (no check).
+void address_to_raw(std::string_view address, char out[20]) noexcept;
+// "0x" + hex of 20 raw bytes, appended to out.
+void raw_to_address(const char raw[20], std::string& out);
+
+// The wire subject of one peer's heartbeat (workers / v3; Native has none).
+std::string heartbeat_subject(Scheme scheme, std::string_view address);
+
+// One heartbeat row: what a connector hands over and the engine ingests.
+struct HeartbeatRows {
+  std::string raw_addresses;  // n x 20 bytes
+  std::vector<float> xyz;     // n x 3
+  // Rows whose heartbeat carried desired_room: (row, room); "" clears.
+  std::vector<std::pair<uint32_t, std::string>> rooms;
+  size_t size() const noexcept { return raw_addresses.size() / 20; }
+};
+
+// dclcomms.nats.v1.HeartbeatBatch of `rows` (the bytes the Python encoder writes).
+std::string encode_heartbeat_batch(const HeartbeatRows& rows);
+// Its inverse; Error{Decode, ...} when malformed (lengths, room index).
+HeartbeatRows decode_heartbeat_batch(std::string_view data);
+
+// What a subscription of the feed delivers, classified from its wire subject.
+struct Classified {
+  enum class Kind { Ignore, Heartbeat, HeartbeatBatch, Connect, Disconnect, BadAddress };
+  Kind kind = Kind::Ignore;
+  std::string_view address;  // Heartbeat, Connect, Disconnect (validated)
+};
+Classified classify(Scheme scheme, std::string_view subject) noexcept;
+
+// --- the client ----------------------------------------------------------------
+
+struct ClientOptions {
+  std::vector<std::string> servers;  // nats://host:port, at least one
+  std::string name = "dclcomms";
+  int64_t reconnect_wait_ms = 500;
+  int64_t connect_timeout_ms = 2000;
+  int reconnect_buf_bytes = 8 * 1024 * 1024;  // libnats' buffer while reconnecting
+  size_t max_outbox_bytes = 128u * 1024 * 1024;
+  // Bound of what the subscriptions received and the applier has not applied
+  // yet (beyond: dropped, counted as dropped_inbox_full).
+  size_t max_inbox_rows = 4u * 1024 * 1024;
+};
+
+struct ClientStats {
+  uint64_t published = 0;        // messages handed to libnats
+  uint64_t published_bytes = 0;  // their payload bytes
+  uint64_t received = 0;         // messages received by the feed's subscriptions
+  uint64_t dropped_outbox_full = 0;
+  uint64_t dropped_nats_buffer = 0;
+  uint64_t dropped_closed = 0;
+  uint64_t dropped_decode = 0;         // undecodable messages (received)
+  uint64_t dropped_slow_consumer = 0;  // libnats dropped for a slow subscription
+  uint64_t dropped_inbox_full = 0;     // rows beyond max_inbox_rows
+  uint64_t bad_address_publish = 0;    // heartbeats refused on publish (bad address)
+  uint64_t bad_address_receive = 0;    // subjects refused on receive (bad address)
+  uint64_t reconnects = 0;
+  bool connected = false;
+  size_t outbox_bytes = 0;
+  // The feed (engine side).
+  uint64_t heartbeats = 0;        // heartbeats applied to the engine
+  uint64_t no_position = 0;       // heartbeats without a position (ignored)
+  uint64_t resets = 0;            // connect + disconnect applied (engine.disconnect)
+  uint64_t backoff_dropped = 0;   // heartbeats of backed-off peers
+  uint64_t invalid_position = 0;  // non-finite positions (dropped)
+  uint64_t out_of_bounds = 0;     // a coordinate beyond the world bound (dropped)
+  uint64_t engine_errors = 0;     // update_many calls that threw (logged nowhere: counted)
+};
+
+class Client {
+ public:
+  // Connects to the first reachable server; Error{PubSub, "nats_unavailable"}
+  // when none answers within connect_timeout_ms.
+  Client(ClientOptions options, Scheme scheme);
+  ~Client();  // close()
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  Scheme scheme() const noexcept { return scheme_; }
+
+  // Queues a connector's heartbeats (never blocks). Rows with a bad address are
+  // dropped and counted (bad_address_publish); returns the rows queued.
+  // ops/preferred as archipelago::Engine::update_many (null: keep every one).
+  size_t publish_heartbeats(const std::string_view* addresses, size_t n, const float* xyz,
+                            const archipelago::PreferenceOp* ops, const std::string* preferred);
+  // Queues one message on a wire subject (the caller validated it). Messages
+  // leave in the order they were queued, heartbeats included.
+  bool publish(std::string subject, std::string data);
+
+  // Waits until everything queued so far has reached the server (or timeout);
+  // false on timeout or when disconnected.
+  bool flush(int64_t timeout_ms);
+
+  // Subscribes this scheme's heartbeat, connect and disconnect subjects and
+  // feeds `engine` (heartbeats -> update_many, connect/disconnect ->
+  // disconnect) on the applier thread. Once per client. The engine must outlive
+  // the client or stop_feed(). Heartbeats with a non-finite coordinate, or one
+  // beyond world_bound_m in absolute value (> 0; 0: no bound), are dropped and
+  // counted (invalid_position, out_of_bounds); the rest of their batch is applied.
+  void feed_engine(archipelago::Engine* engine, double world_bound_m = 0);
+  // Unsubscribes and stops the applier (what was received is applied first).
+  void stop_feed();
+  // Waits until everything received so far has been applied (tests, benches).
+  void settle();
+  // Peers whose heartbeats are ignored until the given Unix ms (replaces the set).
+  void set_backoff(std::vector<std::pair<std::string, int64_t>> until_ms);
+
+  ClientStats stats() const;
+  bool connected() const;
+
+  // Stops the feed, flushes the outbox (bounded wait), closes the connection.
+  // Idempotent; later publishes are dropped (dropped_closed).
+  void close();
+
+ private:
+  struct Impl;
+  Scheme scheme_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dclcomms::nats

@@ -1,0 +1,878 @@
+// The hot NATS subjects in C++ with libnats: see client.hpp.
+
+#include "dclcomms/nats/client.hpp"
+
+#include <nats/nats.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "dclcomms/codec/fast.hpp"
+#include "dclcomms/codec/wire.hpp"
+#include "dclcomms/error.hpp"
+
+namespace dclcomms::nats {
+
+namespace arch = dclcomms::archipelago;
+
+namespace {
+
+constexpr std::string_view kNativeHeartbeats = "dclcomms.v1.heartbeats";
+constexpr size_t kAddressLen = 42;
+// A native batch larger than this many rows travels as several messages
+// (32 bytes per row: stays well under the server's 1 MiB max_payload).
+constexpr size_t kMaxBatchRows = 16384;
+
+int hex_value(char c) noexcept {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+int64_t unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string status_text(natsStatus s) {
+  return natsStatus_GetText(s);
+}
+
+// Appends a length-delimited field.
+void put_bytes(std::string& out, uint32_t field, std::string_view bytes) {
+  codec::wire::write_tag(out, field, codec::wire::kLen);
+  codec::wire::write_varint(out, bytes.size());
+  out.append(bytes.data(), bytes.size());
+}
+
+}  // namespace
+
+Scheme parse_scheme(std::string_view name) {
+  if (name == "native") return Scheme::Native;
+  if (name == "workers") return Scheme::Workers;
+  if (name == "v3") return Scheme::V3;
+  throw Error(ErrorKind::Config, "invalid_parameter",
+              "subject scheme must be native, workers or v3, got '" + std::string(name) + "'");
+}
+
+bool valid_address(std::string_view a) noexcept {
+  if (a.size() != kAddressLen || a[0] != '0' || a[1] != 'x') return false;
+  for (size_t i = 2; i < kAddressLen; ++i) {
+    if (hex_value(a[i]) < 0) return false;
+  }
+  return true;
+}
+
+void address_to_raw(std::string_view a, char out[20]) noexcept {
+  for (size_t i = 0; i < 20; ++i) {
+    out[i] = static_cast<char>((hex_value(a[2 + 2 * i]) << 4) | hex_value(a[3 + 2 * i]));
+  }
+}
+
+void raw_to_address(const char raw[20], std::string& out) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  const size_t at = out.size();
+  out.resize(at + kAddressLen);
+  char* p = &out[at];
+  *p++ = '0';
+  *p++ = 'x';
+  for (size_t i = 0; i < 20; ++i) {
+    const auto b = static_cast<uint8_t>(raw[i]);
+    *p++ = kHex[b >> 4];
+    *p++ = kHex[b & 15];
+  }
+}
+
+std::string heartbeat_subject(Scheme scheme, std::string_view address) {
+  std::string s;
+  s.reserve(64);
+  if (scheme == Scheme::V3) s.append("client-proto.");
+  s.append("peer.");
+  s.append(address.data(), address.size());
+  s.append(".heartbeat");
+  return s;
+}
+
+std::string encode_heartbeat_batch(const HeartbeatRows& rows) {
+  std::string out;
+  const size_t n = rows.size();
+  out.reserve(n * 36 + 16);
+  if (n) {
+    put_bytes(out, 1, rows.raw_addresses);
+    put_bytes(
+        out, 2,
+        std::string_view(reinterpret_cast<const char*>(rows.xyz.data()), rows.xyz.size() * 4));
+  }
+  std::string entry;
+  for (const auto& [index, room] : rows.rooms) {
+    entry.clear();
+    if (index != 0) {
+      codec::wire::write_tag(entry, 1, codec::wire::kVarint);
+      codec::wire::write_varint(entry, index);
+    }
+    if (!room.empty()) put_bytes(entry, 2, room);
+    put_bytes(out, 3, entry);
+  }
+  return out;
+}
+
+HeartbeatRows decode_heartbeat_batch(std::string_view data) {
+  using codec::wire::WireReader;
+  HeartbeatRows rows;
+  std::string_view positions;
+  std::vector<std::pair<uint32_t, std::string>> rooms;
+  WireReader r(data);
+  while (!r.at_end()) {
+    uint32_t field = 0, type = 0;
+    r.read_tag(field, type);
+    if (field == 1 && type == codec::wire::kLen) {
+      rows.raw_addresses.assign(r.read_length_delimited());
+    } else if (field == 2 && type == codec::wire::kLen) {
+      positions = r.read_length_delimited();
+    } else if (field == 3 && type == codec::wire::kLen) {
+      WireReader e(r.read_length_delimited(), r.origin());
+      uint64_t index = 0;
+      std::string room;
+      while (!e.at_end()) {
+        uint32_t f = 0, t = 0;
+        e.read_tag(f, t);
+        if (f == 1 && t == codec::wire::kVarint) {
+          index = e.read_varint();
+        } else if (f == 2 && t == codec::wire::kLen) {
+          room.assign(e.read_length_delimited());
+        } else {
+          e.skip(f, t, 1);
+        }
+      }
+      rooms.emplace_back(static_cast<uint32_t>(std::min<uint64_t>(index, UINT32_MAX)),
+                         std::move(room));
+    } else {
+      r.skip(field, type, 0);
+    }
+  }
+  const size_t n = rows.raw_addresses.size() / 20;
+  if (rows.raw_addresses.size() != 20 * n || positions.size() != 12 * n) {
+    throw Error(ErrorKind::Decode, "bad_length",
+                "HeartbeatBatch: " + std::to_string(rows.raw_addresses.size()) +
+                    " address bytes, " + std::to_string(positions.size()) + " position bytes");
+  }
+  rows.xyz.resize(3 * n);
+  if (n) std::memcpy(rows.xyz.data(), positions.data(), 12 * n);
+  for (const auto& [index, room] : rooms) {
+    if (index >= n) {
+      throw Error(ErrorKind::Decode, "bad_length",
+                  "HeartbeatBatch: desired room index " + std::to_string(index) + " of " +
+                      std::to_string(n));
+    }
+  }
+  rows.rooms = std::move(rooms);
+  return rows;
+}
+
+Classified classify(Scheme scheme, std::string_view s) noexcept {
+  Classified c;
+  if (scheme == Scheme::Native && s == kNativeHeartbeats) {
+    c.kind = Classified::Kind::HeartbeatBatch;
+    return c;
+  }
+  std::string_view rest = s;
+  bool v3_heartbeat = false;
+  if (scheme == Scheme::V3 && rest.substr(0, 13) == "client-proto.") {
+    rest.remove_prefix(13);
+    v3_heartbeat = true;
+  }
+  if (rest.substr(0, 5) != "peer.") return c;
+  rest.remove_prefix(5);
+  const size_t dot = rest.find('.');
+  if (dot == std::string_view::npos) return c;
+  const std::string_view token = rest.substr(0, dot);
+  const std::string_view last = rest.substr(dot + 1);
+  Classified::Kind kind = Classified::Kind::Ignore;
+  if (last == "heartbeat") {
+    // workers: peer.<a>.heartbeat; v3: client-proto.peer.<a>.heartbeat
+    if ((scheme == Scheme::Workers && !v3_heartbeat) || (scheme == Scheme::V3 && v3_heartbeat)) {
+      kind = Classified::Kind::Heartbeat;
+    }
+  } else if (!v3_heartbeat && last == "connect") {
+    kind = Classified::Kind::Connect;
+  } else if (!v3_heartbeat && last == "disconnect") {
+    kind = Classified::Kind::Disconnect;
+  }
+  if (kind == Classified::Kind::Ignore) return c;
+  if (!valid_address(token)) {
+    c.kind = Classified::Kind::BadAddress;
+    return c;
+  }
+  c.kind = kind;
+  c.address = token;
+  return c;
+}
+
+// --- the client ------------------------------------------------------------------
+
+namespace {
+
+// One queued publication: a heartbeat batch (encoded by the publisher thread,
+// per scheme) or a message already on its wire subject.
+struct OutItem {
+  HeartbeatRows rows;  // empty for a raw message
+  std::string subject;
+  std::string data;
+  size_t bytes = 0;
+};
+
+// Received, not applied yet: heartbeat rows (42-character ids, fixed stride)
+// with the session resets interleaved at their row.
+struct Inbox {
+  std::string ids;
+  std::vector<float> xyz;
+  std::vector<arch::PreferenceOp> ops;                 // empty while every row keeps its preference
+  std::vector<std::string> rooms;                      // with ops
+  std::vector<std::pair<size_t, std::string>> resets;  // (row, address)
+  size_t rows() const noexcept { return ids.size() / kAddressLen; }
+  bool empty() const noexcept { return ids.empty() && resets.empty(); }
+  void clear() {
+    ids.clear();
+    xyz.clear();
+    ops.clear();
+    rooms.clear();
+    resets.clear();
+  }
+};
+
+struct Counters {
+  std::atomic<uint64_t> published{0}, published_bytes{0}, received{0};
+  std::atomic<uint64_t> dropped_outbox_full{0}, dropped_nats_buffer{0}, dropped_closed{0};
+  std::atomic<uint64_t> dropped_decode{0}, dropped_inbox_full{0};
+  std::atomic<uint64_t> bad_address_publish{0}, bad_address_receive{0}, reconnects{0};
+  std::atomic<uint64_t> heartbeats{0}, no_position{0}, resets{0}, backoff_dropped{0};
+  std::atomic<uint64_t> invalid_position{0}, out_of_bounds{0}, engine_errors{0};
+};
+
+}  // namespace
+
+struct Client::Impl {
+  Scheme scheme;
+  ClientOptions options;
+  natsOptions* opts = nullptr;
+  natsConnection* nc = nullptr;
+  Counters c;
+
+  // Outbox (publisher thread).
+  std::mutex out_mu;
+  std::condition_variable out_cv;       // publisher waits for work
+  std::condition_variable out_done_cv;  // flush() waits for progress
+  std::deque<OutItem> outbox;
+  size_t outbox_bytes = 0;
+  uint64_t queued_seq = 0;  // items ever queued
+  uint64_t done_seq = 0;    // items handed to libnats (or dropped)
+  bool out_stop = false;
+  std::thread publisher;
+
+  // Feed (applier thread).
+  std::mutex feed_mu;  // guards subs/engine/applier lifecycle
+  std::vector<natsSubscription*> subs;
+  arch::Engine* engine = nullptr;
+  float world_bound = std::numeric_limits<float>::infinity();
+  std::thread applier;
+  std::atomic<bool> accepting{false};
+  std::mutex in_mu;
+  std::condition_variable in_cv;       // applier waits for work
+  std::condition_variable in_done_cv;  // settle() waits for progress
+  Inbox inbox;
+  uint64_t in_seq = 0;       // messages accepted into the inbox
+  uint64_t applied_seq = 0;  // of which applied
+  bool in_stop = false;
+  std::mutex backoff_mu;
+  std::unordered_map<std::string, int64_t> backoff;
+  std::atomic<bool> has_backoff{false};
+
+  bool closed = false;
+  std::mutex close_mu;
+
+  // --- publishing ---------------------------------------------------------------
+
+  // How many NATS messages an item is (what a drop of it counts).
+  uint64_t messages(const OutItem& item) const noexcept {
+    const size_t n = item.rows.size();
+    if (n == 0) return 1;
+    return scheme == Scheme::Native ? (n + kMaxBatchRows - 1) / kMaxBatchRows : n;
+  }
+
+  bool enqueue(OutItem item) {
+    std::unique_lock<std::mutex> lock(out_mu);
+    if (out_stop) {
+      c.dropped_closed += messages(item);
+      return false;
+    }
+    if (outbox_bytes + item.bytes > options.max_outbox_bytes) {
+      c.dropped_outbox_full += messages(item);
+      return false;
+    }
+    outbox_bytes += item.bytes;
+    outbox.push_back(std::move(item));
+    ++queued_seq;
+    if (outbox.size() == 1) out_cv.notify_one();
+    return true;
+  }
+
+  void send(const char* subject, const std::string& data) {
+    const natsStatus s =
+        natsConnection_Publish(nc, subject, data.data(), static_cast<int>(data.size()));
+    if (s == NATS_OK) {
+      ++c.published;
+      c.published_bytes += data.size();
+    } else if (s == NATS_INSUFFICIENT_BUFFER) {
+      ++c.dropped_nats_buffer;
+    } else {
+      ++c.dropped_closed;
+    }
+  }
+
+  void send_heartbeats(const HeartbeatRows& rows) {
+    const size_t n = rows.size();
+    if (scheme == Scheme::Native) {
+      if (n <= kMaxBatchRows) {
+        send(kNativeHeartbeats.data(), encode_heartbeat_batch(rows));
+        return;
+      }
+      for (size_t start = 0; start < n; start += kMaxBatchRows) {
+        const size_t end = std::min(n, start + kMaxBatchRows);
+        HeartbeatRows part;
+        part.raw_addresses = rows.raw_addresses.substr(20 * start, 20 * (end - start));
+        part.xyz.assign(rows.xyz.begin() + static_cast<std::ptrdiff_t>(3 * start),
+                        rows.xyz.begin() + static_cast<std::ptrdiff_t>(3 * end));
+        for (const auto& [i, room] : rows.rooms) {
+          if (i >= start && i < end) part.rooms.emplace_back(i - start, room);
+        }
+        send(kNativeHeartbeats.data(), encode_heartbeat_batch(part));
+      }
+      return;
+    }
+    // One message per heartbeat: subject prefix + address + ".heartbeat".
+    std::string subject = scheme == Scheme::V3 ? "client-proto.peer." : "peer.";
+    const size_t prefix = subject.size();
+    size_t next_room = 0;
+    codec::Heartbeat hb;
+    for (size_t i = 0; i < n; ++i) {
+      subject.resize(prefix);
+      raw_to_address(&rows.raw_addresses[20 * i], subject);
+      subject.append(".heartbeat");
+      hb.position = codec::Position{rows.xyz[3 * i], rows.xyz[3 * i + 1], rows.xyz[3 * i + 2]};
+      hb.desired_room.reset();
+      while (next_room < rows.rooms.size() && rows.rooms[next_room].first < i) ++next_room;
+      if (next_room < rows.rooms.size() && rows.rooms[next_room].first == i) {
+        hb.desired_room = rows.rooms[next_room].second;
+      }
+      send(subject.c_str(), codec::encode_heartbeat(hb));
+    }
+  }
+
+  void publisher_loop() {
+    std::deque<OutItem> batch;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(out_mu);
+        out_cv.wait(lock, [this] { return out_stop || !outbox.empty(); });
+        if (outbox.empty() && out_stop) return;
+        batch.swap(outbox);
+        outbox_bytes = 0;
+      }
+      for (auto& item : batch) {
+        if (item.rows.size()) {
+          send_heartbeats(item.rows);
+        } else {
+          send(item.subject.c_str(), item.data);
+        }
+      }
+      {
+        std::lock_guard<std::mutex> lock(out_mu);
+        done_seq += batch.size();
+      }
+      out_done_cv.notify_all();
+      batch.clear();
+    }
+  }
+
+  // --- receiving ------------------------------------------------------------------
+
+  static void on_msg(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+    auto* self = static_cast<Impl*>(closure);
+    if (self->accepting.load(std::memory_order_relaxed)) {
+      self->receive(
+          natsMsg_GetSubject(msg),
+          std::string_view(natsMsg_GetData(msg), static_cast<size_t>(natsMsg_GetDataLength(msg))));
+    }
+    natsMsg_Destroy(msg);
+  }
+
+  // 0: a position to apply; 1: a non-finite coordinate; 2: beyond the world bound.
+  int verdict(const float* xyz) const noexcept {
+    const float b = world_bound;
+    for (int i = 0; i < 3; ++i) {
+      if (!std::isfinite(xyz[i])) return 1;
+      if (std::fabs(xyz[i]) > b) return 2;
+    }
+    return 0;
+  }
+
+  void count_rejected(int v, uint64_t n = 1) {
+    (v == 1 ? c.invalid_position : c.out_of_bounds) += n;
+  }
+
+  static void append_row(Inbox& in, std::string_view address, const float* xyz,
+                         arch::PreferenceOp op, std::string_view room) {
+    const size_t row = in.rows();
+    in.ids.append(address.data(), address.size());
+    in.xyz.insert(in.xyz.end(), xyz, xyz + 3);
+    if (op != arch::PreferenceOp::Keep && in.ops.empty()) {
+      in.ops.assign(row, arch::PreferenceOp::Keep);
+      in.rooms.resize(row);
+    }
+    if (!in.ops.empty()) {
+      in.ops.push_back(op);
+      in.rooms.emplace_back(room);
+    }
+  }
+
+  void receive(const char* subject, std::string_view data) {
+    ++c.received;
+    const Classified k = classify(scheme, subject);
+    switch (k.kind) {
+      case Classified::Kind::Ignore:
+        return;
+      case Classified::Kind::BadAddress:
+        ++c.bad_address_receive;
+        return;
+      case Classified::Kind::Connect:
+      case Classified::Kind::Disconnect: {
+        std::lock_guard<std::mutex> lock(in_mu);
+        inbox.resets.emplace_back(inbox.rows(), std::string(k.address));
+        ++in_seq;
+        if (inbox.resets.size() == 1 && inbox.ids.empty()) in_cv.notify_one();
+        return;
+      }
+      case Classified::Kind::Heartbeat: {
+        codec::Heartbeat hb;
+        try {
+          hb = codec::decode_heartbeat(data);
+        } catch (const Error&) {
+          ++c.dropped_decode;
+          return;
+        }
+        if (!hb.position) {
+          ++c.no_position;
+          return;
+        }
+        const float xyz[3] = {hb.position->x, hb.position->y, hb.position->z};
+        if (const int v = verdict(xyz)) {
+          count_rejected(v);
+          return;
+        }
+        arch::PreferenceOp op = arch::PreferenceOp::Keep;
+        std::string_view room;
+        if (hb.desired_room) {
+          op = hb.desired_room->empty() ? arch::PreferenceOp::Clear : arch::PreferenceOp::Set;
+          room = *hb.desired_room;
+        }
+        std::lock_guard<std::mutex> lock(in_mu);
+        if (inbox.rows() >= options.max_inbox_rows) {
+          ++c.dropped_inbox_full;
+          return;
+        }
+        const bool was_empty = inbox.empty();
+        append_row(inbox, k.address, xyz, op, room);
+        ++in_seq;
+        if (was_empty) in_cv.notify_one();
+        return;
+      }
+      case Classified::Kind::HeartbeatBatch: {
+        HeartbeatRows rows;
+        try {
+          rows = decode_heartbeat_batch(data);
+        } catch (const Error&) {
+          ++c.dropped_decode;
+          return;
+        }
+        const size_t n = rows.size();
+        // Rows with a desired room, by row (the batch lists them by index).
+        std::vector<int64_t> room_of;
+        if (!rows.rooms.empty()) {
+          room_of.assign(n, -1);
+          for (size_t j = 0; j < rows.rooms.size(); ++j) {
+            room_of[rows.rooms[j].first] = static_cast<int64_t>(j);
+          }
+        }
+        std::string address;
+        address.reserve(kAddressLen);
+        std::lock_guard<std::mutex> lock(in_mu);
+        const bool was_empty = inbox.empty();
+        if (inbox.rows() + n > options.max_inbox_rows) {
+          c.dropped_inbox_full += n;
+          return;
+        }
+        inbox.ids.reserve(inbox.ids.size() + n * kAddressLen);
+        inbox.xyz.reserve(inbox.xyz.size() + 3 * n);
+        for (size_t i = 0; i < n; ++i) {
+          const float* xyz = &rows.xyz[3 * i];
+          if (const int v = verdict(xyz)) {
+            count_rejected(v);
+            continue;
+          }
+          address.clear();
+          raw_to_address(&rows.raw_addresses[20 * i], address);
+          arch::PreferenceOp op = arch::PreferenceOp::Keep;
+          std::string_view room;
+          if (!room_of.empty() && room_of[i] >= 0) {
+            room = rows.rooms[static_cast<size_t>(room_of[i])].second;
+            op = room.empty() ? arch::PreferenceOp::Clear : arch::PreferenceOp::Set;
+          }
+          append_row(inbox, address, xyz, op, room);
+        }
+        ++in_seq;
+        if (was_empty && !inbox.empty()) in_cv.notify_one();
+        return;
+      }
+    }
+  }
+
+  // Applies rows [from, to) of `in` (backed-off peers filtered out).
+  void apply_rows(const Inbox& in, size_t from, size_t to, int64_t now,
+                  std::vector<std::string_view>& views, std::vector<float>& xyz,
+                  std::vector<arch::PreferenceOp>& ops, std::vector<std::string>& rooms) {
+    if (from >= to) return;
+    views.clear();
+    xyz.clear();
+    ops.clear();
+    rooms.clear();
+    const bool filter = has_backoff.load(std::memory_order_relaxed);
+    std::unique_lock<std::mutex> blk(backoff_mu, std::defer_lock);
+    if (filter) blk.lock();
+    uint64_t blocked = 0;
+    for (size_t i = from; i < to; ++i) {
+      const std::string_view id(&in.ids[kAddressLen * i], kAddressLen);
+      if (filter) {
+        auto it = backoff.find(std::string(id));
+        if (it != backoff.end()) {
+          if (it->second > now) {
+            ++blocked;
+            continue;
+          }
+          backoff.erase(it);
+        }
+      }
+      views.push_back(id);
+      xyz.insert(xyz.end(), &in.xyz[3 * i], &in.xyz[3 * i] + 3);
+      if (!in.ops.empty()) {
+        ops.push_back(in.ops[i]);
+        rooms.push_back(in.rooms[i]);
+      }
+    }
+    if (filter) {
+      if (backoff.empty()) has_backoff = false;
+      blk.unlock();
+    }
+    c.backoff_dropped += blocked;
+    if (views.empty()) return;
+    try {
+      engine->update_many(views.data(), views.size(), xyz.data(),
+                          ops.empty() ? nullptr : ops.data(), ops.empty() ? nullptr : rooms.data(),
+                          now);
+      c.heartbeats += views.size();
+    } catch (const std::exception&) {
+      ++c.engine_errors;
+    }
+  }
+
+  void applier_loop() {
+    Inbox work;
+    std::vector<std::string_view> views;
+    std::vector<float> xyz;
+    std::vector<arch::PreferenceOp> ops;
+    std::vector<std::string> rooms;
+    for (;;) {
+      uint64_t seq = 0;
+      {
+        std::unique_lock<std::mutex> lock(in_mu);
+        in_cv.wait(lock, [this] { return in_stop || !inbox.empty(); });
+        if (inbox.empty() && in_stop) return;
+        std::swap(work, inbox);
+        seq = in_seq;
+      }
+      const int64_t now = unix_ms();
+      size_t row = 0;
+      for (const auto& [at, address] : work.resets) {
+        apply_rows(work, row, at, now, views, xyz, ops, rooms);
+        row = at;
+        try {
+          engine->disconnect(address);
+        } catch (const std::exception&) {
+          ++c.engine_errors;
+        }
+        ++c.resets;
+      }
+      apply_rows(work, row, work.rows(), now, views, xyz, ops, rooms);
+      work.clear();
+      {
+        std::lock_guard<std::mutex> lock(in_mu);
+        applied_seq = seq;
+      }
+      in_done_cv.notify_all();
+    }
+  }
+
+  // --- connection callbacks ---------------------------------------------------------
+
+  static void on_reconnected(natsConnection*, void* closure) {
+    ++static_cast<Impl*>(closure)->c.reconnects;
+  }
+};
+
+Client::Client(ClientOptions options, Scheme scheme)
+    : scheme_(scheme), impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.scheme = scheme;
+  m.options = std::move(options);
+  if (m.options.servers.empty()) {
+    throw Error(ErrorKind::PubSub, "nats_unavailable", "no NATS server URL given");
+  }
+  auto check = [&m](natsStatus s, const char* what) {
+    if (s != NATS_OK) {
+      if (m.opts != nullptr) natsOptions_Destroy(m.opts);
+      m.opts = nullptr;
+      throw Error(ErrorKind::Config, "invalid_parameter",
+                  std::string("NATS option ") + what + ": " + status_text(s));
+    }
+  };
+  // Message delivery: one shared thread for every subscription of every client
+  // in the process, so a session reset and the heartbeats around it (two
+  // subscriptions) are applied in the order the server sent them.
+  static const natsStatus pool = nats_SetMessageDeliveryPoolSize(1);
+  check(pool, "delivery pool");
+  check(natsOptions_Create(&m.opts), "create");
+  std::vector<const char*> urls;
+  for (const auto& s : m.options.servers) urls.push_back(s.c_str());
+  check(natsOptions_SetServers(m.opts, urls.data(), static_cast<int>(urls.size())), "servers");
+  check(natsOptions_SetName(m.opts, m.options.name.c_str()), "name");
+  // Bounded while connecting (one pass over the list); forever once connected.
+  check(natsOptions_SetMaxReconnect(m.opts, -1), "max reconnect");
+  check(natsOptions_SetReconnectWait(m.opts, m.options.reconnect_wait_ms), "reconnect wait");
+  check(natsOptions_SetTimeout(m.opts, m.options.connect_timeout_ms), "timeout");
+  check(natsOptions_SetReconnectBufSize(m.opts, m.options.reconnect_buf_bytes), "buffer");
+  check(natsOptions_SetMaxPendingMsgs(m.opts, 1 << 20), "pending");
+  check(natsOptions_SetIOBufSize(m.opts, 256 * 1024), "io buffer");
+  check(natsOptions_UseGlobalMessageDelivery(m.opts, true), "delivery");
+  check(natsOptions_SetReconnectedCB(m.opts, &Impl::on_reconnected, &m), "reconnected");
+  const natsStatus s = natsConnection_Connect(&m.nc, m.opts);
+  if (s != NATS_OK) {
+    natsOptions_Destroy(m.opts);
+    m.opts = nullptr;
+    std::string list;
+    for (const auto& u : m.options.servers) list += (list.empty() ? "" : ", ") + u;
+    throw Error(ErrorKind::PubSub, "nats_unavailable",
+                "cannot connect to NATS [" + list + "]: " + status_text(s));
+  }
+  m.publisher = std::thread([&m] { m.publisher_loop(); });
+}
+
+Client::~Client() {
+  close();
+}
+
+size_t Client::publish_heartbeats(const std::string_view* addresses, size_t n, const float* xyz,
+                                  const arch::PreferenceOp* ops, const std::string* preferred) {
+  OutItem item;
+  item.rows.raw_addresses.reserve(20 * n);
+  item.rows.xyz.reserve(3 * n);
+  char raw[20];
+  for (size_t i = 0; i < n; ++i) {
+    if (!valid_address(addresses[i])) {
+      ++impl_->c.bad_address_publish;
+      continue;
+    }
+    const auto row = static_cast<uint32_t>(item.rows.size());
+    address_to_raw(addresses[i], raw);
+    item.rows.raw_addresses.append(raw, 20);
+    item.rows.xyz.insert(item.rows.xyz.end(), xyz + 3 * i, xyz + 3 * i + 3);
+    if (ops != nullptr && ops[i] != arch::PreferenceOp::Keep) {
+      item.rows.rooms.emplace_back(
+          row, ops[i] == arch::PreferenceOp::Set ? preferred[i] : std::string());
+    }
+  }
+  const size_t rows = item.rows.size();
+  if (rows == 0) return 0;
+  item.bytes = 32 * rows + 64;
+  return impl_->enqueue(std::move(item)) ? rows : 0;
+}
+
+bool Client::publish(std::string subject, std::string data) {
+  OutItem item;
+  item.bytes = subject.size() + data.size() + 16;
+  item.subject = std::move(subject);
+  item.data = std::move(data);
+  return impl_->enqueue(std::move(item));
+}
+
+bool Client::flush(int64_t timeout_ms) {
+  Impl& m = *impl_;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  {
+    std::unique_lock<std::mutex> lock(m.out_mu);
+    const uint64_t target = m.queued_seq;
+    if (!m.out_done_cv.wait_until(lock, deadline, [&m, target] { return m.done_seq >= target; })) {
+      return false;
+    }
+  }
+  if (m.nc == nullptr) return false;
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        deadline - std::chrono::steady_clock::now())
+                        .count();
+  return natsConnection_FlushTimeout(m.nc, std::max<int64_t>(left, 1)) == NATS_OK;
+}
+
+void Client::feed_engine(arch::Engine* engine, double world_bound_m) {
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.feed_mu);
+  if (m.engine != nullptr) {
+    throw Error(ErrorKind::Config, "invalid_parameter", "this NATS client already feeds an engine");
+  }
+  if (engine == nullptr || m.nc == nullptr) {
+    throw Error(ErrorKind::PubSub, "bus_closed", "the NATS client is closed");
+  }
+  std::vector<std::string> patterns{"peer.*.*"};  // connect, disconnect (workers: heartbeats)
+  if (m.scheme == Scheme::Native) patterns.emplace_back(kNativeHeartbeats);
+  if (m.scheme == Scheme::V3) patterns.emplace_back("client-proto.peer.*.heartbeat");
+  m.engine = engine;
+  m.world_bound = world_bound_m > 0 ? static_cast<float>(world_bound_m)
+                                    : std::numeric_limits<float>::infinity();
+  {
+    std::lock_guard<std::mutex> in(m.in_mu);
+    m.in_stop = false;
+  }
+  m.accepting = true;
+  m.applier = std::thread([&m] { m.applier_loop(); });
+  for (const auto& p : patterns) {
+    natsSubscription* sub = nullptr;
+    const natsStatus s = natsConnection_Subscribe(&sub, m.nc, p.c_str(), &Impl::on_msg, &m);
+    if (s != NATS_OK) {
+      throw Error(ErrorKind::PubSub, "nats_unavailable",
+                  "cannot subscribe " + p + ": " + status_text(s));
+    }
+    natsSubscription_SetPendingLimits(sub, 1 << 20, 512 * 1024 * 1024);
+    m.subs.push_back(sub);
+  }
+}
+
+void Client::stop_feed() {
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.feed_mu);
+  if (m.engine == nullptr) return;
+  for (auto* sub : m.subs) {
+    // Drain: what the server already sent is delivered, then no more callbacks.
+    if (natsSubscription_Drain(sub) == NATS_OK) {
+      natsSubscription_WaitForDrainCompletion(sub, 2000);
+    }
+    natsSubscription_Unsubscribe(sub);
+  }
+  m.accepting = false;
+  {
+    std::lock_guard<std::mutex> in(m.in_mu);
+    m.in_stop = true;
+  }
+  m.in_cv.notify_all();
+  if (m.applier.joinable()) m.applier.join();
+  for (auto* sub : m.subs) natsSubscription_Destroy(sub);
+  m.subs.clear();
+  m.engine = nullptr;
+}
+
+void Client::settle() {
+  Impl& m = *impl_;
+  std::unique_lock<std::mutex> lock(m.in_mu);
+  const uint64_t target = m.in_seq;
+  m.in_done_cv.wait(lock, [&m, target] { return m.applied_seq >= target || m.in_stop; });
+}
+
+void Client::set_backoff(std::vector<std::pair<std::string, int64_t>> until_ms) {
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.backoff_mu);
+  m.backoff.clear();
+  for (auto& [a, t] : until_ms) m.backoff[std::move(a)] = t;
+  m.has_backoff = !m.backoff.empty();
+}
+
+ClientStats Client::stats() const {
+  Impl& m = *impl_;
+  const Counters& c = m.c;
+  ClientStats s;
+  s.published = c.published;
+  s.published_bytes = c.published_bytes;
+  s.received = c.received;
+  s.dropped_outbox_full = c.dropped_outbox_full;
+  s.dropped_nats_buffer = c.dropped_nats_buffer;
+  s.dropped_closed = c.dropped_closed;
+  s.dropped_decode = c.dropped_decode;
+  s.dropped_inbox_full = c.dropped_inbox_full;
+  s.bad_address_publish = c.bad_address_publish;
+  s.bad_address_receive = c.bad_address_receive;
+  s.reconnects = c.reconnects;
+  s.heartbeats = c.heartbeats;
+  s.no_position = c.no_position;
+  s.resets = c.resets;
+  s.backoff_dropped = c.backoff_dropped;
+  s.invalid_position = c.invalid_position;
+  s.out_of_bounds = c.out_of_bounds;
+  s.engine_errors = c.engine_errors;
+  {
+    std::lock_guard<std::mutex> lock(m.feed_mu);
+    for (auto* sub : m.subs) {
+      int64_t dropped = 0;
+      if (natsSubscription_GetDropped(sub, &dropped) == NATS_OK && dropped > 0) {
+        s.dropped_slow_consumer += static_cast<uint64_t>(dropped);
+      }
+    }
+  }
+  s.connected = connected();
+  {
+    std::lock_guard<std::mutex> lock(m.out_mu);
+    s.outbox_bytes = m.outbox_bytes;
+  }
+  return s;
+}
+
+bool Client::connected() const {
+  return impl_->nc != nullptr && natsConnection_Status(impl_->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+void Client::close() {
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.close_mu);
+  if (m.closed) return;
+  m.closed = true;
+  stop_feed();
+  if (connected()) flush(2000);
+  {
+    std::lock_guard<std::mutex> out(m.out_mu);
+    m.out_stop = true;
+    for (const auto& item : m.outbox) m.c.dropped_closed += m.messages(item);
+    m.outbox.clear();
+    m.outbox_bytes = 0;
+  }
+  m.out_cv.notify_all();
+  if (m.publisher.joinable()) m.publisher.join();
+  if (m.nc != nullptr) {
+    natsConnection_Close(m.nc);
+    natsConnection_Destroy(m.nc);
+    m.nc = nullptr;
+  }
+  if (m.opts != nullptr) {
+    natsOptions_Destroy(m.opts);
+    m.opts = nullptr;
+  }
+}
+
+}  // namespace dclcomms::nats

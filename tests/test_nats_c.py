@@ -1,0 +1,325 @@
+"""The hot NATS subjects in C++ (libnats): heartbeats and session resets published by a
+connector's C++ client and fed into the engine by the core's, against a real nats-server,
+under the three schemes; interoperation with the reference subject layout (a plain
+nats-py client publishing and reading per-peer subjects); bad input; order of resets
+and heartbeats; the back-off filter; outbox bound; reconnection."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import nats
+import numpy as np
+import pytest
+
+from dclcomms import codec
+from dclcomms.archipelago import Engine
+from dclcomms.archipelago.core import ArchipelagoCore
+from dclcomms.heartbeats import UNSET
+from dclcomms.metrics import Registry
+from dclcomms.nats.pubsub import NatsPubSub, decode_heartbeat_batch
+from dclcomms.policy import FixedTransport, RealmPolicy, Transports, WsRoomTransport
+from dclcomms.pubsub import Heartbeat, HeartbeatBatch, IslandChanged
+from tests.helpers.nats_fixtures import (
+    NatsServer,
+    nats_server,  # noqa: F401 - fixture
+)
+from tests.helpers.pubsub import addr, batch_of, run, until
+
+HB = "decentraland.kernel.comms.v3.Heartbeat"
+PREFIX = {"workers": "peer.", "v3": "client-proto.peer."}
+
+
+def engine() -> Engine:
+    return Engine(join_distance=64.0, leave_distance=80.0, max_island_size=100)
+
+
+def positions(e: Engine) -> dict[str, tuple[float, float, float]]:
+    snap = e.snapshot()
+    rows = snap.positions.tolist()
+    return {p: (r[0], r[1], r[2]) for p, r in zip(snap.peer_ids.tolist(), rows, strict=True)}
+
+
+@pytest.mark.parametrize("scheme", ["native", "workers", "v3"])
+def test_c_client_publishes_and_feeds_the_engine(
+    nats_server: NatsServer,  # noqa: F811
+    scheme: str,
+) -> None:
+    async def body() -> None:
+        pub = await NatsPubSub.connect([nats_server.url], subjects=scheme)
+        sub = await NatsPubSub.connect([nats_server.url], subjects=scheme)
+        raw = await nats.connect(nats_server.url)
+        e = engine()
+        feed = None
+        try:
+            assert pub.c_client is not None and sub.c_client is not None
+            seen: list[tuple[str, bytes]] = []
+
+            async def raw_cb(m: Any) -> None:
+                seen.append((m.subject, m.data))
+
+            await raw.subscribe(">", cb=raw_cb)
+            feed = sub.feed_engine(e)
+            assert feed is not None
+            await sub.ready()
+            await raw.flush()
+            b = batch_of(300)
+            pub.publish_heartbeats(b)
+            await pub.flush()
+            await until(lambda: e.peer_count == 300)
+            feed.settle()
+            got = positions(e)
+            for i, a in enumerate(b.addresses):
+                assert np.array_equal(np.float32(got[a]), b.positions[i]), a
+            st = feed.stats()
+            assert st["heartbeats"] == 300 and st["dropped_decode"] == 0
+            await until(lambda: len(seen) == (1 if scheme == "native" else 300))
+            if scheme == "native":
+                assert seen[0][0] == "dclcomms.v1.heartbeats"
+                back = decode_heartbeat_batch(seen[0][1])
+                assert list(back.addresses) == list(b.addresses)
+                assert np.array_equal(back.positions, b.positions)
+                assert list(back.desired_rooms) == list(b.desired_rooms)
+            else:
+                # the reference layout: one Heartbeat per peer subject, in batch order
+                assert [s for s, _ in seen] == [
+                    f"{PREFIX[scheme]}{a}.heartbeat" for a in b.addresses
+                ]
+                for (_s, data), a, p, r in zip(
+                    seen, b.addresses, b.positions.tolist(), b.desired_rooms, strict=True
+                ):
+                    assert data == Heartbeat((p[0], p[1], p[2]), r).to_bytes(), a
+            # The preferred island of row 0 ("I7") reached the engine: a flush puts it
+            # on a new island (I7 does not exist), and nothing was refused.
+            assert e.flush()
+        finally:
+            if feed is not None:
+                feed.close()
+            await raw.close()
+            await pub.aclose()
+            await sub.aclose()
+
+    run(body)
+
+
+@pytest.mark.parametrize("scheme", ["workers", "v3"])
+def test_reference_layout_heartbeats_reach_the_engine(
+    nats_server: NatsServer,  # noqa: F811
+    scheme: str,
+) -> None:
+    """A reference connector (plain per-peer subjects, nats-py) feeding our C++ core;
+    bad subjects and payloads are counted, the rest applied."""
+
+    async def body() -> None:
+        sub = await NatsPubSub.connect([nats_server.url], subjects=scheme)
+        raw = await nats.connect(nats_server.url)
+        e = engine()
+        feed = sub.feed_engine(e)
+        assert feed is not None
+        try:
+            await sub.ready()
+            for i in range(20):
+                msg = {"position": {"x": float(i), "y": 0.0, "z": 1.0}}
+                if i == 3:
+                    msg["desiredRoom"] = "I3"
+                await raw.publish(f"{PREFIX[scheme]}{addr(i)}.heartbeat", codec.encode(HB, msg))
+            await raw.publish(f"{PREFIX[scheme]}{addr(50)}.heartbeat", b"\xff")  # undecodable
+            await raw.publish(f"{PREFIX[scheme]}0xABC.heartbeat", Heartbeat((1, 2, 3)).to_bytes())
+            await raw.publish(f"{PREFIX[scheme]}{addr(51)}.heartbeat", b"")  # no position
+            bad = f"{PREFIX[scheme]}{addr(52)}.heartbeat"
+            await raw.publish(bad, codec.encode(HB, {"position": {"x": float("nan")}}))
+            await raw.flush()
+            await until(lambda: feed.stats()["received"] >= 24)
+            feed.settle()
+            st = feed.stats()
+            assert e.peer_count == 20
+            assert positions(e)[addr(7)] == (7.0, 0.0, 1.0)
+            assert st["dropped_decode"] == 1
+            assert st["no_position"] == 1
+            assert st["invalid_position"] == 1
+            assert sub.m_dropped.get(reason="decode") == 1
+            assert sub.m_subject_errors.get(code="bad_address", direction="receive") == 1
+        finally:
+            feed.close()
+            await raw.close()
+            await sub.aclose()
+
+    run(body)
+
+
+@pytest.mark.parametrize("scheme", ["native", "workers", "v3"])
+def test_resets_stay_in_order_with_heartbeats(
+    nats_server: NatsServer,  # noqa: F811
+    scheme: str,
+) -> None:
+    async def body() -> None:
+        pub = await NatsPubSub.connect([nats_server.url], subjects=scheme)
+        sub = await NatsPubSub.connect([nats_server.url], subjects=scheme)
+        e = engine()
+        feed = sub.feed_engine(e)
+        assert feed is not None
+        try:
+            await sub.ready()
+            one = HeartbeatBatch([addr(1)], np.zeros((1, 3), np.float32), [UNSET])
+            for _ in range(50):  # heartbeat, disconnect: gone; connect, heartbeat: there
+                pub.publish_heartbeats(one)
+                pub.publish(f"peer.{addr(1)}.disconnect", None)
+                pub.publish(f"peer.{addr(2)}.connect", None)
+                pub.publish_heartbeats(
+                    HeartbeatBatch([addr(2)], np.ones((1, 3), np.float32), [UNSET])
+                )
+            await pub.flush()
+            await until(lambda: feed.stats()["resets"] == 100)
+            feed.settle()
+            assert set(positions(e)) == {addr(2)}
+            assert feed.stats()["heartbeats"] == 100
+        finally:
+            feed.close()
+            await pub.aclose()
+            await sub.aclose()
+
+    run(body)
+
+
+def _core(bus: NatsPubSub, registry: Registry) -> ArchipelagoCore:
+    policy = RealmPolicy(
+        Transports(
+            WsRoomTransport("ws://127.0.0.1:1", "unused-secret"),
+            fixed=FixedTransport("offline:offline"),
+        )
+    )
+    return ArchipelagoCore(
+        engine(), bus, policy, registry=registry, reject_backoff_ms=60_000, world_bound_m=4096.0
+    )
+
+
+@pytest.mark.parametrize("scheme", ["native", "workers", "v3"])
+def test_core_fed_in_cpp_ticks_and_publishes(
+    nats_server: NatsServer,  # noqa: F811
+    scheme: str,
+) -> None:
+    async def body() -> None:
+        connector = await NatsPubSub.connect([nats_server.url], subjects=scheme)
+        bus = await NatsPubSub.connect([nats_server.url], subjects=scheme)
+        core = _core(bus, Registry())
+        try:
+            assert core.fed_in_cpp
+            changed: dict[str, IslandChanged] = {}
+            connector.subscribe(
+                "engine.peer.*.island_changed", lambda s, m: changed.__setitem__(s.split(".")[2], m)
+            )
+            await connector.ready()
+            await bus.ready()
+            b = batch_of(40)
+            connector.publish_heartbeats(b)
+            await connector.flush()
+            await until(lambda: core.engine.peer_count == 40)
+            report = core.tick()
+            assert report.island_changed == 40
+            assert core.metrics.heartbeats.get() == 40
+            await until(lambda: len(changed) == 40)
+            assert set(changed) == set(b.addresses)
+            # a peer in back-off: its heartbeats are filtered (and counted) in C++
+            core._feed.set_backoff({addr(1): 2**62})
+            connector.publish_heartbeats(b)
+            await connector.flush()
+            await until(
+                lambda: (
+                    core._feed.stats()["backoff_dropped"] == 1
+                    and core._feed.stats()["heartbeats"] == 79
+                )
+            )
+            core.sync_feed(settle=True)
+            assert core.metrics.backoff_dropped.get() == 1
+            assert core.metrics.heartbeats.get() == 79
+            # beyond the world bound, or not finite: dropped and counted, the rest applied
+            far = HeartbeatBatch(
+                [addr(100), addr(101), addr(102)],
+                np.array([[5000, 0, 0], [0, 0, 1], [0, float("inf"), 0]], np.float32),
+                [UNSET] * 3,
+            )
+            connector.publish_heartbeats(far)
+            await connector.flush()
+            await until(
+                lambda: (
+                    core._feed.stats()["out_of_bounds"] == 1
+                    and core._feed.stats()["heartbeats"] == 80
+                )
+            )
+            core.sync_feed(settle=True)
+            assert core.metrics.rejected_positions.get(reason="out_of_bounds") == 1
+            assert core.metrics.rejected_positions.get(reason="invalid") == 1
+            assert core.metrics.heartbeats.get() == 80
+        finally:
+            core.close()
+            await connector.aclose()
+            await bus.aclose()
+
+    run(body)
+
+
+def test_c_outbox_bound_and_reconnect(nats_server: NatsServer) -> None:  # noqa: F811
+    async def body() -> None:
+        small = await NatsPubSub.connect(
+            [nats_server.url], subjects="workers", max_outbox_bytes=400
+        )
+        try:
+            small.publish_heartbeats(batch_of(100))  # beyond the bound: every row dropped
+            assert small.m_dropped.get(reason="outbox_full") == 100
+            await small.flush()
+            assert small.published == 0
+        finally:
+            await small.aclose()
+
+        pub = await NatsPubSub.connect(
+            [nats_server.url], subjects="native", reconnect_time_wait=0.1
+        )
+        sub = await NatsPubSub.connect(
+            [nats_server.url], subjects="native", reconnect_time_wait=0.1, registry=Registry()
+        )
+        e = engine()
+        feed = sub.feed_engine(e)
+        assert feed is not None
+        try:
+            await sub.ready()
+            pub.publish_heartbeats(batch_of(10))
+            await until(lambda: e.peer_count == 10)
+            await asyncio.to_thread(nats_server.kill)
+            await until(lambda: not sub.connected and not pub.connected)
+            pub.publish_heartbeats(batch_of(20))  # buffered or dropped, never blocks
+            await asyncio.to_thread(nats_server.restart)
+            await until(lambda: sub.connected and pub.connected, timeout=10)
+            await sub.flush()
+            pub.publish_heartbeats(batch_of(30))
+            await until(lambda: e.peer_count == 30, timeout=10)
+            st = feed.stats()
+            assert st["reconnects"] >= 1
+            assert "dcl_nats_c_reconnects_total" in sub_registry_text(sub)
+        finally:
+            feed.close()
+            await pub.aclose()
+            await sub.aclose()
+
+    run(body)
+
+
+def sub_registry_text(bus: NatsPubSub) -> str:
+    return "\n".join(f"{k} {v[2]}" for k, v in bus._c_metrics().items())
+
+
+def test_python_client_still_available(nats_server: NatsServer) -> None:  # noqa: F811
+    """c_client=False: everything through nats-py, the core subscribes in Python."""
+
+    async def body() -> None:
+        bus = await NatsPubSub.connect([nats_server.url], subjects="workers", c_client=False)
+        try:
+            assert bus.c_client is None
+            assert bus.feed_engine(engine()) is None
+            core = _core(bus, Registry())
+            assert not core.fed_in_cpp
+            core.close()
+        finally:
+            await bus.aclose()
+
+    run(body)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -34,26 +34,13 @@ from dclcomms.client import (
 )
 from dclcomms.config import RealmConfig
 from dclcomms.realm import Realm
-from tests.helpers.common import free_port
+from tests.helpers.common import free_port, realm_config, run
 
 
 def config(**kw: Any) -> RealmConfig:
-    base: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": 0,
-        "flush_interval_s": 0.1,
-        "log_format": "text",
-        "log_level": "WARNING",
-        # these tests open rooms directly (room()), not through an island's token:
-        # the compatibility mode
-        "ws_room_allow_missing_token": True,
-    }
-    base.update(kw)
-    return RealmConfig(**base)
-
-
-def run(test: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
-    asyncio.run(asyncio.wait_for(test(), timeout))
+    # these tests open rooms directly (room()), not through an island's token:
+    # the compatibility mode
+    return realm_config(**{"ws_room_allow_missing_token": True, **kw})
 
 
 async def eventually(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:

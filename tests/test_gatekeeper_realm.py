@@ -19,6 +19,7 @@ import pytest
 from dclcomms.auth import Identity
 from dclcomms.config import RealmConfig
 from dclcomms.realm import Realm
+from tests.helpers.common import realm_config
 from tests.helpers.gatekeeper import SCENE_ID, Client, explorer_meta, run
 from tests.helpers.postgres import fresh_pg_database, pg_url  # noqa: F401
 from tests.helpers.realm_client import ArchipelagoClient, RoomClient, Wallet
@@ -27,17 +28,9 @@ BEARER = "operator-token-realm-0123456789"
 
 
 def config(tmp_path: Path, **kw: Any) -> RealmConfig:
-    base: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": 0,
-        "flush_interval_s": 0.1,
-        "log_format": "text",
-        "log_level": "WARNING",
-        "data_dir": str(tmp_path / "data"),
-        "ban_sweep_interval_ms": 60_000,
-    }
-    base.update(kw)
-    return RealmConfig(**base)
+    return realm_config(
+        **{"data_dir": str(tmp_path / "data"), "ban_sweep_interval_ms": 60_000, **kw}
+    )
 
 
 def test_realm_serves_scene_rooms_beside_islands_and_platform_bans_kick(

@@ -15,23 +15,12 @@ from dclcomms import ws
 from dclcomms.config import RealmConfig
 from dclcomms.heartbeats import UNSET
 from dclcomms.realm import Realm
+from tests.helpers.common import realm_config, run
 from tests.helpers.realm_client import ArchipelagoClient, eventually
 
 
 def config(**kw: Any) -> RealmConfig:
-    base: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": 0,
-        "flush_interval_s": 0.1,
-        "log_format": "text",
-        "log_level": "WARNING",
-    }
-    base.update(kw)
-    return RealmConfig(**base)
-
-
-def run(test: Any, timeout: float = 60.0) -> None:
-    asyncio.run(asyncio.wait_for(test(), timeout))
+    return realm_config(**kw)
 
 
 async def _frames(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ from dclcomms.config import RealmConfig
 from dclcomms.nats.processes import CoreService, StatsService
 from dclcomms.nats.pubsub import NatsPubSub
 from dclcomms.realm import Realm
+from tests.helpers.common import realm_config, run
 from tests.helpers.nats_fixtures import NatsCluster, NatsServer, nats_cluster, nats_server  # noqa: F401 - fixtures
 from tests.helpers.realm_client import ArchipelagoClient, assigned
 
@@ -29,20 +30,7 @@ LIVEKIT = {
 
 
 def config(**kw: Any) -> RealmConfig:
-    base: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": 0,
-        "flush_interval_s": FLUSH,
-        "log_format": "text",
-        "log_level": "WARNING",
-        **LIVEKIT,
-    }
-    base.update(kw)
-    return RealmConfig(**base)
-
-
-def run(test: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
-    asyncio.run(asyncio.wait_for(test(), timeout))
+    return realm_config(**{"flush_interval_s": FLUSH, **LIVEKIT, **kw})
 
 
 @dataclass

@@ -33,27 +33,20 @@ from dclcomms.client.msgbus import MessageBusClient
 from dclcomms.config import RealmConfig
 from dclcomms.errors import MessageBusError
 from dclcomms.realm import Realm
+from tests.helpers.common import realm_config
+from tests.helpers.common import run as run_test
 
 LOOPBACK = ("127.0.0.1",)
 
 
 def config(**kw: Any) -> RealmConfig:
-    base: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": 0,
-        "flush_interval_s": 0.1,
-        "log_format": "text",
-        "log_level": "WARNING",
-        "policy": "tiered",
-        "tiered_p2p_up_at": 8,
-        "tiered_p2p_down_at": 4,
-    }
-    base.update(kw)
-    return RealmConfig(**base)
+    return realm_config(
+        **{"policy": "tiered", "tiered_p2p_up_at": 8, "tiered_p2p_down_at": 4, **kw}
+    )
 
 
 def run(body: Callable[[], Awaitable[None]], timeout: float = 120.0) -> None:
-    asyncio.run(asyncio.wait_for(body(), timeout))
+    run_test(body, timeout)
 
 
 async def until(

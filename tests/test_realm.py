@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -35,7 +35,7 @@ from dclcomms.pubsub import (
     subject_matches,
 )
 from dclcomms.realm import Realm
-from tests.helpers.common import start_app
+from tests.helpers.common import realm_config, run, start_app
 from tests.helpers.realm_client import ArchipelagoClient, Closed, RoomClient, eventually
 
 LK_KEY, LK_SECRET = "devkey", "devsecret-0123456789-0123456789-abcdef"
@@ -47,19 +47,7 @@ LIVEKIT = {
 
 
 def config(**kw: Any) -> RealmConfig:
-    base: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": 0,
-        "flush_interval_s": 0.1,
-        "log_format": "text",
-        "log_level": "WARNING",
-    }
-    base.update(kw)
-    return RealmConfig(**base)
-
-
-def run(test: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
-    asyncio.run(asyncio.wait_for(test(), timeout))
+    return realm_config(**kw)
 
 
 def ws_base(realm: Realm) -> str:

@@ -1,13 +1,18 @@
-"""Small shared test helpers: conformance data, free ports, serving an aiohttp app."""
+"""Small shared test helpers: conformance data, free ports, serving an aiohttp app, a test
+realm's settings, running a coroutine test with a deadline."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from dclcomms.config import RealmConfig
 
 DATA = Path(__file__).parent.parent / "data"
 CONFORMANCE = DATA / "conformance"
@@ -34,3 +39,21 @@ async def start_app(app: web.Application) -> tuple[web.AppRunner, int]:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return runner, int(port)
+
+
+def realm_config(**kw: Any) -> RealmConfig:
+    """A test realm's settings: 127.0.0.1, a free port, a tick every 0.1 s, quiet text logs;
+    ``kw`` adds or overrides settings."""
+    base: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "flush_interval_s": 0.1,
+        "log_format": "text",
+        "log_level": "WARNING",
+    }
+    return RealmConfig(**{**base, **kw})
+
+
+def run(test: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
+    """Runs the coroutine function ``test`` in a fresh event loop, failing after ``timeout`` s."""
+    asyncio.run(asyncio.wait_for(test(), timeout))

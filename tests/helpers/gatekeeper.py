@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -14,14 +12,11 @@ import aiohttp
 from dclcomms.auth import Identity
 from dclcomms.gatekeeper.config import GatekeeperConfig
 from dclcomms.gatekeeper.server import GatekeeperServer
+from tests.helpers.common import run as run  # the gatekeeper tests' runner
 
 LK_KEY, LK_SECRET = "devkey", "devsecret-0123456789-0123456789-abcdef"
 SCENE_ID = "bafkreiscene00000000000000000000000000000000000000000000000"
 REALM = "main"
-
-
-def run(test: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
-    asyncio.run(asyncio.wait_for(test(), timeout))
 
 
 def gk_config(tmp_path: Path, **kw: Any) -> GatekeeperConfig:

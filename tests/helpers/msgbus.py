@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from dclcomms.config import RealmConfig
 from dclcomms.realm import Realm
+from tests.helpers.common import realm_config
+from tests.helpers.common import run as run  # the msgbus tests' runner
 from tests.helpers.realm_client import ArchipelagoClient, BusClient
 
 
 def config(**kw: Any) -> RealmConfig:
-    base: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": 0,
-        "flush_interval_s": 0.05,
-        "log_format": "text",
-        "log_level": "WARNING",
-        "bus_global_topics": "news,lobby.chat",
-    }
-    base.update(kw)
-    return RealmConfig(**base)
-
-
-def run(body: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
-    asyncio.run(asyncio.wait_for(body(), timeout))
+    return realm_config(**{"flush_interval_s": 0.05, "bus_global_topics": "news,lobby.chat", **kw})
 
 
 @contextlib.asynccontextmanager

@@ -348,10 +348,14 @@ def test_scene_ban_kicks_from_the_builtin_room_and_refuses_403(tmp_path: Path) -
                 body={"banned_address": BOB.address},
             )
             assert status == 204
-            status, _ = await c.request(
+            status, doc = await c.request(
                 "POST", "/get-scene-adapter", who=BOB, metadata=explorer_meta()
             )
             assert status == 200
+            # the lifted ban lifts the room's bar too: the new token joins at once
+            again = RoomClient(BOB_W)
+            assert (await again.join(doc["adapter"]))["alias"] >= 1
+            await again.close()
 
     run(body)
 

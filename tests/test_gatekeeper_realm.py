@@ -232,7 +232,20 @@ def test_bans_from_the_shell_kick_within_1s_in_a_running_realm(
                 while not await answered(who):
                     assert time.monotonic() < deadline, "unban not applied within 1 s"
                     await asyncio.sleep(0.05)
-            for x in (arch, room, arch2, room2, again):
+            # and the scene room's bars are lifted with the bans: both join again at once
+            rejoined = []
+            for who, w in ((me, wallet), (them, other)):
+                status, doc = await c.request(
+                    "POST", "/get-scene-adapter", who=who, metadata=explorer_meta()
+                )
+                assert status == 200, doc
+                r = RoomClient(w)
+                assert (await r.join(doc["adapter"]))["alias"] >= 1
+                rejoined.append(r)
+            assert sorted(realm.server.room_members(f"main:{SCENE_ID}", scene=True)) == sorted(
+                [wallet.address, other.address]
+            )
+            for x in (arch, room, arch2, room2, again, *rejoined):
                 await x.close()
 
     run(body)

@@ -329,6 +329,12 @@ class Server:
         room of the kind) for that long, so a token issued earlier cannot rejoin."""
         self._core.kick_room_member(scene, room or "", address.lower(), reason, bar_ms)
 
+    def unbar_room_member(self, room: str | None, address: str, *, scene: bool = True) -> None:
+        """Lifts the bar :meth:`kick_room_member` set on ``address`` for ``room`` (None:
+        the bar on every room of the kind; a room's own bar stays) before it runs out:
+        the address may join again (an unban)."""
+        self._core.unbar_room_member(scene, room or "", address.lower())
+
     def room_members(self, room: str, *, scene: bool = True) -> list[str]:
         """The addresses in ``room`` (scene or island rooms), in join order."""
         return self._core.room_members(scene, room)

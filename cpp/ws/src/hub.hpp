@@ -253,6 +253,7 @@ class Hub {
   void kick_room_member(const std::string& address, uint32_t alias);
   void kick_room_member(bool scene, const std::string& room, const std::string& address,
                         const std::string& reason, int64_t bar_ms);
+  void unbar_room_member(bool scene, const std::string& room, const std::string& address);
   std::vector<std::string> room_members(bool scene, const std::string& room) const;
   Stats stats() const;
 

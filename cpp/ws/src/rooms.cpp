@@ -189,6 +189,13 @@ void Hub::kick_room_member(bool scene, const std::string& room, const std::strin
   close_session(s, 4005, reason);  // leaves its room, broadcasts peer_leave
 }
 
+void Hub::unbar_room_member(bool scene, const std::string& room, const std::string& address) {
+  auto it = barred_.find(bar_key(scene, room));
+  if (it == barred_.end()) return;
+  it->second.erase(address);
+  if (it->second.empty()) barred_.erase(it);
+}
+
 std::vector<std::string> Hub::room_members(bool scene, const std::string& room) const {
   std::vector<std::string> out;
   for (const auto& m : (scene ? scene_rooms_ : rooms_).members(room)) out.push_back(m.address);

@@ -750,6 +750,16 @@ void Server::kick_room_member(bool scene, const std::string& room, const std::st
     impl_->post_to_every_shard(kick);
   }
 }
+void Server::unbar_room_member(bool scene, const std::string& room, const std::string& address) {
+  auto unbar = [scene, room, address](Hub& hub) { hub.unbar_room_member(scene, room, address); };
+  if (scene) {
+    impl_->post_to_hub(unbar);  // scene rooms live in shard 0
+  } else if (!room.empty()) {
+    impl_->post_to_room(room, unbar);
+  } else {
+    impl_->post_to_every_shard(unbar);
+  }
+}
 
 std::vector<std::string> Server::room_members(bool scene, const std::string& room) const {
   return impl_->room_members(scene, room);

@@ -188,6 +188,12 @@ void FakeEndpoint::kick_room_member(bool scene, const std::string& room, const s
   settle();
 }
 
+void FakeEndpoint::unbar_room_member(bool scene, const std::string& room,
+                                     const std::string& address) {
+  hub_->unbar_room_member(scene, room, address);
+  settle();
+}
+
 void FakeEndpoint::send_bus(const std::string& address, std::string text) {
   hub_->send_bus(address, std::move(text));
   settle();

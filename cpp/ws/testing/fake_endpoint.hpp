@@ -99,6 +99,7 @@ class FakeEndpoint final : public Environment {
   void close_bus(const std::string& address, int code, const std::string& reason);
   void kick_room_member(bool scene, const std::string& room, const std::string& address,
                         const std::string& reason, int64_t bar_ms);
+  void unbar_room_member(bool scene, const std::string& room, const std::string& address);
   void set_deny_list(const std::vector<std::string>& addresses);
   void accept_bridge(uint64_t id);
   void send_bridge(uint64_t id, std::string text);

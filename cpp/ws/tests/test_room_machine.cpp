@@ -534,5 +534,23 @@ TEST(SceneRooms, KickIsPeerKickedThen4005AndBarsTheAddressForAWhile) {
   expect_closed(join_scene(ep, b, "main:s9"), 4005, "banned from this room");
 }
 
+TEST(SceneRooms, UnbarLiftsTheBarOfThatRoomOrOfEveryRoomOnly) {
+  FakeEndpoint ep(scene_config());
+  Wallet a(73);
+  Conn s1 = join_scene(ep, a, "main:s1");
+  ep.kick_room_member(true, "main:s1", a.address(), "banned from this scene", 60'000);
+  expect_closed(s1, 4005, "banned from this scene");
+  ep.kick_room_member(true, "", a.address(), "banned", 60'000);
+  ep.unbar_room_member(true, "main:s2", a.address());  // no bar there: nothing happens
+  ep.unbar_room_member(false, "", a.address());        // island rooms: not these bars
+  expect_closed(join_scene(ep, a, "main:s2"), 4005, "banned from this room");
+  ep.unbar_room_member(true, "", a.address());  // the every-room bar (a platform unban)
+  EXPECT_TRUE(join_scene(ep, a, "main:s2")->open());
+  expect_closed(join_scene(ep, a, "main:s1"), 4005, "banned from this room");  // its own bar
+  ep.unbar_room_member(true, "main:s1", a.address());                          // a scene unban
+  EXPECT_TRUE(join_scene(ep, a, "main:s1")->open());
+  EXPECT_EQ(ep.counter("rooms", "refused_barred"), 2u);
+}
+
 }  // namespace
 }  // namespace dclcomms::ws::testing

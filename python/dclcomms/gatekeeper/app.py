@@ -268,8 +268,10 @@ class Gatekeeper:
     async def _apply_changes(self, old: Snapshot, new: Snapshot) -> set[str]:
         for address in sorted(new.platform.keys() - old.platform.keys()):
             await self.kick_platform_banned(address)
-        added = new.scene - old.scene
-        changed_places = {place for place, _ in added | (old.scene - new.scene)}
+        for address in sorted(old.platform.keys() - new.platform.keys()):  # lifted, expired
+            await self._room_call("unbar", self.rooms.unbar(None, address))
+        added, lifted = new.scene - old.scene, old.scene - new.scene
+        changed_places = {place for place, _ in added | lifted}
         refreshed: set[str] = set()
         for st in list(self.room_states.values()):
             if st.place_id not in changed_places:
@@ -280,6 +282,9 @@ class Gatekeeper:
                     await self._room_call(
                         "kick", self.rooms.kick(st.room, address, "banned from this scene")
                     )
+            for place, address in sorted(lifted):
+                if place == st.place_id:
+                    await self._room_call("unbar", self.rooms.unbar(st.room, address))
             await self.refresh_metadata(st, reload=False)
             refreshed.add(st.room)
         return refreshed

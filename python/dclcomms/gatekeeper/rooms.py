@@ -47,6 +47,11 @@ class SceneRooms(ABC):
     async def kick_everywhere(self, identity: str, reason: str) -> None:
         """Remove identity from every scene room (platform bans)."""
 
+    async def unbar(self, room: str | None, identity: str) -> None:
+        """A lifted ban: identity may join room (None: every room) again at once, though
+        a kick barred it for a while (no-op where kicks bar nothing)."""
+        return None
+
     @abstractmethod
     async def set_metadata(self, room: str, metadata: str) -> None: ...
 
@@ -227,6 +232,10 @@ class WsRooms(SceneRooms):
     async def kick_everywhere(self, identity: str, reason: str) -> None:
         if self.server is not None:
             self.server.kick_room_member(None, identity, reason, scene=True, bar_ms=self.bar_ms)
+
+    async def unbar(self, room: str | None, identity: str) -> None:
+        if self.server is not None:
+            self.server.unbar_room_member(room, identity, scene=True)
 
     async def set_metadata(self, room: str, metadata: str) -> None:
         self.metadata[room] = metadata

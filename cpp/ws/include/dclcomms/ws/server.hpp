@@ -330,6 +330,9 @@ class Server {
   // of that kind) for bar_ms: a token issued before a ban cannot rejoin.
   void kick_room_member(bool scene, const std::string& room, const std::string& address,
                         const std::string& reason, int64_t bar_ms);
+  // Rooms: lifts the bar kick_room_member set on `address` for `room` (empty: the bar
+  // on every room of that kind; a room's own bar stays) before it runs out (an unban).
+  void unbar_room_member(bool scene, const std::string& room, const std::string& address);
   // Rooms: the addresses in `room` in join order (empty when it does not exist).
   std::vector<std::string> room_members(bool scene, const std::string& room) const;
   // Replaces the deny list (lowercased here); applies to new handshakes

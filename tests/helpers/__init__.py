@@ -10,5 +10,7 @@
 * ``pubsub``: addresses, heartbeat batches, waiting, for the pub/sub tests;
 * ``sim``, ``sim_oracle``: the simulator tests' engines, mobility script and oracle;
 * ``postgres``: a fresh PostgreSQL database per run, an empty database of each kind;
-* ``gatekeeper``: a running gatekeeper, signed requests to it, moderation files.
+* ``gatekeeper``: a running gatekeeper, signed requests to it, moderation files;
+* ``netfaults``: network namespaces with an impaired router between a realm and its NATS
+  (netem, or the TUN stage ``tun_impairment`` where the kernel has no netem).
 """

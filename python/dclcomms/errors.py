@@ -272,6 +272,9 @@ CODES: dict[type[Error], frozenset[str]] = {
             "too_many_subscriptions",
             "resolver_unavailable",
             "key_not_found",
+            # /bus global topics on the bridge (kind "bus")
+            "reserved_topic",
+            "bus_unavailable",
             # the client (BridgeClient): connection and session
             "connect_failed",
             "closed",

@@ -34,6 +34,10 @@ Access (the BFF let a client subscribe to ``>``; here):
   current island); on an island change those subscriptions end with an
   ``unsubscribed`` frame (``reason: island_changed``);
 * any other topic only if the operator allow-listed it (``bus_global_topics``);
+  third-party servers reach those through the bridge (``client.bridge.<topic>``,
+  docs/bridge.md): a peer subscription to a global topic also receives their messages,
+  with the server's identity as sender;
+* ``bridge.…`` is reserved (``reserved_topic``): the bridge's own subjects;
 * clients publish peer topics only; system topics come from the realm.
 
 P2P signalling (``<to>.offer|answer|candidate``, transports.md 4) is checked on
@@ -61,6 +65,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dclcomms.bridge.bus import decode_envelope
 from dclcomms.errors import MessageBusError, SubjectError
 from dclcomms.metrics import Registry
 from dclcomms.nats.subjects import ADDRESS_RE, check_peer_topic, check_system_topic, check_topic
@@ -91,7 +96,8 @@ def _json(obj: dict[str, Any]) -> str:
 @dataclass
 class _Session:
     address: str
-    subs: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, topic) -> pattern
+    # (kind, topic) -> the pub/sub patterns it holds
+    subs: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     queue: deque[tuple[str, bool]] = field(default_factory=deque)  # (text, droppable)
     messages: int = 0  # droppable entries in the queue
     signals: TokenBucket | None = None  # P2P signalling rate, made on first use
@@ -232,6 +238,8 @@ class MessageBusGateway:
         # grammar (bad_topic); heartbeat and island_changed reserved for both kinds
         _topic_ok(check_peer_topic, topic)
         toks = topic.split(".")
+        if toks[0] == "bridge":  # the bridge's servers publish on client.bridge.<topic>
+            raise MessageBusError(f"reserved topic {topic!r}", code="reserved_topic")
         if kind == "system":
             if publish:
                 raise MessageBusError("clients publish peer topics only", code="forbidden_topic")
@@ -303,6 +311,9 @@ class MessageBusGateway:
 
     def _subscribe(self, s: _Session, kind: str, topic: str) -> None:
         pattern = self._check(s, kind, topic, publish=False)
+        patterns: tuple[str, ...] = (pattern,)
+        if kind == "peer" and topic in self.global_topics:  # and the bridge's servers
+            patterns += (f"client.bridge.{topic}",)
         key = (kind, topic)
         if key not in s.subs:
             if len(s.subs) >= MAX_SUBSCRIPTIONS:
@@ -310,23 +321,26 @@ class MessageBusGateway:
                     f"at most {MAX_SUBSCRIPTIONS} subscriptions per session",
                     code="too_many_subscriptions",
                 )
-            s.subs[key] = pattern
-            self._ref(pattern)
+            s.subs[key] = patterns
+            for p in patterns:
+                self._ref(p)
         self._send(s, _json({"type": "subscribed", "kind": kind, "topic": topic}))
 
     def _unsubscribe(self, s: _Session, kind: str, topic: str, reason: str | None = None) -> None:
-        pattern = s.subs.pop((kind, topic), None)
-        if pattern is None:
+        patterns = s.subs.pop((kind, topic), None)
+        if patterns is None:
             raise MessageBusError(f"not subscribed to {kind} {topic!r}", code="not_subscribed")
-        self._unref(pattern)
+        for p in patterns:
+            self._unref(p)
         body = {"type": "unsubscribed", "kind": kind, "topic": topic}
         if reason is not None:
             body["reason"] = reason
         self._send(s, _json(body))
 
     def _drop_all(self, s: _Session) -> None:
-        for pattern in s.subs.values():
-            self._unref(pattern)
+        for patterns in s.subs.values():
+            for p in patterns:
+                self._unref(p)
         s.subs.clear()
         s.queue.clear()
         s.messages = 0
@@ -359,6 +373,14 @@ class MessageBusGateway:
             signal = signal_target(topic)
             if signal is not None and not self._signal_deliverable(sender, *signal, payload):
                 return
+        elif t[0] == "client" and t[1] == "bridge" and len(t) >= 3:
+            # a third-party server's publish through the bridge (dclcomms.bridge.bus)
+            env = decode_envelope(msg.payload) if isinstance(msg, AppData) else None
+            if env is None:
+                self.m_dropped.inc(reason="bad_bridge_message")
+                return
+            kind, topic = "peer", ".".join(t[2:])
+            sender, payload = env
         elif t[0] == "client":
             kind, sender, topic = "system", None, ".".join(t[1:])
             payload = msg.payload if isinstance(msg, AppData) else b""

@@ -7,8 +7,11 @@ gatekeeper's database (``--database`` / ``GATEKEEPER_DATABASE_URL``, default the
 file under ``--data-dir``).
 
 ``dclcomms bridge serve --nats URL [--host H] [--port P]`` serves ``/bridge`` in a NATS
-deployment: the rooms run in other processes (``dclcomms rooms --nats``, the realm)
-and travel on ``dclcomms.bridge.room.<room>.out|in`` (docs/bridge.md). It also answers
+deployment: the rooms run in other processes (``dclcomms rooms --nats``, realms with the
+gatekeeper's scene rooms) and travel on ``dclcomms.bridge.room.<room>.out|in``; the /bus's
+global topics on the realms' pub/sub subjects (``--subjects``, their scheme). Credentials
+are checked against the gatekeeper's database and its owner-or-admin resolver, configured
+with the gatekeeper's flags and environment variables (docs/bridge.md). It also answers
 ``/metrics``, ``/status`` and ``/health/live``. Errors print
 ``dclcomms bridge: error: <message> [<code>]`` and exit 2.
 """
@@ -154,6 +157,20 @@ async def serve(ns: argparse.Namespace, ready: asyncio.Event | None = None) -> N
         keys.close()
         raise ConfigError(f"cannot connect to NATS {ns.nats}: {e!r}", code="bad_value") from e
     link = await NatsRoomLink(nc, interval_s=ns.lease_interval).start()
+    # the /bus's global topics: the realm's pub/sub subjects, in its scheme (--subjects)
+    from dclcomms.bridge.bus import PubSubBusLink
+    from dclcomms.nats.processes import connect_pubsub
+
+    try:
+        bus_pubsub = await connect_pubsub(ns.nats, ns.subjects, "dclcomms-bridge-bus", registry)
+    except Exception as e:
+        await link.aclose()
+        with contextlib.suppress(Exception):
+            await nc.drain()
+        await authority.close()
+        keys.close()
+        raise ConfigError(f"cannot connect to NATS {ns.nats}: {e!r}", code="bad_value") from e
+    bus = PubSubBusLink(bus_pubsub)
     server = ws.Server(
         ws.ServerConfig(host=ns.host, port=ns.port, connector=False, rooms=False, bridge=True)
     )
@@ -176,6 +193,7 @@ async def serve(ns: argparse.Namespace, ready: asyncio.Event | None = None) -> N
         authority=authority,
         authoritative_server=gconf.authoritative_server_address,
         spawn=spawn,
+        bus=bus,
     )
 
     def answer(req: ws.HttpRequest) -> None:
@@ -224,6 +242,7 @@ async def serve(ns: argparse.Namespace, ready: asyncio.Event | None = None) -> N
             loop.remove_signal_handler(sig)
         gateway.close()
         await link.aclose()
+        await bus_pubsub.aclose()
         with contextlib.suppress(Exception):
             await nc.drain()
         await asyncio.to_thread(server.stop)
@@ -264,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="serve /bridge over NATS (rooms in other processes)")
     _db_arguments(s)
     s.add_argument("--nats", action="append", required=True, metavar="URL")
+    from dclcomms.nats.subjects import SCHEMES
+
+    s.add_argument(
+        "--subjects",
+        choices=sorted(SCHEMES),
+        default="native",
+        help="the realm's NATS subject scheme (its --subjects): the /bus global topics",
+    )
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=0)
     s.add_argument(

@@ -10,7 +10,7 @@ in the style of ``/bus`` (docs/bridge.md)::
     -> {"type":"auth","signedFetch":{"x-identity-auth-chain-0":..., ...}}
                                                            (signed fetch of GET /bridge)
     <- {"type":"welcome","identity":I,"scopes":[...],"limits":{"rate":R,"maxBytes":B}}
-    -> {"type":"subscribe","kind":"island"|"scene","topic":T}
+    -> {"type":"subscribe","kind":"island"|"scene"|"bus","topic":T}
     <- {"type":"subscribed","kind":K,"topic":T,"room":R}
     -> {"type":"unsubscribe","kind":K,"topic":T}
     <- {"type":"unsubscribed","kind":K,"topic":T}
@@ -49,6 +49,7 @@ PATH = "/bridge"
 MAX_SUBSCRIPTIONS = 64
 MAX_PENDING = 8  # frames received while the credential is checked
 QUEUE = 1024  # message frames queued per session per loop iteration (oldest dropped)
+BUS_MAX_BYTES = 16 * 1024  # the /bus payload cap (docs/msgbus.md)
 
 
 class SceneAuthority(Protocol):
@@ -122,10 +123,17 @@ class BridgeGateway:
         authoritative_server: str = "",
         public_path: str = PATH,
         spawn: Callable[[Awaitable[Any]], Any] | None = None,
+        bus: Any = None,
     ) -> None:
+        """``bus``: a :class:`~dclcomms.bridge.bus.PubSubBusLink` for the /bus's global
+        topics (kind ``bus``); None: refused with ``bus_unavailable``."""
         self.server = server
         self.link = link
         self.link.on_message = self.on_room_message
+        self.bus = bus
+        if bus is not None:
+            bus.on_message = self.on_bus_message
+        self.bus_topics: dict[str, set[int]] = {}  # subscribed bus topic -> sessions
         self.keys = keys
         self.names = names or RoomNames()
         self.authority = authority or StaticSceneAuthority()
@@ -173,6 +181,10 @@ class BridgeGateway:
         for scene, room in list(self.rooms):
             self.link.tap(room, False, scene)
         self.rooms.clear()
+        if self.bus is not None:
+            for topic in list(self.bus_topics):
+                self.bus.subscribe(topic, False)
+        self.bus_topics.clear()
         for t in list(self._tasks):
             t.cancel()
         self.sessions.clear()
@@ -187,7 +199,7 @@ class BridgeGateway:
         if s is None:
             return
         for target in s.subs.values():
-            self._unref(target.key, sid)
+            self._unref_target(target, sid)
         s.subs.clear()
         if s.cred is not None:
             ident = s.cred.identity
@@ -340,7 +352,7 @@ class BridgeGateway:
         if cred.kind == "key":
             return target.allowed_by(cred.scopes)
         if target.kind != "scene":
-            return False  # islands: operator-granted API keys only
+            return False  # islands and bus topics: operator-granted API keys only
         if cred.authoritative or (target.kind, target.topic) in s.allowed:
             return True
         return None
@@ -381,6 +393,10 @@ class BridgeGateway:
                     f"this credential has no scope for {target.kind} {target.topic!r}",
                     code="forbidden_scope",
                 )
+            if target.kind == "bus" and self.bus is None:
+                raise BridgeError(
+                    "this bridge does not reach the /bus (no pub/sub)", code="bus_unavailable"
+                )
             key = (target.kind, target.topic)
             if key not in s.subs:
                 if len(s.subs) >= MAX_SUBSCRIPTIONS:
@@ -389,7 +405,7 @@ class BridgeGateway:
                         code="too_many_subscriptions",
                     )
                 s.subs[key] = target
-                self._ref(target.key, s.id)
+                self._ref_target(target, s.id)
             self._send(s, _json({"type": "subscribed", **frame, "room": target.room}))
         except BridgeError as e:
             self._error(s, e, frame)
@@ -400,8 +416,29 @@ class BridgeGateway:
             raise BridgeError(
                 f"not subscribed to {target.kind} {target.topic!r}", code="not_subscribed"
             )
-        self._unref(t.key, s.id)
+        self._unref_target(t, s.id)
         self._send(s, _json({"type": "unsubscribed", "kind": t.kind, "topic": t.topic}))
+
+    def _ref_target(self, target: Target, sid: int) -> None:
+        if target.kind == "bus":
+            subs = self.bus_topics.setdefault(target.topic, set())
+            if not subs:
+                self.bus.subscribe(target.topic, True)
+            subs.add(sid)
+        else:
+            self._ref(target.key, sid)
+
+    def _unref_target(self, target: Target, sid: int) -> None:
+        if target.kind != "bus":
+            self._unref(target.key, sid)
+            return
+        subs = self.bus_topics.get(target.topic)
+        if subs is None:
+            return
+        subs.discard(sid)
+        if not subs:
+            del self.bus_topics[target.topic]
+            self.bus.subscribe(target.topic, False)
 
     def _ref(self, key: RoomKey, sid: int) -> None:
         subs = self.rooms.get(key)
@@ -444,10 +481,15 @@ class BridgeGateway:
             body = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
             raise BridgeError("payload is not base64", code="bad_payload") from None
-        if len(body) > cred.max_bytes:
-            raise BridgeError(f"payload over {cred.max_bytes} bytes", code="payload_too_large")
+        limit = cred.max_bytes if target.kind != "bus" else min(cred.max_bytes, BUS_MAX_BYTES)
+        if len(body) > limit:
+            raise BridgeError(f"payload over {limit} bytes", code="payload_too_large")
         if not s.bucket.take():
             raise BridgeError(f"over {cred.rate:g} messages/s", code="rate_limited")
+        if target.kind == "bus":
+            self.bus.publish(target.topic, cred.identity, body)
+            self.m_injected.inc(kind="bus")
+            return
         s.injected.add(target.key)
         self.link.inject(target.room, cred.identity, body, unreliable, target.scene)
         self.m_injected.inc(kind=target.kind)
@@ -485,6 +527,33 @@ class BridgeGateway:
                 )
                 self._send(s, text, message=True)
                 self.m_read.inc(kind=target.kind)
+
+    def on_bus_message(self, topic: str, sender: str, payload: bytes, ts: int) -> None:
+        """A message on /bus global topic ``topic``: a player's (sender = address) or a
+        server's (sender = its credential's identity)."""
+        sids = self.bus_topics.get(topic)
+        if not sids:
+            return
+        text: str | None = None
+        for sid in sids:
+            s = self.sessions.get(sid)
+            if s is None or s.cred is None or s.cred.identity == sender:
+                continue  # never echo a server's own publishes
+            if text is None:
+                text = _json(
+                    {
+                        "type": "message",
+                        "kind": "bus",
+                        "topic": topic,
+                        "room": f"bus:{topic}",
+                        "sender": sender,
+                        "unreliable": False,
+                        "ts": ts,
+                        "payload": base64.b64encode(payload).decode(),
+                    }
+                )
+            self._send(s, text, message=True)
+            self.m_read.inc(kind="bus")
 
     # --- sending ------------------------------------------------------------------------
 

@@ -15,9 +15,15 @@ scope                    opens                                     access
 ``island:*``             every island's room                       read
 ``scene:<realm>:<id>``   that scene's room                         read/write
 ``world:<name>``         every scene room of world ``<name>``      read/write
+``bus:<topic>``          the /bus global topic ``<topic>``         read/write
 ======================== ========================================= ======
 
-No other wildcard exists: ``scene:*``, ``world:*``, ``island:a*`` are refused
+A ``bus`` topic is a /bus peer topic (docs/msgbus.md grammar: 1-8 dot-separated tokens of
+``[A-Za-z0-9_:-]``) that is global: not addressed (``<addr>.…``), not an island's
+(``island.…``), not reserved (``heartbeat``, ``island_changed``, ``bridge.…``); the
+realm's sessions reach it when the operator allow-listed it (``bus_global_topics``).
+
+No other wildcard exists: ``scene:*``, ``world:*``, ``island:a*``, ``bus:*`` are refused
 (``bad_scope``) when a key is created, and a topic is never a pattern.
 """
 
@@ -32,7 +38,23 @@ ISLAND_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 REALM_RE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 SCENE_ID_RE = re.compile(r"[A-Za-z0-9_,:@-]{1,100}")
 ROOM_RE = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
-KINDS = ("island", "scene")
+KINDS = ("island", "scene", "bus")
+
+
+def bus_topic_problem(topic: str) -> str | None:
+    """Why ``topic`` is not a global /bus topic (``bad_topic`` / ``reserved_topic``), or
+    None."""
+    from dclcomms.errors import SubjectError
+    from dclcomms.nats.subjects import ADDRESS_RE, check_peer_topic
+
+    try:
+        check_peer_topic(topic)
+    except SubjectError as e:
+        return e.code
+    first = topic.split(".")[0]
+    if first in ("island", "bridge") or ADDRESS_RE.fullmatch(first.lower()):
+        return "reserved_topic"
+    return None
 
 
 def _realm_ok(realm: str) -> bool:
@@ -53,10 +75,12 @@ def check_scope(scope: str) -> str:
         ok = ok and ":" not in scene
     elif kind == "world":
         ok = rest.endswith(".eth") and _realm_ok(rest)
+    elif kind == "bus":
+        ok = bus_topic_problem(rest) is None
     if not ok:
         raise BridgeError(
-            f"not a scope (island:<id>, island:*, scene:<realm>:<sceneId>, world:<name>.eth): "
-            f"{scope!r}",
+            f"not a scope (island:<id>, island:*, scene:<realm>:<sceneId>, world:<name>.eth, "
+            f"bus:<global topic>): {scope!r}",
             code="bad_scope",
         )
     return scope
@@ -75,7 +99,7 @@ class Target:
 
     @property
     def writable(self) -> bool:
-        return self.kind == "scene"
+        return self.kind in ("scene", "bus")
 
     @property
     def scene(self) -> bool:
@@ -91,6 +115,8 @@ class Target:
     def allowed_by(self, scopes: frozenset[str]) -> bool:
         if self.kind == "island":
             return "island:*" in scopes or f"island:{self.topic}" in scopes
+        if self.kind == "bus":
+            return f"bus:{self.topic}" in scopes
         if f"scene:{self.realm}:{self.scene_id}" in scopes:
             return True
         return self.realm.endswith(".eth") and f"world:{self.realm}" in scopes
@@ -106,9 +132,14 @@ class RoomNames:
     def target(self, kind: object, topic: object) -> Target:
         """The room a ``{kind, topic}`` names, or ``BridgeError`` (``bad_topic``)."""
         if kind not in KINDS:
-            raise BridgeError("kind must be island or scene", code="bad_frame")
+            raise BridgeError("kind must be island, scene or bus", code="bad_frame")
         if not isinstance(topic, str):
             raise BridgeError("topic must be a string", code="bad_frame")
+        if kind == "bus":
+            problem = bus_topic_problem(topic)
+            if problem is not None:
+                raise BridgeError(f"not a global /bus topic: {topic!r}", code=problem)
+            return Target("bus", topic, f"bus:{topic}")
         if kind == "island":
             if ISLAND_RE.fullmatch(topic) is None:
                 raise BridgeError(f"not an island id: {topic!r}", code="bad_topic")
@@ -125,4 +156,4 @@ class RoomNames:
         return Target("scene", topic, room, realm, scene)
 
 
-__all__ = ["KINDS", "RoomNames", "Target", "check_scope"]
+__all__ = ["KINDS", "RoomNames", "Target", "bus_topic_problem", "check_scope"]

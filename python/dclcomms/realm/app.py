@@ -24,6 +24,7 @@ import dclcomms
 from dclcomms import ws
 from dclcomms.about import AboutState, about, public_url_from_host
 from dclcomms.archipelago.core import ArchipelagoCore, core_from_config
+from dclcomms.bridge.bus import PubSubBusLink
 from dclcomms.bridge.gateway import BridgeGateway, SceneAuthority
 from dclcomms.bridge.keys import KeyStore, SqlKeyStore, open_key_store
 from dclcomms.bridge.links import LocalRoomLink, TapOwners
@@ -328,7 +329,12 @@ class Realm:
             args["names"] = RoomNames(gconf.scene_room_prefix, gconf.world_room_prefix)
         self.bridge_link = LocalRoomLink(self.server, taps)
         self.bridge = BridgeGateway(
-            self.server, self.bridge_link, self.registry, spawn=self._spawn_task, **args
+            self.server,
+            self.bridge_link,
+            self.registry,
+            spawn=self._spawn_task,
+            bus=PubSubBusLink(self.pubsub),  # the /bus's global topics, on the realm's pub/sub
+            **args,
         )
 
     async def _close_bridge_parts(self) -> None:

@@ -17,14 +17,17 @@ the moderator route) so the ban checks run against non-empty tables.
 
 The load is bench/http_load.cpp (C++, one thread, epoll; compiled by this script with the
 system compiler into build/bench/ on first use), replaying requests signed and
-serialised in advance (``--procs`` signing processes) with ``--concurrency`` requests
-in flight. A connection is reused while the server keeps it open (HTTP/1.1
+serialised in advance (``--procs`` signing processes), twice: closed loop with
+``--concurrency`` requests in flight (the maximum throughput; latency there is mostly
+queueing, concurrency / throughput), then open loop at ``--rate`` requests/s (2,000:
+the target; each request's latency counts from when it was due, on up to
+``--rate-connections`` connections), which answers "p99 at 2,000 req/s". A connection is reused while the server keeps it open (HTTP/1.1
 keep-alive) and reopened when an answer says ``Connection: close``; a reopened
 request's latency includes its TCP connect. Every request is signed before the clock
 starts, by one of ``--identities`` wallets with strictly increasing timestamps per
 wallet, so no two requests share a final signature (the replay cache would refuse the
 second one: 401 ``replayed``) and all stay inside the 60 s window. Throughput = 2xx
-answers / (first send - last answer); p50/p99 over every request's latency; median
+answers / (last answer - first send); p50/p99 over every request's latency; median
 over ``--repeats``. Beside: the gatekeeper's CPU time per request (all threads, and
 its Python thread alone: the one that cannot use the second core), its peak RSS
 (VmHWM) and the load generator's CPU time per request: the machine has 2 cores shared
@@ -139,10 +142,13 @@ def _run_load(
     seed: int,
     identities: int,
     pid: int | None = None,
+    rate: float = 0.0,
 ) -> dict[str, Any]:
     """Signs ``requests`` requests (``procs`` processes; outside the timing, fresh
     timestamps: the window is 60 s), then replays them through http_load with
-    ``concurrency`` in flight. With ``pid``, adds the server's CPU over the run."""
+    ``concurrency`` in flight (closed loop) or, with ``rate``, at ``rate`` requests/s on
+    up to ``concurrency`` connections (open loop). With ``pid``, adds the server's CPU
+    over the run."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -174,6 +180,7 @@ def _run_load(
                 path,
                 "--connections",
                 str(concurrency),
+                *(["--rate", str(rate)] if rate > 0 else []),
             ],
             check=True,
             capture_output=True,
@@ -340,11 +347,34 @@ def bench_database(database: str, a: argparse.Namespace) -> dict[str, Any]:
             _run_load(gk.url, a.requests, a.concurrency, a.procs, a.seed + r, a.identities, gk.pid)
             for r in range(a.repeats)
         ]
+        paced = [
+            _run_load(
+                gk.url,
+                a.requests,
+                a.rate_connections,
+                a.procs,
+                a.seed + 100 + r,
+                a.identities,
+                gk.pid,
+                rate=a.rate,
+            )
+            for r in range(a.repeats if a.rate > 0 else 0)
+        ]
         hwm = _proc_status(gk.pid, "VmHWM")
 
-    def med(key: str) -> float:
-        return round(statistics.median(r[key] for r in runs), 3)
+    def med(key: str, of: list[dict[str, Any]] = runs) -> float:
+        return round(statistics.median(r[key] for r in of), 3) if of else 0.0
 
+    at_rate: dict[str, Any] = {}
+    if paced:
+        at_rate = {
+            "rate": a.rate,
+            "req_per_s_median": med("req_per_s", paced),
+            "p50_ms_median": med("p50_ms", paced),
+            "p99_ms_median": med("p99_ms", paced),
+            "server_cpu_us_per_request": med("server_cpu_us_per_request", paced),
+            "runs": paced,
+        }
     return {
         "req_per_s_median": med("req_per_s"),
         "p50_ms_median": med("p50_ms"),
@@ -356,6 +386,7 @@ def bench_database(database: str, a: argparse.Namespace) -> dict[str, Any]:
         "bans_stored": banned,
         "answer": answer,
         "runs": runs,
+        "at_rate": at_rate,
     }
 
 
@@ -364,6 +395,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=10_000, help="requests per repeat")
     ap.add_argument("--concurrency", type=int, default=32, help="requests in flight (total)")
     ap.add_argument("--procs", type=int, default=2, help="signing processes")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=2000,
+        help="then the same at this fixed rate, requests/s (open loop; 0: skip)",
+    )
+    ap.add_argument(
+        "--rate-connections", type=int, default=256, help="open loop: most connections at once"
+    )
     ap.add_argument("--identities", type=int, default=200, help="signing wallets")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--bans", type=int, default=200, help="platform bans of others stored first")
@@ -375,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.quick:
         a.requests, a.repeats, a.bans, a.procs, a.concurrency = 300, 1, 5, 1, 8
+        a.rate = min(a.rate, 1000)
         if "--databases" not in (argv if argv is not None else sys.argv[1:]):
             a.databases = "sqlite"
     databases = [d.strip() for d in a.databases.split(",") if d.strip()]
@@ -389,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         "concurrency": a.concurrency,
         "procs": a.procs,
         "repeats": a.repeats,
+        "rate": a.rate,
         "target": {"req_per_s": 2000, "p99_ms": 20},
         "databases": {},
     }

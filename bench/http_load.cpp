@@ -3,12 +3,19 @@
 // project library, so the bench compiles it in a second with the system
 // compiler (c++ -O2 -std=c++17) instead of configuring a build tree.
 //
-//   http_load --port P [--host 127.0.0.1] --requests FILE --connections N
+//   http_load --port P [--host 127.0.0.1] --requests FILE --connections N [--rate R]
 //
 // FILE holds the raw requests, each as a 4-byte little-endian length and the
-// bytes (request line, headers, body), sent in file order: each of the N
-// connections takes the next unsent request when its previous answer is
-// complete, so N requests are in flight. An answer is read whole (status
+// bytes (request line, headers, body), sent in file order.
+// Closed loop (no --rate): each of the N connections takes the next unsent
+// request when its previous answer is complete, so N requests are in flight;
+// the throughput is the server's maximum and the latency mostly queueing.
+// Open loop (--rate R requests/s): request k is due at start + k/R whatever
+// the answers do (a timerfd ticks every 1/R s); it goes out on an idle open
+// connection, else on a new one, with at most N connections at once (past
+// that it waits for one). Its latency counts from when it was due, so a
+// server that falls behind shows it (no coordinated omission).
+// An answer is read whole (status
 // line, headers, Content-Length body). A connection is reused for the next
 // request (HTTP/1.1 keep-alive) unless the answer said "Connection: close" or
 // the server closed it; then the next request opens a new one, and its
@@ -27,6 +34,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,6 +44,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <map>
 #include <string>
@@ -59,6 +68,7 @@ struct Options {
   int port = 0;
   std::string file;
   int connections = 16;
+  double rate = 0;  // requests/s; 0: closed loop
 };
 
 [[noreturn]] void die(const std::string& what) {
@@ -136,16 +146,43 @@ class Load {
     conns_.resize(static_cast<size_t>(std::max(1, o_.connections)));
     start_ = Clock::now();
     cpu0_ = cpu_s();
-    for (size_t i = 0; i < conns_.size(); ++i) next(i);
+    int tfd = -1;
+    if (o_.rate > 0) {
+      tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+      if (tfd < 0) die("timerfd_create");
+      long ns = static_cast<long>(1e9 / o_.rate);
+      itimerspec its{};
+      its.it_interval.tv_sec = ns / 1'000'000'000;
+      its.it_interval.tv_nsec = ns % 1'000'000'000;
+      its.it_value.tv_nsec = 1;  // the first tick at once
+      timerfd_settime(tfd, 0, &its, nullptr);
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.u32 = kTimer;
+      epoll_ctl(ep_, EPOLL_CTL_ADD, tfd, &ev);
+      interval_ = std::chrono::nanoseconds(ns);
+    } else {
+      for (size_t i = 0; i < conns_.size(); ++i) {
+        if (next_req_ < reqs_.size()) start(i, next_req_++, Clock::now());
+      }
+    }
     std::vector<epoll_event> evs(256);
     while (done_ < reqs_.size()) {
       int n = epoll_wait(ep_, evs.data(), static_cast<int>(evs.size()), 10'000);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) die("no progress for 10 s");
-      for (int k = 0; k < n; ++k) event(evs[k].data.u32, evs[k].events);
+      for (int k = 0; k < n; ++k) {
+        if (evs[k].data.u32 == kTimer) {
+          tick(tfd);
+        } else {
+          event(evs[k].data.u32, evs[k].events);
+        }
+      }
     }
     end_ = Clock::now();
     cpu1_ = cpu_s();
+    for (Conn& c : conns_) drop(c);
+    if (tfd >= 0) ::close(tfd);
   }
 
   void report() const {
@@ -174,17 +211,57 @@ class Load {
   }
 
  private:
-  // Connection i takes the next request (opening a socket when it has none).
-  void next(size_t i) {
-    Conn& c = conns_[i];
-    if (next_req_ >= reqs_.size()) {
-      if (c.fd >= 0) drop(c);
-      return;
+  static constexpr uint32_t kTimer = UINT32_MAX;
+
+  // Open loop: the requests due by now join the queue, which is then served.
+  void tick(int tfd) {
+    uint64_t expirations = 0;
+    if (::read(tfd, &expirations, sizeof expirations) != sizeof expirations) return;
+    for (uint64_t e = 0; e < expirations && next_req_ < reqs_.size(); ++e) {
+      queue_.push_back({next_req_, start_ + interval_ * next_req_});
+      ++next_req_;
     }
-    c.req = next_req_++;
+    dispatch();
+  }
+
+  // Open loop: queued requests onto idle open connections first, then new ones.
+  void dispatch() {
+    while (!queue_.empty()) {
+      size_t pick = SIZE_MAX;
+      for (size_t i = 0; i < conns_.size(); ++i) {
+        if (conns_[i].req != SIZE_MAX) continue;
+        if (conns_[i].fd >= 0) {
+          pick = i;
+          break;
+        }
+        if (pick == SIZE_MAX) pick = i;
+      }
+      if (pick == SIZE_MAX) return;  // every connection busy: wait for an answer
+      auto [req, due] = queue_.front();
+      queue_.pop_front();
+      start(pick, req, due);
+    }
+  }
+
+  // After connection i's answer (or failure): its next request.
+  void next(size_t i) {
+    if (o_.rate > 0) {
+      dispatch();
+    } else if (next_req_ < reqs_.size()) {
+      start(i, next_req_++, Clock::now());
+    } else {
+      drop(conns_[i]);
+    }
+  }
+
+  // Connection i sends request req (opening a socket when it has none); its
+  // latency counts from t0.
+  void start(size_t i, size_t req, Clock::time_point t0) {
+    Conn& c = conns_[i];
+    c.req = req;
     c.sent = 0;
     c.in.clear();
-    c.t0 = Clock::now();
+    c.t0 = t0;
     if (c.fd < 0) {
       c.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
       if (c.fd < 0) die("socket");
@@ -287,6 +364,8 @@ class Load {
   std::vector<double> latency_;
   std::map<int, size_t> statuses_;
   Clock::time_point start_, end_;
+  std::chrono::nanoseconds interval_{0};
+  std::deque<std::pair<size_t, Clock::time_point>> queue_;  // open loop: due, not sent
   double cpu0_ = 0, cpu1_ = 0;
 };
 
@@ -308,12 +387,14 @@ int main(int argc, char** argv) {
       o.file = val();
     } else if (a == "--connections") {
       o.connections = std::atoi(val().c_str());
+    } else if (a == "--rate") {
+      o.rate = std::atof(val().c_str());
     } else {
       die("unknown argument " + a);
     }
   }
   if (o.port <= 0 || o.file.empty())
-    die("usage: http_load --port P --requests FILE [--connections N]");
+    die("usage: http_load --port P --requests FILE [--connections N] [--rate R]");
   Load load(o, read_requests(o.file));
   load.run();
   load.report();

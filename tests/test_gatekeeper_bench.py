@@ -36,3 +36,8 @@ def test_bench_gatekeeper_smoke() -> None:
     # and both sides' CPU was measured.
     assert 1 <= run["connections_opened"] <= 300
     assert sqlite["server_cpu_us_per_request"] > 0 and run["client_cpu_s"] >= 0
+    # Then the open-loop run at a fixed rate, every request answered.
+    paced = sqlite["at_rate"]
+    assert paced["rate"] == data["rate"] > 0
+    assert paced["runs"][0]["statuses"] == {"200": 300}
+    assert 0 < paced["p50_ms_median"] <= paced["p99_ms_median"]

@@ -15,23 +15,23 @@ machine's PostgreSQL (127.0.0.1:5432, a fresh database created for the run and
 dropped after). ``--bans`` platform bans of *other* addresses are stored first (through
 the moderator route) so the ban checks run against non-empty tables.
 
-The load is bench/http_load.cpp (C++, one thread, epoll; compiled by this script with the
-system compiler into build/bench/ on first use), replaying requests signed and
+The load is bench/http_load.cpp (C++, one thread, epoll; compiled by this script with
+the system compiler into build/bench/ on first use), replaying requests signed and
 serialised in advance (``--procs`` signing processes), twice: closed loop with
 ``--concurrency`` requests in flight (the maximum throughput; latency there is mostly
-queueing, concurrency / throughput), then open loop at ``--rate`` requests/s (2,000:
-the target; each request's latency counts from when it was due, on up to
-``--rate-connections`` connections), which answers "p99 at 2,000 req/s". A connection is reused while the server keeps it open (HTTP/1.1
-keep-alive) and reopened when an answer says ``Connection: close``; a reopened
-request's latency includes its TCP connect. Every request is signed before the clock
-starts, by one of ``--identities`` wallets with strictly increasing timestamps per
-wallet, so no two requests share a final signature (the replay cache would refuse the
-second one: 401 ``replayed``) and all stay inside the 60 s window. Throughput = 2xx
-answers / (last answer - first send); p50/p99 over every request's latency; median
-over ``--repeats``. Beside: the gatekeeper's CPU time per request (all threads, and
-its Python thread alone: the one that cannot use the second core), its peak RSS
-(VmHWM) and the load generator's CPU time per request: the machine has 2 cores shared
-by server and load.
+queueing, concurrency / throughput), then open loop at ``--rate`` requests/s (2,000: the
+target; each request's latency counts from when it was due, on up to ``--rate-
+connections`` connections), which answers "p99 at 2,000 req/s". A connection is reused
+while the server keeps it open (HTTP/1.1 keep-alive) and reopened when an answer says
+``Connection: close``; a reopened request's latency includes its TCP connect. Every
+request is signed before the clock starts, by one of ``--identities`` wallets with
+strictly increasing timestamps per wallet, so no two requests share a final signature
+(the replay cache would refuse the second one: 401 ``replayed``) and all stay inside the
+60 s window. Throughput = 2xx answers / (last answer - first send); p50/p99 over every
+request's latency; median over ``--repeats``. Beside: the gatekeeper's CPU time per
+request (all threads, and its Python thread alone: the one that cannot use the second
+core), its peak RSS (VmHWM) and the load generator's CPU time per request: the machine
+has 2 cores shared by server and load.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import dclcomms
 from dclcomms.http import HttpError, Request, Response, Router, json_response
@@ -89,3 +90,54 @@ def test_every_status_document_has_one_shape() -> None:
     doc = status_document(commit_hash="", version="9.9", users=1, rooms=2, details=[])
     assert list(doc) == ["version", "currentTime", "commitHash", "users", "rooms", "details"]
     assert doc["version"] == "9.9"
+
+
+def test_dispatch_now_answers_without_waiting_when_the_handler_does() -> None:
+    """A plain handler's Response comes back at once (no task, no loop turn); a
+    handler that returns an awaitable for the part that waits (or an async one) gives
+    an awaitable; both finish alike: CORS, HEAD, JSON errors from either part."""
+    r = Router()
+    r.add("/now", lambda req: json_response({"now": True}))
+
+    async def later(answer: int) -> Response:
+        await asyncio.sleep(0)
+        if answer == 0:
+            raise HttpError(403, "banned", "banned")
+        if answer == 1:
+            raise RuntimeError("bug")
+        return json_response({"later": answer})
+
+    def split(req: Request) -> Response | Awaitable[Response]:
+        if req.query == "fast":
+            return json_response({"fast": True})
+        if req.query == "refuse":
+            raise HttpError(401, "no", "no")
+        return later(int(req.query))
+
+    r.add("/split", split, methods=("GET", "POST"))
+    now = r.dispatch_now(Request("GET", "/now"))
+    assert isinstance(now, Response) and now.json() == {"now": True}
+    assert now.headers["Access-Control-Allow-Origin"] == "*"
+    fast = r.dispatch_now(Request("POST", "/split", "fast"))
+    assert isinstance(fast, Response) and fast.json() == {"fast": True}
+    refused = r.dispatch_now(Request("POST", "/split", "refuse"))
+    assert isinstance(refused, Response) and (refused.status, refused.json()["code"]) == (401, "no")
+    head = r.dispatch_now(Request("HEAD", "/split", "fast"))
+    assert isinstance(head, Response) and head.status == 200 and head.body == b""
+
+    async def finish(query: str, method: str = "POST") -> Response:
+        pending = r.dispatch_now(Request(method, "/split", query))
+        assert not isinstance(pending, Response)
+        resp = await pending
+        assert resp.headers["Access-Control-Allow-Origin"] == "*"
+        return resp
+
+    assert asyncio.run(finish("2")).json() == {"later": 2}
+    assert asyncio.run(finish("2", "HEAD")).body == b""
+    banned = asyncio.run(finish("0"))
+    assert (banned.status, banned.json()["code"]) == (403, "banned")
+    bug = asyncio.run(finish("1"))
+    assert (bug.status, bug.json()["code"]) == (500, "internal")
+    # dispatch() gives the same answers.
+    assert asyncio.run(r.dispatch(Request("POST", "/split", "2"))).json() == {"later": 2}
+    assert asyncio.run(r.dispatch(Request("POST", "/split", "fast"))).json() == {"fast": True}

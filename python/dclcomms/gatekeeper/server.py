@@ -177,13 +177,19 @@ class GatekeeperServer:
             return
         for ev in server.poll():
             if isinstance(ev, ws.HttpRequest):
-                self._spawn(self._http(ev))
+                req = Request(ev.method, ev.path, ev.query, dict(ev.headers), bytes(ev.body))
+                # Answered at once when the handler does not wait (a token from memory);
+                # else a task finishes it.
+                result = self.router.dispatch_now(req)
+                if isinstance(result, Response):
+                    server.respond(ev.request_id, result.status, result.headers, result.body)
+                else:
+                    self._spawn(self._http(ev.request_id, result))
 
-    async def _http(self, ev: ws.HttpRequest) -> None:
-        req = Request(ev.method, ev.path, ev.query, dict(ev.headers), bytes(ev.body))
-        resp = await self.router.dispatch(req)
+    async def _http(self, request_id: int, pending: Awaitable[Response]) -> None:
+        resp = await pending
         if self.server is not None:
-            self.server.respond(ev.request_id, resp.status, resp.headers, resp.body)
+            self.server.respond(request_id, resp.status, resp.headers, resp.body)
 
     def _h_metrics(self, _req: Request) -> Response:
         body = self.registry.render()

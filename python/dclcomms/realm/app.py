@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Awaitable
 from typing import Any
 
 import dclcomms
@@ -430,7 +431,14 @@ class Realm:
             connector.on_heartbeats(ev)  # the batch the engine ingests, as it came
         elif isinstance(ev, ws.HttpRequest):
             self.m_events.inc(kind="http")
-            self._spawn(self._http(ev))
+            req = Request(ev.method, ev.path, ev.query, dict(ev.headers), bytes(ev.body))
+            # Answered at once when the handler does not wait (the gatekeeper's token
+            # from memory); else a task finishes it.
+            result = self.router.dispatch_now(req)
+            if isinstance(result, Response):
+                self._respond(ev.request_id, result)
+            else:
+                self._spawn(self._http(ev.request_id, result))
         elif isinstance(ev, ws.PeerConnected):
             self.m_events.inc(kind="connected")
             connector.on_connected(ev.address)
@@ -469,13 +477,14 @@ class Realm:
         else:
             self.m_events.inc(kind="other")
 
-    async def _http(self, ev: Any) -> None:
-        req = Request(ev.method, ev.path, ev.query, dict(ev.headers), bytes(ev.body))
-        resp = await self.router.dispatch(req)
+    async def _http(self, request_id: int, pending: Awaitable[Response]) -> None:
+        self._respond(request_id, await pending)
+
+    def _respond(self, request_id: int, resp: Response) -> None:
         self.m_http.inc(status=f"{resp.status // 100}xx")
         server = self.server
         if server is not None:
-            server.respond(ev.request_id, resp.status, resp.headers, resp.body)
+            server.respond(request_id, resp.status, resp.headers, resp.body)
 
     # --- HTTP -----------------------------------------------------------------------
 

@@ -46,7 +46,9 @@ def cli(*args: str, data_dir: Path) -> Any:
     return json.loads(out.stdout)
 
 
-async def start(*args: str, expect: str) -> tuple[asyncio.subprocess.Process, int]:
+async def start(
+    *args: str, expect: str, env: dict[str, str] | None = None
+) -> tuple[asyncio.subprocess.Process, int]:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -57,7 +59,7 @@ async def start(*args: str, expect: str) -> tuple[asyncio.subprocess.Process, in
         str(port),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
     )
     assert proc.stdout is not None
     try:
@@ -423,6 +425,74 @@ def test_gatekeeper_scene_rooms_through_nats_with_the_bridge_in_its_own_process(
                 await c.close()
             code = await stop(bridge)
             await realm.stop()
+        assert code == 0
+
+    asyncio.run(asyncio.wait_for(body(), 120))
+
+
+def test_bridge_serve_resolves_owners_and_admins_like_the_gatekeeper(
+    nats_server: NatsServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """``dclcomms bridge serve`` configured like the gatekeeper (here the worlds content
+    server by its environment variable, WORLDS_CONTENT_SERVER_URL): a world's owner (HTTP
+    resolver) and a scene's admin (a ``scene_admin`` row of the database) subscribe with a
+    signed fetch, a stranger is refused ``forbidden_scope``, and a lookup the resolver
+    cannot answer is refused ``resolver_unavailable`` (fail closed)."""
+    from aiohttp import web
+
+    from dclcomms.gatekeeper.storage import Store
+    from tests.helpers.common import start_app
+
+    world_owner = Identity.generate(seed=61)
+    admin = Identity.generate(seed=62)
+    stranger = Identity.generate(seed=63)
+    data = tmp_path / "data"
+    store = Store.open(None, data_dir=str(data))
+    try:
+        store.add_scene_admin("bafyscene1", admin.address.lower(), added_by="test")
+    finally:
+        store.close()
+
+    async def body() -> None:
+        app = web.Application()
+        asked: list[str] = []
+
+        async def world_perms(r: web.Request) -> web.Response:
+            asked.append(r.match_info["name"])
+            return web.json_response({"owner": world_owner.address.lower(), "permissions": {}})
+
+        app.router.add_get("/worlds/world/{name}/permissions", world_perms)
+        runner, port = await start_app(app)
+        bridge, bridge_port = await start(
+            "bridge",
+            "serve",
+            "--nats",
+            nats_server.url,
+            "--data-dir",
+            str(data),
+            expect="dclcomms bridge: listening on",
+            env={"WORLDS_CONTENT_SERVER_URL": f"http://127.0.0.1:{port}/worlds"},
+        )
+        url = f"ws://127.0.0.1:{bridge_port}/bridge"
+        try:
+            async with BridgeClient(url, identity=world_owner) as s:
+                sub = await s.subscribe("scene", "party.dcl.eth:bafyw1")
+                assert sub.room == "party.dcl.eth-bafyw1"
+                await refused(s.subscribe("scene", SCENE), "forbidden_scope")
+            assert asked == ["party.dcl.eth"]  # the HTTP resolver answered
+            async with BridgeClient(url, identity=admin) as s:
+                await s.subscribe("scene", SCENE)  # the scene_admin row (place = scene id)
+                await refused(s.subscribe("scene", "party.dcl.eth:bafyw1"), "forbidden_scope")
+            async with BridgeClient(url, identity=stranger) as s:
+                await refused(s.subscribe("scene", SCENE), "forbidden_scope")
+                await refused(s.subscribe("scene", "party.dcl.eth:bafyw1"), "forbidden_scope")
+            await runner.cleanup()  # the worlds server goes away: fail closed
+            async with BridgeClient(url, identity=world_owner) as s:
+                await refused(s.subscribe("scene", "other.dcl.eth:bafyw2"), "resolver_unavailable")
+        finally:
+            code = await stop(bridge)
+            await runner.cleanup()
         assert code == 0
 
     asyncio.run(asyncio.wait_for(body(), 120))

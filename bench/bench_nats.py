@@ -2,6 +2,9 @@
 
     python bench/bench_nats.py            # 10,000 simulated peers, 5 repeats
     python bench/bench_nats.py --quick    # small smoke run
+    python bench/bench_nats.py --client python          # the nats-py path (before libnats)
+    python bench/bench_nats.py --ingest --peers 20000   # core ingest from 2 load processes
+    python bench/bench_nats.py --scale --peers 100000   # 1 Hz from 2 load processes, 2 s ticks
 
 A private ``nats-server`` is started on a free loopback port (never 4222). A
 "connector" :class:`NatsPubSub` publishes the heartbeats of ``--peers`` simulated
@@ -21,19 +24,36 @@ interpreter.
   one call (header fields plus the members' shared encoded entries, as the realm does).
 
 The same rounds run on the in-process bus first, for comparison. Medians over
-``--repeats`` (fresh peers each round); peak RSS of the process.
+``--repeats`` (fresh peers each round); peak RSS of the process. ``ingest_cpu_ms``
+is the whole process's CPU over the ingest (publisher, both clients, the core).
+
+``--ingest``: the publishers are ``--load-procs`` separate processes (connector
+buses with the C++ client), each publishing its share of ``--peers`` heartbeats
+``--ingest-repeat`` times as fast as it can; heartbeats/s = all of them / (go ->
+the engine applied the last); the CPU of the load processes, of this process (the
+core) and of nats-server over that interval, so a saturated load generator shows.
+
+``--scale``: ``--peers`` peers heartbeating at 1 Hz from ``--load-procs`` processes
+(joining over ``--ramp-s``) for ``--seconds`` while the core ticks every
+``--flush-s``; reports tick durations and gaps (the flush held?), heartbeats sent
+vs ingested, and ``island_changed`` published by the core vs received by the load
+process of each peer (every one delivered?).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import json
+import os
 import resource
 import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import time
 import urllib.request
 from typing import Any
@@ -265,7 +285,340 @@ async def nats_rounds(args: argparse.Namespace, url: str, scheme: str) -> dict[s
     return out
 
 
+# --- load processes ------------------------------------------------------------------
+#
+# A load process is this script with --load-worker CONFIG (JSON): a connector's NatsPubSub
+# (C++ client: batches are copied into C++ once, no Python per heartbeat) publishing the
+# heartbeats of its share of the peers. It prints "ready", then obeys stdin lines:
+#   burst <round>   publish every peer's heartbeat `repeat` times as fast as it can,
+#                   flush, print {"cpu_s", "wall_s", "published"}
+#   steady          heartbeat every peer once per second (in slices every 20 ms; peers
+#                   join linearly over `ramp_s`) for `seconds`, count the island_changed
+#                   of its own peers until "stop", print the counts
+#   quit
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) of a process so far (/proc; 0 if unreadable)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
+
+
+async def load_worker(cfg: dict[str, Any]) -> None:
+    loop = asyncio.get_running_loop()
+    bus = await NatsPubSub.connect([cfg["url"]], subjects=cfg["subjects"], name="load")
+    first, count, batch_size = cfg["first"], cfg["count"], cfg["batch"]
+    rng = np.random.default_rng(cfg["seed"] + first)
+    side = cfg.get("side", 3000.0)
+    pos = rng.uniform(0, side, size=(count, 3)).astype(np.float32)
+    pos[:, 1] = 0
+    mine: set[str] = set()
+    got = {"changed": 0}
+    with_island: set[str] = set()
+
+    def on_changed(subject: str, _msg: IslandChanged) -> None:
+        a = subject.split(".")[2]
+        if a in mine:
+            got["changed"] += 1
+            with_island.add(a)
+
+    if cfg.get("listen"):
+        bus.subscribe("engine.peer.*.island_changed", on_changed)
+    await bus.ready()
+    print("ready", flush=True)
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = (await reader.readline()).decode().split()
+        if not line or line[0] == "quit":
+            break
+        if line[0] == "burst":
+            r = int(line[1])
+            addrs = [f"0x{r:08x}{first + i:032x}" for i in range(count)]
+            rooms = [UNSET] * count
+            c0, t0 = time.process_time(), time.perf_counter()
+            for _ in range(cfg.get("repeat", 1)):
+                for i in range(0, count, batch_size):
+                    bus.publish_heartbeats(
+                        HeartbeatBatch(
+                            addrs[i : i + batch_size],
+                            pos[i : i + batch_size],
+                            rooms[i : i + batch_size],
+                        )
+                    )
+            await bus.flush(timeout=60)
+            res = {
+                "cpu_s": time.process_time() - c0,
+                "wall_s": time.perf_counter() - t0,
+                "published": bus.published,
+            }
+            print(json.dumps(res), flush=True)
+        elif line[0] == "steady":
+            addrs = [f"0x{0xFFFF:08x}{first + i:032x}" for i in range(count)]
+            mine.update(addrs)
+            rooms = [UNSET] * count
+            seconds, ramp = cfg["seconds"], max(cfg.get("ramp_s", 0.0), 1e-9)
+            slices = 50  # every 20 ms: each peer once a second
+            c0, t0 = time.process_time(), time.monotonic()
+            sent = 0
+            k = 0
+            while time.monotonic() - t0 < seconds:
+                active = min(count, int(count * (time.monotonic() - t0) / ramp) + 1)
+                lo, hi = (k % slices) * active // slices, (k % slices + 1) * active // slices
+                if hi > lo:
+                    bus.publish_heartbeats(HeartbeatBatch(addrs[lo:hi], pos[lo:hi], rooms[lo:hi]))
+                    sent += hi - lo
+                k += 1
+                await asyncio.sleep(max(0.0, t0 + k * (1 / slices) - time.monotonic()))
+            await bus.flush(timeout=30)
+            cpu_publish = time.process_time() - c0
+            await reader.readline()  # "stop": the core stopped, its last tick is out
+            await asyncio.sleep(cfg.get("linger_s", 3.0))
+            res = {
+                "heartbeats_sent": sent,
+                "cpu_s": time.process_time() - c0,
+                "cpu_publish_s": cpu_publish,
+                "island_changed_received": got["changed"],
+                "peers_with_island": len(with_island),
+                "peers": count,
+                "dropped": int(
+                    sum(bus.m_dropped.get(reason=x) for x in ("outbox_full", "nats_buffer"))
+                ),
+            }
+            print(json.dumps(res), flush=True)
+    await bus.aclose()
+
+
+class LoadProcs:
+    """K load processes sharing `peers` between them (see load_worker)."""
+
+    def __init__(self, k: int, peers: int, cfg: dict[str, Any]) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+        share = [peers // k + (1 if i < peers % k else 0) for i in range(k)]
+        first = 0
+        for n in share:
+            c = {**cfg, "first": first, "count": n}
+            first += n
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, __file__, "--load-worker", json.dumps(c)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        for p in self.procs:
+            assert p.stdout is not None
+            if p.stdout.readline().strip() != "ready":
+                raise RuntimeError("load process did not start")
+
+    def send(self, line: str) -> None:
+        for p in self.procs:
+            assert p.stdin is not None
+            p.stdin.write(line + "\n")
+            p.stdin.flush()
+
+    async def results(self) -> list[dict[str, Any]]:
+        out = []
+        for p in self.procs:
+            assert p.stdout is not None
+            out.append(json.loads(await asyncio.to_thread(p.stdout.readline)))
+        return out
+
+    def cpu_s(self) -> float:
+        return sum(_cpu_of(p.pid) for p in self.procs)
+
+    def close(self) -> None:
+        for p in self.procs:
+            with contextlib.suppress(Exception):
+                self_send(p, "quit")
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+
+
+def self_send(p: subprocess.Popen[str], line: str) -> None:
+    assert p.stdin is not None
+    p.stdin.write(line + "\n")
+    p.stdin.flush()
+
+
+async def ingest_runs(args: argparse.Namespace, url: str, nats_pid: int) -> dict[str, Any]:
+    """Core ingest from --load-procs separate processes: each publishes its share of
+    --peers heartbeats --ingest-repeat times as fast as it can; rate = heartbeats /
+    (go -> the engine applied the last one). Medians of --repeats; CPU of the load
+    processes, of this (core) process and of nats-server over the same interval."""
+    out: dict[str, Any] = {}
+    for scheme in args.subjects.split(","):
+        bus = await NatsPubSub.connect([url], subjects=scheme)
+        procs = LoadProcs(
+            args.load_procs,
+            args.peers,
+            {
+                "url": url,
+                "subjects": scheme,
+                "batch": args.batch,
+                "seed": args.seed,
+                "repeat": args.ingest_repeat,
+            },
+        )
+        runs = []
+        try:
+            total = args.peers * args.ingest_repeat
+            for r in range(args.repeats):
+                core = make_core(bus)
+                await bus.ready()
+                base = core.metrics.heartbeats.get()
+                cpu_self, cpu_load, cpu_nats = time.process_time(), procs.cpu_s(), _cpu_of(nats_pid)
+                t0 = time.perf_counter()
+                procs.send(f"burst {r}")
+                while True:
+                    core.sync_feed()
+                    if core.metrics.heartbeats.get() - base >= total:
+                        break
+                    await asyncio.sleep(0.0005)
+                wall = time.perf_counter() - t0
+                res = await procs.results()
+                runs.append(
+                    {
+                        "rate": total / wall,
+                        "wall_s": wall,
+                        "core_cpu_s": time.process_time() - cpu_self,
+                        "load_cpu_s": procs.cpu_s() - cpu_load,
+                        "load_busy_s": max(x["wall_s"] for x in res),
+                        "nats_server_cpu_s": _cpu_of(nats_pid) - cpu_nats,
+                    }
+                )
+                core.close()
+        finally:
+            procs.close()
+            bus._sync_c()
+            dropped = int(
+                sum(
+                    bus.m_dropped.get(reason=x)
+                    for x in ("outbox_full", "nats_buffer", "decode", "slow_consumer", "inbox_full")
+                )
+            )
+            await bus.aclose()
+        med = {k: statistics.median(x[k] for x in runs) for k in runs[0]}
+        out[scheme] = {
+            "heartbeats": args.peers * args.ingest_repeat,
+            "load_procs": args.load_procs,
+            "heartbeats_per_s": round(med["rate"]),
+            "runs_per_s": [round(x["rate"]) for x in runs],
+            "wall_ms": round(med["wall_s"] * 1000, 1),
+            "core_process_cpu_ms": round(med["core_cpu_s"] * 1000, 1),
+            "load_processes_cpu_ms": round(med["load_cpu_s"] * 1000, 1),
+            "load_publish_wall_ms": round(med["load_busy_s"] * 1000, 1),
+            "nats_server_cpu_ms": round(med["nats_server_cpu_s"] * 1000, 1),
+            "dropped": dropped,
+        }
+    return out
+
+
+async def scale_run(args: argparse.Namespace, url: str, nats_pid: int) -> dict[str, Any]:
+    """--peers peers heartbeating at 1 Hz from --load-procs processes (joining over
+    --ramp-s), a core ticking every --flush-s for --seconds; every island_changed the
+    core published must reach the load process of its peer."""
+    scheme = args.subjects.split(",")[0]
+    bus = await NatsPubSub.connect([url], subjects=scheme)
+    core = make_core(bus)
+    core.flush_interval_s = args.flush_s
+    ticks: list[tuple[float, float, int]] = []  # (start, duration, island_changed)
+    tick = core.tick
+
+    def recorded() -> Any:
+        t = time.monotonic()
+        rep = tick()
+        ticks.append((t, rep.duration_s, rep.island_changed))
+        return rep
+
+    core.tick = recorded  # type: ignore[method-assign]
+    procs = LoadProcs(
+        args.load_procs,
+        args.peers,
+        {
+            "url": url,
+            "subjects": scheme,
+            "batch": args.batch,
+            "seed": args.seed,
+            "seconds": args.seconds,
+            "ramp_s": args.ramp_s,
+            "listen": True,
+            "linger_s": 3.0,
+            "side": args.side,
+        },
+    )
+    try:
+        await bus.ready()
+        stop = asyncio.Event()
+        cpu_self, cpu_load, cpu_nats = time.process_time(), procs.cpu_s(), _cpu_of(nats_pid)
+        procs.send("steady")
+        runner = asyncio.create_task(core.run(stop))
+        await asyncio.sleep(args.seconds + 0.5)
+        stop.set()
+        await runner
+        core_cpu = time.process_time() - cpu_self
+        procs.send("stop")
+        res = await procs.results()
+        load_cpu, nats_cpu = procs.cpu_s() - cpu_load, _cpu_of(nats_pid) - cpu_nats
+        core.sync_feed(settle=True)
+    finally:
+        procs.close()
+    bus._sync_c()
+    durations = [d for _, d, _ in ticks]
+    starts = [t for t, _, _ in ticks]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    published = sum(n for _, _, n in ticks)
+    received = sum(x["island_changed_received"] for x in res)
+    out = {
+        "subjects": scheme,
+        "peers": args.peers,
+        "load_procs": args.load_procs,
+        "seconds": args.seconds,
+        "ramp_s": args.ramp_s,
+        "flush_s": args.flush_s,
+        "ticks": len(ticks),
+        "tick_ms_p50": round(statistics.median(durations) * 1000, 1),
+        "tick_ms_max": round(max(durations) * 1000, 1),
+        "tick_gap_s_max": round(max(gaps), 3) if gaps else None,
+        "ticks_over_flush": sum(1 for d in durations if d > args.flush_s),
+        "heartbeats_sent": sum(x["heartbeats_sent"] for x in res),
+        "heartbeats_ingested": int(core.metrics.heartbeats.get()),
+        "engine_peers": int(core.engine.peer_count),
+        "island_changed_published": published,
+        "island_changed_received": received,
+        "peers_with_island": sum(x["peers_with_island"] for x in res),
+        "core_process_cpu_s": round(core_cpu, 2),
+        "load_processes_cpu_s": round(load_cpu, 2),
+        "nats_server_cpu_s": round(nats_cpu, 2),
+        "dropped": {
+            "core_bus": int(
+                sum(
+                    bus.m_dropped.get(reason=x)
+                    for x in ("outbox_full", "nats_buffer", "decode", "slow_consumer", "inbox_full")
+                )
+            ),
+            "load": sum(x["dropped"] for x in res),
+        },
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    core.close()
+    await bus.aclose()
+    return out
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--load-worker":
+        asyncio.run(load_worker(json.loads(sys.argv[2])))
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--peers", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=5)
@@ -286,10 +639,48 @@ def main() -> None:
     )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="200 peers, 2 repeats")
+    ap.add_argument(
+        "--ingest",
+        action="store_true",
+        help="only the core's ingest from --load-procs separate load processes",
+    )
+    ap.add_argument(
+        "--scale",
+        action="store_true",
+        help="the steady run: --peers at 1 Hz from --load-procs processes, a ticking core",
+    )
+    ap.add_argument("--load-procs", type=int, default=2)
+    ap.add_argument(
+        "--ingest-repeat", type=int, default=10, help="--ingest: heartbeats per peer per run"
+    )
+    ap.add_argument("--seconds", type=float, default=20.0, help="--scale: heartbeating time")
+    ap.add_argument("--ramp-s", type=float, default=10.0, help="--scale: peers join over this")
+    ap.add_argument("--flush-s", type=float, default=2.0, help="--scale: the core's flush")
+    ap.add_argument("--side", type=float, default=3000.0, help="--scale: world square (m)")
     args = ap.parse_args()
     if args.quick:
         args.peers, args.repeats = 200, 2
+    if args.ingest or args.scale:
+        print(json.dumps(asyncio.run(load_run(args))))
+        return
     print(json.dumps(asyncio.run(run(args))))
+
+
+async def load_run(args: argparse.Namespace) -> dict[str, Any]:
+    proc, url = start_nats()
+    out: dict[str, Any] = {"bench": "nats", "mode": "scale" if args.scale else "ingest"}
+    try:
+        if args.scale:
+            out["scale"] = await scale_run(args, url, proc.pid)
+        else:
+            out["repeats"] = args.repeats
+            out["batch"] = args.batch
+            out["ingest"] = await ingest_runs(args, url, proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(5)
+    out["load_average"] = os.getloadavg()
+    return out
 
 
 if __name__ == "__main__":

@@ -27,3 +27,35 @@ def test_bench_nats_smoke() -> None:
     assert data["nats"]["dropped"] == 0
     for part in ("nats", "in_process"):
         assert data[part]["heartbeats_per_s"] > 0 and data[part]["flush_latency_ms"] > 0
+
+
+def test_bench_nats_load_processes_smoke() -> None:
+    """--ingest and --scale: separate load processes, the core in the bench process."""
+    ingest = subprocess.run(
+        [
+            *(sys.executable, str(BENCH), "--ingest", "--peers", "400", "--ingest-repeat", "2"),
+            *("--repeats", "1", "--subjects", "native,workers"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    data = json.loads(ingest.stdout)["ingest"]
+    for scheme in ("native", "workers"):
+        assert data[scheme]["heartbeats"] == 800 and data[scheme]["dropped"] == 0
+        assert data[scheme]["heartbeats_per_s"] > 0
+    scale = subprocess.run(
+        [
+            *(sys.executable, str(BENCH), "--scale", "--peers", "600", "--seconds", "3"),
+            *("--ramp-s", "1", "--flush-s", "0.5"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    s = json.loads(scale.stdout)["scale"]
+    assert s["engine_peers"] == 600 and s["peers_with_island"] == 600
+    assert s["heartbeats_ingested"] == s["heartbeats_sent"] > 600
+    assert s["island_changed_received"] == s["island_changed_published"] >= 600

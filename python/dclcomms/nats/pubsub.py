@@ -536,7 +536,7 @@ class NatsPubSub(PubSub):
         if self._closed:
             self.m_dropped.inc(reason="closed")
             return
-        if self.c_client is not None:
+        if self.c_client is not None and subject.startswith("peer."):
             m = _SESSION_RE.fullmatch(subject)
             if m is not None:
                 # On the heartbeats' connection: a reset stays in order with them.

@@ -458,6 +458,18 @@ class PubSub(ABC):
         for addr, hb in split_batch(batch):
             self.publish(f"peer.{addr}.heartbeat", hb)
 
+    def publish_island_changed(self, items: Sequence[tuple[str, IslandChanged]]) -> None:
+        """``engine.peer.<addr>.island_changed`` of many peers, in order (one call per
+        tick from the core; the default publishes them one by one)."""
+        for peer, msg in items:
+            self.publish(f"engine.peer.{peer}.island_changed", msg)
+
+    def publish_island_peers(self, kind: str, items: Sequence[IslandPeer]) -> None:
+        """``engine.island.<id>.<kind>`` (``peer_join`` or ``peer_left``) of many peers, in
+        order (the default publishes them one by one)."""
+        for msg in items:
+            self.publish(f"engine.island.{msg.island_id}.{kind}", msg)
+
     def subscribe_heartbeats(self, handler: HeartbeatHandler) -> Subscription:
         """Receive heartbeats as batches; the default wraps each message in a batch of one."""
 

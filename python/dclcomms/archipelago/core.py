@@ -406,31 +406,29 @@ class ArchipelagoCore:
                 members_cache[island_id] = m
             return m
 
-        sent = 0
-        publish = self.pubsub.publish
+        # All of a tick's island_changed, then its peer_left and peer_join, each in one
+        # call (a NATS pub/sub groups or encodes them without a subject per message).
+        changed: list[tuple[str, IslandChanged]] = []
         for peer, island_id, from_id in moves:
             cs = conn.get(f"{island_id}\0{peer}")
             if cs is None or island_id not in islands:
                 continue
-            publish(
-                f"engine.peer.{peer}.island_changed",
-                IslandChanged(island_id, cs, from_id, members(island_id)),
-            )
-            sent += 1
+            changed.append((peer, IslandChanged(island_id, cs, from_id, members(island_id))))
         for peer, island_id in reissue:
-            publish(
-                f"engine.peer.{peer}.island_changed",
-                IslandChanged(
-                    island_id, conn[f"{island_id}\0{peer}"], island_id, members(island_id)
-                ),
-            )
-            sent += 1
-        for island_id, peer in left:
-            if island_id in islands:  # somebody remains to be told
-                publish(f"engine.island.{island_id}.peer_left", IslandPeer(island_id, peer))
-        for island_id, peer in joined:
-            if island_id in islands:
-                publish(f"engine.island.{island_id}.peer_join", IslandPeer(island_id, peer))
+            cs = conn[f"{island_id}\0{peer}"]
+            changed.append((peer, IslandChanged(island_id, cs, island_id, members(island_id))))
+        sent = len(changed)
+        pubsub = self.pubsub
+        if changed:
+            pubsub.publish_island_changed(changed)
+        # somebody remains to be told
+        lefts = [IslandPeer(i, p) for i, p in left if i in islands]
+        if lefts:
+            pubsub.publish_island_peers("peer_left", lefts)
+        joins = [IslandPeer(i, p) for i, p in joined if i in islands]
+        if joins:
+            pubsub.publish_island_peers("peer_join", joins)
+        publish = pubsub.publish
 
         status = IslandStatus(
             tuple(

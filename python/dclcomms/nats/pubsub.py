@@ -388,6 +388,18 @@ class NatsPubSub(PubSub):
         self._groups: dict[tuple[str, int], _IslandGroup] = {}
         self._batched = self.scheme.batched
         self._subjects = _Subjects(self.scheme)
+        # (wire prefix, wire suffix) of island_changed when the scheme splices the
+        # address verbatim (both compatibility schemes do), else None
+        self._island_changed_form: tuple[str, str] | None = next(
+            (
+                (f[2], f[3])
+                for f in self._subjects.families
+                if f[:2] == ("engine.peer.", ".island_changed")
+            ),
+            None,
+        )
+        if self._batched:
+            self._island_changed_form = ("", "")
         self._outbox_bytes = 0
         self._drain_task: asyncio.Task[None] | None = None
         self._wires: dict[str, _Wire] = {}
@@ -622,6 +634,41 @@ class NatsPubSub(PubSub):
             wire = wire_subject(f"peer.{addr}.heartbeat")
             if wire is not None:
                 enqueue(wire, data)
+
+    def publish_island_changed(self, items: Sequence[tuple[str, IslandChanged]]) -> None:
+        """A tick's ``island_changed``: the addresses checked together (one regular
+        expression over all of them), then grouped per island (native) or each encoded
+        on its wire subject; any bad address sends the whole call the slow way (each
+        message checked, the bad ones refused and counted)."""
+        peers = [p for p, _ in items]
+        if (
+            self._closed
+            or self._island_changed_form is None
+            or set(map(len, peers)) != {42}
+            or _ADDRESSES_RE.fullmatch("".join(peers)) is None
+            or not all(type(m) is IslandChanged for _, m in items)
+        ):
+            super().publish_island_changed(items)
+            return
+        if self._batched:
+            group = self._group
+            for peer, msg in items:
+                group(peer, f"engine.peer.{peer}.island_changed", msg)
+            return
+        pre, suf = self._island_changed_form
+        enqueue, encode = self._enqueue, self.scheme.encode
+        for peer, msg in items:
+            enqueue(pre + peer + suf, encode("engine.peer.x.island_changed", msg))
+
+    def publish_island_peers(self, kind: str, items: Sequence[IslandPeer]) -> None:
+        if self._closed or not self._batched or kind not in ("peer_join", "peer_left"):
+            super().publish_island_peers(kind, items)
+            return
+        move, island_ok = self._move, ISLAND_RE.fullmatch
+        for msg in items:  # checked one by one: an island id per message
+            subject = f"engine.island.{msg.island_id}.{kind}"
+            if island_ok(msg.island_id) is None or not move(msg.island_id, kind, subject, msg):
+                self.publish(subject, msg)  # the scheme refuses it (logged, counted)
 
     def _move(self, island: str, kind: str, subject: str, payload: bytes | Message) -> bool:
         """Native scheme: a peer_join/peer_left into its island's group of this turn.

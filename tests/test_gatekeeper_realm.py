@@ -22,7 +22,7 @@ from dclcomms.realm import Realm
 from tests.helpers.common import realm_config
 from tests.helpers.gatekeeper import SCENE_ID, Client, explorer_meta, run
 from tests.helpers.postgres import fresh_pg_database, pg_url  # noqa: F401
-from tests.helpers.realm_client import ArchipelagoClient, RoomClient, Wallet
+from tests.helpers.realm_client import ArchipelagoClient, Closed, RoomClient, Wallet
 
 BEARER = "operator-token-realm-0123456789"
 
@@ -79,8 +79,16 @@ def test_realm_serves_scene_rooms_beside_islands_and_platform_bans_kick(
             assert status == 201, doc
             closed_scene = await scene_room.closed(timeout=1.0)
             closed_arch = await arch.closed(timeout=1.0)
+            closed_island = await island_room.closed(timeout=1.0)
             assert time.monotonic() - t0 < 1.0
-            assert (closed_scene.code, closed_arch.code) == (4005, 4005)
+            assert (closed_scene.code, closed_arch.code, closed_island.code) == (4005, 4005, 4005)
+            assert {"peerKicked": {"reason": "banned"}} in island_room.inbox
+            # the island token minted before the ban cannot rejoin
+            back = RoomClient(wallet)
+            with pytest.raises(Closed) as refused:
+                await back.join(island["connStr"])
+            assert refused.value.code == 4005
+            await back.close()
             # refused on the next attempt: the connector (in-process check) and the gatekeeper
             again = ArchipelagoClient(301)
             await again.connect(f"ws://127.0.0.1:{realm.port}")
@@ -192,8 +200,12 @@ def test_bans_from_the_shell_kick_within_1s_in_a_running_realm(
             await arch2.heartbeat(8.0, 0.0, 8.0)  # the connector session is untouched
             assert (await arch2.island())["connStr"]
 
-            # a platform ban from the shell: the connector and the scene room, within 1 s
+            # a platform ban from the shell: the connector, the island and the scene room
             arch, room = await join(311, me, wallet)
+            await arch.heartbeat(8.0, 0.0, 8.0)
+            island = (await arch.island())["connStr"]
+            island_room = RoomClient(wallet)
+            await island_room.join(island)
             out = await asyncio.to_thread(
                 _gatekeeper_cli, tmp_path, database, "ban", wallet.address, "--reason", "spam"
             )
@@ -201,8 +213,9 @@ def test_bans_from_the_shell_kick_within_1s_in_a_running_realm(
             assert out["bannedAddress"] == wallet.address
             closed_room = await room.closed(timeout=1.0)
             closed_arch = await arch.closed(timeout=1.0)
+            closed_island = await island_room.closed(timeout=1.0)
             assert time.monotonic() - t0 < 1.0
-            assert (closed_room.code, closed_arch.code) == (4005, 4005)
+            assert (closed_room.code, closed_arch.code, closed_island.code) == (4005, 4005, 4005)
             assert any("peerKicked" in m for m in room.inbox), room.inbox
             # refused on the next attempt: the connector and the gatekeeper
             again = ArchipelagoClient(311)
@@ -245,7 +258,60 @@ def test_bans_from_the_shell_kick_within_1s_in_a_running_realm(
             assert sorted(realm.server.room_members(f"main:{SCENE_ID}", scene=True)) == sorted(
                 [wallet.address, other.address]
             )
+            # the island room's bar went with the platform ban: the earlier token rejoins
+            back = RoomClient(wallet)
+            assert (await back.join(island))["alias"] >= 1
+            rejoined += [back, island_room]
             for x in (arch, room, arch2, room2, again, *rejoined):
                 await x.close()
+
+    run(body)
+
+
+def test_split_gatekeeper_ban_sweep_closes_the_island_room(tmp_path: Path) -> None:
+    """A realm with an external gatekeeper (COMMS_GATEKEEPER_URL): a session found banned
+    by the connector's check is closed in its island room too (peer_kicked + 4005) and
+    its island token cannot rejoin."""
+    from aiohttp import web
+
+    from tests.helpers.common import start_app
+
+    wallet = Wallet(321)
+    banned: set[str] = set()
+
+    async def bans(request: web.Request) -> web.Response:
+        return web.json_response({"data": {"isBanned": request.match_info["addr"] in banned}})
+
+    async def body() -> None:
+        app = web.Application()
+        app.router.add_get("/users/{addr}/bans", bans)
+        runner, port = await start_app(app)
+        try:
+            cfg = config(
+                tmp_path, gatekeeper=False, comms_gatekeeper_url=f"http://127.0.0.1:{port}"
+            )
+            async with Realm(cfg) as realm:
+                arch = ArchipelagoClient(321)
+                await arch.connect(f"ws://127.0.0.1:{realm.port}")
+                assert await arch.handshake() == wallet.address
+                await arch.heartbeat(8.0, 0.0, 8.0)
+                island = (await arch.island())["connStr"]
+                room = RoomClient(wallet)
+                await room.join(island)
+                banned.add(wallet.address)
+                assert realm.bans is not None
+                realm.bans.verdicts.clear()  # past the clean verdict's cache
+                await realm.bans.sweep()
+                assert (await arch.closed(timeout=1.0)).code == 4005
+                assert (await room.closed(timeout=1.0)).code == 4005
+                assert {"peerKicked": {"reason": "banned"}} in room.inbox
+                back = RoomClient(wallet)
+                with pytest.raises(Closed) as refused:
+                    await back.join(island)
+                assert refused.value.code == 4005
+                for x in (arch, room, back):
+                    await x.close()
+        finally:
+            await runner.cleanup()
 
     run(body)

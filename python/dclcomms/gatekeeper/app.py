@@ -140,6 +140,7 @@ class Gatekeeper:
         registry: Registry | None = None,
         deny_list: Callable[[], Collection[str]] | None = None,
         on_platform_ban: Callable[[str], Awaitable[None] | None] | None = None,
+        on_platform_unban: Callable[[str], Awaitable[None] | None] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -149,6 +150,7 @@ class Gatekeeper:
         self.registry = registry if registry is not None else Registry()
         self.deny_list = deny_list or (lambda: ())
         self.on_platform_ban = on_platform_ban
+        self.on_platform_unban = on_platform_unban
         self.verifier = SignedFetchVerifier(
             window_ms=config.max_age_ms, max_future_ms=config.max_future_ms
         )
@@ -290,6 +292,10 @@ class Gatekeeper:
             await self.kick_platform_banned(address)
         for address in sorted(old.platform.keys() - new.platform.keys()):  # lifted, expired
             await self._room_call("unbar", self.rooms.unbar(None, address))
+            if self.on_platform_unban is not None:
+                r = self.on_platform_unban(address)
+                if asyncio.iscoroutine(r):
+                    await r
         added, lifted = new.scene - old.scene, old.scene - new.scene
         changed_places = {place for place, _ in added | lifted}
         refreshed: set[str] = set()

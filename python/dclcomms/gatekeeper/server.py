@@ -59,6 +59,7 @@ async def build(
     registry: Registry,
     deny_list: Callable[[], Collection[str]] | None = None,
     on_platform_ban: Callable[[str], Awaitable[None] | None] | None = None,
+    on_platform_unban: Callable[[str], Awaitable[None] | None] | None = None,
 ) -> Gatekeeper:
     """A gatekeeper whose database is open and migrated (raises StorageError/ConfigError)."""
     store = await asyncio.to_thread(
@@ -82,6 +83,7 @@ async def build(
         registry=registry,
         deny_list=deny_list,
         on_platform_ban=on_platform_ban,
+        on_platform_unban=on_platform_unban,
     )
     await gk.reload()  # token requests read bans from memory from the first one on
     return gk

@@ -212,6 +212,7 @@ class Realm:
                     ban_sweep_interval_ms=cfg.ban_sweep_interval_ms,
                     # no external gatekeeper: ask the mounted one in process
                     lookup=None if cfg.comms_gatekeeper_url else self.gatekeeper.is_platform_banned,
+                    island_bar_ms=(cfg.island_token_ttl_s + 30) * 1000,
                 )
                 self._spawn(self.bans.run(self._stop))
         except BaseException:
@@ -269,11 +270,23 @@ class Realm:
         def deny() -> list[str]:
             return self.deny_list.addresses if self.deny_list is not None else []
 
-        def kick(address: str) -> None:  # a platform ban: the connector and /bus, at once
+        # a token minted before a ban stays valid this long: the island rooms bar that long
+        island_bar_ms = (cfg.island_token_ttl_s + 30) * 1000
+
+        def kick(address: str) -> None:
+            """A platform ban, at once: the connector, /bus and this server's island rooms
+            (peer_kicked + 4005, barred for the island token's TTL; the gatekeeper closes
+            the scene rooms)."""
             server = self.server
             if server is not None:
                 server.kick(address, 4005, "banned")
                 server.close_bus(address, 4005, "banned")
+                server.kick_room_member(None, address, "banned", scene=False, bar_ms=island_bar_ms)
+
+        def unban(address: str) -> None:  # lifted or expired: the island rooms admit it again
+            server = self.server
+            if server is not None:
+                server.unbar_room_member(None, address, scene=False)
 
         self.gatekeeper = await build(
             gk,
@@ -283,6 +296,7 @@ class Realm:
             registry=self.registry,
             deny_list=deny,
             on_platform_ban=kick,
+            on_platform_unban=unban,
         )
 
     async def _start_bridge(self, taps: TapOwners) -> None:

@@ -5,7 +5,8 @@
 cached (60 s when clean, 5 min when banned). Every new session is checked right
 after its handshake and every session again every ``BAN_SWEEP_INTERVAL_MS``:
 
-* banned -> ``kicked{KR_NEW_SESSION}`` + close 4005;
+* banned -> ``kicked{KR_NEW_SESSION}`` + close 4005 (and, in a realm, its island-room
+  session: ``peer_kicked`` + 4005, barred for the island token's TTL + 30 s);
 * service unreachable and no verdict younger than 10 min -> close 1013 (fail closed).
 
 dclcomms deviation: the reference checks before ``welcome``; the C++ connector has no
@@ -46,13 +47,17 @@ class BanChecker:
         sessions: Callable[[], set[str]],
         ban_sweep_interval_ms: int = 30_000,
         lookup: Callable[[str], Awaitable[bool]] | None = None,
+        island_bar_ms: int = 0,
     ) -> None:
-        """``lookup``: ask this (e.g. the gatekeeper mounted in the realm) instead of ``url``."""
+        """``lookup``: ask this (e.g. the gatekeeper mounted in the realm) instead of ``url``;
+        ``island_bar_ms``: a banned session is also closed in the server's island rooms and
+        barred from them that long (0: connector and /bus only)."""
         self.url = url.rstrip("/")
         self.lookup = lookup
         self.server = server
         self.sessions = sessions
         self.ban_sweep_interval_ms = ban_sweep_interval_ms
+        self.island_bar_ms = island_bar_ms
         self.verdicts: dict[str, tuple[float, bool]] = {}  # address -> (checked at, banned)
         self._sem = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._http: aiohttp.ClientSession | None = None
@@ -108,6 +113,10 @@ class BanChecker:
         if banned is True:
             self.m_kicks.inc(code="4005")
             self._close(address, 4005, "banned")
+            if self.island_bar_ms > 0:
+                self.server.kick_room_member(
+                    None, address, "banned", scene=False, bar_ms=self.island_bar_ms
+                )
         elif banned is None:
             self.m_kicks.inc(code="1013")
             self._close(address, 1013, "ban service unavailable, retry later")

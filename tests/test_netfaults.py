@@ -26,6 +26,7 @@ no ``ip netns``, neither netem nor TUN).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -42,8 +43,6 @@ from tests.helpers.common import free_port
 from tests.helpers.nats_fixtures import NATS_SERVER
 from tests.helpers.netfaults import FaultNet, fault_net, unavailable
 from tests.helpers.realm_client import ArchipelagoClient, Closed
-
-pytestmark = pytest.mark.slow
 
 HEARTBEAT_S = 0.5
 GROUPS = {"A": (0.0, 0.0), "B": (600.0, 0.0), "C": (0.0, 1200.0)}
@@ -151,6 +150,15 @@ def _wait_http(url: str, timeout: float = 20.0) -> None:
             time.sleep(0.1)
 
 
+def test_skips_with_the_reason_where_namespaces_cannot_be_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    why = unavailable()
+    assert why is not None and "need root" in why
+
+
+@pytest.mark.slow
 def test_latency_loss_partition_and_heal(
     net: FaultNet, tmp_path: Path, record_property: Any
 ) -> None:
@@ -185,12 +193,16 @@ def test_latency_loss_partition_and_heal(
             line,
             (tmp_path / "realm.log").read_text(),
         )
-        realm_url = f"ws://{net.realm_host_ip}:{line.rsplit(':', 1)[1].strip()}"
+        realm_port = line.rsplit(":", 1)[1].strip()
+        realm_url = f"ws://{net.realm_host_ip}:{realm_port}"
         timings = asyncio.run(
             asyncio.wait_for(
                 scenario(net, realm_url, f"nats://{net.nats_host_ip}:{port}", realm), 240
             )
         )
+        # the realm reports itself healthy again: its bus connected, its core ticking
+        status = json.loads(_get(f"http://{net.realm_host_ip}:{realm_port}/status"))
+        assert status["healthy"] is True and status["busConnected"] is True, status
         print("phase wall times (s):", timings)
         for k, v in timings.items():
             record_property(k, round(v, 2))

@@ -310,7 +310,9 @@ def _cpu_of(pid: int) -> float:
 
 async def load_worker(cfg: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
-    bus = await NatsPubSub.connect([cfg["url"]], subjects=cfg["subjects"], name="load")
+    bus = await NatsPubSub.connect(
+        [cfg["url"]], subjects=cfg["subjects"], name="load", c_client=cfg.get("c_client", True)
+    )
     first, count, batch_size = cfg["first"], cfg["count"], cfg["batch"]
     rng = np.random.default_rng(cfg["seed"] + first)
     side = cfg.get("side", 3000.0)
@@ -457,12 +459,14 @@ async def ingest_runs(args: argparse.Namespace, url: str, nats_pid: int) -> dict
     processes, of this (core) process and of nats-server over the same interval."""
     out: dict[str, Any] = {}
     for scheme in args.subjects.split(","):
-        bus = await NatsPubSub.connect([url], subjects=scheme)
+        c_client = args.client == "c"
+        bus = await NatsPubSub.connect([url], subjects=scheme, c_client=c_client)
         procs = LoadProcs(
             args.load_procs,
             args.peers,
             {
                 "url": url,
+                "c_client": c_client,
                 "subjects": scheme,
                 "batch": args.batch,
                 "seed": args.seed,
@@ -528,7 +532,8 @@ async def scale_run(args: argparse.Namespace, url: str, nats_pid: int) -> dict[s
     --ramp-s), a core ticking every --flush-s for --seconds; every island_changed the
     core published must reach the load process of its peer."""
     scheme = args.subjects.split(",")[0]
-    bus = await NatsPubSub.connect([url], subjects=scheme)
+    c_client = args.client == "c"
+    bus = await NatsPubSub.connect([url], subjects=scheme, c_client=c_client)
     core = make_core(bus)
     core.flush_interval_s = args.flush_s
     ticks: list[tuple[float, float, int]] = []  # (start, duration, island_changed)
@@ -546,6 +551,7 @@ async def scale_run(args: argparse.Namespace, url: str, nats_pid: int) -> dict[s
         args.peers,
         {
             "url": url,
+            "c_client": c_client,
             "subjects": scheme,
             "batch": args.batch,
             "seed": args.seed,
@@ -668,7 +674,11 @@ def main() -> None:
 
 async def load_run(args: argparse.Namespace) -> dict[str, Any]:
     proc, url = start_nats()
-    out: dict[str, Any] = {"bench": "nats", "mode": "scale" if args.scale else "ingest"}
+    out: dict[str, Any] = {
+        "bench": "nats",
+        "mode": "scale" if args.scale else "ingest",
+        "client": args.client,
+    }
     try:
         if args.scale:
             out["scale"] = await scale_run(args, url, proc.pid)

@@ -20,7 +20,13 @@ from dclcomms.heartbeats import UNSET
 from dclcomms.metrics import Registry
 from dclcomms.nats.pubsub import NatsPubSub, decode_heartbeat_batch
 from dclcomms.policy import FixedTransport, RealmPolicy, Transports, WsRoomTransport
-from dclcomms.pubsub import Heartbeat, HeartbeatBatch, IslandChanged
+from dclcomms.pubsub import (
+    Heartbeat,
+    HeartbeatBatch,
+    IslandChanged,
+    IslandData,
+    IslandStatus,
+)
 from tests.helpers.nats_fixtures import (
     NatsServer,
     nats_server,  # noqa: F401 - fixture
@@ -321,5 +327,34 @@ def test_python_client_still_available(nats_server: NatsServer) -> None:  # noqa
             core.close()
         finally:
             await bus.aclose()
+
+    run(body)
+
+
+def test_beyond_max_payload_is_dropped_counted_and_the_rest_goes(
+    nats_server: NatsServer,  # noqa: F811
+) -> None:
+    """engine.islands of a big realm exceeds the server's 1 MiB max_payload: that message
+    is dropped and counted (nats-py path), the ones queued after it still go out."""
+
+    async def body() -> None:
+        pub = await NatsPubSub.connect([nats_server.url], subjects="native")
+        sub = await NatsPubSub.connect([nats_server.url], subjects="native")
+        try:
+            got: list[IslandStatus] = []
+            sub.subscribe("engine.islands", lambda s, m: got.append(m))
+            await sub.ready()
+            peers = tuple(addr(i) for i in range(30_000))  # ~1.3 MB encoded
+            big = IslandStatus((IslandData("I1", peers, 100, (0.0, 0.0, 0.0), 1.0),))
+            small = IslandStatus((IslandData("I2", (addr(1),), 100, (0.0, 0.0, 0.0), 1.0),))
+            pub.publish("engine.islands", big)
+            pub.publish("engine.islands", small)
+            await pub.flush()
+            await until(lambda: len(got) == 1)
+            assert got[0] == small
+            assert pub.m_dropped.get(reason="max_payload") == 1
+        finally:
+            await pub.aclose()
+            await sub.aclose()
 
     run(body)

@@ -146,6 +146,7 @@ void register_nats(py::module_& m) {
              d["dropped_outbox_full"] = s.dropped_outbox_full;
              d["dropped_nats_buffer"] = s.dropped_nats_buffer;
              d["dropped_closed"] = s.dropped_closed;
+             d["dropped_max_payload"] = s.dropped_max_payload;
              d["dropped_decode"] = s.dropped_decode;
              d["dropped_slow_consumer"] = s.dropped_slow_consumer;
              d["dropped_inbox_full"] = s.dropped_inbox_full;

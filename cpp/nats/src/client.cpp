@@ -247,6 +247,7 @@ struct Inbox {
 struct Counters {
   std::atomic<uint64_t> published{0}, published_bytes{0}, received{0};
   std::atomic<uint64_t> dropped_outbox_full{0}, dropped_nats_buffer{0}, dropped_closed{0};
+  std::atomic<uint64_t> dropped_max_payload{0};
   std::atomic<uint64_t> dropped_decode{0}, dropped_inbox_full{0};
   std::atomic<uint64_t> bad_address_publish{0}, bad_address_receive{0}, reconnects{0};
   std::atomic<uint64_t> heartbeats{0}, no_position{0}, resets{0}, backoff_dropped{0};
@@ -328,6 +329,8 @@ struct Client::Impl {
       c.published_bytes += data.size();
     } else if (s == NATS_INSUFFICIENT_BUFFER) {
       ++c.dropped_nats_buffer;
+    } else if (s == NATS_MAX_PAYLOAD) {
+      ++c.dropped_max_payload;
     } else {
       ++c.dropped_closed;
     }
@@ -815,6 +818,7 @@ ClientStats Client::stats() const {
   s.dropped_outbox_full = c.dropped_outbox_full;
   s.dropped_nats_buffer = c.dropped_nats_buffer;
   s.dropped_closed = c.dropped_closed;
+  s.dropped_max_payload = c.dropped_max_payload;
   s.dropped_decode = c.dropped_decode;
   s.dropped_inbox_full = c.dropped_inbox_full;
   s.bad_address_publish = c.bad_address_publish;

@@ -415,7 +415,8 @@ class NatsPubSub(PubSub):
         self.m_received = r.counter("dcl_nats_received_total", "messages received from NATS")
         self.m_dropped = r.counter(
             "dcl_nats_dropped_total",
-            "messages dropped, by reason (outbox_full, nats_buffer, decode, closed)",
+            "messages dropped, by reason (outbox_full, nats_buffer, max_payload, decode, closed, "
+            "slow_consumer, inbox_full)",
         )
         self.m_subject_errors = r.counter(
             "dcl_nats_subject_errors_total",
@@ -770,7 +771,7 @@ class NatsPubSub(PubSub):
         return True
 
     async def _drain(self) -> None:
-        from nats.errors import ConnectionClosedError, OutboundBufferLimitError
+        from nats.errors import ConnectionClosedError, MaxPayloadError, OutboundBufferLimitError
 
         publish = self.nc.publish
         try:
@@ -790,6 +791,19 @@ class NatsPubSub(PubSub):
                             self.m_dropped.inc(reason="nats_buffer")
                         except ConnectionClosedError:
                             self.m_dropped.inc(reason="closed")
+                        except MaxPayloadError:
+                            # beyond the server's max_payload (1 MiB by default): e.g.
+                            # engine.islands of a realm of ~25,000+ peers. Dropped,
+                            # counted and logged; the rest of the outbox still goes.
+                            self.m_dropped.inc(reason="max_payload")
+                            log.error(
+                                "NATS message larger than the server's max_payload dropped",
+                                extra={
+                                    "subject": wire,
+                                    "bytes": len(data),
+                                    "max_payload": getattr(self.nc, "max_payload", None),
+                                },
+                            )
                 finally:
                     self.published += sent
                     self.published_bytes += sent_bytes
@@ -839,7 +853,14 @@ class NatsPubSub(PubSub):
         if d := delta("received"):
             self.received += d
             self.m_received.inc(d)
-        for reason in ("outbox_full", "nats_buffer", "closed", "decode", "slow_consumer"):
+        for reason in (
+            "outbox_full",
+            "nats_buffer",
+            "closed",
+            "decode",
+            "slow_consumer",
+            "max_payload",
+        ):
             if d := delta(f"dropped_{reason}"):
                 self.m_dropped.inc(d, reason=reason)
         if d := delta("dropped_inbox_full"):

@@ -104,6 +104,7 @@ struct ClientStats {
   uint64_t dropped_outbox_full = 0;
   uint64_t dropped_nats_buffer = 0;
   uint64_t dropped_closed = 0;
+  uint64_t dropped_max_payload = 0;    // beyond the server's max_payload
   uint64_t dropped_decode = 0;         // undecodable messages (received)
   uint64_t dropped_slow_consumer = 0;  // libnats dropped for a slow subscription
   uint64_t dropped_inbox_full = 0;     // rows beyond max_inbox_rows

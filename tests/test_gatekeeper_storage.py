@@ -307,6 +307,11 @@ def test_change_version_moves_on_every_moderation_write(store: Store) -> None:
     store.add_warning(A, warned_by="m", reason="x")
     assert not moved()
     assert store.snapshot().version == seen[-1]
+    with store.engine.begin() as c:  # the row lost: 0, and the snapshot still loads
+        c.execute(sa.text("DELETE FROM moderation_version"))
+    store.add_scene_ban("p1", A, banned_by=OWNER)
+    assert store.change_version() == 0
+    assert ("p1", A) in store.snapshot().scene
 
 
 def test_downgrade_from_head_drops_the_change_counter(db_url: str) -> None:  # noqa: F811

@@ -321,6 +321,7 @@ class Gatekeeper:
         within about that long); a full snapshot reload at least every
         ``snapshot_interval_s``. A failed poll or reload keeps the last snapshot."""
         last_full = time.monotonic()
+        last_error, last_logged = "", 0.0
         while not stop.is_set():
             try:
                 version = await self._db(self.store.change_version)
@@ -329,8 +330,12 @@ class Gatekeeper:
                 if snap is None or version != snap.version or stale:
                     await self.reload()
                     last_full = time.monotonic()
-            except Exception as e:
-                log.warning("snapshot reload failed", extra={"error": repr(e)})
+                last_error = ""
+            except Exception as e:  # the database away: logged when new, else every 30 s
+                now = time.monotonic()
+                if repr(e) != last_error or now - last_logged >= 30.0:
+                    log.warning("snapshot reload failed", extra={"error": repr(e)})
+                    last_error, last_logged = repr(e), now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.change_poll_s)
 

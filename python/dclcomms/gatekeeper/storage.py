@@ -308,6 +308,15 @@ class Conflict(Exception):
     """The row exists already (e.g. an active platform ban)."""
 
 
+def _version(c: Connection) -> int:
+    """The change counter (0 when its row is missing: then only periodic reloads apply
+    other processes' writes)."""
+    v = c.execute(
+        sa.select(t.moderation_version.c.version).where(t.moderation_version.c.id == 1)
+    ).scalar()
+    return int(v or 0)
+
+
 def _ban(row: Any) -> PlatformBan:
     return PlatformBan(**{k: row._mapping[k] for k in PlatformBan.__dataclass_fields__})
 
@@ -636,21 +645,13 @@ class Store:
         process writes. One primary-key read: cheap enough to poll several times a
         second."""
         with self.engine.connect() as c:
-            return int(
-                c.execute(
-                    sa.select(t.moderation_version.c.version).where(t.moderation_version.c.id == 1)
-                ).scalar_one()
-            )
+            return _version(c)
 
     def snapshot(self, *, now: int | None = None) -> Snapshot:
         """What token requests read, for an in-memory copy (:class:`Snapshot`)."""
         now = now_ms() if now is None else now
         with self.engine.connect() as c:
-            version = int(
-                c.execute(
-                    sa.select(t.moderation_version.c.version).where(t.moderation_version.c.id == 1)
-                ).scalar_one()
-            )
+            version = _version(c)
             platform = {
                 r.banned_address: r.expires_at
                 for r in c.execute(

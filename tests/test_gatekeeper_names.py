@@ -91,6 +91,8 @@ def test_names_and_listing_with_the_static_table(tmp_path: Path) -> None:
             assert status == 204
             status, doc = await call("GET", "/scene-bans/addresses", OWNER)
             assert doc["results"] == [_a(BOB)]
+            status, doc = await call("GET", "/scene-bans", OWNER)  # with display names
+            assert [(r["bannedAddress"], r["name"]) for r in doc["results"]] == [(_a(BOB), "bob")]
             status, doc = await call("POST", "/scene-admin", OWNER, body={"admin": BOB.address})
             assert (status, doc["code"]) == (400, "banned_admin")
             status, doc = await call("POST", "/scene-bans", OWNER, body={"banned_name": "nobody"})
@@ -251,6 +253,9 @@ def test_names_and_listing_through_the_http_resolver(tmp_path: Path) -> None:
                 assert status == 204
                 assert gk.gatekeeper is not None
                 assert gk.gatekeeper.store.is_scene_banned(SCENE_ID, _a(BOB))
+                status, doc = await call("GET", OWNER, path="/scene-bans")
+                assert status == 200 and doc["results"][0]["name"] == ""  # no profile
+                assert "profiles:" + _a(BOB) in lambdas.asked
                 # the listing: the row, then owner and operator from the lambdas, named
                 status, doc = await call("GET", ALICE)
                 assert status == 200, doc

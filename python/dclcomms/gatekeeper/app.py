@@ -791,15 +791,21 @@ class Gatekeeper:
         ]
         if only is not None:
             listed = [a for a in listed if a == only]
-        try:
-            names = await self.resolver.display_names(listed)
-        except ResolverUnavailable as e:  # names are cosmetic: list without them
-            log.warning("display names unavailable", extra={"error": str(e)})
-            names = {}
+        names = await self._display_names(listed)
         fixed = set(operators)
         return [
             {"admin": a, "name": names.get(a, ""), "canBeRemoved": a not in fixed} for a in listed
         ]
+
+    async def _display_names(self, addresses: list[str]) -> dict[str, str]:
+        """Display names for a listing: best effort (an unavailable lookup lists without)."""
+        if not addresses:
+            return {}
+        try:
+            return await self.resolver.display_names(addresses)
+        except ResolverUnavailable as e:
+            log.warning("display names unavailable", extra={"error": str(e)})
+            return {}
 
     async def h_scene_bans(self, req: Request) -> Response:
         signed, scene, st = await self._scene_request(req)
@@ -810,6 +816,7 @@ class Gatekeeper:
             rows, total = await self._db(
                 self.store.scene_bans, st.place_id, limit=limit, offset=offset
             )
+            names = await self._display_names([r.banned_address for r in rows])
             return json_response(
                 {
                     "results": [
@@ -817,7 +824,7 @@ class Gatekeeper:
                             "bannedAddress": r.banned_address,
                             "bannedBy": r.banned_by,
                             "bannedAt": r.banned_at,
-                            "name": "",
+                            "name": names.get(r.banned_address, ""),
                         }
                         for r in rows
                     ],

@@ -612,6 +612,8 @@ async def scale_run(args: argparse.Namespace, url: str, nats_pid: int) -> dict[s
                     for x in ("outbox_full", "nats_buffer", "decode", "slow_consumer", "inbox_full")
                 )
             ),
+            # engine.islands beyond the server's 1 MiB max_payload (from ~25,000 peers)
+            "core_bus_max_payload": int(bus.m_dropped.get(reason="max_payload")),
             "load": sum(x["dropped"] for x in res),
         },
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

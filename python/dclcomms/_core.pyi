@@ -178,6 +178,7 @@ class WsConfig:
         map_feed_max_skipped: int = ...,
         idle_timeout_ms: int = ...,
         http_timeout_ms: int = ...,
+        http_keep_alive_ms: int = ...,
         http_max_body_bytes: int = ...,
         max_connections: int = ...,
         fd_reserve: int = ...,
@@ -253,6 +254,8 @@ class WsConfig:
     def idle_timeout_ms(self) -> int: ...
     @property
     def http_timeout_ms(self) -> int: ...
+    @property
+    def http_keep_alive_ms(self) -> int: ...
     @property
     def http_max_body_bytes(self) -> int: ...
     @property

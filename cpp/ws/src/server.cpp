@@ -377,6 +377,7 @@ void Server::Impl::stop() {
       hub_.shutdown();
       for (auto& [_, p] : http_) answer(p, 503, {}, R"({"error":"Service Unavailable"})");
       http_.clear();
+      close_http_sessions();
       if (idle_timer_) idle_timer_->cancel();
       if (accept_timer_) accept_timer_->cancel();
     }
@@ -480,7 +481,7 @@ void Server::Impl::on_accept(const ConnPtr& con, const std::error_code& ec) {
       break;
     default:
       con->set_termination_handler([this](ConnPtr c) { on_terminated(c); });
-      con->start();
+      serve(con);  // http.cpp: keep-alive HTTP, or websocketpp
       break;
   }
   accept_next();

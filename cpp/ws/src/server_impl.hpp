@@ -30,6 +30,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -83,6 +84,7 @@ using MessagePtr = Endpoint::message_ptr;
 }  // namespace detail
 
 class WsppLink;
+class HttpSession;
 
 class Server::Impl final {
  public:
@@ -184,9 +186,12 @@ class Server::Impl final {
   void room_joined(Shard& shard, const std::string& address, uint32_t alias);
   void room_left(Shard& shard, const std::string& address, uint32_t alias);
   bool room_member_elsewhere(Shard& shard, const std::string& address);
+  // A plain HTTP request waiting for respond(): answered on its websocketpp
+  // connection (which then closes), or on a keep-alive session (http.cpp).
   struct PendingHttp {
     detail::ConnPtr con;
     std::unique_ptr<asio::steady_timer> timer;
+    std::shared_ptr<HttpSession> session;
   };
 
   // Runs f on an I/O thread under mu_ / shard's lock (nothing once stopped).
@@ -235,6 +240,14 @@ class Server::Impl final {
   void on_message(Shard& shard, detail::Hdl h, detail::MessagePtr msg);
   void on_closed(Shard& shard, detail::Hdl h);
   void on_http(detail::Hdl h);
+  // HTTP/1.1 keep-alive (http.cpp): a connection whose next request is plain
+  // HTTP is served by an HttpSession; anything else goes to websocketpp.
+  friend class HttpSession;
+  void serve(const detail::ConnPtr& con);
+  void close_http_sessions();  // under mu_
+  // on_http's routing for both paths: answered here (health, reserve, shut
+  // down) or handed to the embedder with p as its pending answer. Under mu_.
+  void http_request(const void* key, HttpRequest req, PendingHttp p);
   void answer(PendingHttp& p, int status, const std::vector<std::pair<std::string, std::string>>& h,
               const std::string& body);
 
@@ -261,6 +274,7 @@ class Server::Impl final {
   std::mutex& mu_;  // shard 0's lock: its hub, and the HTTP requests below
   Hub& hub_;        // shard 0's hub: connector, bus, events, HTTP
   std::unordered_map<uint64_t, PendingHttp> http_;
+  std::unordered_set<HttpSession*> sessions_;  // keep-alive sessions (under mu_)
   uint64_t next_http_id_ = 1;
   std::mutex dir_mu_;  // leaf: the room directory (more than one shard only)
   struct DirEntry {

@@ -110,6 +110,9 @@ namespace dclcomms::ws {
     "a third of it (ms; 0 = off)")                                                                 \
   X(int64_t, http_timeout_ms, 10'000, 1,                                                           \
     "plain HTTP requests not answered by the embedder within this get 503 (ms)")                   \
+  X(int64_t, http_keep_alive_ms, 5'000, 0,                                                         \
+    "plain HTTP/1.1: a connection is kept open this long after an answer for the next request "    \
+    "(keep-alive; ms; 0 = every answer closes its connection)")                                    \
   X(size_t, http_max_body_bytes, 64 * 1024, kAny,                                                  \
     "a plain HTTP request whose Content-Length is larger is answered 413 from its headers, "       \
     "before a byte of the body is read (bytes)")                                                   \

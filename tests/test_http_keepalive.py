@@ -1,0 +1,259 @@
+"""HTTP/1.1 keep-alive on the C++ server's plain HTTP (http_keep_alive_ms): requests
+served one after another on one TCP connection, what still closes it (Connection: close,
+HTTP/1.0, idle time, a refused request, stop()), and WebSocket upgrades, including on a
+connection that served plain requests first. Raw sockets on 127.0.0.1, so what the
+server writes is seen byte for byte."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+
+from dclcomms.ws import HttpRequest, Server, ServerConfig, metrics_text
+from tests.helpers.ws_wire import Identity, connector_handshake, run_async
+
+
+@contextmanager
+def serving(**kw: Any) -> Iterator[Server]:
+    kw.setdefault("rooms", False)
+    server = Server(ServerConfig(**kw))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def answering(server: Server, body: bytes = b'{"ok":true}') -> Iterator[list[HttpRequest]]:
+    """Answers every HttpRequest event 200 with body (the embedder's part); yields the
+    requests seen."""
+    seen: list[HttpRequest] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            for ev in server.poll():
+                if isinstance(ev, HttpRequest):
+                    seen.append(ev)
+                    server.respond(ev.request_id, 200, {"Content-Type": "application/json"}, body)
+            time.sleep(0.002)
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        t.join(5)
+
+
+def connect(server: Server) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def read_answer(s: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One whole answer (status, lowercase headers, body by Content-Length)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, f"closed before an answer: {data!r}"
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = s.recv(65536)
+        assert chunk
+        rest += chunk
+    assert len(rest) == length, "bytes past the answer"
+    return status, headers, rest
+
+
+def closed_by_server(s: socket.socket, within: float = 3.0) -> bool:
+    s.settimeout(within)
+    try:
+        return s.recv(1) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def request(method: str, path: str, *headers: str, body: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: x", *headers]
+    if body or method == "POST":
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def test_requests_one_after_another_on_one_connection() -> None:
+    with serving(http_keep_alive_ms=2000) as server, answering(server) as seen:
+        s = connect(server)
+        s.sendall(request("GET", "/health/live"))
+        status, headers, body = read_answer(s)
+        assert (status, body) == (200, b"alive")
+        assert headers.get("connection", "") != "close"
+        assert headers["access-control-allow-origin"] == "*"
+        for i in range(5):  # the embedder's answers, on the same socket
+            s.sendall(request("POST", f"/thing?i={i}", "X-Test: yes", body=b"x" * (i * 1000)))
+            status, headers, body = read_answer(s)
+            assert (status, body) == (200, b'{"ok":true}')
+            assert headers["content-type"] == "application/json"
+            assert headers.get("connection", "") != "close"
+        assert [(r.method, r.path, r.query, len(r.body)) for r in seen] == [
+            ("POST", "/thing", f"i={i}", i * 1000) for i in range(5)
+        ]
+        assert all(r.headers["X-Test"] == "yes" for r in seen)
+        # Connection: close on a request: answered, then closed (by websocketpp).
+        s.sendall(request("GET", "/thing", "Connection: close"))
+        status, headers, _ = read_answer(s)
+        assert status == 200 and headers["connection"] == "close"
+        assert closed_by_server(s)
+        s.close()
+
+
+def test_a_body_sent_slowly_and_the_next_request_right_behind_it() -> None:
+    with serving(http_keep_alive_ms=2000) as server, answering(server) as seen:
+        s = connect(server)
+        whole = request("POST", "/a", body=b"0123456789" * 10)
+        s.sendall(whole[:-60])
+        time.sleep(0.1)
+        # The rest of the body and the whole next request in one segment: the next
+        # request is left on the socket and served after the first answer.
+        s.sendall(whole[-60:] + request("POST", "/b", body=b"z"))
+        assert read_answer(s)[0] == 200
+        assert read_answer(s)[0] == 200
+        assert [(r.path, r.body) for r in seen] == [("/a", b"0123456789" * 10), ("/b", b"z")]
+        s.close()
+
+
+def test_idle_connections_close_after_http_keep_alive_ms() -> None:
+    with serving(http_keep_alive_ms=200) as server:
+        s = connect(server)
+        s.sendall(request("GET", "/health/live"))
+        assert read_answer(s)[0] == 200
+        t0 = time.monotonic()
+        assert closed_by_server(s, within=3)
+        assert 0.1 < time.monotonic() - t0 < 2.5
+        s.close()
+
+
+def test_keep_alive_off_and_http_1_0_close_after_each_answer() -> None:
+    with serving(http_keep_alive_ms=0) as server:
+        s = connect(server)
+        s.sendall(request("GET", "/health/live"))
+        status, headers, _ = read_answer(s)
+        assert status == 200 and headers["connection"] == "close"
+        assert closed_by_server(s)
+        s.close()
+    with serving(http_keep_alive_ms=2000) as server:
+        s = connect(server)
+        s.sendall(b"GET /health/live HTTP/1.0\r\nHost: x\r\n\r\n")
+        status, headers, _ = read_answer(s)
+        assert status == 200 and headers["connection"] == "close"
+        assert closed_by_server(s)
+        s.close()
+
+
+def test_refused_requests_answer_json_and_close() -> None:
+    with serving(http_keep_alive_ms=2000, http_max_body_bytes=100) as server:
+        s = connect(server)
+        s.sendall(request("GET", "/health/live"))
+        assert read_answer(s)[0] == 200
+        # Over http_max_body_bytes: 413 from the headers, nothing of the body read.
+        s.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n")
+        status, headers, body = read_answer(s)
+        assert (status, body) == (413, b'{"error":"Request Entity Too Large"}')
+        assert headers["connection"] == "close" and closed_by_server(s)
+        s.close()
+        # No Host: 400 (websocketpp's parser, as without keep-alive).
+        s = connect(server)
+        s.sendall(b"GET /health/live HTTP/1.1\r\nX: y\r\n\r\n")
+        status, _, body = read_answer(s)
+        assert status == 400 and body.startswith(b'{"error":')
+        assert closed_by_server(s)
+        s.close()
+        assert "dcl_ws_server_http_too_large_total 1\n" in metrics_text(server.stats())
+
+
+def test_unanswered_request_is_503_and_the_connection_stays() -> None:
+    with serving(http_keep_alive_ms=2000, http_timeout_ms=300) as server:
+        s = connect(server)
+        s.sendall(request("GET", "/never"))
+        status, headers, _ = read_answer(s)
+        assert status == 503 and headers.get("connection", "") != "close"
+        s.sendall(request("GET", "/health/live"))
+        assert read_answer(s)[:1] == (200,)
+        s.close()
+
+
+def test_stop_closes_idle_keep_alive_connections() -> None:
+    server = Server(ServerConfig(rooms=False, http_keep_alive_ms=60_000))
+    server.start()
+    s = connect(server)
+    s.sendall(request("GET", "/health/live"))
+    assert read_answer(s)[0] == 200
+    t0 = time.monotonic()
+    server.stop()
+    assert time.monotonic() - t0 < 5
+    assert closed_by_server(s, within=2)
+    s.close()
+
+
+def test_upgrade_after_plain_requests_on_the_same_connection() -> None:
+    """A client that pools connections may send its WebSocket upgrade on one that
+    served plain requests: websocketpp takes it over at that request."""
+    with serving(http_keep_alive_ms=2000) as server:
+        s = connect(server)
+        for _ in range(2):
+            s.sendall(request("GET", "/health/live"))
+            assert read_answer(s)[0] == 200
+        s.sendall(
+            request(
+                "GET",
+                "/ws",
+                "Upgrade: websocket",
+                "Connection: Upgrade",
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                "Sec-WebSocket-Version: 13",
+                "Sec-WebSocket-Protocol: archipelago",
+            )
+        )
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            assert chunk
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 101 "), data
+        assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in data  # RFC 6455's example accept
+        s.close()
+
+
+@run_async
+async def test_a_pooling_client_then_a_connector_session(rng: random.Random) -> None:
+    """aiohttp reuses its pooled connection for the next request and for ws_connect."""
+    with serving(http_keep_alive_ms=2000) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        conn = aiohttp.TCPConnector(limit=1)
+        async with aiohttp.ClientSession(connector=conn) as s:
+            for _ in range(3):
+                async with s.get(f"{base}/health/live") as r:
+                    assert (r.status, await r.text()) == (200, "alive")
+            me = Identity.random(rng)
+            ws, welcome = await connector_handshake(s, server.port, me)
+            assert welcome["peer_id"] == me.lower
+            await ws.close()
+        await asyncio.sleep(0)

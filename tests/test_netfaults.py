@@ -41,7 +41,7 @@ import pytest
 from dclcomms.nats.pubsub import NatsPubSub
 from tests.helpers.common import free_port
 from tests.helpers.nats_fixtures import NATS_SERVER
-from tests.helpers.netfaults import FaultNet, fault_net, unavailable
+from tests.helpers.netfaults import FaultNet, fault_net, sweep_stale, unavailable
 from tests.helpers.realm_client import ArchipelagoClient, Closed
 
 HEARTBEAT_S = 0.5
@@ -156,6 +156,22 @@ def test_skips_with_the_reason_where_namespaces_cannot_be_made(
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     why = unavailable()
     assert why is not None and "need root" in why
+
+
+def test_namespaces_of_a_killed_run_are_swept() -> None:
+    why = unavailable()
+    if why is not None:
+        pytest.skip(f"network fault tests need network namespaces: {why}")
+    dead = next(p for p in range(4_000_000, 3_000_000, -1) if not Path(f"/proc/{p}").exists())
+    name = f"nf{dead}-rtr"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        assert name in sweep_stale()
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    assert (
+        name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    )
 
 
 @pytest.mark.slow

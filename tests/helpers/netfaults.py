@@ -23,7 +23,8 @@ Two ways to impair, chosen at :meth:`FaultNet.up` and reported as :attr:`FaultNe
 :func:`unavailable` says why namespaces cannot be made here (not root, no iproute2, no
 ``ip netns``, no TUN device without netem); tests skip with that message. Everything
 :meth:`FaultNet.up` makes, :meth:`FaultNet.down` removes (processes it started, then the
-namespaces, which takes their links with them).
+namespaces, which takes their links with them); namespaces left by a run that was killed
+before its teardown are swept by the next :meth:`FaultNet.up` (:func:`sweep_stale`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -87,6 +89,25 @@ def _netem_works(ns: str, dev: str) -> bool:
     return True
 
 
+def sweep_stale() -> list[str]:
+    """Removes namespaces (and so their links) left by a run whose process is gone (a test
+    killed before its teardown); returns their names."""
+    gone = []
+    for line in _run(IP, "netns", "list").stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = re.fullmatch(r"nf(\d+)-(realm|rtr|nats)", name)
+        if m is None or Path(f"/proc/{m.group(1)}").exists():
+            continue
+        _run(IP, "netns", "del", name, check=False)
+        gone.append(name)
+    for line in _run(IP, "-o", "link", "show").stdout.splitlines():
+        m = re.search(r": (nf(\d+)h[rn])@", line)
+        if m is not None and not Path(f"/proc/{m.group(2)}").exists():
+            _run(IP, "link", "del", m.group(1), check=False)
+            gone.append(m.group(1))
+    return gone
+
+
 def _used_subnets() -> str:
     return _run(IP, "-o", "-4", "addr", "show").stdout
 
@@ -95,7 +116,7 @@ class FaultNet:
     """The namespaces, links and impairment of one test (see the module doc)."""
 
     def __init__(self, seed: int = 1, *, force_mode: str | None = None) -> None:
-        tag = f"nf{os.getpid() % 100000}"
+        tag = f"nf{os.getpid()}"  # <= 9 characters: interface names stay under 16
         self.tag = tag
         self.realm_ns, self.router_ns, self.nats_ns = f"{tag}-realm", f"{tag}-rtr", f"{tag}-nats"
         self.seed = seed
@@ -127,6 +148,7 @@ class FaultNet:
         return self
 
     def _up(self) -> None:
+        sweep_stale()
         for ns in (self.realm_ns, self.router_ns, self.nats_ns):
             _run(IP, "netns", "add", ns)
             self._made_ns.append(ns)
@@ -317,4 +339,4 @@ def fault_net(seed: int = 1) -> Iterator[FaultNet]:
     assert not left, f"left behind: {left}"
 
 
-__all__ = ["FaultNet", "fault_net", "unavailable"]
+__all__ = ["FaultNet", "fault_net", "sweep_stale", "unavailable"]

@@ -19,9 +19,9 @@ from dclcomms.bridge.scopes import check_scope
 from dclcomms.config import RealmConfig
 from dclcomms.errors import BridgeError
 from dclcomms.realm import Realm
+from tests.helpers.bridge import cli, start, stop
 from tests.helpers.nats_fixtures import NatsServer, nats_server  # noqa: F401
-from tests.helpers.realm_client import BusClient
-from tests.test_bridge_nats import cli, start, stop
+from tests.helpers.realm_client import BusClient, RoomClient, Wallet, scene_room_string
 
 GLOBAL = "lobby.chat"
 
@@ -143,7 +143,11 @@ def test_global_bus_topic_through_nats_with_the_bridge_in_its_own_process(
     from dclcomms.nats.pubsub import NatsPubSub
 
     data = tmp_path / "data"
-    key = cli("keys", "create", "--name", "chatbot", "--scope", f"bus:{GLOBAL}", data_dir=data)
+    key = cli(
+        "keys", "create", "--name", "chatbot", "--scope", f"bus:{GLOBAL}",
+        "--scope", "scene:main:bafyscene1", data_dir=data,
+    )  # fmt: skip
+    scene_topic = "scene.bafyscene1.state"
 
     async def body() -> None:
         pubsub = await NatsPubSub.connect([nats_server.url])
@@ -157,7 +161,9 @@ def test_global_bus_topic_through_nats_with_the_bridge_in_its_own_process(
             str(data),
             expect="dclcomms bridge: listening on",
         )
-        a = await player(r.port, 1, GLOBAL)
+        a_room = RoomClient(Wallet(1))  # in the scene's room: its scene topics are a's
+        await a_room.join(scene_room_string(r, "main:bafyscene1", a_room.wallet))
+        a = await player(r.port, 1, GLOBAL, scene_topic)
         try:
             async with BridgeClient(f"ws://127.0.0.1:{port}/bridge", key=key["key"]) as s:
                 sub = await s.subscribe("bus", GLOBAL)
@@ -174,10 +180,101 @@ def test_global_bus_topic_through_nats_with_the_bridge_in_its_own_process(
                 await sub.send(b"from the server")
                 got = await a.message(GLOBAL, timeout=10, sender="server:chatbot")
                 assert base64.b64decode(got["payload"]) == b"from the server"
+                # the scene topic, the same way
+                scene = await s.subscribe("bus", scene_topic)
+                smsg = None
+                for i in range(50):
+                    await a.publish(scene_topic, f"s{i}".encode())
+                    try:
+                        smsg = await scene.get(timeout=0.2)
+                        break
+                    except TimeoutError:
+                        continue
+                assert smsg is not None and smsg.sender == a.address
+                await scene.send(b"door=open")
+                got = await a.message(scene_topic, timeout=10, sender="server:chatbot")
+                assert base64.b64decode(got["payload"]) == b"door=open"
         finally:
             await a.close()
+            await a_room.close()
             code = await stop(bridge)
             await r.stop()
         assert code == 0
 
     asyncio.run(asyncio.wait_for(body(), 120))
+
+
+def test_scene_bus_topics_for_members_and_the_scenes_servers() -> None:
+    """The /bus's scene topics ``scene.<sceneId>.…``: members of the scene's room (the
+    gatekeeper's /scene-rooms/) only; a scene-scoped key (or the authoritative server)
+    reads and writes them through the bridge, its messages marked with its identity."""
+    topic = "scene.bafyscene1.state"
+
+    async def body() -> None:
+        keys = MemoryKeyStore()
+        key, _ = keys.create("doors", ["scene:main:bafyscene1"])
+        other, _ = keys.create("other", ["scene:main:bafyother"])
+        auth = Identity.generate(seed=77)
+        r = await Realm(
+            config(), bridge_keys=keys, bridge_authoritative_server=auth.address
+        ).start()
+        url = f"ws://127.0.0.1:{r.port}/bridge"
+        rooms: list[RoomClient] = []
+
+        async def in_scene(seed: int, room: str) -> RoomClient:
+            c = RoomClient(Wallet(seed))
+            await c.join(scene_room_string(r, room, c.wallet))
+            rooms.append(c)
+            return c
+
+        a_room = await in_scene(1, "main:bafyscene1")
+        b_room = await in_scene(2, "main:bafyscene1")
+        await in_scene(3, "main:bafyother")
+        a = await player(r.port, 1, topic)
+        b = await player(r.port, 2, topic)
+        c = await player(r.port, 3)
+        d = await player(r.port, 4)  # in no scene room
+        try:
+            assert a_room.wallet.address == a.address
+            for who in (c, d):
+                await who.send_json({"type": "subscribe", "kind": "peer", "topic": topic})
+                assert (await who.frame(type="error"))["code"] == "forbidden_topic"
+                await who.publish(topic, b"x")
+                assert (await who.frame(type="error"))["code"] == "forbidden_topic"
+            async with BridgeClient(url, key=other) as o:
+                await refused(o.subscribe("bus", topic), "forbidden_scope")
+            async with BridgeClient(url, identity=Identity.generate(seed=78)) as sf:
+                await refused(sf.subscribe("bus", topic), "forbidden_scope")
+            async with BridgeClient(url, identity=auth) as au:
+                await au.subscribe("bus", topic)  # the authoritative server: every scene
+            async with BridgeClient(url, key=key) as s:
+                await refused(s.subscribe("bus", "scene.bafyscene1"), "bad_topic")
+                await refused(s.subscribe("bus", "scene.bafyother.state"), "forbidden_scope")
+                sub = await s.subscribe("bus", topic)
+                await a.publish(topic, b"door?")
+                msg = await sub.get(5)
+                assert (msg.sender, msg.body) == (a.address, b"door?")
+                assert base64.b64decode((await b.message(topic, sender=a.address))["payload"])
+                await sub.send(b"door=open")
+                for who in (a, b):
+                    got = await who.message(topic, sender="server:doors")
+                    assert base64.b64decode(got["payload"]) == b"door=open"
+                # b leaves the scene room: its scene subscription ends at the next message
+                await b_room.close()
+                rooms.remove(b_room)
+                await asyncio.sleep(0.2)
+                await sub.send(b"door=closed")
+                assert (
+                    base64.b64decode((await a.message(topic, sender="server:doors"))["payload"])
+                    == b"door=closed"
+                )
+                gone = await b.frame(type="unsubscribed", topic=topic)
+                assert gone["reason"] == "scene_left"
+                with pytest.raises(TimeoutError):
+                    await c.message(topic, timeout=0.3)
+        finally:
+            for x in (a, b, c, d, *rooms):
+                await x.close()
+            await r.stop()
+
+    asyncio.run(asyncio.wait_for(body(), 60))

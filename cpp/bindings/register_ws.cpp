@@ -350,6 +350,8 @@ void register_ws(py::module_& m) {
            py::call_guard<py::gil_scoped_release>())
       .def("unbar_room_member", &Server::unbar_room_member, py::arg("scene"), py::arg("room"),
            py::arg("address"), py::call_guard<py::gil_scoped_release>())
+      .def("scene_room_of", &Server::scene_room_of, py::arg("address"),
+           py::call_guard<py::gil_scoped_release>())
       .def("room_members", &Server::room_members, py::arg("scene"), py::arg("room"),
            py::call_guard<py::gil_scoped_release>())
       .def("stats", [](const Server& s) {

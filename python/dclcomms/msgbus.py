@@ -33,6 +33,10 @@ Access (the BFF let a client subscribe to ``>``; here):
 * island topics ``island.<id>.…``: only members of island ``<id>`` (the session's
   current island); on an island change those subscriptions end with an
   ``unsubscribed`` frame (``reason: island_changed``);
+* scene topics ``scene.<sceneId>.…`` (at least one token after the scene id): only
+  members of that scene's room (the gatekeeper's built-in ``/scene-rooms/`` of this
+  server); a session that left the scene room loses those subscriptions with an
+  ``unsubscribed`` frame (``reason: scene_left``) at the next message;
 * any other topic only if the operator allow-listed it (``bus_global_topics``);
   third-party servers reach those through the bridge (``client.bridge.<topic>``,
   docs/bridge.md): a peer subscription to a global topic also receives their messages,
@@ -123,8 +127,13 @@ class MessageBusGateway:
         island_of: Callable[[str], str | None] = lambda _a: None,
         p2p_signal_max_per_s: float = 10.0,
         p2p_signal_burst: int = 40,
+        scene_of: Callable[[str], str | None] | None = None,
     ) -> None:
+        """``scene_of``: the scene room (``/scene-rooms/<room>``) an address is in now
+        (:meth:`dclcomms.ws.Server.scene_room_of`); None: no scene rooms here, scene
+        topics are refused."""
         self.server = server
+        self._scene_of = scene_of
         self.pubsub = pubsub
         self.p2p_signal_max_per_s = p2p_signal_max_per_s
         self.p2p_signal_burst = p2p_signal_burst
@@ -257,9 +266,25 @@ class MessageBusGateway:
                 )
         elif toks[0] == "island" and len(toks) >= 3:
             self._own_island(s, toks[1], topic)
+        elif toks[0] == "scene":
+            if len(toks) < 3:
+                raise MessageBusError(
+                    f"scene topics are scene.<sceneId>.<name>: {topic!r}", code="bad_topic"
+                )
+            if not self.in_scene(s.address, toks[1]):
+                raise MessageBusError(
+                    f"topic {topic!r}: not in scene {toks[1]!r}'s room", code="forbidden_topic"
+                )
         elif topic not in self.global_topics:
             raise MessageBusError(f"topic {topic!r} is not allowed", code="forbidden_topic")
         return f"client.peer.{s.address if publish else '*'}.{topic}"
+
+    def in_scene(self, address: str, scene_id: str) -> bool:
+        """Whether ``address`` is a member of scene ``scene_id``'s room here now."""
+        if self._scene_of is None:
+            return False
+        room = self._scene_of(address)
+        return room is not None and scene_id_of_room(room) == scene_id
 
     def _own_island(self, s: _Session, island: str, topic: str) -> None:
         if self.island.get(s.address) != island:
@@ -312,8 +337,8 @@ class MessageBusGateway:
     def _subscribe(self, s: _Session, kind: str, topic: str) -> None:
         pattern = self._check(s, kind, topic, publish=False)
         patterns: tuple[str, ...] = (pattern,)
-        if kind == "peer" and topic in self.global_topics:  # and the bridge's servers
-            patterns += (f"client.bridge.{topic}",)
+        if kind == "peer" and (topic in self.global_topics or topic.startswith("scene.")):
+            patterns += (f"client.bridge.{topic}",)  # and the bridge's servers
         key = (kind, topic)
         if key not in s.subs:
             if len(s.subs) >= MAX_SUBSCRIPTIONS:
@@ -395,10 +420,18 @@ class MessageBusGateway:
             body["sender"] = sender
         body["payload"] = base64.b64encode(payload).decode()
         text: str | None = None
+        scene_id = topic.split(".")[1] if kind == "peer" and topic.startswith("scene.") else None
+        left: list[_Session] = []
         for s in self.sessions.values():
             if key in s.subs and s.address != sender:
+                if scene_id is not None and not self.in_scene(s.address, scene_id):
+                    left.append(s)  # no longer in the scene: its subscription ends
+                    continue
                 text = text or _json(body)
                 self._send(s, text, message=True)
+        for s in left:
+            self.m_dropped.inc(reason="scene_left")
+            self._unsubscribe(s, kind, topic, reason="scene_left")
 
     def _signal_deliverable(self, sender: str, to: str, kind: str, payload: bytes) -> bool:
         """The relay rule and the signal's shape again on delivery: the message may come
@@ -467,4 +500,12 @@ class MessageBusGateway:
             s.messages = 0
 
 
-__all__ = ["MAX_PAYLOAD_BYTES", "MAX_SUBSCRIPTIONS", "MessageBusGateway"]
+def scene_id_of_room(room: str) -> str:
+    """The scene id of a built-in scene room's id (control-plane.md 1.4): worlds
+    ``WORLD_ROOM_PREFIX + <name>.eth + "-" + sceneId``, Genesis City
+    ``SCENE_ROOM_PREFIX + realm + ":" + sceneId``."""
+    _head, sep, tail = room.rpartition(".eth-")
+    return tail if sep else room.rpartition(":")[2]
+
+
+__all__ = ["MAX_PAYLOAD_BYTES", "MAX_SUBSCRIPTIONS", "MessageBusGateway", "scene_id_of_room"]

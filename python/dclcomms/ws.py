@@ -335,6 +335,10 @@ class Server:
         the address may join again (an unban)."""
         self._core.unbar_room_member(scene, room or "", address.lower())
 
+    def scene_room_of(self, address: str) -> str | None:
+        """The scene room (``/scene-rooms/<room>``) ``address`` is a member of now, or None."""
+        return self._core.scene_room_of(address) or None
+
     def room_members(self, room: str, *, scene: bool = True) -> list[str]:
         """The addresses in ``room`` (scene or island rooms), in join order."""
         return self._core.room_members(scene, room)

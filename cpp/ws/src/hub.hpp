@@ -255,6 +255,8 @@ class Hub {
                         const std::string& reason, int64_t bar_ms);
   void unbar_room_member(bool scene, const std::string& room, const std::string& address);
   std::vector<std::string> room_members(bool scene, const std::string& room) const;
+  // The scene room (/scene-rooms/) address is a member of, "" when none.
+  std::string scene_room_of(const std::string& address) const;
   Stats stats() const;
 
   // ---- the event queue (thread-safe) ----------------------------------------

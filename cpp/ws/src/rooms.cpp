@@ -196,6 +196,11 @@ void Hub::unbar_room_member(bool scene, const std::string& room, const std::stri
   if (it->second.empty()) barred_.erase(it);
 }
 
+std::string Hub::scene_room_of(const std::string& address) const {
+  std::string room;
+  return scene_rooms_.find_address(address, &room) != nullptr ? room : std::string();
+}
+
 std::vector<std::string> Hub::room_members(bool scene, const std::string& room) const {
   std::vector<std::string> out;
   for (const auto& m : (scene ? scene_rooms_ : rooms_).members(room)) out.push_back(m.address);

@@ -762,6 +762,10 @@ void Server::unbar_room_member(bool scene, const std::string& room, const std::s
   }
 }
 
+std::string Server::scene_room_of(const std::string& address) const {
+  return impl_->scene_room_of(to_lower_ascii(address));
+}
+
 std::vector<std::string> Server::room_members(bool scene, const std::string& room) const {
   return impl_->room_members(scene, room);
 }

@@ -104,6 +104,11 @@ class Server::Impl final {
     return hub_.feed_wants_key();
   }
   // Scene rooms live in shard 0, island rooms in their room's shard.
+  std::string scene_room_of(const std::string& address) const {
+    Shard& sh = *shards_[0];  // scene rooms live in shard 0
+    std::lock_guard<std::mutex> lock(sh.mu);
+    return sh.hub.scene_room_of(address);
+  }
   std::vector<std::string> room_members(bool scene, const std::string& room) const {
     Shard& sh = *shards_[scene ? 0 : shard_of_room(room)];
     std::lock_guard<std::mutex> lock(sh.mu);

@@ -273,6 +273,9 @@ TEST(BridgeSceneRooms, TapsOfOneRegistryNeverSeeTheOther) {
       }());
   ep.set_room_tap("main:s1", true, /*scene=*/true);
   EXPECT_EQ(ep.counter("bridge", "taps"), 1u);
+  // the scene room of an address (the /bus's scene topics): the scene registry only
+  EXPECT_EQ(ep.hub().scene_room_of(a.address()), "main:s1");
+  EXPECT_EQ(ep.hub().scene_room_of(c.address()), "");
   ep.events();
   ep.receive(sa, peer_update(0, "scene", false));
   ep.receive(island, peer_update(0, "island", false));
@@ -338,6 +341,7 @@ TEST(BridgeSceneRooms, InjectionReachesTheSceneRoomOnlyAndIsReleased) {
   ep.inject_room("main:s1", "server:door", "x", false, /*scene=*/true);
   ep.disconnect(sa);
   ep.disconnect(sb);
+  EXPECT_EQ(ep.hub().scene_room_of(a.address()), "");
   Conn late = join_scene(ep, a, "main:s1");
   for (const auto& f : frames(late)) {
     if (member(f) != "welcomeMessage") continue;

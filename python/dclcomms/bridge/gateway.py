@@ -351,6 +351,8 @@ class BridgeGateway:
         assert cred is not None
         if cred.kind == "key":
             return target.allowed_by(cred.scopes)
+        if target.kind == "bus" and target.scene_id and cred.authoritative:
+            return True  # the /bus's scene topics: every scene for the authoritative server
         if target.kind != "scene":
             return False  # islands and bus topics: operator-granted API keys only
         if cred.authoritative or (target.kind, target.topic) in s.allowed:

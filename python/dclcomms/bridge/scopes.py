@@ -18,6 +18,9 @@ scope                    opens                                     access
 ``bus:<topic>``          the /bus global topic ``<topic>``         read/write
 ======================== ========================================= ======
 
+A ``scene:<realm>:<sceneId>`` scope also opens the /bus's scene topics of that scene,
+``scene.<sceneId>.…`` (read/write).
+
 A ``bus`` topic is a /bus peer topic (docs/msgbus.md grammar: 1-8 dot-separated tokens of
 ``[A-Za-z0-9_:-]``) that is global: not addressed (``<addr>.…``), not an island's
 (``island.…``), not reserved (``heartbeat``, ``island_changed``, ``bridge.…``); the
@@ -116,7 +119,12 @@ class Target:
         if self.kind == "island":
             return "island:*" in scopes or f"island:{self.topic}" in scopes
         if self.kind == "bus":
-            return f"bus:{self.topic}" in scopes
+            if f"bus:{self.topic}" in scopes:
+                return True
+            # the /bus's scene topics scene.<sceneId>.…: that scene's scope (any realm)
+            return bool(self.scene_id) and any(
+                sc.startswith("scene:") and sc.rpartition(":")[2] == self.scene_id for sc in scopes
+            )
         if f"scene:{self.realm}:{self.scene_id}" in scopes:
             return True
         return self.realm.endswith(".eth") and f"world:{self.realm}" in scopes
@@ -139,7 +147,13 @@ class RoomNames:
             problem = bus_topic_problem(topic)
             if problem is not None:
                 raise BridgeError(f"not a global /bus topic: {topic!r}", code=problem)
-            return Target("bus", topic, f"bus:{topic}")
+            toks = topic.split(".")
+            scene_id = toks[1] if toks[0] == "scene" and len(toks) >= 3 else ""
+            if toks[0] == "scene" and not scene_id:
+                raise BridgeError(
+                    f"scene topics are scene.<sceneId>.<name>: {topic!r}", code="bad_topic"
+                )
+            return Target("bus", topic, f"bus:{topic}", scene_id=scene_id)
         if kind == "island":
             if ISLAND_RE.fullmatch(topic) is None:
                 raise BridgeError(f"not an island id: {topic!r}", code="bad_topic")

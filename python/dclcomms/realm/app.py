@@ -172,6 +172,8 @@ class Realm:
                     island_of=island_of.get,
                     p2p_signal_max_per_s=cfg.p2p_signal_max_per_s,
                     p2p_signal_burst=cfg.p2p_signal_burst,
+                    # scene topics: members of the gatekeeper's scene rooms on this server
+                    scene_of=self._scene_room_of if cfg.gatekeeper else None,
                 )
                 self.connector.island_listeners.append(self.msgbus.on_island)
             taps = TapOwners(self.server)
@@ -360,6 +362,10 @@ class Realm:
             if part is not None:
                 await asyncio.to_thread(part.close)
         self._bridge_keys = self._bridge_store = None
+
+    def _scene_room_of(self, address: str) -> str | None:
+        server = self.server
+        return server.scene_room_of(address) if server is not None else None
 
     def _bus_sessions(self) -> set[str]:
         return set(self.msgbus.sessions) if self.msgbus is not None else set()

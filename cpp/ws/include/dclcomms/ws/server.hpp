@@ -338,6 +338,9 @@ class Server {
   void unbar_room_member(bool scene, const std::string& room, const std::string& address);
   // Rooms: the addresses in `room` in join order (empty when it does not exist).
   std::vector<std::string> room_members(bool scene, const std::string& room) const;
+  // The scene room (/scene-rooms/<room>) the address is a member of now, "" when none
+  // (the /bus's scene topics: docs/msgbus.md).
+  std::string scene_room_of(const std::string& address) const;
   // Replaces the deny list (lowercased here); applies to new handshakes
   // (connector and bus).
   void set_deny_list(const std::vector<std::string>& addresses);

@@ -358,3 +358,38 @@ def test_beyond_max_payload_is_dropped_counted_and_the_rest_goes(
             await sub.aclose()
 
     run(body)
+
+
+def test_island_changes_typed_decoder_matches_the_generic_codec() -> None:
+    """decode_island_changes uses the typed C++ decoder; same result as the generic codec
+    on random messages, ValueError on malformed ones."""
+    from dclcomms import _core
+    from dclcomms.nats.pubsub import _IslandGroup, decode_island_changes
+    from dclcomms.pubsub import IslandMembers
+
+    rng = np.random.default_rng(3)
+    for k in range(50):
+        n = int(rng.integers(0, 6))
+        members = IslandMembers(
+            {addr(1000 * k + i): (float(i), 0.0, float(-i)) for i in range(int(rng.integers(1, 5)))}
+        )
+        g = _IslandGroup(f"I{k}", members)
+        for i in range(n):
+            g.addrs.append(addr(10 * k + i))
+            g.conn_strs.append("" if i % 3 == 0 else f"ws-room:x/{k}/{i}?é")
+            g.from_ids.append("" if i % 2 else f"I{i}")
+        data = g.encode()
+        generic = codec.decode("dclcomms.nats.v1.IslandChanges", data)
+        island, peers, raw, conn, froms = _core.nats_decode_island_changes(data)
+        assert island == generic.get("islandId", "")
+        assert peers == members.to_bytes()
+        assert conn == generic.get("connStrs", []) and froms == generic.get("fromIslandIds", [])
+        assert len(raw) == 20 * n
+        got = decode_island_changes(data)
+        assert [a for a, _ in got] == g.addrs
+        assert [m.conn_str for _, m in got] == g.conn_strs
+        assert [m.from_island_id for _, m in got] == [f or None for f in g.from_ids]
+        assert all(m.peers == members for _, m in got)
+    for bad in (b"\x08\x01", b"\x0a\x05I1", b"\xff\xff", b"\x1a\x03abc"):
+        with pytest.raises(ValueError):
+            decode_island_changes(bad)

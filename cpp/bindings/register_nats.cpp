@@ -25,7 +25,31 @@ namespace dn = dclcomms::nats;
 
 namespace dclcomms::bindings {
 
+namespace {
+
+py::str utf8(std::string_view v) {
+  PyObject* o = PyUnicode_DecodeUTF8(v.data(), static_cast<py::ssize_t>(v.size()), "strict");
+  if (o == nullptr) throw py::error_already_set();  // UnicodeDecodeError (a ValueError)
+  return py::reinterpret_steal<py::str>(o);
+}
+
+}  // namespace
+
 void register_nats(py::module_& m) {
+  m.def(
+      "nats_decode_island_changes",
+      [](py::bytes data) {
+        const std::string_view view = data;  // `data` stays alive during the call
+        const dn::IslandChangesView v = dn::decode_island_changes(view);
+        py::list conn(v.conn_strs.size()), froms(v.from_island_ids.size());
+        for (size_t i = 0; i < v.conn_strs.size(); ++i) conn[i] = utf8(v.conn_strs[i]);
+        for (size_t i = 0; i < v.from_island_ids.size(); ++i) froms[i] = utf8(v.from_island_ids[i]);
+        return py::make_tuple(utf8(v.island_id), py::bytes(v.peers.data(), v.peers.size()),
+                              py::bytes(v.addresses.data(), v.addresses.size()), conn, froms);
+      },
+      py::arg("data"),
+      "(island_id, peers, addresses, conn_strs, from_island_ids) of an IslandChanges message");
+
   py::class_<dn::Client>(m, "NatsClient",
                          "The hot NATS subjects in C++ (libnats); use dclcomms.nats.pubsub.")
       .def(py::init([](const std::vector<std::string>& servers, const std::string& subjects,

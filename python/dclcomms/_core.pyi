@@ -336,6 +336,10 @@ class WsServer:
 
 # --- nats ----------------------------------------------------------------------
 
+def nats_decode_island_changes(
+    data: bytes,
+) -> tuple[str, bytes, bytes, list[str], list[str]]: ...
+
 class NatsClient:
     def __init__(
         self,

@@ -173,6 +173,44 @@ HeartbeatRows decode_heartbeat_batch(std::string_view data) {
   return rows;
 }
 
+IslandChangesView decode_island_changes(std::string_view data) {
+  using codec::wire::WireReader;
+  IslandChangesView v;
+  WireReader r(data);
+  while (!r.at_end()) {
+    uint32_t field = 0, type = 0;
+    r.read_tag(field, type);
+    if (field >= 1 && field <= 5) {
+      if (type != codec::wire::kLen) {
+        throw Error(ErrorKind::Decode, "bad_wire_type",
+                    "IslandChanges: field " + std::to_string(field) + " has wire type " +
+                        std::to_string(type));
+      }
+      const std::string_view bytes = r.read_length_delimited();
+      switch (field) {
+        case 1:
+          v.island_id = bytes;
+          break;
+        case 2:
+          v.peers = bytes;
+          break;
+        case 3:
+          v.addresses = bytes;
+          break;
+        case 4:
+          v.conn_strs.push_back(bytes);
+          break;
+        default:
+          v.from_island_ids.push_back(bytes);
+          break;
+      }
+    } else {
+      r.skip(field, type, 0);
+    }
+  }
+  return v;
+}
+
 Classified classify(Scheme scheme, std::string_view s) noexcept {
   Classified c;
   if (scheme == Scheme::Native && s == kNativeHeartbeats) {

@@ -115,3 +115,36 @@ TEST(NatsHeartbeatBatch, RejectsMalformed) {
   EXPECT_EQ(code_of(n::encode_heartbeat_batch(rows)), "bad_length");
   EXPECT_NE(code_of(std::string("\xff\xff\xff", 3)), "");
 }
+
+TEST(NatsIslandChanges, DecodesFieldsAndRejectsWrongWireTypes) {
+  std::string msg;
+  auto put = [&msg](uint8_t field, const std::string& v) {
+    msg.push_back(static_cast<char>(field << 3 | 2));
+    msg.push_back(static_cast<char>(v.size()));
+    msg += v;
+  };
+  put(1, "I1");
+  put(2, std::string("\x22\x00", 2));
+  put(3, std::string(40, 'a'));
+  put(4, "c1");
+  put(5, "");
+  put(4, "c2");
+  put(5, "I0");
+  msg += std::string("\x30\x07", 2);  // unknown varint field 6: skipped
+  const n::IslandChangesView v = n::decode_island_changes(msg);
+  EXPECT_EQ(v.island_id, "I1");
+  EXPECT_EQ(v.peers.size(), 2u);
+  EXPECT_EQ(v.addresses.size(), 40u);
+  ASSERT_EQ(v.conn_strs.size(), 2u);
+  EXPECT_EQ(v.conn_strs[1], "c2");
+  ASSERT_EQ(v.from_island_ids.size(), 2u);
+  EXPECT_EQ(v.from_island_ids[0], "");
+  EXPECT_EQ(v.from_island_ids[1], "I0");
+  try {
+    n::decode_island_changes(std::string("\x08\x01", 2));  // field 1 as a varint
+    FAIL() << "accepted a varint island id";
+  } catch (const dclcomms::Error& e) {
+    EXPECT_EQ(e.code(), "bad_wire_type");
+  }
+  EXPECT_THROW(n::decode_island_changes(std::string("\x0a\x05I1", 4)), dclcomms::Error);
+}

@@ -150,7 +150,10 @@ class CoreService:
 
     def _nats_connected(self) -> bool:
         nc = getattr(self.pubsub, "nc", None)
-        return bool(nc.is_connected) if nc is not None else True
+        if nc is None:
+            return True
+        # with the C++ client: both connections (connected covers them)
+        return bool(getattr(self.pubsub, "connected", nc.is_connected))
 
     def _h_ready(self, _req: Request) -> Response:
         reasons = []

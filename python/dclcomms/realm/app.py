@@ -527,7 +527,10 @@ class Realm:
     def bus_connected(self) -> bool:
         """The pub/sub between the parts is up (an in-process one always is)."""
         nc = getattr(self.pubsub, "nc", None)
-        return bool(nc.is_connected) if nc is not None else True
+        if nc is None:
+            return True
+        # with the C++ client: both connections (connected covers them)
+        return bool(getattr(self.pubsub, "connected", nc.is_connected))
 
     def health(self) -> dict[str, bool]:
         """What /about and /status report: comms are healthy while the server runs, the

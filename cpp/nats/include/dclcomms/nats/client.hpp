@@ -75,6 +75,19 @@ std::string encode_heartbeat_batch(const HeartbeatRows& rows);
 // Its inverse; Error{Decode, ...} when malformed (lengths, room index).
 HeartbeatRows decode_heartbeat_batch(std::string_view data);
 
+// dclcomms.nats.v1.IslandChanges (native scheme: one island's island_changed of a
+// tick), its fields as views into `data`. Error{Decode, ...} when it is not a valid
+// message (a known field with another wire type included); the lengths of the
+// repeated fields are not checked here.
+struct IslandChangesView {
+  std::string_view island_id;
+  std::string_view peers;      // the IslandChangedMessage `peers` entries
+  std::string_view addresses;  // n x 20 bytes
+  std::vector<std::string_view> conn_strs;
+  std::vector<std::string_view> from_island_ids;
+};
+IslandChangesView decode_island_changes(std::string_view data);
+
 // What a subscription of the feed delivers, classified from its wire subject.
 struct Classified {
   enum class Kind { Ignore, Heartbeat, HeartbeatBatch, Connect, Disconnect, BadAddress };

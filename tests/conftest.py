@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.common import load_conformance
+from tests.helpers.nats_fixtures import reap_spawned
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -24,6 +25,13 @@ def _data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ.pop("XDG_DATA_HOME", None)
     else:
         os.environ["XDG_DATA_HOME"] = old
+
+
+@pytest.fixture(autouse=True)
+def _spawned_processes() -> Iterator[None]:
+    """Every ``dclcomms`` process a test spawned is stopped and its pipes closed after it."""
+    yield
+    reap_spawned()
 
 
 @pytest.fixture

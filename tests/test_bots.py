@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 from typing import Any
@@ -16,7 +15,7 @@ from dclcomms.bots import build_model, main, run_bots
 from dclcomms.config import RealmConfig
 from dclcomms.errors import ConfigError
 from dclcomms.realm import Realm
-from tests.helpers.common import free_port
+from tests.helpers.common import free_port, stop_process
 
 
 def realm_config(**kw: Any) -> RealmConfig:
@@ -100,12 +99,7 @@ def test_two_hundred_bots_against_a_realm_subprocess() -> None:
         assert summary["messages_received"] > 0
         assert summary["elapsed_s"] < 20 + 60
     finally:
-        realm.send_signal(signal.SIGTERM)
-        try:
-            realm.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            realm.kill()
-            realm.wait()
+        stop_process(realm)
 
 
 @pytest.mark.slow
@@ -145,12 +139,7 @@ def test_bots_on_a_p2p_realm_build_the_mesh_and_exchange_packets() -> None:
         assert mesh["sent_offer"] >= 1 and mesh["sent_answer"] >= 1
         assert summary["messages_received"] > 0 and mesh["bytes_sent"] > 0
     finally:
-        realm.send_signal(signal.SIGTERM)
-        try:
-            realm.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            realm.kill()
-            realm.wait()
+        stop_process(realm)
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from livekit.api import TokenVerifier
 
 from dclcomms.auth import Identity, jwt_decode
 from dclcomms.gatekeeper.app import redact_tokens
-from tests.helpers.common import free_port, start_app
+from tests.helpers.common import free_port, start_app, stop_process
 from tests.helpers.gatekeeper import (
     LK_KEY,
     LK_SECRET,
@@ -600,9 +600,7 @@ def test_gatekeeper_command_serves_and_stops(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, signal.SIGKILL)
     r = subprocess.run(
         [sys.executable, "-m", "dclcomms", "gatekeeper", "--port", "0", "--database", "mysql://x"],
         capture_output=True,

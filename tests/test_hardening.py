@@ -25,6 +25,7 @@ from contextlib import contextmanager
 
 import aiohttp
 
+from tests.helpers.common import stop_process
 from tests.helpers.realm_client import ArchipelagoClient
 
 MB = 1 << 20
@@ -66,12 +67,7 @@ def realm_process(
         assert line.startswith("dclcomms realm listening on "), line
         yield p, line.split()[-1]
     finally:
-        p.terminate()
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop_process(p)
 
 
 async def _post_big(port: int, size: int) -> tuple[int, bytes]:

@@ -35,7 +35,7 @@ from dclcomms.pubsub import (
     subject_matches,
 )
 from dclcomms.realm import Realm
-from tests.helpers.common import realm_config, run, start_app
+from tests.helpers.common import realm_config, run, start_app, stop_process
 from tests.helpers.realm_client import ArchipelagoClient, Closed, RoomClient, eventually
 
 LK_KEY, LK_SECRET = "devkey", "devsecret-0123456789-0123456789-abcdef"
@@ -527,8 +527,9 @@ def test_cli_runs_prints_its_url_and_stops_on_signals(sig: int) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
-    err = proc.stderr.read() if proc.stderr else ""
+        proc.wait()
+        err = proc.stderr.read() if proc.stderr else ""
+        stop_process(proc)
     records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert any(r["msg"] == "realm started" for r in records), err
     assert any(r["msg"] == "realm stopped" for r in records), err

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
 
 from dclcomms.auth import Identity
 from dclcomms.client import CommunicationsDirector
-from tests.helpers.common import free_port
+from tests.helpers.common import free_port, stop_process
 
 N = 50
 
@@ -35,13 +36,7 @@ def start_realm(port: int) -> subprocess.Popen[str]:
 
 
 def stop(p: subprocess.Popen[str]) -> None:
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-    p.wait()
+    stop_process(p)
 
 
 def on_island(d: CommunicationsDirector) -> bool:
@@ -87,8 +82,7 @@ def test_kill_9_and_restart_every_client_is_back_on_an_island_within_30_s() -> N
             islands_before = {d.island_id for d in directors}
             assert len(islands_before) >= 5  # five rows 200 m apart
 
-            realm.kill()  # SIGKILL: no close frames, no goodbyes
-            realm.wait()
+            stop_process(realm, signal.SIGKILL)  # no close frames, no goodbyes
             killed = time.monotonic()
             await asyncio.sleep(1.0)  # down for a while: attempts fail and back off
             assert all(d.island_id is None for d in directors)

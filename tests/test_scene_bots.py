@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from dclcomms.client import (
     SceneRequest,
 )
 from dclcomms.errors import TransportError
+from tests.helpers.common import stop_process
 from tests.helpers.ws_wire import run_async
 
 SEED = 4_204
@@ -57,12 +57,7 @@ def realm_process(*extra: str, env: dict[str, str] | None = None) -> Iterator[st
             assert line.startswith("dclcomms realm listening on "), line
             yield line.split()[-1]
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
 
 @pytest.mark.slow

@@ -1,11 +1,13 @@
 """Small shared test helpers: conformance data, free ports, serving an aiohttp app, a test
-realm's settings, running a coroutine test with a deadline."""
+realm's settings, running a coroutine test with a deadline, stopping a process."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
+import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -57,3 +59,19 @@ def realm_config(**kw: Any) -> RealmConfig:
 def run(test: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
     """Runs the coroutine function ``test`` in a fresh event loop, failing after ``timeout`` s."""
     asyncio.run(asyncio.wait_for(test(), timeout))
+
+
+def stop_process(p: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+    """Stops a process the test started: ``sig``, SIGKILL after ``timeout`` s, then closes
+    its pipes. Returns its exit code."""
+    if p.poll() is None:
+        p.send_signal(sig)
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    code = p.wait()
+    for f in (p.stdin, p.stdout, p.stderr):
+        if f is not None:
+            f.close()
+    return code

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.common import free_port
+from tests.helpers.common import free_port, stop_process
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 STARTED: list[subprocess.Popen[bytes]] = []
@@ -213,14 +213,27 @@ __all__ = [
 # --- dclcomms processes ------------------------------------------------------
 
 
+#: ``dclcomms`` processes started by :func:`spawn` in the running test; the conftest
+#: stops them and closes their pipes after it (:func:`reap_spawned`).
+SPAWNED: list[subprocess.Popen[str]] = []
+
+
 def spawn(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    p = subprocess.Popen(
         [sys.executable, "-m", "dclcomms", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ, LOG_FORMAT="json"),
     )
+    SPAWNED.append(p)
+    return p
+
+
+def reap_spawned() -> None:
+    """Stops what :func:`spawn` started (if still running) and closes the pipes."""
+    while SPAWNED:
+        stop_process(SPAWNED.pop(), signal.SIGKILL)
 
 
 def first_line(p: subprocess.Popen[str], prefix: str) -> str:

@@ -126,6 +126,15 @@ def test_tampered_chain() -> None:
         (lambda h: h.update({"x-identity-auth-chain-1": "nope"}), "link not JSON"),
         (lambda h: h.update({"x-identity-auth-chain-1": "[]"}), "link not an object"),
         (lambda h: h.update({"X-Identity-Timestamp": h["x-identity-timestamp"]}), "duplicate"),
+        # A recursive JSON reader raised RecursionError (an HTTP 500) on these.
+        (lambda h: h.update({"x-identity-metadata": "[" * 100_000}), "deeply nested metadata"),
+        (lambda h: h.update({"x-identity-auth-chain-1": "{" + '"a":[' * 5000}), "deep link"),
+        # Header bytes that are not UTF-8 (aiohttp hands them over surrogate-escaped).
+        (
+            lambda h: h.update({"x-identity-metadata": '{"a":"\udcff"}'}),
+            "metadata not UTF-8",
+        ),
+        (lambda h: h.update({"x-identity-\udcff": "1", "X-IDENTITY-\udcff": "2"}), "odd dup"),
     ],
 )
 def test_malformed_requests(mutate: Any, why: str) -> None:

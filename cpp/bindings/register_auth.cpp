@@ -20,6 +20,7 @@
 #include "dclcomms/auth/jwt.hpp"
 #include "dclcomms/auth/keys.hpp"
 #include "dclcomms/auth/livekit.hpp"
+#include "dclcomms/auth/signed_fetch.hpp"
 #include "dclcomms/error.hpp"
 #include "registration.hpp"
 
@@ -226,6 +227,25 @@ void register_auth(py::module_& m) {
       },
       py::arg("items"), py::arg("now_ms"), py::arg("threads"),
       "Verify (chain, expected) pairs on a thread pool (0 = all cores).");
+
+  m.def(
+      "parse_signed_fetch",
+      [](const std::vector<std::pair<std::string, std::string>>& headers, int64_t now_ms,
+         int64_t window_ms, int64_t max_future_ms) {
+        auth::SignedFetchHeaders h;
+        {
+          // headers was converted to C++ strings above.
+          py::gil_scoped_release release;
+          h = auth::parse_signed_fetch(headers, now_ms, window_ms, max_future_ms);
+        }
+        return std::make_tuple(none_if_empty(std::move(h.code)), std::move(h.message),
+                               std::move(h.links), std::move(h.link_types), std::move(h.timestamp),
+                               std::move(h.metadata), static_cast<int>(h.body_hash),
+                               std::move(h.body_sha256), std::move(h.final_signature));
+      },
+      py::arg("headers"), py::arg("now_ms"), py::arg("window_ms"), py::arg("max_future_ms"),
+      "Read the signed-fetch headers ((name, value) byte pairs): (code, message, links, "
+      "link_types, timestamp, metadata, body_hash 0/1/2, body_sha256, final_signature).");
 
   m.def("random_challenge", &auth::random_challenge,
         "'dcl-' + 32 lowercase hex characters from OpenSSL's CSPRNG.");

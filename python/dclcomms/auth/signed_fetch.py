@@ -3,8 +3,9 @@ authchain.md section 8 (private; import from dclcomms.auth).
 
 A request proves its signer with headers ``x-identity-auth-chain-<i>`` (one
 JSON link each, read until the first gap, at least two), ``x-identity-timestamp``
-(ms, decimal) and ``x-identity-metadata`` (JSON object text). The chain must
-authorize ``lower(METHOD:PATH:TIMESTAMP:METADATA)``. dclcomms bounds the
+(ms, decimal) and ``x-identity-metadata`` (JSON object text), read by the C++ core
+(``dclcomms::auth::parse_signed_fetch``, fuzzed by ``fuzz_signed_fetch``). The chain
+must authorize ``lower(METHOD:PATH:TIMESTAMP:METADATA)``. dclcomms bounds the
 timestamp in both directions and, through :class:`SignedFetchVerifier`, makes
 the final signature single-use on state-changing routes.
 """
@@ -16,11 +17,18 @@ import heapq
 import json
 import threading
 from collections.abc import Mapping
+from typing import NamedTuple
 
-from dclcomms.auth.chain import AuthResult, Provider, as_provider, clock_ms, verify_auth_chain
+from dclcomms import _core
+from dclcomms.auth.chain import (
+    AuthResult,
+    Provider,
+    as_provider,
+    clock_ms,
+    to_utf8,
+    verify_auth_chain,
+)
 
-_PREFIX = "x-identity-auth-chain-"
-_MAX_TIMESTAMP_DIGITS = 16
 _N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 # HTTP status for each signed-fetch failure code: 400 for requests that are not
@@ -35,8 +43,16 @@ def signed_fetch_status(code: str | None) -> int:
     return 400 if code in _STATUS_400 else 401
 
 
-def _malformed(message: str) -> AuthResult:
-    return AuthResult.failure("signed_fetch_malformed", message)
+class _Parsed(NamedTuple):
+    """The signed-fetch headers of a request, read by the C++ core."""
+
+    links: list[str]  # link JSON texts as sent
+    link_types: list[str]  # each link's "type" when a string, else ""
+    payload: str  # lower(METHOD:PATH:TIMESTAMP:METADATA)
+    timestamp_ms: int
+    body_hash: int  # 0: no bodySha256, 1: a string (body_sha256), 2: another JSON value
+    body_sha256: str
+    final_signature: str  # the last link's "signature" when a string, else ""
 
 
 def _parse(
@@ -46,64 +62,27 @@ def _parse(
     now_ms: int,
     window_ms: int,
     max_future_ms: int,
-) -> tuple[list[str], list[dict[str, object]], str, dict[str, object]] | AuthResult:
-    """(raw link JSON texts, parsed links, payload, metadata) or the failure."""
-    lowered: dict[str, str] = {}
-    for name, value in headers.items():
-        key = name.lower()
-        if key.startswith("x-identity-"):
-            if key in lowered:
-                return _malformed(f"duplicate header {key}")
-            lowered[key] = value
-    links: list[str] = []
-    parsed: list[dict[str, object]] = []
-    while (raw := lowered.get(f"{_PREFIX}{len(links)}")) is not None:
-        try:
-            link = json.loads(raw)
-        except ValueError:
-            return _malformed(f"{_PREFIX}{len(links)} is not JSON")
-        if not isinstance(link, dict):
-            return _malformed(f"{_PREFIX}{len(links)} is not a JSON object")
-        links.append(raw)
-        parsed.append(link)
-    if len(links) < 2:
-        return _malformed(f"need at least 2 {_PREFIX}<i> headers, got {len(links)}")
-    timestamp = lowered.get("x-identity-timestamp")
-    if (
-        timestamp is None
-        or not timestamp.isascii()
-        or not timestamp.isdigit()
-        or len(timestamp) > _MAX_TIMESTAMP_DIGITS
-    ):
-        return _malformed("x-identity-timestamp missing or not a decimal number of ms")
-    metadata_text = lowered.get("x-identity-metadata")
-    if metadata_text is None:
-        return _malformed("x-identity-metadata missing")
-    try:
-        metadata = json.loads(metadata_text)
-    except ValueError:
-        return _malformed("x-identity-metadata is not JSON")
-    if not isinstance(metadata, dict):
-        return _malformed("x-identity-metadata is not a JSON object")
-    ts = int(timestamp)
-    if ts < now_ms - window_ms:
-        return AuthResult.failure(
-            "signed_fetch_expired", f"timestamp {ts} older than {window_ms} ms (now {now_ms})"
+) -> _Parsed | AuthResult:
+    """The parsed headers or the failure (read in C++: dclcomms::auth::parse_signed_fetch)."""
+    code, message, links, types, timestamp, metadata, body_hash, body_sha256, signature = (
+        _core.parse_signed_fetch(
+            [(to_utf8(name), to_utf8(value)) for name, value in headers.items()],
+            now_ms,
+            window_ms,
+            max_future_ms,
         )
-    if ts > now_ms + max_future_ms:
-        return AuthResult.failure(
-            "signed_fetch_future",
-            f"timestamp {ts} more than {max_future_ms} ms ahead (now {now_ms})",
-        )
-    payload = f"{method}:{path}:{timestamp}:{metadata_text}".lower()
-    return links, parsed, payload, metadata
+    )
+    if code is not None:
+        return AuthResult.failure(code, message)
+    # Lowercased as the client's toLowerCase does (Unicode), from the exact header texts.
+    payload = f"{method}:{path}:{timestamp}:{metadata}".lower()
+    return _Parsed(links, types, payload, int(timestamp), body_hash, body_sha256, signature)
 
 
-def _check_body(metadata: dict[str, object], body: bytes | None) -> AuthResult | None:
-    expected = metadata.get("bodySha256")
-    if expected is None or body is None:
+def _check_body(parsed: _Parsed, body: bytes | None) -> AuthResult | None:
+    if parsed.body_hash == 0 or body is None:
         return None
-    if not isinstance(expected, str) or hashlib.sha256(body).hexdigest() != expected.lower():
+    if parsed.body_hash != 1 or hashlib.sha256(body).hexdigest() != parsed.body_sha256.lower():
         return AuthResult.failure(
             "signed_fetch_body_mismatch", "request body does not match metadata bodySha256"
         )
@@ -134,10 +113,11 @@ def verify_signed_fetch(
     parsed = _parse(method, path, headers, now, window_ms, max_future_ms)
     if isinstance(parsed, AuthResult):
         return parsed
-    links, _, payload, metadata = parsed
-    result = verify_auth_chain("[" + ",".join(links) + "]", payload, now_ms=now, provider=provider)
+    result = verify_auth_chain(
+        "[" + ",".join(parsed.links) + "]", parsed.payload, now_ms=now, provider=provider
+    )
     if result.ok:
-        return _check_body(metadata, body) or result
+        return _check_body(parsed, body) or result
     return result
 
 
@@ -206,16 +186,13 @@ class SignedFetchVerifier:
         with self._lock:
             return len(self._seen)
 
-    def _chain(
-        self, links: list[str], parsed: list[dict[str, object]], payload: str, now: int
-    ) -> AuthResult:
-        cacheable = (
-            self.delegation_cache > 0
-            and len(links) == 3
-            and parsed[0].get("type") == "SIGNER"
-            and parsed[1].get("type") == "ECDSA_EPHEMERAL"
-            and parsed[2].get("type") == "ECDSA_SIGNED_ENTITY"
-        )
+    def _chain(self, parsed: _Parsed, now: int) -> AuthResult:
+        links, payload = parsed.links, parsed.payload
+        cacheable = self.delegation_cache > 0 and parsed.link_types == [
+            "SIGNER",
+            "ECDSA_EPHEMERAL",
+            "ECDSA_SIGNED_ENTITY",
+        ]
         if cacheable:
             key = (links[0], links[1])
             with self._lock:
@@ -276,19 +253,14 @@ class SignedFetchVerifier:
         parsed = _parse(method, path, headers, now, self.window_ms, self.max_future_ms)
         if isinstance(parsed, AuthResult):
             return parsed
-        links, link_objects, payload, metadata = parsed
-        result = self._chain(links, link_objects, payload, now)
+        result = self._chain(parsed, now)
         if result.ok:
-            result = _check_body(metadata, body) or result
+            result = _check_body(parsed, body) or result
         if not result.ok or not self.replay_protection or method.upper() == "GET":
             return result
-        # The chain verified, so the final link is a JSON object.
-        signature = link_objects[-1].get("signature") or ""
-        key = _replay_key(str(signature))
-        lowered_ts = next(v for k, v in headers.items() if k.lower() == "x-identity-timestamp")
-        timestamp = int(lowered_ts)
+        key = _replay_key(parsed.final_signature)
         # A request is acceptable while ts >= now - window, i.e. until ts + window.
-        forget_after = timestamp + self.window_ms
+        forget_after = parsed.timestamp_ms + self.window_ms
         with self._lock:
             while self._expiry and self._expiry[0][0] < now:
                 _, old = heapq.heappop(self._expiry)

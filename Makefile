@@ -24,8 +24,9 @@ dev:
 test:
 	scripts/test
 
-# The libFuzzer targets for 5 minutes each (scripts/fuzz ci: 20 s); FUZZ_SECONDS
-# and FUZZ_TARGETS narrow it.
+# The fuzz/sanitizer stage with every libFuzzer target for 5 minutes (scripts/test
+# runs scripts/fuzz ci: a fixed number of executions each); FUZZ_SECONDS and
+# FUZZ_TARGETS narrow it.
 fuzz:
 	scripts/fuzz long
 

@@ -135,6 +135,14 @@ def test_tampered_chain() -> None:
             "metadata not UTF-8",
         ),
         (lambda h: h.update({"x-identity-\udcff": "1", "X-IDENTITY-\udcff": "2"}), "odd dup"),
+        # Found by fuzz_signed_fetch: a JSON reader that stops at NUL accepted the link, whose
+        # text (not UTF-8 after the NUL) then could not be handed back to Python.
+        (
+            lambda h: h.update(
+                {"x-identity-auth-chain-0": h["x-identity-auth-chain-0"] + "\0\udccc"}
+            ),
+            "NUL after a link",
+        ),
     ],
 )
 def test_malformed_requests(mutate: Any, why: str) -> None:

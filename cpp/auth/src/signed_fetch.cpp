@@ -88,7 +88,11 @@ std::optional<json> parse_object(std::string_view text, const char** why) {
     *why = "is nested deeper than 64 levels";
     return std::nullopt;
   }
-  json value = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  // nlohmann's reader ends the input at a NUL byte, so "{...}\0anything"
+  // would parse; JSON text never holds a raw NUL (in strings it is escaped).
+  json value = text.find('\0') != std::string_view::npos
+                   ? json(json::value_t::discarded)
+                   : json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (value.is_discarded()) {
     *why = "is not JSON";
     return std::nullopt;

@@ -94,6 +94,9 @@ TEST(SignedFetch, MalformedRequests) {
   h = valid();
   h[1].second = "{\"type\":\"\xff\"}";
   EXPECT_EQ(code(h), bad);  // invalid UTF-8
+  h = valid();
+  h[1].second = kEntity + std::string("\0\xcc", 2);
+  EXPECT_EQ(code(h), bad);  // a NUL ends nlohmann's input: what follows must not slip through
   for (const char* ts : {"", "12a", "-1", " 1748779200000", "12345678901234567"}) {
     h = valid();
     h[3].second = ts;

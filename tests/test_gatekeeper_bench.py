@@ -32,9 +32,10 @@ def test_bench_gatekeeper_smoke() -> None:
     assert sqlite["answer"]["adapter_prefix"].startswith("livekit:wss://")
     assert sqlite["answer"]["room"] == "main:scene-0-0"
     assert sqlite["bans_stored"] == 5 and sqlite["server_peak_rss_mib"] > 0
-    # The C++ load generator ran (one connection per answer while the server closes them)
-    # and both sides' CPU was measured.
-    assert 1 <= run["connections_opened"] <= 300
+    # The C++ load generator ran, on kept-alive connections (HTTP/1.1 keep-alive of the
+    # server's plain HTTP: one connection per request in flight), and both sides' CPU
+    # was measured.
+    assert 1 <= run["connections_opened"] <= data["concurrency"]
     assert sqlite["server_cpu_us_per_request"] > 0 and run["client_cpu_s"] >= 0
     # Then the open-loop run at a fixed rate, every request answered.
     paced = sqlite["at_rate"]

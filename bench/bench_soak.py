@@ -47,11 +47,26 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def status_ms(url: str) -> float:
+STATUS_TIMEOUT_S = 10.0
+
+
+def status_ms(url: str) -> float | None:
+    """One ``/status`` round trip in ms, or None when it failed or took over 10 s."""
     t0 = time.perf_counter()
-    with urllib.request.urlopen(url + "/status", timeout=10) as r:
-        r.read()
+    try:
+        with urllib.request.urlopen(url + "/status", timeout=STATUS_TIMEOUT_S) as r:
+            r.read()
+    except OSError:
+        return None
     return (time.perf_counter() - t0) * 1000
+
+
+def status_users(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url + "/status", timeout=STATUS_TIMEOUT_S) as r:
+            return int(json.load(r).get("userCount", 0))
+    except OSError:
+        return None
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -112,6 +127,7 @@ def main(argv: list[str]) -> int:
         t.start()
     series: list[dict[str, Any]] = []
     latencies: list[float] = []
+    status_failures = 0
     started = time.monotonic()
     last_cpu, last_t = cpu_s(realm.pid), started
     try:
@@ -119,16 +135,20 @@ def main(argv: list[str]) -> int:
             time.sleep(args.sample_s)
             now = time.monotonic()
             c = cpu_s(realm.pid)
-            lat = [status_ms(url) for _ in range(5)]
-            latencies += lat
-            with urllib.request.urlopen(url + "/status", timeout=10) as r:
-                users = json.load(r).get("userCount", 0)
+            probes = [status_ms(url) for _ in range(5)]
+            lat = [x for x in probes if x is not None]
+            failed = len(probes) - len(lat)
+            status_failures += failed
+            # a failed probe counts as the timeout in the percentiles
+            latencies += lat + [STATUS_TIMEOUT_S * 1000] * failed
+            users = status_users(url)
             series.append(
                 {
                     "t_s": round(now - started, 1),
                     "rss_kib": rss_kib(realm.pid),
                     "cpu_share": round((c - last_cpu) / (now - last_t), 3),
-                    "status_ms_max": round(max(lat), 2),
+                    "status_ms_max": round(max(lat), 2) if lat else None,
+                    "status_failures": failed,
                     "users": users,
                 }
             )
@@ -143,8 +163,14 @@ def main(argv: list[str]) -> int:
             lp.wait()
         for t in readers:
             t.join(timeout=5)
+        t_stop = time.monotonic()
         realm.terminate()
-        realm.wait(timeout=30)
+        try:
+            realm.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            realm.kill()
+            realm.wait()
+        stop_s = time.monotonic() - t_stop
     after_1min = [s for s in series if s["t_s"] >= 60]
     rss_1min = after_1min[0]["rss_kib"] if after_1min else 0
     rss_end = series[-1]["rss_kib"] if series else 0
@@ -154,7 +180,9 @@ def main(argv: list[str]) -> int:
         "sessions": args.sessions,
         "loaders": args.loaders,
         "rate_hz": args.rate,
-        "peak_users": max((s["users"] for s in series), default=0),
+        "peak_users": max((s["users"] or 0 for s in series), default=0),
+        "status_failures": status_failures,
+        "shutdown_s": round(stop_s, 2),
         "status_p50_ms": round(statistics.median(latencies), 2) if latencies else None,
         "status_p99_ms": round(pct(latencies, 0.99), 2),
         "cpu_share_mean": round(statistics.mean(s["cpu_share"] for s in series), 3)

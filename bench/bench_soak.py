@@ -39,6 +39,24 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def runqueue_wait_s(pid: int) -> float:
+    """Seconds the process's threads spent runnable but waiting for a CPU (schedstat).
+
+    On a shared machine this tells a slow answer caused by the realm from one caused by
+    the machine: a realm that waits for a core is starved, not stuck."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[1])
+            except OSError:  # the thread ended between listdir and open
+                continue
+    except OSError:
+        return 0.0
+    return total / 1e9
+
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -129,12 +147,13 @@ def main(argv: list[str]) -> int:
     latencies: list[float] = []
     status_failures = 0
     started = time.monotonic()
-    last_cpu, last_t = cpu_s(realm.pid), started
+    last_cpu, last_t, last_wait = cpu_s(realm.pid), started, runqueue_wait_s(realm.pid)
     try:
         while any(lp.poll() is None for lp in loaders):
             time.sleep(args.sample_s)
             now = time.monotonic()
             c = cpu_s(realm.pid)
+            w = runqueue_wait_s(realm.pid)
             probes = [status_ms(url) for _ in range(5)]
             lat = [x for x in probes if x is not None]
             failed = len(probes) - len(lat)
@@ -147,12 +166,13 @@ def main(argv: list[str]) -> int:
                     "t_s": round(now - started, 1),
                     "rss_kib": rss_kib(realm.pid),
                     "cpu_share": round((c - last_cpu) / (now - last_t), 3),
+                    "runqueue_wait_share": round((w - last_wait) / (now - last_t), 3),
                     "status_ms_max": round(max(lat), 2) if lat else None,
                     "status_failures": failed,
                     "users": users,
                 }
             )
-            last_cpu, last_t = c, now
+            last_cpu, last_t, last_wait = c, now, w
             print(json.dumps(series[-1]), file=sys.stderr, flush=True)
             if now - started > duration + 120:
                 break
@@ -186,6 +206,11 @@ def main(argv: list[str]) -> int:
         "status_p50_ms": round(statistics.median(latencies), 2) if latencies else None,
         "status_p99_ms": round(pct(latencies, 0.99), 2),
         "cpu_share_mean": round(statistics.mean(s["cpu_share"] for s in series), 3)
+        if series
+        else None,
+        "runqueue_wait_share_mean": round(
+            statistics.mean(s["runqueue_wait_share"] for s in series), 3
+        )
         if series
         else None,
         "rss_kib_at_1min": rss_1min,

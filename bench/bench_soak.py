@@ -100,7 +100,24 @@ def main(argv: list[str]) -> int:
     p.add_argument("--rate", type=float, default=1.0, help="heartbeats per session per second")
     p.add_argument("--sample-s", type=float, default=10.0)
     p.add_argument("--build-dir", default=str(ROOT / "build" / "bench"))
+    p.add_argument(
+        "--autogroup-nice",
+        type=int,
+        default=None,
+        help="set this session's scheduler autogroup nice (Linux, root) before starting: with "
+        "autogroups every terminal session shares the CPU equally whatever its processes' nice "
+        "values, so on a shared machine this is how the realm and its load get their share",
+    )
     args = p.parse_args(argv)
+    autogroup = None
+    if args.autogroup_nice is not None:
+        try:
+            with open("/proc/self/autogroup", "w") as f:
+                f.write(str(args.autogroup_nice))
+            with open("/proc/self/autogroup") as f:
+                autogroup = f.read().strip()
+        except OSError as e:
+            print(f"bench_soak: cannot set the autogroup nice: {e}", file=sys.stderr)
 
     load = build_load(Path(args.build_dir))
     port = free_port()
@@ -202,6 +219,8 @@ def main(argv: list[str]) -> int:
         "rate_hz": args.rate,
         "peak_users": max((s["users"] or 0 for s in series), default=0),
         "status_failures": status_failures,
+        "autogroup": autogroup,
+        "loadavg_end": open("/proc/loadavg").read().split()[:3],
         "shutdown_s": round(stop_s, 2),
         "status_p50_ms": round(statistics.median(latencies), 2) if latencies else None,
         "status_p99_ms": round(pct(latencies, 0.99), 2),

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from dclcomms.errors import SubjectError
 from dclcomms.http import status_document
 from dclcomms.nats.nodes import NodeStatus, check_node_id, status_subject
 from dclcomms.ws import HttpRequest, RoomMessage, Server, ServerConfig, metrics_text
+from dclcomms.shutdown import stop_on_signals
 
 _JSON = {"Content-Type": "application/json", "Access-Control-Allow-Origin": "*"}
 
@@ -147,18 +147,12 @@ async def serve(
                 taps.deliver(ev.room, ev.sender, ev.body, ev.unreliable, ev.received_ms, ev.scene)
 
     loop.add_reader(server.fileno(), drain)
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError):  # not the main thread
-            pass
     print(f"dclcomms rooms: listening on ws://{config.host}:{port}/rooms/<roomId>", flush=True)
     if ready is not None:
         ready.set()
     try:
-        await stop.wait()
+        with stop_on_signals(stop.set):  # none off the main thread: ``stop`` ends it there
+            await stop.wait()
     finally:
         if announcer is not None:
             announcer.cancel()
@@ -169,8 +163,6 @@ async def serve(
         if nc is not None:
             await nc.close()
         loop.remove_reader(server.fileno())
-        for sig in installed:
-            loop.remove_signal_handler(sig)
         await asyncio.to_thread(server.stop)
         print("dclcomms rooms: stopped", flush=True)
 

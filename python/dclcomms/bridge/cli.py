@@ -24,12 +24,12 @@ import contextlib
 import json
 import os
 import re
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from dclcomms.errors import BridgeError, ConfigError
+from dclcomms.shutdown import stop_on_signals
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNIT = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -224,22 +224,14 @@ async def serve(ns: argparse.Namespace, ready: asyncio.Event | None = None) -> N
 
     loop.add_reader(server.fileno(), drain)
     stop = asyncio.Event()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError):
-            pass
     print(f"dclcomms bridge: listening on ws://{ns.host}:{port}/bridge", flush=True)
     if ready is not None:
         ready.set()
     try:
-        await stop.wait()
+        with stop_on_signals(stop.set):  # none off the main thread: ``stop`` ends it there
+            await stop.wait()
     finally:
         loop.remove_reader(server.fileno())
-        for sig in installed:
-            loop.remove_signal_handler(sig)
         gateway.close()
         await link.aclose()
         await bus_pubsub.aclose()

@@ -248,23 +248,19 @@ def build_serve_parser() -> argparse.ArgumentParser:
 
 
 async def _serve(ns: argparse.Namespace) -> int:
-    import asyncio
-    import signal
-
     from dclcomms.gatekeeper.config import config_from_args
     from dclcomms.gatekeeper.server import GatekeeperServer
+    from dclcomms.shutdown import stop_on_signals
 
     config = config_from_args(ns)
     gk = GatekeeperServer(config, host=ns.host, port=ns.port)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, gk.request_stop)
-    try:
-        await gk.start()
-        print(f"dclcomms gatekeeper listening on {gk.url}", flush=True)
-        await gk.wait_stopped()
-    finally:
-        await gk.stop()
+    with stop_on_signals(gk.request_stop):
+        try:
+            await gk.start()
+            print(f"dclcomms gatekeeper listening on {gk.url}", flush=True)
+            await gk.wait_stopped()
+        finally:
+            await gk.stop()
     return 0
 
 

@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import logging
 import secrets
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -28,6 +27,7 @@ from dclcomms.nats.processes import (
     connect_pubsub,
 )
 from dclcomms.nats.pubsub import NatsPubSub
+from dclcomms.shutdown import stop_on_signals
 
 log = logging.getLogger("dclcomms.realm")
 
@@ -48,18 +48,14 @@ async def serve(config: RealmConfig, *, announce: bool = True) -> int:
     from dclcomms.realm.app import Realm
 
     realm = Realm(config)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, realm.request_stop)
-    try:
-        await realm.start()
-        if announce:
-            print(f"dclcomms realm listening on {realm.url}", flush=True)
-        await realm.wait_stopped()
-    finally:
-        await realm.stop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    with stop_on_signals(realm.request_stop):
+        try:
+            await realm.start()
+            if announce:
+                print(f"dclcomms realm listening on {realm.url}", flush=True)
+            await realm.wait_stopped()
+        finally:
+            await realm.stop()
     return 0
 
 
@@ -99,22 +95,18 @@ async def _run(
     pubsubs: list[NatsPubSub],
     announce: Callable[[list[Any]], str],
 ) -> int:
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     started: list[Any] = []
-    try:
-        started = await parts()
-        print(announce(started), flush=True)
-        await stop.wait()
-    finally:
-        for part in reversed(started):
-            await part.stop()
-        for ps in pubsubs:
-            await ps.aclose()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    with stop_on_signals(stop.set):
+        try:
+            started = await parts()
+            print(announce(started), flush=True)
+            await stop.wait()
+        finally:
+            for part in reversed(started):
+                await part.stop()
+            for ps in pubsubs:
+                await ps.aclose()
     return 0
 
 

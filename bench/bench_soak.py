@@ -79,6 +79,18 @@ def status_ms(url: str) -> float | None:
     return (time.perf_counter() - t0) * 1000
 
 
+def metric(url: str, name: str) -> float | None:
+    """One unlabelled gauge from ``/metrics`` (None when unanswered or absent)."""
+    try:
+        with urllib.request.urlopen(url + "/metrics", timeout=STATUS_TIMEOUT_S) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 def status_users(url: str) -> int | None:
     try:
         with urllib.request.urlopen(url + "/status", timeout=STATUS_TIMEOUT_S) as r:
@@ -100,6 +112,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--rate", type=float, default=1.0, help="heartbeats per session per second")
     p.add_argument("--sample-s", type=float, default=10.0)
     p.add_argument("--build-dir", default=str(ROOT / "build" / "bench"))
+    p.add_argument(
+        "--realm-arg",
+        action="append",
+        default=[],
+        help="an extra argument for the realm (repeat), e.g. --realm-arg=--map-replay-ticks=30",
+    )
     p.add_argument(
         "--autogroup-nice",
         type=int,
@@ -127,6 +145,7 @@ def main(argv: list[str]) -> int:
             *("--port", str(port), "--max-users", str(args.sessions * 2)),
             # every load session comes from 127.0.0.1 and they handshake in bursts
             *("--max-unauthenticated-per-ip", str(args.sessions)),
+            *args.realm_arg,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -187,6 +206,11 @@ def main(argv: list[str]) -> int:
                     "status_ms_max": round(max(lat), 2) if lat else None,
                     "status_failures": failed,
                     "users": users,
+                    # bounded by design: it fills for map_replay_ticks ticks (10 min by
+                    # default), a key frame of every peer each 30 ticks
+                    "map_replay_kib": (lambda b: None if b is None else round(b / 1024))(
+                        metric(url, "dcl_map_replay_bytes")
+                    ),
                 }
             )
             last_cpu, last_t, last_wait = c, now, w

@@ -244,7 +244,7 @@ def main(argv: list[str]) -> int:
         "peak_users": max((s["users"] or 0 for s in series), default=0),
         "status_failures": status_failures,
         "autogroup": autogroup,
-        "loadavg_end": open("/proc/loadavg").read().split()[:3],
+        "loadavg_end": Path("/proc/loadavg").read_text().split()[:3],
         "shutdown_s": round(stop_s, 2),
         "status_p50_ms": round(statistics.median(latencies), 2) if latencies else None,
         "status_p99_ms": round(pct(latencies, 0.99), 2),

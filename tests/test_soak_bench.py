@@ -20,8 +20,10 @@ BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_soak.py"
 
 def test_bench_soak_smoke() -> None:
     out = subprocess.run(
-        [sys.executable, str(BENCH), "--minutes", "0.1", "--sessions", "40", "--loaders", "2"]
-        + ["--sample-s", "2"],
+        [
+            *(sys.executable, str(BENCH), "--minutes", "0.1", "--sessions", "40"),
+            *("--loaders", "2", "--sample-s", "2"),
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -27,8 +27,8 @@ from dclcomms.config import SETTINGS, RealmConfig, add_arguments, config_from_ar
 from dclcomms.errors import SubjectError
 from dclcomms.http import status_document
 from dclcomms.nats.nodes import NodeStatus, check_node_id, status_subject
-from dclcomms.ws import HttpRequest, RoomMessage, Server, ServerConfig, metrics_text
 from dclcomms.shutdown import stop_on_signals
+from dclcomms.ws import HttpRequest, RoomMessage, Server, ServerConfig, metrics_text
 
 _JSON = {"Content-Type": "application/json", "Access-Control-Allow-Origin": "*"}
 

@@ -1016,10 +1016,12 @@ class NatsPubSub(PubSub):
             self._undecodable(f"island {changes[0][1].island_id!r} on {island!r}", wire_subject)
             return
         subs = [s for s in w.subs if not s.batch]
+        # (subscription, matches every address): the usual wildcard needs no match
+        every = [(s, s.pattern == "engine.peer.*.island_changed") for s in subs]
         for addr, msg in changes:
             subject = f"engine.peer.{addr}.island_changed"
-            for sub in subs:
-                if subject_matches(sub.pattern, subject):
+            for sub, all_ in every:
+                if all_ or subject_matches(sub.pattern, subject):
                     self._call(sub, subject, msg)
 
     def _on_membership(self, w: _Wire, wire_subject: str, island: str, data: bytes) -> None:

@@ -315,3 +315,54 @@ def test_split_gatekeeper_ban_sweep_closes_the_island_room(tmp_path: Path) -> No
             await runner.cleanup()
 
     run(body)
+
+
+def test_connector_ban_checks_read_the_snapshot_not_the_database(tmp_path: Path) -> None:
+    """The realm's in-process ban checks (every handshake, every sweep) answer from the
+    gatekeeper's snapshot while it is fresh: no database statement per session. A stale
+    snapshot (the database away for SNAPSHOT_TRUST_S) sends them to the database."""
+    import sqlalchemy as sa
+
+    from dclcomms.gatekeeper.app import SNAPSHOT_TRUST_S
+
+    banned_w, clean_w = Wallet(331), Wallet(332)
+
+    async def body() -> None:
+        async with Realm(config(tmp_path)) as realm:
+            gk = realm.gatekeeper
+            assert gk is not None and realm.bans is not None
+            await asyncio.to_thread(
+                gk.store.add_platform_ban, banned_w.address, banned_by="m", reason="x"
+            )
+            await gk.reload()
+            statements: list[str] = []
+
+            def count(_c: Any, _cur: Any, statement: str, *_a: Any) -> None:
+                # one address's ban looked up (not the poll, not the periodic snapshot)
+                if "user_bans.banned_address = " in statement:
+                    statements.append(statement)
+
+            sa.event.listen(gk.store.engine, "before_cursor_execute", count)
+            try:
+                clean = ArchipelagoClient(332)
+                await clean.connect(f"ws://127.0.0.1:{realm.port}")
+                assert await clean.handshake() == clean_w.address
+                refused = ArchipelagoClient(331)
+                await refused.connect(f"ws://127.0.0.1:{realm.port}")
+                await refused.handshake(expect_welcome=False)
+                assert (await refused.closed(timeout=3.0)).code == 4005
+                await realm.bans.sweep()
+                assert await gk.is_platform_banned(banned_w.address.upper().replace("0X", "0x"))
+                assert statements == []
+                gk.snapshot_at -= SNAPSHOT_TRUST_S + 1  # stale: the database answers
+                assert await gk.is_platform_banned(banned_w.address)
+                assert not await gk.is_platform_banned(clean_w.address)
+                assert len(statements) == 2
+            finally:
+                sa.event.remove(gk.store.engine, "before_cursor_execute", count)
+            await clean.heartbeat(8.0, 0.0, 8.0)
+            assert (await clean.island())["connStr"]
+            for x in (clean, refused):
+                await x.close()
+
+    run(body)

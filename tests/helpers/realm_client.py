@@ -69,6 +69,14 @@ class Wallet:
 CLOSING = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
 
 
+def _close_code(ws: aiohttp.ClientWebSocketResponse, msg: aiohttp.WSMessage) -> int | None:
+    """The code the server closed with: the CLOSE frame's own (aiohttp overwrites
+    ``ws.close_code`` with 1006 when its close reply meets an already-closed socket)."""
+    if msg.type == aiohttp.WSMsgType.CLOSE and isinstance(msg.data, int):
+        return msg.data
+    return ws.close_code
+
+
 class Closed(Exception):
     def __init__(self, code: int | None, reason: str) -> None:
         super().__init__(f"closed {code} {reason!r}")
@@ -105,7 +113,7 @@ class _Socket:
             out: dict[str, Any] = codec.decode(self.packet_type, msg.data, including_defaults=True)
             return out
         if msg.type in CLOSING:
-            raise Closed(self.ws.close_code, str(msg.extra or ""))
+            raise Closed(_close_code(self.ws, msg), str(msg.extra or ""))
         raise AssertionError(f"unexpected frame {msg.type}")
 
     async def expect(self, kind: str, timeout: float = 5.0, **match: Any) -> dict[str, Any]:
@@ -130,7 +138,7 @@ class _Socket:
                         return p
                     kept.append(p)
                 elif msg.type in CLOSING:
-                    raise Closed(self.ws.close_code, str(msg.extra or ""))
+                    raise Closed(_close_code(self.ws, msg), str(msg.extra or ""))
         finally:
             self.inbox[:0] = kept
 
@@ -146,7 +154,7 @@ class _Socket:
             if msg.type == aiohttp.WSMsgType.BINARY:
                 self.inbox.append(codec.decode(self.packet_type, msg.data, including_defaults=True))
             elif msg.type in CLOSING:
-                return Closed(self.ws.close_code, str(msg.extra or ""))
+                return Closed(_close_code(self.ws, msg), str(msg.extra or ""))
 
     async def close(self) -> None:
         if self.ws is not None:
@@ -231,7 +239,7 @@ class BusClient(ArchipelagoClient):
             if msg.type == aiohttp.WSMsgType.TEXT:
                 self.frames.append(json.loads(msg.data))
             elif msg.type in CLOSING:
-                raise Closed(self.ws.close_code, str(msg.extra or ""))
+                raise Closed(_close_code(self.ws, msg), str(msg.extra or ""))
             else:
                 raise AssertionError(f"unexpected frame {msg.type}")
 

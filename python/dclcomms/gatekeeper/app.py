@@ -53,6 +53,10 @@ EXPLORER_SIGNER = "dcl:explorer"
 PREVIEW_REALMS = ("localpreview", "preview")
 MAX_SPEAK_REQUESTS = 100
 WEBHOOK_REFRESH_S = 60.0
+#: the in-memory snapshot answers the connector's ban checks while younger than this; an
+#: older one (the database unreachable that long) sends them to the database (archipelago.md
+#: 1.5: no verdict younger than 10 min and no answer -> close 1013)
+SNAPSHOT_TRUST_S = 600.0
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _TOKEN_RE = re.compile(r"(access_token=|\"token\":\s*\")[A-Za-z0-9._-]+")
 
@@ -164,6 +168,7 @@ class Gatekeeper:
         # counter moves (writes of other processes sharing the database, polled every
         # change_poll_s) and every snapshot_interval_s.
         self.snapshot: Snapshot | None = None
+        self.snapshot_at = 0.0  # time.monotonic() of the last successful load
         self.snapshot_interval_s = 5.0
         self.change_poll_s = config.change_poll_ms / 1000
         self._snapshot_lock = asyncio.Lock()
@@ -283,7 +288,7 @@ class Gatekeeper:
         async with self._snapshot_lock:
             old = self.snapshot
             new: Snapshot = await self._db(self.store.snapshot)
-            self.snapshot = new
+            self.snapshot, self.snapshot_at = new, time.monotonic()
         if old is None:
             return set()
         return await self._apply_changes(old, new)
@@ -719,8 +724,17 @@ class Gatekeeper:
         return json_response({"data": [b.to_json() for b in bans]})
 
     async def is_platform_banned(self, address: str) -> bool:
-        """For the realm's connector (in-process ban checks)."""
-        return await self._db(self.store.platform_ban, address) is not None
+        """For the realm's connector (in-process checks at handshake and every sweep): the
+        in-memory snapshot while it is fresh (the change-counter poll keeps it current and
+        kicks what it finds newly banned itself), so sessions cost no database round trip;
+        the database when the snapshot is older than ``SNAPSHOT_TRUST_S`` (a failing
+        lookup raises: the connector closes 1013, fail closed)."""
+        a = address.lower()
+        snap = self.snapshot
+        if snap is not None and time.monotonic() - self.snapshot_at < SNAPSHOT_TRUST_S:
+            exp = snap.platform.get(a, 0)
+            return exp is None or exp > now_ms()
+        return await self._db(self.store.platform_ban, a) is not None
 
     # --- scene admins and scene bans ---------------------------------------------------
 

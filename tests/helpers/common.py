@@ -57,8 +57,17 @@ def realm_config(**kw: Any) -> RealmConfig:
 
 
 def run(test: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
-    """Runs the coroutine function ``test`` in a fresh event loop, failing after ``timeout`` s."""
-    asyncio.run(asyncio.wait_for(test(), timeout))
+    """Runs the coroutine function ``test`` in a fresh event loop, failing after ``timeout`` s;
+    the realm clients (tests.helpers.realm_client) it left open are closed before the loop."""
+    from tests.helpers.realm_client import close_leftovers
+
+    async def main() -> None:
+        try:
+            await asyncio.wait_for(test(), timeout)
+        finally:
+            await close_leftovers()
+
+    asyncio.run(main())
 
 
 def stop_process(p: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:

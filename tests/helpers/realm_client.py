@@ -84,6 +84,16 @@ class Closed(Exception):
         self.reason = reason
 
 
+#: Clients with an open session; :func:`close_leftovers` closes them when a test's coroutine
+#: ends (a test that fails half way, or does not close a client it is done with).
+_OPEN: set[_Socket] = set()
+
+
+async def close_leftovers() -> None:
+    while _OPEN:
+        await _OPEN.pop().close()
+
+
 class _Socket:
     def __init__(self, packet_type: str) -> None:
         self.packet_type = packet_type
@@ -93,6 +103,7 @@ class _Socket:
 
     async def open(self, url: str) -> None:
         self.session = aiohttp.ClientSession()
+        _OPEN.add(self)
         self.ws = await self.session.ws_connect(url, autoping=True, max_msg_size=1 << 22)
 
     async def send(self, message: dict[str, Any], type_name: str | None = None) -> None:
@@ -157,6 +168,7 @@ class _Socket:
                 return Closed(_close_code(self.ws, msg), str(msg.extra or ""))
 
     async def close(self) -> None:
+        _OPEN.discard(self)
         if self.ws is not None:
             await self.ws.close()
         if self.session is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -19,6 +20,8 @@ def test_there_are_at_least_three_notebooks_stored_without_outputs() -> None:
         nb = nbformat.read(path, as_version=4)
         nbformat.validate(nb)
         assert nb.metadata["kernelspec"]["name"] == "python3", path.name
+        # every cell stored with its id (nbformat 4.5; a missing one warns, later fails)
+        assert all(c.get("id") for c in json.loads(path.read_text())["cells"]), path.name
         for cell in nb.cells:
             if cell.cell_type == "code":
                 assert not cell.outputs and cell.execution_count is None, f"{path.name}: outputs"

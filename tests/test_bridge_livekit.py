@@ -119,3 +119,79 @@ def test_injection_joins_as_the_server_identity_data_only() -> None:
         await link.aclose()
 
     asyncio.run(body())
+
+
+def test_realm_with_a_livekit_gatekeeper_reads_and_writes_its_scene_rooms_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A realm whose gatekeeper is configured with LiveKit serves scene rooms on LiveKit:
+    the embedded bridge routes scene subscriptions and injections to the LiveKit link (room
+    named by the gatekeeper, SCENE_ROOM_PREFIX included), island rooms stay built-in."""
+    from dclcomms import codec
+    from dclcomms.bridge import BridgeClient, MemoryKeyStore
+    from dclcomms.bridge.links import SceneRoutedLink
+    from dclcomms.config import RealmConfig
+    from dclcomms.realm import Realm
+
+    monkeypatch.setenv("SCENE_ROOM_PREFIX", "scene-")
+
+    async def body() -> None:
+        keys = MemoryKeyStore()
+        key, _ = keys.create("doors", ["scene:main:bafyscene1", "island:*"])
+        cfg = RealmConfig(
+            host="127.0.0.1",
+            port=0,
+            log_format="text",
+            log_level="WARNING",
+            bridge=True,
+            livekit_host="lk.example.org",
+            livekit_api_key=KEY,
+            livekit_api_secret=SECRET,
+        )
+        realm = await Realm(cfg, bridge_keys=keys).start()
+        try:
+            assert realm.bridge is not None and isinstance(realm.bridge.link, SceneRoutedLink)
+            lk = realm.bridge.link.scenes
+            assert isinstance(lk, LiveKitRoomLink)
+            rooms: list[StandInRoom] = []
+            lk.room_factory = lambda: rooms.append(StandInRoom()) or rooms[-1]
+            async with BridgeClient(f"ws://127.0.0.1:{realm.port}/bridge", key=key) as s:
+                sub = await s.subscribe("scene", "main:bafyscene1")
+                assert sub.room == "scene-main:bafyscene1"
+                for _ in range(100):
+                    if rooms:
+                        break
+                    await asyncio.sleep(0.02)
+                reader = rooms[0]
+                c = claims(reader.token)
+                assert (c.identity, c.video.room) == ("bridge:reader", "scene-main:bafyscene1")
+                assert c.video.hidden and not c.video.can_publish_data
+                packet = codec.encode(codec.RFC4_PACKET, {"chat": {"message": "hi"}})
+                reader.handlers["data_received"](
+                    rtc.DataPacket(packet, rtc.DataPacketKind.KIND_RELIABLE, Participant("0xa1"))
+                )
+                msg = await sub.get(5)
+                assert (msg.sender, msg.room, msg.kind) == (
+                    "0xa1",
+                    "scene-main:bafyscene1",
+                    "scene",
+                )
+                assert msg.packet == {"chat": {"message": "hi"}}
+                await sub.send(packet)
+                for _ in range(100):
+                    if len(rooms) > 1 and rooms[1].published:
+                        break
+                    await asyncio.sleep(0.02)
+                injector = rooms[1]
+                assert claims(injector.token).identity == "server:doors"
+                assert injector.published == [(packet, True)]
+                # an island stays a built-in room: tapped on the realm's server, no LiveKit
+                await s.subscribe("island", "I1")
+                assert len(rooms) == 2
+                assert realm.server.stats()["bridge"]["taps"] == 1
+            await asyncio.sleep(0.05)
+            assert reader.disconnected and injector.disconnected  # untapped and released
+        finally:
+            await realm.stop()
+
+    asyncio.run(asyncio.wait_for(body(), 60))

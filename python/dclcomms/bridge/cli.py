@@ -171,6 +171,13 @@ async def serve(ns: argparse.Namespace, ready: asyncio.Event | None = None) -> N
         keys.close()
         raise ConfigError(f"cannot connect to NATS {ns.nats}: {e!r}", code="bad_value") from e
     bus = PubSubBusLink(bus_pubsub)
+    # the gatekeeper's scene rooms are LiveKit rooms when it is configured with LiveKit
+    # (LIVEKIT_HOST, LIVEKIT_API_KEY, LIVEKIT_API_SECRET): read and written there
+    from dclcomms.bridge.links import SceneRoutedLink
+    from dclcomms.bridge.livekit import scene_room_link
+
+    livekit = scene_room_link(gconf)
+    room_link: Any = link if livekit is None else SceneRoutedLink(link, livekit)
     server = ws.Server(
         ws.ServerConfig(host=ns.host, port=ns.port, connector=False, rooms=False, bridge=True)
     )
@@ -186,7 +193,7 @@ async def serve(ns: argparse.Namespace, ready: asyncio.Event | None = None) -> N
 
     gateway = BridgeGateway(
         server,
-        link,
+        room_link,
         registry,
         keys=keys,
         names=RoomNames(gconf.scene_room_prefix, gconf.world_room_prefix),
@@ -234,6 +241,8 @@ async def serve(ns: argparse.Namespace, ready: asyncio.Event | None = None) -> N
         loop.remove_reader(server.fileno())
         gateway.close()
         await link.aclose()
+        if livekit is not None:
+            await livekit.aclose()
         await bus_pubsub.aclose()
         with contextlib.suppress(Exception):
             await nc.drain()

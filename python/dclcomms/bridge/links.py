@@ -98,4 +98,41 @@ class LocalRoomLink:
             self.on_message(room, sender, body, unreliable, ts, scene)
 
 
-__all__ = ["LocalRoomLink", "RoomHandler", "RoomKey", "RoomLink", "TapOwners"]
+class SceneRoutedLink:
+    """Island rooms through one link, scene rooms through another: the gatekeeper's scene
+    rooms are LiveKit rooms when it is configured with LiveKit
+    (:class:`~dclcomms.bridge.livekit.LiveKitRoomLink`, same room names), while the
+    island rooms stay the built-in ones (:class:`LocalRoomLink` or NATS)."""
+
+    def __init__(self, islands: RoomLink, scenes: RoomLink) -> None:
+        self.islands = islands
+        self.scenes = scenes
+        self.on_message: RoomHandler | None = None
+        islands.on_message = self._from_islands
+        scenes.on_message = self._from_scenes
+
+    def _from_islands(
+        self, room: str, sender: str, body: bytes, unreliable: bool, ts: int, scene: bool = False
+    ) -> None:
+        if self.on_message is not None and not scene:
+            self.on_message(room, sender, body, unreliable, ts, False)
+
+    def _from_scenes(
+        self, room: str, sender: str, body: bytes, unreliable: bool, ts: int, scene: bool = True
+    ) -> None:
+        if self.on_message is not None:
+            self.on_message(room, sender, body, unreliable, ts, True)
+
+    def tap(self, room: str, on: bool, scene: bool = False) -> None:
+        (self.scenes if scene else self.islands).tap(room, on, scene)
+
+    def inject(
+        self, room: str, identity: str, body: bytes, unreliable: bool, scene: bool = False
+    ) -> None:
+        (self.scenes if scene else self.islands).inject(room, identity, body, unreliable, scene)
+
+    def release(self, room: str, identity: str, scene: bool = False) -> None:
+        (self.scenes if scene else self.islands).release(room, identity, scene)
+
+
+__all__ = ["LocalRoomLink", "RoomHandler", "RoomKey", "RoomLink", "SceneRoutedLink", "TapOwners"]

@@ -184,4 +184,23 @@ def _is_lossy(kind: Any) -> bool:
         return False
 
 
-__all__ = ["LiveKitRoomLink"]
+def scene_room_link(config: Any) -> LiveKitRoomLink | None:
+    """The link to the gatekeeper's scene rooms when they are LiveKit rooms (``config``: a
+    :class:`~dclcomms.gatekeeper.config.GatekeeperConfig` with ``livekit_host``, key and
+    secret), else None (the built-in ``/scene-rooms/``). Without LiveKit's realtime SDK
+    (``dclcomms[livekit]``) it logs an error and returns None: scene subscriptions then
+    see nothing."""
+    if not config.livekit_enabled:
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("livekit.rtc") is None:
+        log.error(
+            "the gatekeeper's scene rooms are LiveKit rooms but LiveKit's realtime SDK is not "
+            "installed (pip install dclcomms[livekit]): the bridge cannot reach them"
+        )
+        return None
+    return LiveKitRoomLink(config.livekit_host, config.livekit_api_key, config.livekit_api_secret)
+
+
+__all__ = ["LiveKitRoomLink", "scene_room_link"]

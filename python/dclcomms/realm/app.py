@@ -99,6 +99,7 @@ class Realm:
         self._bridge_keys: Any = None
         self._bridge_store: Any = None
         self._bridge_authority: Any = None
+        self._bridge_livekit: Any = None  # LiveKitRoomLink: the gatekeeper's LiveKit scene rooms
         self.stats: Stats | None = None
         self.map: MapFeed | None = None
         self.transports: Transports | None = None
@@ -345,9 +346,17 @@ class Realm:
         if args["names"] is None:
             args["names"] = RoomNames(gconf.scene_room_prefix, gconf.world_room_prefix)
         self.bridge_link = LocalRoomLink(self.server, taps)
+        link: Any = self.bridge_link
+        if gk is not None:  # its scene rooms are LiveKit's when it is configured with LiveKit
+            from dclcomms.bridge.links import SceneRoutedLink
+            from dclcomms.bridge.livekit import scene_room_link
+
+            self._bridge_livekit = scene_room_link(gk.config)
+            if self._bridge_livekit is not None:
+                link = SceneRoutedLink(self.bridge_link, self._bridge_livekit)
         self.bridge = BridgeGateway(
             self.server,
-            self.bridge_link,
+            link,
             self.registry,
             spawn=self._spawn_task,
             bus=PubSubBusLink(self.pubsub),  # the /bus's global topics, on the realm's pub/sub
@@ -355,6 +364,9 @@ class Realm:
         )
 
     async def _close_bridge_parts(self) -> None:
+        if self._bridge_livekit is not None:
+            await self._bridge_livekit.aclose()
+            self._bridge_livekit = None
         if self._bridge_authority is not None:
             await self._bridge_authority.close()
             self._bridge_authority = None

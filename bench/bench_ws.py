@@ -2,7 +2,8 @@
 
 The server runs in its own process (``--serve``: a ``dclcomms.ws.Server``
 drained by an asyncio loop, as in ``dclcomms rooms``/the realm); the load is
-``bench/ws_load.cpp`` (C++, one asio thread, real secp256k1 identities), built
+``bench/ws_load.cpp`` (C++, one thread, real secp256k1 identities; rooms on raw
+epoll sockets, so the load costs less per delivery than the server), built
 here with CMake into ``build/bench``. Server CPU comes from /proc/<pid>/stat,
 RSS from /proc/<pid>/status. Prints one JSON document: per scenario the median
 of the repetitions, plus every run.
@@ -94,8 +95,13 @@ class ServerProc:
         assert self.proc.stdout.readline().strip() == "ready"
 
     def cpu_s(self) -> float:
+        user, system = self.cpu_split_s()
+        return user + system
+
+    def cpu_split_s(self) -> tuple[float, float]:
+        """(user, system) CPU seconds of the server process so far."""
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
     def rss_kib(self) -> tuple[int, int]:
         status = dict(
@@ -134,18 +140,18 @@ def run_load(load: Path, srv: ServerProc | None, port: int, **kw: Any) -> dict[s
         args += [f"--{k}", str(v)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
-    cpu0 = t0 = 0.0
+    user0 = sys0 = t0 = 0.0
     result: dict[str, Any] = {}
     for line in proc.stdout:
         doc = json.loads(line)
         if doc.get("event") == "measuring" and srv is not None:
-            cpu0, t0 = srv.cpu_s(), time.monotonic()
+            (user0, sys0), t0 = srv.cpu_split_s(), time.monotonic()
         elif "mode" in doc:
             result = doc
             if srv is not None and t0:
-                result["server_cpu_share"] = round(
-                    (srv.cpu_s() - cpu0) / (time.monotonic() - t0), 3
-                )
+                (user1, sys1), elapsed = srv.cpu_split_s(), time.monotonic() - t0
+                result["server_cpu_share"] = round((user1 + sys1 - user0 - sys0) / elapsed, 3)
+                result["server_sys_share"] = round((sys1 - sys0) / elapsed, 3)
     assert proc.wait(timeout=600) == 0 and result, "ws_load failed"
     return result
 
@@ -172,9 +178,16 @@ def rooms_run(
         per_s = max(r["delivered_per_s"], 1.0)
         r["server_cpu_us_per_delivery"] = round(r["server_cpu_share"] * 1e6 / per_s, 3)
         r["client_cpu_us_per_delivery"] = round(r["client_cpu_share"] * 1e6 / per_s, 3)
-        st = srv.stats()["stats"]["rooms"]
+        stats = srv.stats()["stats"]
+        st = stats["rooms"]
         r["server_unreliable_dropped"] = st["unreliable_dropped"]
         r["server_closed_slow"] = st["closed_slow"]
+        # Frames per socket write (whole run, setup included): what corking achieved.
+        if "socket_writes" in stats["server"]:
+            sv = stats["server"]
+            writes = sv["socket_writes"] + sv["writes_handed_over"]
+            r["server_frames_per_write"] = round(sv["frames_flushed"] / max(writes, 1), 2)
+            r["server_flushes_deferred"] = sv["flushes_deferred"]
         return r
     finally:
         srv.close()

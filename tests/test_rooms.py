@@ -23,6 +23,7 @@ from dclcomms.ws import RoomMessage, Server, ServerConfig
 from tests.helpers.ws_wire import (
     Identity,
     RawWs,
+    client_frame,
     decode_ws,
     recv_bin,
     recv_close,
@@ -610,6 +611,59 @@ async def test_burst_coalesced_per_turn_arrives_whole_and_in_order(rng: random.R
             st = server.stats()["rooms"]
             assert st["updates_delivered"] - delivered0 == 2 * len(bodies)
             assert st["unreliable_dropped"] == 0 and st["closed_slow"] == 0
+
+
+@run_async
+async def test_client_pings_answered_in_order_with_updates(rng: random.Random) -> None:
+    """A client's ping is answered through the session's own send path (the corked writes):
+    each pong carries its ping's payload, pongs and updates interleave on one socket, and
+    both arrive whole and in order."""
+    with serving() as server:
+        async with aiohttp.ClientSession() as s:
+            a, _ = await room_handshake(s, server.port, "pp", Identity.random(rng))
+            raw = await RawWs.connect(server.port, "/rooms/pp")
+            await raw.handshake_room(Identity.random(rng))
+            assert decode_ws(await recv_bin(a))[0] == "peer_join"
+            for i in range(3):
+                await a.send_bytes(ws_update(bytes([i])))
+                raw.writer.write(client_frame(b"p" + bytes([i]), opcode=9))  # a ping
+                await raw.writer.drain()
+            got: list[tuple[int, bytes]] = []
+            while len(got) < 6:
+                op, data = await raw.recv()
+                got.append((op, data if op == 10 else decode_ws(data)[1]["body"]))
+            assert [d for op, d in got if op == 10] == [b"p\x00", b"p\x01", b"p\x02"]
+            assert [d for op, d in got if op == 2] == [b"\x00", b"\x01", b"\x02"]
+            raw.close()
+
+
+@run_async
+async def test_receiver_with_full_socket_gets_everything_in_order(rng: random.Random) -> None:
+    """A receiver that stops reading fills its socket: what the socket does not take waits in
+    the server's queue and later frames queue behind it. Once it reads again it gets every
+    update whole and in order (below the hard limit nothing is dropped or closed)."""
+    with serving(rooms_hard_limit_bytes=64 << 20, rooms_soft_limit_bytes=32 << 20) as server:
+        async with aiohttp.ClientSession() as s:
+            a, _ = await room_handshake(s, server.port, "full", Identity.random(rng))
+            slow = await RawWs.connect(server.port, "/rooms/full", rcvbuf=4096)
+            await slow.handshake_room(Identity.random(rng))
+            assert decode_ws(await recv_bin(a))[0] == "peer_join"
+            body = rng.randbytes(3000)
+            n = 600  # ~1.8 MB: far over what a 4 KiB window and the send buffer hold
+            for i in range(n):
+                await a.send_bytes(ws_update(i.to_bytes(4, "big") + body))
+            while server.stats()["rooms"]["updates_received"] < n:
+                await asyncio.sleep(0.05)
+            got = []
+            while len(got) < n:
+                op, data = await slow.recv()
+                kind, upd = decode_ws(data)
+                assert op == 2 and kind == "peer_update" and upd["body"][4:] == body
+                got.append(int.from_bytes(upd["body"][:4], "big"))
+            assert got == list(range(n))
+            st = server.stats()["rooms"]
+            assert st["closed_slow"] == 0 and st["unreliable_dropped"] == 0
+            slow.close()
 
 
 @run_async

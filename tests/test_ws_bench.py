@@ -33,7 +33,7 @@ def test_bench_ws_quick() -> None:
         assert m["failed"] == 0 and m["closed"] == 0, name
         if name.startswith("rooms_"):
             assert m["delivered_per_s"] > 0 and m["p99_us"] >= m["p50_us"] > 0, name
-            assert m["server_closed_slow"] == 0, name
+            assert m["server_closed_slow"] == 0 and m["lost"] == 0, name
         elif "handshakes" in name:
             assert m["welcomed"] == m["clients"] and m["handshakes_per_s"] > 0
         else:

@@ -98,6 +98,12 @@ void Hub::pong(const void* key) {
   if (SessionPtr s = find(key)) s->last_rx_ms = env_.unix_ms();
 }
 
+Link* Hub::link_of(const void* key) const {
+  auto it = sessions_.find(key);
+  return it == sessions_.end() || it->second->stage == Stage::Closed ? nullptr
+                                                                     : it->second->link.get();
+}
+
 void Hub::closed(const void* key, int local_close_code) {
   auto it = sessions_.find(key);
   if (it == sessions_.end()) return;

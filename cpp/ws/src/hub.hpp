@@ -214,6 +214,8 @@ class Hub {
             const std::string& query);
   void message(const void* key, FrameType type, std::string data);
   void pong(const void* key);
+  // The link of a connection's session (nullptr: none, or already closed).
+  Link* link_of(const void* key) const;
   // The connection is gone. local_close_code: the close code the endpoint
   // sent on its own (1009 frame too big, 1007 text not UTF-8), else 0.
   void closed(const void* key, int local_close_code);

@@ -6,9 +6,13 @@
 
 #include <sys/eventfd.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <chrono>
 
 #include "dclcomms/error.hpp"
@@ -23,59 +27,94 @@ using detail::Hdl;
 using detail::MessagePtr;
 using Message = websocketpp::config::asio::message_type;
 
-// A ready-to-write frame: header and payload built once, flagged prepared so
-// websocketpp queues this very message (no copy, no re-framing) on every
-// connection it is sent to. Server frames are never masked, so one buffer is
-// valid for every receiver.
-class WsppFrame final : public OutFrame {
+// A ready-to-write frame: the WebSocket header and the payload in one buffer,
+// built once. Server frames are never masked, so every receiver's write
+// points at the same bytes (a room broadcast encodes and allocates once).
+class WireFrame final : public OutFrame {
  public:
-  WsppFrame(std::string payload, FrameType type)
-      : msg_(Message::con_msg_man_ptr{}, static_cast<websocketpp::frame::opcode::value>(type), 0) {
-    msg_.set_header(frame_header(static_cast<uint8_t>(type), payload.size()));
-    msg_.get_raw_payload() = std::move(payload);
-    msg_.set_prepared(true);
+  WireFrame(std::string_view payload, uint8_t opcode) : payload_size_(payload.size()) {
+    std::string header = frame_header(opcode, payload.size());
+    bytes_.reserve(header.size() + payload.size());
+    bytes_ += header;
+    bytes_ += payload;
   }
-  size_t size() const noexcept override { return msg_.get_payload().size(); }
-  // Header + payload bytes on the wire, and appending them to out.
-  static size_t wire_size(const FramePtr& frame) {
-    const auto& m = static_cast<const WsppFrame&>(*frame).msg_;
-    return m.get_header().size() + m.get_payload().size();
-  }
-  static void append_wire(const FramePtr& frame, std::string& out) {
-    const auto& m = static_cast<const WsppFrame&>(*frame).msg_;
-    out += m.get_header();
-    out += m.get_payload();
-  }
-  // The message, sharing ownership with the frame. websocketpp only reads a
-  // prepared message (header, payload, flags), so handing out a mutable
-  // pointer to this immutable frame is safe.
-  static MessagePtr message(const FramePtr& frame) {
-    const auto& f = static_cast<const WsppFrame&>(*frame);
-    return MessagePtr(frame, const_cast<Message*>(&f.msg_));
+  size_t size() const noexcept override { return payload_size_; }
+  static std::string_view wire(const FramePtr& frame) {
+    return static_cast<const WireFrame&>(*frame).bytes_;
   }
 
  private:
-  Message msg_;
+  std::string bytes_;  // header + payload
+  size_t payload_size_;
+};
+
+constexpr uint8_t kPing = 0x9, kPong = 0xA;
+
+// Bytes handed to websocketpp's write queue and not yet written (shared with
+// the messages that carry them, which may outlive the link).
+struct Handed {
+  std::atomic<size_t> messages{0};
+  std::atomic<size_t> bytes{0};
+};
+
+// A message for websocketpp's queue that reports its own release (websocketpp
+// drops its last reference once the bytes are written, or with the
+// connection) to the link's Handed counters.
+struct TrackedMessage {
+  TrackedMessage(std::shared_ptr<Handed> h, std::string bytes)
+      : msg(Message::con_msg_man_ptr{}, websocketpp::frame::opcode::binary, 0),
+        handed(std::move(h)),
+        n(bytes.size()) {
+    msg.get_raw_payload() = std::move(bytes);
+    msg.set_prepared(true);  // empty header: the payload is whole frames
+    handed->bytes.fetch_add(n, std::memory_order_relaxed);
+    handed->messages.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~TrackedMessage() {
+    handed->bytes.fetch_sub(n, std::memory_order_relaxed);
+    handed->messages.fetch_sub(1, std::memory_order_release);
+  }
+  TrackedMessage(const TrackedMessage&) = delete;
+  TrackedMessage& operator=(const TrackedMessage&) = delete;
+  Message msg;
+  std::shared_ptr<Handed> handed;
+  size_t n;
 };
 
 }  // namespace
 
 // One websocketpp connection as the hub's Link; its stage timer runs on the
-// I/O threads and fires under the server's state lock.
+// I/O threads and fires under the shard's lock.
 //
 // Corking: send() only appends the frame to this link's cork; the link joins
-// the server's dirty list and one flush per I/O loop turn (a task posted when
+// the shard's dirty list and one flush per I/O loop turn (a task posted when
 // the list becomes non-empty, so it runs after the socket handlers already
-// due in this turn) hands each dirty link's frames to websocketpp as ONE
-// message: the shared prepared frame itself when there is one, else the
-// frames' bytes (header + payload each) concatenated, so websocketpp queues,
-// dispatches and writes once per socket per turn instead of once per frame.
-// close() flushes first (frames queued before a close go out before it).
+// due in this turn) writes each dirty link's frames with ONE sendmsg (a
+// gather of the shared frames' bytes) straight to the socket. What the socket
+// does not take (a full send buffer) goes to websocketpp's write queue as one
+// message, and every later flush follows it there until websocketpp has
+// written it all (Handed), so bytes leave in order; websocketpp then writes
+// when the socket drains. close() flushes first (frames queued before a close
+// go out before it).
+//
+// Writing beside websocketpp is safe because websocketpp writes nothing of
+// its own to an open connection while we hold no bytes in its queue: pongs
+// and pings go through the cork too (the ping handler answers through the
+// link), and its close frames follow a state change to closing, after which
+// nothing is written here. (With several I/O threads a close that websocketpp
+// starts on another thread, a client's close or a protocol error, can race
+// one flush of this connection: its close frame then lands between or after
+// our frames, on a connection that is closing anyway.)
 class WsppLink final : public Link {
  public:
   using Shard = Server::Impl::Shard;
   WsppLink(Server::Impl& server, Shard& shard, ConnPtr con)
-      : server_(server), shard_(shard), con_(std::move(con)), timer_(server.ep_.get_io_service()) {}
+      : server_(server),
+        shard_(shard),
+        con_(std::move(con)),
+        fd_(con_->get_raw_socket().native_handle()),
+        timer_(server.ep_.get_io_service()),
+        handed_(std::make_shared<Handed>()) {}
   ~WsppLink() override {
     if (!cork_.empty()) server_.undirty(shard_, this);
   }
@@ -94,10 +133,14 @@ class WsppLink final : public Link {
     con_->close(static_cast<websocketpp::close::status::value>(code), reason, ec);
   }
   void ping() override {
-    websocketpp::lib::error_code ignored;
-    con_->ping("", ignored);
+    static const FramePtr ping = std::make_shared<const WireFrame>("", kPing);
+    send(ping);
   }
-  size_t buffered_amount() const override { return con_->get_buffered_amount() + cork_bytes_; }
+  // Answers a client's ping (payload at most 125 bytes: websocketpp checks).
+  void pong(const std::string& payload) { send(std::make_shared<const WireFrame>(payload, kPong)); }
+  size_t buffered_amount() const override {
+    return cork_bytes_ + handed_->bytes.load(std::memory_order_relaxed);
+  }
   void arm_timer(int64_t ms, std::function<void()> fire) override {
     timer_.expires_after(std::chrono::milliseconds(ms));
     Shard* shard = &shard_;
@@ -110,48 +153,128 @@ class WsppLink final : public Link {
   void cancel_timer() override { timer_.cancel(); }
   void authenticated() override { server_.authenticated(con_.get()); }
 
-  // Hands the cork to websocketpp (the caller took this link off the dirty
-  // list). invalid_state (the socket is already closing) drops it.
+  // Writes the cork (the caller took this link off the dirty list). Once the
+  // connection is closing the cork is dropped, as websocketpp's send would.
   void flush() {
-    websocketpp::lib::error_code ec;
-    if (cork_.size() == 1) {
-      ec = con_->send(WsppFrame::message(cork_.front()));
+    shard_.frames_flushed += cork_.size();
+    if (handed_->messages.load(std::memory_order_acquire) == 0) {
+      if (con_->get_state() == websocketpp::session::state::open) write_direct();
     } else {
-      size_t total = 0;
-      for (const auto& f : cork_) total += WsppFrame::wire_size(f);
-      auto msg = std::make_shared<Message>(Message::con_msg_man_ptr{},
-                                           websocketpp::frame::opcode::binary, 0);
-      std::string& bytes = msg->get_raw_payload();
-      bytes.reserve(total);
-      for (const auto& f : cork_) WsppFrame::append_wire(f, bytes);
-      msg->set_prepared(true);  // empty header: the payload is whole frames
-      ec = con_->send(msg);
+      hand_over(0, 0);
     }
-    (void)ec;
     cork_.clear();
     cork_bytes_ = 0;
   }
 
  private:
+  void write_direct() {
+    constexpr size_t kIov = 128;
+    iovec iov[kIov];
+    size_t i = 0;  // the first frame not yet written
+    while (i < cork_.size()) {
+      size_t n = 0, bytes = 0;
+      for (; n < kIov && i + n < cork_.size(); ++n) {
+        std::string_view w = WireFrame::wire(cork_[i + n]);
+        iov[n].iov_base = const_cast<char*>(w.data());
+        iov[n].iov_len = w.size();
+        bytes += w.size();
+      }
+      msghdr mh{};
+      mh.msg_iov = iov;
+      mh.msg_iovlen = n;
+      ssize_t r = ::sendmsg(fd_, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+      ++shard_.socket_writes;
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) hand_over(i, 0);
+        // Else the connection is broken: websocketpp's read reports it.
+        return;
+      }
+      size_t written = static_cast<size_t>(r);
+      if (written < bytes) {
+        while (written >= WireFrame::wire(cork_[i]).size()) {
+          written -= WireFrame::wire(cork_[i]).size();
+          ++i;
+        }
+        hand_over(i, written);
+        return;
+      }
+      i += n;
+    }
+  }
+
+  // Queues frames [from..] of the cork (the first without its first `skip`
+  // bytes) on websocketpp as one message.
+  void hand_over(size_t from, size_t skip) {
+    std::string bytes;
+    size_t total = 0;
+    for (size_t j = from; j < cork_.size(); ++j) total += WireFrame::wire(cork_[j]).size();
+    bytes.reserve(total - skip);
+    for (size_t j = from; j < cork_.size(); ++j) {
+      bytes += WireFrame::wire(cork_[j]).substr(j == from ? skip : 0);
+    }
+    auto m = std::make_shared<TrackedMessage>(handed_, std::move(bytes));
+    ++shard_.handed_over;
+    websocketpp::lib::error_code ec = con_->send(MessagePtr(m, &m->msg));
+    (void)ec;  // invalid_state: the socket is closing; the message is dropped
+  }
+
   Server::Impl& server_;
   Shard& shard_;
   ConnPtr con_;
+  int fd_;
   asio::steady_timer timer_;
+  std::shared_ptr<Handed> handed_;
   std::vector<FramePtr> cork_;  // frames of this turn, in order
   size_t cork_bytes_ = 0;       // their payload bytes (counted as buffered)
 };
 
 // ---- corking: each shard's dirty list (under its lock) -------------------------
+//
+// The flush waits while input keeps coming: when its task runs and this
+// shard's sockets delivered frames since the task was posted (or since its
+// last look), it posts itself again, behind the handlers the reactor queued
+// meanwhile, so their frames join the same writes; at most kMaxDeferrals
+// times and kMaxDeferUs after the first post. With no new input it flushes at
+// once, so a quiet server adds no delay; under load each socket gets more
+// frames per write (fewer syscalls per delivery) for a bounded wait.
+
+namespace {
+constexpr int kMaxDeferrals = 8;
+constexpr int64_t kMaxDeferUs = 1000;
+int64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
 
 void Server::Impl::dirty(Shard& shard, WsppLink* link) {
-  if (shard.dirty.empty()) {
-    Shard* sh = &shard;
-    asio::post(ep_.get_io_service(), [this, sh] {
-      std::lock_guard<std::mutex> lock(sh->mu);
-      flush_dirty(*sh);
-    });
+  if (!shard.flush_posted) {
+    shard.flush_posted = true;
+    shard.deferrals = 0;
+    shard.input_seen = shard.input;
+    shard.flush_posted_us = now_us();
+    post_flush(shard);
   }
   shard.dirty.push_back(link);
+}
+
+void Server::Impl::post_flush(Shard& shard) {
+  Shard* sh = &shard;
+  asio::post(ep_.get_io_service(), [this, sh] {
+    std::lock_guard<std::mutex> lock(sh->mu);
+    if (sh->input != sh->input_seen && sh->deferrals < kMaxDeferrals &&
+        now_us() - sh->flush_posted_us < kMaxDeferUs) {
+      sh->input_seen = sh->input;
+      ++sh->deferrals;
+      ++sh->flushes_deferred;
+      post_flush(*sh);
+      return;
+    }
+    sh->flush_posted = false;
+    flush_dirty(*sh);
+  });
 }
 
 void Server::Impl::undirty(Shard& shard, WsppLink* link) {
@@ -194,6 +317,19 @@ void Server::Impl::route(const ConnPtr& con, Shard& shard) {
     std::lock_guard<std::mutex> lock(sh->mu);
     sh->hub.pong(h.lock().get());
   });
+  con->set_ping_handler([sh](Hdl h, std::string payload) { return on_ping(*sh, h, payload); });
+}
+
+// A client's ping: the pong goes through the session's link (in order with
+// its frames, see WsppLink); a connection without a session is answered by
+// websocketpp (true).
+bool Server::Impl::on_ping(Shard& shard, Hdl h, const std::string& payload) {
+  auto key = h.lock();
+  std::lock_guard<std::mutex> lock(shard.mu);
+  Link* link = shard.hub.link_of(key.get());
+  if (!link) return true;
+  static_cast<WsppLink*>(link)->pong(payload);
+  return false;
 }
 
 void Server::Impl::room_joined(Shard& shard, const std::string& address, uint32_t alias) {
@@ -233,9 +369,17 @@ bool Server::Impl::room_member_elsewhere(Shard& shard, const std::string& addres
 
 Stats Server::Impl::stats() const {
   Stats st;
+  uint64_t writes = 0, handed = 0, frames = 0, deferred = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     st = hub_.stats();
+  }
+  for (const auto& sh : shards_) {
+    std::lock_guard<std::mutex> lock(sh->mu);
+    writes += sh->socket_writes;
+    handed += sh->handed_over;
+    frames += sh->frames_flushed;
+    deferred += sh->flushes_deferred;
   }
   auto add = [](auto& into, const auto& from) {
     for (size_t i = 0; i < into.size() && i < from.size(); ++i) into[i].second += from[i].second;
@@ -258,6 +402,10 @@ Stats Server::Impl::stats() const {
   st.server.emplace_back("fd_limit", fd_limit_);
   st.server.emplace_back("accept_paused", accept_paused_);
   st.server.emplace_back("http_too_large", http_too_large_);
+  st.server.emplace_back("socket_writes", writes);
+  st.server.emplace_back("writes_handed_over", handed);
+  st.server.emplace_back("frames_flushed", frames);
+  st.server.emplace_back("flushes_deferred", deferred);
   return st;
 }
 
@@ -320,6 +468,8 @@ uint16_t Server::Impl::start() {
     std::lock_guard<std::mutex> lock(mu_);
     hub_.pong(h.lock().get());
   });
+  ep_.set_ping_handler(
+      [this](Hdl h, std::string payload) { return on_ping(*shards_[0], h, payload); });
 
   asio::error_code aec;
   auto addr = asio::ip::make_address(cfg_.host, aec);
@@ -544,6 +694,7 @@ void Server::Impl::on_message(Shard& shard, Hdl h, MessagePtr msg) {
   auto type =
       msg->get_opcode() == websocketpp::frame::opcode::text ? FrameType::Text : FrameType::Binary;
   std::lock_guard<std::mutex> lock(shard.mu);
+  ++shard.input;
   shard.hub.message(h.lock().get(), type, std::move(msg->get_raw_payload()));
 }
 
@@ -579,7 +730,7 @@ int64_t Server::Impl::steady_ms() {
 }
 
 FramePtr Server::Impl::frame(std::string payload, FrameType type) {
-  return std::make_shared<const WsppFrame>(std::move(payload), type);
+  return std::make_shared<const WireFrame>(payload, static_cast<uint8_t>(type));
 }
 
 void Server::Impl::verify(Shard& shard, std::string chain_json, std::string challenge,

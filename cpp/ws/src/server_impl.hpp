@@ -179,8 +179,17 @@ class Server::Impl final {
     Shard(Impl& server, size_t i) : index(i), env(server, *this), hub(server.cfg_, env) {}
     const size_t index;
     ShardEnv env;
-    std::mutex mu;                 // guards dirty and hub
+    std::mutex mu;                 // guards everything below
     std::vector<WsppLink*> dirty;  // declared before hub: its links unlist themselves
+    // The pending flush (server.cpp, "corking"): frames received (input) and
+    // what the flush task saw of it, its deferrals and when it was posted.
+    bool flush_posted = false;
+    uint64_t input = 0, input_seen = 0;
+    int deferrals = 0;
+    int64_t flush_posted_us = 0;
+    // Counters (Stats.server): sendmsg calls, writes handed to websocketpp's
+    // queue (full socket buffer), frames written, flushes deferred.
+    uint64_t socket_writes = 0, handed_over = 0, frames_flushed = 0, flushes_deferred = 0;
     Hub hub;
   };
   std::vector<std::unique_ptr<Shard>> make_shards();
@@ -217,6 +226,7 @@ class Server::Impl final {
   // Corking (server.cpp, WsppLink): links with frames queued this I/O loop
   // turn; the first one posts the turn's flush. Under mu_.
   void dirty(Shard& shard, WsppLink* link);
+  void post_flush(Shard& shard);
   void undirty(Shard& shard, WsppLink* link);
   void flush_dirty(Shard& shard);
 
@@ -244,6 +254,7 @@ class Server::Impl final {
   void on_open(Shard& shard, detail::Hdl h);
   void on_message(Shard& shard, detail::Hdl h, detail::MessagePtr msg);
   void on_closed(Shard& shard, detail::Hdl h);
+  static bool on_ping(Shard& shard, detail::Hdl h, const std::string& payload);
   void on_http(detail::Hdl h);
   // HTTP/1.1 keep-alive (http.cpp): a connection whose next request is plain
   // HTTP is served by an HttpSession; anything else goes to websocketpp.

@@ -208,6 +208,13 @@ def test_scene_ban_from_the_shell_removes_the_participant_within_1s(tmp_path: Pa
                     "POST", "/get-scene-adapter", who=BOB, metadata=explorer_meta()
                 )
                 assert (status, doc["code"]) == (403, "scene_banned")
+                # an admin added from the shell: the room metadata lists it within 1 s
+                carol = "0x" + "c3" * 20
+                await asyncio.to_thread(cli, "admins", "add", carol, "--place", "place-0", *data)
+                t0 = time.monotonic()
+                while carol not in json.loads(svc.rooms[ROOM]).get("sceneAdmins", []):
+                    assert time.monotonic() - t0 < 1.0, svc.rooms[ROOM]
+                    await asyncio.sleep(0.01)
                 # a platform ban from the shell: RoomService lists the rooms, removes alice
                 svc.calls.clear()
                 await asyncio.to_thread(cli, "ban", alice, "--reason", "spam", *data)

@@ -280,7 +280,8 @@ class Gatekeeper:
         """Re-read the in-memory snapshot and act on what changed since the previous one:
         the newly platform-banned are kicked everywhere (scene rooms and, through
         ``on_platform_ban``, the connector), the newly scene-banned from the rooms of
-        their place, and rooms whose scene bans changed get fresh metadata. Called after
+        their place, lifted bans unbar, and rooms whose scene bans, admins, roles or
+        moderation changed get fresh metadata. Called after
         every write of this process and when the database's change counter moves (a
         write of another process, e.g. ``dclcomms gatekeeper ban``), so each change is
         acted on once, by whichever reload sees it first. Returns the rooms whose
@@ -303,10 +304,12 @@ class Gatekeeper:
                 if asyncio.iscoroutine(r):
                     await r
         added, lifted = new.scene - old.scene, old.scene - new.scene
-        changed_places = {place for place, _ in added | lifted}
+        changed_places = {place for place, _ in added | lifted | (old.admins ^ new.admins)}
+        changed_rooms = {key[0] for key, _ in old.roles.items() ^ new.roles.items()}
+        changed_rooms |= old.moderated ^ new.moderated
         refreshed: set[str] = set()
         for st in list(self.room_states.values()):
-            if st.place_id not in changed_places:
+            if st.place_id not in changed_places and st.room not in changed_rooms:
                 continue
             for place, address in sorted(added):
                 if place == st.place_id:

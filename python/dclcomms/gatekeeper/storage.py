@@ -274,6 +274,9 @@ class Snapshot:
     moderated: set[str]
     roles: dict[tuple[str, str], frozenset[str]]
     version: int = 0
+    #: active scene admins (place, address): not read by token requests; a change of
+    #: them (another process) refreshes the rooms' metadata
+    admins: frozenset[tuple[str, str]] = frozenset()
 
     def admission(self, address: str, place_id: str, room: str, now: int) -> Admission:
         a = address.lower()
@@ -684,8 +687,21 @@ class Store:
                 )
             ):
                 roles.setdefault((r.room_id, r.identity), set()).add(r.role)
+            admins = frozenset(
+                (r.place_id, r.admin)
+                for r in c.execute(
+                    sa.select(t.scene_admin.c.place_id, t.scene_admin.c.admin).where(
+                        t.scene_admin.c.active.is_(True)
+                    )
+                )
+            )
         return Snapshot(
-            platform, scene, moderated, {k: frozenset(v) for k, v in roles.items()}, version
+            platform,
+            scene,
+            moderated,
+            {k: frozenset(v) for k, v in roles.items()},
+            version,
+            admins,
         )
 
     # --- scene-room roles and settings (control-plane.md 1.7) ---------------------------

@@ -20,18 +20,20 @@ the system compiler into build/bench/ on first use), replaying requests signed a
 serialised in advance (``--procs`` signing processes), twice: closed loop with
 ``--concurrency`` requests in flight (the maximum throughput; latency there is mostly
 queueing, concurrency / throughput), then open loop at ``--rate`` requests/s (2,000: the
-target; each request's latency counts from when it was due, on up to ``--rate-
-connections`` connections), which answers "p99 at 2,000 req/s". A connection is reused
+target; each request's latency counts from when it was due, on up to
+``--rate-connections`` connections), which answers "p99 at 2,000 req/s". A connection is reused
 while the server keeps it open (HTTP/1.1 keep-alive) and reopened when an answer says
-``Connection: close``; a reopened request's latency includes its TCP connect. Every
-request is signed before the clock starts, by one of ``--identities`` wallets with
-strictly increasing timestamps per wallet, so no two requests share a final signature
-(the replay cache would refuse the second one: 401 ``replayed``) and all stay inside the
-60 s window. Throughput = 2xx answers / (last answer - first send); p50/p99 over every
-request's latency; median over ``--repeats``. Beside: the gatekeeper's CPU time per
-request (all threads, and its Python thread alone: the one that cannot use the second
-core), its peak RSS (VmHWM) and the load generator's CPU time per request: the machine
-has 2 cores shared by server and load.
+``Connection: close``; a reopened request's latency includes its TCP connect.
+``--connection-close`` makes every request say ``Connection: close``, as a client
+without keep-alive: one TCP connection per request. Every request is signed before the
+clock starts, by one of ``--identities`` wallets with strictly increasing timestamps per
+wallet, so no two requests share a final signature (the replay cache would refuse the
+second one: 401 ``replayed``) and all stay inside the 60 s window. Throughput = 2xx
+answers / (last answer - first send); p50/p99 over every request's latency; median over
+``--repeats``. Beside: the gatekeeper's CPU time per request (all threads, and its
+Python thread alone: the one that cannot use the second core), its peak RSS (VmHWM) and
+the load generator's CPU time per request: the machine has 2 cores shared by server and
+load.
 """
 
 from __future__ import annotations
@@ -123,13 +125,15 @@ def _sign(seeds: list[int], count: int, scenes: int) -> list[dict[str, str]]:
     return out
 
 
-def _sign_chunk(args: tuple[list[int], int, str]) -> list[bytes]:
-    seeds, count, host = args
-    return [_request_bytes(host, h) for h in _sign(seeds, count, 16)]
+def _sign_chunk(args: tuple[list[int], int, str, bool]) -> list[bytes]:
+    seeds, count, host, close = args
+    return [_request_bytes(host, h, close) for h in _sign(seeds, count, 16)]
 
 
-def _request_bytes(host: str, headers: dict[str, str]) -> bytes:
+def _request_bytes(host: str, headers: dict[str, str], close: bool = False) -> bytes:
     lines = [f"POST {PATH} HTTP/1.1", f"Host: {host}", "Content-Length: 0"]
+    if close:  # a client without keep-alive: one TCP connection per request
+        lines.append("Connection: close")
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
@@ -143,6 +147,7 @@ def _run_load(
     identities: int,
     pid: int | None = None,
     rate: float = 0.0,
+    close: bool = False,
 ) -> dict[str, Any]:
     """Signs ``requests`` requests (``procs`` processes; outside the timing, fresh
     timestamps: the window is 60 s), then replays them through http_load with
@@ -155,7 +160,12 @@ def _run_load(
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     seeds = [seed * 1_000_003 + i for i in range(identities)]
     chunks = [
-        (seeds[k::procs], requests // procs + (1 if k < requests % procs else 0), f"{host}:{port}")
+        (
+            seeds[k::procs],
+            requests // procs + (1 if k < requests % procs else 0),
+            f"{host}:{port}",
+            close,
+        )
         for k in range(procs)
     ]
     with mp.get_context("spawn").Pool(procs) as pool:
@@ -344,7 +354,16 @@ def bench_database(database: str, a: argparse.Namespace) -> dict[str, Any]:
         # Warm-up (connections, caches, the delegation cache of the first wallets).
         _run_load(gk.url, min(500, a.requests), a.concurrency, a.procs, a.seed + 50, a.identities)
         runs = [
-            _run_load(gk.url, a.requests, a.concurrency, a.procs, a.seed + r, a.identities, gk.pid)
+            _run_load(
+                gk.url,
+                a.requests,
+                a.concurrency,
+                a.procs,
+                a.seed + r,
+                a.identities,
+                gk.pid,
+                close=a.connection_close,
+            )
             for r in range(a.repeats)
         ]
         paced = [
@@ -357,6 +376,7 @@ def bench_database(database: str, a: argparse.Namespace) -> dict[str, Any]:
                 a.identities,
                 gk.pid,
                 rate=a.rate,
+                close=a.connection_close,
             )
             for r in range(a.repeats if a.rate > 0 else 0)
         ]
@@ -404,6 +424,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--rate-connections", type=int, default=256, help="open loop: most connections at once"
     )
+    ap.add_argument(
+        "--connection-close",
+        action="store_true",
+        help="every request says Connection: close (a client without keep-alive: one TCP "
+        "connection per request)",
+    )
     ap.add_argument("--identities", type=int, default=200, help="signing wallets")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--bans", type=int, default=200, help="platform bans of others stored first")
@@ -431,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         "procs": a.procs,
         "repeats": a.repeats,
         "rate": a.rate,
+        "connection_close": a.connection_close,
         "target": {"req_per_s": 2000, "p99_ms": 20},
         "databases": {},
     }

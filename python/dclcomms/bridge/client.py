@@ -3,7 +3,8 @@
 ::
 
     async with BridgeClient("ws://realm:5000/bridge", key="dcb_...") as bridge:
-        scene = await bridge.subscribe("scene", "main:bafk...")       # or ("island", "I1")
+        scene = await bridge.subscribe("scene", "main:bafk...")       # or ("island", "I1"),
+                                                                       # ("bus", "lobby.chat")
         async for msg in scene:                                        # BridgeMessage
             print(msg.sender, msg.packet)                              # decoded RFC-4 Packet
             await scene.send({"scene": {"sceneId": "bafk...", "data": b"..."}})
@@ -176,7 +177,9 @@ class BridgeClient:
 
     async def subscribe(self, kind: str, topic: str) -> Subscription:
         """Subscribes to a room: ``("island", islandId)`` or ``("scene", "<realm>:<sceneId>")``
-        (``<world>.eth:<sceneId>`` for a world's scene)."""
+        (``<world>.eth:<sceneId>`` for a world's scene, the gatekeeper's scene room); or to
+        a /bus topic: ``("bus", "<global topic>")``, ``("bus", "scene.<sceneId>.<name>")``
+        (raw payloads, ``BridgeMessage.packet`` is None unless they happen to be RFC-4)."""
         key = (kind, topic)
         if key in self._subs:
             return self._subs[key]

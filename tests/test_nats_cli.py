@@ -77,7 +77,8 @@ async def core_http(core_url: str, stats_url: str) -> None:
         async with s.get(core_url + "/metrics") as r:
             assert r.status == 200
             text = await r.text()
-        assert "dcl_archipelago_heartbeats_total" in text and "dcl_nats_connected 1" in text
+        assert "dcl_archipelago_heartbeats_total" in text
+        assert 'dcl_nats_connected{client="dclcomms-core"} 1' in text
         for url in (core_url, stats_url):
             async with s.get(url + "/health/live") as r:
                 assert r.status == 200 and await r.text() == "alive"

@@ -40,3 +40,34 @@ def test_names_are_checked() -> None:
     r.counter("dcl_x_total", "x")
     with pytest.raises(ValueError, match="registered twice"):
         r.gauge("dcl_x_total", "again")
+
+
+def test_parts_sharing_a_registry_label_their_series() -> None:
+    """Two parts of one process (e.g. two NATS clients) register the same names with
+    ``shared=True``: one metric, one series per part, each name typed once."""
+    r = Registry()
+    seen: list[str] = []
+    for part, n in (("a", 1), ("b", 3)):
+        c = r.counter("dcl_msgs_total", "messages", shared=True).labelled(client=part)
+        c.inc(n)
+        c.inc(2, reason="x")
+        assert c.get() == n and c.get(reason="x") == 2
+        r.gauge("dcl_up", "up", shared=True).bind(lambda n=n: n * 10, client=part)
+    r.before_render(lambda: seen.append("hook"))
+    lines = r.render().splitlines()
+    assert seen == ["hook"]
+    assert lines.count("# TYPE dcl_msgs_total counter") == 1
+    assert lines.count("# TYPE dcl_up gauge") == 1
+    assert 'dcl_msgs_total{client="a"} 1' in lines and 'dcl_msgs_total{client="b"} 3' in lines
+    assert 'dcl_msgs_total{client="b",reason="x"} 2' in lines
+    assert 'dcl_up{client="a"} 10' in lines and 'dcl_up{client="b"} 30' in lines
+    # without shared=True a second registration is still an error, as is a kind mismatch
+    with pytest.raises(ValueError, match="registered twice"):
+        r.counter("dcl_msgs_total", "messages")
+    with pytest.raises(ValueError, match="registered twice"):
+        r.gauge("dcl_msgs_total", "messages", shared=True)
+    with pytest.raises(ValueError, match=r"Gauge\.bind"):
+        r.gauge("dcl_up", "up", fn=lambda: 1, shared=True)
+    r.gauge("dcl_one", "one value", fn=lambda: 1)
+    with pytest.raises(ValueError, match="registered twice"):
+        r.gauge("dcl_one", "one value", shared=True)  # a single-valued gauge is one part's

@@ -54,24 +54,49 @@ class Counter(_Metric):
     def get(self, **labels: str) -> float:
         return self.values.get(tuple(sorted(labels.items())), 0.0)
 
+    def labelled(self, **fixed: str) -> BoundCounter:
+        """This counter with ``fixed`` labels added to every :meth:`inc` and :meth:`get`."""
+        return BoundCounter(self, fixed)
+
     def lines(self) -> Iterable[str]:
         for key, v in sorted(self.values.items()) or [((), 0.0)]:
             yield f"{self.name}{_labels(key)} {_fmt(v)}"
 
 
 @dataclass
+class BoundCounter:
+    """A :class:`Counter` seen by one of several parts sharing it (e.g. ``client="..."``)."""
+
+    counter: Counter
+    fixed: dict[str, str]
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        self.counter.inc(amount, **self.fixed, **labels)
+
+    def get(self, **labels: str) -> float:
+        return self.counter.get(**self.fixed, **labels)
+
+
+@dataclass
 class Gauge(_Metric):
     values: dict[LabelKey, float] = field(default_factory=dict)
     fn: Callable[[], float] | None = None
+    fns: dict[LabelKey, Callable[[], float]] = field(default_factory=dict)
 
     def set(self, value: float, **labels: str) -> None:
         self.values[tuple(sorted(labels.items()))] = float(value)
+
+    def bind(self, fn: Callable[[], float], **labels: str) -> None:
+        """The series ``labels`` reads ``fn()`` at render time (replacing an earlier one)."""
+        self.fns[tuple(sorted(labels.items()))] = fn
 
     def lines(self) -> Iterable[str]:
         if self.fn is not None:
             yield f"{self.name} {_fmt(self.fn())}"
             return
-        for key, v in sorted(self.values.items()) or [((), 0.0)]:
+        values = dict(self.values)
+        values.update((key, float(fn())) for key, fn in self.fns.items())
+        for key, v in sorted(values.items()) or [((), 0.0)]:
             yield f"{self.name}{_labels(key)} {_fmt(v)}"
 
 
@@ -101,27 +126,50 @@ class Histogram(_Metric):
 
 
 class Registry:
-    """Named metrics rendered in registration order."""
+    """Named metrics rendered in registration order.
+
+    One registry per process: every part running in it (connector, core, NATS
+    clients, ...) registers here and ``/metrics`` renders it. A name is registered
+    once; parts of which a process may run several (a NATS client per part) ask for
+    ``shared=True`` and tell their series apart by a label.
+    """
 
     def __init__(self) -> None:
         self._metrics: dict[str, _Metric] = {}
         self._collectors: list[Callable[[], Mapping[str, tuple[str, str, float]]]] = []
+        self._before_render: list[Callable[[], None]] = []
 
-    def _add(self, m: _Metric) -> None:
+    def _add(self, m: _Metric, shared: bool = False) -> _Metric:
         if not _NAME.match(m.name) or not m.name.startswith("dcl_"):
             raise ValueError(f"bad metric name {m.name!r}")
-        if m.name in self._metrics:
+        old = self._metrics.get(m.name)
+        if old is not None:
+            if shared and type(old) is type(m) and getattr(old, "fn", None) is None:
+                return old
             raise ValueError(f"metric {m.name} registered twice")
         self._metrics[m.name] = m
+        return m
 
-    def counter(self, name: str, help: str) -> Counter:
-        c = Counter(name, help, "counter")
-        self._add(c)
+    def counter(self, name: str, help: str, *, shared: bool = False) -> Counter:
+        """``shared``: return the counter of that name if one is registered already."""
+        c = self._add(Counter(name, help, "counter"), shared)
+        assert isinstance(c, Counter)
         return c
 
-    def gauge(self, name: str, help: str, fn: Callable[[], float] | None = None) -> Gauge:
-        g = Gauge(name, help, "gauge", fn=fn)
-        self._add(g)
+    def gauge(
+        self,
+        name: str,
+        help: str,
+        fn: Callable[[], float] | None = None,
+        *,
+        shared: bool = False,
+    ) -> Gauge:
+        """``fn``: the gauge's one value, read at render time; ``shared`` (without ``fn``):
+        return the gauge of that name if one is registered already (see :meth:`Gauge.bind`)."""
+        if shared and fn is not None:
+            raise ValueError("a shared gauge binds its functions per label set (Gauge.bind)")
+        g = self._add(Gauge(name, help, "gauge", fn=fn), shared)
+        assert isinstance(g, Gauge)
         return g
 
     def histogram(self, name: str, help: str, buckets: Iterable[float]) -> Histogram:
@@ -133,10 +181,16 @@ class Registry:
         """``fn()`` -> {name: (kind, help, value)} sampled at render time (e.g. C++ counters)."""
         self._collectors.append(fn)
 
+    def before_render(self, fn: Callable[[], None]) -> None:
+        """``fn()`` runs first at each render (e.g. to copy C++ counters into counters)."""
+        self._before_render.append(fn)
+
     def names(self) -> list[str]:
         return list(self._metrics)
 
     def render(self) -> str:
+        for hook in self._before_render:
+            hook()
         out: list[str] = []
         for m in self._metrics.values():
             out.append(f"# HELP {m.name} {m.help}")
@@ -154,4 +208,4 @@ class Registry:
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-__all__ = ["CONTENT_TYPE", "Counter", "Gauge", "Histogram", "Registry"]
+__all__ = ["CONTENT_TYPE", "BoundCounter", "Counter", "Gauge", "Histogram", "Registry"]

@@ -11,6 +11,10 @@
 * ``dclcomms stats --nats URL``: the stats HTTP API (:class:`StatsService`).
 * ``dclcomms realm --nats URL``: all of them in one process, through NATS.
 
+Each process keeps one metrics registry for all its parts and serves it on ``/metrics``
+(the connector's port, the core's, the stats'): its NATS clients' ``dcl_nats_*`` labelled
+``client=<connection name>``, the core's ``dcl_archipelago_*``, the connector's, ...
+
 All take the realm's flags (``--config``, env) plus ``--nats`` (repeatable) and
 ``--subjects native|workers|v3``; the commands themselves live in :mod:`dclcomms.realm.cli`
 (they compose a :class:`~dclcomms.realm.Realm`, a layer above this one). Islands

@@ -53,7 +53,7 @@ import binascii
 import contextlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +62,7 @@ import numpy as np
 from dclcomms import _core, codec
 from dclcomms.errors import PubSubError, SubjectError
 from dclcomms.heartbeats import UNSET, Unset
-from dclcomms.metrics import Registry
+from dclcomms.metrics import BoundCounter, Registry
 from dclcomms.nats.subjects import (
     ADDRESS_RE,
     ISLAND_RE,
@@ -406,27 +406,60 @@ class NatsPubSub(PubSub):
         self.published_bytes = 0
         self.received = 0
         self.handler_errors = 0
+        # Every series carries client=<NATS connection name>: the parts of one process
+        # (``dclcomms realm --nats``: connector and core) share its registry, each with
+        # its own connections.
+        options = getattr(nc, "options", None)
+        name = options.get("name") if isinstance(options, dict) else None
+        self.client_name = str(name or "dclcomms")
+        client = {"client": self.client_name}
         r = registry or Registry()
-        self.m_published = r.counter("dcl_nats_published_total", "messages handed to nats-py")
-        self.m_received = r.counter("dcl_nats_received_total", "messages received from NATS")
-        self.m_dropped = r.counter(
+
+        def counter(metric: str, help_: str) -> BoundCounter:
+            return r.counter(metric, help_, shared=True).labelled(**client)
+
+        def gauge(metric: str, help_: str, fn: Callable[[], float]) -> None:
+            r.gauge(metric, help_, shared=True).bind(fn, **client)
+
+        self.m_published = counter("dcl_nats_published_total", "messages handed to NATS")
+        self.m_received = counter("dcl_nats_received_total", "messages received from NATS")
+        self.m_dropped = counter(
             "dcl_nats_dropped_total",
             "messages dropped, by reason (outbox_full, nats_buffer, max_payload, decode, closed, "
             "slow_consumer, inbox_full)",
         )
-        self.m_subject_errors = r.counter(
+        self.m_subject_errors = counter(
             "dcl_nats_subject_errors_total",
             "subjects refused (bad token or unknown subject), by code and direction",
         )
-        self.m_reconnects = r.counter("dcl_nats_reconnects_total", "reconnections to NATS")
-        r.gauge("dcl_nats_outbox_bytes", "bytes waiting for nats-py", fn=lambda: self._outbox_bytes)
-        r.gauge(
+        self.m_reconnects = counter("dcl_nats_reconnects_total", "reconnections to NATS")
+        for m in (self.m_published, self.m_received, self.m_reconnects):
+            m.inc(0)  # this client's series from the start, at 0
+        gauge("dcl_nats_outbox_bytes", "bytes waiting for nats-py", lambda: self._outbox_bytes)
+        gauge(
             "dcl_nats_connected",
             "1 while connected to a NATS server (both connections, with the C++ client)",
-            fn=lambda: 1.0 if self.connected else 0.0,
+            lambda: 1.0 if self.connected else 0.0,
         )
+        self._c_last: dict[str, Any] = {}
         if c_client is not None:
-            r.collector(self._c_metrics)
+            self.m_c_reconnects = counter(
+                "dcl_nats_c_reconnects_total",
+                "reconnections of the C++ client's connection (hot subjects)",
+            )
+            self.m_c_reconnects.inc(0)
+            gauge(
+                "dcl_nats_c_connected",
+                "1 while the C++ client's connection (hot subjects) is up",
+                lambda: 1.0 if self._c_last.get("connected") and not self._closed else 0.0,
+            )
+            gauge(
+                "dcl_nats_c_outbox_bytes",
+                "bytes queued for the C++ client's publisher thread",
+                lambda: float(self._c_last.get("outbox_bytes", 0)),
+            )
+            # before each render: what the C++ client counted, into the counters above
+            r.before_render(self._c_metrics)
 
     # --- construction -------------------------------------------------------------
 
@@ -867,27 +900,15 @@ class NatsPubSub(PubSub):
             self.m_subject_errors.inc(d, code="bad_address", direction="publish")
         return st
 
-    def _c_metrics(self) -> dict[str, tuple[str, str, float]]:
-        st = self._sync_c() if not self._closed else {}
-        if not st:
-            return {}
-        return {
-            "dcl_nats_c_reconnects_total": (
-                "counter",
-                "reconnections of the C++ client's connection (hot subjects)",
-                float(st["reconnects"]),
-            ),
-            "dcl_nats_c_connected": (
-                "gauge",
-                "1 while the C++ client's connection (hot subjects) is up",
-                1.0 if st["connected"] else 0.0,
-            ),
-            "dcl_nats_c_outbox_bytes": (
-                "gauge",
-                "bytes queued for the C++ client's publisher thread",
-                float(st["outbox_bytes"]),
-            ),
-        }
+    def _c_metrics(self) -> None:
+        """Copies the C++ client's counts into this bus's metrics (at each render)."""
+        if self._closed:
+            return
+        st = self._sync_c()
+        if st:
+            if d := int(st["reconnects"]) - int(self._c_last.get("reconnects", 0)):
+                self.m_c_reconnects.inc(d)
+            self._c_last = st
 
     def feed_engine(self, engine: Any, *, world_bound_m: float = 0.0) -> EngineFeed | None:
         """Feed ``engine`` (a :class:`dclcomms.archipelago.Engine`) from NATS in C++.

@@ -65,10 +65,14 @@ class Realm:
         bridge_authority: SceneAuthority | None = None,
         bridge_authoritative_server: str = "",
         bridge_names: RoomNames | None = None,
+        registry: Registry | None = None,
     ) -> None:
         """``pubsub``: how the parts talk (default in-process; ``bus`` is its old name).
 
         ``run_core=False``: a connector-only realm; the core runs elsewhere on ``pubsub``.
+        ``registry``: the process's metrics registry, served on ``/metrics`` (default a new
+        one); pass the one the other parts of the process register on (e.g. ``pubsub``'s,
+        a separate core's) so that ``/metrics`` shows them too.
         ``bridge_*``: the /bridge gateway's API keys (default: the gatekeeper database's
         ``bridge_keys``, created with ``dclcomms bridge keys``), scene owner/admin
         authority, authoritative server wallet and scene-room naming (docs/bridge.md).
@@ -80,7 +84,7 @@ class Realm:
         self.config = config
         self.run_core = run_core
         self.pubsub: PubSub = pubsub if pubsub is not None else InProcessPubSub()
-        self.registry = Registry()
+        self.registry = registry if registry is not None else Registry()
         self._policy_arg = policy
         self.server: Any = None
         self.core: ArchipelagoCore | None = None

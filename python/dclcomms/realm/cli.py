@@ -116,8 +116,12 @@ def _main(prog: str, description: str, argv: Sequence[str] | None, role: str) ->
 
     ns = _parser(prog, description).parse_args(list(sys.argv[1:] if argv is None else argv))
     pubsubs: list[NatsPubSub] = []
+    # One registry for every part of this process (the embedded realm's way): each
+    # part's metrics, its NATS clients' (labelled client=<connection name>) among
+    # them, on the /metrics this process serves.
+    registry = Registry()
 
-    async def pubsub(name: str, registry: Registry | None = None) -> NatsPubSub:
+    async def pubsub(name: str) -> NatsPubSub:
         ps = await connect_pubsub(ns.nats, ns.subjects, name, registry)
         pubsubs.append(ps)
         return ps
@@ -125,31 +129,31 @@ def _main(prog: str, description: str, argv: Sequence[str] | None, role: str) ->
     async def parts() -> list[Any]:
         out: list[Any] = []
         connector: Any = None
-        if role == "realm":
+        if role in ("realm", "connector"):
             # the connector first: the core's ws-room connection strings name its bound port
-            connector = Realm(config, pubsub=await pubsub("dclcomms-connector"), run_core=False)
+            connector = Realm(
+                config,
+                pubsub=await pubsub("dclcomms-connector"),
+                run_core=False,
+                registry=registry,
+            )
             out.append(await connector.start())
         if role in ("core", "realm"):
-            reg = Registry()
             out.append(
                 await CoreService(
                     config,
-                    await pubsub("dclcomms-core", reg),
-                    registry=reg,
+                    await pubsub("dclcomms-core"),
+                    registry=registry,
                     http=role == "core",
                     bound_port=connector.port if connector is not None else None,
                 ).start()
             )
         if role == "stats":
-            reg = Registry()
             out.append(
                 await StatsService(
-                    config, await pubsub("dclcomms-stats", reg), registry=reg
+                    config, await pubsub("dclcomms-stats"), registry=registry
                 ).start()
             )
-        if role == "connector":
-            realm = Realm(config, pubsub=await pubsub("dclcomms-connector"), run_core=False)
-            out.append(await realm.start())
         return out
 
     def announce(started: list[Any]) -> str:

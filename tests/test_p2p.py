@@ -350,6 +350,29 @@ def test_trickled_candidates_glare_and_policy_p2p() -> None:
     run(body)
 
 
+def test_bus_client_ended_by_the_server_releases_its_session_on_close() -> None:
+    async def body() -> None:
+        realm = await Realm(config(policy="p2p")).start()
+        me = Identity.generate(1611)
+        try:
+            bus = await MessageBusClient(f"ws://127.0.0.1:{realm.port}/bus", me).connect()
+            session = bus._session
+            assert realm.server is not None and session is not None
+            realm.server.close_bus(me.address.lower(), 4000, "maintenance")
+            deadline = asyncio.get_running_loop().time() + 5
+            while not bus.closed:  # the reader saw the server's close
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.01)
+            assert not session.closed
+            await bus.close()
+            assert session.closed and bus._session is None
+            await bus.close()  # again: nothing left to do
+        finally:
+            await realm.stop()
+
+    run(body)
+
+
 def test_offers_from_strangers_and_bad_connection_strings() -> None:
     async def body() -> None:
         realm = await Realm(config(policy="p2p")).start()

@@ -598,6 +598,9 @@ class CommunicationsDirector:
         ``bus_unavailable`` when the realm has none, ``bus_failed`` etc. from connecting)."""
         if self.bus is not None and not self.bus.closed:
             return self.bus
+        ended, self.bus = self.bus, None
+        if ended is not None:  # ended by the server: release its socket and HTTP session
+            await ended.close()
         if self.bus_url is None:
             raise _error("the realm advertises no /bus (bff) for P2P signalling", "bus_unavailable")
         if self.signals is not None:  # the previous session's

@@ -126,9 +126,10 @@ class MessageBusClient:
         return codec.decode(codec.SERVER_PACKET, msg.data, including_defaults=True)
 
     async def close(self) -> None:
-        """Close the session (idempotent); pending subscribes fail with ``bus_closed``."""
-        if self.closed:
-            return
+        """Close the session (idempotent); pending subscribes fail with ``bus_closed``.
+
+        Also after the server ended it (``closed`` already set by the reader): the socket
+        and the HTTP session are released here either way."""
         self.closed = True
         for task in (self._writer, self._reader):
             if task is not None and task is not asyncio.current_task():
@@ -139,6 +140,7 @@ class MessageBusClient:
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close()
+            self._ws = None
         if self._session is not None:
             await self._session.close()
             self._session = None

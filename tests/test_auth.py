@@ -301,6 +301,8 @@ def _chain(**changes: Any) -> str:
     [
         ("not json", "dcl-fixed", NOW, "json_invalid"),
         ("\ufeff" + json.dumps(_FIXED_CHAIN), "dcl-fixed", NOW, "json_invalid"),
+        # JSON.parse rejects a NUL after the chain; nlohmann's reader stopped there.
+        (json.dumps(_FIXED_CHAIN) + "\0 junk", "dcl-fixed", NOW, "json_invalid"),
         ("[]", "dcl-fixed", NOW, "schema_invalid"),
         ('{"type":"SIGNER"}', "dcl-fixed", NOW, "schema_invalid"),
         (_chain(l1_type="ECDSA_PERSONAL_EPHEMERAL"), "dcl-fixed", NOW, "schema_invalid"),

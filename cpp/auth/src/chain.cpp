@@ -253,6 +253,11 @@ AuthResult verify_impl(std::string_view chain_json, std::string_view expected, i
   if (chain_json.size() >= 3 && chain_json.substr(0, 3) == "\xEF\xBB\xBF") {
     return fail(std::move(r), "json_invalid", "leading UTF-8 byte order mark");
   }
+  // nlohmann's reader ends the input at a NUL byte, so "[...]\0<anything>"
+  // would parse; JSON.parse rejects it, and JSON text never holds a raw NUL.
+  if (chain_json.find('\0') != std::string_view::npos) {
+    return fail(std::move(r), "json_invalid", "auth chain holds a NUL byte");
+  }
   ChainReader reader;
   if (!json::sax_parse(chain_json, &reader, json::input_format_t::json, /*strict=*/true)) {
     return fail(std::move(r), "json_invalid", "auth chain is not valid JSON");

@@ -90,6 +90,11 @@ TEST(Chain, JsonInvalid) {
   EXPECT_EQ(verify_auth_chain("[", "x", kNow).code, "json_invalid");
   EXPECT_EQ(verify_auth_chain("\xEF\xBB\xBF[]", "x", kNow).code, "json_invalid");
   EXPECT_EQ(verify_auth_chain("[] []", "x", kNow).code, "json_invalid");
+  // nlohmann stops reading at a NUL: a valid chain followed by one must not verify.
+  const std::string chain = ephemeral_chain("dcl-challenge").dump();
+  ASSERT_TRUE(verify_auth_chain(chain, "dcl-challenge", kNow).ok);
+  EXPECT_EQ(verify_auth_chain(chain + std::string("\0\xff junk", 7), "dcl-challenge", kNow).code,
+            "json_invalid");
 }
 
 TEST(Chain, SchemaInvalid) {

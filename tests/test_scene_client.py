@@ -418,3 +418,55 @@ async def test_bots_walk_a_scene_grid_and_talk_only_within_their_scene() -> None
     assert scenes["packets_sent"] > 0 and scenes["packets_received"] > 0
     assert 1 <= scenes["rooms"] <= 4
     assert {c["sceneId"] for c in stand_in.calls} <= set(SceneGrid.square(4, block=1).scene_ids())
+
+
+def test_a_kept_alive_connection_closed_as_idle_is_retried_signed_afresh() -> None:
+    """The server's keep-alive timeout races the client's pool: the server closes an idle
+    connection just as the next request goes out on it. That request was never read, so
+    the client sends it again on a new connection, with a new signature (the replay cache
+    would refuse the old one)."""
+    answer = json.dumps({"adapter": "ws-room:ws://127.0.0.1/scene-rooms/x?access_token=t"})
+    response = (
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(answer)}\r\nConnection: keep-alive\r\n\r\n{answer}"
+    ).encode()
+    signatures: list[str] = []
+    connections = 0
+
+    async def read_request(reader: asyncio.StreamReader) -> bool:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        hdrs = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+        await reader.readexactly(int(hdrs.get("content-length", "0")))
+        signatures.append(hdrs["x-identity-auth-chain-2"])
+        return True
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            await read_request(reader)
+            writer.write(response)  # the first request on each connection is answered
+            await writer.drain()
+            await read_request(reader)  # the next one finds the connection closing
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    async def body() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = GatekeeperClient(f"http://127.0.0.1:{port}", Identity.generate(SEED + 40))
+        try:
+            req = SceneRequest("dclcomms", "scene-a")
+            first = await client.scene_adapter(req)
+            second = await client.scene_adapter(req)  # reuses, is closed, retried
+            assert first == second == json.loads(answer)["adapter"]
+        finally:
+            await client.close()
+            server.close()
+            await server.wait_closed()
+        assert connections == 2
+        assert len(signatures) == 3 and len(set(signatures)) == 3
+
+    asyncio.run(asyncio.wait_for(body(), 60))

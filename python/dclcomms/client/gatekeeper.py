@@ -115,24 +115,35 @@ async def signed_fetch(
     Network failures raise :class:`aiohttp.ClientError` / ``TimeoutError``.
     """
     fetcher = signer if isinstance(signer, SignedFetcher) else SignedFetcher(signer)
-    signed = fetcher.headers(method, url, metadata=metadata, body=body, bind_body=bind_body)
-    if headers:
-        signed = {**headers, **signed}
-    if body is not None and "Content-Type" not in signed:
-        signed["Content-Type"] = "application/json"
-    async with session.request(
-        method.upper(),
-        url,
-        data=body,
-        headers=signed,
-        timeout=aiohttp.ClientTimeout(total=timeout_s),
-    ) as r:
-        text = await r.text()
+    for attempt in (1, 2):
+        # Signed afresh each attempt: the gatekeeper's replay cache refuses a signature
+        # it has seen.
+        signed = fetcher.headers(method, url, metadata=metadata, body=body, bind_body=bind_body)
+        if headers:
+            signed = {**headers, **signed}
+        if body is not None and "Content-Type" not in signed:
+            signed["Content-Type"] = "application/json"
         try:
-            parsed = json.loads(text) if text else None
-        except ValueError:
-            parsed = None
-        return r.status, parsed
+            async with session.request(
+                method.upper(),
+                url,
+                data=body,
+                headers=signed,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as r:
+                text = await r.text()
+                try:
+                    parsed = json.loads(text) if text else None
+                except ValueError:
+                    parsed = None
+                return r.status, parsed
+        except aiohttp.ServerDisconnectedError:
+            # A kept-alive connection the server closed as idle just as the request
+            # went out on it (the server's keep-alive timeout races the client's pool):
+            # nothing was answered, so the request is sent once more on a new connection.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _error(message: str, code: str, status: int | None) -> TransportError:

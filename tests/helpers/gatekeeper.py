@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 
 from dclcomms.auth import Identity
+from dclcomms.client import SignedFetcher
 from dclcomms.gatekeeper.config import GatekeeperConfig
 from dclcomms.gatekeeper.server import GatekeeperServer
 from tests.helpers.common import run as run  # the gatekeeper tests' runner
@@ -86,6 +87,10 @@ class Client:
     """Signed requests to one gatekeeper base URL."""
 
     def __init__(self, base: str, session: aiohttp.ClientSession) -> None:
+        # One fetcher per identity: strictly increasing timestamps, so two identical
+        # requests in one millisecond (likely over a kept-alive connection) are two
+        # signatures, not one the replay cache refuses the second time.
+        self._fetchers: dict[str, SignedFetcher] = {}
         self.base = base.rstrip("/")
         self.session = session
 
@@ -102,7 +107,15 @@ class Client:
     ) -> tuple[int, Any]:
         h = dict(headers or {})
         if who is not None:
-            h.update(who.sign_fetch_headers(method, path.split("?", 1)[0], metadata=metadata or {}))
+            fetcher = self._fetchers.setdefault(who.address, SignedFetcher(who))
+            h.update(
+                who.sign_fetch_headers(
+                    method,
+                    path.split("?", 1)[0],
+                    metadata=metadata or {},
+                    now_ms=fetcher.timestamp(),
+                )
+            )
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         if data is not None:
             h.setdefault("Content-Type", "application/json")

@@ -61,6 +61,9 @@ def test_sigterm_stops_with_a_full_self_pipe() -> None:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+# asyncio's own wake-up fd reports the full pipe as an unraisable BlockingIOError: that is
+# the defect this control reproduces, so here (only here) it is expected.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_control_bare_asyncio_handler_loses_it() -> None:
     # Shows the scenario is real: without stop_on_signals the signal is lost. (A
     # handler must be installed for SIGTERM throughout, or the default would end pytest.)

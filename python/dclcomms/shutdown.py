@@ -48,6 +48,11 @@ def stop_on_signals(
                 continue
             installed.append(sig)
             signal.signal(sig, on_signal)
+        if installed:
+            # asyncio set the wake-up fd reporting a full pipe as an error ("Exception
+            # ignored ... BlockingIOError" on stderr); a full pipe is harmless here.
+            fd = signal.set_wakeup_fd(-1)
+            signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
         yield installed
     finally:
         for sig in installed:

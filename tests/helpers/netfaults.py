@@ -310,6 +310,16 @@ class FaultNet:
 
 
 def _stop(p: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    try:
+        _end(p, grace)
+    finally:
+        for pipe in (p.stdin, p.stdout, p.stderr):  # unclosed: a ResourceWarning at GC
+            if pipe is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    pipe.close()
+
+
+def _end(p: subprocess.Popen[Any], grace: float) -> None:
     if p.poll() is not None:
         return
     with contextlib.suppress(OSError, ValueError):

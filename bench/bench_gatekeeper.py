@@ -56,6 +56,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import autogroup as autogroup_arg  # bench/autogroup.py: this folder is on sys.path as a script
+
 PATH = "/get-scene-adapter"
 API_KEY = "bench-key"
 API_SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
@@ -424,15 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--rate-connections", type=int, default=256, help="open loop: most connections at once"
     )
-    ap.add_argument(
-        "--autogroup-nice",
-        type=int,
-        default=None,
-        help="set this session's scheduler autogroup nice (Linux, root) first; the gatekeeper, "
-        "the signing processes and the load inherit the autogroup: with autogroups every "
-        "terminal session shares the CPU equally whatever its processes' nice values, so on a "
-        "shared machine this is how the bench gets its share",
-    )
+    autogroup_arg.add_argument(ap)
     ap.add_argument(
         "--connection-close",
         action="store_true",
@@ -453,15 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         a.rate = min(a.rate, 1000)
         if "--databases" not in (argv if argv is not None else sys.argv[1:]):
             a.databases = "sqlite"
-    autogroup = None
-    if a.autogroup_nice is not None:
-        try:
-            with open("/proc/self/autogroup", "w") as f:
-                f.write(str(a.autogroup_nice))
-            with open("/proc/self/autogroup") as f:
-                autogroup = f.read().strip()
-        except OSError as e:
-            print(f"bench_gatekeeper: cannot set the autogroup nice: {e}", file=sys.stderr)
+    autogroup = autogroup_arg.apply(a.autogroup_nice, "bench_gatekeeper")
     databases = [d.strip() for d in a.databases.split(",") if d.strip()]
     for d in databases:
         if d not in ("sqlite", "postgresql"):

@@ -28,6 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+import autogroup as autogroup_arg  # noqa: E402
 from bench_ws import build_load, free_port  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -118,24 +119,9 @@ def main(argv: list[str]) -> int:
         default=[],
         help="an extra argument for the realm (repeat), e.g. --realm-arg=--map-replay-ticks=30",
     )
-    p.add_argument(
-        "--autogroup-nice",
-        type=int,
-        default=None,
-        help="set this session's scheduler autogroup nice (Linux, root) before starting: with "
-        "autogroups every terminal session shares the CPU equally whatever its processes' nice "
-        "values, so on a shared machine this is how the realm and its load get their share",
-    )
+    autogroup_arg.add_argument(p)
     args = p.parse_args(argv)
-    autogroup = None
-    if args.autogroup_nice is not None:
-        try:
-            with open("/proc/self/autogroup", "w") as f:
-                f.write(str(args.autogroup_nice))
-            with open("/proc/self/autogroup") as f:
-                autogroup = f.read().strip()
-        except OSError as e:
-            print(f"bench_soak: cannot set the autogroup nice: {e}", file=sys.stderr)
+    autogroup = autogroup_arg.apply(args.autogroup_nice, "bench_soak")
 
     load = build_load(Path(args.build_dir))
     port = free_port()

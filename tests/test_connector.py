@@ -7,11 +7,10 @@ HttpRequest); every reject asserts the exact close code and reason.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import random
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
@@ -44,19 +43,12 @@ from tests.helpers.ws_wire import (
     recv_close,
     run_async,
 )
+from tests.helpers.ws_wire import serving as ws_serving
 
 SEED = 7331
 
 
-@contextmanager
-def serving(**kw: Any) -> Iterator[Server]:
-    kw.setdefault("rooms", False)
-    server = Server(ServerConfig(**kw))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+serving = functools.partial(ws_serving, rooms=False)
 
 
 async def still_serving(server: Server, rng: random.Random) -> None:

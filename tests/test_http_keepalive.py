@@ -7,29 +7,21 @@ server writes is seen byte for byte."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import aiohttp
 
 from dclcomms.ws import HttpRequest, Server, ServerConfig, metrics_text
 from tests.helpers.ws_wire import Identity, connector_handshake, run_async
+from tests.helpers.ws_wire import serving as ws_serving
 
-
-@contextmanager
-def serving(**kw: Any) -> Iterator[Server]:
-    kw.setdefault("rooms", False)
-    server = Server(ServerConfig(**kw))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+serving = functools.partial(ws_serving, rooms=False)
 
 
 @contextmanager

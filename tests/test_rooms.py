@@ -8,10 +8,9 @@ then checks the server still serves a fresh client.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
@@ -33,20 +32,13 @@ from tests.helpers.ws_wire import (
     ws_signed_challenge,
     ws_update,
 )
+from tests.helpers.ws_wire import serving as ws_serving
 
 SEED = 5150
 SECRET = "room-secret-for-tests-0123456789abcdef"
 
 
-@contextmanager
-def serving(**kw: Any) -> Iterator[Server]:
-    kw.setdefault("connector", False)
-    server = Server(ServerConfig(**kw))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+serving = functools.partial(ws_serving, connector=False)
 
 
 def token(sub: str, room: str, *, secret: str = SECRET, exp_in: float = 300) -> str:

@@ -8,11 +8,10 @@ embedder's. Every reject asserts the exact close code and reason.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
@@ -43,21 +42,13 @@ from tests.helpers.ws_wire import (
     recv_bin,
     run_async,
 )
+from tests.helpers.ws_wire import serving as ws_serving
 
 SEED = 4242
 TEXT, BINARY, CLOSE = 1, 2, 8
 
 
-@contextmanager
-def serving(**kw: Any) -> Iterator[Server]:
-    kw.setdefault("rooms", False)
-    kw.setdefault("bus", True)
-    server = Server(ServerConfig(**kw))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+serving = functools.partial(ws_serving, rooms=False, bus=True)
 
 
 async def bus_handshake(

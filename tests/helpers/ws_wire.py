@@ -15,6 +15,7 @@ import random
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -22,10 +23,25 @@ import aiohttp
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
+from dclcomms.ws import Server, ServerConfig
+
 P = ParamSpec("P")
 
 
 T = TypeVar("T")
+
+
+@contextmanager
+def serving(**kw: Any) -> Iterator[Server]:
+    """A started C++ server with ``ServerConfig(**kw)`` (a free port by default), stopped
+    at the end. Test modules bind their defaults with ``functools.partial``; a keyword
+    given at the call still wins."""
+    server = Server(ServerConfig(**kw))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def run_async(fn: Callable[P, Awaitable[T]]) -> Callable[P, T]:

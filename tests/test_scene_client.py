@@ -470,3 +470,36 @@ def test_a_kept_alive_connection_closed_as_idle_is_retried_signed_afresh() -> No
         assert len(signatures) == 3 and len(set(signatures)) == 3
 
     asyncio.run(asyncio.wait_for(body(), 60))
+
+
+def test_a_gatekeeper_that_closes_without_answering_is_unavailable_after_one_retry() -> None:
+    """Only the one retry: a server that closes every connection unanswered gives
+    ``gatekeeper_unavailable`` after two requests, not a loop."""
+    requests = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            requests += 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    async def body() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = GatekeeperClient(f"http://127.0.0.1:{port}", Identity.generate(SEED + 41))
+        try:
+            with pytest.raises(TransportError) as err:
+                await client.scene_adapter(SceneRequest("dclcomms", "scene-a"))
+            assert err.value.code == "gatekeeper_unavailable"
+            assert getattr(err.value, "status", None) is None
+            assert "ServerDisconnectedError" in str(err.value)
+        finally:
+            await client.close()
+            server.close()
+            await server.wait_closed()
+        assert requests == 2
+
+    asyncio.run(asyncio.wait_for(body(), 60))

@@ -10,6 +10,9 @@ of the repetitions, plus every run.
 
     python bench/bench_ws.py            # full: 10 s per run, 3 repetitions
     python bench/bench_ws.py --quick    # smoke: 1 s, 1 repetition, small counts
+    python bench/bench_ws.py --only rooms --autogroup-nice -20   # a fair share when shared
+
+Every run records the load average (1, 5, 15 min) at its end.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import autogroup as autogroup_arg  # bench/autogroup.py: this folder is on sys.path as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -122,6 +127,10 @@ class ServerProc:
         self.proc.wait(timeout=30)
 
 
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
 def free_port() -> int:
     import socket
 
@@ -188,6 +197,7 @@ def rooms_run(
             writes = sv["socket_writes"] + sv["writes_handed_over"]
             r["server_frames_per_write"] = round(sv["frames_flushed"] / max(writes, 1), 2)
             r["server_flushes_deferred"] = sv["flushes_deferred"]
+        r["loadavg"] = loadavg()
         return r
     finally:
         srv.close()
@@ -263,6 +273,8 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for k, v in runs[0].items():
         if isinstance(v, int | float) and not isinstance(v, bool):
             out[k] = statistics.median(r[k] for r in runs)
+        elif isinstance(v, list) and all(isinstance(x, int | float) for x in v):
+            out[k] = [statistics.median(r[k][i] for r in runs) for i in range(len(v))]
         else:
             out[k] = v
     return out
@@ -281,7 +293,9 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--io-threads", type=int, default=1, help="rooms: the server's io_threads (room shards)"
     )
+    autogroup_arg.add_argument(p)
     ns = p.parse_args(argv)
+    autogroup = autogroup_arg.apply(ns.autogroup_nice, "bench_ws")
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     reps, duration = (1, 1.0) if ns.quick else (ns.reps, ns.duration)
@@ -290,6 +304,8 @@ def main(argv: list[str]) -> int:
         "reps": reps,
         "duration_s": duration,
         "io_threads": ns.io_threads,
+        "autogroup": autogroup,
+        "loadavg_start": loadavg(),
         "scenarios": {},
     }
     scen = results["scenarios"]
@@ -315,6 +331,7 @@ def main(argv: list[str]) -> int:
                 "median": median_of(runs),
                 "runs": runs,
             }
+    results["loadavg_end"] = loadavg()
     results["driver_peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps(results, indent=1))
     return 0

@@ -1,7 +1,9 @@
 // Python bindings for the NATS area: _core.NatsClient, used by
 // dclcomms.nats.pubsub.NatsPubSub for the hot subjects (heartbeats out of a
-// connector, heartbeats and session resets into the engine). Inputs are
-// converted to C++ first, then the GIL is released.
+// connector, heartbeats and session resets into the engine), and
+// _core.ArchipelagoTick, the core's tick grouped and published per island in
+// C++ (dclcomms.archipelago.core). Inputs are converted to C++ first, then the
+// GIL is released.
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -17,6 +19,7 @@
 #include "dclcomms/archipelago/engine.hpp"
 #include "dclcomms/error.hpp"
 #include "dclcomms/nats/client.hpp"
+#include "dclcomms/nats/tick.hpp"
 #include "registration.hpp"
 
 namespace py = pybind11;
@@ -31,6 +34,27 @@ py::str utf8(std::string_view v) {
   PyObject* o = PyUnicode_DecodeUTF8(v.data(), static_cast<py::ssize_t>(v.size()), "strict");
   if (o == nullptr) throw py::error_already_set();  // UnicodeDecodeError (a ValueError)
   return py::reinterpret_steal<py::str>(o);
+}
+
+// Peer ids as the engine's flush gives them to Python (surrogateescape).
+py::list peer_list(const std::vector<std::string>& ids) {
+  py::list out(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    PyObject* o = PyUnicode_DecodeUTF8(ids[i].data(), static_cast<py::ssize_t>(ids[i].size()),
+                                       "surrogateescape");
+    if (o == nullptr) throw py::error_already_set();
+    PyList_SET_ITEM(out.ptr(), static_cast<py::ssize_t>(i), o);  // steals o
+  }
+  return out;
+}
+
+dn::Issuer::Kind issuer_kind(const std::string& kind) {
+  if (kind == "fixed") return dn::Issuer::Kind::Fixed;
+  if (kind == "p2p") return dn::Issuer::Kind::P2P;
+  if (kind == "ws-room") return dn::Issuer::Kind::WsRoom;
+  if (kind == "livekit") return dn::Issuer::Kind::LiveKit;
+  throw Error(ErrorKind::Config, "invalid_parameter",
+              "issuer kind must be fixed, p2p, ws-room or livekit, got '" + kind + "'");
 }
 
 }  // namespace
@@ -49,6 +73,111 @@ void register_nats(py::module_& m) {
       },
       py::arg("data"),
       "(island_id, peers, addresses, conn_strs, from_island_ids) of an IslandChanges message");
+
+  py::class_<dn::Tick>(m, "ArchipelagoTick",
+                       "One tick's island changes grouped per island in C++ "
+                       "(use dclcomms.archipelago.core)")
+      .def(py::init([](arch::Engine& engine, int64_t now_ms, int64_t timeout_ms) {
+             py::gil_scoped_release nogil;  // expire + flush + islands: pure C++
+             return std::make_unique<dn::Tick>(engine, now_ms, timeout_ms);
+           }),
+           py::arg("engine"), py::arg("now_ms"), py::arg("timeout_ms"))
+      .def_property_readonly("counts",
+                             [](const dn::Tick& t) {
+                               const auto& c = t.counts();
+                               return py::make_tuple(c.changes, c.left, c.changed);
+                             })
+      .def("touched", [](const dn::Tick& t) { return py::cast(t.touched()); })
+      .def("island_ids",
+           [](const dn::Tick& t) {
+             py::list out;
+             for (const auto& i : t.islands()) out.append(py::str(i.id));
+             return out;
+           })
+      .def("sizes",
+           [](const dn::Tick& t) {
+             py::list out;
+             for (const auto& i : t.islands()) out.append(i.peers.size());
+             return out;
+           })
+      .def(
+          "view",
+          [](const dn::Tick& t, const std::string& island_id) -> py::object {
+            const arch::IslandInfo* i = t.island(island_id);
+            if (i == nullptr) return py::none();
+            return py::make_tuple(py::tuple(peer_list(i->peers)),
+                                  py::make_tuple(i->center[0], i->center[1], i->center[2]),
+                                  i->radius, i->max_peers);
+          },
+          py::arg("island_id"), "(peers, center, radius, max_peers) or None")
+      .def(
+          "targets",
+          [](const dn::Tick& t, const std::string& island_id, bool switched) {
+            return peer_list(t.targets(island_id, switched));
+          },
+          py::arg("island_id"), py::arg("switched"))
+      .def(
+          "set_issued",
+          [](dn::Tick& t, const std::string& island_id, bool switched, const py::dict& issued) {
+            // What a Python transport returned: targets() looked up in its dict.
+            const py::list peers = peer_list(t.targets(island_id, switched));
+            std::vector<std::optional<std::string>> strs(peers.size());
+            for (size_t i = 0; i < peers.size(); ++i) {
+              PyObject* v = PyDict_GetItemWithError(issued.ptr(), peers[i].ptr());
+              if (v == nullptr) {
+                if (PyErr_Occurred()) throw py::error_already_set();
+                continue;  // omitted: rejected
+              }
+              strs[i] = py::cast<std::string>(py::handle(v));
+            }
+            return peer_list(t.set_issued(island_id, switched, strs));
+          },
+          py::arg("island_id"), py::arg("switched"), py::arg("issued"),
+          "records a transport's strings for targets(); returns the rejected peers")
+      .def(
+          "issue",
+          [](dn::Tick& t, const std::string& island_id, bool switched, const std::string& kind,
+             std::string text, std::string api_key, std::string secret, int64_t ttl_s,
+             int64_t now_s) {
+            dn::Issuer issuer;
+            issuer.kind = issuer_kind(kind);
+            issuer.text = std::move(text);
+            issuer.api_key = std::move(api_key);
+            issuer.secret = std::move(secret);
+            issuer.ttl_s = ttl_s;
+            issuer.now_s = now_s;
+            py::gil_scoped_release nogil;  // minting: pure C++
+            return t.issue(island_id, switched, issuer);
+          },
+          py::arg("island_id"), py::arg("switched"), py::arg("kind"), py::arg("text"),
+          py::arg("api_key"), py::arg("secret"), py::arg("ttl_s"), py::arg("now_s"),
+          "connection strings of a built-in transport minted in C++; returns how many")
+      .def(
+          "publish_native",
+          [](const dn::Tick& t, dn::Client& client) {
+            if (client.scheme() != dn::Scheme::Native) {
+              throw Error(ErrorKind::Config, "invalid_parameter",
+                          "publish_native needs a client of the native scheme");
+            }
+            dn::NativeOutput out;
+            {
+              py::gil_scoped_release nogil;  // encoding and queueing: pure C++
+              out = t.native_messages();
+              for (auto& [subject, data] : out.messages) {
+                client.publish(std::move(subject), std::move(data));
+              }
+            }
+            py::dict d;
+            d["island_changed"] = out.island_changed;
+            d["messages"] = out.messages.size();
+            d["bad_island_id"] = out.bad_island_id;
+            d["bad_subject"] = out.bad_subject;
+            d["bad_address"] = out.bad_address;
+            d["status_bytes"] = out.status_bytes;
+            return d;
+          },
+          py::arg("client"),
+          "the tick's messages (native scheme) queued on the C++ client, in order");
 
   py::class_<dn::Client>(m, "NatsClient",
                          "The hot NATS subjects in C++ (libnats); use dclcomms.nats.pubsub.")

@@ -62,6 +62,23 @@ class Transport(ABC):
         ``peer_left``) and does not re-admit it for 30 s (archipelago.md 2.6 rule 4).
         """
 
+    def native_issuer(self) -> NativeIssuer | None:
+        """How :meth:`issue` mints, for the core's C++ tick to mint the same strings
+        without Python per peer; None (the default) when it cannot: the core then calls
+        :meth:`issue`. The built-in transports describe themselves, unless a subclass
+        overrides :meth:`issue` (its own method is always the one called)."""
+        return None
+
+    def _own_issue(self, cls: type[Transport]) -> bool:
+        """:meth:`issue` is ``cls``'s, not a subclass's override."""
+        return type(self).issue is cls.issue
+
+
+#: ``(kind, text, api_key, secret, ttl_s, now_s)`` of :meth:`Transport.native_issuer`:
+#: kind ``fixed`` (text for everyone), ``p2p``, ``ws-room`` (text ``ws-room:<base>``; a
+#: token when there is a secret) or ``livekit`` (text ``livekit:<host>?access_token=``).
+NativeIssuer = tuple[str, str, str, str | bytes, int, int]
+
 
 def _ws_scheme(url: str) -> str:
     """http(s) -> ws(s); ws(s) kept."""
@@ -107,6 +124,12 @@ class LiveKitTransport(Transport):
         self.ttl_s = ttl_s
         self.max_island_size = max_island_size
 
+    def native_issuer(self) -> NativeIssuer | None:
+        if not self._own_issue(LiveKitTransport):
+            return None
+        text = f"livekit:{self.host}?access_token="
+        return ("livekit", text, self.api_key, self._secret, self.ttl_s, int(time.time()))
+
     def issue(self, island_id: str, peer_ids: Sequence[str]) -> dict[str, str]:
         now = int(time.time())
         return {
@@ -143,6 +166,12 @@ class WsRoomTransport(Transport):
             base_url, self._secret, ttl_s=self.ttl_s, max_island_size=max_island_size
         )
 
+    def native_issuer(self) -> NativeIssuer | None:
+        if not self._own_issue(WsRoomTransport):
+            return None
+        secret = self._secret or ""
+        return ("ws-room", f"ws-room:{self.base_url}", "", secret, self.ttl_s, int(time.time()))
+
     def issue(self, island_id: str, peer_ids: Sequence[str]) -> dict[str, str]:
         base = f"ws-room:{self.base_url}/rooms/{island_id}"
         if self._secret is None:
@@ -172,6 +201,11 @@ class FixedTransport(Transport):
         self.conn_str = conn_str
         self.max_island_size = max_island_size
 
+    def native_issuer(self) -> NativeIssuer | None:
+        if not self._own_issue(FixedTransport):
+            return None
+        return ("fixed", self.conn_str, "", "", 0, 0)
+
     def issue(self, island_id: str, peer_ids: Sequence[str]) -> dict[str, str]:
         return dict.fromkeys(peer_ids, self.conn_str)
 
@@ -195,6 +229,11 @@ class P2PTransport(Transport):
                 field="p2p_max_island_size",
             )
         self.max_island_size = max_island_size
+
+    def native_issuer(self) -> NativeIssuer | None:
+        if not self._own_issue(P2PTransport):
+            return None
+        return ("p2p", "", "", "", 0, 0)
 
     def issue(self, island_id: str, peer_ids: Sequence[str]) -> dict[str, str]:
         return {p: f"p2p:{island_id}:{p}" for p in peer_ids}
@@ -520,6 +559,7 @@ __all__ = [
     "FixedTransport",
     "IslandView",
     "LiveKitTransport",
+    "NativeIssuer",
     "P2PPolicy",
     "P2PTransport",
     "RealmPolicy",

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from dclcomms import _core
 from dclcomms.archipelago import Engine
 from dclcomms.clock import now_ms
 from dclcomms.config import RealmConfig
@@ -175,6 +176,15 @@ class ArchipelagoCore:
         feed_engine = getattr(pubsub, "feed_engine", None)
         if feed_engine is not None and clock_ms is now_ms:
             self._feed = feed_engine(engine, world_bound_m=self.world_bound_m)
+        # The native scheme with the C++ client: the tick's per-change work (grouping,
+        # connection strings of the built-in transports, encoding, publishing) is C++;
+        # the policy still runs in Python, once per touched island.
+        compiled = getattr(engine, "_core", None)
+        self._tick_engine: _core.ArchipelagoEngine | None = None
+        if getattr(pubsub, "publishes_ticks", False) and isinstance(
+            compiled, _core.ArchipelagoEngine
+        ):
+            self._tick_engine = compiled
         self._subs: list[Subscription] = []
         if self._feed is None:
             self._subs = [
@@ -185,6 +195,11 @@ class ArchipelagoCore:
                 # also when it moved to another connector.
                 pubsub.subscribe("peer.*.connect", self._on_disconnect),
             ]
+
+    @property
+    def _cpp_tick(self) -> bool:
+        """Ticks run in C++ (:meth:`_tick_cpp`): the native scheme with the C++ client."""
+        return self._tick_engine is not None
 
     @property
     def fed_in_cpp(self) -> bool:
@@ -285,22 +300,66 @@ class ArchipelagoCore:
 
     # --- the tick -----------------------------------------------------------------
 
-    def _transport_for(self, island: Any) -> Transport:
-        current = self.island_transport.get(island.id)
+    def _transport_for(
+        self,
+        island_id: str,
+        peers: tuple[str, ...],
+        center: Any,
+        radius: float,
+        max_peers: int,
+    ) -> Transport:
+        current = self.island_transport.get(island_id)
         view = IslandView(
-            id=island.id,
-            peers=tuple(island.peers),
-            center=(float(island.center[0]), float(island.center[1]), float(island.center[2])),
-            radius=float(island.radius),
-            max_peers=int(island.max_peers),
+            id=island_id,
+            peers=peers,
+            center=(float(center[0]), float(center[1]), float(center[2])),
+            radius=float(radius),
+            max_peers=int(max_peers),
             transport=current.name if current is not None else None,
         )
         try:
             return self.policy.transport_for(view)
         except Exception:
             self.metrics.policy_errors.inc()
-            log.exception("policy failed", extra={"island": island.id})
+            log.exception("policy failed", extra={"island": island_id})
             return current if current is not None else self.policy.transports.default
+
+    def _assign_transports(
+        self,
+        touched: dict[str, None],
+        view: Callable[[str], tuple[tuple[str, ...], Any, float, int] | None],
+        issue: Callable[[str, Transport, bool], None],
+    ) -> int:
+        """The policy once per touched island (``view``: its peers, center, radius and
+        capacity, None when gone); ``issue(island, transport, switched)`` mints its
+        strings. Returns how many islands switched transport."""
+        try:
+            for island_id in self.policy.islands_to_recheck():
+                touched[island_id] = None
+        except Exception:
+            self.metrics.policy_errors.inc()
+            log.exception("policy islands_to_recheck failed")
+        switches = 0
+        for island_id in touched:
+            v = view(island_id)
+            if v is None:
+                continue
+            transport = self._transport_for(island_id, *v)
+            previous = self.island_transport.get(island_id)
+            self.island_transport[island_id] = transport
+            switched = previous is not None and previous is not transport
+            switches += switched
+            issue(island_id, transport, switched)
+        return switches
+
+    def _forget_removed(self, exists: Callable[[str], bool]) -> None:
+        for island_id in [i for i in self.island_transport if not exists(i)]:
+            del self.island_transport[island_id]
+            try:
+                self.policy.island_removed(island_id)
+            except Exception:
+                self.metrics.policy_errors.inc()
+                log.exception("policy island_removed failed", extra={"island": island_id})
 
     def _issue(self, transport: Transport, island_id: str, peers: list[str]) -> dict[str, str]:
         if not peers:
@@ -332,8 +391,80 @@ class ArchipelagoCore:
     def _tick(self) -> TickReport:
         t0 = time.perf_counter()
         now = self._clock()
-        engine = self.engine
         self.sync_feed()
+        tick = self._tick_cpp if self._cpp_tick else self._tick_py
+        n_changes, n_left, sent, switches, sizes = tick(now)
+        if self._last_discovery_ms is None or now - self._last_discovery_ms >= (
+            self.discovery_interval_ms
+        ):
+            self.publish_discovery(now)
+
+        engine = self.engine
+        if self._tick_rejected:  # evicted now: the next flush tells their islands (left)
+            until = now + self.reject_backoff_ms
+            for p in self._tick_rejected:
+                engine.disconnect(p)
+                self._rejected_until[p] = until
+            self._tick_rejected.clear()
+            if self._feed is not None:  # the C++ feed filters them from now on
+                self._feed.set_backoff(self._rejected_until)
+        elif self._feed is not None and self._rejected_until:
+            blocked = self._rejected_until  # the C++ feed forgets expired ones itself
+            for a in [a for a, t in blocked.items() if t <= now]:
+                del blocked[a]
+
+        m = self.metrics
+        m.ticks.inc()
+        m.peers.set(engine.peer_count)
+        m.islands.set(len(sizes))
+        for n in sizes:
+            m.island_sizes.observe(n)
+        self.last_tick_ms = now
+        dt = time.perf_counter() - t0
+        self.last_tick_s = dt
+        m.flush_seconds.observe(dt)
+        return TickReport(n_changes, n_left, sent, switches, dt)
+
+    def _count_changes(self, n_left: int, n_changed: int) -> None:
+        if n_left:
+            self.metrics.changes.inc(n_left, kind="left")
+        if n_changed:
+            self.metrics.changes.inc(n_changed, kind="changed")
+
+    def _tick_cpp(self, now: int) -> tuple[int, int, int, int, list[int]]:
+        """Expire, flush, grouping, minting and publishing in C++ (native scheme); the
+        policy in Python once per touched island. Same messages as :meth:`_tick_py`."""
+        assert self._tick_engine is not None
+        tick = _core.ArchipelagoTick(self._tick_engine, now, self.heartbeat_timeout_ms)
+        n_changes, n_left, n_changed = tick.counts
+        self._count_changes(n_left, n_changed)
+
+        def issue(island_id: str, transport: Transport, switched: bool) -> None:
+            spec = transport.native_issuer()
+            if spec is None:  # a transport of its own: asked in Python
+                targets = tick.targets(island_id, switched)
+                tick.set_issued(island_id, switched, self._issue(transport, island_id, targets))
+                return
+            try:
+                n = tick.issue(island_id, switched, *spec)
+            except Exception:
+                self.metrics.policy_errors.inc()
+                log.exception("transport failed", extra={"island": island_id})
+                return
+            if n:
+                self.metrics.issued.inc(n, transport=transport.name)
+
+        touched = dict.fromkeys(tick.touched())
+        switches = self._assign_transports(touched, tick.view, issue)
+        exists = set(tick.island_ids())
+        self._forget_removed(exists.__contains__)
+        if switches:
+            self.metrics.switches.inc(switches)
+        sent = self.pubsub.publish_tick(tick)  # type: ignore[attr-defined]
+        return n_changes, n_left, sent, switches, tick.sizes()
+
+    def _tick_py(self, now: int) -> tuple[int, int, int, int, list[int]]:
+        engine = self.engine
         engine.expire(now, self.heartbeat_timeout_ms)
         changes = engine.flush()
         islands = {i.id: i for i in engine.islands()}
@@ -359,47 +490,30 @@ class ArchipelagoCore:
                 if gone_from is not None:
                     touched[gone_from] = None
                     left.append((gone_from, c.peer_id))
-        if n_left:
-            self.metrics.changes.inc(n_left, kind="left")
-        if len(moves):
-            self.metrics.changes.inc(len(moves), kind="changed")
-
-        try:
-            for island_id in self.policy.islands_to_recheck():
-                touched[island_id] = None
-        except Exception:
-            self.metrics.policy_errors.inc()
-            log.exception("policy islands_to_recheck failed")
+        self._count_changes(n_left, len(moves))
 
         # Policy once per changed island; strings only for arrivals or on a switch.
         conn: dict[str, str] = {}
         reissue: list[tuple[str, str]] = []  # (peer, island) kept members of switched islands
-        switches = 0
-        for island_id in touched:
-            island = islands.get(island_id)
-            if island is None:
-                continue
-            transport = self._transport_for(island)
-            previous = self.island_transport.get(island_id)
-            self.island_transport[island_id] = transport
+
+        def view(island_id: str) -> tuple[tuple[str, ...], Any, float, int] | None:
+            i = islands.get(island_id)
+            return None if i is None else (tuple(i.peers), i.center, i.radius, i.max_peers)
+
+        def issue(island_id: str, transport: Transport, switched: bool) -> None:
             arrivals = moved.get(island_id, [])
-            if previous is not None and previous is not transport:
-                switches += 1
+            if switched:
                 arrived = set(arrivals)
-                stay = [p for p in island.peers if p not in arrived]
+                stay = [p for p in islands[island_id].peers if p not in arrived]
                 issued = self._issue(transport, island_id, arrivals + stay)
                 reissue.extend((p, island_id) for p in stay if p in issued)
             else:
                 issued = self._issue(transport, island_id, arrivals)
             for p, s in issued.items():
                 conn[f"{island_id}\0{p}"] = s
-        for island_id in [i for i in self.island_transport if i not in islands]:
-            del self.island_transport[island_id]
-            try:
-                self.policy.island_removed(island_id)
-            except Exception:
-                self.metrics.policy_errors.inc()
-                log.exception("policy island_removed failed", extra={"island": island_id})
+
+        switches = self._assign_transports(touched, view, issue)
+        self._forget_removed(islands.__contains__)
         if switches:
             self.metrics.switches.inc(switches)
 
@@ -441,7 +555,6 @@ class ArchipelagoCore:
         joins = [IslandPeer(i, p) for i, p in joined if i in islands]
         if joins:
             pubsub.publish_island_peers("peer_join", joins)
-        publish = pubsub.publish
 
         status = IslandStatus(
             tuple(
@@ -455,37 +568,9 @@ class ArchipelagoCore:
                 for i in islands.values()
             )
         )
-        publish("engine.islands", status)
-        if (
-            self._last_discovery_ms is None
-            or now - self._last_discovery_ms >= self.discovery_interval_ms
-        ):
-            self.publish_discovery(now)
-
-        if self._tick_rejected:  # evicted now: the next flush tells their islands (left)
-            until = now + self.reject_backoff_ms
-            for p in self._tick_rejected:
-                engine.disconnect(p)
-                self._rejected_until[p] = until
-            self._tick_rejected.clear()
-            if self._feed is not None:  # the C++ feed filters them from now on
-                self._feed.set_backoff(self._rejected_until)
-        elif self._feed is not None and self._rejected_until:
-            blocked = self._rejected_until  # the C++ feed forgets expired ones itself
-            for a in [a for a, t in blocked.items() if t <= now]:
-                del blocked[a]
-
-        m = self.metrics
-        m.ticks.inc()
-        m.peers.set(engine.peer_count)
-        m.islands.set(len(islands))
-        for i in islands.values():
-            m.island_sizes.observe(len(i.peers))
-        self.last_tick_ms = now
-        dt = time.perf_counter() - t0
-        self.last_tick_s = dt
-        m.flush_seconds.observe(dt)
-        return TickReport(len(changes), n_left, sent, switches, dt)
+        pubsub.publish("engine.islands", status)
+        sizes = [len(i.peers) for i in islands.values()]
+        return len(changes), n_left, sent, switches, sizes
 
     def publish_discovery(self, now: int | None = None) -> None:
         now = self._clock() if now is None else now

@@ -700,6 +700,48 @@ class NatsPubSub(PubSub):
             if island_ok(msg.island_id) is None or not move(msg.island_id, kind, subject, msg):
                 self.publish(subject, msg)  # the scheme refuses it (logged, counted)
 
+    @property
+    def publishes_ticks(self) -> bool:
+        """A core's tick can go out through :meth:`publish_tick` (the native scheme with
+        the C++ client): its island changes grouped and encoded per island in C++."""
+        return (
+            self.c_client is not None
+            and not self._closed
+            and self._batched
+            and SCHEMES.get(self.scheme.name) is self.scheme
+        )
+
+    def publish_tick(self, tick: Any) -> int:
+        """A core's tick (a ``_core.ArchipelagoTick`` whose strings are issued): every
+        ``island_changed`` (one ``IslandChanges`` per island), then the
+        ``IslandMembership`` of each island, then ``engine.islands``, queued in that order
+        on the C++ client (the bytes :meth:`publish_island_changed`,
+        :meth:`publish_island_peers` and :meth:`publish` write for the same tick). Bad
+        island ids and addresses are refused and counted as they are; beyond the
+        outbox bound or the server's ``max_payload`` messages are dropped and counted.
+        Returns how many ``island_changed`` it carried."""
+        out = tick.publish_native(self.c_client)
+        for code in ("bad_island_id", "bad_subject", "bad_address"):
+            if n := out[code]:
+                self.m_subject_errors.inc(n, code=code, direction="publish")
+                log.error(
+                    "refused NATS subject: %d tick messages with a bad token",
+                    n,
+                    extra={"code": code, "direction": "publish"},
+                )
+        max_payload = getattr(self.nc, "max_payload", None)
+        if isinstance(max_payload, int) and out["status_bytes"] > max_payload:
+            log.error(
+                "NATS message larger than the server's max_payload dropped",
+                extra={
+                    "subject": "engine.islands",
+                    "bytes": out["status_bytes"],
+                    "max_payload": max_payload,
+                },
+            )
+        self._sync_c()
+        return int(out["island_changed"])
+
     def _move(self, island: str, kind: str, subject: str, payload: bytes | Message) -> bool:
         """Native scheme: a peer_join/peer_left into its island's group of this turn.
         False when it cannot be grouped (not a valid address: the scheme refuses it)."""

@@ -1,0 +1,347 @@
+// A clustering tick's island changes in C++: see tick.hpp.
+
+#include "dclcomms/nats/tick.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include "dclcomms/auth/jwt.hpp"
+#include "dclcomms/auth/livekit.hpp"
+#include "dclcomms/codec/fast.hpp"
+#include "dclcomms/codec/wire.hpp"
+#include "dclcomms/error.hpp"
+#include "dclcomms/nats/client.hpp"
+
+namespace dclcomms::nats {
+
+namespace arch = dclcomms::archipelago;
+namespace wire = dclcomms::codec::wire;
+
+namespace {
+
+constexpr std::string_view kIslandPrefix = "dclcomms.v1.island.";
+constexpr std::string_view kChangedSuffix = ".changed";
+constexpr std::string_view kMembersSuffix = ".members";
+constexpr std::string_view kIslandsSubject = "engine.islands";
+
+void put_len(std::string& out, uint32_t field, std::string_view bytes) {
+  wire::write_bytes_field(out, field, bytes);
+}
+
+std::string island_subject(std::string_view island_id, std::string_view suffix) {
+  std::string s;
+  s.reserve(kIslandPrefix.size() + island_id.size() + suffix.size());
+  s.append(kIslandPrefix).append(island_id).append(suffix);
+  return s;
+}
+
+void append_raw(std::string& out, std::string_view address) {
+  char raw[20];
+  address_to_raw(address, raw);
+  out.append(raw, 20);
+}
+
+}  // namespace
+
+bool valid_island_id(std::string_view id) noexcept {
+  if (id.empty() || id.size() > 128) return false;
+  for (const char c : id) {
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::string encode_members(const arch::IslandInfo& island) {
+  codec::IslandChanged msg;
+  msg.peers.reserve(island.peers.size());
+  for (size_t i = 0; i < island.peers.size(); ++i) {
+    const float* p = &island.positions[3 * i];
+    msg.peers.emplace_back(island.peers[i], codec::Position{p[0], p[1], p[2]});
+  }
+  // No header fields: the message is exactly its peers entries.
+  return codec::encode_island_changed_message(msg);
+}
+
+std::string encode_island_changes(std::string_view island_id, std::string_view peers_entries,
+                                  std::string_view raw_addresses,
+                                  const std::vector<std::string_view>& conn_strs,
+                                  const std::vector<std::string_view>& from_island_ids) {
+  std::string out;
+  size_t size = island_id.size() + peers_entries.size() + raw_addresses.size() + 32;
+  for (auto s : conn_strs) size += s.size() + 4;
+  for (auto s : from_island_ids) size += s.size() + 2;
+  out.reserve(size);
+  if (!island_id.empty()) put_len(out, 1, island_id);
+  if (!peers_entries.empty()) put_len(out, 2, peers_entries);
+  if (!raw_addresses.empty()) put_len(out, 3, raw_addresses);
+  for (auto s : conn_strs) put_len(out, 4, s);  // repeated: "" is written too
+  for (auto s : from_island_ids) put_len(out, 5, s);
+  return out;
+}
+
+std::string encode_island_membership(std::string_view island_id, std::string_view raw_left,
+                                     std::string_view raw_joined) {
+  std::string out;
+  out.reserve(island_id.size() + raw_left.size() + raw_joined.size() + 16);
+  if (!island_id.empty()) put_len(out, 1, island_id);
+  if (!raw_left.empty()) put_len(out, 2, raw_left);
+  if (!raw_joined.empty()) put_len(out, 3, raw_joined);
+  return out;
+}
+
+std::string encode_island_status(const std::vector<arch::IslandInfo>& islands) {
+  std::string out, data, center;
+  for (const auto& i : islands) {
+    data.clear();
+    if (!i.id.empty()) put_len(data, 1, i.id);
+    for (const auto& p : i.peers) put_len(data, 2, p);  // repeated: "" is written too
+    if (i.max_peers != 0) {
+      wire::write_tag(data, 3, wire::kVarint);
+      wire::write_varint(data, i.max_peers);
+    }
+    // Position{x, 0, z} as float32: a present sub-message is always written.
+    center.clear();
+    const float x = static_cast<float>(i.center[0]);
+    const float z = static_cast<float>(i.center[2]);
+    if (!wire::is_default_float(x)) {
+      wire::write_tag(center, 1, wire::kFixed32);
+      wire::write_float(center, x);
+    }
+    if (!wire::is_default_float(z)) {
+      wire::write_tag(center, 3, wire::kFixed32);
+      wire::write_float(center, z);
+    }
+    put_len(data, 4, center);
+    if (!wire::is_default_double(i.radius)) {
+      wire::write_tag(data, 5, wire::kFixed64);
+      wire::write_double(data, i.radius);
+    }
+    put_len(out, 1, data);
+  }
+  return out;
+}
+
+std::vector<std::string> mint(const Issuer& issuer, std::string_view island_id,
+                              const std::vector<std::string>& peers) {
+  std::vector<std::string> out;
+  out.reserve(peers.size());
+  switch (issuer.kind) {
+    case Issuer::Kind::Fixed:
+      out.assign(peers.size(), issuer.text);
+      break;
+    case Issuer::Kind::P2P:
+      for (const auto& p : peers) {
+        std::string s;
+        s.reserve(5 + island_id.size() + p.size());
+        s.append("p2p:").append(island_id).append(":").append(p);
+        out.push_back(std::move(s));
+      }
+      break;
+    case Issuer::Kind::WsRoom: {
+      std::string base = issuer.text;
+      base.append("/rooms/").append(island_id);
+      if (issuer.secret.empty()) {
+        out.assign(peers.size(), base);
+        break;
+      }
+      base.append("?access_token=");
+      // The claims of dclcomms.auth.ws_room_token, in its order.
+      nlohmann::ordered_json claims = {{"sub", ""},
+                                       {"room", std::string(island_id)},
+                                       {"iat", issuer.now_s},
+                                       {"exp", issuer.now_s + issuer.ttl_s}};
+      for (const auto& p : peers) {
+        claims["sub"] = p;
+        out.push_back(base + auth::jwt_encode(claims, issuer.secret));
+      }
+      break;
+    }
+    case Issuer::Kind::LiveKit: {
+      auth::LiveKitTokenOptions o;
+      o.room = std::string(island_id);
+      o.ttl_s = issuer.ttl_s;
+      o.now_s = issuer.now_s;
+      for (const auto& p : peers) {
+        o.identity = p;
+        out.push_back(issuer.text + auth::livekit_token(issuer.api_key, issuer.secret, o));
+      }
+      break;
+    }
+  }
+  return out;
+}
+
+Tick::Tick(arch::Engine& engine, int64_t now_ms, int64_t timeout_ms) {
+  engine.expire(now_ms, timeout_ms);
+  const std::vector<arch::IslandChange> changes = engine.flush();
+  islands_ = engine.islands();
+  index_.reserve(islands_.size());
+  for (size_t i = 0; i < islands_.size(); ++i) index_.emplace(islands_[i].id, i);
+
+  std::unordered_map<std::string, bool> seen;  // touched, as a set
+  auto touch = [&](const std::string& id) {
+    if (seen.emplace(id, true).second) touched_.push_back(id);
+  };
+  counts_.changes = changes.size();
+  for (const auto& c : changes) {
+    if (c.kind == arch::ChangeKind::Changed) {
+      ++counts_.changed;
+      arrivals_[c.island_id].push_back(c.peer_id);
+      touch(c.island_id);
+      if (c.from_island_id) {
+        touch(*c.from_island_id);
+        left_.emplace_back(*c.from_island_id, c.peer_id);
+      }
+      joined_.emplace_back(c.island_id, c.peer_id);
+      moves_.push_back(Move{c.peer_id, c.island_id, c.from_island_id});
+    } else {
+      ++counts_.left;
+      touch(c.island_id);  // a Left names the island left
+      left_.emplace_back(c.island_id, c.peer_id);
+    }
+  }
+}
+
+const arch::IslandInfo* Tick::island(std::string_view id) const {
+  auto it = index_.find(std::string(id));
+  return it == index_.end() ? nullptr : &islands_[it->second];
+}
+
+std::vector<std::string> Tick::targets(std::string_view island_id, bool switched) const {
+  const arch::IslandInfo* info = island(island_id);
+  if (info == nullptr) return {};
+  auto it = arrivals_.find(std::string(island_id));
+  std::vector<std::string> out;
+  if (it != arrivals_.end()) out = it->second;
+  if (switched) {
+    std::unordered_map<std::string_view, bool> arrived;
+    for (const auto& p : out) arrived.emplace(p, true);
+    for (const auto& p : info->peers) {
+      if (arrived.find(p) == arrived.end()) out.push_back(p);
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> Tick::set_issued(std::string_view island_id, bool switched,
+                                          const std::vector<std::optional<std::string>>& strs) {
+  const std::vector<std::string> peers = targets(island_id, switched);
+  std::vector<std::string> rejected;
+  if (strs.size() != peers.size()) {
+    throw Error(ErrorKind::Config, "invalid_parameter",
+                "set_issued: " + std::to_string(strs.size()) + " strings for " +
+                    std::to_string(peers.size()) + " peers");
+  }
+  const std::string id(island_id);
+  auto& conn = conn_[id];
+  auto arr = arrivals_.find(id);
+  const size_t n_arrivals = arr == arrivals_.end() ? 0 : arr->second.size();
+  for (size_t i = 0; i < peers.size(); ++i) {
+    if (!strs[i]) {
+      rejected.push_back(peers[i]);
+      continue;
+    }
+    conn[peers[i]] = *strs[i];
+    if (i >= n_arrivals) reissue_.emplace_back(peers[i], id);  // a kept member (switch)
+  }
+  return rejected;
+}
+
+size_t Tick::issue(std::string_view island_id, bool switched, const Issuer& issuer) {
+  const std::vector<std::string> peers = targets(island_id, switched);
+  if (peers.empty()) return 0;
+  std::vector<std::string> strs = mint(issuer, island_id, peers);
+  std::vector<std::optional<std::string>> issued(strs.size());
+  for (size_t i = 0; i < strs.size(); ++i) issued[i] = std::move(strs[i]);
+  set_issued(island_id, switched, issued);
+  return peers.size();
+}
+
+NativeOutput Tick::native_messages() const {
+  NativeOutput out;
+  // island_changed, grouped per island in first-appearance order.
+  struct Group {
+    std::string island;
+    std::string raw;
+    std::vector<std::string_view> conn, from;
+  };
+  std::vector<Group> groups;
+  std::unordered_map<std::string_view, size_t> group_of;
+  auto add = [&](const std::string& peer, const std::string& island, std::string_view conn,
+                 std::string_view from) {
+    if (!valid_address(peer)) {
+      ++out.bad_address;
+      return;
+    }
+    if (!valid_island_id(island)) {
+      ++out.bad_island_id;
+      return;
+    }
+    auto [it, fresh] = group_of.emplace(island, groups.size());
+    if (fresh) groups.push_back(Group{island, {}, {}, {}});
+    Group& g = groups[it->second];
+    append_raw(g.raw, peer);
+    g.conn.push_back(conn);
+    g.from.push_back(from);
+    ++out.island_changed;
+  };
+  auto conn_of = [this](const std::string& island, const std::string& peer) -> const std::string* {
+    auto ii = conn_.find(island);
+    if (ii == conn_.end()) return nullptr;
+    auto pi = ii->second.find(peer);
+    return pi == ii->second.end() ? nullptr : &pi->second;
+  };
+  for (const auto& m : moves_) {
+    const std::string* cs = conn_of(m.island, m.peer);
+    if (cs == nullptr || island(m.island) == nullptr) continue;
+    add(m.peer, m.island, *cs, m.from ? std::string_view(*m.from) : std::string_view());
+  }
+  for (const auto& [peer, isl] : reissue_) {
+    const std::string* cs = conn_of(isl, peer);
+    if (cs != nullptr && island(isl) != nullptr) add(peer, isl, *cs, isl);
+  }
+  for (const auto& g : groups) {
+    out.messages.emplace_back(
+        island_subject(g.island, kChangedSuffix),
+        encode_island_changes(g.island, encode_members(*island(g.island)), g.raw, g.conn, g.from));
+  }
+
+  // peer_left then peer_join: one IslandMembership per island (first
+  // appearance order; every left of a tick precedes every join).
+  struct Membership {
+    std::string island;
+    std::string left, joined;
+  };
+  std::vector<Membership> ms;
+  std::unordered_map<std::string_view, size_t> ms_of;
+  auto member = [&](const std::vector<std::pair<std::string, std::string>>& list, bool joins) {
+    for (const auto& [isl, peer] : list) {
+      if (island(isl) == nullptr) continue;  // nobody remains to be told
+      if (!valid_island_id(isl)) {
+        ++out.bad_subject;  // as the scheme refuses engine.island.<id>.peer_*
+        continue;
+      }
+      if (!valid_address(peer)) {
+        ++out.bad_address;
+        continue;
+      }
+      auto [it, fresh] = ms_of.emplace(isl, ms.size());
+      if (fresh) ms.push_back(Membership{isl, {}, {}});
+      append_raw(joins ? ms[it->second].joined : ms[it->second].left, peer);
+    }
+  };
+  member(left_, false);
+  member(joined_, true);
+  for (const auto& m : ms) {
+    out.messages.emplace_back(island_subject(m.island, kMembersSuffix),
+                              encode_island_membership(m.island, m.left, m.joined));
+  }
+
+  std::string status = encode_island_status(islands_);
+  out.status_bytes = status.size();
+  out.messages.emplace_back(std::string(kIslandsSubject), std::move(status));
+  return out;
+}
+
+}  // namespace dclcomms::nats

@@ -42,8 +42,10 @@ class NatsServer:
         cluster_port: int | None = None,
         routes: list[int] | None = None,
         log_dir: Path | None = None,
+        config: Path | None = None,
     ) -> None:
         self.name = name
+        self.config = config  # a nats-server configuration file (e.g. max_payload)
         self.port = port or free_port()
         self.http_port = free_port()
         self.cluster_port = cluster_port
@@ -67,6 +69,8 @@ class NatsServer:
             "-n",
             self.name,
         ]
+        if self.config is not None:
+            args[1:1] = ["-c", str(self.config)]  # the command line overrides the file
         if self.cluster_port is not None:
             args += ["--cluster_name", "dclcomms-test"]
             args += ["--cluster", f"nats://127.0.0.1:{self.cluster_port}"]

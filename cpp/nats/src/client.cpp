@@ -23,7 +23,8 @@ namespace {
 constexpr std::string_view kNativeHeartbeats = "dclcomms.v1.heartbeats";
 constexpr size_t kAddressLen = 42;
 // A native batch larger than this many rows travels as several messages
-// (32 bytes per row: stays well under the server's 1 MiB max_payload).
+// (32 bytes per row: stays well under the server's default 1 MiB max_payload);
+// fewer rows per message when the server's max_payload (its INFO) is smaller.
 constexpr size_t kMaxBatchRows = 16384;
 
 int hex_value(char c) noexcept {
@@ -335,11 +336,22 @@ struct Client::Impl {
 
   // --- publishing ---------------------------------------------------------------
 
+  // Rows per native HeartbeatBatch message: 32 bytes a row (more with desired
+  // rooms: send_native() halves a message that still does not fit).
+  size_t batch_rows() const noexcept {
+    const int64_t max_payload = nc != nullptr ? natsConnection_GetMaxPayload(nc) : 0;
+    if (max_payload <= 0) return kMaxBatchRows;
+    const auto fit = static_cast<size_t>(std::max<int64_t>(max_payload - 64, 32) / 32);
+    return std::min(kMaxBatchRows, fit);
+  }
+
   // How many NATS messages an item is (what a drop of it counts).
   uint64_t messages(const OutItem& item) const noexcept {
     const size_t n = item.rows.size();
     if (n == 0) return 1;
-    return scheme == Scheme::Native ? (n + kMaxBatchRows - 1) / kMaxBatchRows : n;
+    if (scheme != Scheme::Native) return n;
+    const size_t per = batch_rows();
+    return (n + per - 1) / per;
   }
 
   bool enqueue(OutItem item) {
@@ -374,24 +386,38 @@ struct Client::Impl {
     }
   }
 
+  // Rows [start, end) of `rows` as one HeartbeatBatch, or as two halves (each
+  // again) while the message is larger than the server's max_payload.
+  void send_native(const HeartbeatRows& rows, size_t start, size_t end) {
+    std::string data;
+    if (start == 0 && end == rows.size()) {
+      data = encode_heartbeat_batch(rows);
+    } else {
+      HeartbeatRows part;
+      part.raw_addresses = rows.raw_addresses.substr(20 * start, 20 * (end - start));
+      part.xyz.assign(rows.xyz.begin() + static_cast<std::ptrdiff_t>(3 * start),
+                      rows.xyz.begin() + static_cast<std::ptrdiff_t>(3 * end));
+      for (const auto& [i, room] : rows.rooms) {
+        if (i >= start && i < end) part.rooms.emplace_back(i - start, room);
+      }
+      data = encode_heartbeat_batch(part);
+    }
+    const int64_t max_payload = natsConnection_GetMaxPayload(nc);
+    if (max_payload > 0 && static_cast<int64_t>(data.size()) > max_payload && end - start > 1) {
+      const size_t mid = start + (end - start) / 2;
+      send_native(rows, start, mid);
+      send_native(rows, mid, end);
+      return;
+    }
+    send(kNativeHeartbeats.data(), data);
+  }
+
   void send_heartbeats(const HeartbeatRows& rows) {
     const size_t n = rows.size();
     if (scheme == Scheme::Native) {
-      if (n <= kMaxBatchRows) {
-        send(kNativeHeartbeats.data(), encode_heartbeat_batch(rows));
-        return;
-      }
-      for (size_t start = 0; start < n; start += kMaxBatchRows) {
-        const size_t end = std::min(n, start + kMaxBatchRows);
-        HeartbeatRows part;
-        part.raw_addresses = rows.raw_addresses.substr(20 * start, 20 * (end - start));
-        part.xyz.assign(rows.xyz.begin() + static_cast<std::ptrdiff_t>(3 * start),
-                        rows.xyz.begin() + static_cast<std::ptrdiff_t>(3 * end));
-        for (const auto& [i, room] : rows.rooms) {
-          if (i >= start && i < end) part.rooms.emplace_back(i - start, room);
-        }
-        send(kNativeHeartbeats.data(), encode_heartbeat_batch(part));
-      }
+      const size_t per = batch_rows();
+      for (size_t start = 0; start < n; start += per)
+        send_native(rows, start, std::min(n, start + per));
       return;
     }
     // One message per heartbeat: subject prefix + address + ".heartbeat".

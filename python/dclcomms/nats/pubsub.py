@@ -43,6 +43,10 @@ Reconnection is nats-py's: every URL is tried (randomized), forever, waiting
 by nats-py after a reconnect. Bad tokens (publish) and undecodable or
 badly-addressed messages (receive) are logged and counted
 (``dcl_nats_subject_errors_total{code}``, ``dcl_nats_dropped_total{reason}``).
+
+``engine.islands`` larger than the server's ``max_payload`` (from its INFO) is published
+in parts and joined again on receipt (:mod:`dclcomms.nats.status_parts`): handlers get
+only whole snapshots.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ import binascii
 import contextlib
 import logging
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +68,7 @@ from dclcomms import _core, codec
 from dclcomms.errors import PubSubError, SubjectError
 from dclcomms.heartbeats import UNSET, Unset
 from dclcomms.metrics import BoundCounter, Registry
+from dclcomms.nats.status_parts import IslandStatusAssembler, split_island_status
 from dclcomms.nats.subjects import (
     ADDRESS_RE,
     ISLAND_RE,
@@ -406,6 +412,11 @@ class NatsPubSub(PubSub):
         self.published_bytes = 0
         self.received = 0
         self.handler_errors = 0
+        # engine.islands in parts (beyond max_payload): the last snapshot id sent, the
+        # parts received and not yet joined
+        self._status_snapshot = 0
+        self._status_parts = IslandStatusAssembler()
+        self._status_incomplete = 0
         # Every series carries client=<NATS connection name>: the parts of one process
         # (``dclcomms realm --nats``: connector and core) share its registry, each with
         # its own connections.
@@ -426,7 +437,8 @@ class NatsPubSub(PubSub):
         self.m_dropped = counter(
             "dcl_nats_dropped_total",
             "messages dropped, by reason (outbox_full, nats_buffer, max_payload, decode, closed, "
-            "slow_consumer, inbox_full)",
+            "slow_consumer, inbox_full; islands_incomplete: engine.islands snapshots whose "
+            "parts did not all arrive)",
         )
         self.m_subject_errors = counter(
             "dcl_nats_subject_errors_total",
@@ -629,7 +641,35 @@ class NatsPubSub(PubSub):
                 data = self.scheme.encode(subject, decode_payload(subject, data))
         else:
             data = self.scheme.encode(subject, payload)
+        if subject == "engine.islands":
+            self._publish_status(wire, data)
+            return
         self._enqueue(wire, data)
+
+    def _publish_status(self, wire: str, data: bytes) -> None:
+        """``engine.islands``: as it is when it fits the server's ``max_payload``, else
+        in parts (:func:`~dclcomms.nats.status_parts.split_island_status`), all of them
+        queued or none."""
+        limit = int(getattr(self.nc, "max_payload", 0) or 0)
+        if limit <= 0 or len(data) <= limit:
+            self._enqueue(wire, data)
+            return
+        # ids only grow, also across restarts of the core (microseconds of the clock)
+        self._status_snapshot = max(self._status_snapshot + 1, time.time_ns() // 1000)
+        try:
+            parts = split_island_status(data, limit, self._status_snapshot)
+        except ValueError as e:
+            self.m_dropped.inc(reason="max_payload")
+            log.error(
+                "engine.islands cannot be split under the server's max_payload: dropped",
+                extra={"subject": wire, "bytes": len(data), "max_payload": limit, "error": str(e)},
+            )
+            return
+        if self._outbox_bytes + sum(map(len, parts)) > self.max_outbox_bytes:
+            self.m_dropped.inc(len(parts), reason="outbox_full")
+            return
+        for part in parts:
+            self._enqueue(wire, part)
 
     def publish_heartbeats(self, batch: HeartbeatBatch) -> None:
         """One NATS message per ``peer.<addr>.heartbeat``, all flushed together.
@@ -656,7 +696,7 @@ class NatsPubSub(PubSub):
             self._sync_c()
             return
         if self._batched:  # one message for the whole batch
-            self._enqueue(NATIVE_HEARTBEATS, encode_heartbeat_batch(batch))
+            self._enqueue_heartbeat_batch(batch)
             return
         payloads = _core.codec_encode_heartbeats(batch.positions, list(batch.desired_rooms))
         wire_subject, enqueue = self._wire_subject, self._enqueue
@@ -664,6 +704,18 @@ class NatsPubSub(PubSub):
             wire = wire_subject(f"peer.{addr}.heartbeat")
             if wire is not None:
                 enqueue(wire, data)
+
+    def _enqueue_heartbeat_batch(self, batch: HeartbeatBatch) -> None:
+        """Native scheme: one HeartbeatBatch message, or halves of it (each again) while
+        it is larger than the server's ``max_payload``."""
+        data = encode_heartbeat_batch(batch)
+        limit = int(getattr(self.nc, "max_payload", 0) or 0)
+        n = len(batch)
+        if 0 < limit < len(data) and n > 1:
+            self._enqueue_heartbeat_batch(batch.select(list(range(n // 2))))
+            self._enqueue_heartbeat_batch(batch.select(list(range(n // 2, n))))
+            return
+        self._enqueue(NATIVE_HEARTBEATS, data)
 
     def publish_island_changed(self, items: Sequence[tuple[str, IslandChanged]]) -> None:
         """A tick's ``island_changed``: the addresses checked together (one regular
@@ -1028,6 +1080,11 @@ class NatsPubSub(PubSub):
         subject = self._internal_subject(wire_subject)
         if subject is None:
             return
+        if subject == "engine.islands":
+            whole = self._join_status(wire_subject, data)
+            if whole is None:
+                return
+            data = whole
         if subject.startswith("peer.") and subject.endswith(".heartbeat"):
             # decoded with the rest of this loop iteration's heartbeats
             if not w.pending:
@@ -1126,6 +1183,25 @@ class NatsPubSub(PubSub):
                     p = pos[i]
                     hb = Heartbeat((p[0], p[1], p[2]), batch.desired_rooms[i])
                     self._call(sub, subjects[i], hb)
+
+    def _join_status(self, wire_subject: str, data: bytes) -> bytes | None:
+        """A whole ``engine.islands`` message, or None while its parts are incomplete
+        (a malformed part is dropped as undecodable; a snapshot given up is counted as
+        ``islands_incomplete``)."""
+        parts = self._status_parts
+        try:
+            whole = parts.add(data)
+        except ValueError as e:
+            self._undecodable(e, wire_subject)
+            whole = None
+        if d := parts.incomplete - self._status_incomplete:
+            self._status_incomplete = parts.incomplete
+            self.m_dropped.inc(d, reason="islands_incomplete")
+            log.warning(
+                "engine.islands snapshot dropped: not every part arrived",
+                extra={"subject": wire_subject, "snapshots": d},
+            )
+        return whole
 
     def _undecodable(self, error: object, wire_subject: str) -> None:
         self.m_dropped.inc(reason="decode")

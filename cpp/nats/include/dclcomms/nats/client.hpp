@@ -6,6 +6,7 @@
 //
 // Subjects (docs/nats.md): per scheme, a heartbeat travels as
 //   native : one HeartbeatBatch per connector batch on dclcomms.v1.heartbeats
+//            (several when it exceeds the server's max_payload, from its INFO)
 //   workers: one Heartbeat per peer on peer.<addr>.heartbeat
 //   v3     : one Heartbeat per peer on client-proto.peer.<addr>.heartbeat
 // and a session start / end as an empty peer.<addr>.connect / .disconnect (all

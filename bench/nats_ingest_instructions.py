@@ -1,0 +1,179 @@
+"""Instructions the core process spends per heartbeat ingested over NATS (C++ feed).
+
+A figure that repeats on a shared machine: the core side of ``bench_nats.py --ingest``
+(a :class:`NatsPubSub` with the C++ client feeding an :class:`ArchipelagoCore`'s
+engine) runs under ``valgrind --tool=callgrind``; ``--load-procs`` load processes of
+``bench_nats.py`` (not under valgrind) publish ``--peers`` heartbeats ``--repeat`` times
+each (the first of a peer adds it to the engine, the others update it). The
+callgrind counters are zeroed when the core is subscribed and dumped when the engine
+has applied every heartbeat; every thread of the core process counts (libnats' socket
+reader and delivery thread, the feed's applier, Python polling the feed every 50 ms).
+
+    python bench/nats_ingest_instructions.py --subjects workers,v3 --peers 10000 --repeat 5
+    python bench/nats_ingest_instructions.py --subjects workers --top 25   # + hottest functions
+
+Prints one JSON document per scheme and repetition (``--top N``: the N functions with
+the most exclusive instructions, from ``callgrind_annotate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import bench_nats  # this folder is on sys.path when run as a script
+
+
+async def core_child(url: str, scheme: str, total: int) -> None:
+    """The measured process: feeds the engine from NATS until `total` heartbeats applied."""
+    bus = await bench_nats.NatsPubSub.connect([url], subjects=scheme, c_client=True)
+    core = bench_nats.make_core(bus)
+    await bus.ready()
+    print("ready", flush=True)
+    line = await asyncio.to_thread(sys.stdin.readline)
+    assert line.strip() == "go"
+    base = core.metrics.heartbeats.get()
+    while True:
+        core.sync_feed()
+        if core.metrics.heartbeats.get() - base >= total:
+            break
+        await asyncio.sleep(0.05)
+    print(json.dumps({"heartbeats": int(core.metrics.heartbeats.get() - base)}), flush=True)
+    await asyncio.to_thread(sys.stdin.readline)  # dumped: close
+    core.close()
+    await bus.aclose()
+
+
+def top_functions(dump: Path, n: int) -> list[tuple[int, str]]:
+    text = subprocess.run(
+        ["callgrind_annotate", "--inclusive=no", "--threshold=100", str(dump)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    out = []
+    for line in text.splitlines():
+        m = re.match(r"^\s*([\d,]+)\s+\([^)]*\)\s+(.*)$", line)
+        if m and "PROGRAM TOTALS" not in line:
+            out.append((int(m.group(1).replace(",", "")), m.group(2).strip()))
+        if len(out) >= n:
+            break
+    return out
+
+
+def run(
+    url: str, scheme: str, peers: int, repeat: int, load_procs: int, out_dir: Path, top: int
+) -> dict[str, Any]:
+    prefix = out_dir / f"callgrind-{scheme}"
+    core = subprocess.Popen(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={prefix}.%p",
+            sys.executable,
+            __file__,
+            "--core-child",
+            url,
+            scheme,
+            str(peers * repeat),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert core.stdin is not None and core.stdout is not None
+    procs = None
+    try:
+        assert core.stdout.readline().strip() == "ready"
+        procs = bench_nats.LoadProcs(
+            load_procs,
+            peers,
+            {
+                "url": url,
+                "c_client": True,
+                "subjects": scheme,
+                "batch": 1000,
+                "seed": 1,
+                "repeat": repeat,
+            },
+        )
+        subprocess.run(["callgrind_control", "-z", str(core.pid)], check=True, capture_output=True)
+        core.stdin.write("go\n")
+        core.stdin.flush()
+        procs.send("burst 0")
+        got = json.loads(core.stdout.readline())
+        subprocess.run(["callgrind_control", "-d", str(core.pid)], check=True, capture_output=True)
+        asyncio.run(procs.results())
+        core.stdin.write("close\n")
+        core.stdin.flush()
+        core.wait(timeout=600)
+    finally:
+        if procs is not None:
+            procs.close()
+        if core.poll() is None:
+            core.kill()
+            core.wait()
+        core.stdin.close()
+        core.stdout.close()
+    dump = Path(f"{prefix}.{core.pid}.1")
+    match = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(errors="replace"), re.M)
+    assert match, "no callgrind totals"
+    instructions = int(match.group(1))
+    out: dict[str, Any] = {
+        "scheme": scheme,
+        "peers": peers,
+        "repeat": repeat,
+        "load_procs": load_procs,
+        "heartbeats": got["heartbeats"],
+        "instructions": instructions,
+        "instructions_per_heartbeat": round(instructions / max(got["heartbeats"], 1), 1),
+    }
+    if top:
+        out["top_exclusive"] = [
+            [round(ir / max(got["heartbeats"], 1), 1), fn] for ir, fn in top_functions(dump, top)
+        ]
+    return out
+
+
+def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--core-child":
+        asyncio.run(core_child(sys.argv[2], sys.argv[3], int(sys.argv[4])))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--subjects", default="workers,v3")
+    ap.add_argument("--peers", type=int, default=10_000)
+    ap.add_argument("--repeat", type=int, default=5, help="heartbeats per peer")
+    ap.add_argument("--load-procs", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--top", type=int, default=0, help="also the N hottest functions")
+    ap.add_argument("--keep", type=Path, help="keep the callgrind dumps in this folder")
+    args = ap.parse_args()
+    nats, url = bench_nats.start_nats()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            out_dir = args.keep or Path(tmp)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for scheme in args.subjects.split(","):
+                for _ in range(args.reps):
+                    t0 = time.perf_counter()
+                    res = run(
+                        url, scheme, args.peers, args.repeat, args.load_procs, out_dir, args.top
+                    )
+                    res["wall_s"] = round(time.perf_counter() - t0, 1)
+                    print(json.dumps(res), flush=True)
+    finally:
+        nats.terminate()
+        nats.wait(5)
+
+
+if __name__ == "__main__":
+    main()

@@ -658,13 +658,16 @@ async def test_receiver_with_full_socket_gets_everything_in_order(rng: random.Ra
             slow.close()
 
 
+@pytest.mark.parametrize("keep_alive_ms", [5000, 0])
 @run_async
-async def test_rooms_sharded_over_io_threads(rng: random.Random) -> None:
+async def test_rooms_sharded_over_io_threads(rng: random.Random, keep_alive_ms: int) -> None:
     """io_threads 3: rooms are spread over 3 shards (one lock each, a room in one). The
     duplicate rule spans the shards (the older session, wherever it is, gets peer_kicked and
     4006; the newer one's challenge says already_connected), relays stay within their room,
-    and stats() sums every shard."""
-    with serving(io_threads=3, auth_threads=2) as server:
+    and stats() sums every shard. With keep-alive on (the default) the socket of a room in
+    shard 1 or 2 moves to that shard's own thread before its upgrade is read; with it off
+    every socket stays on the listening thread (each room still under its shard's lock)."""
+    with serving(io_threads=3, auth_threads=2, http_keep_alive_ms=keep_alive_ms) as server:
         me = Identity.random(rng)
         async with aiohttp.ClientSession() as s:
             rooms = [f"shard-{i}" for i in range(8)]
@@ -725,4 +728,9 @@ async def test_rooms_sharded_over_io_threads(rng: random.Random) -> None:
             assert st["users"] == len(rooms) + 1 and st["rooms"] == len(rooms)
             assert st["kicked_duplicate"] == len(rooms) - 1 and st["welcomed"] == 2 * len(rooms)
             assert sorted(d["roomName"] for d in st["details"]) == sorted(rooms)
+            moved = server.stats()["server"]["sockets_moved_to_shards"]
+            if keep_alive_ms:
+                assert 0 < moved < 2 * len(rooms)  # not the rooms of shard 0
+            else:
+                assert moved == 0
             await still_serving(s, server.port, rng)

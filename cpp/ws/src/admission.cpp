@@ -78,6 +78,15 @@ void Admission::closed(const void* key) {
   if (it != conns_.end()) forget(it);
 }
 
+void Admission::rekey(const void* from, const void* to) {
+  auto it = conns_.find(from);
+  if (it == conns_.end() || from == to || conns_.count(to) != 0) return;
+  Conn c = std::move(it->second);
+  conns_.erase(it);
+  if (c.queued != evictable_.end()) *c.queued = to;
+  conns_.emplace(to, std::move(c));
+}
+
 bool Admission::reserve_only(const void* key) const {
   auto it = conns_.find(key);
   return it != conns_.end() && it->second.reserve_only;

@@ -12,7 +12,9 @@
 // on_http does, answered with Content-Length and the connection kept for the
 // next request, idle at most http_keep_alive_ms. Anything else, at any request
 // boundary, is handed to websocketpp untouched (con->start()): upgrades, and
-// plain requests it answers and closes as before. The session's handlers run
+// plain requests it answers and closes as before. With sharded rooms, a
+// request to /rooms/<id> is handed to the endpoint of that room's shard
+// instead (migrate(): the socket moves to the shard's thread). The session's handlers run
 // on the connection's strand, so admission's eviction (interrupt/terminate on
 // that strand) closes an idle session like any other connection.
 
@@ -245,7 +247,10 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
     }
     std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
     std::string path(target.substr(0, target.find('?')));
-    if (server_.hub_.kind_of(path)) return 0;  // a WebSocket path: websocketpp's
+    if (server_.hub_.kind_of(path)) {  // a WebSocket path: websocketpp's, on its shard's thread
+      shard_ = server_.shard_of_path(path);
+      return 0;
+    }
     for (size_t pos = eol + 2; pos < head.size();) {
       size_t next = head.find("\r\n", pos);
       std::string_view h = head.substr(pos, next - pos);
@@ -282,7 +287,11 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
     timer_.cancel();
     done_ = true;
     forget();
-    con_->start();
+    if (shard_ != 0) {
+      server_.migrate(con_, shard_);
+    } else {
+      con_->start();
+    }
   }
 
   void read(size_t n) {
@@ -381,6 +390,7 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
   std::string out_;
   uint64_t requests_ = 0;
   uint64_t body_left_ = 0;  // body bytes of this request not read yet
+  size_t shard_ = 0;        // the shard whose endpoint serves the upgrade
   bool parsed_head_ = false;
   bool done_ = false;
 };

@@ -113,7 +113,7 @@ class WsppLink final : public Link {
         shard_(shard),
         con_(std::move(con)),
         fd_(con_->get_raw_socket().native_handle()),
-        timer_(server.ep_.get_io_service()),
+        timer_(server.io_of(shard)),
         handed_(std::make_shared<Handed>()) {}
   ~WsppLink() override {
     if (!cork_.empty()) server_.undirty(shard_, this);
@@ -262,7 +262,7 @@ void Server::Impl::dirty(Shard& shard, WsppLink* link) {
 
 void Server::Impl::post_flush(Shard& shard) {
   Shard* sh = &shard;
-  asio::post(ep_.get_io_service(), [this, sh] {
+  asio::post(io_of(*sh), [this, sh] {
     std::lock_guard<std::mutex> lock(sh->mu);
     if (sh->input != sh->input_seen && sh->deferrals < kMaxDeferrals &&
         now_us() - sh->flush_posted_us < kMaxDeferUs) {
@@ -298,13 +298,59 @@ std::vector<std::unique_ptr<Server::Impl::Shard>> Server::Impl::make_shards() {
   size_t n = cfg_.rooms ? static_cast<size_t>(cfg_.io_threads) : 1;
   std::vector<std::unique_ptr<Shard>> out;
   for (size_t i = 0; i < n; ++i) out.push_back(std::make_unique<Shard>(*this, i));
-  for (size_t i = 1; i < n; ++i) out[i]->hub.forward_events_to(&out[0]->hub);
+  for (size_t i = 1; i < n; ++i) {
+    out[i]->hub.forward_events_to(&out[0]->hub);
+    out[i]->io = std::make_unique<asio::io_context>(1);  // one thread runs it
+    out[i]->ep = std::make_unique<detail::Endpoint>();
+  }
   return out;
 }
 
 size_t Server::Impl::shard_of_room(const std::string& room) const {
   if (shards_.size() == 1) return 0;
   return std::hash<std::string>{}(room) % shards_.size();
+}
+
+size_t Server::Impl::shard_of_path(const std::string& path) const {
+  static const std::string kRooms = "/rooms/";
+  if (shards_.size() == 1 || !cfg_.rooms || path.rfind(kRooms, 0) != 0) return 0;
+  return shard_of_room(path.substr(kRooms.size()));
+}
+
+// The socket leaves ep_'s reactor and joins the shard's: nothing of the
+// request was read (the HttpSession only peeked), so websocketpp on the
+// shard's endpoint reads the upgrade from its first byte.
+void Server::Impl::migrate(const ConnPtr& con, size_t shard) {
+  Shard& sh = *shards_[shard];
+  auto& sock = con->get_raw_socket();
+  asio::error_code ec;
+  auto protocol = sock.local_endpoint(ec).protocol();
+  ConnPtr moved;
+  if (!ec) moved = sh.ep->get_connection();
+  if (!moved) {
+    con->start();  // served from ep_'s thread (on_validate routes it)
+    return;
+  }
+  int fd = sock.release(ec);
+  if (ec) {
+    con->start();
+    return;
+  }
+  moved->get_raw_socket().assign(protocol, fd, ec);
+  if (ec) {
+    ::close(fd);
+    on_terminated(con);  // its admission slot
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(adm_mu_);
+    adm_->rekey(con.get(), moved.get());
+    ++moved_to_shards_;
+    conns_.erase(con.get());
+    conns_[moved.get()] = ConnInfo{moved};
+  }
+  moved->set_termination_handler([this](ConnPtr c) { on_terminated(c); });
+  asio::post(io_of(sh), [moved] { moved->start(); });
 }
 
 void Server::Impl::route(const ConnPtr& con, Shard& shard) {
@@ -402,6 +448,7 @@ Stats Server::Impl::stats() const {
   st.server.emplace_back("fd_limit", fd_limit_);
   st.server.emplace_back("accept_paused", accept_paused_);
   st.server.emplace_back("http_too_large", http_too_large_);
+  st.server.emplace_back("sockets_moved_to_shards", moved_to_shards_);
   st.server.emplace_back("socket_writes", writes);
   st.server.emplace_back("writes_handed_over", handed);
   st.server.emplace_back("frames_flushed", frames);
@@ -434,42 +481,16 @@ uint16_t Server::Impl::start() {
   if (started_.exchange(true)) {
     throw Error(ErrorKind::Config, "already_started", "the server was already started");
   }
-  ep_.clear_access_channels(websocketpp::log::alevel::all);
-  ep_.clear_error_channels(websocketpp::log::elevel::all);
   ep_.init_asio();
   ep_.set_reuse_addr(true);
   ep_.set_listen_backlog(4096);
-  // The endpoint value is only the default of new connections: on_validate
-  // sets each one's own limit before any frame of it is read.
-  ep_.set_max_message_size(cfg_.bus ? std::max(cfg_.max_frame_bytes, cfg_.bus_max_frame_bytes)
-                                    : cfg_.max_frame_bytes);
-  // Checked against Content-Length when the headers are parsed: 413 before
-  // any of the body is read (websocketpp's default would buffer 32 MB).
-  ep_.set_max_http_body_size(cfg_.http_max_body_bytes);
-  ep_.set_close_handshake_timeout(2000);
-  // Small frames must not wait for Nagle + delayed ACK (~40 ms per hop).
-  ep_.set_tcp_post_init_handler([this](Hdl h) {
-    asio::error_code ignored;  // best effort: latency, not correctness
-    ep_.get_con_from_hdl(h)->get_socket().set_option(asio::ip::tcp::no_delay(true), ignored);
-  });
-  ep_.set_validate_handler([this](Hdl h) { return on_validate(h); });
-  ep_.set_open_handler([this](Hdl h) { on_open(*shards_[0], h); });
-  ep_.set_message_handler([this](Hdl h, MessagePtr m) { on_message(*shards_[0], h, m); });
-  ep_.set_close_handler([this](Hdl h) { on_closed(*shards_[0], h); });
-  ep_.set_fail_handler([this](Hdl h) { on_closed(*shards_[0], h); });
-  ep_.set_http_handler([this](Hdl h) { on_http(h); });
-  // Admission evicted it (evict()): on its strand, like websocketpp's timeouts.
-  ep_.set_interrupt_handler([this](Hdl h) {
-    websocketpp::lib::error_code ec;
-    ConnPtr con = ep_.get_con_from_hdl(h, ec);
-    if (!ec && con) con->terminate(websocketpp::lib::error_code());
-  });
-  ep_.set_pong_handler([this](Hdl h, std::string) {
-    std::lock_guard<std::mutex> lock(mu_);
-    hub_.pong(h.lock().get());
-  });
-  ep_.set_ping_handler(
-      [this](Hdl h, std::string payload) { return on_ping(*shards_[0], h, payload); });
+  configure(ep_, *shards_[0]);
+  for (size_t i = 1; i < shards_.size(); ++i) {
+    Shard& sh = *shards_[i];
+    sh.ep->init_asio(sh.io.get());
+    configure(*sh.ep, sh);
+    sh.ep->start_perpetual();  // runs with no connection until stop()
+  }
 
   asio::error_code aec;
   auto addr = asio::ip::make_address(cfg_.host, aec);
@@ -511,10 +532,48 @@ uint16_t Server::Impl::start() {
     idle_timer_ = std::make_unique<asio::steady_timer>(ep_.get_io_service());
     schedule_idle_sweep();
   }
-  for (int i = 0; i < cfg_.io_threads; ++i) {
-    io_.emplace_back([this] { run_io(); });
+  if (shards_.size() > 1) {  // a thread per shard
+    for (auto& sh : shards_) io_.emplace_back([e = &ep_of(*sh)] { run_io(*e); });
+  } else {
+    for (int i = 0; i < cfg_.io_threads; ++i) io_.emplace_back([this] { run_io(ep_); });
   }
   return port_;
+}
+
+void Server::Impl::configure(detail::Endpoint& ep, Shard& shard) {
+  Shard* sh = &shard;
+  ep.clear_access_channels(websocketpp::log::alevel::all);
+  ep.clear_error_channels(websocketpp::log::elevel::all);
+  // The endpoint value is only the default of new connections: on_validate
+  // sets each one's own limit before any frame of it is read.
+  ep.set_max_message_size(cfg_.bus ? std::max(cfg_.max_frame_bytes, cfg_.bus_max_frame_bytes)
+                                   : cfg_.max_frame_bytes);
+  // Checked against Content-Length when the headers are parsed: 413 before
+  // any of the body is read (websocketpp's default would buffer 32 MB).
+  ep.set_max_http_body_size(cfg_.http_max_body_bytes);
+  ep.set_close_handshake_timeout(2000);
+  // Small frames must not wait for Nagle + delayed ACK (~40 ms per hop).
+  ep.set_tcp_post_init_handler([this](Hdl h) {
+    asio::error_code ignored;  // best effort: latency, not correctness
+    ep_.get_con_from_hdl(h)->get_socket().set_option(asio::ip::tcp::no_delay(true), ignored);
+  });
+  ep.set_validate_handler([this](Hdl h) { return on_validate(h); });
+  ep.set_open_handler([this, sh](Hdl h) { on_open(*sh, h); });
+  ep.set_message_handler([this, sh](Hdl h, MessagePtr m) { on_message(*sh, h, m); });
+  ep.set_close_handler([this, sh](Hdl h) { on_closed(*sh, h); });
+  ep.set_fail_handler([this, sh](Hdl h) { on_closed(*sh, h); });
+  ep.set_http_handler([this](Hdl h) { on_http(h); });
+  // Admission evicted it (evict()): on its strand, like websocketpp's timeouts.
+  ep.set_interrupt_handler([this](Hdl h) {
+    websocketpp::lib::error_code ec;
+    ConnPtr con = ep_.get_con_from_hdl(h, ec);
+    if (!ec && con) con->terminate(websocketpp::lib::error_code());
+  });
+  ep.set_pong_handler([sh](Hdl h, std::string) {
+    std::lock_guard<std::mutex> lock(sh->mu);
+    sh->hub.pong(h.lock().get());
+  });
+  ep.set_ping_handler([sh](Hdl h, std::string payload) { return on_ping(*sh, h, payload); });
 }
 
 void Server::Impl::stop() {
@@ -549,21 +608,25 @@ void Server::Impl::stop() {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   ep_.stop();
+  for (size_t i = 1; i < shards_.size(); ++i) {
+    shards_[i]->ep->stop_perpetual();
+    shards_[i]->ep->stop();
+  }
   for (auto& t : io_) {
     if (t.joinable()) t.join();
   }
   io_.clear();
 }
 
-void Server::Impl::run_io() {
+void Server::Impl::run_io(detail::Endpoint& ep) {
   for (;;) {
     try {
-      ep_.run();
+      ep.run();
       return;
     } catch (const std::exception&) {
       // A handler threw (a bug, or allocation failure): keep serving the
       // other sockets rather than losing the I/O thread.
-      if (ep_.stopped()) return;
+      if (ep.stopped()) return;
     }
   }
 }

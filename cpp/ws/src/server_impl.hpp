@@ -8,9 +8,17 @@
 // corking list. Shard 0 (its lock is mu_, its hub hub_) holds the connector,
 // the bus, HTTP and the rooms hashing to it; with io_threads N (and rooms
 // served) there are N shards and each room lives in the one its id hashes
-// to, so the I/O threads relay different rooms' updates in parallel and a
-// room's relay never waits on another room's lock. A room connection gets
-// its shard's handlers at upgrade (on_validate). The duplicate rule (one
+// to. Each shard then has its own thread: shard 0 runs the listening
+// endpoint ep_, shard i > 0 its own websocketpp endpoint on its own
+// io_context, run by one thread. A room connection's socket moves to its
+// shard's endpoint before the upgrade is read (migrate(): the keep-alive
+// HttpSession peeks at the request line first), so its reads, relays,
+// flushes and timers all run on that shard's thread and its lock is never
+// contended by the relay of another shard; the I/O threads relay different
+// rooms' updates in parallel. (A connection whose upgrade head is not whole
+// in its first segment, or every one with http_keep_alive_ms = 0, stays on
+// ep_'s thread and gets its shard's handlers at upgrade (on_validate): still
+// correct under the shard's lock, not thread-affine.) The duplicate rule (one
 // room session per address) spans the shards through the room directory
 // (room_joined/room_left, a leaf lock): the older session, in another shard,
 // is kicked by a task posted to that shard.
@@ -179,6 +187,11 @@ class Server::Impl final {
     Shard(Impl& server, size_t i) : index(i), env(server, *this), hub(server.cfg_, env) {}
     const size_t index;
     ShardEnv env;
+    // Shards 1.. of a sharded server: their own io_context, one thread, and
+    // a websocketpp endpoint on it (null for shard 0: ep_). Declared before
+    // hub: destroyed after every link and connection that uses them.
+    std::unique_ptr<asio::io_context> io;
+    std::unique_ptr<detail::Endpoint> ep;
     std::mutex mu;                 // guards everything below
     std::vector<WsppLink*> dirty;  // declared before hub: its links unlist themselves
     // The pending flush (server.cpp, "corking"): frames received (input) and
@@ -195,6 +208,18 @@ class Server::Impl final {
   std::vector<std::unique_ptr<Shard>> make_shards();
   // The shard of a room (its id, without /rooms/; one shard: 0).
   size_t shard_of_room(const std::string& room) const;
+  // The shard whose thread serves a WebSocket upgrade to path: an island
+  // room's, else 0.
+  size_t shard_of_path(const std::string& path) const;
+  // A shard's endpoint and the io_context its handlers, timers and tasks run on.
+  detail::Endpoint& ep_of(Shard& shard) { return shard.ep ? *shard.ep : ep_; }
+  asio::io_context& io_of(Shard& shard) { return ep_of(shard).get_io_service(); }
+  // The handlers and limits every endpoint shares, bound to shard.
+  void configure(detail::Endpoint& ep, Shard& shard);
+  // Moves an accepted connection whose upgrade is not read yet to shard's
+  // endpoint (a new connection object on the same socket; the admission
+  // slot follows) and starts it there.
+  void migrate(const detail::ConnPtr& con, size_t shard);
   void verify(Shard& shard, std::string chain_json, std::string challenge,
               Environment::VerifyDone done);
   void room_joined(Shard& shard, const std::string& address, uint32_t alias);
@@ -216,12 +241,12 @@ class Server::Impl final {
   template <class F>
   void post(Shard& shard, F&& f) {
     if (!started_.load() || stopped_.load()) return;
-    asio::post(ep_.get_io_service(), [&shard, f = std::forward<F>(f)]() mutable {
+    asio::post(io_of(shard), [&shard, f = std::forward<F>(f)]() mutable {
       std::lock_guard<std::mutex> lock(shard.mu);
       f();
     });
   }
-  void run_io();
+  static void run_io(detail::Endpoint& ep);
   void schedule_idle_sweep();
   // Corking (server.cpp, WsppLink): links with frames queued this I/O loop
   // turn; the first one posts the turn's flush. Under mu_.
@@ -285,6 +310,7 @@ class Server::Impl final {
   std::unique_ptr<Admission> adm_;
   std::unordered_map<const void*, ConnInfo> conns_;
   uint64_t accept_paused_ = 0, http_too_large_ = 0;
+  uint64_t moved_to_shards_ = 0;  // migrate(): sockets handed to a shard's thread
 
   std::vector<std::unique_ptr<Shard>> shards_;  // never empty; fixed once built
   std::mutex& mu_;  // shard 0's lock: its hub, and the HTTP requests below

@@ -87,6 +87,32 @@ TEST(Admission, AtTheCapTheOldestUnauthenticatedIsEvicted) {
   EXPECT_EQ(a.unauthenticated(), 0u);
 }
 
+// A connection whose socket moved to another connection object (a room
+// connection handed to its shard's thread) keeps its slot, its address's
+// count and its place in the eviction order under the new key.
+TEST(Admission, RekeyedConnectionKeepsItsSlotAndEvictionOrder) {
+  Admission a(2, 0, 5, 1000);
+  EXPECT_EQ(a.admit(key(1), "10.0.0.1", 0).verdict, V::Admit);
+  EXPECT_EQ(a.admit(key(2), "10.0.0.1", 10).verdict, V::Admit);
+  a.rekey(key(1), key(21));
+  a.rekey(key(99), key(98));  // unknown: ignored
+  a.rekey(key(2), key(21));   // the new key is taken: ignored
+  EXPECT_EQ(a.open(), 2u);
+  EXPECT_EQ(a.unauthenticated("10.0.0.1"), 2u);
+  a.closed(key(1));  // the old key is forgotten
+  EXPECT_EQ(a.open(), 2u);
+  // The oldest unauthenticated connection is evicted by its new key.
+  auto d = a.admit(key(3), "10.0.0.3", 1000);
+  EXPECT_EQ(d.verdict, V::Admit);
+  EXPECT_EQ(d.evict, key(21));
+  a.authenticated(key(2));
+  a.closed(key(2));
+  a.closed(key(3));
+  EXPECT_EQ(a.open(), 0u);
+  EXPECT_EQ(a.unauthenticated(), 0u);
+  EXPECT_EQ(stat(a, "evicted_unauthenticated"), 1u);
+}
+
 TEST(Admission, PerAddressCapCountsOnlyUnauthenticated) {
   Admission a(100, 10, 2);
   EXPECT_EQ(a.admit(key(1), "10.0.0.1", 0).verdict, V::Admit);

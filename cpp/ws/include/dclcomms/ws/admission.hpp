@@ -52,6 +52,9 @@ class Admission {
   void authenticated(const void* key);
   // An admitted connection ended (unknown keys, e.g. evicted ones, ignored).
   void closed(const void* key);
+  // An admitted connection's key changed (its socket moved to another
+  // connection object): its bookkeeping follows (unknown keys ignored).
+  void rekey(const void* from, const void* to);
   bool reserve_only(const void* key) const;
 
   size_t open() const noexcept { return open_; }

@@ -19,8 +19,10 @@ import nats
 import numpy as np
 import pytest
 
+from dclcomms import _core
 from dclcomms.archipelago import Engine
 from dclcomms.archipelago.core import ArchipelagoCore
+from dclcomms.errors import DecodeError, EncodeError
 from dclcomms.heartbeats import UNSET
 from dclcomms.nats.processes import StatsService
 from dclcomms.nats.pubsub import NatsPubSub
@@ -99,6 +101,20 @@ def test_split_parts_fit_carry_whole_islands_and_read_as_reference_messages() ->
         seen += islands
     assert seen == reference_decode(data)
     assert IslandStatus.from_bytes(b"".join(parse_part(p).body for p in parts)) == s  # type: ignore[union-attr]
+
+
+def test_the_cpp_split_writes_the_same_bytes() -> None:
+    """The core's C++ tick (native scheme) splits with _core.nats_split_island_status."""
+    for islands, per_island, max_payload in ((60, 9, MAX_PAYLOAD), (300, 3, 1000), (5, 2, 10_000)):
+        data = status(islands, per_island).to_bytes()
+        for snapshot in (0, 1, 2**40 + 3, 2**64 - 1):
+            got = _core.nats_split_island_status(data, max_payload, snapshot)
+            assert got == split_island_status(data, max_payload, snapshot)
+    with pytest.raises(EncodeError) as e:
+        _core.nats_split_island_status(status(2, 200).to_bytes(), MAX_PAYLOAD, 1)
+    assert e.value.code == "max_payload"
+    with pytest.raises(DecodeError):
+        _core.nats_split_island_status(b"\x0a\x7f" + b"x" * 5000, MAX_PAYLOAD, 1)
 
 
 def test_an_island_too_large_for_a_part_is_refused() -> None:

@@ -73,6 +73,21 @@ void register_nats(py::module_& m) {
       },
       py::arg("data"),
       "(island_id, peers, addresses, conn_strs, from_island_ids) of an IslandChanges message");
+  m.def(
+      "nats_split_island_status",
+      [](py::bytes data, size_t max_payload, uint64_t snapshot) {
+        const std::string_view view = data;
+        std::vector<std::string> parts;
+        {
+          py::gil_scoped_release nogil;
+          parts = dn::split_island_status(view, max_payload, snapshot);
+        }
+        py::list out(parts.size());
+        for (size_t i = 0; i < parts.size(); ++i) out[i] = py::bytes(parts[i]);
+        return out;
+      },
+      py::arg("data"), py::arg("max_payload"), py::arg("snapshot"),
+      "engine.islands as parts of at most max_payload bytes (docs/nats.md)");
 
   py::class_<dn::Tick>(m, "ArchipelagoTick",
                        "One tick's island changes grouped per island in C++ "
@@ -160,11 +175,17 @@ void register_nats(py::module_& m) {
                           "publish_native needs a client of the native scheme");
             }
             dn::NativeOutput out;
+            size_t status_messages = 0;
             {
               py::gil_scoped_release nogil;  // encoding and queueing: pure C++
               out = t.native_messages();
               for (auto& [subject, data] : out.messages) {
-                client.publish(std::move(subject), std::move(data));
+                if (subject == "engine.islands") {  // in parts beyond max_payload
+                  status_messages =
+                      client.publish_island_status(std::move(subject), std::move(data));
+                } else {
+                  client.publish(std::move(subject), std::move(data));
+                }
               }
             }
             py::dict d;
@@ -174,6 +195,7 @@ void register_nats(py::module_& m) {
             d["bad_subject"] = out.bad_subject;
             d["bad_address"] = out.bad_address;
             d["status_bytes"] = out.status_bytes;
+            d["status_messages"] = status_messages;  // 0: dropped (counted by the client)
             return d;
           },
           py::arg("client"),

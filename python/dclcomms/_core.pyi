@@ -342,6 +342,7 @@ class WsServer:
 def nats_decode_island_changes(
     data: bytes,
 ) -> tuple[str, bytes, bytes, list[str], list[str]]: ...
+def nats_split_island_status(data: bytes, max_payload: int, snapshot: int) -> list[bytes]: ...
 
 class NatsClient:
     def __init__(

@@ -212,6 +212,79 @@ IslandChangesView decode_island_changes(std::string_view data) {
   return v;
 }
 
+namespace {
+
+void put_varint_field(std::string& out, uint32_t field, uint64_t value) {
+  codec::wire::write_tag(out, field, codec::wire::kVarint);
+  codec::wire::write_varint(out, value);
+}
+
+constexpr uint32_t kPartField = 1000;
+// Tag (2) + length (1) + snapshot (1 + 10) + index and count (1 + 5 each), at most.
+constexpr size_t kPartHeaderMax = 2 + 1 + 11 + 2 * 6;
+constexpr size_t kMaxParts = 65536;
+
+}  // namespace
+
+std::vector<std::string> split_island_status(std::string_view data, size_t max_payload,
+                                             uint64_t snapshot) {
+  using codec::wire::WireReader;
+  if (data.size() <= max_payload) return {std::string(data)};
+  if (max_payload <= kPartHeaderMax) {
+    throw Error(ErrorKind::Encode, "max_payload",
+                "max_payload " + std::to_string(max_payload) + " leaves no room for islands");
+  }
+  const size_t budget = max_payload - kPartHeaderMax;
+  std::vector<std::pair<size_t, size_t>> groups;  // [first, last) entry of each part
+  std::vector<std::string_view> entries;
+  size_t size = 0;
+  WireReader r(data);
+  while (!r.at_end()) {
+    const size_t start = r.offset();
+    uint32_t field = 0, type = 0;
+    r.read_tag(field, type);
+    if (field != 1 || type != codec::wire::kLen) {
+      r.skip(field, type, 0);  // only `data` entries are carried
+      continue;
+    }
+    r.read_length_delimited();
+    const std::string_view entry = data.substr(start, r.offset() - start);
+    if (entry.size() > budget) {
+      throw Error(ErrorKind::Encode, "max_payload",
+                  "an island's entry is " + std::to_string(entry.size()) +
+                      " bytes; a part holds at most " + std::to_string(budget) + " (max_payload " +
+                      std::to_string(max_payload) + ")");
+    }
+    if (groups.empty() || size + entry.size() > budget) {
+      groups.emplace_back(entries.size(), entries.size());
+      size = 0;
+    }
+    entries.push_back(entry);
+    groups.back().second = entries.size();
+    size += entry.size();
+  }
+  if (groups.empty()) groups.emplace_back(0, 0);
+  if (groups.size() > kMaxParts) {
+    throw Error(ErrorKind::Encode, "max_payload",
+                std::to_string(groups.size()) + " parts (at most 65536)");
+  }
+  std::vector<std::string> parts;
+  parts.reserve(groups.size());
+  std::string header;
+  for (size_t i = 0; i < groups.size(); ++i) {
+    header.clear();
+    put_varint_field(header, 1, snapshot);
+    if (i != 0) put_varint_field(header, 2, i);
+    put_varint_field(header, 3, groups.size());
+    std::string part;
+    part.reserve(max_payload);
+    put_bytes(part, kPartField, header);
+    for (size_t e = groups[i].first; e < groups[i].second; ++e) part.append(entries[e]);
+    parts.push_back(std::move(part));
+  }
+  return parts;
+}
+
 Classified classify(Scheme scheme, std::string_view s) noexcept {
   Classified c;
   if (scheme == Scheme::Native && s == kNativeHeartbeats) {
@@ -333,6 +406,7 @@ struct Client::Impl {
 
   bool closed = false;
   std::mutex close_mu;
+  std::atomic<uint64_t> status_snapshot{0};  // the last engine.islands snapshot id
 
   // --- publishing ---------------------------------------------------------------
 
@@ -352,6 +426,27 @@ struct Client::Impl {
     if (scheme != Scheme::Native) return n;
     const size_t per = batch_rows();
     return (n + per - 1) / per;
+  }
+
+  // Queues every item or none (one lock: nothing else in between).
+  bool enqueue_all(std::vector<OutItem> items) {
+    size_t bytes = 0;
+    for (const auto& item : items) bytes += item.bytes;
+    std::unique_lock<std::mutex> lock(out_mu);
+    if (out_stop) {
+      c.dropped_closed += items.size();
+      return false;
+    }
+    if (outbox_bytes + bytes > options.max_outbox_bytes) {
+      c.dropped_outbox_full += items.size();
+      return false;
+    }
+    const bool was_empty = outbox.empty();
+    outbox_bytes += bytes;
+    for (auto& item : items) outbox.push_back(std::move(item));
+    queued_seq += items.size();
+    if (was_empty && !outbox.empty()) out_cv.notify_one();
+    return true;
   }
 
   bool enqueue(OutItem item) {
@@ -782,6 +877,37 @@ bool Client::publish(std::string subject, std::string data) {
   item.subject = std::move(subject);
   item.data = std::move(data);
   return impl_->enqueue(std::move(item));
+}
+
+size_t Client::publish_island_status(std::string subject, std::string data) {
+  Impl& m = *impl_;
+  const int64_t max_payload = m.nc != nullptr ? natsConnection_GetMaxPayload(m.nc) : 0;
+  if (max_payload <= 0 || static_cast<int64_t>(data.size()) <= max_payload) {
+    return publish(std::move(subject), std::move(data)) ? 1 : 0;
+  }
+  const auto now_us = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                                std::chrono::system_clock::now().time_since_epoch())
+                                                .count());
+  uint64_t snapshot = m.status_snapshot.load();
+  uint64_t next = 0;
+  do {
+    next = std::max(snapshot + 1, now_us);
+  } while (!m.status_snapshot.compare_exchange_weak(snapshot, next));
+  std::vector<std::string> parts;
+  try {
+    parts = split_island_status(data, static_cast<size_t>(max_payload), next);
+  } catch (const Error&) {
+    ++m.c.dropped_max_payload;
+    return 0;
+  }
+  std::vector<OutItem> items(parts.size());
+  for (size_t i = 0; i < parts.size(); ++i) {
+    items[i].subject = subject;
+    items[i].bytes = subject.size() + parts[i].size() + 16;
+    items[i].data = std::move(parts[i]);
+  }
+  const size_t n = items.size();
+  return m.enqueue_all(std::move(items)) ? n : 0;
 }
 
 bool Client::flush(int64_t timeout_ms) {

@@ -770,7 +770,9 @@ class NatsPubSub(PubSub):
         on the C++ client (the bytes :meth:`publish_island_changed`,
         :meth:`publish_island_peers` and :meth:`publish` write for the same tick). Bad
         island ids and addresses are refused and counted as they are; beyond the
-        outbox bound or the server's ``max_payload`` messages are dropped and counted.
+        outbox bound or the server's ``max_payload`` messages are dropped and counted;
+        ``engine.islands`` beyond ``max_payload`` goes in parts (C++
+        ``split_island_status``, the bytes of :func:`split_island_status`).
         Returns how many ``island_changed`` it carried."""
         out = tick.publish_native(self.c_client)
         for code in ("bad_island_id", "bad_subject", "bad_address"):
@@ -781,14 +783,14 @@ class NatsPubSub(PubSub):
                     n,
                     extra={"code": code, "direction": "publish"},
                 )
-        max_payload = getattr(self.nc, "max_payload", None)
-        if isinstance(max_payload, int) and out["status_bytes"] > max_payload:
+        if not out["status_messages"]:
             log.error(
-                "NATS message larger than the server's max_payload dropped",
+                "engine.islands dropped: no room in the outbox, or an island too large "
+                "for the server's max_payload",
                 extra={
                     "subject": "engine.islands",
                     "bytes": out["status_bytes"],
-                    "max_payload": max_payload,
+                    "max_payload": getattr(self.nc, "max_payload", None),
                 },
             )
         self._sync_c()

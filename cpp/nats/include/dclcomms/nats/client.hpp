@@ -89,6 +89,16 @@ struct IslandChangesView {
 };
 IslandChangesView decode_island_changes(std::string_view data);
 
+// engine.islands (an encoded IslandStatusMessage) as parts of at most
+// max_payload bytes each (docs/nats.md, "engine.islands in parts"; the same bytes
+// as dclcomms.nats.status_parts.split_island_status): {data} when it fits; else
+// whole islands (field 1 entries, in order) per part, each part headed by field
+// 1000 IslandStatusPart{snapshot, index, count}. Error{Encode, "max_payload"}
+// when one island's entry cannot fit in a part; Error{Decode, ...} when `data`
+// is not a valid message.
+std::vector<std::string> split_island_status(std::string_view data, size_t max_payload,
+                                             uint64_t snapshot);
+
 // What a subscription of the feed delivers, classified from its wire subject.
 struct Classified {
   enum class Kind { Ignore, Heartbeat, HeartbeatBatch, Connect, Disconnect, BadAddress };
@@ -156,6 +166,11 @@ class Client {
   // Queues one message on a wire subject (the caller validated it). Messages
   // leave in the order they were queued, heartbeats included.
   bool publish(std::string subject, std::string data);
+  // Queues engine.islands on its wire subject: whole when it fits the server's
+  // max_payload, else split_island_status() parts (snapshot ids grow: the clock's
+  // microseconds), all of them or none. An island too large for a part drops
+  // the status (dropped_max_payload). Returns the messages queued (0: dropped).
+  size_t publish_island_status(std::string subject, std::string data);
 
   // Waits until everything queued so far has reached the server (or timeout);
   // false on timeout or when disconnected.

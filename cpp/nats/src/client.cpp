@@ -33,6 +33,49 @@ int hex_value(char c) noexcept {
   return -1;
 }
 
+// Lowercase hex digits, by byte (valid_address runs once per received message).
+struct HexTable {
+  bool digit[256] = {};
+  constexpr HexTable() {
+    for (int c = '0'; c <= '9'; ++c) digit[c] = true;
+    for (int c = 'a'; c <= 'f'; ++c) digit[c] = true;
+  }
+};
+constexpr HexTable kHex;
+
+}  // namespace
+
+bool heartbeat_position_only(std::string_view d, float xyz[3]) noexcept {
+  if (d.size() < 2 || d.size() > 17 || d[0] != 0x0a ||
+      static_cast<size_t>(static_cast<uint8_t>(d[1])) != d.size() - 2) {
+    return false;
+  }
+  xyz[0] = xyz[1] = xyz[2] = 0.0f;
+  unsigned seen = 0;
+  for (size_t i = 2; i < d.size(); i += 5) {
+    unsigned f = 0;
+    switch (static_cast<uint8_t>(d[i])) {
+      case 0x0d:
+        f = 0;
+        break;
+      case 0x15:
+        f = 1;
+        break;
+      case 0x1d:
+        f = 2;
+        break;
+      default:
+        return false;
+    }
+    if ((seen & (1u << f)) != 0 || d.size() - i < 5) return false;
+    seen |= 1u << f;
+    std::memcpy(&xyz[f], d.data() + i + 1, 4);  // little-endian hosts only
+  }
+  return true;
+}
+
+namespace {
+
 int64_t unix_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -62,10 +105,9 @@ Scheme parse_scheme(std::string_view name) {
 
 bool valid_address(std::string_view a) noexcept {
   if (a.size() != kAddressLen || a[0] != '0' || a[1] != 'x') return false;
-  for (size_t i = 2; i < kAddressLen; ++i) {
-    if (hex_value(a[i]) < 0) return false;
-  }
-  return true;
+  bool ok = true;
+  for (size_t i = 2; i < kAddressLen; ++i) ok &= kHex.digit[static_cast<uint8_t>(a[i])];
+  return ok;
 }
 
 void address_to_raw(std::string_view a, char out[20]) noexcept {
@@ -619,27 +661,32 @@ struct Client::Impl {
         return;
       }
       case Classified::Kind::Heartbeat: {
-        codec::Heartbeat hb;
-        try {
-          hb = codec::decode_heartbeat(data);
-        } catch (const Error&) {
-          ++c.dropped_decode;
-          return;
+        float xyz[3];
+        arch::PreferenceOp op = arch::PreferenceOp::Keep;
+        std::string_view room;
+        codec::Heartbeat hb;  // only when the message is not position-only
+        if (!heartbeat_position_only(data, xyz)) {
+          try {
+            hb = codec::decode_heartbeat(data);
+          } catch (const Error&) {
+            ++c.dropped_decode;
+            return;
+          }
+          if (!hb.position) {
+            ++c.no_position;
+            return;
+          }
+          xyz[0] = hb.position->x;
+          xyz[1] = hb.position->y;
+          xyz[2] = hb.position->z;
+          if (hb.desired_room) {
+            op = hb.desired_room->empty() ? arch::PreferenceOp::Clear : arch::PreferenceOp::Set;
+            room = *hb.desired_room;
+          }
         }
-        if (!hb.position) {
-          ++c.no_position;
-          return;
-        }
-        const float xyz[3] = {hb.position->x, hb.position->y, hb.position->z};
         if (const int v = verdict(xyz)) {
           count_rejected(v);
           return;
-        }
-        arch::PreferenceOp op = arch::PreferenceOp::Keep;
-        std::string_view room;
-        if (hb.desired_room) {
-          op = hb.desired_room->empty() ? arch::PreferenceOp::Clear : arch::PreferenceOp::Set;
-          room = *hb.desired_room;
         }
         std::lock_guard<std::mutex> lock(in_mu);
         if (inbox.rows() >= options.max_inbox_rows) {

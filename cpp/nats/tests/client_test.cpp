@@ -4,8 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+#include <random>
 #include <string>
+
+#include "dclcomms/codec/fast.hpp"
 
 #include "dclcomms/error.hpp"
 #include "dclcomms/nats/client.hpp"
@@ -147,4 +151,44 @@ TEST(NatsIslandChanges, DecodesFieldsAndRejectsWrongWireTypes) {
     EXPECT_EQ(e.code(), "bad_wire_type");
   }
   EXPECT_THROW(n::decode_island_changes(std::string("\x0a\x05I1", 4)), dclcomms::Error);
+}
+
+TEST(NatsHeartbeat, PositionOnlyAgreesWithTheCodec) {
+  namespace codec = dclcomms::codec;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> coord(-3000.0f, 3000.0f);
+  for (int k = 0; k < 2000; ++k) {
+    codec::Heartbeat hb;
+    // zeros are omitted by the encoder: every subset of x, y, z
+    hb.position = codec::Position{(k & 1) ? coord(rng) : 0.0f, (k & 2) ? coord(rng) : 0.0f,
+                                  (k & 4) ? coord(rng) : 0.0f};
+    if (k % 5 == 0) hb.desired_room = (k % 10 == 0) ? "" : "room-" + std::to_string(k);
+    const std::string data = codec::encode_heartbeat(hb);
+    float xyz[3] = {-1, -1, -1};
+    const bool fast = n::heartbeat_position_only(data, xyz);
+    EXPECT_EQ(fast, !hb.desired_room.has_value()) << k;
+    if (fast) {
+      const codec::Heartbeat back = codec::decode_heartbeat(data);
+      ASSERT_TRUE(back.position.has_value());
+      EXPECT_EQ(xyz[0], back.position->x);
+      EXPECT_EQ(xyz[1], back.position->y);
+      EXPECT_EQ(xyz[2], back.position->z);
+    }
+  }
+  float xyz[3];
+  const std::string x1 = std::string("\x0a\x05\x0d", 3) + std::string(4, '\x01');
+  EXPECT_TRUE(n::heartbeat_position_only(x1, xyz));
+  EXPECT_TRUE(n::heartbeat_position_only(std::string("\x0a\x00", 2), xyz));  // empty position
+  EXPECT_EQ(xyz[0], 0.0f);
+  // left to the codec: a repeated field, a truncated one, a wrong length, other fields,
+  // no position at all
+  EXPECT_FALSE(n::heartbeat_position_only(
+      std::string("\x0a\x0a\x0d", 3) + std::string(4, 'a') + "\x0d" + std::string(4, 'b'), xyz));
+  EXPECT_FALSE(
+      n::heartbeat_position_only(std::string("\x0a\x04\x0d", 3) + std::string(3, 'a'), xyz));
+  EXPECT_FALSE(
+      n::heartbeat_position_only(std::string("\x0a\x06\x0d", 3) + std::string(4, 'a'), xyz));
+  EXPECT_FALSE(n::heartbeat_position_only(std::string("\x0a\x02\x08\x01", 4), xyz));
+  EXPECT_FALSE(n::heartbeat_position_only("", xyz));
+  EXPECT_FALSE(n::heartbeat_position_only(std::string("\x12\x00", 2), xyz));
 }

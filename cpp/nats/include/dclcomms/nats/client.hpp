@@ -59,6 +59,13 @@ void address_to_raw(std::string_view address, char out[20]) noexcept;
 // "0x" + hex of 20 raw bytes, appended to out.
 void raw_to_address(const char raw[20], std::string& out);
 
+// The common Heartbeat of the per-peer schemes, decoded without the generic
+// path: true (and xyz set) when `data` is exactly one position field whose
+// x/y/z each appear at most once as fixed32 (an omitted one is 0) - what every
+// encoder writes for a heartbeat without desired_room. Anything else: false
+// (decode it with codec::decode_heartbeat, which agrees wherever this is true).
+bool heartbeat_position_only(std::string_view data, float xyz[3]) noexcept;
+
 // The wire subject of one peer's heartbeat (workers / v3; Native has none).
 std::string heartbeat_subject(Scheme scheme, std::string_view address);
 

@@ -3,6 +3,7 @@
     python bench/bench_nats.py            # 10,000 simulated peers, 5 repeats
     python bench/bench_nats.py --quick    # small smoke run
     python bench/bench_nats.py --client python          # the nats-py path (before libnats)
+    python bench/bench_nats.py --tick python            # the core's tick in Python (before C++)
     python bench/bench_nats.py --ingest --peers 20000   # core ingest from 2 load processes
     python bench/bench_nats.py --scale --peers 100000   # 1 Hz from 2 load processes, 2 s ticks
 
@@ -60,6 +61,7 @@ from typing import Any
 
 import numpy as np
 
+import autogroup as autogroup_arg  # bench/autogroup.py: this folder is on sys.path as a script
 from dclcomms import ws
 from dclcomms.archipelago import Engine
 from dclcomms.archipelago.core import ArchipelagoCore
@@ -104,11 +106,18 @@ def batch(n: int, round_: int, seed: int) -> HeartbeatBatch:
     return HeartbeatBatch(addrs, pos, [UNSET] * n)
 
 
+# The core's tick: "c" (C++ where the bus allows it: the native scheme with the C++
+# client) or "python" (the Python tick on every bus, the path before it); --tick.
+TICK = {"mode": "c"}
+AUTOGROUP: dict[str, str | None] = {"group": None}  # --autogroup-nice, as then read
+
+
 def make_core(bus: PubSub) -> ArchipelagoCore:
     ws_room = WsRoomTransport("ws://127.0.0.1:1", "unused-secret")
     policy = RealmPolicy(Transports(ws_room, fixed=FixedTransport("offline:offline")))
     engine = Engine(join_distance=64.0, leave_distance=80.0, max_island_size=100)
-    return ArchipelagoCore(engine, bus, policy, heartbeat_timeout_ms=3_600_000)
+    cpp = TICK["mode"] == "c"
+    return ArchipelagoCore(engine, bus, policy, heartbeat_timeout_ms=3_600_000, cpp_tick=cpp)
 
 
 async def one_round(
@@ -210,6 +219,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "batch": args.batch,
         "subjects": schemes,
         "client": args.client,
+        "tick": args.tick,
+        "autogroup": AUTOGROUP["group"],
     }
     try:
         mem = InProcessPubSub()
@@ -268,6 +279,7 @@ async def nats_rounds(args: argparse.Namespace, url: str, scheme: str) -> dict[s
     received: list[tuple[str, IslandChanged]] = []
     out = await rounds(args, pub, sub, nats_flush, received)
     out["connector_relay"] = {"messages": len(received), **relay(received, args.repeats)}
+    await nats_flush()  # what the C++ clients still send (the last tick's status) is counted
     out["nats_messages_published"] = pub.published + sub.published
     out["dropped"] = int(
         sum(
@@ -645,6 +657,14 @@ def main() -> None:
         help="c: heartbeats and the core's ingest through the C++ client (libnats, the "
         "default); python: everything through nats-py (the path before it)",
     )
+    ap.add_argument(
+        "--tick",
+        choices=("c", "python"),
+        default="c",
+        help="c: the core's tick in C++ where the bus allows it (native scheme, C++ client; "
+        "the default); python: the Python tick everywhere (the path before it)",
+    )
+    autogroup_arg.add_argument(ap)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="200 peers, 2 repeats")
     ap.add_argument(
@@ -666,6 +686,8 @@ def main() -> None:
     ap.add_argument("--flush-s", type=float, default=2.0, help="--scale: the core's flush")
     ap.add_argument("--side", type=float, default=3000.0, help="--scale: world square (m)")
     args = ap.parse_args()
+    TICK["mode"] = args.tick
+    AUTOGROUP["group"] = autogroup_arg.apply(args.autogroup_nice, "bench_nats")
     if args.quick:
         args.peers, args.repeats = 200, 2
     if args.ingest or args.scale:
@@ -680,6 +702,8 @@ async def load_run(args: argparse.Namespace) -> dict[str, Any]:
         "bench": "nats",
         "mode": "scale" if args.scale else "ingest",
         "client": args.client,
+        "tick": args.tick,
+        "autogroup": AUTOGROUP["group"],
     }
     try:
         if args.scale:

@@ -37,7 +37,8 @@ py::str utf8(std::string_view v) {
 }
 
 // Peer ids as the engine's flush gives them to Python (surrogateescape).
-py::list peer_list(const std::vector<std::string>& ids) {
+template <typename Strings>
+py::list peer_list(const Strings& ids) {
   py::list out(ids.size());
   for (size_t i = 0; i < ids.size(); ++i) {
     PyObject* o = PyUnicode_DecodeUTF8(ids[i].data(), static_cast<py::ssize_t>(ids[i].size()),
@@ -136,7 +137,7 @@ void register_nats(py::module_& m) {
           [](dn::Tick& t, const std::string& island_id, bool switched, const py::dict& issued) {
             // What a Python transport returned: targets() looked up in its dict.
             const py::list peers = peer_list(t.targets(island_id, switched));
-            std::vector<std::optional<std::string>> strs(peers.size());
+            std::vector<std::optional<std::string>> strs(peers.size());  // nullopt: rejected
             for (size_t i = 0; i < peers.size(); ++i) {
               PyObject* v = PyDict_GetItemWithError(issued.ptr(), peers[i].ptr());
               if (v == nullptr) {
@@ -145,7 +146,7 @@ void register_nats(py::module_& m) {
               }
               strs[i] = py::cast<std::string>(py::handle(v));
             }
-            return peer_list(t.set_issued(island_id, switched, strs));
+            return peer_list(t.set_issued(island_id, switched, std::move(strs)));
           },
           py::arg("island_id"), py::arg("switched"), py::arg("issued"),
           "records a transport's strings for targets(); returns the rejected peers")

@@ -159,16 +159,19 @@ char* put_position(char* p, uint32_t field_number, const Position& pos) noexcept
   return p;
 }
 
+// One peers entry (field 4): key, then the value, always written when present.
+char* put_peer_entry(char* p, const std::string& peer_id, const Position& pos) noexcept {
+  p = wire::put_tag(p, 4, wire::kLen);
+  p = wire::put_varint(p, peer_entry_payload_size(peer_id, pos));
+  if (!peer_id.empty()) p = wire::put_len_field(p, 1, peer_id);
+  return put_position(p, 2, pos);
+}
+
 char* put_island_changed_body(char* p, const IslandChanged& msg) noexcept {
   if (!msg.island_id.empty()) p = wire::put_len_field(p, 1, msg.island_id);
   if (!msg.conn_str.empty()) p = wire::put_len_field(p, 2, msg.conn_str);
   if (msg.from_island_id) p = wire::put_len_field(p, 3, *msg.from_island_id);  // E2
-  for (const auto& [peer_id, pos] : msg.peers) {
-    p = wire::put_tag(p, 4, wire::kLen);
-    p = wire::put_varint(p, peer_entry_payload_size(peer_id, pos));
-    if (!peer_id.empty()) p = wire::put_len_field(p, 1, peer_id);
-    p = put_position(p, 2, pos);  // a present map value is always written
-  }
+  for (const auto& [peer_id, pos] : msg.peers) p = put_peer_entry(p, peer_id, pos);
   return p;
 }
 
@@ -296,6 +299,21 @@ Heartbeat decode_heartbeat(std::string_view data) {
 std::string encode_heartbeat(const Heartbeat& hb) {
   std::string out;
   write_heartbeat_body(out, hb);
+  return out;
+}
+
+std::string encode_island_changed_peers(const std::vector<std::string>& peer_ids,
+                                        const float* xyz) {
+  size_t size = 0;
+  for (size_t i = 0; i < peer_ids.size(); ++i) {
+    const Position pos{xyz[3 * i], xyz[3 * i + 1], xyz[3 * i + 2]};
+    size += wire::len_field_size(4, peer_entry_payload_size(peer_ids[i], pos));
+  }
+  std::string out(size, '\0');
+  char* p = out.data();
+  for (size_t i = 0; i < peer_ids.size(); ++i) {
+    p = put_peer_entry(p, peer_ids[i], Position{xyz[3 * i], xyz[3 * i + 1], xyz[3 * i + 2]});
+  }
   return out;
 }
 

@@ -171,6 +171,13 @@ TEST(FastPaths, EncodersMatchGenericEncoder) {
     ASSERT_EQ(hex(encode_server_island_changed(ic.island_id, ic.conn_str, ic.from_island_id,
                                                peers_entries(ic))),
               hex(encode_server_island_changed(ic)));
+    std::vector<std::string> member_ids;
+    std::vector<float> xyz;
+    for (const auto& [id, p] : ic.peers) {
+      member_ids.push_back(id);
+      xyz.insert(xyz.end(), {p.x, p.y, p.z});
+    }
+    ASSERT_EQ(hex(encode_island_changed_peers(member_ids, xyz.data())), hex(peers_entries(ic)));
     const std::string a = random_text(rng);
     const std::string b = random_text(rng);
     const bool flag = rng() % 2 == 0;

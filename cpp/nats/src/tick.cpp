@@ -2,6 +2,8 @@
 
 #include "dclcomms/nats/tick.hpp"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "dclcomms/auth/jwt.hpp"
@@ -53,14 +55,7 @@ bool valid_island_id(std::string_view id) noexcept {
 }
 
 std::string encode_members(const arch::IslandInfo& island) {
-  codec::IslandChanged msg;
-  msg.peers.reserve(island.peers.size());
-  for (size_t i = 0; i < island.peers.size(); ++i) {
-    const float* p = &island.positions[3 * i];
-    msg.peers.emplace_back(island.peers[i], codec::Position{p[0], p[1], p[2]});
-  }
-  // No header fields: the message is exactly its peers entries.
-  return codec::encode_island_changed_message(msg);
+  return codec::encode_island_changed_peers(island.peers, island.positions.data());
 }
 
 std::string encode_island_changes(std::string_view island_id, std::string_view peers_entries,
@@ -123,7 +118,7 @@ std::string encode_island_status(const std::vector<arch::IslandInfo>& islands) {
 }
 
 std::vector<std::string> mint(const Issuer& issuer, std::string_view island_id,
-                              const std::vector<std::string>& peers) {
+                              const std::vector<std::string_view>& peers) {
   std::vector<std::string> out;
   out.reserve(peers.size());
   switch (issuer.kind) {
@@ -131,7 +126,7 @@ std::vector<std::string> mint(const Issuer& issuer, std::string_view island_id,
       out.assign(peers.size(), issuer.text);
       break;
     case Issuer::Kind::P2P:
-      for (const auto& p : peers) {
+      for (const auto p : peers) {
         std::string s;
         s.reserve(5 + island_id.size() + p.size());
         s.append("p2p:").append(island_id).append(":").append(p);
@@ -151,8 +146,8 @@ std::vector<std::string> mint(const Issuer& issuer, std::string_view island_id,
                                        {"room", std::string(island_id)},
                                        {"iat", issuer.now_s},
                                        {"exp", issuer.now_s + issuer.ttl_s}};
-      for (const auto& p : peers) {
-        claims["sub"] = p;
+      for (const auto p : peers) {
+        claims["sub"] = std::string(p);
         out.push_back(base + auth::jwt_encode(claims, issuer.secret));
       }
       break;
@@ -162,8 +157,8 @@ std::vector<std::string> mint(const Issuer& issuer, std::string_view island_id,
       o.room = std::string(island_id);
       o.ttl_s = issuer.ttl_s;
       o.now_s = issuer.now_s;
-      for (const auto& p : peers) {
-        o.identity = p;
+      for (const auto p : peers) {
+        o.identity = std::string(p);
         out.push_back(issuer.text + auth::livekit_token(issuer.api_key, issuer.secret, o));
       }
       break;
@@ -174,27 +169,28 @@ std::vector<std::string> mint(const Issuer& issuer, std::string_view island_id,
 
 Tick::Tick(arch::Engine& engine, int64_t now_ms, int64_t timeout_ms) {
   engine.expire(now_ms, timeout_ms);
-  const std::vector<arch::IslandChange> changes = engine.flush();
+  changes_ = engine.flush();
   islands_ = engine.islands();
   index_.reserve(islands_.size());
   for (size_t i = 0; i < islands_.size(); ++i) index_.emplace(islands_[i].id, i);
 
-  std::unordered_map<std::string, bool> seen;  // touched, as a set
-  auto touch = [&](const std::string& id) {
-    if (seen.emplace(id, true).second) touched_.push_back(id);
+  std::unordered_map<std::string_view, bool> seen;  // touched, as a set
+  auto touch = [&](std::string_view id) {
+    if (seen.emplace(id, true).second) touched_.emplace_back(id);
   };
-  counts_.changes = changes.size();
-  for (const auto& c : changes) {
+  counts_.changes = changes_.size();
+  moves_.reserve(changes_.size());
+  for (const auto& c : changes_) {
     if (c.kind == arch::ChangeKind::Changed) {
       ++counts_.changed;
-      arrivals_[c.island_id].push_back(c.peer_id);
+      arrivals_[c.island_id].push_back(moves_.size());
+      moves_.push_back(Move{&c, island(c.island_id), {}, false});
       touch(c.island_id);
       if (c.from_island_id) {
         touch(*c.from_island_id);
         left_.emplace_back(*c.from_island_id, c.peer_id);
       }
       joined_.emplace_back(c.island_id, c.peer_id);
-      moves_.push_back(Move{c.peer_id, c.island_id, c.from_island_id});
     } else {
       ++counts_.left;
       touch(c.island_id);  // a Left names the island left
@@ -204,57 +200,71 @@ Tick::Tick(arch::Engine& engine, int64_t now_ms, int64_t timeout_ms) {
 }
 
 const arch::IslandInfo* Tick::island(std::string_view id) const {
-  auto it = index_.find(std::string(id));
+  auto it = index_.find(id);
   return it == index_.end() ? nullptr : &islands_[it->second];
 }
 
-std::vector<std::string> Tick::targets(std::string_view island_id, bool switched) const {
+const std::vector<size_t>& Tick::arrivals(std::string_view island_id) const {
+  static const std::vector<size_t> kNone;
+  auto it = arrivals_.find(island_id);
+  return it == arrivals_.end() ? kNone : it->second;
+}
+
+std::vector<std::string_view> Tick::targets(std::string_view island_id, bool switched) const {
   const arch::IslandInfo* info = island(island_id);
   if (info == nullptr) return {};
-  auto it = arrivals_.find(std::string(island_id));
-  std::vector<std::string> out;
-  if (it != arrivals_.end()) out = it->second;
+  const std::vector<size_t>& arrived = arrivals(island_id);
+  std::vector<std::string_view> out;
+  out.reserve(switched ? info->peers.size() : arrived.size());
+  for (const size_t m : arrived) out.push_back(moves_[m].change->peer_id);
   if (switched) {
-    std::unordered_map<std::string_view, bool> arrived;
-    for (const auto& p : out) arrived.emplace(p, true);
+    std::unordered_map<std::string_view, bool> is_arrival;
+    for (const auto p : out) is_arrival.emplace(p, true);
     for (const auto& p : info->peers) {
-      if (arrived.find(p) == arrived.end()) out.push_back(p);
+      if (is_arrival.find(p) == is_arrival.end()) out.push_back(p);
     }
   }
   return out;
 }
 
-std::vector<std::string> Tick::set_issued(std::string_view island_id, bool switched,
-                                          const std::vector<std::optional<std::string>>& strs) {
-  const std::vector<std::string> peers = targets(island_id, switched);
+std::vector<std::string> Tick::record(std::string_view island_id,
+                                      const std::vector<std::string_view>& targets,
+                                      std::vector<std::optional<std::string>>& strs) {
+  const std::vector<size_t>& arrived = arrivals(island_id);
+  const arch::IslandInfo* info = island(island_id);
   std::vector<std::string> rejected;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (!strs[i]) {
+      rejected.emplace_back(targets[i]);
+    } else if (i < arrived.size()) {
+      Move& m = moves_[arrived[i]];
+      m.conn = std::move(*strs[i]);
+      m.issued = true;
+    } else {  // a kept member (switch): targets[i] views its name in the island
+      reissue_.push_back(Reissue{targets[i], info, std::move(*strs[i])});
+    }
+  }
+  return rejected;
+}
+
+std::vector<std::string> Tick::set_issued(std::string_view island_id, bool switched,
+                                          std::vector<std::optional<std::string>> strs) {
+  const std::vector<std::string_view> peers = targets(island_id, switched);
   if (strs.size() != peers.size()) {
     throw Error(ErrorKind::Config, "invalid_parameter",
                 "set_issued: " + std::to_string(strs.size()) + " strings for " +
                     std::to_string(peers.size()) + " peers");
   }
-  const std::string id(island_id);
-  auto& conn = conn_[id];
-  auto arr = arrivals_.find(id);
-  const size_t n_arrivals = arr == arrivals_.end() ? 0 : arr->second.size();
-  for (size_t i = 0; i < peers.size(); ++i) {
-    if (!strs[i]) {
-      rejected.push_back(peers[i]);
-      continue;
-    }
-    conn[peers[i]] = *strs[i];
-    if (i >= n_arrivals) reissue_.emplace_back(peers[i], id);  // a kept member (switch)
-  }
-  return rejected;
+  return record(island_id, peers, strs);
 }
 
 size_t Tick::issue(std::string_view island_id, bool switched, const Issuer& issuer) {
-  const std::vector<std::string> peers = targets(island_id, switched);
+  const std::vector<std::string_view> peers = targets(island_id, switched);
   if (peers.empty()) return 0;
   std::vector<std::string> strs = mint(issuer, island_id, peers);
   std::vector<std::optional<std::string>> issued(strs.size());
   for (size_t i = 0; i < strs.size(); ++i) issued[i] = std::move(strs[i]);
-  set_issued(island_id, switched, issued);
+  record(island_id, peers, issued);
   return peers.size();
 }
 
@@ -262,63 +272,56 @@ NativeOutput Tick::native_messages() const {
   NativeOutput out;
   // island_changed, grouped per island in first-appearance order.
   struct Group {
-    std::string island;
+    const arch::IslandInfo* island;
     std::string raw;
     std::vector<std::string_view> conn, from;
   };
   std::vector<Group> groups;
-  std::unordered_map<std::string_view, size_t> group_of;
-  auto add = [&](const std::string& peer, const std::string& island, std::string_view conn,
+  std::unordered_map<const arch::IslandInfo*, size_t> group_of;
+  auto add = [&](std::string_view peer, const arch::IslandInfo* isl, std::string_view conn,
                  std::string_view from) {
     if (!valid_address(peer)) {
       ++out.bad_address;
       return;
     }
-    if (!valid_island_id(island)) {
+    if (!valid_island_id(isl->id)) {
       ++out.bad_island_id;
       return;
     }
-    auto [it, fresh] = group_of.emplace(island, groups.size());
-    if (fresh) groups.push_back(Group{island, {}, {}, {}});
+    auto [it, fresh] = group_of.emplace(isl, groups.size());
+    if (fresh) groups.push_back(Group{isl, {}, {}, {}});
     Group& g = groups[it->second];
     append_raw(g.raw, peer);
     g.conn.push_back(conn);
     g.from.push_back(from);
     ++out.island_changed;
   };
-  auto conn_of = [this](const std::string& island, const std::string& peer) -> const std::string* {
-    auto ii = conn_.find(island);
-    if (ii == conn_.end()) return nullptr;
-    auto pi = ii->second.find(peer);
-    return pi == ii->second.end() ? nullptr : &pi->second;
-  };
   for (const auto& m : moves_) {
-    const std::string* cs = conn_of(m.island, m.peer);
-    if (cs == nullptr || island(m.island) == nullptr) continue;
-    add(m.peer, m.island, *cs, m.from ? std::string_view(*m.from) : std::string_view());
+    if (!m.issued || m.island == nullptr) continue;
+    const auto& from = m.change->from_island_id;
+    add(m.change->peer_id, m.island, m.conn, from ? std::string_view(*from) : std::string_view());
   }
-  for (const auto& [peer, isl] : reissue_) {
-    const std::string* cs = conn_of(isl, peer);
-    if (cs != nullptr && island(isl) != nullptr) add(peer, isl, *cs, isl);
-  }
+  for (const auto& r : reissue_) add(r.peer, r.island, r.conn, r.island->id);
   for (const auto& g : groups) {
-    out.messages.emplace_back(
-        island_subject(g.island, kChangedSuffix),
-        encode_island_changes(g.island, encode_members(*island(g.island)), g.raw, g.conn, g.from));
+    out.messages.emplace_back(island_subject(g.island->id, kChangedSuffix),
+                              encode_island_changes(g.island->id, encode_members(*g.island), g.raw,
+                                                    g.conn, g.from));
   }
 
   // peer_left then peer_join: one IslandMembership per island (first
   // appearance order; every left of a tick precedes every join).
   struct Membership {
-    std::string island;
+    const arch::IslandInfo* island;
     std::string left, joined;
   };
   std::vector<Membership> ms;
-  std::unordered_map<std::string_view, size_t> ms_of;
-  auto member = [&](const std::vector<std::pair<std::string, std::string>>& list, bool joins) {
-    for (const auto& [isl, peer] : list) {
-      if (island(isl) == nullptr) continue;  // nobody remains to be told
-      if (!valid_island_id(isl)) {
+  std::unordered_map<const arch::IslandInfo*, size_t> ms_of;
+  auto member = [&](const std::vector<std::pair<std::string_view, std::string_view>>& list,
+                    bool joins) {
+    for (const auto& [id, peer] : list) {
+      const arch::IslandInfo* isl = island(id);
+      if (isl == nullptr) continue;  // nobody remains to be told
+      if (!valid_island_id(id)) {
         ++out.bad_subject;  // as the scheme refuses engine.island.<id>.peer_*
         continue;
       }
@@ -334,8 +337,8 @@ NativeOutput Tick::native_messages() const {
   member(left_, false);
   member(joined_, true);
   for (const auto& m : ms) {
-    out.messages.emplace_back(island_subject(m.island, kMembersSuffix),
-                              encode_island_membership(m.island, m.left, m.joined));
+    out.messages.emplace_back(island_subject(m.island->id, kMembersSuffix),
+                              encode_island_membership(m.island->id, m.left, m.joined));
   }
 
   std::string status = encode_island_status(islands_);

@@ -55,6 +55,10 @@ Changes decode(const std::string& data) {
   return c;
 }
 
+std::vector<std::string> strs(const std::vector<std::string_view>& views) {
+  return {views.begin(), views.end()};
+}
+
 n::Issuer fixed(const std::string& text) {
   n::Issuer i;
   i.kind = n::Issuer::Kind::Fixed;
@@ -115,7 +119,8 @@ TEST(NatsTickIds, ValidIslandIds) {
 }
 
 TEST(NatsTickMint, BuiltInTransports) {
-  const std::vector<std::string> peers = {addr(1), addr(2)};
+  const std::vector<std::string> owned = {addr(1), addr(2)};
+  const std::vector<std::string_view> peers(owned.begin(), owned.end());
   EXPECT_EQ(n::mint(fixed("offline:offline"), "I1", peers),
             std::vector<std::string>(2, "offline:offline"));
   n::Issuer p2p;
@@ -164,7 +169,7 @@ TEST(NatsTick, FirstTickOneMessagePerIslandThenMembersThenStatus) {
   ASSERT_EQ(t.touched().size(), 2u);
   const std::string a = *e.island_of(addr(1)), b = *e.island_of(addr(4));
   EXPECT_EQ(t.touched()[0], a);
-  EXPECT_EQ(t.targets(a, false), (std::vector<std::string>{addr(1), addr(2), addr(3)}));
+  EXPECT_EQ(strs(t.targets(a, false)), (std::vector<std::string>{addr(1), addr(2), addr(3)}));
   EXPECT_TRUE(t.targets("nope", true).empty());
   EXPECT_EQ(t.issue(a, false, fixed("offline:offline")), 3u);
   // b's transport rejects its only peer: no island_changed for it
@@ -203,7 +208,7 @@ TEST(NatsTick, MovesLeavesAndSwitches) {
   EXPECT_EQ(t.counts().changed, 1u);
   EXPECT_EQ(t.touched(), (std::vector<std::string>{a, b}));  // left first, then 3's move
   // B's transport switched: its kept member 4 is re-issued after the arrival 3
-  EXPECT_EQ(t.targets(b, true), (std::vector<std::string>{addr(3), addr(4)}));
+  EXPECT_EQ(strs(t.targets(b, true)), (std::vector<std::string>{addr(3), addr(4)}));
   EXPECT_EQ(t.issue(b, true, fixed("fixed:new")), 2u);
   const n::NativeOutput out = t.native_messages();
   EXPECT_EQ(out.island_changed, 2u);

@@ -139,10 +139,13 @@ class ArchipelagoCore:
         clock_ms: Callable[[], int] = now_ms,
         reject_backoff_ms: int = 30_000,
         world_bound_m: float = 0.0,
+        cpp_tick: bool = True,
     ) -> None:
         """``world_bound_m``: heartbeats with a coordinate beyond it (in absolute value) are
         dropped and counted, like non-finite ones always are (0 = no bound; the realm's
-        setting of that name, 4096 m by default, through :func:`core_from_config`)."""
+        setting of that name, 4096 m by default, through :func:`core_from_config`).
+        ``cpp_tick=False`` keeps the tick in Python on every bus (for comparison: the
+        same messages, see :meth:`_tick_cpp`)."""
         self.engine = engine
         self.world_bound_m = float(world_bound_m)
         self.pubsub = pubsub
@@ -181,8 +184,10 @@ class ArchipelagoCore:
         # the policy still runs in Python, once per touched island.
         compiled = getattr(engine, "_core", None)
         self._tick_engine: _core.ArchipelagoEngine | None = None
-        if getattr(pubsub, "publishes_ticks", False) and isinstance(
-            compiled, _core.ArchipelagoEngine
+        if (
+            cpp_tick
+            and getattr(pubsub, "publishes_ticks", False)
+            and isinstance(compiled, _core.ArchipelagoEngine)
         ):
             self._tick_engine = compiled
         self._subs: list[Subscription] = []

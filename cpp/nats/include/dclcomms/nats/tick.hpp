@@ -77,7 +77,7 @@ struct Issuer {
 // One connection string per peer, in order. Throws dclcomms::Error (Token) when a
 // token cannot be built.
 std::vector<std::string> mint(const Issuer& issuer, std::string_view island_id,
-                              const std::vector<std::string>& peers);
+                              const std::vector<std::string_view>& peers);
 
 // --- the tick -----------------------------------------------------------------------
 
@@ -114,13 +114,13 @@ class Tick {
 
   // Who gets a connection string for `island_id`: its arrivals, and when its
   // transport switched every other member too (arrivals first). Empty for an
-  // island that no longer exists.
-  std::vector<std::string> targets(std::string_view island_id, bool switched) const;
+  // island that no longer exists. Views into this Tick.
+  std::vector<std::string_view> targets(std::string_view island_id, bool switched) const;
   // Records the strings issued for targets(island_id, switched): strs[i] for
   // targets[i], nullopt = rejected. Kept members that got one are re-issued
   // (from_island_id = the same island). Returns the rejected peers.
   std::vector<std::string> set_issued(std::string_view island_id, bool switched,
-                                      const std::vector<std::optional<std::string>>& strs);
+                                      std::vector<std::optional<std::string>> strs);
 
   // targets() + mint() + set_issued() for a built-in transport (nothing is
   // rejected); returns how many strings were issued. Throws as mint() does
@@ -131,22 +131,35 @@ class Tick {
   NativeOutput native_messages() const;
 
  private:
+  // Bookkeeping per change and per island, never a map per peer: views into
+  // changes_ and islands_, which are not modified after the constructor.
   struct Move {
-    std::string peer;
-    std::string island;
-    std::optional<std::string> from;
+    const archipelago::IslandChange* change;
+    const archipelago::IslandInfo* island;  // null: gone by the end of the flush
+    std::string conn;                       // issued connection string
+    bool issued = false;
   };
+  struct Reissue {  // a kept member of an island whose transport switched
+    std::string_view peer;
+    const archipelago::IslandInfo* island;
+    std::string conn;
+  };
+  const std::vector<size_t>& arrivals(std::string_view island_id) const;
+  // Records strs[i] (moved from) for targets[i]; nullopt = rejected (returned).
+  std::vector<std::string> record(std::string_view island_id,
+                                  const std::vector<std::string_view>& targets,
+                                  std::vector<std::optional<std::string>>& strs);
+
   TickCounts counts_;
+  std::vector<archipelago::IslandChange> changes_;
   std::vector<archipelago::IslandInfo> islands_;
-  std::unordered_map<std::string, size_t> index_;  // island id -> row of islands_
+  std::unordered_map<std::string_view, size_t> index_;  // island id -> row of islands_
   std::vector<std::string> touched_;
-  std::unordered_map<std::string, std::vector<std::string>> arrivals_;
   std::vector<Move> moves_;
-  std::vector<std::pair<std::string, std::string>> left_;    // (island, peer)
-  std::vector<std::pair<std::string, std::string>> joined_;  // (island, peer)
-  // island -> (peer -> connection string)
-  std::unordered_map<std::string, std::unordered_map<std::string, std::string>> conn_;
-  std::vector<std::pair<std::string, std::string>> reissue_;  // (peer, island)
+  std::unordered_map<std::string_view, std::vector<size_t>> arrivals_;  // island -> moves_
+  std::vector<std::pair<std::string_view, std::string_view>> left_;     // (island, peer)
+  std::vector<std::pair<std::string_view, std::string_view>> joined_;   // (island, peer)
+  std::vector<Reissue> reissue_;
 };
 
 }  // namespace dclcomms::nats

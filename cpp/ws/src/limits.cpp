@@ -86,13 +86,6 @@ std::string close_reason(std::string_view reason) {
   return std::string(reason.substr(0, n));
 }
 
-SendDecision send_decision(size_t queued, size_t message_bytes, bool unreliable, size_t soft_limit,
-                           size_t hard_limit) noexcept {
-  if (unreliable && queued > soft_limit) return SendDecision::Drop;
-  if (queued + message_bytes > hard_limit) return SendDecision::CloseSlow;
-  return SendDecision::Send;
-}
-
 bool RateWindow::accept(int64_t now_ms, int max_per_s) noexcept {
   if (window_start_ms_ == INT64_MIN || now_ms - window_start_ms_ >= 1000 ||
       now_ms < window_start_ms_) {

@@ -39,9 +39,7 @@ class WireFrame final : public OutFrame {
     bytes_ += payload;
   }
   size_t size() const noexcept override { return payload_size_; }
-  static std::string_view wire(const FramePtr& frame) {
-    return static_cast<const WireFrame&>(*frame).bytes_;
-  }
+  std::string_view wire() const noexcept { return bytes_; }
 
  private:
   std::string bytes_;  // header + payload
@@ -121,8 +119,15 @@ class WsppLink final : public Link {
 
   void send(const FramePtr& frame) override {
     if (cork_.empty()) server_.dirty(shard_, this);
-    cork_bytes_ += frame->size();
-    cork_.push_back(frame);
+    // The shard holds one reference per frame until its flush (a broadcast's
+    // receivers share the frame: one reference, not one per receiver); the
+    // cork keeps plain pointers.
+    if (shard_.held.empty() || shard_.held.back().get() != frame.get()) {
+      shard_.held.push_back(frame);
+    }
+    const auto* w = static_cast<const WireFrame*>(frame.get());  // every frame here is one
+    cork_bytes_ += w->size();
+    cork_.push_back(w);
   }
   void close(int code, const std::string& reason) override {
     if (!cork_.empty()) {
@@ -174,7 +179,7 @@ class WsppLink final : public Link {
     while (i < cork_.size()) {
       size_t n = 0, bytes = 0;
       for (; n < kIov && i + n < cork_.size(); ++n) {
-        std::string_view w = WireFrame::wire(cork_[i + n]);
+        std::string_view w = cork_[i + n]->wire();
         iov[n].iov_base = const_cast<char*>(w.data());
         iov[n].iov_len = w.size();
         bytes += w.size();
@@ -192,8 +197,8 @@ class WsppLink final : public Link {
       }
       size_t written = static_cast<size_t>(r);
       if (written < bytes) {
-        while (written >= WireFrame::wire(cork_[i]).size()) {
-          written -= WireFrame::wire(cork_[i]).size();
+        while (written >= cork_[i]->wire().size()) {
+          written -= cork_[i]->wire().size();
           ++i;
         }
         hand_over(i, written);
@@ -208,10 +213,10 @@ class WsppLink final : public Link {
   void hand_over(size_t from, size_t skip) {
     std::string bytes;
     size_t total = 0;
-    for (size_t j = from; j < cork_.size(); ++j) total += WireFrame::wire(cork_[j]).size();
+    for (size_t j = from; j < cork_.size(); ++j) total += cork_[j]->wire().size();
     bytes.reserve(total - skip);
     for (size_t j = from; j < cork_.size(); ++j) {
-      bytes += WireFrame::wire(cork_[j]).substr(j == from ? skip : 0);
+      bytes += cork_[j]->wire().substr(j == from ? skip : 0);
     }
     auto m = std::make_shared<TrackedMessage>(handed_, std::move(bytes));
     ++shard_.handed_over;
@@ -225,7 +230,7 @@ class WsppLink final : public Link {
   int fd_;
   asio::steady_timer timer_;
   std::shared_ptr<Handed> handed_;
-  std::vector<FramePtr> cork_;  // frames of this turn, in order
+  std::vector<const WireFrame*> cork_;  // frames of this turn, in order (held by the shard)
   size_t cork_bytes_ = 0;       // their payload bytes (counted as buffered)
 };
 
@@ -289,6 +294,7 @@ void Server::Impl::flush_dirty(Shard& shard) {
   links.swap(shard.dirty);
   for (WsppLink* l : links) l->flush();
   links.clear();
+  shard.held.clear();  // every cork is empty now
   if (shard.dirty.empty()) shard.dirty.swap(links);  // keep the capacity
 }
 

@@ -194,6 +194,9 @@ class Server::Impl final {
     std::unique_ptr<detail::Endpoint> ep;
     std::mutex mu;                 // guards everything below
     std::vector<WsppLink*> dirty;  // declared before hub: its links unlist themselves
+    // The frames in the dirty links' corks (which keep plain pointers), one
+    // reference each, until the flush.
+    std::vector<FramePtr> held;
     // The pending flush (server.cpp, "corking"): frames received (input) and
     // what the flush task saw of it, its deferrals and when it was posted.
     bool flush_posted = false;

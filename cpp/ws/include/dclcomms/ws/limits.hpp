@@ -35,9 +35,14 @@ std::string close_reason(std::string_view reason);
 //   queued: bytes already queued to that receiver (unsent).
 //   Unreliable messages are dropped above soft_limit; anything that would
 //   take the queue above hard_limit closes the receiver instead (4008).
+// (Inline: a room broadcast asks it once per receiver.)
 enum class SendDecision { Send, Drop, CloseSlow };
-SendDecision send_decision(size_t queued, size_t message_bytes, bool unreliable, size_t soft_limit,
-                           size_t hard_limit) noexcept;
+inline SendDecision send_decision(size_t queued, size_t message_bytes, bool unreliable,
+                                  size_t soft_limit, size_t hard_limit) noexcept {
+  if (unreliable && queued > soft_limit) return SendDecision::Drop;
+  if (queued + message_bytes > hard_limit) return SendDecision::CloseSlow;
+  return SendDecision::Send;
+}
 
 // Fixed one-second window: at most max_per_s accepted per window.
 class RateWindow {

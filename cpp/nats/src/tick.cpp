@@ -303,9 +303,9 @@ NativeOutput Tick::native_messages() const {
   }
   for (const auto& r : reissue_) add(r.peer, r.island, r.conn, r.island->id);
   for (const auto& g : groups) {
-    out.messages.emplace_back(island_subject(g.island->id, kChangedSuffix),
-                              encode_island_changes(g.island->id, encode_members(*g.island), g.raw,
-                                                    g.conn, g.from));
+    out.messages.emplace_back(
+        island_subject(g.island->id, kChangedSuffix),
+        encode_island_changes(g.island->id, encode_members(*g.island), g.raw, g.conn, g.from));
   }
 
   // peer_left then peer_join: one IslandMembership per island (first

@@ -100,10 +100,11 @@ TEST(NatsTickEncode, IslandStatusBytes) {
   i.center[2] = 2.0;
   i.radius = 0.0;  // omitted
   const std::string data = n::encode_island_status({i});
-  const std::string inner = std::string("\x0a\x02I1\x12\x01"
-                                        "a\x12\x01"
-                                        "b\x18\x64\x22\x05\x1d\x00\x00\x00\x40",
-                                        19);
+  const std::string inner = std::string(
+      "\x0a\x02I1\x12\x01"
+      "a\x12\x01"
+      "b\x18\x64\x22\x05\x1d\x00\x00\x00\x40",
+      19);
   EXPECT_EQ(data, "\x0a" + std::string(1, static_cast<char>(inner.size())) + inner);
 }
 

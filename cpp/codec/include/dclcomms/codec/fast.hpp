@@ -56,8 +56,7 @@ std::string encode_island_changed_message(const IslandChanged& msg);
 // Only the peers entries (what encode_island_changed_message writes after the
 // header fields) of n members: peer_ids[i] at xyz[3i..3i+2]. Equal to
 // encode_island_changed_message of a message without header fields.
-std::string encode_island_changed_peers(const std::vector<std::string>& peer_ids,
-                                        const float* xyz);
+std::string encode_island_changed_peers(const std::vector<std::string>& peer_ids, const float* xyz);
 IslandChanged decode_island_changed_message(std::string_view data);
 
 // An IslandChangedMessage split into its header fields and the tail holding

@@ -1,9 +1,9 @@
 // Python bindings for the NATS area: _core.NatsClient, used by
 // dclcomms.nats.pubsub.NatsPubSub for the hot subjects (heartbeats out of a
-// connector, heartbeats and session resets into the engine), and
-// _core.ArchipelagoTick, the core's tick grouped and published per island in
-// C++ (dclcomms.archipelago.core). Inputs are converted to C++ first, then the
-// GIL is released.
+// connector, heartbeats and session resets into the engine, the core's island
+// messages into a connector's sessions), and _core.ArchipelagoTick, the core's
+// tick grouped and published per island in C++ (dclcomms.archipelago.core).
+// Inputs are converted to C++ first, then the GIL is released.
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -20,6 +20,7 @@
 #include "dclcomms/error.hpp"
 #include "dclcomms/nats/client.hpp"
 #include "dclcomms/nats/tick.hpp"
+#include "dclcomms/ws/server.hpp"
 #include "registration.hpp"
 
 namespace py = pybind11;
@@ -299,6 +300,17 @@ void register_nats(py::module_& m) {
            py::arg("world_bound_m") = 0.0,
            py::keep_alive<1, 2>(),  // the engine lives as long as this client
            py::call_guard<py::gil_scoped_release>())
+      .def(
+          "relay_islands",
+          [](dn::Client& c, dclcomms::ws::Server& server) {
+            dclcomms::ws::Server* to = &server;
+            py::gil_scoped_release nogil;
+            c.relay_islands(
+                [to](std::vector<dclcomms::ws::RelayItem> items) { to->relay(std::move(items)); });
+          },
+          py::arg("server"), py::keep_alive<1, 2>(),  // the server lives as long as this client
+          "Relays this scheme's island messages to the server's connector sessions in C++")
+      .def("stop_relay", &dn::Client::stop_relay, py::call_guard<py::gil_scoped_release>())
       .def("stop_feed", &dn::Client::stop_feed, py::call_guard<py::gil_scoped_release>())
       .def("settle", &dn::Client::settle, py::call_guard<py::gil_scoped_release>())
       .def("set_backoff", &dn::Client::set_backoff, py::arg("until_ms"),
@@ -338,6 +350,11 @@ void register_nats(py::module_& m) {
              d["invalid_position"] = s.invalid_position;
              d["out_of_bounds"] = s.out_of_bounds;
              d["engine_errors"] = s.engine_errors;
+             d["relayed"] = s.relayed;
+             d["bad_island_receive"] = s.bad_island_receive;
+             d["bad_subject_receive"] = s.bad_subject_receive;
+             d["relay_last_ns"] = s.relay_last_ns;
+             d["relay_tick_first_ns"] = s.relay_tick_first_ns;
              return d;
            })
       .def("close", &dn::Client::close, py::call_guard<py::gil_scoped_release>());

@@ -305,6 +305,25 @@ void register_ws(py::module_& m) {
             s.send_island_changed_message(address, std::move(data));
           },
           py::arg("address"), py::arg("message"))
+      .def(
+          "relay_stats",
+          [](const Server& s) {
+            dclcomms::ws::RelayStats r;
+            {
+              py::gil_scoped_release nogil;
+              r = s.relay_stats();
+            }
+            py::dict d;
+            d["items"] = r.items;
+            d["dropped_stopped"] = r.dropped_stopped;
+            d["drains"] = r.drains;
+            d["last_drain_ns"] = r.last_drain_ns;
+            return d;
+          },
+          "The connector relay's totals (items, dropped_stopped, drains) and last_drain_ns "
+          "(CLOCK_MONOTONIC ns at the end of the last hand-over to the sessions)")
+      .def("connector_island_of", &Server::connector_island_of, py::arg("address"),
+           py::call_guard<py::gil_scoped_release>())
       .def("send_join_island", &Server::send_join_island, py::arg("address"), py::arg("island_id"),
            py::arg("peer_id"), py::call_guard<py::gil_scoped_release>())
       .def("send_left_island", &Server::send_left_island, py::arg("address"), py::arg("island_id"),

@@ -288,6 +288,18 @@ class Server:
         """
         self._core.send_island_changed_message(address, message)
 
+    def relay_stats(self) -> dict[str, int]:
+        """The connector relay's totals (island messages handed over from NATS in C++,
+        :meth:`dclcomms.nats.pubsub.NatsPubSub.relay_islands`): ``items``,
+        ``dropped_stopped``, ``drains`` and ``last_drain_ns`` (``time.monotonic_ns()``
+        clock, the end of the last hand-over to the sessions)."""
+        return dict(self._core.relay_stats())
+
+    def connector_island_of(self, address: str) -> str | None:
+        """The island the C++ relay last sent the connector session of ``address``
+        (lowercase); None when none or not connected here."""
+        return self._core.connector_island_of(address) or None
+
     def send_join_island(self, address: str, island_id: str, peer_id: str) -> None:
         self._core.send_join_island(address, island_id, peer_id)
 

@@ -366,6 +366,238 @@ Classified classify(Scheme scheme, std::string_view s) noexcept {
   return c;
 }
 
+// --- the connector relay ------------------------------------------------------------
+
+namespace {
+
+constexpr std::string_view kNativeIslandPrefix = "dclcomms.v1.island.";
+constexpr std::string_view kNativeChanged = ".changed";
+constexpr std::string_view kNativeMembers = ".members";
+
+// An island id: 1-128 characters of [A-Za-z0-9_-] (dclcomms.nats.subjects.ISLAND_RE).
+bool valid_island(std::string_view id) noexcept {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool starts_with(std::string_view s, std::string_view p) noexcept {
+  return s.size() >= p.size() && s.compare(0, p.size(), p) == 0;
+}
+bool ends_with(std::string_view s, std::string_view p) noexcept {
+  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
+}
+
+[[noreturn]] void bad_message(const std::string& what) {
+  throw Error(ErrorKind::Decode, "bad_message", what);
+}
+
+// n x 20 raw bytes as 0x addresses.
+std::vector<std::string> addresses_of(std::string_view raw, const char* what) {
+  if (raw.size() % 20) {
+    bad_message(std::string(what) + ": " + std::to_string(raw.size()) + " address bytes");
+  }
+  std::vector<std::string> out(raw.size() / 20);
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i].reserve(kAddressLen);
+    raw_to_address(&raw[20 * i], out[i]);
+  }
+  return out;
+}
+
+// A proto3 string or bytes field of a small message: (field -> value); a known
+// field with another wire type, or a string that is not UTF-8, is malformed.
+struct SmallMessage {
+  std::string_view f1, f2, f3;
+};
+SmallMessage read_small(std::string_view data, const char* type, bool f1_string, bool f2_string,
+                        bool f3_string) {
+  using codec::wire::WireReader;
+  SmallMessage m;
+  WireReader r(data);
+  while (!r.at_end()) {
+    uint32_t field = 0, wt = 0;
+    r.read_tag(field, wt);
+    if (field >= 1 && field <= 3) {
+      if (wt != codec::wire::kLen) {
+        bad_message(std::string(type) + ": field " + std::to_string(field) + " has wire type " +
+                    std::to_string(wt));
+      }
+      const std::string_view v = r.read_length_delimited();
+      const bool is_string = field == 1 ? f1_string : field == 2 ? f2_string : f3_string;
+      if (is_string && !codec::wire::is_valid_utf8(v)) {
+        bad_message(std::string(type) + ": invalid UTF-8 in field " + std::to_string(field));
+      }
+      (field == 1 ? m.f1 : field == 2 ? m.f2 : m.f3) = v;
+    } else {
+      r.skip(field, wt, 0);
+    }
+  }
+  return m;
+}
+
+// The member entries of an island_changed, checked once per island and content.
+void check_entries(const std::string& island, std::string_view entries, PeersCache& cache) {
+  auto it = cache.entries.find(island);
+  if (it != cache.entries.end() && it->second == entries) return;
+  (void)codec::decode_island_changed_message(entries);  // throws when malformed
+  cache.entries[island].assign(entries.data(), entries.size());
+}
+
+ws::RelayItem native_changes(std::string_view island, std::string_view data, PeersCache& cache) {
+  const IslandChangesView v = decode_island_changes(data);
+  std::vector<std::string> to = addresses_of(v.addresses, "IslandChanges");
+  const size_t n = to.size();
+  if (v.conn_strs.size() != n || v.from_island_ids.size() != n) {
+    bad_message("IslandChanges: " + std::to_string(v.addresses.size()) + " address bytes, " +
+                std::to_string(v.conn_strs.size()) + " conn_strs");
+  }
+  for (auto sv : v.conn_strs) {
+    if (!codec::wire::is_valid_utf8(sv)) bad_message("IslandChanges: invalid UTF-8 in conn_strs");
+  }
+  for (auto sv : v.from_island_ids) {
+    if (!codec::wire::is_valid_utf8(sv)) {
+      bad_message("IslandChanges: invalid UTF-8 in from_island_ids");
+    }
+  }
+  if (!codec::wire::is_valid_utf8(v.island_id)) bad_message("IslandChanges: invalid UTF-8 island");
+  ws::IslandChangesItem item;
+  item.island_id.assign(v.island_id.data(), v.island_id.size());
+  if (n && item.island_id != island) {
+    bad_message("island '" + item.island_id + "' on '" + std::string(island) + "'");
+  }
+  check_entries(item.island_id, v.peers, cache);
+  item.peers_entries.assign(v.peers.data(), v.peers.size());
+  item.recipients.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    auto& r = item.recipients[i];
+    r.address = std::move(to[i]);
+    r.conn_str.assign(v.conn_strs[i].data(), v.conn_strs[i].size());
+    if (!v.from_island_ids[i].empty()) r.from_island_id = std::string(v.from_island_ids[i]);
+  }
+  return item;
+}
+
+ws::RelayItem native_members(std::string_view island, std::string_view data) {
+  const SmallMessage m = read_small(data, "IslandMembership", true, false, false);
+  if (m.f1 != island) {
+    bad_message("island '" + std::string(m.f1) + "' on '" + std::string(island) + "'");
+  }
+  ws::IslandMovesItem item;
+  item.island_id.assign(island.data(), island.size());
+  item.left = addresses_of(m.f2, "IslandMembership");
+  item.joined = addresses_of(m.f3, "IslandMembership");
+  return item;
+}
+
+ws::RelayItem compat_changed(std::string_view address, std::string_view data, PeersCache& cache) {
+  ws::IslandChangesItem item;
+  ws::IslandChangesItem::Recipient r;
+  r.address.assign(address.data(), address.size());
+  codec::IslandChangedHeader h = codec::decode_island_changed_header(data);
+  if (h.peers_offset != codec::kNoPeersTail) {
+    const std::string_view tail = data.substr(h.peers_offset);
+    check_entries(h.island_id, tail, cache);
+    item.peers_entries.assign(tail.data(), tail.size());
+  } else {  // another field after the entries: decoded whole, entries encoded again
+    codec::IslandChanged full = codec::decode_island_changed_message(data);
+    codec::IslandChanged entries_only;
+    entries_only.peers = std::move(full.peers);
+    item.peers_entries = codec::encode_island_changed_message(entries_only);
+  }
+  item.island_id = std::move(h.island_id);
+  r.conn_str = std::move(h.conn_str);
+  r.from_island_id = std::move(h.from_island_id);
+  item.recipients.push_back(std::move(r));
+  return item;
+}
+
+ws::RelayItem compat_move(std::string_view data, bool joined) {
+  const SmallMessage m = read_small(data, "JoinIslandMessage", true, true, false);
+  ws::IslandMovesItem item;
+  item.island_id.assign(m.f1.data(), m.f1.size());
+  (joined ? item.joined : item.left).emplace_back(m.f2);
+  return item;
+}
+
+}  // namespace
+
+std::vector<std::string> relay_patterns(Scheme scheme) {
+  switch (scheme) {
+    case Scheme::Native:
+      return {"dclcomms.v1.island.*.changed", "dclcomms.v1.island.*.members", "engine.islands"};
+    case Scheme::Workers:
+      return {"engine.peer.*.island_changed", "engine.island.*.peer_join",
+              "engine.island.*.peer_left", "engine.islands"};
+    case Scheme::V3:
+      break;
+  }
+  return {"client-proto.*.island_changed", "client-proto.island.*.peer_join",
+          "client-proto.island.*.peer_left", "archipelago.islands"};
+}
+
+RelayDecoded decode_relay(Scheme scheme, std::string_view s, std::string_view data,
+                          PeersCache& cache) {
+  RelayDecoded d;
+  const std::string_view islands = scheme == Scheme::V3 ? "archipelago.islands" : "engine.islands";
+  if (s == islands) {
+    d.kind = RelayDecoded::Kind::Item;
+    d.item = ws::TickEndItem{};
+    cache.entries.clear();  // a new tick, new member maps
+    return d;
+  }
+  if (scheme == Scheme::Native) {
+    if (!starts_with(s, kNativeIslandPrefix)) return d;
+    const bool members = ends_with(s, kNativeMembers);
+    if (!members && !ends_with(s, kNativeChanged)) return d;
+    const size_t suffix = members ? kNativeMembers.size() : kNativeChanged.size();
+    if (s.size() < kNativeIslandPrefix.size() + suffix) return d;
+    const std::string_view island =
+        s.substr(kNativeIslandPrefix.size(), s.size() - kNativeIslandPrefix.size() - suffix);
+    if (!valid_island(island)) {
+      d.kind = RelayDecoded::Kind::BadSubject;
+      return d;
+    }
+    d.item = members ? native_members(island, data) : native_changes(island, data, cache);
+    d.kind = RelayDecoded::Kind::Item;
+    return d;
+  }
+  // workers / v3: one message per recipient or per moving peer.
+  const std::string_view peer_prefix = scheme == Scheme::V3 ? "client-proto." : "engine.peer.";
+  const std::string_view island_prefix =
+      scheme == Scheme::V3 ? "client-proto.island." : "engine.island.";
+  if (starts_with(s, island_prefix)) {
+    std::string_view rest = s.substr(island_prefix.size());
+    const size_t dot = rest.find('.');
+    if (dot == std::string_view::npos) return d;
+    const std::string_view token = rest.substr(0, dot), kind = rest.substr(dot + 1);
+    if (kind != "peer_join" && kind != "peer_left") return d;
+    if (!valid_island(token)) {
+      d.kind = RelayDecoded::Kind::BadIsland;
+      return d;
+    }
+    d.item = compat_move(data, kind == "peer_join");
+    d.kind = RelayDecoded::Kind::Item;
+    return d;
+  }
+  if (starts_with(s, peer_prefix) && ends_with(s, ".island_changed")) {
+    const std::string_view token =
+        s.substr(peer_prefix.size(), s.size() - peer_prefix.size() - 15);  // ".island_changed"
+    if (token.find('.') != std::string_view::npos) return d;
+    if (!valid_address(token)) {
+      d.kind = RelayDecoded::Kind::BadAddress;
+      return d;
+    }
+    d.item = compat_changed(token, data, cache);
+    d.kind = RelayDecoded::Kind::Item;
+  }
+  return d;
+}
+
 // --- the client ------------------------------------------------------------------
 
 namespace {
@@ -406,7 +638,15 @@ struct Counters {
   std::atomic<uint64_t> bad_address_publish{0}, bad_address_receive{0}, reconnects{0};
   std::atomic<uint64_t> heartbeats{0}, no_position{0}, resets{0}, backoff_dropped{0};
   std::atomic<uint64_t> invalid_position{0}, out_of_bounds{0}, engine_errors{0};
+  std::atomic<uint64_t> relayed{0}, bad_island_receive{0}, bad_subject_receive{0};
+  std::atomic<int64_t> relay_last_ns{0}, relay_tick_first_ns{0};
 };
+
+int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 }  // namespace
 
@@ -445,6 +685,14 @@ struct Client::Impl {
   std::mutex backoff_mu;
   std::unordered_map<std::string, int64_t> backoff;
   std::atomic<bool> has_backoff{false};
+
+  // Relay (connector side): its subscriptions and sink, on libnats' delivery thread.
+  std::mutex relay_mu;  // guards relay_subs/sink lifecycle and the cache
+  std::vector<natsSubscription*> relay_subs;
+  RelaySink relay_sink;
+  std::atomic<bool> relaying{false};
+  PeersCache cache;
+  bool tick_open = false;  // an island message arrived since the last tick end
 
   bool closed = false;
   std::mutex close_mu;
@@ -836,6 +1084,79 @@ struct Client::Impl {
 
   // --- connection callbacks ---------------------------------------------------------
 
+  // Subscribes each pattern with handler (this Impl as its closure) into `into`.
+  void subscribe(const std::vector<std::string>& patterns, natsMsgHandler handler,
+                 std::vector<natsSubscription*>& into) {
+    for (const auto& p : patterns) {
+      natsSubscription* sub = nullptr;
+      const natsStatus s = natsConnection_Subscribe(&sub, nc, p.c_str(), handler, this);
+      if (s != NATS_OK) {
+        throw Error(ErrorKind::PubSub, "nats_unavailable",
+                    "cannot subscribe " + p + ": " + status_text(s));
+      }
+      natsSubscription_SetPendingLimits(sub, 1 << 20, 512 * 1024 * 1024);
+      into.push_back(sub);
+    }
+  }
+
+  // Drain: what the server already sent is delivered, then no more callbacks.
+  static void drain(const std::vector<natsSubscription*>& subs) {
+    for (auto* sub : subs) {
+      if (natsSubscription_Drain(sub) == NATS_OK) {
+        natsSubscription_WaitForDrainCompletion(sub, 2000);
+      }
+      natsSubscription_Unsubscribe(sub);
+    }
+  }
+
+  static void on_relay_msg(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+    auto* self = static_cast<Impl*>(closure);
+    if (self->relaying.load(std::memory_order_relaxed)) {
+      self->relay_one(
+          natsMsg_GetSubject(msg),
+          std::string_view(natsMsg_GetData(msg), static_cast<size_t>(natsMsg_GetDataLength(msg))));
+    }
+    natsMsg_Destroy(msg);
+  }
+
+  void relay_one(std::string_view subject, std::string_view data) {
+    const int64_t now = steady_ns();
+    ++c.received;
+    std::lock_guard<std::mutex> lock(relay_mu);
+    RelayDecoded d;
+    try {
+      d = decode_relay(scheme, subject, data, cache);
+    } catch (const std::exception&) {
+      ++c.dropped_decode;
+      return;
+    }
+    switch (d.kind) {
+      case RelayDecoded::Kind::Ignore:
+        return;
+      case RelayDecoded::Kind::BadAddress:
+        ++c.bad_address_receive;
+        return;
+      case RelayDecoded::Kind::BadIsland:
+        ++c.bad_island_receive;
+        return;
+      case RelayDecoded::Kind::BadSubject:
+        ++c.bad_subject_receive;
+        return;
+      case RelayDecoded::Kind::Item:
+        break;
+    }
+    const bool tick_end = std::holds_alternative<ws::TickEndItem>(d.item);
+    if (!tick_end && !tick_open) c.relay_tick_first_ns = now;
+    tick_open = !tick_end;
+    if (relay_sink) {
+      std::vector<ws::RelayItem> items;
+      items.push_back(std::move(d.item));
+      relay_sink(std::move(items));
+    }
+    ++c.relayed;
+    c.relay_last_ns = steady_ns();
+  }
+
   static void on_reconnected(natsConnection*, void* closure) {
     ++static_cast<Impl*>(closure)->c.reconnects;
   }
@@ -995,29 +1316,14 @@ void Client::feed_engine(arch::Engine* engine, double world_bound_m) {
   }
   m.accepting = true;
   m.applier = std::thread([&m] { m.applier_loop(); });
-  for (const auto& p : patterns) {
-    natsSubscription* sub = nullptr;
-    const natsStatus s = natsConnection_Subscribe(&sub, m.nc, p.c_str(), &Impl::on_msg, &m);
-    if (s != NATS_OK) {
-      throw Error(ErrorKind::PubSub, "nats_unavailable",
-                  "cannot subscribe " + p + ": " + status_text(s));
-    }
-    natsSubscription_SetPendingLimits(sub, 1 << 20, 512 * 1024 * 1024);
-    m.subs.push_back(sub);
-  }
+  m.subscribe(patterns, &Impl::on_msg, m.subs);
 }
 
 void Client::stop_feed() {
   Impl& m = *impl_;
   std::lock_guard<std::mutex> lock(m.feed_mu);
   if (m.engine == nullptr) return;
-  for (auto* sub : m.subs) {
-    // Drain: what the server already sent is delivered, then no more callbacks.
-    if (natsSubscription_Drain(sub) == NATS_OK) {
-      natsSubscription_WaitForDrainCompletion(sub, 2000);
-    }
-    natsSubscription_Unsubscribe(sub);
-  }
+  m.drain(m.subs);
   m.accepting = false;
   {
     std::lock_guard<std::mutex> in(m.in_mu);
@@ -1028,6 +1334,37 @@ void Client::stop_feed() {
   for (auto* sub : m.subs) natsSubscription_Destroy(sub);
   m.subs.clear();
   m.engine = nullptr;
+}
+
+void Client::relay_islands(RelaySink sink) {
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.feed_mu);  // subscriptions are made under feed_mu
+  {
+    std::lock_guard<std::mutex> r(m.relay_mu);
+    if (m.relay_sink) {
+      throw Error(ErrorKind::Config, "invalid_parameter", "this NATS client already relays");
+    }
+    if (!sink || m.nc == nullptr) {
+      throw Error(ErrorKind::PubSub, "bus_closed", "the NATS client is closed");
+    }
+    m.relay_sink = std::move(sink);
+    m.cache.entries.clear();
+    m.tick_open = false;
+  }
+  m.relaying = true;
+  m.subscribe(relay_patterns(m.scheme), &Impl::on_relay_msg, m.relay_subs);
+}
+
+void Client::stop_relay() {
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.feed_mu);
+  if (m.relay_subs.empty() && !m.relaying) return;
+  m.drain(m.relay_subs);
+  m.relaying = false;
+  for (auto* sub : m.relay_subs) natsSubscription_Destroy(sub);
+  m.relay_subs.clear();
+  std::lock_guard<std::mutex> r(m.relay_mu);  // a callback still running has returned
+  m.relay_sink = nullptr;
 }
 
 void Client::settle() {
@@ -1068,9 +1405,16 @@ ClientStats Client::stats() const {
   s.invalid_position = c.invalid_position;
   s.out_of_bounds = c.out_of_bounds;
   s.engine_errors = c.engine_errors;
+  s.relayed = c.relayed;
+  s.bad_island_receive = c.bad_island_receive;
+  s.bad_subject_receive = c.bad_subject_receive;
+  s.relay_last_ns = c.relay_last_ns;
+  s.relay_tick_first_ns = c.relay_tick_first_ns;
   {
     std::lock_guard<std::mutex> lock(m.feed_mu);
-    for (auto* sub : m.subs) {
+    std::vector<natsSubscription*> all(m.subs);
+    all.insert(all.end(), m.relay_subs.begin(), m.relay_subs.end());
+    for (auto* sub : all) {
       int64_t dropped = 0;
       if (natsSubscription_GetDropped(sub, &dropped) == NATS_OK && dropped > 0) {
         s.dropped_slow_consumer += static_cast<uint64_t>(dropped);
@@ -1095,6 +1439,7 @@ void Client::close() {
   if (m.closed) return;
   m.closed = true;
   stop_feed();
+  stop_relay();
   if (connected()) flush(2000);
   {
     std::lock_guard<std::mutex> out(m.out_mu);

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "dclcomms/codec/fast.hpp"
 
@@ -191,4 +193,193 @@ TEST(NatsHeartbeat, PositionOnlyAgreesWithTheCodec) {
   EXPECT_FALSE(n::heartbeat_position_only(std::string("\x0a\x02\x08\x01", 4), xyz));
   EXPECT_FALSE(n::heartbeat_position_only("", xyz));
   EXPECT_FALSE(n::heartbeat_position_only(std::string("\x12\x00", 2), xyz));
+}
+
+// --- the connector relay's decoding ------------------------------------------------
+
+namespace {
+
+void put_field(std::string& out, uint8_t field, const std::string& v) {
+  out.push_back(static_cast<char>(field << 3 | 2));
+  out.push_back(static_cast<char>(v.size()));
+  out += v;
+}
+
+std::string raw(const std::string& address) {
+  char r[20];
+  n::address_to_raw(address, r);
+  return std::string(r, 20);
+}
+
+// The encoded peers entries of a member list.
+std::string entries(const std::vector<std::string>& members) {
+  dclcomms::codec::IslandChanged m;
+  m.island_id = "x";
+  float x = 1;
+  for (const auto& a : members) m.peers.emplace_back(a, dclcomms::codec::Position{x++, 0, 3});
+  const std::string full = dclcomms::codec::encode_island_changed_message(m);
+  return full.substr(dclcomms::codec::decode_island_changed_header(full).peers_offset);
+}
+
+std::string island_changes(const std::string& island, const std::string& peers,
+                           const std::vector<std::string>& to, const std::vector<std::string>& conn,
+                           const std::vector<std::string>& from) {
+  std::string msg, addrs;
+  for (const auto& a : to) addrs += raw(a);
+  put_field(msg, 1, island);
+  put_field(msg, 2, peers);
+  put_field(msg, 3, addrs);
+  for (const auto& c : conn) put_field(msg, 4, c);
+  for (const auto& f : from) put_field(msg, 5, f);
+  return msg;
+}
+
+template <class T>
+const T& item_of(const n::RelayDecoded& d) {
+  EXPECT_EQ(d.kind, n::RelayDecoded::Kind::Item);
+  return std::get<T>(d.item);
+}
+
+}  // namespace
+
+TEST(NatsRelay, PatternsPerScheme) {
+  EXPECT_EQ(n::relay_patterns(n::Scheme::Native),
+            (std::vector<std::string>{"dclcomms.v1.island.*.changed",
+                                      "dclcomms.v1.island.*.members", "engine.islands"}));
+  EXPECT_EQ(n::relay_patterns(n::Scheme::Workers).back(), "engine.islands");
+  EXPECT_EQ(
+      n::relay_patterns(n::Scheme::V3),
+      (std::vector<std::string>{"client-proto.*.island_changed", "client-proto.island.*.peer_join",
+                                "client-proto.island.*.peer_left", "archipelago.islands"}));
+}
+
+TEST(NatsRelay, NativeIslandChangesBecomeOneItemPerIsland) {
+  n::PeersCache cache;
+  const std::string peers = entries({kA, kB});
+  const auto d =
+      n::decode_relay(n::Scheme::Native, "dclcomms.v1.island.I1.changed",
+                      island_changes("I1", peers, {kA, kB}, {"c1", "c2"}, {"", "I0"}), cache);
+  const auto& item = item_of<dclcomms::ws::IslandChangesItem>(d);
+  EXPECT_EQ(item.island_id, "I1");
+  EXPECT_EQ(item.peers_entries, peers);
+  ASSERT_EQ(item.recipients.size(), 2u);
+  EXPECT_EQ(item.recipients[0].address, kA);
+  EXPECT_EQ(item.recipients[0].conn_str, "c1");
+  EXPECT_EQ(item.recipients[0].from_island_id, std::nullopt);  // "" = none
+  EXPECT_EQ(item.recipients[1].address, kB);
+  EXPECT_EQ(item.recipients[1].from_island_id, std::optional<std::string>("I0"));
+  // Rejects: another island than the subject's, counts that differ, bad entries.
+  EXPECT_THROW(n::decode_relay(n::Scheme::Native, "dclcomms.v1.island.I2.changed",
+                               island_changes("I1", peers, {kA}, {"c"}, {""}), cache),
+               dclcomms::Error);
+  EXPECT_THROW(n::decode_relay(n::Scheme::Native, "dclcomms.v1.island.I1.changed",
+                               island_changes("I1", peers, {kA, kB}, {"c"}, {"", ""}), cache),
+               dclcomms::Error);
+  EXPECT_THROW(
+      n::decode_relay(n::Scheme::Native, "dclcomms.v1.island.I1.changed",
+                      island_changes("I1", std::string("\x22\x05", 2), {kA}, {"c"}, {""}), cache),
+      dclcomms::Error);
+  // Subjects: a bad island token is refused, other subjects are not the relay's.
+  EXPECT_EQ(n::decode_relay(n::Scheme::Native, "dclcomms.v1.island.b*d.changed", "", cache).kind,
+            n::RelayDecoded::Kind::BadSubject);
+  EXPECT_EQ(n::decode_relay(n::Scheme::Native, "dclcomms.v1.heartbeats", "", cache).kind,
+            n::RelayDecoded::Kind::Ignore);
+}
+
+TEST(NatsRelay, NativeMembershipIsLeftThenJoined) {
+  n::PeersCache cache;
+  std::string msg;
+  put_field(msg, 1, "I1");
+  put_field(msg, 2, raw(kA));
+  put_field(msg, 3, raw(kB) + raw(kA));
+  const auto d = n::decode_relay(n::Scheme::Native, "dclcomms.v1.island.I1.members", msg, cache);
+  const auto& item = item_of<dclcomms::ws::IslandMovesItem>(d);
+  EXPECT_EQ(item.island_id, "I1");
+  EXPECT_EQ(item.left, std::vector<std::string>{kA});
+  EXPECT_EQ(item.joined, (std::vector<std::string>{kB, kA}));
+  EXPECT_THROW(n::decode_relay(n::Scheme::Native, "dclcomms.v1.island.I2.members", msg, cache),
+               dclcomms::Error);
+  std::string short_left;
+  put_field(short_left, 1, "I1");
+  put_field(short_left, 2, std::string(19, 'a'));
+  EXPECT_THROW(
+      n::decode_relay(n::Scheme::Native, "dclcomms.v1.island.I1.members", short_left, cache),
+      dclcomms::Error);
+}
+
+TEST(NatsRelay, CompatIslandChangedKeepsItsEntriesAndFrom) {
+  n::PeersCache cache;
+  dclcomms::codec::IslandChanged m;
+  m.island_id = "I1";
+  m.conn_str = "livekit:abc";
+  m.from_island_id = "I0";
+  m.peers = {{kA, {1, 0, 2}}, {kB, {3, 0, 4}}};
+  const std::string data = dclcomms::codec::encode_island_changed_message(m);
+  for (auto [scheme, subject] :
+       {std::pair{n::Scheme::Workers, "engine.peer." + kB + ".island_changed"},
+        std::pair{n::Scheme::V3, "client-proto." + kB + ".island_changed"}}) {
+    const auto d = n::decode_relay(scheme, subject, data, cache);
+    const auto& item = item_of<dclcomms::ws::IslandChangesItem>(d);
+    EXPECT_EQ(item.island_id, "I1");
+    ASSERT_EQ(item.recipients.size(), 1u);
+    EXPECT_EQ(item.recipients[0].address, kB);
+    EXPECT_EQ(item.recipients[0].conn_str, "livekit:abc");
+    EXPECT_EQ(item.recipients[0].from_island_id, std::optional<std::string>("I0"));
+    // The frame the relay builds from it is the one the whole message gives.
+    EXPECT_EQ(dclcomms::codec::encode_server_island_changed(item.island_id, "livekit:abc", "I0",
+                                                            item.peers_entries),
+              dclcomms::codec::encode_server_island_changed(m));
+  }
+  // An entry after which another field follows: decoded whole, entries encoded again.
+  std::string reordered = data;
+  put_field(reordered, 1, "I1");  // island id again, last (the last one wins)
+  const auto d = n::decode_relay(n::Scheme::Workers, "engine.peer." + kA + ".island_changed",
+                                 reordered, cache);
+  const std::string tail =
+      data.substr(dclcomms::codec::decode_island_changed_header(data).peers_offset);
+  EXPECT_EQ(dclcomms::codec::decode_island_changed_header(reordered).peers_offset,
+            dclcomms::codec::kNoPeersTail);
+  EXPECT_EQ(item_of<dclcomms::ws::IslandChangesItem>(d).peers_entries, tail);
+  // Rejects: a bad address token, a malformed message, malformed entries even
+  // after a valid map of that island was seen.
+  EXPECT_EQ(
+      n::decode_relay(n::Scheme::Workers, "engine.peer.0xABC.island_changed", data, cache).kind,
+      n::RelayDecoded::Kind::BadAddress);
+  EXPECT_THROW(n::decode_relay(n::Scheme::Workers, "engine.peer." + kA + ".island_changed",
+                               std::string("\x0a\x09I1", 4), cache),
+               dclcomms::Error);
+  std::string bad_tail = data.substr(0, data.size() - 1);
+  EXPECT_THROW(
+      n::decode_relay(n::Scheme::Workers, "engine.peer." + kA + ".island_changed", bad_tail, cache),
+      dclcomms::Error);
+}
+
+TEST(NatsRelay, CompatMovesAndTickEnds) {
+  n::PeersCache cache;
+  std::string msg;
+  put_field(msg, 1, "I7");
+  put_field(msg, 2, kA);
+  const auto j = n::decode_relay(n::Scheme::Workers, "engine.island.I7.peer_join", msg, cache);
+  EXPECT_EQ(item_of<dclcomms::ws::IslandMovesItem>(j).joined, std::vector<std::string>{kA});
+  EXPECT_TRUE(std::get<dclcomms::ws::IslandMovesItem>(j.item).left.empty());
+  const auto l = n::decode_relay(n::Scheme::V3, "client-proto.island.I7.peer_left", msg, cache);
+  EXPECT_EQ(item_of<dclcomms::ws::IslandMovesItem>(l).left, std::vector<std::string>{kA});
+  EXPECT_EQ(std::get<dclcomms::ws::IslandMovesItem>(l.item).island_id, "I7");
+  EXPECT_EQ(n::decode_relay(n::Scheme::Workers, "engine.island.b!d.peer_join", msg, cache).kind,
+            n::RelayDecoded::Kind::BadIsland);
+  EXPECT_THROW(n::decode_relay(n::Scheme::Workers, "engine.island.I7.peer_join",
+                               std::string("\x0a\x02\xff\xfe", 4), cache),  // not UTF-8
+               dclcomms::Error);
+  EXPECT_THROW(n::decode_relay(n::Scheme::Workers, "engine.island.I7.peer_join",
+                               std::string("\x10\x01", 2), cache),  // peerId as a varint
+               dclcomms::Error);
+  for (auto [scheme, subject] : {std::pair{n::Scheme::Native, "engine.islands"},
+                                 std::pair{n::Scheme::Workers, "engine.islands"},
+                                 std::pair{n::Scheme::V3, "archipelago.islands"}}) {
+    const auto d = n::decode_relay(scheme, subject, "anything", cache);
+    EXPECT_EQ(d.kind, n::RelayDecoded::Kind::Item);
+    EXPECT_TRUE(std::holds_alternative<dclcomms::ws::TickEndItem>(d.item));
+  }
+  EXPECT_EQ(n::decode_relay(n::Scheme::V3, "engine.islands", "", cache).kind,
+            n::RelayDecoded::Kind::Ignore);
 }

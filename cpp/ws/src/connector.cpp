@@ -84,6 +84,7 @@ void Hub::admit_registered(const SessionPtr& s, const std::string& owner) {
     SessionPtr old = it->second;
     reg.erase(it);
     old->registered = false;
+    forget_island(*old);
     count_connector_or_bus(s, [](auto& c) { ++c.kicked_duplicate; });
     // After its handshake a bus session speaks text: no kicked packet.
     if (!bus) old->link->send(binary(codec::encode_server_kicked()));

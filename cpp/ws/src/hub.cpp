@@ -279,6 +279,7 @@ void Hub::detach(const SessionPtr& s) {
   auto it = reg.find(s->address);
   if (it != reg.end() && it->second == s) {
     reg.erase(it);
+    forget_island(*s);
     if (s->kind == Kind::Bus) {
       push_event(BusClosed{s->address});
     } else {

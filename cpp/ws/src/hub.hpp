@@ -75,6 +75,7 @@ struct Session {
   // connector and bus
   bool registered = false;       // the entry of its kind's registry
   RateWindow heartbeats;         // connector
+  std::string island;            // connector: the island the relay last sent it ("" none)
   SlidingRateWindow bus_frames;  // bus and bridge
   // bridge
   uint64_t bridge_id = 0;
@@ -116,6 +117,10 @@ using SessionPtr = std::shared_ptr<Session>;
   X(heartbeats_dropped_backlog)        \
   X(messages_ignored)                  \
   X(messages_sent)                     \
+  X(relayed_island_changed)            \
+  X(relayed_join_island)               \
+  X(relayed_left_island)               \
+  X(relayed_not_connected)             \
   X(auth_verify_us_total)
 
 #define DCLCOMMS_ROOM_COUNTERS(X)      \
@@ -235,6 +240,9 @@ class Hub {
   void publish_feed(std::string delta, std::string key);
   bool feed_wants_key() const;
   void set_deny_list(std::unordered_set<std::string> lowercase_addresses);
+  // The connector relay (server.hpp, RelayItem; relay.cpp).
+  void relay(const RelayItem& item);
+  std::string connector_island_of(const std::string& address) const;
   // Bridge sessions (by the id of their BridgeOpened event).
   void accept_bridge(uint64_t id);
   void send_bridge(uint64_t id, std::string text);
@@ -336,6 +344,15 @@ class Hub {
   void admit_registered(const SessionPtr& s, const std::string& owner);
   void on_heartbeat(const SessionPtr& s, const codec::Heartbeat& hb);
 
+  // ---- relay.cpp ----
+  void relay_changes(const IslandChangesItem& item);
+  void relay_moves(const IslandMovesItem& item);
+  // One join_island/left_island frame to the sessions of island except
+  // peer and the ones fresh on it.
+  void relay_move(const std::string& island, const std::string& peer, bool joined);
+  // A connector session leaves the island the relay put it on.
+  void forget_island(Session& s);
+
   // ---- bus.cpp ----
   void handle_bus(const SessionPtr& s, detail::Frame f);
 
@@ -385,6 +402,10 @@ class Hub {
   std::unordered_map<const void*, SessionPtr> sessions_;  // by connection identity
   std::unordered_map<std::string, SessionPtr> connector_reg_;
   std::unordered_map<std::string, SessionPtr> bus_reg_;
+  // The connector relay: island -> addresses of its connector sessions here;
+  // address -> island it entered since the last tick end.
+  std::unordered_map<std::string, std::unordered_set<std::string>> island_members_;
+  std::unordered_map<std::string, std::string> fresh_;
   std::unordered_map<uint64_t, SessionPtr> bridge_reg_;
   uint64_t next_bridge_id_ = 1;
   std::unordered_set<std::string> tapped_;        // rooms of /rooms/

@@ -870,6 +870,52 @@ void Server::send_island_changed(const std::string& address, std::string_view is
 void Server::send_island_changed_message(const std::string& address, std::string message) {
   send_connector(address, codec::wrap_server_island_changed(message));
 }
+void Server::relay(std::vector<RelayItem> items) {
+  impl_->relay(std::move(items));
+}
+RelayStats Server::relay_stats() const {
+  return impl_->relay_stats();
+}
+std::string Server::connector_island_of(const std::string& address) const {
+  return impl_->connector_island_of(address);
+}
+void Server::Impl::relay(std::vector<RelayItem> items) {
+  if (items.empty()) return;
+  std::lock_guard<std::mutex> lock(relay_mu_);
+  if (!started_.load() || stopped_.load()) {
+    relay_stats_.dropped_stopped += items.size();
+    return;
+  }
+  relay_stats_.items += items.size();
+  if (relay_queue_.empty()) {
+    relay_queue_ = std::move(items);
+  } else {
+    for (auto& item : items) relay_queue_.push_back(std::move(item));
+  }
+  if (!relay_posted_) {
+    relay_posted_ = true;
+    post([this] { drain_relay(); });
+  }
+}
+void Server::Impl::drain_relay() {
+  std::vector<RelayItem> items;
+  {
+    std::lock_guard<std::mutex> lock(relay_mu_);
+    items.swap(relay_queue_);
+    relay_posted_ = false;
+  }
+  for (const auto& item : items) hub_.relay(item);
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  std::lock_guard<std::mutex> lock(relay_mu_);
+  ++relay_stats_.drains;
+  relay_stats_.last_drain_ns = now;
+}
+RelayStats Server::Impl::relay_stats() const {
+  std::lock_guard<std::mutex> lock(relay_mu_);
+  return relay_stats_;
+}
 void Server::send_join_island(const std::string& address, const std::string& island_id,
                               const std::string& peer_id) {
   send_connector(address, codec::encode_server_join_island(island_id, peer_id));

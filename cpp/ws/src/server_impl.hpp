@@ -141,6 +141,14 @@ class Server::Impl final {
     Shard* sh = shards_[shard_of_room(room)].get();
     post(*sh, [sh, f = std::forward<F>(f)]() mutable { f(sh->hub); });
   }
+  // The connector relay (server.hpp): queued in call order, handed to shard
+  // 0's hub by one posted task at a time.
+  void relay(std::vector<RelayItem> items);
+  RelayStats relay_stats() const;
+  std::string connector_island_of(const std::string& address) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return hub_.connector_island_of(address);
+  }
   void set_deny_list(std::unordered_set<std::string> lowercase) {
     std::lock_guard<std::mutex> lock(mu_);
     hub_.set_deny_list(std::move(lowercase));
@@ -321,6 +329,12 @@ class Server::Impl final {
   std::unordered_map<uint64_t, PendingHttp> http_;
   std::unordered_set<HttpSession*> sessions_;  // keep-alive sessions (under mu_)
   uint64_t next_http_id_ = 1;
+  // Leaf lock: the relay's queue (taken alone or under mu_, never the reverse).
+  mutable std::mutex relay_mu_;
+  std::vector<RelayItem> relay_queue_;
+  bool relay_posted_ = false;  // a drain task is posted and has not taken the queue yet
+  RelayStats relay_stats_;
+  void drain_relay();  // on an I/O thread, under mu_
   std::mutex dir_mu_;  // leaf: the room directory (more than one shard only)
   struct DirEntry {
     size_t shard;

@@ -172,6 +172,11 @@ void FakeEndpoint::send_connector(const std::string& address, std::string payloa
   settle();
 }
 
+void FakeEndpoint::relay(const RelayItem& item) {
+  hub_->relay(item);
+  settle();
+}
+
 void FakeEndpoint::kick(const std::string& address, int code, const std::string& reason) {
   hub_->kick(address, code, reason);
   settle();

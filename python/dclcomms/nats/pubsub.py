@@ -352,6 +352,31 @@ class EngineFeed:
             self._c.stop_feed()
 
 
+class IslandRelay:
+    """The C++ relay of island messages to a server's sessions (see
+    :meth:`NatsPubSub.relay_islands`)."""
+
+    def __init__(self, bus: NatsPubSub) -> None:
+        self._bus = bus
+        self._open = True
+
+    def stats(self) -> dict[str, int]:
+        """The C++ client's ``relayed`` messages and, on ``time.monotonic_ns()``'s clock,
+        ``relay_tick_first_ns`` (the first island message after the last islands status)
+        and ``relay_last_ns`` (the last one handed to the server); {} once closed."""
+        if not self._open or self._bus._closed:
+            return {}
+        st = self._bus._sync_c()
+        return {k: int(st[k]) for k in ("relayed", "relay_tick_first_ns", "relay_last_ns")}
+
+    def close(self) -> None:
+        """Unsubscribe (what the server already sent is handed over first); idempotent."""
+        if self._open:
+            self._open = False
+            if not self._bus._closed:
+                self._bus.c_client.stop_relay()
+
+
 @dataclass(eq=False)
 class _Wire:
     """One NATS subscription and the local subscriptions fed by it."""
@@ -994,6 +1019,10 @@ class NatsPubSub(PubSub):
             self.m_subject_errors.inc(d, code="bad_address", direction="receive")
         if d := delta("bad_address_publish"):
             self.m_subject_errors.inc(d, code="bad_address", direction="publish")
+        if d := delta("bad_island_receive"):
+            self.m_subject_errors.inc(d, code="bad_island_id", direction="receive")
+        if d := delta("bad_subject_receive"):
+            self.m_subject_errors.inc(d, code="bad_subject", direction="receive")
         return st
 
     def _c_metrics(self) -> None:
@@ -1023,6 +1052,25 @@ class NatsPubSub(PubSub):
             return None
         self.c_client.feed_engine(core, world_bound_m)
         return EngineFeed(self)
+
+    def relay_islands(self, server: Any) -> IslandRelay | None:
+        """Relay the core's island messages to ``server``'s connector sessions in C++.
+
+        The C++ client subscribes this scheme's ``island_changed``, ``peer_join`` /
+        ``peer_left`` (native: the per-island batches) and islands-status subjects,
+        decodes them on libnats' delivery thread and hands them to the
+        :class:`dclcomms.ws.Server`, whose I/O thread does the connector's bookkeeping
+        (archipelago.md 1.5; :mod:`dclcomms.realm.connector`) and writes each
+        recipient's ``ServerPacket``: no Python per message. None when this bus has no
+        C++ client or ``server`` is not a :class:`dclcomms.ws.Server`; the caller then
+        subscribes as on any pub/sub. Undecodable messages and refused subjects are
+        dropped and counted as on the Python path.
+        """
+        core = getattr(server, "_core", None)
+        if self.c_client is None or self._closed or not isinstance(core, _core.WsServer):
+            return None
+        self.c_client.relay_islands(core)
+        return IslandRelay(self)
 
     # --- subscribing --------------------------------------------------------------
 
@@ -1283,6 +1331,7 @@ __all__ = [
     "DEFAULT_MAX_OUTBOX_BYTES",
     "DEFAULT_PENDING_SIZE",
     "EngineFeed",
+    "IslandRelay",
     "NatsPubSub",
     "decode_heartbeat_batch",
     "decode_island_changes",

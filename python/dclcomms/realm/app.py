@@ -167,20 +167,19 @@ class Realm:
                 )
             self.connector = Connector(self.server, self.pubsub, self.registry)
             if cfg.bus:
-                island_of = self.connector.island_of
                 self.msgbus = MessageBusGateway(
                     self.server,
                     self.pubsub,
                     self.registry,
                     global_topics=cfg.bus_global_topic_list,
                     bus_queue=cfg.bus_queue,
-                    island_of=island_of.get,
+                    island_of=self.connector.island_of_address,
                     p2p_signal_max_per_s=cfg.p2p_signal_max_per_s,
                     p2p_signal_burst=cfg.p2p_signal_burst,
                     # scene topics: members of the gatekeeper's scene rooms on this server
                     scene_of=self._scene_room_of if cfg.gatekeeper else None,
                 )
-                self.connector.island_listeners.append(self.msgbus.on_island)
+                self.connector.add_island_listener(self.msgbus.on_island)
             taps = TapOwners(self.server)
             nc = getattr(self.pubsub, "nc", None)
             if nc is not None:  # a NATS deployment: `dclcomms bridge serve` reads these rooms

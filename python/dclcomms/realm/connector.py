@@ -17,6 +17,14 @@ The handshake, duplicate kicks, limits and close codes live in C++
   the connector's other sessions on that island, except sessions that received
   their ``island_changed`` for that island in the same tick (its member map is
   already current); ``engine.islands`` marks the end of a tick.
+
+Over NATS with the C++ client (:meth:`dclcomms.nats.pubsub.NatsPubSub.relay_islands`)
+the last three run in C++ instead, with the same rules: the messages are decoded on
+libnats' thread and the bookkeeping (each session's island, who is on which island
+here, who entered one this tick) lives with the sessions in the server's hub, on its
+I/O thread, which writes each recipient's frame; nothing per message reaches Python.
+Python then only reads the island of a session (:meth:`island_of_address`) and, for
+listeners (the /bus gateway), still subscribes ``island_changed``.
 """
 
 from __future__ import annotations
@@ -65,17 +73,56 @@ class Connector:
         registry.gauge(
             "dcl_connector_sessions", "connected sessions", fn=lambda: len(self.sessions)
         )
-        self._subs: list[Subscription] = [
-            pubsub.subscribe("engine.peer.*.island_changed", self._on_island_changed),
-            pubsub.subscribe("engine.island.*.peer_join", self._on_join),
-            pubsub.subscribe("engine.island.*.peer_left", self._on_left),
-            pubsub.subscribe("engine.islands", self._on_tick_end),
-        ]
+        relay = getattr(pubsub, "relay_islands", None)
+        self._relay: Any = relay(server) if relay is not None else None
+        self._subs: list[Subscription] = []
+        if self._relay is None:
+            self._subs = [
+                pubsub.subscribe("engine.peer.*.island_changed", self._on_island_changed),
+                pubsub.subscribe("engine.island.*.peer_join", self._on_join),
+                pubsub.subscribe("engine.island.*.peer_left", self._on_left),
+                pubsub.subscribe("engine.islands", self._on_tick_end),
+            ]
+        else:
+            self._relayed: dict[str, int] = {}
+            registry.before_render(self._relay_metrics)
+
+    @property
+    def relayed_in_cpp(self) -> bool:
+        """The island messages go to the sessions in C++ (NATS with the C++ client)."""
+        return self._relay is not None
+
+    def add_island_listener(self, listener: Callable[[str, str], None]) -> None:
+        """``listener(address, island_id)`` for every ``island_changed`` on the pub/sub."""
+        self.island_listeners.append(listener)
+        if self._relay is not None and len(self.island_listeners) == 1:
+            self._subs.append(
+                self.pubsub.subscribe("engine.peer.*.island_changed", self._tell_listeners)
+            )
+
+    def island_of_address(self, address: str) -> str | None:
+        """The island this connector last sent the session of ``address`` (None: none)."""
+        if self._relay is not None:
+            island: str | None = self.server.connector_island_of(address)
+            return island
+        return self.island_of.get(address)
 
     def close(self) -> None:
         for s in self._subs:
             s.unsubscribe()
         self._subs.clear()
+        if self._relay is not None:
+            self._relay.close()
+
+    def _relay_metrics(self) -> None:
+        """The relay's sends (counted by the server) into
+        ``dcl_connector_island_messages_total``."""
+        st = dict(self.server.stats().get("connector", {}))
+        for kind in ("island_changed", "join_island", "left_island"):
+            n = int(st.get(f"relayed_{kind}", 0))
+            if d := n - self._relayed.get(kind, 0):
+                self.m_sent.inc(d, kind=kind)
+            self._relayed[kind] = n
 
     # --- server events -> pub/sub ------------------------------------------------
 
@@ -111,10 +158,14 @@ class Connector:
 
     # --- pub/sub -> sockets ------------------------------------------------------
 
-    def _on_island_changed(self, subject: str, msg: IslandChanged) -> None:
+    def _tell_listeners(self, subject: str, msg: IslandChanged) -> None:
         addr = subject.split(".")[2]
         for listener in self.island_listeners:
             listener(addr, msg.island_id)
+
+    def _on_island_changed(self, subject: str, msg: IslandChanged) -> None:
+        self._tell_listeners(subject, msg)
+        addr = subject.split(".")[2]
         if addr not in self.sessions:
             return  # not connected here (reference: dropped)
         # A session that has no island yet (new, or replacing a kicked one whose island

@@ -32,8 +32,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -42,6 +44,7 @@
 #include <vector>
 
 #include "dclcomms/archipelago/engine.hpp"
+#include "dclcomms/ws/server.hpp"
 
 namespace dclcomms::nats {
 
@@ -114,6 +117,39 @@ struct Classified {
 };
 Classified classify(Scheme scheme, std::string_view subject) noexcept;
 
+// --- the connector relay (island traffic -> a connector's sessions) -------------
+//
+// The subjects of the core's island messages, per scheme:
+//   native : dclcomms.v1.island.<id>.changed (IslandChanges), .members
+//            (IslandMembership), engine.islands (tick end)
+//   workers: engine.peer.<addr>.island_changed (IslandChangedMessage),
+//            engine.island.<id>.peer_join|peer_left (JoinIslandMessage),
+//            engine.islands
+//   v3     : client-proto.<addr>.island_changed, client-proto.island.<id>.peer_join|
+//            peer_left, archipelago.islands
+std::vector<std::string> relay_patterns(Scheme scheme);
+
+// The last member map validated per island (compatibility schemes: every
+// island_changed of one island in a tick carries the same entries, checked once).
+struct PeersCache {
+  std::unordered_map<std::string, std::string> entries;  // island id -> entries
+};
+
+// What one message of those subscriptions is for the relay.
+struct RelayDecoded {
+  enum class Kind { Ignore, Item, BadAddress, BadIsland, BadSubject };
+  Kind kind = Kind::Ignore;
+  ws::RelayItem item;
+};
+// Decodes one message as the Python pub/sub and connector glue read it
+// (docs/nats.md): island_changed with its member entries checked (a
+// malformed one throws Error{Decode, ...}), peer_join/peer_left with the
+// island and peer of their payload, the islands status as the tick end (its
+// payload is not read). Subjects with a bad address or island token are
+// BadAddress / BadIsland (native: BadSubject), never decoded.
+RelayDecoded decode_relay(Scheme scheme, std::string_view subject, std::string_view data,
+                          PeersCache& cache);
+
 // --- the client ----------------------------------------------------------------
 
 struct ClientOptions {
@@ -152,6 +188,12 @@ struct ClientStats {
   uint64_t invalid_position = 0;  // non-finite positions (dropped)
   uint64_t out_of_bounds = 0;     // a coordinate beyond the world bound (dropped)
   uint64_t engine_errors = 0;     // update_many calls that threw (logged nowhere: counted)
+  // The relay (connector side).
+  uint64_t relayed = 0;              // island messages handed to the relay's sink
+  uint64_t bad_island_receive = 0;   // an island token refused on receive
+  uint64_t bad_subject_receive = 0;  // a native island subject refused on receive
+  int64_t relay_last_ns = 0;         // steady clock: the last one handed over
+  int64_t relay_tick_first_ns = 0;   // steady clock: the first one after the last tick end
 };
 
 class Client {
@@ -196,6 +238,15 @@ class Client {
   void settle();
   // Peers whose heartbeats are ignored until the given Unix ms (replaces the set).
   void set_backoff(std::vector<std::pair<std::string, int64_t>> until_ms);
+
+  // Subscribes this scheme's island subjects (relay_patterns) and hands each
+  // message, decoded (decode_relay), to sink on libnats' delivery thread, in
+  // arrival order; undecodable ones are dropped and counted (dropped_decode).
+  // Once per client; the sink must stay valid until stop_relay() or close().
+  using RelaySink = std::function<void(std::vector<ws::RelayItem>)>;
+  void relay_islands(RelaySink sink);
+  // Unsubscribes (what the server already sent is handed over first).
+  void stop_relay();
 
   ClientStats stats() const;
   bool connected() const;

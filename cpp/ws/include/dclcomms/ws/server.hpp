@@ -249,6 +249,46 @@ static_assert(
     std::is_same_v<std::variant_alternative_t<static_cast<size_t>(EventKind::RoomMessage), Event>,
                    RoomMessage>);
 
+// --- the connector relay (island traffic from the pub/sub, no embedder) -----
+//
+// What a connector does with the core's island messages (archipelago.md 1.5),
+// done on the I/O thread of the connector's sessions instead of in the
+// embedder: Server::relay() takes them in the order the pub/sub delivered them.
+// Per connector session the hub remembers the island it last sent it, and per
+// island which of its sessions are there:
+//  * IslandChangesItem: island_changed to each recipient connected here (others
+//    are counted relayed_not_connected). A session that has no island yet (new,
+//    or replacing a kicked one) gets no from_island_id;
+//  * IslandMovesItem: left_island then join_island of each peer to this
+//    connector's other sessions on that island, except those that received
+//    their island_changed for that island since the last TickEndItem (their
+//    member map is already current);
+//  * TickEndItem: the end of a tick (engine.islands).
+struct IslandChangesItem {
+  struct Recipient {
+    std::string address;  // lowercase 0x address
+    std::string conn_str;
+    std::optional<std::string> from_island_id;
+  };
+  std::string island_id;
+  std::string peers_entries;  // the IslandChangedMessage peers entries, encoded (shared)
+  std::vector<Recipient> recipients;
+};
+struct IslandMovesItem {
+  std::string island_id;
+  std::vector<std::string> left, joined;  // in this order
+};
+struct TickEndItem {};
+using RelayItem = std::variant<IslandChangesItem, IslandMovesItem, TickEndItem>;
+
+// Server::relay_stats(): what the relay took and handed to sessions.
+struct RelayStats {
+  uint64_t items = 0;            // RelayItems handed to the I/O thread
+  uint64_t dropped_stopped = 0;  // RelayItems given to a server not running
+  uint64_t drains = 0;           // I/O-thread tasks that handed them to sessions
+  int64_t last_drain_ns = 0;     // steady clock (CLOCK_MONOTONIC) at the end of the last one
+};
+
 // Counters are monotonic since start(); gauges are current values.
 struct Stats {
   std::vector<std::pair<std::string, uint64_t>> connector;   // "sessions" first
@@ -304,6 +344,14 @@ class Server {
                         const std::string& peer_id);
   void send_left_island(const std::string& address, const std::string& island_id,
                         const std::string& peer_id);
+  // The connector relay (RelayItem above): items are handled in the order of
+  // the calls, on an I/O thread, in as few tasks as there are calls while one
+  // is pending. Dropped (counted) when the server is not running.
+  void relay(std::vector<RelayItem> items);
+  RelayStats relay_stats() const;
+  // The island the relay last sent the connector session of a lowercase
+  // address ("" when none, or not connected here).
+  std::string connector_island_of(const std::string& address) const;
   // Closes the connector session of address with code/reason; for 4005 and
   // 4006 the client first gets kicked{KR_NEW_SESSION} (32 00). Throws
   // Error{Config, "invalid_parameter"} for a code a server may not send.

@@ -1,0 +1,92 @@
+// The connector relay (server.hpp, RelayItem): the core's island messages
+// handed to this connector's sessions on their I/O thread, with the per-session
+// bookkeeping of archipelago.md 1.5 (which island each session was sent, who
+// is on which island here, who entered an island this tick).
+
+#include <vector>
+
+#include "hub.hpp"
+
+namespace dclcomms::ws {
+
+void Hub::relay(const RelayItem& item) {
+  if (const auto* changes = std::get_if<IslandChangesItem>(&item)) {
+    relay_changes(*changes);
+  } else if (const auto* moves = std::get_if<IslandMovesItem>(&item)) {
+    relay_moves(*moves);
+  } else {
+    fresh_.clear();  // TickEndItem
+  }
+}
+
+void Hub::forget_island(Session& s) {
+  if (s.island.empty()) return;
+  auto it = island_members_.find(s.island);
+  if (it != island_members_.end()) {
+    it->second.erase(s.address);
+    if (it->second.empty()) island_members_.erase(it);
+  }
+  s.island.clear();
+}
+
+std::string Hub::connector_island_of(const std::string& address) const {
+  auto it = connector_reg_.find(address);
+  return it == connector_reg_.end() ? std::string() : it->second->island;
+}
+
+void Hub::relay_changes(const IslandChangesItem& item) {
+  for (const auto& r : item.recipients) {
+    auto it = connector_reg_.find(r.address);
+    if (it == connector_reg_.end()) {
+      ++cc_.relayed_not_connected;  // not connected here (the reference drops it too)
+      continue;
+    }
+    SessionPtr s = it->second;  // a copy: a 4008 close erases the registry entry
+    // A session without an island yet never was on the one the core names.
+    static const std::optional<std::string> kNone;
+    const std::optional<std::string>& from = s->island.empty() ? kNone : r.from_island_id;
+    FramePtr frame = binary(
+        codec::encode_server_island_changed(item.island_id, r.conn_str, from, item.peers_entries));
+    forget_island(*s);
+    s->island = item.island_id;
+    island_members_[item.island_id].insert(r.address);
+    fresh_[r.address] = item.island_id;
+    ++cc_.relayed_island_changed;
+    if (deliver(s, frame)) ++cc_.messages_sent;
+  }
+}
+
+void Hub::relay_moves(const IslandMovesItem& item) {
+  for (const auto& peer : item.left) relay_move(item.island_id, peer, false);
+  for (const auto& peer : item.joined) relay_move(item.island_id, peer, true);
+}
+
+void Hub::relay_move(const std::string& island, const std::string& peer, bool joined) {
+  auto members = island_members_.find(island);
+  if (members == island_members_.end()) return;
+  // Copied: a delivery that closes a session (4008) changes the member set.
+  std::vector<std::string> to;
+  to.reserve(members->second.size());
+  for (const auto& addr : members->second) {
+    if (addr == peer) continue;
+    auto f = fresh_.find(addr);
+    if (f != fresh_.end() && f->second == island) continue;
+    to.push_back(addr);
+  }
+  if (to.empty()) return;
+  FramePtr frame = binary(joined ? codec::encode_server_join_island(island, peer)
+                                 : codec::encode_server_left_island(island, peer));
+  for (const auto& addr : to) {
+    auto it = connector_reg_.find(addr);
+    if (it == connector_reg_.end()) continue;
+    SessionPtr s = it->second;
+    if (joined) {
+      ++cc_.relayed_join_island;
+    } else {
+      ++cc_.relayed_left_island;
+    }
+    if (deliver(s, frame)) ++cc_.messages_sent;
+  }
+}
+
+}  // namespace dclcomms::ws

@@ -1,0 +1,248 @@
+"""The connector relay in C++: the core's island messages over NATS to real WebSocket
+sessions (a real nats-server, real clients, each scheme).
+
+A "core" bus publishes hand-made ticks through the core's own publish calls; a
+connector (``ws.Server`` + :class:`~dclcomms.realm.connector.Connector` on a
+:class:`~dclcomms.nats.pubsub.NatsPubSub` with the C++ client) relays them. Each
+client must receive exactly the frames the connector rules give (archipelago.md 1.5:
+no ``fromIslandId`` before a session has an island, no join/left for sessions that
+entered the island this tick, nothing for peers not connected here), byte for byte,
+in order and once: every sequence ends with a marker frame that must be the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+
+from dclcomms import codec, ws
+from dclcomms.metrics import Registry
+from dclcomms.nats.pubsub import NatsPubSub
+from dclcomms.pubsub import IslandChanged, IslandMembers, IslandPeer, IslandStatus
+from dclcomms.realm.connector import Connector
+from tests.helpers.common import run
+from tests.helpers.nats_fixtures import NatsServer, nats_server  # noqa: F401 - fixture
+from tests.helpers.realm_client import ArchipelagoClient, eventually
+
+V3 = "decentraland.kernel.comms.v3."
+STRANGER = "0x" + "e" * 40  # never connected here
+MARK = "0x" + "f" * 40  # the marker peer
+
+
+@dataclass
+class Setup:
+    server: ws.Server
+    connector: Connector
+    registry: Registry
+    conn_bus: NatsPubSub
+    core_bus: NatsPubSub
+    url: str
+
+
+@contextlib.asynccontextmanager
+async def relay(nats_url: str, subjects: str) -> AsyncIterator[Setup]:
+    conn_bus = await NatsPubSub.connect([nats_url], subjects=subjects, name="connector")
+    core_bus = await NatsPubSub.connect([nats_url], subjects=subjects, name="core")
+    server = ws.Server(ws.ServerConfig(port=0, rooms=False))
+    port = server.start()
+    registry = Registry()
+    connector = Connector(server, conn_bus, registry)
+    try:
+        assert connector.relayed_in_cpp
+        await conn_bus.ready()
+        await core_bus.ready()
+        yield Setup(server, connector, registry, conn_bus, core_bus, f"ws://127.0.0.1:{port}")
+    finally:
+        connector.close()
+        server.stop()
+        await core_bus.aclose()
+        await conn_bus.aclose()
+
+
+async def joined(s: Setup, seed: int) -> ArchipelagoClient:
+    c = ArchipelagoClient(seed)
+    await c.connect(s.url)
+    assert await c.handshake() == c.address
+    return c
+
+
+def frame(packet: dict[str, Any]) -> bytes:
+    return codec.encode(V3 + "ServerPacket", packet)
+
+
+def changed(island: str, conn: str, from_id: str | None, members: IslandMembers) -> bytes:
+    m: dict[str, Any] = {"islandId": island, "connStr": conn}
+    if from_id is not None:
+        m["fromIslandId"] = from_id
+    m["peers"] = {p: {"x": v[0], "y": v[1], "z": v[2]} for p, v in members.items()}
+    return frame({"islandChanged": m})
+
+
+def move(kind: str, island: str, peer: str) -> bytes:
+    return frame({kind: {"islandId": island, "peerId": peer}})
+
+
+async def frames_until(c: ArchipelagoClient, last: bytes, timeout: float = 5.0) -> list[bytes]:
+    """The raw frames c receives up to and including ``last``."""
+    assert c.ws is not None
+    out: list[bytes] = []
+    while not out or out[-1] != last:
+        msg = await c.ws.receive(timeout)
+        assert msg.type == aiohttp.WSMsgType.BINARY, (msg, out)
+        out.append(bytes(msg.data))
+    return out
+
+
+async def end_tick(bus: NatsPubSub) -> None:
+    """The islands status that ends a tick, sent before anything published later (the
+    native scheme groups what one loop turn publishes per island)."""
+    bus.publish("engine.islands", IslandStatus(()))
+    await bus.flush()
+
+
+@pytest.mark.parametrize("subjects", ["native", "workers", "v3"])
+def test_relay_delivers_each_tick_exactly(nats_server: NatsServer, subjects: str) -> None:  # noqa: F811
+    async def body() -> None:
+        async with relay(nats_server.url, subjects) as s:
+            a, b = await joined(s, 701), await joined(s, 702)
+            core = s.core_bus
+            # Tick 1: a, b and a stranger enter I1 (the core says a came from I0: a
+            # had no island here, so no from); the stranger's join is news to nobody
+            # (a and b are fresh on I1).
+            one = IslandMembers(
+                [
+                    (a.address, (1.0, 0.0, 1.0)),
+                    (b.address, (2.0, 0.0, 2.0)),
+                    (STRANGER, (3.0, 0.0, 3.0)),
+                ]
+            )
+            core.publish_island_changed(
+                [
+                    (a.address, IslandChanged("I1", "conn-a1", "I0", one)),
+                    (STRANGER, IslandChanged("I1", "conn-s", None, one)),
+                    (b.address, IslandChanged("I1", "conn-b1", None, one)),
+                ]
+            )
+            core.publish_island_peers("peer_join", [IslandPeer("I1", STRANGER)])
+            await end_tick(core)
+            # Tick 2: the stranger leaves I1 (a and b are told), a moves to I2 (from I1)
+            # and b hears that a left; a marker join on I1 ends it for b, on I2 for a.
+            two = IslandMembers([(a.address, (500.0, 0.0, 500.0))])
+            core.publish_island_peers("peer_left", [IslandPeer("I1", STRANGER)])
+            core.publish_island_changed([(a.address, IslandChanged("I2", "conn-a2", "I1", two))])
+            core.publish_island_peers("peer_left", [IslandPeer("I1", a.address)])
+            await end_tick(core)
+            core.publish_island_peers("peer_join", [IslandPeer("I1", MARK), IslandPeer("I2", MARK)])
+            got_a = await frames_until(a, move("joinIsland", "I2", MARK))
+            got_b = await frames_until(b, move("joinIsland", "I1", MARK))
+            assert got_a == [
+                changed("I1", "conn-a1", None, one),
+                move("leftIsland", "I1", STRANGER),
+                changed("I2", "conn-a2", "I1", two),
+                move("joinIsland", "I2", MARK),
+            ]
+            assert got_b == [
+                changed("I1", "conn-b1", None, one),
+                move("leftIsland", "I1", STRANGER),
+                move("leftIsland", "I1", a.address),
+                move("joinIsland", "I1", MARK),
+            ]
+            assert s.connector.island_of_address(a.address) == "I2"
+            assert s.connector.island_of_address(b.address) == "I1"
+            assert s.connector.island_of_address(STRANGER) is None
+            st = s.server.stats()["connector"]
+            assert st["relayed_island_changed"] == 3
+            assert st["relayed_not_connected"] == 1
+            assert st["relayed_left_island"] == 3
+            assert st["relayed_join_island"] == 2
+            text = s.registry.render()
+            assert 'dcl_connector_island_messages_total{kind="island_changed"} 3' in text
+            assert 'dcl_connector_island_messages_total{kind="left_island"} 3' in text
+            assert s.conn_bus.handler_errors == 0
+            await a.close()
+            await b.close()
+
+    run(body)
+
+
+@pytest.mark.parametrize("subjects", ["native", "workers"])
+def test_undecodable_and_misaddressed_messages_are_dropped_and_counted(
+    nats_server: NatsServer,  # noqa: F811
+    subjects: str,
+) -> None:
+    async def body() -> None:
+        async with relay(nats_server.url, subjects) as s:
+            a = await joined(s, 711)
+            raw = s.core_bus.c_client
+            assert raw is not None
+            if subjects == "native":
+                raw.publish("dclcomms.v1.island.I1.changed", b"\x0a\x09I1")  # truncated
+                raw.publish("dclcomms.v1.island.b!d.changed", b"")  # a bad island token
+                bad_code = "bad_subject"
+            else:
+                raw.publish(f"engine.peer.{a.address}.island_changed", b"\x1a\x07I1")
+                raw.publish("engine.island.b!d.peer_join", b"")
+                bad_code = "bad_island_id"
+            members = IslandMembers([(a.address, (1.0, 0.0, 1.0))])
+            s.core_bus.publish_island_changed(
+                [(a.address, IslandChanged("I1", "c", None, members))]
+            )
+            want = changed("I1", "c", None, members)
+            assert await frames_until(a, want) == [want]  # only the good one
+            bus = s.conn_bus
+
+            def counted() -> bool:
+                bus._sync_c()
+                return (
+                    bus.m_dropped.get(reason="decode") == 1
+                    and bus.m_subject_errors.get(code=bad_code, direction="receive") == 1
+                )
+
+            await eventually(counted)
+            await a.close()
+
+    run(body)
+
+
+def test_a_session_moved_to_another_connector_keeps_its_islands_apart(
+    nats_server: NatsServer,  # noqa: F811
+) -> None:
+    """Two connectors relay the same subjects: each sends only to its own sessions, and a
+    session replaced on one connector (kicked 4006) starts without an island there."""
+
+    async def body() -> None:
+        async with relay(nats_server.url, "native") as s1, relay(nats_server.url, "native") as s2:
+            a1 = await joined(s1, 721)
+            b2 = await joined(s2, 722)
+            core = s1.core_bus
+            m = IslandMembers([(a1.address, (1.0, 0.0, 1.0)), (b2.address, (2.0, 0.0, 2.0))])
+            core.publish_island_changed(
+                [
+                    (a1.address, IslandChanged("I1", "ca", None, m)),
+                    (b2.address, IslandChanged("I1", "cb", None, m)),
+                ]
+            )
+            await end_tick(core)
+            assert await frames_until(a1, changed("I1", "ca", None, m)) == [
+                changed("I1", "ca", None, m)
+            ]
+            assert await frames_until(b2, changed("I1", "cb", None, m)) == [
+                changed("I1", "cb", None, m)
+            ]
+            # a's identity opens a second session on connector 1: the old one is kicked,
+            # the new one has no island, so its island_changed has no from.
+            again = await joined(s1, 721)
+            assert (await a1.closed()).code == 4006
+            core.publish_island_changed([(a1.address, IslandChanged("I1", "ca2", "I1", m))])
+            want = changed("I1", "ca2", None, m)
+            assert await frames_until(again, want) == [want]
+            assert s2.server.stats()["connector"]["relayed_not_connected"] == 2
+            await asyncio.gather(a1.close(), again.close(), b2.close())
+
+    run(body)

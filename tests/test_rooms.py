@@ -658,6 +658,42 @@ async def test_receiver_with_full_socket_gets_everything_in_order(rng: random.Ra
             slow.close()
 
 
+@run_async
+async def test_split_upgrade_head_is_served_from_the_listening_thread(rng: random.Random) -> None:
+    """io_threads 3: an upgrade whose head is not whole in its first segment is read by
+    websocketpp on the listening thread (there was no whole request line to route by), so its
+    socket does not move to its room's shard; its room still relays (under the shard's lock).
+    The same rooms joined with whole heads do move."""
+    with serving(io_threads=3, auth_threads=2) as server:
+        rooms = [f"split-{i}" for i in range(8)]
+        socks = await asyncio.gather(
+            *(
+                RawWs.connect(server.port, f"/rooms/{r}", split_after=0.5)
+                for r in rooms
+                for _ in range(2)
+            )
+        )
+        try:
+            assert server.stats()["server"]["sockets_moved_to_shards"] == 0
+            for i in range(len(rooms)):
+                a, b = socks[2 * i], socks[2 * i + 1]
+                await a.handshake_room(Identity.random(rng))
+                wb = await b.handshake_room(Identity.random(rng))
+                kind, join = decode_ws((await a.recv())[1])
+                assert kind == "peer_join" and join["alias"] == wb["alias"]
+                await b.send(ws_update(f"via-{i}".encode()))
+                kind, upd = decode_ws((await a.recv())[1])
+                assert (kind, upd["body"]) == ("peer_update", f"via-{i}".encode())
+            async with aiohttp.ClientSession() as s:
+                for r in rooms:
+                    ws, _ = await room_handshake(s, server.port, r, Identity.random(rng))
+                    await ws.close()
+            assert server.stats()["server"]["sockets_moved_to_shards"] > 0
+        finally:
+            for w in socks:
+                w.close()
+
+
 @pytest.mark.parametrize("keep_alive_ms", [5000, 0])
 @run_async
 async def test_rooms_sharded_over_io_threads(rng: random.Random, keep_alive_ms: int) -> None:

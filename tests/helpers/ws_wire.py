@@ -346,20 +346,33 @@ class RawWs:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def connect(cls, port: int, path: str, *, rcvbuf: int | None = None) -> RawWs:
+    async def connect(
+        cls,
+        port: int,
+        path: str,
+        *,
+        rcvbuf: int | None = None,
+        split_after: float | None = None,
+    ) -> RawWs:
+        """split_after: the upgrade head goes out in two writes, the second this many
+        seconds after the first (a head not whole in its first segment)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:  # a small window makes a non-reading client back up fast
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
         reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
-        writer.write(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
+        head_out = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        if split_after is not None:
+            writer.write(head_out[:20])
+            await writer.drain()
+            await asyncio.sleep(split_after)
+            head_out = head_out[20:]
+        writer.write(head_out)
         head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101"), head
         return cls(reader, writer)

@@ -231,7 +231,7 @@ class WsppLink final : public Link {
   asio::steady_timer timer_;
   std::shared_ptr<Handed> handed_;
   std::vector<const WireFrame*> cork_;  // frames of this turn, in order (held by the shard)
-  size_t cork_bytes_ = 0;       // their payload bytes (counted as buffered)
+  size_t cork_bytes_ = 0;               // their payload bytes (counted as buffered)
 };
 
 // ---- corking: each shard's dirty list (under its lock) -------------------------
@@ -294,7 +294,7 @@ void Server::Impl::flush_dirty(Shard& shard) {
   links.swap(shard.dirty);
   for (WsppLink* l : links) l->flush();
   links.clear();
-  shard.held.clear();  // every cork is empty now
+  shard.held.clear();                                // every cork is empty now
   if (shard.dirty.empty()) shard.dirty.swap(links);  // keep the capacity
 }
 

@@ -4,6 +4,7 @@
     python bench/bench_nats.py --quick    # small smoke run
     python bench/bench_nats.py --client python          # the nats-py path (before libnats)
     python bench/bench_nats.py --tick python            # the core's tick in Python (before C++)
+    python bench/bench_nats.py --deliver --subjects native   # to 10,000 real WebSocket sessions
     python bench/bench_nats.py --ingest --peers 20000   # core ingest from 2 load processes
     python bench/bench_nats.py --scale --peers 100000   # 1 Hz from 2 load processes, 2 s ticks
 
@@ -34,6 +35,21 @@ buses with the C++ client), each publishing its share of ``--peers`` heartbeats
 the engine applied the last); the CPU of the load processes, of this process (the
 core) and of nats-server over that interval, so a saturated load generator shows.
 
+``--deliver``: tick start -> every ``island_changed`` delivered to real WebSocket
+sessions. A connector (``ws.Server`` + the realm's connector glue on its own
+``NatsPubSub``, the events pumped as the realm does) and the core (its own bus) run
+in this process; ``--peers`` connector clients (``bench/ws_load.cpp --mode islands``,
+one process, new identities each round) complete the handshake and send one heartbeat
+each through the connector and NATS to the core; once the core has them all it ticks,
+and the round ends when every client received its ``island_changed`` (exactly as many
+as the core published; the load client counts them). ``--relay c`` relays the island
+messages to the sessions in C++ (the default); ``--relay python`` through the Python
+connector glue (the path before it); ``--relay c,python`` both, alternating rounds. The
+split, in ms from the tick start on one clock (CLOCK_MONOTONIC, across processes): the
+core's tick returned, the connector's C++ client received the first and the last
+island message, the server's I/O thread had handed the last to the sessions, the
+first and the last client received theirs.
+
 ``--scale``: ``--peers`` peers heartbeating at 1 Hz from ``--load-procs`` processes
 (joining over ``--ramp-s``) for ``--seconds`` while the core ticks every
 ``--flush-s``; reports tick durations and gaps (the flush held?), heartbeats sent
@@ -57,6 +73,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,9 +83,13 @@ from dclcomms import ws
 from dclcomms.archipelago import Engine
 from dclcomms.archipelago.core import ArchipelagoCore
 from dclcomms.heartbeats import UNSET
+from dclcomms.metrics import Registry
 from dclcomms.nats.pubsub import NatsPubSub
 from dclcomms.policy import FixedTransport, RealmPolicy, Transports, WsRoomTransport
 from dclcomms.pubsub import HeartbeatBatch, InProcessPubSub, IslandChanged, IslandMembers, PubSub
+from dclcomms.realm.connector import Connector
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _free_port() -> int:
@@ -684,7 +705,20 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="--scale: heartbeating time")
     ap.add_argument("--ramp-s", type=float, default=10.0, help="--scale: peers join over this")
     ap.add_argument("--flush-s", type=float, default=2.0, help="--scale: the core's flush")
-    ap.add_argument("--side", type=float, default=3000.0, help="--scale: world square (m)")
+    ap.add_argument(
+        "--side", type=float, default=3000.0, help="--scale, --deliver: world square (m)"
+    )
+    ap.add_argument(
+        "--deliver",
+        action="store_true",
+        help="tick start -> every island_changed delivered to --peers real WebSocket sessions",
+    )
+    ap.add_argument(
+        "--relay",
+        default="c",
+        help="--deliver: c (the connector relay in C++), python (the connector glue in "
+        "Python), or c,python (both, alternating rounds)",
+    )
     args = ap.parse_args()
     TICK["mode"] = args.tick
     AUTOGROUP["group"] = autogroup_arg.apply(args.autogroup_nice, "bench_nats")
@@ -693,7 +727,190 @@ def main() -> None:
     if args.ingest or args.scale:
         print(json.dumps(asyncio.run(load_run(args))))
         return
+    if args.deliver:
+        print(json.dumps(asyncio.run(deliver_runs(args))))
+        return
     print(json.dumps(asyncio.run(run(args))))
+
+
+# --- --deliver: real WebSocket sessions ------------------------------------------------
+
+
+def _pump(server: ws.Server, connector: Connector) -> None:
+    """The realm's event pump (dclcomms.realm.app), connector events only."""
+    while events := server.poll():
+        for ev in events:
+            if isinstance(ev, ws.Heartbeats):
+                connector.on_heartbeats(ev)
+            elif isinstance(ev, ws.PeerConnected):
+                connector.on_connected(ev.address)
+            elif isinstance(ev, ws.PeerDisconnected):
+                connector.on_disconnected(ev.address)
+
+
+async def deliver_round(
+    args: argparse.Namespace,
+    load: Path,
+    server: ws.Server,
+    connector: Connector,
+    conn_bus: NatsPubSub,
+    core_bus: NatsPubSub,
+    round_: int,
+    nats_pid: int,
+) -> dict[str, Any]:
+    n = args.peers
+    core = make_core(core_bus)
+    await core_bus.ready()
+    p = subprocess.Popen(
+        [
+            str(load),
+            "--mode",
+            "islands",
+            "--port",
+            str(server.port),
+            "--clients",
+            str(n),
+            "--seed",
+            str(args.seed * 1000 + round_),
+            "--side",
+            str(args.side),
+            "--duration",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert p.stdout is not None
+        ready = json.loads(await asyncio.to_thread(p.stdout.readline))
+        assert ready.get("event") == "ready", ready
+        deadline = time.monotonic() + 60
+        while True:  # every heartbeat through the connector and NATS into the engine
+            core.sync_feed()
+            if core.metrics.heartbeats.get() >= n:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{core.metrics.heartbeats.get()} of {n} heartbeats")
+            await asyncio.sleep(0.0005)
+        relay = conn_bus.c_client.stats() if conn_bus.c_client is not None else {}
+        cpu0, nats_cpu0 = time.process_time(), _cpu_of(nats_pid)
+        t0 = time.monotonic_ns()
+        report = core.tick()
+        t1 = time.monotonic_ns()
+        res = json.loads(await asyncio.to_thread(p.stdout.readline))
+        cpu, nats_cpu = time.process_time() - cpu0, _cpu_of(nats_pid) - nats_cpu0
+        relay_after = conn_bus.c_client.stats() if conn_bus.c_client is not None else {}
+        drained = server.relay_stats()["last_drain_ns"]
+    finally:
+        p.wait(30)
+    core.close()
+    while connector.sessions:  # the clients' closes reached the connector
+        await asyncio.sleep(0.01)
+
+    def ms(ns: int) -> float | None:
+        return round((ns - t0) / 1e6, 2) if ns > t0 else None
+
+    cpp = relay_after.get("relayed", 0) > relay.get("relayed", 0)
+    return {
+        "island_changed_published": report.island_changed,
+        "island_changed_received": res["island_changed"],
+        "sessions_with_island": res["with_island"],
+        "join_island": res["join_island"],
+        "left_island": res["left_island"],
+        "timed_out": res["timed_out"],
+        "received_mib": res["bytes"] / 2**20,
+        # CPU from the tick start to the load client's report: this process (core,
+        # connector, server threads), the load client (from its ready line), nats-server
+        "process_cpu_ms": round(cpu * 1000, 1),
+        "client_cpu_ms": round(res["client_cpu_s"] * 1000, 1),
+        "nats_server_cpu_ms": round(nats_cpu * 1000, 1),
+        "tick_ms": ms(t1),
+        "relay_first_receive_ms": ms(relay_after["relay_tick_first_ns"]) if cpp else None,
+        "relay_last_receive_ms": ms(relay_after["relay_last_ns"]) if cpp else None,
+        "server_handed_ms": ms(drained) if cpp else None,
+        "first_delivered_ms": ms(res["first_changed_ns"]),
+        "delivered_ms": ms(res["last_changed_ns"]),
+    }
+
+
+async def deliver_runs(args: argparse.Namespace) -> dict[str, Any]:
+    from bench_ws import build_load  # bench/ is on sys.path (this script's folder)
+
+    load = build_load(ROOT / "build" / "bench")
+    proc, url = start_nats()
+    loop = asyncio.get_running_loop()
+    out: dict[str, Any] = {
+        "bench": "nats",
+        "mode": "deliver",
+        "peers": args.peers,
+        "repeats": args.repeats,
+        "tick": args.tick,
+        "autogroup": AUTOGROUP["group"],
+        "load_average_before": os.getloadavg(),
+    }
+    relays = args.relay.split(",")
+    try:
+        for scheme in args.subjects.split(","):
+            buses, setups = [], {}
+            for relay in relays:
+                conn_bus = await NatsPubSub.connect([url], subjects=scheme, name="connector")
+                if relay == "python":  # the connector glue's Python path (before the C++ relay)
+                    conn_bus.relay_islands = lambda _server: None  # type: ignore[method-assign]
+                # every client is on 127.0.0.1 and they all connect at once
+                cfg = ws.ServerConfig(
+                    port=0, rooms=False, max_unauthenticated_per_ip=args.peers + 64
+                )
+                server = ws.Server(cfg)
+                server.start()
+                connector = Connector(server, conn_bus, Registry())
+                assert connector.relayed_in_cpp == (relay == "c")
+                loop.add_reader(server.fileno(), _pump, server, connector)
+                buses.append(conn_bus)
+                setups[relay] = (server, connector, conn_bus)
+            core_bus = await NatsPubSub.connect([url], subjects=scheme, name="core")
+            buses.append(core_bus)
+            for b in buses:
+                await b.ready()
+            rounds: dict[str, list[dict[str, Any]]] = {r: [] for r in relays}
+            try:
+                for i in range(args.repeats):
+                    for relay in relays:  # alternating: both see the same load
+                        server, connector, conn_bus = setups[relay]
+                        rounds[relay].append(
+                            await deliver_round(
+                                args,
+                                load,
+                                server,
+                                connector,
+                                conn_bus,
+                                core_bus,
+                                i * len(relays) + relays.index(relay),
+                                proc.pid,
+                            )
+                        )
+            finally:
+                for server, connector, _ in setups.values():
+                    loop.remove_reader(server.fileno())
+                    connector.close()
+                    server.stop()
+                for b in buses:
+                    await b.aclose()
+            for relay, rs in rounds.items():
+                keys = [k for k in rs[0] if isinstance(rs[0][k], (int, float)) and k != "timed_out"]
+                out[f"{scheme}_{relay}"] = {
+                    "medians": {
+                        k: round(statistics.median(r[k] for r in rs if r[k] is not None), 2)
+                        for k in keys
+                        if all(r[k] is not None for r in rs)
+                    },
+                    "rounds": rs,
+                }
+    finally:
+        proc.terminate()
+        proc.wait(5)
+    out["load_average"] = os.getloadavg()
+    out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return out
 
 
 async def load_run(args: argparse.Namespace) -> dict[str, Any]:

@@ -13,6 +13,13 @@
 //              handler call and a write per frame) does not.
 //   handshakes N connector clients connect at once; reports handshakes/s.
 //   heartbeats N connector clients, then each sends `rate` heartbeats/s.
+//   islands    N connector clients (new identities per --seed), each sends one
+//              heartbeat at a seeded position in a --side x --side m square
+//              (prints {"event":"ready"} once all are sent), then counts the
+//              island_changed / join_island / left_island frames it receives;
+//              reports when every client got its island_changed (or after
+//              --duration s) with the CLOCK_MONOTONIC ns of the first and last
+//              (bench/bench_nats.py --deliver: tick start -> delivered).
 //   (both on websocketpp, one asio thread)
 // Output: one JSON object on stdout.
 
@@ -37,6 +44,7 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -197,6 +205,7 @@ struct Conn {
   Identity id;
   Client::connection_ptr con;
   bool welcomed = false;
+  bool changed = false;  // islands: got an island_changed
   explicit Conn(uint64_t seed) : id(seed) {}
 };
 
@@ -205,7 +214,7 @@ struct Options {
   std::string host = "127.0.0.1";
   int port = 0;
   int rooms = 1, clients = 50, inflight = 1, size = 100;
-  double duration = 10, rate = 1;
+  double duration = 10, rate = 1, side = 3000;
   uint64_t seed = 1;
 };
 
@@ -278,7 +287,54 @@ class Load {
     } else if (top[0].num == 2 && !c.welcomed) {
       c.welcomed = true;
       if (++welcomed_ == static_cast<int>(conns_.size())) t_all_welcomed_ = Clock::now();
+    } else if (top[0].num >= 3 && top[0].num <= 5) {  // island_changed, left, join
+      const int64_t t = now_ns();
+      island_bytes_ += data.size();
+      if (top[0].num == 3) {
+        if (island_changed_++ == 0) first_changed_ns_ = t;
+        last_changed_ns_ = t;
+        if (!c.changed) {
+          c.changed = true;
+          ++with_island_;
+        }
+      } else {
+        ++(top[0].num == 4 ? lefts_ : joins_);
+      }
+      if (o_.mode == "islands" && ready_ && !done_ &&
+          with_island_ == static_cast<int>(conns_.size())) {
+        finish_islands(false);
+      }
     }
+  }
+
+  // islands: one heartbeat per client at a seeded position.
+  void place_all() {
+    std::mt19937_64 rng(o_.seed);
+    std::uniform_real_distribution<float> u(0.0f, static_cast<float>(o_.side));
+    for (auto& c : conns_) {
+      const float x = u(rng), z = u(rng);
+      send(*c, ld(3, ld(1, f32(1, x) + f32(2, 0.0f) + f32(3, z))));
+    }
+    ready_ = true;
+    t0_ = Clock::now();
+    cpu0_ = cpu_seconds();
+    std::printf("{\"event\":\"ready\",\"clients\":%zu}\n", conns_.size());
+    std::fflush(stdout);
+  }
+
+  void finish_islands(bool timed_out) {
+    std::printf(
+        "{\"mode\":\"islands\",\"clients\":%zu,\"with_island\":%d,\"island_changed\":%llu,"
+        "\"join_island\":%llu,\"left_island\":%llu,\"bytes\":%llu,\"first_changed_ns\":%lld,"
+        "\"last_changed_ns\":%lld,\"timed_out\":%s,\"client_cpu_s\":%.3f,\"failed\":%d,"
+        "\"closed\":%d}\n",
+        conns_.size(), with_island_, static_cast<unsigned long long>(island_changed_),
+        static_cast<unsigned long long>(joins_), static_cast<unsigned long long>(lefts_),
+        static_cast<unsigned long long>(island_bytes_), static_cast<long long>(first_changed_ns_),
+        static_cast<long long>(last_changed_ns_), timed_out ? "true" : "false",
+        cpu_seconds() - cpu0_, failed_, closed_);
+    std::fflush(stdout);
+    wait_then_stop();
   }
 
   void heartbeat(Conn& c) {
@@ -306,6 +362,16 @@ class Load {
     if (!setup_done_ && since_connect > 120) fail("setup took over 120 s");
     if (o_.mode == "handshakes") {
       if (welcomed_ == n) finish_handshakes();
+      return;
+    }
+    if (o_.mode == "islands") {
+      if (!ready_ && welcomed_ == n) {
+        setup_done_ = true;
+        place_all();
+      } else if (ready_ && !done_ &&
+                 std::chrono::duration<double>(now - t0_).count() > o_.duration) {
+        finish_islands(true);
+      }
       return;
     }
     if (!measuring_ && !done_) {
@@ -383,6 +449,11 @@ class Load {
   bool setup_done_ = false;
   uint64_t sent_ = 0;
   std::vector<int64_t> hb_sent_;
+  // islands
+  bool ready_ = false;
+  int with_island_ = 0;
+  uint64_t island_changed_ = 0, joins_ = 0, lefts_ = 0, island_bytes_ = 0;
+  int64_t first_changed_ns_ = 0, last_changed_ns_ = 0;
 };
 
 // ---- rooms: raw sockets on epoll ----------------------------------------------------
@@ -891,6 +962,8 @@ int main(int argc, char** argv) {
       o.duration = std::stod(v);
     else if (k == "--rate")
       o.rate = std::stod(v);
+    else if (k == "--side")
+      o.side = std::stod(v);
     else if (k == "--seed")
       o.seed = std::stoull(v);
     else {
@@ -898,10 +971,12 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (o.port <= 0 || (o.mode != "rooms" && o.mode != "handshakes" && o.mode != "heartbeats")) {
+  if (o.port <= 0 || (o.mode != "rooms" && o.mode != "handshakes" && o.mode != "heartbeats" &&
+                      o.mode != "islands")) {
     std::fprintf(stderr,
-                 "usage: ws_load --mode rooms|handshakes|heartbeats --port P [--rooms R] "
-                 "[--clients C] [--inflight K] [--size B] [--duration S] [--rate HZ]\n");
+                 "usage: ws_load --mode rooms|handshakes|heartbeats|islands --port P [--rooms R] "
+                 "[--clients C] [--inflight K] [--size B] [--duration S] [--rate HZ] "
+                 "[--side M] [--seed N]\n");
     return 2;
   }
   if (o.mode == "rooms") {

@@ -79,3 +79,28 @@ def test_bench_nats_tick_python_and_c_smoke() -> None:
         assert runs[tick]["nats"]["flush_latency_ms"] > 0
     published = {t: r["nats"]["nats_messages_published"] for t, r in runs.items()}
     assert published["python"] == published["c"] > 0
+
+
+def test_bench_nats_deliver_smoke() -> None:
+    """--deliver: real WebSocket sessions (the C++ load client), both connector relays; every
+    island_changed the core published reached its session exactly once."""
+    out = subprocess.run(
+        [
+            *(sys.executable, str(BENCH), "--deliver", "--peers", "60", "--repeats", "1"),
+            *("--subjects", "native,workers", "--relay", "c,python"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
+    data = json.loads(out.stdout)
+    assert data["mode"] == "deliver" and data["peers"] == 60
+    for key in ("native_c", "native_python", "workers_c", "workers_python"):
+        (r,) = data[key]["rounds"]
+        assert r["island_changed_published"] == 60, key
+        assert r["island_changed_received"] == 60 and r["sessions_with_island"] == 60, key
+        assert not r["timed_out"] and r["delivered_ms"] > 0, key
+    c = data["native_c"]["rounds"][0]
+    assert c["relay_last_receive_ms"] is not None and c["server_handed_ms"] is not None
+    assert data["native_python"]["rounds"][0]["server_handed_ms"] is None

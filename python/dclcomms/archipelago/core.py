@@ -18,6 +18,13 @@ The next tick starts ``max(period - elapsed, 1 ms)`` after this one ends.
 
 Everything runs on the realm's event loop; the engine releases the GIL inside
 ``flush``/``update_many`` but is only ever called from this thread.
+
+On NATS with the native scheme and the C++ client (``NatsPubSub.publishes_ticks``) the
+tick runs in C++ except for the policy (:meth:`ArchipelagoCore._tick_cpp`): expire, flush,
+grouping per island, the built-in transports' connection strings
+(:meth:`Transport.native_issuer <dclcomms.policy.Transport.native_issuer>`), encoding and
+queueing steps 4-5 on the C++ client, with no Python per peer; the messages are those of
+the Python tick (:meth:`ArchipelagoCore._tick_py`), which every other bus uses.
 """
 
 from __future__ import annotations

@@ -86,7 +86,14 @@ from dclcomms.heartbeats import UNSET
 from dclcomms.metrics import Registry
 from dclcomms.nats.pubsub import NatsPubSub
 from dclcomms.policy import FixedTransport, RealmPolicy, Transports, WsRoomTransport
-from dclcomms.pubsub import HeartbeatBatch, InProcessPubSub, IslandChanged, IslandMembers, PubSub
+from dclcomms.pubsub import (
+    HeartbeatBatch,
+    InProcessPubSub,
+    IslandChanged,
+    IslandMembers,
+    IslandStatus,
+    PubSub,
+)
 from dclcomms.realm.connector import Connector
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -579,6 +586,14 @@ async def scale_run(args: argparse.Namespace, url: str, nats_pid: int) -> dict[s
         return rep
 
     core.tick = recorded  # type: ignore[method-assign]
+    # --islands-listener: a stats-like reader of engine.islands on its own connection
+    # (parts joined by NatsPubSub): every snapshot it got must be whole
+    listener: NatsPubSub | None = None
+    statuses: list[IslandStatus] = []
+    if args.islands_listener:
+        listener = await NatsPubSub.connect([url], subjects=scheme, c_client=False)
+        listener.subscribe("engine.islands", lambda _s, m: statuses.append(m))
+        await listener.ready()
     procs = LoadProcs(
         args.load_procs,
         args.peers,
@@ -609,6 +624,9 @@ async def scale_run(args: argparse.Namespace, url: str, nats_pid: int) -> dict[s
         res = await procs.results()
         load_cpu, nats_cpu = procs.cpu_s() - cpu_load, _cpu_of(nats_pid) - cpu_nats
         core.sync_feed(settle=True)
+        if listener is not None:
+            await bus.flush()
+            await asyncio.sleep(1.0)  # the last tick's status
     finally:
         procs.close()
     bus._sync_c()
@@ -645,12 +663,25 @@ async def scale_run(args: argparse.Namespace, url: str, nats_pid: int) -> dict[s
                     for x in ("outbox_full", "nats_buffer", "decode", "slow_consumer", "inbox_full")
                 )
             ),
-            # engine.islands beyond the server's 1 MiB max_payload (from ~25,000 peers)
+            # beyond the server's max_payload and not splittable (engine.islands goes
+            # in parts from ~25,000 peers at 1 MiB)
             "core_bus_max_payload": int(bus.m_dropped.get(reason="max_payload")),
             "load": sum(x["dropped"] for x in res),
         },
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+    if listener is not None:
+        last = statuses[-1] if statuses else IslandStatus(())
+        engine_islands = {i.id: set(i.peers) for i in core.engine.islands()}
+        out["islands_listener"] = {
+            "nats_messages": listener.received,  # parts included
+            "snapshots_whole": len(statuses),
+            "snapshots_incomplete": int(listener.m_dropped.get(reason="islands_incomplete")),
+            "last_islands": len(last.islands),
+            "last_peers": sum(len(i.peers) for i in last.islands),
+            "last_equals_engine": {i.id: set(i.peers) for i in last.islands} == engine_islands,
+        }
+        await listener.aclose()
     core.close()
     await bus.aclose()
     return out
@@ -718,6 +749,12 @@ def main() -> None:
         default="c",
         help="--deliver: c (the connector relay in C++), python (the connector glue in "
         "Python), or c,python (both, alternating rounds)",
+    )
+    ap.add_argument(
+        "--islands-listener",
+        action="store_true",
+        help="--scale: also a stats-like engine.islands reader (in this process) checking "
+        "that every snapshot it gets is whole",
     )
     args = ap.parse_args()
     TICK["mode"] = args.tick

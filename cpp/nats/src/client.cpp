@@ -33,15 +33,24 @@ int hex_value(char c) noexcept {
   return -1;
 }
 
-// Lowercase hex digits, by byte (valid_address runs once per received message).
-struct HexTable {
-  bool digit[256] = {};
-  constexpr HexTable() {
-    for (int c = '0'; c <= '9'; ++c) digit[c] = true;
-    for (int c = 'a'; c <= 'f'; ++c) digit[c] = true;
-  }
-};
-constexpr HexTable kHex;
+// valid_address runs once per received message: eight characters at a time.
+constexpr uint64_t kOnes = 0x0101010101010101ULL;
+constexpr uint64_t kHigh = 0x8080808080808080ULL;
+constexpr uint64_t kLow7 = 0x7f7f7f7f7f7f7f7fULL;
+
+// The high bit of every byte b of x with m < b < n (each byte of x < 0x80,
+// m <= 127, n <= 128): exact per byte ("countbetween", Bit Twiddling Hacks).
+constexpr uint64_t bytes_between(uint64_t x, uint64_t m, uint64_t n) noexcept {
+  return ((kOnes * (127 + n) - (x & kLow7)) & ~x & ((x & kLow7) + kOnes * (127 - m))) & kHigh;
+}
+
+// Eight lowercase hex digits.
+bool hex8(const char* p) noexcept {
+  uint64_t w = 0;
+  std::memcpy(&w, p, 8);
+  if ((w & kHigh) != 0) return false;
+  return (bytes_between(w, '0' - 1, '9' + 1) | bytes_between(w, 'a' - 1, 'f' + 1)) == kHigh;
+}
 
 }  // namespace
 
@@ -105,9 +114,9 @@ Scheme parse_scheme(std::string_view name) {
 
 bool valid_address(std::string_view a) noexcept {
   if (a.size() != kAddressLen || a[0] != '0' || a[1] != 'x') return false;
-  bool ok = true;
-  for (size_t i = 2; i < kAddressLen; ++i) ok &= kHex.digit[static_cast<uint8_t>(a[i])];
-  return ok;
+  static_assert(kAddressLen == 2 + 5 * 8, "40 hex digits");
+  const char* p = a.data() + 2;
+  return hex8(p) && hex8(p + 8) && hex8(p + 16) && hex8(p + 24) && hex8(p + 32);
 }
 
 void address_to_raw(std::string_view a, char out[20]) noexcept {
@@ -332,6 +341,18 @@ Classified classify(Scheme scheme, std::string_view s) noexcept {
   if (scheme == Scheme::Native && s == kNativeHeartbeats) {
     c.kind = Classified::Kind::HeartbeatBatch;
     return c;
+  }
+  // The common case first: <prefix>0x<40 hex>.heartbeat of this scheme.
+  if (scheme != Scheme::Native) {
+    const size_t prefix = scheme == Scheme::V3 ? 18 : 5;  // "client-proto.peer." / "peer."
+    if (s.size() == prefix + kAddressLen + 10 &&
+        s.compare(0, prefix, scheme == Scheme::V3 ? "client-proto.peer." : "peer.") == 0 &&
+        s.compare(prefix + kAddressLen, 10, ".heartbeat") == 0 &&
+        valid_address(s.substr(prefix, kAddressLen))) {
+      c.kind = Classified::Kind::Heartbeat;
+      c.address = s.substr(prefix, kAddressLen);
+      return c;
+    }
   }
   std::string_view rest = s;
   bool v3_heartbeat = false;

@@ -383,3 +383,48 @@ TEST(NatsRelay, CompatMovesAndTickEnds) {
   EXPECT_EQ(n::decode_relay(n::Scheme::V3, "engine.islands", "", cache).kind,
             n::RelayDecoded::Kind::Ignore);
 }
+
+TEST(NatsAddresses, EveryByteAtEveryPosition) {
+  // valid_address checks eight characters at a time: against the plain rule, each of
+  // the 256 byte values at each of the 40 digit positions of a valid address
+  auto hex = [](unsigned char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); };
+  for (const std::string& base : {kA, kB}) {
+    ASSERT_TRUE(n::valid_address(base));
+    for (size_t i = 2; i < base.size(); ++i) {
+      for (int v = 0; v < 256; ++v) {
+        std::string a = base;
+        a[i] = static_cast<char>(v);
+        EXPECT_EQ(n::valid_address(a), hex(static_cast<unsigned char>(v))) << i << " " << v;
+      }
+    }
+  }
+  // two bad bytes in one group of eight, and every byte equal
+  std::string a = kA;
+  a[3] = 'g';
+  a[4] = '/';
+  EXPECT_FALSE(n::valid_address(a));
+  for (int v = 0; v < 256; ++v) {
+    const std::string same = "0x" + std::string(40, static_cast<char>(v));
+    EXPECT_EQ(n::valid_address(same), hex(static_cast<unsigned char>(v))) << v;
+  }
+}
+
+TEST(NatsSubjects, ClassifyHeartbeatShapes) {
+  using K = n::Classified::Kind;
+  auto kind = [](n::Scheme s, const std::string& subject) { return n::classify(s, subject).kind; };
+  // the length of a heartbeat subject, with a dot or a bad digit inside the address
+  std::string dotted = kA;
+  dotted[20] = '.';
+  EXPECT_EQ(kind(n::Scheme::Workers, "peer." + dotted + ".heartbeat"), K::Ignore);
+  EXPECT_EQ(kind(n::Scheme::V3, "client-proto.peer." + dotted + ".heartbeat"), K::Ignore);
+  std::string upper = kA;
+  upper[20] = 'A';
+  EXPECT_EQ(kind(n::Scheme::Workers, "peer." + upper + ".heartbeat"), K::BadAddress);
+  EXPECT_EQ(kind(n::Scheme::V3, "client-proto.peer." + upper + ".heartbeat"), K::BadAddress);
+  EXPECT_EQ(kind(n::Scheme::Workers, "peer." + kA + ".heartbeaT"), K::Ignore);
+  EXPECT_EQ(kind(n::Scheme::Workers, "peer." + kA + "xheartbeat"), K::Ignore);
+  EXPECT_EQ(kind(n::Scheme::V3, "client-proto.peer." + kA + ".heartbeat"), K::Heartbeat);
+  EXPECT_EQ(n::classify(n::Scheme::V3, "client-proto.peer." + kB + ".heartbeat").address, kB);
+  EXPECT_EQ(kind(n::Scheme::Workers, "client-proto.peer." + kA + ".heartbeat"), K::Ignore);
+  EXPECT_EQ(kind(n::Scheme::Native, "peer." + kA + ".heartbeat"), K::Ignore);
+}

@@ -5,8 +5,11 @@ rejections and every built-in transport; what reaches a subscribing bus; its rej
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +17,7 @@ import pytest
 from dclcomms.archipelago import Engine
 from dclcomms.archipelago.core import ArchipelagoCore, TickReport
 from dclcomms.clock import now_ms
-from dclcomms.heartbeats import UNSET
+from dclcomms.heartbeats import UNSET, HeartbeatBatch
 from dclcomms.metrics import Registry
 from dclcomms.policy import (
     FixedTransport,
@@ -347,3 +350,87 @@ def test_native_issuers_only_for_the_built_in_issue() -> None:
         assert transport.native_issuer() is not None
     assert Prefixed("a:b").native_issuer() is None
     assert Rejecting().native_issuer() is None
+
+
+class RejectOnce(Transport):
+    """Refuses ``peer`` the first time it is asked for it (then admits it)."""
+
+    name = "reject-once"
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.refused = 0
+
+    def issue(self, island_id: str, peer_ids: Sequence[str]) -> dict[str, str]:
+        out = {p: f"fixed:{island_id}" for p in peer_ids}
+        if self.peer in out and not self.refused:
+            self.refused += 1
+            del out[self.peer]
+        return out
+
+
+def test_a_rejected_peer_is_evicted_backed_off_and_readmitted(
+    nats_server: NatsServer,  # noqa: F811
+) -> None:
+    """archipelago.md 2.6 rule 4 with the C++ tick and the C++ feed: no island_changed for
+    the refused peer, its island hears peer_left, its heartbeats are dropped during the
+    back-off, and after it the peer is admitted again."""
+    refused = addr(2)
+    transport = RejectOnce(refused)
+
+    class Policy(RealmPolicy):
+        def transport_for(self, island: IslandView) -> Transport:
+            return transport
+
+    async def main() -> None:
+        async with (
+            bus_of(nats_server.url, "native") as connector,
+            bus_of(nats_server.url, "native") as bus,
+        ):
+            changed: list[str] = []
+            left: list[str] = []
+            connector.subscribe(
+                "engine.peer.*.island_changed", lambda s, m: changed.append(s.split(".")[2])
+            )
+            connector.subscribe("engine.island.*.peer_left", lambda s, m: left.append(m.peer_id))
+            await connector.ready()
+            engine = Engine(join_distance=20.0, leave_distance=30.0)
+            core = ArchipelagoCore(engine, bus, Policy(transports()), reject_backoff_ms=3_000)
+            assert core._cpp_tick and core.fed_in_cpp
+            await bus.ready()
+            pos = np.array([(0, 0, 0), (1, 0, 0), (2, 0, 0)], dtype=np.float32)
+            beat = HeartbeatBatch([addr(1), addr(2), addr(3)], pos, [UNSET] * 3)
+
+            def fed(counter: Any) -> float:
+                core.sync_feed(settle=True)  # what the C++ feed applied, into the metrics
+                return float(counter.get())
+
+            async def heartbeats(n: int) -> None:
+                connector.publish_heartbeats(beat)
+                await connector.flush()
+                await until(lambda: fed(core.metrics.heartbeats) >= n)
+
+            await heartbeats(3)
+            rejected_at = time.monotonic()
+            assert core.tick().island_changed == 2
+            assert core.metrics.rejected.get() == 1
+            assert engine.island_of(refused) is None  # evicted at the end of the tick
+            core.tick()  # its island hears it left
+            await until(lambda: len(changed) == 2 and left == [refused])
+            assert refused not in changed
+            # during the back-off its heartbeats are dropped in C++ (counted)
+            connector.publish_heartbeats(beat)
+            await connector.flush()
+            await until(lambda: fed(core.metrics.backoff_dropped) == 1)
+            core.tick()
+            assert engine.island_of(refused) is None
+            # after it: admitted again, and this time the transport issues its string
+            await asyncio.sleep(max(0.0, rejected_at + 3.1 - time.monotonic()))
+            core.tick()  # forgets the expired back-off
+            await heartbeats(7)
+            assert core.tick().island_changed == 1
+            await until(lambda: changed.count(refused) == 1)
+            assert engine.island_of(refused) == engine.island_of(addr(1))
+            core.close()
+
+    run(main)

@@ -19,6 +19,7 @@ from dclcomms.archipelago.core import ArchipelagoCore, TickReport
 from dclcomms.clock import now_ms
 from dclcomms.heartbeats import UNSET, HeartbeatBatch
 from dclcomms.metrics import Registry
+from dclcomms.nats.pubsub import decode_island_changes
 from dclcomms.policy import (
     FixedTransport,
     IslandView,
@@ -61,20 +62,33 @@ class Prefixed(FixedTransport):
 
 class BySize(RealmPolicy):
     """Every transport, by island size, so that ticks that grow and shrink islands
-    switch them (each switch re-issues every member)."""
+    switch them (each switch re-issues every member). Islands of 9 or more members are
+    rechecked every tick and flip between WebSocket rooms and LiveKit each time: a
+    switch without a membership change (its members re-issued, none arriving)."""
 
     def __init__(self, transports: Transports) -> None:
         super().__init__(transports)
         self.custom = Rejecting()
         self.prefixed = Prefixed("pre:fix")
+        self.big: dict[str, bool] = {}  # island -> on LiveKit
 
     def transport_for(self, island: IslandView) -> Transport:
         t = self.transports
         n = len(island.peers)
         assert t.p2p is not None and t.livekit is not None and t.fixed is not None
+        if n >= 9:
+            flip = self.big[island.id] = not self.big.get(island.id, True)
+            return t.livekit if flip else t.ws_room
+        self.big.pop(island.id, None)
         return {1: t.fixed, 2: t.p2p, 3: self.prefixed, 4: self.custom, 5: t.livekit}.get(
             n, t.ws_room
         )
+
+    def islands_to_recheck(self) -> list[str]:
+        return list(self.big)
+
+    def island_removed(self, island_id: str) -> None:
+        self.big.pop(island_id, None)
 
 
 def transports(secret: str | None = "room-secret") -> Transports:
@@ -185,7 +199,18 @@ def test_cpp_tick_writes_the_python_paths_bytes(nats_server: NatsServer) -> None
             assert [s for s, _ in cpp] == [s for s, _ in py]
             assert cpp == py
         # the scenario covers what it claims
-        assert py_metrics["switches"] >= 2 and py_metrics["rejected"] >= 2
+        assert py_metrics["switches"] >= 2 * len(STEPS) and py_metrics["rejected"] >= 2
+        # the island of 12, rechecked on the tick where nothing moved in it, switched: all
+        # of its members re-issued, each "from" that same island
+        (big,) = [
+            c
+            for s, d in cpp_ticks[1]
+            if s.endswith(".changed")
+            for c in [decode_island_changes(d)]
+            if len(c) == 12
+        ]
+        assert {m.from_island_id for _, m in big} == {big[0][1].island_id}
+        assert {m.conn_str.split("?")[0] for _, m in big} == {"livekit:wss://lk.example"}
         assert {"fixed", "p2p", "ws-room", "livekit", "rejecting", "prefixed"} <= {
             k.removeprefix("issued_") for k in py_metrics
         }

@@ -499,6 +499,8 @@ ws::RelayItem native_changes(std::string_view island, std::string_view data, Pee
     r.address = std::move(to[i]);
     r.conn_str.assign(v.conn_strs[i].data(), v.conn_strs[i].size());
     if (!v.from_island_ids[i].empty()) r.from_island_id = std::string(v.from_island_ids[i]);
+    r.frame = codec::encode_server_island_changed(item.island_id, r.conn_str, r.from_island_id,
+                                                  item.peers_entries);
   }
   return item;
 }
@@ -533,6 +535,8 @@ ws::RelayItem compat_changed(std::string_view address, std::string_view data, Pe
   item.island_id = std::move(h.island_id);
   r.conn_str = std::move(h.conn_str);
   r.from_island_id = std::move(h.from_island_id);
+  r.frame = codec::encode_server_island_changed(item.island_id, r.conn_str, r.from_island_id,
+                                                item.peers_entries);
   item.recipients.push_back(std::move(r));
   return item;
 }

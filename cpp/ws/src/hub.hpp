@@ -241,7 +241,7 @@ class Hub {
   bool feed_wants_key() const;
   void set_deny_list(std::unordered_set<std::string> lowercase_addresses);
   // The connector relay (server.hpp, RelayItem; relay.cpp).
-  void relay(const RelayItem& item);
+  void relay(RelayItem& item);  // may move the item's prebuilt frames
   std::string connector_island_of(const std::string& address) const;
   // Bridge sessions (by the id of their BridgeOpened event).
   void accept_bridge(uint64_t id);
@@ -345,7 +345,7 @@ class Hub {
   void on_heartbeat(const SessionPtr& s, const codec::Heartbeat& hb);
 
   // ---- relay.cpp ----
-  void relay_changes(const IslandChangesItem& item);
+  void relay_changes(IslandChangesItem& item);
   void relay_moves(const IslandMovesItem& item);
   // One join_island/left_island frame to the sessions of island except
   // peer and the ones fresh on it.

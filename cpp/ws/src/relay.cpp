@@ -9,8 +9,8 @@
 
 namespace dclcomms::ws {
 
-void Hub::relay(const RelayItem& item) {
-  if (const auto* changes = std::get_if<IslandChangesItem>(&item)) {
+void Hub::relay(RelayItem& item) {
+  if (auto* changes = std::get_if<IslandChangesItem>(&item)) {
     relay_changes(*changes);
   } else if (const auto* moves = std::get_if<IslandMovesItem>(&item)) {
     relay_moves(*moves);
@@ -34,8 +34,8 @@ std::string Hub::connector_island_of(const std::string& address) const {
   return it == connector_reg_.end() ? std::string() : it->second->island;
 }
 
-void Hub::relay_changes(const IslandChangesItem& item) {
-  for (const auto& r : item.recipients) {
+void Hub::relay_changes(IslandChangesItem& item) {
+  for (auto& r : item.recipients) {
     auto it = connector_reg_.find(r.address);
     if (it == connector_reg_.end()) {
       ++cc_.relayed_not_connected;  // not connected here (the reference drops it too)
@@ -43,10 +43,13 @@ void Hub::relay_changes(const IslandChangesItem& item) {
     }
     SessionPtr s = it->second;  // a copy: a 4008 close erases the registry entry
     // A session without an island yet never was on the one the core names.
-    static const std::optional<std::string> kNone;
-    const std::optional<std::string>& from = s->island.empty() ? kNone : r.from_island_id;
-    FramePtr frame = binary(
-        codec::encode_server_island_changed(item.island_id, r.conn_str, from, item.peers_entries));
+    const bool drop_from = s->island.empty() && r.from_island_id;
+    if (r.frame.empty() || drop_from) {
+      static const std::optional<std::string> kNone;
+      r.frame = codec::encode_server_island_changed(
+          item.island_id, r.conn_str, drop_from ? kNone : r.from_island_id, item.peers_entries);
+    }
+    FramePtr frame = binary(std::move(r.frame));
     forget_island(*s);
     s->island = item.island_id;
     island_members_[item.island_id].insert(r.address);

@@ -904,7 +904,7 @@ void Server::Impl::drain_relay() {
     items.swap(relay_queue_);
     relay_posted_ = false;
   }
-  for (const auto& item : items) hub_.relay(item);
+  for (auto& item : items) hub_.relay(item);
   const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
                           std::chrono::steady_clock::now().time_since_epoch())
                           .count();

@@ -172,7 +172,7 @@ void FakeEndpoint::send_connector(const std::string& address, std::string payloa
   settle();
 }
 
-void FakeEndpoint::relay(const RelayItem& item) {
+void FakeEndpoint::relay(RelayItem item) {
   hub_->relay(item);
   settle();
 }

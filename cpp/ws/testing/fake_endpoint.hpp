@@ -94,7 +94,7 @@ class FakeEndpoint final : public Environment {
   bool events_flagged() const { return events_flagged_; }
   // The embedder's calls, run as hub entries.
   void send_connector(const std::string& address, std::string payload);
-  void relay(const RelayItem& item);
+  void relay(RelayItem item);
   void kick(const std::string& address, int code, const std::string& reason);
   void send_bus(const std::string& address, std::string text);
   void close_bus(const std::string& address, int code, const std::string& reason);

@@ -39,7 +39,7 @@ IslandChangesItem changes(const std::string& island, const std::vector<std::stri
   IslandChangesItem item;
   item.island_id = island;
   item.peers_entries = entries(members);
-  for (const auto& a : to) item.recipients.push_back({a, "conn:" + a.substr(2, 6), from});
+  for (const auto& a : to) item.recipients.push_back({a, "conn:" + a.substr(2, 6), from, ""});
   return item;
 }
 
@@ -183,6 +183,23 @@ TEST_F(Relay, ASlowReceiverIsClosed4008AndTheOthersStillGetTheirs) {
   ep.relay(moves);
   EXPECT_EQ(b->sent.back().payload, codec::encode_server_join_island("I2", stranger));
   EXPECT_EQ(ep.counter("connector", "relayed_join_island"), 1u);
+}
+
+TEST_F(Relay, APrebuiltFrameIsSentAsItIsUnlessFromMustBeDropped) {
+  Conn a = join_connector(ep, alice);
+  Conn b = join_connector(ep, bob);
+  ep.relay(changes("I1", {alice.address()}, {alice.address()}));
+  ep.relay(TickEndItem{});
+  // alice had an island: her prebuilt frame goes out untouched; bob had none, so his
+  // (built with the core's from) is built again without it.
+  IslandChangesItem item =
+      changes("I2", {alice.address(), bob.address()}, {alice.address(), bob.address()}, "I1");
+  item.recipients[0].frame = "prebuilt for alice";
+  item.recipients[1].frame = "prebuilt for bob";
+  ep.relay(item);
+  EXPECT_EQ(a->sent.back().payload, "prebuilt for alice");
+  EXPECT_EQ(b->sent.back().payload,
+            changed_frame("I2", bob.address(), {alice.address(), bob.address()}, std::nullopt));
 }
 
 }  // namespace

@@ -269,6 +269,10 @@ struct IslandChangesItem {
     std::string address;  // lowercase 0x address
     std::string conn_str;
     std::optional<std::string> from_island_id;
+    // Optional: the ServerPacket{island_changed} of this recipient with these
+    // fields, built by the caller (off the I/O thread); the hub uses it unless it
+    // must drop from_island_id. Empty: built by the hub.
+    std::string frame;
   };
   std::string island_id;
   std::string peers_entries;  // the IslandChangedMessage peers entries, encoded (shared)

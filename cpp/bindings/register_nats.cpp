@@ -94,11 +94,13 @@ void register_nats(py::module_& m) {
   py::class_<dn::Tick>(m, "ArchipelagoTick",
                        "One tick's island changes grouped per island in C++ "
                        "(use dclcomms.archipelago.core)")
-      .def(py::init([](arch::Engine& engine, int64_t now_ms, int64_t timeout_ms) {
+      .def(py::init([](arch::Engine& engine, int64_t now_ms, int64_t timeout_ms,
+                       const std::vector<std::string>& recheck) {
              py::gil_scoped_release nogil;  // expire + flush + islands: pure C++
-             return std::make_unique<dn::Tick>(engine, now_ms, timeout_ms);
+             return std::make_unique<dn::Tick>(engine, now_ms, timeout_ms, recheck);
            }),
-           py::arg("engine"), py::arg("now_ms"), py::arg("timeout_ms"))
+           py::arg("engine"), py::arg("now_ms"), py::arg("timeout_ms"),
+           py::arg("recheck") = std::vector<std::string>{})
       .def_property_readonly("counts",
                              [](const dn::Tick& t) {
                                const auto& c = t.counts();
@@ -108,13 +110,13 @@ void register_nats(py::module_& m) {
       .def("island_ids",
            [](const dn::Tick& t) {
              py::list out;
-             for (const auto& i : t.islands()) out.append(py::str(i.id));
+             for (const auto& id : t.island_ids()) out.append(py::str(id));
              return out;
            })
       .def("sizes",
            [](const dn::Tick& t) {
              py::list out;
-             for (const auto& i : t.islands()) out.append(i.peers.size());
+             for (const auto n : t.sizes()) out.append(n);
              return out;
            })
       .def(

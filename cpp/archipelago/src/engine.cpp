@@ -1063,24 +1063,38 @@ std::vector<IslandChange> Engine::flush() {
   return impl_->flush();
 }
 
-std::vector<IslandInfo> Engine::islands() const {
+void Engine::visit_islands(const std::function<void(const IslandRef&)>& fn) const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   const Impl& im = *impl_;
-  std::vector<IslandInfo> out;
+  std::vector<std::string_view> peers;  // reused from island to island
+  std::vector<float> positions;
   for (uint32_t s : im.islands_in_order()) {
-    IslandInfo info;
-    info.id = im.id_of_seq(im.islands[s].seq);
+    const std::string id = im.id_of_seq(im.islands[s].seq);
     const auto& members = im.islands[s].members;
-    info.peers.reserve(members.size());
-    info.positions.reserve(3 * members.size());
+    peers.clear();
+    positions.clear();
     for (uint32_t p : members) {
-      info.peers.push_back(im.ids[p]);
-      info.positions.insert(info.positions.end(), {im.xz[2 * p], im.py[p], im.xz[2 * p + 1]});
+      peers.push_back(im.ids[p]);
+      positions.insert(positions.end(), {im.xz[2 * p], im.py[p], im.xz[2 * p + 1]});
     }
-    im.geometry(s, info.center, &info.radius);
-    info.max_peers = im.islands[s].max_peers;
-    out.push_back(std::move(info));
+    IslandRef ref{id, peers, positions, {0, 0, 0}, 0, im.islands[s].max_peers};
+    im.geometry(s, ref.center, &ref.radius);
+    fn(ref);
   }
+}
+
+std::vector<IslandInfo> Engine::islands() const {
+  std::vector<IslandInfo> out;
+  visit_islands([&out](const IslandRef& r) {
+    IslandInfo info;
+    info.id = std::string(r.id);
+    info.peers.assign(r.peers.begin(), r.peers.end());
+    info.positions = r.positions;
+    std::copy(r.center, r.center + 3, info.center);
+    info.radius = r.radius;
+    info.max_peers = r.max_peers;
+    out.push_back(std::move(info));
+  });
   return out;
 }
 

@@ -652,3 +652,26 @@ TEST(ArchipelagoIds, BootEpoch) {
     EXPECT_THROW(arch::Engine{d}, dclcomms::Error) << bad;
   }
 }
+
+TEST(ArchipelagoIslands, VisitSeesWhatIslandsCopies) {
+  arch::Engine e({});
+  for (int i = 0; i < 30; ++i) {
+    e.update("p" + std::to_string(i), static_cast<float>((i % 3) * 500 + i), 0.5f,
+             static_cast<float>(i % 7));
+  }
+  e.flush();
+  const std::vector<arch::IslandInfo> copies = e.islands();
+  size_t k = 0;
+  e.visit_islands([&](const arch::IslandRef& r) {
+    ASSERT_LT(k, copies.size());
+    const arch::IslandInfo& c = copies[k++];
+    EXPECT_EQ(r.id, c.id);
+    EXPECT_EQ(std::vector<std::string>(r.peers.begin(), r.peers.end()), c.peers);
+    EXPECT_EQ(r.positions, c.positions);
+    EXPECT_EQ(r.max_peers, c.max_peers);
+    EXPECT_EQ(r.radius, c.radius);
+    for (int j = 0; j < 3; ++j) EXPECT_EQ(r.center[j], c.center[j]);
+  });
+  EXPECT_EQ(k, copies.size());
+  EXPECT_EQ(k, 3u);
+}

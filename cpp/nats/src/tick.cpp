@@ -36,6 +36,40 @@ std::string island_subject(std::string_view island_id, std::string_view suffix) 
   return s;
 }
 
+// One IslandData entry (field 1) of an IslandStatusMessage: center (x, 0, z) as
+// float32 (a present sub-message is always written), radius as double.
+template <typename Peers>
+void append_island_data(std::string& out, std::string_view id, const Peers& peers,
+                        uint32_t max_peers, const double center[3], double radius) {
+  size_t size = id.size() + 2 + 32;
+  for (const auto& p : peers) size += p.size() + 2;
+  std::string data;
+  data.reserve(size);
+  if (!id.empty()) put_len(data, 1, id);
+  for (const auto& p : peers) put_len(data, 2, p);  // repeated: "" is written too
+  if (max_peers != 0) {
+    wire::write_tag(data, 3, wire::kVarint);
+    wire::write_varint(data, max_peers);
+  }
+  std::string pos;
+  const float x = static_cast<float>(center[0]);
+  const float z = static_cast<float>(center[2]);
+  if (!wire::is_default_float(x)) {
+    wire::write_tag(pos, 1, wire::kFixed32);
+    wire::write_float(pos, x);
+  }
+  if (!wire::is_default_float(z)) {
+    wire::write_tag(pos, 3, wire::kFixed32);
+    wire::write_float(pos, z);
+  }
+  put_len(data, 4, pos);
+  if (!wire::is_default_double(radius)) {
+    wire::write_tag(data, 5, wire::kFixed64);
+    wire::write_double(data, radius);
+  }
+  put_len(out, 1, data);
+}
+
 void append_raw(std::string& out, std::string_view address) {
   char raw[20];
   address_to_raw(address, raw);
@@ -86,33 +120,9 @@ std::string encode_island_membership(std::string_view island_id, std::string_vie
 }
 
 std::string encode_island_status(const std::vector<arch::IslandInfo>& islands) {
-  std::string out, data, center;
+  std::string out;
   for (const auto& i : islands) {
-    data.clear();
-    if (!i.id.empty()) put_len(data, 1, i.id);
-    for (const auto& p : i.peers) put_len(data, 2, p);  // repeated: "" is written too
-    if (i.max_peers != 0) {
-      wire::write_tag(data, 3, wire::kVarint);
-      wire::write_varint(data, i.max_peers);
-    }
-    // Position{x, 0, z} as float32: a present sub-message is always written.
-    center.clear();
-    const float x = static_cast<float>(i.center[0]);
-    const float z = static_cast<float>(i.center[2]);
-    if (!wire::is_default_float(x)) {
-      wire::write_tag(center, 1, wire::kFixed32);
-      wire::write_float(center, x);
-    }
-    if (!wire::is_default_float(z)) {
-      wire::write_tag(center, 3, wire::kFixed32);
-      wire::write_float(center, z);
-    }
-    put_len(data, 4, center);
-    if (!wire::is_default_double(i.radius)) {
-      wire::write_tag(data, 5, wire::kFixed64);
-      wire::write_double(data, i.radius);
-    }
-    put_len(out, 1, data);
+    append_island_data(out, i.id, i.peers, i.max_peers, i.center, i.radius);
   }
   return out;
 }
@@ -167,17 +177,39 @@ std::vector<std::string> mint(const Issuer& issuer, std::string_view island_id,
   return out;
 }
 
-Tick::Tick(arch::Engine& engine, int64_t now_ms, int64_t timeout_ms) {
+Tick::Tick(arch::Engine& engine, int64_t now_ms, int64_t timeout_ms,
+           const std::vector<std::string>& recheck) {
   engine.expire(now_ms, timeout_ms);
   changes_ = engine.flush();
-  islands_ = engine.islands();
-  index_.reserve(islands_.size());
-  for (size_t i = 0; i < islands_.size(); ++i) index_.emplace(islands_[i].id, i);
 
   std::unordered_map<std::string_view, bool> seen;  // touched, as a set
   auto touch = [&](std::string_view id) {
     if (seen.emplace(id, true).second) touched_.emplace_back(id);
   };
+  for (const auto& c : changes_) {
+    touch(c.island_id);  // Changed: the new island; Left: the island left
+    if (c.kind == arch::ChangeKind::Changed && c.from_island_id) touch(*c.from_island_id);
+  }
+  for (const auto& id : recheck) touch(id);
+
+  // Every island's status entry and size; a copy of the touched ones only.
+  engine.visit_islands([&](const arch::IslandRef& r) {
+    append_island_data(status_, r.id, r.peers, r.max_peers, r.center, r.radius);
+    ids_.emplace_back(r.id);
+    sizes_.push_back(static_cast<uint32_t>(r.peers.size()));
+    if (seen.find(r.id) == seen.end()) return;
+    arch::IslandInfo info;
+    info.id = std::string(r.id);
+    info.peers.assign(r.peers.begin(), r.peers.end());
+    info.positions = r.positions;
+    std::copy(r.center, r.center + 3, info.center);
+    info.radius = r.radius;
+    info.max_peers = r.max_peers;
+    islands_.push_back(std::move(info));
+  });
+  index_.reserve(islands_.size());
+  for (size_t i = 0; i < islands_.size(); ++i) index_.emplace(islands_[i].id, i);
+
   counts_.changes = changes_.size();
   moves_.reserve(changes_.size());
   for (const auto& c : changes_) {
@@ -185,16 +217,11 @@ Tick::Tick(arch::Engine& engine, int64_t now_ms, int64_t timeout_ms) {
       ++counts_.changed;
       arrivals_[c.island_id].push_back(moves_.size());
       moves_.push_back(Move{&c, island(c.island_id), {}, false});
-      touch(c.island_id);
-      if (c.from_island_id) {
-        touch(*c.from_island_id);
-        left_.emplace_back(*c.from_island_id, c.peer_id);
-      }
+      if (c.from_island_id) left_.emplace_back(*c.from_island_id, c.peer_id);
       joined_.emplace_back(c.island_id, c.peer_id);
     } else {
       ++counts_.left;
-      touch(c.island_id);  // a Left names the island left
-      left_.emplace_back(c.island_id, c.peer_id);
+      left_.emplace_back(c.island_id, c.peer_id);  // a Left names the island left
     }
   }
 }
@@ -341,9 +368,8 @@ NativeOutput Tick::native_messages() const {
                               encode_island_membership(m.island->id, m.left, m.joined));
   }
 
-  std::string status = encode_island_status(islands_);
-  out.status_bytes = status.size();
-  out.messages.emplace_back(std::string(kIslandsSubject), std::move(status));
+  out.status_bytes = status_.size();
+  out.messages.emplace_back(std::string(kIslandsSubject), status_);
   return out;
 }
 

@@ -192,7 +192,10 @@ TEST(NatsTick, FirstTickOneMessagePerIslandThenMembersThenStatus) {
   EXPECT_EQ(out.messages[1].second, n::encode_island_membership(a, "", raw_of(c.addresses)));
   EXPECT_EQ(out.messages[2].second, n::encode_island_membership(b, "", raw_of({addr(4)})));
   EXPECT_EQ(out.messages[3].first, "engine.islands");
-  EXPECT_EQ(out.messages[3].second, n::encode_island_status(t.islands()));
+  EXPECT_EQ(out.messages[3].second, n::encode_island_status(e.islands()));
+  EXPECT_EQ(t.status(), out.messages[3].second);
+  EXPECT_EQ(t.island_ids(), (std::vector<std::string>{a, b}));
+  EXPECT_EQ(t.sizes(), (std::vector<uint32_t>{3, 1}));
   EXPECT_EQ(out.status_bytes, out.messages[3].second.size());
 }
 
@@ -252,4 +255,27 @@ TEST(NatsTick, SetIssuedChecksItsLength) {
   e.update(addr(1), 0, 0, 0);
   n::Tick t(e, 0, 60'000);
   EXPECT_THROW(t.set_issued(t.touched()[0], false, {}), dclcomms::Error);
+}
+
+TEST(NatsTick, RecheckedIslandsAreTouchedAfterTheChanged) {
+  arch::Engine e({});
+  for (int i = 1; i <= 3; ++i) e.update(addr(i), static_cast<float>(10 * i), 0, 0);
+  e.update(addr(4), 1000, 0, 0);
+  { n::Tick first(e, 0, 60'000); }
+  const std::string a = *e.island_of(addr(1)), b = *e.island_of(addr(4));
+  e.update(addr(5), 1001, 0, 0);  // joins B; A does not change
+  n::Tick t(e, 0, 60'000, {a, "gone", b});
+  EXPECT_EQ(t.touched(), (std::vector<std::string>{b, a, "gone"}));
+  ASSERT_NE(t.island(a), nullptr);  // copied although nothing moved in it
+  EXPECT_EQ(t.island("gone"), nullptr);
+  EXPECT_TRUE(t.targets(a, false).empty());
+  EXPECT_EQ(strs(t.targets(a, true)), (std::vector<std::string>{addr(1), addr(2), addr(3)}));
+  EXPECT_EQ(t.issue(a, true, fixed("x:y")), 3u);  // a switch: every member re-issued
+  const n::NativeOutput out = t.native_messages();
+  ASSERT_GE(out.messages.size(), 1u);
+  const Changes c = decode(out.messages[0].second);  // the arrival in B has no string
+  EXPECT_EQ(c.island, a);
+  EXPECT_EQ(c.from, std::vector<std::string>(3, a));
+  EXPECT_EQ(t.island_ids(), (std::vector<std::string>{a, b}));
+  EXPECT_EQ(t.sizes(), (std::vector<uint32_t>{3, 2}));
 }

@@ -345,12 +345,6 @@ class ArchipelagoCore:
         """The policy once per touched island (``view``: its peers, center, radius and
         capacity, None when gone); ``issue(island, transport, switched)`` mints its
         strings. Returns how many islands switched transport."""
-        try:
-            for island_id in self.policy.islands_to_recheck():
-                touched[island_id] = None
-        except Exception:
-            self.metrics.policy_errors.inc()
-            log.exception("policy islands_to_recheck failed")
         switches = 0
         for island_id in touched:
             v = view(island_id)
@@ -363,6 +357,16 @@ class ArchipelagoCore:
             switches += switched
             issue(island_id, transport, switched)
         return switches
+
+    def _recheck(self) -> list[str]:
+        """The policy's :meth:`~dclcomms.policy.RealmPolicy.islands_to_recheck` (once per
+        tick, before the policy runs; an error counts and rechecks nothing)."""
+        try:
+            return list(self.policy.islands_to_recheck())
+        except Exception:
+            self.metrics.policy_errors.inc()
+            log.exception("policy islands_to_recheck failed")
+            return []
 
     def _forget_removed(self, exists: Callable[[str], bool]) -> None:
         for island_id in [i for i in self.island_transport if not exists(i)]:
@@ -447,7 +451,9 @@ class ArchipelagoCore:
         """Expire, flush, grouping, minting and publishing in C++ (native scheme); the
         policy in Python once per touched island. Same messages as :meth:`_tick_py`."""
         assert self._tick_engine is not None
-        tick = _core.ArchipelagoTick(self._tick_engine, now, self.heartbeat_timeout_ms)
+        # copied by the tick with the islands that changed (no other id names an island)
+        recheck = [i for i in self._recheck() if isinstance(i, str)]
+        tick = _core.ArchipelagoTick(self._tick_engine, now, self.heartbeat_timeout_ms, recheck)
         n_changes, n_left, n_changed = tick.counts
         self._count_changes(n_left, n_changed)
 
@@ -503,6 +509,8 @@ class ArchipelagoCore:
                     touched[gone_from] = None
                     left.append((gone_from, c.peer_id))
         self._count_changes(n_left, len(moves))
+        for island_id in self._recheck():
+            touched[island_id] = None
 
         # Policy once per changed island; strings only for arrivals or on a switch.
         conn: dict[str, str] = {}

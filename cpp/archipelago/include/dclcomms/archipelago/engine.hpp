@@ -29,6 +29,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -88,6 +89,17 @@ struct IslandInfo {
   std::vector<float> positions;    // peers.size()*3, row-major (x, y, z), member order
   double center[3];                // (mean x, 0, mean z)
   double radius;                   // max X/Z distance from center
+  uint32_t max_peers;
+};
+
+// One island as visit_islands() shows it: views into the engine, valid only
+// during the callback (no copy of any id).
+struct IslandRef {
+  std::string_view id;
+  const std::vector<std::string_view>& peers;  // member order
+  const std::vector<float>& positions;         // peers.size()*3, row-major (x, y, z)
+  double center[3];                            // (mean x, 0, mean z)
+  double radius;                               // max X/Z distance from center
   uint32_t max_peers;
 };
 
@@ -155,6 +167,11 @@ class Engine {
   std::vector<IslandChange> flush();
 
   std::vector<IslandInfo> islands() const;
+  // Calls fn for every island, in creation order, with the engine lock held
+  // (fn must not call into the engine): what islands() returns, without
+  // copying it (a tick reads every island to publish their status, and copies
+  // only the ones it changed).
+  void visit_islands(const std::function<void(const IslandRef&)>& fn) const;
   std::optional<std::string> island_of(std::string_view peer_id) const;
   std::size_t peer_count() const;
   std::size_t island_count() const;

@@ -101,15 +101,22 @@ struct NativeOutput {
 
 class Tick {
  public:
-  // Expires peers silent for timeout_ms, flushes and reads the islands.
-  Tick(archipelago::Engine& engine, int64_t now_ms, int64_t timeout_ms);
+  // Expires peers silent for timeout_ms, flushes and reads the islands: every
+  // island's status and size, a copy of the touched ones. `recheck`: islands the
+  // policy asks about although their membership did not change (touched after
+  // the changes' islands).
+  Tick(archipelago::Engine& engine, int64_t now_ms, int64_t timeout_ms,
+       const std::vector<std::string>& recheck = {});
 
   const TickCounts& counts() const noexcept { return counts_; }
   // Touched islands, in order (including ones that no longer exist).
   const std::vector<std::string>& touched() const noexcept { return touched_; }
-  // Every island after the flush, in the engine's order.
-  const std::vector<archipelago::IslandInfo>& islands() const noexcept { return islands_; }
-  // The island with this id, or null.
+  // Every island after the flush, in the engine's order: ids and sizes.
+  const std::vector<std::string>& island_ids() const noexcept { return ids_; }
+  const std::vector<uint32_t>& sizes() const noexcept { return sizes_; }
+  // The IslandStatusMessage of every island (the payload of engine.islands).
+  const std::string& status() const noexcept { return status_; }
+  // A touched island with this id (as it was after the flush), or null.
   const archipelago::IslandInfo* island(std::string_view id) const;
 
   // Who gets a connection string for `island_id`: its arrivals, and when its
@@ -152,8 +159,11 @@ class Tick {
 
   TickCounts counts_;
   std::vector<archipelago::IslandChange> changes_;
-  std::vector<archipelago::IslandInfo> islands_;
+  std::vector<archipelago::IslandInfo> islands_;        // the touched ones
   std::unordered_map<std::string_view, size_t> index_;  // island id -> row of islands_
+  std::vector<std::string> ids_;                        // every island
+  std::vector<uint32_t> sizes_;
+  std::string status_;
   std::vector<std::string> touched_;
   std::vector<Move> moves_;
   std::unordered_map<std::string_view, std::vector<size_t>> arrivals_;  // island -> moves_

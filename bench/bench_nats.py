@@ -861,6 +861,7 @@ async def deliver_round(
         "process_cpu_ms": round(cpu * 1000, 1),
         "client_cpu_ms": round(res["client_cpu_s"] * 1000, 1),
         "nats_server_cpu_ms": round(nats_cpu * 1000, 1),
+        "tick_start_ns": t0,  # CLOCK_MONOTONIC (e.g. perf record -k CLOCK_MONOTONIC --time)
         "tick_ms": ms(t1),
         "relay_first_receive_ms": ms(relay_after["relay_tick_first_ns"]) if cpp else None,
         "relay_last_receive_ms": ms(relay_after["relay_last_ns"]) if cpp else None,

@@ -347,9 +347,10 @@ class Hub {
   // ---- relay.cpp ----
   void relay_changes(IslandChangesItem& item);
   void relay_moves(const IslandMovesItem& item);
-  // One join_island/left_island frame to the sessions of island except
-  // peer and the ones fresh on it.
-  void relay_move(const std::string& island, const std::string& peer, bool joined);
+  // One join_island/left_island frame to the sessions `to` (the island's, not
+  // fresh on it) except peer.
+  void relay_move(const std::vector<SessionPtr>& to, const std::string& island,
+                  const std::string& peer, bool joined);
   // A connector session leaves the island the relay put it on.
   void forget_island(Session& s);
 

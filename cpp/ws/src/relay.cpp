@@ -60,29 +60,33 @@ void Hub::relay_changes(IslandChangesItem& item) {
 }
 
 void Hub::relay_moves(const IslandMovesItem& item) {
-  for (const auto& peer : item.left) relay_move(item.island_id, peer, false);
-  for (const auto& peer : item.joined) relay_move(item.island_id, peer, true);
-}
-
-void Hub::relay_move(const std::string& island, const std::string& peer, bool joined) {
-  auto members = island_members_.find(island);
+  auto members = island_members_.find(item.island_id);
   if (members == island_members_.end()) return;
-  // Copied: a delivery that closes a session (4008) changes the member set.
-  std::vector<std::string> to;
+  // Who hears of this island's moves: its sessions here, except those that
+  // entered it this tick (looked up once per message, not once per peer).
+  std::vector<SessionPtr> to;
   to.reserve(members->second.size());
   for (const auto& addr : members->second) {
-    if (addr == peer) continue;
     auto f = fresh_.find(addr);
-    if (f != fresh_.end() && f->second == island) continue;
-    to.push_back(addr);
+    if (f != fresh_.end() && f->second == item.island_id) continue;
+    auto it = connector_reg_.find(addr);
+    if (it != connector_reg_.end()) to.push_back(it->second);
   }
   if (to.empty()) return;
-  FramePtr frame = binary(joined ? codec::encode_server_join_island(island, peer)
-                                 : codec::encode_server_left_island(island, peer));
-  for (const auto& addr : to) {
-    auto it = connector_reg_.find(addr);
-    if (it == connector_reg_.end()) continue;
-    SessionPtr s = it->second;
+  for (const auto& peer : item.left) relay_move(to, item.island_id, peer, false);
+  for (const auto& peer : item.joined) relay_move(to, item.island_id, peer, true);
+}
+
+void Hub::relay_move(const std::vector<SessionPtr>& to, const std::string& island,
+                     const std::string& peer, bool joined) {
+  FramePtr frame;  // one frame for every recipient, built if anyone gets it
+  for (const auto& s : to) {
+    // Not the peer itself; not a session closed meanwhile (4008 on an earlier send).
+    if (!s->registered || s->address == peer) continue;
+    if (!frame) {
+      frame = binary(joined ? codec::encode_server_join_island(island, peer)
+                            : codec::encode_server_left_island(island, peer));
+    }
     if (joined) {
       ++cc_.relayed_join_island;
     } else {

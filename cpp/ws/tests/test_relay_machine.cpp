@@ -185,6 +185,27 @@ TEST_F(Relay, ASlowReceiverIsClosed4008AndTheOthersStillGetTheirs) {
   EXPECT_EQ(ep.counter("connector", "relayed_join_island"), 1u);
 }
 
+TEST_F(Relay, ASessionClosedByOneMoveGetsNoMoreOfTheSameMessage) {
+  Conn a = join_connector(ep, alice);
+  Conn b = join_connector(ep, bob);
+  ep.relay(changes("I1", {alice.address(), bob.address()}, {alice.address(), bob.address()}));
+  ep.relay(TickEndItem{});
+  a->reading = false;
+  const size_t limit = ep.config().connector_max_queued_bytes;
+  ep.send_connector(alice.address(), std::string(limit - 10, 'x'));
+  const size_t a0 = a->sent.size(), b0 = b->sent.size();
+  IslandMovesItem moves;
+  moves.island_id = "I1";
+  moves.joined = {stranger, carol.address()};  // the first does not fit alice's queue
+  ep.relay(moves);
+  EXPECT_EQ(a->close_code, std::optional<int>(4008));
+  EXPECT_EQ(a->sent.size(), a0);
+  EXPECT_EQ(frames(b, b0),
+            (std::vector<std::string>{codec::encode_server_join_island("I1", stranger),
+                                      codec::encode_server_join_island("I1", carol.address())}));
+  EXPECT_EQ(ep.counter("connector", "relayed_join_island"), 3u);  // alice's one try, bob's two
+}
+
 TEST_F(Relay, APrebuiltFrameIsSentAsItIsUnlessFromMustBeDropped) {
   Conn a = join_connector(ep, alice);
   Conn b = join_connector(ep, bob);

@@ -287,6 +287,8 @@ def test_stats_shows_every_island_of_a_split_status(
             await raw.flush()
             stats = await StatsService(realm_config(), await bus()).start()
             core = make_core(await bus())
+            # native + C++ client: the C++ tick publishes the status (split in C++)
+            assert core._cpp_tick == (subjects == "native" and c_client)
             connector = await bus()
             for b in buses:
                 await b.ready()

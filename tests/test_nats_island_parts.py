@@ -183,6 +183,25 @@ def test_too_many_unfinished_snapshots_are_given_up_oldest_first() -> None:
     assert all(a.add(p) is None for p in rest)  # snapshot 1 was given up: starts over
 
 
+def test_pending_parts_are_bounded_in_bytes() -> None:
+    """A publisher announcing many large parts cannot make a reader hold them all."""
+    a = IslandStatusAssembler(max_pending_bytes=3 * MAX_PAYLOAD)
+    big = parts_of(status(60, 9), 1)  # > 5 parts of ~4 KB
+    assert len(big) > 3
+    assert a.add(big[0]) is None and a.add(big[1]) is None
+    with pytest.raises(ValueError, match="exceeds"):
+        for p in big[2:]:
+            a.add(p)
+    assert a.invalid == 1 and a.pending_bytes == 0
+    # an unfinished older snapshot makes room for a newer one (given up, counted)
+    small = parts_of(status(20, 9), 2)
+    assert a.add(parts_of(status(60, 9), 3)[0]) is None
+    assert a.add(parts_of(status(60, 9), 3)[1]) is None
+    out = [a.add(p) for p in small]
+    assert out[-1] is not None and IslandStatus.from_bytes(out[-1]) == status(20, 9)
+    assert a.incomplete == 1 and a.pending_bytes == 0
+
+
 @pytest.mark.parametrize(
     ("header", "error"),
     [

@@ -164,23 +164,40 @@ def parse_part(data: bytes) -> Part | None:
 class _Pending:
     count: int
     parts: dict[int, bytes] = field(default_factory=dict)
+    size: int = 0  # bytes held
+
+
+DEFAULT_MAX_PENDING_BYTES = 256 * 1024 * 1024
 
 
 class IslandStatusAssembler:
-    """Joins the parts of each snapshot; at most ``max_pending`` snapshots wait at once.
+    """Joins the parts of each snapshot; at most ``max_pending`` snapshots and
+    ``max_pending_bytes`` of parts wait at once.
 
     :meth:`add` returns the bytes of a whole IslandStatusMessage when one is complete
     (a whole message is returned as it is), else None. Counters: ``incomplete``
     (snapshots given up: a newer one completed first, a whole message arrived, or too
-    many waited) and ``invalid`` (malformed part headers, a duplicate index, parts of
-    one snapshot disagreeing on the count: the snapshot is dropped).
+    many snapshots or bytes waited: the oldest go first) and ``invalid`` (malformed part
+    headers, a duplicate index, parts of one snapshot disagreeing on the count, one
+    snapshot larger than ``max_pending_bytes`` on its own: the snapshot is dropped).
     """
 
-    def __init__(self, max_pending: int = 4) -> None:
+    def __init__(
+        self, max_pending: int = 4, max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
+    ) -> None:
         self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
         self._pending: dict[int, _Pending] = {}  # by snapshot, in arrival order
+        self._bytes = 0
         self.incomplete = 0
         self.invalid = 0
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._bytes
+
+    def _drop(self, snapshot: int) -> None:
+        self._bytes -= self._pending.pop(snapshot).size
 
     def add(self, data: bytes) -> bytes | None:
         try:
@@ -191,27 +208,44 @@ class IslandStatusAssembler:
         if part is None:  # a whole message supersedes every unfinished snapshot
             self.incomplete += len(self._pending)
             self._pending.clear()
+            self._bytes = 0
             return data
         p = self._pending.get(part.snapshot)
         if p is None:
             if len(self._pending) >= self.max_pending:
-                del self._pending[next(iter(self._pending))]
+                self._drop(next(iter(self._pending)))
                 self.incomplete += 1
             p = self._pending[part.snapshot] = _Pending(part.count)
         if p.count != part.count or part.index in p.parts:
-            del self._pending[part.snapshot]
+            self._drop(part.snapshot)
             self.invalid += 1
             raise ValueError(
                 f"IslandStatusPart: snapshot {part.snapshot} part {part.index} of "
                 f"{part.count} (expected {p.count} parts, each once)"
             )
+        n = len(part.body)
+        if p.size + n > self.max_pending_bytes:
+            self._drop(part.snapshot)
+            self.invalid += 1
+            raise ValueError(
+                f"IslandStatusPart: snapshot {part.snapshot} exceeds {self.max_pending_bytes} "
+                "bytes of parts"
+            )
+        while self._bytes + n > self.max_pending_bytes:  # older snapshots make room
+            oldest = next(iter(self._pending))
+            if oldest == part.snapshot:
+                break
+            self._drop(oldest)
+            self.incomplete += 1
         p.parts[part.index] = part.body
+        p.size += n
+        self._bytes += n
         if len(p.parts) < p.count:
             return None
         # complete: snapshots begun before it will not complete any more (NATS keeps
         # one publisher's order), so they are given up
         for s in list(self._pending):
-            del self._pending[s]
+            self._drop(s)
             if s == part.snapshot:
                 break
             self.incomplete += 1

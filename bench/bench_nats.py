@@ -39,7 +39,7 @@ core) and of nats-server over that interval, so a saturated load generator shows
 sessions. A connector (``ws.Server`` + the realm's connector glue on its own
 ``NatsPubSub``, the events pumped as the realm does) and the core (its own bus) run
 in this process; ``--peers`` connector clients (``bench/ws_load.cpp --mode islands``,
-one process, new identities each round) complete the handshake and send one heartbeat
+one process on raw sockets, new identities each round) complete the handshake and send one heartbeat
 each through the connector and NATS to the core; once the core has them all it ticks,
 and the round ends when every client received its ``island_changed`` (exactly as many
 as the core published; the load client counts them). ``--relay c`` relays the island

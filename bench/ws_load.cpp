@@ -13,7 +13,8 @@
 //              handler call and a write per frame) does not.
 //   handshakes N connector clients connect at once; reports handshakes/s.
 //   heartbeats N connector clients, then each sends `rate` heartbeats/s.
-//   islands    N connector clients (new identities per --seed), each sends one
+//   islands    (raw sockets, like rooms) N connector clients (new identities per
+//              --seed) complete the connector handshake, each sends one
 //              heartbeat at a seeded position in a --side x --side m square
 //              (prints {"event":"ready"} once all are sent), then counts the
 //              island_changed / join_island / left_island frames it receives;
@@ -205,7 +206,6 @@ struct Conn {
   Identity id;
   Client::connection_ptr con;
   bool welcomed = false;
-  bool changed = false;  // islands: got an island_changed
   explicit Conn(uint64_t seed) : id(seed) {}
 };
 
@@ -287,54 +287,7 @@ class Load {
     } else if (top[0].num == 2 && !c.welcomed) {
       c.welcomed = true;
       if (++welcomed_ == static_cast<int>(conns_.size())) t_all_welcomed_ = Clock::now();
-    } else if (top[0].num >= 3 && top[0].num <= 5) {  // island_changed, left, join
-      const int64_t t = now_ns();
-      island_bytes_ += data.size();
-      if (top[0].num == 3) {
-        if (island_changed_++ == 0) first_changed_ns_ = t;
-        last_changed_ns_ = t;
-        if (!c.changed) {
-          c.changed = true;
-          ++with_island_;
-        }
-      } else {
-        ++(top[0].num == 4 ? lefts_ : joins_);
-      }
-      if (o_.mode == "islands" && ready_ && !done_ &&
-          with_island_ == static_cast<int>(conns_.size())) {
-        finish_islands(false);
-      }
     }
-  }
-
-  // islands: one heartbeat per client at a seeded position.
-  void place_all() {
-    std::mt19937_64 rng(o_.seed);
-    std::uniform_real_distribution<float> u(0.0f, static_cast<float>(o_.side));
-    for (auto& c : conns_) {
-      const float x = u(rng), z = u(rng);
-      send(*c, ld(3, ld(1, f32(1, x) + f32(2, 0.0f) + f32(3, z))));
-    }
-    ready_ = true;
-    t0_ = Clock::now();
-    cpu0_ = cpu_seconds();
-    std::printf("{\"event\":\"ready\",\"clients\":%zu}\n", conns_.size());
-    std::fflush(stdout);
-  }
-
-  void finish_islands(bool timed_out) {
-    std::printf(
-        "{\"mode\":\"islands\",\"clients\":%zu,\"with_island\":%d,\"island_changed\":%llu,"
-        "\"join_island\":%llu,\"left_island\":%llu,\"bytes\":%llu,\"first_changed_ns\":%lld,"
-        "\"last_changed_ns\":%lld,\"timed_out\":%s,\"client_cpu_s\":%.3f,\"failed\":%d,"
-        "\"closed\":%d}\n",
-        conns_.size(), with_island_, static_cast<unsigned long long>(island_changed_),
-        static_cast<unsigned long long>(joins_), static_cast<unsigned long long>(lefts_),
-        static_cast<unsigned long long>(island_bytes_), static_cast<long long>(first_changed_ns_),
-        static_cast<long long>(last_changed_ns_), timed_out ? "true" : "false",
-        cpu_seconds() - cpu0_, failed_, closed_);
-    std::fflush(stdout);
-    wait_then_stop();
   }
 
   void heartbeat(Conn& c) {
@@ -362,16 +315,6 @@ class Load {
     if (!setup_done_ && since_connect > 120) fail("setup took over 120 s");
     if (o_.mode == "handshakes") {
       if (welcomed_ == n) finish_handshakes();
-      return;
-    }
-    if (o_.mode == "islands") {
-      if (!ready_ && welcomed_ == n) {
-        setup_done_ = true;
-        place_all();
-      } else if (ready_ && !done_ &&
-                 std::chrono::duration<double>(now - t0_).count() > o_.duration) {
-        finish_islands(true);
-      }
       return;
     }
     if (!measuring_ && !done_) {
@@ -449,11 +392,6 @@ class Load {
   bool setup_done_ = false;
   uint64_t sent_ = 0;
   std::vector<int64_t> hb_sent_;
-  // islands
-  bool ready_ = false;
-  int with_island_ = 0;
-  uint64_t island_changed_ = 0, joins_ = 0, lefts_ = 0, island_bytes_ = 0;
-  int64_t first_changed_ns_ = 0, last_changed_ns_ = 0;
 };
 
 // ---- rooms: raw sockets on epoll ----------------------------------------------------
@@ -470,9 +408,13 @@ class Load {
   std::exit(2);
 }
 
+// Also the connector's islands mode (--mode islands): the same sockets on /ws,
+// the connector handshake, one heartbeat each, then island frames counted.
 class RoomsLoad {
  public:
-  explicit RoomsLoad(Options o) : o_(std::move(o)) {}
+  explicit RoomsLoad(Options o) : o_(std::move(o)), islands_(o_.mode == "islands") {
+    if (islands_) o_.rooms = 1;
+  }
 
   int run() {
     ep_ = epoll_create1(EPOLL_CLOEXEC);
@@ -484,7 +426,7 @@ class RoomsLoad {
       p->room = i / o_.clients;
       p->pos = i % o_.clients;
       p->mask = 0x9e3779b9u * static_cast<uint32_t>(i + 1) | 0x01010101u;
-      p->last_seq.assign(static_cast<size_t>(o_.clients), 0);
+      if (!islands_) p->last_seq.assign(static_cast<size_t>(o_.clients), 0);
       peers_.push_back(std::move(p));
     }
     hist_.assign(kBuckets, 0);
@@ -527,6 +469,7 @@ class RoomsLoad {
     std::string in;   // bytes of an incomplete frame (or response) from earlier reads
     std::string out;  // bytes the socket did not take yet
     bool out_armed = false, due = false, welcomed = false;
+    bool changed = false;  // islands: got an island_changed
     uint32_t alias = 0, prev_alias = 0, mask = 0;
     bool has_prev = false;
     size_t members_seen = 0;
@@ -575,8 +518,9 @@ class RoomsLoad {
         return;
       }
       p.st = Peer::St::Upgrading;
-      std::string req = "GET /rooms/bench-" + std::to_string(p.room) +
-                        " HTTP/1.1\r\nHost: " + o_.host + ":" + std::to_string(o_.port) +
+      const std::string path = islands_ ? "/ws" : "/rooms/bench-" + std::to_string(p.room);
+      std::string req = "GET " + path + " HTTP/1.1\r\nHost: " + o_.host + ":" +
+                        std::to_string(o_.port) +
                         "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                         "Sec-WebSocket-Version: 13\r\n\r\n";
@@ -693,7 +637,8 @@ class RoomsLoad {
         return n;
       }
       p.st = Peer::St::Open;
-      send_frame(p, ld(7, ld(1, p.id.address)));
+      // connector: challenge_request{address}; rooms: peer_identification{address}
+      send_frame(p, islands_ ? ld(1, ld(1, p.id.address)) : ld(7, ld(1, p.id.address)));
       at = end + 4;
     }
     while (p.st == Peer::St::Open && n - at >= 2) {
@@ -744,6 +689,10 @@ class RoomsLoad {
     uint64_t key = 0, len = 0;
     if (!get_varint(s, key) || (key & 7) != 2 || !get_varint(s, len) || len > s.size()) return;
     std::string_view msg = s.substr(0, static_cast<size_t>(len));
+    if (islands_) {
+      on_connector_message(p, static_cast<int>(key >> 3), msg, data.size(), now);
+      return;
+    }
     switch (key >> 3) {
       case 3: {  // peer_update: from_alias (1), body (2)
         uint64_t from = 0;
@@ -811,6 +760,83 @@ class RoomsLoad {
     }
   }
 
+  // islands: a v3 ServerPacket (challenge_response 1, welcome 2, island_changed 3,
+  // left_island 4, join_island 5).
+  void on_connector_message(Peer& p, int field, std::string_view msg, size_t bytes, int64_t now) {
+    switch (field) {
+      case 1:  // challenge_response: challenge_to_sign (1) -> signed_challenge{auth_chain_json}
+        for (auto& g : parse(msg)) {
+          if (g.num == 1) send_frame(p, ld(2, ld(1, p.id.chain(std::string(g.bytes)))));
+        }
+        return;
+      case 2:
+        if (!p.welcomed) {
+          p.welcomed = true;
+          ++welcomed_;
+        }
+        return;
+      case 3:
+        island_bytes_ += bytes;
+        if (island_changed_++ == 0) first_changed_ns_ = now;
+        last_changed_ns_ = now;
+        if (!p.changed) {
+          p.changed = true;
+          if (++with_island_ == static_cast<int>(peers_.size()) && ready_ && !stopping_) {
+            finish_islands(false);
+          }
+        }
+        return;
+      case 4:
+      case 5:
+        island_bytes_ += bytes;
+        ++(field == 4 ? lefts_ : joins_);
+        return;
+      default:
+        return;
+    }
+  }
+
+  // islands: one heartbeat per client at a seeded position, then wait.
+  void place_all() {
+    std::mt19937_64 rng(o_.seed);
+    std::uniform_real_distribution<float> u(0.0f, static_cast<float>(o_.side));
+    for (auto& p : peers_) {
+      const float x = u(rng), z = u(rng);
+      send_frame(*p, ld(3, ld(1, f32(1, x) + f32(2, 0.0f) + f32(3, z))));
+    }
+    ready_ = true;
+    t0_ = Clock::now();
+    cpu0_ = cpu_seconds();
+    std::printf("{\"event\":\"ready\",\"clients\":%zu}\n", peers_.size());
+    std::fflush(stdout);
+  }
+
+  void finish_islands(bool timed_out) {
+    std::printf(
+        "{\"mode\":\"islands\",\"clients\":%zu,\"with_island\":%d,\"island_changed\":%llu,"
+        "\"join_island\":%llu,\"left_island\":%llu,\"bytes\":%llu,\"first_changed_ns\":%lld,"
+        "\"last_changed_ns\":%lld,\"timed_out\":%s,\"client_cpu_s\":%.3f,\"failed\":%d,"
+        "\"closed\":%d}\n",
+        peers_.size(), with_island_, static_cast<unsigned long long>(island_changed_),
+        static_cast<unsigned long long>(joins_), static_cast<unsigned long long>(lefts_),
+        static_cast<unsigned long long>(island_bytes_), static_cast<long long>(first_changed_ns_),
+        static_cast<long long>(last_changed_ns_), timed_out ? "true" : "false",
+        cpu_seconds() - cpu0_, failed_, closed_);
+    std::fflush(stdout);
+    close_all();
+  }
+
+  void close_all() {
+    stopping_ = true;
+    const uint16_t code = 1000;
+    std::string close_payload{static_cast<char>(code >> 8), static_cast<char>(code & 0xff)};
+    close_payload += "done";
+    for (auto& p : peers_) {
+      if (p->st == Peer::St::Open) send_frame(*p, close_payload, 0x8);
+    }
+    stop_at_ = Clock::now() + std::chrono::milliseconds(500);
+  }
+
   // Sends updates until K are in flight, in one write.
   void pump(Peer& p) {
     if (p.st != Peer::St::Open || p.inflight >= o_.inflight) return;
@@ -867,7 +893,16 @@ class RoomsLoad {
       if (now >= stop_at_) exit_ = true;
       return;
     }
-    if (since_connect > 120 && !measuring_) fail("setup took over 120 s");
+    if (since_connect > 120 && !measuring_ && !ready_) fail("setup took over 120 s");
+    if (islands_) {
+      if (failed_ > 0 && !ready_) fail("connections failed during setup");
+      if (!ready_ && welcomed_ == n) {
+        place_all();
+      } else if (ready_ && std::chrono::duration<double>(now - t0_).count() > o_.duration) {
+        finish_islands(true);
+      }
+      return;
+    }
     if (!measuring_) {
       if (failed_ > 0) fail("connections failed during setup");
       bool ready = welcomed_ == n;
@@ -915,17 +950,15 @@ class RoomsLoad {
         static_cast<double>(delivered_) / elapsed, pct(0.5), pct(0.99), cpu, cpu / elapsed, failed_,
         closed_, static_cast<unsigned long long>(lost_));
     std::fflush(stdout);
-    stopping_ = true;
-    const uint16_t code = 1000;
-    std::string close_payload{static_cast<char>(code >> 8), static_cast<char>(code & 0xff)};
-    close_payload += "done";
-    for (auto& p : peers_) {
-      if (p->st == Peer::St::Open) send_frame(*p, close_payload, 0x8);
-    }
-    stop_at_ = Clock::now() + std::chrono::milliseconds(500);
+    close_all();
   }
 
   Options o_;
+  const bool islands_;
+  bool ready_ = false;  // islands: every client sent its heartbeat
+  int with_island_ = 0;
+  uint64_t island_changed_ = 0, joins_ = 0, lefts_ = 0, island_bytes_ = 0;
+  int64_t first_changed_ns_ = 0, last_changed_ns_ = 0;
   int ep_ = -1;
   std::vector<std::unique_ptr<Peer>> peers_;
   std::vector<Peer*> due_;
@@ -979,7 +1012,7 @@ int main(int argc, char** argv) {
                  "[--side M] [--seed N]\n");
     return 2;
   }
-  if (o.mode == "rooms") {
+  if (o.mode == "rooms" || o.mode == "islands") {
     auto load = std::make_unique<RoomsLoad>(o);  // 256 KiB read buffer: not on the stack
     return load->run();
   }

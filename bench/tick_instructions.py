@@ -9,6 +9,11 @@ C++ tick. Every thread counts while the tick runs (the C++ client's publisher in
 
     python bench/tick_instructions.py --peers 10000            # both, JSON
     python bench/tick_instructions.py --peers 10000 --tick c
+    python bench/tick_instructions.py --peers 100000 --steady  # a later tick: 1 % moved
+
+``--steady``: the first tick runs uncollected, then 1 % of the peers move up to 30 m
+(seeded) and the next tick is the one measured (a realm's usual tick: few changes, every
+island's status).
 
 The largest callees (inclusive) are listed from ``callgrind_annotate``.
 """
@@ -28,9 +33,12 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 
 
-async def one_tick(peers: int, mode: str) -> None:
+async def one_tick(peers: int, mode: str, steady: bool) -> None:
     """The measured process: ingest, settle, then one tick through sys.call_tracing."""
+    import numpy as np
+
     import bench_nats as b  # this folder is on sys.path when run as a script
+    from dclcomms.heartbeats import HeartbeatBatch
     from dclcomms.nats.pubsub import NatsPubSub
 
     b.TICK["mode"] = mode
@@ -39,11 +47,27 @@ async def one_tick(peers: int, mode: str) -> None:
         pub = await NatsPubSub.connect([url], subjects="native")
         sub = await NatsPubSub.connect([url], subjects="native")
         core = b.make_core(sub)
-        pub.publish_heartbeats(b.batch(peers, 0, 1))
+        hb = b.batch(peers, 0, 1)
+        pub.publish_heartbeats(hb)
         await pub.flush()
         while core.metrics.heartbeats.get() < peers:
             core.sync_feed(settle=True)
             await asyncio.sleep(0.01)
+        if steady:
+            core.tick()
+            await sub.flush()
+            rng = np.random.default_rng(2)
+            moved = rng.choice(peers, peers // 100, replace=False)
+            shift = rng.uniform(-30, 30, size=(len(moved), 3)).astype(np.float32)
+            shift[:, 1] = 0
+            part = hb.select(moved.tolist())
+            pub.publish_heartbeats(
+                HeartbeatBatch(part.addresses, part.positions + shift, part.desired_rooms)
+            )
+            await pub.flush()
+            while core.metrics.heartbeats.get() < peers + len(moved):
+                core.sync_feed(settle=True)
+                await asyncio.sleep(0.01)
         report = sys.call_tracing(core.tick, ())  # the one call callgrind collects
         print(json.dumps({"island_changed": report.island_changed, "changes": report.changes}))
         await sub.flush()
@@ -55,7 +79,7 @@ async def one_tick(peers: int, mode: str) -> None:
         proc.wait(5)
 
 
-def measure(peers: int, mode: str, top: int) -> dict[str, Any]:
+def measure(peers: int, mode: str, top: int, steady: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         run = subprocess.run(
@@ -71,6 +95,7 @@ def measure(peers: int, mode: str, top: int) -> dict[str, Any]:
                 str(peers),
                 "--tick",
                 mode,
+                *(["--steady"] if steady else []),
             ],
             capture_output=True,
             text=True,
@@ -93,6 +118,7 @@ def measure(peers: int, mode: str, top: int) -> dict[str, Any]:
     return {
         "peers": peers,
         "tick": mode,
+        "steady": steady,
         **report,
         "instructions": int(total.group(1)),
         "per_change": round(int(total.group(1)) / max(report["changes"], 1)),
@@ -105,13 +131,14 @@ def main() -> None:
     ap.add_argument("--peers", type=int, default=10_000)
     ap.add_argument("--tick", choices=("python", "c", "both"), default="both")
     ap.add_argument("--top", type=int, default=8, help="C++ callees listed")
+    ap.add_argument("--steady", action="store_true", help="measure a later tick (1 %% moved)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        asyncio.run(one_tick(args.peers, args.tick))
+        asyncio.run(one_tick(args.peers, args.tick, args.steady))
         return
     modes = ("python", "c") if args.tick == "both" else (args.tick,)
-    print(json.dumps([measure(args.peers, m, args.top) for m in modes]))
+    print(json.dumps([measure(args.peers, m, args.top, args.steady) for m in modes]))
 
 
 if __name__ == "__main__":

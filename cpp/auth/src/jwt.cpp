@@ -7,6 +7,7 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -19,27 +20,27 @@ namespace detail {
 std::string base64url_encode(std::string_view data) {
   static constexpr char kAlphabet[] =
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  out.reserve((data.size() * 4 + 2) / 3);
+  const size_t rest = data.size() % 3;
+  std::string out((data.size() / 3) * 4 + (rest ? rest + 1 : 0), '\0');
+  char* o = out.data();  // written through a pointer: one allocation, no push_back
   const auto* p = reinterpret_cast<const unsigned char*>(data.data());
   size_t i = 0;
   for (; i + 3 <= data.size(); i += 3) {
     const uint32_t v = (p[i] << 16) | (p[i + 1] << 8) | p[i + 2];
-    out.push_back(kAlphabet[(v >> 18) & 63]);
-    out.push_back(kAlphabet[(v >> 12) & 63]);
-    out.push_back(kAlphabet[(v >> 6) & 63]);
-    out.push_back(kAlphabet[v & 63]);
+    *o++ = kAlphabet[(v >> 18) & 63];
+    *o++ = kAlphabet[(v >> 12) & 63];
+    *o++ = kAlphabet[(v >> 6) & 63];
+    *o++ = kAlphabet[v & 63];
   }
-  const size_t rest = data.size() - i;
   if (rest == 1) {
     const uint32_t v = p[i] << 16;
-    out.push_back(kAlphabet[(v >> 18) & 63]);
-    out.push_back(kAlphabet[(v >> 12) & 63]);
+    *o++ = kAlphabet[(v >> 18) & 63];
+    *o++ = kAlphabet[(v >> 12) & 63];
   } else if (rest == 2) {
     const uint32_t v = (p[i] << 16) | (p[i + 1] << 8);
-    out.push_back(kAlphabet[(v >> 18) & 63]);
-    out.push_back(kAlphabet[(v >> 12) & 63]);
-    out.push_back(kAlphabet[(v >> 6) & 63]);
+    *o++ = kAlphabet[(v >> 18) & 63];
+    *o++ = kAlphabet[(v >> 12) & 63];
+    *o++ = kAlphabet[(v >> 6) & 63];
   }
   return out;
 }
@@ -160,6 +161,68 @@ std::string jwt_encode(const nlohmann::ordered_json& claims, std::string_view se
   signing_input.push_back('.');
   signing_input += detail::base64url_encode(mac);
   return signing_input;
+}
+
+struct Hs256Signer::Impl {
+  EVP_MD_CTX* inner = nullptr;  // SHA-256 state after (key ^ ipad)
+  EVP_MD_CTX* outer = nullptr;  // SHA-256 state after (key ^ opad)
+  EVP_MD_CTX* work = nullptr;
+  std::string header_b64;
+  ~Impl() {
+    EVP_MD_CTX_free(inner);
+    EVP_MD_CTX_free(outer);
+    EVP_MD_CTX_free(work);
+  }
+};
+
+Hs256Signer::Hs256Signer(std::string_view secret) : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  constexpr size_t kBlock = 64;  // SHA-256 block size (RFC 2104: longer keys are hashed)
+  unsigned char key[kBlock] = {};
+  unsigned int key_len = 0;
+  if (secret.size() > kBlock) {
+    if (EVP_Digest(secret.data(), secret.size(), key, &key_len, EVP_sha256(), nullptr) != 1) {
+      token_error("hmac_failed", "HMAC-SHA256 key setup failed");
+    }
+  } else {
+    std::copy(secret.begin(), secret.end(), key);
+  }
+  unsigned char ipad[kBlock], opad[kBlock];
+  for (size_t i = 0; i < kBlock; ++i) {
+    ipad[i] = static_cast<unsigned char>(key[i] ^ 0x36);
+    opad[i] = static_cast<unsigned char>(key[i] ^ 0x5c);
+  }
+  m.inner = EVP_MD_CTX_new();
+  m.outer = EVP_MD_CTX_new();
+  m.work = EVP_MD_CTX_new();
+  if (m.inner == nullptr || m.outer == nullptr || m.work == nullptr ||
+      EVP_DigestInit_ex(m.inner, EVP_sha256(), nullptr) != 1 ||
+      EVP_DigestUpdate(m.inner, ipad, kBlock) != 1 ||
+      EVP_DigestInit_ex(m.outer, EVP_sha256(), nullptr) != 1 ||
+      EVP_DigestUpdate(m.outer, opad, kBlock) != 1) {
+    token_error("hmac_failed", "HMAC-SHA256 key setup failed");
+  }
+  m.header_b64 = detail::base64url_encode(R"({"alg":"HS256","typ":"JWT"})");
+}
+
+Hs256Signer::~Hs256Signer() = default;
+
+std::string Hs256Signer::token(std::string_view payload_json) {
+  Impl& m = *impl_;
+  std::string out = m.header_b64;
+  out.push_back('.');
+  out += detail::base64url_encode(payload_json);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (EVP_MD_CTX_copy_ex(m.work, m.inner) != 1 ||
+      EVP_DigestUpdate(m.work, out.data(), out.size()) != 1 ||
+      EVP_DigestFinal_ex(m.work, digest, &n) != 1 || EVP_MD_CTX_copy_ex(m.work, m.outer) != 1 ||
+      EVP_DigestUpdate(m.work, digest, n) != 1 || EVP_DigestFinal_ex(m.work, digest, &n) != 1) {
+    token_error("hmac_failed", "HMAC-SHA256 failed");
+  }
+  out.push_back('.');
+  out += detail::base64url_encode(std::string_view(reinterpret_cast<const char*>(digest), n));
+  return out;
 }
 
 nlohmann::ordered_json jwt_decode(std::string_view token, std::string_view secret,

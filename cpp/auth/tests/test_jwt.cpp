@@ -148,3 +148,22 @@ TEST(LiveKit, FastPathMatchesTheJsonTree) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Jwt, SignerWritesJwtEncodesTokens) {
+  // Keys shorter than, as long as and longer than the SHA-256 block (hashed
+  // first), and empty; payloads of one to several hash blocks.
+  for (const std::string& secret : {std::string(), std::string("s"), std::string(64, 'k'),
+                                    std::string(65, 'k'), std::string(300, '\xff')}) {
+    Hs256Signer signer(secret);
+    for (size_t n : {0, 1, 55, 56, 64, 200}) {
+      const ojson claims = {{"sub", std::string(n, 'a')}, {"room", "I1"}, {"iat", -7}, {"exp", 99}};
+      EXPECT_EQ(signer.token(claims.dump()), jwt_encode(claims, secret)) << secret.size() << n;
+      const ojson back = jwt_decode(signer.token(claims.dump()), secret, JwtCheck{});
+      EXPECT_EQ(back, claims);
+    }
+  }
+}
+
+}  // namespace

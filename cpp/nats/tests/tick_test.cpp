@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <string>
 #include <vector>
 
@@ -152,6 +154,19 @@ TEST(NatsTickMint, BuiltInTransports) {
                                              dclcomms::auth::JwtCheck{1000, 0, "key", true});
   EXPECT_EQ(lc.at("sub"), addr(1));
   EXPECT_EQ(lc.at("video").at("room"), "I4");
+  // ids that JSON escapes: the same token as the generic builder writes
+  const std::vector<std::string_view> odd = {"a\"b", "c\\d", "e\x01", "\xc3\xa9"};
+  const auto odd_tokens = n::mint(ws, "I\"4", odd);
+  for (size_t i = 0; i < odd.size(); ++i) {
+    const nlohmann::ordered_json c = {
+        {"sub", std::string(odd[i])}, {"room", "I\"4"}, {"iat", 1000}, {"exp", 1060}};
+    EXPECT_EQ(odd_tokens[i], "ws-room:ws://h:1/rooms/I\"4?access_token=" +
+                                 dclcomms::auth::jwt_encode(c, "s3cret"));
+  }
+  // and the plain ones as the generic builder too
+  const nlohmann::ordered_json plain = {
+      {"sub", addr(2)}, {"room", "I4"}, {"iat", 1000}, {"exp", 1060}};
+  EXPECT_EQ(s, prefix + dclcomms::auth::jwt_encode(plain, "s3cret"));
   lk.api_key.clear();  // invalid: the token builder refuses, nothing is minted
   EXPECT_THROW(n::mint(lk, "I4", peers), dclcomms::Error);
 }

@@ -4,6 +4,7 @@
 // "none" and every other alg are rejected. No pybind11 here; thread-safe.
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -17,6 +18,25 @@ namespace dclcomms::auth {
 // Throws dclcomms::Error{ErrorKind::Token, code} on invalid input.
 std::string jwt_encode(const nlohmann::ordered_json& claims, std::string_view secret,
                        const nlohmann::ordered_json* header = nullptr);
+
+// HS256 under one key for many tokens (a tick signs one per arriving peer): the
+// key's HMAC inner and outer hash states are computed once. token(payload) is
+// jwt_encode(claims, secret) for payload == claims.dump(), default header.
+// Not thread-safe: one signer per thread. Throws Error{Token, ...} when the
+// hash cannot be set up.
+class Hs256Signer {
+ public:
+  explicit Hs256Signer(std::string_view secret);
+  ~Hs256Signer();
+  Hs256Signer(const Hs256Signer&) = delete;
+  Hs256Signer& operator=(const Hs256Signer&) = delete;
+  // header.payload.signature of an already serialised JSON payload.
+  std::string token(std::string_view payload_json);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 struct JwtCheck {
   int64_t now_s = 0;                  // verification clock, seconds since the epoch

@@ -136,13 +136,16 @@ def batch(n: int, round_: int, seed: int) -> HeartbeatBatch:
 
 # The core's tick: "c" (C++ where the bus allows it: the native scheme with the C++
 # client) or "python" (the Python tick on every bus, the path before it); --tick.
-TICK = {"mode": "c"}
+# --transport: fixed (offline:offline, one string for all) or ws-room (a signed token per
+# peer, what a realm without LiveKit issues).
+TICK = {"mode": "c", "transport": "fixed"}
 AUTOGROUP: dict[str, str | None] = {"group": None}  # --autogroup-nice, as then read
 
 
 def make_core(bus: PubSub) -> ArchipelagoCore:
     ws_room = WsRoomTransport("ws://127.0.0.1:1", "unused-secret")
-    policy = RealmPolicy(Transports(ws_room, fixed=FixedTransport("offline:offline")))
+    fixed = FixedTransport("offline:offline") if TICK["transport"] == "fixed" else None
+    policy = RealmPolicy(Transports(ws_room, fixed=fixed))
     engine = Engine(join_distance=64.0, leave_distance=80.0, max_island_size=100)
     cpp = TICK["mode"] == "c"
     return ArchipelagoCore(engine, bus, policy, heartbeat_timeout_ms=3_600_000, cpp_tick=cpp)
@@ -248,6 +251,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "subjects": schemes,
         "client": args.client,
         "tick": args.tick,
+        "transport": args.transport,
         "autogroup": AUTOGROUP["group"],
     }
     try:
@@ -716,6 +720,13 @@ def main() -> None:
         help="c: the core's tick in C++ where the bus allows it (native scheme, C++ client; "
         "the default); python: the Python tick everywhere (the path before it)",
     )
+    ap.add_argument(
+        "--transport",
+        choices=("fixed", "ws-room"),
+        default="fixed",
+        help="the islands' transport: fixed (one string, the default) or ws-room (a signed "
+        "token per peer)",
+    )
     autogroup_arg.add_argument(ap)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="200 peers, 2 repeats")
@@ -758,6 +769,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     TICK["mode"] = args.tick
+    TICK["transport"] = args.transport
     AUTOGROUP["group"] = autogroup_arg.apply(args.autogroup_nice, "bench_nats")
     if args.quick:
         args.peers, args.repeats = 200, 2
@@ -883,6 +895,7 @@ async def deliver_runs(args: argparse.Namespace) -> dict[str, Any]:
         "peers": args.peers,
         "repeats": args.repeats,
         "tick": args.tick,
+        "transport": args.transport,
         "autogroup": AUTOGROUP["group"],
         "load_average_before": os.getloadavg(),
     }
@@ -958,6 +971,7 @@ async def load_run(args: argparse.Namespace) -> dict[str, Any]:
         "mode": "scale" if args.scale else "ingest",
         "client": args.client,
         "tick": args.tick,
+        "transport": args.transport,
         "autogroup": AUTOGROUP["group"],
     }
     try:

@@ -10,6 +10,7 @@ C++ tick. Every thread counts while the tick runs (the C++ client's publisher in
     python bench/tick_instructions.py --peers 10000            # both, JSON
     python bench/tick_instructions.py --peers 10000 --tick c
     python bench/tick_instructions.py --peers 100000 --steady  # a later tick: 1 % moved
+    python bench/tick_instructions.py --transport ws-room      # a signed token per peer
 
 ``--steady``: the first tick runs uncollected, then 1 % of the peers move up to 30 m
 (seeded) and the next tick is the one measured (a realm's usual tick: few changes, every
@@ -33,7 +34,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 
 
-async def one_tick(peers: int, mode: str, steady: bool) -> None:
+async def one_tick(peers: int, mode: str, steady: bool, transport: str) -> None:
     """The measured process: ingest, settle, then one tick through sys.call_tracing."""
     import numpy as np
 
@@ -42,6 +43,7 @@ async def one_tick(peers: int, mode: str, steady: bool) -> None:
     from dclcomms.nats.pubsub import NatsPubSub
 
     b.TICK["mode"] = mode
+    b.TICK["transport"] = transport
     proc, url = b.start_nats()
     try:
         pub = await NatsPubSub.connect([url], subjects="native")
@@ -79,7 +81,7 @@ async def one_tick(peers: int, mode: str, steady: bool) -> None:
         proc.wait(5)
 
 
-def measure(peers: int, mode: str, top: int, steady: bool) -> dict[str, Any]:
+def measure(peers: int, mode: str, top: int, steady: bool, transport: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         run = subprocess.run(
@@ -96,6 +98,8 @@ def measure(peers: int, mode: str, top: int, steady: bool) -> dict[str, Any]:
                 "--tick",
                 mode,
                 *(["--steady"] if steady else []),
+                "--transport",
+                transport,
             ],
             capture_output=True,
             text=True,
@@ -119,6 +123,7 @@ def measure(peers: int, mode: str, top: int, steady: bool) -> dict[str, Any]:
         "peers": peers,
         "tick": mode,
         "steady": steady,
+        "transport": transport,
         **report,
         "instructions": int(total.group(1)),
         "per_change": round(int(total.group(1)) / max(report["changes"], 1)),
@@ -132,13 +137,17 @@ def main() -> None:
     ap.add_argument("--tick", choices=("python", "c", "both"), default="both")
     ap.add_argument("--top", type=int, default=8, help="C++ callees listed")
     ap.add_argument("--steady", action="store_true", help="measure a later tick (1 %% moved)")
+    ap.add_argument(
+        "--transport", choices=("fixed", "ws-room"), default="fixed", help="as bench_nats.py's"
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        asyncio.run(one_tick(args.peers, args.tick, args.steady))
+        asyncio.run(one_tick(args.peers, args.tick, args.steady, args.transport))
         return
     modes = ("python", "c") if args.tick == "both" else (args.tick,)
-    print(json.dumps([measure(args.peers, m, args.top, args.steady) for m in modes]))
+    runs = [measure(args.peers, m, args.top, args.steady, args.transport) for m in modes]
+    print(json.dumps(runs))
 
 
 if __name__ == "__main__":

@@ -61,24 +61,30 @@ def test_bench_nats_load_processes_smoke() -> None:
     assert s["island_changed_received"] == s["island_changed_published"] >= 600
 
 
-def test_bench_nats_tick_python_and_c_smoke() -> None:
+@pytest.mark.parametrize("transport", ["fixed", "ws-room"])
+def test_bench_nats_tick_python_and_c_smoke(transport: str) -> None:
     """--tick python (the Python tick) and c (the C++ tick, native scheme): both deliver
-    every island_changed, publish as many messages and drop none."""
+    every island_changed, publish as many messages (and bytes) and drop none."""
     runs = {}
     for tick in ("python", "c"):
         out = subprocess.run(
-            [sys.executable, str(BENCH), "--quick", "--subjects", "native", "--tick", tick],
+            [
+                *(sys.executable, str(BENCH), "--quick", "--subjects", "native"),
+                *("--tick", tick, "--transport", transport),
+            ],
             capture_output=True,
             text=True,
             timeout=120,
             check=True,
         )
         runs[tick] = json.loads(out.stdout)
-        assert runs[tick]["tick"] == tick
+        assert runs[tick]["tick"] == tick and runs[tick]["transport"] == transport
         assert runs[tick]["nats"]["dropped"] == 0
         assert runs[tick]["nats"]["flush_latency_ms"] > 0
     published = {t: r["nats"]["nats_messages_published"] for t, r in runs.items()}
     assert published["python"] == published["c"] > 0
+    mib = {t: r["nats"]["tick_published_mib"] for t, r in runs.items()}
+    assert mib["python"] == mib["c"]
 
 
 def test_bench_nats_deliver_smoke() -> None:

@@ -207,21 +207,26 @@ Hs256Signer::Hs256Signer(std::string_view secret) : impl_(std::make_unique<Impl>
 
 Hs256Signer::~Hs256Signer() = default;
 
-std::string Hs256Signer::token(std::string_view payload_json) {
+std::string Hs256Signer::mac(std::string_view data) {
   Impl& m = *impl_;
-  std::string out = m.header_b64;
-  out.push_back('.');
-  out += detail::base64url_encode(payload_json);
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
   if (EVP_MD_CTX_copy_ex(m.work, m.inner) != 1 ||
-      EVP_DigestUpdate(m.work, out.data(), out.size()) != 1 ||
+      EVP_DigestUpdate(m.work, data.data(), data.size()) != 1 ||
       EVP_DigestFinal_ex(m.work, digest, &n) != 1 || EVP_MD_CTX_copy_ex(m.work, m.outer) != 1 ||
       EVP_DigestUpdate(m.work, digest, n) != 1 || EVP_DigestFinal_ex(m.work, digest, &n) != 1) {
     token_error("hmac_failed", "HMAC-SHA256 failed");
   }
+  return std::string(reinterpret_cast<const char*>(digest), n);
+}
+
+std::string Hs256Signer::token(std::string_view payload_json) {
+  std::string out = impl_->header_b64;
   out.push_back('.');
-  out += detail::base64url_encode(std::string_view(reinterpret_cast<const char*>(digest), n));
+  out += detail::base64url_encode(payload_json);
+  const std::string sig = mac(out);
+  out.push_back('.');
+  out += detail::base64url_encode(sig);
   return out;
 }
 

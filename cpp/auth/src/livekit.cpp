@@ -2,6 +2,8 @@
 
 #include "dclcomms/auth/livekit.hpp"
 
+#include <memory>
+
 #include "dclcomms/auth/jwt.hpp"
 #include "dclcomms/error.hpp"
 #include "internal.hpp"
@@ -56,29 +58,71 @@ std::string fast_claims(std::string_view api_key, const LiveKitTokenOptions& o) 
   return out;
 }
 
-}  // namespace
-
-std::string livekit_token(std::string_view api_key, std::string_view api_secret,
-                          const LiveKitTokenOptions& o) {
+void check(std::string_view api_key, std::string_view api_secret, const LiveKitTokenOptions& o) {
   if (api_key.empty() || api_secret.empty()) {
     throw Error(ErrorKind::Token, "bad_claims", "LiveKit api_key and api_secret are required");
   }
   if (o.identity.empty()) throw Error(ErrorKind::Token, "bad_claims", "identity is required");
   if (o.room.empty()) throw Error(ErrorKind::Token, "bad_claims", "room is required");
   if (o.ttl_s <= 0) throw Error(ErrorKind::Token, "bad_claims", "ttl_s must be positive");
+}
 
-  if (o.grants == nullptr && printable_ascii(api_key) && printable_ascii(o.identity) &&
-      printable_ascii(o.room) && (!o.name || printable_ascii(*o.name)) &&
-      (!o.metadata || printable_ascii(*o.metadata))) {
-    // base64url('{"alg":"HS256"}')
-    std::string token = "eyJhbGciOiJIUzI1NiJ9.";
-    token += detail::base64url_encode(fast_claims(api_key, o));
-    token += '.';
-    token += detail::base64url_encode(
-        detail::hmac_sha256(api_secret, token.substr(0, token.size() - 1)));
-    return token;
+bool fast(std::string_view api_key, const LiveKitTokenOptions& o) {
+  return o.grants == nullptr && printable_ascii(api_key) && printable_ascii(o.identity) &&
+         printable_ascii(o.room) && (!o.name || printable_ascii(*o.name)) &&
+         (!o.metadata || printable_ascii(*o.metadata));
+}
+
+// The fast path's token; `mac` signs its header and claims.
+template <typename Mac>
+std::string fast_token(std::string_view api_key, const LiveKitTokenOptions& o, Mac&& mac) {
+  // base64url('{"alg":"HS256"}')
+  std::string token = "eyJhbGciOiJIUzI1NiJ9.";
+  token += detail::base64url_encode(fast_claims(api_key, o));
+  const std::string signature = mac(token);
+  token += '.';
+  token += detail::base64url_encode(signature);
+  return token;
+}
+
+std::string slow_token(std::string_view api_key, std::string_view api_secret,
+                       const LiveKitTokenOptions& o);
+
+}  // namespace
+
+std::string livekit_token(std::string_view api_key, std::string_view api_secret,
+                          const LiveKitTokenOptions& o) {
+  check(api_key, api_secret, o);
+  if (fast(api_key, o)) {
+    return fast_token(api_key, o,
+                      [&](std::string_view data) { return detail::hmac_sha256(api_secret, data); });
   }
+  return slow_token(api_key, api_secret, o);
+}
 
+std::vector<std::string> livekit_tokens(std::string_view api_key, std::string_view api_secret,
+                                        LiveKitTokenOptions o,
+                                        const std::vector<std::string_view>& identities) {
+  std::vector<std::string> out;
+  out.reserve(identities.size());
+  std::unique_ptr<Hs256Signer> signer;  // once a fast token is needed
+  for (const auto identity : identities) {
+    o.identity.assign(identity.data(), identity.size());
+    check(api_key, api_secret, o);
+    if (!fast(api_key, o)) {
+      out.push_back(slow_token(api_key, api_secret, o));
+      continue;
+    }
+    if (!signer) signer = std::make_unique<Hs256Signer>(api_secret);
+    out.push_back(fast_token(api_key, o, [&](std::string_view data) { return signer->mac(data); }));
+  }
+  return out;
+}
+
+namespace {
+
+std::string slow_token(std::string_view api_key, std::string_view api_secret,
+                       const LiveKitTokenOptions& o) {
   nlohmann::ordered_json video = {
       {"roomJoin", true},
       {"room", o.room},
@@ -107,5 +151,7 @@ std::string livekit_token(std::string_view api_key, std::string_view api_secret,
   static const nlohmann::ordered_json kHeader = {{"alg", "HS256"}};
   return jwt_encode(claims, api_secret, &kHeader);
 }
+
+}  // namespace
 
 }  // namespace dclcomms::auth

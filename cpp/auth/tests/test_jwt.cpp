@@ -4,6 +4,9 @@
 
 #include <fstream>
 #include <string>
+#include <string_view>
+#include <tuple>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -150,6 +153,33 @@ TEST(LiveKit, FastPathMatchesTheJsonTree) {
 }  // namespace
 
 namespace {
+
+TEST(LiveKit, ManyTokensAreEachLiveKitToken) {
+  LiveKitTokenOptions o;
+  o.room = "I1";
+  o.now_s = 1767225600;
+  o.ttl_s = 60;
+  // plain, quoted (escaped on the direct path) and non-ASCII (nlohmann's path)
+  const std::vector<std::string_view> ids = {"0xabc", "a\"b", "caf\xc3\xa9", "0xdef"};
+  const std::vector<std::string> tokens = livekit_tokens("APIkey", "secret", o, ids);
+  ASSERT_EQ(tokens.size(), ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    o.identity = std::string(ids[i]);
+    EXPECT_EQ(tokens[i], livekit_token("APIkey", "secret", o)) << i;
+  }
+  EXPECT_TRUE(livekit_tokens("APIkey", "secret", o, {}).empty());
+  for (const auto& [key, secret, id] :
+       {std::tuple<std::string, std::string, std::string>{"", "s", "0xa"},
+        {"k", "", "0xa"},
+        {"k", "s", ""}}) {
+    try {
+      livekit_tokens(key, secret, o, {id});
+      FAIL() << "accepted key '" << key << "' secret '" << secret << "' id '" << id << "'";
+    } catch (const dclcomms::Error& e) {
+      EXPECT_EQ(e.code(), "bad_claims");
+    }
+  }
+}
 
 TEST(Jwt, SignerWritesJwtEncodesTokens) {
   // Keys shorter than, as long as and longer than the SHA-256 block (hashed

@@ -188,9 +188,8 @@ std::vector<std::string> mint(const Issuer& issuer, std::string_view island_id,
       o.room = std::string(island_id);
       o.ttl_s = issuer.ttl_s;
       o.now_s = issuer.now_s;
-      for (const auto p : peers) {
-        o.identity = std::string(p);
-        out.push_back(issuer.text + auth::livekit_token(issuer.api_key, issuer.secret, o));
+      for (auto& token : auth::livekit_tokens(issuer.api_key, issuer.secret, o, peers)) {
+        out.push_back(issuer.text + token);
       }
       break;
     }

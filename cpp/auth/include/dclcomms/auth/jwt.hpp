@@ -32,6 +32,8 @@ class Hs256Signer {
   Hs256Signer& operator=(const Hs256Signer&) = delete;
   // header.payload.signature of an already serialised JSON payload.
   std::string token(std::string_view payload_json);
+  // The raw HMAC-SHA256 (32 bytes) of data under the key.
+  std::string mac(std::string_view data);
 
  private:
   struct Impl;

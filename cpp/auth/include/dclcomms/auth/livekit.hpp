@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -30,5 +31,12 @@ struct LiveKitTokenOptions {
 // Throws dclcomms::Error{Token, ...} on invalid options.
 std::string livekit_token(std::string_view api_key, std::string_view api_secret,
                           const LiveKitTokenOptions& options);
+
+// livekit_token for each of `identities` (options.identity is ignored), the
+// key's HMAC set up once for all of them (an island's arrivals). The same
+// tokens; throws as livekit_token does, for the first identity that fails.
+std::vector<std::string> livekit_tokens(std::string_view api_key, std::string_view api_secret,
+                                        LiveKitTokenOptions options,
+                                        const std::vector<std::string_view>& identities);
 
 }  // namespace dclcomms::auth

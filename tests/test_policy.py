@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -296,3 +297,36 @@ def test_builtin_policy_names_are_accepted_by_the_config() -> None:
         assert RealmConfig(policy=name).policy == name
     with pytest.raises(ConfigError, match="p2p or tiered"):
         RealmConfig(policy="mesh")
+
+
+def test_built_in_transports_mint_in_one_call_what_the_token_builders_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """WsRoomTransport and LiveKitTransport mint an island's tokens in one C++ call: the
+    tokens of dclcomms.auth's builders, also for a subclass that extends issue()."""
+    from dclcomms.auth import livekit_token, ws_room_token
+
+    now = 1_800_000_000
+    monkeypatch.setattr("dclcomms.policy.time.time", lambda: float(now))
+    peers = [A, B, "0x" + "c" * 40, 'odd"id\\é']
+    ws = WsRoomTransport("http://rooms.example:9", "w" * 32, ttl_s=60)
+    assert ws.issue("I7", peers) == {
+        p: "ws-room:ws://rooms.example:9/rooms/I7?access_token="
+        + ws_room_token("w" * 32, address=p, room="I7", ttl_s=60, now_s=now)
+        for p in peers
+    }
+    lk = LiveKitTransport("lk.example", "key", "s" * 32, ttl_s=90)
+    assert lk.issue("I8", peers) == {
+        p: "livekit:wss://lk.example?access_token="
+        + livekit_token("key", "s" * 32, identity=p, room="I8", ttl_s=90, now_s=now)
+        for p in peers
+    }
+    assert ws.issue("I7", []) == {} and lk.issue("I8", []) == {}
+
+    class Extended(WsRoomTransport):
+        def issue(self, island_id: str, peer_ids: Sequence[str]) -> dict[str, str]:
+            return {p: s + "&x=1" for p, s in super().issue(island_id, peer_ids).items()}
+
+    ext = Extended("http://rooms.example:9", "w" * 32, ttl_s=60)
+    assert ext.native_issuer() is None  # the core asks its issue()
+    assert ext.issue("I7", [A]) == {A: ws.issue("I7", [A])[A] + "&x=1"}

@@ -91,6 +91,30 @@ void register_nats(py::module_& m) {
       py::arg("data"), py::arg("max_payload"), py::arg("snapshot"),
       "engine.islands as parts of at most max_payload bytes (docs/nats.md)");
 
+  m.def(
+      "mint_connection_strings",
+      [](const std::string& kind, std::string text, std::string api_key, std::string secret,
+         int64_t ttl_s, int64_t now_s, const std::string& island_id,
+         const std::vector<std::string>& peers) {
+        dn::Issuer issuer;
+        issuer.kind = issuer_kind(kind);
+        issuer.text = std::move(text);
+        issuer.api_key = std::move(api_key);
+        issuer.secret = std::move(secret);
+        issuer.ttl_s = ttl_s;
+        issuer.now_s = now_s;
+        std::vector<std::string> out;
+        {
+          py::gil_scoped_release nogil;  // C++ copies only
+          const std::vector<std::string_view> views(peers.begin(), peers.end());
+          out = dn::mint(issuer, island_id, views);
+        }
+        return out;
+      },
+      py::arg("kind"), py::arg("text"), py::arg("api_key"), py::arg("secret"), py::arg("ttl_s"),
+      py::arg("now_s"), py::arg("island_id"), py::arg("peers"),
+      "one connection string per peer of a built-in transport (Transport.native_issuer)");
+
   py::class_<dn::Tick>(m, "ArchipelagoTick",
                        "One tick's island changes grouped per island in C++ "
                        "(use dclcomms.archipelago.core)")

@@ -402,3 +402,14 @@ class ArchipelagoTick:
         now_s: int,
     ) -> int: ...
     def publish_native(self, client: NatsClient) -> dict[str, int]: ...
+
+def mint_connection_strings(
+    kind: str,
+    text: str,
+    api_key: str,
+    secret: str | bytes,
+    ttl_s: int,
+    now_s: int,
+    island_id: str,
+    peers: list[str],
+) -> list[str]: ...

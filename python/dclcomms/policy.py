@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from dclcomms.auth import livekit_token, ws_room_token
+from dclcomms import _core
 from dclcomms.config import BUILTIN_POLICY_NAMES, RealmConfig
 from dclcomms.errors import ConfigError
 
@@ -80,6 +80,12 @@ class Transport(ABC):
 NativeIssuer = tuple[str, str, str, str | bytes, int, int]
 
 
+def _mint(spec: NativeIssuer, island_id: str, peer_ids: Sequence[str]) -> dict[str, str]:
+    """A built-in transport's strings for ``peer_ids`` minted in one C++ call."""
+    peers = list(peer_ids)
+    return dict(zip(peers, _core.mint_connection_strings(*spec, island_id, peers), strict=True))
+
+
 def _ws_scheme(url: str) -> str:
     """http(s) -> ws(s); ws(s) kept."""
     if url.startswith("https://"):
@@ -125,20 +131,16 @@ class LiveKitTransport(Transport):
         self.max_island_size = max_island_size
 
     def native_issuer(self) -> NativeIssuer | None:
-        if not self._own_issue(LiveKitTransport):
-            return None
+        return self._spec() if self._own_issue(LiveKitTransport) else None
+
+    def _spec(self) -> NativeIssuer:
         text = f"livekit:{self.host}?access_token="
         return ("livekit", text, self.api_key, self._secret, self.ttl_s, int(time.time()))
 
     def issue(self, island_id: str, peer_ids: Sequence[str]) -> dict[str, str]:
-        now = int(time.time())
-        return {
-            p: f"livekit:{self.host}?access_token="
-            + livekit_token(
-                self.api_key, self._secret, identity=p, room=island_id, ttl_s=self.ttl_s, now_s=now
-            )
-            for p in peer_ids
-        }
+        # Every token in one C++ call (the key's HMAC set up once): the tokens of
+        # dclcomms.auth.livekit_token (tests/test_policy.py compares them).
+        return _mint(self._spec(), island_id, peer_ids)
 
 
 class WsRoomTransport(Transport):
@@ -167,8 +169,9 @@ class WsRoomTransport(Transport):
         )
 
     def native_issuer(self) -> NativeIssuer | None:
-        if not self._own_issue(WsRoomTransport):
-            return None
+        return self._spec() if self._own_issue(WsRoomTransport) else None
+
+    def _spec(self) -> NativeIssuer:
         secret = self._secret or ""
         return ("ws-room", f"ws-room:{self.base_url}", "", secret, self.ttl_s, int(time.time()))
 
@@ -176,13 +179,9 @@ class WsRoomTransport(Transport):
         base = f"ws-room:{self.base_url}/rooms/{island_id}"
         if self._secret is None:
             return dict.fromkeys(peer_ids, base)
-        now = int(time.time())
-        secret, ttl_s = self._secret, self.ttl_s
-        return {
-            p: f"{base}?access_token="
-            + ws_room_token(secret, address=p, room=island_id, ttl_s=ttl_s, now_s=now)
-            for p in peer_ids
-        }
+        # Every token in one C++ call (the key's HMAC set up once): the tokens of
+        # dclcomms.auth.ws_room_token (tests/test_policy.py compares them).
+        return _mint(self._spec(), island_id, peer_ids)
 
 
 class FixedTransport(Transport):

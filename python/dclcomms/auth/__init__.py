@@ -175,7 +175,9 @@ def ws_room_token(
     """The built-in rooms' access token (transports.md 1.3), the one builder of its claims.
 
     HS256 over ``sub`` (address), ``room``, ``iat`` = now and ``exp`` = now + ttl_s,
-    in that order; the island transport and the gatekeeper's scene rooms both mint it.
+    in that order; the gatekeeper's scene rooms mint it, and the island transport mints
+    an island's tokens, byte for byte these, in one C++ call
+    (``_core.mint_connection_strings``; tests/test_policy.py compares them).
     """
     now = time.time_ns() // 1_000_000_000 if now_s is None else now_s
     return jwt_encode({"sub": address, "room": room, "iat": now, "exp": now + ttl_s}, secret)

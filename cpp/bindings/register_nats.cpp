@@ -59,6 +59,19 @@ dn::Issuer::Kind issuer_kind(const std::string& kind) {
               "issuer kind must be fixed, p2p, ws-room or livekit, got '" + kind + "'");
 }
 
+// A built-in transport's issuer from the arguments Transport.native_issuer() gives.
+dn::Issuer make_issuer(const std::string& kind, std::string text, std::string api_key,
+                       std::string secret, int64_t ttl_s, int64_t now_s) {
+  dn::Issuer issuer;
+  issuer.kind = issuer_kind(kind);
+  issuer.text = std::move(text);
+  issuer.api_key = std::move(api_key);
+  issuer.secret = std::move(secret);
+  issuer.ttl_s = ttl_s;
+  issuer.now_s = now_s;
+  return issuer;
+}
+
 }  // namespace
 
 void register_nats(py::module_& m) {
@@ -96,13 +109,8 @@ void register_nats(py::module_& m) {
       [](const std::string& kind, std::string text, std::string api_key, std::string secret,
          int64_t ttl_s, int64_t now_s, const std::string& island_id,
          const std::vector<std::string>& peers) {
-        dn::Issuer issuer;
-        issuer.kind = issuer_kind(kind);
-        issuer.text = std::move(text);
-        issuer.api_key = std::move(api_key);
-        issuer.secret = std::move(secret);
-        issuer.ttl_s = ttl_s;
-        issuer.now_s = now_s;
+        const dn::Issuer issuer =
+            make_issuer(kind, std::move(text), std::move(api_key), std::move(secret), ttl_s, now_s);
         std::vector<std::string> out;
         {
           py::gil_scoped_release nogil;  // C++ copies only
@@ -182,13 +190,8 @@ void register_nats(py::module_& m) {
           [](dn::Tick& t, const std::string& island_id, bool switched, const std::string& kind,
              std::string text, std::string api_key, std::string secret, int64_t ttl_s,
              int64_t now_s) {
-            dn::Issuer issuer;
-            issuer.kind = issuer_kind(kind);
-            issuer.text = std::move(text);
-            issuer.api_key = std::move(api_key);
-            issuer.secret = std::move(secret);
-            issuer.ttl_s = ttl_s;
-            issuer.now_s = now_s;
+            const dn::Issuer issuer = make_issuer(kind, std::move(text), std::move(api_key),
+                                                  std::move(secret), ttl_s, now_s);
             py::gil_scoped_release nogil;  // minting: pure C++
             return t.issue(island_id, switched, issuer);
           },

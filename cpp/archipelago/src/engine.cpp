@@ -1085,16 +1085,7 @@ void Engine::visit_islands(const std::function<void(const IslandRef&)>& fn) cons
 
 std::vector<IslandInfo> Engine::islands() const {
   std::vector<IslandInfo> out;
-  visit_islands([&out](const IslandRef& r) {
-    IslandInfo info;
-    info.id = std::string(r.id);
-    info.peers.assign(r.peers.begin(), r.peers.end());
-    info.positions = r.positions;
-    std::copy(r.center, r.center + 3, info.center);
-    info.radius = r.radius;
-    info.max_peers = r.max_peers;
-    out.push_back(std::move(info));
-  });
+  visit_islands([&out](const IslandRef& r) { out.push_back(r.copy()); });
   return out;
 }
 

@@ -218,14 +218,7 @@ Tick::Tick(arch::Engine& engine, int64_t now_ms, int64_t timeout_ms,
     ids_.emplace_back(r.id);
     sizes_.push_back(static_cast<uint32_t>(r.peers.size()));
     if (seen.find(r.id) == seen.end()) return;
-    arch::IslandInfo info;
-    info.id = std::string(r.id);
-    info.peers.assign(r.peers.begin(), r.peers.end());
-    info.positions = r.positions;
-    std::copy(r.center, r.center + 3, info.center);
-    info.radius = r.radius;
-    info.max_peers = r.max_peers;
-    islands_.push_back(std::move(info));
+    islands_.push_back(r.copy());
   });
   index_.reserve(islands_.size());
   for (size_t i = 0; i < islands_.size(); ++i) index_.emplace(islands_[i].id, i);

@@ -43,6 +43,16 @@ IslandChangesItem changes(const std::string& island, const std::vector<std::stri
   return item;
 }
 
+// One island's lefts and joins of a tick.
+IslandMovesItem moves_on(const std::string& island, std::vector<std::string> joined,
+                         std::vector<std::string> left = {}) {
+  IslandMovesItem item;
+  item.island_id = island;
+  item.joined = std::move(joined);
+  item.left = std::move(left);
+  return item;
+}
+
 std::string changed_frame(const std::string& island, const std::string& to,
                           const std::vector<std::string>& members,
                           std::optional<std::string> from) {
@@ -97,11 +107,7 @@ TEST_F(Relay, MovesReachTheOtherMembersHereExceptThoseFreshOnTheIsland) {
   // and nobody hears of their own move.
   ep.relay(changes("I1", {alice.address(), bob.address(), carol.address()}, {carol.address()}));
   const size_t a0 = a->sent.size(), b0 = b->sent.size(), c0 = c->sent.size();
-  IslandMovesItem moves;
-  moves.island_id = "I1";
-  moves.left = {stranger};
-  moves.joined = {carol.address()};
-  ep.relay(moves);
+  ep.relay(moves_on("I1", {carol.address()}, {stranger}));
   const std::vector<std::string> expect{codec::encode_server_left_island("I1", stranger),
                                         codec::encode_server_join_island("I1", carol.address())};
   EXPECT_EQ(frames(a, a0), expect);  // lefts first, then joins
@@ -111,17 +117,11 @@ TEST_F(Relay, MovesReachTheOtherMembersHereExceptThoseFreshOnTheIsland) {
   EXPECT_EQ(ep.counter("connector", "relayed_left_island"), 2u);
   // After the tick end carol is no longer fresh: she hears of the next arrival.
   ep.relay(TickEndItem{});
-  IslandMovesItem next;
-  next.island_id = "I1";
-  next.joined = {stranger};
-  ep.relay(next);
+  ep.relay(moves_on("I1", {stranger}));
   EXPECT_EQ(c->sent.back().payload, codec::encode_server_join_island("I1", stranger));
   EXPECT_EQ(frames(a, a0).size(), 3u);
   // A move on an island nobody here is on sends nothing.
-  IslandMovesItem elsewhere;
-  elsewhere.island_id = "I9";
-  elsewhere.joined = {alice.address()};
-  ep.relay(elsewhere);
+  ep.relay(moves_on("I9", {alice.address()}));
   EXPECT_EQ(frames(a, a0).size(), 3u);
 }
 
@@ -136,10 +136,7 @@ TEST_F(Relay, ReplacedAndClosedSessionsAreForgotten) {
   EXPECT_TRUE(b->close_code.has_value());
   EXPECT_EQ(ep.hub().connector_island_of(bob.address()), "");
   const size_t b20 = b2->sent.size();
-  IslandMovesItem moves;
-  moves.island_id = "I1";
-  moves.joined = {stranger};
-  ep.relay(moves);
+  ep.relay(moves_on("I1", {stranger}));
   EXPECT_EQ(frames(b2, b20), std::vector<std::string>{});
   EXPECT_EQ(a->sent.back().payload, codec::encode_server_join_island("I1", stranger));
   ep.relay(changes("I1", {alice.address(), bob.address()}, {bob.address()}, "I1"));
@@ -149,10 +146,7 @@ TEST_F(Relay, ReplacedAndClosedSessionsAreForgotten) {
   ep.disconnect(a);
   ep.relay(TickEndItem{});
   const size_t a_before = a->sent.size(), b2_before = b2->sent.size();
-  IslandMovesItem left;
-  left.island_id = "I1";
-  left.left = {alice.address()};
-  ep.relay(left);
+  ep.relay(moves_on("I1", {}, {alice.address()}));
   EXPECT_EQ(a->sent.size(), a_before);
   EXPECT_EQ(frames(b2, b2_before),
             std::vector<std::string>{codec::encode_server_left_island("I1", alice.address())});
@@ -177,10 +171,7 @@ TEST_F(Relay, ASlowReceiverIsClosed4008AndTheOthersStillGetTheirs) {
   // The closed session left every island: a move on I2 reaches nobody but bob's
   // peers (none fresh after the tick end).
   ep.relay(TickEndItem{});
-  IslandMovesItem moves;
-  moves.island_id = "I2";
-  moves.joined = {stranger};
-  ep.relay(moves);
+  ep.relay(moves_on("I2", {stranger}));
   EXPECT_EQ(b->sent.back().payload, codec::encode_server_join_island("I2", stranger));
   EXPECT_EQ(ep.counter("connector", "relayed_join_island"), 1u);
 }
@@ -194,10 +185,7 @@ TEST_F(Relay, ASessionClosedByOneMoveGetsNoMoreOfTheSameMessage) {
   const size_t limit = ep.config().connector_max_queued_bytes;
   ep.send_connector(alice.address(), std::string(limit - 10, 'x'));
   const size_t a0 = a->sent.size(), b0 = b->sent.size();
-  IslandMovesItem moves;
-  moves.island_id = "I1";
-  moves.joined = {stranger, carol.address()};  // the first does not fit alice's queue
-  ep.relay(moves);
+  ep.relay(moves_on("I1", {stranger, carol.address()}));  // the first does not fit alice's queue
   EXPECT_EQ(a->close_code, std::optional<int>(4008));
   EXPECT_EQ(a->sent.size(), a0);
   EXPECT_EQ(frames(b, b0),

@@ -27,6 +27,7 @@
 // Ownership: the engine owns all peer and island state; every returned value
 // is a copy.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -101,6 +102,18 @@ struct IslandRef {
   double center[3];                            // (mean x, 0, mean z)
   double radius;                               // max X/Z distance from center
   uint32_t max_peers;
+
+  // An owning copy, valid after the callback.
+  IslandInfo copy() const {
+    IslandInfo info;
+    info.id = std::string(id);
+    info.peers.assign(peers.begin(), peers.end());
+    info.positions = positions;
+    std::copy(center, center + 3, info.center);
+    info.radius = radius;
+    info.max_peers = max_peers;
+    return info;
+  }
 };
 
 // Struct-of-arrays view of the whole engine, for notebooks.

@@ -27,23 +27,32 @@ using detail::Hdl;
 using detail::MessagePtr;
 using Message = websocketpp::config::asio::message_type;
 
-// A ready-to-write frame: the WebSocket header and the payload in one buffer,
-// built once. Server frames are never masked, so every receiver's write
-// points at the same bytes (a room broadcast encodes and allocates once).
+// A ready-to-write frame: the WebSocket header (at most 10 bytes, kept
+// inline) and the payload moved in as it was encoded (no copy of it into a
+// header + payload buffer; a write gathers the two). Server frames are never
+// masked, so every receiver's write points at the same bytes (a room
+// broadcast encodes and allocates once).
 class WireFrame final : public OutFrame {
  public:
-  WireFrame(std::string_view payload, uint8_t opcode) : payload_size_(payload.size()) {
-    std::string header = frame_header(opcode, payload.size());
-    bytes_.reserve(header.size() + payload.size());
-    bytes_ += header;
-    bytes_ += payload;
+  WireFrame(std::string payload, uint8_t opcode)
+      : header_(frame_header(opcode, payload.size())), payload_(std::move(payload)) {}
+  size_t size() const noexcept override { return payload_.size(); }
+  std::string_view header() const noexcept { return header_; }
+  std::string_view payload() const noexcept { return payload_; }
+  size_t wire_size() const noexcept { return header_.size() + payload_.size(); }
+  // Appends the frame's bytes from offset skip (< wire_size()) to out.
+  void append_wire(std::string& out, size_t skip) const {
+    if (skip < header_.size()) {
+      out.append(header_, skip, std::string::npos);
+      out += payload_;
+    } else {
+      out.append(payload_, skip - header_.size(), std::string::npos);
+    }
   }
-  size_t size() const noexcept override { return payload_size_; }
-  std::string_view wire() const noexcept { return bytes_; }
 
  private:
-  std::string bytes_;  // header + payload
-  size_t payload_size_;
+  std::string header_;  // short: in the string object itself, no allocation
+  std::string payload_;
 };
 
 constexpr uint8_t kPing = 0x9, kPong = 0xA;
@@ -173,20 +182,24 @@ class WsppLink final : public Link {
 
  private:
   void write_direct() {
-    constexpr size_t kIov = 128;
+    constexpr size_t kIov = 128;  // two per frame: header, payload
     iovec iov[kIov];
     size_t i = 0;  // the first frame not yet written
     while (i < cork_.size()) {
-      size_t n = 0, bytes = 0;
-      for (; n < kIov && i + n < cork_.size(); ++n) {
-        std::string_view w = cork_[i + n]->wire();
-        iov[n].iov_base = const_cast<char*>(w.data());
-        iov[n].iov_len = w.size();
-        bytes += w.size();
+      size_t n = 0, k = 0, bytes = 0;
+      for (; k + 2 <= kIov && i + n < cork_.size(); ++n) {
+        const WireFrame& w = *cork_[i + n];
+        for (std::string_view part : {w.header(), w.payload()}) {
+          if (part.empty()) continue;
+          iov[k].iov_base = const_cast<char*>(part.data());
+          iov[k].iov_len = part.size();
+          ++k;
+        }
+        bytes += w.wire_size();
       }
       msghdr mh{};
       mh.msg_iov = iov;
-      mh.msg_iovlen = n;
+      mh.msg_iovlen = k;
       ssize_t r = ::sendmsg(fd_, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
       ++shard_.socket_writes;
       if (r < 0) {
@@ -197,8 +210,8 @@ class WsppLink final : public Link {
       }
       size_t written = static_cast<size_t>(r);
       if (written < bytes) {
-        while (written >= cork_[i]->wire().size()) {
-          written -= cork_[i]->wire().size();
+        while (written >= cork_[i]->wire_size()) {
+          written -= cork_[i]->wire_size();
           ++i;
         }
         hand_over(i, written);
@@ -213,11 +226,9 @@ class WsppLink final : public Link {
   void hand_over(size_t from, size_t skip) {
     std::string bytes;
     size_t total = 0;
-    for (size_t j = from; j < cork_.size(); ++j) total += cork_[j]->wire().size();
+    for (size_t j = from; j < cork_.size(); ++j) total += cork_[j]->wire_size();
     bytes.reserve(total - skip);
-    for (size_t j = from; j < cork_.size(); ++j) {
-      bytes += cork_[j]->wire().substr(j == from ? skip : 0);
-    }
+    for (size_t j = from; j < cork_.size(); ++j) cork_[j]->append_wire(bytes, j == from ? skip : 0);
     auto m = std::make_shared<TrackedMessage>(handed_, std::move(bytes));
     ++shard_.handed_over;
     websocketpp::lib::error_code ec = con_->send(MessagePtr(m, &m->msg));
@@ -799,7 +810,7 @@ int64_t Server::Impl::steady_ms() {
 }
 
 FramePtr Server::Impl::frame(std::string payload, FrameType type) {
-  return std::make_shared<const WireFrame>(payload, static_cast<uint8_t>(type));
+  return std::make_shared<const WireFrame>(std::move(payload), static_cast<uint8_t>(type));
 }
 
 void Server::Impl::verify(Shard& shard, std::string chain_json, std::string challenge,

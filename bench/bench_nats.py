@@ -842,6 +842,7 @@ async def deliver_round(
                 raise TimeoutError(f"{core.metrics.heartbeats.get()} of {n} heartbeats")
             await asyncio.sleep(0.0005)
         relay = conn_bus.c_client.stats() if conn_bus.c_client is not None else {}
+        split0 = server.stats()["server"]["flushes_split"]
         cpu0, nats_cpu0 = time.process_time(), _cpu_of(nats_pid)
         t0 = time.monotonic_ns()
         report = core.tick()
@@ -850,6 +851,7 @@ async def deliver_round(
         cpu, nats_cpu = time.process_time() - cpu0, _cpu_of(nats_pid) - nats_cpu0
         relay_after = conn_bus.c_client.stats() if conn_bus.c_client is not None else {}
         drained = server.relay_stats()["last_drain_ns"]
+        split = server.stats()["server"]["flushes_split"] - split0
     finally:
         p.wait(30)
     core.close()
@@ -867,6 +869,8 @@ async def deliver_round(
         "join_island": res["join_island"],
         "left_island": res["left_island"],
         "timed_out": res["timed_out"],
+        # flushes written by two threads (the server's big-flush split)
+        "flushes_split": split,
         "received_mib": res["bytes"] / 2**20,
         # CPU from the tick start to the load client's report: this process (core,
         # connector, server threads), the load client (from its ready line), nats-server

@@ -110,3 +110,24 @@ def test_bench_nats_deliver_smoke() -> None:
     c = data["native_c"]["rounds"][0]
     assert c["relay_last_receive_ms"] is not None and c["server_handed_ms"] is not None
     assert data["native_python"]["rounds"][0]["server_handed_ms"] is None
+
+
+def test_bench_nats_deliver_big_flush_written_by_two_threads() -> None:
+    """--deliver with 2,000 sessions: the server writes the tick's big flush from two threads
+    (flushes_split) and every session still gets its island_changed exactly once, whole (the
+    load client parses each frame)."""
+    out = subprocess.run(
+        [
+            *(sys.executable, str(BENCH), "--deliver", "--peers", "2000", "--repeats", "1"),
+            *("--subjects", "native", "--relay", "c"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
+    (r,) = json.loads(out.stdout)["native_c"]["rounds"]
+    assert r["flushes_split"] >= 1
+    assert r["island_changed_published"] == 2000
+    assert r["island_changed_received"] == 2000 and r["sessions_with_island"] == 2000
+    assert not r["timed_out"]

@@ -170,7 +170,7 @@ class WsppLink final : public Link {
   // Writes the cork (the caller took this link off the dirty list). Once the
   // connection is closing the cork is dropped, as websocketpp's send would.
   void flush() {
-    shard_.frames_flushed += cork_.size();
+    shard_.frames_flushed.fetch_add(cork_.size(), std::memory_order_relaxed);
     if (handed_->messages.load(std::memory_order_acquire) == 0) {
       if (con_->get_state() == websocketpp::session::state::open) write_direct();
     } else {
@@ -201,7 +201,7 @@ class WsppLink final : public Link {
       mh.msg_iov = iov;
       mh.msg_iovlen = k;
       ssize_t r = ::sendmsg(fd_, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-      ++shard_.socket_writes;
+      shard_.socket_writes.fetch_add(1, std::memory_order_relaxed);
       if (r < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) hand_over(i, 0);
@@ -230,7 +230,7 @@ class WsppLink final : public Link {
     bytes.reserve(total - skip);
     for (size_t j = from; j < cork_.size(); ++j) cork_[j]->append_wire(bytes, j == from ? skip : 0);
     auto m = std::make_shared<TrackedMessage>(handed_, std::move(bytes));
-    ++shard_.handed_over;
+    shard_.handed_over.fetch_add(1, std::memory_order_relaxed);
     websocketpp::lib::error_code ec = con_->send(MessagePtr(m, &m->msg));
     (void)ec;  // invalid_state: the socket is closing; the message is dropped
   }
@@ -298,12 +298,53 @@ void Server::Impl::undirty(Shard& shard, WsppLink* link) {
   if (it != shard.dirty.end()) shard.dirty.erase(it);
 }
 
+namespace {
+// A flush of at least kSplitFlush links (a tick's island_changed to every
+// connector session: 10,000 sockets, one sendmsg each, nearly all of it the
+// kernel's loopback/TCP path) is written by two threads: the I/O thread and
+// flush_pool_'s, taking kFlushChunk links at a time from a shared index. The
+// I/O thread keeps the shard's lock and returns only when every link is
+// written, so nothing else of the shard runs meanwhile; each link is written
+// by one thread, its frames in order, so every connection's bytes are what
+// one writer would send. If the helper never starts (stopping, or busy), the
+// I/O thread writes everything itself; a helper that starts late finds the
+// index past the end and touches nothing.
+constexpr size_t kSplitFlush = 512;
+constexpr size_t kFlushChunk = 32;
+struct SplitFlush {
+  explicit SplitFlush(std::vector<WsppLink*> l) : links(std::move(l)) {}
+  std::vector<WsppLink*> links;
+  std::atomic<size_t> next{0}, done{0};
+  void work() {
+    const size_t n = links.size();
+    for (;;) {
+      size_t i = next.fetch_add(kFlushChunk, std::memory_order_relaxed);
+      if (i >= n) return;
+      size_t end = std::min(n, i + kFlushChunk);
+      for (size_t j = i; j < end; ++j) links[j]->flush();
+      done.fetch_add(end - i, std::memory_order_release);
+    }
+  }
+};
+}  // namespace
+
 void Server::Impl::flush_dirty(Shard& shard) {
   // A flush queues nothing new (websocketpp reports nothing back from inside
   // send()), so one pass empties the list.
   std::vector<WsppLink*> links;
   links.swap(shard.dirty);
-  for (WsppLink* l : links) l->flush();
+  if (flush_pool_ && links.size() >= kSplitFlush) {
+    ++shard.flushes_split;
+    auto split = std::make_shared<SplitFlush>(std::move(links));
+    flush_pool_->submit([split] { split->work(); });
+    split->work();
+    while (split->done.load(std::memory_order_acquire) < split->links.size()) {
+      std::this_thread::yield();  // the helper's last chunk
+    }
+    links.swap(split->links);  // no one reads it any more: keep the capacity
+  } else {
+    for (WsppLink* l : links) l->flush();
+  }
   links.clear();
   shard.held.clear();                                // every cork is empty now
   if (shard.dirty.empty()) shard.dirty.swap(links);  // keep the capacity
@@ -432,7 +473,7 @@ bool Server::Impl::room_member_elsewhere(Shard& shard, const std::string& addres
 
 Stats Server::Impl::stats() const {
   Stats st;
-  uint64_t writes = 0, handed = 0, frames = 0, deferred = 0;
+  uint64_t writes = 0, handed = 0, frames = 0, deferred = 0, split = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     st = hub_.stats();
@@ -443,6 +484,7 @@ Stats Server::Impl::stats() const {
     handed += sh->handed_over;
     frames += sh->frames_flushed;
     deferred += sh->flushes_deferred;
+    split += sh->flushes_split;
   }
   auto add = [](auto& into, const auto& from) {
     for (size_t i = 0; i < into.size() && i < from.size(); ++i) into[i].second += from[i].second;
@@ -470,6 +512,7 @@ Stats Server::Impl::stats() const {
   st.server.emplace_back("writes_handed_over", handed);
   st.server.emplace_back("frames_flushed", frames);
   st.server.emplace_back("flushes_deferred", deferred);
+  st.server.emplace_back("flushes_split", split);
   return st;
 }
 
@@ -545,6 +588,7 @@ uint16_t Server::Impl::start() {
   port_ = ep_.get_local_endpoint(aec).port();
   accept_next();
   pool_ = std::make_unique<WorkerPool>(cfg_.auth_threads);
+  if (std::thread::hardware_concurrency() > 1) flush_pool_ = std::make_unique<WorkerPool>(1);
   if (cfg_.idle_timeout_ms > 0) {
     idle_timer_ = std::make_unique<asio::steady_timer>(ep_.get_io_service());
     schedule_idle_sweep();
@@ -633,6 +677,7 @@ void Server::Impl::stop() {
     if (t.joinable()) t.join();
   }
   io_.clear();
+  if (flush_pool_) flush_pool_->stop();
 }
 
 void Server::Impl::run_io(detail::Endpoint& ep) {

@@ -212,8 +212,10 @@ class Server::Impl final {
     int deferrals = 0;
     int64_t flush_posted_us = 0;
     // Counters (Stats.server): sendmsg calls, writes handed to websocketpp's
-    // queue (full socket buffer), frames written, flushes deferred.
-    uint64_t socket_writes = 0, handed_over = 0, frames_flushed = 0, flushes_deferred = 0;
+    // queue (full socket buffer), frames written, flushes deferred. The first
+    // three are atomic: a big flush writes from two threads (flush_dirty).
+    std::atomic<uint64_t> socket_writes{0}, handed_over{0}, frames_flushed{0};
+    uint64_t flushes_deferred = 0, flushes_split = 0;  // split: written by two threads
     Hub hub;
   };
   std::vector<std::unique_ptr<Shard>> make_shards();
@@ -307,6 +309,9 @@ class Server::Impl final {
   detail::Endpoint ep_;
   std::vector<std::thread> io_;
   std::unique_ptr<WorkerPool> pool_;
+  // A second writer for big flushes (flush_dirty): one thread, started when
+  // the machine has more than one CPU.
+  std::unique_ptr<WorkerPool> flush_pool_;
   std::unique_ptr<asio::steady_timer> idle_timer_;
   std::atomic<bool> started_{false};
   std::atomic<bool> stopped_{false};

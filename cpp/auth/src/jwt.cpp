@@ -182,7 +182,7 @@ Hs256Signer::Hs256Signer(std::string_view secret) : impl_(std::make_unique<Impl>
   unsigned int key_len = 0;
   if (secret.size() > kBlock) {
     if (EVP_Digest(secret.data(), secret.size(), key, &key_len, EVP_sha256(), nullptr) != 1) {
-      token_error("hmac_failed", "HMAC-SHA256 key setup failed");
+      throw std::runtime_error("HMAC-SHA256 key setup failed");
     }
   } else {
     std::copy(secret.begin(), secret.end(), key);
@@ -200,7 +200,7 @@ Hs256Signer::Hs256Signer(std::string_view secret) : impl_(std::make_unique<Impl>
       EVP_DigestUpdate(m.inner, ipad, kBlock) != 1 ||
       EVP_DigestInit_ex(m.outer, EVP_sha256(), nullptr) != 1 ||
       EVP_DigestUpdate(m.outer, opad, kBlock) != 1) {
-    token_error("hmac_failed", "HMAC-SHA256 key setup failed");
+    throw std::runtime_error("HMAC-SHA256 key setup failed");
   }
   m.header_b64 = detail::base64url_encode(R"({"alg":"HS256","typ":"JWT"})");
 }
@@ -215,7 +215,7 @@ std::string Hs256Signer::mac(std::string_view data) {
       EVP_DigestUpdate(m.work, data.data(), data.size()) != 1 ||
       EVP_DigestFinal_ex(m.work, digest, &n) != 1 || EVP_MD_CTX_copy_ex(m.work, m.outer) != 1 ||
       EVP_DigestUpdate(m.work, digest, n) != 1 || EVP_DigestFinal_ex(m.work, digest, &n) != 1) {
-    token_error("hmac_failed", "HMAC-SHA256 failed");
+    throw std::runtime_error("HMAC-SHA256 failed");
   }
   return std::string(reinterpret_cast<const char*>(digest), n);
 }

@@ -242,7 +242,13 @@ def test_a_session_moved_to_another_connector_keeps_its_islands_apart(
             core.publish_island_changed([(a1.address, IslandChanged("I1", "ca2", "I1", m))])
             want = changed("I1", "ca2", None, m)
             assert await frames_until(again, want) == [want]
-            assert s2.server.stats()["connector"]["relayed_not_connected"] == 2
+            # connector 2 drops the same two messages (nobody there) on its own thread
+
+            def dropped_on_s2() -> int:
+                return int(s2.server.stats()["connector"]["relayed_not_connected"])
+
+            await eventually(lambda: dropped_on_s2() >= 2)
+            assert dropped_on_s2() == 2
             await asyncio.gather(a1.close(), again.close(), b2.close())
 
     run(body)

@@ -72,6 +72,19 @@ class Relay : public ::testing::Test {
   FakeEndpoint ep{relay_config()};
   Wallet alice{1}, bob{2}, carol{3};
   const std::string stranger = "0x" + std::string(40, 'e');
+
+  // alice and bob on I1, past a tick end; alice stops reading with `room`
+  // bytes left in her connector queue.
+  std::pair<Conn, Conn> on_i1_alice_stalled(size_t room) {
+    Conn a = join_connector(ep, alice);
+    Conn b = join_connector(ep, bob);
+    ep.relay(changes("I1", {alice.address(), bob.address()}, {alice.address(), bob.address()}));
+    ep.relay(TickEndItem{});
+    a->reading = false;
+    ep.send_connector(alice.address(),
+                      std::string(ep.config().connector_max_queued_bytes - room, 'x'));
+    return {a, b};
+  }
 };
 
 TEST_F(Relay, IslandChangedReachesConnectedRecipientsFromOnlyOnceTheyHadAnIsland) {
@@ -154,13 +167,7 @@ TEST_F(Relay, ReplacedAndClosedSessionsAreForgotten) {
 }
 
 TEST_F(Relay, ASlowReceiverIsClosed4008AndTheOthersStillGetTheirs) {
-  Conn a = join_connector(ep, alice);
-  Conn b = join_connector(ep, bob);
-  ep.relay(changes("I1", {alice.address(), bob.address()}, {alice.address(), bob.address()}));
-  ep.relay(TickEndItem{});
-  a->reading = false;
-  const size_t limit = ep.config().connector_max_queued_bytes;
-  ep.send_connector(alice.address(), std::string(limit - 4, 'x'));
+  auto [a, b] = on_i1_alice_stalled(4);
   // A big member map: alice's frame does not fit, bob's does.
   std::vector<std::string> many{alice.address(), bob.address()};
   for (int i = 0; i < 40; ++i) many.push_back("0x" + std::string(38, 'a') + std::to_string(10 + i));
@@ -177,13 +184,7 @@ TEST_F(Relay, ASlowReceiverIsClosed4008AndTheOthersStillGetTheirs) {
 }
 
 TEST_F(Relay, ASessionClosedByOneMoveGetsNoMoreOfTheSameMessage) {
-  Conn a = join_connector(ep, alice);
-  Conn b = join_connector(ep, bob);
-  ep.relay(changes("I1", {alice.address(), bob.address()}, {alice.address(), bob.address()}));
-  ep.relay(TickEndItem{});
-  a->reading = false;
-  const size_t limit = ep.config().connector_max_queued_bytes;
-  ep.send_connector(alice.address(), std::string(limit - 10, 'x'));
+  auto [a, b] = on_i1_alice_stalled(10);
   const size_t a0 = a->sent.size(), b0 = b->sent.size();
   ep.relay(moves_on("I1", {stranger, carol.address()}));  // the first does not fit alice's queue
   EXPECT_EQ(a->close_code, std::optional<int>(4008));

@@ -237,3 +237,49 @@ def test_encode_rejections() -> None:
     header = {"alg": "HS256", "kid": "k1"}
     token = jwt_encode({"a": datetime.date(2020, 1, 1).isoformat()}, "s", header=header)
     assert json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "==")) == header
+
+
+def _signed(header: bytes, claims: bytes, secret: bytes) -> str:
+    """header.claims (any bytes) signed with HS256 under secret."""
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    signing_input = f"{b64(header)}.{b64(claims)}"
+    return (
+        f"{signing_input}.{b64(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())}"
+    )
+
+
+def test_nul_bytes_are_rejected_never_truncated() -> None:
+    """A NUL byte ended the JSON parser's input: correctly signed claims ``{...}\\0junk``
+    were accepted as their prefix. JSON text never holds a raw NUL; such a token is malformed
+    (its header: bad_header), wherever the NUL is. The token and the secret reach the core
+    with their length (no C string on the way)."""
+    header = b'{"alg":"HS256","typ":"JWT"}'
+    assert jwt_decode(_signed(header, b'{"exp":200}', b"s"), "s", now_s=0) == {"exp": 200}
+    for claims in (
+        b'{"exp":200}\0',
+        b'{"exp":200}\0{"exp":999999,"admin":true}',
+        b'\0{"exp":200}',
+        b'{"exp":200,"sub":"a\0b"}',
+    ):
+        assert _code(_signed(header, claims, b"s"), "s", now_s=0) == "malformed", claims
+    for bad_header in (header + b"\0", header + b'\0{"alg":"none"}', b"\0" + header):
+        token = _signed(bad_header, b'{"exp":200}', b"s")
+        assert _code(token, "s", now_s=0) == "bad_header", bad_header
+    good = _signed(header, b'{"exp":200}', b"s")
+    for at in (0, good.index("."), good.rindex(".") + 1, len(good)):
+        assert _code(good[:at] + "\0" + good[at:], "s", now_s=0) == "malformed", at
+    # an escaped NUL in a JSON string is valid JSON: kept as is
+    claims = jwt_decode(_signed(header, b'{"sub":"a\\u0000b"}', b"s"), "s", now_s=0)
+    assert claims == {"sub": "a\0b"}
+    # a secret with a NUL is used whole: what "s" signed does not verify under "s\0x"
+    assert _code(good, b"s\0x", now_s=0) == "bad_signature"
+    assert _code(good, "s\0x", now_s=0) == "bad_signature"
+    other = _signed(header, b'{"exp":200}', b"s\0x")
+    assert jwt_decode(other, b"s\0x", now_s=0) == {"exp": 200}
+    assert _code(other, b"s", now_s=0) == "bad_signature"
+    # jwt_encode takes the secret whole too
+    assert jwt_encode({"exp": 200}, b"s\0x") != jwt_encode({"exp": 200}, b"s")
+    assert jwt_decode(jwt_encode({"exp": 200}, b"s\0x"), b"s\0x", now_s=0) == {"exp": 200}

@@ -8,9 +8,14 @@ then checks the server still serves a fresh client.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
+import hashlib
+import hmac
+import json
 import random
 import time
+import urllib.parse
 from typing import Any
 
 import aiohttp
@@ -272,6 +277,44 @@ async def test_token_required(rng: random.Random) -> None:
         async with aiohttp.ClientSession() as s:
             q = f"?access_token={token(me.lower, 'r')}"
             ws, _ = await room_handshake(s, server.port, "r", me, query=q)
+            await ws.close()
+
+
+def signed_bytes(claims: bytes, secret: str = SECRET) -> str:
+    """An HS256 token over exactly these claim bytes (valid JSON or not)."""
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    header = b'{"alg":"HS256","typ":"JWT"}'
+    signing_input = f"{b64(header)}.{b64(claims)}"
+    mac = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(mac)}"
+
+
+@run_async
+async def test_token_with_a_nul_byte_is_rejected_not_truncated(rng: random.Random) -> None:
+    """Claims signed with the room secret but followed by a NUL and more bytes were read up
+    to the NUL and the join accepted; a NUL anywhere in the token text (``%00``) too must
+    never be cut off. Both: 4010 ``malformed``; the exact bytes without the NUL still join."""
+    with serving(ws_room_secret=SECRET, ws_room_require_token=True) as server:
+        me = Identity.random(rng)
+        claims = json.dumps(
+            {"sub": me.lower, "room": "r", "exp": int(time.time()) + 300}, separators=(",", ":")
+        ).encode()
+        good = signed_bytes(claims)
+        for tok in (
+            signed_bytes(claims + b"\0"),
+            signed_bytes(claims + b'\0{"room":"other"}'),
+            urllib.parse.quote(good + "\0", safe=".-_"),
+            urllib.parse.quote(good + "\0" + good, safe=".-_"),
+        ):
+            path = f"/rooms/r?access_token={tok}"
+            code, reason, _ = await rejected(server.port, path, [ws_identification(me.address)])
+            assert (code, reason) == (4010, "invalid access token: malformed"), tok
+        assert server.stats()["rooms"]["token_rejected"] == 4
+        async with aiohttp.ClientSession() as s:
+            ws, _ = await room_handshake(s, server.port, "r", me, query=f"?access_token={good}")
             await ws.close()
 
 

@@ -132,6 +132,17 @@ std::string dump(const nlohmann::ordered_json& j, const char* what) {
   }
 }
 
+// The JSON value of a decoded token part, discarded when it is not one JSON
+// text. nlohmann's reader ends its input at a NUL byte, so "{...}\0anything"
+// would parse as its prefix; JSON text never holds a raw NUL (inside strings
+// it is escaped as \u0000), so a part with one is rejected whole.
+nlohmann::ordered_json parse_part(const std::string& text) {
+  if (text.find('\0') != std::string::npos) {
+    return nlohmann::ordered_json(nlohmann::ordered_json::value_t::discarded);
+  }
+  return nlohmann::ordered_json::parse(text, nullptr, false);
+}
+
 // A NumericDate claim (RFC 7519: seconds, possibly fractional).
 std::optional<double> numeric_date(const nlohmann::ordered_json& claims, const char* name) {
   const auto it = claims.find(name);
@@ -247,7 +258,7 @@ nlohmann::ordered_json jwt_decode(std::string_view token, std::string_view secre
       !detail::base64url_decode(sig_b64, sig)) {
     token_error("malformed", "a JWT part is not canonical unpadded base64url");
   }
-  const auto header = nlohmann::ordered_json::parse(header_text, nullptr, false);
+  const auto header = parse_part(header_text);
   if (header.is_discarded() || !header.is_object()) {
     token_error("bad_header", "the JWT header is not a JSON object");
   }
@@ -272,7 +283,7 @@ nlohmann::ordered_json jwt_decode(std::string_view token, std::string_view secre
     token_error("bad_signature", "JWT signature does not match");
   }
 
-  auto claims = nlohmann::ordered_json::parse(claims_text, nullptr, false);
+  auto claims = parse_part(claims_text);
   if (claims.is_discarded() || !claims.is_object()) {
     token_error("malformed", "the JWT claims are not a JSON object");
   }

@@ -196,4 +196,54 @@ TEST(Jwt, SignerWritesJwtEncodesTokens) {
   }
 }
 
+// The base64url text of data (the middle part of a token signed over it).
+std::string b64url(const std::string& data) {
+  const std::string t = Hs256Signer("").token(data);
+  const size_t a = t.find('.') + 1;
+  return t.substr(a, t.rfind('.') - a);
+}
+
+// header.claims signed under secret: any bytes in either part.
+std::string signed_token(const std::string& header, const std::string& claims,
+                         const std::string& secret) {
+  const std::string input = b64url(header) + "." + b64url(claims);
+  return input + "." + b64url(Hs256Signer(secret).mac(input));
+}
+
+TEST(Jwt, NulBytesAreRejectedNeverTruncated) {
+  using namespace std::string_literals;
+  const std::string header = R"({"alg":"HS256","typ":"JWT"})";
+  const JwtCheck at150{150, 0, std::nullopt, false};
+  // The reference: these bytes, signed, are accepted.
+  EXPECT_EQ(code_of(signed_token(header, R"({"exp":200})", "s"), "s", at150), "accepted");
+  // Signed claims with a NUL after the object: JSON text never holds a raw NUL,
+  // and the parser must not stop there and accept the prefix.
+  for (const std::string& claims :
+       {"{\"exp\":200}\0"s, "{\"exp\":200}\0{\"exp\":999999}"s, "{\"exp\":200}\0garbage"s,
+        "\0{\"exp\":200}"s, "{\"exp\":200,\"sub\":\"a\0b\"}"s, "{\"exp\":200\0}"s}) {
+    EXPECT_EQ(code_of(signed_token(header, claims, "s"), "s", at150), "malformed") << claims.size();
+  }
+  // The same in the header (checked before the signature).
+  for (const std::string& h : {header + "\0"s, header + "\0{\"alg\":\"none\"}"s,
+                               "{\"alg\":\"HS256\",\"typ\":\"JWT\0\"}"s, "\0"s + header}) {
+    EXPECT_EQ(code_of(signed_token(h, R"({"exp":200})", "s"), "s", at150), "bad_header")
+        << h.size();
+  }
+  // A NUL in the token text itself (e.g. a percent-decoded %00), anywhere.
+  const std::string good = signed_token(header, R"({"exp":200})", "s");
+  for (size_t at : {size_t{0}, good.find('.'), good.find('.') + 1, good.rfind('.'), good.size()}) {
+    std::string t = good;
+    t.insert(at, 1, '\0');
+    EXPECT_EQ(code_of(t, "s", at150), "malformed") << at;
+  }
+  // An escaped \u0000 inside a JSON string is valid JSON: kept, byte for byte.
+  const ojson claims =
+      jwt_decode(signed_token(header, R"({"exp":200,"sub":"a\u0000b"})", "s"), "s", at150);
+  EXPECT_EQ(claims.at("sub").get<std::string>(), "a\0b"s);
+  // A key with a NUL is a different key: "s\0x" never verifies what "s" signed.
+  EXPECT_EQ(code_of(good, "s\0x"s, at150), "bad_signature");
+  EXPECT_EQ(code_of(signed_token(header, R"({"exp":200})", "s\0x"s), "s\0x"s, at150), "accepted");
+  EXPECT_EQ(code_of(signed_token(header, R"({"exp":200})", "s\0x"s), "s", at150), "bad_signature");
+}
+
 }  // namespace

@@ -358,6 +358,9 @@ def test_operations_doc_lists_every_alias() -> None:
         ({"realm_name": 3}, "realm_name", "expected a string"),
         ({"rooms_max_users": 0}, "rooms_max_users", "must be >= 1"),
         ({"port": 70000}, "port", "must be <= 65535"),
+        ({"http_keep_alive_ms": -1}, "http_keep_alive_ms", "must be >= 0"),
+        ({"http_keep_alive_ms": 3_600_001}, "http_keep_alive_ms", "must be <= 3600000"),
+        ({"http_keep_alive_ms": 2.5}, "http_keep_alive_ms", "expected an integer"),
         ({"log_format": "xml"}, "log_format", "one of json, text"),
         ({"id_prefix": "a.b"}, "id_prefix", "without '.'"),
         ({"policy": "x"}, "policy", "package.module:Class"),
@@ -437,6 +440,7 @@ def _all_set() -> RealmConfig:
         ws_room_require_token=True,
         bus=False,
         bus_max_frames_per_s=9,
+        http_keep_alive_ms=1234,
         commit_hash="abc",
     )
 
@@ -458,6 +462,7 @@ def test_server_config_of_each_role() -> None:
         heartbeat_max_per_s=4,
         connector_max_queued_bytes=4096,
         bus_max_frames_per_s=9,
+        http_keep_alive_ms=1234,
         commit_hash="abc",
     )
     assert c.server_config() == ServerConfig(

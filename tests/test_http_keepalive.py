@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import random
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ from contextlib import contextmanager
 import aiohttp
 
 from dclcomms.ws import HttpRequest, Server, ServerConfig, metrics_text
+from tests.helpers.common import stop_process
 from tests.helpers.ws_wire import Identity, connector_handshake, run_async
 from tests.helpers.ws_wire import serving as ws_serving
 
@@ -249,3 +253,66 @@ async def test_a_pooling_client_then_a_connector_session(rng: random.Random) -> 
             assert welcome["peer_id"] == me.lower
             await ws.close()
         await asyncio.sleep(0)
+
+
+@contextmanager
+def realm(*args: str, env: dict[str, str] | None = None) -> Iterator[int]:
+    """``dclcomms realm`` on a free port with these flags / extra environment; yields its
+    port."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "dclcomms", "realm", "--host", "127.0.0.1", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=dict(os.environ, LOG_LEVEL="WARNING", **(env or {})),
+    )
+    try:
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        assert line.startswith("dclcomms realm listening on "), line
+        yield int(line.split()[-1].rsplit(":", 1)[1])
+    finally:
+        stop_process(p)
+
+
+def test_the_realm_setting_reaches_the_server() -> None:
+    """``http_keep_alive_ms`` is a realm setting (flag, environment, TOML) like the
+    server's other limits: 0 closes after every answer, a value keeps an idle connection
+    that long; an invalid value stops the realm with a ConfigError naming it (exit 2)."""
+
+    def get(port: int) -> tuple[socket.socket, dict[str, str]]:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(request("GET", "/health/live"))
+        status, headers, _ = read_answer(s)
+        assert status == 200
+        return s, headers
+
+    with realm("--http-keep-alive-ms", "0") as port:
+        s, headers = get(port)
+        assert headers["connection"] == "close"
+        assert closed_by_server(s, within=3)
+        s.close()
+    with realm(env={"HTTP_KEEP_ALIVE_MS": "400"}) as port:
+        s, headers = get(port)
+        assert headers.get("connection", "") != "close"
+        s.sendall(request("GET", "/status"))  # the realm's own route, same connection
+        status, headers, _ = read_answer(s)
+        assert status == 200 and headers.get("connection", "") != "close"
+        t0 = time.monotonic()
+        assert closed_by_server(s, within=5)
+        assert 0.2 < time.monotonic() - t0 < 4
+        s.close()
+    for args, env in (
+        (["--http-keep-alive-ms", "-1"], {}),
+        (["--http-keep-alive-ms", "3600001"], {}),
+        ([], {"HTTP_KEEP_ALIVE_MS": "5s"}),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "dclcomms", "realm", "--port", "0", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ, **env),
+        )
+        assert out.returncode == 2, (args, env, out.stderr)
+        assert "http_keep_alive_ms" in out.stderr and "[bad_value]" in out.stderr, out.stderr

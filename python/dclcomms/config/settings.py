@@ -365,6 +365,17 @@ SETTINGS: tuple[Setting, ...] = (
         "largest HTTP request body (Content-Length); larger is answered 413 unread",
         minimum=0,
     ),
+    Setting(
+        "http_keep_alive_ms",
+        int,
+        5000,
+        "HTTP_KEEP_ALIVE_MS",
+        "ms a plain HTTP/1.1 connection is kept open after an answer for its next request "
+        "(keep-alive; idle ones are the first evicted at a connection limit); 0 = every "
+        "answer closes its connection",
+        minimum=0,
+        maximum=3_600_000,
+    ),
     # --- transports and policy ----------------------------------------------
     Setting(
         "livekit_host",
@@ -816,6 +827,7 @@ class RealmConfig:
     unauthenticated_evict_min_age_ms: int = 2000
     unauthenticated_timeout_ms: int = 15000
     http_max_body_bytes: int = 64 * 1024
+    http_keep_alive_ms: int = 5000
     livekit_host: str = ""
     livekit_api_key: str = ""
     livekit_api_secret: str = ""
@@ -1027,10 +1039,13 @@ def _validate(s: Setting, value: Any, where: str) -> Any:
             raise bad("expected a finite number")
     elif not isinstance(value, str):
         raise bad("expected a string")
+    def bound(x: float) -> str:  # 3600000, not 3.6e+06
+        return str(int(x)) if s.kind is int else f"{x:g}"
+
     if s.minimum is not None and value < s.minimum:
-        raise bad(f"must be >= {s.minimum:g}")
+        raise bad(f"must be >= {bound(s.minimum)}")
     if s.maximum is not None and value > s.maximum:
-        raise bad(f"must be <= {s.maximum:g}")
+        raise bad(f"must be <= {bound(s.maximum)}")
     if s.choices is not None and value not in s.choices:
         raise bad(f"must be one of {', '.join(s.choices)}")
     if s.check is not None and (why := s.check(value)) is not None:

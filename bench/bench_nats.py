@@ -105,14 +105,36 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_nats() -> tuple[subprocess.Popen[bytes], str]:
+# --nats-conf: a configuration file for the private nats-server (its settings, e.g.
+# no_sublist_cache; the address and ports stay on the command line); --nats-gogc: the
+# server's GOGC (Go's garbage-collector target; unset = Go's default, 100)
+NATS_CONF: dict[str, str | None] = {"path": None, "gogc": None}
+MONITOR: dict[int, str] = {}  # nats-server pid -> its monitoring URL
+
+
+def subsz(pid: int) -> dict[str, Any]:
+    """nats-server's /subsz: subscriptions and its subject-match counters (num_matches:
+    full matches, i.e. messages its connection's own small cache missed; cache_hit_rate:
+    of those, found in the account's subject cache)."""
+    with urllib.request.urlopen(f"{MONITOR[pid]}/subsz", timeout=5) as r:
+        return dict(json.loads(r.read()))
+
+
+def start_nats(conf: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
     port, http = _free_port(), _free_port()
     exe = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    conf = conf or NATS_CONF["path"]
+    env = dict(os.environ)
+    env.pop("GOGC", None)
+    if NATS_CONF["gogc"]:
+        env["GOGC"] = NATS_CONF["gogc"]
     p = subprocess.Popen(
-        [exe, "-a", "127.0.0.1", "-p", str(port), "-m", str(http)],
+        [exe, *(["-c", conf] if conf else []), "-a", "127.0.0.1", "-p", str(port), "-m", str(http)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
+    MONITOR[p.pid] = f"http://127.0.0.1:{http}"
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -342,6 +364,28 @@ async def nats_rounds(args: argparse.Namespace, url: str, scheme: str) -> dict[s
 #   quit
 
 
+def _env_of(pid: int) -> dict[str, str]:
+    """A running process's environment (/proc; empty if unreadable)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            items = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return {}
+    return dict(x.split("=", 1) for x in items if "=" in x)
+
+
+def _peak_rss_mib(pid: int) -> float | None:
+    """Peak RSS (VmHWM) of a running process in MiB (None if unreadable)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def _cpu_of(pid: int) -> float:
     """CPU seconds (user + system) of a process so far (/proc; 0 if unreadable)."""
     try:
@@ -518,6 +562,7 @@ async def ingest_runs(args: argparse.Namespace, url: str, nats_pid: int) -> dict
             },
         )
         runs = []
+        matches0 = subsz(nats_pid)["num_matches"]
         try:
             total = args.peers * args.ingest_repeat
             for r in range(args.repeats):
@@ -533,6 +578,7 @@ async def ingest_runs(args: argparse.Namespace, url: str, nats_pid: int) -> dict
                         break
                     await asyncio.sleep(0.0005)
                 wall = time.perf_counter() - t0
+                nats_cpu = _cpu_of(nats_pid) - cpu_nats
                 res = await procs.results()
                 runs.append(
                     {
@@ -541,7 +587,7 @@ async def ingest_runs(args: argparse.Namespace, url: str, nats_pid: int) -> dict
                         "core_cpu_s": time.process_time() - cpu_self,
                         "load_cpu_s": procs.cpu_s() - cpu_load,
                         "load_busy_s": max(x["wall_s"] for x in res),
-                        "nats_server_cpu_s": _cpu_of(nats_pid) - cpu_nats,
+                        "nats_server_cpu_s": nats_cpu,
                     }
                 )
                 core.close()
@@ -555,6 +601,7 @@ async def ingest_runs(args: argparse.Namespace, url: str, nats_pid: int) -> dict
                 )
             )
             await bus.aclose()
+        sz = subsz(nats_pid)
         med = {k: statistics.median(x[k] for x in runs) for k in runs[0]}
         out[scheme] = {
             "heartbeats": args.peers * args.ingest_repeat,
@@ -566,6 +613,13 @@ async def ingest_runs(args: argparse.Namespace, url: str, nats_pid: int) -> dict
             "load_processes_cpu_ms": round(med["load_cpu_s"] * 1000, 1),
             "load_publish_wall_ms": round(med["load_busy_s"] * 1000, 1),
             "nats_server_cpu_ms": round(med["nats_server_cpu_s"] * 1000, 1),
+            # full subject matches per heartbeat (1.0: every message missed the server's
+            # per-connection cache) and the account cache's hit rate (cumulative)
+            "nats_server_matches_per_heartbeat": round(
+                (sz["num_matches"] - matches0) / (total * len(runs)), 3
+            ),
+            "nats_server_cache_hit_rate": sz["cache_hit_rate"],
+            "nats_server_cache_entries": sz["num_cache"],
             "dropped": dropped,
         }
     return out
@@ -728,6 +782,18 @@ def main() -> None:
         "token per peer)",
     )
     autogroup_arg.add_argument(ap)
+    ap.add_argument(
+        "--nats-conf",
+        default=None,
+        help="a nats-server configuration file for the private server (e.g. one with "
+        "no_sublist_cache: true; docs/operations.md)",
+    )
+    ap.add_argument(
+        "--nats-gogc",
+        default=None,
+        help="the private nats-server's GOGC (Go's garbage-collector target, e.g. 400; "
+        "default: unset, Go's 100)",
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="200 peers, 2 repeats")
     ap.add_argument(
@@ -770,6 +836,8 @@ def main() -> None:
     args = ap.parse_args()
     TICK["mode"] = args.tick
     TICK["transport"] = args.transport
+    NATS_CONF["path"] = args.nats_conf
+    NATS_CONF["gogc"] = args.nats_gogc
     AUTOGROUP["group"] = autogroup_arg.apply(args.autogroup_nice, "bench_nats")
     if args.quick:
         args.peers, args.repeats = 200, 2
@@ -977,6 +1045,8 @@ async def load_run(args: argparse.Namespace) -> dict[str, Any]:
         "tick": args.tick,
         "transport": args.transport,
         "autogroup": AUTOGROUP["group"],
+        "nats_conf": Path(args.nats_conf).read_text() if args.nats_conf else None,
+        "nats_gogc": args.nats_gogc,
     }
     try:
         if args.scale:
@@ -985,6 +1055,8 @@ async def load_run(args: argparse.Namespace) -> dict[str, Any]:
             out["repeats"] = args.repeats
             out["batch"] = args.batch
             out["ingest"] = await ingest_runs(args, url, proc.pid)
+        out["nats_server_peak_rss_mib"] = _peak_rss_mib(proc.pid)
+        out["nats_server_gogc"] = _env_of(proc.pid).get("GOGC")
     finally:
         proc.terminate()
         proc.wait(5)

@@ -41,10 +41,16 @@ def test_bench_nats_load_processes_smoke() -> None:
         timeout=120,
         check=True,
     )
-    data = json.loads(ingest.stdout)["ingest"]
+    out = json.loads(ingest.stdout)
+    data = out["ingest"]
     for scheme in ("native", "workers"):
         assert data[scheme]["heartbeats"] == 800 and data[scheme]["dropped"] == 0
         assert data[scheme]["heartbeats_per_s"] > 0
+    # the stock server: its subject cache in use, Go's default GOGC; workers: one message
+    # per heartbeat, 200 subjects per load connection, each matched in full once at least
+    assert out["nats_conf"] is None and out["nats_server_gogc"] is None
+    assert data["workers"]["nats_server_cache_entries"] > 0
+    assert 0.25 <= data["workers"]["nats_server_matches_per_heartbeat"] <= 1.0
     scale = subprocess.run(
         [
             *(sys.executable, str(BENCH), "--scale", "--peers", "600", "--seconds", "3"),
@@ -59,6 +65,33 @@ def test_bench_nats_load_processes_smoke() -> None:
     assert s["engine_peers"] == 600 and s["peers_with_island"] == 600
     assert s["heartbeats_ingested"] == s["heartbeats_sent"] > 600
     assert s["island_changed_received"] == s["island_changed_published"] >= 600
+
+
+def test_bench_nats_ingest_with_the_operator_settings() -> None:
+    """--nats-conf / --nats-gogc start the private server with examples/nats-server.conf
+    (docs/operations.md, "The NATS server") and GOGC: both compatibility schemes ingest
+    every heartbeat through it, and the server ran with them (no subject cache, GOGC in
+    its environment)."""
+    conf = BENCH.parents[1] / "examples" / "nats-server.conf"
+    ingest = subprocess.run(
+        [
+            *(sys.executable, str(BENCH), "--ingest", "--peers", "400", "--ingest-repeat", "2"),
+            *("--repeats", "1", "--subjects", "workers,v3"),
+            *("--nats-conf", str(conf), "--nats-gogc", "400"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    out = json.loads(ingest.stdout)
+    assert out["nats_conf"] == conf.read_text() and "no_sublist_cache: true" in out["nats_conf"]
+    assert out["nats_gogc"] == out["nats_server_gogc"] == "400"
+    for scheme in ("workers", "v3"):
+        data = out["ingest"][scheme]
+        assert data["heartbeats"] == 800 and data["dropped"] == 0
+        assert data["nats_server_cache_entries"] == 0  # no subject cache
+        assert 0.25 <= data["nats_server_matches_per_heartbeat"] <= 1.0
 
 
 @pytest.mark.parametrize("transport", ["fixed", "ws-room"])

@@ -44,7 +44,9 @@ each through the connector and NATS to the core; once the core has them all it t
 and the round ends when every client received its ``island_changed`` (exactly as many
 as the core published; the load client counts them). ``--relay c`` relays the island
 messages to the sessions in C++ (the default); ``--relay python`` through the Python
-connector glue (the path before it); ``--relay c,python`` both, alternating rounds. The
+connector glue (the path before it); ``--relay c,python`` both, alternating rounds;
+``--io-threads 1,2`` the connector's server with each number of I/O threads (its
+sessions spread over that many shards), alternating rounds too. The
 split, in ms from the tick start on one clock (CLOCK_MONOTONIC, across processes): the
 core's tick returned, the connector's C++ client received the first and the last
 island message, the server's I/O thread had handed the last to the sessions, the
@@ -828,6 +830,13 @@ def main() -> None:
         "Python), or c,python (both, alternating rounds)",
     )
     ap.add_argument(
+        "--io-threads",
+        default="1",
+        help="--deliver: the connector server's io_threads (its sessions spread over that "
+        "many shards); comma-separated: one server each, alternating rounds (results "
+        "under <scheme>_<relay>_io<n> for n > 1)",
+    )
+    ap.add_argument(
         "--islands-listener",
         action="store_true",
         help="--scale: also a stats-like engine.islands reader (in this process) checking "
@@ -971,17 +980,25 @@ async def deliver_runs(args: argparse.Namespace) -> dict[str, Any]:
         "autogroup": AUTOGROUP["group"],
         "load_average_before": os.getloadavg(),
     }
-    relays = args.relay.split(",")
+    variants = [
+        (relay, int(n), relay if int(n) == 1 else f"{relay}_io{n}")
+        for relay in args.relay.split(",")
+        for n in args.io_threads.split(",")
+    ]
+    out["io_threads"] = args.io_threads
     try:
         for scheme in args.subjects.split(","):
             buses, setups = [], {}
-            for relay in relays:
+            for relay, io_threads, name in variants:
                 conn_bus = await NatsPubSub.connect([url], subjects=scheme, name="connector")
                 if relay == "python":  # the connector glue's Python path (before the C++ relay)
                     conn_bus.relay_islands = lambda _server: None  # type: ignore[method-assign]
                 # every client is on 127.0.0.1 and they all connect at once
                 cfg = ws.ServerConfig(
-                    port=0, rooms=False, max_unauthenticated_per_ip=args.peers + 64
+                    port=0,
+                    rooms=False,
+                    io_threads=io_threads,
+                    max_unauthenticated_per_ip=args.peers + 64,
                 )
                 server = ws.Server(cfg)
                 server.start()
@@ -989,17 +1006,18 @@ async def deliver_runs(args: argparse.Namespace) -> dict[str, Any]:
                 assert connector.relayed_in_cpp == (relay == "c")
                 loop.add_reader(server.fileno(), _pump, server, connector)
                 buses.append(conn_bus)
-                setups[relay] = (server, connector, conn_bus)
+                setups[name] = (server, connector, conn_bus)
             core_bus = await NatsPubSub.connect([url], subjects=scheme, name="core")
             buses.append(core_bus)
             for b in buses:
                 await b.ready()
-            rounds: dict[str, list[dict[str, Any]]] = {r: [] for r in relays}
+            names = [name for _, _, name in variants]
+            rounds: dict[str, list[dict[str, Any]]] = {r: [] for r in names}
             try:
                 for i in range(args.repeats):
-                    for relay in relays:  # alternating: both see the same load
-                        server, connector, conn_bus = setups[relay]
-                        rounds[relay].append(
+                    for name in names:  # alternating: all see the same load
+                        server, connector, conn_bus = setups[name]
+                        rounds[name].append(
                             await deliver_round(
                                 args,
                                 load,
@@ -1007,7 +1025,7 @@ async def deliver_runs(args: argparse.Namespace) -> dict[str, Any]:
                                 connector,
                                 conn_bus,
                                 core_bus,
-                                i * len(relays) + relays.index(relay),
+                                i * len(names) + names.index(name),
                                 proc.pid,
                             )
                         )

@@ -48,7 +48,8 @@ void Hub::handle_connector(const SessionPtr& s, const std::string& data) {
         close_session(s, 4004, "deny-listed");
         return;
       }
-      send_challenge(s, registry(*s).count(s->address) > 0);
+      send_challenge(s, registry(*s).count(s->address) > 0 ||
+                            (s->kind == Kind::Connector && env_.connector_elsewhere(s->address)));
       return;
     case Stage::ChallengeSent:
       expect_signed(s, p.kind == K::SignedChallenge, "signed_challenge",
@@ -96,9 +97,24 @@ void Hub::admit_registered(const SessionPtr& s, const std::string& owner) {
   if (bus) {
     push_event(BusOpened{owner});
   } else {
-    push_event(PeerConnected{owner});
+    // With connector sessions in several hubs, an older session of owner in
+    // another one is replaced there (Environment::connector_registered).
+    s->reg_id = ++next_reg_id_;
+    env_.connector_registered(owner, s->reg_id, [&] { push_event(PeerConnected{owner}); });
   }
   s->link->send(binary(codec::encode_server_welcome(owner)));
+}
+
+void Hub::replace_connector(const std::string& address, uint64_t id) {
+  auto it = connector_reg_.find(address);
+  if (it == connector_reg_.end() || it->second->reg_id != id) return;  // gone meanwhile
+  SessionPtr old = it->second;
+  connector_reg_.erase(it);
+  old->registered = false;  // its close reports no disconnect
+  forget_island(*old);
+  ++cc_.kicked_duplicate;
+  old->link->send(binary(codec::encode_server_kicked()));
+  close_session(old, 4006, kReplacedConnector);
 }
 
 void Hub::on_heartbeat(const SessionPtr& s, const codec::Heartbeat& hb) {
@@ -124,20 +140,23 @@ void Hub::on_heartbeat(const SessionPtr& s, const codec::Heartbeat& hb) {
     ++cc_.heartbeats_dropped_rate;
     return;
   }
-  std::lock_guard<std::mutex> lock(ev_mu_);
-  if (pending_heartbeats_ >= cfg_.max_pending_heartbeats) {
+  // The queue the embedder polls: this hub's, or the one it forwards to (a
+  // connector session in another shard than 0).
+  Hub& q = sink_ != nullptr ? *sink_ : *this;
+  std::lock_guard<std::mutex> lock(q.ev_mu_);
+  if (q.pending_heartbeats_ >= cfg_.max_pending_heartbeats) {
     ++cc_.heartbeats_dropped_backlog;
     return;
   }
   ++cc_.heartbeats_accepted;
-  ++pending_heartbeats_;
-  bool was_empty = events_.empty();
-  Heartbeats* batch = events_.empty() ? nullptr : std::get_if<Heartbeats>(&events_.back());
-  if (!batch) batch = &std::get<Heartbeats>(events_.emplace_back(Heartbeats{}));
+  ++q.pending_heartbeats_;
+  bool was_empty = q.events_.empty();
+  Heartbeats* batch = q.events_.empty() ? nullptr : std::get_if<Heartbeats>(&q.events_.back());
+  if (!batch) batch = &std::get<Heartbeats>(q.events_.emplace_back(Heartbeats{}));
   batch->addresses.push_back(s->address);
   batch->positions.insert(batch->positions.end(), {pos.x, pos.y, pos.z});
   batch->desired_rooms.push_back(hb.desired_room);
-  if (was_empty) env_.events_pending(true);
+  if (was_empty) q.env_.events_pending(true);
 }
 
 }  // namespace dclcomms::ws

@@ -283,7 +283,8 @@ void Hub::detach(const SessionPtr& s) {
     if (s->kind == Kind::Bus) {
       push_event(BusClosed{s->address});
     } else {
-      push_event(PeerDisconnected{s->address});
+      // Not announced once another hub's session of the address replaced it.
+      env_.connector_left(s->address, s->reg_id, [&] { push_event(PeerDisconnected{s->address}); });
     }
   }
 }

@@ -74,6 +74,7 @@ struct Session {
   TokenBucket sent;    // sender token bucket (rooms_sender_max_*)
   // connector and bus
   bool registered = false;       // the entry of its kind's registry
+  uint64_t reg_id = 0;           // connector: its registration (Hub::next_reg_id_)
   RateWindow heartbeats;         // connector
   std::string island;            // connector: the island the relay last sent it ("" none)
   SlidingRateWindow bus_frames;  // bus and bridge
@@ -263,6 +264,11 @@ class Hub {
   void kick_room_member(const std::string& address, uint32_t alias);
   void kick_room_member(bool scene, const std::string& room, const std::string& address,
                         const std::string& reason, int64_t bar_ms);
+  // A connector session of address in another hub of this server completed
+  // its handshake: this hub's session of that address, if it is still `id`,
+  // is replaced (kicked packet, 4006) without a PeerDisconnected, as a
+  // duplicate within one hub is.
+  void replace_connector(const std::string& address, uint64_t id);
   void unbar_room_member(bool scene, const std::string& room, const std::string& address);
   std::vector<std::string> room_members(bool scene, const std::string& room) const;
   // The scene room (/scene-rooms/) address is a member of, "" when none.
@@ -409,6 +415,7 @@ class Hub {
   std::unordered_map<std::string, std::string> fresh_;
   std::unordered_map<uint64_t, SessionPtr> bridge_reg_;
   uint64_t next_bridge_id_ = 1;
+  uint64_t next_reg_id_ = 0;  // connector registrations (Environment::connector_registered)
   std::unordered_set<std::string> tapped_;        // rooms of /rooms/
   std::unordered_set<std::string> scene_tapped_;  // rooms of /scene-rooms/
   Injectors injectors_;

@@ -93,6 +93,36 @@ class Environment {
     (void)address;
     return false;
   }
+  // Connector sessions may be spread over several hubs too; the duplicate
+  // rule (one connector session per address, newest wins) spans them. The
+  // hub reports each connector session it registers (id: unique within the
+  // hub, never reused) and
+  // each registered one that leaves; `announce` pushes its PeerConnected /
+  // PeerDisconnected. The endpoint keeps a directory (address -> hub,
+  // session) and runs announce under its lock, so the two events of an
+  // address keep the directory's order across hubs: on a register an older
+  // session of the address in ANOTHER hub is replaced there
+  // (Hub::replace_connector: kicked, 4006, no disconnect), and a leave is
+  // announced only while the directory still names that session. Default:
+  // one hub, announce at once.
+  virtual void connector_registered(const std::string& address, uint64_t id,
+                                    const std::function<void()>& announce) {
+    (void)address;
+    (void)id;
+    announce();
+  }
+  virtual void connector_left(const std::string& address, uint64_t id,
+                              const std::function<void()>& announce) {
+    (void)address;
+    (void)id;
+    announce();
+  }
+  // Whether another hub of this server holds a connector session of address
+  // (the challenge's already_connected).
+  virtual bool connector_elsewhere(const std::string& address) {
+    (void)address;
+    return false;
+  }
 };
 
 }  // namespace dclcomms::ws

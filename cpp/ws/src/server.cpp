@@ -353,7 +353,8 @@ void Server::Impl::flush_dirty(Shard& shard) {
 // ---- shards ------------------------------------------------------------------
 
 std::vector<std::unique_ptr<Server::Impl::Shard>> Server::Impl::make_shards() {
-  size_t n = cfg_.rooms ? static_cast<size_t>(cfg_.io_threads) : 1;
+  // Island rooms and connector sessions are spread over the shards.
+  size_t n = cfg_.rooms || cfg_.connector ? static_cast<size_t>(cfg_.io_threads) : 1;
   std::vector<std::unique_ptr<Shard>> out;
   for (size_t i = 0; i < n; ++i) out.push_back(std::make_unique<Shard>(*this, i));
   for (size_t i = 1; i < n; ++i) {
@@ -369,10 +370,71 @@ size_t Server::Impl::shard_of_room(const std::string& room) const {
   return std::hash<std::string>{}(room) % shards_.size();
 }
 
-size_t Server::Impl::shard_of_path(const std::string& path) const {
+size_t Server::Impl::shard_of_path(const std::string& path) {
   static const std::string kRooms = "/rooms/";
-  if (shards_.size() == 1 || !cfg_.rooms || path.rfind(kRooms, 0) != 0) return 0;
-  return shard_of_room(path.substr(kRooms.size()));
+  if (shards_.size() == 1) return 0;
+  if (cfg_.rooms && path.rfind(kRooms, 0) == 0) return shard_of_room(path.substr(kRooms.size()));
+  if (connector_sharded() && (path == "/ws" || path == "/archipelago/ws")) {
+    return next_connector_shard();
+  }
+  return 0;
+}
+
+// ---- connector sessions over the shards ------------------------------------------
+
+size_t Server::Impl::next_connector_shard() {
+  return next_connector_.fetch_add(1, std::memory_order_relaxed) % shards_.size();
+}
+
+size_t Server::Impl::shard_of_connector(const std::string& address) const {
+  if (!connector_sharded()) return 0;
+  std::lock_guard<std::mutex> lock(conn_mu_);
+  auto it = conn_dir_.find(address);
+  return it == conn_dir_.end() ? 0 : it->second.shard;
+}
+
+void Server::Impl::connector_registered(Shard& shard, const std::string& address, uint64_t id,
+                                        const std::function<void()>& announce) {
+  if (!connector_sharded()) {
+    announce();
+    return;
+  }
+  ConnEntry old{0, 0};
+  {
+    std::lock_guard<std::mutex> lock(conn_mu_);
+    auto [it, fresh] = conn_dir_.try_emplace(address, ConnEntry{shard.index, id});
+    if (!fresh) {
+      old = it->second;
+      it->second = ConnEntry{shard.index, id};
+    }
+    announce();  // PeerConnected, ordered with the address's other events
+  }
+  if (old.id != 0 && old.shard != shard.index) {
+    post(*shards_[old.shard],
+         [this, address, old] { shards_[old.shard]->hub.replace_connector(address, old.id); });
+  }
+}
+
+void Server::Impl::connector_left(Shard& shard, const std::string& address, uint64_t id,
+                                  const std::function<void()>& announce) {
+  if (!connector_sharded()) {
+    announce();
+    return;
+  }
+  std::lock_guard<std::mutex> lock(conn_mu_);
+  auto it = conn_dir_.find(address);
+  if (it == conn_dir_.end() || it->second.shard != shard.index || it->second.id != id) {
+    return;  // replaced by a session in another shard: that one is the address's now
+  }
+  conn_dir_.erase(it);
+  announce();  // PeerDisconnected
+}
+
+bool Server::Impl::connector_elsewhere(Shard& shard, const std::string& address) {
+  if (!connector_sharded()) return false;
+  std::lock_guard<std::mutex> lock(conn_mu_);
+  auto it = conn_dir_.find(address);
+  return it != conn_dir_.end() && it->second.shard != shard.index;
 }
 
 // The socket leaves ep_'s reactor and joins the shard's: nothing of the
@@ -909,7 +971,7 @@ void Server::respond(uint64_t request_id, int status,
 }
 // Encoded on the caller's thread; the I/O thread only queues the bytes.
 void Server::send_connector(const std::string& address, std::string payload) {
-  impl_->post_to_hub([address, payload = std::move(payload)](Hub& hub) mutable {
+  impl_->post_to_connector(address, [address, payload = std::move(payload)](Hub& hub) mutable {
     hub.send_connector(address, std::move(payload));
   });
 }
@@ -937,36 +999,78 @@ std::string Server::connector_island_of(const std::string& address) const {
 }
 void Server::Impl::relay(std::vector<RelayItem> items) {
   if (items.empty()) return;
-  std::lock_guard<std::mutex> lock(relay_mu_);
   if (!started_.load() || stopped_.load()) {
+    std::lock_guard<std::mutex> lock(relay_mu_);
     relay_stats_.dropped_stopped += items.size();
     return;
   }
-  relay_stats_.items += items.size();
-  if (relay_queue_.empty()) {
-    relay_queue_ = std::move(items);
-  } else {
-    for (auto& item : items) relay_queue_.push_back(std::move(item));
+  const size_t given = items.size();
+  if (!connector_sharded()) {
+    std::lock_guard<std::mutex> lock(relay_mu_);
+    relay_stats_.items += given;
+    enqueue_relay(*shards_[0], std::move(items));
+    return;
   }
-  if (!relay_posted_) {
-    relay_posted_ = true;
-    post([this] { drain_relay(); });
+  // Each island_changed recipient to the shard of its session (looked up
+  // once here, off the I/O threads), everything else to every shard.
+  const size_t n = shards_.size();
+  std::vector<std::vector<RelayItem>> per(n);
+  {
+    std::lock_guard<std::mutex> lock(conn_mu_);
+    for (auto& item : items) {
+      auto* changes = std::get_if<IslandChangesItem>(&item);
+      if (changes == nullptr) {
+        for (size_t i = 0; i + 1 < n; ++i) per[i].push_back(item);
+        per[n - 1].push_back(std::move(item));
+        continue;
+      }
+      std::vector<IslandChangesItem*> part(n, nullptr);
+      for (auto& r : changes->recipients) {
+        auto it = conn_dir_.find(r.address);
+        size_t i =
+            it == conn_dir_.end() ? 0 : it->second.shard;  // not connected: shard 0 counts it
+        if (part[i] == nullptr) {
+          IslandChangesItem p;
+          p.island_id = changes->island_id;
+          p.peers_entries = changes->peers_entries;
+          part[i] = &std::get<IslandChangesItem>(per[i].emplace_back(std::move(p)));
+        }
+        part[i]->recipients.push_back(std::move(r));
+      }
+    }
+  }
+  std::lock_guard<std::mutex> lock(relay_mu_);
+  relay_stats_.items += given;
+  for (size_t i = 0; i < n; ++i) {
+    if (!per[i].empty()) enqueue_relay(*shards_[i], std::move(per[i]));
   }
 }
-void Server::Impl::drain_relay() {
+void Server::Impl::enqueue_relay(Shard& shard, std::vector<RelayItem> items) {
+  if (shard.relay_queue.empty()) {
+    shard.relay_queue = std::move(items);
+  } else {
+    for (auto& item : items) shard.relay_queue.push_back(std::move(item));
+  }
+  if (!shard.relay_posted) {
+    shard.relay_posted = true;
+    Shard* sh = &shard;
+    post(shard, [this, sh] { drain_relay(*sh); });
+  }
+}
+void Server::Impl::drain_relay(Shard& shard) {
   std::vector<RelayItem> items;
   {
     std::lock_guard<std::mutex> lock(relay_mu_);
-    items.swap(relay_queue_);
-    relay_posted_ = false;
+    items.swap(shard.relay_queue);
+    shard.relay_posted = false;
   }
-  for (auto& item : items) hub_.relay(item);
+  for (auto& item : items) shard.hub.relay(item);
   const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
                           std::chrono::steady_clock::now().time_since_epoch())
                           .count();
   std::lock_guard<std::mutex> lock(relay_mu_);
   ++relay_stats_.drains;
-  relay_stats_.last_drain_ns = now;
+  relay_stats_.last_drain_ns = std::max(relay_stats_.last_drain_ns, now);
 }
 RelayStats Server::Impl::relay_stats() const {
   std::lock_guard<std::mutex> lock(relay_mu_);
@@ -996,7 +1100,8 @@ void check_close_code(const char* method, int code) {
 
 void Server::kick(const std::string& address, int code, const std::string& reason) {
   check_close_code("kick", code);
-  impl_->post_to_hub([address, code, reason](Hub& hub) { hub.kick(address, code, reason); });
+  impl_->post_to_connector(address,
+                           [address, code, reason](Hub& hub) { hub.kick(address, code, reason); });
 }
 void Server::send_bus(const std::string& address, std::string text) {
   impl_->post_to_hub([address, text = std::move(text)](Hub& hub) mutable {

@@ -141,17 +141,30 @@ class Server::Impl final {
     Shard* sh = shards_[shard_of_room(room)].get();
     post(*sh, [sh, f = std::forward<F>(f)]() mutable { f(sh->hub); });
   }
-  // The connector relay (server.hpp): queued in call order, handed to shard
-  // 0's hub by one posted task at a time.
+  // Runs f(hub) on an I/O thread under the lock of the shard holding the
+  // connector session of address (shard 0 when none: f finds nothing there).
+  template <class F>
+  void post_to_connector(const std::string& address, F&& f) {
+    Shard* sh = shards_[shard_of_connector(address)].get();
+    post(*sh, [sh, f = std::forward<F>(f)]() mutable { f(sh->hub); });
+  }
+  // The connector relay (server.hpp): queued in call order, handed to the
+  // hubs by one posted task at a time per shard. With connector sessions in
+  // several shards, each island_changed recipient goes to its session's
+  // shard (one not connected: shard 0, which counts it) and every other
+  // item to every shard, so each session's messages keep their order.
   void relay(std::vector<RelayItem> items);
   RelayStats relay_stats() const;
   std::string connector_island_of(const std::string& address) const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return hub_.connector_island_of(address);
+    Shard& sh = *shards_[shard_of_connector(address)];
+    std::lock_guard<std::mutex> lock(sh.mu);
+    return sh.hub.connector_island_of(address);
   }
   void set_deny_list(std::unordered_set<std::string> lowercase) {
-    std::lock_guard<std::mutex> lock(mu_);
-    hub_.set_deny_list(std::move(lowercase));
+    for (auto& sh : shards_) {  // every shard admits connector sessions
+      std::lock_guard<std::mutex> lock(sh->mu);
+      sh->hub.set_deny_list(lowercase);
+    }
   }
 
   // What every shard's Environment forwards to.
@@ -186,6 +199,17 @@ class Server::Impl final {
     bool room_member_elsewhere(const std::string& address) override {
       return server_.room_member_elsewhere(shard_, address);
     }
+    void connector_registered(const std::string& address, uint64_t id,
+                              const std::function<void()>& announce) override {
+      server_.connector_registered(shard_, address, id, announce);
+    }
+    void connector_left(const std::string& address, uint64_t id,
+                        const std::function<void()>& announce) override {
+      server_.connector_left(shard_, address, id, announce);
+    }
+    bool connector_elsewhere(const std::string& address) override {
+      return server_.connector_elsewhere(shard_, address);
+    }
 
    private:
     Impl& server_;
@@ -216,14 +240,18 @@ class Server::Impl final {
     // three are atomic: a big flush writes from two threads (flush_dirty).
     std::atomic<uint64_t> socket_writes{0}, handed_over{0}, frames_flushed{0};
     uint64_t flushes_deferred = 0, flushes_split = 0;  // split: written by two threads
+    // The connector relay's items for this shard's hub (under relay_mu_).
+    std::vector<RelayItem> relay_queue;
+    bool relay_posted = false;  // a drain task is posted and has not taken the queue yet
     Hub hub;
   };
   std::vector<std::unique_ptr<Shard>> make_shards();
   // The shard of a room (its id, without /rooms/; one shard: 0).
   size_t shard_of_room(const std::string& room) const;
   // The shard whose thread serves a WebSocket upgrade to path: an island
-  // room's, else 0.
-  size_t shard_of_path(const std::string& path) const;
+  // room's; a connector session's (connector_sharded()): the next in turn;
+  // else 0. Called once per upgrade.
+  size_t shard_of_path(const std::string& path);
   // A shard's endpoint and the io_context its handlers, timers and tasks run on.
   detail::Endpoint& ep_of(Shard& shard) { return shard.ep ? *shard.ep : ep_; }
   asio::io_context& io_of(Shard& shard) { return ep_of(shard).get_io_service(); }
@@ -238,6 +266,18 @@ class Server::Impl final {
   void room_joined(Shard& shard, const std::string& address, uint32_t alias);
   void room_left(Shard& shard, const std::string& address, uint32_t alias);
   bool room_member_elsewhere(Shard& shard, const std::string& address);
+  // Connector sessions spread over the shards (more than one shard and the
+  // connector served): each upgrade to a connector path is given the next
+  // shard in turn (HttpSession::keep; a connection it does not peek stays
+  // in shard 0); the directory below keeps one session per address.
+  bool connector_sharded() const noexcept { return shards_.size() > 1 && cfg_.connector; }
+  size_t next_connector_shard();
+  size_t shard_of_connector(const std::string& address) const;
+  void connector_registered(Shard& shard, const std::string& address, uint64_t id,
+                            const std::function<void()>& announce);
+  void connector_left(Shard& shard, const std::string& address, uint64_t id,
+                      const std::function<void()>& announce);
+  bool connector_elsewhere(Shard& shard, const std::string& address);
   // A plain HTTP request waiting for respond(): answered on its websocketpp
   // connection (which then closes), or on a keep-alive session (http.cpp).
   struct PendingHttp {
@@ -334,18 +374,28 @@ class Server::Impl final {
   std::unordered_map<uint64_t, PendingHttp> http_;
   std::unordered_set<HttpSession*> sessions_;  // keep-alive sessions (under mu_)
   uint64_t next_http_id_ = 1;
-  // Leaf lock: the relay's queue (taken alone or under mu_, never the reverse).
+  // Leaf lock: the relay's queues (Shard::relay_queue; taken alone or under
+  // a shard's lock, never the reverse).
   mutable std::mutex relay_mu_;
-  std::vector<RelayItem> relay_queue_;
-  bool relay_posted_ = false;  // a drain task is posted and has not taken the queue yet
   RelayStats relay_stats_;
-  void drain_relay();  // on an I/O thread, under mu_
-  std::mutex dir_mu_;  // leaf: the room directory (more than one shard only)
+  void enqueue_relay(Shard& shard, std::vector<RelayItem> items);  // under relay_mu_
+  void drain_relay(Shard& shard);  // on shard's I/O thread, under its lock
+  std::mutex dir_mu_;              // leaf: the room directory (more than one shard only)
   struct DirEntry {
     size_t shard;
     uint32_t alias;
   };
   std::unordered_map<std::string, DirEntry> room_dir_;  // address -> its room session
+  // The connector directory (connector_sharded() only): address -> the shard
+  // and session registered for it. A lock of its own, taken under a shard's
+  // (or alone: relay(), the embedder's calls); under it only the event queue's.
+  struct ConnEntry {
+    size_t shard;
+    uint64_t id;  // the hub's Session::reg_id
+  };
+  mutable std::mutex conn_mu_;
+  std::unordered_map<std::string, ConnEntry> conn_dir_;
+  std::atomic<size_t> next_connector_{0};
 };
 
 }  // namespace dclcomms::ws

@@ -11,6 +11,15 @@ reader and delivery thread, the feed's applier, Python polling the feed every 0.
 
     python bench/nats_ingest_instructions.py --subjects workers,v3 --peers 10000 --repeat 5
     python bench/nats_ingest_instructions.py --subjects workers --top 25   # + hottest functions
+    python bench/nats_ingest_instructions.py --side publisher   # a load process instead
+
+``--side publisher``: the other end, what a connector spends per heartbeat it publishes:
+one load process (a connector's :class:`NatsPubSub` with the C++ client, ``bench_nats.py
+--load-worker``) runs under callgrind and publishes ``--peers`` heartbeats ``--repeat``
+times (its Python, which builds the batches and hands them to C++, and the C++ publisher
+thread encoding each heartbeat and handing it to libnats); the core runs normally. The
+counters are zeroed before the burst and dumped when it was flushed (its address strings,
+built once per burst, count too).
 
 Prints one JSON document per scheme and repetition (``--top N``: the N functions with
 the most exclusive instructions, from ``callgrind_annotate``).
@@ -144,6 +153,91 @@ def run(
     return out
 
 
+def run_publisher(
+    url: str, scheme: str, peers: int, repeat: int, out_dir: Path, top: int
+) -> dict[str, Any]:
+    prefix = out_dir / f"callgrind-publisher-{scheme}"
+    total = peers * repeat
+    core = subprocess.Popen(
+        [sys.executable, __file__, "--core-child", url, scheme, str(total)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert core.stdin is not None and core.stdout is not None
+    cfg = {
+        "url": url,
+        "c_client": True,
+        "subjects": scheme,
+        "batch": 1000,
+        "seed": 1,
+        "repeat": repeat,
+        "first": 0,
+        "count": peers,
+    }
+    pub = subprocess.Popen(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={prefix}.%p",
+            sys.executable,
+            bench_nats.__file__,
+            "--load-worker",
+            json.dumps(cfg),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert pub.stdin is not None and pub.stdout is not None
+    try:
+        assert core.stdout.readline().strip() == "ready"
+        assert pub.stdout.readline().strip() == "ready"
+        subprocess.run(["callgrind_control", "-z", str(pub.pid)], check=True, capture_output=True)
+        core.stdin.write("go\n")
+        core.stdin.flush()
+        pub.stdin.write("burst 0\n")
+        pub.stdin.flush()
+        res = json.loads(pub.stdout.readline())
+        subprocess.run(["callgrind_control", "-d", str(pub.pid)], check=True, capture_output=True)
+        got = json.loads(core.stdout.readline())
+        core.stdin.write("close\n")
+        core.stdin.flush()
+        pub.stdin.write("quit\n")
+        pub.stdin.flush()
+        pub.wait(timeout=600)
+        core.wait(timeout=60)
+    finally:
+        for p in (pub, core):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            assert p.stdin is not None and p.stdout is not None
+            p.stdin.close()
+            p.stdout.close()
+    dump = Path(f"{prefix}.{pub.pid}.1")
+    match = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(errors="replace"), re.M)
+    assert match, "no callgrind totals"
+    instructions = int(match.group(1))
+    out: dict[str, Any] = {
+        "side": "publisher",
+        "scheme": scheme,
+        "peers": peers,
+        "repeat": repeat,
+        "published": res["published"],
+        "ingested_by_the_core": got["heartbeats"],
+        "instructions": instructions,
+        "instructions_per_heartbeat": round(instructions / max(total, 1), 1),
+    }
+    if top:
+        out["top_exclusive"] = [
+            [round(ir / max(total, 1), 1), fn] for ir, fn in top_functions(dump, top)
+        ]
+    return out
+
+
 def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "--core-child":
         asyncio.run(core_child(sys.argv[2], sys.argv[3], int(sys.argv[4])))
@@ -156,6 +250,12 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--top", type=int, default=0, help="also the N hottest functions")
     ap.add_argument("--keep", type=Path, help="keep the callgrind dumps in this folder")
+    ap.add_argument(
+        "--side",
+        choices=("core", "publisher"),
+        default="core",
+        help="the process under callgrind: the core (the default) or one load process",
+    )
     args = ap.parse_args()
     nats, url = bench_nats.start_nats()
     try:
@@ -165,9 +265,12 @@ def main() -> None:
             for scheme in args.subjects.split(","):
                 for _ in range(args.reps):
                     t0 = time.perf_counter()
-                    res = run(
-                        url, scheme, args.peers, args.repeat, args.load_procs, out_dir, args.top
-                    )
+                    if args.side == "publisher":
+                        res = run_publisher(url, scheme, args.peers, args.repeat, out_dir, args.top)
+                    else:
+                        res = run(
+                            url, scheme, args.peers, args.repeat, args.load_procs, out_dir, args.top
+                        )
                     res["wall_s"] = round(time.perf_counter() - t0, 1)
                     print(json.dumps(res), flush=True)
     finally:

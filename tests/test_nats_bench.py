@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +165,23 @@ def test_bench_nats_deliver_big_flush_written_by_two_threads() -> None:
     assert r["island_changed_published"] == 2000
     assert r["island_changed_received"] == 2000 and r["sessions_with_island"] == 2000
     assert not r["timed_out"]
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="no valgrind")
+def test_nats_ingest_instructions_publisher_side_smoke() -> None:
+    """bench/nats_ingest_instructions.py --side publisher: a load process under callgrind
+    publishes every heartbeat, the core ingests them all, a count per heartbeat comes out."""
+    out = subprocess.run(
+        [
+            *(sys.executable, str(BENCH.parent / "nats_ingest_instructions.py")),
+            *("--side", "publisher", "--subjects", "v3", "--peers", "200", "--repeat", "2"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    data = json.loads(out.stdout)
+    assert data["side"] == "publisher" and data["scheme"] == "v3"
+    assert data["published"] == data["ingested_by_the_core"] == 400
+    assert data["instructions_per_heartbeat"] > 0

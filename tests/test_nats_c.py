@@ -7,6 +7,7 @@ and heartbeats; the back-off filter; outbox bound; reconnection."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import nats
@@ -261,6 +262,94 @@ def test_core_fed_in_cpp_ticks_and_publishes(
             core.close()
             await connector.aclose()
             await bus.aclose()
+
+    run(body)
+
+
+# Addresses the C++ client refuses: the same rule as ADDRESS_RE (what the Python check
+# before it applied), including characters outside ASCII and a NUL.
+BAD_ADDRESSES = [
+    "0xAB",
+    "0x" + "G" * 40,
+    "0x" + "A" * 40,  # uppercase
+    "0X" + "a" * 40,
+    "0x" + "a" * 39 + "\0",
+    "0x" + "\u0663" * 40,  # Arabic-Indic digit three: a digit, not [0-9]
+    "0x" + "a" * 41,
+    "peer.*",
+]
+
+
+@pytest.mark.parametrize("scheme", ["workers", "v3"])
+def test_c_client_refuses_logs_and_counts_bad_addresses(
+    nats_server: NatsServer,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+    scheme: str,
+) -> None:
+    """A batch with bad addresses: only its good rows reach NATS (in order) and the
+    engine; each bad one is counted once (bad_address, publish) and logged once."""
+
+    async def body() -> None:
+        pub = await NatsPubSub.connect([nats_server.url], subjects=scheme)
+        sub = await NatsPubSub.connect([nats_server.url], subjects=scheme)
+        raw = await nats.connect(nats_server.url)
+        e = engine()
+        feed = None
+        try:
+            assert pub.c_client is not None
+            seen: list[str] = []
+
+            async def raw_cb(m: Any) -> None:
+                seen.append(m.subject)
+
+            await raw.subscribe(">", cb=raw_cb)
+            feed = sub.feed_engine(e)
+            assert feed is not None
+            await sub.ready()
+            await raw.flush()
+            good = batch_of(len(BAD_ADDRESSES) + 1)
+            mixed: list[str] = []
+            for i, a in enumerate(good.addresses):  # good, bad, good, bad, ..., good
+                mixed.append(a)
+                if i < len(BAD_ADDRESSES):
+                    mixed.append(BAD_ADDRESSES[i])
+            rows = [i for i, a in enumerate(mixed) if a in good.addresses]
+            positions_ = np.zeros((len(mixed), 3), np.float32)
+            positions_[rows] = good.positions
+            batch = HeartbeatBatch(mixed, positions_, [UNSET] * len(mixed))
+            with caplog.at_level(logging.ERROR, logger="dclcomms.nats.pubsub"):
+                pub.publish_heartbeats(batch)
+            m = pub.m_subject_errors
+            assert m.get(code="bad_address", direction="publish") == len(BAD_ADDRESSES)
+            refused = [r for r in caplog.records if "refused NATS subject" in r.getMessage()]
+            assert [r.__dict__["subject"] for r in refused] == [
+                f"peer.{a}.heartbeat" for a in BAD_ADDRESSES
+            ]
+            await pub.flush()
+            await until(lambda: e.peer_count == len(good))
+            assert sorted(positions(e)) == sorted(good.addresses)
+            await until(lambda: len(seen) == len(good))
+            await asyncio.sleep(0.1)
+            assert seen == [f"{PREFIX[scheme]}{a}.heartbeat" for a in good.addresses]
+            # rows the outbox cannot take: dropped and counted as such, no address refused
+            caplog.clear()
+            small = await NatsPubSub.connect(
+                [nats_server.url], subjects=scheme, max_outbox_bytes=400
+            )
+            try:
+                with caplog.at_level(logging.ERROR, logger="dclcomms.nats.pubsub"):
+                    small.publish_heartbeats(batch_of(100))
+                assert small.m_dropped.get(reason="outbox_full") == 100
+                assert small.m_subject_errors.get(code="bad_address", direction="publish") == 0
+                assert not [r for r in caplog.records if "refused" in r.getMessage()]
+            finally:
+                await small.aclose()
+        finally:
+            if feed is not None:
+                feed.close()
+            await raw.close()
+            await pub.aclose()
+            await sub.aclose()
 
     run(body)
 

@@ -302,6 +302,10 @@ std::string encode_heartbeat(const Heartbeat& hb) {
   return out;
 }
 
+void append_heartbeat(std::string& out, const Heartbeat& hb) {
+  write_heartbeat_body(out, hb);
+}
+
 std::string encode_island_changed_peers(const std::vector<std::string>& peer_ids,
                                         const float* xyz) {
   size_t size = 0;

@@ -155,6 +155,25 @@ std::string peers_entries(const IslandChanged& ic) {
   return encode_island_changed_message(only);
 }
 
+// append_heartbeat: encode_heartbeat's bytes after whatever the buffer holds; a
+// buffer cleared and reused for the next heartbeat holds only that one.
+TEST(FastPaths, AppendHeartbeatAppendsEncodeHeartbeatsBytes) {
+  const uint64_t seed = testing::test_seed();
+  std::mt19937_64 rng(seed);
+  std::string reused;
+  for (int i = 0; i < 2000; ++i) {
+    SCOPED_TRACE("seed " + std::to_string(seed) + " iteration " + std::to_string(i));
+    const Heartbeat hb = random_heartbeat(rng);
+    const std::string whole = encode_heartbeat(hb);
+    std::string prefixed = "prefix";
+    append_heartbeat(prefixed, hb);
+    ASSERT_EQ(hex(prefixed), hex("prefix" + whole));
+    reused.clear();
+    append_heartbeat(reused, hb);
+    ASSERT_EQ(hex(reused), hex(whole));
+  }
+}
+
 TEST(FastPaths, EncodersMatchGenericEncoder) {
   const uint64_t seed = testing::test_seed();
   std::mt19937_64 rng(seed);

@@ -835,6 +835,7 @@ struct Client::Impl {
     const size_t prefix = subject.size();
     size_t next_room = 0;
     codec::Heartbeat hb;
+    std::string payload;  // one buffer for every message (libnats copies it)
     for (size_t i = 0; i < n; ++i) {
       subject.resize(prefix);
       raw_to_address(&rows.raw_addresses[20 * i], subject);
@@ -845,7 +846,9 @@ struct Client::Impl {
       if (next_room < rows.rooms.size() && rows.rooms[next_room].first == i) {
         hb.desired_room = rows.rooms[next_room].second;
       }
-      send(subject.c_str(), codec::encode_heartbeat(hb));
+      payload.clear();
+      codec::append_heartbeat(payload, hb);
+      send(subject.c_str(), payload);
     }
   }
 

@@ -708,18 +708,23 @@ class NatsPubSub(PubSub):
         if self._closed:
             self.m_dropped.inc(n, reason="closed")
             return
-        if self._batched or self.c_client is not None:
+        if self.c_client is not None:  # encoded and published in C++ (never blocks)
+            # C++ checks every address (as valid_address does on receive), refuses and
+            # counts a bad one (bad_address_publish: dcl_nats_subject_errors_total) and
+            # returns how many it queued; only then are the refused ones found and logged
+            queued = self.c_client.publish_heartbeats(
+                list(batch.addresses), batch.positions, list(batch.desired_rooms)
+            )
+            if queued < n:
+                self._log_bad_addresses(batch.addresses)
+            self._sync_c()
+            return
+        if self._batched:
             addrs = batch.addresses
             if set(map(len, addrs)) != {42} or _ADDRESSES_RE.fullmatch("".join(addrs)) is None:
                 batch = self._valid_only(batch)  # some bad address: drop (and count) those
                 if not len(batch):
                     return
-        if self.c_client is not None:  # encoded and published in C++ (never blocks)
-            self.c_client.publish_heartbeats(
-                list(batch.addresses), batch.positions, list(batch.desired_rooms)
-            )
-            self._sync_c()
-            return
         if self._batched:  # one message for the whole batch
             self._enqueue_heartbeat_batch(batch)
             return
@@ -855,6 +860,20 @@ class NatsPubSub(PubSub):
         self._outbox_bytes += 20
         (g.joined if kind == "peer_join" else g.left).append(peer)
         return True
+
+    def _log_bad_addresses(self, addresses: Sequence[Any]) -> None:
+        """Logs the addresses the C++ client refused (it counted them)."""
+        for a in addresses:
+            if not (isinstance(a, str) and ADDRESS_RE.fullmatch(a) is not None):
+                log.error(
+                    "refused NATS subject: %s",
+                    SubjectError(f"not a lowercase 0x address: {a!r}", code="bad_address"),
+                    extra={
+                        "subject": f"peer.{a}.heartbeat",
+                        "code": "bad_address",
+                        "direction": "publish",
+                    },
+                )
 
     def _valid_only(self, batch: HeartbeatBatch) -> HeartbeatBatch:
         keep = []

@@ -43,6 +43,8 @@ struct ClientPacket {
 ClientPacket decode_client_packet(std::string_view data);
 Heartbeat decode_heartbeat(std::string_view data);  // bare Heartbeat (NATS)
 std::string encode_heartbeat(const Heartbeat& hb);  // bare Heartbeat (NATS)
+// The same bytes appended to `out` (a publisher reusing one buffer per message).
+void append_heartbeat(std::string& out, const Heartbeat& hb);
 
 struct IslandChanged {
   std::string island_id;

@@ -399,17 +399,26 @@ std::string encode_server_island_changed(const IslandChanged& msg) {
 std::string encode_server_island_changed(std::string_view island_id, std::string_view conn_str,
                                          const std::optional<std::string>& from_island_id,
                                          std::string_view peers_entries) {
-  size_t body = peers_entries.size();
-  if (!island_id.empty()) body += wire::len_field_size(1, island_id.size());
-  if (!conn_str.empty()) body += wire::len_field_size(2, conn_str.size());
-  if (from_island_id) body += wire::len_field_size(3, from_island_id->size());
-  std::string out(wire::len_field_size(3, body), '\0');
+  std::string out =
+      encode_server_island_changed_head(island_id, conn_str, from_island_id, peers_entries.size());
+  out.append(peers_entries);
+  return out;
+}
+
+std::string encode_server_island_changed_head(std::string_view island_id, std::string_view conn_str,
+                                              const std::optional<std::string>& from_island_id,
+                                              size_t peers_entries_size) {
+  size_t fields = 0;
+  if (!island_id.empty()) fields += wire::len_field_size(1, island_id.size());
+  if (!conn_str.empty()) fields += wire::len_field_size(2, conn_str.size());
+  if (from_island_id) fields += wire::len_field_size(3, from_island_id->size());
+  const size_t body = fields + peers_entries_size;
+  std::string out(wire::len_field_size(3, body) - peers_entries_size, '\0');
   char* p = wire::put_tag(out.data(), 3, wire::kLen);
   p = wire::put_varint(p, body);
   if (!island_id.empty()) p = wire::put_len_field(p, 1, island_id);
   if (!conn_str.empty()) p = wire::put_len_field(p, 2, conn_str);
-  if (from_island_id) p = wire::put_len_field(p, 3, *from_island_id);  // E2
-  if (!peers_entries.empty()) std::memcpy(p, peers_entries.data(), peers_entries.size());
+  if (from_island_id) wire::put_len_field(p, 3, *from_island_id);  // E2
   return out;
 }
 

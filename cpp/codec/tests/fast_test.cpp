@@ -190,6 +190,10 @@ TEST(FastPaths, EncodersMatchGenericEncoder) {
     ASSERT_EQ(hex(encode_server_island_changed(ic.island_id, ic.conn_str, ic.from_island_id,
                                                peers_entries(ic))),
               hex(encode_server_island_changed(ic)));
+    ASSERT_EQ(hex(encode_server_island_changed_head(ic.island_id, ic.conn_str, ic.from_island_id,
+                                                    peers_entries(ic).size()) +
+                  peers_entries(ic)),
+              hex(encode_server_island_changed(ic)));
     std::vector<std::string> member_ids;
     std::vector<float> xyz;
     for (const auto& [id, p] : ic.peers) {

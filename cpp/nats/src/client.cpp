@@ -499,9 +499,10 @@ ws::RelayItem native_changes(std::string_view island, std::string_view data, Pee
     r.address = std::move(to[i]);
     r.conn_str.assign(v.conn_strs[i].data(), v.conn_strs[i].size());
     if (!v.from_island_ids[i].empty()) r.from_island_id = std::string(v.from_island_ids[i]);
-    r.frame = codec::encode_server_island_changed(item.island_id, r.conn_str, r.from_island_id,
-                                                  item.peers_entries);
+    r.frame = codec::encode_server_island_changed_head(item.island_id, r.conn_str, r.from_island_id,
+                                                       item.peers_entries.size());
   }
+  item.frame_heads = true;  // the hub shares one copy of the entries among them
   return item;
 }
 
@@ -535,9 +536,10 @@ ws::RelayItem compat_changed(std::string_view address, std::string_view data, Pe
   item.island_id = std::move(h.island_id);
   r.conn_str = std::move(h.conn_str);
   r.from_island_id = std::move(h.from_island_id);
-  r.frame = codec::encode_server_island_changed(item.island_id, r.conn_str, r.from_island_id,
-                                                item.peers_entries);
+  r.frame = codec::encode_server_island_changed_head(item.island_id, r.conn_str, r.from_island_id,
+                                                     item.peers_entries.size());
   item.recipients.push_back(std::move(r));
+  item.frame_heads = true;
   return item;
 }
 

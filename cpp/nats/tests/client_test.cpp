@@ -268,10 +268,12 @@ TEST(NatsRelay, NativeIslandChangesBecomeOneItemPerIsland) {
   EXPECT_EQ(item.recipients[0].from_island_id, std::nullopt);  // "" = none
   EXPECT_EQ(item.recipients[1].address, kB);
   EXPECT_EQ(item.recipients[1].from_island_id, std::optional<std::string>("I0"));
-  // Each recipient's frame is built here, off the server's I/O thread.
-  EXPECT_EQ(item.recipients[0].frame,
+  // Each recipient's frame head is built here, off the server's I/O thread;
+  // the frame is the head and the item's entries (shared by the server).
+  EXPECT_TRUE(item.frame_heads);
+  EXPECT_EQ(item.recipients[0].frame + item.peers_entries,
             dclcomms::codec::encode_server_island_changed("I1", "c1", std::nullopt, peers));
-  EXPECT_EQ(item.recipients[1].frame,
+  EXPECT_EQ(item.recipients[1].frame + item.peers_entries,
             dclcomms::codec::encode_server_island_changed("I1", "c2", "I0", peers));
   // Rejects: another island than the subject's, counts that differ, bad entries.
   EXPECT_THROW(n::decode_relay(n::Scheme::Native, "dclcomms.v1.island.I2.changed",
@@ -334,7 +336,9 @@ TEST(NatsRelay, CompatIslandChangedKeepsItsEntriesAndFrom) {
     EXPECT_EQ(dclcomms::codec::encode_server_island_changed(item.island_id, "livekit:abc", "I0",
                                                             item.peers_entries),
               dclcomms::codec::encode_server_island_changed(m));
-    EXPECT_EQ(item.recipients[0].frame, dclcomms::codec::encode_server_island_changed(m));
+    EXPECT_TRUE(item.frame_heads);
+    EXPECT_EQ(item.recipients[0].frame + item.peers_entries,
+              dclcomms::codec::encode_server_island_changed(m));
   }
   // An entry after which another field follows: decoded whole, entries encoded again.
   std::string reordered = data;

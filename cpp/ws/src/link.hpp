@@ -64,6 +64,13 @@ class Environment {
   virtual int64_t unix_ms() = 0;    // wall clock, ms since the Unix epoch
   virtual int64_t steady_ms() = 0;  // monotonic clock, ms
   virtual FramePtr frame(std::string payload, FrameType type) = 0;
+  // A frame whose payload is head followed by *tail, the tail shared with
+  // other frames (an island's member map in each recipient's island_changed).
+  // Default: one payload (head + tail).
+  virtual FramePtr split_frame(std::string head, std::shared_ptr<const std::string> tail,
+                               FrameType type) {
+    return frame(std::move(head) + *tail, type);
+  }
   // Verifies chain_json against challenge off the hub's thread (it takes
   // ~0.1 ms of secp256k1 work); done(result, verify_us) runs later as a hub
   // entry. Jobs still queued when the server stops are dropped.

@@ -35,6 +35,8 @@ std::string Hub::connector_island_of(const std::string& address) const {
 }
 
 void Hub::relay_changes(IslandChangesItem& item) {
+  // The member map, shared by the frames built from a head (frame_heads).
+  std::shared_ptr<const std::string> tail;
   for (auto& r : item.recipients) {
     auto it = connector_reg_.find(r.address);
     if (it == connector_reg_.end()) {
@@ -44,12 +46,18 @@ void Hub::relay_changes(IslandChangesItem& item) {
     SessionPtr s = it->second;  // a copy: a 4008 close erases the registry entry
     // A session without an island yet never was on the one the core names.
     const bool drop_from = s->island.empty() && r.from_island_id;
-    if (r.frame.empty() || drop_from) {
+    FramePtr frame;
+    if (!drop_from && !r.frame.empty() && item.frame_heads) {
+      if (!tail) tail = std::make_shared<const std::string>(std::move(item.peers_entries));
+      frame = env_.split_frame(std::move(r.frame), tail, FrameType::Binary);
+    } else if (!drop_from && !r.frame.empty()) {
+      frame = binary(std::move(r.frame));
+    } else {
       static const std::optional<std::string> kNone;
-      r.frame = codec::encode_server_island_changed(
-          item.island_id, r.conn_str, drop_from ? kNone : r.from_island_id, item.peers_entries);
+      frame = binary(codec::encode_server_island_changed(item.island_id, r.conn_str,
+                                                         drop_from ? kNone : r.from_island_id,
+                                                         tail ? *tail : item.peers_entries));
     }
-    FramePtr frame = binary(std::move(r.frame));
     forget_island(*s);
     s->island = item.island_id;
     island_members_[item.island_id].insert(r.address);

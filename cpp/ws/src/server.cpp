@@ -29,30 +29,39 @@ using Message = websocketpp::config::asio::message_type;
 
 // A ready-to-write frame: the WebSocket header (at most 10 bytes, kept
 // inline) and the payload moved in as it was encoded (no copy of it into a
-// header + payload buffer; a write gathers the two). Server frames are never
-// masked, so every receiver's write points at the same bytes (a room
-// broadcast encodes and allocates once).
+// header + payload buffer; a write gathers the parts), optionally followed by
+// a tail shared with other frames (the member map of an island, in each of its
+// recipients' island_changed: one copy, not one per recipient). Server frames
+// are never masked, so every receiver's write points at the same bytes (a
+// room broadcast encodes and allocates once).
 class WireFrame final : public OutFrame {
  public:
-  WireFrame(std::string payload, uint8_t opcode)
-      : header_(frame_header(opcode, payload.size())), payload_(std::move(payload)) {}
-  size_t size() const noexcept override { return payload_.size(); }
+  static constexpr size_t kParts = 3;  // header, payload, tail
+  WireFrame(std::string payload, uint8_t opcode, std::shared_ptr<const std::string> tail = nullptr)
+      : header_(frame_header(opcode, payload.size() + (tail ? tail->size() : 0))),
+        payload_(std::move(payload)),
+        tail_(std::move(tail)) {}
+  size_t size() const noexcept override { return payload_.size() + tail().size(); }
   std::string_view header() const noexcept { return header_; }
   std::string_view payload() const noexcept { return payload_; }
-  size_t wire_size() const noexcept { return header_.size() + payload_.size(); }
+  std::string_view tail() const noexcept { return tail_ ? std::string_view(*tail_) : ""; }
+  size_t wire_size() const noexcept { return header_.size() + size(); }
   // Appends the frame's bytes from offset skip (< wire_size()) to out.
   void append_wire(std::string& out, size_t skip) const {
-    if (skip < header_.size()) {
-      out.append(header_, skip, std::string::npos);
-      out += payload_;
-    } else {
-      out.append(payload_, skip - header_.size(), std::string::npos);
+    for (std::string_view part : {header(), payload(), tail()}) {
+      if (skip >= part.size()) {
+        skip -= part.size();
+        continue;
+      }
+      out.append(part.substr(skip));
+      skip = 0;
     }
   }
 
  private:
   std::string header_;  // short: in the string object itself, no allocation
   std::string payload_;
+  std::shared_ptr<const std::string> tail_;
 };
 
 constexpr uint8_t kPing = 0x9, kPong = 0xA;
@@ -182,14 +191,14 @@ class WsppLink final : public Link {
 
  private:
   void write_direct() {
-    constexpr size_t kIov = 128;  // two per frame: header, payload
+    constexpr size_t kIov = 128;  // up to three per frame: header, payload, tail
     iovec iov[kIov];
     size_t i = 0;  // the first frame not yet written
     while (i < cork_.size()) {
       size_t n = 0, k = 0, bytes = 0;
-      for (; k + 2 <= kIov && i + n < cork_.size(); ++n) {
+      for (; k + WireFrame::kParts <= kIov && i + n < cork_.size(); ++n) {
         const WireFrame& w = *cork_[i + n];
-        for (std::string_view part : {w.header(), w.payload()}) {
+        for (std::string_view part : {w.header(), w.payload(), w.tail()}) {
           if (part.empty()) continue;
           iov[k].iov_base = const_cast<char*>(part.data());
           iov[k].iov_len = part.size();
@@ -920,6 +929,12 @@ FramePtr Server::Impl::frame(std::string payload, FrameType type) {
   return std::make_shared<const WireFrame>(std::move(payload), static_cast<uint8_t>(type));
 }
 
+FramePtr Server::Impl::split_frame(std::string head, std::shared_ptr<const std::string> tail,
+                                   FrameType type) {
+  return std::make_shared<const WireFrame>(std::move(head), static_cast<uint8_t>(type),
+                                           std::move(tail));
+}
+
 void Server::Impl::verify(Shard& shard, std::string chain_json, std::string challenge,
                           Environment::VerifyDone done) {
   Shard* sh = &shard;
@@ -1033,6 +1048,7 @@ void Server::Impl::relay(std::vector<RelayItem> items) {
           IslandChangesItem p;
           p.island_id = changes->island_id;
           p.peers_entries = changes->peers_entries;
+          p.frame_heads = changes->frame_heads;
           part[i] = &std::get<IslandChangesItem>(per[i].emplace_back(std::move(p)));
         }
         part[i]->recipients.push_back(std::move(r));

@@ -171,6 +171,7 @@ class Server::Impl final {
   int64_t unix_ms();
   int64_t steady_ms();
   FramePtr frame(std::string payload, FrameType type);
+  FramePtr split_frame(std::string head, std::shared_ptr<const std::string> tail, FrameType type);
   void events_pending(bool pending);
 
  private:
@@ -185,6 +186,10 @@ class Server::Impl final {
     int64_t steady_ms() override { return server_.steady_ms(); }
     FramePtr frame(std::string payload, FrameType type) override {
       return server_.frame(std::move(payload), type);
+    }
+    FramePtr split_frame(std::string head, std::shared_ptr<const std::string> tail,
+                         FrameType type) override {
+      return server_.split_frame(std::move(head), std::move(tail), type);
     }
     void verify(std::string chain_json, std::string challenge, VerifyDone done) override {
       server_.verify(shard_, std::move(chain_json), std::move(challenge), std::move(done));

@@ -212,5 +212,25 @@ TEST_F(Relay, APrebuiltFrameIsSentAsItIsUnlessFromMustBeDropped) {
             changed_frame("I2", bob.address(), {alice.address(), bob.address()}, std::nullopt));
 }
 
+TEST_F(Relay, FrameHeadsAreSentWithTheSharedEntriesUnlessFromMustBeDropped) {
+  Conn a = join_connector(ep, alice);
+  Conn b = join_connector(ep, bob);
+  ep.relay(changes("I1", {alice.address()}, {alice.address()}));
+  ep.relay(TickEndItem{});
+  // Each recipient's frame is only its head; the hub follows it with the item's
+  // entries. bob had no island: his frame is built again without from.
+  const std::vector<std::string> members{alice.address(), bob.address()};
+  IslandChangesItem item = changes("I2", members, members, "I1");
+  item.frame_heads = true;
+  for (auto& r : item.recipients) {
+    r.frame = codec::encode_server_island_changed_head("I2", r.conn_str, r.from_island_id,
+                                                       item.peers_entries.size());
+  }
+  ep.relay(item);
+  EXPECT_EQ(a->sent.back().payload, changed_frame("I2", alice.address(), members, "I1"));
+  EXPECT_EQ(b->sent.back().payload, changed_frame("I2", bob.address(), members, std::nullopt));
+  EXPECT_EQ(ep.counter("connector", "relayed_island_changed"), 3u);
+}
+
 }  // namespace
 }  // namespace dclcomms::ws::testing

@@ -98,6 +98,12 @@ std::string encode_server_island_changed(const IslandChanged& msg);
 std::string encode_server_island_changed(std::string_view island_id, std::string_view conn_str,
                                          const std::optional<std::string>& from_island_id,
                                          std::string_view peers_entries);
+// The bytes of that frame before the peers entries (whose size is given): the
+// frame is this head followed by the entries, so recipients of one island can
+// share the entries (a frame written as two parts) instead of each a copy.
+std::string encode_server_island_changed_head(std::string_view island_id, std::string_view conn_str,
+                                              const std::optional<std::string>& from_island_id,
+                                              size_t peers_entries_size);
 // ServerPacket{island_changed} around an already-encoded IslandChangedMessage
 // (the bytes are not inspected: callers pass what they encoded or decoded).
 std::string wrap_server_island_changed(std::string_view island_changed_message);

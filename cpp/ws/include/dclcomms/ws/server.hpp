@@ -277,6 +277,11 @@ struct IslandChangesItem {
   std::string island_id;
   std::string peers_entries;  // the IslandChangedMessage peers entries, encoded (shared)
   std::vector<Recipient> recipients;
+  // The recipients' frames are only the bytes before peers_entries
+  // (codec::encode_server_island_changed_head): the hub writes each head and
+  // then the item's peers_entries, one copy shared by all of them (a frame of
+  // two parts), instead of a whole frame each.
+  bool frame_heads = false;
 };
 struct IslandMovesItem {
   std::string island_id;

@@ -185,3 +185,26 @@ def test_nats_ingest_instructions_publisher_side_smoke() -> None:
     assert data["side"] == "publisher" and data["scheme"] == "v3"
     assert data["published"] == data["ingested_by_the_core"] == 400
     assert data["instructions_per_heartbeat"] > 0
+
+
+def test_nats_subscription_shapes_smoke() -> None:
+    """bench/nats_subscription_shapes.py: every shape's reader gets every heartbeat and a
+    server CPU figure comes out for each."""
+    out = subprocess.run(
+        [
+            *(sys.executable, str(BENCH.parent / "nats_subscription_shapes.py")),
+            *("--peers", "200", "--repeat", "2", "--rounds", "1"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    data = json.loads(out.stdout)["nats_server_us_per_heartbeat"]
+    assert set(data) == {
+        "peer.*.*",
+        "peer.*.heartbeat|connect|disconnect",
+        "peer.>",
+        "peer.*.* queue group",
+    }
+    assert all(v["median"] > 0 and len(v["runs"]) == 1 for v in data.values())

@@ -33,7 +33,10 @@ is the whole process's CPU over the ingest (publisher, both clients, the core).
 buses with the C++ client), each publishing its share of ``--peers`` heartbeats
 ``--ingest-repeat`` times as fast as it can; heartbeats/s = all of them / (go ->
 the engine applied the last); the CPU of the load processes, of this process (the
-core) and of nats-server over that interval, so a saturated load generator shows.
+core) and of nats-server over that interval, so a saturated load generator shows;
+their sum per heartbeat (``cpu_us_per_heartbeat``) and over the wall time (``cores_busy``:
+the rate is about cores_busy / CPU per heartbeat, so a run that got little of the machine
+shows); nats-server's ``/subsz`` match counters.
 
 ``--deliver``: tick start -> every ``island_changed`` delivered to real WebSocket
 sessions. A connector (``ws.Server`` + the realm's connector glue on its own
@@ -582,16 +585,18 @@ async def ingest_runs(args: argparse.Namespace, url: str, nats_pid: int) -> dict
                 wall = time.perf_counter() - t0
                 nats_cpu = _cpu_of(nats_pid) - cpu_nats
                 res = await procs.results()
-                runs.append(
-                    {
-                        "rate": total / wall,
-                        "wall_s": wall,
-                        "core_cpu_s": time.process_time() - cpu_self,
-                        "load_cpu_s": procs.cpu_s() - cpu_load,
-                        "load_busy_s": max(x["wall_s"] for x in res),
-                        "nats_server_cpu_s": nats_cpu,
-                    }
-                )
+                run = {
+                    "rate": total / wall,
+                    "wall_s": wall,
+                    "core_cpu_s": time.process_time() - cpu_self,
+                    "load_cpu_s": procs.cpu_s() - cpu_load,
+                    "load_busy_s": max(x["wall_s"] for x in res),
+                    "nats_server_cpu_s": nats_cpu,
+                }
+                all_cpu = run["core_cpu_s"] + run["load_cpu_s"] + nats_cpu
+                run["cpu_us_per_heartbeat"] = all_cpu / total * 1e6
+                run["cores_busy"] = all_cpu / wall
+                runs.append(run)
                 core.close()
         finally:
             procs.close()
@@ -615,6 +620,11 @@ async def ingest_runs(args: argparse.Namespace, url: str, nats_pid: int) -> dict
             "load_processes_cpu_ms": round(med["load_cpu_s"] * 1000, 1),
             "load_publish_wall_ms": round(med["load_busy_s"] * 1000, 1),
             "nats_server_cpu_ms": round(med["nats_server_cpu_s"] * 1000, 1),
+            # what bounds the rate: all three sides' CPU per heartbeat, and how many of
+            # the machine's cores they kept busy (rate ~ cores_busy / CPU per heartbeat)
+            "cpu_us_per_heartbeat": round(med["cpu_us_per_heartbeat"], 2),
+            "cores_busy": round(med["cores_busy"], 2),
+            "runs_cores_busy": [round(x["cores_busy"], 2) for x in runs],
             # full subject matches per heartbeat (1.0: every message missed the server's
             # per-connection cache) and the account cache's hit rate (cumulative)
             "nats_server_matches_per_heartbeat": round(

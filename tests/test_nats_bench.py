@@ -52,6 +52,9 @@ def test_bench_nats_load_processes_smoke() -> None:
     assert out["nats_conf"] is None and out["nats_server_gogc"] is None
     assert data["workers"]["nats_server_cache_entries"] > 0
     assert 0.25 <= data["workers"]["nats_server_matches_per_heartbeat"] <= 1.0
+    for scheme in ("native", "workers"):
+        assert data[scheme]["cpu_us_per_heartbeat"] > 0 and data[scheme]["cores_busy"] > 0
+        assert len(data[scheme]["runs_cores_busy"]) == 1
     scale = subprocess.run(
         [
             *(sys.executable, str(BENCH), "--scale", "--peers", "600", "--seconds", "3"),

@@ -22,7 +22,15 @@ import aiohttp
 
 from dclcomms.ws import HttpRequest, Server, ServerConfig, metrics_text
 from tests.helpers.common import stop_process
-from tests.helpers.ws_wire import Identity, connector_handshake, run_async
+from tests.helpers.ws_wire import (
+    Identity,
+    client_challenge_request,
+    client_signed_challenge,
+    connector_handshake,
+    decode_server,
+    recv_bin,
+    run_async,
+)
 from tests.helpers.ws_wire import serving as ws_serving
 
 serving = functools.partial(ws_serving, rooms=False)
@@ -316,3 +324,105 @@ def test_the_realm_setting_reaches_the_server() -> None:
         )
         assert out.returncode == 2, (args, env, out.stderr)
         assert "http_keep_alive_ms" in out.stderr and "[bad_value]" in out.stderr, out.stderr
+
+
+# --- idle keep-alive connections and admission -------------------------------------------
+#
+# A plain HTTP connection counts as "not authenticated" while it is open (it never completes
+# a WebSocket handshake): against its address's max_unauthenticated_per_ip and, at
+# max_connections, as an eviction candidate. One waiting between two requests holds nothing
+# a client would lose (HTTP clients reopen a closed idle connection), so it is the first to
+# go: before a WebSocket user in the middle of its handshake, and instead of refusing that
+# address's next connection.
+
+
+def idle_keep_alive(server: Server, n: int) -> list[socket.socket]:
+    """n connections, each after one answered request: idle, kept for the next one."""
+    out = []
+    for _ in range(n):
+        s = connect(server)
+        s.sendall(request("GET", "/health/live"))
+        assert read_answer(s)[0] == 200
+        out.append(s)
+    return out
+
+
+def still_open(s: socket.socket) -> bool:
+    """The server has not closed s: it answers the next request on it."""
+    s.sendall(request("GET", "/health/live"))
+    try:
+        return read_answer(s)[0] == 200
+    except (AssertionError, ConnectionResetError, BrokenPipeError):
+        return False
+
+
+@run_async
+async def test_at_max_connections_an_idle_keep_alive_connection_goes_before_a_handshake(
+    rng: random.Random,
+) -> None:
+    """Four slots: a connector user mid-handshake (the oldest connection) and three idle
+    keep-alive connections. A newcomer past the eviction age takes the longest-idle HTTP
+    connection's slot; the user's handshake goes on to ``welcome``. Before, the user's
+    connection (the oldest unauthenticated one) was evicted."""
+    with serving(
+        max_connections=4,
+        fd_reserve=0,
+        unauthenticated_evict_min_age_ms=300,
+        http_keep_alive_ms=60_000,
+    ) as server:
+        me = Identity.random(rng)
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(f"http://127.0.0.1:{server.port}/ws")
+            await ws.send_bytes(client_challenge_request(me.address))
+            kind, ch = decode_server(await recv_bin(ws))
+            assert kind == "challenge_response"
+            idle = idle_keep_alive(server, 3)  # the wallet is still signing
+            await asyncio.sleep(0.5)  # past unauthenticated_evict_min_age_ms
+            newcomer = connect(server)
+            newcomer.sendall(request("GET", "/health/live"))
+            assert read_answer(newcomer)[0] == 200
+            await ws.send_bytes(client_signed_challenge(me.chain(ch["challenge"])))
+            kind, welcome = decode_server(await recv_bin(ws))
+            assert (kind, welcome["peer_id"]) == ("welcome", me.lower)
+            assert closed_by_server(idle[0], within=3)  # idle longest
+            assert still_open(idle[1]) and still_open(idle[2])
+            stats = server.stats()["server"]
+            assert stats["evicted_idle_http"] == 1
+            assert stats["evicted_unauthenticated"] == 0
+            assert "dcl_ws_server_evicted_idle_http_total 1\n" in metrics_text(server.stats())
+            await ws.close()
+            for s in (*idle, newcomer):
+                s.close()
+
+
+@run_async
+async def test_idle_keep_alive_connections_do_not_refuse_their_address(
+    rng: random.Random,
+) -> None:
+    """max_unauthenticated_per_ip = 3 and three idle keep-alive connections from 127.0.0.1:
+    a WebSocket upgrade from the same address evicts the longest-idle one instead of being
+    refused 503. Connections that are not idle (connected, no request yet) still count in
+    full: with three of those the next one is refused."""
+    with serving(max_unauthenticated_per_ip=3, http_keep_alive_ms=60_000) as server:
+        me = Identity.random(rng)
+        idle = idle_keep_alive(server, 3)
+        async with aiohttp.ClientSession() as session:
+            ws, welcome = await connector_handshake(session, server.port, me)
+            assert welcome["peer_id"] == me.lower
+            assert closed_by_server(idle[0], within=3)
+            assert still_open(idle[1]) and still_open(idle[2])
+            await ws.close()
+        assert server.stats()["server"]["evicted_idle_http"] == 1
+        assert server.stats()["server"]["refused_per_ip"] == 0
+        for s in idle:
+            s.close()
+    with serving(max_unauthenticated_per_ip=3, http_keep_alive_ms=60_000) as server:
+        silent = [connect(server) for _ in range(3)]  # no request yet: not idle
+        time.sleep(0.2)
+        s = connect(server)
+        status, _, body = read_answer(s)
+        assert status == 503 and b"too many connections from this address" in body
+        assert server.stats()["server"]["refused_per_ip"] == 1
+        assert server.stats()["server"]["evicted_idle_http"] == 0
+        for x in (*silent, s):
+            x.close()

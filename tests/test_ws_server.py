@@ -91,6 +91,7 @@ def test_metrics_text_has_no_labels() -> None:
         "dcl_ws_feed_pages",
         "dcl_ws_server_connections",
         "dcl_ws_server_unauthenticated",
+        "dcl_ws_server_idle_http",
         "dcl_ws_server_max_connections",
         "dcl_ws_server_fd_limit",
     }

@@ -422,6 +422,7 @@ _GAUGES = {
     ("feed", "pages"): "Live map pages open on /map/feed",
     ("server", "connections"): "Open TCP connections (admitted, reserve included)",
     ("server", "unauthenticated"): "Open connections that have not completed a handshake",
+    ("server", "idle_http"): "Open plain HTTP connections waiting for their next request",
     ("server", "max_connections"): "Connections served on every path (then the reserve)",
     ("server", "fd_limit"): "RLIMIT_NOFILE of the process after start raised it",
 }

@@ -16,7 +16,9 @@
 // request to /rooms/<id> is handed to the endpoint of that room's shard
 // instead (migrate(): the socket moves to the shard's thread). The session's handlers run
 // on the connection's strand, so admission's eviction (interrupt/terminate on
-// that strand) closes an idle session like any other connection.
+// that strand) closes an idle session like any other connection; between two
+// requests a session is idle for admission (http_idle), which evicts such
+// connections first.
 
 #include <sys/socket.h>
 
@@ -144,6 +146,9 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
   // Waits (on the strand) for the next request's head.
   void next() {
     auto self = shared_from_this();
+    // After an answer the connection is idle: admission closes it first when
+    // room is needed (a new connection does not count as idle).
+    if (requests_ > 0) server_.http_idle(con_.get(), true);
     // The first request gets websocketpp's own open-handshake time, later
     // ones the keep-alive time.
     timer_.expires_after(std::chrono::milliseconds(requests_ == 0 ? 5000 : ka_ms()));
@@ -215,6 +220,7 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
       end();
       return;
     }
+    if (requests_ > 0) server_.http_idle(con_.get(), false);  // a request under way
     if (size_t head_len = keep(std::string_view(buf, static_cast<size_t>(n)))) {
       // The timer keeps running until the request is whole (a slow body ends
       // the connection like an idle one). Exactly the head, then exactly the
@@ -394,6 +400,11 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession> {
   bool parsed_head_ = false;
   bool done_ = false;
 };
+
+void Server::Impl::http_idle(const void* key, bool idle) {
+  std::lock_guard<std::mutex> lock(adm_mu_);
+  adm_->idle(key, idle);
+}
 
 void Server::Impl::serve(const ConnPtr& con) {
   if (cfg_.http_keep_alive_ms <= 0) {

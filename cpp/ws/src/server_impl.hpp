@@ -327,6 +327,9 @@ class Server::Impl final {
   // 503 written straight to a socket that is then closed (nothing read).
   static void refuse(const detail::ConnPtr& con, const char* why);
   void authenticated(const void* key);  // WsppLink, under mu_
+  // A keep-alive session waits for its next request (idle) or has one under
+  // way (http.cpp; on the connection's strand, no lock held).
+  void http_idle(const void* key, bool idle);
   bool reserve_only(const void* key) const;
 
   // websocketpp handlers (server.cpp; HTTP in http.cpp)

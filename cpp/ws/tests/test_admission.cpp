@@ -1,6 +1,7 @@
 // Admission (admission.hpp): the global cap, eviction of the oldest
-// unauthenticated connection at that cap, the reserve past it and the
-// per-address cap on connections that have not completed a handshake.
+// unauthenticated connection at that cap, the reserve past it, the
+// per-address cap on connections that have not completed a handshake, and
+// idle keep-alive HTTP connections evicted first.
 
 #include "dclcomms/ws/admission.hpp"
 
@@ -147,6 +148,96 @@ TEST(Admission, RefusalsAreNotCountedAsOpen) {
   EXPECT_EQ(a.open(), 1u);
   EXPECT_EQ(a.unauthenticated(), 1u);
   EXPECT_EQ(stat(a, "max_connections"), 1u);
+}
+
+// Keep-alive HTTP connections waiting for their next request go first, at any
+// age: before an older connection still in its handshake, longest idle first;
+// one with a request under way again is an ordinary unauthenticated one.
+TEST(Admission, AtTheCapIdleHttpConnectionsGoBeforeHandshakes) {
+  Admission a(4, 0, 100, 1000);
+  EXPECT_EQ(a.admit(key(1), "10.0.0.1", 0).verdict, V::Admit);  // a WebSocket handshake
+  for (int i : {2, 3, 4}) EXPECT_EQ(a.admit(key(i), "10.0.0.2", i).verdict, V::Admit);
+  a.idle(key(3), true);  // answered first: idle longest
+  a.idle(key(2), true);
+  a.idle(key(4), true);
+  a.idle(key(4), false);  // its next request arrived
+  a.idle(key(4), true);   // answered again: now idle the shortest
+  EXPECT_EQ(stat(a, "idle_http"), 3u);
+  // Young (10 ms): no handshake could be evicted, the idle ones can.
+  auto d = a.admit(key(10), "10.0.0.3", 10);
+  EXPECT_EQ(d.verdict, V::Admit);
+  EXPECT_EQ(d.evict, key(3));
+  // Past the minimum age the idle ones still go before key(1).
+  d = a.admit(key(11), "10.0.0.3", 5000);
+  EXPECT_EQ(d.evict, key(2));
+  a.idle(key(4), false);  // a request under way: an ordinary candidate again
+  d = a.admit(key(12), "10.0.0.3", 5000);
+  EXPECT_EQ(d.evict, key(1));  // the oldest unauthenticated one
+  EXPECT_EQ(stat(a, "evicted_idle_http"), 2u);
+  EXPECT_EQ(stat(a, "evicted_unauthenticated"), 1u);
+  EXPECT_EQ(stat(a, "idle_http"), 0u);
+  // Evicted ones are forgotten; closing the rest leaves nothing behind.
+  for (int i : {1, 2, 3, 4, 10, 11, 12}) a.closed(key(i));
+  EXPECT_EQ(a.open(), 0u);
+  EXPECT_EQ(a.unauthenticated(), 0u);
+}
+
+// At its address's cap, a newcomer takes the slot of that address's longest
+// idle connection instead of being refused; other addresses' idle ones are
+// not touched, and without an idle one the newcomer is refused as before.
+TEST(Admission, PerAddressCapEvictsTheAddresssIdleConnection) {
+  Admission a(100, 2, 2, 1000);
+  EXPECT_EQ(a.admit(key(1), "10.0.0.1", 0).verdict, V::Admit);
+  EXPECT_EQ(a.admit(key(2), "10.0.0.1", 0).verdict, V::Admit);
+  EXPECT_EQ(a.admit(key(3), "10.0.0.2", 0).verdict, V::Admit);
+  a.idle(key(3), true);  // another address's
+  EXPECT_EQ(a.admit(key(4), "10.0.0.1", 1).verdict, V::RefusePerIp);
+  a.idle(key(2), true);
+  a.idle(key(1), true);
+  auto d = a.admit(key(5), "10.0.0.1", 2);
+  EXPECT_EQ(d.verdict, V::Admit);
+  EXPECT_EQ(d.evict, key(2));
+  EXPECT_EQ(a.unauthenticated("10.0.0.1"), 2u);  // key(1) and the newcomer
+  EXPECT_EQ(a.open(), 3u);
+  d = a.admit(key(6), "10.0.0.1", 3);
+  EXPECT_EQ(d.evict, key(1));
+  EXPECT_EQ(a.admit(key(7), "10.0.0.1", 4).verdict, V::RefusePerIp);  // none idle left
+  EXPECT_EQ(stat(a, "evicted_idle_http"), 2u);
+  EXPECT_EQ(stat(a, "refused_per_ip"), 2u);
+  EXPECT_EQ(stat(a, "idle_http"), 1u);  // key(3)
+  // An authenticated connection is never idle (a handshake is no HTTP request).
+  a.authenticated(key(5));
+  a.idle(key(5), true);
+  EXPECT_EQ(stat(a, "idle_http"), 1u);
+  for (int i : {3, 5, 6}) a.closed(key(i));
+  EXPECT_EQ(a.open(), 0u);
+  EXPECT_EQ(stat(a, "idle_http"), 0u);
+}
+
+// A reserve connection (/status, /metrics past the cap) kept alive is evicted
+// for its address's newcomer (its reserve slot frees) but never to make
+// regular room; a rekeyed idle connection keeps its place.
+TEST(Admission, IdleReserveAndRekeyedConnections) {
+  Admission a(1, 1, 1, 1000);
+  EXPECT_EQ(a.admit(key(1), "10.0.0.1", 0).verdict, V::Admit);
+  EXPECT_EQ(a.admit(key(2), "10.0.0.2", 0).verdict, V::ReserveOnly);
+  a.idle(key(2), true);
+  auto d = a.admit(key(3), "10.0.0.3", 1);  // young key(1), idle key(2) only reserve
+  EXPECT_EQ(d.verdict, V::RefuseFull);
+  EXPECT_EQ(d.evict, nullptr);
+  d = a.admit(key(4), "10.0.0.2", 1);  // key(2)'s address: its reserve slot is the newcomer's
+  EXPECT_EQ(d.verdict, V::ReserveOnly);
+  EXPECT_EQ(d.evict, key(2));
+  a.idle(key(1), true);
+  a.rekey(key(1), key(21));
+  d = a.admit(key(5), "10.0.0.5", 2);
+  EXPECT_EQ(d.verdict, V::Admit);
+  EXPECT_EQ(d.evict, key(21));
+  for (int i : {4, 5}) a.closed(key(i));
+  EXPECT_EQ(a.open(), 0u);
+  EXPECT_EQ(a.reserve_open(), 0u);
+  EXPECT_EQ(a.unauthenticated(), 0u);
+  EXPECT_EQ(stat(a, "idle_http"), 0u);
 }
 
 }  // namespace

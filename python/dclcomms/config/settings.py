@@ -337,7 +337,8 @@ SETTINGS: tuple[Setting, ...] = (
         0,
         "MAX_UNAUTHENTICATED_PER_IP",
         "connections of one IP address that have not completed a handshake; one more gets 503 "
-        "(0 = max_connections / 8, at least 64)",
+        "unless the address has a keep-alive HTTP connection idle between requests (that one "
+        "is closed instead) (0 = max_connections / 8, at least 64)",
         minimum=0,
     ),
     Setting(
@@ -345,8 +346,9 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         2000,
         "UNAUTHENTICATED_EVICT_MIN_AGE_MS",
-        "ms: at max_connections a new connection evicts the oldest one not yet authenticated "
-        "if it is at least this old (a many-address flood cannot keep valid clients out)",
+        "ms: at max_connections a new connection evicts the longest idle keep-alive HTTP "
+        "connection, else the oldest one not yet authenticated if it is at least this old (a "
+        "many-address flood cannot keep valid clients out)",
         minimum=0,
     ),
     Setting(
@@ -1039,6 +1041,7 @@ def _validate(s: Setting, value: Any, where: str) -> Any:
             raise bad("expected a finite number")
     elif not isinstance(value, str):
         raise bad("expected a string")
+
     def bound(x: float) -> str:  # 3600000, not 3.6e+06
         return str(int(x)) if s.kind is int else f"{x:g}"
 

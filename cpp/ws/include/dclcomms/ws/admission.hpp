@@ -14,6 +14,14 @@
 // Independently, one IP address may hold at most max_unauthenticated_per_ip
 // connections that have not completed a handshake (a flood from one address
 // cannot take every slot).
+//
+// A plain HTTP connection never completes a handshake, so it counts as
+// unauthenticated while open. One that waits between two requests (HTTP/1.1
+// keep-alive, idle(key, true)) holds nothing its client would lose: a client
+// reopens a closed idle connection. It is therefore evicted first, at any age:
+// at max_connections before the oldest connection still in its handshake, and
+// at its address's max_unauthenticated_per_ip instead of refusing that
+// address's newcomer (the longest idle of the address goes).
 
 #include <cstddef>
 #include <cstdint>
@@ -30,9 +38,9 @@ class Admission {
   enum class Verdict { Admit, ReserveOnly, RefuseFull, RefusePerIp };
   struct Decision {
     Verdict verdict = Verdict::RefuseFull;
-    // Admit only: a connection to close now to make room (nullptr: none).
-    // It is forgotten here (its slot is the new connection's); closed() for
-    // it later is a no-op.
+    // A connection to close now to make room (nullptr: none; at most one per
+    // admission). It is forgotten here (its slot is the new connection's);
+    // closed() for it later is a no-op.
     const void* evict = nullptr;
   };
 
@@ -50,6 +58,11 @@ class Admission {
   // An admitted connection completed a handshake: it no longer counts
   // against its address and is never evicted (at most once per connection).
   void authenticated(const void* key);
+  // An admitted connection that has not completed a handshake now waits for
+  // its next plain HTTP request after an answer (idle: true), or has one under
+  // way again (false). Unknown and authenticated keys are ignored.
+  void idle(const void* key, bool idle);
+  size_t idle() const noexcept { return idle_total_; }
   // An admitted connection ended (unknown keys, e.g. evicted ones, ignored).
   void closed(const void* key);
   // An admitted connection's key changed (its socket moved to another
@@ -72,9 +85,13 @@ class Admission {
     bool authenticated = false;
     bool reserve_only = false;
     int64_t since_ms = 0;
-    std::list<const void*>::iterator queued;  // in evictable_ while not authenticated
+    std::list<const void*>::iterator queued;      // in evictable_ while not authenticated
+    bool idle = false;                            // between two plain HTTP requests
+    std::list<const void*>::iterator idle_at;     // in idle_ (regular ones only)
+    std::list<const void*>::iterator idle_at_ip;  // in idle_by_ip_[ip]
   };
   void release_unauth(const std::string& ip);
+  void set_idle(Conn& c, const void* key, bool idle);
   // Drops key's bookkeeping (its slot, its address's count).
   void forget(std::unordered_map<const void*, Conn>::iterator it);
 
@@ -84,8 +101,11 @@ class Admission {
   std::unordered_map<std::string, size_t> unauth_;  // ip -> connections not authenticated
   std::unordered_map<const void*, Conn> conns_;
   std::list<const void*> evictable_;  // regular, unauthenticated; oldest first
+  std::list<const void*> idle_;       // regular, idle; longest idle first
+  std::unordered_map<std::string, std::list<const void*>> idle_by_ip_;  // any, idle
+  size_t idle_total_ = 0;
   uint64_t admitted_ = 0, admitted_reserve_ = 0, refused_full_ = 0, refused_per_ip_ = 0,
-           evicted_ = 0;
+           evicted_ = 0, evicted_idle_ = 0;
 };
 
 }  // namespace dclcomms::ws

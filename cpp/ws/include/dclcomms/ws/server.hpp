@@ -126,10 +126,12 @@ namespace dclcomms::ws {
     "connections, half for the process (NATS, files)")                                             \
   X(size_t, max_unauthenticated_per_ip, 0, kAny,                                                   \
     "connections from one IP address that have not completed a handshake (plain HTTP ones "       \
-    "included while open); one more is answered 503 and closed. 0 = max_connections / 8, at "     \
-    "least 64")                                                                                    \
+    "included while open); one more is answered 503 and closed, unless one of them is idle "      \
+    "between two keep-alive requests: the longest idle one is closed instead. 0 = "               \
+    "max_connections / 8, at least 64")                                                            \
   X(int64_t, unauthenticated_evict_min_age_ms, 2'000, 0,                                           \
-    "at max_connections, a new connection evicts the oldest one that has not completed a "         \
+    "at max_connections, a new connection evicts the longest idle keep-alive HTTP connection "     \
+    "(any age), else the oldest one that has not completed a "                                     \
     "handshake if that one is at least this old (a flood from many addresses cannot keep valid "   \
     "clients out); younger ones are kept, the newcomer gets the reserve or 503 (ms)")              \
   X(int64_t, unauthenticated_timeout_ms, 15'000, 1,                                                \

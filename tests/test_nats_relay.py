@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,13 @@ from dclcomms.realm.connector import Connector
 from tests.helpers.common import run
 from tests.helpers.nats_fixtures import NatsServer, nats_server  # noqa: F401 - fixture
 from tests.helpers.realm_client import ArchipelagoClient, eventually
+from tests.helpers.ws_wire import (
+    Identity,
+    RawWs,
+    client_challenge_request,
+    client_signed_challenge,
+    decode_server,
+)
 
 V3 = "decentraland.kernel.comms.v3."
 STRANGER = "0x" + "e" * 40  # never connected here
@@ -250,5 +258,64 @@ def test_a_session_moved_to_another_connector_keeps_its_islands_apart(
             await eventually(lambda: dropped_on_s2() >= 2)
             assert dropped_on_s2() == 2
             await asyncio.gather(a1.close(), again.close(), b2.close())
+
+    run(body)
+
+
+def test_frames_with_a_shared_member_map_survive_a_full_socket(
+    nats_server: NatsServer,  # noqa: F811
+) -> None:
+    """Each relayed island_changed is written as its own head and the message's shared member
+    entries: a client whose socket is full gets the rest through the server's write queue
+    (frames cut at any byte, then handed over) and still reads every frame whole, byte for
+    byte, in order."""
+
+    async def body() -> None:
+        conn_bus = await NatsPubSub.connect([nats_server.url], subjects="native", name="connector")
+        core_bus = await NatsPubSub.connect([nats_server.url], subjects="native", name="core")
+        server = ws.Server(ws.ServerConfig(port=0, rooms=False, connector_max_queued_bytes=1 << 26))
+        port = server.start()
+        connector = Connector(server, conn_bus, Registry())
+        raw: RawWs | None = None
+        try:
+            assert connector.relayed_in_cpp
+            await conn_bus.ready()
+            await core_bus.ready()
+            me = Identity.random(random.Random(741))
+            raw = await RawWs.connect(port, "/ws", rcvbuf=4096)
+            await raw.send(client_challenge_request(me.address))
+            _, ch = decode_server((await raw.recv())[1])
+            await raw.send(client_signed_challenge(me.chain(ch["challenge"])))
+            assert decode_server((await raw.recv())[1])[0] == "welcome"
+            transport = raw.writer.transport
+            transport.pause_reading()  # type: ignore[attr-defined]
+            members = IslandMembers(
+                [(me.lower, (1.0, 0.0, 1.0))]
+                + [(f"0x{i:040x}", (float(i), 0.0, float(i))) for i in range(1, 100)]
+            )
+            n = 1000  # ~6 KB each: more than the socket takes (its send buffer grows to 4 MiB)
+            for i in range(n):
+                core_bus.publish_island_changed(
+                    [(me.lower, IslandChanged(f"I{i}", f"conn-{i}", None, members))]
+                )
+            await core_bus.flush()
+
+            def handed() -> bool:
+                return int(server.stats()["server"]["writes_handed_over"]) > 0
+
+            await eventually(handed)  # the socket was full: the rest waits in the queue
+            transport.resume_reading()  # type: ignore[attr-defined]
+            for i in range(n):
+                op, data = await asyncio.wait_for(raw.recv(), 10)
+                assert op == 2
+                assert data == changed(f"I{i}", f"conn-{i}", None, members), i
+            assert server.stats()["connector"]["closed_slow"] == 0
+        finally:
+            if raw is not None:
+                raw.close()
+            connector.close()
+            server.stop()
+            await core_bus.aclose()
+            await conn_bus.aclose()
 
     run(body)

@@ -300,8 +300,7 @@ def test_split_gatekeeper_ban_sweep_closes_the_island_room(tmp_path: Path) -> No
                 await room.join(island)
                 banned.add(wallet.address)
                 assert realm.bans is not None
-                realm.bans.verdicts.clear()  # past the clean verdict's cache
-                await realm.bans.sweep()
+                await realm.bans.sweep()  # asks afresh: the clean verdict's cache is no bar
                 assert (await arch.closed(timeout=1.0)).code == 4005
                 assert (await room.closed(timeout=1.0)).code == 4005
                 assert {"peerKicked": {"reason": "banned"}} in room.inbox
@@ -313,6 +312,54 @@ def test_split_gatekeeper_ban_sweep_closes_the_island_room(tmp_path: Path) -> No
                     await x.close()
         finally:
             await runner.cleanup()
+
+    run(body)
+
+
+def test_a_ban_at_an_external_gatekeeper_closes_the_session_within_one_sweep(
+    tmp_path: Path,
+) -> None:
+    """A realm pointed at a separate gatekeeper (COMMS_GATEKEEPER_URL, a real one on its own
+    port): a platform ban made there reaches the banned user's connector session at the
+    next sweep (``ban_sweep_interval_ms``, here 1 s), not once its clean verdict, cached at
+    the handshake, is a minute old. While the gatekeeper answers, every sweep asks it."""
+    from tests.helpers.gatekeeper import Running, gk_config
+
+    wallet, other = Wallet(341), Wallet(342)
+
+    async def body() -> None:
+        async with Running(gk_config(tmp_path / "gk", auth_token=BEARER)) as (gk, c):
+            cfg = config(
+                tmp_path, gatekeeper=False, comms_gatekeeper_url=gk.url, ban_sweep_interval_ms=1000
+            )
+            async with Realm(cfg) as realm:
+                clients = [ArchipelagoClient(341), ArchipelagoClient(342)]
+                for x, w in zip(clients, (wallet, other), strict=True):
+                    await x.connect(f"ws://127.0.0.1:{realm.port}")
+                    assert await x.handshake() == w.address
+                assert realm.bans is not None
+                for _ in range(500):  # the handshake's check: clean, cached for 60 s
+                    if wallet.address in realm.bans.verdicts:
+                        break
+                    await asyncio.sleep(0.01)
+                assert realm.bans.verdicts[wallet.address][1] is False
+                t0 = time.monotonic()
+                status, doc = await c.request(
+                    "POST",
+                    f"/users/{wallet.address}/bans",
+                    body={"reason": "cheating"},
+                    headers={"Authorization": f"Bearer {BEARER}"},
+                )
+                assert status == 201, doc
+                assert await clients[0].expect("kicked") == {"kicked": {"reason": "KR_NEW_SESSION"}}
+                assert (await clients[0].closed(timeout=5.0)).code == 4005
+                assert time.monotonic() - t0 < 5.0  # one sweep (1 s) + the lookup, under load
+                await clients[1].heartbeat(8.0, 0.0, 8.0)
+                await clients[1].island()  # the other user is served on
+                assert realm.connector is not None
+                assert other.address in realm.connector.sessions
+                for x in clients:
+                    await x.close()
 
     run(body)
 

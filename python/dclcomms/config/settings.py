@@ -269,7 +269,8 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         30000,
         "BAN_SWEEP_INTERVAL_MS",
-        "ms between ban re-checks of every session",
+        "ms between ban re-checks of every session, each asking the gatekeeper afresh (with "
+        "comms_gatekeeper_url: the longest a new platform ban waits, + <= 1 s lookup)",
         minimum=1000,
     ),
     Setting(

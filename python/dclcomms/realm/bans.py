@@ -1,9 +1,12 @@
 """Platform bans from the comms gatekeeper (archipelago.md 1.5), enforced on sessions.
 
 ``GET <COMMS_GATEKEEPER_URL>/users/<urlencoded addr>/bans``: banned iff
-``data.isBanned is true``; 1 s timeout, at most 20 requests in flight. Verdicts are
-cached (60 s when clean, 5 min when banned). Every new session is checked right
-after its handshake and every session again every ``BAN_SWEEP_INTERVAL_MS``:
+``data.isBanned is true``; 1 s timeout, at most 20 requests in flight. Every new session
+is checked right after its handshake (a verdict cached 60 s when clean, 5 min when
+banned answers a reconnect) and every session again every ``BAN_SWEEP_INTERVAL_MS``,
+asking the gatekeeper afresh (as the reference does), so a platform ban reaches a
+realm's sessions within one sweep interval plus the lookup (at most 1 s); the cached
+verdict only answers a sweep while the gatekeeper is unreachable:
 
 * banned -> ``kicked{KR_NEW_SESSION}`` + close 4005 (and, in a realm, its island-room
   session: ``peer_kicked`` + 4005, barred for the island token's TTL + 30 s);
@@ -68,8 +71,10 @@ class BanChecker:
             "dcl_bans_kicks_total", "sessions closed by ban checks, by code (4005, 1013)"
         )
 
-    async def verdict(self, address: str) -> bool | None:
-        """True banned, False clean, None unknown (service down, no usable cached verdict)."""
+    async def verdict(self, address: str, *, fresh: bool = False) -> bool | None:
+        """True banned, False clean, None unknown (service down, no usable cached verdict).
+        ``fresh``: ask the gatekeeper even with a cached verdict (the sweep); the cache is
+        then only the fallback while it cannot be reached."""
         now = time.monotonic()
         if self.lookup is not None:  # in process: no cache, a ban applies at once
             try:
@@ -81,7 +86,11 @@ class BanChecker:
             self.m_checks.inc(result="banned" if banned else "clean")
             return banned
         cached = self.verdicts.get(address)
-        if cached is not None and now - cached[0] < (BANNED_TTL_S if cached[1] else CLEAN_TTL_S):
+        if (
+            not fresh
+            and cached is not None
+            and now - cached[0] < (BANNED_TTL_S if cached[1] else CLEAN_TTL_S)
+        ):
             self.m_checks.inc(result="cached")
             return cached[1]
         try:
@@ -106,8 +115,8 @@ class BanChecker:
         self.m_checks.inc(result="banned" if banned else "clean")
         return banned
 
-    async def check(self, address: str) -> None:
-        banned = await self.verdict(address)
+    async def check(self, address: str, *, fresh: bool = False) -> None:
+        banned = await self.verdict(address, fresh=fresh)
         if address not in self.sessions():
             return
         if banned is True:
@@ -129,7 +138,8 @@ class BanChecker:
             close_bus(address, code, reason)
 
     async def sweep(self) -> None:
-        await asyncio.gather(*(self.check(a) for a in list(self.sessions())))
+        """Every session, asking the gatekeeper afresh (a new ban is seen at once)."""
+        await asyncio.gather(*(self.check(a, fresh=True) for a in list(self.sessions())))
 
     async def run(self, stop: asyncio.Event) -> None:
         try:

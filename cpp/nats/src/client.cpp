@@ -125,18 +125,35 @@ void address_to_raw(std::string_view a, char out[20]) noexcept {
   }
 }
 
+namespace {
+
+// The two lowercase hex digits of every byte value.
+struct HexPairs {
+  char digits[256][2];
+  constexpr HexPairs() : digits() {
+    constexpr char kHex[] = "0123456789abcdef";
+    for (int b = 0; b < 256; ++b) {
+      digits[b][0] = kHex[b >> 4];
+      digits[b][1] = kHex[b & 15];
+    }
+  }
+};
+constexpr HexPairs kHexPairs;
+
+}  // namespace
+
+void raw_to_hex(const char raw[20], char out[40]) noexcept {
+  for (size_t i = 0; i < 20; ++i) {
+    std::memcpy(out + 2 * i, kHexPairs.digits[static_cast<uint8_t>(raw[i])], 2);
+  }
+}
+
 void raw_to_address(const char raw[20], std::string& out) {
-  static constexpr char kHex[] = "0123456789abcdef";
   const size_t at = out.size();
   out.resize(at + kAddressLen);
-  char* p = &out[at];
-  *p++ = '0';
-  *p++ = 'x';
-  for (size_t i = 0; i < 20; ++i) {
-    const auto b = static_cast<uint8_t>(raw[i]);
-    *p++ = kHex[b >> 4];
-    *p++ = kHex[b & 15];
-  }
+  out[at] = '0';
+  out[at + 1] = 'x';
+  raw_to_hex(raw, &out[at + 2]);
 }
 
 std::string heartbeat_subject(Scheme scheme, std::string_view address) {
@@ -832,16 +849,17 @@ struct Client::Impl {
         send_native(rows, start, std::min(n, start + per));
       return;
     }
-    // One message per heartbeat: subject prefix + address + ".heartbeat".
+    // One message per heartbeat: subject prefix + address + ".heartbeat", one buffer
+    // whose 40 hex digits are rewritten for each.
     std::string subject = scheme == Scheme::V3 ? "client-proto.peer." : "peer.";
     const size_t prefix = subject.size();
+    subject.append("0x").append(kAddressLen - 2, '0').append(".heartbeat");
+    char* const hex = &subject[prefix + 2];
     size_t next_room = 0;
     codec::Heartbeat hb;
     std::string payload;  // one buffer for every message (libnats copies it)
     for (size_t i = 0; i < n; ++i) {
-      subject.resize(prefix);
-      raw_to_address(&rows.raw_addresses[20 * i], subject);
-      subject.append(".heartbeat");
+      raw_to_hex(&rows.raw_addresses[20 * i], hex);
       hb.position = codec::Position{rows.xyz[3 * i], rows.xyz[3 * i + 1], rows.xyz[3 * i + 2]};
       hb.desired_room.reset();
       while (next_room < rows.rooms.size() && rows.rooms[next_room].first < i) ++next_room;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
@@ -50,6 +51,33 @@ TEST(NatsAddresses, ValidateAndConvert) {
   std::string back = "x";
   n::raw_to_address(raw, back);
   EXPECT_EQ(back, "x" + kB);
+}
+
+// raw_to_hex (and raw_to_address through it): every byte value at every position
+// gives the two digits printf's %02x gives.
+TEST(NatsAddresses, RawToHexEveryByteEveryPosition) {
+  for (int pos = 0; pos < 20; ++pos) {
+    for (int b = 0; b < 256; ++b) {
+      char raw[20];
+      for (int i = 0; i < 20; ++i) raw[i] = static_cast<char>((i * 37 + 11) & 0xff);
+      raw[pos] = static_cast<char>(b);
+      std::string expected = "0x";
+      for (int i = 0; i < 20; ++i) {
+        char two[3];
+        std::snprintf(two, sizeof two, "%02x", static_cast<unsigned char>(raw[i]));
+        expected += two;
+      }
+      char hex[40];
+      n::raw_to_hex(raw, hex);
+      ASSERT_EQ(std::string(hex, 40), expected.substr(2)) << "byte " << b << " at " << pos;
+      std::string address = "keep";
+      n::raw_to_address(raw, address);
+      ASSERT_EQ(address, "keep" + expected);
+      char back[20];
+      n::address_to_raw(expected, back);
+      ASSERT_EQ(std::string(back, 20), std::string(raw, 20));
+    }
+  }
 }
 
 TEST(NatsSubjects, HeartbeatSubjects) {

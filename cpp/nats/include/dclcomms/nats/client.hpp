@@ -61,6 +61,8 @@ bool valid_address(std::string_view address) noexcept;
 void address_to_raw(std::string_view address, char out[20]) noexcept;
 // "0x" + hex of 20 raw bytes, appended to out.
 void raw_to_address(const char raw[20], std::string& out);
+// The 40 lowercase hex digits of 20 raw bytes, written to out (two at a time).
+void raw_to_hex(const char raw[20], char out[40]) noexcept;
 
 // The common Heartbeat of the per-peer schemes, decoded without the generic
 // path: true (and xyz set) when `data` is exactly one position field whose

@@ -17,6 +17,7 @@
 
 #include "dclcomms/error.hpp"
 #include "server_impl.hpp"
+#include "wire_frame.hpp"
 
 namespace dclcomms::ws {
 
@@ -26,43 +27,6 @@ using detail::ConnPtr;
 using detail::Hdl;
 using detail::MessagePtr;
 using Message = websocketpp::config::asio::message_type;
-
-// A ready-to-write frame: the WebSocket header (at most 10 bytes, kept
-// inline) and the payload moved in as it was encoded (no copy of it into a
-// header + payload buffer; a write gathers the parts), optionally followed by
-// a tail shared with other frames (the member map of an island, in each of its
-// recipients' island_changed: one copy, not one per recipient). Server frames
-// are never masked, so every receiver's write points at the same bytes (a
-// room broadcast encodes and allocates once).
-class WireFrame final : public OutFrame {
- public:
-  static constexpr size_t kParts = 3;  // header, payload, tail
-  WireFrame(std::string payload, uint8_t opcode, std::shared_ptr<const std::string> tail = nullptr)
-      : header_(frame_header(opcode, payload.size() + (tail ? tail->size() : 0))),
-        payload_(std::move(payload)),
-        tail_(std::move(tail)) {}
-  size_t size() const noexcept override { return payload_.size() + tail().size(); }
-  std::string_view header() const noexcept { return header_; }
-  std::string_view payload() const noexcept { return payload_; }
-  std::string_view tail() const noexcept { return tail_ ? std::string_view(*tail_) : ""; }
-  size_t wire_size() const noexcept { return header_.size() + size(); }
-  // Appends the frame's bytes from offset skip (< wire_size()) to out.
-  void append_wire(std::string& out, size_t skip) const {
-    for (std::string_view part : {header(), payload(), tail()}) {
-      if (skip >= part.size()) {
-        skip -= part.size();
-        continue;
-      }
-      out.append(part.substr(skip));
-      skip = 0;
-    }
-  }
-
- private:
-  std::string header_;  // short: in the string object itself, no allocation
-  std::string payload_;
-  std::shared_ptr<const std::string> tail_;
-};
 
 constexpr uint8_t kPing = 0x9, kPong = 0xA;
 
@@ -191,43 +155,10 @@ class WsppLink final : public Link {
 
  private:
   void write_direct() {
-    constexpr size_t kIov = 128;  // up to three per frame: header, payload, tail
-    iovec iov[kIov];
-    size_t i = 0;  // the first frame not yet written
-    while (i < cork_.size()) {
-      size_t n = 0, k = 0, bytes = 0;
-      for (; k + WireFrame::kParts <= kIov && i + n < cork_.size(); ++n) {
-        const WireFrame& w = *cork_[i + n];
-        for (std::string_view part : {w.header(), w.payload(), w.tail()}) {
-          if (part.empty()) continue;
-          iov[k].iov_base = const_cast<char*>(part.data());
-          iov[k].iov_len = part.size();
-          ++k;
-        }
-        bytes += w.wire_size();
-      }
-      msghdr mh{};
-      mh.msg_iov = iov;
-      mh.msg_iovlen = k;
-      ssize_t r = ::sendmsg(fd_, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-      shard_.socket_writes.fetch_add(1, std::memory_order_relaxed);
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) hand_over(i, 0);
-        // Else the connection is broken: websocketpp's read reports it.
-        return;
-      }
-      size_t written = static_cast<size_t>(r);
-      if (written < bytes) {
-        while (written >= cork_[i]->wire_size()) {
-          written -= cork_[i]->wire_size();
-          ++i;
-        }
-        hand_over(i, written);
-        return;
-      }
-      i += n;
-    }
+    WriteEnd e = write_frames(fd_, cork_.data(), cork_.size());
+    shard_.socket_writes.fetch_add(e.syscalls, std::memory_order_relaxed);
+    if (e.full) hand_over(e.frame, e.skip);
+    // e.broken: the connection is broken; websocketpp's read reports it.
   }
 
   // Queues frames [from..] of the cork (the first without its first `skip`

@@ -10,7 +10,9 @@ exchange RFC-4 packets over data channels. ICE gathers host candidates on
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,6 +32,7 @@ from dclcomms.client import (
     create_adapter,
 )
 from dclcomms.client.msgbus import MessageBusClient
+from dclcomms.client.p2p import SignalHub
 from dclcomms.config import RealmConfig
 from dclcomms.errors import MessageBusError
 from dclcomms.realm import Realm
@@ -410,3 +413,51 @@ def test_offers_from_strangers_and_bad_connection_strings() -> None:
             await realm.stop()
 
     run(body)
+
+
+def test_a_connection_closed_while_it_gathers_leaves_no_udp_socket_open() -> None:
+    """A member leaving (its connection dropped) or ``disconnect`` while our offer still
+    gathers ICE candidates: aioice adds the gathering's UDP sockets to the connection only
+    when the gathering ends, so closing in the middle closed none of them, and cancelling
+    the gathering left those already bound to nobody. They stayed open until the garbage
+    collector found them after the event loop had ended ("unclosed transport", once seen
+    during an unrelated test). Every moment of the gathering is tried (k loop turns after
+    the offer started, three host addresses); then nothing may be left to collect."""
+
+    async def body() -> None:
+        realm = await Realm(config(policy="p2p")).start()
+        a, b = Identity.generate(1611), Identity.generate(1612)
+        me, other = (a, b) if a.address.lower() > b.address.lower() else (b, a)
+        peer = other.address.lower()  # me > peer: the maintainer offers at once
+        bus = await MessageBusClient(f"ws://127.0.0.1:{realm.port}/bus", me).connect()
+        hub = await SignalHub(bus).start()  # one subscription for every adapter (as a director)
+        opts = P2POptions(host_addresses=("127.0.0.1", "127.0.0.2", "127.0.0.3"), seed=1)
+        offers = 0
+        try:
+            for leave in (True, False):
+                for k in range(16):
+                    adapter = create_adapter(
+                        f"p2p:I9:{me.address}", me, bus=bus, members=[], options=opts, hub=hub
+                    )
+                    assert isinstance(adapter, P2PAdapter)
+                    await adapter.connect()
+                    adapter.members_changed([peer])
+                    for _ in range(k):
+                        await asyncio.sleep(0)
+                    if leave:
+                        adapter.members_changed([])  # its connection is dropped
+                        await asyncio.sleep(0.05)
+                    await adapter.disconnect()
+                    offers += adapter.counters["offers"]
+        finally:
+            hub.close()
+            await bus.close()
+            await realm.stop()
+        assert offers >= 24, offers  # most turns closed an offer under way (not before it)
+
+    run(body)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        gc.collect()
+    leaked = [str(w.message) for w in seen if issubclass(w.category, ResourceWarning)]
+    assert leaked == []

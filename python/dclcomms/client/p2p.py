@@ -76,6 +76,9 @@ HEADER = struct.Struct(">BBBB20sII")
 HEADER_BYTES = HEADER.size  # 32
 SEQ_MOD = 1 << 32
 UNRELIABLE_WINDOW = 64
+#: seconds ``disconnect`` lets a negotiation step under way end (it gathers ICE candidates,
+#: at most aioice's 5 s STUN timeout) before cancelling it
+NEGOTIATION_END_S = 10.0
 
 
 def _error(message: str, code: str) -> TransportError:
@@ -797,18 +800,26 @@ class P2PAdapter(Adapter):
         for handle in (self._expire_handle, self._hello_handle):
             if handle is not None:
                 handle.cancel()
-        tasks = [t for t in (self._maintainer, *self._tasks) if t is not None]
-        for t in tasks:
-            if t is not asyncio.current_task():
-                t.cancel()
-        for t in tasks:
-            if t is not asyncio.current_task():
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
         links, self.links = list(self.links.values()), {}
         for link in links:
-            link.closed = True
-        closing = [link.pc.close() for link in links] + list(self._closers)
+            link.closed = True  # a negotiation step under way returns after its await
+        me = asyncio.current_task()
+        if self._maintainer is not None and self._maintainer is not me:
+            self._maintainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._maintainer
+        # Negotiation steps end rather than being cancelled: one cancelled while it gathers
+        # ICE candidates leaves the UDP sockets it had opened to nobody (aioice keeps them
+        # in the gathering's locals until it ends). They end within aioice's timeouts.
+        steps = [t for t in self._tasks if t is not me]
+        if steps:
+            _, late = await asyncio.wait(steps, timeout=NEGOTIATION_END_S)
+            for t in late:
+                t.cancel()
+            for t in late:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+        closing = [self._close_pc(link) for link in links] + list(self._closers)
         await asyncio.gather(*closing, return_exceptions=True)
         for fut in self._mesh_waiters:
             if not fut.done():
@@ -1020,11 +1031,21 @@ class P2PAdapter(Adapter):
         self.counters[f"closed_{reason}"] += 1
         if backoff:
             self._backoff[peer] = time.monotonic() + self.options.retry_backoff_s
-        closer = asyncio.ensure_future(link.pc.close())
+        closer = asyncio.ensure_future(self._close_pc(link))
         self._closers.add(closer)
         closer.add_done_callback(self._closers.discard)
         if link.opened is not None:
             self._flood_links()  # at once: relays must not count on this connection
+
+    @staticmethod
+    async def _close_pc(link: _Link) -> None:
+        """Closes ``link``'s connection once no negotiation step is under way on it. aioice
+        adds the UDP sockets of a candidate gathering to its connection only when the
+        gathering ends: a close in the middle (a member leaving while we gather for it)
+        closed none of them, and they stayed open until the garbage collector found them
+        ("unclosed transport") after their event loop had ended."""
+        async with link.lock:
+            await link.pc.close()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -1098,6 +1119,8 @@ class P2PAdapter(Adapter):
 
     async def _offer(self, link: _Link) -> None:
         async with link.lock:
+            if link.closed:  # dropped before its turn: nothing to gather
+                return
             try:
                 if self.options.host_addresses is not None:
                     _restrict_host_candidates(link.pc, self.options.host_addresses)
@@ -1196,6 +1219,8 @@ class P2PAdapter(Adapter):
         from aiortc import RTCSessionDescription
 
         async with link.lock:
+            if link.closed:
+                return
             try:
                 await link.pc.setRemoteDescription(
                     RTCSessionDescription(sdp=str(offer.get("sdp", "")), type="offer")
@@ -1257,7 +1282,8 @@ class P2PAdapter(Adapter):
 
     async def _add_candidates(self, link: _Link) -> None:
         async with link.lock:
-            await self._add_pending(link)
+            if not link.closed:
+                await self._add_pending(link)
 
     async def _add_pending(self, link: _Link) -> None:
         from aiortc.sdp import candidate_from_sdp

@@ -63,7 +63,8 @@ std::vector<std::shared_ptr<const WireFrame>> frames_of(size_t n, size_t size, b
   auto shared = std::make_shared<const std::string>(37, 't');
   for (size_t i = 0; i < n; ++i) {
     std::string payload(size, static_cast<char>('a' + i % 26));
-    out.push_back(std::make_shared<const WireFrame>(std::move(payload), 2, tail ? shared : nullptr));
+    out.push_back(
+        std::make_shared<const WireFrame>(std::move(payload), 2, tail ? shared : nullptr));
   }
   return out;
 }

@@ -10,9 +10,7 @@ exchange RFC-4 packets over data channels. ICE gathers host candidates on
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -422,9 +420,19 @@ def test_a_connection_closed_while_it_gathers_leaves_no_udp_socket_open() -> Non
     the gathering left those already bound to nobody. They stayed open until the garbage
     collector found them after the event loop had ended ("unclosed transport", once seen
     during an unrelated test). Every moment of the gathering is tried (k loop turns after
-    the offer started, three host addresses); then nothing may be left to collect."""
+    the offer started, three host addresses); every UDP transport opened must be closed."""
 
     async def body() -> None:
+        loop = asyncio.get_running_loop()
+        opened: list[asyncio.BaseTransport] = []
+        create = loop.create_datagram_endpoint
+
+        async def recorded(*args: Any, **kwargs: Any) -> Any:
+            transport, protocol = await create(*args, **kwargs)
+            opened.append(transport)
+            return transport, protocol
+
+        loop.create_datagram_endpoint = recorded  # type: ignore[method-assign]
         realm = await Realm(config(policy="p2p")).start()
         a, b = Identity.generate(1611), Identity.generate(1612)
         me, other = (a, b) if a.address.lower() > b.address.lower() else (b, a)
@@ -449,15 +457,13 @@ def test_a_connection_closed_while_it_gathers_leaves_no_udp_socket_open() -> Non
                         await asyncio.sleep(0.05)
                     await adapter.disconnect()
                     offers += adapter.counters["offers"]
+                    still_open = [t for t in opened if not t.is_closing()]
+                    assert still_open == [], (leave, k, still_open)
         finally:
             hub.close()
             await bus.close()
             await realm.stop()
         assert offers >= 24, offers  # most turns closed an offer under way (not before it)
+        assert len(opened) >= 3 * 24
 
     run(body)
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        gc.collect()
-    leaked = [str(w.message) for w in seen if issubclass(w.category, ResourceWarning)]
-    assert leaked == []

@@ -8,22 +8,17 @@ over NATS (each session's frames exactly, in order)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import random
-from collections.abc import AsyncIterator
 
 import aiohttp
 
 from dclcomms import ws
-from dclcomms.metrics import Registry
-from dclcomms.nats.pubsub import NatsPubSub
-from dclcomms.pubsub import IslandChanged, IslandMembers, IslandPeer
-from dclcomms.realm.connector import Connector
+from dclcomms.pubsub import IslandChanged, IslandMembers
 from dclcomms.ws import Heartbeats, PeerConnected, PeerDisconnected
 from tests.helpers.common import run
+from tests.helpers.island_relay import changed, frames_until, joined, relay, relay_two_ticks
 from tests.helpers.nats_fixtures import NatsServer, nats_server  # noqa: F401 - fixture
-from tests.helpers.realm_client import ArchipelagoClient
 from tests.helpers.ws_events import events_until, heartbeats, rejected
 from tests.helpers.ws_wire import (
     Identity,
@@ -37,7 +32,6 @@ from tests.helpers.ws_wire import (
     run_async,
 )
 from tests.helpers.ws_wire import serving as ws_serving
-from tests.test_nats_relay import MARK, STRANGER, Setup, changed, end_tick, frames_until, move
 
 serving = functools.partial(ws_serving, rooms=False, io_threads=2, auth_threads=2)
 
@@ -146,87 +140,17 @@ async def test_deny_list_holds_in_every_shard(rng: random.Random) -> None:
                 await w.close()
 
 
-@contextlib.asynccontextmanager
-async def sharded_relay(nats_url: str) -> AsyncIterator[Setup]:
-    conn_bus = await NatsPubSub.connect([nats_url], subjects="native", name="connector")
-    core_bus = await NatsPubSub.connect([nats_url], subjects="native", name="core")
-    server = ws.Server(ws.ServerConfig(port=0, rooms=False, io_threads=2, auth_threads=2))
-    port = server.start()
-    registry = Registry()
-    connector = Connector(server, conn_bus, registry)
-    try:
-        assert connector.relayed_in_cpp
-        await conn_bus.ready()
-        await core_bus.ready()
-        yield Setup(server, connector, registry, conn_bus, core_bus, f"ws://127.0.0.1:{port}")
-    finally:
-        connector.close()
-        server.stop()
-        await core_bus.aclose()
-        await conn_bus.aclose()
-
-
-async def joined(s: Setup, seed: int) -> ArchipelagoClient:
-    c = ArchipelagoClient(seed)
-    await c.connect(s.url)
-    assert await c.handshake() == c.address
-    return c
-
-
 def test_relay_to_sessions_in_two_shards(nats_server: NatsServer) -> None:  # noqa: F811
     """The C++ relay with a's and b's sessions in different shards: the same frames as with
     one (tests/test_nats_relay.py), and a session replaced in the other shard starts without
     an island."""
 
     async def body() -> None:
-        async with sharded_relay(nats_server.url) as s:
+        async with relay(nats_server.url, "native", io_threads=2, auth_threads=2) as s:
             a, b = await joined(s, 731), await joined(s, 732)
             assert moved(s.server) == 1  # b's
+            await relay_two_ticks(s, a, b)
             core = s.core_bus
-            one = IslandMembers(
-                [
-                    (a.address, (1.0, 0.0, 1.0)),
-                    (b.address, (2.0, 0.0, 2.0)),
-                    (STRANGER, (3.0, 0.0, 3.0)),
-                ]
-            )
-            core.publish_island_changed(
-                [
-                    (a.address, IslandChanged("I1", "conn-a1", "I0", one)),
-                    (STRANGER, IslandChanged("I1", "conn-s", None, one)),
-                    (b.address, IslandChanged("I1", "conn-b1", None, one)),
-                ]
-            )
-            core.publish_island_peers("peer_join", [IslandPeer("I1", STRANGER)])
-            await end_tick(core)
-            two = IslandMembers([(a.address, (500.0, 0.0, 500.0))])
-            core.publish_island_peers("peer_left", [IslandPeer("I1", STRANGER)])
-            core.publish_island_changed([(a.address, IslandChanged("I2", "conn-a2", "I1", two))])
-            core.publish_island_peers("peer_left", [IslandPeer("I1", a.address)])
-            await end_tick(core)
-            core.publish_island_peers("peer_join", [IslandPeer("I1", MARK), IslandPeer("I2", MARK)])
-            got_a = await frames_until(a, move("joinIsland", "I2", MARK))
-            got_b = await frames_until(b, move("joinIsland", "I1", MARK))
-            assert got_a == [
-                changed("I1", "conn-a1", None, one),
-                move("leftIsland", "I1", STRANGER),
-                changed("I2", "conn-a2", "I1", two),
-                move("joinIsland", "I2", MARK),
-            ]
-            assert got_b == [
-                changed("I1", "conn-b1", None, one),
-                move("leftIsland", "I1", STRANGER),
-                move("leftIsland", "I1", a.address),
-                move("joinIsland", "I1", MARK),
-            ]
-            assert s.connector.island_of_address(a.address) == "I2"
-            assert s.connector.island_of_address(b.address) == "I1"
-            assert s.connector.island_of_address(STRANGER) is None
-            st = s.server.stats()["connector"]
-            assert st["relayed_island_changed"] == 3
-            assert st["relayed_not_connected"] == 1
-            assert st["relayed_left_island"] == 3
-            assert st["relayed_join_island"] == 2
             # Upgrades alternate (a: shard 0, b: 1): a's and b's identities again, each
             # replaced within its shard, then a's once more in shard 0 and in shard 1 (the
             # last replaces across the shards); every newest session starts without an

@@ -8,6 +8,8 @@
 * ``msgbus``: a realm with the /bus and a recording /bus peer;
 * ``codec_schema``: the compiled schema through the protobuf runtime;
 * ``pubsub``: addresses, heartbeat batches, waiting, for the pub/sub tests;
+* ``island_relay``: a connector relaying the core's island messages over NATS, the frames
+  each session must receive, the two-tick sequence the relay tests share;
 * ``sim``, ``sim_oracle``: the simulator tests' engines, mobility script and oracle;
 * ``postgres``: a fresh PostgreSQL database per run, an empty database of each kind;
 * ``gatekeeper``: a running gatekeeper, signed requests to it, moderation files;

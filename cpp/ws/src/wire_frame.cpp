@@ -26,6 +26,29 @@ WriteEnd stopped_at(const WireFrame* const* frames, size_t from, size_t written)
   return e;
 }
 
+// Ends `e` where a send of `bytes` (frames from `from` on) stopped, given its result `r`
+// (errno set when negative): an error, or a short write. False when all `bytes` went out.
+bool send_stopped(WriteEnd& e, const WireFrame* const* frames, size_t from, ssize_t r,
+                  size_t bytes) {
+  if (r < 0) {
+    e.frame = from;
+    e.skip = 0;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      e.full = true;
+    } else {
+      e.broken = true;
+    }
+    return true;
+  }
+  if (static_cast<size_t>(r) < bytes) {
+    size_t syscalls = e.syscalls;
+    e = stopped_at(frames, from, static_cast<size_t>(r));
+    e.syscalls = syscalls;
+    return true;
+  }
+  return false;
+}
+
 WriteEnd write_copied(int fd, const WireFrame* const* frames, size_t n, size_t total) {
   WriteEnd e;
   thread_local std::vector<char> buf;
@@ -43,22 +66,7 @@ WriteEnd write_copied(int fd, const WireFrame* const* frames, size_t n, size_t t
     r = ::send(fd, buf.data(), total, MSG_NOSIGNAL | MSG_DONTWAIT);
     ++e.syscalls;
   } while (r < 0 && errno == EINTR);
-  if (r < 0) {
-    e.frame = 0;
-    e.skip = 0;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      e.full = true;
-    } else {
-      e.broken = true;
-    }
-    return e;
-  }
-  if (static_cast<size_t>(r) < total) {
-    size_t syscalls = e.syscalls;
-    e = stopped_at(frames, 0, static_cast<size_t>(r));
-    e.syscalls = syscalls;
-    return e;
-  }
+  if (send_stopped(e, frames, 0, r, total)) return e;
   e.frame = n;
   return e;
 }
@@ -93,23 +101,8 @@ WriteEnd write_frames(int fd, const WireFrame* const* frames, size_t n) {
     mh.msg_iovlen = k;
     ssize_t r = ::sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
     ++e.syscalls;
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      e.frame = i;
-      e.skip = 0;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        e.full = true;
-      } else {
-        e.broken = true;
-      }
-      return e;
-    }
-    if (static_cast<size_t>(r) < bytes) {
-      size_t syscalls = e.syscalls;
-      e = stopped_at(frames, i, static_cast<size_t>(r));
-      e.syscalls = syscalls;
-      return e;
-    }
+    if (r < 0 && errno == EINTR) continue;
+    if (send_stopped(e, frames, i, r, bytes)) return e;
     i += m;
   }
   e.frame = n;

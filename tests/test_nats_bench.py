@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,15 +16,20 @@ pytestmark = pytest.mark.slow  # a bench smoke run: make test-fast skips it
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_nats.py"
 
 
-def test_bench_nats_smoke() -> None:
+def bench_json(*args: str, script: str = "bench_nats.py", timeout: float = 120) -> Any:
+    """The JSON a bench script prints when run with ``args`` (a non-zero exit fails)."""
     out = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--subjects", "v3"],
+        [sys.executable, str(BENCH.parent / script), *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=True,
     )
-    data = json.loads(out.stdout)
+    return json.loads(out.stdout)
+
+
+def test_bench_nats_smoke() -> None:
+    data = bench_json("--quick", "--subjects", "v3")
     assert data["bench"] == "nats" and data["peers"] == 200
     assert data["nats"]["dropped"] == 0
     for part in ("nats", "in_process"):
@@ -32,17 +38,10 @@ def test_bench_nats_smoke() -> None:
 
 def test_bench_nats_load_processes_smoke() -> None:
     """--ingest and --scale: separate load processes, the core in the bench process."""
-    ingest = subprocess.run(
-        [
-            *(sys.executable, str(BENCH), "--ingest", "--peers", "400", "--ingest-repeat", "2"),
-            *("--repeats", "1", "--subjects", "native,workers"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
+    out = bench_json(
+        *("--ingest", "--peers", "400", "--ingest-repeat", "2"),
+        *("--repeats", "1", "--subjects", "native,workers"),
     )
-    out = json.loads(ingest.stdout)
     data = out["ingest"]
     for scheme in ("native", "workers"):
         assert data[scheme]["heartbeats"] == 800 and data[scheme]["dropped"] == 0
@@ -55,17 +54,9 @@ def test_bench_nats_load_processes_smoke() -> None:
     for scheme in ("native", "workers"):
         assert data[scheme]["cpu_us_per_heartbeat"] > 0 and data[scheme]["cores_busy"] > 0
         assert len(data[scheme]["runs_cores_busy"]) == 1
-    scale = subprocess.run(
-        [
-            *(sys.executable, str(BENCH), "--scale", "--peers", "600", "--seconds", "3"),
-            *("--ramp-s", "1", "--flush-s", "0.5"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    s = json.loads(scale.stdout)["scale"]
+    s = bench_json(
+        *("--scale", "--peers", "600", "--seconds", "3"), *("--ramp-s", "1", "--flush-s", "0.5")
+    )["scale"]
     assert s["engine_peers"] == 600 and s["peers_with_island"] == 600
     assert s["heartbeats_ingested"] == s["heartbeats_sent"] > 600
     assert s["island_changed_received"] == s["island_changed_published"] >= 600
@@ -77,18 +68,11 @@ def test_bench_nats_ingest_with_the_operator_settings() -> None:
     every heartbeat through it, and the server ran with them (no subject cache, GOGC in
     its environment)."""
     conf = BENCH.parents[1] / "examples" / "nats-server.conf"
-    ingest = subprocess.run(
-        [
-            *(sys.executable, str(BENCH), "--ingest", "--peers", "400", "--ingest-repeat", "2"),
-            *("--repeats", "1", "--subjects", "workers,v3"),
-            *("--nats-conf", str(conf), "--nats-gogc", "400"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
+    out = bench_json(
+        *("--ingest", "--peers", "400", "--ingest-repeat", "2"),
+        *("--repeats", "1", "--subjects", "workers,v3"),
+        *("--nats-conf", str(conf), "--nats-gogc", "400"),
     )
-    out = json.loads(ingest.stdout)
     assert out["nats_conf"] == conf.read_text() and "no_sublist_cache: true" in out["nats_conf"]
     assert out["nats_gogc"] == out["nats_server_gogc"] == "400"
     for scheme in ("workers", "v3"):
@@ -104,17 +88,9 @@ def test_bench_nats_tick_python_and_c_smoke(transport: str) -> None:
     every island_changed, publish as many messages (and bytes) and drop none."""
     runs = {}
     for tick in ("python", "c"):
-        out = subprocess.run(
-            [
-                *(sys.executable, str(BENCH), "--quick", "--subjects", "native"),
-                *("--tick", tick, "--transport", transport),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
+        runs[tick] = bench_json(
+            *("--quick", "--subjects", "native"), *("--tick", tick, "--transport", transport)
         )
-        runs[tick] = json.loads(out.stdout)
         assert runs[tick]["tick"] == tick and runs[tick]["transport"] == transport
         assert runs[tick]["nats"]["dropped"] == 0
         assert runs[tick]["nats"]["flush_latency_ms"] > 0
@@ -127,17 +103,11 @@ def test_bench_nats_tick_python_and_c_smoke(transport: str) -> None:
 def test_bench_nats_deliver_smoke() -> None:
     """--deliver: real WebSocket sessions (the C++ load client), both connector relays; every
     island_changed the core published reached its session exactly once."""
-    out = subprocess.run(
-        [
-            *(sys.executable, str(BENCH), "--deliver", "--peers", "60", "--repeats", "1"),
-            *("--subjects", "native,workers", "--relay", "c,python"),
-        ],
-        capture_output=True,
-        text=True,
+    data = bench_json(
+        *("--deliver", "--peers", "60", "--repeats", "1"),
+        *("--subjects", "native,workers", "--relay", "c,python"),
         timeout=900,
-        check=True,
     )
-    data = json.loads(out.stdout)
     assert data["mode"] == "deliver" and data["peers"] == 60
     for key in ("native_c", "native_python", "workers_c", "workers_python"):
         (r,) = data[key]["rounds"]
@@ -153,17 +123,12 @@ def test_bench_nats_deliver_big_flush_written_by_two_threads() -> None:
     """--deliver with 2,000 sessions: the server writes the tick's big flush from two threads
     (flushes_split) and every session still gets its island_changed exactly once, whole (the
     load client parses each frame)."""
-    out = subprocess.run(
-        [
-            *(sys.executable, str(BENCH), "--deliver", "--peers", "2000", "--repeats", "1"),
-            *("--subjects", "native", "--relay", "c"),
-        ],
-        capture_output=True,
-        text=True,
+    out = bench_json(
+        *("--deliver", "--peers", "2000", "--repeats", "1"),
+        *("--subjects", "native", "--relay", "c"),
         timeout=900,
-        check=True,
     )
-    (r,) = json.loads(out.stdout)["native_c"]["rounds"]
+    (r,) = out["native_c"]["rounds"]
     assert r["flushes_split"] >= 1
     assert r["island_changed_published"] == 2000
     assert r["island_changed_received"] == 2000 and r["sessions_with_island"] == 2000
@@ -174,17 +139,11 @@ def test_bench_nats_deliver_big_flush_written_by_two_threads() -> None:
 def test_nats_ingest_instructions_publisher_side_smoke() -> None:
     """bench/nats_ingest_instructions.py --side publisher: a load process under callgrind
     publishes every heartbeat, the core ingests them all, a count per heartbeat comes out."""
-    out = subprocess.run(
-        [
-            *(sys.executable, str(BENCH.parent / "nats_ingest_instructions.py")),
-            *("--side", "publisher", "--subjects", "v3", "--peers", "200", "--repeat", "2"),
-        ],
-        capture_output=True,
-        text=True,
+    data = bench_json(
+        *("--side", "publisher", "--subjects", "v3", "--peers", "200", "--repeat", "2"),
+        script="nats_ingest_instructions.py",
         timeout=300,
-        check=True,
     )
-    data = json.loads(out.stdout)
     assert data["side"] == "publisher" and data["scheme"] == "v3"
     assert data["published"] == data["ingested_by_the_core"] == 400
     assert data["instructions_per_heartbeat"] > 0
@@ -193,17 +152,9 @@ def test_nats_ingest_instructions_publisher_side_smoke() -> None:
 def test_nats_subscription_shapes_smoke() -> None:
     """bench/nats_subscription_shapes.py: every shape's reader gets every heartbeat and a
     server CPU figure comes out for each."""
-    out = subprocess.run(
-        [
-            *(sys.executable, str(BENCH.parent / "nats_subscription_shapes.py")),
-            *("--peers", "200", "--repeat", "2", "--rounds", "1"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    data = json.loads(out.stdout)["nats_server_us_per_heartbeat"]
+    data = bench_json(
+        *("--peers", "200", "--repeat", "2", "--rounds", "1"), script="nats_subscription_shapes.py"
+    )["nats_server_us_per_heartbeat"]
     assert set(data) == {
         "peer.*.*",
         "peer.*.heartbeat|connect|disconnect",

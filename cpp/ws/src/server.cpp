@@ -653,11 +653,19 @@ void Server::Impl::stop() {
       if (idle_timer_) idle_timer_->cancel();
       if (accept_timer_) accept_timer_->cancel();
     }
-    for (size_t i = 1; i < shards_.size(); ++i) {
-      std::lock_guard<std::mutex> lock(shards_[i]->mu);
-      shards_[i]->hub.shutdown();
-    }
   });
+  // Every other shard closes its sessions on its own thread: a websocketpp
+  // connection is only touched from the thread that runs its reads (closing
+  // it from shard 0's thread raced its reads: ThreadSanitizer,
+  // cpp/ws/tests/ws_shards_stress.cpp). A connection moved to a shard after
+  // its shutdown is refused there (Hub::open).
+  for (size_t i = 1; i < shards_.size(); ++i) {
+    Shard* sh = shards_[i].get();
+    asio::post(io_of(*sh), [sh] {
+      std::lock_guard<std::mutex> lock(sh->mu);
+      sh->hub.shutdown();
+    });
+  }
   if (pool_) pool_->stop();
   // Give clients a moment to complete the close handshake.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(2000);
@@ -700,10 +708,17 @@ void Server::Impl::schedule_idle_sweep() {
       std::chrono::milliseconds(std::max<int64_t>(cfg_.idle_timeout_ms / 6, 10)));
   idle_timer_->async_wait([this](const asio::error_code& ec) {
     if (ec) return;
-    for (auto& shard : shards_) {
-      std::lock_guard<std::mutex> lock(shard->mu);
-      if (shard->hub.is_shut_down()) return;
-      shard->hub.idle_sweep();
+    // Each shard sweeps on its own thread: closing an idle session touches
+    // its websocketpp connection, which only that shard's thread may (the
+    // timer runs on shard 0's).
+    for (size_t i = 1; i < shards_.size(); ++i) {
+      Shard* sh = shards_[i].get();
+      post(*sh, [sh] { sh->hub.idle_sweep(); });
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (hub_.is_shut_down()) return;
+      hub_.idle_sweep();
     }
     schedule_idle_sweep();
   });

@@ -24,6 +24,17 @@ if(DCLCOMMS_FUZZ)
   add_link_options(-fsanitize=address,undefined)
 endif()
 
+# The ThreadSanitizer tree (scripts/fuzz tsan, clang, build/tsan): every
+# library and test instrumented for data races; system libraries (libnats,
+# libprotobuf, secp256k1) stay uninstrumented (cpp/ws/tests/tsan.supp).
+if(DCLCOMMS_TSAN)
+  if(DCLCOMMS_SANITIZE OR DCLCOMMS_FUZZ)
+    message(FATAL_ERROR "DCLCOMMS_TSAN=ON cannot be combined with ASan (DCLCOMMS_SANITIZE, DCLCOMMS_FUZZ)")
+  endif()
+  add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=thread)
+endif()
+
 # A libFuzzer target: dclcomms_fuzz_target(name source... LIBS lib...).
 function(dclcomms_fuzz_target name)
   cmake_parse_arguments(F "" "" "LIBS" ${ARGN})

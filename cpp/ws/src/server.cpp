@@ -252,11 +252,14 @@ namespace {
 constexpr size_t kSplitFlush = 512;
 constexpr size_t kFlushChunk = 32;
 struct SplitFlush {
-  explicit SplitFlush(std::vector<WsppLink*> l) : links(std::move(l)) {}
+  explicit SplitFlush(std::vector<WsppLink*> l) : links(std::move(l)), count(links.size()) {}
   std::vector<WsppLink*> links;
+  // links.size(), fixed: a helper that starts after the I/O thread took the
+  // vector back (flush_dirty) reads only this and `next`, never the vector.
+  const size_t count;
   std::atomic<size_t> next{0}, done{0};
   void work() {
-    const size_t n = links.size();
+    const size_t n = count;
     for (;;) {
       size_t i = next.fetch_add(kFlushChunk, std::memory_order_relaxed);
       if (i >= n) return;
@@ -278,7 +281,7 @@ void Server::Impl::flush_dirty(Shard& shard) {
     auto split = std::make_shared<SplitFlush>(std::move(links));
     flush_pool_->submit([split] { split->work(); });
     split->work();
-    while (split->done.load(std::memory_order_acquire) < split->links.size()) {
+    while (split->done.load(std::memory_order_acquire) < split->count) {
       std::this_thread::yield();  // the helper's last chunk
     }
     links.swap(split->links);  // no one reads it any more: keep the capacity

@@ -738,4 +738,78 @@ TEST(WsShardsStress, StopWhileSessionsOfEveryShardSend) {
   }
 }
 
+// A relay to more sessions of one shard than kSplitFlush (512, server.cpp)
+// is written by two threads (the I/O thread and the flush helper, each link
+// by one of them): every session gets every island change, in order, with
+// the shared member map.
+TEST(WsShardsStress, SplitFlushDeliversEveryFrameInOrder) {
+  constexpr size_t kMany = 540;
+  constexpr int kRounds = 4;
+  Config config;
+  config.io_threads = 1;  // one shard: every session's link in one flush
+  config.auth_threads = 2;
+  validate(config);
+  Server server(config);
+  const uint16_t port = server.start();
+  const std::string base = "ws://127.0.0.1:" + std::to_string(port);
+  SocketClients clients[2];
+  std::vector<Wallet> wallets;
+  for (size_t i = 0; i < kMany; ++i) wallets.emplace_back(20000 + i);
+  std::vector<PeerPtr> peers(kMany);
+  {
+    std::vector<std::function<void()>> joins;
+    for (size_t t = 0; t < 4; ++t) {
+      joins.emplace_back([&, t] {
+        for (size_t i = t; i < kMany; i += 4) {
+          peers[i] = clients[i % 2].connect(base + "/ws");
+          if (join_connector(clients[i % 2], peers[i], wallets[i]) != wallets[i].address()) {
+            throw std::runtime_error("welcome");
+          }
+        }
+      });
+    }
+    run_together(std::move(joins));
+  }
+  std::vector<std::string> addresses;
+  for (auto& w : wallets) addresses.push_back(w.address());
+  std::vector<float> xyz(3 * 8, 1.0f);
+  const std::vector<std::string> first8(addresses.begin(), addresses.begin() + 8);
+  const std::string entries = codec::encode_island_changed_peers(first8, xyz.data());
+  std::thread relay([&] {  // from a non-I/O thread, as the NATS relay
+    for (int round = 0; round < kRounds; ++round) {
+      IslandChangesItem changes;
+      changes.island_id = "big-" + std::to_string(round);
+      changes.peers_entries = entries;
+      changes.frame_heads = true;
+      for (const auto& a : addresses) {
+        IslandChangesItem::Recipient r;
+        r.address = a;
+        r.conn_str = "livekit:big";
+        r.frame = codec::encode_server_island_changed_head(changes.island_id, r.conn_str,
+                                                           std::nullopt, entries.size());
+        changes.recipients.push_back(std::move(r));
+      }
+      std::vector<RelayItem> items;
+      items.emplace_back(std::move(changes));
+      items.emplace_back(TickEndItem{});
+      server.relay(std::move(items));
+    }
+  });
+  relay.join();
+  for (size_t i = 0; i < kMany; ++i) {
+    for (int round = 0; round < kRounds; ++round) {
+      auto ch = SocketClients::next(*peers[i], server_packet, "islandChanged");
+      ASSERT_TRUE(ch) << "session " << i << " round " << round;
+      ASSERT_EQ(path(*ch, "islandChanged.islandId").as_string(), "big-" + std::to_string(round));
+      ASSERT_EQ(path(*ch, "islandChanged.peers").as_object().size(), first8.size());
+    }
+  }
+  const Stats st = server.stats();
+  EXPECT_EQ(stat(st.connector, "relayed_island_changed"), kMany * kRounds);
+  if (std::thread::hardware_concurrency() > 1) {
+    EXPECT_GE(stat(st.server, "flushes_split"), 1u) << "no flush was split";
+  }
+  server.stop();
+}
+
 }  // namespace

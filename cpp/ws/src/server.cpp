@@ -678,6 +678,12 @@ void Server::Impl::stop() {
       std::lock_guard<std::mutex> lock(shard->mu);
       done = done && shard->hub.is_shut_down() && shard->hub.session_count() == 0;
     }
+    {
+      // Keep-alive HTTP sessions end on their strands (close_http_sessions):
+      // stopping the I/O threads first would leave their sockets open.
+      std::lock_guard<std::mutex> lock(mu_);
+      done = done && sessions_.empty();
+    }
     if (done) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }

@@ -7,7 +7,9 @@ and heartbeats; the back-off filter; outbox bound; reconnection."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import nats
@@ -19,7 +21,7 @@ from dclcomms.archipelago import Engine
 from dclcomms.archipelago.core import ArchipelagoCore
 from dclcomms.heartbeats import UNSET
 from dclcomms.metrics import Registry
-from dclcomms.nats.pubsub import NatsPubSub, decode_heartbeat_batch
+from dclcomms.nats.pubsub import EngineFeed, NatsPubSub, decode_heartbeat_batch
 from dclcomms.policy import FixedTransport, RealmPolicy, Transports, WsRoomTransport
 from dclcomms.pubsub import (
     Heartbeat,
@@ -48,29 +50,46 @@ def positions(e: Engine) -> dict[str, tuple[float, float, float]]:
     return {p: (r[0], r[1], r[2]) for p, r in zip(snap.peer_ids.tolist(), rows, strict=True)}
 
 
+@contextlib.asynccontextmanager
+async def fed_engine(
+    url: str, scheme: str, raw_cb: Callable[[Any], Awaitable[None]]
+) -> AsyncIterator[tuple[NatsPubSub, NatsPubSub, Engine, EngineFeed]]:
+    """A publishing C++ client, a C++ client feeding a fresh engine and a plain nats-py
+    client subscribed to every subject with ``raw_cb``, all ready; all closed on the way
+    out."""
+    pub = await NatsPubSub.connect([url], subjects=scheme)
+    sub = await NatsPubSub.connect([url], subjects=scheme)
+    raw = await nats.connect(url)
+    e = engine()
+    feed = None
+    try:
+        await raw.subscribe(">", cb=raw_cb)
+        feed = sub.feed_engine(e)
+        assert feed is not None
+        await sub.ready()
+        await raw.flush()
+        yield pub, sub, e, feed
+    finally:
+        if feed is not None:
+            feed.close()
+        await raw.close()
+        await pub.aclose()
+        await sub.aclose()
+
+
 @pytest.mark.parametrize("scheme", ["native", "workers", "v3"])
 def test_c_client_publishes_and_feeds_the_engine(
     nats_server: NatsServer,  # noqa: F811
     scheme: str,
 ) -> None:
     async def body() -> None:
-        pub = await NatsPubSub.connect([nats_server.url], subjects=scheme)
-        sub = await NatsPubSub.connect([nats_server.url], subjects=scheme)
-        raw = await nats.connect(nats_server.url)
-        e = engine()
-        feed = None
-        try:
+        seen: list[tuple[str, bytes]] = []
+
+        async def raw_cb(m: Any) -> None:
+            seen.append((m.subject, m.data))
+
+        async with fed_engine(nats_server.url, scheme, raw_cb) as (pub, sub, e, feed):
             assert pub.c_client is not None and sub.c_client is not None
-            seen: list[tuple[str, bytes]] = []
-
-            async def raw_cb(m: Any) -> None:
-                seen.append((m.subject, m.data))
-
-            await raw.subscribe(">", cb=raw_cb)
-            feed = sub.feed_engine(e)
-            assert feed is not None
-            await sub.ready()
-            await raw.flush()
             b = batch_of(300)
             pub.publish_heartbeats(b)
             await pub.flush()
@@ -100,12 +119,6 @@ def test_c_client_publishes_and_feeds_the_engine(
             # The preferred island of row 0 ("I7") reached the engine: a flush puts it
             # on a new island (I7 does not exist), and nothing was refused.
             assert e.flush()
-        finally:
-            if feed is not None:
-                feed.close()
-            await raw.close()
-            await pub.aclose()
-            await sub.aclose()
 
     run(body)
 
@@ -290,23 +303,13 @@ def test_c_client_refuses_logs_and_counts_bad_addresses(
     engine; each bad one is counted once (bad_address, publish) and logged once."""
 
     async def body() -> None:
-        pub = await NatsPubSub.connect([nats_server.url], subjects=scheme)
-        sub = await NatsPubSub.connect([nats_server.url], subjects=scheme)
-        raw = await nats.connect(nats_server.url)
-        e = engine()
-        feed = None
-        try:
+        seen: list[str] = []
+
+        async def raw_cb(m: Any) -> None:
+            seen.append(m.subject)
+
+        async with fed_engine(nats_server.url, scheme, raw_cb) as (pub, _sub, e, _feed):
             assert pub.c_client is not None
-            seen: list[str] = []
-
-            async def raw_cb(m: Any) -> None:
-                seen.append(m.subject)
-
-            await raw.subscribe(">", cb=raw_cb)
-            feed = sub.feed_engine(e)
-            assert feed is not None
-            await sub.ready()
-            await raw.flush()
             good = batch_of(len(BAD_ADDRESSES) + 1)
             mixed: list[str] = []
             for i, a in enumerate(good.addresses):  # good, bad, good, bad, ..., good
@@ -344,12 +347,6 @@ def test_c_client_refuses_logs_and_counts_bad_addresses(
                 assert not [r for r in caplog.records if "refused" in r.getMessage()]
             finally:
                 await small.aclose()
-        finally:
-            if feed is not None:
-                feed.close()
-            await raw.close()
-            await pub.aclose()
-            await sub.aclose()
 
     run(body)
 

@@ -78,6 +78,25 @@ def top_functions(dump: Path, n: int) -> list[tuple[int, str]]:
     return out
 
 
+def stop(p: subprocess.Popen[str]) -> None:
+    """Kills ``p`` if it still runs and closes its pipes."""
+    if p.poll() is None:
+        p.kill()
+        p.wait()
+    assert p.stdin is not None and p.stdout is not None
+    p.stdin.close()
+    p.stdout.close()
+
+
+def callgrind_total(prefix: Path, pid: int) -> tuple[Path, int]:
+    """Process ``pid``'s callgrind dump (``--callgrind-out-file={prefix}.%p``, dumped once)
+    and the instructions it counted in all."""
+    dump = Path(f"{prefix}.{pid}.1")
+    match = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(errors="replace"), re.M)
+    assert match, "no callgrind totals"
+    return dump, int(match.group(1))
+
+
 def run(
     url: str, scheme: str, peers: int, repeat: int, load_procs: int, out_dir: Path, top: int
 ) -> dict[str, Any]:
@@ -128,15 +147,8 @@ def run(
     finally:
         if procs is not None:
             procs.close()
-        if core.poll() is None:
-            core.kill()
-            core.wait()
-        core.stdin.close()
-        core.stdout.close()
-    dump = Path(f"{prefix}.{core.pid}.1")
-    match = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(errors="replace"), re.M)
-    assert match, "no callgrind totals"
-    instructions = int(match.group(1))
+        stop(core)
+    dump, instructions = callgrind_total(prefix, core.pid)
     out: dict[str, Any] = {
         "scheme": scheme,
         "peers": peers,
@@ -211,16 +223,8 @@ def run_publisher(
         core.wait(timeout=60)
     finally:
         for p in (pub, core):
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-            assert p.stdin is not None and p.stdout is not None
-            p.stdin.close()
-            p.stdout.close()
-    dump = Path(f"{prefix}.{pub.pid}.1")
-    match = re.search(r"^(?:summary|totals): (\d+)", dump.read_text(errors="replace"), re.M)
-    assert match, "no callgrind totals"
-    instructions = int(match.group(1))
+            stop(p)
+    dump, instructions = callgrind_total(prefix, pub.pid)
     out: dict[str, Any] = {
         "side": "publisher",
         "scheme": scheme,

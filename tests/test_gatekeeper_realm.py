@@ -33,6 +33,16 @@ def config(tmp_path: Path, **kw: Any) -> RealmConfig:
     )
 
 
+async def ban(c: Client, address: str) -> tuple[int, Any]:
+    """The operator's platform ban of ``address`` (POST /users/{address}/bans, bearer)."""
+    return await c.request(
+        "POST",
+        f"/users/{address}/bans",
+        body={"reason": "cheating"},
+        headers={"Authorization": f"Bearer {BEARER}"},
+    )
+
+
 def test_realm_serves_scene_rooms_beside_islands_and_platform_bans_kick(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -70,12 +80,7 @@ def test_realm_serves_scene_rooms_beside_islands_and_platform_bans_kick(
             assert realm.server.room_members(f"main:{SCENE_ID}", scene=True) == [wallet.address]
             # a platform ban: connector and scene room closed 4005 within 1 s
             t0 = time.monotonic()
-            status, doc = await c.request(
-                "POST",
-                f"/users/{wallet.address}/bans",
-                body={"reason": "cheating"},
-                headers={"Authorization": f"Bearer {BEARER}"},
-            )
+            status, doc = await ban(c, wallet.address)
             assert status == 201, doc
             closed_scene = await scene_room.closed(timeout=1.0)
             closed_arch = await arch.closed(timeout=1.0)
@@ -344,12 +349,7 @@ def test_a_ban_at_an_external_gatekeeper_closes_the_session_within_one_sweep(
                     await asyncio.sleep(0.01)
                 assert realm.bans.verdicts[wallet.address][1] is False
                 t0 = time.monotonic()
-                status, doc = await c.request(
-                    "POST",
-                    f"/users/{wallet.address}/bans",
-                    body={"reason": "cheating"},
-                    headers={"Authorization": f"Bearer {BEARER}"},
-                )
+                status, doc = await ban(c, wallet.address)
                 assert status == 201, doc
                 assert await clients[0].expect("kicked") == {"kicked": {"reason": "KR_NEW_SESSION"}}
                 assert (await clients[0].closed(timeout=5.0)).code == 4005

@@ -28,7 +28,7 @@ from dclcomms.ws import (
     Server,
     ServerConfig,
 )
-from tests.helpers.ws_events import events_until, heartbeats, rejected
+from tests.helpers.ws_events import events_until, heartbeats, rejected, replaced_session
 from tests.helpers.ws_wire import (
     Identity,
     RawWs,
@@ -221,24 +221,7 @@ async def test_duplicate_session_kick_bytes_and_registry(rng: random.Random) -> 
         me = Identity.random(rng)
         async with aiohttp.ClientSession() as s:
             old, _ = await connector_handshake(s, server.port, me)
-            new = await s.ws_connect(f"http://127.0.0.1:{server.port}/ws")
-            await new.send_bytes(client_challenge_request(me.address))
-            _kind, ch = decode_server(await recv_bin(new))
-            assert ch["already_connected"] is True
-            await new.send_bytes(client_signed_challenge(me.chain(ch["challenge"])))
-            assert decode_server(await recv_bin(new)) == ("welcome", {"peer_id": me.lower})
-            assert await recv_bin(old) == b"\x32\x00"  # kicked{KR_NEW_SESSION}
-            assert await recv_close(old) == (
-                4006,
-                "session replaced: a new session for this address connected",
-            )
-            # Heartbeats of the new session still flow; no disconnect for the old one.
-            await new.send_bytes(client_heartbeat((1, 2, 3)))
-            evs = await events_until(server, lambda e: len(heartbeats(e)) >= 1)
-            assert [e for e in evs if not isinstance(e, Heartbeats)] == [
-                PeerConnected(me.lower),
-                PeerConnected(me.lower),
-            ]
+            new = await replaced_session(s, server, me, old)
             assert server.stats()["connector"]["sessions"] == 1
             await new.close()
             evs = await events_until(server, lambda e: len(e) >= 1)

@@ -19,12 +19,11 @@ from dclcomms.ws import Heartbeats, PeerConnected, PeerDisconnected
 from tests.helpers.common import run
 from tests.helpers.island_relay import changed, frames_until, joined, relay, relay_two_ticks
 from tests.helpers.nats_fixtures import NatsServer, nats_server  # noqa: F401 - fixture
-from tests.helpers.ws_events import events_until, heartbeats, rejected
+from tests.helpers.ws_events import events_until, heartbeats, rejected, replaced_session
 from tests.helpers.ws_wire import (
     Identity,
     client_challenge_request,
     client_heartbeat,
-    client_signed_challenge,
     connector_handshake,
     decode_server,
     recv_bin,
@@ -88,24 +87,8 @@ async def test_duplicate_in_another_shard_replaces_the_old_session(rng: random.R
         me = Identity.random(rng)
         async with aiohttp.ClientSession() as s:
             old, _ = await connector_handshake(s, server.port, me)  # shard 0
-            new = await s.ws_connect(f"http://127.0.0.1:{server.port}/ws")  # shard 1
+            new = await replaced_session(s, server, me, old)  # shard 1
             assert moved(server) == 1
-            await new.send_bytes(client_challenge_request(me.address))
-            _kind, ch = decode_server(await recv_bin(new))
-            assert ch["already_connected"] is True  # the other shard's session
-            await new.send_bytes(client_signed_challenge(me.chain(ch["challenge"])))
-            assert decode_server(await recv_bin(new)) == ("welcome", {"peer_id": me.lower})
-            assert await recv_bin(old) == b"\x32\x00"  # kicked{KR_NEW_SESSION}
-            assert await recv_close(old) == (
-                4006,
-                "session replaced: a new session for this address connected",
-            )
-            await new.send_bytes(client_heartbeat((1, 2, 3)))
-            evs = await events_until(server, lambda e: len(heartbeats(e)) >= 1)
-            assert [e for e in evs if not isinstance(e, Heartbeats)] == [
-                PeerConnected(me.lower),
-                PeerConnected(me.lower),
-            ]
             st = server.stats()["connector"]
             assert st["sessions"] == 1 and st["kicked_duplicate"] == 1
             # a third session, back in shard 0, replaces the one in shard 1

@@ -88,13 +88,18 @@ struct TrackedMessage {
 class WsppLink final : public Link {
  public:
   using Shard = Server::Impl::Shard;
+  // Made in on_open, on the thread that reads the connection: its shard's,
+  // or the listening thread's for a connection that was not moved (below).
   WsppLink(Server::Impl& server, Shard& shard, ConnPtr con)
       : server_(server),
         shard_(shard),
         con_(std::move(con)),
         fd_(con_->get_raw_socket().native_handle()),
         timer_(server.io_of(shard)),
-        handed_(std::make_shared<Handed>()) {}
+        handed_(std::make_shared<Handed>()),
+        reader_(server.io_of(shard).get_executor().running_in_this_thread()
+                    ? server.io_of(shard)
+                    : server.ep_.get_io_service()) {}
   ~WsppLink() override {
     if (!cork_.empty()) server_.undirty(shard_, this);
   }
@@ -116,8 +121,21 @@ class WsppLink final : public Link {
       server_.undirty(shard_, this);
       flush();
     }
-    websocketpp::lib::error_code ec;
-    con_->close(static_cast<websocketpp::close::status::value>(code), reason, ec);
+    // websocketpp's frame reader reads the connection's state without a
+    // lock, so close() runs on the thread that reads the connection. That is
+    // this one, except for a connection that stayed on the listening thread
+    // with its room's shard's handlers (on_validate; http_keep_alive_ms = 0
+    // or a split upgrade head): its close goes there (ThreadSanitizer).
+    const auto value = static_cast<websocketpp::close::status::value>(code);
+    if (reader_.get_executor().running_in_this_thread()) {
+      websocketpp::lib::error_code ec;
+      con_->close(value, reason, ec);
+    } else {
+      asio::post(reader_, [con = con_, value, reason] {
+        websocketpp::lib::error_code ec;
+        con->close(value, reason, ec);
+      });
+    }
   }
   void ping() override {
     static const FramePtr ping = std::make_shared<const WireFrame>("", kPing);
@@ -181,6 +199,7 @@ class WsppLink final : public Link {
   int fd_;
   asio::steady_timer timer_;
   std::shared_ptr<Handed> handed_;
+  asio::io_context& reader_;            // the io_context whose thread reads con_
   std::vector<const WireFrame*> cork_;  // frames of this turn, in order (held by the shard)
   size_t cork_bytes_ = 0;               // their payload bytes (counted as buffered)
 };

@@ -18,7 +18,8 @@
 // rooms' updates in parallel. (A connection whose upgrade head is not whole
 // in its first segment, or every one with http_keep_alive_ms = 0, stays on
 // ep_'s thread and gets its shard's handlers at upgrade (on_validate): still
-// correct under the shard's lock, not thread-affine.) The duplicate rule (one
+// correct under the shard's lock, not thread-affine; its close is posted to
+// ep_'s thread, which reads it: WsppLink::close.) The duplicate rule (one
 // room session per address) spans the shards through the room directory
 // (room_joined/room_left, a leaf lock): the older session, in another shard,
 // is kicked by a task posted to that shard.

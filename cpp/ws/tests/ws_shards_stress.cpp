@@ -812,4 +812,52 @@ TEST(WsShardsStress, SplitFlushDeliversEveryFrameInOrder) {
   server.stop();
 }
 
+// With http_keep_alive_ms = 0 nothing peeks at a new connection: a room
+// connection stays on the listening thread (shard 0's) with handlers bound to
+// its room's shard, whose thread flushes, kicks and closes it.
+TEST(WsShardsStress, RoomsOnTheListeningThreadWithoutKeepAlive) {
+  Config config;
+  config.io_threads = kShards;
+  config.http_keep_alive_ms = 0;
+  validate(config);
+  Server server(config);
+  const uint16_t port = server.start();
+  const std::string base = "ws://127.0.0.1:" + std::to_string(port);
+  SocketClients clients;
+  std::vector<std::string> rooms;
+  for (int k = 0; rooms.size() < 2; ++k) {
+    std::string id = "flat-room-" + std::to_string(k);
+    if (std::hash<std::string>{}(id) % kShards != 0) rooms.push_back(id);
+  }
+  std::vector<RoomMember> members;
+  for (size_t r = 0; r < rooms.size(); ++r) {
+    for (size_t m = 0; m < 3; ++m) {
+      members.push_back({Wallet(30000 + 10 * r + m), {}, 0});
+      members.back().peer = clients.connect(base + "/rooms/" + rooms[r]);
+      members.back().alias = join_room(clients, members.back().peer, members.back().wallet);
+    }
+  }
+  EXPECT_EQ(stat(server.stats().server, "sockets_moved_to_shards"), 0u);
+  std::atomic<bool> flowing{true};
+  std::thread flood([&] {
+    for (int n = 0; flowing; ++n) {
+      for (auto& m : members) {
+        clients.send(m.peer, ws::testing::peer_update(static_cast<uint32_t>(m.alias), "x", false));
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(300));
+    }
+  });
+  std::this_thread::sleep_for(milliseconds(100));
+  // Kicked by the room's shard while the listening thread reads them.
+  server.kick_room_member(false, rooms[0], members[0].wallet.address(), "flat kick", 0);
+  server.kick_room_member(false, rooms[1], members[3].wallet.address(), "flat kick", 0);
+  EXPECT_EQ(SocketClients::closed(*members[0].peer), 4005);
+  EXPECT_EQ(SocketClients::closed(*members[3].peer), 4005);
+  std::this_thread::sleep_for(milliseconds(50));
+  server.stop();
+  flowing = false;
+  flood.join();
+  for (size_t i : {1, 2, 4, 5}) EXPECT_EQ(SocketClients::closed(*members[i].peer), 1001);
+}
+
 }  // namespace

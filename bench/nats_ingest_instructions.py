@@ -78,6 +78,21 @@ def top_functions(dump: Path, n: int) -> list[tuple[int, str]]:
     return out
 
 
+def child(args: list[str], callgrind: Path | None = None) -> subprocess.Popen[str]:
+    """A Python child run with ``args`` that speaks lines on its stdin and stdout (stderr
+    dropped); under callgrind (``--callgrind-out-file={callgrind}.%p``) when given."""
+    tool: list[str] = []
+    if callgrind is not None:
+        tool = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={callgrind}.%p"]
+    return subprocess.Popen(
+        [*tool, sys.executable, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
 def stop(p: subprocess.Popen[str]) -> None:
     """Kills ``p`` if it still runs and closes its pipes."""
     if p.poll() is None:
@@ -101,23 +116,7 @@ def run(
     url: str, scheme: str, peers: int, repeat: int, load_procs: int, out_dir: Path, top: int
 ) -> dict[str, Any]:
     prefix = out_dir / f"callgrind-{scheme}"
-    core = subprocess.Popen(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={prefix}.%p",
-            sys.executable,
-            __file__,
-            "--core-child",
-            url,
-            scheme,
-            str(peers * repeat),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    core = child([__file__, "--core-child", url, scheme, str(peers * repeat)], callgrind=prefix)
     assert core.stdin is not None and core.stdout is not None
     procs = None
     try:
@@ -170,13 +169,7 @@ def run_publisher(
 ) -> dict[str, Any]:
     prefix = out_dir / f"callgrind-publisher-{scheme}"
     total = peers * repeat
-    core = subprocess.Popen(
-        [sys.executable, __file__, "--core-child", url, scheme, str(total)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    core = child([__file__, "--core-child", url, scheme, str(total)])
     assert core.stdin is not None and core.stdout is not None
     cfg = {
         "url": url,
@@ -188,21 +181,7 @@ def run_publisher(
         "first": 0,
         "count": peers,
     }
-    pub = subprocess.Popen(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={prefix}.%p",
-            sys.executable,
-            bench_nats.__file__,
-            "--load-worker",
-            json.dumps(cfg),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    pub = child([bench_nats.__file__, "--load-worker", json.dumps(cfg)], callgrind=prefix)
     assert pub.stdin is not None and pub.stdout is not None
     try:
         assert core.stdout.readline().strip() == "ready"

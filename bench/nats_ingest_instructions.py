@@ -78,6 +78,19 @@ def top_functions(dump: Path, n: int) -> list[tuple[int, str]]:
     return out
 
 
+def load_config(url: str, scheme: str, repeat: int) -> dict[str, Any]:
+    """The load processes' settings, the same on both sides: the C++ client, batches of
+    1,000, seed 1, ``repeat`` heartbeats per peer."""
+    return {
+        "url": url,
+        "c_client": True,
+        "subjects": scheme,
+        "batch": 1000,
+        "seed": 1,
+        "repeat": repeat,
+    }
+
+
 def child(args: list[str], callgrind: Path | None = None) -> subprocess.Popen[str]:
     """A Python child run with ``args`` that speaks lines on its stdin and stdout (stderr
     dropped); under callgrind (``--callgrind-out-file={callgrind}.%p``) when given."""
@@ -121,18 +134,7 @@ def run(
     procs = None
     try:
         assert core.stdout.readline().strip() == "ready"
-        procs = bench_nats.LoadProcs(
-            load_procs,
-            peers,
-            {
-                "url": url,
-                "c_client": True,
-                "subjects": scheme,
-                "batch": 1000,
-                "seed": 1,
-                "repeat": repeat,
-            },
-        )
+        procs = bench_nats.LoadProcs(load_procs, peers, load_config(url, scheme, repeat))
         subprocess.run(["callgrind_control", "-z", str(core.pid)], check=True, capture_output=True)
         core.stdin.write("go\n")
         core.stdin.flush()
@@ -171,16 +173,7 @@ def run_publisher(
     total = peers * repeat
     core = child([__file__, "--core-child", url, scheme, str(total)])
     assert core.stdin is not None and core.stdout is not None
-    cfg = {
-        "url": url,
-        "c_client": True,
-        "subjects": scheme,
-        "batch": 1000,
-        "seed": 1,
-        "repeat": repeat,
-        "first": 0,
-        "count": peers,
-    }
+    cfg = {**load_config(url, scheme, repeat), "first": 0, "count": peers}
     pub = child([bench_nats.__file__, "--load-worker", json.dumps(cfg)], callgrind=prefix)
     assert pub.stdin is not None and pub.stdout is not None
     try:

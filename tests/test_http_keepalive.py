@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import aiohttp
 
 from dclcomms.ws import HttpRequest, Server, ServerConfig, metrics_text
-from tests.helpers.common import stop_process
+from tests.helpers.common import realm_cli
 from tests.helpers.ws_wire import (
     Identity,
     client_challenge_request,
@@ -278,20 +278,8 @@ async def test_a_pooling_client_then_a_connector_session(rng: random.Random) -> 
 def realm(*args: str, env: dict[str, str] | None = None) -> Iterator[int]:
     """``dclcomms realm`` on a free port with these flags / extra environment; yields its
     port."""
-    p = subprocess.Popen(
-        [sys.executable, "-m", "dclcomms", "realm", "--host", "127.0.0.1", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=dict(os.environ, LOG_LEVEL="WARNING", **(env or {})),
-    )
-    try:
-        assert p.stdout is not None
-        line = p.stdout.readline()
-        assert line.startswith("dclcomms realm listening on "), line
-        yield int(line.split()[-1].rsplit(":", 1)[1])
-    finally:
-        stop_process(p)
+    with realm_cli(*args, env=env) as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 def test_the_realm_setting_reaches_the_server() -> None:

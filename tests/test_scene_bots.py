@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from dclcomms.client import (
     SceneRequest,
 )
 from dclcomms.errors import TransportError
-from tests.helpers.common import stop_process
+from tests.helpers.common import realm_cli
 from tests.helpers.ws_wire import run_async
 
 SEED = 4_204
@@ -40,24 +39,11 @@ AUTH_TOKEN = "scene-bots-moderator-token"
 def realm_process(*extra: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """``python -m dclcomms realm`` on a free port (gatekeeper mounted by default,
     its SQLite file in a fresh data directory); yields its URL."""
-    with tempfile.TemporaryDirectory(prefix="dclcomms-scene-bots-") as data_dir:
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "dclcomms", "realm", "--host", "127.0.0.1", "--port", "0"),
-                *("--flush-interval", "0.2", "--data-dir", data_dir, *extra),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=dict(os.environ, LOG_LEVEL="WARNING", **(env or {})),
-        )
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            assert line.startswith("dclcomms realm listening on "), line
-            yield line.split()[-1]
-        finally:
-            stop_process(proc)
+    with (
+        tempfile.TemporaryDirectory(prefix="dclcomms-scene-bots-") as data_dir,
+        realm_cli("--flush-interval", "0.2", "--data-dir", data_dir, *extra, env=env) as url,
+    ):
+        yield url
 
 
 @pytest.mark.slow

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +87,23 @@ def stop_process(p: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: f
         if f is not None:
             f.close()
     return code
+
+
+@contextmanager
+def realm_cli(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``python -m dclcomms realm`` on 127.0.0.1 and a free port, with these flags and extra
+    environment (LOG_LEVEL WARNING); yields the URL it listens on; stopped on the way out."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "dclcomms", "realm", "--host", "127.0.0.1", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=dict(os.environ, LOG_LEVEL="WARNING", **(env or {})),
+    )
+    try:
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        assert line.startswith("dclcomms realm listening on "), line
+        yield line.split()[-1]
+    finally:
+        stop_process(p)

@@ -32,26 +32,22 @@
 #include <thread>
 #include <vector>
 
-#include <websocketpp/client.hpp>
-#include <websocketpp/config/asio_no_tls_client.hpp>
-
 #include "clients.hpp"
 #include "dclcomms/archipelago/engine.hpp"
 #include "dclcomms/auth/jwt.hpp"
 #include "dclcomms/ws/server.hpp"
+#include "socket_clients.hpp"
 
 namespace {
 
 using namespace dclcomms;
 using namespace dclcomms::ws;
+using std::chrono::milliseconds;
 using ws::testing::member;
 using ws::testing::path;
 using ws::testing::Wallet;
-using Client = websocketpp::client<websocketpp::config::asio_client>;
-using std::chrono::milliseconds;
 
 constexpr const char* kSecret = "realm-smoke-room-secret";
-constexpr std::chrono::milliseconds kWait{20'000};
 
 int64_t unix_ms() {
   return std::chrono::duration_cast<milliseconds>(
@@ -59,117 +55,19 @@ int64_t unix_ms() {
       .count();
 }
 
-// One client connection: frames received, open/closed state, close code.
-struct Peer {
-  std::mutex m;
-  std::condition_variable cv;
-  std::deque<std::string> frames;
-  websocketpp::connection_hdl hdl;
-  bool open = false, done = false;
-  int close_code = 0;
-};
+// websocketpp clients on one asio thread (cpp/ws/testing/socket_clients.hpp).
+using Clients = ws::testing::SocketClients;
+using ws::testing::Peer;
+constexpr std::chrono::milliseconds kWait = Clients::kWait;
 
-// websocketpp clients on one asio thread.
-class Clients {
- public:
-  Clients() {
-    client_.clear_access_channels(websocketpp::log::alevel::all);
-    client_.clear_error_channels(websocketpp::log::elevel::all);
-    client_.init_asio();
-    client_.start_perpetual();
-    thread_ = std::thread([this] { client_.run(); });
-  }
-  ~Clients() {
-    client_.stop_perpetual();
-    for (auto& p : peers_) {
-      std::lock_guard<std::mutex> lock(p->m);
-      if (p->open && !p->done) {
-        websocketpp::lib::error_code ec;
-        client_.close(p->hdl, websocketpp::close::status::going_away, "", ec);
-      }
-    }
-    client_.stop();
-    thread_.join();
-  }
-
-  std::shared_ptr<Peer> connect(const std::string& url) {
-    auto peer = std::make_shared<Peer>();
-    peers_.push_back(peer);
-    websocketpp::lib::error_code ec;
-    auto con = client_.get_connection(url, ec);
-    if (ec) throw std::runtime_error("bad url " + url + ": " + ec.message());
-    peer->hdl = con->get_handle();
-    con->set_open_handler([peer](websocketpp::connection_hdl) {
-      std::lock_guard<std::mutex> lock(peer->m);
-      peer->open = true;
-      peer->cv.notify_all();
-    });
-    con->set_message_handler([peer](websocketpp::connection_hdl, Client::message_ptr msg) {
-      std::lock_guard<std::mutex> lock(peer->m);
-      peer->frames.push_back(msg->get_payload());
-      peer->cv.notify_all();
-    });
-    auto finished = [this, peer](websocketpp::connection_hdl h) {
-      auto c = client_.get_con_from_hdl(h);
-      std::lock_guard<std::mutex> lock(peer->m);
-      peer->done = true;
-      peer->close_code = c->get_remote_close_code();
-      peer->cv.notify_all();
-    };
-    con->set_close_handler(finished);
-    con->set_fail_handler(finished);
-    client_.connect(con);
-    std::unique_lock<std::mutex> lock(peer->m);
-    if (!peer->cv.wait_for(lock, kWait, [&] { return peer->open || peer->done; }) || !peer->open) {
-      throw std::runtime_error("could not open " + url);
-    }
-    return peer;
-  }
-
-  void send(Peer& p, const std::string& frame) {
-    websocketpp::lib::error_code ec;
-    client_.send(p.hdl, frame, websocketpp::frame::opcode::binary, ec);
-    if (ec) throw std::runtime_error("send: " + ec.message());
-  }
-
-  // The next frame decoded with decode, skipping frames whose oneof member is
-  // not `want`; throws when the connection closes or nothing came in kWait.
-  template <typename Decode>
-  codec::Value next(Peer& p, Decode decode, const std::string& want) {
-    auto v = next(p, decode, want, kWait);
-    if (!v) throw std::runtime_error("timed out waiting for " + want);
-    return *v;
-  }
-  // The same, nullopt after wait.
-  template <typename Decode>
-  std::optional<codec::Value> next(Peer& p, Decode decode, const std::string& want,
-                                   std::chrono::milliseconds wait) {
-    const auto deadline = std::chrono::steady_clock::now() + wait;
-    std::unique_lock<std::mutex> lock(p.m);
-    for (;;) {
-      if (!p.cv.wait_until(lock, deadline, [&] { return !p.frames.empty() || p.done; })) {
-        return std::nullopt;
-      }
-      if (p.frames.empty()) {
-        throw std::runtime_error("closed " + std::to_string(p.close_code) + " waiting for " + want);
-      }
-      codec::Value v = decode(p.frames.front());
-      p.frames.pop_front();
-      if (member(v) == want) return v;
-    }
-  }
-
-  int closed(Peer& p) {
-    std::unique_lock<std::mutex> lock(p.m);
-    if (!p.cv.wait_for(lock, kWait, [&] { return p.done; })) return -1;
-    return p.close_code;
-  }
-
- private:
-  Client client_;
-  std::thread thread_;
-  std::vector<std::shared_ptr<Peer>> peers_;
-};
+// The next frame decoded with decode whose oneof member is `want`; throws when
+// the connection closes or nothing came in Clients::kWait.
+template <typename Decode>
+codec::Value next(Peer& p, Decode decode, const std::string& want) {
+  auto v = Clients::next(p, decode, want);
+  if (!v) throw std::runtime_error("timed out waiting for " + want);
+  return *v;
+}
 
 codec::Value server_packet(const std::string& f) {
   return ws::testing::server_packet(f);
@@ -291,25 +189,25 @@ TEST(RealmSmoke, HandshakeHeartbeatsIslandRoomExchangeOverSockets) {
   // Connector handshake: challenge, signed challenge, welcome.
   for (auto& p : players) {
     p.connector = clients.connect(base + "/ws");
-    clients.send(*p.connector, ws::testing::challenge_request(p.wallet.address()));
-    const auto challenge = clients.next(*p.connector, server_packet, "challengeResponse");
+    clients.send(p.connector, ws::testing::challenge_request(p.wallet.address()));
+    const auto challenge = next(*p.connector, server_packet, "challengeResponse");
     const std::string to_sign = path(challenge, "challengeResponse.challengeToSign").as_string();
-    clients.send(*p.connector, ws::testing::signed_challenge(
-                                   p.wallet.auth_chain(to_sign, unix_ms() + 3'600'000)));
-    const auto welcome = clients.next(*p.connector, server_packet, "welcome");
+    clients.send(p.connector, ws::testing::signed_challenge(
+                                  p.wallet.auth_chain(to_sign, unix_ms() + 3'600'000)));
+    const auto welcome = next(*p.connector, server_packet, "welcome");
     EXPECT_EQ(path(welcome, "welcome.peerId").as_string(), p.wallet.address());
   }
   // Heartbeats close together: one island for both, with a room token.
   float x = 10;
   for (auto& p : players) {
     for (int i = 0; i < 3; ++i) {
-      clients.send(*p.connector, ws::testing::heartbeat(codec::Position{x, 0, 10}));
+      clients.send(p.connector, ws::testing::heartbeat(codec::Position{x, 0, 10}));
     }
     x += 4;
   }
   // Each player's latest island (the engine may move a player again when islands merge).
   auto read_island = [&](Player& p, std::chrono::milliseconds wait) {
-    auto changed = clients.next(*p.connector, server_packet, "islandChanged", wait);
+    auto changed = Clients::next(*p.connector, server_packet, "islandChanged", wait);
     if (!changed) return false;
     p.island = path(*changed, "islandChanged.islandId").as_string();
     const std::string conn = path(*changed, "islandChanged.connStr").as_string();
@@ -326,18 +224,18 @@ TEST(RealmSmoke, HandshakeHeartbeatsIslandRoomExchangeOverSockets) {
   // The island's room: identification, signed challenge, welcome with an alias.
   for (auto& p : players) {
     p.room = clients.connect(p.room_url);
-    clients.send(*p.room, ws::testing::peer_identification(p.wallet.address()));
-    const auto challenge = clients.next(*p.room, ws_packet, "challengeMessage");
+    clients.send(p.room, ws::testing::peer_identification(p.wallet.address()));
+    const auto challenge = next(*p.room, ws_packet, "challengeMessage");
     const std::string to_sign = path(challenge, "challengeMessage.challengeToSign").as_string();
-    clients.send(*p.room, ws::testing::signed_challenge_for_server(
-                              p.wallet.auth_chain(to_sign, unix_ms() + 3'600'000)));
-    const auto welcome = clients.next(*p.room, ws_packet, "welcomeMessage");
+    clients.send(p.room, ws::testing::signed_challenge_for_server(
+                             p.wallet.auth_chain(to_sign, unix_ms() + 3'600'000)));
+    const auto welcome = next(*p.room, ws_packet, "welcomeMessage");
     p.alias = path(welcome, "welcomeMessage.alias").as_int();
   }
   // A reliable update from the first player reaches the second.
-  clients.send(*players[0].room,
+  clients.send(players[0].room,
                ws::testing::peer_update(static_cast<uint32_t>(players[0].alias), "hello", false));
-  const auto update = clients.next(*players[1].room, ws_packet, "peerUpdateMessage");
+  const auto update = next(*players[1].room, ws_packet, "peerUpdateMessage");
   EXPECT_EQ(path(update, "peerUpdateMessage.fromAlias").as_int(), players[0].alias);
   EXPECT_EQ(path(update, "peerUpdateMessage.body").as_string(), "aGVsbG8=");  // base64 "hello"
 

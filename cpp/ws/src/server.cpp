@@ -350,9 +350,7 @@ size_t Server::Impl::next_connector_shard() {
 
 size_t Server::Impl::shard_of_connector(const std::string& address) const {
   if (!connector_sharded()) return 0;
-  std::lock_guard<std::mutex> lock(conn_mu_);
-  auto it = conn_dir_.find(address);
-  return it == conn_dir_.end() ? 0 : it->second.shard;
+  return conn_dir_.shard_of(address, 0);
 }
 
 void Server::Impl::connector_registered(Shard& shard, const std::string& address, uint64_t id,
@@ -361,19 +359,12 @@ void Server::Impl::connector_registered(Shard& shard, const std::string& address
     announce();
     return;
   }
-  ConnEntry old{0, 0};
-  {
-    std::lock_guard<std::mutex> lock(conn_mu_);
-    auto [it, fresh] = conn_dir_.try_emplace(address, ConnEntry{shard.index, id});
-    if (!fresh) {
-      old = it->second;
-      it->second = ConnEntry{shard.index, id};
-    }
-    announce();  // PeerConnected, ordered with the address's other events
-  }
-  if (old.id != 0 && old.shard != shard.index) {
-    post(*shards_[old.shard],
-         [this, address, old] { shards_[old.shard]->hub.replace_connector(address, old.id); });
+  // announce (PeerConnected) under the directory's lock: ordered with the
+  // address's other events.
+  if (auto old = conn_dir_.claim(address, {shard.index, id}, announce)) {
+    post(*shards_[old->shard], [this, address, old = *old] {
+      shards_[old.shard]->hub.replace_connector(address, old.key);
+    });
   }
 }
 
@@ -383,20 +374,14 @@ void Server::Impl::connector_left(Shard& shard, const std::string& address, uint
     announce();
     return;
   }
-  std::lock_guard<std::mutex> lock(conn_mu_);
-  auto it = conn_dir_.find(address);
-  if (it == conn_dir_.end() || it->second.shard != shard.index || it->second.id != id) {
-    return;  // replaced by a session in another shard: that one is the address's now
-  }
-  conn_dir_.erase(it);
-  announce();  // PeerDisconnected
+  // PeerDisconnected only while the directory still names this session (one
+  // in another shard that replaced it is the address's now).
+  conn_dir_.release(address, {shard.index, id}, announce);
 }
 
 bool Server::Impl::connector_elsewhere(Shard& shard, const std::string& address) {
   if (!connector_sharded()) return false;
-  std::lock_guard<std::mutex> lock(conn_mu_);
-  auto it = conn_dir_.find(address);
-  return it != conn_dir_.end() && it->second.shard != shard.index;
+  return conn_dir_.elsewhere(address, shard.index);
 }
 
 // The socket leaves ep_'s reactor and joins the shard's: nothing of the
@@ -462,37 +447,21 @@ bool Server::Impl::on_ping(Shard& shard, Hdl h, const std::string& payload) {
 
 void Server::Impl::room_joined(Shard& shard, const std::string& address, uint32_t alias) {
   if (shards_.size() == 1) return;
-  DirEntry old{0, 0};
-  bool elsewhere = false;
-  {
-    std::lock_guard<std::mutex> lock(dir_mu_);
-    auto [it, fresh] = room_dir_.try_emplace(address, DirEntry{shard.index, alias});
-    if (!fresh) {
-      old = it->second;
-      elsewhere = old.shard != shard.index;
-      it->second = DirEntry{shard.index, alias};
-    }
-  }
-  if (elsewhere) {
-    post(*shards_[old.shard],
-         [this, address, old] { shards_[old.shard]->hub.kick_room_member(address, old.alias); });
+  if (auto old = room_dir_.claim(address, {shard.index, alias})) {
+    post(*shards_[old->shard], [this, address, old = *old] {
+      shards_[old.shard]->hub.kick_room_member(address, static_cast<uint32_t>(old.key));
+    });
   }
 }
 
 void Server::Impl::room_left(Shard& shard, const std::string& address, uint32_t alias) {
   if (shards_.size() == 1) return;
-  std::lock_guard<std::mutex> lock(dir_mu_);
-  auto it = room_dir_.find(address);
-  if (it != room_dir_.end() && it->second.shard == shard.index && it->second.alias == alias) {
-    room_dir_.erase(it);
-  }
+  room_dir_.release(address, {shard.index, alias});
 }
 
 bool Server::Impl::room_member_elsewhere(Shard& shard, const std::string& address) {
   if (shards_.size() == 1) return false;
-  std::lock_guard<std::mutex> lock(dir_mu_);
-  auto it = room_dir_.find(address);
-  return it != room_dir_.end() && it->second.shard != shard.index;
+  return room_dir_.elsewhere(address, shard.index);
 }
 
 Stats Server::Impl::stats() const {
@@ -1004,8 +973,8 @@ void Server::Impl::relay(std::vector<RelayItem> items) {
   // once here, off the I/O threads), everything else to every shard.
   const size_t n = shards_.size();
   std::vector<std::vector<RelayItem>> per(n);
-  {
-    std::lock_guard<std::mutex> lock(conn_mu_);
+  // A recipient not connected goes to shard 0, which counts it.
+  conn_dir_.with_shards(0, [&](const auto& shard_of) {
     for (auto& item : items) {
       auto* changes = std::get_if<IslandChangesItem>(&item);
       if (changes == nullptr) {
@@ -1015,9 +984,7 @@ void Server::Impl::relay(std::vector<RelayItem> items) {
       }
       std::vector<IslandChangesItem*> part(n, nullptr);
       for (auto& r : changes->recipients) {
-        auto it = conn_dir_.find(r.address);
-        size_t i =
-            it == conn_dir_.end() ? 0 : it->second.shard;  // not connected: shard 0 counts it
+        const size_t i = shard_of(r.address);
         if (part[i] == nullptr) {
           IslandChangesItem p;
           p.island_id = changes->island_id;
@@ -1028,7 +995,7 @@ void Server::Impl::relay(std::vector<RelayItem> items) {
         part[i]->recipients.push_back(std::move(r));
       }
     }
-  }
+  });
   std::lock_guard<std::mutex> lock(relay_mu_);
   relay_stats_.items += given;
   for (size_t i = 0; i < n; ++i) {

@@ -34,8 +34,10 @@
 // websocketpp locks is the only one.
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -94,6 +96,68 @@ using MessagePtr = Endpoint::message_ptr;
 
 class WsppLink;
 class HttpSession;
+
+// One session per address across the shards, newest wins: address -> the
+// shard and the session (its key there) registered last. Server::Impl keeps
+// one for room sessions and one for connector sessions (more than one shard
+// only). Its own lock; `under_lock` callbacks run under it, so what they push
+// keeps the directory's order across shards.
+class ShardDirectory {
+ public:
+  struct Entry {
+    size_t shard;
+    uint64_t key;
+  };
+  // Registers mine for address; the entry it replaced when that one is in
+  // another shard (whose session is then to be replaced there).
+  std::optional<Entry> claim(const std::string& address, Entry mine,
+                             const std::function<void()>& under_lock = nullptr) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto [it, fresh] = map_.try_emplace(address, mine);
+    std::optional<Entry> replaced;
+    if (!fresh) {
+      if (it->second.shard != mine.shard) replaced = it->second;
+      it->second = mine;
+    }
+    if (under_lock) under_lock();
+    return replaced;
+  }
+  // Erases address's entry while it is still mine (not replaced meanwhile);
+  // under_lock runs only then.
+  void release(const std::string& address, Entry mine,
+               const std::function<void()>& under_lock = nullptr) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = map_.find(address);
+    if (it == map_.end() || it->second.shard != mine.shard || it->second.key != mine.key) return;
+    map_.erase(it);
+    if (under_lock) under_lock();
+  }
+  // Whether a shard other than `shard` holds address's session.
+  bool elsewhere(const std::string& address, size_t shard) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = map_.find(address);
+    return it != map_.end() && it->second.shard != shard;
+  }
+  // The shard of address's session, `none` when it has none.
+  size_t shard_of(const std::string& address, size_t none) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return shard_locked(address, none);
+  }
+  // f(shard_of) under the lock: many look-ups, one lock.
+  template <class F>
+  void with_shards(size_t none, F&& f) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    f([&](const std::string& address) { return shard_locked(address, none); });
+  }
+
+ private:
+  size_t shard_locked(const std::string& address, size_t none) const {
+    auto it = map_.find(address);
+    return it == map_.end() ? none : it->second.shard;
+  }
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, Entry> map_;
+};
 
 class Server::Impl final {
  public:
@@ -389,21 +453,13 @@ class Server::Impl final {
   RelayStats relay_stats_;
   void enqueue_relay(Shard& shard, std::vector<RelayItem> items);  // under relay_mu_
   void drain_relay(Shard& shard);  // on shard's I/O thread, under its lock
-  std::mutex dir_mu_;              // leaf: the room directory (more than one shard only)
-  struct DirEntry {
-    size_t shard;
-    uint32_t alias;
-  };
-  std::unordered_map<std::string, DirEntry> room_dir_;  // address -> its room session
-  // The connector directory (connector_sharded() only): address -> the shard
-  // and session registered for it. A lock of its own, taken under a shard's
-  // (or alone: relay(), the embedder's calls); under it only the event queue's.
-  struct ConnEntry {
-    size_t shard;
-    uint64_t id;  // the hub's Session::reg_id
-  };
-  mutable std::mutex conn_mu_;
-  std::unordered_map<std::string, ConnEntry> conn_dir_;
+  // The room directory (more than one shard only; key: the session's alias). A
+  // leaf lock.
+  ShardDirectory room_dir_;
+  // The connector directory (connector_sharded() only; key: the hub's
+  // Session::reg_id). Its lock is taken under a shard's (or alone: relay(),
+  // the embedder's calls); under it only the event queue's (announce).
+  ShardDirectory conn_dir_;
   std::atomic<size_t> next_connector_{0};
 };
 

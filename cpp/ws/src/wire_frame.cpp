@@ -55,7 +55,7 @@ WriteEnd write_copied(int fd, const WireFrame* const* frames, size_t n, size_t t
   if (buf.size() < total) buf.resize(kCopyWriteMax);
   char* p = buf.data();
   for (size_t j = 0; j < n; ++j) {
-    for (std::string_view part : {frames[j]->header(), frames[j]->payload(), frames[j]->tail()}) {
+    for (std::string_view part : frames[j]->parts()) {
       if (part.empty()) continue;
       std::memcpy(p, part.data(), part.size());
       p += part.size();
@@ -88,7 +88,7 @@ WriteEnd write_frames(int fd, const WireFrame* const* frames, size_t n) {
     size_t m = 0, k = 0, bytes = 0;
     for (; k + WireFrame::kParts <= kIov && i + m < n; ++m) {
       const WireFrame& w = *frames[i + m];
-      for (std::string_view part : {w.header(), w.payload(), w.tail()}) {
+      for (std::string_view part : w.parts()) {
         if (part.empty()) continue;
         iov[k].iov_base = const_cast<char*>(part.data());
         iov[k].iov_len = part.size();

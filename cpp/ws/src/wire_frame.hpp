@@ -2,6 +2,7 @@
 // A server frame ready to write, and the non-blocking write of one
 // connection's frames (server.cpp's WsppLink, the GoogleTests).
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -32,9 +33,13 @@ class WireFrame final : public OutFrame {
   std::string_view payload() const noexcept { return payload_; }
   std::string_view tail() const noexcept { return tail_ ? std::string_view(*tail_) : ""; }
   size_t wire_size() const noexcept { return header_.size() + size(); }
+  // The bytes on the wire, in order (the tail empty when there is none).
+  std::array<std::string_view, kParts> parts() const noexcept {
+    return {header(), payload(), tail()};
+  }
   // Appends the frame's bytes from offset skip (< wire_size()) to out.
   void append_wire(std::string& out, size_t skip) const {
-    for (std::string_view part : {header(), payload(), tail()}) {
+    for (std::string_view part : parts()) {
       if (skip >= part.size()) {
         skip -= part.size();
         continue;

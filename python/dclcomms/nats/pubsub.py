@@ -587,8 +587,12 @@ class NatsPubSub(PubSub):
 
     # --- publishing ---------------------------------------------------------------
 
-    def _subject_error(self, e: SubjectError, subject: str, direction: str) -> None:
-        self.m_subject_errors.inc(code=e.code, direction=direction)
+    def _subject_error(
+        self, e: SubjectError, subject: str, direction: str, *, counted: bool = False
+    ) -> None:
+        """Logs a refused subject and counts it (unless ``counted``: the C++ client did)."""
+        if not counted:
+            self.m_subject_errors.inc(code=e.code, direction=direction)
         log.error(
             "refused NATS subject: %s",
             e,
@@ -716,7 +720,7 @@ class NatsPubSub(PubSub):
                 list(batch.addresses), batch.positions, list(batch.desired_rooms)
             )
             if queued < n:
-                self._log_bad_addresses(batch.addresses)
+                self._valid_indices(batch.addresses, counted=True)  # log the refused ones
             self._sync_c()
             return
         if self._batched:
@@ -861,23 +865,14 @@ class NatsPubSub(PubSub):
         (g.joined if kind == "peer_join" else g.left).append(peer)
         return True
 
-    def _log_bad_addresses(self, addresses: Sequence[Any]) -> None:
-        """Logs the addresses the C++ client refused (it counted them)."""
-        for a in addresses:
-            if not (isinstance(a, str) and ADDRESS_RE.fullmatch(a) is not None):
-                log.error(
-                    "refused NATS subject: %s",
-                    SubjectError(f"not a lowercase 0x address: {a!r}", code="bad_address"),
-                    extra={
-                        "subject": f"peer.{a}.heartbeat",
-                        "code": "bad_address",
-                        "direction": "publish",
-                    },
-                )
-
     def _valid_only(self, batch: HeartbeatBatch) -> HeartbeatBatch:
+        return batch.select(self._valid_indices(batch.addresses))
+
+    def _valid_indices(self, addresses: Sequence[Any], *, counted: bool = False) -> list[int]:
+        """Indices of the valid addresses; each bad one refused as a subject error (logged,
+        and counted unless ``counted``: the C++ client already did)."""
         keep = []
-        for i, a in enumerate(batch.addresses):
+        for i, a in enumerate(addresses):
             if isinstance(a, str) and ADDRESS_RE.fullmatch(a) is not None:
                 keep.append(i)
             else:
@@ -885,8 +880,9 @@ class NatsPubSub(PubSub):
                     SubjectError(f"not a lowercase 0x address: {a!r}", code="bad_address"),
                     f"peer.{a}.heartbeat",
                     "publish",
+                    counted=counted,
                 )
-        return batch.select(keep)
+        return keep
 
     def _group(self, addr: str, subject: str, payload: bytes | Message) -> None:
         """Native scheme: add one island_changed to its island's group of this turn."""

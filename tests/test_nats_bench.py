@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -135,7 +134,6 @@ def test_bench_nats_deliver_big_flush_written_by_two_threads() -> None:
     assert not r["timed_out"]
 
 
-@pytest.mark.skipif(shutil.which("valgrind") is None, reason="no valgrind")
 def test_nats_ingest_instructions_publisher_side_smoke() -> None:
     """bench/nats_ingest_instructions.py --side publisher: a load process under callgrind
     publishes every heartbeat, the core ingests them all, a count per heartbeat comes out."""

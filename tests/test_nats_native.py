@@ -287,6 +287,7 @@ def test_native_bad_input_is_refused_and_counted(
             await asyncio.sleep(0.1)
             assert changed == [(f"engine.peer.{addr(1)}.island_changed", good)] * 2
             assert m.get(code="bad_subject", direction="receive") == 1
+            await wire.settle()
             assert "dclcomms.v1.island.I 1.changed" not in wire.subjects
 
     run(body)

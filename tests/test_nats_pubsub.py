@@ -191,6 +191,7 @@ def test_bad_tokens_are_refused_logged_and_counted(
             assert m.get(code="bad_island_id", direction="receive") == 1
             assert bus.m_dropped.get(reason="decode") == 1
             await bus.flush()
+            await wire.settle()
             good = {f"peer.{addr(1)}.heartbeat", f"peer.{addr(2)}.heartbeat"}
             assert [s for s in wire.subjects if s not in good] == [
                 "peer.0xnotanaddress.heartbeat",

@@ -161,7 +161,7 @@ async def scenario(
             for _ in range(2):  # the second: the evicted peers' peer_left
                 reports.append(core.tick())
                 await bus.flush()  # ticks are a flush period apart
-                await wire.nc.flush()
+                await wire.settle()
                 ticks.append([(s, d) for s, d in wire.seen if s != "engine.discovery"])
                 wire.seen.clear()
         core.close()
@@ -316,7 +316,7 @@ def test_a_failing_transport_is_a_policy_error_and_sends_nothing(
             assert core.metrics.policy_errors.get() == 1
             assert report.island_changed == 1  # peer 2's island only
             await bus.flush()
-            await wire.nc.flush()
+            await wire.settle()
             changes = [s for s, _ in wire.seen if s.endswith(".changed")]
             assert changes == [f"dclcomms.v1.island.{engine.island_of(addr(2))}.changed"]
             core.close()

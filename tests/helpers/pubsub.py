@@ -41,19 +41,43 @@ def batch_of(n: int) -> HeartbeatBatch:
     return HeartbeatBatch([addr(i) for i in range(n)], pos, rooms)
 
 
+_SETTLE = "_wire.settle."  # the subjects of Wire.settle's markers
+
+
 class Wire:
     """What crossed the NATS server, recorded by a plain nats-py client (``nc``)."""
 
     def __init__(self, nc: Any) -> None:
         self.nc = nc
         self.seen: list[tuple[str, bytes]] = []
+        self._settled: set[str] = set()
+        self._n = 0
 
     @property
     def subjects(self) -> list[str]:
         return [s for s, _ in self.seen]
 
     async def _record(self, msg: Any) -> None:
-        self.seen.append((msg.subject, bytes(msg.data)))
+        if msg.subject.startswith(_SETTLE):
+            self._settled.add(msg.subject)
+        else:
+            self.seen.append((msg.subject, bytes(msg.data)))
+
+    async def settle(self, timeout: float = 5.0) -> None:
+        """Wait until ``seen`` holds every message the server routed before this call.
+
+        A flush only proves that the server has answered this connection's PING; nats-py
+        hands the messages before that PONG to the subscription's callback in a task of
+        its own, which may not have run yet. A marker published from this connection is
+        routed after everything the server already holds for it, so once the callback
+        has recorded the marker it has recorded those messages too (markers are not
+        kept in ``seen``). Publishers must have flushed their own connections first."""
+        self._n += 1
+        marker = f"{_SETTLE}{self._n}"
+        await self.nc.publish(marker, b"")
+        await self.nc.flush()
+        await until(lambda: marker in self._settled, timeout)
+        self._settled.discard(marker)
 
 
 @asynccontextmanager

@@ -522,6 +522,15 @@ def test_rooms_command_reads_the_settings_table(
 
     assert "rooms_max_users" in rooms_settings() and "commit_hash" in rooms_settings()
     assert "max_users" not in rooms_settings() and "join_distance" not in rooms_settings()
+    # the admission and plain-HTTP limits of every connection (see test_rooms_cli)
+    assert {
+        "max_connections",
+        "max_unauthenticated_per_ip",
+        "unauthenticated_evict_min_age_ms",
+        "http_max_body_bytes",
+        "http_keep_alive_ms",
+    } <= set(rooms_settings())
+    assert "unauthenticated_timeout_ms" not in rooms_settings()  # connector sessions only
     assert re.search(r"default\s+'127\.0\.0\.1'", build_parser().format_help())
     for name in ("ROOMS_MAX_USERS", "HTTP_SERVER_HOST", "COMMIT_HASH", "WS_ROOM_SERVICE_SECRET"):
         monkeypatch.delenv(name, raising=False)

@@ -553,6 +553,8 @@ def test_ping_status_metrics(tmp_path: Path) -> None:
             status, text = await c.request("GET", "/metrics")
             assert 'dcl_gatekeeper_requests_total{route="get-scene-adapter",status="200"} 1' in text
             assert 'dcl_gatekeeper_tokens_total{kind="explorer",transport="livekit"} 1' in text
+            # its server's connection admission, as on every node
+            assert "# TYPE dcl_ws_server_connections gauge" in text
 
     run(body)
 

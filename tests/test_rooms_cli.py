@@ -7,17 +7,20 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
 
 from dclcomms.rooms import serve
 from dclcomms.ws import ServerConfig
-from tests.helpers.common import free_port
+from tests.helpers.common import free_port, stop_process
 from tests.helpers.ws_wire import Identity, recv_close, room_handshake, run_async
 
 SEED = 424242
@@ -136,3 +139,70 @@ def test_sender_bucket_flags_are_validated(
             rooms_main(["--port", "0", old, "-1"])
         assert e.value.code == 2
         assert "must be >= 0" in capsys.readouterr().err
+
+
+@contextlib.contextmanager
+def rooms_process(*args: str) -> Iterator[int]:
+    """``python -m dclcomms rooms`` on 127.0.0.1 and a port of its own choosing, with these
+    flags; yields the port it listens on; stopped on the way out."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "dclcomms", "rooms", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=dict(os.environ, LOG_LEVEL="WARNING"),
+    )
+    try:
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        m = re.search(r"listening on ws://127\.0\.0\.1:(\d+)/rooms/", line)
+        assert m, line
+        yield int(m.group(1))
+    finally:
+        stop_process(p)
+
+
+def http(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes, socket.socket]:
+    """One request on a new connection: status, lowercase headers, body, the socket."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(raw)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, f"closed before an answer: {data!r}"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
+    while len(body) < int(headers.get("content-length", "0")):
+        chunk = s.recv(65536)
+        assert chunk
+        body += chunk
+    return int(lines[0].split(" ")[1]), headers, body, s
+
+
+def test_the_node_takes_the_connection_and_http_limits() -> None:
+    """A rooms node is held to the same admission and plain-HTTP limits as a realm, set by
+    flag: its connection cap (in /metrics), keep-alive off (each answer closes), the body
+    cap (413 from the headers); a bad value stops it with the setting named (exit 2)."""
+    with rooms_process(
+        "--max-connections", "77", "--http-keep-alive-ms", "0", "--http-max-body-bytes", "16"
+    ) as port:
+        status, headers, body, s = http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        with s:
+            assert status == 200 and "dcl_ws_server_max_connections 77\n" in body.decode()
+            assert headers["connection"] == "close"
+            assert s.recv(1) == b""  # closed by the node after its answer
+        over = b"POST /status HTTP/1.1\r\nHost: x\r\nContent-Length: 17\r\n\r\n"
+        status, _, body, s = http(port, over)
+        with s:
+            assert (status, body) == (413, b'{"error":"Request Entity Too Large"}')
+    for flag, value in (("--http-keep-alive-ms", "-1"), ("--max-connections", "x")):
+        out = subprocess.run(
+            [sys.executable, "-m", "dclcomms", "rooms", "--port", "0", flag, value],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 2, (flag, out.stderr)
+        assert flag in out.stderr, out.stderr

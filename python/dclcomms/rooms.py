@@ -52,7 +52,7 @@ def answer(server: Server, req: HttpRequest) -> None:
         body = json.dumps(status_body(server), separators=(",", ":")).encode()
         server.respond(req.request_id, 200, _JSON, body)
     elif req.method == "GET" and req.path == "/metrics":
-        text = metrics_text(server.stats(), areas=("rooms",)).encode()
+        text = metrics_text(server.stats(), areas=("rooms", "server")).encode()
         headers = {"Content-Type": "text/plain; version=0.0.4", "Access-Control-Allow-Origin": "*"}
         server.respond(req.request_id, 200, headers, text)
     else:
@@ -172,8 +172,21 @@ async def serve(
 _ROOMS_EXTRA = ("commit_hash", "transport_node_interval_s")
 #: This command's own defaults: it listens on 127.0.0.1 unless told otherwise.
 _DEFAULTS = {"host": "127.0.0.1"}
-#: Server fields of every role (the rooms' own are those named rooms_* / ws_room_*).
-_COMMON = ("host", "port", "io_threads", "auth_threads", "max_frame_bytes")
+#: Server fields of every role (the rooms' own are those named rooms_* / ws_room_*): where
+#: it listens, its threads and frames, and the connection admission and plain-HTTP limits
+#: every TCP connection of the node is held to (a rooms node is as exposed as a realm).
+_COMMON = (
+    "host",
+    "port",
+    "io_threads",
+    "auth_threads",
+    "max_frame_bytes",
+    "max_connections",
+    "max_unauthenticated_per_ip",
+    "unauthenticated_evict_min_age_ms",
+    "http_max_body_bytes",
+    "http_keep_alive_ms",
+)
 
 
 def rooms_settings() -> tuple[str, ...]:

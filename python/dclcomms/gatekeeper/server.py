@@ -196,7 +196,7 @@ class GatekeeperServer:
     def _h_metrics(self, _req: Request) -> Response:
         body = self.registry.render()
         if self.server is not None:
-            body += ws.metrics_text(self.server.stats(), areas=("rooms",))
+            body += ws.metrics_text(self.server.stats(), areas=("rooms", "server"))
         return Response(200, body.encode(), {"Content-Type": CONTENT_TYPE})
 
     def request_stop(self) -> None:

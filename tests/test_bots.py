@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 from typing import Any
@@ -15,7 +14,7 @@ from dclcomms.bots import build_model, main, run_bots
 from dclcomms.config import RealmConfig
 from dclcomms.errors import ConfigError
 from dclcomms.realm import Realm
-from tests.helpers.common import free_port, stop_process
+from tests.helpers.common import free_port, realm_cli
 
 
 def realm_config(**kw: Any) -> RealmConfig:
@@ -70,18 +69,7 @@ def test_bots_against_an_unreachable_realm_exit_1(capsys: pytest.CaptureFixture[
 
 @pytest.mark.slow
 def test_two_hundred_bots_against_a_realm_subprocess() -> None:
-    realm = subprocess.Popen(
-        [sys.executable, "-m", "dclcomms", "realm", "--host", "127.0.0.1", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=dict(os.environ, LOG_LEVEL="WARNING"),
-    )
-    try:
-        assert realm.stdout is not None
-        line = realm.stdout.readline()
-        assert line.startswith("dclcomms realm listening on "), line
-        url = line.split()[-1]
+    with realm_cli() as url:
         bots = subprocess.run(
             [
                 *(sys.executable, "-m", "dclcomms", "bots", "--realm", url, "--count", "200"),
@@ -98,28 +86,12 @@ def test_two_hundred_bots_against_a_realm_subprocess() -> None:
         assert summary["handshakes"]["transport"] >= 200
         assert summary["messages_received"] > 0
         assert summary["elapsed_s"] < 20 + 60
-    finally:
-        stop_process(realm)
 
 
 @pytest.mark.slow
 def test_bots_on_a_p2p_realm_build_the_mesh_and_exchange_packets() -> None:
     """``dclcomms realm --policy p2p`` + ``dclcomms bots --transport p2p``: two processes."""
-    realm = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "dclcomms", "realm", "--host", "127.0.0.1", "--port", "0"),
-            *("--policy", "p2p", "--flush-interval-s", "0.2"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=dict(os.environ, LOG_LEVEL="WARNING"),
-    )
-    try:
-        assert realm.stdout is not None
-        line = realm.stdout.readline()
-        assert line.startswith("dclcomms realm listening on "), line
-        url = line.split()[-1]
+    with realm_cli("--policy", "p2p", "--flush-interval-s", "0.2") as url:
         bots = subprocess.run(
             [
                 *(sys.executable, "-m", "dclcomms", "bots", "--realm", url, "--count", "6"),
@@ -138,8 +110,6 @@ def test_bots_on_a_p2p_realm_build_the_mesh_and_exchange_packets() -> None:
         assert mesh["bots"] == 6 and mesh["links"] >= 2 and mesh["links_opened"] >= 2
         assert mesh["sent_offer"] >= 1 and mesh["sent_answer"] >= 1
         assert summary["messages_received"] > 0 and mesh["bytes_sent"] > 0
-    finally:
-        stop_process(realm)
 
 
 @pytest.mark.slow

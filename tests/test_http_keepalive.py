@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import aiohttp
 
 from dclcomms.ws import HttpRequest, Server, ServerConfig, metrics_text
-from tests.helpers.common import realm_cli
+from tests.helpers.common import read_answer, realm_cli
 from tests.helpers.ws_wire import (
     Identity,
     client_challenge_request,
@@ -64,26 +64,6 @@ def connect(server: Server) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
-
-
-def read_answer(s: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One whole answer (status, lowercase headers, body by Content-Length)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(65536)
-        assert chunk, f"closed before an answer: {data!r}"
-        data += chunk
-    head, rest = data.split(b"\r\n\r\n", 1)
-    lines = head.decode().split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
-    length = int(headers.get("content-length", "0"))
-    while len(rest) < length:
-        chunk = s.recv(65536)
-        assert chunk
-        rest += chunk
-    assert len(rest) == length, "bytes past the answer"
-    return status, headers, rest
 
 
 def closed_by_server(s: socket.socket, within: float = 3.0) -> bool:

@@ -20,7 +20,7 @@ import pytest
 
 from dclcomms.rooms import serve
 from dclcomms.ws import ServerConfig
-from tests.helpers.common import free_port, stop_process
+from tests.helpers.common import cli_process, free_port, read_answer
 from tests.helpers.ws_wire import Identity, recv_close, room_handshake, run_async
 
 SEED = 424242
@@ -145,40 +145,17 @@ def test_sender_bucket_flags_are_validated(
 def rooms_process(*args: str) -> Iterator[int]:
     """``python -m dclcomms rooms`` on 127.0.0.1 and a port of its own choosing, with these
     flags; yields the port it listens on; stopped on the way out."""
-    p = subprocess.Popen(
-        [sys.executable, "-m", "dclcomms", "rooms", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=dict(os.environ, LOG_LEVEL="WARNING"),
-    )
-    try:
-        assert p.stdout is not None
-        line = p.stdout.readline()
+    with cli_process("rooms", "--port", "0", *args) as line:
         m = re.search(r"listening on ws://127\.0\.0\.1:(\d+)/rooms/", line)
         assert m, line
         yield int(m.group(1))
-    finally:
-        stop_process(p)
 
 
 def http(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes, socket.socket]:
     """One request on a new connection: status, lowercase headers, body, the socket."""
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.sendall(raw)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(65536)
-        assert chunk, f"closed before an answer: {data!r}"
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
-    lines = head.decode().split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
-    while len(body) < int(headers.get("content-length", "0")):
-        chunk = s.recv(65536)
-        assert chunk
-        body += chunk
-    return int(lines[0].split(" ")[1]), headers, body, s
+    return (*read_answer(s), s)
 
 
 def test_the_node_takes_the_connection_and_http_limits() -> None:

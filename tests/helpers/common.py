@@ -90,11 +90,11 @@ def stop_process(p: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: f
 
 
 @contextmanager
-def realm_cli(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """``python -m dclcomms realm`` on 127.0.0.1 and a free port, with these flags and extra
-    environment (LOG_LEVEL WARNING); yields the URL it listens on; stopped on the way out."""
+def cli_process(command: str, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``python -m dclcomms <command>`` with these flags and extra environment (LOG_LEVEL
+    WARNING); yields the first line it prints (where it listens); stopped on the way out."""
     p = subprocess.Popen(
-        [sys.executable, "-m", "dclcomms", "realm", "--host", "127.0.0.1", "--port", "0", *args],
+        [sys.executable, "-m", "dclcomms", command, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -102,8 +102,36 @@ def realm_cli(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
     )
     try:
         assert p.stdout is not None
-        line = p.stdout.readline()
-        assert line.startswith("dclcomms realm listening on "), line
-        yield line.split()[-1]
+        yield p.stdout.readline()
     finally:
         stop_process(p)
+
+
+@contextmanager
+def realm_cli(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``python -m dclcomms realm`` on 127.0.0.1 and a free port, with these flags and extra
+    environment (LOG_LEVEL WARNING); yields the URL it listens on; stopped on the way out."""
+    with cli_process("realm", "--host", "127.0.0.1", "--port", "0", *args, env=env) as line:
+        assert line.startswith("dclcomms realm listening on "), line
+        yield line.split()[-1]
+
+
+def read_answer(s: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One whole HTTP answer on a raw socket (status, lowercase headers, body by
+    Content-Length)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, f"closed before an answer: {data!r}"
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = s.recv(65536)
+        assert chunk
+        rest += chunk
+    assert len(rest) == length, "bytes past the answer"
+    return status, headers, rest

@@ -159,6 +159,23 @@ def check_round(bots: list[Bot], senders: list[Bot], tag: str, n: int) -> None:
                 assert got == want, (b.address, s.address, got[:5], len(got))
 
 
+def mesh_settled(bots: list[Bot]) -> bool:
+    """On one P2P island, every bot's wanted connections open and every bot's router
+    knowing every bot's open connections (their ``links`` floods arrived): every relay
+    computes the same shortest-path trees for unreliable packets. (While the mesh still
+    grows, relays that disagree on a tree each leave a packet to the other: it is lost.)"""
+    if not on_one_p2p_island(bots):
+        return False
+    mesh = [b.p2p for b in bots]
+    actual = {a.me: frozenset(a.open_links) for a in mesh if a is not None}
+    return all(
+        a is not None
+        and set(a.wanted()) <= actual[a.me]
+        and all(a.router.links.get(m) == links for m, links in actual.items())
+        for a in mesh
+    )
+
+
 def test_six_bots_mesh_a_seventh_joins_one_leaves_the_island_moves_to_rooms_and_back() -> None:
     async def body() -> None:
         realm = await Realm(config()).start()
@@ -166,7 +183,12 @@ def test_six_bots_mesh_a_seventh_joins_one_leaves_the_island_moves_to_rooms_and_
         try:
             bots = [Bot(realm, 1400 + i, 3.0 * i) for i in range(6)]
             await asyncio.gather(*(b.director.start() for b in bots))
-            await until(lambda: on_one_p2p_island(bots), "6 bots on one P2P island, mesh open")
+            await until(
+                lambda: mesh_settled(bots),
+                "6 bots on one P2P island, mesh settled",
+                timeout=60,
+                detail=lambda: progress(bots, "a"),
+            )
             for b in bots:
                 assert b.p2p is not None
                 assert b.director.island_id == b.p2p.island_id

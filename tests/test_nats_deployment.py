@@ -79,8 +79,7 @@ async def bus_across_connectors(
     await x.handshake()
     await y.handshake()
     topic = f"island.{island}.chat"
-    await y.subscribe(topic)
-    await asyncio.sleep(0.2)  # y's connector's NATS interest reaches the server
+    await y.subscribe(topic)  # "subscribed": y's connector's NATS interest is on the server
     await x.publish(topic, b"hello from the other connector")
     got = await y.message(topic, sender=x.address, timeout=5)
     assert got["payload"] == "aGVsbG8gZnJvbSB0aGUgb3RoZXIgY29ubmVjdG9y"

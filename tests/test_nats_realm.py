@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import signal
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +21,8 @@ from dclcomms.nats.pubsub import NatsPubSub
 from dclcomms.realm import Realm
 from tests.helpers.common import realm_config, run
 from tests.helpers.nats_fixtures import NatsCluster, NatsServer, nats_cluster, nats_server  # noqa: F401 - fixtures
-from tests.helpers.realm_client import ArchipelagoClient, assigned
+from tests.helpers.pubsub import addr
+from tests.helpers.realm_client import ArchipelagoClient, BusClient, assigned
 
 FLUSH = 0.2
 LIVEKIT = {
@@ -361,5 +364,45 @@ def test_about_reports_unhealthy_when_the_core_stops_ticking() -> None:
                 assert (await r.json())["acceptingUsers"] is False
             status = await get_json(url + "/status")
             assert (status["healthy"], status["coreTicking"]) == (False, False)
+
+    run(body)
+
+
+def test_bus_subscribed_comes_once_the_nats_server_has_the_subscription(
+    nats_server: NatsServer,  # noqa: F811
+) -> None:
+    """A /bus ``subscribed`` reply means the connector's NATS subscription is registered
+    with the server, so what another connection publishes once the client has read it
+    reaches the session. (It came right away, while the subscription was still on its way
+    to the server: a message published just after could miss the session.) The server is
+    paused (SIGSTOP) while the client subscribes: no reply until it runs again."""
+
+    async def body() -> None:
+        import nats
+
+        bus = await NatsPubSub.connect([nats_server.url])
+        realm = await Realm(config(bus_global_topics="news"), pubsub=bus).start()
+        raw = await nats.connect(nats_server.url)
+        c = BusClient(551)
+        try:
+            await c.connect(f"ws://127.0.0.1:{realm.port}")
+            assert await c.handshake() == c.address
+            assert nats_server.proc is not None
+            nats_server.proc.send_signal(signal.SIGSTOP)
+            try:
+                await c.send_json({"type": "subscribe", "kind": "peer", "topic": "news"})
+                with pytest.raises(TimeoutError):
+                    await c.frame(timeout=0.5, type="subscribed")
+            finally:
+                nats_server.proc.send_signal(signal.SIGCONT)
+            await c.frame(timeout=30, type="subscribed", kind="peer", topic="news")
+            await raw.publish(f"client.peer.{addr(7)}.news", b"right after")
+            got = await c.message("news", timeout=30, sender=addr(7))
+            assert base64.b64decode(got["payload"]) == b"right after"
+        finally:
+            await c.close()
+            await raw.close()
+            await realm.stop()
+            await bus.aclose()
 
     run(body)

@@ -85,8 +85,7 @@ async def relay_rule(connectors: list[str], nats_url: str) -> None:
         await c.connect(url)
         await c.handshake()
     await bus_a.subscribe(f"{a.address}.offer")
-    await bus_b.subscribe(f"{b.address}.offer")
-    await asyncio.sleep(0.3)  # the connectors' NATS interest reaches the server
+    await bus_b.subscribe(f"{b.address}.offer")  # "subscribed": the interest is on the server
 
     # across connectors, on the v3 subject
     await bus_a.publish(f"{b.address}.offer", OFFER)

@@ -8,7 +8,7 @@ onto NATS) and delivers what the session subscribed to.
 Frames are JSON objects, one per WebSocket text frame::
 
     -> {"type":"subscribe","kind":"peer"|"system","topic":T}
-    <- {"type":"subscribed","kind":K,"topic":T}
+    <- {"type":"subscribed","kind":K,"topic":T}   (once the pub/sub's server has it)
     -> {"type":"unsubscribe","kind":K,"topic":T}
     <- {"type":"unsubscribed","kind":K,"topic":T[,"reason":"island_changed"]}
     -> {"type":"publish","topic":T,"payload":"<base64>"}
@@ -105,6 +105,7 @@ class _Session:
     queue: deque[tuple[str, bool]] = field(default_factory=deque)  # (text, droppable)
     messages: int = 0  # droppable entries in the queue
     signals: TokenBucket | None = None  # P2P signalling rate, made on first use
+    held: int = 0  # subscribe replies waiting for the bus's server: the queue waits too
 
 
 class MessageBusGateway:
@@ -146,6 +147,7 @@ class MessageBusGateway:
         self._bus_subs: dict[str, tuple[Subscription, int]] = {}  # internal pattern -> refs
         self._dirty: set[str] = set()
         self._flush_scheduled = False
+        self._registering: set[asyncio.Task[None]] = set()  # pubsub.ready() behind replies
         self.m_frames = registry.counter("dcl_bus_frames_total", "/bus frames received, by type")
         self.m_errors = registry.counter("dcl_bus_errors_total", "/bus frames refused, by code")
         self.m_published = registry.counter(
@@ -171,6 +173,8 @@ class MessageBusGateway:
         )
 
     def close(self) -> None:
+        for t in self._registering:
+            t.cancel()
         for sub, _ in self._bus_subs.values():
             sub.unsubscribe()
         self._bus_subs.clear()
@@ -350,6 +354,37 @@ class MessageBusGateway:
             for p in patterns:
                 self._ref(p)
         self._send(s, _json({"type": "subscribed", "kind": kind, "topic": topic}))
+        self._hold_until_registered(s)
+
+    def _hold_until_registered(self, s: _Session) -> None:
+        """A network pub/sub (NATS) registers a subscription with its server some time
+        after ``subscribe``: the session's queue, from its ``subscribed`` reply on, waits
+        until every subscription made so far is registered (``pubsub.ready()``), so that
+        whatever is published after the client reads ``subscribed`` reaches it (frames keep
+        their order). An in-process pub/sub has nothing to wait for."""
+        ready = getattr(self.pubsub, "ready", None)
+        if ready is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (synchronous use): nothing can wait
+            return
+        s.held += 1
+        task = loop.create_task(ready(), name=f"bus-subscribe {s.address}")
+        self._registering.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._registering.discard(t)
+            if not t.cancelled() and (e := t.exception()) is not None:
+                log.warning("bus subscription not confirmed by the server: %s", e)
+            s.held -= 1
+            if s.held == 0 and s.queue and self.sessions.get(s.address) is s:
+                self._dirty.add(s.address)
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    loop.call_soon(self.flush)
+
+        task.add_done_callback(done)
 
     def _unsubscribe(self, s: _Session, kind: str, topic: str, reason: str | None = None) -> None:
         patterns = s.subs.pop((kind, topic), None)
@@ -490,7 +525,7 @@ class MessageBusGateway:
         dirty, self._dirty = self._dirty, set()
         for addr in dirty:
             s = self.sessions.get(addr)
-            if s is None:
+            if s is None or s.held:  # held: sent once its subscriptions are registered
                 continue
             while s.queue:
                 text, message = s.queue.popleft()

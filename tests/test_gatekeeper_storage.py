@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -331,3 +332,49 @@ def test_downgrade_from_head_drops_the_change_counter(db_url: str) -> None:  # n
         assert storage.migrate(engine) == storage.head_revision()
     finally:
         engine.dispose()
+
+
+def _closed(dbapi_conn: object) -> bool:
+    """Whether a DBAPI connection (psycopg or sqlite3) was closed."""
+    closed = getattr(dbapi_conn, "closed", None)
+    if closed is not None:  # psycopg
+        return bool(closed)
+    try:
+        dbapi_conn.execute("SELECT 1")  # type: ignore[attr-defined]
+    except Exception:  # sqlite3.ProgrammingError: cannot operate on a closed database
+        return True
+    return False
+
+
+def test_close_waits_for_a_call_still_running_in_another_thread(db_url: str) -> None:  # noqa: F811
+    """A store call in a worker thread whose async caller was cancelled (a realm stopping)
+    holds a connection while the store is closed. close() waits for it, then closes that
+    connection too; before, dispose() ran at once and the connection, checked in to the
+    disposed pool afterwards, stayed open until garbage collected (a ResourceWarning in
+    whatever test was running then)."""
+    s = Store.open(db_url)
+    entered, release = threading.Event(), threading.Event()
+    held: list[object] = []
+
+    def slow_call() -> None:
+        with s.engine.connect() as c:
+            held.append(c.connection.dbapi_connection)
+            entered.set()
+            release.wait(60)
+            c.execute(sa.text("SELECT 1"))
+
+    call = threading.Thread(target=slow_call)
+    call.start()
+    closer = threading.Thread(target=s.close)
+    try:
+        assert entered.wait(60)
+        closer.start()
+        closer.join(1.0)
+        assert closer.is_alive()  # waiting for the call's connection
+    finally:
+        release.set()
+        call.join(60)
+        if closer.ident is not None:
+            closer.join(60)
+    assert not closer.is_alive() and not call.is_alive()
+    assert _closed(held[0])

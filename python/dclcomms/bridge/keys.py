@@ -200,7 +200,7 @@ class SqlKeyStore(KeyStore):
 
     def close(self) -> None:
         if self._owns_store:
-            self.engine.dispose()
+            self.store.close()  # once no call in a worker thread holds a connection
 
     @staticmethod
     def _record(row: Any) -> KeyRecord:

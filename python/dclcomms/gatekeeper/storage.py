@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -33,6 +35,8 @@ from sqlalchemy.exc import IntegrityError
 
 from dclcomms.errors import ConfigError
 from dclcomms.gatekeeper import schema as t
+
+log = logging.getLogger("dclcomms.gatekeeper.storage")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DB_FILE = "gatekeeper.sqlite3"
@@ -104,6 +108,30 @@ def create_engine(url: str) -> Engine:
 
         return engine
     return sa.create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+
+
+class _Checkouts:
+    """How many of an engine's connections are checked out now, from any thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.count = 0
+        self._cond = threading.Condition()
+        sa.event.listen(engine, "checkout", self._out)
+        sa.event.listen(engine, "checkin", self._in)
+
+    def _out(self, *_: Any) -> None:
+        with self._cond:
+            self.count += 1
+
+    def _in(self, *_: Any) -> None:
+        with self._cond:
+            self.count -= 1
+            self._cond.notify_all()
+
+    def wait_none(self, timeout_s: float) -> bool:
+        """Until none is checked out (True), or ``timeout_s`` passed (False)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.count <= 0, timeout_s)
 
 
 def _alembic_config(conn: Connection) -> Any:
@@ -329,6 +357,7 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._checkouts = _Checkouts(engine)
 
     @classmethod
     def open(
@@ -368,7 +397,17 @@ class Store:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 30.0) -> None:
+        """Close the database connections, once no call holds one. A call may still run in
+        a worker thread after its async caller was cancelled (``asyncio.to_thread`` cannot
+        stop the thread; a realm stopping cancels its tasks): it is waited for, up to
+        ``wait_s``, since a connection checked in after ``dispose()`` would stay open until
+        garbage collected."""
+        if not self._checkouts.wait_none(wait_s):
+            log.warning(
+                "closing the gatekeeper database while calls still hold connections",
+                extra={"connections": self._checkouts.count},
+            )
         self.engine.dispose()
 
     # --- platform bans and warnings --------------------------------------------------

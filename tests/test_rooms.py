@@ -678,6 +678,94 @@ async def test_client_pings_answered_in_order_with_updates(rng: random.Random) -
             raw.close()
 
 
+def fragmented(payload: bytes) -> bytes:
+    """A binary message in two frames: the first not final (FIN clear), then a continuation."""
+    half = len(payload) // 2
+    first = client_frame(payload[:half])
+    return bytes([first[0] & 0x7F]) + first[1:] + client_frame(payload[half:], opcode=0)
+
+
+@run_async
+async def test_room_frames_read_directly_then_by_websocketpp_in_order(rng: random.Random) -> None:
+    """A room session's plain frames (final, masked, binary; pongs) are read by its connection
+    (fast_read.hpp): split anywhere across segments, many in one segment, pongs between them.
+    From a frame it leaves to websocketpp (a fragmented message; then a ping, a frame bigger than
+    the read buffer) websocketpp reads the connection, and every update arrives once, whole, in
+    order. A session whose first frame is such a big one is read by websocketpp from there."""
+    with serving(max_frame_bytes=80_000, rooms_hard_limit_bytes=64 << 20) as server:
+        async with aiohttp.ClientSession() as s:
+            a, _ = await room_handshake(s, server.port, "direct", Identity.random(rng))
+            raw = await RawWs.connect(server.port, "/rooms/direct")
+            await raw.handshake_room(Identity.random(rng))
+            assert decode_ws(await recv_bin(a))[0] == "peer_join"
+            direct0 = server.stats()["server"]["frames_read_direct"]
+            sizes = [rng.choice([0, 98, 123, 124, 3000]) for _ in range(60)]
+            sizes[45] = 20_000  # over websocketpp's 16 KiB read buffer
+            bodies = [i.to_bytes(2, "big") + rng.randbytes(n) for i, n in enumerate(sizes)]
+            frames = [client_frame(ws_update(b)) for b in bodies]
+            pong = client_frame(b"pong", opcode=10)
+
+            async def received(n: int) -> list[bytes]:
+                return [decode_ws(await recv_bin(a))[1]["body"] for _ in range(n)]
+
+            for byte in b"".join(frames[:10]):  # one byte per write
+                raw.writer.write(bytes([byte]))
+                await raw.writer.drain()
+            raw.writer.write(b"".join(f + pong for f in frames[10:30]))
+            await raw.writer.drain()
+            assert await received(30) == bodies[:30]
+            assert server.stats()["server"]["frames_read_direct"] - direct0 == 30
+            rest = frames[30] + fragmented(ws_update(bodies[31])) + frames[32]
+            rest += client_frame(b"ping", opcode=9) + b"".join(frames[33:])
+            raw.writer.write(rest)
+            await raw.writer.drain()
+            assert await received(30) == bodies[30:]
+            assert server.stats()["server"]["frames_read_direct"] - direct0 == 31
+            assert await raw.recv() == (10, b"ping")  # its own updates are not echoed
+            raw.close()
+            assert decode_ws(await recv_bin(a))[0] == "peer_leave"
+
+            big = await RawWs.connect(server.port, "/rooms/direct")
+            await big.handshake_room(Identity.random(rng))
+            assert decode_ws(await recv_bin(a))[0] == "peer_join"
+            direct0 = server.stats()["server"]["frames_read_direct"]
+            big.writer.write(frames[45] + b"".join(frames[:5]))
+            await big.writer.drain()
+            assert await received(6) == [bodies[45], *bodies[:5]]
+            assert server.stats()["server"]["frames_read_direct"] == direct0
+            big.close()
+
+
+@pytest.mark.parametrize(
+    ("bad", "code"),
+    [
+        (bytes([0x82, 0x03]) + b"abc", 1002),  # unmasked
+        (bytes([0xC2, 0x83]) + bytes(4) + b"abc", 1002),  # a reserved bit
+        # A length not minimally encoded: websocketpp's code for it is 1011.
+        (bytes([0x82, 0xFE, 0x00, 0x03]) + bytes(4) + b"abc", 1011),
+    ],
+    ids=["unmasked", "reserved-bit", "non-minimal-length"],
+)
+@run_async
+async def test_protocol_errors_after_directly_read_frames_close_the_session(
+    bad: bytes, code: int, rng: random.Random
+) -> None:
+    """A frame websocketpp rejects, after frames the connection read itself, still closes the
+    session with websocketpp's code, once the frames before it were relayed."""
+    with serving() as server:
+        async with aiohttp.ClientSession() as s:
+            a, _ = await room_handshake(s, server.port, "bad", Identity.random(rng))
+            raw = await RawWs.connect(server.port, "/rooms/bad")
+            await raw.handshake_room(Identity.random(rng))
+            assert decode_ws(await recv_bin(a))[0] == "peer_join"
+            raw.writer.write(client_frame(ws_update(b"before")) + bad)
+            await raw.writer.drain()
+            assert decode_ws(await recv_bin(a))[1]["body"] == b"before"
+            assert (await raw.recv_close())[0] == code
+            raw.close()
+            await still_serving(s, server.port, rng)
+
+
 @run_async
 async def test_receiver_with_full_socket_gets_everything_in_order(rng: random.Random) -> None:
     """A receiver that stops reading fills its socket: what the socket does not take waits in

@@ -466,7 +466,7 @@ bool Server::Impl::room_member_elsewhere(Shard& shard, const std::string& addres
 
 Stats Server::Impl::stats() const {
   Stats st;
-  uint64_t writes = 0, handed = 0, frames = 0, deferred = 0, split = 0;
+  uint64_t writes = 0, handed = 0, frames = 0, deferred = 0, split = 0, direct = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     st = hub_.stats();
@@ -478,6 +478,7 @@ Stats Server::Impl::stats() const {
     frames += sh->frames_flushed;
     deferred += sh->flushes_deferred;
     split += sh->flushes_split;
+    direct += sh->frames_read_direct;
   }
   auto add = [](auto& into, const auto& from) {
     for (size_t i = 0; i < into.size() && i < from.size(); ++i) into[i].second += from[i].second;
@@ -506,6 +507,7 @@ Stats Server::Impl::stats() const {
   st.server.emplace_back("frames_flushed", frames);
   st.server.emplace_back("flushes_deferred", deferred);
   st.server.emplace_back("flushes_split", split);
+  st.server.emplace_back("frames_read_direct", direct);
   return st;
 }
 
@@ -822,9 +824,42 @@ bool Server::Impl::reserve_only(const void* key) const {
 
 // ---- websocketpp connection handlers -------------------------------------------
 
+// A room session's plain frames, read by its connection (fast_read.hpp): the
+// same entries as on_message and the pong handler, under the shard's lock.
+class RoomReadSink final : public ReadSink {
+ public:
+  RoomReadSink(Server::Impl::Shard& shard, detail::Endpoint::connection_type* con)
+      : shard_(shard), con_(con) {}
+  bool open() override { return con_->get_state() == websocketpp::session::state::open; }
+  size_t max_payload() override { return con_->get_max_message_size(); }
+  void message(std::string payload) override {
+    std::lock_guard<std::mutex> lock(shard_.mu);
+    ++shard_.input;
+    ++shard_.frames_read_direct;
+    shard_.hub.message(con_, FrameType::Binary, std::move(payload));
+  }
+  void pong() override {
+    std::lock_guard<std::mutex> lock(shard_.mu);
+    shard_.hub.pong(con_);
+  }
+
+ private:
+  Server::Impl::Shard& shard_;
+  detail::Endpoint::connection_type* con_;  // owns this sink
+};
+
 void Server::Impl::on_open(Shard& shard, Hdl h) {
   ConnPtr con = ep_.get_con_from_hdl(h);
   auto [path, query] = split_resource(con->get_resource());
+  // Room sessions' frames are read by the connection itself when nothing of
+  // them was read with the handshake and one thread runs its io_context
+  // (every shard's, when rooms are served with io_threads > 1).
+  if (hub_.kind_of(path) == Hub::Kind::Room && con->handshake_leftover() == size_t{0} &&
+      (shards_.size() > 1 || cfg_.io_threads == 1) &&
+      con->get_request_header("Content-Length").empty() &&
+      con->get_request_header("Transfer-Encoding").empty()) {
+    con->set_read_sink(std::make_unique<RoomReadSink>(shard, con.get()));
+  }
   std::lock_guard<std::mutex> lock(shard.mu);
   shard.hub.open(con.get(), std::make_unique<WsppLink>(*this, shard, con), path, query);
 }

@@ -49,6 +49,7 @@
 #include <websocketpp/server.hpp>
 
 #include "dclcomms/ws/admission.hpp"
+#include "fast_read.hpp"
 #include "hub.hpp"
 #include "link.hpp"
 #include "worker_pool.hpp"
@@ -86,7 +87,8 @@ struct WsppConfig : websocketpp::config::asio {
   struct transport_config : public base::transport_config {
     typedef type::response_type response_type;
   };
-  typedef websocketpp::transport::asio::endpoint<transport_config> transport_type;
+  // websocketpp's asio transport, room sessions' plain frames read by us (fast_read.hpp).
+  typedef FastReadEndpoint<transport_config> transport_type;
 };
 using Endpoint = websocketpp::server<WsppConfig>;
 using ConnPtr = Endpoint::connection_ptr;
@@ -95,6 +97,7 @@ using MessagePtr = Endpoint::message_ptr;
 }  // namespace detail
 
 class WsppLink;
+class RoomReadSink;
 class HttpSession;
 
 // One session per address across the shards, newest wins: address -> the
@@ -241,6 +244,7 @@ class Server::Impl final {
 
  private:
   friend class WsppLink;
+  friend class RoomReadSink;
   struct Shard;
   // A shard's Environment: the server's, with the auth results posted back
   // to this shard and room joins/leaves reported with its index.
@@ -310,6 +314,7 @@ class Server::Impl final {
     // three are atomic: a big flush writes from two threads (flush_dirty).
     std::atomic<uint64_t> socket_writes{0}, handed_over{0}, frames_flushed{0};
     uint64_t flushes_deferred = 0, flushes_split = 0;  // split: written by two threads
+    uint64_t frames_read_direct = 0;  // room frames read by the connection (fast_read.hpp)
     // The connector relay's items for this shard's hub (under relay_mu_).
     std::vector<RelayItem> relay_queue;
     bool relay_posted = false;  // a drain task is posted and has not taken the queue yet

@@ -93,7 +93,7 @@ inline PlainFrame parse_plain_frame(const uint8_t* p, size_t n, size_t max_paylo
     if (len <= 0xFFFF) return f;  // not minimally encoded (or the top bit set)
   }
   if (opcode == 0x2 && len > max_payload) return f;  // websocketpp closes 1009
-  if (len > cap - header) return f;                   // never whole in the buffer
+  if (len > cap - header) return f;                  // never whole in the buffer
   f.header = header;
   f.payload = static_cast<size_t>(len);
   if (n < header || n - header < f.payload) {

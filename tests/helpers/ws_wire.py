@@ -391,6 +391,16 @@ class RawWs:
             n = int.from_bytes(await self.reader.readexactly(8), "big")
         return b0 & 0x0F, await self.reader.readexactly(n)
 
+    async def recv_data(self) -> bytes:
+        """The next data frame's payload; pings (never answered) and pongs skipped: a
+        server with an idle timer pings a client that has been silent for a while, which
+        on a loaded machine may be before it answers the client's last frame."""
+        while True:
+            op, data = await self.recv()
+            if op not in (9, 10):
+                assert op in (1, 2), (op, data)
+                return data
+
     async def handshake_room(self, ident: Identity) -> dict[str, Any]:
         await self.send(ws_identification(ident.address))
         kind, ch = decode_ws((await self.recv())[1])

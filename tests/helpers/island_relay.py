@@ -78,7 +78,7 @@ def move(kind: str, island: str, peer: str) -> bytes:
     return frame({kind: {"islandId": island, "peerId": peer}})
 
 
-async def frames_until(c: ArchipelagoClient, last: bytes, timeout: float = 5.0) -> list[bytes]:
+async def frames_until(c: ArchipelagoClient, last: bytes, timeout: float = 30.0) -> list[bytes]:
     """The raw frames c receives up to and including ``last``."""
     assert c.ws is not None
     out: list[bytes] = []

@@ -21,11 +21,11 @@ def addr(i: int) -> str:
     return f"0x{i:040x}"
 
 
-def run(test: Callable[[], Awaitable[None]], timeout: float = 30.0) -> None:
+def run(test: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
     asyncio.run(asyncio.wait_for(test(), timeout))
 
 
-async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+async def until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not cond():
         if asyncio.get_running_loop().time() > deadline:
@@ -63,7 +63,7 @@ class Wire:
         else:
             self.seen.append((msg.subject, bytes(msg.data)))
 
-    async def settle(self, timeout: float = 5.0) -> None:
+    async def settle(self, timeout: float = 30.0) -> None:
         """Wait until ``seen`` holds every message the server routed before this call.
 
         A flush only proves that the server has answered this connection's PING; nats-py

@@ -114,7 +114,7 @@ class _Socket:
         assert self.ws is not None
         await self.ws.send_bytes(data)
 
-    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+    async def recv(self, timeout: float = 30.0) -> dict[str, Any]:
         """Next packet (decoded dict); raises Closed when the server closed the socket."""
         if self.inbox:
             return self.inbox.pop(0)
@@ -127,7 +127,7 @@ class _Socket:
             raise Closed(_close_code(self.ws, msg), str(msg.extra or ""))
         raise AssertionError(f"unexpected frame {msg.type}")
 
-    async def expect(self, kind: str, timeout: float = 5.0, **match: Any) -> dict[str, Any]:
+    async def expect(self, kind: str, timeout: float = 30.0, **match: Any) -> dict[str, Any]:
         """Wait for a packet with key ``kind`` (and matching fields); keep the others."""
         deadline = time.monotonic() + timeout
         kept: list[dict[str, Any]] = []
@@ -153,7 +153,7 @@ class _Socket:
         finally:
             self.inbox[:0] = kept
 
-    async def closed(self, timeout: float = 5.0) -> Closed:
+    async def closed(self, timeout: float = 30.0) -> Closed:
         """Read until the server closes; returns the close code and reason."""
         deadline = time.monotonic() + timeout
         while True:
@@ -214,7 +214,7 @@ class ArchipelagoClient(_Socket):
             hb["desiredRoom"] = desired_room
         await self.send_client({"heartbeat": hb})
 
-    async def island(self, timeout: float = 5.0, **match: Any) -> dict[str, Any]:
+    async def island(self, timeout: float = 30.0, **match: Any) -> dict[str, Any]:
         changed: dict[str, Any] = (await self.expect("islandChanged", timeout, **match))[
             "islandChanged"
         ]
@@ -236,7 +236,7 @@ class BusClient(ArchipelagoClient):
         assert self.ws is not None
         await self.ws.send_str(json.dumps(frame))
 
-    async def frame(self, timeout: float = 5.0, **match: Any) -> dict[str, Any]:
+    async def frame(self, timeout: float = 30.0, **match: Any) -> dict[str, Any]:
         """The next text frame whose fields match (others are kept for later)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -264,7 +264,7 @@ class BusClient(ArchipelagoClient):
             {"type": "publish", "topic": topic, "payload": base64.b64encode(payload).decode()}
         )
 
-    async def message(self, topic: str, timeout: float = 5.0, **match: Any) -> dict[str, Any]:
+    async def message(self, topic: str, timeout: float = 30.0, **match: Any) -> dict[str, Any]:
         return await self.frame(timeout, type="message", topic=topic, **match)
 
 
@@ -322,7 +322,7 @@ async def assigned(
             assert time.monotonic() < deadline, "no island_changed"
 
 
-async def eventually(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> Any:
+async def eventually(predicate: Any, timeout: float = 30.0, interval: float = 0.02) -> Any:
     """Poll ``predicate()`` until it returns something truthy."""
     deadline = time.monotonic() + timeout
     while True:

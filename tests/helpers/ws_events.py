@@ -27,7 +27,7 @@ from tests.helpers.ws_wire import (
 )
 
 
-async def events_until(server: Server, pred: Any, timeout: float = 5) -> list[Event]:
+async def events_until(server: Server, pred: Any, timeout: float = 30) -> list[Event]:
     """Polls (via the eventfd) until pred(all events so far) holds."""
     loop = asyncio.get_running_loop()
     got: list[Event] = []

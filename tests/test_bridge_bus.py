@@ -21,7 +21,13 @@ from dclcomms.errors import BridgeError
 from dclcomms.realm import Realm
 from tests.helpers.bridge import cli, start, stop
 from tests.helpers.nats_fixtures import NatsServer, nats_server  # noqa: F401
-from tests.helpers.realm_client import BusClient, RoomClient, Wallet, scene_room_string
+from tests.helpers.realm_client import (
+    BusClient,
+    RoomClient,
+    Wallet,
+    eventually,
+    scene_room_string,
+)
 
 GLOBAL = "lobby.chat"
 
@@ -262,7 +268,8 @@ def test_scene_bus_topics_for_members_and_the_scenes_servers() -> None:
                 # b leaves the scene room: its scene subscription ends at the next message
                 await b_room.close()
                 rooms.remove(b_room)
-                await asyncio.sleep(0.2)
+                # what the /bus checks at delivery: b no longer in the scene room
+                await eventually(lambda: r.server.scene_room_of(b.address) is None)
                 await sub.send(b"door=closed")
                 assert (
                     base64.b64decode((await a.message(topic, sender="server:doors"))["payload"])

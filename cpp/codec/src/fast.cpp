@@ -31,6 +31,30 @@ void check_depth(int depth, std::string_view data, const char* origin) {
   }
 }
 
+// The fields of one message, read in a loop (the depth checked first):
+//   for (Fields f(data, origin, depth); f.next();) { read f.r's value, or f.skip(); }
+// read_position, read_island_changed and decode_ws_packet keep their own loops:
+// through Fields, GCC inlines less into them (callgrind: 0.06 % to 8 % more
+// instructions per call); decode_island_changed_header needs each tag's offset.
+struct Fields {
+  Fields(std::string_view data, const char* origin, int depth) : r(data, origin), depth(depth) {
+    check_depth(depth, data, origin);
+  }
+  // Reads the next tag into n and wt; false at the end of the message.
+  bool next() {
+    if (r.at_end()) return false;
+    r.read_tag(n, wt);
+    return true;
+  }
+  bool is(uint32_t number, uint32_t wire_type) const { return n == number && wt == wire_type; }
+  void skip() { r.skip(n, wt, depth); }
+
+  WireReader r;
+  uint32_t n = 0;
+  uint32_t wt = 0;
+  const int depth;
+};
+
 std::string_view read_string(WireReader& r, const char* field) {
   const size_t at = r.offset();
   const std::string_view s = r.read_length_delimited();
@@ -45,16 +69,11 @@ std::string_view read_string(WireReader& r, const char* field) {
 // SignedChallenge, WsIdentification, ...), merging into `out`.
 void read_single_string(std::string_view data, const char* origin, int depth, const char* field,
                         std::string& out) {
-  check_depth(depth, data, origin);
-  WireReader r(data, origin);
-  while (!r.at_end()) {
-    uint32_t n = 0;
-    uint32_t wt = 0;
-    r.read_tag(n, wt);
-    if (n == 1 && wt == wire::kLen) {
-      out = read_string(r, field);
+  for (Fields f(data, origin, depth); f.next();) {
+    if (f.is(1, wire::kLen)) {
+      out = read_string(f.r, field);
     } else {
-      r.skip(n, wt, depth);
+      f.skip();
     }
   }
 }
@@ -76,20 +95,15 @@ void read_position(std::string_view data, const char* origin, int depth, Positio
 }
 
 void read_heartbeat(std::string_view data, const char* origin, int depth, Heartbeat& hb) {
-  check_depth(depth, data, origin);
-  WireReader r(data, origin);
-  while (!r.at_end()) {
-    uint32_t n = 0;
-    uint32_t wt = 0;
-    r.read_tag(n, wt);
-    if (n == 1 && wt == wire::kLen) {
-      const std::string_view span = r.read_length_delimited();
+  for (Fields f(data, origin, depth); f.next();) {
+    if (f.is(1, wire::kLen)) {
+      const std::string_view span = f.r.read_length_delimited();
       if (!hb.position) hb.position.emplace();  // merged when repeated
       read_position(span, origin, depth + 1, *hb.position);
-    } else if (n == 2 && wt == wire::kLen) {
-      hb.desired_room.emplace(read_string(r, "desiredRoom"));
+    } else if (f.is(2, wire::kLen)) {
+      hb.desired_room.emplace(read_string(f.r, "desiredRoom"));
     } else {
-      r.skip(n, wt, depth);
+      f.skip();
     }
   }
 }
@@ -111,20 +125,46 @@ void write_position(std::string& out, uint32_t field_number, const Position& p) 
   w.end();
 }
 
-void write_string_if_set(std::string& out, uint32_t field_number, std::string_view s) {
+void write_if_set(std::string& out, uint32_t field_number, std::string_view s) {
   if (!s.empty()) wire::write_bytes_field(out, field_number, s);
 }
 
-void write_varint_if_set(std::string& out, uint32_t field_number, uint64_t v) {
+void write_if_set(std::string& out, uint32_t field_number, uint64_t v) {
   if (v != 0) {
     wire::write_tag(out, field_number, wire::kVarint);
     wire::write_varint(out, v);
   }
 }
 
+// Nested message `field_number` whose fields 1, 2, ... are `values` in order
+// (string_view: string; uint64_t: varint or bool), each written when set.
+template <typename... Values>
+void write_message(std::string& out, uint32_t field_number, Values... values) {
+  NestedWriter w(out, field_number);
+  uint32_t n = 0;
+  (write_if_set(out, ++n, values), ...);
+  w.end();
+}
+
+// A ServerPacket / WsPacket frame: its oneof member `member` holding `values`.
+template <typename... Values>
+std::string frame(uint32_t member, Values... values) {
+  std::string out;
+  write_message(out, member, values...);
+  return out;
+}
+
 void write_heartbeat_body(std::string& out, const Heartbeat& hb) {
   if (hb.position) write_position(out, 1, *hb.position);
   if (hb.desired_room) wire::write_bytes_field(out, 2, *hb.desired_room);  // E2
+}
+
+// The tag and length of a length-delimited field; its `len` payload bytes follow.
+// (put_position and put_peer_entry write theirs inline: through this helper GCC
+// compiles the per-peer loops into more instructions.)
+char* put_len_prefix(char* p, uint32_t field_number, size_t len) noexcept {
+  p = wire::put_tag(p, field_number, wire::kLen);
+  return wire::put_varint(p, len);
 }
 
 // IslandChanged is the largest hot frame (one entry per island member): its
@@ -257,17 +297,13 @@ ClientPacket decode_client_packet(std::string_view data) {
   return with_type(kClientPacket, [&] {
     ClientPacket out;
     const char* origin = data.data();
-    WireReader r(data, origin);
-    while (!r.at_end()) {
-      uint32_t n = 0;
-      uint32_t wt = 0;
-      r.read_tag(n, wt);
-      if (wt != wire::kLen || n < 1 || n > 3) {
-        r.skip(n, wt, 0);
+    for (Fields f(data, origin, 0); f.next();) {
+      if (f.wt != wire::kLen || f.n < 1 || f.n > 3) {
+        f.skip();
         continue;
       }
-      const std::string_view span = r.read_length_delimited();
-      const auto kind = static_cast<ClientPacket::Kind>(n);  // 1..3 match the enum order
+      const std::string_view span = f.r.read_length_delimited();
+      const auto kind = static_cast<ClientPacket::Kind>(f.n);  // 1..3 match the enum order
       if (out.kind != kind) {  // E5: a different member replaces the previous one
         out = ClientPacket{};
         out.kind = kind;
@@ -371,27 +407,17 @@ IslandChangedHeader decode_island_changed_header(std::string_view data) {
 
 std::string encode_server_challenge_response(std::string_view challenge_to_sign,
                                              bool already_connected) {
-  std::string out;
-  NestedWriter w(out, 1);
-  write_string_if_set(out, 1, challenge_to_sign);
-  write_varint_if_set(out, 2, already_connected ? 1 : 0);
-  w.end();
-  return out;
+  return frame(1, challenge_to_sign, uint64_t{already_connected});
 }
 
 std::string encode_server_welcome(std::string_view peer_id) {
-  std::string out;
-  NestedWriter w(out, 2);
-  write_string_if_set(out, 1, peer_id);
-  w.end();
-  return out;
+  return frame(2, peer_id);
 }
 
 std::string encode_server_island_changed(const IslandChanged& msg) {
   const size_t body = island_changed_body_size(msg);
   std::string out(wire::len_field_size(3, body), '\0');
-  char* p = wire::put_tag(out.data(), 3, wire::kLen);
-  p = wire::put_varint(p, body);
+  char* p = put_len_prefix(out.data(), 3, body);
   put_island_changed_body(p, msg);
   return out;
 }
@@ -414,8 +440,7 @@ std::string encode_server_island_changed_head(std::string_view island_id, std::s
   if (from_island_id) fields += wire::len_field_size(3, from_island_id->size());
   const size_t body = fields + peers_entries_size;
   std::string out(wire::len_field_size(3, body) - peers_entries_size, '\0');
-  char* p = wire::put_tag(out.data(), 3, wire::kLen);
-  p = wire::put_varint(p, body);
+  char* p = put_len_prefix(out.data(), 3, body);
   if (!island_id.empty()) p = wire::put_len_field(p, 1, island_id);
   if (!conn_str.empty()) p = wire::put_len_field(p, 2, conn_str);
   if (from_island_id) wire::put_len_field(p, 3, *from_island_id);  // E2
@@ -424,29 +449,18 @@ std::string encode_server_island_changed_head(std::string_view island_id, std::s
 
 std::string wrap_server_island_changed(std::string_view message) {
   std::string out(wire::len_field_size(3, message.size()) - message.size(), '\0');
-  char* p = wire::put_tag(out.data(), 3, wire::kLen);
-  p = wire::put_varint(p, message.size());
+  char* p = put_len_prefix(out.data(), 3, message.size());
   out.resize(static_cast<size_t>(p - out.data()));
   out.append(message);
   return out;
 }
 
 std::string encode_server_join_island(std::string_view island_id, std::string_view peer_id) {
-  std::string out;
-  NestedWriter w(out, 5);
-  write_string_if_set(out, 1, island_id);
-  write_string_if_set(out, 2, peer_id);
-  w.end();
-  return out;
+  return frame(5, island_id, peer_id);
 }
 
 std::string encode_server_left_island(std::string_view island_id, std::string_view peer_id) {
-  std::string out;
-  NestedWriter w(out, 4);
-  write_string_if_set(out, 1, island_id);
-  write_string_if_set(out, 2, peer_id);
-  w.end();
-  return out;
+  return frame(4, island_id, peer_id);
 }
 
 std::string encode_server_kicked() {
@@ -532,24 +546,16 @@ std::string encode_ws_welcome(
   std::string out;
   out.reserve(8 + peer_identities.size() * 50);
   NestedWriter w(out, 1);
-  write_varint_if_set(out, 1, alias);
+  write_if_set(out, 1, uint64_t{alias});
   for (const auto& [peer_alias, address] : peer_identities) {
-    NestedWriter entry(out, 2);
-    write_varint_if_set(out, 1, peer_alias);
-    write_string_if_set(out, 2, address);
-    entry.end();
+    write_message(out, 2, uint64_t{peer_alias}, std::string_view(address));
   }
   w.end();
   return out;
 }
 
 std::string encode_ws_peer_join(uint32_t alias, std::string_view address) {
-  std::string out;
-  NestedWriter w(out, 2);
-  write_varint_if_set(out, 1, alias);
-  write_string_if_set(out, 2, address);
-  w.end();
-  return out;
+  return frame(2, uint64_t{alias}, address);
 }
 
 std::string encode_ws_peer_update(uint32_t from_alias, std::string_view body, bool unreliable) {
@@ -558,8 +564,7 @@ std::string encode_ws_peer_update(uint32_t from_alias, std::string_view body, bo
                        (body.empty() ? 0 : wire::len_field_size(2, body.size())) +
                        (unreliable ? 2 : 0);
   std::string out(wire::len_field_size(3, inner), '\0');
-  char* p = wire::put_tag(out.data(), 3, wire::kLen);
-  p = wire::put_varint(p, inner);
+  char* p = put_len_prefix(out.data(), 3, inner);
   if (from_alias != 0) p = wire::put_varint(wire::put_tag(p, 1, wire::kVarint), from_alias);
   if (!body.empty()) p = wire::put_len_field(p, 2, body);
   if (unreliable) wire::put_varint(wire::put_tag(p, 3, wire::kVarint), 1);
@@ -567,28 +572,15 @@ std::string encode_ws_peer_update(uint32_t from_alias, std::string_view body, bo
 }
 
 std::string encode_ws_challenge(std::string_view challenge_to_sign, bool already_connected) {
-  std::string out;
-  NestedWriter w(out, 4);
-  write_string_if_set(out, 1, challenge_to_sign);
-  write_varint_if_set(out, 2, already_connected ? 1 : 0);
-  w.end();
-  return out;
+  return frame(4, challenge_to_sign, uint64_t{already_connected});
 }
 
 std::string encode_ws_peer_leave(uint32_t alias) {
-  std::string out;
-  NestedWriter w(out, 6);
-  write_varint_if_set(out, 1, alias);
-  w.end();
-  return out;
+  return frame(6, uint64_t{alias});
 }
 
 std::string encode_ws_peer_kicked(std::string_view reason) {
-  std::string out;
-  NestedWriter w(out, 8);
-  write_string_if_set(out, 1, reason);
-  w.end();
-  return out;
+  return frame(8, reason);
 }
 
 }  // namespace dclcomms::codec

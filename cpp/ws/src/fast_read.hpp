@@ -27,7 +27,8 @@
 // RFC 6455 4.1 requires; websocketpp would otherwise have started a frame we
 // do not see) and whose io_context one thread runs (no strand needed).
 // Errors and the end of the stream go to websocketpp's read handler as its
-// own read reports them.
+// own read reports them. websocketpp's pause_reading() is not honoured while
+// this connection reads (the server never pauses a connection's reads).
 
 #include <cstddef>
 #include <cstdint>

@@ -244,11 +244,21 @@ def test_operator_commands(tmp_path: Path) -> None:
     r = _cli("admins", "list", "--place", "p1", *db)
     assert [x["admin"] for x in json.loads(r.stdout)] == [B]
     assert _cli("admins", "remove", B, "--place", "p1", *db).returncode == 0
+    r = _cli("scene-bans", "add", B, "--place", "p1", *db)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"place": "p1", "bannedAddress": B, "changed": True}
+    r = _cli("scene-bans", "list", "--place", "p1", *db)
+    assert [x["bannedAddress"] for x in json.loads(r.stdout)] == [B]
+    assert _cli("scene-bans", "remove", B, "--place", "p1", *db).returncode == 0
+    assert _cli("scene-bans", "remove", B, "--place", "p1", *db).returncode == 1  # none left
+    r = _cli("admins", "add", "--place", "p1", *db)
+    assert r.returncode == 2 and "admins add needs an ADDRESS [bad_value]" in r.stderr
     r = _cli("ban", "not-an-address", "--reason", "x", *db)
     assert r.returncode == 2 and "[bad_value]" in r.stderr
     s = Store.open(data_dir=tmp_path / "ops")
     try:
         assert s.platform_ban(A) is None and s.scene_admins("p1") == []
+        assert s.scene_bans("p1") == ([], 0)
     finally:
         s.close()
 

@@ -21,7 +21,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dclcomms.errors import ConfigError
@@ -128,62 +128,55 @@ def _bans(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _admins(ns: argparse.Namespace) -> int:
+def _place_entries(
+    ns: argparse.Namespace,
+    key: str,
+    rows: Callable[[Any], list[dict[str, Any]]],
+    add: Callable[[Any, str], bool],
+    remove: Callable[[Any, str], bool],
+) -> int:
+    """``admins`` / ``scene-bans``: ``list`` prints the place's entries (``rows``); ``add``
+    and ``remove`` change ADDRESS's and print ``{"place", key: address, "changed"}``
+    (exit 1 when nothing changed)."""
     store = _open(ns)
     try:
         if ns.action == "list":
-            rows = store.scene_admins(ns.place)
-            print(
-                json.dumps(
-                    [
-                        {"admin": a.admin, "addedBy": a.added_by, "createdAt": a.created_at}
-                        for a in rows
-                    ]
-                )
-            )
+            print(json.dumps(rows(store)))
             return 0
         if ns.address is None:
-            raise ConfigError(f"admins {ns.action} needs an ADDRESS", code="bad_value")
+            raise ConfigError(f"{ns.command} {ns.action} needs an ADDRESS", code="bad_value")
         address = _address(ns.address)
-        if ns.action == "add":
-            changed = store.add_scene_admin(ns.place, address, added_by=ns.by)
-        else:
-            changed = store.remove_scene_admin(ns.place, address)
+        changed = (add if ns.action == "add" else remove)(store, address)
     finally:
         store.close()
-    print(json.dumps({"place": ns.place, "admin": address, "changed": changed}))
+    print(json.dumps({"place": ns.place, key: address, "changed": changed}))
     return 0 if changed else 1
+
+
+def _admins(ns: argparse.Namespace) -> int:
+    return _place_entries(
+        ns,
+        "admin",
+        rows=lambda store: [
+            {"admin": a.admin, "addedBy": a.added_by, "createdAt": a.created_at}
+            for a in store.scene_admins(ns.place)
+        ],
+        add=lambda store, address: store.add_scene_admin(ns.place, address, added_by=ns.by),
+        remove=lambda store, address: store.remove_scene_admin(ns.place, address),
+    )
 
 
 def _scene_bans(ns: argparse.Namespace) -> int:
-    store = _open(ns)
-    try:
-        if ns.action == "list":
-            rows, _ = store.scene_bans(ns.place, limit=1_000_000)
-            print(
-                json.dumps(
-                    [
-                        {
-                            "bannedAddress": b.banned_address,
-                            "bannedBy": b.banned_by,
-                            "bannedAt": b.banned_at,
-                        }
-                        for b in rows
-                    ]
-                )
-            )
-            return 0
-        if ns.address is None:
-            raise ConfigError(f"scene-bans {ns.action} needs an ADDRESS", code="bad_value")
-        address = _address(ns.address)
-        if ns.action == "add":
-            changed = store.add_scene_ban(ns.place, address, banned_by=ns.by)
-        else:
-            changed = store.remove_scene_ban(ns.place, address)
-    finally:
-        store.close()
-    print(json.dumps({"place": ns.place, "bannedAddress": address, "changed": changed}))
-    return 0 if changed else 1
+    return _place_entries(
+        ns,
+        "bannedAddress",
+        rows=lambda store: [
+            {"bannedAddress": b.banned_address, "bannedBy": b.banned_by, "bannedAt": b.banned_at}
+            for b in store.scene_bans(ns.place, limit=1_000_000)[0]
+        ],
+        add=lambda store, address: store.add_scene_ban(ns.place, address, banned_by=ns.by),
+        remove=lambda store, address: store.remove_scene_ban(ns.place, address),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,20 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
     bl = sub.add_parser("bans", help="list the active platform bans (JSON)")
     _db_arguments(bl)
     bl.set_defaults(run=_bans)
-    a = sub.add_parser("admins", help="list, add or remove the admins of a scene's place")
-    _db_arguments(a)
-    a.add_argument("action", choices=("list", "add", "remove"))
-    a.add_argument("--place", required=True, help="place id (the scene id without a resolver)")
-    a.add_argument("address", nargs="?")
-    a.add_argument("--by", default="0x" + "0" * 40, help="who adds (recorded)")
-    a.set_defaults(run=_admins)
-    sb = sub.add_parser("scene-bans", help="list, add or remove the bans of a scene's place")
-    _db_arguments(sb)
-    sb.add_argument("action", choices=("list", "add", "remove"))
-    sb.add_argument("--place", required=True, help="place id (the scene id without a resolver)")
-    sb.add_argument("address", nargs="?")
-    sb.add_argument("--by", default="0x" + "0" * 40, help="who bans (recorded)")
-    sb.set_defaults(run=_scene_bans)
+    for name, noun, verb, run in (
+        ("admins", "admins", "adds", _admins),
+        ("scene-bans", "bans", "bans", _scene_bans),
+    ):
+        a = sub.add_parser(name, help=f"list, add or remove the {noun} of a scene's place")
+        _db_arguments(a)
+        a.add_argument("action", choices=("list", "add", "remove"))
+        a.add_argument("--place", required=True, help="place id (the scene id without a resolver)")
+        a.add_argument("address", nargs="?")
+        a.add_argument("--by", default="0x" + "0" * 40, help=f"who {verb} (recorded)")
+        a.set_defaults(run=run)
     return p
 
 

@@ -25,6 +25,7 @@ from dclcomms.bridge import BridgeClient, MemoryKeyStore, StaticSceneAuthority
 from dclcomms.config import RealmConfig
 from dclcomms.errors import BridgeError
 from dclcomms.realm import Realm
+from tests.helpers.bridge import chat, gatekeeper_scene_member, refused
 from tests.helpers.realm_client import (
     RoomClient,
     Wallet,
@@ -80,39 +81,9 @@ async def scene_bot(r: Realm, seed: int, room: str) -> RoomClient:
     return c
 
 
-async def gatekeeper_scene_bot(r: Realm, seed: int, scene_id: str) -> RoomClient:
-    """A member of scene ``main:<scene_id>``'s room as an explorer gets there: a signed
-    ``POST /get-scene-adapter`` to the realm's gatekeeper, then the ``ws-room:`` adapter."""
-    c = RoomClient(Wallet(seed))
-    me = Identity.from_private_key(bytes(c.wallet.owner.key))
-    path = "/get-scene-adapter"
-    meta = {"realmName": "main", "sceneId": scene_id, "parcel": "0,0"}
-    headers = me.sign_fetch_headers("POST", path, metadata=meta)
-    async with (
-        aiohttp.ClientSession() as h,
-        h.post(f"http://127.0.0.1:{r.port}{path}", headers=headers) as resp,
-    ):
-        doc = await resp.json()
-    assert resp.status == 200, doc
-    assert f"/scene-rooms/main:{scene_id}?" in doc["adapter"], doc
-    await c.join(doc["adapter"])
-    return c
-
-
-def chat(text: str) -> bytes:
-    return codec.encode(RFC4, {"chat": {"message": text, "timestamp": 1.0}})
-
-
 async def update_from(c: RoomClient, alias: int) -> dict[str, Any]:
     got = await c.expect("peerUpdateMessage", fromAlias=alias)
     return codec.decode(RFC4, base64.b64decode(got["peerUpdateMessage"]["body"]))
-
-
-async def refused(coro: Awaitable[Any], code: str) -> BridgeError:
-    with pytest.raises(BridgeError) as e:
-        await coro
-    assert e.value.code == code, e.value
-    return e.value
 
 
 def test_scene_key_reads_bots_and_injects_state_every_member_sees() -> None:
@@ -120,8 +91,8 @@ def test_scene_key_reads_bots_and_injects_state_every_member_sees() -> None:
         keys = MemoryKeyStore()
         key, rec = keys.create("doors", [f"scene:{SCENE}"])
         async with realm(keys) as r:
-            a = await gatekeeper_scene_bot(r, 1, "bafyscene1")
-            b = await gatekeeper_scene_bot(r, 2, "bafyscene1")
+            a = await gatekeeper_scene_member(r.port, 1, "bafyscene1")
+            b = await gatekeeper_scene_member(r.port, 2, "bafyscene1")
             members = set(r.server.room_members(SCENE, scene=True))
             assert members == {a.wallet.address, b.wallet.address}
             island = await bot(r, 3, "I7")

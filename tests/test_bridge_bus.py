@@ -19,7 +19,7 @@ from dclcomms.bridge.scopes import check_scope
 from dclcomms.config import RealmConfig
 from dclcomms.errors import BridgeError
 from dclcomms.realm import Realm
-from tests.helpers.bridge import cli, start, stop
+from tests.helpers.bridge import cli, refused, serve_bridge, stop
 from tests.helpers.nats_fixtures import NatsServer, nats_server  # noqa: F401
 from tests.helpers.realm_client import (
     BusClient,
@@ -44,12 +44,6 @@ def config(**kw: Any) -> RealmConfig:
     }
     base.update(kw)
     return RealmConfig(**base)
-
-
-async def refused(coro: Any, code: str) -> None:
-    with pytest.raises(BridgeError) as e:
-        await coro
-    assert e.value.code == code, e.value
 
 
 async def player(port: int, seed: int, *topics: str) -> BusClient:
@@ -158,15 +152,7 @@ def test_global_bus_topic_through_nats_with_the_bridge_in_its_own_process(
     async def body() -> None:
         pubsub = await NatsPubSub.connect([nats_server.url])
         r = await Realm(config(bridge=False), pubsub=pubsub).start()
-        bridge, port = await start(
-            "bridge",
-            "serve",
-            "--nats",
-            nats_server.url,
-            "--data-dir",
-            str(data),
-            expect="dclcomms bridge: listening on",
-        )
+        bridge, port = await serve_bridge(nats_server.url, data)
         a_room = RoomClient(Wallet(1))  # in the scene's room: its scene topics are a's
         await a_room.join(scene_room_string(r, "main:bafyscene1", a_room.wallet))
         a = await player(r.port, 1, GLOBAL, scene_topic)

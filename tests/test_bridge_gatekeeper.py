@@ -17,22 +17,16 @@ from typing import Any
 
 import pytest
 
-from dclcomms import codec
 from dclcomms.auth import Identity
 from dclcomms.bridge import BridgeClient
 from dclcomms.config import RealmConfig
-from dclcomms.errors import BridgeError
 from dclcomms.realm import Realm
+from tests.helpers.bridge import chat, refused
 from tests.helpers.postgres import pg_url  # noqa: F401
 from tests.helpers.realm_client import RoomClient, Wallet, scene_room_string
 
-RFC4 = codec.RFC4_PACKET
 SCENE_ID = "bafyscene1"
 WORLD = "party.dcl.eth"
-
-
-def chat(text: str) -> bytes:
-    return codec.encode(RFC4, {"chat": {"message": text, "timestamp": 1.0}})
 
 
 def keys_cli(*args: str, database: str) -> Any:
@@ -44,12 +38,6 @@ def keys_cli(*args: str, database: str) -> Any:
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
-
-
-async def refused(coro: Any, code: str) -> None:
-    with pytest.raises(BridgeError) as e:
-        await coro
-    assert e.value.code == code, e.value
 
 
 async def scene_member(realm: Realm, seed: int, room: str) -> RoomClient:

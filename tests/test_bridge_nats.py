@@ -17,30 +17,31 @@ import base64
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from dclcomms import codec
 from dclcomms.auth import Identity
 from dclcomms.bridge import BridgeClient
-from dclcomms.errors import BridgeError
-from tests.helpers.bridge import cli, start, stop
+from tests.helpers.bridge import (
+    bad_credentials_refused,
+    chat,
+    cli,
+    first_read,
+    gatekeeper_scene_member,
+    only_from,
+    refused,
+    serve_bridge,
+    start,
+    stop,
+)
 from tests.helpers.nats_fixtures import NatsServer, nats_server  # noqa: F401
 from tests.helpers.realm_client import RoomClient, Wallet, room_string
 
 RFC4 = codec.RFC4_PACKET
 SCENE = "main:bafyscene1"
 
-
-def chat(text: str) -> bytes:
-    return codec.encode(RFC4, {"chat": {"message": text, "timestamp": 1.0}})
-
-
-async def refused(coro: Any, code: str) -> None:
-    with pytest.raises(BridgeError) as e:
-        await coro
-    assert e.value.code == code, e.value
+LEASE = ("--lease-interval", "0.5")
 
 
 def test_island_rooms_of_a_rooms_process_through_a_bridge_process(
@@ -84,17 +85,7 @@ def test_island_rooms_of_a_rooms_process_through_a_bridge_process(
             "r1",
             expect="listening on",
         )
-        bridge, bridge_port = await start(
-            "bridge",
-            "serve",
-            "--nats",
-            nats_server.url,
-            "--data-dir",
-            str(data),
-            "--lease-interval",
-            "0.5",
-            expect="dclcomms bridge: listening on",
-        )
+        bridge, bridge_port = await serve_bridge(nats_server.url, data, *LEASE)
         url = f"ws://127.0.0.1:{bridge_port}/bridge"
         bots: list[RoomClient] = []
         try:
@@ -103,19 +94,7 @@ def test_island_rooms_of_a_rooms_process_through_a_bridge_process(
                 await c.join(f"ws-room:ws://127.0.0.1:{rooms_port}/rooms/{room}")
                 bots.append(c)
             a, b, elsewhere = bots
-            await refused(BridgeClient(url, key=expired["key"]).connect(), "key_expired")
-            await refused(BridgeClient(url, key=revoked["key"]).connect(), "key_revoked")
-            forged = BridgeClient(url, identity=Identity.generate(seed=5))
-            real = forged._auth_frame
-
-            def tampered() -> dict[str, Any]:
-                frame = real()
-                h = frame["signedFetch"]
-                h["x-identity-metadata"] = h.get("x-identity-metadata", "{}")[:-1] + ',"x":1}'
-                return frame  # the signed payload no longer matches
-
-            forged._auth_frame = tampered  # type: ignore[method-assign]
-            await refused(forged.connect(), "invalid_signed_fetch")
+            await bad_credentials_refused(url, expired["key"], revoked["key"])
             async with BridgeClient(url, key=other["key"]) as o:
                 await refused(o.subscribe("island", "I7"), "forbidden_scope")
             async with BridgeClient(url, key=scene_key["key"]) as sk:
@@ -124,28 +103,14 @@ def test_island_rooms_of_a_rooms_process_through_a_bridge_process(
                 assert server.identity == "server:watch"
                 await refused(server.subscribe("island", "I8"), "forbidden_scope")
                 island = await server.subscribe("island", "I7")
-                # The rooms process taps the room once the bridge's lease reaches it.
-                msg = None
-                for i in range(50):
-                    await elsewhere.send(
-                        {"peerUpdateMessage": {"fromAlias": 0, "body": chat(f"x{i}")}}
-                    )
-                    await a.send({"peerUpdateMessage": {"fromAlias": 0, "body": chat(f"hi{i}")}})
-                    try:
-                        msg = await island.get(timeout=0.2)
-                        break
-                    except TimeoutError:
-                        continue
-                assert msg is not None, "no traffic through NATS"
+                msg = await first_read(island, a, "hi", noise=elsewhere)  # through NATS
                 assert msg.sender == a.wallet.address and msg.room == "I7"
                 assert msg.packet is not None and msg.packet["chat"]["message"].startswith("hi")
                 await island.send(chat("nope"))  # islands are read-only for servers
                 assert (await asyncio.wait_for(server.errors.get(), 5)).code == "read_only"
                 with pytest.raises(TimeoutError):
                     await b.expect("peerJoinMessage", timeout=0.3, address="server:watch")
-                while not island.queue.empty():  # only I7's members were read
-                    m = island.queue.get_nowait()
-                    assert m is not None and m.sender in (a.wallet.address, b.wallet.address)
+                only_from(island, a, b)  # only I7's members were read
         finally:
             for c in bots:
                 await c.close()
@@ -193,17 +158,7 @@ def test_realm_rooms_over_nats_with_the_local_bridge_too(
             host="127.0.0.1", port=0, log_format="text", log_level="WARNING", bridge=True
         )
         realm = await Realm(cfg, pubsub=pubsub, bridge_keys=local_keys).start()
-        bridge, bridge_port = await start(
-            "bridge",
-            "serve",
-            "--nats",
-            nats_server.url,
-            "--data-dir",
-            str(data),
-            "--lease-interval",
-            "0.5",
-            expect="dclcomms bridge: listening on",
-        )
+        bridge, bridge_port = await serve_bridge(nats_server.url, data, *LEASE)
         a = RoomClient(Wallet(1))
         try:
             await a.join(room_string(realm, "I9", a.wallet))
@@ -213,15 +168,8 @@ def test_realm_rooms_over_nats_with_the_local_bridge_too(
             await remote.connect()
             ls = await local.subscribe("island", "I9")
             rs = await remote.subscribe("island", "I9")
-            got = None
-            for i in range(50):
-                await a.send({"peerUpdateMessage": {"fromAlias": 0, "body": chat(f"n{i}")}})
-                try:
-                    got = await rs.get(timeout=0.2)
-                    break
-                except TimeoutError:
-                    continue
-            assert got is not None and got.sender == a.wallet.address
+            got = await first_read(rs, a, "n")
+            assert got.sender == a.wallet.address
             assert (await ls.get(timeout=5)).sender == a.wallet.address
             await local.close()  # the local gateway untaps; the NATS lease keeps the tap
             await asyncio.sleep(0.2)
@@ -238,26 +186,6 @@ def test_realm_rooms_over_nats_with_the_local_bridge_too(
         assert code == 0
 
     asyncio.run(asyncio.wait_for(body(), 120))
-
-
-async def gatekeeper_scene_member(realm: Any, seed: int, scene_id: str) -> RoomClient:
-    """A member of scene ``main:<scene_id>``'s room through the realm's gatekeeper (signed
-    ``POST /get-scene-adapter``, then the ``ws-room:`` adapter to ``/scene-rooms/``)."""
-    import aiohttp
-
-    c = RoomClient(Wallet(seed))
-    me = Identity.from_private_key(bytes(c.wallet.owner.key))
-    meta = {"realmName": "main", "sceneId": scene_id, "parcel": "0,0"}
-    headers = me.sign_fetch_headers("POST", "/get-scene-adapter", metadata=meta)
-    async with (
-        aiohttp.ClientSession() as h,
-        h.post(f"http://127.0.0.1:{realm.port}/get-scene-adapter", headers=headers) as resp,
-    ):
-        doc = await resp.json()
-    assert resp.status == 200, doc
-    assert f"/scene-rooms/main:{scene_id}?" in doc["adapter"], doc
-    await c.join(doc["adapter"])
-    return c
 
 
 def test_gatekeeper_scene_rooms_through_nats_with_the_bridge_in_its_own_process(
@@ -294,59 +222,26 @@ def test_gatekeeper_scene_rooms_through_nats_with_the_bridge_in_its_own_process(
             data_dir=str(tmp_path / "realm-data"),
         )
         realm = await Realm(cfg, pubsub=pubsub).start()  # no local /bridge: NATS only
-        bridge, bridge_port = await start(
-            "bridge",
-            "serve",
-            "--nats",
-            nats_server.url,
-            "--data-dir",
-            str(data),
-            "--lease-interval",
-            "0.5",
-            expect="dclcomms bridge: listening on",
-        )
+        bridge, bridge_port = await serve_bridge(nats_server.url, data, *LEASE)
         url = f"ws://127.0.0.1:{bridge_port}/bridge"
         bots: list[RoomClient] = []
         try:
-            a = await gatekeeper_scene_member(realm, 1, "bafyscene1")
-            b = await gatekeeper_scene_member(realm, 2, "bafyscene1")
+            a = await gatekeeper_scene_member(realm.port, 1, "bafyscene1")
+            b = await gatekeeper_scene_member(realm.port, 2, "bafyscene1")
             bots += [a, b]
             island = RoomClient(Wallet(3))
             await island.join(room_string(realm, "I7", island.wallet))
             poser = RoomClient(Wallet(4))  # an island-registry room named like the scene room
             await poser.join(room_string(realm, SCENE, poser.wallet))
             bots += [island, poser]
-            await refused(BridgeClient(url, key=expired["key"]).connect(), "key_expired")
-            await refused(BridgeClient(url, key=revoked["key"]).connect(), "key_revoked")
-            forged = BridgeClient(url, identity=Identity.generate(seed=5))
-            real = forged._auth_frame
-
-            def tampered() -> dict[str, Any]:
-                frame = real()
-                h = frame["signedFetch"]
-                h["x-identity-metadata"] = h.get("x-identity-metadata", "{}")[:-1] + ',"x":1}'
-                return frame
-
-            forged._auth_frame = tampered  # type: ignore[method-assign]
-            await refused(forged.connect(), "invalid_signed_fetch")
+            await bad_credentials_refused(url, expired["key"], revoked["key"])
             async with BridgeClient(url, key=other["key"]) as o:
                 await refused(o.subscribe("scene", SCENE), "forbidden_scope")
                 await refused(o.subscribe("island", "I7"), "forbidden_scope")
             async with BridgeClient(url, key=scene_key["key"]) as server:
                 await refused(server.subscribe("island", "I7"), "forbidden_scope")
                 scene = await server.subscribe("scene", SCENE)
-                msg = None
-                for i in range(50):  # the realm taps once the bridge's lease reaches it
-                    await poser.send(
-                        {"peerUpdateMessage": {"fromAlias": 0, "body": chat(f"pose{i}")}}
-                    )
-                    await a.send({"peerUpdateMessage": {"fromAlias": 0, "body": chat(f"hi{i}")}})
-                    try:
-                        msg = await scene.get(timeout=0.2)
-                        break
-                    except TimeoutError:
-                        continue
-                assert msg is not None, "no scene-room traffic through NATS"
+                msg = await first_read(scene, a, "hi", noise=poser)  # through NATS
                 assert msg.sender == a.wallet.address and msg.room == SCENE
                 assert msg.packet is not None and msg.packet["chat"]["message"].startswith("hi")
                 state = {
@@ -367,9 +262,7 @@ def test_gatekeeper_scene_rooms_through_nats_with_the_bridge_in_its_own_process(
                 for c in (island, poser):  # the island rooms see none of it
                     with pytest.raises(TimeoutError):
                         await c.expect("peerJoinMessage", timeout=0.3, address="server:doors")
-                while not scene.queue.empty():  # only the scene room's members were read
-                    m = scene.queue.get_nowait()
-                    assert m is not None and m.sender in (a.wallet.address, b.wallet.address)
+                only_from(scene, a, b)  # only the scene room's members were read
             await a.expect("peerLeaveMessage", timeout=10, alias=alias)
         finally:
             for c in bots:
@@ -415,14 +308,9 @@ def test_bridge_serve_resolves_owners_and_admins_like_the_gatekeeper(
 
         app.router.add_get("/worlds/world/{name}/permissions", world_perms)
         runner, port = await start_app(app)
-        bridge, bridge_port = await start(
-            "bridge",
-            "serve",
-            "--nats",
+        bridge, bridge_port = await serve_bridge(
             nats_server.url,
-            "--data-dir",
-            str(data),
-            expect="dclcomms bridge: listening on",
+            data,
             env={"WORLDS_CONTENT_SERVER_URL": f"http://127.0.0.1:{port}/worlds"},
         )
         url = f"ws://127.0.0.1:{bridge_port}/bridge"

@@ -272,12 +272,8 @@ def test_scene_ban_kicks_from_the_builtin_room_and_refuses_403(tmp_path: Path) -
             member = RoomClient(BOB_W)
             await member.join(doc["adapter"])
             # a non-admin cannot ban
-            status, doc = await c.request(
-                "POST",
-                "/scene-bans",
-                who=ALICE,
-                metadata=scene_meta(),
-                body={"banned_address": BOB.address},
+            status, doc = await c.scene(
+                "POST", "/scene-bans", ALICE, {"banned_address": BOB.address}
             )
             assert (status, doc["code"]) == (401, "not_admin")
             # the wrong signer dialect on a scene route
@@ -299,22 +295,12 @@ def test_scene_ban_kicks_from_the_builtin_room_and_refuses_403(tmp_path: Path) -
             )
             assert (status, doc["code"]) == (400, "missing_metadata")
             # the owner cannot be banned
-            status, doc = await c.request(
-                "POST",
-                "/scene-bans",
-                who=OWNER,
-                metadata=scene_meta(),
-                body={"banned_address": OWNER.address},
+            status, doc = await c.scene(
+                "POST", "/scene-bans", OWNER, {"banned_address": OWNER.address}
             )
             assert (status, doc["code"]) == (400, "cannot_ban_admin")
             t0 = time.monotonic()
-            status, _ = await c.request(
-                "POST",
-                "/scene-bans",
-                who=OWNER,
-                metadata=scene_meta(),
-                body={"banned_address": BOB.address},
-            )
+            status, _ = await c.scene("POST", "/scene-bans", OWNER, {"banned_address": BOB.address})
             assert status == 204
             kicked = await member.closed(timeout=1.0)
             assert time.monotonic() - t0 < 1.0
@@ -327,25 +313,17 @@ def test_scene_ban_kicks_from_the_builtin_room_and_refuses_403(tmp_path: Path) -
                 403,
                 {"error": "User is banned from this scene", "code": "scene_banned"},
             )
-            status, doc = await c.request("GET", "/scene-bans", who=OWNER, metadata=scene_meta())
+            status, doc = await c.scene("GET", "/scene-bans", OWNER)
             assert status == 200 and doc["total"] == 1 and doc["pages"] == 1
             assert doc["results"][0]["bannedAddress"] == BOB.address.lower()
-            status, doc = await c.request(
-                "GET", "/scene-bans/addresses?limit=101", who=OWNER, metadata=scene_meta()
-            )
+            status, doc = await c.scene("GET", "/scene-bans/addresses?limit=101", OWNER)
             assert (status, doc["code"]) == (400, "bad_request")
-            status, doc = await c.request(
-                "GET", "/scene-bans/addresses", who=OWNER, metadata=scene_meta()
-            )
+            status, doc = await c.scene("GET", "/scene-bans/addresses", OWNER)
             assert doc["results"] == [BOB.address.lower()]
             status, doc = await c.request("GET", f"/scene-rooms/main:{SCENE_ID}/metadata")
             assert status == 200 and doc["bannedAddresses"] == [BOB.address.lower()]
-            status, _ = await c.request(
-                "DELETE",
-                "/scene-bans",
-                who=OWNER,
-                metadata=scene_meta(),
-                body={"banned_address": BOB.address},
+            status, _ = await c.scene(
+                "DELETE", "/scene-bans", OWNER, {"banned_address": BOB.address}
             )
             assert status == 204
             status, doc = await c.request(
@@ -364,25 +342,13 @@ def test_scene_admins(tmp_path: Path) -> None:
     async def body() -> None:
         cfg = gk_config(tmp_path, moderation_file=str(_owner_table(tmp_path)), **LIVEKIT)
         async with Running(cfg) as (_gk, c):
-            status, doc = await c.request("GET", "/scene-admin", who=ALICE, metadata=scene_meta())
+            status, doc = await c.scene("GET", "/scene-admin", ALICE)
             assert (status, doc["code"]) == (401, "not_admin")
-            status, _ = await c.request(
-                "POST",
-                "/scene-admin",
-                who=OWNER,
-                metadata=scene_meta(),
-                body={"admin": ALICE.address},
-            )
+            status, _ = await c.scene("POST", "/scene-admin", OWNER, {"admin": ALICE.address})
             assert status == 204
-            status, doc = await c.request(
-                "POST",
-                "/scene-admin",
-                who=OWNER,
-                metadata=scene_meta(),
-                body={"admin": ALICE.address},
-            )
+            status, doc = await c.scene("POST", "/scene-admin", OWNER, {"admin": ALICE.address})
             assert (status, doc["code"]) == (409, "already_admin")
-            status, doc = await c.request("GET", "/scene-admin", who=ALICE, metadata=scene_meta())
+            status, doc = await c.scene("GET", "/scene-admin", ALICE)
             assert status == 200
             # the row (removable) and the owner from the resolver (not removable here)
             assert doc == [
@@ -390,31 +356,17 @@ def test_scene_admins(tmp_path: Path) -> None:
                 {"admin": OWNER.address.lower(), "name": "", "canBeRemoved": False},
             ]
             # the new admin bans; an admin cannot be banned
-            status, doc = await c.request(
-                "POST",
-                "/scene-bans",
-                who=ALICE,
-                metadata=scene_meta(),
-                body={"banned_address": BOB.address},
+            status, doc = await c.scene(
+                "POST", "/scene-bans", ALICE, {"banned_address": BOB.address}
             )
             assert status == 204
-            status, doc = await c.request(
-                "POST",
-                "/scene-bans",
-                who=OWNER,
-                metadata=scene_meta(),
-                body={"banned_address": ALICE.address},
+            status, doc = await c.scene(
+                "POST", "/scene-bans", OWNER, {"banned_address": ALICE.address}
             )
             assert (status, doc["code"]) == (400, "cannot_ban_admin")
-            status, _ = await c.request(
-                "DELETE",
-                "/scene-admin",
-                who=OWNER,
-                metadata=scene_meta(),
-                body={"admin": ALICE.address},
-            )
+            status, _ = await c.scene("DELETE", "/scene-admin", OWNER, {"admin": ALICE.address})
             assert status == 204
-            status, doc = await c.request("GET", "/scene-admin", who=ALICE, metadata=scene_meta())
+            status, doc = await c.scene("GET", "/scene-admin", ALICE)
             assert (status, doc["code"]) == (401, "not_admin")
 
     run(body)

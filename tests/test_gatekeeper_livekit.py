@@ -29,7 +29,6 @@ from tests.helpers.gatekeeper import (
     gk_config,
     owner_table,
     run,
-    scene_meta,
     token_of,
 )
 
@@ -128,12 +127,8 @@ def test_scene_ban_removes_the_participant_and_updates_metadata(tmp_path: Path) 
                 )
                 assert status == 200
                 t0 = time.monotonic()
-                status, _ = await c.request(
-                    "POST",
-                    "/scene-bans",
-                    who=OWNER,
-                    metadata=scene_meta(),
-                    body={"banned_address": BOB.address},
+                status, _ = await c.scene(
+                    "POST", "/scene-bans", OWNER, {"banned_address": BOB.address}
                 )
                 assert status == 204
                 removed = svc.of("RemoveParticipant")
@@ -302,13 +297,9 @@ def test_casting_links_and_tokens(tmp_path: Path) -> None:
         verifier = TokenVerifier(LK_KEY, LK_SECRET)
         try:
             async with Running(_cfg(tmp_path, port)) as (_gk, c):
-                status, doc = await c.request(
-                    "POST", "/cast/generate-stream-link", who=ALICE, metadata=scene_meta()
-                )
+                status, doc = await c.scene("POST", "/cast/generate-stream-link", ALICE)
                 assert (status, doc["code"]) == (401, "not_admin")
-                status, link = await c.request(
-                    "POST", "/cast/generate-stream-link", who=OWNER, metadata=scene_meta()
-                )
+                status, link = await c.scene("POST", "/cast/generate-stream-link", OWNER)
                 assert status == 200, link
                 assert link["placeId"] == "place-0" and link["placeName"] == "Plaza"
                 assert link["expiresInDays"] == 4 and link["expiresAt"].endswith("Z")
@@ -348,21 +339,15 @@ def test_casting_links_and_tokens(tmp_path: Path) -> None:
                 )
                 assert (status, doc["code"]) == (404, "unknown_room")
                 # a new link revokes the previous one
-                status, link2 = await c.request(
-                    "POST", "/cast/generate-stream-link", who=OWNER, metadata=scene_meta()
-                )
+                status, link2 = await c.scene("POST", "/cast/generate-stream-link", OWNER)
                 assert status == 200
                 status, doc = await c.request("GET", f"/cast/stream-info/{key}")
                 assert (status, doc["code"]) == (404, "unknown_link")
                 status, _ = await c.request("GET", f"/cast/stream-info/{link2['streamingKey']}")
                 assert status == 200
                 # presenters: listed, in metadata and live permissions
-                status, _ = await c.request(
-                    "POST",
-                    "/cast/presenters",
-                    who=OWNER,
-                    metadata=scene_meta(),
-                    body={"identity": ALICE.address},
+                status, _ = await c.scene(
+                    "POST", "/cast/presenters", OWNER, {"identity": ALICE.address}
                 )
                 assert status == 204
                 upd = svc.of("UpdateParticipant")[-1]
@@ -370,17 +355,11 @@ def test_casting_links_and_tokens(tmp_path: Path) -> None:
                     upd.identity == ALICE.address.lower()
                     and len(upd.permission.can_publish_sources) == 4
                 )
-                status, doc = await c.request(
-                    "GET", "/cast/presenters", who=OWNER, metadata=scene_meta()
-                )
+                status, doc = await c.scene("GET", "/cast/presenters", OWNER)
                 assert doc == {"presenters": [ALICE.address.lower()]}
                 assert json.loads(svc.rooms[ROOM])["presenters"] == [ALICE.address.lower()]
-                status, _ = await c.request(
-                    "DELETE",
-                    "/cast/presenters",
-                    who=OWNER,
-                    metadata=scene_meta(),
-                    body={"identity": ALICE.address},
+                status, _ = await c.scene(
+                    "DELETE", "/cast/presenters", OWNER, {"identity": ALICE.address}
                 )
                 assert status == 204
                 assert list(svc.of("UpdateParticipant")[-1].permission.can_publish_sources) == [
@@ -409,20 +388,12 @@ def test_moderated_room_speakers(tmp_path: Path) -> None:
         try:
             async with Running(_cfg(tmp_path, port)) as (_gk, c):
                 svc.participants[ROOM] = [BOB.address.lower(), OWNER.address.lower()]
-                status, doc = await c.request(
-                    "PUT",
-                    "/scene-rooms/moderation",
-                    who=BOB,
-                    metadata=scene_meta(),
-                    body={"moderated": True},
+                status, doc = await c.scene(
+                    "PUT", "/scene-rooms/moderation", BOB, {"moderated": True}
                 )
                 assert (status, doc["code"]) == (401, "not_admin")
-                status, _ = await c.request(
-                    "PUT",
-                    "/scene-rooms/moderation",
-                    who=OWNER,
-                    metadata=scene_meta(),
-                    body={"moderated": True},
+                status, _ = await c.scene(
+                    "PUT", "/scene-rooms/moderation", OWNER, {"moderated": True}
                 )
                 assert status == 204
                 perms = {
@@ -451,12 +422,8 @@ def test_moderated_room_speakers(tmp_path: Path) -> None:
                 )
                 assert status == 204
                 assert json.loads(svc.rooms[ROOM])["speakRequests"] == [BOB.address.lower()]
-                status, _ = await c.request(
-                    "POST",
-                    "/scene-rooms/speakers",
-                    who=OWNER,
-                    metadata=scene_meta(),
-                    body={"address": BOB.address},
+                status, _ = await c.scene(
+                    "POST", "/scene-rooms/speakers", OWNER, {"address": BOB.address}
                 )
                 assert status == 204
                 last = svc.of("UpdateParticipant")[-1]
@@ -466,22 +433,14 @@ def test_moderated_room_speakers(tmp_path: Path) -> None:
                 assert meta["speakers"] == [BOB.address.lower()] and meta["speakRequests"] == []
                 assert meta["moderated"] is True
                 assert await sources(BOB) == ["microphone"]
-                status, _ = await c.request(
-                    "DELETE",
-                    "/scene-rooms/speakers",
-                    who=OWNER,
-                    metadata=scene_meta(),
-                    body={"address": BOB.address},
+                status, _ = await c.scene(
+                    "DELETE", "/scene-rooms/speakers", OWNER, {"address": BOB.address}
                 )
                 assert status == 204
                 assert list(svc.of("UpdateParticipant")[-1].permission.can_publish_sources) == []
                 assert await sources(BOB) == []
-                status, doc = await c.request(
-                    "DELETE",
-                    "/scene-rooms/speakers",
-                    who=OWNER,
-                    metadata=scene_meta(),
-                    body={"address": BOB.address},
+                status, doc = await c.scene(
+                    "DELETE", "/scene-rooms/speakers", OWNER, {"address": BOB.address}
                 )
                 assert (status, doc["code"]) == (404, "not_speaker")
                 assert svc.rejected == 0

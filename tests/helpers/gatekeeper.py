@@ -126,6 +126,12 @@ class Client:
                 value = json.loads(text)
             return r.status, value
 
+    async def scene(
+        self, method: str, path: str, who: Identity, body: Any = None
+    ) -> tuple[int, Any]:
+        """A request ``who`` signs as the default scene (:func:`scene_meta`) does."""
+        return await self.request(method, path, who=who, metadata=scene_meta(), body=body)
+
 
 class Running:
     """``async with Running(config) as (gk, client)``: a standalone gatekeeper."""

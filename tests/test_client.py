@@ -34,7 +34,7 @@ from dclcomms.client import (
 )
 from dclcomms.config import RealmConfig
 from dclcomms.realm import Realm
-from tests.helpers.common import free_port, realm_config, run
+from tests.helpers.common import free_port, realm_config, run, start_app
 
 
 def config(**kw: Any) -> RealmConfig:
@@ -150,10 +150,7 @@ def test_livekit_answering_without_webrtc_is_a_distinct_error() -> None:
 
         app = web.Application()
         app.router.add_get("/rtc", rtc)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runner, port = await start_app(app)
         try:
             lk = create_adapter(
                 f"livekit:ws://127.0.0.1:{port}?access_token=a.b.c", Identity.generate(5)
@@ -312,10 +309,7 @@ def test_ws_room_protocol_errors_are_reported_not_fatal() -> None:
 
         app = web.Application()
         app.router.add_get("/rooms/{room}", rooms)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runner, port = await start_app(app)
         try:
             a = WsRoomAdapter(f"ws-room:ws://127.0.0.1:{port}/rooms/r", Identity.generate(45))
             seen = record(a)
@@ -347,10 +341,7 @@ def test_ws_room_undecodable_or_wrong_handshake_frames_are_handshake_failed() ->
 
         app = web.Application()
         app.router.add_get("/rooms/{room}", rooms)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runner, port = await start_app(app)
         try:
             for name in ("garbage", "early-welcome"):
                 a = WsRoomAdapter(

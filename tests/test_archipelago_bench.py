@@ -6,24 +6,15 @@ JSON shape and the convergence counter ("nobody moved => no changes").
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.helpers.common import bench_json
 
 pytestmark = pytest.mark.slow  # a bench smoke run: make test-fast skips it
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_engine.py"
-
 
 def test_bench_engine_quick() -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    data = json.loads(out.stdout)
+    data = bench_json("bench_engine.py", "--quick")
     assert data["bench"] == "engine"
     combos = {(r["peers"], r["layout"]) for r in data["results"]}
     assert combos == {

@@ -4,23 +4,15 @@ No timing is asserted here (figures live in docs/performance.md)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.helpers.common import bench_json
 
 pytestmark = pytest.mark.slow  # a bench smoke run: make test-fast skips it
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_auth.py"
-
 
 def test_bench_auth_quick() -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, check=True
-    )
-    report = json.loads(out.stdout)
+    report = bench_json("bench_auth.py", "--quick")
     assert report["benchmark"] == "auth" and report["quick"] is True
     for key in (
         "bare_recovery_us_cpu",

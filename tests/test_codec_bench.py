@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.helpers.common import bench_json
 
 pytestmark = pytest.mark.slow  # a bench smoke run: make test-fast skips it
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_codec.py"
-
 
 def test_bench_codec_quick() -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, check=True
-    )
-    report = json.loads(out.stdout)
+    report = bench_json("bench_codec.py", "--quick")
     assert report["benchmark"] == "codec"
     assert set(report["results"]) == {
         "decode_client_heartbeat",

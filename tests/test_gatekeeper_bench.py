@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.helpers.common import bench_json
 
 pytestmark = pytest.mark.slow  # a bench smoke run: make test-fast skips it
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_gatekeeper.py"
-
 
 def test_bench_gatekeeper_smoke() -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=True,
-    )
-    data = json.loads(out.stdout)
+    data = bench_json("bench_gatekeeper.py", "--quick", timeout=240)
     assert data["bench"] == "gatekeeper" and data["route"] == "/get-scene-adapter"
     sqlite = data["databases"]["sqlite"]
     run = sqlite["runs"][0]

@@ -4,26 +4,15 @@ No timing is asserted here (figures live in docs/performance.md)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.helpers.common import bench_json
 
 pytestmark = pytest.mark.slow  # a bench smoke run: make test-fast skips it
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "heartbeat_path.py"
-
 
 def test_bench_heartbeat_path_small() -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH), "--peers", "500", "--batch", "100", "--repeats", "2"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    r = json.loads(out.stdout)
+    r = bench_json("heartbeat_path.py", "--peers", "500", "--batch", "100", "--repeats", "2")
     assert (r["peers"], r["batch"], r["repeats"]) == (500, 100, 2)
     lo, hi = r["ingest_us_per_heartbeat_range"]
     assert 0 < lo <= r["ingest_us_per_heartbeat"] <= hi

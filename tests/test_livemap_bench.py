@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_livemap.py"
+from tests.helpers.common import bench_json
 
 
 @pytest.mark.slow
 def test_bench_livemap_quick_prints_json() -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    doc = json.loads(out.stdout)
+    doc = bench_json("bench_livemap.py", "--quick")
     assert doc["bench"] == "livemap"
     (r,) = doc["runs"]
     assert r["peers"] == 2_000 and r["online"] > 0 and r["islands"] > 0

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.helpers.common import bench_json
 
 pytestmark = pytest.mark.slow  # a bench smoke run: make test-fast skips it
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_msgbus.py"
-
 
 def test_bench_msgbus_smoke() -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=True,
-    )
-    data = json.loads(out.stdout)
+    data = bench_json("bench_msgbus.py", "--quick", timeout=180)
     assert data["bench"] == "msgbus" and data["subscribers"] == 3
     for part in ("in_process", "nats"):
         for mode in ("saturated", "paced"):

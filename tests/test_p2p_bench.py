@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.helpers.common import bench_json
 
 pytestmark = pytest.mark.slow  # a bench smoke run: make test-fast skips it
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_p2p.py"
-
 
 def test_bench_p2p_smoke() -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=True,
-    )
-    data = json.loads(out.stdout)
+    data = bench_json("bench_p2p.py", "--quick", timeout=240)
     assert data["bench"] == "p2p" and data["hz"] == 10.0
     rows = {r["transport"]: r for r in data["results"]}
     assert set(rows) == {"p2p", "ws-room"}

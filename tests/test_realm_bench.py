@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.helpers.common import bench_json
 
 pytestmark = pytest.mark.slow  # a bench smoke run: make test-fast skips it
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_realm.py"
-
 
 def test_bench_realm_smoke() -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            "--handshake-clients",
-            "10",
-            "--ingest-clients",
-            "10",
-            "--ingest-seconds",
-            "1",
-            "--repeats",
-            "1",
-            "--procs",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=True,
-    )
-    data = json.loads(out.stdout)
+    data = bench_json(
+        "bench_realm.py", "--handshake-clients", "10", "--ingest-clients", "10",
+        "--ingest-seconds", "1", "--repeats", "1", "--procs", "1", timeout=240,
+    )  # fmt: skip
     assert data["bench"] == "realm"
     assert data["handshakes"]["clients"] == 10 and data["handshakes"]["per_s_median"] > 0
     ingest = data["ingest"]

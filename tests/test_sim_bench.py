@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.helpers.common import bench_json
 
 pytestmark = pytest.mark.slow  # a bench smoke run: make test-fast skips it
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_sim.py"
-
 
 def test_bench_sim_quick_prints_json() -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    doc = json.loads(out.stdout)
+    doc = bench_json("bench_sim.py", "--quick")
     assert doc["bench"] == "sim"
     assert [r["peers"] for r in doc["runs"]] == [2_000, 10_000]
     for r in doc["runs"]:

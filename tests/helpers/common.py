@@ -29,6 +29,22 @@ def load_conformance(name: str) -> Any:
         return json.load(f)
 
 
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def bench_json(script: str, *args: str, timeout: float = 300) -> Any:
+    """The JSON that bench/``script`` prints when run with ``args``; a non-zero exit fails
+    with the end of its stderr."""
+    out = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (never a fixed port)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -66,7 +66,9 @@ def connect(server: Server) -> socket.socket:
     return s
 
 
-def closed_by_server(s: socket.socket, within: float = 3.0) -> bool:
+def closed_by_server(s: socket.socket, within: float = 30.0) -> bool:
+    """Whether the server closes ``s`` within ``within`` seconds (a hang guard: True as
+    soon as the close arrives)."""
     s.settimeout(within)
     try:
         return s.recv(1) == b""
@@ -130,7 +132,7 @@ def test_idle_connections_close_after_http_keep_alive_ms() -> None:
         s.sendall(request("GET", "/health/live"))
         assert read_answer(s)[0] == 200
         t0 = time.monotonic()
-        assert closed_by_server(s, within=3)
+        assert closed_by_server(s)
         assert 0.1 < time.monotonic() - t0 < 2.5
         s.close()
 
@@ -277,7 +279,7 @@ def test_the_realm_setting_reaches_the_server() -> None:
     with realm("--http-keep-alive-ms", "0") as port:
         s, headers = get(port)
         assert headers["connection"] == "close"
-        assert closed_by_server(s, within=3)
+        assert closed_by_server(s)
         s.close()
     with realm(env={"HTTP_KEEP_ALIVE_MS": "400"}) as port:
         s, headers = get(port)
@@ -286,7 +288,7 @@ def test_the_realm_setting_reaches_the_server() -> None:
         status, headers, _ = read_answer(s)
         assert status == 200 and headers.get("connection", "") != "close"
         t0 = time.monotonic()
-        assert closed_by_server(s, within=5)
+        assert closed_by_server(s)
         assert 0.2 < time.monotonic() - t0 < 4
         s.close()
     for args, env in (
@@ -363,7 +365,7 @@ async def test_at_max_connections_an_idle_keep_alive_connection_goes_before_a_ha
             await ws.send_bytes(client_signed_challenge(me.chain(ch["challenge"])))
             kind, welcome = decode_server(await recv_bin(ws))
             assert (kind, welcome["peer_id"]) == ("welcome", me.lower)
-            assert closed_by_server(idle[0], within=3)  # idle longest
+            assert closed_by_server(idle[0])  # idle longest
             assert still_open(idle[1]) and still_open(idle[2])
             stats = server.stats()["server"]
             assert stats["evicted_idle_http"] == 1
@@ -388,7 +390,7 @@ async def test_idle_keep_alive_connections_do_not_refuse_their_address(
         async with aiohttp.ClientSession() as session:
             ws, welcome = await connector_handshake(session, server.port, me)
             assert welcome["peer_id"] == me.lower
-            assert closed_by_server(idle[0], within=3)
+            assert closed_by_server(idle[0])
             assert still_open(idle[1]) and still_open(idle[2])
             await ws.close()
         assert server.stats()["server"]["evicted_idle_http"] == 1

@@ -177,7 +177,7 @@ def test_map_shows_the_realm_live_in_headless_chromium(
                     got = {li.text for li in items}
                     return bool(want) and got == want
 
-                _until("the island panel lists the island's members", members_match, 5.0)
+                _until("the island panel lists the island's members", members_match, 30.0)
                 assert _text(driver, "island-transport") == "ws-room"
                 assert len(driver.find_elements(By.CSS_SELECTOR, "#island-changes li")) >= 1
                 shot = tmp_path / "map.png"

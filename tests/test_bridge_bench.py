@@ -5,27 +5,15 @@ reader read what the room tapped, every injection arrived."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.helpers.common import bench_json
 
 pytestmark = pytest.mark.slow  # a bench smoke run: make test-fast skips it
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_bridge.py"
-
 
 def test_bench_bridge_quick() -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=900,
-    )
-    scen = json.loads(out.stdout)["scenarios"]
+    scen = bench_json("bench_bridge.py", "--quick", timeout=900)["scenarios"]
     assert len(scen) == 5
     for name, s in scen.items():
         m = s["median"]

@@ -6,30 +6,18 @@ RSS and users, and the realm stopped when asked."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.helpers.common import bench_json
 
 pytestmark = pytest.mark.slow  # a bench smoke run: make test-fast skips it
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_soak.py"
-
 
 def test_bench_soak_smoke() -> None:
-    out = subprocess.run(
-        [
-            *(sys.executable, str(BENCH), "--minutes", "0.1", "--sessions", "40"),
-            *("--loaders", "2", "--sample-s", "2"),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=600,
-    )
-    report = json.loads(out.stdout)
+    report = bench_json(
+        "bench_soak.py", "--minutes", "0.1", "--sessions", "40", "--loaders", "2",
+        "--sample-s", "2", timeout=600,
+    )  # fmt: skip
     assert report["sessions"] == 40 and report["loaders"] == 2
     assert report["status_failures"] == 0
     assert report["peak_users"] == 40

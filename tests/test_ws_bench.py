@@ -5,12 +5,13 @@ are that every scenario ran with all clients served and nothing failed."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.common import bench_json
 
 pytestmark = pytest.mark.slow  # a bench smoke run: make test-fast skips it
 
@@ -18,14 +19,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_ws.py"
 
 
 def test_bench_ws_quick() -> None:
-    out = subprocess.run(
-        [sys.executable, str(BENCH), "--quick"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=900,
-    )
-    report = json.loads(out.stdout)
+    report = bench_json("bench_ws.py", "--quick", timeout=900)
     scen = report["scenarios"]
     assert len(scen) == 7
     for name, s in scen.items():
@@ -46,17 +40,10 @@ AB = BENCH.with_name("bench_ws_ab.py")
 def test_bench_ws_ab_alternates_builds() -> None:
     """Two builds (here the installed one, at io_threads 1 and 2) run alternately: every run
     of each is recorded, all clients served, nothing lost."""
-    out = subprocess.run(
-        [
-            *(sys.executable, str(AB), "--build", "one=", "--build", "two=:2"),
-            *("--shapes", "2x5x1", "--reps", "2", "--duration", "1"),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=900,
-    )
-    report = json.loads(out.stdout)
+    report = bench_json(
+        "bench_ws_ab.py", "--build", "one=", "--build", "two=:2",
+        "--shapes", "2x5x1", "--reps", "2", "--duration", "1", timeout=900,
+    )  # fmt: skip
     assert report["builds"] == {
         "one": {"dir": "", "io_threads": 1},
         "two": {"dir": "", "io_threads": 2},

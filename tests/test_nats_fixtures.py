@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import nats
@@ -23,11 +24,18 @@ async def _roundtrip(pub_url: str, sub_url: str, subject: str) -> bytes:
     try:
         sub = await sub_nc.subscribe(subject)
         await sub_nc.flush()
-        await asyncio.sleep(0.2)  # interest propagates over routes
-        await pub_nc.publish(subject, b"hello")
-        await pub_nc.flush()
-        msg = await sub.next_msg(timeout=5)
-        return bytes(msg.data)
+        # the interest reaches the publisher's node over the routes some time later: publish
+        # until a message arrives
+        deadline = time.monotonic() + 30
+        while True:
+            await pub_nc.publish(subject, b"hello")
+            await pub_nc.flush()
+            try:
+                msg = await sub.next_msg(timeout=0.2)
+            except nats.errors.TimeoutError:
+                assert time.monotonic() < deadline, "no message over the routes in 30 s"
+                continue
+            return bytes(msg.data)
     finally:
         await pub_nc.close()
         await sub_nc.close()

@@ -90,7 +90,7 @@ class NatsServer:
             data: dict[str, object] = json.loads(r.read())
             return data
 
-    def wait_ready(self, timeout: float = 10.0, *, routes: int = 0) -> None:
+    def wait_ready(self, timeout: float = 30.0, *, routes: int = 0) -> None:
         """Until ``/healthz`` answers ok and the node has ``routes`` routes."""
         deadline = time.monotonic() + timeout
         last: object = None

@@ -9,8 +9,12 @@ over the source's tree.
 
 from __future__ import annotations
 
+import heapq
 import random
+import zlib
 from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
 
 import pytest
 
@@ -62,6 +66,25 @@ def test_envelope_round_trip_and_rejects() -> None:
     assert decode_links(encode_links(peers)) == peers
     with pytest.raises(ValueError):
         decode_links(b"\x00" * 21)
+
+
+def test_earlier_clients_packets_are_handled() -> None:
+    """The envelope is the one earlier clients send (byte for byte): their unreliable
+    packets are delivered and relayed as before."""
+    s, me, c = addr(0x51), addr(0x52), addr(0x53)
+    old = bytes((1, 0, 0, 10)) + bytes.fromhex(s[2:]) + (7).to_bytes(4, "big")
+    old += (5).to_bytes(4, "big") + b"pos"
+    assert encode_envelope(s, 7, 5, b"pos", flags=0, ttl=10) == old
+    clock = Clock()
+    r = MeshRouter(me, 1, clock=clock)
+    r.set_own_links({s, c})
+    r.receive(MeshRouter(s, 7).set_own_links({me}), s, {s, c})
+    r.receive(MeshRouter(c, 8).set_own_links({me}), c, {s, c})
+    clock.t = 5.0
+    deliveries, relays = r.receive(old, s, {s, c})
+    assert [(d.src, d.payload, d.reliable) for d in deliveries] == [(s, b"pos", False)]
+    assert relays == [(relayed(old), [c], False)]  # C is our child in S's tree
+    assert r.counters["unreliable_fallback"] == 0
 
 
 def test_ring_neighbours() -> None:
@@ -245,3 +268,245 @@ def test_ttl_bounds_relaying() -> None:
     assert relays and decode_envelope(relays[0][0]).hops == 1  # 1 + 1 < 2? no: hop 1 of 2
     _, relays2 = MeshRouter(c, 3, ttl=2).receive(relays[0][0], b, [b, addr(4)])
     assert relays2 == []  # hops + 1 == ttl: stops here
+
+
+# --- relays whose views of the links disagree (the mesh still growing) ----------------
+
+
+def _spread(
+    routers: dict[str, MeshRouter], nbrs: dict[str, set[str]], src: str, packet: bytes
+) -> tuple[dict[str, int], int]:
+    """One packet from ``src`` through ``routers`` (FIFO): deliveries per member, copies sent."""
+    queue = [(src, p, packet) for p in sorted(nbrs[src])]
+    got: dict[str, int] = defaultdict(int)
+    copies = len(queue)
+    while queue:
+        frm, to, data = queue.pop(0)
+        deliveries, relays = routers[to].receive(data, frm, nbrs[to])
+        got[to] += len(deliveries)
+        for out, peers, _ in relays:
+            assert set(peers) <= nbrs[to]
+            queue += [(to, p, out) for p in peers]
+            copies += len(peers)
+    return {m: k for m, k in got.items() if k}, copies
+
+
+def _views(
+    clock: Clock,
+    real: dict[str, set[str]],
+    views: dict[str, dict[str, set[str]]],
+) -> dict[str, MeshRouter]:
+    """A router per member whose view of each source's links is ``views[me][source]``
+    (its own: its real connections), learnt through ``links`` packets at the clock's time."""
+    routers = {a: MeshRouter(a, i + 1, clock=clock) for i, a in enumerate(sorted(real))}
+    for me, r in routers.items():
+        r.set_own_links(views[me].get(me, real[me]))
+        for src, links in views[me].items():
+            if src != me:
+                packet = MeshRouter(src, 1000 + len(links)).set_own_links(links)
+                r.receive(packet, src, real[me])
+        assert all(r.links[s] == frozenset(v) for s, v in views[me].items() if s != me)
+    return routers
+
+
+def test_a_relay_whose_view_changed_recently_floods_unreliable_packets() -> None:
+    """S's neighbours B and D both reach C. D's view (settled long ago) makes B C's parent;
+    B has just opened its connection to C and not yet heard C report it, so its view makes
+    D C's parent: neither relays to C (before the fallback, C got nothing)."""
+    s, b, d, c = addr(1), addr(2), addr(3), addr(4)
+    real = {s: {b, d}, b: {s, c}, d: {s, c}, c: {b, d}}
+    fresh = {m: set(v) for m, v in real.items()}
+    stale = {**fresh, c: {d}}  # C's links before B-C opened
+    clock = Clock()
+    routers = _views(clock, real, {s: fresh, b: {**stale, b: {s}}, d: fresh, c: fresh})
+    clock.t = 10.0
+    routers[b].set_own_links(real[b])  # B-C opens: B's view changes now
+    clock.t = 10.5
+    assert routers[b]._tree(s)[c] == d and routers[d]._tree(s)[c] == b  # they disagree
+    got, _ = _spread(routers, real, s, routers[s].originate(b"u", reliable=False))
+    assert got == {b: 1, d: 1, c: 1}
+    assert routers[b].counters["unreliable_fallback"] == 1
+    assert routers[d].counters["unreliable_fallback"] == 0  # D's view: settled, from its parent
+
+
+def test_a_relay_reached_from_a_neighbour_that_is_not_its_parent_floods() -> None:
+    """A and E think B is A's child and C B's (they have not heard C report E-C); B has not
+    heard A report A-B, so it thinks E is its parent and C's. A relays to B, which hears it
+    from a neighbour that is not its parent in its own view: the views disagree, and B
+    relays to every neighbour. Every view is older than a links period (no recency)."""
+    s, a, e, b, c = addr(1), addr(2), addr(3), addr(4), addr(5)
+    real = {s: {a, e}, a: {s, b}, e: {s, b, c}, b: {a, e, c}, c: {b, e}}
+    stale_c = {**real, c: {b}}
+    stale_a = {**real, a: {s}}
+    clock = Clock()
+    routers = _views(clock, real, {s: real, a: stale_c, e: stale_c, b: stale_a, c: real})
+    clock.t = 10.0
+    assert routers[a]._tree(s)[c] == b and routers[e]._tree(s)[c] == b
+    assert routers[b]._tree(s)[b] == e and routers[b]._tree(s)[c] == e
+    got, _ = _spread(routers, real, s, routers[s].originate(b"u", reliable=False))
+    assert got == {a: 1, e: 1, b: 1, c: 1}
+    assert routers[b].counters["unreliable_fallback"] == 1
+    assert routers[a].counters["unreliable_fallback"] == 0
+
+
+def test_settled_views_relay_one_copy_per_member() -> None:
+    """Every router knows every member's links and nothing changed for a links period: each
+    unreliable packet crosses n - 1 connections (the tree), on a ring and a random mesh."""
+    for n, seed in ((6, 1), (8, 2), (12, 3), (16, 4)):
+        rng = random.Random(seed)
+        ids = [addr(0x100 + i) for i in range(n)]
+        real: dict[str, set[str]] = defaultdict(set)
+        for a in ids:
+            for p in ring_neighbours(a, ids, 4):
+                real[a].add(p)
+                real[p].add(a)
+        for _ in range(3):
+            i, j = rng.sample(ids, 2)
+            real[i].add(j)
+            real[j].add(i)
+        clock = Clock()
+        routers = _views(clock, real, {a: real for a in ids})
+        clock.t = 2.5
+        for src in ids:
+            got, copies = _spread(routers, real, src, routers[src].originate(b"u", reliable=False))
+            assert got == {m: 1 for m in ids if m != src} and copies == n - 1, (n, src, copies)
+        assert sum(r.counters["unreliable_fallback"] for r in routers.values()) == 0
+
+
+class GrowingMesh:
+    """Discrete-event simulation of a mesh that opens connection by connection, as the
+    adapter drives its router: a ``links`` flood when a connection opens (each end on its
+    own, a few ms apart), when a member is heard for the first time (50 ms later) and every
+    2 s; every member sends a reliable and an unreliable packet every 50 ms from the start.
+    Connections have their own latency (reliable: FIFO; unreliable: jittered, reordered)."""
+
+    def __init__(self, n: int, seed: int, *, flood: bool = False) -> None:
+        rng = random.Random(seed)
+        self.clock = Clock()
+        self.ids = [addr(0x200 + i) for i in range(n)]
+        self.routers = {a: MeshRouter(a, rng.getrandbits(32), clock=self.clock) for a in self.ids}
+        #: unreliable packets flooded by the simulation itself (every relay to every
+        #: connection open at the time): what the connections allowed, whatever the views
+        self.oracle = flood
+        self.flooded: set[tuple[str, bytes]] = set()
+        self.open: dict[str, set[str]] = {a: set() for a in self.ids}
+        self.latency: dict[frozenset[str], float] = {}
+        self.fifo_at: dict[tuple[str, str], float] = defaultdict(float)
+        self.events: list[tuple[float, int, Any]] = []
+        self.n_events = 0
+        self.hello: set[str] = set()
+        self.got: dict[tuple[str, str, bool], set[bytes]] = defaultdict(set)
+        self.unreliable_copies = 0
+        for a in self.ids:
+            for p in ring_neighbours(a, self.ids, 4):
+                if a < p:
+                    self.latency[frozenset((a, p))] = rng.uniform(0.005, 0.08)
+                    t = rng.uniform(0.0, 3.0)
+                    self.at(t, self.opened, a, p)
+                    self.at(t + rng.uniform(0.0, 0.03), self.opened, p, a)
+            self.at(rng.uniform(0.0, 2.0), self.periodic, a)
+
+    def at(self, t: float, fn: Any, *args: Any) -> None:
+        self.n_events += 1
+        heapq.heappush(self.events, (t, self.n_events, (fn, args)))
+
+    def run(self, until: float) -> None:
+        while self.events and self.events[0][0] <= until:
+            t, _, (fn, args) = heapq.heappop(self.events)
+            self.clock.t = t
+            fn(*args)
+        self.clock.t = until
+
+    def send(self, frm: str, data: bytes, peers: Iterable[str], reliable: bool) -> None:
+        for p in peers:
+            if p not in self.open[frm]:
+                continue  # the adapter sends on open connections only
+            lat = self.latency[frozenset((frm, p))]
+            if reliable:
+                t = self.fifo_at[(frm, p)] = max(self.fifo_at[(frm, p)], self.clock.t + lat)
+            else:
+                # jitter from the copy itself: the same in another run of the same mesh
+                t = self.clock.t + lat * (0.5 + zlib.crc32(data + p.encode()) / 2**32 * 1.5)
+                self.unreliable_copies += 1
+            self.at(t, self.arrive, frm, p, data)
+
+    def arrive(self, frm: str, to: str, data: bytes) -> None:
+        env = decode_envelope(data)
+        if self.oracle and not env.reliable:
+            if (to, env.payload) not in self.flooded:
+                self.flooded.add((to, env.payload))
+                self.got[(to, env.src, False)].add(env.payload)
+                if env.hops + 1 < env.ttl:
+                    others = [p for p in sorted(self.open[to]) if p not in (frm, env.src)]
+                    self.send(to, relayed(data), others, False)
+            return
+        r = self.routers[to]
+        deliveries, relays = r.receive(data, frm, sorted(self.open[to]))
+        for d in deliveries:
+            self.got[(to, d.src, d.reliable)].add(d.payload)
+        for out, peers, reliable in relays:
+            self.send(to, out, peers, reliable)
+        if r.new_sources:
+            r.new_sources.clear()
+            if to not in self.hello:
+                self.hello.add(to)
+                self.at(self.clock.t + 0.05, self.say_hello, to)
+
+    def flood(self, a: str) -> None:
+        self.send(a, self.routers[a].set_own_links(self.open[a]), sorted(self.open[a]), True)
+
+    def say_hello(self, a: str) -> None:
+        self.hello.discard(a)
+        self.flood(a)
+
+    def opened(self, a: str, p: str) -> None:
+        self.open[a].add(p)
+        self.flood(a)
+
+    def periodic(self, a: str) -> None:
+        self.flood(a)
+        self.at(self.clock.t + 2.0, self.periodic, a)
+
+    def traffic(self, start: float, ks: range, every: float, *, reliable: bool = True) -> None:
+        for i, k in enumerate(ks):
+            for a in self.ids:
+                tag = f"{a}:{k}".encode()
+                if reliable:
+                    self.at(start + i * every, self.originate, a, tag, True)
+                self.at(start + i * every, self.originate, a, tag, False)
+
+    def originate(self, a: str, payload: bytes, reliable: bool) -> None:
+        data = self.routers[a].originate(payload, reliable=reliable)
+        self.send(a, data, sorted(self.open[a]), reliable)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+@pytest.mark.parametrize("n", [6, 8])
+def test_growing_mesh_unreliable_loses_nothing_a_flood_delivers(n: int, seed: int) -> None:
+    """While the mesh opens, the relays' views disagree: unreliable packets reach every
+    member a flood over the connections open at the time reaches (the same mesh, the same
+    latencies). Once it settled, each crosses n - 1 connections again."""
+    mesh = GrowingMesh(n, seed)
+    mesh.traffic(0.05, range(100), 0.05)
+    mesh.run(12.0)
+    flood = GrowingMesh(n, seed, flood=True)
+    flood.traffic(0.05, range(100), 0.05)
+    flood.run(12.0)
+    pairs = [(to, src) for to in mesh.ids for src in mesh.ids if to != src]
+    lost = {
+        (to[-3:], src[-3:]): sorted(flood.got[(to, src, False)] - mesh.got[(to, src, False)])
+        for to, src in pairs
+    }
+    assert not {k: v for k, v in lost.items() if v}, sum(len(v) for v in lost.values())
+    reached = sum(len(flood.got[(to, src, False)]) for to, src in pairs)
+    assert reached > 0.7 * 100 * len(pairs)
+    fallback = sum(r.counters["unreliable_fallback"] for r in mesh.routers.values())
+    assert fallback > 0  # the mesh was growing: relays disagreed
+    # settled (no change for a links period): one copy per member again
+    mesh.unreliable_copies = 0
+    mesh.traffic(12.0, range(1000, 1010), 0.05, reliable=False)
+    mesh.run(20.0)
+    assert mesh.unreliable_copies == 10 * n * (n - 1)
+    assert sum(r.counters["unreliable_fallback"] for r in mesh.routers.values()) == fallback
+    for to, src in pairs:
+        assert {f"{src}:{k}".encode() for k in range(1000, 1010)} <= mesh.got[(to, src, False)]

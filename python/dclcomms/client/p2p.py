@@ -37,7 +37,11 @@ connections, so every member knows the mesh. Relaying:
   ``reorder_timeout_s`` is skipped and counted);
 * unreliable packets follow the source's shortest-path tree (breadth-first,
   lowest address first, over connections both ends report): one copy per member;
-  receivers drop duplicates and packets older than the last 64 they saw.
+  receivers drop duplicates and packets older than the last 64 they saw. Each
+  relay computes the tree from its own view of the links; one that may disagree
+  with the others (the packet came from a neighbour that is not its parent, its
+  view changed within a ``links`` period, or a copy it already had arrived)
+  relays to every neighbour instead (:meth:`MeshRouter._relay_unreliable`).
 
 A packet is relayed only while ``hops + 1 < ttl``.
 
@@ -195,6 +199,8 @@ class _Stream:
     buffer: dict[int, tuple[Envelope, bytes, str, float]] = field(default_factory=dict)
     unreliable_high: int | None = None
     unreliable_mask: int = 0  # bit i: seq (high - 1 - i) seen
+    #: unreliable packets we relayed to every neighbour (the fallback), recent ones
+    flooded: set[int] = field(default_factory=set)
     last_heard: float = 0.0
 
 
@@ -212,6 +218,9 @@ class MeshRouter:
 
     Pure logic (no I/O): :meth:`originate` builds our packets; :meth:`receive` takes
     the bytes a neighbour sent and returns what to deliver and where to relay it.
+    ``settle_s``: how long after a change of our view of the links (the ``links``
+    period) we still doubt that the other relays share it (unreliable packets: see
+    :meth:`_relay_unreliable`).
     """
 
     def __init__(
@@ -221,6 +230,7 @@ class MeshRouter:
         *,
         ttl: int = 10,
         reorder_timeout_s: float = 5.0,
+        settle_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 1 <= ttl <= 255:
@@ -229,11 +239,14 @@ class MeshRouter:
         self.instance = instance
         self.ttl = ttl
         self.reorder_timeout_s = reorder_timeout_s
+        self.settle_s = settle_s
         self.clock = clock
         self._seq = {True: 0, False: 0}
         self.streams: dict[tuple[str, int], _Stream] = {}
         #: the open connections each source last reported (ours included)
         self.links: dict[str, frozenset[str]] = {me: frozenset()}
+        #: when our view of the links last changed (any source's, ours, a member forgotten)
+        self.links_changed_at = clock()
         self._parents: dict[str, dict[str, str]] = {}
         self.counters: Counter[str] = Counter()
         #: sources heard for the first time since the caller last cleared it
@@ -253,7 +266,7 @@ class MeshRouter:
         mine = frozenset(peers)
         if self.links.get(self.me) != mine:
             self.links[self.me] = mine
-            self._parents.clear()
+            self._links_changed()
         return self.originate(encode_links(mine), reliable=True, control=True)
 
     def forget(self, peer: str) -> None:
@@ -261,7 +274,11 @@ class MeshRouter:
         for key in [k for k in self.streams if k[0] == peer]:
             del self.streams[key]
         if self.links.pop(peer, None) is not None:
-            self._parents.clear()
+            self._links_changed()
+
+    def _links_changed(self) -> None:
+        self._parents.clear()
+        self.links_changed_at = self.clock()
 
     # -- their packets
 
@@ -291,10 +308,11 @@ class MeshRouter:
         nbrs = frozenset(neighbours)
         if env.reliable:
             return self._reliable(stream, env, data, from_peer, nbrs, now)
-        if not self._fresh_unreliable(stream, env.seq):
+        seen = self._seen_unreliable(stream, env.seq)
+        if seen == "stale":
             return [], []
-        out = [Delivery(env.src, env.payload, False)]
-        return out, self._relay(env, data, from_peer, nbrs)
+        relays = self._relay_unreliable(stream, env, data, from_peer, nbrs, now, seen == "dup")
+        return ([] if seen == "dup" else [Delivery(env.src, env.payload, False)]), relays
 
     def expire(self) -> tuple[list[Delivery], list[tuple[bytes, list[str], bool]]]:
         """Skip reliable gaps older than ``reorder_timeout_s`` (call periodically)."""
@@ -362,58 +380,107 @@ class MeshRouter:
                 else:
                     if self.links.get(env.src) != links:
                         self.links[env.src] = links
-                        self._parents.clear()
+                        self._links_changed()
             else:
                 deliveries.append(Delivery(env.src, env.payload, True))
             neighbours = nbrs if nbrs is not None else self.links.get(self.me, frozenset())
             relays += self._relay(env, data, from_peer, neighbours)
         return deliveries, relays
 
-    def _fresh_unreliable(self, stream: _Stream, seq: int) -> bool:
+    def _seen_unreliable(self, stream: _Stream, seq: int) -> str:
+        """``"new"``, ``"dup"`` (seen already) or ``"stale"`` (older than the window)."""
         high = stream.unreliable_high
         if high is None:
             stream.unreliable_high = seq
-            return True
+            return "new"
         ahead = (seq - high) % SEQ_MOD
         if ahead == 0:
             self.counters["duplicates"] += 1
-            return False
+            return "dup"
         if ahead < SEQ_MOD // 2:  # newer: slide the window
             stream.unreliable_mask = ((stream.unreliable_mask << ahead) | (1 << (ahead - 1))) & (
                 (1 << UNRELIABLE_WINDOW) - 1
             )
             stream.unreliable_high = seq
-            return True
+            return "new"
         back = (high - seq) % SEQ_MOD  # older: inside the window and not seen yet?
         if back > UNRELIABLE_WINDOW:
             self.counters["stale"] += 1
-            return False
+            return "stale"
         bit = 1 << (back - 1)
         if stream.unreliable_mask & bit:
             self.counters["duplicates"] += 1
-            return False
+            return "dup"
         stream.unreliable_mask |= bit
-        return True
+        return "new"
 
     def _relay(
         self, env: Envelope, data: bytes, from_peer: str, neighbours: frozenset[str]
     ) -> list[tuple[bytes, list[str], bool]]:
+        """Reliable packets: to every neighbour but the source's own neighbours."""
         if env.hops + 1 >= env.ttl:
             return []
-        others = [p for p in neighbours if p != from_peer and p != env.src]
-        if not others:
+        direct = self.links.get(env.src, frozenset())  # they had it from the source
+        targets = [p for p in neighbours if p != from_peer and p != env.src and p not in direct]
+        if not targets:
             return []
-        if env.reliable:
-            direct = self.links.get(env.src, frozenset())  # they had it from the source
-            targets = [p for p in others if p not in direct]
+        self.counters["relayed"] += len(targets)
+        return [(relayed(data), sorted(targets), env.reliable)]
+
+    def _relay_unreliable(
+        self,
+        stream: _Stream,
+        env: Envelope,
+        data: bytes,
+        from_peer: str,
+        neighbours: frozenset[str],
+        now: float,
+        dup: bool,
+    ) -> list[tuple[bytes, list[str], bool]]:
+        """Unreliable packets follow the source's shortest-path tree as we see it, unless
+        the views of the links may disagree; then we relay to every neighbour but the one
+        it came from and the source (the fallback, counted in ``unreliable_fallback``):
+
+        * a copy we already had (in a settled mesh every member gets one: somebody
+          relayed outside the tree), unless we relayed it that way already;
+        * it came from a neighbour that is not our parent in the source's tree;
+        * our view changed within ``settle_s`` (floods may still be on their way to the
+          others), or our own connections differ from those we announced.
+
+        Not the source's neighbours either, as reliable relaying does? Only the source's
+        own stream says which connections it had when it sent; a view of its links newer
+        or older than that would skip a member the source never sent to.
+        """
+        if env.hops + 1 >= env.ttl:
+            return []
+        if dup:
+            if env.seq in stream.flooded:
+                return []
+            flood = True
         else:
             parents = self._tree(env.src)
+            flood = (
+                parents.get(self.me) != from_peer
+                or now - self.links_changed_at < self.settle_s
+                or neighbours != self.links.get(self.me)
+            )
+        others = [p for p in neighbours if p != from_peer and p != env.src]
+        if flood:
+            if len(stream.flooded) >= 2 * UNRELIABLE_WINDOW:  # keep the recent ones
+                high = stream.unreliable_high or 0
+                stream.flooded = {
+                    s for s in stream.flooded if (high - s) % SEQ_MOD <= UNRELIABLE_WINDOW
+                }
+            stream.flooded.add(env.seq)
+            self.counters["unreliable_fallback"] += 1
+            targets = others
+        else:
             # our children in the source's tree; members the tree does not know: flood
             targets = [p for p in others if parents.get(p, self.me) == self.me]
         if not targets:
             return []
         self.counters["relayed"] += len(targets)
-        return [(relayed(data), sorted(targets), env.reliable)]
+        return [(relayed(data), sorted(targets), False)]
 
     def _tree(self, src: str) -> dict[str, str]:
         parents = self._parents.get(src)
@@ -691,6 +758,7 @@ class P2PAdapter(Adapter):
             rng.getrandbits(32),
             ttl=self.options.ttl,
             reorder_timeout_s=self.options.reorder_timeout_s,
+            settle_s=self.options.links_interval_s,
         )
         self.links: dict[str, _Link] = {}
         self.counters: Counter[str] = Counter()

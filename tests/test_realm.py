@@ -704,3 +704,24 @@ def test_silent_peer_expires_from_island_and_stats() -> None:
                 await c.close()
 
     run(body)
+
+
+def test_a_start_failing_after_the_gatekeeper_mounted_stops_what_it_spawned() -> None:
+    """start() failing late (here the pub/sub's readiness) stops the tasks it spawned, the
+    gatekeeper's database poll first, before closing the store. That poll used to be left
+    running: it went on querying the closed store (reopening connections nobody closes)
+    and was destroyed pending with the loop."""
+
+    class NotReady(InProcessPubSub):
+        async def ready(self) -> None:
+            raise RuntimeError("the bus never became ready")
+
+    async def body() -> None:
+        realm = Realm(config(), pubsub=NotReady())
+        with pytest.raises(RuntimeError, match="never became ready"):
+            await realm.start()
+        assert realm.gatekeeper is not None  # mounted before the failure
+        assert not realm._tasks  # each leaves the set when done; none was left pending
+        assert realm.server is None
+
+    run(body)

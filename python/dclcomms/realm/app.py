@@ -222,7 +222,16 @@ class Realm:
                 )
                 self._spawn(self.bans.run(self._stop))
         except BaseException:
+            # what start() spawned (the gatekeeper's database poll) stops first: left
+            # running, it went on querying the store closed below
+            self._stop.set()
+            for t in list(self._tasks):
+                t.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
             server, self.server = self.server, None
+            if self._loop is not None:
+                self._loop.remove_reader(server.fileno())
             server.stop()
             if self.gatekeeper is not None:
                 await self.gatekeeper.close()

@@ -225,6 +225,21 @@ const char* kind_name(const Value& v) {
   encode_fail("bad_type", p, std::string("expected ") + expected + ", got " + kind_name(got));
 }
 
+// A 64-bit integer given as a decimal string (how JSON carries them): the whole
+// string must be one, within T's range.
+template <typename T>
+T parse_decimal(const std::string& s, const Path* p) {
+  T x = 0;
+  const auto res = std::from_chars(s.data(), s.data() + s.size(), x);
+  if (res.ec == std::errc::result_out_of_range) {
+    encode_fail("out_of_range", p, "'" + s + "' is out of range");
+  }
+  if (res.ec != std::errc() || res.ptr != s.data() + s.size() || s.empty()) {
+    encode_fail("bad_type", p, "'" + s + "' is not a decimal integer");
+  }
+  return x;
+}
+
 int64_t to_signed(const Value& v, int64_t lo, int64_t hi, const Path* p) {
   int64_t x = 0;
   switch (v.kind()) {
@@ -246,17 +261,9 @@ int64_t to_signed(const Value& v, int64_t lo, int64_t hi, const Path* p) {
       x = static_cast<int64_t>(d);
       break;
     }
-    case Value::Kind::String: {
-      const std::string& s = v.as_string();
-      auto res = std::from_chars(s.data(), s.data() + s.size(), x);
-      if (res.ec == std::errc::result_out_of_range) {
-        encode_fail("out_of_range", p, "'" + s + "' is out of range");
-      }
-      if (res.ec != std::errc() || res.ptr != s.data() + s.size() || s.empty()) {
-        encode_fail("bad_type", p, "'" + s + "' is not a decimal integer");
-      }
+    case Value::Kind::String:
+      x = parse_decimal<int64_t>(v.as_string(), p);
       break;
-    }
     default:
       bad_type(p, "an integer", v);
   }
@@ -288,13 +295,7 @@ uint64_t to_unsigned(const Value& v, uint64_t hi, const Path* p) {
     case Value::Kind::String: {
       const std::string& s = v.as_string();
       if (!s.empty() && s[0] == '-') encode_fail("out_of_range", p, "'" + s + "' is out of range");
-      auto res = std::from_chars(s.data(), s.data() + s.size(), x);
-      if (res.ec == std::errc::result_out_of_range) {
-        encode_fail("out_of_range", p, "'" + s + "' is out of range");
-      }
-      if (res.ec != std::errc() || res.ptr != s.data() + s.size() || s.empty()) {
-        encode_fail("bad_type", p, "'" + s + "' is not a decimal integer");
-      }
+      x = parse_decimal<uint64_t>(s, p);
       break;
     }
     default:

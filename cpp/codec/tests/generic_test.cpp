@@ -145,6 +145,21 @@ TEST(Generic, BytesAcceptBase64VariantsAndRaw) {
   EXPECT_EQ(decode(scene, unhex(expected)), obj({{"data", "+/8="}}));
 }
 
+// 64-bit integers given as decimal strings (JSON's form), signed and unsigned.
+TEST(Generic, DecimalStringIntegers) {
+  const char* compressed = "decentraland.kernel.comms.rfc4.MovementCompressed";
+  EXPECT_EQ(hex(encode(compressed, obj({{"movementData", "-2"}}))),
+            hex(encode(compressed, obj({{"movementData", -2}}))));
+  EXPECT_EQ(hex(encode(kStatus, obj({{"currentTime", "18446744073709551615"}}))),
+            hex(encode(kStatus, obj({{"currentTime", Value(~uint64_t{0})}}))));
+  EXPECT_EQ(encode_error_code(compressed, obj({{"movementData", "9223372036854775808"}})),
+            "out_of_range");
+  EXPECT_EQ(encode_error_code(compressed, obj({{"movementData", "1e3"}})), "bad_type");
+  EXPECT_EQ(encode_error_code(compressed, obj({{"movementData", ""}})), "bad_type");
+  EXPECT_EQ(encode_error_code(kStatus, obj({{"currentTime", "-1"}})), "out_of_range");
+  EXPECT_EQ(encode_error_code(kStatus, obj({{"currentTime", " 1"}})), "bad_type");
+}
+
 TEST(Generic, EncodeErrorCodes) {
   EXPECT_EQ(encode_error_code(kHeartbeat, obj({{"nope", 1}})), "unknown_field");
   EXPECT_EQ(encode_error_code(kHeartbeat, obj({{"desiredRoom", 1}})), "bad_type");

@@ -19,7 +19,17 @@ runs of:
 * ``ready_s_median`` / ``ready_s_max``: P2P: from the peer's last membership change
   (its ``island_changed`` or the last ``join_island``) to having heard every member
   through the mesh; rooms: from ``island_changed`` to the room joined;
-* ``peer_cpu_pct_median`` and ``peer_rss_mib_max``: per peer process.
+* ``peer_cpu_pct_median`` and ``peer_rss_mib_max``: per peer process;
+* ``unreliable_copies_per_delivery`` (P2P): unreliable copies received by the peers
+  (first copies and duplicates, over the traffic window) per first copy: 1.0 is one
+  copy per member; ``unreliable_fallback``: packets relayed to every neighbour because
+  the relay may disagree with the others on the tree (docs/p2p.md "Relaying"), summed
+  over the peers (None: a client without that counter).
+
+``--settled`` starts the traffic only once every peer's view of the links has not
+changed for a ``links`` period and it knows every member's links (ready_s is still
+the time to an open mesh); without it traffic starts as soon as every mesh is open,
+while connections may still be opening.
 
     python bench/bench_p2p.py                        # n = 2..8, 10 s, 3 runs
     python bench/bench_p2p.py --sizes 2 4 --seconds 5 --repeat 1
@@ -102,6 +112,22 @@ async def peer(args: argparse.Namespace) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise SystemExit(f"peer {args.seed}: not ready after 60 s ({d.adapter!r})")
         await asyncio.sleep(0.005)
+    if args.settled and isinstance(d.adapter, P2PAdapter):
+        a = d.adapter
+        seen, since = dict(a.router.links), time.monotonic()
+        while True:  # our view unchanged for a links period, every member's links known
+            now = time.monotonic()
+            if a.router.links != seen:
+                seen, since = dict(a.router.links), now
+            if (
+                now - since >= a.options.links_interval_s
+                and a.members <= set(seen)
+                and seen.get(a.me) == frozenset(a.open_links)
+            ):
+                break
+            if now > deadline + 60:
+                raise SystemExit(f"peer {args.seed}: mesh not settled after 60 s")
+            await asyncio.sleep(0.005)
     print("READY", flush=True)
     loop = asyncio.get_running_loop()
     line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -110,6 +136,7 @@ async def peer(args: argparse.Namespace) -> dict[str, Any]:
     adapter = d.adapter
     p2p = adapter if isinstance(adapter, P2PAdapter) else None
     app0 = p2p.bytes_sent if p2p is not None else 0
+    stats0 = p2p.stats() if p2p is not None else {}
     dtls0 = p2p.transport_bytes_sent() if p2p is not None else 0
     ws_bytes = 0
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -135,6 +162,13 @@ async def peer(args: argparse.Namespace) -> dict[str, Any]:
     dtls = (p2p.transport_bytes_sent() - dtls0) if p2p is not None else 0
     stats = p2p.stats() if p2p is not None else {}
     await asyncio.sleep(1.5)  # stragglers
+    after = p2p.stats() if p2p is not None else {}
+    keys = ("router_unreliable_duplicates", "router_stale", "router_unreliable_fallback")
+    counted = (  # over the traffic window and its stragglers (clients that count them)
+        {k: after.get(k, 0) - stats0.get(k, 0) for k in keys}
+        if p2p is not None and hasattr(p2p.router, "settle_s")
+        else {}
+    )
     out = {
         "address": me.address.lower(),
         "transport": adapter.protocol if adapter is not None else "none",
@@ -146,6 +180,7 @@ async def peer(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_pct": 100.0 * (cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime) / window,
         "rss_mib": cpu1.ru_maxrss / 1024.0,
         "stats": stats,
+        "counted": counted,
     }
     await d.stop()
     return out
@@ -174,7 +209,9 @@ def start_realm(policy: str | None) -> tuple[subprocess.Popen[str], str]:
     return realm, line.split()[-1]
 
 
-def one_run(transport: str, n: int, seconds: float, hz: float, seed: int) -> dict[str, Any]:
+def one_run(
+    transport: str, n: int, seconds: float, hz: float, seed: int, settled: bool = False
+) -> dict[str, Any]:
     realm, url = start_realm("p2p" if transport == "p2p" else None)
     peers: list[subprocess.Popen[str]] = []
     try:
@@ -183,6 +220,7 @@ def one_run(transport: str, n: int, seconds: float, hz: float, seed: int) -> dic
             cmd += ["--transport", transport]
             cmd += ["--seed", str(seed * 1000 + i), "--x", str(4.0 * i)]
             cmd += ["--seconds", str(seconds), "--hz", str(hz)]
+            cmd += ["--settled"] if settled else []
             peers.append(
                 subprocess.Popen(
                     cmd,
@@ -226,6 +264,13 @@ def one_run(transport: str, n: int, seconds: float, hz: float, seed: int) -> dic
         if src in sent and seq in sent[src]
     )
     expected = sum(len(s) for s in sent.values()) * (n - 1)
+    firsts = sum(len(o["recv"]) for o in outs)
+    extra = sum(
+        o["counted"].get("router_unreliable_duplicates", 0) + o["counted"].get("router_stale", 0)
+        for o in outs
+    )
+    counted = transport == "p2p" and all(o["counted"] for o in outs) and firsts > 0
+    fallback = sum(o["counted"].get("router_unreliable_fallback", 0) for o in outs)
 
     def pct(q: float) -> float:
         return latencies[min(int(q * len(latencies)), len(latencies) - 1)] if latencies else 0.0
@@ -244,6 +289,8 @@ def one_run(transport: str, n: int, seconds: float, hz: float, seed: int) -> dic
         "peer_cpu_pct_median": statistics.median(o["cpu_pct"] for o in outs),
         "peer_rss_mib_max": max(o["rss_mib"] for o in outs),
         "links_median": statistics.median(o["stats"].get("links", 0) for o in outs),
+        "unreliable_copies_per_delivery": (firsts + extra) / firsts if counted else None,
+        "unreliable_fallback": fallback if counted else None,
     }
 
 
@@ -255,6 +302,7 @@ def main() -> int:
     p.add_argument("--hz", type=float, default=10.0)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="n = 2, 1 s, 1 run")
+    p.add_argument("--settled", action="store_true", help="P2P: traffic once every mesh settled")
     # one peer process (internal)
     p.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--realm", help=argparse.SUPPRESS)
@@ -273,13 +321,15 @@ def main() -> int:
     for n in args.sizes:  # both transports per size, back to back (similar load)
         for transport in args.transports:
             runs = [
-                one_run(transport, n, args.seconds, args.hz, seed) for seed in range(args.repeat)
+                one_run(transport, n, args.seconds, args.hz, seed, args.settled)
+                for seed in range(args.repeat)
             ]
             row: dict[str, Any] = {"transport": transport, "peers": n, "runs": len(runs)}
             row["transports_seen"] = sorted({t for r in runs for t in r["transports"]})
             for key in runs[0]:
                 if key != "transports":
-                    row[key] = round(statistics.median(r[key] for r in runs), 4)
+                    values = [r[key] for r in runs if r[key] is not None]
+                    row[key] = round(statistics.median(values), 4) if values else None
             results.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     print(
@@ -289,6 +339,7 @@ def main() -> int:
                 "hz": args.hz,
                 "seconds": args.seconds,
                 "repeat": args.repeat,
+                "settled": args.settled,
                 "loadavg_before": [round(x, 2) for x in load],
                 "loadavg_after": [round(x, 2) for x in os.getloadavg()],
                 "results": results,

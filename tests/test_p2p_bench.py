@@ -19,3 +19,7 @@ def test_bench_p2p_smoke() -> None:
         assert row["delivered"] > 0.5 and row["latency_p99_ms"] > 0
         assert row["upload_Bps_median"] > 0 and row["ready_s_max"] > 0
     assert rows["p2p"]["dtls_Bps_median"] > rows["p2p"]["upload_Bps_median"]
+    # two peers: nobody relays, one copy of each unreliable packet
+    assert rows["p2p"]["unreliable_copies_per_delivery"] == 1.0
+    assert rows["p2p"]["unreliable_fallback"] == 0
+    assert rows["ws-room"]["unreliable_copies_per_delivery"] is None

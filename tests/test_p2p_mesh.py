@@ -177,7 +177,7 @@ def test_router_duplicates_order_and_gaps() -> None:
     got = [x.payload for i in (5, 3, 4, 3, 69) for x in r.receive(u[i], src, [src])[0]]
     assert got == [b"u5", b"u3", b"u4", b"u69"]
     assert r.receive(u[4], src, [src])[0] == []  # outside the 64-packet window
-    assert r.counters["stale"] == 1
+    assert r.counters["stale"] == 1 and r.counters["unreliable_duplicates"] == 1
 
 
 def _mesh(n: int, edges: set[tuple[int, int]], seed: int) -> None:

@@ -396,6 +396,7 @@ class MeshRouter:
         ahead = (seq - high) % SEQ_MOD
         if ahead == 0:
             self.counters["duplicates"] += 1
+            self.counters["unreliable_duplicates"] += 1
             return "dup"
         if ahead < SEQ_MOD // 2:  # newer: slide the window
             stream.unreliable_mask = ((stream.unreliable_mask << ahead) | (1 << (ahead - 1))) & (
@@ -410,6 +411,7 @@ class MeshRouter:
         bit = 1 << (back - 1)
         if stream.unreliable_mask & bit:
             self.counters["duplicates"] += 1
+            self.counters["unreliable_duplicates"] += 1
             return "dup"
         stream.unreliable_mask |= bit
         return "new"
@@ -451,7 +453,8 @@ class MeshRouter:
         own stream says which connections it had when it sent; a view of its links newer
         or older than that would skip a member the source never sent to.
         """
-        if env.hops + 1 >= env.ttl:
+        others = [p for p in neighbours if p != from_peer and p != env.src]
+        if env.hops + 1 >= env.ttl or not others:
             return []
         if dup:
             if env.seq in stream.flooded:
@@ -464,7 +467,6 @@ class MeshRouter:
                 or now - self.links_changed_at < self.settle_s
                 or neighbours != self.links.get(self.me)
             )
-        others = [p for p in neighbours if p != from_peer and p != env.src]
         if flood:
             if len(stream.flooded) >= 2 * UNRELIABLE_WINDOW:  # keep the recent ones
                 high = stream.unreliable_high or 0

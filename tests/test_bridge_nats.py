@@ -27,6 +27,7 @@ from tests.helpers.bridge import (
     bad_credentials_refused,
     chat,
     cli,
+    dead_keys,
     first_read,
     gatekeeper_scene_member,
     only_from,
@@ -57,19 +58,7 @@ def test_island_rooms_of_a_rooms_process_through_a_bridge_process(
     watch = cli("keys", "create", "--name", "watch", "--scope", "island:I7", data_dir=data)
     scene_key = cli("keys", "create", "--name", "doors", "--scope", f"scene:{SCENE}", data_dir=data)
     other = cli("keys", "create", "--name", "other", "--scope", "island:I9", data_dir=data)
-    expired = cli(
-        "keys",
-        "create",
-        "--name",
-        "old",
-        "--scope",
-        "island:I7",
-        "--ttl",
-        "0.001",
-        data_dir=data,
-    )
-    revoked = cli("keys", "create", "--name", "gone", "--scope", "island:I7", data_dir=data)
-    assert cli("keys", "revoke", revoked["id"], data_dir=data)["status"] == "revoked"
+    expired, revoked = dead_keys(data, "island:I7")
     listed = {k["name"]: k for k in cli("keys", "list", data_dir=data)}
     assert listed["watch"]["status"] == "active" and "key" not in listed["watch"]
     assert listed["old"]["status"] == "expired" and listed["gone"]["status"] == "revoked"
@@ -94,7 +83,7 @@ def test_island_rooms_of_a_rooms_process_through_a_bridge_process(
                 await c.join(f"ws-room:ws://127.0.0.1:{rooms_port}/rooms/{room}")
                 bots.append(c)
             a, b, elsewhere = bots
-            await bad_credentials_refused(url, expired["key"], revoked["key"])
+            await bad_credentials_refused(url, expired, revoked)
             async with BridgeClient(url, key=other["key"]) as o:
                 await refused(o.subscribe("island", "I7"), "forbidden_scope")
             async with BridgeClient(url, key=scene_key["key"]) as sk:
@@ -205,12 +194,7 @@ def test_gatekeeper_scene_rooms_through_nats_with_the_bridge_in_its_own_process(
     data = tmp_path / "bridge-data"
     scene_key = cli("keys", "create", "--name", "doors", "--scope", f"scene:{SCENE}", data_dir=data)
     other = cli("keys", "create", "--name", "other", "--scope", "scene:main:bafyo", data_dir=data)
-    expired = cli(
-        "keys", "create", "--name", "old", "--scope", f"scene:{SCENE}", "--ttl", "0.001",
-        data_dir=data,
-    )  # fmt: skip
-    revoked = cli("keys", "create", "--name", "gone", "--scope", f"scene:{SCENE}", data_dir=data)
-    cli("keys", "revoke", revoked["id"], data_dir=data)
+    expired, revoked = dead_keys(data, f"scene:{SCENE}")
 
     async def body() -> None:
         pubsub = await NatsPubSub.connect([nats_server.url])
@@ -234,7 +218,7 @@ def test_gatekeeper_scene_rooms_through_nats_with_the_bridge_in_its_own_process(
             poser = RoomClient(Wallet(4))  # an island-registry room named like the scene room
             await poser.join(room_string(realm, SCENE, poser.wallet))
             bots += [island, poser]
-            await bad_credentials_refused(url, expired["key"], revoked["key"])
+            await bad_credentials_refused(url, expired, revoked)
             async with BridgeClient(url, key=other["key"]) as o:
                 await refused(o.subscribe("scene", SCENE), "forbidden_scope")
                 await refused(o.subscribe("island", "I7"), "forbidden_scope")

@@ -93,6 +93,17 @@ async def refused(coro: Awaitable[Any], code: str) -> BridgeError:
     return e.value
 
 
+def dead_keys(data_dir: Path, scope: str) -> tuple[str, str]:
+    """Creates an expired key (``old``) and a revoked one (``gone``) for ``scope`` with
+    ``dclcomms bridge keys``: their secrets, for :func:`bad_credentials_refused`."""
+    expired = cli(
+        "keys", "create", "--name", "old", "--scope", scope, "--ttl", "0.001", data_dir=data_dir
+    )
+    revoked = cli("keys", "create", "--name", "gone", "--scope", scope, data_dir=data_dir)
+    assert cli("keys", "revoke", revoked["id"], data_dir=data_dir)["status"] == "revoked"
+    return expired["key"], revoked["key"]
+
+
 async def bad_credentials_refused(url: str, expired_key: str, revoked_key: str) -> None:
     """The bridge at ``url`` refuses an expired key, a revoked key and a signed fetch whose
     metadata was changed after signing."""

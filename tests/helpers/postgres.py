@@ -21,6 +21,10 @@ import pytest
 PG_ADMIN = os.environ.get("DCLCOMMS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+def _drop(admin: object, name: str) -> None:
+    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[attr-defined]
+
+
 def _admin_connect() -> object:
     import psycopg
 
@@ -35,12 +39,14 @@ def pg_url() -> Iterator[str]:
     except Exception as e:
         pytest.skip(f"PostgreSQL on 127.0.0.1:5432 not reachable: {e}")
     name = f"dclcomms_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[attr-defined]
     base = PG_ADMIN.rsplit("/", 1)[0]
     try:
-        yield f"{base}/{name}"
+        admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[attr-defined]
+        try:
+            yield f"{base}/{name}"
+        finally:
+            _drop(admin, name)
     finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[attr-defined]
         admin.close()  # type: ignore[attr-defined]
 
 
@@ -48,11 +54,13 @@ def fresh_pg_database(pg_url: str) -> Iterator[str]:
     """Another empty database next to ``pg_url`` (for tests that need an empty one)."""
     admin = _admin_connect()
     name = f"dclcomms_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[attr-defined]
     try:
-        yield f"{pg_url.rsplit('/', 1)[0]}/{name}"
+        admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[attr-defined]
+        try:
+            yield f"{pg_url.rsplit('/', 1)[0]}/{name}"
+        finally:
+            _drop(admin, name)
     finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[attr-defined]
         admin.close()  # type: ignore[attr-defined]
 
 

@@ -17,17 +17,17 @@ struct FakeFrame final : OutFrame {
   std::string payload;
 };
 
-int64_t real_unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 int64_t sweep_period(const Config& cfg) {
   return std::max<int64_t>(cfg.idle_timeout_ms / 6, 10);
 }
 
 }  // namespace
+
+int64_t real_unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 class FakeEndpoint::Link final : public ws::Link {
  public:

@@ -60,6 +60,10 @@ struct FakeConnection {
 };
 using Conn = std::shared_ptr<FakeConnection>;
 
+// The real wall clock, ms since the Unix epoch (FakeEndpoint's default start;
+// the expiry of auth chains signed by tests against a real Server).
+int64_t real_unix_ms();
+
 class FakeEndpoint final : public Environment {
  public:
   // cfg is validated (validate() throws as Server's constructor does).

@@ -49,12 +49,6 @@ using ws::testing::Wallet;
 
 constexpr const char* kSecret = "realm-smoke-room-secret";
 
-int64_t unix_ms() {
-  return std::chrono::duration_cast<milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 // websocketpp clients on one asio thread (cpp/ws/testing/socket_clients.hpp).
 using Clients = ws::testing::SocketClients;
 using ws::testing::Peer;
@@ -115,7 +109,7 @@ class Embedder {
         nlohmann::ordered_json claims;
         claims["sub"] = change.peer_id;
         claims["room"] = change.island_id;
-        claims["exp"] = unix_ms() / 1000 + 300;
+        claims["exp"] = ws::testing::real_unix_ms() / 1000 + 300;
         msg.conn_str = "ws-room:ws://127.0.0.1:" + std::to_string(port_) + "/rooms/" +
                        change.island_id + "?access_token=" + auth::jwt_encode(claims, kSecret);
         for (const auto& island : engine_.islands()) {
@@ -192,8 +186,8 @@ TEST(RealmSmoke, HandshakeHeartbeatsIslandRoomExchangeOverSockets) {
     clients.send(p.connector, ws::testing::challenge_request(p.wallet.address()));
     const auto challenge = next(*p.connector, server_packet, "challengeResponse");
     const std::string to_sign = path(challenge, "challengeResponse.challengeToSign").as_string();
-    clients.send(p.connector, ws::testing::signed_challenge(
-                                  p.wallet.auth_chain(to_sign, unix_ms() + 3'600'000)));
+    clients.send(p.connector, ws::testing::signed_challenge(p.wallet.auth_chain(
+                                  to_sign, ws::testing::real_unix_ms() + 3'600'000)));
     const auto welcome = next(*p.connector, server_packet, "welcome");
     EXPECT_EQ(path(welcome, "welcome.peerId").as_string(), p.wallet.address());
   }
@@ -227,8 +221,8 @@ TEST(RealmSmoke, HandshakeHeartbeatsIslandRoomExchangeOverSockets) {
     clients.send(p.room, ws::testing::peer_identification(p.wallet.address()));
     const auto challenge = next(*p.room, ws_packet, "challengeMessage");
     const std::string to_sign = path(challenge, "challengeMessage.challengeToSign").as_string();
-    clients.send(p.room, ws::testing::signed_challenge_for_server(
-                             p.wallet.auth_chain(to_sign, unix_ms() + 3'600'000)));
+    clients.send(p.room, ws::testing::signed_challenge_for_server(p.wallet.auth_chain(
+                             to_sign, ws::testing::real_unix_ms() + 3'600'000)));
     const auto welcome = next(*p.room, ws_packet, "welcomeMessage");
     p.alias = path(welcome, "welcomeMessage.alias").as_int();
   }

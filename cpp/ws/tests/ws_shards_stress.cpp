@@ -51,11 +51,6 @@ using ws::testing::Wallet;
 using PeerPtr = std::shared_ptr<Peer>;
 using std::chrono::milliseconds;
 
-int64_t unix_ms() {
-  return std::chrono::duration_cast<milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 codec::Value server_packet(const std::string& f) {
   return ws::testing::server_packet(f);
 }
@@ -150,7 +145,8 @@ bool request_challenge(SocketClients& c, const PeerPtr& p, const Wallet& w, std:
   return path(*challenge, "challengeResponse.alreadyConnected").as_bool();
 }
 void sign_challenge(SocketClients& c, const PeerPtr& p, const Wallet& w, const std::string& s) {
-  c.send(p, ws::testing::signed_challenge(w.auth_chain(s, unix_ms() + 3'600'000)));
+  c.send(p,
+         ws::testing::signed_challenge(w.auth_chain(s, ws::testing::real_unix_ms() + 3'600'000)));
 }
 // A whole handshake; the welcome's peer id.
 std::string join_connector(SocketClients& c, const PeerPtr& p, const Wallet& w) {
@@ -173,7 +169,8 @@ int64_t join_room(SocketClients& c, const PeerPtr& p, const Wallet& w) {
   auto challenge = SocketClients::next(*p, ws_packet, "challengeMessage");
   if (!challenge) throw std::runtime_error("no room challenge");
   const std::string to_sign = path(*challenge, "challengeMessage.challengeToSign").as_string();
-  c.send(p, ws::testing::signed_challenge_for_server(w.auth_chain(to_sign, unix_ms() + 3'600'000)));
+  c.send(p, ws::testing::signed_challenge_for_server(
+                w.auth_chain(to_sign, ws::testing::real_unix_ms() + 3'600'000)));
   auto welcome = SocketClients::next(*p, ws_packet, "welcomeMessage");
   if (!welcome) throw std::runtime_error("no room welcome");
   return path(*welcome, "welcomeMessage.alias").as_int();

@@ -174,7 +174,18 @@ def test_the_node_takes_the_connection_and_http_limits() -> None:
         status, _, body, s = http(port, over)
         with s:
             assert (status, body) == (413, b'{"error":"Request Entity Too Large"}')
-    for flag, value in (("--http-keep-alive-ms", "-1"), ("--max-connections", "x")):
+    for flag, value, error in (
+        (
+            "--http-keep-alive-ms",
+            "-1",
+            "http_keep_alive_ms (flag --http-keep-alive-ms): must be >= 0, got -1 [bad_value]",
+        ),
+        (
+            "--max-connections",
+            "x",
+            "max_connections (flag --max-connections): expected int, got 'x' [bad_value]",
+        ),
+    ):
         out = subprocess.run(
             [sys.executable, "-m", "dclcomms", "rooms", "--port", "0", flag, value],
             capture_output=True,
@@ -182,4 +193,4 @@ def test_the_node_takes_the_connection_and_http_limits() -> None:
             timeout=60,
         )
         assert out.returncode == 2, (flag, out.stderr)
-        assert flag in out.stderr, out.stderr
+        assert out.stderr.rstrip().endswith(f"dclcomms rooms: error: {error}"), out.stderr
